@@ -1,0 +1,89 @@
+"""The ``ace`` command line.
+
+Exit codes follow diff(1): 0 when the nodes agree, 1 when they differ, 2 on
+any trouble. Boolean options accept both ``--quiet`` and ``--quiet=True``
+spellings, as the original's examples use both. Without ``ACE_BROKER_URL``
+the work runs in this process; with it, on the Celery fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ace_shared.config import Settings, load_settings
+from ace_shared.diffspec import parse_bool
+from ace_shared.errors import AceError
+
+EXIT_SAME, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
+
+
+def bool_option(name: str, help_text: str) -> Callable[[Any], Any]:
+    """``--name`` alone means true; ``--name=False`` is accepted too."""
+    return click.option(name, is_flag=False, flag_value="true", default="false",
+                        metavar="[=BOOL]", help=help_text)
+
+
+def fail(message: str) -> None:
+    click.echo(f"ace: error: {message}", err=True)
+    sys.exit(EXIT_TROUBLE)
+
+
+def settings_or_fail() -> Settings:
+    try:
+        return load_settings()
+    except AceError as exc:
+        fail(str(exc))
+        raise
+
+
+class AceGroup(click.Group):
+    """Turns every :class:`AceError` into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AceError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted.")
+
+
+@click.group(cls=AceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ACE, the Anti-Chaos Engine: find and repair data divergence between cluster nodes."""
+
+
+@main.command("table-diff")
+@click.argument("cluster_name")
+@click.argument("table_name")
+@click.option("--dbname", default=None, help="Database name (default: the cluster's first).")
+@click.option("--block-rows", "block_rows", default=None, help="Rows per block (1000-100000).")
+@click.option("--max-cpu-ratio", "max_cpu_ratio", default=None,
+              help="Share of this machine's CPUs to use (0-1].")
+@click.option("--output", default="json", help="json, csv or html.")
+@click.option("--nodes", default="all", help="'all' or a comma-separated list of nodes.")
+@click.option("--batch-size", "batch_size", default=None, help="Blocks per worker task.")
+@bool_option("--quiet", "Print only the result.")
+@click.option("--table-filter", "table_filter", default=None,
+              help="SQL WHERE condition restricting the rows compared (runs read-only).")
+@bool_option("--no-wait", "With a fleet: print the task id and return at once.")
+def table_diff(**opts: Any) -> None:
+    """Compare a table across the nodes of a cluster."""
+    from .commands import run_table_diff_command
+    settings = settings_or_fail()
+    opts["quiet"] = parse_bool("--quiet", opts["quiet"])
+    opts["no_wait"] = parse_bool("--no-wait", opts["no_wait"])
+    sys.exit(run_table_diff_command(opts, settings))
+
+
+def print_json(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

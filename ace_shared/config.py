@@ -1,0 +1,137 @@
+"""ACE settings: defaults, an optional ``ace_config.py``, then environment variables.
+
+The names are those of the original ``ace_config.py`` (``MAX_ALLOWED_DIFFS``,
+``BLOCK_ROWS_DEFAULT``, ``USE_CERT_AUTH``, ...) so an existing file keeps working.
+Any setting can be overridden by an environment variable: ``ACE_<NAME>``, or the
+name itself where it already starts with ``ACE_`` (``ACE_USER_CERT_FILE``).
+Settings are read once per process and passed down explicitly, never looked up
+from deep inside the core.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable ACE reads; see the module docstring for where values come from."""
+
+    # table-diff
+    BLOCK_ROWS_DEFAULT: int = 10000
+    BLOCK_ROWS_MIN: int = 1000
+    BLOCK_ROWS_MAX: int = 100000
+    MAX_CPU_RATIO_DEFAULT: float = 0.6
+    BATCH_SIZE_DEFAULT: int = 1
+    BATCH_SIZE_MIN: int = 1
+    BATCH_SIZE_MAX: int = 100000
+    MAX_ALLOWED_DIFFS: int = 10000
+    # where things live
+    CLUSTER_DIR: str = "cluster"
+    OUTPUT_DIR: str = "."
+    # the fleet
+    BROKER_URL: str = ""
+    RESULT_BACKEND: str = ""
+    DATABASE_URL: str = ""
+    TASK_TIME_LIMIT: int = 6 * 3600
+    RESULT_EXPIRES: int = 24 * 3600
+    MAX_REDELIVERIES: int = 3
+    # connections
+    CONNECT_TIMEOUT: int = 10
+    STATEMENT_TIMEOUT_MS: int = 0
+    # certificates
+    USE_CERT_AUTH: bool = False
+    ACE_USER_CERT_FILE: str = ""
+    ACE_USER_KEY_FILE: str = ""
+    CA_CERT_FILE: str = ""
+    ACE_API_CERT_FILE: str = ""
+    ACE_API_KEY_FILE: str = ""
+    # scheduling and auto-repair
+    MIN_RUN_FREQUENCY: str = "5m"
+    schedule_jobs: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    schedule_config: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    auto_repair_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.OUTPUT_DIR).resolve()
+
+    @property
+    def cluster_dir(self) -> Path:
+        return Path(self.CLUSTER_DIR).resolve()
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **values)
+
+
+_ENV_ALIASES = {
+    "CLUSTER_DIR": "ACE_CLUSTER_DIR",
+    "OUTPUT_DIR": "ACE_OUTPUT_DIR",
+    "BROKER_URL": "ACE_BROKER_URL",
+    "RESULT_BACKEND": "ACE_RESULT_BACKEND",
+    "DATABASE_URL": "ACE_DATABASE_URL",
+}
+
+
+def _env_name(name: str) -> str:
+    if name in _ENV_ALIASES:
+        return _ENV_ALIASES[name]
+    return name if name.startswith("ACE_") else f"ACE_{name}"
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    """Turn a value from a file or the environment into the type of its default."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, str):
+            return str(raw)
+        if isinstance(default, tuple):
+            return tuple(raw)
+        if isinstance(default, dict):
+            return dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Setting {name} has the invalid value {raw!r}.") from exc
+    return raw
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from defaults, the config file (``$ACE_CONFIG``), then the environment."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_path or env.get("ACE_CONFIG")
+    defaults = Settings()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"The ACE config file {p} does not exist; fix ACE_CONFIG or create it.")
+        try:
+            namespace = runpy.run_path(str(p))
+        except Exception as exc:  # a config file is user code: report, don't crash
+            raise ConfigError(f"The ACE config file {p} could not be loaded: {exc}.") from exc
+        for f in fields(Settings):
+            if f.name in namespace:
+                values[f.name] = _coerce(f.name, namespace[f.name], getattr(defaults, f.name))
+    for f in fields(Settings):
+        env_name = _env_name(f.name)
+        if env_name in env and not isinstance(getattr(defaults, f.name), (tuple, dict)):
+            values[f.name] = _coerce(env_name, env[env_name], getattr(defaults, f.name))
+    return replace(defaults, **values)

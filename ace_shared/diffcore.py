@@ -1,0 +1,209 @@
+"""The per-range work of a table diff: hash, narrow, fetch, compare.
+
+For each key range every node hashes its rows in SQL at once, and only hashes
+come back. Where the nodes disagree, the range is cut into sub-ranges that are
+hashed again in one scan each (:func:`sqlgen.hash_buckets`), down to leaves of
+at most ``LEAF_ROWS`` rows whose per-row hashes are compared; only the rows
+whose hashes differ are fetched in full. This module is what both the
+in-process pool and the Celery subtasks call; it knows nothing of either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg2.extensions import cursor
+
+from . import sqlgen
+from .budget import DiffBudget
+from .diffspec import DiffSpec
+from .nodesessions import NodeSessions
+from .ranges import Key, KeyRange, split_range
+from .schema import TableShape
+
+LEAF_ROWS = 1000
+FANOUT = 16
+
+Row = dict[str, str | None]
+
+
+@dataclass
+class DiffRecord:
+    """One key whose row is not the same on every node; ``None`` where a node lacks it."""
+
+    key: Key
+    rows: dict[str, Row | None]
+
+    def to_json(self) -> str:
+        return json.dumps({"key": list(self.key), "rows": self.rows}, ensure_ascii=False,
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> DiffRecord:
+        d = json.loads(line)
+        return cls(tuple(d["key"]), d["rows"])
+
+
+@dataclass
+class BatchResult:
+    """What a batch reports back: small, so it can travel through any result backend."""
+
+    first_range: int
+    ranges_done: int
+    ranges_total: int
+    rows_checked: int
+    diff_keys: int
+    partial_path: str
+    stopped_early: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BatchResult:
+        return cls(**d)
+
+
+def _fetch(q: sqlgen.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
+    query, params = q
+
+    def run(cur: cursor) -> list[tuple[Any, ...]]:
+        cur.execute(query, params)
+        return cur.fetchall()
+    return run
+
+
+class RangeDiffer:
+    """Finds the differing rows of ranges of one table across the nodes of one job."""
+
+    def __init__(self, spec: DiffSpec, sessions: NodeSessions) -> None:
+        self.spec = spec
+        self.shape: TableShape = spec.shape
+        self.sessions = sessions
+        self.nodes = list(spec.nodes)
+        self.filter = spec.table_filter
+
+    def hash_range(self, rng: KeyRange) -> dict[str, tuple[int, Any]]:
+        res = self.sessions.on_all(_fetch(sqlgen.hash_range(self.shape, rng, self.filter)))
+        return {n: (int(rows[0][0]), rows[0][1]) for n, rows in res.items()}
+
+    def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
+        """Differing rows of one range in key order, and how many rows the largest node has."""
+        hashes = self.hash_range(rng)
+        counts = {n: c for n, (c, _) in hashes.items()}
+        checked = max(counts.values())
+        if len({h for h in hashes.values()}) == 1:
+            return [], checked
+        keys = self._narrow(rng, counts)
+        return self.records_for_keys(keys), checked
+
+    def _narrow(self, rng: KeyRange, counts: dict[str, int]) -> set[Key]:
+        biggest = max(counts, key=lambda n: counts[n])
+        if counts[biggest] <= LEAF_ROWS:
+            return self._leaf(rng)
+        step = max(1, math.ceil(counts[biggest] / FANOUT))
+        inner_rows = self.sessions.on_one(
+            biggest, _fetch(sqlgen.inner_boundaries(self.shape, rng, step, self.filter)))
+        inner = [tuple(r) for r in inner_rows]
+        if rng.upper is not None and inner and inner[-1] == rng.upper:
+            inner.pop()
+        if not inner:
+            return self._leaf(rng)
+        subs = split_range(rng, inner)
+        buckets = self.sessions.on_all(
+            _fetch(sqlgen.hash_buckets(self.shape, rng, inner, self.filter)))
+        per_node = {n: {int(b): (int(c), h) for b, c, h in rows} for n, rows in buckets.items()}
+        found: set[Key] = set()
+        for sub in subs:
+            sub_hashes = {n: per_node[n].get(sub.index, (0, 0)) for n in self.nodes}
+            if len(set(sub_hashes.values())) > 1:
+                found |= self._narrow(sub, {n: c for n, (c, _) in sub_hashes.items()})
+        return found
+
+    def _leaf(self, rng: KeyRange) -> set[Key]:
+        n_key = len(self.shape.key)
+        res = self.sessions.on_all(_fetch(sqlgen.leaf_hashes(self.shape, rng, self.filter)))
+        per_node = {n: {tuple(r[:n_key]): r[n_key] for r in rows} for n, rows in res.items()}
+        all_keys: set[Key] = set()
+        for m in per_node.values():
+            all_keys.update(m)
+        return {k for k in all_keys if len({per_node[n].get(k) for n in self.nodes}) > 1}
+
+    def records_for_keys(self, keys: Iterable[Key]) -> list[DiffRecord]:
+        """Fetch the full rows of ``keys`` on every node; keep those not equal everywhere."""
+        key_list = list(keys)
+        if not key_list:
+            return []
+        names = self.shape.column_names
+        key_idx = [names.index(k) for k in self.shape.key]
+        fetched = self.sessions.on_all(
+            _fetch(sqlgen.fetch_rows(self.shape, key_list, self.filter)))
+        by_node: dict[str, dict[Key, Row]] = {}
+        for n, rows in fetched.items():
+            by_node[n] = {tuple(r[i] for i in key_idx): dict(zip(names, r, strict=True)) for r in rows}
+        ordered = self.order_keys(key_list)
+        out = []
+        for k in ordered:
+            rows = {n: by_node[n].get(k) for n in self.nodes}
+            distinct = {json.dumps(r, sort_keys=True) for r in rows.values()}
+            if len(distinct) > 1:
+                out.append(DiffRecord(k, rows))
+        return out
+
+    def order_keys(self, keys: list[Key]) -> list[Key]:
+        """Keys in the table's own order, as the database sorts them (collations included)."""
+        if len(keys) <= 1:
+            return keys
+        positions = self.sessions.on_one(self.nodes[0], _fetch(sqlgen.sort_keys(self.shape, keys)))
+        return [keys[int(p[0]) - 1] for p in positions]
+
+
+def partial_path(work_dir: str, first_range: int) -> Path:
+    return Path(work_dir) / f"part_{first_range:09d}.jsonl"
+
+
+def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
+               budget: DiffBudget, on_range_done: Callable[[int], None] | None = None,
+               ) -> BatchResult:
+    """Diff consecutive ranges, writing differing rows to one partial file by reference.
+
+    The partial file is written under a temporary name and renamed when the
+    batch ends, so a batch redelivered after its worker died simply rewrites it.
+    """
+    differ = RangeDiffer(spec, sessions)
+    final = partial_path(spec.work_dir, ranges[0].index)
+    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+    done = rows_checked = found = 0
+    stopped = False
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rng in ranges:
+            if budget.exhausted():
+                stopped = True
+                break
+            records, checked = differ.diff_range(rng)
+            for rec in records:
+                fh.write(rec.to_json())
+                fh.write("\n")
+            rows_checked += checked
+            found += len(records)
+            done += 1
+            if records:
+                budget.add(len(records))
+            if on_range_done is not None:
+                on_range_done(1)
+    os.replace(tmp, final)
+    return BatchResult(ranges[0].index, done, len(ranges), rows_checked, found, str(final),
+                       stopped)
+
+
+def read_partial(path: str | Path) -> Iterator[DiffRecord]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield DiffRecord.from_json(line)

@@ -1,0 +1,117 @@
+"""Preparing a table diff: check the table on every node, then plan key ranges.
+
+Planning avoids a full scan of large tables: the row estimate comes from the
+catalog, and boundaries from a small page sample (``TABLESAMPLE SYSTEM``) of
+the node that holds the most rows. Small or never-analysed tables get exact
+boundaries from one pass over their primary-key index. Boundaries only balance
+the work; correctness comes from the ranges covering the whole key space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg2.extensions import cursor
+
+from . import sqlgen
+from .cluster import load_cluster
+from .config import Settings
+from .connection import NodeTarget, node_targets
+from .diffspec import DiffRequest, DiffSpec
+from .nodesessions import NodeSessions
+from .ranges import KeyRange, pick_boundaries, range_count_for, ranges_from_boundaries
+from .schema import TableShape, read_shape, reconcile_shapes
+
+EXACT_PLAN_MAX_ROWS = 200_000
+SAMPLES_PER_RANGE = 20
+
+
+@dataclass
+class DiffPlan:
+    spec: DiffSpec
+    ranges: list[KeyRange]
+    estimated_rows: int
+
+
+def resolve_targets(cluster_name: str, dbname: str | None, nodes: str | list[str] | None,
+                    settings: Settings, role: str | None) -> tuple[str, tuple[NodeTarget, ...]]:
+    """The database name and connection targets for the chosen nodes."""
+    cluster = load_cluster(settings.cluster_dir, cluster_name)
+    chosen = cluster.select_nodes(nodes)
+    db = cluster.database(dbname)
+    return db.name, node_targets(cluster, chosen, db.name, settings, role)
+
+
+def read_common_shape(sessions: NodeSessions, request_table: Any) -> TableShape:
+    shapes = {}
+    # read in node order so that error messages name the first offending node
+    for node in sessions.order:
+        shapes[node] = sessions.on_one(node, lambda cur, n=node: read_shape(cur, request_table, n))
+    return reconcile_shapes(shapes)
+
+
+def check_filter_on_nodes(sessions: NodeSessions, shape: TableShape, table_filter: str) -> None:
+    """Plan (not run) a query with the filter on every node, so a bad filter fails early."""
+    query, params = sqlgen.sample_keys(shape, None, table_filter)
+
+    def explain(cur: cursor) -> None:
+        cur.execute(sqlgen.sql.SQL("EXPLAIN {}").format(query), params)
+        cur.fetchall()
+    sessions.on_all(explain)
+
+
+def _estimate(cur: cursor, shape: TableShape) -> int:
+    cur.execute("SELECT c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (shape.table.schema, shape.table.table))
+    row = cur.fetchone()
+    return int(row[0]) if row else -1
+
+
+def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
+                    table_filter: str | None) -> tuple[list[KeyRange], int]:
+    """Cut the key space into ranges of about ``block_rows`` rows."""
+    estimates = sessions.on_all(lambda cur: _estimate(cur, shape))
+    node = max(sessions.order, key=lambda n: estimates[n])
+    estimate = estimates[node]
+    if estimate < 0 or estimate <= EXACT_PLAN_MAX_ROWS:
+        query, params = sqlgen.every_nth_key(shape, block_rows, table_filter)
+        rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+        boundaries = [tuple(r) for r in rows]
+        return ranges_from_boundaries(boundaries), max(estimate, len(boundaries) * block_rows)
+    parts = range_count_for(estimate, block_rows)
+    wanted = parts * SAMPLES_PER_RANGE
+    percent = min(100.0, max(0.01, 100.0 * wanted / max(estimate, 1)))
+    query, params = sqlgen.sample_keys(shape, percent, table_filter)
+    rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    sample = [tuple(r) for r in rows]
+    return ranges_from_boundaries(pick_boundaries(sample, parts)), estimate
+
+
+def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
+                 sessions: NodeSessions | None = None) -> DiffPlan:
+    """Check nodes and table, then plan the ranges; nothing is written but the work folder."""
+    dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
+                                      settings, request.role)
+    own = sessions is None
+    sessions = sessions or NodeSessions(targets)
+    try:
+        shape = read_common_shape(sessions, request.table)
+        if request.table_filter:
+            check_filter_on_nodes(sessions, shape, request.table_filter)
+        ranges, estimate = plan_boundaries(sessions, shape, request.block_rows,
+                                           request.table_filter)
+    finally:
+        if own:
+            sessions.close()
+    work_dir = Path(settings.output_dir) / "work" / task_id
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec = DiffSpec(
+        task_id=task_id, cluster_name=request.cluster_name, dbname=dbname,
+        nodes=tuple(t.node for t in targets), shape=shape, table_filter=request.table_filter,
+        block_rows=request.block_rows, batch_size=request.batch_size,
+        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work_dir),
+    )
+    return DiffPlan(spec, ranges, estimate)

@@ -1,0 +1,72 @@
+"""Running a table diff in this process, on a local pool, when no broker is configured.
+
+The pool calls exactly what the Celery subtasks call (:func:`diffcore.diff_batch`
+and :func:`diffmerge.merge_diff`), so both executors give the same file for the
+same data. Its size follows ``--max-cpu-ratio`` of this machine's CPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .budget import LocalBudget
+from .config import Settings
+from .diffcore import diff_batch
+from .diffmerge import merge_diff
+from .diffplan import prepare_diff, resolve_targets
+from .diffspec import DiffRequest
+from .nodesessions import NodeSessions
+from .ranges import batches
+
+Progress = Callable[[int, int], None]
+
+
+def pool_size(max_cpu_ratio: float) -> int:
+    return max(1, math.ceil((os.cpu_count() or 1) * max_cpu_ratio))
+
+
+def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
+                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+    """Diff a table across nodes in this process; return the diff file and its summary."""
+    started = datetime.now(timezone.utc).isoformat()
+    size = pool_size(request.max_cpu_ratio)
+    _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
+                                 settings, request.role)
+    sessions = NodeSessions(targets, threads_per_node=size)
+    try:
+        plan = prepare_diff(request, settings, task_id, sessions=sessions)
+        groups = batches(plan.ranges, request.batch_size)
+        total = len(plan.ranges)
+        done = [0]
+        if progress:
+            progress(0, total)
+
+        def on_range_done(n: int) -> None:
+            done[0] += n
+            if progress:
+                progress(done[0], total)
+
+        budget = LocalBudget(plan.spec.max_diffs)
+        try:
+            with ThreadPoolExecutor(max_workers=size, thread_name_prefix="ace-batch") as pool:
+                futures = [pool.submit(diff_batch, plan.spec, g, sessions, budget, on_range_done)
+                           for g in groups]
+                finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for fut in pending:
+                    fut.cancel()
+                results = [f.result() for f in futures if not f.cancelled()]
+        except BaseException:
+            shutil.rmtree(plan.spec.work_dir, ignore_errors=True)
+            raise
+        meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": "local"}
+        return merge_diff(plan.spec, meta, results, total, settings.output_dir, request.output,
+                          started)
+    finally:
+        sessions.close()

@@ -1,0 +1,85 @@
+"""Key-space splitting as pure functions.
+
+A table's primary-key space is cut at *boundaries* (key values in PostgreSQL's
+own order) into contiguous half-open ranges ``[lower, upper)``. The first range
+has no lower bound and the last no upper bound, so a row that exists only on
+some node, beyond every key the planner saw, still falls in some range.
+
+Invariants (tested): ranges are in order, each range's upper bound is the next
+range's lower bound, the first lower and last upper are ``None``, and indexes
+run 0..n-1. No function here does I/O; boundaries come from the database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Key = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Rows with ``lower <= key < upper``; ``None`` means unbounded on that side."""
+
+    index: int
+    lower: Key | None
+    upper: Key | None
+
+    def to_json(self) -> list[object]:
+        return [self.index, list(self.lower) if self.lower else None,
+                list(self.upper) if self.upper else None]
+
+    @classmethod
+    def from_json(cls, data: Sequence[object]) -> KeyRange:
+        index, lower, upper = data
+        return cls(int(index),  # type: ignore[call-overload]
+                   tuple(lower) if lower else None,  # type: ignore[arg-type]
+                   tuple(upper) if upper else None)  # type: ignore[arg-type]
+
+
+def dedupe_sorted(keys: Iterable[Key]) -> list[Key]:
+    """Drop adjacent duplicates from keys already in database order."""
+    out: list[Key] = []
+    for k in keys:
+        if not out or out[-1] != k:
+            out.append(k)
+    return out
+
+
+def pick_boundaries(sorted_keys: Sequence[Key], parts: int) -> list[Key]:
+    """Choose ``parts - 1`` boundaries that cut ``sorted_keys`` into near-equal parts."""
+    keys = dedupe_sorted(sorted_keys)
+    if parts <= 1 or not keys:
+        return []
+    if len(keys) < parts:
+        return keys[1:] if len(keys) > 1 else keys[:]
+    step = len(keys) / parts
+    chosen = [keys[min(len(keys) - 1, math.floor(step * i))] for i in range(1, parts)]
+    return dedupe_sorted(chosen)
+
+
+def ranges_from_boundaries(boundaries: Sequence[Key]) -> list[KeyRange]:
+    """Cut the whole key space at ``boundaries`` (strictly increasing) into ranges."""
+    bounds: list[Key | None] = [None, *boundaries, None]
+    return [KeyRange(i, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def split_range(parent: KeyRange, inner: Sequence[Key]) -> list[KeyRange]:
+    """Cut one range at ``inner`` boundaries (all strictly inside it, increasing)."""
+    bounds: list[Key | None] = [parent.lower, *dedupe_sorted(inner), parent.upper]
+    return [KeyRange(i, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def batches(ranges: Sequence[KeyRange], batch_size: int) -> list[list[KeyRange]]:
+    """Group consecutive ranges, ``batch_size`` to a group (one task each)."""
+    size = max(1, batch_size)
+    return [list(ranges[i:i + size]) for i in range(0, len(ranges), size)]
+
+
+def range_count_for(estimated_rows: float, block_rows: int) -> int:
+    """How many ranges a table of ``estimated_rows`` needs at ``block_rows`` per range."""
+    if estimated_rows <= block_rows:
+        return 1
+    return math.ceil(estimated_rows / block_rows)

@@ -1,0 +1,59 @@
+"""Guarding a user's ``--table-filter`` before it reaches SQL.
+
+The filter is SQL by design (a WHERE clause), so it cannot be parameterised.
+It is checked to be one expression: no statement separator, no comment that
+could hide the rest of ACE's query, and balanced parentheses, so that wrapped
+in ``( ... )`` it cannot close ACE's parenthesis. It then runs only inside
+read-only transactions, and is test-planned on every node before any work.
+"""
+
+from __future__ import annotations
+
+from .errors import FilterError
+
+
+def check_filter(text: str | None) -> str | None:
+    """Return the filter stripped, or ``None``; raise :class:`FilterError` if unsafe."""
+    if text is None or not text.strip():
+        return None
+    expr = text.strip()
+    depth = 0
+    i, n = 0, len(expr)
+    while i < n:
+        c = expr[i]
+        if c in ("'", '"'):
+            j = i + 1
+            while j < n:
+                if expr[j] == c:
+                    if j + 1 < n and expr[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            if j >= n:
+                raise FilterError(f"The table filter {text!r} has an unclosed quote.")
+            i = j + 1
+            continue
+        if c == "$":
+            end = expr.find("$", i + 1)
+            tag = expr[i:end + 1] if end > i else ""
+            if tag and all(ch.isalnum() or ch == "_" for ch in tag[1:-1]) and not tag[1:2].isdigit():
+                close = expr.find(tag, end + 1)
+                if close < 0:
+                    raise FilterError(f"The table filter {text!r} has an unclosed dollar quote.")
+                i = close + len(tag)
+                continue
+        if c == ";":
+            raise FilterError("The table filter must be a single WHERE condition, without ';'.")
+        if expr.startswith("--", i) or expr.startswith("/*", i):
+            raise FilterError("The table filter must not contain SQL comments.")
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise FilterError(f"The table filter {text!r} has an unmatched ')'.")
+        i += 1
+    if depth != 0:
+        raise FilterError(f"The table filter {text!r} has an unmatched '('.")
+    return expr

@@ -1,0 +1,34 @@
+"""Readable, unique task ids such as ``td_20240315_123456_x7k2``.
+
+The prefix names the kind of task as in the API reference (``td`` table-diff,
+``tr`` table-repair and table-rerun); the same id is the Celery task id, so an
+operator can find a task in Flower from what the API or CLI printed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from datetime import datetime, timezone
+
+PREFIXES = {
+    "table-diff": "td",
+    "table-repair": "tr",
+    "table-rerun": "tr",
+    "auto-repair": "ar",
+    "spock-exception": "se",
+}
+_ALPHABET = string.ascii_lowercase + string.digits
+TASK_ID_RE = re.compile(r"^[a-z]{2,3}_\d{8}_\d{6}_[a-z0-9]{4,8}$")
+
+
+def new_task_id(task_type: str, now: datetime | None = None) -> str:
+    prefix = PREFIXES.get(task_type, "tk")
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d_%H%M%S")
+    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(6))
+    return f"{prefix}_{stamp}_{suffix}"
+
+
+def is_task_id(text: str) -> bool:
+    return bool(TASK_ID_RE.match(text or ""))
