@@ -31,6 +31,8 @@ PINNED_SETTINGS: dict[str, str] = {
     "IntervalStyle": "postgres",
     "lc_monetary": "C",
     "client_encoding": "UTF8",
+    # the table-filter guard reads '...' strings by these rules
+    "standard_conforming_strings": "on",
     "application_name": "ace",
 }
 

@@ -42,6 +42,11 @@ def display_ident(name: str) -> str:
     return name if plain else quote_ident(name)
 
 
+def fold_unquoted(word: str) -> str:
+    """Lower-case an unquoted name as PostgreSQL does in a UTF-8 database: ASCII letters only."""
+    return "".join(c.lower() if "A" <= c <= "Z" else c for c in word)
+
+
 def split_identifiers(text: str) -> list[str]:
     """Split a dotted name into parts, honouring double quotes."""
     parts: list[str] = []
@@ -71,7 +76,7 @@ def split_identifiers(text: str) -> list[str]:
             start = i
             while i < n and text[i] not in '.' and not text[i].isspace() and text[i] != '"':
                 i += 1
-            part = text[start:i].lower()
+            part = fold_unquoted(text[start:i])
             if not part:
                 raise BadOptionError(f"The name {text!r} is not a valid schema.table name.")
         parts.append(part)

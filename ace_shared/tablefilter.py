@@ -3,13 +3,28 @@
 The filter is SQL by design (a WHERE clause), so it cannot be parameterised.
 It is checked to be one expression: no statement separator, no comment that
 could hide the rest of ACE's query, and balanced parentheses, so that wrapped
-in ``( ... )`` it cannot close ACE's parenthesis. It then runs only inside
-read-only transactions, and is test-planned on every node before any work.
+in ``( ... )`` it cannot close ACE's parenthesis. Quotes are skipped by
+PostgreSQL's own lexical rules (``E''`` strings take backslash escapes, a
+``$`` inside a name does not open a dollar quote), so nothing hides behind
+them. It then runs only inside read-only transactions, and is test-planned on
+every node before any work.
 """
 
 from __future__ import annotations
 
 from .errors import FilterError
+
+
+def _is_ident_char(c: str) -> bool:
+    """A character that continues an identifier (so a ``$`` after it is part of the name)."""
+    return c.isalnum() or c in "_$" or not c.isascii()
+
+
+def _is_e_string(expr: str, quote_at: int) -> bool:
+    """True when the quote at ``quote_at`` opens an ``E'...'`` string (backslash escapes)."""
+    if quote_at == 0 or expr[quote_at - 1] not in "eE":
+        return False
+    return quote_at == 1 or not _is_ident_char(expr[quote_at - 2])
 
 
 def check_filter(text: str | None) -> str | None:
@@ -22,8 +37,12 @@ def check_filter(text: str | None) -> str | None:
     while i < n:
         c = expr[i]
         if c in ("'", '"'):
+            escapes = c == "'" and _is_e_string(expr, i)
             j = i + 1
             while j < n:
+                if escapes and expr[j] == "\\":
+                    j += 2
+                    continue
                 if expr[j] == c:
                     if j + 1 < n and expr[j + 1] == c:
                         j += 2
@@ -34,7 +53,7 @@ def check_filter(text: str | None) -> str | None:
                 raise FilterError(f"The table filter {text!r} has an unclosed quote.")
             i = j + 1
             continue
-        if c == "$":
+        if c == "$" and not (i > 0 and _is_ident_char(expr[i - 1])):
             end = expr.find("$", i + 1)
             tag = expr[i:end + 1] if end > i else ""
             if tag and all(ch.isalnum() or ch == "_" for ch in tag[1:-1]) and not tag[1:2].isdigit():
