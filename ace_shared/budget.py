@@ -1,9 +1,11 @@
-"""The MAX_ALLOWED_DIFFS budget shared by every piece of one diff.
+"""Counters shared by every piece of one job: the MAX_ALLOWED_DIFFS budget and progress.
 
 Whoever runs the ranges (threads in one process, or Celery workers on many
-hosts) adds what it found to one counter; once the total reaches the limit,
-every runner sees it and stops before its next range. In-process it is a
-locked integer; on the fleet it is a Redis counter (``ace_workers``).
+hosts) reports, per part (a batch of ranges), how much that part has done so
+far. Reports are idempotent: a batch redelivered after its worker died reports
+its own figures again and the total does not count them twice. In-process the
+counter is a locked dict; on the fleet it is a Redis hash plus a total kept by
+one Lua script (``ace_workers``), so every runner sees the same numbers.
 """
 
 from __future__ import annotations
@@ -12,61 +14,47 @@ import threading
 from typing import Protocol
 
 
-class DiffBudget(Protocol):
-    limit: int
-
-    def add(self, found: int) -> int:
-        """Record ``found`` more differing rows; return the new total."""
+class PartCounter(Protocol):
+    def record(self, part: str, value: int) -> int:
+        """Raise ``part``'s figure to ``value`` (never lower it); return the total."""
 
     def total(self) -> int:
-        """Rows found so far by every runner."""
-
-    def exhausted(self) -> bool:
-        """True once the total has reached the limit."""
+        """The sum over all parts."""
 
 
-class LocalBudget:
-    """A budget for runners that share one process."""
+class LocalPartCounter:
+    """A part counter for runners that share one process."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self) -> None:
+        self._parts: dict[str, int] = {}
         self._total = 0
         self._lock = threading.Lock()
 
-    def add(self, found: int) -> int:
+    def record(self, part: str, value: int) -> int:
         with self._lock:
-            self._total += found
+            old = self._parts.get(part, 0)
+            if value > old:
+                self._parts[part] = value
+                self._total += value - old
             return self._total
 
     def total(self) -> int:
         return self._total
 
-    def exhausted(self) -> bool:
-        return self.limit > 0 and self._total >= self.limit
 
+class DiffBudget:
+    """MAX_ALLOWED_DIFFS over a part counter: exhausted once the total reaches the limit."""
 
-class RedisBudget:
-    """A budget shared through one Redis key, for runners on many hosts."""
-
-    def __init__(self, client: object, key: str, limit: int, ttl_seconds: int = 86400) -> None:
+    def __init__(self, counter: PartCounter, limit: int) -> None:
+        self.counter = counter
         self.limit = limit
-        self._redis = client
-        self._key = key
-        self._ttl = ttl_seconds
 
-    def add(self, found: int) -> int:
-        pipe = self._redis.pipeline()  # type: ignore[attr-defined]
-        pipe.incrby(self._key, found)
-        pipe.expire(self._key, self._ttl)
-        total, _ = pipe.execute()
-        return int(total)
-
-    def total(self) -> int:
-        value = self._redis.get(self._key)  # type: ignore[attr-defined]
-        return int(value or 0)
+    def record(self, part: str, found: int) -> int:
+        return self.counter.record(part, found)
 
     def exhausted(self) -> bool:
-        return self.limit > 0 and self.total() >= self.limit
+        return self.limit > 0 and self.counter.total() >= self.limit
 
-    def reset(self) -> None:
-        self._redis.delete(self._key)  # type: ignore[attr-defined]
+
+def local_budget(limit: int) -> DiffBudget:
+    return DiffBudget(LocalPartCounter(), limit)

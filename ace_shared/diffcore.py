@@ -169,14 +169,18 @@ def partial_path(work_dir: str, first_range: int) -> Path:
 
 
 def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
-               budget: DiffBudget, on_range_done: Callable[[int], None] | None = None,
+               budget: DiffBudget, on_range_done: Callable[[str, int], None] | None = None,
                ) -> BatchResult:
     """Diff consecutive ranges, writing differing rows to one partial file by reference.
+
+    ``on_range_done(part, ranges_done_in_part)`` reports progress idempotently
+    (see :mod:`budget`); ``part`` names the batch by its first range.
 
     The partial file is written under a temporary name and renamed when the
     batch ends, so a batch redelivered after its worker died simply rewrites it.
     """
     differ = RangeDiffer(spec, sessions)
+    part = str(ranges[0].index)
     final = partial_path(spec.work_dir, ranges[0].index)
     tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
     done = rows_checked = found = 0
@@ -194,12 +198,33 @@ def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
             found += len(records)
             done += 1
             if records:
-                budget.add(len(records))
+                budget.record(part, found)
             if on_range_done is not None:
-                on_range_done(1)
+                on_range_done(part, done)
     os.replace(tmp, final)
-    return BatchResult(ranges[0].index, done, len(ranges), rows_checked, found, str(final),
-                       stopped)
+    result = BatchResult(ranges[0].index, done, len(ranges), rows_checked, found, str(final),
+                         stopped)
+    write_batch_result(result)
+    return result
+
+
+def batch_result_path(partial: str | Path) -> Path:
+    return Path(str(partial).removesuffix(".jsonl") + ".done.json")
+
+
+def write_batch_result(result: BatchResult) -> None:
+    """Record a finished batch beside its partial file, so a reducer can find every part."""
+    path = batch_result_path(result.partial_path)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result.to_dict()))
+    os.replace(tmp, path)
+
+
+def read_batch_result(work_dir: str, first_range: int) -> BatchResult | None:
+    path = batch_result_path(partial_path(work_dir, first_range))
+    if not path.is_file():
+        return None
+    return BatchResult.from_dict(json.loads(path.read_text()))
 
 
 def read_partial(path: str | Path) -> Iterator[DiffRecord]:

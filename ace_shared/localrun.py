@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .budget import LocalBudget
+from .budget import LocalPartCounter, local_budget
 from .config import Settings
 from .diffcore import diff_batch
 from .diffmerge import merge_diff
@@ -44,16 +44,16 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
         plan = prepare_diff(request, settings, task_id, sessions=sessions)
         groups = batches(plan.ranges, request.batch_size)
         total = len(plan.ranges)
-        done = [0]
+        counter = LocalPartCounter()
         if progress:
             progress(0, total)
 
-        def on_range_done(n: int) -> None:
-            done[0] += n
+        def on_range_done(part: str, done_in_part: int) -> None:
+            done = counter.record(part, done_in_part)
             if progress:
-                progress(done[0], total)
+                progress(done, total)
 
-        budget = LocalBudget(plan.spec.max_diffs)
+        budget = local_budget(plan.spec.max_diffs)
         try:
             with ThreadPoolExecutor(max_workers=size, thread_name_prefix="ace-batch") as pool:
                 futures = [pool.submit(diff_batch, plan.spec, g, sessions, budget, on_range_done)

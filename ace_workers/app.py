@@ -1,0 +1,58 @@
+"""The Celery app, configured from ACE's settings.
+
+Long work is made safe here rather than in each task: acknowledgements come
+after a task finishes (``acks_late``), a task whose worker process died is put
+back (``reject_on_worker_lost``), each worker process takes one message at a
+time, and the broker's visibility timeout outlasts the longest task so Redis
+does not hand a running task to a second worker. Results expire; large
+results never travel through the backend (diffs go by file reference).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from ace_shared.config import load_settings
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+QUEUE = "ace"
+
+
+def make_app() -> Celery:
+    settings = load_settings()
+    broker = settings.BROKER_URL or DEFAULT_BROKER
+    backend = settings.RESULT_BACKEND or broker
+    visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", settings.TASK_TIME_LIMIT + 600))
+    app = Celery("ace_workers", broker=broker, backend=backend,
+                 include=["ace_workers.diff_tasks", "ace_workers.repair_tasks",
+                          "ace_workers.schedule"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        task_time_limit=settings.TASK_TIME_LIMIT,
+        result_expires=settings.RESULT_EXPIRES,
+        result_extended=True,
+        broker_transport_options={"visibility_timeout": visibility},
+        result_backend_transport_options={"visibility_timeout": visibility},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        redis_retry_on_timeout=True,
+        redis_socket_keepalive=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,53 @@
+"""What every ACE task shares: failure reporting, bounded redelivery, progress events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from ace_shared.errors import AceError
+
+from . import runtime
+
+DELIVERIES_KEY = "ace:deliveries"
+
+
+class AceTaskFailed(Exception):
+    """A task failed for a reason a user can act on; the message says which."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def fail_job(job_id: str, exc: BaseException) -> AceTaskFailed:
+    """Record the job as FAILED with a plain message, and return the exception to raise."""
+    message = str(exc) if isinstance(exc, AceError) else f"Unexpected error: {exc!r}"
+    runtime.store().fail(job_id, message)
+    return AceTaskFailed(message)
+
+
+class AceTask(Task):
+    """Base class: counts deliveries of each task so a task that kills workers stops."""
+
+    abstract = True
+
+    def check_redeliveries(self, job_id: str) -> None:
+        """Fail the job once this task has been delivered more than MAX_REDELIVERIES times."""
+        field = f"{self.request.id}:{self.request.retries or 0}"
+        client = runtime.redis()
+        count = int(client.hincrby(DELIVERIES_KEY, field, 1))
+        client.expire(DELIVERIES_KEY, 7 * 86400)
+        limit = runtime.settings().MAX_REDELIVERIES
+        if count > limit + 1:
+            raise fail_job(job_id, AceError(
+                f"Task {self.request.id} was started {count} times and its worker died each "
+                "time; giving up. Check the workers' logs and memory limits."))
+
+    def progress(self, done: int, total: int, **extra: Any) -> None:
+        """Show progress in the result backend (Flower's task view) and as an event."""
+        meta = {"done": done, "total": total, **extra}
+        if self.request.id:
+            self.update_state(state="PROGRESS", meta=meta)
+            self.send_event("task-progress", **meta)

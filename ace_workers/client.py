@@ -1,0 +1,86 @@
+"""Submitting ACE tasks to the fleet and following them, for the CLI and the API.
+
+A submission first records the task (PENDING) in the task store, then sends
+it by name with the same id, so the id a user sees is the one Flower shows.
+Following a task reads the task store, which the workers keep current.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ace_shared.config import Settings
+from ace_shared.diffspec import DiffRequest
+from ace_shared.errors import TaskError
+from ace_shared.taskstore import COMPLETED, FAILED, TaskRecord, TaskStore
+
+from .app import app
+
+TASK_NAMES = {
+    "table-diff": "ace.table_diff",
+    "table-repair": "ace.table_repair",
+    "table-rerun": "ace.table_rerun",
+}
+
+
+def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Settings, *,
+           cluster_name: str | None, table_name: str | None,
+           requested_by: str | None) -> None:
+    """Record and enqueue one task."""
+    store = TaskStore.from_settings(settings)
+    store.create(task_id, task_type, cluster_name=cluster_name, table_name=table_name,
+                 requested_by=requested_by, options=options)
+    try:
+        app.send_task(TASK_NAMES[task_type], args=[options], task_id=task_id)
+    except Exception as exc:  # the broker is down: say so, and don't leave a PENDING row
+        store.fail(task_id, f"Could not reach the task broker: {exc}")
+        raise TaskError(f"Could not reach the task broker at {settings.BROKER_URL}: {exc}. "
+                        "Check that Redis is running.") from exc
+
+
+def follow(task_id: str, settings: Settings,
+           on_progress: Callable[[int, int], None] | None = None,
+           poll_seconds: float = 0.5, timeout: float | None = None) -> TaskRecord:
+    """Wait for a task to finish, reporting progress; return its final record."""
+    store = TaskStore.from_settings(settings)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        record = store.get(task_id)
+        if record is None:
+            raise TaskError(f"Task {task_id} is not in the task store.")
+        if on_progress and record.progress_total:
+            on_progress(record.progress_done, record.progress_total)
+        if record.status in (COMPLETED, FAILED):
+            return record
+        if deadline is not None and time.monotonic() > deadline:
+            raise TaskError(f"Task {task_id} did not finish in time; it is {record.status}.")
+        time.sleep(poll_seconds)
+
+
+def submit_and_follow_diff(request: DiffRequest, settings: Settings, task_id: str, *,
+                           no_wait: bool, report: Callable[[dict[str, Any], bool], int]) -> int:
+    """The CLI's table-diff on a fleet: submit, show progress, report like in-process."""
+    from ace_api.progress import ProgressBar
+
+    options = request.to_dict()
+    submit("table-diff", options, task_id, settings, cluster_name=request.cluster_name,
+           table_name=request.table.display, requested_by=getpass.getuser())
+    if no_wait:
+        click.echo(task_id)
+        return 0
+    if not request.quiet:
+        click.echo(f"Submitted {task_id}", err=True)
+    bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet)
+    try:
+        record = follow(task_id, settings, on_progress=bar)
+    finally:
+        bar.close()
+    if record.status == FAILED:
+        raise TaskError(record.error or f"Task {task_id} failed.")
+    assert record.result is not None
+    return report(record.result["summary"], request.quiet)

@@ -1,0 +1,53 @@
+"""Redis-backed part counters: the fleet's shared MAX_ALLOWED_DIFFS budget and progress.
+
+Each batch reports its own running figure; one Lua script raises that part's
+value (never lowers it) and moves the total by the difference, atomically. A
+batch redelivered after its worker died re-reports the same figures and the
+total does not change, so neither the budget nor progress counts work twice.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+_RECORD = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local new = tonumber(ARGV[2])
+if new > old then
+  redis.call('HSET', KEYS[1], ARGV[1], new)
+  redis.call('INCRBY', KEYS[2], new - old)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return tonumber(redis.call('GET', KEYS[2]) or '0')
+"""
+
+
+@lru_cache(maxsize=4)
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_keepalive=True, retry_on_timeout=True,
+                                health_check_interval=30)
+
+
+class RedisPartCounter:
+    """A :class:`~ace_shared.budget.PartCounter` shared through Redis."""
+
+    def __init__(self, client: Any, name: str, ttl_seconds: int = 86400) -> None:
+        self._redis = client
+        self._parts_key = f"ace:{name}:parts"
+        self._total_key = f"ace:{name}:total"
+        self._ttl = ttl_seconds
+        self._script = client.register_script(_RECORD)
+
+    def record(self, part: str, value: int) -> int:
+        return int(self._script(keys=[self._parts_key, self._total_key],
+                                args=[part, value, self._ttl]))
+
+    def total(self) -> int:
+        return int(self._redis.get(self._total_key) or 0)
+
+    def clear(self) -> None:
+        self._redis.delete(self._parts_key, self._total_key)

@@ -1,0 +1,152 @@
+"""table-diff on the fleet: a chord of per-batch subtasks reduced into one diff file.
+
+``ace.table_diff`` checks the table and plans key ranges, writes the plan to
+the job's work folder and launches the chord: one ``ace.diff_ranges`` task per
+batch of ranges (any worker on the queue may take it), then ``ace.merge_diff``.
+Subtasks return small dicts; their differing rows go to partial files in the
+shared output directory, and the merge reads the batches' own records from
+there rather than trusting the chord's result list, so a batch that ran twice
+after a worker died counts once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from celery import chord, group
+
+from ace_shared.budget import DiffBudget
+from ace_shared.diffcore import diff_batch, read_batch_result
+from ace_shared.diffmerge import merge_diff
+from ace_shared.diffplan import prepare_diff
+from ace_shared.diffspec import DiffSpec, validate_diff_request
+from ace_shared.errors import AceError, NodeUnreachableError
+from ace_shared.ranges import KeyRange, batches
+from ace_shared.taskstore import FAILED
+
+from . import runtime
+from .app import app
+from .base import AceTask, AceTaskFailed, fail_job
+from .counters import RedisPartCounter
+
+MERGE_WAIT_SECONDS = 120
+PROGRESS_EVERY_SECONDS = 0.5
+
+
+def plan_path(work_dir: str) -> Path:
+    return Path(work_dir) / "plan.json"
+
+
+@app.task(name="ace.table_diff", bind=True, base=AceTask)
+def table_diff(self: AceTask, request: dict[str, Any]) -> dict[str, Any]:
+    """Check and plan one diff, then hand its ranges to the fleet as a chord."""
+    job_id = self.request.id
+    store = runtime.store()
+    self.check_redeliveries(job_id)
+    store.mark_running(job_id)
+    started = datetime.now(timezone.utc).isoformat()
+    try:
+        req = validate_diff_request(request, runtime.settings())
+        plan = prepare_diff(req, runtime.settings(), job_id)
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
+    groups = batches(plan.ranges, req.batch_size)
+    store.set_total(job_id, len(plan.ranges))
+    spec = plan.spec.to_dict()
+    meta = {"max_cpu_ratio": req.max_cpu_ratio, "executor": "fleet", "output": req.output,
+            "started_at": started, "ranges_total": len(plan.ranges),
+            "batch_firsts": [g[0].index for g in groups]}
+    plan_path(plan.spec.work_dir).write_text(json.dumps({"spec": spec, "meta": meta}))
+    header = group(
+        diff_ranges.si(spec, [r.to_json() for r in g]).set(task_id=f"{job_id}.b{g[0].index:06d}")
+        for g in groups
+    )
+    body = merge_diff_task.si(plan.spec.work_dir).set(task_id=f"{job_id}.merge")
+    body.link_error(diff_failed.si(plan.spec.work_dir, job_id))
+    chord(header)(body)
+    return {"task_id": job_id, "ranges": len(plan.ranges), "batches": len(groups)}
+
+
+@app.task(name="ace.diff_ranges", bind=True, base=AceTask)
+def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
+    """Hash, narrow and compare one batch of key ranges on every node."""
+    spec = DiffSpec.from_dict(spec_dict)
+    job_id = spec.task_id
+    record = runtime.store().get(job_id)
+    if record is not None and record.status == FAILED:
+        return {"skipped": True}
+    self.check_redeliveries(job_id)
+    client = runtime.redis()
+    budget = DiffBudget(RedisPartCounter(client, f"budget:{job_id}"), spec.max_diffs)
+    progress = RedisPartCounter(client, f"progress:{job_id}")
+    total_ranges = record.progress_total if record and record.progress_total else 0
+    last = [0.0]
+
+    def on_range_done(part: str, done_in_part: int) -> None:
+        done = progress.record(part, done_in_part)
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_SECONDS or done == total_ranges:
+            last[0] = now
+            runtime.store().set_progress(job_id, done)
+            self.progress(done, total_ranges, job_id=job_id)
+
+    key_ranges = [KeyRange.from_json(r) for r in ranges]
+    try:
+        result = diff_batch(spec, key_ranges, runtime.sessions_for(spec), budget, on_range_done)
+    except NodeUnreachableError as exc:
+        runtime.drop_sessions(spec)
+        raise fail_job(job_id, exc) from exc
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
+    runtime.store().set_progress(job_id, progress.total())
+    return result.to_dict()
+
+
+@app.task(name="ace.merge_diff", bind=True, base=AceTask, max_retries=MERGE_WAIT_SECONDS)
+def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
+    """Reduce every batch's partial file, in range order, into the diff file."""
+    plan = json.loads(plan_path(work_dir).read_text())
+    spec = DiffSpec.from_dict(plan["spec"])
+    meta = plan["meta"]
+    job_id = spec.task_id
+    store = runtime.store()
+    record = store.get(job_id)
+    if record is not None and record.status == FAILED:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return {"skipped": True}
+    results = [read_batch_result(work_dir, first) for first in meta["batch_firsts"]]
+    if any(r is None for r in results):
+        # a batch's record is not there yet (its redelivered copy is still running)
+        raise self.retry(countdown=1)
+    try:
+        path, summary = merge_diff(spec, meta, results, meta["ranges_total"],  # type: ignore[arg-type]
+                                   runtime.settings().output_dir, meta["output"],
+                                   meta["started_at"])
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
+    store.set_progress(job_id, meta["ranges_total"])
+    store.complete(job_id, {
+        "diff_file": str(path),
+        "total_rows": summary["total_rows_checked"],
+        "mismatched_rows": summary["diff_rows"],
+        "summary": summary,
+    })
+    client = runtime.redis()
+    RedisPartCounter(client, f"budget:{job_id}").clear()
+    RedisPartCounter(client, f"progress:{job_id}").clear()
+    return {"diff_file": str(path), "mismatched_rows": summary["diff_rows"]}
+
+
+@app.task(name="ace.diff_failed", base=AceTask)
+def diff_failed(work_dir: str, job_id: str) -> None:
+    """Errback of the chord: no file is presented as complete; the job is FAILED."""
+    shutil.rmtree(work_dir, ignore_errors=True)
+    runtime.store().fail(job_id, "A part of the diff failed; see the workers' logs.")
+
+
+__all__ = ["table_diff", "diff_ranges", "merge_diff_task", "diff_failed", "AceTaskFailed"]
