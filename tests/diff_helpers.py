@@ -1,0 +1,133 @@
+"""Shared pieces of the table-diff tests: run ``ace``, read diff files, set up tables.
+
+Tables are created on each node of the ``pg_cluster`` fixture through plain
+psycopg2 sessions (the nodes' own server time zones apply, as for any client),
+and the diff is run either through the real CLI in a subprocess or through the
+in-process runner the CLI itself uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from ace_shared.config import load_settings
+from ace_shared.diffspec import validate_diff_request
+from ace_shared.localrun import run_table_diff
+from ace_shared.taskids import new_task_id
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = "testclus"
+NODES = ("n1", "n2", "n3")
+
+
+@dataclass
+class AceRun:
+    """The outcome of one ``ace`` command: exit code, output and the diff file it named."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def diff_path(self) -> Path | None:
+        found = re.search(r"(?:Diffs|Diff summary) written to (\S+\.json)", self.stdout)
+        return Path(found.group(1)) if found else None
+
+    def diff(self) -> dict[str, Any]:
+        assert self.diff_path is not None, f"no diff file named in: {self.stdout!r}"
+        return json.loads(self.diff_path.read_text())
+
+
+def run_ace(*args: str, env: dict[str, str] | None = None) -> AceRun:
+    """Run ``python -m ace_api.cli <args>`` as a user would run ``ace``."""
+    full_env = {**os.environ, "ACE_NO_PROGRESS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "ace_api.cli", *args], capture_output=True,
+                          text=True, env=full_env, cwd=REPO_ROOT, timeout=120)
+    return AceRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def table_diff(table: str, *options: str, env: dict[str, str] | None = None) -> AceRun:
+    return run_ace("table-diff", CLUSTER, table, *options, env=env)
+
+
+def diff_in_process(table: str, **options: Any) -> tuple[Path, dict[str, Any]]:
+    """Run a table diff through the in-process runner; returns the diff file and its data."""
+    settings = load_settings()
+    raw = {"cluster_name": CLUSTER, "table_name": table, **options}
+    request = validate_diff_request(raw, settings)
+    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"))
+    return path, json.loads(path.read_text())
+
+
+def output_files() -> set[Path]:
+    """Every file and folder under ``$ACE_OUTPUT_DIR`` (to prove an error wrote nothing)."""
+    root = Path(os.environ["ACE_OUTPUT_DIR"])
+    return set(root.rglob("*")) if root.exists() else set()
+
+
+def execute(dsn: str, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+    """Run statements on one node, in one transaction."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for st in statements:
+            if isinstance(st, tuple):
+                cur.execute(st[0], st[1])
+            else:
+                cur.execute(st)
+    conn.close()
+
+
+def query(dsn: str, text: str, params: Sequence[Any] = (), *, pinned: bool = False,
+          ) -> list[tuple[Any, ...]]:
+    """Rows of a query on one node; ``pinned`` uses ACE's output settings (UTC, ISO, ...)."""
+    options = {}
+    if pinned:
+        from ace_shared.connection import PINNED_SETTINGS
+        options["options"] = " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}"
+                                      for k, v in PINNED_SETTINGS.items())
+    conn = psycopg2.connect(dsn, **options)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(text, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def on_every_node(cluster: Any, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+    todo = list(statements)
+    for i in range(len(NODES)):
+        execute(cluster.node_dsn(i), todo)
+
+
+def pair_rows(diff: dict[str, Any], pair: str, node: str) -> list[dict[str, Any]]:
+    return diff["diffs"].get(pair, {}).get(node, [])
+
+
+def reported_keys(diff: dict[str, Any], column: str = "id") -> dict[str, set[str]]:
+    """For every pair in the file, the key values reported on either side."""
+    out: dict[str, set[str]] = {}
+    for pair, sides in diff["diffs"].items():
+        out[pair] = {row[column] for rows in sides.values() for row in rows}
+    return out
+
+
+def assert_one_error_line(run: AceRun, *words: str) -> None:
+    """Exit code 2 and exactly one ``ace: error:`` sentence naming ``words``, nothing on stdout."""
+    assert run.code == 2, (run.code, run.stdout, run.stderr)
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("ace: error: "), run.stderr
+    assert "Traceback" not in run.stderr
+    for w in words:
+        assert w.lower() in lines[0].lower(), (w, lines[0])
+    assert run.diff_path is None
