@@ -81,9 +81,24 @@ def table_diff(**opts: Any) -> None:
     sys.exit(run_table_diff_command(opts, settings))
 
 
+@main.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=4, show_default=True, type=int,
+              help="gunicorn worker processes.")
+@click.option("--threads", default=1, show_default=True, type=int,
+              help="Threads per worker (more than 1 uses gunicorn's gthread workers).")
+def api(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the REST API over mutual TLS (client certificates required)."""
+    from .server import serve
+    serve(settings_or_fail(), host=host, port=port, workers=workers, threads=threads)
+
+
 def print_json(data: dict[str, Any]) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
+
+from . import cli_repair  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

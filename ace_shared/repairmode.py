@@ -1,0 +1,118 @@
+"""Keeping a repair from echoing: its changes must not replicate back out.
+
+A repair writes on one node what the other nodes already hold; if those
+writes were replicated, they would collide with (or overwrite) the rows on
+the other nodes. So, inside the repair's own transaction:
+
+* with Spock, ``spock.repair_mode(true)`` before the writes and
+  ``spock.repair_mode(false)`` after them. Spock is detected by looking for
+  the function ``spock.repair_mode`` in ``pg_proc`` rather than the extension
+  in ``pg_extension``: the function is what is called, so its presence is the
+  exact precondition (and a test can provide it without installing Spock);
+* without Spock, the session is given a replication origin
+  (``pg_replication_origin_session_setup``), so that logical replication
+  subscribers that filter by origin (``origin = none``) skip the changes;
+  it is reset after the transaction ends. The origin is ``ace_repair``; if
+  another repair on the same node is using it right now, a per-backend origin
+  (``ace_repair_<pid>``) is used and dropped afterwards.
+
+In both cases ``session_replication_role`` is set to ``replica`` for the
+transaction (``SET LOCAL``), so ordinary triggers and foreign-key triggers do
+not fire; ``--fire-triggers`` leaves it at ``origin`` so ordinary triggers
+fire. Triggers marked ``ENABLE ALWAYS`` fire either way, by PostgreSQL's rules.
+All of this needs a superuser (as the original tool did), so it happens
+before the session switches to the requesting role.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2.extensions import connection, cursor
+
+ORIGIN_NAME = "ace_repair"
+
+
+@dataclass
+class QuietState:
+    """What :func:`enter_quiet_mode` switched on, so it can be switched off again."""
+
+    spock: bool
+    origin: str | None = None
+    drop_origin: bool = False
+
+
+def has_spock_repair_mode(cur: cursor) -> bool:
+    cur.execute("SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'spock' AND p.proname = 'repair_mode'")
+    return cur.fetchone() is not None
+
+
+def ensure_origin(conn: connection) -> None:
+    """Create the shared ``ace_repair`` origin once, in its own short transaction."""
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS "
+                        "(SELECT 1 FROM pg_replication_origin WHERE roname = %s)",
+                        (ORIGIN_NAME, ORIGIN_NAME))
+            conn.commit()
+        except psycopg2.errors.UniqueViolation:
+            conn.rollback()  # another repair created it a moment ago
+
+
+def _setup_origin(cur: cursor) -> tuple[str, bool]:
+    cur.execute("SAVEPOINT ace_origin")
+    try:
+        cur.execute("SELECT pg_replication_origin_session_setup(%s)", (ORIGIN_NAME,))
+        cur.execute("RELEASE SAVEPOINT ace_origin")
+        return ORIGIN_NAME, False
+    except psycopg2.errors.ObjectInUse:
+        cur.execute("ROLLBACK TO SAVEPOINT ace_origin")
+    cur.execute("SELECT %s || pg_backend_pid()", (ORIGIN_NAME + "_",))
+    name = cur.fetchone()[0]
+    cur.execute("SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS "
+                "(SELECT 1 FROM pg_replication_origin WHERE roname = %s)", (name, name))
+    cur.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
+    return name, True
+
+
+def detect_spock(conn: connection) -> bool:
+    """Before the repair's transaction: is Spock there? If not, make sure the origin exists."""
+    with conn.cursor() as cur:
+        spock = has_spock_repair_mode(cur)
+    conn.commit()
+    if not spock:
+        ensure_origin(conn)
+    return spock
+
+
+def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool) -> QuietState:
+    """First thing in the repair's transaction: keep its changes from replicating."""
+    if not fire_triggers:
+        cur.execute("SET LOCAL session_replication_role = replica")
+    if spock:
+        cur.execute("SELECT spock.repair_mode(true)")
+        return QuietState(spock=True)
+    origin, drop = _setup_origin(cur)
+    return QuietState(spock=False, origin=origin, drop_origin=drop)
+
+
+def leave_quiet_mode(cur: cursor, state: QuietState) -> None:
+    """Inside the transaction, after the writes: Spock's repair mode off again."""
+    if state.spock:
+        cur.execute("SELECT spock.repair_mode(false)")
+
+
+def after_transaction(conn: connection, state: QuietState | None) -> None:
+    """After commit or rollback: give up the session's origin (and drop a private one)."""
+    if state is None or state.origin is None or conn.closed:
+        return
+    with suppress(psycopg2.Error), conn.cursor() as cur:
+        if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            conn.rollback()
+        cur.execute("SELECT pg_replication_origin_session_reset()")
+        if state.drop_origin:
+            cur.execute("SELECT pg_replication_origin_drop(%s)", (state.origin,))
+        conn.commit()

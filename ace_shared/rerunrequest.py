@@ -1,0 +1,83 @@
+"""A validated table-rerun request.
+
+:func:`validate_rerun_request` checks the options, the cluster definition and
+the diff file (that it is for this cluster and table, and that its nodes are
+still in the cluster); it never connects to a database, so the API can call
+it before queueing the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .cluster import Cluster, load_cluster
+from .config import Settings
+from .difffile import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
+from .diffspec import parse_bool
+from .errors import BadOptionError
+from .ident import TableName, parse_table_name
+
+BEHAVIORS = ("multiprocessing", "hostdb")
+
+
+@dataclass(frozen=True)
+class RerunRequest:
+    cluster_name: str
+    table: TableName
+    diff_file: str
+    dbname: str | None = None
+    quiet: bool = False
+    behavior: str = "multiprocessing"
+    role: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster_name": self.cluster_name, "table_name": self.table.display,
+                "diff_file": self.diff_file, "dbname": self.dbname, "quiet": self.quiet,
+                "behavior": self.behavior, "role": self.role}
+
+
+def _text(raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadOptionError(f"{name} must be text, not {value!r}.")
+    return value.strip() or None
+
+
+def check_rerun_options(raw: dict[str, Any]) -> RerunRequest:
+    cluster = _text(raw, "cluster_name")
+    if not cluster:
+        raise BadOptionError("cluster_name is required.")
+    table_text = _text(raw, "table_name")
+    if not table_text:
+        raise BadOptionError("table_name is required, written as schema.table.")
+    diff_file = _text(raw, "diff_file")
+    if not diff_file:
+        raise BadOptionError("diff_file is required: the path of a diff file from table-diff.")
+    behavior = (_text(raw, "behavior") or "multiprocessing").lower()
+    if behavior not in BEHAVIORS:
+        raise BadOptionError(f"behavior must be multiprocessing or hostdb, not "
+                             f"{raw.get('behavior')!r}.")
+    return RerunRequest(cluster_name=cluster, table=parse_table_name(table_text),
+                        diff_file=diff_file, dbname=_text(raw, "dbname"),
+                        quiet=parse_bool("quiet", raw.get("quiet", False)), behavior=behavior,
+                        role=_text(raw, "role"))
+
+
+def load_rerun_inputs(raw: dict[str, Any],
+                      settings: Settings) -> tuple[RerunRequest, Cluster, DiffFile]:
+    request = check_rerun_options(raw)
+    cluster = load_cluster(settings.cluster_dir, request.cluster_name)
+    diff = load_diff_file(request.diff_file)
+    check_diff_target(diff, request.cluster_name, request.table, request.dbname)
+    cluster.database(request.dbname or diff.database)
+    check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
+    return request, cluster, diff
+
+
+def validate_rerun_request(raw: dict[str, Any], settings: Settings) -> RerunRequest:
+    """Check every option, the cluster and the diff file; touches no database."""
+    request, _, _ = load_rerun_inputs(raw, settings)
+    return request
