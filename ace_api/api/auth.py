@@ -1,0 +1,76 @@
+"""Who is calling: the common name of the client certificate the TLS layer verified.
+
+gunicorn does not put the peer certificate in the WSGI environ, but it does
+put the connection itself there (``environ["gunicorn.socket"]``); with TLS on,
+that is the :class:`ssl.SSLSocket` whose handshake verified the client
+certificate against the ACE certificate authority. :class:`PeerCertIdentity`
+reads the certificate's common name from it on every request and stores it
+under :data:`IDENTITY_KEY`, overwriting anything else, so no request header
+can claim an identity. The common name is the PostgreSQL role every task of
+that caller runs as (``SET ROLE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+IDENTITY_KEY = "ace.client_cn"
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def common_name(peer_cert: dict[str, Any] | None) -> str | None:
+    """The single commonName of a certificate as ``SSLSocket.getpeercert()`` returns it."""
+    if not peer_cert:
+        return None
+    names = [value for rdn in peer_cert.get("subject", ()) for key, value in rdn
+             if key == "commonName"]
+    if len(names) != 1 or not names[0].strip():
+        return None
+    return str(names[0])
+
+
+def peer_common_name(sock: Any) -> str | None:
+    """The verified client certificate's common name on ``sock``, or None."""
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return common_name(getpeercert())
+    except (ValueError, OSError):  # the connection is not (or no longer) TLS
+        return None
+
+
+class PeerCertIdentity:
+    """WSGI middleware putting the verified client's common name in the environ."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        environ[IDENTITY_KEY] = peer_common_name(environ.get("gunicorn.socket"))
+        return self.app(environ, start_response)
+
+
+def caller() -> str:
+    """The caller's identity for the current request (checked by :func:`require_identity`)."""
+    identity = request.environ.get(IDENTITY_KEY)
+    assert identity, "require_identity runs before every request"
+    return str(identity)
+
+
+def require_identity(app: Flask) -> None:
+    """Answer 401 to every request that did not come with a verified client certificate."""
+
+    @app.before_request
+    def _check_identity() -> Response | None:
+        if request.environ.get(IDENTITY_KEY):
+            return None
+        response = jsonify({"error": "A client certificate issued by the ACE certificate "
+                                     "authority is required; send one with your request."})
+        response.status_code = 401
+        return response

@@ -1,0 +1,89 @@
+"""Every API error as ``{"error": "<one sentence>"}`` with the right status code.
+
+Three sources of errors meet here: :class:`AceError` from the core (which
+carries its own ``http_status``), HTTP errors raised by Flask, Werkzeug and
+flask-restx themselves (unknown URL, wrong method, unreadable body), and real
+faults. flask-restx answers its own errors as ``{"message": ...}``; the
+:class:`AceApi` subclass replaces that so a client meets one format only.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from flask_restx import Api
+from werkzeug.exceptions import HTTPException
+
+from ace_shared.errors import AceError
+
+
+class ApiError(AceError):
+    """An error the API itself reports (not from the core), with its own status code."""
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+def _http_message(exc: HTTPException) -> str:
+    """A plain sentence for an HTTP error raised by the web framework."""
+    if exc.code == 404:
+        return f"There is no endpoint {request.path}; the API is described at /ace/docs."
+    if exc.code == 405:
+        allowed = sorted(m for m in (getattr(exc, "valid_methods", None) or [])
+                         if m not in ("HEAD", "OPTIONS"))
+        use = f"; use {' or '.join(allowed)}" if allowed else ""
+        return f"{request.path} does not accept {request.method}{use}."
+    if exc.code == 415:
+        return "The request body must be JSON sent with Content-Type: application/json."
+    if exc.code == 413:
+        return "The request body is too large."
+    description = (exc.description or exc.name or "The request was not understood").strip()
+    return description if description.endswith(".") else description + "."
+
+
+def describe_error(exc: BaseException) -> tuple[int, str, dict[str, str]]:
+    """The status code, message and extra headers to answer ``exc`` with."""
+    if isinstance(exc, AceError):
+        return exc.http_status, exc.message, {}
+    if isinstance(exc, HTTPException) and exc.code is not None:
+        headers: dict[str, str] = {}
+        if exc.code == 405:
+            allow = exc.get_response().headers.get("Allow")
+            if allow:
+                headers["Allow"] = allow
+        return exc.code, _http_message(exc), headers
+    return 500, ("The API met an internal error "
+                 f"({exc.__class__.__name__}); the server log has the details."), {}
+
+
+def error_response(exc: BaseException) -> Response:
+    status, message, headers = describe_error(exc)
+    if status >= 500:
+        exc_info = sys.exc_info()
+        current_app.log_exception(exc_info if exc_info[1] is not None else
+                                  (type(exc), exc, exc.__traceback__))
+    response = jsonify({"error": message})
+    response.status_code = status
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+class AceApi(Api):
+    """flask-restx's Api, answering every error in ACE's ``{"error": ...}`` format."""
+
+    def handle_error(self, e: Exception) -> Response:  # noqa: D102 - see class docstring
+        return error_response(e)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Errors raised outside the Api's routes (unknown URLs, docs assets) get the same format."""
+
+    def handle(exc: Exception) -> Any:
+        return error_response(exc)
+
+    app.register_error_handler(HTTPException, handle)
+    app.register_error_handler(Exception, handle)

@@ -1,0 +1,90 @@
+"""Turning a checked request into a queued task: validate, record, enqueue, answer.
+
+The API never touches a cluster's data for these: the same core validators as
+the CLI check the options (and read the cluster definition file, so an unknown
+cluster is a 404 before anything is queued), then the task is recorded and
+sent to the fleet. The caller's certificate name travels with the task as
+``role``, so each database session it opens runs as that role.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import Any
+
+from ace_shared.cluster import load_cluster
+from ace_shared.config import Settings
+from ace_shared.diffspec import validate_diff_request
+from ace_shared.errors import TaskError
+from ace_shared.taskids import new_task_id
+from ace_shared.taskstore import TaskStore
+
+from .difffiles import resolve_diff_file
+from .errors import ApiError
+
+
+def iso_millis(moment: datetime) -> str:
+    """``2024-03-15T12:34:56.789Z``, as the API reference shows times."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _options(request: Any) -> dict[str, Any]:
+    if hasattr(request, "to_dict"):
+        return dict(request.to_dict())
+    return dataclasses.asdict(request)
+
+
+def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: Settings,
+             *, cluster_name: str, table_name: str) -> dict[str, str]:
+    task_id = new_task_id(task_type)
+    options = {**options, "role": identity}
+    from ace_workers.client import submit  # the Celery app is built on first use
+
+    try:
+        submit(task_type, options, task_id, settings, cluster_name=cluster_name,
+                             table_name=table_name, requested_by=identity)
+    except TaskError as exc:
+        raise ApiError(str(exc), 503) from exc
+    record = TaskStore.from_settings(settings).get(task_id)
+    submitted = record.submitted_at if record else datetime.now(timezone.utc)
+    return {"task_id": task_id, "submitted_at": iso_millis(submitted)}
+
+
+def submit_diff(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
+    """Queue a table-diff after checking its options, cluster, database and nodes."""
+    request = validate_diff_request({**params, "role": identity}, settings)
+    cluster = load_cluster(settings.cluster_dir, request.cluster_name)
+    cluster.database(request.dbname)
+    cluster.select_nodes(request.nodes)
+    return _enqueue("table-diff", _options(request), identity, settings,
+                    cluster_name=request.cluster_name, table_name=request.table.display)
+
+
+def submit_repair(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
+    """Queue a table-repair of a diff file from the output directory."""
+    from ace_shared.repairrequest import validate_repair_request
+
+    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    diff_file = resolve_diff_file(params["diff_file"], settings,
+                                  TaskStore.from_settings(settings))
+    request = validate_repair_request({**params, "diff_file": diff_file, "role": identity},
+                                      settings)
+    return _enqueue("table-repair", _options(request), identity, settings,
+                    cluster_name=request.cluster_name, table_name=request.table.display)
+
+
+def submit_rerun(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
+    """Queue a table-rerun of a diff file from the output directory."""
+    from ace_shared.rerunrequest import validate_rerun_request
+
+    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    diff_file = resolve_diff_file(params["diff_file"], settings,
+                                  TaskStore.from_settings(settings))
+    request = validate_rerun_request({**params, "diff_file": diff_file, "role": identity},
+                                     settings)
+    return _enqueue("table-rerun", _options(request), identity, settings,
+                    cluster_name=request.cluster_name, table_name=request.table.display)
