@@ -1,0 +1,633 @@
+#!/usr/bin/env python3
+"""Scratch multi-node PostgreSQL clusters on one machine, for the demo and the tests.
+
+ACE compares one table across the nodes of a pgEdge cluster. It only talks to the
+nodes over libpq, so N plain PostgreSQL instances on different ports of 127.0.0.1
+stand in well for a real multi-host cluster when trying ACE out or testing it. Each
+node may run with its own server time zone, on purpose: code that renders
+timestamps in the server's zone then shows up as false differences.
+
+The nodes are scratch: fsync is off and the postgres superuser is trusted from
+loopback and the node's socket. Never keep data you care about in them.
+
+PostgreSQL refuses to run as root, so when this runs as root every server command
+goes through ``runuser -u postgres`` and the node directories belong to postgres.
+
+Module use::
+
+    cluster = LocalCluster(Path(".ace-local"), name="demo", ports=(6432, 6433, 6434))
+    cluster.start()
+    cluster.write_cluster_json(Path("cluster"))
+
+Command use::
+
+    python deploy/localcluster.py start --dir .ace-local --name demo --ports 6432,6433,6434 \\
+        --cluster-dir cluster --timezones UTC,America/New_York,Asia/Kolkata
+    python deploy/localcluster.py status --dir .ace-local --name demo
+    python deploy/localcluster.py stop --dir .ace-local --name demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+log = logging.getLogger("localcluster")
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+STATE_FILE = "localcluster.json"
+CONF_INCLUDE = "ace_local.conf"
+START_TIMEOUT_S = 60
+# A unix socket path must fit in sockaddr_un.sun_path (108 bytes on Linux).
+MAX_SOCKET_PATH = 100
+
+PG_HBA = """\
+# Written by deploy/localcluster.py on every start; edits are lost.
+# Scratch cluster: the postgres superuser is trusted on loopback and the socket only.
+local   all   postgres                 trust
+host    all   postgres   127.0.0.1/32  trust
+local   all   all                      scram-sha-256
+host    all   all        127.0.0.1/32  scram-sha-256
+"""
+
+
+class ClusterError(RuntimeError):
+    """A node could not be created, started, reached or stopped."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """Where one node lives and how it is configured."""
+
+    name: str
+    port: int
+    timezone: str | None
+    dir: Path
+    socket_dir: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "postgres.log"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What ``status`` reports for one node."""
+
+    name: str
+    port: int
+    timezone: str | None
+    running: bool
+    pid: int | None
+    data_dir: Path
+
+
+def find_pg_bin() -> Path:
+    """Return the newest PostgreSQL server bin directory.
+
+    Debian installs each major version under /usr/lib/postgresql/<major>/bin and
+    keeps initdb off PATH; ``ACE_PG_BIN`` overrides, and a pg_ctl on PATH is the
+    last resort (other distributions, Homebrew).
+    """
+    override = os.environ.get("ACE_PG_BIN")
+    if override:
+        if not (Path(override) / "pg_ctl").is_file():
+            raise ClusterError(f"ACE_PG_BIN={override} has no pg_ctl in it.")
+        return Path(override)
+    found = [Path(p) for p in glob.glob(PG_BIN_GLOB) if (Path(p) / "initdb").is_file()]
+    if found:
+        return max(found, key=lambda p: _version_key(p.parent.name))
+    on_path = shutil.which("pg_ctl")
+    if on_path and (Path(on_path).parent / "initdb").is_file():
+        return Path(on_path).parent
+    raise ClusterError("No PostgreSQL server found under /usr/lib/postgresql/*/bin: "
+                       "run 'bash deploy/setup.sh' or 'apt-get install postgresql'.")
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)) or (0,)
+
+
+def free_ports(count: int, low: int, high: int) -> list[int]:
+    """Find ``count`` TCP ports in [low, high] that nothing listens on at 127.0.0.1.
+
+    The search starts at a random offset so that two test runs on one machine
+    rarely race for the same ports.
+    """
+    span = high - low + 1
+    start = int.from_bytes(os.urandom(2), "big") % span
+    ports: list[int] = []
+    for k in range(span):
+        port = low + (start + k) % span
+        if _port_is_free(port):
+            ports.append(port)
+            if len(ports) == count:
+                return sorted(ports)
+    raise ClusterError(f"Only {len(ports)} free ports in {low}-{high}, {count} needed.")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _dsn(**parts: object) -> str:
+    """Build a libpq key=value DSN, quoting values that need it."""
+    return " ".join(f"{key}={_dsn_value(str(value))}" for key, value in parts.items())
+
+
+def _dsn_value(value: str) -> str:
+    if re.fullmatch(r"[\w./:@+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _conf_line(key: str, value: str) -> str:
+    return f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n"
+
+
+class LocalCluster:
+    """N PostgreSQL nodes on 127.0.0.1, each with its own port, directory and time zone.
+
+    Every public method is idempotent and safe to call from two processes at once
+    (a file lock serialises them), so scripts can simply call ``start()`` again.
+    """
+
+    def __init__(self, base_dir: Path, name: str = "demo",
+                 ports: Sequence[int] = (6432, 6433, 6434),
+                 timezones: Sequence[str] | None = None, dbname: str = "acedb",
+                 user: str = "ace", password: str = "ace_pw",
+                 node_names: Sequence[str] | None = None) -> None:
+        if not ports:
+            raise ValueError("A cluster needs at least one port.")
+        names = list(node_names) if node_names else [f"n{i + 1}" for i in range(len(ports))]
+        zones: list[str | None] = list(timezones) if timezones else [None] * len(ports)
+        if len(names) != len(ports) or len(zones) != len(ports):
+            raise ValueError("ports, node_names and timezones must have the same length.")
+        self.base_dir = Path(base_dir).resolve()
+        self.name = name
+        self.ports = tuple(int(p) for p in ports)
+        self.timezones = tuple(zones)
+        self.node_names = tuple(names)
+        self.dbname, self.user, self.password = dbname, user, password
+        self.root_dir = self.base_dir / name
+        self.nodes = [Node(n, p, tz, self.root_dir / n, self._socket_dir(n, p))
+                      for n, p, tz in zip(names, self.ports, zones, strict=True)]
+        self._as_root = os.geteuid() == 0
+        self._lock_depth = 0
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def from_state(cls, base_dir: Path, name: str = "demo") -> LocalCluster:
+        """Rebuild the cluster that ``start()`` last recorded under ``base_dir/name``."""
+        state_path = Path(base_dir) / name / STATE_FILE
+        try:
+            state = json.loads(state_path.read_text())
+        except FileNotFoundError:
+            raise ClusterError(f"No cluster recorded at {state_path}; start it first.") from None
+        return cls(Path(base_dir), name=name, ports=state["ports"],
+                   timezones=state["timezones"] if any(state["timezones"]) else None,
+                   dbname=state["dbname"], user=state["user"], password=state["password"],
+                   node_names=state["node_names"])
+
+    # ----- public API ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create, start and wait for every node; create the ACE role and database."""
+        with self._locked():
+            self._write_state()
+            with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+                list(pool.map(self._start_node, self.nodes))
+
+    def stop(self) -> None:
+        """Stop every node (fast mode: open sessions are cut off)."""
+        if not self.root_dir.exists():
+            return
+        with self._locked(), ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            list(pool.map(self._stop_node, self.nodes))
+
+    def start_node(self, i: int) -> None:
+        """Start node ``i`` (0-based), creating it first if needed."""
+        with self._locked():
+            self._start_node(self.nodes[i])
+
+    def stop_node(self, i: int) -> None:
+        """Stop node ``i`` (0-based); a stopped node is left alone."""
+        if not self.root_dir.exists():
+            return
+        with self._locked():
+            self._stop_node(self.nodes[i])
+
+    def is_running(self, i: int) -> bool:
+        """Whether node ``i``'s postmaster is alive (it may still be starting up)."""
+        return self._live_pid(self.nodes[i]) is not None
+
+    def status(self) -> list[NodeStatus]:
+        """One entry per node, in node order."""
+        statuses = []
+        for node in self.nodes:
+            pid = self._live_pid(node)
+            statuses.append(NodeStatus(node.name, node.port, node.timezone, pid is not None,
+                                       pid, node.data_dir))
+        return statuses
+
+    def node_dsn(self, i: int) -> str:
+        """DSN for the ACE user over TCP, as ACE itself connects."""
+        return _dsn(host="127.0.0.1", port=self.nodes[i].port, dbname=self.dbname,
+                    user=self.user, password=self.password)
+
+    def admin_dsn(self, i: int, dbname: str = "postgres") -> str:
+        """DSN for the postgres superuser over the node's socket (trusted, works as root)."""
+        node = self.nodes[i]
+        return _dsn(host=node.socket_dir, port=node.port, dbname=dbname, user="postgres")
+
+    @property
+    def pg_version(self) -> str:
+        """Major version of the server binaries, e.g. ``"15"``."""
+        out = subprocess.run([str(find_pg_bin() / "pg_ctl"), "--version"], check=True,
+                             capture_output=True, text=True).stdout
+        match = re.search(r"\(PostgreSQL\) (\d+)", out)
+        return match.group(1) if match else ""
+
+    def write_cluster_json(self, cluster_dir: Path) -> Path:
+        """Write ``<cluster_dir>/<name>/<name>.json`` in the pgEdge cluster format."""
+        doc = {
+            "json_version": "1.0",
+            "cluster_name": self.name,
+            "log_level": "info",
+            "update_date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SGMT"),
+            "pgedge": {
+                "pg_version": self.pg_version,
+                "auto_start": "off",
+                "spock": {"spock_version": "", "auto_ddl": "off"},
+                "databases": [{"db_name": self.dbname, "db_user": self.user,
+                               "db_password": self.password}],
+            },
+            "node_groups": [
+                {"ssh": {"os_user": "postgres", "private_key": ""}, "name": n.name,
+                 "is_active": "on", "public_ip": "127.0.0.1", "private_ip": "127.0.0.1",
+                 "port": str(n.port), "path": str(n.data_dir)}
+                for n in self.nodes
+            ],
+        }
+        target = Path(cluster_dir) / self.name / f"{self.name}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Replace atomically: a worker may be reading the file at this moment.
+        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False,
+                                         suffix=".tmp") as tmp:
+            json.dump(doc, tmp, indent=2)
+            tmp.write("\n")
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, target)
+        return target
+
+    # ----- one node -----------------------------------------------------------------
+
+    def _start_node(self, node: Node) -> None:
+        self._prepare_dirs(node)
+        if not (node.data_dir / "PG_VERSION").exists():
+            self._initdb(node)
+        changed = self._write_config(node)
+        pid = self._live_pid(node)
+        if pid is not None and changed:
+            log.info("%s: configuration changed, restarting", node.name)
+            self._stop_node(node)
+            pid = None
+        if pid is None:
+            self._clear_stale_locks(node)
+            result = self._run([str(find_pg_bin() / "pg_ctl"), "-D", str(node.data_dir),
+                                "-l", str(node.log_file), "-w", "-t", str(START_TIMEOUT_S),
+                                "-s", "start"], check=False)
+            if result.returncode != 0:
+                raise ClusterError(f"Node {node.name} (port {node.port}) did not start: "
+                                   f"{result.stderr.strip()}\n{self._log_tail(node)}")
+        self._wait_ready(node)
+        self._ensure_role_and_db(node)
+
+    def _stop_node(self, node: Node) -> None:
+        if self._live_pid(node) is None:
+            return
+        result = self._run([str(find_pg_bin() / "pg_ctl"), "-D", str(node.data_dir),
+                            "-m", "fast", "-w", "-t", str(START_TIMEOUT_S), "-s", "stop"],
+                           check=False)
+        if result.returncode != 0 and self._live_pid(node) is not None:
+            raise ClusterError(f"Node {node.name} did not stop: {result.stderr.strip()}")
+
+    def _initdb(self, node: Node) -> None:
+        if node.data_dir.exists():
+            # No PG_VERSION: an earlier initdb died half way; its output is worthless.
+            shutil.rmtree(node.data_dir)
+        log.info("%s: initdb %s", node.name, node.data_dir)
+        self._run([str(find_pg_bin() / "initdb"), "-D", str(node.data_dir), "-U", "postgres",
+                   "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust",
+                   "--auth-host=scram-sha-256", "--no-sync", "--no-instructions"])
+        conf = node.data_dir / "postgresql.conf"
+        with conf.open("a") as fh:
+            fh.write(f"\n# Node settings, rewritten on every start.\n"
+                     f"include_if_exists = '{CONF_INCLUDE}'\n")
+
+    def _write_config(self, node: Node) -> bool:
+        """Write the node's settings and pg_hba; return True if the settings changed."""
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(node.port),
+            "unix_socket_directories": str(node.socket_dir),
+            "max_connections": "200",
+            "shared_buffers": "128MB",
+            "track_commit_timestamp": "on",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        if node.timezone:
+            settings["timezone"] = node.timezone
+        text = "# Written by deploy/localcluster.py on every start; edits are lost.\n"
+        text += "".join(_conf_line(k, v) for k, v in settings.items())
+        changed = self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
+        self._write_if_changed(node.data_dir / "pg_hba.conf", PG_HBA)
+        return changed
+
+    def _write_if_changed(self, path: Path, text: str) -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text() == text:
+                return False
+        path.write_text(text)
+        os.chmod(path, 0o600)
+        self._chown(path)
+        return True
+
+    def _live_pid(self, node: Node) -> int | None:
+        """PID of this node's postmaster, or None; a stale postmaster.pid counts as None."""
+        try:
+            first = (node.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not first.isdigit():
+            return None
+        pid = int(first)
+        try:
+            # The postmaster chdirs into its data directory: a reused PID will not match.
+            return pid if Path(f"/proc/{pid}/cwd").resolve(strict=True) == node.data_dir else None
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            return pid if _pid_alive(pid) else None
+
+    def _clear_stale_locks(self, node: Node) -> None:
+        """Remove lock files left by a postmaster that died (crash, reboot, kill -9)."""
+        for path in (node.data_dir / "postmaster.pid",
+                     node.socket_dir / f".s.PGSQL.{node.port}.lock",
+                     node.socket_dir / f".s.PGSQL.{node.port}"):
+            if path.exists() or path.is_symlink():
+                log.info("%s: removing stale %s", node.name, path)
+                path.unlink()
+
+    def _wait_ready(self, node: Node) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        index = self.nodes.index(node)
+        while True:
+            try:
+                psycopg2.connect(self.admin_dsn(index), connect_timeout=3).close()
+                return
+            except psycopg2.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"Node {node.name} does not accept connections: "
+                                       f"{exc}\n{self._log_tail(node)}") from exc
+                time.sleep(0.2)
+
+    def _ensure_role_and_db(self, node: Node) -> None:
+        conn = psycopg2.connect(self.admin_dsn(self.nodes.index(node)))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(sql.SQL(verb + " ROLE {} WITH LOGIN SUPERUSER PASSWORD {}").format(
+                    sql.Identifier(self.user), sql.Literal(self.password)))
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
+                if not cur.fetchone():
+                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(self.dbname), sql.Identifier(self.user)))
+        finally:
+            conn.close()
+
+    def _log_tail(self, node: Node, lines: int = 15) -> str:
+        try:
+            tail = node.log_file.read_text(errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            return f"(no log at {node.log_file})"
+        return f"Last lines of {node.log_file}:\n" + "\n".join(tail)
+
+    # ----- files, users, locking ----------------------------------------------------
+
+    def _socket_dir(self, node_name: str, port: int) -> Path:
+        preferred = self.root_dir / node_name / "sock"
+        if len(f"{preferred}/.s.PGSQL.{port}") <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha1(str(preferred).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"ace-pg-{digest}"
+
+    def _prepare_dirs(self, node: Node) -> None:
+        for path in (node.dir, node.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o755)
+            self._chown(path)
+        if self._as_root:
+            user = _ensure_postgres_user()
+            for path in (node.dir, node.socket_dir):
+                _grant_traverse(path.parent, user.pw_uid, user.pw_gid)
+
+    def _chown(self, path: Path) -> None:
+        if self._as_root:
+            user = _ensure_postgres_user()
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a server command, as postgres when we are root."""
+        cmd = ["runuser", "-u", "postgres", "--", *args] if self._as_root else args
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8")
+        result = subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True,
+                                timeout=START_TIMEOUT_S * 2, check=False)
+        if check and result.returncode != 0:
+            raise ClusterError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}")
+        return result
+
+    def _write_state(self) -> None:
+        self.root_dir.mkdir(parents=True, exist_ok=True)
+        state = {"ports": list(self.ports), "node_names": list(self.node_names),
+                 "timezones": list(self.timezones), "dbname": self.dbname,
+                 "user": self.user, "password": self.password}
+        path = self.root_dir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2) + "\n")
+        os.chmod(path, 0o600)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the cluster directory (re-entrant within one object)."""
+        if self._lock_depth == 0:
+            self.root_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.root_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ensure_postgres_user() -> pwd.struct_passwd:
+    """Return the postgres OS user, creating it if PostgreSQL came without one."""
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        pass
+    log.info("creating the postgres OS user")
+    group = subprocess.run(["getent", "group", "postgres"], capture_output=True, check=False)
+    group_args = ["-g", "postgres"] if group.returncode == 0 else ["--user-group"]
+    subprocess.run(["useradd", "--system", *group_args, "--home-dir", "/var/lib/postgresql",
+                    "--no-create-home", "--shell", "/bin/bash", "postgres"], check=True)
+    return pwd.getpwnam("postgres")
+
+
+def _grant_traverse(path: Path, uid: int, gid: int) -> None:
+    """Let the postgres user walk down to ``path``.
+
+    Directories such as pytest's tmp dirs are mode 0700 and owned by root; the
+    server cannot reach its data directory below them. Only the search bit for
+    others is added, never read or write.
+    """
+    for directory in [*reversed(path.parents), path]:
+        st = directory.stat()
+        if (st.st_uid == uid or st.st_mode & stat.S_IXOTH
+                or (st.st_gid == gid and st.st_mode & stat.S_IXGRP)):
+            continue
+        log.info("adding o+x to %s so the postgres user can reach its data", directory)
+        os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+
+
+# ----- command line ---------------------------------------------------------------------
+
+
+def _parse_ports(text: str) -> list[int]:
+    """Accept ``6432,6433,6434`` or ``6432-6434``."""
+    if re.fullmatch(r"\d+-\d+", text):
+        low, high = (int(p) for p in text.split("-"))
+        return list(range(low, high + 1))
+    return [int(p) for p in text.split(",") if p.strip()]
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",")] if text else None
+
+
+def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
+    """The recorded cluster (if any) with every option given on the command line applied."""
+    base = Path(args.dir)
+    settings: dict[str, object] = {"ports": (6432, 6433, 6434), "timezones": None,
+                                   "node_names": None, "dbname": "acedb", "user": "ace",
+                                   "password": "ace_pw"}
+    if (base / args.name / STATE_FILE).exists():
+        recorded = LocalCluster.from_state(base, args.name)
+        settings.update(ports=recorded.ports, node_names=recorded.node_names,
+                        timezones=recorded.timezones if any(recorded.timezones) else None,
+                        dbname=recorded.dbname, user=recorded.user, password=recorded.password)
+    given = {"ports": _parse_ports(args.ports) if args.ports else None,
+             "timezones": _split(args.timezones), "node_names": _split(args.nodes),
+             "dbname": args.db, "user": args.user, "password": args.password}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    count = len(settings["ports"])  # type: ignore[arg-type]
+    for key in ("timezones", "node_names"):
+        # Recorded per-node lists do not fit a new number of ports: fall back to defaults.
+        if settings[key] is not None and len(settings[key]) != count:  # type: ignore[arg-type]
+            settings[key] = None
+    return LocalCluster(base, name=args.name, **settings)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a scratch multi-node PostgreSQL "
+                                     "cluster on 127.0.0.1 for ACE.")
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--dir", default=".ace-local", help="base directory (.ace-local)")
+    parser.add_argument("--name", default="demo", help="cluster name (demo)")
+    parser.add_argument("--ports", help="6432,6433,6434 or 6432-6434 (default: as last "
+                        "started, else 6432-6434)")
+    parser.add_argument("--timezones", help="server time zone per node, comma separated")
+    parser.add_argument("--nodes", help="node names, comma separated (n1,n2,...)")
+    parser.add_argument("--db", help="database for ACE (acedb)")
+    parser.add_argument("--user", help="ACE's login role, a superuser (ace)")
+    parser.add_argument("--password", help="its password (ace_pw)")
+    parser.add_argument("--cluster-dir", help="also write <dir>/<name>/<name>.json here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="localcluster: %(message)s",
+                        stream=sys.stdout)
+
+    try:
+        cluster = _cluster_from_args(args)
+        if args.command == "start":
+            cluster.start()
+            if args.cluster_dir:
+                log.info("wrote %s", cluster.write_cluster_json(Path(args.cluster_dir)))
+        elif args.command == "stop":
+            cluster.stop()
+    except (ClusterError, ValueError) as exc:
+        print(f"localcluster: {exc}", file=sys.stderr)
+        return 2
+
+    statuses = cluster.status()
+    for st in statuses:
+        state = f"running (pid {st.pid})" if st.running else "stopped"
+        print(f"localcluster: {cluster.name}/{st.name} 127.0.0.1:{st.port} {state}, "
+              f"timezone {st.timezone or 'default'}, data {st.data_dir}")
+    # status exits 3 when a node is down, like pg_ctl status.
+    if args.command == "status" and not all(st.running for st in statuses):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Set up everything ACE needs on one Debian 12 machine, then run a first diff.
+#
+#   bash deploy/setup.sh            packages, Redis, .venv, a 3-node demo cluster, demo diffs
+#   bash deploy/setup.sh --no-demo  packages, Redis and .venv only (what the tests need)
+#
+# Safe to run again: every step checks first and skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DEMO=1
+QUIET=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) DEMO=0 ;;
+    -q|--quiet) QUIET=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { [[ $QUIET == 1 ]] || echo "setup: $*"; }
+die() { echo "setup: $*" >&2; exit 1; }
+
+SUDO=()
+[[ $(id -u) == 0 ]] || SUDO=(sudo)
+
+APT_UPDATED=0
+apt_install() {
+  # Installs Debian packages; apt-get update runs once, before the first install.
+  if ((${#SUDO[@]})) && ! command -v sudo >/dev/null; then
+    die "need root (or sudo) to install: $*"
+  fi
+  local apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+  if [[ $APT_UPDATED == 0 ]]; then
+    say "apt-get update"
+    "${apt[@]}" update -qq
+    APT_UPDATED=1
+  fi
+  say "installing $*"
+  "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- system packages ----------------------------------------------------------------
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v runuser >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+
+# Chromium renders the HTML diff report in the tests; setup itself can do without.
+if ! command -v chromium >/dev/null; then
+  apt_install chromium fonts-dejavu-core || say "WARNING: chromium did not install; the report tests will fail"
+fi
+
+# --- Redis (broker and result backend) ------------------------------------------------
+redis_up() {
+  if command -v redis-cli >/dev/null; then
+    [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]]
+  else
+    (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && read -r -t 2 reply <&3 \
+      && [[ $reply == +PONG* ]]) 2>/dev/null
+  fi
+}
+if redis_up; then
+  say "redis answers on 127.0.0.1:6379"
+else
+  mkdir -p .ace-local
+  say "starting redis on 127.0.0.1:6379 (log .ace-local/redis.log)"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --logfile "$ROOT/.ace-local/redis.log" >/dev/null
+  for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+  redis_up || die "redis did not come up; see .ace-local/redis.log"
+fi
+
+# --- Python environment ---------------------------------------------------------------
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "python3 is $(python3 -V 2>&1); ACE needs 3.10 or newer"
+  say "creating .venv"
+  if ! python3 -m venv .venv >/dev/null 2>&1; then
+    rm -rf .venv
+    apt_install python3-venv
+    python3 -m venv .venv
+  fi
+fi
+# The stamp ties the install to this pyproject.toml and this checkout's path
+# (an editable install points at the path it was made from).
+stamp=$( (cat pyproject.toml; echo "$ROOT") | sha256sum | cut -d' ' -f1)
+if [[ $(cat .venv/.ace-install-stamp 2>/dev/null) != "$stamp" || ! -x .venv/bin/ace ]]; then
+  say "pip install -e '.[dev]' (a minute or two the first time)"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$stamp" > .venv/.ace-install-stamp
+else
+  say ".venv is up to date"
+fi
+
+if [[ $DEMO == 0 ]]; then
+  say "done (no demo)"
+  exit 0
+fi
+
+# --- demo cluster, data and first diffs -----------------------------------------------
+say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434)"
+.venv/bin/python deploy/localcluster.py start --dir .ace-local --name demo \
+  --ports 6432,6433,6434 --timezones UTC,America/New_York,Asia/Kolkata --cluster-dir cluster
+say "loading demo data"
+.venv/bin/python deploy/demo_data.py --cluster-json cluster/demo/demo.json
+
+export ACE_CLUSTER_DIR=$ROOT/cluster  # where the demo cluster's JSON was just written
+export ACE_OUTPUT_DIR=${ACE_OUTPUT_DIR:-$ROOT/out}
+mkdir -p "$ACE_OUTPUT_DIR"
+marker=$(mktemp)
+trap 'rm -f "$marker"' EXIT
+
+# table-diff exits 1 when it finds differences, which is what the demo expects.
+run_diff() {
+  say "ace table-diff demo $*"
+  local rc=0
+  .venv/bin/ace table-diff demo "$@" || rc=$?
+  ((rc <= 1)) || die "ace table-diff demo $* failed (exit $rc)"
+}
+run_diff public.customers --output html
+run_diff '"Sales"."Order Items"'
+
+say "reports written:"
+# Skip work/: it holds the per-task partial results, not reports.
+find "$ACE_OUTPUT_DIR" -path "$ACE_OUTPUT_DIR/work" -prune -o -type f -newer "$marker" -print \
+  | sort | sed 's/^/  /'
+say "the demo cluster keeps running; stop it with: .venv/bin/python deploy/localcluster.py stop"

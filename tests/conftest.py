@@ -1,0 +1,55 @@
+"""Fixtures shared by the whole test suite.
+
+``pg_cluster`` gives the tests real PostgreSQL nodes: three of them, each with
+another server time zone, on free ports so that a running demo cluster (6432-6434)
+or a second test run does not get in the way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "deploy"))
+
+from localcluster import LocalCluster, free_ports  # noqa: E402
+
+TEST_TIMEZONES = ("UTC", "America/New_York", "Asia/Kolkata")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A running 3-node cluster ``testclus`` (n1, n2, n3) for the whole session.
+
+    Its cluster JSON is in ``$ACE_CLUSTER_DIR`` and ``$ACE_OUTPUT_DIR`` points to an
+    empty directory, both set for the session and restored afterwards.
+    """
+    cluster = LocalCluster(tmp_path_factory.mktemp("pg"), name="testclus",
+                           ports=free_ports(3, 16432, 16999), timezones=TEST_TIMEZONES,
+                           node_names=("n1", "n2", "n3"))
+    cluster_dir = tmp_path_factory.mktemp("cluster")
+    output_dir = tmp_path_factory.mktemp("output")
+    saved = {key: os.environ.get(key) for key in ("ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR")}
+    try:
+        cluster.start()
+        cluster.write_cluster_json(cluster_dir)
+        os.environ["ACE_CLUSTER_DIR"] = str(cluster_dir)
+        os.environ["ACE_OUTPUT_DIR"] = str(output_dir)
+        yield cluster
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        cluster.stop()

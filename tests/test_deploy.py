@@ -1,0 +1,269 @@
+"""Checks of what deploys and demonstrates ACE: compose file, scripts, local cluster, demo data.
+
+``localcluster`` and ``demo_data`` live in deploy/, which conftest.py puts on sys.path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import demo_data
+import psycopg2
+import pytest
+import yaml
+from localcluster import LocalCluster, free_ports
+from psycopg2 import sql
+
+FLEET_SERVICES = ("api", "worker1", "worker2", "beat", "flower")
+OUTPUT_USERS = ("api", "worker1", "worker2", "beat")
+PG_NODES = ("pg1", "pg2", "pg3")
+
+
+@pytest.fixture(scope="module")
+def compose(repo_root: Path) -> dict[str, Any]:
+    return yaml.safe_load((repo_root / "docker-compose.yml").read_text())
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service["command"]
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+# ----- docker-compose.yml -----------------------------------------------------------------
+
+
+def test_compose_defines_every_service(compose: dict[str, Any]) -> None:
+    expected = {"redis", "taskstore", *PG_NODES, *FLEET_SERVICES}
+    assert expected <= set(compose["services"])
+
+
+def test_compose_workers_have_distinct_node_names(compose: dict[str, Any]) -> None:
+    names = []
+    for service in ("worker1", "worker2"):
+        command = _command(compose["services"][service])
+        assert command[:4] == ["celery", "-A", "ace_workers", "worker"]
+        assert "-E" in command, "workers must send events for Flower"
+        names.append(command[command.index("-n") + 1])
+    assert len(set(names)) == len(names), names
+
+
+def test_compose_fleet_shares_output_volume_and_broker(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "ace-output" in compose["volumes"]
+    mounts = {name: [v for v in services[name]["volumes"] if v.startswith("ace-output:")]
+              for name in OUTPUT_USERS}
+    assert {tuple(m) for m in mounts.values()} == {("ace-output:/data/output",)}, mounts
+    envs = {name: _env(services[name]) for name in FLEET_SERVICES}
+    assert {e["ACE_BROKER_URL"] for e in envs.values()} == {"redis://redis:6379/0"}
+    assert {e["ACE_RESULT_BACKEND"] for e in envs.values()} == {"redis://redis:6379/1"}
+    for name in OUTPUT_USERS:
+        assert envs[name]["ACE_OUTPUT_DIR"] == "/data/output"
+        assert envs[name]["ACE_CLUSTER_DIR"] == "/cluster"
+        assert "./cluster:/cluster:ro" in services[name]["volumes"]
+        assert envs[name]["ACE_DATABASE_URL"].startswith("postgresql://")
+        assert "@taskstore:5432/" in envs[name]["ACE_DATABASE_URL"]
+    assert "./certs:/certs:ro" in services["api"]["volumes"]
+    assert _command(services["api"]) == ["ace", "api", "--host", "0.0.0.0", "--port", "5000"]
+
+
+def test_compose_nodes_match_the_compose_cluster_json(compose: dict[str, Any],
+                                                      repo_root: Path) -> None:
+    services = compose["services"]
+    zones = []
+    for name in PG_NODES:
+        node = services[name]
+        assert node["image"].startswith("postgres:15")
+        assert "healthcheck" in node and node["volumes"]
+        command = " ".join(_command(node))
+        assert "track_commit_timestamp=on" in command
+        zone = re.search(r"timezone=(\S+)", command).group(1)
+        assert _env(node)["TZ"] == zone
+        zones.append(zone)
+    assert len(set(zones)) == len(zones), "nodes should run in different time zones"
+
+    doc = json.loads((repo_root / "deploy/cluster-compose/compose/compose.json").read_text())
+    assert doc["cluster_name"] == "compose"
+    db = doc["pgedge"]["databases"][0]
+    env = _env(services["pg1"])
+    assert (db["db_name"], db["db_user"], db["db_password"]) == (
+        env["POSTGRES_DB"], env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
+    assert [(n["public_ip"], n["port"]) for n in doc["node_groups"]] == [
+        (name, "5432") for name in PG_NODES]
+
+
+def _docker_engine_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True,
+                              timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def test_compose_config_is_valid(repo_root: Path) -> None:
+    if not _docker_engine_answers():
+        pytest.skip("no Docker engine answers here")
+    result = subprocess.run(["docker", "compose", "config", "-q"], cwd=repo_root,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# ----- scripts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["deploy/setup.sh", "deploy/test.sh", "deploy/fleet.sh",
+                                    ".ci/run"])
+def test_script_is_strict_bash(repo_root: Path, script: str) -> None:
+    path = repo_root / script
+    text = path.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_ci_passes_pytest_exit_code_through(repo_root: Path) -> None:
+    assert (repo_root / ".ci/run").read_text().rstrip().endswith("exec bash deploy/test.sh")
+    last = (repo_root / "deploy/test.sh").read_text().rstrip().splitlines()[-1]
+    assert last == 'exec .venv/bin/pytest -q "$@"'
+
+
+# ----- LocalCluster -------------------------------------------------------------------
+
+
+def _connect_ok(dsn: str) -> bool:
+    try:
+        psycopg2.connect(dsn, connect_timeout=3).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def _show(dsn: str, setting: str) -> str:
+    with (contextlib.closing(psycopg2.connect(dsn, connect_timeout=5)) as conn,
+          conn.cursor() as cur):
+        cur.execute(sql.SQL("SHOW {}").format(sql.Identifier(setting)))
+        return cur.fetchone()[0]
+
+
+def test_local_cluster_lifecycle(tmp_path: Path, repo_root: Path) -> None:
+    zones = ("America/New_York", "Asia/Kolkata")
+    cluster = LocalCluster(tmp_path / "base", name="life", ports=free_ports(2, 25000, 26000),
+                           timezones=zones)
+    cli = [sys.executable, str(repo_root / "deploy/localcluster.py"), "status",
+           "--dir", str(tmp_path / "base"), "--name", "life"]
+    try:
+        cluster.start()
+        pids = [st.pid for st in cluster.status()]
+        for i, zone in enumerate(zones):
+            assert _show(cluster.node_dsn(i), "TimeZone") == zone
+            assert _show(cluster.node_dsn(i), "track_commit_timestamp") == "on"
+            assert "host=127.0.0.1" in cluster.node_dsn(i)
+
+        started = time.monotonic()
+        cluster.start()  # already running: nothing to do
+        assert time.monotonic() - started < 3
+        assert [st.pid for st in cluster.status()] == pids
+
+        cluster.stop_node(1)
+        assert not cluster.is_running(1)
+        assert not _connect_ok(cluster.node_dsn(1))
+        assert _connect_ok(cluster.node_dsn(0))
+        cluster.start_node(1)
+        assert _show(cluster.node_dsn(1), "TimeZone") == zones[1]
+
+        # A postmaster.pid left by a crash, naming a PID now used by another process.
+        cluster.stop_node(0)
+        pid_file = cluster.nodes[0].data_dir / "postmaster.pid"
+        pid_file.write_text(f"{os.getpid()}\n{cluster.nodes[0].data_dir}\n")
+        cluster.start_node(0)
+        assert _connect_ok(cluster.node_dsn(0))
+
+        status = subprocess.run(cli, capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.count("running") == 2
+    finally:
+        cluster.stop()
+    assert not any(st.running for st in cluster.status())
+    assert subprocess.run(cli, capture_output=True, timeout=30).returncode == 3
+
+
+def test_write_cluster_json_is_pgedge_format(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "base", name="fmt", ports=(25901, 25902),
+                           node_names=("east", "west"))
+    path = cluster.write_cluster_json(tmp_path / "cluster")
+    assert path == tmp_path / "cluster" / "fmt" / "fmt.json"
+    doc = json.loads(path.read_text())
+    assert doc["json_version"] == "1.0" and doc["cluster_name"] == "fmt"
+    assert doc["pgedge"]["pg_version"].isdigit()
+    assert doc["pgedge"]["databases"] == [
+        {"db_name": "acedb", "db_user": "ace", "db_password": "ace_pw"}]
+    nodes = doc["node_groups"]
+    assert [(n["name"], n["port"], n["public_ip"]) for n in nodes] == [
+        ("east", "25901", "127.0.0.1"), ("west", "25902", "127.0.0.1")]
+    assert all(n["is_active"] == "on" and n["ssh"]["os_user"] == "postgres" for n in nodes)
+    assert nodes[0]["path"] == str(cluster.nodes[0].data_dir)
+
+
+# ----- demo data ----------------------------------------------------------------------
+
+
+def _rows_by_key(dsn: str, table: str, keys: list[str]) -> dict[tuple[Any, ...], str]:
+    # Render in UTC whatever the server's zone, or every timestamptz would differ.
+    with (contextlib.closing(psycopg2.connect(dsn, options="-c TimeZone=UTC")) as conn,
+          conn.cursor() as cur):
+        cur.execute(sql.SQL("SELECT {}, t::text FROM {} AS t").format(
+            sql.SQL(", ").join(map(sql.Identifier, keys)), sql.SQL(table)))
+        return {tuple(row[:-1]): row[-1] for row in cur.fetchall()}
+
+
+def _differing(a: dict[tuple[Any, ...], str], b: dict[tuple[Any, ...], str]) -> int:
+    return sum(1 for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+
+
+def test_demo_data_injects_exactly_the_divergence_it_reports(
+        pg_cluster: LocalCluster) -> None:
+    dbname = "demo_check"
+    for i in range(3):
+        with contextlib.closing(psycopg2.connect(pg_cluster.admin_dsn(i))) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    dsns = [pg_cluster.node_dsn(i).replace("dbname=acedb", f"dbname={dbname}")
+            for i in range(3)]
+
+    demo_data.load_demo(dsns, customers=1500, order_items=2000)  # twice: idempotent
+    summaries = demo_data.load_demo(dsns, customers=1500, order_items=2000)
+
+    assert [s.rows[demo_data.CUSTOMERS] for s in summaries] == [1500, 1497, 1502]
+    assert [s.rows[demo_data.ORDER_ITEMS] for s in summaries] == [2000, 1998, 2003]
+    assert summaries[1].line().startswith("n2: public.customers 1497 rows (3 deleted, 3 updated)")
+    tables = {demo_data.CUSTOMERS: ["id"], demo_data.ORDER_ITEMS: ["Order ID", "line"]}
+    rows = {(i, t): _rows_by_key(dsn, t, keys)
+            for i, dsn in enumerate(dsns) for t, keys in tables.items()}
+    names = [s.node for s in summaries]
+    for (a, b, table), expected in demo_data.expected_pair_diffs(summaries).items():
+        found = _differing(rows[(names.index(a), table)], rows[(names.index(b), table)])
+        assert found == expected, (a, b, table)
+
+    # NULL and '' must stay distinct: row g=19 is '' on n1 and NULL on n2.
+    key = (demo_data.ORDER_BASE + 3, 5)
+    notes = [rows[(i, demo_data.ORDER_ITEMS)][key] for i in (0, 1)]
+    assert notes[0].endswith(',"")') and notes[1].endswith(",)"), notes
