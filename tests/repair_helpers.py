@@ -1,0 +1,141 @@
+"""Shared pieces of the table-repair and table-rerun tests.
+
+Tables are built on the ``pg_cluster`` nodes through plain psycopg2 sessions;
+``ace`` commands run in this process through click's test runner (the same
+code path as the console script, without a process start per command).
+Snapshots read every row as ``t::text`` under ACE's pinned settings (UTC,
+ISO dates, exact floats), so two nodes' snapshots are equal exactly when
+their rows print the same, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from click.testing import CliRunner
+
+from ace_api.cli import main
+from ace_shared.config import load_settings
+from ace_shared.connection import PINNED_SETTINGS
+from ace_shared.diffspec import validate_diff_request
+from ace_shared.localrun import run_table_diff
+from ace_shared.repairrun import run_table_repair
+from ace_shared.rerunrun import run_table_rerun
+from ace_shared.taskids import new_task_id
+
+CLUSTER = "testclus"
+NODES = ("n1", "n2", "n3")
+
+
+def _pinned_options() -> str:
+    return " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}" for k, v in PINNED_SETTINGS.items())
+
+
+class Nodes:
+    """psycopg2 access to every node of the test cluster, by node name."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def dsn(self, node: str) -> str:
+        return self.cluster.node_dsn(NODES.index(node))
+
+    def execute(self, node: str, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+        """Run statements on one node in one transaction (the node's own time zone applies)."""
+        conn = psycopg2.connect(self.dsn(node))
+        try:
+            with conn, conn.cursor() as cur:
+                for st in statements:
+                    if isinstance(st, tuple):
+                        cur.execute(st[0], st[1])
+                    else:
+                        cur.execute(st)
+        finally:
+            conn.close()
+
+    def on_all(self, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+        todo = list(statements)
+        for node in NODES:
+            self.execute(node, todo)
+
+    def query(self, node: str, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query under ACE's pinned output settings."""
+        conn = psycopg2.connect(self.dsn(node), options=_pinned_options())
+        try:
+            with conn.cursor() as cur:
+                cur.execute(text, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def snapshot(self, node: str, table: str) -> list[str]:
+        """Every row of ``table`` as text, sorted: equal on two nodes iff the rows are."""
+        rows = self.query(node, f'SELECT "rp row"::text FROM {table} "rp row"')  # noqa: S608
+        return sorted(r[0] for r in rows)
+
+    def snapshots(self, table: str) -> dict[str, list[str]]:
+        return {n: self.snapshot(n, table) for n in NODES}
+
+
+def diff_table(table: str, **options: Any) -> tuple[Path, dict[str, Any]]:
+    """table-diff in process; the diff file and its parsed content."""
+    settings = load_settings()
+    request = validate_diff_request({"cluster_name": CLUSTER, "table_name": table, **options},
+                                    settings)
+    path, _ = run_table_diff(request, settings, new_task_id("table-diff"))
+    return path, json.loads(path.read_text())
+
+
+def repair(table: str, diff_file: Path | str, **options: Any) -> dict[str, Any]:
+    """table-repair through its core entry point, as a task would call it."""
+    raw = {"cluster_name": CLUSTER, "table_name": table, "diff_file": str(diff_file), **options}
+    return run_table_repair(raw, load_settings(), new_task_id("table-repair"))
+
+
+def rerun(table: str, diff_file: Path | str, behavior: str) -> tuple[Path, dict[str, Any]]:
+    raw = {"cluster_name": CLUSTER, "table_name": table, "diff_file": str(diff_file),
+           "behavior": behavior}
+    return run_table_rerun(raw, load_settings(), new_task_id("table-rerun"))
+
+
+@dataclass
+class CliRun:
+    code: int
+    stdout: str
+    stderr: str
+
+    def path_after(self, label: str) -> Path | None:
+        found = re.search(re.escape(label) + r" written to (\S+\.json)", self.stdout)
+        return Path(found.group(1)) if found else None
+
+
+def ace(*args: str) -> CliRun:
+    """Run an ``ace`` command in this process."""
+    os.environ.setdefault("ACE_NO_PROGRESS", "1")
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRun(result.exit_code, result.stdout, result.stderr)
+
+
+def assert_error(run: CliRun, *words: str) -> None:
+    """Exit code 2 and one ``ace: error:`` sentence that names ``words``."""
+    assert run.code == 2, (run.code, run.stdout, run.stderr)
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ace: error: "), run.stderr
+    for w in words:
+        assert w.lower() in lines[0].lower(), (w, lines[0])
+
+
+def output_files() -> set[Path]:
+    root = Path(os.environ["ACE_OUTPUT_DIR"])
+    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def diff_sections(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())["diffs"]
