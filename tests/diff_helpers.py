@@ -48,16 +48,29 @@ class AceRun:
         return json.loads(self.diff_path.read_text())
 
 
-def run_ace(*args: str, env: dict[str, str] | None = None) -> AceRun:
-    """Run ``python -m ace_api.cli <args>`` as a user would run ``ace``."""
-    full_env = {**os.environ, "ACE_NO_PROGRESS": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "ace_api.cli", *args], capture_output=True,
-                          text=True, env=full_env, cwd=REPO_ROOT, timeout=120)
-    return AceRun(proc.returncode, proc.stdout, proc.stderr)
+def run_ace(*args: str, env: dict[str, str] | None = None, fresh_process: bool = False,
+            ) -> AceRun:
+    """Run ``ace <args>`` as a user would, in a new process or through click in this one.
+
+    Both run the real command line; a new process also proves the console entry
+    point and exit status, the in-process run saves the interpreter start-up.
+    """
+    if fresh_process:
+        full_env = {**os.environ, "ACE_NO_PROGRESS": "1", **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", "ace_api.cli", *args], capture_output=True,
+                              text=True, env=full_env, cwd=REPO_ROOT, timeout=120)
+        return AceRun(proc.returncode, proc.stdout, proc.stderr)
+    from click.testing import CliRunner
+
+    from ace_api.cli import main
+    runner = CliRunner(env={"ACE_NO_PROGRESS": "1", **(env or {})}, catch_exceptions=False)
+    result = runner.invoke(main, list(args))
+    return AceRun(result.exit_code, result.stdout, result.stderr)
 
 
-def table_diff(table: str, *options: str, env: dict[str, str] | None = None) -> AceRun:
-    return run_ace("table-diff", CLUSTER, table, *options, env=env)
+def table_diff(table: str, *options: str, env: dict[str, str] | None = None,
+               fresh_process: bool = False) -> AceRun:
+    return run_ace("table-diff", CLUSTER, table, *options, env=env, fresh_process=fresh_process)
 
 
 def diff_in_process(table: str, **options: Any) -> tuple[Path, dict[str, Any]]:

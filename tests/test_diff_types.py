@@ -126,7 +126,7 @@ def types_diff(pg_cluster: Any) -> dict[str, Any]:
             for n, case in enumerate(CASES, start=1)
         ]
         execute(dsn, [TABLE_DDL, *inserts])
-    run = table_diff("public.td_types", "--block-rows", "1000")
+    run = table_diff("public.td_types", "--block-rows", "1000", fresh_process=True)
     assert run.code == 1, (run.stdout, run.stderr)
     return run.diff()
 
