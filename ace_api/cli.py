@@ -9,6 +9,7 @@ the work runs in this process; with it, on the Celery fleet.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +52,12 @@ class AceGroup(click.Group):
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted.")
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug, not bad input: still trouble (2), never "differences" (1)
+            if os.environ.get("ACE_DEBUG"):
+                raise
+            fail(f"unexpected internal error: {exc!r} (set ACE_DEBUG=1 for a traceback).")
 
 
 @click.group(cls=AceGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -142,6 +142,11 @@ class ConnectionCache:
         self._all: list[psycopg2.extensions.connection] = []
 
     def get(self, target: NodeTarget, *, readonly: bool = True) -> psycopg2.extensions.connection:
+        return self.get_reused(target, readonly=readonly)[0]
+
+    def get_reused(self, target: NodeTarget, *, readonly: bool = True,
+                   ) -> tuple[psycopg2.extensions.connection, bool]:
+        """A connection to ``target`` and whether it was reused (it may have gone stale)."""
         conns: dict[tuple[NodeTarget, bool], psycopg2.extensions.connection] = getattr(
             self._local, "conns", None) or {}
         self._local.conns = conns
@@ -149,12 +154,12 @@ class ConnectionCache:
         if conn is not None and not conn.closed:
             if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                 conn.rollback()
-            return conn
+            return conn, True
         conn = connect(target, readonly=readonly)
         conns[(target, readonly)] = conn
         with self._lock:
             self._all.append(conn)
-        return conn
+        return conn, False
 
     def discard(self, target: NodeTarget) -> None:
         conns = getattr(self._local, "conns", {})

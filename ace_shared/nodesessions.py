@@ -39,21 +39,25 @@ class NodeSessions:
     def _run(self, node: str, fn: Callable[[cursor], T]) -> T:
         target = self.targets[node]
         with node_errors(node):
-            conn = self._cache.get(target, readonly=self._readonly)
-            try:
-                with conn.cursor() as cur:
-                    result = fn(cur)
-                conn.rollback()
-                return result
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                self._cache.discard(target)
-                raise
-            except psycopg2.errors.InsufficientPrivilege:
-                conn.rollback()
-                raise
-            except psycopg2.Error as exc:
-                conn.rollback()
-                raise _query_error(node, exc) from exc
+            for attempt in (1, 2):
+                conn, reused = self._cache.get_reused(target, readonly=self._readonly)
+                try:
+                    with conn.cursor() as cur:
+                        result = fn(cur)
+                    conn.rollback()
+                    return result
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    self._cache.discard(target)
+                    if reused and attempt == 1:
+                        continue  # the node restarted since; every query here only reads
+                    raise
+                except psycopg2.errors.InsufficientPrivilege:
+                    conn.rollback()
+                    raise
+                except psycopg2.Error as exc:
+                    conn.rollback()
+                    raise _query_error(node, exc) from exc
+        raise AssertionError("unreachable")
 
     def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
         """Run ``fn`` on every node (or ``nodes``) concurrently; results by node name."""

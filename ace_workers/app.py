@@ -42,7 +42,12 @@ def make_app() -> Celery:
         task_time_limit=settings.TASK_TIME_LIMIT,
         result_expires=settings.RESULT_EXPIRES,
         result_extended=True,
-        broker_transport_options={"visibility_timeout": visibility},
+        broker_transport_options={
+            "visibility_timeout": visibility,
+            # look for messages of dead workers often enough to matter at this timeout
+            "unacked_restore_interval": max(1, min(10, visibility // 5)),
+            "unacked_restore_throttle": 1 if visibility < 600 else 10,
+        },
         result_backend_transport_options={"visibility_timeout": visibility},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -17,6 +17,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "deploy"))
 
+from fleet_helpers import Fleet, RedisServer, fleet_env  # noqa: E402
 from localcluster import LocalCluster, free_ports  # noqa: E402
 
 TEST_TIMEZONES = ("UTC", "America/New_York", "Asia/Kolkata")
@@ -53,3 +54,22 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
             else:
                 os.environ[key] = value
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet(pg_cluster: LocalCluster, redis_server: RedisServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two real workers, ``w1`` and ``w2``, on the session's Redis and test cluster."""
+    workdir = tmp_path_factory.mktemp("fleet")
+    fl = Fleet(workdir, fleet_env(redis_server, workdir))
+    fl.start()
+    yield fl
+    fl.stop()

@@ -1,0 +1,158 @@
+"""A real Redis server and real Celery worker processes for the fleet tests.
+
+Nothing here is a stand-in: ``redis-server`` and ``celery -A ace_workers worker``
+run as child processes on free ports, each worker with its own node name and
+log file, in its own process group so a test can SIGKILL a whole worker the
+way a host dies. Fixtures importing this module get the environment to hand to
+``ace`` subprocesses; the test process's own environment is left alone, so
+tests that run the CLI in-process mode are not switched to the fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CELERY = [sys.executable, "-m", "celery", "-A", "ace_workers"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """One ``redis-server`` on a free port that keeps nothing on disk."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        self._log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (lives as long as the server)
+        if binary is None:
+            pytest.fail("redis-server is not installed; run deploy/setup.sh")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._answers, 10, "redis to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Fleet:
+    """Celery workers (and their environment) for one test session."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], names: tuple[str, ...] = ("w1", "w2"),
+                 concurrency: int = 2) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.names = names
+        self.concurrency = concurrency
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def log(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start_worker(self, name: str) -> None:
+        path = self.log_path(name)
+        offset = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")  # noqa: SIM115 (the worker writes it for its whole life)
+        self.procs[name] = subprocess.Popen(
+            [*CELERY, "worker", "-n", f"{name}@%h", "-c", str(self.concurrency), "-E",
+             "--without-mingle", "--without-gossip", "-l", "INFO"],
+            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_for(lambda: "ready." in path.read_text(errors="replace")[offset:], 60,
+                 f"worker {name} to be ready")
+
+    def start(self) -> None:
+        for name in self.names:
+            self.start_worker(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a worker and its pool processes at once, as when its host dies."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_worker(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_worker(name)
+
+    def ace(self, *args: str, timeout: float = 120,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the ``ace`` CLI against this fleet."""
+        env = {**self.env, "ACE_NO_PROGRESS": "1", **(extra_env or {})}
+        return subprocess.run([sys.executable, "-m", "ace_api.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a fleet: the session's cluster and output dirs, this Redis."""
+    env = dict(os.environ)
+    env.update({
+        "ACE_BROKER_URL": redis.url(0),
+        "ACE_RESULT_BACKEND": redis.url(1),
+        "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
+        "ACE_VISIBILITY_TIMEOUT": "10",
+        "PYTHONPATH": str(REPO_ROOT),
+    })
+    env.update(extra)
+    return env

@@ -1,0 +1,196 @@
+"""table-diff on a real Celery fleet: two workers, a real Redis, the test cluster's nodes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from fleet_helpers import Fleet, wait_for
+
+from ace_shared.taskstore import COMPLETED, FAILED, RUNNING, TaskStore
+
+TABLE = "fl_items"
+ROWS = 30000
+
+
+def _exec_all(pg_cluster, statements: list[str]) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+        conn.close()
+
+
+def _exec(pg_cluster, node: int, stmt: str) -> None:  # type: ignore[no-untyped-def]
+    with psycopg2.connect(pg_cluster.node_dsn(node)) as conn, conn.cursor() as cur:
+        cur.execute(stmt)
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def items(pg_cluster):  # type: ignore[no-untyped-def]
+    """``public.fl_items`` with scattered differences on n2 and n3."""
+    _exec_all(pg_cluster, [
+        f"DROP TABLE IF EXISTS {TABLE}",
+        f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text, amount numeric(10,2), "
+        "at timestamptz, tags text[])",
+        f"INSERT INTO {TABLE} SELECT g, 'item ' || g, g * 0.25, "
+        "'2024-01-01 00:00+00'::timestamptz + g * interval '1 minute', ARRAY['t' || g % 7] "
+        f"FROM generate_series(1, {ROWS}) g",
+        f"ANALYZE {TABLE}",
+    ])
+    _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = 'changed' WHERE id % 5003 = 0")
+    _exec(pg_cluster, 1, f"DELETE FROM {TABLE} WHERE id IN (17, 29999)")
+    _exec(pg_cluster, 2, f"INSERT INTO {TABLE} VALUES (0, 'below', 1, now(), NULL), "
+                         f"({ROWS + 50}, 'above', 1, '2030-01-01', '{{}}')")
+    _exec(pg_cluster, 2, f"UPDATE {TABLE} SET tags = NULL WHERE id = 12345")
+    return f"public.{TABLE}"
+
+
+def _diff_file(stdout: str) -> Path:
+    match = re.search(r"(?:Diffs|Diff summary) written to (\S+)", stdout)
+    assert match, stdout
+    return Path(match.group(1))
+
+
+def _local_env(fl: Fleet) -> dict[str, str]:
+    return {k: v for k, v in fl.env.items() if k not in ("ACE_BROKER_URL", "ACE_RESULT_BACKEND")}
+
+
+def _run_local(fl: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**_local_env(fl), "ACE_NO_PROGRESS": "1"}
+    return subprocess.run([sys.executable, "-m", "ace_api.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _store(fl: Fleet) -> TaskStore:
+    return TaskStore(fl.env["ACE_DATABASE_URL"])
+
+
+def test_fleet_diff_spreads_over_both_workers_and_equals_in_process(fleet, items):
+    before = {n: fleet.log(n).count("ace.diff_ranges") for n in fleet.names}
+    res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
+    assert res.returncode == 1, res.stderr
+    fleet_file = _diff_file(res.stdout)
+    after = {n: fleet.log(n).count("ace.diff_ranges") for n in fleet.names}
+    assert all(after[n] > before[n] for n in fleet.names), "subtasks did not reach both workers"
+
+    local = _run_local(fleet, "table-diff", "testclus", items, "--block-rows=1000")
+    assert local.returncode == 1, local.stderr
+    local_file = _diff_file(local.stdout)
+    fleet_doc, local_doc = json.loads(fleet_file.read_text()), json.loads(local_file.read_text())
+    assert fleet_doc["diffs"] == local_doc["diffs"]
+    assert fleet_doc["summary"]["executor"] == "fleet"
+    for key in ("diff_rows", "diff_rows_by_pair", "total_rows_checked", "ranges_total"):
+        assert fleet_doc["summary"][key] == local_doc["summary"][key], key
+    assert fleet_doc["summary"]["diff_rows_by_pair"]["n1/n2"] == 7
+
+
+def test_task_store_follows_a_task_through_its_life(fleet, items):
+    res = fleet.ace("table-diff", "testclus", items, "--no-wait")
+    assert res.returncode == 0, res.stderr
+    task_id = res.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"td_\d{8}_\d{6}_[a-z0-9]+", task_id)
+    store = _store(fleet)
+    seen = set()
+
+    def finished() -> bool:
+        rec = store.get(task_id)
+        assert rec is not None
+        seen.add(rec.status)
+        return rec.status in (COMPLETED, FAILED)
+    wait_for(finished, 60, "the task to finish", interval=0.02)
+    rec = store.get(task_id)
+    assert rec is not None and rec.status == COMPLETED, rec.error if rec else None
+    assert seen & {RUNNING, COMPLETED}
+    assert rec.task_type == "table-diff" and rec.cluster_name == "testclus"
+    assert rec.started_at is not None and rec.finished_at is not None and rec.time_taken >= 0
+    assert rec.progress_total and rec.progress_done == rec.progress_total
+    assert rec.result["mismatched_rows"] == rec.result["summary"]["diff_rows"] > 0
+    assert Path(rec.result["diff_file"]).is_file()
+    assert rec.requested_by
+
+
+def test_sigkill_of_a_worker_mid_diff_still_yields_the_identical_file(fleet, items, pg_cluster):
+    reference = _run_local(fleet, "table-diff", "testclus", items, "--block-rows=1000")
+    ref_doc = json.loads(_diff_file(reference.stdout).read_text())
+
+    # Hold every worker mid-range: n3's table is locked, so each running subtask waits there.
+    lock = psycopg2.connect(pg_cluster.node_dsn(2))
+    lock.cursor().execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+    try:
+        offset = fleet.log("w1").count("ace.diff_ranges")
+        res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000", "--no-wait")
+        task_id = res.stdout.strip().splitlines()[-1]
+        wait_for(lambda: fleet.log("w1").count("ace.diff_ranges") > offset, 30,
+                 "w1 to take a subtask")
+        time.sleep(0.5)
+        fleet.kill("w1")
+    finally:
+        lock.rollback()
+        lock.close()
+    try:
+        rec = _wait_done(fleet, task_id, 90)
+        assert rec.status == COMPLETED, rec.error
+        doc = json.loads(Path(rec.result["diff_file"]).read_text())
+        assert doc["diffs"] == ref_doc["diffs"]
+        assert doc["summary"]["ranges_checked"] == ref_doc["summary"]["ranges_total"]
+    finally:
+        fleet.start_worker("w1")
+
+
+def _wait_done(fleet: Fleet, task_id: str, timeout: float):  # type: ignore[no-untyped-def]
+    store = _store(fleet)
+    wait_for(lambda: store.get(task_id).status in (COMPLETED, FAILED), timeout,
+             f"task {task_id} to finish", interval=0.2)
+    return store.get(task_id)
+
+
+def test_a_stopped_node_fails_the_task_naming_it(fleet, items, pg_cluster):
+    pg_cluster.stop_node(2)
+    try:
+        res = fleet.ace("table-diff", "testclus", items)
+    finally:
+        pg_cluster.start_node(2)
+    assert res.returncode == 2
+    error = res.stderr.strip().splitlines()[-1]
+    assert error.startswith("ace: error: Node n3 cannot be reached")
+    assert "Traceback" not in res.stderr
+    # once the node is back, the workers reconnect by themselves
+    again = fleet.ace("table-diff", "testclus", items)
+    assert again.returncode == 1, again.stderr
+
+
+def test_max_allowed_diffs_stops_the_fleet_early(fleet, items, tmp_path, pg_cluster):
+    _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = label || '!' WHERE id % 100 = 1")
+    try:
+        # a second, separate fleet (own Redis databases) whose workers allow only 20 diffs
+        broker = fleet.env["ACE_BROKER_URL"].rsplit("/", 1)[0]
+        fl = Fleet(tmp_path, {**fleet.env, "ACE_MAX_ALLOWED_DIFFS": "20",
+                              "ACE_BROKER_URL": f"{broker}/2", "ACE_RESULT_BACKEND": f"{broker}/3"},
+                   names=("cap1",))
+        fl.start()
+        try:
+            res = fl.ace("table-diff", "testclus", items, "--block-rows=1000")
+        finally:
+            fl.stop()
+        assert res.returncode == 1, res.stderr
+        assert "PARTIAL" in res.stdout
+        summary = json.loads(_diff_file(res.stdout).read_text())["summary"]
+        assert summary["diff_partial"] is True and "MAX_ALLOWED_DIFFS" in summary["partial_reason"]
+        assert 20 <= summary["diff_rows"] < 300
+        assert summary["ranges_checked"] < summary["ranges_total"]
+    finally:
+        _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = rtrim(label, '!') WHERE id % 100 = 1")
+
+
+def test_redis_restart_between_tasks_needs_no_worker_restart(fleet, items, redis_server):
+    redis_server.restart()
+    res = fleet.ace("table-diff", "testclus", items, timeout=180)
+    assert res.returncode == 1, res.stderr
