@@ -62,20 +62,25 @@ def follow(task_id: str, settings: Settings,
         time.sleep(poll_seconds)
 
 
-def submit_and_follow_diff(request: DiffRequest, settings: Settings, task_id: str, *,
-                           no_wait: bool, report: Callable[[dict[str, Any], bool], int]) -> int:
-    """The CLI's table-diff on a fleet: submit, show progress, report like in-process."""
+def submit_and_follow(task_type: str, options: dict[str, Any], settings: Settings,
+                      task_id: str, *, cluster_name: str | None, table_name: str | None,
+                      no_wait: bool, quiet: bool, label: str,
+                      unit: str = "ranges") -> dict[str, Any] | None:
+    """The CLI on a fleet: submit, show the fleet's progress, return the task's result.
+
+    Returns ``None`` with ``no_wait`` (the task id is printed); raises
+    :class:`TaskError` with the task's own message when it failed.
+    """
     from ace_api.progress import ProgressBar
 
-    options = request.to_dict()
-    submit("table-diff", options, task_id, settings, cluster_name=request.cluster_name,
-           table_name=request.table.display, requested_by=getpass.getuser())
+    submit(task_type, options, task_id, settings, cluster_name=cluster_name,
+           table_name=table_name, requested_by=getpass.getuser())
     if no_wait:
         click.echo(task_id)
-        return 0
-    if not request.quiet:
+        return None
+    if not quiet:
         click.echo(f"Submitted {task_id}", err=True)
-    bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet)
+    bar = ProgressBar(label, unit=unit, enabled=not quiet)
     try:
         record = follow(task_id, settings, on_progress=bar)
     finally:
@@ -83,4 +88,16 @@ def submit_and_follow_diff(request: DiffRequest, settings: Settings, task_id: st
     if record.status == FAILED:
         raise TaskError(record.error or f"Task {task_id} failed.")
     assert record.result is not None
-    return report(record.result["summary"], request.quiet)
+    return record.result
+
+
+def submit_and_follow_diff(request: DiffRequest, settings: Settings, task_id: str, *,
+                           no_wait: bool, report: Callable[[dict[str, Any], bool], int]) -> int:
+    """The CLI's table-diff on a fleet: report like in-process, with the same exit codes."""
+    result = submit_and_follow("table-diff", request.to_dict(), settings, task_id,
+                               cluster_name=request.cluster_name,
+                               table_name=request.table.display, no_wait=no_wait,
+                               quiet=request.quiet, label=f"Diffing {request.table.display}")
+    if result is None:
+        return 0
+    return report(result["summary"], request.quiet)
