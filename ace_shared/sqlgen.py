@@ -2,9 +2,10 @@
 
 Every identifier goes through ``sql.Identifier``; every key value is a bound
 parameter cast to its column's catalog type; the only raw text is the catalog's
-own type names and the user's checked table filter. Key values travel as the
-text PostgreSQL prints for them and are cast back on the server, so a key
-round-trips exactly whatever its type.
+own type names and the user's checked table filter. Every query here is run
+with bound parameters, so a ``%`` in any name or type is doubled. Key values
+travel as the text PostgreSQL prints for them and are cast back on the server,
+so a key round-trips exactly whatever its type.
 """
 
 from __future__ import annotations
@@ -17,18 +18,29 @@ from .schema import Column, TableShape
 Query = tuple[sql.Composable, list[object]]
 
 
+class Name(sql.Identifier):
+    """``sql.Identifier`` with ``%`` doubled: a name such as ``"100%"`` next to bound parameters."""
+
+    def as_string(self, context: object) -> str:
+        return super().as_string(context).replace("%", "%%")
+
+
+def catalog_text(text: str) -> sql.Composable:
+    """A type or collation name as the catalog printed it, ``%`` doubled."""
+    return sql.SQL(text.replace("%", "%%"))
+
+
 def filter_sql(table_filter: str) -> sql.Composable:
     """The user's checked filter, parenthesised, with ``%`` escaped for bound parameters."""
     return sql.SQL("({})").format(sql.SQL(table_filter.replace("%", "%%")))
 
 
 def table_ref(shape: TableShape) -> sql.Composable:
-    return sql.SQL("{}.{}").format(sql.Identifier(shape.table.schema),
-                                   sql.Identifier(shape.table.table))
+    return sql.SQL("{}.{}").format(Name(shape.table.schema), Name(shape.table.table))
 
 
 def _col(c: Column) -> sql.Composable:
-    return sql.Identifier(c.name)
+    return Name(c.name)
 
 
 def key_order(shape: TableShape) -> sql.Composable:
@@ -77,7 +89,7 @@ def _key_tuple(shape: TableShape) -> sql.Composable:
 def _bound(shape: TableShape, key: Key, params: list[object]) -> sql.Composable:
     params.extend(key)
     casts = sql.SQL(", ").join(
-        sql.SQL("%s::{}").format(sql.SQL(c.type_sql)) for c in shape.key_columns
+        sql.SQL("%s::{}").format(catalog_text(c.type_sql)) for c in shape.key_columns
     )
     return sql.SQL("({})").format(casts) if len(shape.key) > 1 else casts
 
@@ -161,7 +173,7 @@ def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> 
     params: list[object] = []
     rel = _keys_relation(shape, keys, params)
     cast_keys = sql.SQL(", ").join(
-        sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), sql.SQL(c.type_sql))
+        sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
         for i, c in enumerate(shape.key_columns))
     filt = sql.SQL(" AND {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
     q = sql.SQL("SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}){} ORDER BY {}").format(
@@ -176,9 +188,9 @@ def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
     rel = _keys_relation(shape, keys, params)
     order = []
     for i, c in enumerate(shape.key_columns):
-        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), sql.SQL(c.type_sql))
+        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
         if c.collation_sql:
-            expr = sql.SQL("{} COLLATE {}").format(expr, sql.SQL(c.collation_sql))
+            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
         order.append(expr)
     q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(rel, sql.SQL(", ").join(order))
     return q, params

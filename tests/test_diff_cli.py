@@ -175,11 +175,17 @@ def odd_names(pg_cluster: Any) -> Any:
         'PRIMARY KEY ("Order ID", "Line"))',
         'INSERT INTO "Sales"."Order Items" SELECT i, j, i * j FROM generate_series(1, 20) i, '
         'generate_series(1, 3) j',
+        'DROP TABLE IF EXISTS "td_100%"',
+        'DROP DOMAIN IF EXISTS "td_pct%dom"',
+        'CREATE DOMAIN "td_pct%dom" AS text',
+        'CREATE TABLE "td_100%" (k "td_pct%dom" PRIMARY KEY, "v%s" text)',
+        """INSERT INTO "td_100%" SELECT i || '%', 'x' FROM generate_series(1, 3000) i""",
     ]
     on_every_node(pg_cluster, ddl)
     execute(pg_cluster.node_dsn(1), ['UPDATE "My Schema"."we""ird tbl" SET "sp ace" = \'y\'',
                                      'UPDATE "Sales"."Order Items" SET "Qty" = 0 '
-                                     'WHERE "Order ID" = 4 AND "Line" = 2'])
+                                     'WHERE "Order ID" = 4 AND "Line" = 2',
+                                     """UPDATE "td_100%" SET "v%s" = 'y' WHERE k LIKE '2%'"""])
     return pg_cluster
 
 
@@ -192,6 +198,18 @@ def test_mixed_case_quoted_names_with_spaces(odd_names: Any) -> None:
     assert diff["summary"]["primary_key"] == ["Order ID", "Line"]
     assert pair_rows(diff, "n1/n2", "n2") == [{"Order ID": "4", "Line": "2", "Qty": "0"}]
     assert "n1/n3" not in diff["diffs"]
+
+
+def test_percent_signs_in_names_and_types(odd_names: Any) -> None:
+    run = table_diff('public."td_100%"', "--block-rows", "1000",
+                     "--table-filter", "k NOT LIKE '%9%'")
+    assert run.code == 1, run.stderr
+    diff = run.diff()
+    keys = reported_keys(diff, "k")
+    expected = {f"{i}%" for i in range(1, 3001) if str(i).startswith("2") and "9" not in str(i)}
+    assert keys == {"n1/n2": expected, "n2/n3": expected}
+    assert {r["v%s"] for r in pair_rows(diff, "n1/n2", "n2")} == {"y"}
+    assert diff["summary"]["columns"][0] == {"name": "k", "type": '"td_pct%dom"'}
 
 
 def test_unquoted_mixed_case_name_folds_to_lower_case(odd_names: Any) -> None:
