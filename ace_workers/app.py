@@ -54,6 +54,7 @@ def make_app() -> Celery:
         redis_retry_on_timeout=True,
         redis_socket_keepalive=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        beat_scheduler="ace_workers.schedule:AceScheduler",
         timezone="UTC",
         enable_utc=True,
     )

@@ -1,1 +1,75 @@
-"""Celery beat: scheduled diffs and auto-repair polls (filled in with the scheduler)."""
+"""Celery beat: scheduled table-diffs and the auto-repair polls, from ``ace_config.py``.
+
+``celery -A ace_workers beat`` reads the schedules once at start (like the
+original, restart it after changing the config). Each scheduled diff is an
+ordinary table-diff task with its own id in the task store, submitted by
+``scheduler``, so it shows up in task-status and Flower like any other.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery.beat import PersistentScheduler
+from celery.schedules import crontab
+
+from ace_shared.config import load_settings
+from ace_shared.diffspec import validate_diff_request
+from ace_shared.errors import AceError
+from ace_shared.schedule import auto_repair_timing, scheduled_diffs
+from ace_shared.taskids import new_task_id
+
+from . import runtime
+from .app import app
+
+
+def build_beat_schedule() -> dict[str, dict[str, Any]]:
+    settings = load_settings()
+    entries: dict[str, dict[str, Any]] = {}
+    for job in scheduled_diffs(settings.schedule_jobs, settings.schedule_config,
+                               settings.MIN_RUN_FREQUENCY):
+        when: Any = (crontab(*job.crontab) if job.crontab
+                     else timedelta(seconds=job.every_seconds or 0))
+        entries[f"table-diff:{job.name}"] = {
+            "task": "ace.scheduled_diff", "schedule": when, "args": [job.name, job.options],
+        }
+    timing = auto_repair_timing(settings.auto_repair_config, settings.MIN_RUN_FREQUENCY)
+    if timing is not None:
+        args = [timing.cluster_name, timing.dbname]
+        entries["auto-repair:poll"] = {"task": "ace.auto_repair_poll",
+                                       "schedule": timedelta(seconds=timing.poll_seconds),
+                                       "args": args}
+        entries["auto-repair:repair"] = {"task": "ace.auto_repair_repair",
+                                         "schedule": timedelta(seconds=timing.repair_seconds),
+                                         "args": args}
+    return entries
+
+
+class AceScheduler(PersistentScheduler):
+    """Beat's scheduler, with ACE's schedules read from the config when beat starts.
+
+    Only beat creates a scheduler, so a mistake in the schedules stops beat
+    with its message and never stops the workers.
+    """
+
+    def setup_schedule(self) -> None:
+        self.app.conf.beat_schedule = build_beat_schedule()
+        super().setup_schedule()
+
+
+@app.task(name="ace.scheduled_diff")
+def scheduled_diff(job_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Submit the scheduled job's table-diff as an ordinary task."""
+    from .client import submit
+
+    settings = runtime.settings()
+    request = validate_diff_request(options, settings)
+    task_id = new_task_id("table-diff")
+    try:
+        submit("table-diff", request.to_dict(), task_id, settings,
+               cluster_name=request.cluster_name, table_name=request.table.display,
+               requested_by=f"scheduler:{job_name}")
+    except AceError as exc:
+        return {"job": job_name, "error": str(exc)}
+    return {"job": job_name, "task_id": task_id}

@@ -194,3 +194,42 @@ def test_redis_restart_between_tasks_needs_no_worker_restart(fleet, items, redis
     redis_server.restart()
     res = fleet.ace("table-diff", "testclus", items, timeout=180)
     assert res.returncode == 1, res.stderr
+
+
+def test_beat_runs_a_scheduled_diff_as_an_ordinary_task(fleet, items, tmp_path):
+    config = tmp_path / "ace_config.py"
+    config.write_text(
+        "schedule_jobs = [{'name': 'fl_job', 'cluster_name': 'testclus',\n"
+        f"                  'table_name': '{items}', 'args': {{'block_rows': 5000}}}}]\n"
+        "schedule_config = [{'job_name': 'fl_job', 'run_frequency': '2s', 'enabled': True},\n"
+        "                   {'job_name': 'fl_job', 'crontab_schedule': '0 0 * * *'}]\n"
+        "MIN_RUN_FREQUENCY = '1s'\n")
+    env = {**fleet.env, "ACE_CONFIG": str(config)}
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "ace_workers", "beat", "-s",
+         str(tmp_path / "beat-schedule"), "-l", "INFO"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = _store(fleet)
+    try:
+        def scheduled_done() -> bool:
+            return any(r.requested_by == "scheduler:fl_job" and r.status == COMPLETED
+                       for r in store.recent(20))
+        wait_for(scheduled_done, 60, "a scheduled diff to complete", interval=0.5)
+    finally:
+        beat.terminate()
+        beat.wait(20)
+    rec = next(r for r in store.recent(20) if r.requested_by == "scheduler:fl_job")
+    assert rec.task_type == "table-diff" and rec.result["mismatched_rows"] > 0
+    assert rec.options["block_rows"] == 5000
+
+
+def test_bad_schedule_stops_beat_with_one_sentence(fleet, tmp_path):
+    config = tmp_path / "ace_config.py"
+    config.write_text("schedule_jobs = [{'name': 'j', 'cluster_name': 'c', 'table_name': 'a.b'}]\n"
+                      "schedule_config = [{'job_name': 'j', 'run_frequency': '30s', "
+                      "'enabled': True}]\n")
+    res = subprocess.run([sys.executable, "-m", "celery", "-A", "ace_workers", "beat", "-s",
+                          str(tmp_path / "bs")], cwd=tmp_path, capture_output=True, text=True,
+                         env={**fleet.env, "ACE_CONFIG": str(config)}, timeout=60)
+    assert res.returncode != 0
+    assert "below MIN_RUN_FREQUENCY (5m)" in res.stderr + res.stdout
