@@ -55,6 +55,7 @@ from _common import (
     timed_on_each_node,
     venv_tool,
 )
+from diff_phases import PhaseReport, print_phases, profile_diff
 from psycopg2 import sql
 
 from ace_shared.connection import NodeTarget
@@ -382,6 +383,7 @@ class AceRun:
     run: MeasuredRun
     summary: dict[str, object] = field(default_factory=dict)
     expected_pairs: dict[str, int] = field(default_factory=dict)
+    phases: PhaseReport | None = None
 
     @property
     def ok_exit(self) -> bool:
@@ -425,7 +427,7 @@ def ace_command(args: argparse.Namespace) -> list[str]:
         cmd += ["--max-cpu-ratio", str(args.max_cpu_ratio)]
     if args.profile_dir:
         return [args.py_spy, "record", "--subprocesses", "--threads", "--idle", "--rate", "200",
-                "--format", "speedscope", "-o", "PROFILE_PATH", "--", *cmd]
+                "--format", "raw", "-o", "PROFILE_PATH", "--", *cmd]
     return cmd
 
 
@@ -437,7 +439,8 @@ def measure(args: argparse.Namespace, targets: Sequence[NodeTarget], mode: str,
         env = mode_env(mode, base_env, output_dir, max(args.max_diffs, 2 * div.count))
         cmd = ace_command(args)
         if args.profile_dir:
-            profile = Path(args.profile_dir) / f"ace_{mode}_{div.label().rstrip('%')}pct.json"
+            name = div.label().replace('%', 'pct')
+            profile = Path(args.profile_dir) / f"ace_{mode}_{name}.txt"
             cmd = [str(profile) if c == "PROFILE_PATH" else c for c in cmd]
         workers = fleet_worker_pids(env) if mode == "fleet" else []
         run = run_measured(cmd, env, extra_roots=lambda: workers)
@@ -452,6 +455,12 @@ def measure(args: argparse.Namespace, targets: Sequence[NodeTarget], mode: str,
                     expected_pairs(targets, div))
     if not result.ok_exit:
         print(f"  ace exited {run.returncode}: {run.stderr.strip()[-400:]}", file=sys.stderr)
+    if args.phases and mode == "local":
+        first = targets[0]
+        result.phases = profile_diff(Path(args.cluster_dir).resolve(), args.cluster,
+                                     f"public.{TABLE}", (first.host, first.port),
+                                     args.block_rows, args.max_cpu_ratio,
+                                     max(args.max_diffs, 2 * div.count))
     return result
 
 
@@ -508,6 +517,10 @@ def print_report(runs: list[AceRun], modes: list[str], skipped: dict[str, str],
                   f"(expected {r.expected_pairs}); exit code {r.run.returncode}")
     for mode, reason in skipped.items():
         print(f"{mode}: not available ({reason})")
+    for r in runs:
+        if r.phases is not None:
+            print()
+            print_phases(r.phases, f"{r.mode}, divergence {r.level.label()}")
     print()
     print(f"targets: ratio <= {TARGET_RATIO_SAME} with no divergence, <= {TARGET_RATIO_SMALL} "
           f"at {SMALL_DIVERGENCE_PCT}%, peak memory < {TARGET_PEAK_MB} MB. 'ace wall' is the "
@@ -559,7 +572,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ace", default=venv_tool("ace"), help="the ace command")
     parser.add_argument("--keep-output", action="store_true", help="keep ace's diff files")
     parser.add_argument("--profile-dir",
-                        help="run ace under py-spy and write one speedscope profile per run here")
+                        help="run ace under py-spy (all threads, idle too) and write one collapsed-stack "
+                             "profile per run here (flamegraph.pl or speedscope read it)")
+    parser.add_argument("--phases", action="store_true",
+                        help="after each local run, diff once more in this process with every "
+                             "query timed, and print database time by kind of query")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy",
                         help="the py-spy command, for --profile-dir")
     args = parser.parse_args(argv)
