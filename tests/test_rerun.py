@@ -1,0 +1,116 @@
+"""table-rerun: re-check only the keys of an earlier diff, in either behaviour.
+
+The answer must not depend on the behaviour, and must be what a fresh
+table-diff would say about those keys. Keys are text here, so their order
+in the new file (the database's, not Python's) matters too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from repair_helpers import CLUSTER, Nodes, ace, diff_sections, diff_table, repair, rerun
+
+from ace_shared.config import load_settings
+from ace_shared.connection import node_targets
+from ace_shared.difffile import load_diff_file
+from ace_shared.nodesessions import NodeSessions
+from ace_shared.rerunbatch import rerun_batch
+from ace_shared.rerunplan import prepare_rerun, rerun_nodes
+from ace_shared.rerunrequest import load_rerun_inputs
+from ace_shared.rerunrun import finish_rerun
+
+TABLE = "public.rr_items"
+
+
+@pytest.fixture
+def nodes(pg_cluster: Any) -> Nodes:
+    """``rr_items`` with 3000 rows; n2 and n3 differ from n1 on about 1300 keys."""
+    n = Nodes(pg_cluster)
+    n.on_all(["DROP TABLE IF EXISTS rr_items",
+              "CREATE TABLE rr_items (k text COLLATE \"C\" PRIMARY KEY, qty int, note text)",
+              "INSERT INTO rr_items SELECT 'k' || i, i, 'note ' || i "
+              "FROM generate_series(1, 3000) i"])
+    n.execute("n2", ["DELETE FROM rr_items WHERE qty % 7 = 0",
+                     "UPDATE rr_items SET note = NULL WHERE qty % 5 = 0",
+                     "INSERT INTO rr_items SELECT 'x' || i, i, 'extra' FROM generate_series(1, 50) i"])
+    n.execute("n3", ["UPDATE rr_items SET qty = -qty WHERE qty % 11 = 0"])
+    return n
+
+
+def test_both_behaviours_agree_with_a_fresh_diff(nodes: Nodes) -> None:
+    path, diff = diff_table(TABLE)
+    assert diff["summary"]["diff_rows"] > 1000  # several rerun batches
+    # fix some of the listed rows, change others differently, leave the rest
+    nodes.execute("n2", ["UPDATE rr_items SET note = 'note ' || qty WHERE qty % 10 = 5",
+                         "UPDATE rr_items SET qty = 0 WHERE k = 'k10'"])
+    nodes.execute("n3", ["UPDATE rr_items SET qty = -qty WHERE qty < -2000"])
+    mp, mp_summary = rerun(TABLE, path, "multiprocessing")
+    host, host_summary = rerun(TABLE, path, "hostdb")
+    fresh, fresh_diff = diff_table(TABLE)
+    assert diff_sections(mp) == diff_sections(host) == fresh_diff["diffs"]
+    assert mp_summary["remaining"] == host_summary["remaining"] == fresh_diff["summary"]["diff_rows"]
+    assert mp_summary["resolved"] > 0
+    assert mp_summary["resolved"] + mp_summary["remaining"] == diff["summary"]["diff_rows"]
+    assert mp_summary["rerun_of"] == str(path) and host_summary["behavior"] == "hostdb"
+    keys = [r["k"] for r in fresh_diff["diffs"]["n1/n2"]["n1"]]
+    assert keys == sorted(keys)  # "C" collation order, as the database sorts
+
+
+def test_cli_exit_codes_and_summary(nodes: Nodes) -> None:
+    path, diff = diff_table(TABLE)
+    total = diff["summary"]["diff_rows"]
+    run = ace("table-rerun", CLUSTER, TABLE, f"--diff-file={path}")
+    assert run.code == 1, run.stderr
+    assert f"Of {total} rows that differed: 0 resolved, {total} still differ." in run.stdout
+    new_file = run.path_after("Diffs")
+    assert new_file is not None and new_file != path
+    assert json.loads(new_file.read_text())["summary"]["rerun_of"] == str(path)
+
+    repair(TABLE, path, source_of_truth="n1")
+    for behavior in ("multiprocessing", "hostdb"):
+        run = ace("table-rerun", CLUSTER, TABLE, f"--diff-file={path}", f"--behavior={behavior}")
+        assert run.code == 0, (behavior, run.stderr)
+        assert f"Of {total} rows that differed: {total} resolved, 0 still differ." in run.stdout
+
+
+def test_rerun_reads_an_original_format_file(nodes: Nodes, tmp_path: Path) -> None:
+    _, diff = diff_table(TABLE)
+    bare = {pair: {node: [{**r, "qty": int(r["qty"]) if r["qty"] else None,
+                           "_Spock_CommitOrigin_": "0"} for r in rows]
+                   for node, rows in sides.items()}
+            for pair, sides in diff["diffs"].items()}
+    original = tmp_path / "bare.json"
+    original.write_text(json.dumps(bare))
+    again, summary = rerun(TABLE, original, "hostdb")
+    assert diff_sections(again) == diff["diffs"]
+    assert summary["previous_diff_rows"] == diff["summary"]["diff_rows"]
+
+
+def test_batches_run_as_separate_calls_like_fleet_subtasks(nodes: Nodes) -> None:
+    """prepare -> rerun_batch(spec dict, i) per batch -> finish from the work folder alone."""
+    path, diff = diff_table(TABLE)
+    settings = load_settings()
+    raw = {"cluster_name": CLUSTER, "table_name": TABLE, "diff_file": str(path)}
+    request, cluster, parsed = load_rerun_inputs(raw, settings)
+    names = rerun_nodes(cluster, parsed)
+    targets = node_targets(cluster, tuple(cluster.node(n) for n in names), None, settings)
+    sessions = NodeSessions(targets)
+    try:
+        plan = prepare_rerun(request, cluster, parsed, settings, "rr_test_fleet", sessions,
+                             "2024-01-01T00:00:00+00:00")
+        spec = json.loads(json.dumps(plan.spec.to_dict()))  # as it would travel
+        assert len(plan.parts) > 1
+        results = [rerun_batch(spec, i, sessions) for i in reversed(plan.parts)]
+    finally:
+        sessions.close()
+    assert all(set(r) >= {"partial_path", "diff_keys"} for r in results)
+    assert len(json.dumps(results)) < 2000  # small enough for any result backend
+    new_path, summary = finish_rerun(plan.spec.work_dir, settings.output_dir)
+    assert diff_sections(new_path) == diff["diffs"]
+    assert summary["remaining"] == diff["summary"]["diff_rows"]
+    assert not Path(plan.spec.work_dir).exists()
+    assert load_diff_file(new_path).table == parsed.table
