@@ -21,7 +21,14 @@ from .config import Settings
 from .connection import NodeTarget, node_targets
 from .diffspec import DiffRequest, DiffSpec
 from .nodesessions import NodeSessions
-from .ranges import KeyRange, pick_boundaries, range_count_for, ranges_from_boundaries
+from .ranges import (
+    Key,
+    KeyRange,
+    pick_boundaries,
+    range_count_for,
+    ranges_from_boundaries,
+    sorted_everywhere,
+)
 from .schema import TableShape, read_shape, reconcile_shapes
 
 EXACT_PLAN_MAX_ROWS = 200_000
@@ -70,6 +77,22 @@ def _estimate(cur: cursor, shape: TableShape) -> int:
     return int(row[0]) if row else -1
 
 
+def agreed_boundaries(sessions: NodeSessions, shape: TableShape,
+                      boundaries: list[Key]) -> list[Key]:
+    """The boundaries every node sorts in the same order (see :func:`ranges.sorted_everywhere`)."""
+    if len(boundaries) < 2:
+        return boundaries
+    query, params = sqlgen.sort_keys(shape, boundaries)
+    orders = sessions.on_all(lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    ranks = []
+    for rows in orders.values():
+        rank = [0] * len(boundaries)
+        for position, (ordinal,) in enumerate(rows):
+            rank[int(ordinal) - 1] = position
+        ranks.append(rank)
+    return [boundaries[i] for i in sorted_everywhere(ranks)]
+
+
 def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
                     table_filter: str | None) -> tuple[list[KeyRange], int]:
     """Cut the key space into ranges of about ``block_rows`` rows."""
@@ -80,14 +103,16 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
         query, params = sqlgen.every_nth_key(shape, block_rows, table_filter)
         rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
         boundaries = [tuple(r) for r in rows]
-        return ranges_from_boundaries(boundaries), max(estimate, len(boundaries) * block_rows)
+        estimate = max(estimate, len(boundaries) * block_rows)
+        return ranges_from_boundaries(agreed_boundaries(sessions, shape, boundaries)), estimate
     parts = range_count_for(estimate, block_rows)
     wanted = parts * SAMPLES_PER_RANGE
     percent = min(100.0, max(0.01, 100.0 * wanted / max(estimate, 1)))
     query, params = sqlgen.sample_keys(shape, percent, table_filter)
     rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
     sample = [tuple(r) for r in rows]
-    return ranges_from_boundaries(pick_boundaries(sample, parts)), estimate
+    boundaries = agreed_boundaries(sessions, shape, pick_boundaries(sample, parts))
+    return ranges_from_boundaries(boundaries), estimate
 
 
 def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,

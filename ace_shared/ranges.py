@@ -60,6 +60,28 @@ def pick_boundaries(sorted_keys: Sequence[Key], parts: int) -> list[Key]:
     return dedupe_sorted(chosen)
 
 
+def sorted_everywhere(ranks: Sequence[Sequence[int]]) -> list[int]:
+    """Indexes of the boundaries that every node sorts in the planner's order.
+
+    ``ranks[x][i]`` is where node ``x`` puts boundary ``i`` when it sorts them.
+    A key column can sort differently on two nodes (an enum whose labels were
+    added in another order, a collation that changed with the C library); a
+    boundary some node puts out of place would make that node's ranges overlap
+    and report a row twice. Both ends of every out-of-order neighbour pair are
+    dropped until each node's ranks increase along what is kept; dropping a
+    boundary only merges two ranges.
+    """
+    kept = list(range(len(ranks[0]))) if ranks else []
+    while True:
+        bad = set()
+        for a, b in zip(kept, kept[1:], strict=False):
+            if any(r[a] >= r[b] for r in ranks):
+                bad.update((a, b))
+        if not bad:
+            return kept
+        kept = [i for i in kept if i not in bad]
+
+
 def ranges_from_boundaries(boundaries: Sequence[Key]) -> list[KeyRange]:
     """Cut the whole key space at ``boundaries`` (strictly increasing) into ranges."""
     bounds: list[Key | None] = [None, *boundaries, None]

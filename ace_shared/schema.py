@@ -138,6 +138,15 @@ def reconcile_shapes(shapes: dict[str, TableShape]) -> TableShape:
                 f"Table {first.table.display} has different columns on nodes {names[0]} and "
                 f"{other} (differing: {', '.join(cols)}); make the schemas match first."
             )
+        for mine, theirs in zip(first.key_columns, shape.key_columns, strict=True):
+            # key ranges are cut in key order, which a collation defines
+            if mine.collation_sql != theirs.collation_sql:
+                raise TableError(
+                    f"Key column {mine.name} of table {first.table.display} has collation "
+                    f"{mine.collation_sql or 'default'} on node {names[0]} but "
+                    f"{theirs.collation_sql or 'default'} on node {other}; make them match "
+                    "before comparing."
+                )
     version = min(s.server_version_num for s in shapes.values())
     return TableShape(first.table, first.columns, first.key, version)
 

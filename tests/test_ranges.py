@@ -18,6 +18,7 @@ from ace_shared.ranges import (
     pick_boundaries,
     range_count_for,
     ranges_from_boundaries,
+    sorted_everywhere,
     split_range,
 )
 
@@ -138,3 +139,30 @@ def test_pick_boundaries_with_few_keys() -> None:
     chosen = pick_boundaries(keys, 4)
     assert chosen == [("025",), ("050",), ("075",)]
     assert bisect.bisect(keys, chosen[0]) == 26
+
+
+rank_lists = st.integers(min_value=0, max_value=40).flatmap(
+    lambda n: st.lists(st.permutations(list(range(n))), min_size=1, max_size=4))
+
+
+@given(rank_lists)
+def test_kept_boundaries_increase_on_every_node(ranks: list[list[int]]) -> None:
+    kept = sorted_everywhere(ranks)
+    assert kept == sorted(set(kept))
+    for r in ranks:
+        assert all(r[a] < r[b] for a, b in zip(kept, kept[1:], strict=False))
+
+
+@given(st.integers(min_value=0, max_value=60), st.integers(min_value=1, max_value=4))
+def test_nodes_that_agree_keep_every_boundary(n: int, nodes: int) -> None:
+    assert sorted_everywhere([list(range(n))] * nodes) == list(range(n))
+
+
+def test_one_boundary_out_of_place_costs_only_its_neighbourhood() -> None:
+    planner = list(range(10))
+    other = [0, 1, 2, 3, 5, 6, 7, 8, 9, 4]  # the other node sorts boundary 4 last
+    ranks = [planner, [other.index(i) for i in range(10)]]
+    kept = sorted_everywhere(ranks)
+    assert 4 not in kept
+    assert len(kept) >= 7
+    assert sorted_everywhere([planner, planner[::-1]]) == []
