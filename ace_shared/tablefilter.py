@@ -27,6 +27,25 @@ def _is_e_string(expr: str, quote_at: int) -> bool:
     return quote_at == 1 or not _is_ident_char(expr[quote_at - 2])
 
 
+# Functions a filter must not call: they change the session (and so could undo the
+# caller's SET ROLE) or run SQL of their own, which would then run with other rights.
+DENIED_FUNCTIONS = frozenset({
+    "set_config", "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+    "cursor_to_xml", "cursor_to_xmlschema", "table_to_xml", "table_to_xmlschema",
+    "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
+    "database_to_xml_and_xmlschema", "dblink", "dblink_exec", "dblink_open", "dblink_send_query",
+    "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "lo_import", "lo_export",
+    "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
+})
+
+
+def _deny(word: str, text: str) -> None:
+    if word in DENIED_FUNCTIONS:
+        raise FilterError(f"The table filter may not call {word}() (it could change the session "
+                          f"or run other SQL); use a plain condition on the table's columns.")
+
+
 def check_filter(text: str | None) -> str | None:
     """Return the filter stripped, or ``None``; raise :class:`FilterError` if unsafe."""
     if text is None or not text.strip():
@@ -51,6 +70,8 @@ def check_filter(text: str | None) -> str | None:
                 j += 1
             if j >= n:
                 raise FilterError(f"The table filter {text!r} has an unclosed quote.")
+            if c == '"':
+                _deny(expr[i + 1:j].replace('""', '"'), text)
             i = j + 1
             continue
         if c == "$" and not (i > 0 and _is_ident_char(expr[i - 1])):
@@ -62,6 +83,13 @@ def check_filter(text: str | None) -> str | None:
                     raise FilterError(f"The table filter {text!r} has an unclosed dollar quote.")
                 i = close + len(tag)
                 continue
+        if (c.isalpha() or c == "_") and not (i > 0 and _is_ident_char(expr[i - 1])):
+            j = i
+            while j < n and _is_ident_char(expr[j]):
+                j += 1
+            _deny(expr[i:j].lower(), text)
+            i = j
+            continue
         if c == ";":
             raise FilterError("The table filter must be a single WHERE condition, without ';'.")
         if expr.startswith("--", i) or expr.startswith("/*", i):

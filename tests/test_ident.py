@@ -109,3 +109,18 @@ def test_empty_filter_means_no_filter(text: str | None) -> None:
 
 def test_filter_errors_are_ace_errors() -> None:
     assert issubclass(FilterError, AceError)
+
+
+@pytest.mark.parametrize("text", [
+    "set_config('role', 'ace', false) IS NOT NULL",
+    "pg_catalog.SET_CONFIG('role', 'ace', true) = 'ace'",
+    '"set_config"(\'role\', \'ace\', true) IS NOT NULL',
+    "id > 0 AND query_to_xml('select 1', true, true, '') IS NOT NULL",
+])
+def test_filter_may_not_escape_the_callers_role(text: str) -> None:
+    with pytest.raises(FilterError, match="may not call"):
+        check_filter(text)
+
+
+def test_filter_may_mention_those_names_inside_strings() -> None:
+    assert check_filter("note = 'set_config'") == "note = 'set_config'"
