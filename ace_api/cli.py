@@ -23,10 +23,33 @@ from ace_shared.errors import AceError
 EXIT_SAME, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 
+class BoolOption(click.Option):
+    """A boolean option, written ``--name`` or ``--name=VALUE`` (see :class:`AceCommand`)."""
+
+
 def bool_option(name: str, help_text: str) -> Callable[[Any], Any]:
     """``--name`` alone means true; ``--name=False`` is accepted too."""
-    return click.option(name, is_flag=False, flag_value="true", default="false",
+    return click.option(name, cls=BoolOption, is_flag=False, flag_value="true", default="false",
                         metavar="[=BOOL]", help=help_text)
+
+
+class AceCommand(click.Command):
+    """Reads a bare boolean ``--name`` as ``--name=true``.
+
+    A value-taking option would otherwise swallow the next word, so that
+    ``ace table-diff --quiet mycluster public.t`` read ``mycluster`` as the
+    value of ``--quiet``; a value is only ever taken after ``=``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        names = {o for p in self.params if isinstance(p, BoolOption) for o in p.opts}
+        rewritten: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                rewritten.extend(args[i:])
+                break
+            rewritten.append(f"{arg}=true" if arg in names else arg)
+        return super().parse_args(ctx, rewritten)
 
 
 def fail(message: str) -> None:
@@ -44,6 +67,8 @@ def settings_or_fail() -> Settings:
 
 class AceGroup(click.Group):
     """Turns every :class:`AceError` into one line on stderr and exit code 2."""
+
+    command_class = AceCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,8 +118,8 @@ def table_diff(**opts: Any) -> None:
 @click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", default=4, show_default=True, type=int,
               help="gunicorn worker processes.")
-@click.option("--threads", default=1, show_default=True, type=int,
-              help="Threads per worker (more than 1 uses gunicorn's gthread workers).")
+@click.option("--threads", default=4, show_default=True, type=int,
+              help="Threads per worker (gthread workers, keep-alive); 1 uses sync workers.")
 def api(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the REST API over mutual TLS (client certificates required)."""
     from .server import serve

@@ -6,6 +6,10 @@ certificate (``ACE_API_CERT_FILE``/``ACE_API_KEY_FILE``, else the ACE user's
 certificate was not issued by ``CA_CERT_FILE`` (``ssl.CERT_REQUIRED``). The
 verified certificate's common name then names the caller (see
 :mod:`ace_api.api.auth`). Nothing is served when a file is missing.
+
+Workers are gthread workers by default: a polling client keeps its TLS
+connection open between requests instead of paying a handshake each time.
+``--threads 1`` selects the sync worker; both hand the TLS socket to the app.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ace_shared.errors import ConfigError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 4
+DEFAULT_THREADS = 4
 REQUEST_TIMEOUT_SECONDS = 60
 
 
@@ -74,7 +79,7 @@ def tls_files(settings: Settings) -> TlsFiles:
 
 
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
-                     threads: int = 1) -> dict[str, Any]:
+                     threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """gunicorn's settings for the API: mutual TLS always on."""
     if workers < 1 or threads < 1:
         raise ConfigError("--workers and --threads must be at least 1.")
@@ -118,6 +123,6 @@ class ApiServer(BaseApplication):  # type: ignore[misc]
 
 
 def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          workers: int = DEFAULT_WORKERS, threads: int = 1) -> None:
+          workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> None:
     """Run the API until interrupted; raises ConfigError before serving when TLS is not set up."""
     ApiServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()

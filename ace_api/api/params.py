@@ -95,6 +95,13 @@ def _query_value(name: str, text: str, field: fields.Raw) -> Any:
     return text
 
 
+def _show(value: Any) -> str:
+    """A value as a client wrote it: 0 for 0.0 (a query string cannot tell them apart)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value)[:80]
+
+
 class RequestSchema:
     """One endpoint's parameters: the model that documents them, and their validation."""
 
@@ -161,10 +168,10 @@ class RequestSchema:
             expected = error.validator_value
             words = (" or ".join(_TYPE_WORDS.get(t, t) for t in expected)
                      if isinstance(expected, list) else _TYPE_WORDS.get(expected, expected))
-            return f"{name} must be {words}, not {json.dumps(value)[:80]}."
+            return f"{name} must be {words}, not {_show(value)}."
         if kind == "enum":
             return (f"{name} must be one of {', '.join(map(str, error.validator_value))}; "
-                    f"got {json.dumps(value)[:80]}.")
+                    f"got {_show(value)}.")
         if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             schema = error.schema
             low, high = schema.get("minimum"), schema.get("maximum")
@@ -175,5 +182,5 @@ class RequestSchema:
                 parts.append(f"{low_word} {low}")
             if high is not None:
                 parts.append(f"{high_word} {high}")
-            return f"{name} must be {' and '.join(parts)}; got {value}."
+            return f"{name} must be {' and '.join(parts)}; got {_show(value)}."
         return f"{name} is not valid: {error.message}."

@@ -40,13 +40,13 @@ def _options(request: Any) -> dict[str, Any]:
 
 def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: Settings,
              *, cluster_name: str, table_name: str) -> dict[str, str]:
-    task_id = new_task_id(task_type)
-    options = {**options, "role": identity}
     from ace_workers.client import submit  # the Celery app is built on first use
 
+    task_id = new_task_id(task_type)
+    options = {**options, "role": identity}
     try:
         submit(task_type, options, task_id, settings, cluster_name=cluster_name,
-                             table_name=table_name, requested_by=identity)
+               table_name=table_name, requested_by=identity)
     except TaskError as exc:
         raise ApiError(str(exc), 503) from exc
     record = TaskStore.from_settings(settings).get(task_id)

@@ -1,0 +1,223 @@
+"""Certificates, a real ``ace api`` server process and Spock's exception tables, for API tests.
+
+The certificates come from a test certificate authority made with trustme:
+a server certificate for 127.0.0.1, client certificates whose common names
+are PostgreSQL roles, one from an unrelated authority and one that has
+expired. :class:`ApiServer` runs ``ace api`` (gunicorn, mutual TLS) as a
+child process against a fleet's Redis and task store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import requests
+import trustme
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The DDL of Spock's exception tables (Spock 4.x/5.x), as published.
+SPOCK_EXCEPTION_DDL = """
+CREATE SCHEMA IF NOT EXISTS spock;
+CREATE TABLE IF NOT EXISTS spock.exception_log (
+    remote_origin oid NOT NULL,
+    remote_commit_ts timestamptz NOT NULL,
+    command_counter integer NOT NULL,
+    retry_errored_at timestamptz NOT NULL,
+    remote_xid bigint NOT NULL,
+    local_origin oid,
+    local_commit_ts timestamptz,
+    table_schema text,
+    table_name text,
+    operation text,
+    local_tup jsonb,
+    remote_old_tup jsonb,
+    remote_new_tup jsonb,
+    ddl_statement text,
+    ddl_user text,
+    error_message text NOT NULL,
+    PRIMARY KEY (remote_origin, remote_commit_ts, command_counter, retry_errored_at)
+) WITH (user_catalog_table = true);
+CREATE TABLE IF NOT EXISTS spock.exception_status (
+    remote_origin oid,
+    remote_commit_ts timestamptz,
+    retry_errored_at timestamptz,
+    remote_xid bigint,
+    status text NOT NULL,
+    resolved_at timestamptz,
+    resolution_details jsonb,
+    PRIMARY KEY (remote_origin, remote_commit_ts, retry_errored_at)
+) WITH (user_catalog_table = true);
+CREATE TABLE IF NOT EXISTS spock.exception_status_detail (
+    remote_origin oid,
+    remote_commit_ts timestamptz,
+    command_counter integer,
+    retry_errored_at timestamptz,
+    remote_xid bigint,
+    status text NOT NULL,
+    resolved_at timestamptz,
+    resolution_details jsonb,
+    PRIMARY KEY (remote_origin, remote_commit_ts, command_counter, retry_errored_at),
+    FOREIGN KEY (remote_origin, remote_commit_ts, retry_errored_at)
+        REFERENCES spock.exception_status (remote_origin, remote_commit_ts, retry_errored_at)
+) WITH (user_catalog_table = true);
+"""
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    cert: Path
+    key: Path
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return str(self.cert), str(self.key)
+
+
+@dataclass
+class ApiCerts:
+    """Files of the test PKI; ``client(cn)`` issues (once) a client certificate for a role."""
+
+    directory: Path
+    ca: trustme.CA
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    other_ca_client: ClientCert
+    expired_client: ClientCert
+    _clients: dict[str, ClientCert] = field(default_factory=dict)
+
+    def client(self, common_name: str) -> ClientCert:
+        if common_name not in self._clients:
+            self._clients[common_name] = _write_leaf(
+                self.directory, f"client-{common_name}", self.ca.issue_cert(common_name=common_name))
+        return self._clients[common_name]
+
+
+def _write_leaf(directory: Path, stem: str, leaf: trustme.LeafCert) -> ClientCert:
+    cert, key = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    key.chmod(0o600)
+    return ClientCert(cert, key)
+
+
+def make_certs(directory: Path) -> ApiCerts:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    server = _write_leaf(directory, "server", ca.issue_cert("127.0.0.1", "localhost"))
+    stranger = _write_leaf(directory, "other-ca-client",
+                           trustme.CA().issue_cert(common_name="api_reader"))
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    expired = _write_leaf(directory, "expired-client", ca.issue_cert(
+        common_name="api_reader", not_before=long_ago - dt.timedelta(days=1),
+        not_after=long_ago))
+    return ApiCerts(directory, ca, ca_file, server.cert, server.key, stranger, expired)
+
+
+class ApiServer:
+    """``ace api`` in a child process (its own process group), on a free port."""
+
+    def __init__(self, env: dict[str, str], certs: ApiCerts, port: int, log: Path,
+                 workers: int = 2, threads: int = 4) -> None:
+        self.port = port
+        self.certs = certs
+        self.log = log
+        self.env = {
+            **env,
+            "ACE_API_CERT_FILE": str(certs.server_cert),
+            "ACE_API_KEY_FILE": str(certs.server_key),
+            "ACE_CA_CERT_FILE": str(certs.ca_file),
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        self.args = [sys.executable, "-m", "ace_api.cli", "api", "--port", str(port),
+                     "--workers", str(workers), "--threads", str(threads)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def session(self, common_name: str) -> requests.Session:
+        """A requests session presenting the client certificate of ``common_name``."""
+        s = requests.Session()
+        s.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the test CA
+        s.cert = self.certs.client(common_name).pair
+        s.verify = str(self.certs.ca_file)
+        return s
+
+    def start(self, timeout: float = 30) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.log.parent,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        probe = self.session("ace")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ace api exited with {self.proc.returncode}:\n"
+                                   + self.log.read_text(errors="replace")[-3000:])
+            try:
+                if probe.get(self.url("/ace/swagger.json"), timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError("ace api did not answer in time:\n"
+                           + self.log.read_text(errors="replace")[-3000:])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def run_sql(dsn: str, *statements: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run statements in one transaction; return the rows of the last one (if any)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            rows: list[tuple[Any, ...]] = []
+            for stmt in statements:
+                cur.execute(stmt, params)
+                rows = cur.fetchall() if cur.description else []
+            return rows
+    finally:
+        conn.close()
+
+
+def wait_for_final(session: requests.Session, url: str, timeout: float = 60
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """Poll a task-status URL until COMPLETED or FAILED; return it and the statuses seen."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = session.get(url, timeout=10)
+        assert response.status_code == 200, response.text
+        doc = response.json()
+        if not seen or seen[-1] != doc["status"]:
+            seen.append(doc["status"])
+        if doc["status"] in ("COMPLETED", "FAILED"):
+            return doc, seen
+        time.sleep(0.05)
+    raise TimeoutError(f"task at {url} did not finish; statuses seen: {seen}")

@@ -1,0 +1,465 @@
+"""The REST API as deployed: ``ace api`` (gunicorn, mutual TLS) with a real Redis and worker.
+
+Every request goes over TLS with a client certificate from a test authority;
+the certificate's common name is a PostgreSQL role on the test nodes, and the
+tasks the API queues run as that role on a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from api_helpers import (
+    SPOCK_EXCEPTION_DDL,
+    ApiCerts,
+    ApiServer,
+    make_certs,
+    run_sql,
+    wait_for_final,
+)
+from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
+
+from ace_shared.taskstore import PENDING, TaskStore
+
+TABLE = "api_items"
+ROWS = 3000
+CHANGED_ON_N2 = (10, 500, 1500, 2999)
+MISSING_ON_N2 = 1234
+
+
+@pytest.fixture(scope="module")
+def api_fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """A Redis and one worker of its own, so this module's tasks meet no other test's."""
+    workdir = tmp_path_factory.mktemp("api-fleet")
+    redis = RedisServer(workdir)
+    redis.start()
+    fleet = Fleet(workdir, fleet_env(redis, workdir), names=("api1",), concurrency=3)
+    try:
+        fleet.start()
+        yield fleet
+    finally:
+        fleet.stop()
+        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> ApiCerts:
+    return make_certs(tmp_path_factory.mktemp("api-certs"))
+
+
+@pytest.fixture(scope="module")
+def api(api_fleet: Fleet, certs: ApiCerts) -> Iterator[ApiServer]:
+    server = ApiServer(api_fleet.env, certs, free_port(), api_fleet.workdir / "api.log")
+    server.start()
+    yield server
+    server.stop()
+    assert "Using worker: gthread" in server.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def items(pg_cluster: Any) -> str:
+    """``public.api_items``: n2 differs in five rows; roles with and without SELECT on it."""
+    for i in range(3):
+        run_sql(
+            pg_cluster.node_dsn(i),
+            f"DROP TABLE IF EXISTS {TABLE}",
+            f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text, amount numeric(10,2))",
+            f"INSERT INTO {TABLE} SELECT g, 'item ' || g, g * 0.5 "
+            f"FROM generate_series(1, {ROWS}) g",
+            "DO $$ BEGIN CREATE ROLE api_reader NOLOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            "DO $$ BEGIN CREATE ROLE api_norights NOLOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            f"GRANT SELECT ON {TABLE} TO api_reader",
+            "GRANT api_reader TO ace",
+            "GRANT api_norights TO ace",
+        )
+    run_sql(pg_cluster.node_dsn(1),
+            f"UPDATE {TABLE} SET label = 'changed' "
+            f"WHERE id IN ({', '.join(map(str, CHANGED_ON_N2))})",
+            f"DELETE FROM {TABLE} WHERE id = {MISSING_ON_N2}")
+    return f"public.{TABLE}"
+
+
+def _store(fleet: Fleet) -> TaskStore:
+    return TaskStore(fleet.env["ACE_DATABASE_URL"])
+
+
+def _bare_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+# --- who may connect ------------------------------------------------------------------------
+
+
+def test_a_client_without_certificate_is_refused(api: ApiServer, certs: ApiCerts) -> None:
+    with pytest.raises(requests.exceptions.SSLError, match="(?i)certificate"):
+        _bare_session().get(api.url("/ace/swagger.json"), verify=str(certs.ca_file), timeout=10)
+
+
+def test_a_certificate_from_another_authority_is_refused(api: ApiServer,
+                                                         certs: ApiCerts) -> None:
+    with pytest.raises(requests.exceptions.SSLError, match="(?i)unknown ca"):
+        _bare_session().get(api.url("/ace/swagger.json"), verify=str(certs.ca_file),
+                            cert=certs.other_ca_client.pair, timeout=10)
+
+
+def test_an_expired_certificate_is_refused(api: ApiServer, certs: ApiCerts) -> None:
+    with pytest.raises(requests.exceptions.SSLError, match="(?i)expired"):
+        _bare_session().get(api.url("/ace/swagger.json"), verify=str(certs.ca_file),
+                            cert=certs.expired_client.pair, timeout=10)
+
+
+def test_a_valid_certificate_reads_the_openapi_document(api: ApiServer) -> None:
+    response = api.session("api_reader").get(api.url("/ace/swagger.json"), timeout=10)
+    assert response.status_code == 200
+    doc = response.json()
+    assert {"/table-diff", "/table-repair", "/table-rerun", "/task-status",
+            "/task-status/{task_id}", "/update-spock-exception"} <= set(doc["paths"])
+    diff_params = doc["definitions"]["TableDiffRequest"]["properties"]
+    assert diff_params["block_rows"]["minimum"] == 1000
+    assert api.session("api_reader").get(api.url("/ace/docs"), timeout=10).status_code == 200
+
+
+def test_the_sync_worker_also_passes_the_certificate_name(
+        api_fleet: Fleet, certs: ApiCerts, items: str) -> None:
+    sync = ApiServer(api_fleet.env, certs, free_port(), api_fleet.workdir / "api-sync.log",
+                     workers=1, threads=1)
+    sync.start()
+    try:
+        response = sync.session("api_reader").post(sync.url("/ace/table-diff"), timeout=10, json={
+            "cluster_name": "testclus", "table_name": items})
+        assert response.status_code == 200, response.text
+        record = _store(api_fleet).get(response.json()["task_id"])
+        assert record is not None and record.requested_by == "api_reader"
+    finally:
+        sync.stop()
+    assert "Using worker: sync" in (api_fleet.workdir / "api-sync.log").read_text()
+
+
+# --- table-diff as the caller's role ---------------------------------------------------------
+
+
+def test_diff_runs_as_the_certificate_role_and_reports_its_figures(
+        api: ApiServer, api_fleet: Fleet, items: str) -> None:
+    session = api.session("api_reader")
+    response = session.post(api.url("/ace/table-diff"), timeout=10, json={
+        "cluster_name": "testclus", "table_name": items, "block_rows": 1000})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["submitted_at"].endswith("Z")
+    task_id = answer["task_id"]
+
+    doc, seen = wait_for_final(session, api.url(f"/ace/task-status?task_id={task_id}"))
+    assert seen[0] in ("PENDING", "RUNNING") and seen[-1] == "COMPLETED", (seen, doc)
+    assert doc["task_status"] == doc["status"] == "COMPLETED"
+    assert doc["requested_by"] == "api_reader"
+    assert doc["task_type"] == "table-diff" and doc["time_taken"] >= 0
+    for spelling in ("result", "task_context"):
+        figures = doc[spelling]
+        assert figures["total_rows"] == ROWS
+        assert figures["mismatched_rows"] == len(CHANGED_ON_N2) + 1
+        diff = json.loads(Path(figures["diff_file"]).read_text())
+        assert diff["summary"]["task_id"] == task_id
+    n1_n2 = diff["diffs"]["n1/n2"]
+    assert sorted(int(r["id"]) for r in n1_n2["n1"]) == sorted([*CHANGED_ON_N2, MISSING_ON_N2])
+    by_path = session.get(api.url(f"/ace/task-status/{task_id}"), timeout=10).json()
+    assert by_path["result"] == doc["result"]
+    record = _store(api_fleet).get(task_id)
+    assert record is not None and record.options["role"] == "api_reader"
+
+
+def test_a_role_without_select_gets_a_failed_task_saying_so(api: ApiServer, items: str) -> None:
+    session = api.session("api_norights")
+    response = session.post(api.url("/ace/table-diff"), timeout=10,
+                            json={"cluster_name": "testclus", "table_name": items})
+    assert response.status_code == 200, response.text
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+    assert doc["status"] == "FAILED"
+    assert "permission denied" in doc["error"].lower(), doc["error"]
+    assert doc["requested_by"] == "api_norights"
+
+
+def test_a_certificate_naming_no_role_gets_a_failed_task(api: ApiServer, items: str) -> None:
+    session = api.session("api_nobody")
+    response = session.get(api.url("/ace/table-diff"), timeout=10,
+                           params={"cluster_name": "testclus", "table_name": items})
+    assert response.status_code == 200, response.text
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+    assert doc["status"] == "FAILED"
+    assert "api_nobody" in doc["error"], doc["error"]
+
+
+def test_get_with_query_parameters_queues_the_same_diff(api: ApiServer, items: str) -> None:
+    session = api.session("api_reader")
+    response = session.get(api.url("/ace/table-diff"), timeout=10, params={
+        "cluster_name": "testclus", "table_name": items, "block_rows": "1000",
+        "nodes": "n1,n3", "quiet": "true", "max_cpu_ratio": "0.5", "batch_size": "2"})
+    assert response.status_code == 200, response.text
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+    assert doc["status"] == "COMPLETED", doc.get("error")
+    summary = doc["result"]["summary"]
+    assert summary["nodes"] == ["n1", "n3"] and summary["block_rows"] == 1000
+    assert summary["batch_size"] == 2 and doc["result"]["mismatched_rows"] == 0
+
+
+# --- errors over the wire ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "fragment"), [
+    ("GET", "/ace/table-diff", {"params": {"table_name": "public.t"}}, 400,
+     "cluster_name is required"),
+    ("POST", "/ace/table-diff", {"json": {"table_name": "public.t"}}, 400,
+     "cluster_name is required"),
+    ("GET", "/ace/table-diff", {"params": {"cluster_name": "testclus", "table_name": "public.t",
+                                           "block_rows": "10"}}, 400, "block_rows must be"),
+    ("POST", "/ace/table-diff", {"json": {"cluster_name": "testclus", "table_name": "public.t",
+                                          "block_rows": 10}}, 400, "block_rows must be"),
+    ("GET", "/ace/table-diff", {"params": {"cluster_name": "testclus", "table_name": "public.t",
+                                           "quiet": "perhaps"}}, 400, "quiet must be true"),
+    ("POST", "/ace/table-diff", {"json": {"cluster_name": "testclus", "table_name": "public.t",
+                                          "role": "postgres"}}, 400, "role is not a parameter"),
+    ("POST", "/ace/table-diff", {"json": {"cluster_name": "nosuch", "table_name": "public.t"}},
+     404, "Cluster nosuch is not defined"),
+    ("GET", "/ace/table-diff", {"params": {"cluster_name": "testclus", "table_name": "public.t",
+                                           "nodes": "n1,n9"}}, 404, "Node n9"),
+    ("GET", "/ace/task-status", {"params": {"task_id": "td_20240101_000000_zzzzzz"}}, 404,
+     "is not known"),
+    ("GET", "/ace/task-status/td_20240101_000000_zzzzzz", {}, 404, "is not known"),
+    ("GET", "/ace/task-status", {}, 400, "task_id is required"),
+    ("GET", "/ace/no-such-endpoint", {}, 404, "no endpoint"),
+    ("GET", "/ace/update-spock-exception", {}, 405, "use POST"),
+    ("DELETE", "/ace/table-diff", {}, 405, "does not accept DELETE"),
+    ("POST", "/ace/table-diff", {"data": "cluster_name=testclus",
+                                 "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+     415, "must be JSON"),
+    ("POST", "/ace/table-repair", {"data": "{not json",
+                                   "headers": {"Content-Type": "application/json"}},
+     415, "not valid JSON"),
+    ("POST", "/ace/update-spock-exception", {"data": b"\xff\xfe",
+                                             "headers": {"Content-Type": "application/json"}},
+     415, "not valid JSON"),
+])
+def test_errors_are_one_json_sentence_with_the_right_code(
+        api: ApiServer, method: str, path: str, kwargs: dict[str, Any], status: int,
+        fragment: str) -> None:
+    response = api.session("api_reader").request(method, api.url(path), timeout=10, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and fragment in body["error"], body
+
+
+# --- repair and rerun: only diff files from the output directory -----------------------------
+
+
+@pytest.fixture(scope="module")
+def completed_diff(api: ApiServer, items: str) -> dict[str, Any]:
+    session = api.session("ace")
+    response = session.post(api.url("/ace/table-diff"), timeout=10,
+                            json={"cluster_name": "testclus", "table_name": items})
+    assert response.status_code == 200, response.text
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+    assert doc["status"] == "COMPLETED", doc.get("error")
+    return doc
+
+
+@pytest.mark.parametrize("endpoint", ["/ace/table-repair", "/ace/table-rerun"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("refer_by", ["task_id", "relative_path"])
+def test_repair_and_rerun_accept_a_diff_from_the_output_dir(
+        api: ApiServer, api_fleet: Fleet, completed_diff: dict[str, Any], items: str,
+        endpoint: str, method: str, refer_by: str) -> None:
+    diff_file = Path(completed_diff["result"]["diff_file"])
+    output_dir = Path(api_fleet.env["ACE_OUTPUT_DIR"]).resolve()
+    named = (completed_diff["task_id"] if refer_by == "task_id"
+             else str(diff_file.resolve().relative_to(output_dir)))
+    params: dict[str, Any] = {"cluster_name": "testclus", "table_name": items,
+                              "diff_file": named}
+    if endpoint == "/ace/table-repair":
+        params.update(source_of_truth="n1", dry_run=True)
+    sent = ({"params": {k: str(v).lower() if isinstance(v, bool) else v
+                        for k, v in params.items()}}
+            if method == "GET" else {"json": params})
+    response = api.session("api_reader").request(method, api.url(endpoint), timeout=10, **sent)
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    record = _store(api_fleet).get(task_id)
+    assert record is not None and record.requested_by == "api_reader"
+    assert record.task_type == endpoint.rsplit("/", 1)[1]
+    assert record.options["diff_file"] == str(diff_file.resolve())
+    assert record.options["role"] == "api_reader"
+    if endpoint == "/ace/table-repair":
+        assert record.options["dry_run"] is True and record.options["source_of_truth"] == "n1"
+    assert record.status in (PENDING, "RUNNING", "COMPLETED", "FAILED")
+
+
+@pytest.mark.parametrize("endpoint", ["/ace/table-repair", "/ace/table-rerun"])
+def test_repair_and_rerun_refuse_files_outside_the_output_dir(
+        api: ApiServer, api_fleet: Fleet, completed_diff: dict[str, Any], items: str,
+        tmp_path: Path, endpoint: str) -> None:
+    output_dir = Path(api_fleet.env["ACE_OUTPUT_DIR"]).resolve()
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(Path(completed_diff["result"]["diff_file"]).read_text())
+    link = output_dir / f"link-{endpoint.rsplit('-', 1)[1]}.json"
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    session = api.session("api_reader")
+    for named, fragment in [(str(outside), "outside the ACE output directory"),
+                            (f"diffs/../../{outside.name}", "'..'"),
+                            (link.name, "outside the ACE output directory"),
+                            ("/etc/passwd", "outside the ACE output directory"),
+                            ("td_20240101_000000_zzzzzz", "is not known")]:
+        response = session.post(api.url(endpoint), timeout=10, json={
+            "cluster_name": "testclus", "table_name": items, "diff_file": named,
+            "source_of_truth": "n1"} if endpoint.endswith("repair") else {
+            "cluster_name": "testclus", "table_name": items, "diff_file": named})
+        assert response.status_code in (400, 404), (named, response.text)
+        assert fragment in response.json()["error"], (named, response.text)
+
+
+# --- update-spock-exception --------------------------------------------------------------------
+
+ORIGIN, XID, OTHER_XID = 46001, 123456, 777
+COMMIT_TS = "2024-03-15 12:34:56.25+00"
+
+
+@pytest.fixture()
+def spock_tables(pg_cluster: Any) -> Iterator[str]:
+    """Spock's exception tables on n1, with one failed transaction of two commands and another."""
+    dsn = pg_cluster.node_dsn(0)
+    run_sql(dsn, "DROP SCHEMA IF EXISTS spock CASCADE", SPOCK_EXCEPTION_DDL)
+    for xid, commit_ts in ((XID, COMMIT_TS), (OTHER_XID, "2024-03-16 00:00:00+00")):
+        run_sql(dsn,
+                "INSERT INTO spock.exception_status VALUES (%(o)s, %(ts)s, %(ts)s, %(x)s, "
+                "'PENDING', NULL, NULL)",
+                "INSERT INTO spock.exception_status_detail VALUES "
+                "(%(o)s, %(ts)s, 1, %(ts)s, %(x)s, 'PENDING', NULL, NULL), "
+                "(%(o)s, %(ts)s, 2, %(ts)s, %(x)s, 'PENDING', NULL, NULL)",
+                params={"o": ORIGIN, "ts": commit_ts, "x": xid})
+    yield dsn
+    run_sql(dsn, "DROP SCHEMA IF EXISTS spock CASCADE")
+
+
+def _exception_rows(dsn: str) -> dict[tuple[int, int | None], tuple[Any, ...]]:
+    rows = run_sql(dsn, "SELECT remote_xid, NULL::int, status, resolved_at IS NOT NULL, "
+                        "resolution_details FROM spock.exception_status UNION ALL "
+                        "SELECT remote_xid, command_counter, status, resolved_at IS NOT NULL, "
+                        "resolution_details FROM spock.exception_status_detail")
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def _update(api: ApiServer, role: str, **details: Any) -> requests.Response:
+    return api.session(role).post(api.url("/ace/update-spock-exception"), timeout=20, json={
+        "cluster_name": "testclus", "node_name": "n1",
+        "exception_details": {"remote_origin": str(ORIGIN),
+                              "remote_commit_ts": "2024-03-15T18:04:56.25+05:30",
+                              "remote_xid": str(XID), **details}})
+
+
+def test_resolving_an_exception_updates_it_and_all_its_commands(
+        api: ApiServer, spock_tables: str) -> None:
+    response = _update(api, "ace", status="RESOLVED",
+                       resolution_details={"details": "Issue fixed"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"message": "Exception status updated successfully"}
+    rows = _exception_rows(spock_tables)
+    for key in ((XID, None), (XID, 1), (XID, 2)):
+        assert rows[key] == ("RESOLVED", True, {"details": "Issue fixed"}), key
+    for key in ((OTHER_XID, None), (OTHER_XID, 1), (OTHER_XID, 2)):
+        assert rows[key] == ("PENDING", False, None), key
+
+
+def test_a_command_counter_updates_that_command_only(api: ApiServer, spock_tables: str) -> None:
+    response = _update(api, "ace", status="UNRESOLVED", command_counter=2)
+    assert response.status_code == 200, response.text
+    rows = _exception_rows(spock_tables)
+    assert rows[(XID, 2)] == ("UNRESOLVED", False, None)
+    assert rows[(XID, 1)] == rows[(XID, None)] == ("PENDING", False, None)
+
+
+def test_no_matching_exception_is_a_404_and_changes_nothing(
+        api: ApiServer, spock_tables: str) -> None:
+    before = _exception_rows(spock_tables)
+    response = _update(api, "ace", status="RESOLVED", command_counter=9)
+    assert response.status_code == 404, response.text
+    assert "no Spock exception" in response.json()["error"]
+    assert _exception_rows(spock_tables) == before
+
+
+def test_a_role_without_rights_on_spock_may_not_update(api: ApiServer,
+                                                      spock_tables: str) -> None:
+    before = _exception_rows(spock_tables)
+    response = _update(api, "api_norights", status="RESOLVED")
+    assert response.status_code == 403, response.text
+    assert "permission denied" in response.json()["error"].lower()
+    assert _exception_rows(spock_tables) == before
+
+
+def test_bad_exception_details_are_a_400(api: ApiServer, spock_tables: str) -> None:
+    response = _update(api, "ace", status="DONE")
+    assert response.status_code == 400
+    assert "status must be one of" in response.json()["error"]
+    response = _update(api, "ace", status="RESOLVED", remote_commit_ts="yesterday")
+    assert response.status_code == 400
+    assert "remote_commit_ts must be a timestamp" in response.json()["error"]
+
+
+# --- schema-based fuzzing ----------------------------------------------------------------------
+
+
+def _fuzz_strategy(schema: Any, mode: str) -> Any:
+    """Requests generated from the OpenAPI document.
+
+    ``positive`` fits the document, ``negative`` breaks it, and ``cluster`` fits it with
+    the test cluster's name, so generated tables, filters and nodes get past the cluster
+    check into the deeper validation (and, when valid, onto the queue).
+    """
+    from hypothesis import strategies as st
+    from schemathesis import GenerationMode
+
+    if mode != "cluster":
+        return schema.as_strategy(generation_mode=GenerationMode(mode))
+    fixed = {"cluster_name": "testclus"}
+    return st.one_of(
+        schema["/table-diff"]["GET"].as_strategy(query={**fixed, "table_name": f"public.{TABLE}"}),
+        *(schema[path]["GET"].as_strategy(query=fixed) for path in ("/table-repair",
+                                                                     "/table-rerun")))
+
+
+@pytest.mark.parametrize(("mode", "examples"), [("positive", 60), ("negative", 60),
+                                                ("cluster", 40)])
+def test_fuzzing_the_openapi_document_finds_no_server_error(api: ApiServer, mode: str,
+                                                            examples: int) -> None:
+    """Whatever the generated request, the API answers below 500 and every error is
+    ``{"error": ...}``."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    session = api.session("api_reader")
+    schema = schemathesis.openapi.from_dict(
+        session.get(api.url("/ace/swagger.json"), timeout=10).json())
+    statuses: list[int] = []
+
+    @given(case=_fuzz_strategy(schema, mode))
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    def exercise(case: Any) -> None:
+        response = case.call(session=session, base_url=api.url("/ace"), timeout=20,
+                             verify=session.verify, cert=session.cert)
+        statuses.append(response.status_code)
+        case.validate_response(response, checks=[not_a_server_error])
+        if response.status_code >= 400:
+            body = response.json()
+            assert set(body) == {"error"} and body["error"].strip(), body
+
+    exercise()
+    assert len(statuses) >= examples // 2 and max(statuses) < 500
