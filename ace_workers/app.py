@@ -27,7 +27,7 @@ def make_app() -> Celery:
     visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", settings.TASK_TIME_LIMIT + 600))
     app = Celery("ace_workers", broker=broker, backend=backend,
                  include=["ace_workers.diff_tasks", "ace_workers.repair_tasks",
-                          "ace_workers.schedule"])
+                          "ace_workers.schedule", "ace_workers.autorepair_tasks"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",
