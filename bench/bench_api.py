@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""How the REST API holds up: many clients polling task-status while diffs are submitted.
+
+Starts its own local fleet (a ``redis-server`` on a free port, Celery workers
+and ``ace api`` over mutual TLS with a throwaway certificate authority), builds
+the small table ``bench_api_items`` on every node of a running cluster (one
+row differs on the second node), then for ``--seconds``:
+
+* ``--clients`` threads, each with its own TLS connection and client
+  certificate, poll ``GET /ace/task-status/<id>`` of the tasks submitted so
+  far, every ``--poll-interval`` seconds;
+* one more thread submits ``--submissions`` table-diffs of that table
+  (``POST /ace/table-diff``), spread over the first two thirds of the run.
+
+It prints latency percentiles (p50/p95/p99/max) and error counts for both
+kinds of request, waits for every submitted task to finish, and says whether
+no request failed and every task reached COMPLETED (exit code 1 otherwise).
+
+Usage::
+
+    ACE_CLUSTER_DIR=/tmp/acedev/cluster .venv/bin/python bench/bench_api.py --cluster dev
+    .venv/bin/python bench/bench_api.py --clients 50 --seconds 10 --submissions 20
+
+Needs ``redis-server`` on the PATH and the dev extras (trustme, requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import trustme
+from _common import REPO_ROOT, BenchError, check_reachable, load_targets, on_each_node
+from _common import open_connection as open_node
+
+TABLE = "bench_api_items"
+PYTHON = sys.executable
+
+
+@dataclass
+class Latencies:
+    """Latencies (seconds) and failures of one kind of request, from many threads."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, elapsed: float, error: str | None) -> None:
+        with self.lock:
+            self.seconds.append(elapsed)
+            if error:
+                self.errors[error] = self.errors.get(error, 0) + 1
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    def report(self, wall: float) -> str:
+        values = sorted(self.seconds)
+        if not values:
+            return f"{self.name}: no requests"
+
+        def pct(p: float) -> str:
+            return f"{values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000:.1f}"
+        lines = [f"{self.name}: {len(values)} requests ({len(values) / wall:.0f}/s), "
+                 f"{self.failed} failed",
+                 f"  latency ms: p50 {pct(50)}  p95 {pct(95)}  p99 {pct(99)}  "
+                 f"max {values[-1] * 1000:.1f}"]
+        lines += [f"  {count} x {error}" for error, count in sorted(self.errors.items())]
+        return "\n".join(lines)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise BenchError(f"Timed out after {timeout:.0f}s waiting for {what}.")
+
+
+class Services:
+    """The local fleet: redis, Celery workers and ``ace api``, each in its own process group."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_file: Path
+    server: tuple[Path, Path]
+    client: tuple[Path, Path]
+
+
+def make_pki(directory: Path, common_name: str) -> Pki:
+    ca = trustme.CA()
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    files = []
+    for stem, leaf in (("server", ca.issue_cert("127.0.0.1")),
+                       ("client", ca.issue_cert(common_name=common_name))):
+        cert, key = directory / f"{stem}.crt", directory / f"{stem}.key"
+        cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+        key.write_bytes(leaf.private_key_pem.bytes())
+        files.append((cert, key))
+    return Pki(ca_file, files[0], files[1])
+
+
+def session_for(pki: Pki) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would replace the bench's CA
+    s.verify = str(pki.ca_file)
+    s.cert = (str(pki.client[0]), str(pki.client[1]))
+    return s
+
+
+def build_table(cluster_dir: Path, cluster: str, rows: int) -> None:
+    targets = load_targets(cluster_dir, cluster)
+    check_reachable(targets, cluster_dir, cluster)
+
+    def build(target: object) -> None:
+        conn = open_node(target)  # type: ignore[arg-type]
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
+            cur.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text)")
+            cur.execute(f"INSERT INTO {TABLE} SELECT g, 'item ' || g "  # noqa: S608 - constants
+                        "FROM generate_series(1, %s) g", (rows,))
+        conn.close()
+    on_each_node(targets, build)
+    conn = open_node(targets[1])
+    with conn.cursor() as cur:
+        cur.execute(f"UPDATE {TABLE} SET label = 'differs' WHERE id = 1")  # noqa: S608
+    conn.close()
+
+
+def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Services:
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        raise BenchError("redis-server is not installed; run deploy/setup.sh first.")
+    redis_port, api_port = free_port(), free_port()
+    env = {**os.environ,
+           "ACE_CLUSTER_DIR": str(Path(args.cluster_dir).resolve()),
+           "ACE_OUTPUT_DIR": str(workdir / "out"),
+           "ACE_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "ACE_RESULT_BACKEND": f"redis://127.0.0.1:{redis_port}/1",
+           "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
+           "ACE_API_CERT_FILE": str(pki.server[0]), "ACE_API_KEY_FILE": str(pki.server[1]),
+           "ACE_CA_CERT_FILE": str(pki.ca_file),
+           "PYTHONPATH": str(REPO_ROOT)}
+    services = Services(workdir, env)
+    services.env["ACE_API_PORT"] = str(api_port)
+    services.spawn("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir)])
+    for i in range(args.celery_workers):
+        name = f"bench{i + 1}"
+        services.spawn(name, [PYTHON, "-m", "celery", "-A", "ace_workers", "worker", "-n",
+                              f"{name}@%h", "-c", str(args.celery_concurrency),
+                              "--without-mingle", "--without-gossip", "-l", "WARNING"])
+    services.spawn("api", [PYTHON, "-m", "ace_api.cli", "api", "--port", str(api_port),
+                           "--workers", str(args.api_workers),
+                           "--threads", str(args.api_threads)])
+    probe = session_for(pki)
+
+    def api_answers() -> bool:
+        try:
+            return probe.get(f"https://127.0.0.1:{api_port}/ace/swagger.json",
+                             timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+    try:
+        wait_until(api_answers, 60, "ace api to answer")
+    except BenchError:
+        services.stop()
+        raise BenchError("ace api did not start:\n" + services.log("api")[-2000:]) from None
+    return services
+
+
+def run_load(args: argparse.Namespace, base: str, pki: Pki
+             ) -> tuple[Latencies, Latencies, list[str], float]:
+    polls, submits = Latencies("task-status polls"), Latencies("table-diff submissions")
+    task_ids: list[str] = []
+    ids_lock = threading.Lock()
+    started = time.monotonic()
+    stop_at = started + args.seconds
+
+    def timed(stats: Latencies, call: Callable[[], requests.Response]) -> requests.Response | None:
+        t0 = time.perf_counter()
+        try:
+            response = call()
+        except requests.RequestException as exc:
+            stats.record(time.perf_counter() - t0, type(exc).__name__)
+            return None
+        elapsed = time.perf_counter() - t0
+        stats.record(elapsed, None if response.status_code == 200
+                     else f"HTTP {response.status_code}: {response.text[:120]}")
+        return response
+
+    def submitter() -> None:
+        session = session_for(pki)
+        spread = args.seconds * 2 / 3 / max(args.submissions, 1)
+        body = {"cluster_name": args.cluster, "table_name": f"public.{TABLE}",
+                "block_rows": 1000, "quiet": True}
+        for i in range(args.submissions):
+            time.sleep(max(0.0, started + i * spread - time.monotonic()))
+            response = timed(submits, lambda: session.post(f"{base}/ace/table-diff", json=body,
+                                                           timeout=60))
+            if response is not None and response.status_code == 200:
+                with ids_lock:
+                    task_ids.append(response.json()["task_id"])
+
+    def poller(seed: int) -> None:
+        session = session_for(pki)
+        rng = random.Random(seed)
+        time.sleep(rng.random() * args.poll_interval)
+        while time.monotonic() < stop_at:
+            with ids_lock:
+                task_id = rng.choice(task_ids) if task_ids else None
+            if task_id is not None:
+                url = f"{base}/ace/task-status/{task_id}"
+                timed(polls, lambda url=url: session.get(url, timeout=60))  # type: ignore[misc]
+            time.sleep(args.poll_interval)
+
+    threads = [threading.Thread(target=submitter)]
+    threads += [threading.Thread(target=poller, args=(i,)) for i in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return polls, submits, task_ids, time.monotonic() - started
+
+
+def wait_for_tasks(base: str, pki: Pki, task_ids: list[str], timeout: float
+                   ) -> dict[str, str]:
+    session = session_for(pki)
+    final: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(final) < len(task_ids):
+        for task_id in task_ids:
+            if task_id in final:
+                continue
+            doc = session.get(f"{base}/ace/task-status/{task_id}", timeout=30).json()
+            if doc["status"] in ("COMPLETED", "FAILED"):
+                final[task_id] = doc["status"] if doc["status"] == "COMPLETED" \
+                    else f"FAILED: {doc.get('error')}"
+        time.sleep(0.5)
+    for task_id in task_ids:
+        final.setdefault(task_id, "unfinished")
+    return final
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cluster", default="demo")
+    parser.add_argument("--cluster-dir", default=os.environ.get("ACE_CLUSTER_DIR", "cluster"))
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--submissions", type=int, default=100)
+    parser.add_argument("--poll-interval", type=float, default=0.5,
+                        help="seconds each client waits between polls")
+    parser.add_argument("--rows", type=int, default=2000, help="rows of the diffed table")
+    parser.add_argument("--api-workers", type=int, default=4)
+    parser.add_argument("--api-threads", type=int, default=4)
+    parser.add_argument("--celery-workers", type=int, default=1)
+    parser.add_argument("--celery-concurrency", type=int, default=4)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="ace-bench-api-"))
+    services: Services | None = None
+    try:
+        build_table(Path(args.cluster_dir), args.cluster, args.rows)
+        pki = make_pki(workdir, "ace")
+        services = start_services(args, workdir, pki)
+        base = f"https://127.0.0.1:{services.env['ACE_API_PORT']}"
+        print(f"{args.clients} clients polling every {args.poll_interval}s for "
+              f"{args.seconds:.0f}s, {args.submissions} table-diffs of {args.rows} rows; "
+              f"api {args.api_workers} workers x {args.api_threads} threads, "
+              f"{args.celery_workers} celery worker(s) x {args.celery_concurrency}",
+              flush=True)
+        polls, submits, task_ids, wall = run_load(args, base, pki)
+        print(polls.report(wall))
+        print(submits.report(wall))
+        t0 = time.monotonic()
+        final = wait_for_tasks(base, pki, task_ids, timeout=600)
+        completed = sum(1 for s in final.values() if s == "COMPLETED")
+        print(f"tasks: {len(task_ids)} submitted, {completed} COMPLETED "
+              f"(the last {time.monotonic() - t0:.1f}s after the load ended)")
+        for task_id, status in final.items():
+            if status != "COMPLETED":
+                print(f"  {task_id}: {status}")
+        ok = (polls.failed == 0 and submits.failed == 0 and len(task_ids) == args.submissions
+              and completed == len(task_ids))
+        print("OK: no request failed and every submitted task COMPLETED" if ok
+              else "NOT OK: see the failures above")
+        return 0 if ok else 1
+    except BenchError as exc:
+        print(f"bench_api: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if services is not None:
+            services.stop()
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
