@@ -78,6 +78,34 @@ def test_identical_tables_match(tables: Any) -> None:
     assert summary["diff_partial"] is False
     assert run.diff_path is not None and run.diff_path.parent.parent.name == "diffs"
     assert run.diff_path.name.startswith("diffs_")
+    assert summary["task_id"].startswith("td_")
+    assert summary["database"] == "acedb"
+    assert summary["table"] == "public.td_same"
+    assert summary["primary_key"] == ["id"]
+    assert summary["columns"] == [{"name": "id", "type": "integer"},
+                                  {"name": "name", "type": "text"},
+                                  {"name": "qty", "type": "integer"}]
+    assert summary["table_filter"] is None
+    assert summary["block_rows"] == 10000
+    assert summary["diff_rows_by_pair"] == {}
+    assert summary["start_time"] <= summary["end_time"]
+    assert summary["time_taken"] >= 0
+
+
+def test_rows_on_one_node_only(tables: Any) -> None:
+    on_every_node(tables, ["DROP TABLE IF EXISTS td_lonely",
+                           "CREATE TABLE td_lonely (id int PRIMARY KEY, v text)"])
+    assert table_diff("public.td_lonely").code == 0, "empty everywhere is the same"
+    for i in (1, 2):
+        execute(tables.node_dsn(i), ["INSERT INTO td_lonely SELECT g, 'v' "
+                                     "FROM generate_series(1, 1500) g"])
+    run = table_diff("public.td_lonely", "--block-rows", "1000")
+    assert run.code == 1
+    diff = run.diff()
+    assert diff["summary"]["diff_rows_by_pair"] == {"n1/n2": 1500, "n1/n3": 1500}
+    assert pair_rows(diff, "n1/n2", "n1") == []
+    assert [r["id"] for r in pair_rows(diff, "n1/n3", "n3")] == [str(i) for i in range(1, 1501)]
+    assert diff["summary"]["total_rows_checked"] == 1500
 
 
 def test_every_pair_is_compared(basic_diff: dict[str, Any]) -> None:
@@ -148,6 +176,18 @@ def test_quiet_spellings(tables: Any, flag: list[str], talks: bool) -> None:
     assert run.code == 0, run.stderr
     assert ("TABLES MATCH" in run.stdout) is talks
     assert run.diff_path is not None and run.diff_path.is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["--quiet", "testclus", "public.td_same"],
+    ["testclus", "--quiet", "public.td_same"],
+    ["--quiet=yes", "testclus", "public.td_same", "--nodes", "n1,n2"],
+])
+def test_quiet_may_come_anywhere(tables: Any, args: list[str]) -> None:
+    run = run_ace("table-diff", *args)
+    assert run.code == 0, run.stderr
+    assert "TABLES MATCH" not in run.stdout
+    assert run.diff_path is not None
 
 
 def test_quiet_diff_still_names_the_file(tables: Any) -> None:

@@ -55,7 +55,7 @@ def test_ranges_from_boundaries_cover_the_whole_key_space(boundaries: list[tuple
 
 
 @given(any_sorted_keys, st.integers(min_value=0, max_value=60))
-@settings(max_examples=300)
+@settings(max_examples=100)
 def test_pick_boundaries_are_strictly_increasing_and_at_most_parts_minus_one(
         keys: list[tuple[str, ...]], parts: int) -> None:
     chosen = pick_boundaries(keys, parts)
@@ -68,7 +68,7 @@ def test_pick_boundaries_are_strictly_increasing_and_at_most_parts_minus_one(
 
 
 @given(any_sorted_keys, st.integers(min_value=1, max_value=40))
-@settings(max_examples=300)
+@settings(max_examples=100)
 def test_every_sampled_key_falls_in_exactly_one_planned_range(
         keys: list[tuple[str, ...]], parts: int) -> None:
     ranges = ranges_from_boundaries(pick_boundaries(keys, parts))
