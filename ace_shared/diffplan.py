@@ -20,6 +20,7 @@ from .cluster import load_cluster
 from .config import Settings
 from .connection import NodeTarget, node_targets
 from .diffspec import DiffRequest, DiffSpec
+from .errors import ConfigError
 from .nodesessions import NodeSessions
 from .ranges import (
     Key,
@@ -132,7 +133,13 @@ def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
         if own:
             sessions.close()
     work_dir = Path(settings.output_dir) / "work" / task_id
-    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"The output folder {settings.output_dir} cannot be written to "
+            f"({exc.strerror or exc}); set ACE_OUTPUT_DIR to a folder ACE may write in."
+        ) from exc
     spec = DiffSpec(
         task_id=task_id, cluster_name=request.cluster_name, dbname=dbname,
         nodes=tuple(t.node for t in targets), shape=shape, table_filter=request.table_filter,

@@ -382,6 +382,7 @@ def test_filter_cannot_write(write_trap: Any) -> None:
     ("id > 1 -- comment", ["comments"]),
     ("id > (1", ["("]),
     ("name", ["filter"]),
+    ("1 / (id - 25) > -100", ["division by zero", "n1"]),
 ])
 def test_bad_filters_are_one_clear_error(tables: Any, text: str, words: list[str]) -> None:
     before = output_files()
@@ -456,6 +457,14 @@ def test_errors_from_a_real_process(broken_tables: Any) -> None:
                   fresh_process=True)
     assert_one_error_line(run, "block_rows")
     assert output_files() == before
+
+
+def test_an_output_folder_that_cannot_be_written(tables: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    run = table_diff("public.td_same", env={"ACE_OUTPUT_DIR": str(blocker / "out")})
+    assert_one_error_line(run, "output folder", "ACE_OUTPUT_DIR")
+    assert blocker.read_text() == "not a folder"
 
 
 def test_a_node_that_is_down_is_named(tables: Any) -> None:
