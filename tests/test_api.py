@@ -136,6 +136,22 @@ def test_405_says_which_methods_to_use(client: FlaskClient) -> None:
     assert "POST" in response.headers["Allow"]
 
 
+def test_head_on_a_submission_endpoint_starts_nothing(client: FlaskClient) -> None:
+    response = call(client, "HEAD", "/ace/table-diff?cluster_name=lab&table_name=public.t")
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, POST"
+
+
+def test_a_real_fault_is_a_500_without_internals(client: FlaskClient,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: TaskStore, task_id: str) -> None:
+        raise RuntimeError("secret internals")
+    monkeypatch.setattr(TaskStore, "get", broken)
+    response = call(client, "GET", "/ace/task-status/td_20240315_123456_abcdef")
+    assert response.status_code == 500
+    assert response.json == {"error": "The API met an internal error (RuntimeError); the "
+                                      "server log has the details."}
+
+
 # --- the same checks for GET and POST ----------------------------------------------------------
 
 DIFF_CASES = [

@@ -61,7 +61,10 @@ def describe_error(exc: BaseException) -> tuple[int, str, dict[str, str]]:
 
 def error_response(exc: BaseException) -> Response:
     status, message, headers = describe_error(exc)
-    if status >= 500:
+    if status >= 500 and isinstance(exc, AceError):  # a known outage: one line is enough
+        current_app.logger.error("%s %s answered %s: %s", request.method, request.path,
+                                 status, message)
+    elif status >= 500:  # a fault: keep the traceback
         exc_info = sys.exc_info()
         current_app.log_exception(exc_info if exc_info[1] is not None else
                                   (type(exc), exc, exc.__traceback__))

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import request
 from flask_restx import Namespace, Resource
+from werkzeug.exceptions import MethodNotAllowed
 
 from ace_shared.config import Settings
 from ace_shared.errors import NotFoundError
@@ -52,6 +53,8 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, path: 
         @ns.response(200, "Task queued.", models.submitted)
         @errors
         def get(self) -> dict[str, str]:
+            if request.method == "HEAD":  # a probe must not start a task
+                raise MethodNotAllowed(valid_methods=["GET", "POST"])
             return submit(schema.from_query(request.args), caller(), settings)
 
         @ns.doc(summary=summary)

@@ -10,6 +10,7 @@ sent to the fleet. The caller's certificate name travels with the task as
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +23,8 @@ from ace_shared.taskstore import TaskStore
 
 from .difffiles import resolve_diff_file
 from .errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 
 def iso_millis(moment: datetime) -> str:
@@ -48,7 +51,9 @@ def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: S
         submit(task_type, options, task_id, settings, cluster_name=cluster_name,
                table_name=table_name, requested_by=identity)
     except TaskError as exc:
-        raise ApiError(str(exc), 503) from exc
+        logger.error("Task %s could not be queued: %s", task_id, exc)
+        raise ApiError("The task queue cannot be reached, so nothing was started; check that "
+                       "the ACE broker (Redis) is running, then try again.", 503) from exc
     record = TaskStore.from_settings(settings).get(task_id)
     submitted = record.submitted_at if record else datetime.now(timezone.utc)
     return {"task_id": task_id, "submitted_at": iso_millis(submitted)}
