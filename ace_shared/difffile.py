@@ -18,6 +18,7 @@ Everything wrong with a file is a :class:`DiffFileError` naming the file.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,10 +175,20 @@ class DiffFile:
                     yield p, node, r
 
 
-def _clean_row(raw: Any, where: str) -> Row:
+_PLAIN_TYPES = {str, type(None)}
+
+
+def _clean_row(raw: Any, where: str, plain_keys: dict[tuple[str, ...], bool]) -> Row:
     if not isinstance(raw, dict):
         raise DiffFileError(f"The diff file has a row that is not an object in {where}; "
                             "use a file written by table-diff.")
+    names = tuple(raw)
+    plain = plain_keys.get(names)
+    if plain is None:
+        plain = plain_keys[names] = not any(str(k).startswith(METADATA_PREFIX) for k in names)
+    # this project's files hold only text and nulls: keep such rows as they are (fast)
+    if plain and set(map(type, raw.values())) <= _PLAIN_TYPES:
+        return raw
     return {str(k): text_value(v) for k, v in raw.items()
             if not str(k).startswith(METADATA_PREFIX)}
 
@@ -187,6 +198,7 @@ def _parse_pairs(diffs: Any, path: Path) -> list[DiffPair]:
         raise DiffFileError(f"The diff file {path} has no node pairs; "
                             "use a file written by table-diff.")
     pairs = []
+    plain_keys: dict[tuple[str, ...], bool] = {}
     for name, sides in diffs.items():
         parts = str(name).split("/")
         if len(parts) != 2 or not all(parts) or parts[0] == parts[1] \
@@ -200,11 +212,12 @@ def _parse_pairs(diffs: Any, path: Path) -> list[DiffPair]:
                                 f"pair {name}; use a file written by table-diff.")
         pair = DiffPair(left, right)
         for node in (left, right):
-            rows = sides.get(node) or []
+            rows = sides.get(node)
+            rows = [] if rows is None else rows
             if not isinstance(rows, list):
                 raise DiffFileError(f"The diff file {path} has no row list for {node} under "
                                     f"pair {name}; use a file written by table-diff.")
-            pair.rows[node] = [_clean_row(r, f"pair {name}") for r in rows]
+            pair.rows[node] = [_clean_row(r, f"pair {name}", plain_keys) for r in rows]
         pairs.append(pair)
     return pairs
 
@@ -220,6 +233,18 @@ def load_diff_file(path: str | Path) -> DiffFile:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DiffFileError(f"The diff file {p} cannot be read: {exc}.") from exc
+    # A diff file is a few big trees of small objects: cyclic garbage collection would walk
+    # them again and again while they are built, for nothing (they hold no cycles).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse_file(p, text)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse_file(p: Path, text: str) -> DiffFile:
     try:
         data = _load_json(text)
     except json.JSONDecodeError as exc:

@@ -39,6 +39,7 @@ from .repairmode import (
 )
 from .repairplan import OP_DELETE, OP_UPSERT, NodeWork
 from .repairsql import (
+    COPY_CHUNK,
     STATE_ABSENT,
     STATE_DIFFERS,
     LineStream,
@@ -172,7 +173,8 @@ class NodeRepair:
         staged = self.work.staged()
         names = [c.name for c in columns]
         cur.execute(create_stage(len(columns)))
-        cur.copy_expert(copy_stage(len(columns)), LineStream(stage_lines(staged, names)))
+        cur.copy_expert(copy_stage(len(columns)), LineStream(stage_lines(staged, names)),
+                        size=COPY_CHUNK)
         if len(staged) > ANALYZE_OVER_ROWS:
             cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("ace_repair_stage")))
         cur.execute(statements.classify())

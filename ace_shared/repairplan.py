@@ -49,6 +49,14 @@ class NodeWork:
 
 def _keyed(rows: list[Row], key: list[str], where: str) -> dict[Key, Row]:
     out: dict[Key, Row] = {}
+    if len(key) == 1:  # the common case, kept tight: diff files can hold millions of rows
+        name = key[0]
+        for r in rows:
+            value = r.get(name)
+            if value is None:
+                row_key(r, key, where)  # raises the explanatory error
+            out.setdefault((value,), r)  # type: ignore[arg-type]
+        return out
     for r in rows:
         out.setdefault(row_key(r, key, where), r)
     return out

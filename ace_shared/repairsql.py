@@ -24,13 +24,17 @@ STAGE = "ace_repair_stage"
 STATE_ABSENT = 0  # the node has no row with this key
 STATE_SAME = 1  # the node's row already holds these values (or has nothing to fill)
 STATE_DIFFERS = 2  # the node's row differs (upsert), exists (delete), or has NULLs to fill
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
+COPY_CHUNK = 1 << 16
 
 def copy_field(value: str | None) -> str:
     """One field of COPY's text format: ``\\N`` is NULL, so an empty string stays empty."""
-    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\n" in value or "\r" in value or "\t" in value:
+        # (str.translate would do this in one call, but ten times slower)
+        return (value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+                .replace("\t", "\\t"))
+    return value
 
 
 class LineStream:
@@ -41,16 +45,20 @@ class LineStream:
         self._buf = ""
 
     def read(self, size: int = -1) -> str:
-        while size < 0 or len(self._buf) < size:
-            try:
-                self._buf += next(self._lines)
-            except StopIteration:
+        parts = [self._buf]
+        have = len(self._buf)
+        while size < 0 or have < size:
+            line = next(self._lines, None)
+            if line is None:
                 break
-        if size < 0:
-            out, self._buf = self._buf, ""
-        else:
-            out, self._buf = self._buf[:size], self._buf[size:]
-        return out
+            parts.append(line)
+            have += len(line)
+        data = "".join(parts)
+        if size < 0 or len(data) <= size:
+            self._buf = ""
+            return data
+        self._buf = data[size:]
+        return data[:size]
 
     def readline(self, size: int = -1) -> str:
         return self.read(size)

@@ -26,7 +26,7 @@ from .connection import NodeTarget, connect, node_errors
 from .diffcore import BatchResult, DiffRecord, Row
 from .diffspec import DiffSpec
 from .errors import AceError
-from .repairsql import LineStream, copy_field
+from .repairsql import COPY_CHUNK, LineStream, copy_field
 from .rerunbatch import write_partial
 from .rerunplan import read_keys
 from .schema import TableShape
@@ -111,8 +111,8 @@ class NodeStream:
             cols = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(f"k{i}"))
                                     for i in range(len(shape.key)))
             cur.copy_expert(sql.SQL("COPY {} (ord{}) FROM STDIN").format(
-                sql.Identifier(KEYS_TABLE), cols), LineStream(_key_lines(self.spec,
-                                                                         self.key_batches)))
+                sql.Identifier(KEYS_TABLE), cols),
+                LineStream(_key_lines(self.spec, self.key_batches)), size=COPY_CHUNK)
             cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(KEYS_TABLE)))
         with conn.cursor(name="ace_rerun_rows") as named:
             named.itersize = CHUNK_ROWS
