@@ -141,12 +141,13 @@ class RangeDiffer:
         if not key_list:
             return []
         names = self.shape.column_names
-        key_idx = [names.index(k) for k in self.shape.key]
         fetched = self.sessions.on_all(
             _fetch(sqlgen.fetch_rows(self.shape, key_list, self.filter)))
+        # rows are matched by the key they equal in PostgreSQL, not by their key's text
         by_node: dict[str, dict[Key, Row]] = {}
         for n, rows in fetched.items():
-            by_node[n] = {tuple(r[i] for i in key_idx): dict(zip(names, r, strict=True)) for r in rows}
+            by_node[n] = {key_list[int(r[0]) - 1]: dict(zip(names, r[1:], strict=True))
+                          for r in rows}
         ordered = self.order_keys(key_list)
         out = []
         for k in ordered:

@@ -169,16 +169,32 @@ def _keys_relation(shape: TableShape, keys: list[Key], params: list[object]) -> 
 
 
 def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
-    """Full rows (every column as text) for the given keys, in key order."""
+    """Full rows (every column as text) for ``keys``, each led by the position in ``keys``
+    of the first key it equals.
+
+    Two nodes can hold one key spelt two ways (numeric ``1.0`` and ``1.00``, an
+    interval ``1 day`` and ``24:00:00``, float ``-0`` and ``0``): PostgreSQL's
+    equality, reported as that position, says which rows belong together, not
+    the text. The table and the filter are read in a subquery of their own, so
+    the filter sees only the table's columns.
+    """
     params: list[object] = []
     rel = _keys_relation(shape, keys, params)
-    cast_keys = sql.SQL(", ").join(
+    typed = [sql.Identifier(f"ace_t{i}") for i in range(len(shape.key))]
+    inner_keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(c), t)
+                                    for c, t in zip(shape.key_columns, typed, strict=True))
+    where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
+    r_keys = sql.SQL(", ").join(sql.SQL("r.{}").format(t) for t in typed)
+    u_keys = sql.SQL(", ").join(
         sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
         for i, c in enumerate(shape.key_columns))
-    filt = sql.SQL(" AND {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
-    q = sql.SQL("SELECT {} FROM {} WHERE {} IN (SELECT {} FROM {}){} ORDER BY {}").format(
-        columns_as_text(shape), table_ref(shape), _key_tuple(shape), cast_keys, rel, filt,
-        key_order(shape))
+    r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
+                                for i in range(len(shape.columns)))
+    q = sql.SQL(
+        "SELECT DISTINCT ON ({rk}) u.ord, {rc} FROM (SELECT {ik}, {ct} FROM {t}{w}) r "
+        "JOIN {rel} ON ({rk}) = ({uk}) ORDER BY {rk}, u.ord"
+    ).format(rk=r_keys, rc=r_cols, ik=inner_keys, ct=columns_as_text(shape), t=table_ref(shape),
+             w=where, rel=rel, uk=u_keys)
     return q, params
 
 

@@ -100,3 +100,28 @@ def test_key_collation_differing_between_nodes_is_refused(pg_cluster: Any) -> No
     before = output_files()
     assert_one_error_line(table_diff("public.td_keycoll"), "collation", "n3", "k")
     assert output_files() == before
+
+
+@pytest.mark.parametrize(("key_type", "n1_key", "n2_key"), [
+    ("numeric", "1.0", "1.00"),
+    ("interval", "1 day", "24:00:00"),
+    ("float8", "-0", "0"),
+])
+def test_equal_keys_spelt_differently_are_one_differing_row(
+        pg_cluster: Any, key_type: str, n1_key: str, n2_key: str) -> None:
+    """The same key printed two ways is one row that differs, not two rows each missing."""
+    for i in range(3):
+        execute(pg_cluster.node_dsn(i), [
+            "DROP TABLE IF EXISTS td_eqkey",
+            f"CREATE TABLE td_eqkey (k {key_type} PRIMARY KEY, v text)",
+        ])
+    execute(pg_cluster.node_dsn(0), [("INSERT INTO td_eqkey VALUES (%s, 'v')", (n1_key,))])
+    execute(pg_cluster.node_dsn(1), [("INSERT INTO td_eqkey VALUES (%s, 'v')", (n2_key,))])
+    execute(pg_cluster.node_dsn(2), [("INSERT INTO td_eqkey VALUES (%s, 'v')", (n1_key,))])
+    run = table_diff("public.td_eqkey", "--nodes", "n1,n2,n3")
+    assert run.code == 1, run.stderr
+    diff = run.diff()
+    assert pair_rows(diff, "n1/n2", "n1") == [{"k": n1_key, "v": "v"}]
+    assert pair_rows(diff, "n1/n2", "n2") == [{"k": n2_key, "v": "v"}]
+    assert "n1/n3" not in diff["diffs"]
+    assert diff["summary"]["diff_rows"] == 1
