@@ -25,18 +25,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .cluster import Cluster
 from .config import Settings
-from .connection import node_targets
+from .connection import NodeTarget, node_targets
 from .diffcore import BatchResult, read_batch_result
+from .difffile import DiffFile
 from .diffmerge import build_summary, new_diff_path, write_diff_json
+from .diffplan import resolve_targets
 from .diffspec import DiffSpec
 from .diffview import PartialsView
 from .errors import AceError
 from .nodesessions import NodeSessions
 from .rerunbatch import rerun_batch
 from .rerunhostdb import rerun_hostdb
-from .rerunplan import plan_path, prepare_rerun, rerun_nodes
-from .rerunrequest import load_rerun_inputs
+from .rerunplan import RerunPlan, plan_path, prepare_rerun, rerun_nodes
+from .rerunrequest import RerunRequest, load_rerun_inputs
 
 Progress = Callable[[int, int], None]
 
@@ -93,15 +96,53 @@ def _run_batches(spec: DiffSpec, parts: list[int], sessions: NodeSessions, size:
     return results
 
 
-def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str,
-                    progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
-    """Re-check the keys of a diff file; return the new diff file and its summary."""
+def _targets(request: RerunRequest, cluster: Cluster, diff: DiffFile,
+             settings: Settings) -> tuple[NodeTarget, ...]:
+    nodes = rerun_nodes(cluster, diff)
+    return node_targets(cluster, tuple(cluster.node(n) for n in nodes),
+                        request.dbname or diff.database, settings, request.role)
+
+
+def _plan_dict(plan: RerunPlan) -> dict[str, Any]:
+    return {"task_id": plan.spec.task_id, "work_dir": plan.spec.work_dir,
+            "spec": plan.spec.to_dict(), "behavior": plan.meta["behavior"],
+            "parts": plan.parts, "keys_total": plan.keys_total}
+
+
+def plan_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str) -> dict[str, Any]:
+    """Fleet step 1: check everything, sort the keys, write batches and plan; small dict back.
+
+    Then, for ``multiprocessing``, one :func:`~ace_shared.rerunbatch.rerun_batch` per
+    entry of ``parts``; for ``hostdb``, :func:`rerun_hostdb_job` once; then
+    :func:`finish_rerun` with the work folder.
+    """
     started = datetime.now(timezone.utc).isoformat()
     request, cluster, diff = load_rerun_inputs(raw_options, settings)
-    nodes = rerun_nodes(cluster, diff)
-    dbname = request.dbname or diff.database
-    targets = node_targets(cluster, tuple(cluster.node(n) for n in nodes), dbname, settings,
-                           request.role)
+    sessions = NodeSessions(_targets(request, cluster, diff, settings))
+    try:
+        plan = prepare_rerun(request, cluster, diff, settings, task_id, sessions, started)
+    finally:
+        sessions.close()
+    return _plan_dict(plan)
+
+
+def rerun_hostdb_job(work_dir: str, settings: Settings) -> dict[str, Any]:
+    """Fleet step 2 for ``hostdb``: the whole comparison on the nodes; small dict back."""
+    plan = json.loads(plan_path(work_dir).read_text(encoding="utf-8"))
+    spec = DiffSpec.from_dict(plan["spec"])
+    _, targets = resolve_targets(spec.cluster_name, spec.dbname, list(spec.nodes), settings,
+                                 spec.role)
+    meta = plan["meta"]
+    return rerun_hostdb(spec, meta["key_batches"], meta["previous_diff_rows"],
+                        targets).to_dict()
+
+
+def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str,
+                    progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+    """Re-check the keys of a diff file in this process; return the new diff file and summary."""
+    started = datetime.now(timezone.utc).isoformat()
+    request, cluster, diff = load_rerun_inputs(raw_options, settings)
+    targets = _targets(request, cluster, diff, settings)
     size = _pool_size(settings)
     sessions = NodeSessions(targets, threads_per_node=size)
     work_dir: str | None = None
@@ -111,8 +152,7 @@ def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: st
         if progress:
             progress(0, len(plan.parts))
         if request.behavior == "hostdb":
-            results = [rerun_hostdb(plan.spec, plan.meta["key_batches"], plan.keys_total,
-                                    targets)]
+            results = [BatchResult.from_dict(rerun_hostdb_job(work_dir, settings))]
             if progress:
                 progress(1, 1)
         else:

@@ -317,3 +317,19 @@ def test_repair_acts_as_the_requesting_role(nodes: Nodes) -> None:
     assert nodes.snapshot("n2", TABLE) == nodes.snapshot("n1", TABLE)
     assert nodes.query("n2", "SELECT who FROM rp_who") == [("rp_writer",)]
     nodes.execute("n2", ["DROP TABLE rp_who CASCADE"])
+
+
+def test_identity_and_generated_columns_are_repaired(pg_cluster: Any) -> None:
+    """Identity (GENERATED ALWAYS) keys are written as they were; stored generated columns
+    are left for each node to compute."""
+    nodes = Nodes(pg_cluster)
+    nodes.on_all(["DROP TABLE IF EXISTS rp_gen",
+                  "CREATE TABLE rp_gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, b int, "
+                  "twice int GENERATED ALWAYS AS (b * 2) STORED)",
+                  "INSERT INTO rp_gen (b) SELECT g FROM generate_series(1, 20) g"])
+    nodes.execute("n2", ["DELETE FROM rp_gen WHERE id IN (3, 4)",
+                         "UPDATE rp_gen SET b = 100 WHERE id = 5"])
+    path, _ = diff_table("public.rp_gen")
+    result = repair("public.rp_gen", path, source_of_truth="n1")
+    assert result["nodes"]["n2"]["inserted"] == 2 and result["nodes"]["n2"]["updated"] == 1
+    assert nodes.snapshot("n2", "public.rp_gen") == nodes.snapshot("n1", "public.rp_gen")

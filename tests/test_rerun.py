@@ -15,13 +15,12 @@ import pytest
 from repair_helpers import CLUSTER, Nodes, ace, diff_sections, diff_table, repair, rerun
 
 from ace_shared.config import load_settings
-from ace_shared.connection import node_targets
 from ace_shared.difffile import load_diff_file
+from ace_shared.diffplan import resolve_targets
+from ace_shared.diffspec import DiffSpec
 from ace_shared.nodesessions import NodeSessions
 from ace_shared.rerunbatch import rerun_batch
-from ace_shared.rerunplan import prepare_rerun, rerun_nodes
-from ace_shared.rerunrequest import load_rerun_inputs
-from ace_shared.rerunrun import finish_rerun
+from ace_shared.rerunrun import finish_rerun, plan_rerun, rerun_hostdb_job
 
 TABLE = "public.rr_items"
 
@@ -90,27 +89,31 @@ def test_rerun_reads_an_original_format_file(nodes: Nodes, tmp_path: Path) -> No
     assert summary["previous_diff_rows"] == diff["summary"]["diff_rows"]
 
 
-def test_batches_run_as_separate_calls_like_fleet_subtasks(nodes: Nodes) -> None:
-    """prepare -> rerun_batch(spec dict, i) per batch -> finish from the work folder alone."""
+@pytest.mark.parametrize("behavior", ["multiprocessing", "hostdb"])
+def test_steps_run_as_separate_calls_like_fleet_subtasks(nodes: Nodes, behavior: str) -> None:
+    """plan -> one call per part (with JSON-decoded inputs) -> finish from the work folder."""
     path, diff = diff_table(TABLE)
     settings = load_settings()
-    raw = {"cluster_name": CLUSTER, "table_name": TABLE, "diff_file": str(path)}
-    request, cluster, parsed = load_rerun_inputs(raw, settings)
-    names = rerun_nodes(cluster, parsed)
-    targets = node_targets(cluster, tuple(cluster.node(n) for n in names), None, settings)
-    sessions = NodeSessions(targets)
-    try:
-        plan = prepare_rerun(request, cluster, parsed, settings, "rr_test_fleet", sessions,
-                             "2024-01-01T00:00:00+00:00")
-        spec = json.loads(json.dumps(plan.spec.to_dict()))  # as it would travel
-        assert len(plan.parts) > 1
-        results = [rerun_batch(spec, i, sessions) for i in reversed(plan.parts)]
-    finally:
-        sessions.close()
+    raw = {"cluster_name": CLUSTER, "table_name": TABLE, "diff_file": str(path),
+           "behavior": behavior}
+    plan = json.loads(json.dumps(plan_rerun(raw, settings, f"rr_fleet_{behavior}")))
+    if behavior == "hostdb":
+        results = [rerun_hostdb_job(plan["work_dir"], settings)]
+    else:
+        assert len(plan["parts"]) > 1
+        spec = DiffSpec.from_dict(plan["spec"])
+        _, targets = resolve_targets(spec.cluster_name, spec.dbname, list(spec.nodes), settings,
+                                     spec.role)
+        sessions = NodeSessions(targets)
+        try:
+            results = [rerun_batch(plan["spec"], i, sessions) for i in reversed(plan["parts"])]
+        finally:
+            sessions.close()
     assert all(set(r) >= {"partial_path", "diff_keys"} for r in results)
     assert len(json.dumps(results)) < 2000  # small enough for any result backend
-    new_path, summary = finish_rerun(plan.spec.work_dir, settings.output_dir)
+    new_path, summary = finish_rerun(plan["work_dir"], settings.output_dir)
     assert diff_sections(new_path) == diff["diffs"]
     assert summary["remaining"] == diff["summary"]["diff_rows"]
-    assert not Path(plan.spec.work_dir).exists()
-    assert load_diff_file(new_path).table == parsed.table
+    assert summary["behavior"] == behavior
+    assert not Path(plan["work_dir"]).exists()
+    assert load_diff_file(new_path).table == load_diff_file(path).table
