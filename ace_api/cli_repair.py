@@ -116,9 +116,13 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
 @bool_option("--insert-only", "Only insert missing rows; never update or delete.")
 @bool_option("--bidirectional", "With --insert-only: copy missing rows both ways.")
 @bool_option("--fix-nulls", "Fill columns NULL on one node and set on the other.")
-@bool_option("--fire-triggers", "Let ordinary triggers fire on the repaired nodes.")
+@bool_option("--fire-triggers", "Let ordinary triggers fire on the repaired nodes "
+             "(ENABLE ALWAYS triggers fire either way).")
 def table_repair(args: tuple[str, ...], **opts: Any) -> None:
-    """Repair a table's rows on the nodes a diff file shows to differ."""
+    """Repair a table's rows on the nodes a diff file shows to differ.
+
+    The original tool's form CLUSTER DIFF_FILE SOURCE SCHEMA.TABLE works too.
+    """
     from ace_shared.repairrun import run_table_repair
 
     settings = settings_or_fail()
