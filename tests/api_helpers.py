@@ -1,4 +1,4 @@
-"""Certificates, a real ``ace api`` server process and Spock's exception tables, for API tests.
+"""Certificates and a real ``ace api`` server process, for the API tests.
 
 The certificates come from a test certificate authority made with trustme:
 a server certificate for 127.0.0.1, client certificates whose common names
@@ -25,54 +25,6 @@ import trustme
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The DDL of Spock's exception tables (Spock 4.x/5.x), as published.
-SPOCK_EXCEPTION_DDL = """
-CREATE SCHEMA IF NOT EXISTS spock;
-CREATE TABLE IF NOT EXISTS spock.exception_log (
-    remote_origin oid NOT NULL,
-    remote_commit_ts timestamptz NOT NULL,
-    command_counter integer NOT NULL,
-    retry_errored_at timestamptz NOT NULL,
-    remote_xid bigint NOT NULL,
-    local_origin oid,
-    local_commit_ts timestamptz,
-    table_schema text,
-    table_name text,
-    operation text,
-    local_tup jsonb,
-    remote_old_tup jsonb,
-    remote_new_tup jsonb,
-    ddl_statement text,
-    ddl_user text,
-    error_message text NOT NULL,
-    PRIMARY KEY (remote_origin, remote_commit_ts, command_counter, retry_errored_at)
-) WITH (user_catalog_table = true);
-CREATE TABLE IF NOT EXISTS spock.exception_status (
-    remote_origin oid,
-    remote_commit_ts timestamptz,
-    retry_errored_at timestamptz,
-    remote_xid bigint,
-    status text NOT NULL,
-    resolved_at timestamptz,
-    resolution_details jsonb,
-    PRIMARY KEY (remote_origin, remote_commit_ts, retry_errored_at)
-) WITH (user_catalog_table = true);
-CREATE TABLE IF NOT EXISTS spock.exception_status_detail (
-    remote_origin oid,
-    remote_commit_ts timestamptz,
-    command_counter integer,
-    retry_errored_at timestamptz,
-    remote_xid bigint,
-    status text NOT NULL,
-    resolved_at timestamptz,
-    resolution_details jsonb,
-    PRIMARY KEY (remote_origin, remote_commit_ts, command_counter, retry_errored_at),
-    FOREIGN KEY (remote_origin, remote_commit_ts, retry_errored_at)
-        REFERENCES spock.exception_status (remote_origin, remote_commit_ts, retry_errored_at)
-) WITH (user_catalog_table = true);
-"""
-
-
 @dataclass(frozen=True)
 class ClientCert:
     cert: Path
@@ -98,8 +50,9 @@ class ApiCerts:
 
     def client(self, common_name: str) -> ClientCert:
         if common_name not in self._clients:
-            self._clients[common_name] = _write_leaf(
-                self.directory, f"client-{common_name}", self.ca.issue_cert(common_name=common_name))
+            leaf = self.ca.issue_cert(common_name=common_name)
+            self._clients[common_name] = _write_leaf(self.directory, f"client-{common_name}",
+                                                     leaf)
         return self._clients[common_name]
 
 

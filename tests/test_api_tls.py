@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import requests
 from api_helpers import (
-    SPOCK_EXCEPTION_DDL,
     ApiCerts,
     ApiServer,
     make_certs,
@@ -23,6 +22,7 @@ from api_helpers import (
     wait_for_final,
 )
 from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
+from spock_fixtures import drop_spock, install_spock
 
 from ace_shared.taskstore import PENDING, TaskStore
 
@@ -62,8 +62,21 @@ def api(api_fleet: Fleet, certs: ApiCerts) -> Iterator[ApiServer]:
 
 
 @pytest.fixture(scope="module")
-def items(pg_cluster: Any) -> str:
-    """``public.api_items``: n2 differs in five rows; roles with and without SELECT on it."""
+def roles(pg_cluster: Any) -> tuple[str, ...]:
+    """Roles named by client certificates, granted to the ACE user on every node."""
+    names = ("api_reader", "api_norights")
+    for i in range(3):
+        for name in names:
+            run_sql(pg_cluster.node_dsn(i),
+                    f"DO $$ BEGIN CREATE ROLE {name} NOLOGIN; "
+                    "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+                    f"GRANT {name} TO ace")
+    return names
+
+
+@pytest.fixture(scope="module")
+def items(pg_cluster: Any, roles: tuple[str, ...]) -> str:
+    """``public.api_items``: n2 differs in five rows; api_reader may read it, api_norights not."""
     for i in range(3):
         run_sql(
             pg_cluster.node_dsn(i),
@@ -71,13 +84,7 @@ def items(pg_cluster: Any) -> str:
             f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text, amount numeric(10,2))",
             f"INSERT INTO {TABLE} SELECT g, 'item ' || g, g * 0.5 "
             f"FROM generate_series(1, {ROWS}) g",
-            "DO $$ BEGIN CREATE ROLE api_reader NOLOGIN; "
-            "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-            "DO $$ BEGIN CREATE ROLE api_norights NOLOGIN; "
-            "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
             f"GRANT SELECT ON {TABLE} TO api_reader",
-            "GRANT api_reader TO ace",
-            "GRANT api_norights TO ace",
         )
     run_sql(pg_cluster.node_dsn(1),
             f"UPDATE {TABLE} SET label = 'changed' "
@@ -301,6 +308,37 @@ def test_repair_and_rerun_accept_a_diff_from_the_output_dir(
     assert record.status in (PENDING, "RUNNING", "COMPLETED", "FAILED")
 
 
+def test_diff_repair_rerun_through_the_api_leaves_the_nodes_equal(api: ApiServer,
+                                                                  pg_cluster: Any) -> None:
+    """The whole round: a diff finds the rows, a repair from its task id fixes them, and a
+    rerun of the first diff finds nothing left."""
+    for i in range(3):
+        run_sql(pg_cluster.node_dsn(i), "DROP TABLE IF EXISTS api_fix",
+                "CREATE TABLE api_fix (id int PRIMARY KEY, label text)",
+                "INSERT INTO api_fix SELECT g, 'row ' || g FROM generate_series(1, 1500) g")
+    run_sql(pg_cluster.node_dsn(2), "UPDATE api_fix SET label = 'drifted' WHERE id <= 3",
+            "DELETE FROM api_fix WHERE id = 1000")
+    session = api.session("ace")
+    table = {"cluster_name": "testclus", "table_name": "public.api_fix"}
+
+    def run(endpoint: str, **params: Any) -> dict[str, Any]:
+        response = session.post(api.url(endpoint), json={**table, **params}, timeout=10)
+        assert response.status_code == 200, response.text
+        doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+        assert doc["status"] == "COMPLETED", doc.get("error")
+        return doc
+
+    diff = run("/ace/table-diff")
+    assert diff["result"]["mismatched_rows"] == 4
+    repair = run("/ace/table-repair", diff_file=diff["task_id"], source_of_truth="n1")
+    assert repair["requested_by"] == "ace"
+    rerun = run("/ace/table-rerun", diff_file=diff["task_id"])
+    assert rerun["result"]["mismatched_rows"] == 0
+    counts = {run_sql(pg_cluster.node_dsn(i), "SELECT count(*), sum(hashtext(label)) "
+                                              "FROM api_fix")[0] for i in range(3)}
+    assert len(counts) == 1
+
+
 @pytest.mark.parametrize("endpoint", ["/ace/table-repair", "/ace/table-rerun"])
 def test_repair_and_rerun_refuse_files_outside_the_output_dir(
         api: ApiServer, api_fleet: Fleet, completed_diff: dict[str, Any], items: str,
@@ -331,21 +369,26 @@ ORIGIN, XID, OTHER_XID = 46001, 123456, 777
 COMMIT_TS = "2024-03-15 12:34:56.25+00"
 
 
-@pytest.fixture()
-def spock_tables(pg_cluster: Any) -> Iterator[str]:
-    """Spock's exception tables on n1, with one failed transaction of two commands and another."""
+@pytest.fixture(params=["5.x", "4.0"])
+def spock_tables(request: pytest.FixtureRequest, pg_cluster: Any,
+                 roles: tuple[str, ...]) -> Iterator[str]:
+    """Spock's exception tables on n1 (current layout, and 4.0's without retry_errored_at),
+    with one failed transaction of two commands and another one."""
     dsn = pg_cluster.node_dsn(0)
-    run_sql(dsn, "DROP SCHEMA IF EXISTS spock CASCADE", SPOCK_EXCEPTION_DDL)
+    install_spock(dsn, request.param, repair_mode=False)
+    retry = request.param == "5.x"
     for xid, commit_ts in ((XID, COMMIT_TS), (OTHER_XID, "2024-03-16 00:00:00+00")):
         run_sql(dsn,
-                "INSERT INTO spock.exception_status VALUES (%(o)s, %(ts)s, %(ts)s, %(x)s, "
-                "'PENDING', NULL, NULL)",
-                "INSERT INTO spock.exception_status_detail VALUES "
-                "(%(o)s, %(ts)s, 1, %(ts)s, %(x)s, 'PENDING', NULL, NULL), "
-                "(%(o)s, %(ts)s, 2, %(ts)s, %(x)s, 'PENDING', NULL, NULL)",
+                "INSERT INTO spock.exception_status (remote_origin, remote_commit_ts, "
+                f"{'retry_errored_at, ' if retry else ''}remote_xid, status) "
+                f"VALUES (%(o)s, %(ts)s, {'%(ts)s, ' if retry else ''}%(x)s, 'PENDING')",
+                "INSERT INTO spock.exception_status_detail (remote_origin, remote_commit_ts, "
+                f"command_counter, {'retry_errored_at, ' if retry else ''}remote_xid, status) "
+                f"SELECT %(o)s, %(ts)s, c, {'%(ts)s, ' if retry else ''}%(x)s, 'PENDING' "
+                "FROM generate_series(1, 2) c",
                 params={"o": ORIGIN, "ts": commit_ts, "x": xid})
     yield dsn
-    run_sql(dsn, "DROP SCHEMA IF EXISTS spock CASCADE")
+    drop_spock(dsn)
 
 
 def _exception_rows(dsn: str) -> dict[tuple[int, int | None], tuple[Any, ...]]:
