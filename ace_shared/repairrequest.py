@@ -16,7 +16,7 @@ connects to a database. Option rules (each rejection says why):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .cluster import Cluster, load_cluster
@@ -153,7 +153,8 @@ def load_repair_inputs(raw: dict[str, Any],
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
     diff = load_diff_file(request.diff_file)
     check_against_cluster_and_diff(request, cluster, diff)
-    return request, cluster, diff
+    # workers may run elsewhere: hand on the file's absolute path
+    return replace(request, diff_file=str(diff.path)), cluster, diff
 
 
 def validate_repair_request(raw: dict[str, Any], settings: Settings) -> RepairRequest:

@@ -8,7 +8,7 @@ it before queueing the work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .cluster import Cluster, load_cluster
@@ -74,7 +74,8 @@ def load_rerun_inputs(raw: dict[str, Any],
     check_diff_target(diff, request.cluster_name, request.table, request.dbname)
     cluster.database(request.dbname or diff.database)
     check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
-    return request, cluster, diff
+    # workers may run elsewhere: hand on the file's absolute path
+    return replace(request, diff_file=str(diff.path)), cluster, diff
 
 
 def validate_rerun_request(raw: dict[str, Any], settings: Settings) -> RerunRequest:
