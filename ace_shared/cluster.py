@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import BadOptionError, ClusterError, NotFoundError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # no leading dot: no "..", no hidden files
 
 
 @dataclass(frozen=True)

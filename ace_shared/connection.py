@@ -33,6 +33,8 @@ PINNED_SETTINGS: dict[str, str] = {
     "client_encoding": "UTF8",
     # the table-filter guard reads '...' strings by these rules
     "standard_conforming_strings": "on",
+    # regclass, regtype and friends print relative to the search path
+    "search_path": "pg_catalog, public",
     "application_name": "ace",
 }
 

@@ -133,3 +133,9 @@ def test_duplicate_node_names_are_refused() -> None:
 def test_cluster_names_cannot_escape_the_cluster_folder(tmp_path: Path, name: str) -> None:
     with pytest.raises(AceError):
         load_cluster(tmp_path, name)
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", ""])
+def test_cluster_names_cannot_leave_the_cluster_folder(tmp_path, name):  # type: ignore[no-untyped-def]
+    with pytest.raises(AceError):
+        load_cluster(tmp_path, name)
