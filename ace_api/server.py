@@ -30,6 +30,10 @@ DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 4
 DEFAULT_THREADS = 4
 REQUEST_TIMEOUT_SECONDS = 60
+# Idle keep-alive connections stay open this long. gunicorn's default (2 s) races
+# clients that poll about every 2 s: the server closes the connection just as the
+# client reuses it. A long wait keeps pollers on one TLS session.
+KEEPALIVE_SECONDS = 75
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
         "ca_certs": str(files.ca),
         "cert_reqs": ssl.CERT_REQUIRED,
         "timeout": REQUEST_TIMEOUT_SECONDS,
+        "keepalive": KEEPALIVE_SECONDS,
         "accesslog": "-",
         "errorlog": "-",
         "proc_name": "ace-api",

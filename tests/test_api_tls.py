@@ -151,6 +151,36 @@ def test_the_sync_worker_also_passes_the_certificate_name(
     assert "Using worker: sync" in (api_fleet.workdir / "api-sync.log").read_text()
 
 
+def test_an_idle_connection_stays_open_between_polls(api: ApiServer, certs: ApiCerts) -> None:
+    """A client polling every few seconds keeps one TLS connection (no handshake per poll,
+    no race with the server closing it)."""
+    import socket
+    import ssl
+    import time
+
+    context = ssl.create_default_context(cafile=str(certs.ca_file))
+    context.load_cert_chain(*certs.client("api_reader").pair)
+    request = (b"GET /ace/task-status/td_20240101_000000_zzzzzz HTTP/1.1\r\n"
+               b"Host: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        for pause in (0, 3):
+            time.sleep(pause)
+            tls.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = tls.recv(65536)
+                assert chunk, "the server closed the idle connection"
+                answer += chunk
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 404"), head
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += tls.recv(65536)
+            assert b"is not known" in body
+
+
 # --- table-diff as the caller's role ---------------------------------------------------------
 
 
