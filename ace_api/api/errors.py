@@ -39,7 +39,7 @@ def _http_message(exc: HTTPException) -> str:
     if exc.code == 415:
         return "The request body must be JSON sent with Content-Type: application/json."
     if exc.code == 413:
-        return "The request body is too large."
+        return "The request body is larger than the 1 MiB the API accepts."
     description = (exc.description or exc.name or "The request was not understood").strip()
     return description if description.endswith(".") else description + "."
 
