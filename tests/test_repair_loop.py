@@ -86,19 +86,19 @@ def build_types_table(nodes: Nodes) -> None:
         nodes.execute(node, DIVERGE[node])
 
 
-COMPOSITE_DDL = """CREATE TABLE "Sales"."Order Items" (
+COMPOSITE_DDL = """CREATE TABLE "Rp Sales"."Order Items" (
     "Order Id" int, "Line" text, "Qty" numeric(10,3), "Note" text, "When" timestamptz,
     PRIMARY KEY ("Order Id", "Line"))"""
 
 
 def build_composite_table(nodes: Nodes) -> None:
-    rows = [f"INSERT INTO \"Sales\".\"Order Items\" VALUES ({o}, '{ln}', {o * 1.5}, "  # noqa: S608
+    rows = [f"INSERT INTO \"Rp Sales\".\"Order Items\" VALUES ({o}, '{ln}', {o * 1.5}, "  # noqa: S608
             f"'note {o}/{ln}', '2024-01-0{1 + o % 9} 10:00:00+00')"
             for o in range(1, 11) for ln in ("a", "B", "a b", "é")]
     for node in NODES:
-        nodes.execute(node, ['DROP SCHEMA IF EXISTS "Sales" CASCADE', 'CREATE SCHEMA "Sales"',
+        nodes.execute(node, ['DROP SCHEMA IF EXISTS "Rp Sales" CASCADE', 'CREATE SCHEMA "Rp Sales"',
                              COMPOSITE_DDL, *rows])
-    table = '"Sales"."Order Items"'
+    table = '"Rp Sales"."Order Items"'
     nodes.execute("n2", [f"DELETE FROM {table} WHERE \"Order Id\" = 3",  # noqa: S608
                          f"UPDATE {table} SET \"Qty\" = 0.5, \"Note\" = NULL "  # noqa: S608
                          "WHERE \"Order Id\" = 4 AND \"Line\" = 'a b'",
@@ -152,7 +152,7 @@ def test_every_type_round_trips_through_diff_and_repair(pg_cluster: Any, source:
 def test_composite_mixed_case_key_round_trips(pg_cluster: Any) -> None:
     nodes = Nodes(pg_cluster)
     build_composite_table(nodes)
-    result = _full_loop(nodes, '"Sales"."Order Items"', "n1")
+    result = _full_loop(nodes, '"Rp Sales"."Order Items"', "n1")
     assert result["nodes"]["n2"] == {**result["nodes"]["n2"], "inserted": 4, "updated": 1,
                                      "deleted": 1}
     assert result["nodes"]["n3"]["inserted"] == 1
