@@ -59,9 +59,9 @@ CREATE = sql.SQL(
     "INSERT INTO {t} SELECT g, md5(g::text) || ' row ' || g, (g %% 100000) / 100.0, "
     "'2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second', "
     "ARRAY['t' || (g %% 7), NULL, 'quote\"' || g] FROM generate_series(1, %s) g; "
-    "ANALYZE {t}").format(t=sql.Identifier(TABLE))
+    "ANALYZE {t}").format(t=sql.Identifier("public", TABLE))
 # n2 loses every 4th row and has the next one changed: rows/4 + rows/4 divergent keys.
-DIVERGE = [sql.SQL(text).format(t=sql.Identifier(TABLE)) for text in (
+DIVERGE = [sql.SQL(text).format(t=sql.Identifier("public", TABLE)) for text in (
     "DELETE FROM {t} WHERE id % 4 = 0",
     "UPDATE {t} SET payload = 'changed ' || id, amount = amount + 1 WHERE id % 4 = 1",
     "VACUUM ANALYZE {t}")]
