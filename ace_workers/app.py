@@ -48,7 +48,12 @@ def make_app() -> Celery:
             "unacked_restore_interval": max(1, min(10, visibility // 5)),
             "unacked_restore_throttle": 1 if visibility < 600 else 10,
         },
-        result_backend_transport_options={"visibility_timeout": visibility},
+        result_backend_transport_options={
+            "visibility_timeout": visibility,
+            # about 10 s of reconnecting to a restarting Redis, then a clear failure
+            "retry_policy": {"max_retries": 20, "interval_start": 0, "interval_step": 0.5,
+                             "interval_max": 0.5},
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         redis_retry_on_timeout=True,

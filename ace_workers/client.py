@@ -28,6 +28,18 @@ TASK_NAMES = {
 }
 
 
+# A submission waits a few seconds for the broker, not Celery's default of much longer.
+SEND_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
+
+
+def _safe_url(url: str) -> str:
+    """The broker URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
 def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Settings, *,
            cluster_name: str | None, table_name: str | None,
            requested_by: str | None) -> None:
@@ -36,10 +48,14 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
     store.create(task_id, task_type, cluster_name=cluster_name, table_name=table_name,
                  requested_by=requested_by, options=options)
     try:
-        app.send_task(TASK_NAMES[task_type], args=[options], task_id=task_id)
+        # the task store, not the result backend, carries the outcome
+        app.send_task(TASK_NAMES[task_type], args=[options], task_id=task_id,
+                      retry=True, retry_policy=SEND_RETRY, ignore_result=True)
     except Exception as exc:  # the broker is down: say so, and don't leave a PENDING row
-        store.fail(task_id, f"Could not reach the task broker: {exc}")
-        raise TaskError(f"Could not reach the task broker at {settings.BROKER_URL}: {exc}. "
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        store.fail(task_id, f"Could not reach the task broker: {detail}")
+        raise TaskError(f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: "
+                        f"{detail}. "
                         "Check that Redis is running.") from exc
 
 
