@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 from typing import Any
 
 from celery import chord, group
 
-from ace_shared.connection import node_targets
 from ace_shared.diffcore import read_batch_result
 from ace_shared.diffspec import DiffSpec
 from ace_shared.errors import AceError, NodeUnreachableError
-from ace_shared.nodesessions import NodeSessions
 from ace_shared.repairrun import run_table_repair
 from ace_shared.rerunbatch import rerun_batch
-from ace_shared.rerunplan import plan_path, prepare_rerun, rerun_nodes
-from ace_shared.rerunrequest import load_rerun_inputs
-from ace_shared.rerunrun import finish_rerun, run_table_rerun
+from ace_shared.rerunplan import plan_path
+from ace_shared.rerunrun import finish_rerun, plan_rerun, run_table_rerun
 from ace_shared.taskstore import FAILED
 
 from . import runtime
@@ -71,25 +67,15 @@ def table_rerun(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
             path, summary = run_table_rerun(options, settings, job_id)
             store.complete(job_id, _rerun_result(path, summary))
             return {"task_id": job_id, "diff_file": str(path)}
-        started = datetime.now(timezone.utc).isoformat()
-        request, cluster, diff = load_rerun_inputs(options, settings)
-        nodes = rerun_nodes(cluster, diff)
-        targets = node_targets(cluster, tuple(cluster.node(n) for n in nodes),
-                               request.dbname or diff.database, settings, request.role)
-        sessions = NodeSessions(targets)
-        try:
-            plan = prepare_rerun(request, cluster, diff, settings, job_id, sessions, started)
-        finally:
-            sessions.close()
+        plan = plan_rerun(options, settings, job_id)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
-    store.set_total(job_id, len(plan.parts))
-    spec = plan.spec.to_dict()
-    header = group(rerun_batch_task.si(spec, i).set(task_id=f"{job_id}.k{i:06d}")
-                   for i in plan.parts)
-    body = merge_rerun.si(plan.spec.work_dir).set(task_id=f"{job_id}.merge")
+    store.set_total(job_id, len(plan["parts"]))
+    header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=f"{job_id}.k{i:06d}")
+                   for i in plan["parts"])
+    body = merge_rerun.si(plan["work_dir"]).set(task_id=f"{job_id}.merge")
     chord(header)(body)
-    return {"task_id": job_id, "batches": len(plan.parts)}
+    return {"task_id": job_id, "batches": len(plan["parts"])}
 
 
 @app.task(name="ace.rerun_batch", bind=True, base=AceTask)
