@@ -131,6 +131,3 @@ def print_json(data: dict[str, Any]) -> None:
 
 
 from . import cli_repair  # noqa: E402,F401
-
-if __name__ == "__main__":
-    main()

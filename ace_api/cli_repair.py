@@ -1,4 +1,7 @@
-"""The ``table-repair`` and ``table-rerun`` commands (run in this process).
+"""The ``table-repair`` and ``table-rerun`` commands.
+
+They run in this process, or, with ``ACE_BROKER_URL`` set, as tasks on the
+fleet (checked here first, so bad input never reaches the queue).
 
 ``table-repair`` takes either the documented option form
 ``ace table-repair CLUSTER SCHEMA.TABLE --diff-file F --source-of-truth NODE``
@@ -118,20 +121,28 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
 @bool_option("--fix-nulls", "Fill columns NULL on one node and set on the other.")
 @bool_option("--fire-triggers", "Let ordinary triggers fire on the repaired nodes "
              "(ENABLE ALWAYS triggers fire either way).")
+@bool_option("--no-wait", "With a fleet: print the task id and return at once.")
 def table_repair(args: tuple[str, ...], **opts: Any) -> None:
     """Repair a table's rows on the nodes a diff file shows to differ.
 
     The original tool's form CLUSTER DIFF_FILE SOURCE SCHEMA.TABLE works too.
     """
+    from ace_shared.repairrequest import validate_repair_request
     from ace_shared.repairrun import run_table_repair
 
     settings = settings_or_fail()
+    no_wait = parse_bool("--no-wait", opts.pop("no_wait"))
     cluster, table, diff_file, source = split_repair_args(args, opts.pop("diff_file"),
                                                           opts.pop("source_of_truth"))
     raw: dict[str, Any] = {"cluster_name": cluster, "table_name": table, "diff_file": diff_file,
                            "source_of_truth": source, "dbname": opts.pop("dbname")}
     for name in REPAIR_FLAGS:
         raw[name] = parse_bool("--" + name.replace("_", "-"), opts[name])
+    if settings.BROKER_URL:
+        request = validate_repair_request(raw, settings)
+        result = _on_fleet("table-repair", {**raw, "diff_file": request.diff_file}, settings,
+                           table, "Repairing", "nodes", no_wait)
+        sys.exit(EXIT_SAME if result is None else report_repair(result, raw["quiet"]))
     bar = ProgressBar("Repairing", unit="nodes",
                       enabled=not raw["quiet"] and not os.environ.get("ACE_NO_PROGRESS"))
     try:
@@ -161,12 +172,21 @@ def report_rerun(summary: dict[str, Any], quiet: bool) -> int:
 @click.option("--behavior", default="multiprocessing",
               help="multiprocessing (parallel batches) or hostdb (temp tables on the nodes).")
 @bool_option("--quiet", "Print only the result.")
+@bool_option("--no-wait", "With a fleet: print the task id and return at once.")
 def table_rerun(**opts: Any) -> None:
     """Check again only the rows a diff file lists; write a new diff file."""
+    from ace_shared.rerunrequest import validate_rerun_request
     from ace_shared.rerunrun import run_table_rerun
 
     settings = settings_or_fail()
     opts["quiet"] = parse_bool("--quiet", opts["quiet"])
+    no_wait = parse_bool("--no-wait", opts.pop("no_wait"))
+    if settings.BROKER_URL:
+        request = validate_rerun_request(opts, settings)
+        result = _on_fleet("table-rerun", {**opts, "diff_file": request.diff_file}, settings,
+                           opts["table_name"], "Rechecking", "batches", no_wait)
+        sys.exit(EXIT_SAME if result is None else report_rerun(result["summary"],
+                                                                opts["quiet"]))
     bar = ProgressBar("Rechecking", unit="batches",
                       enabled=not opts["quiet"] and not os.environ.get("ACE_NO_PROGRESS"))
     try:
@@ -174,6 +194,17 @@ def table_rerun(**opts: Any) -> None:
     finally:
         bar.close()
     sys.exit(report_rerun(summary, opts["quiet"]))
+
+
+def _on_fleet(task_type: str, raw: dict[str, Any], settings: Any, table: str, label: str,
+              unit: str, no_wait: bool) -> dict[str, Any] | None:
+    """Submit a checked repair or rerun to the fleet and wait for its result."""
+    from ace_workers.client import submit_and_follow
+
+    return submit_and_follow(task_type, raw, settings, new_task_id(task_type),
+                             cluster_name=raw["cluster_name"], table_name=table,
+                             no_wait=no_wait, quiet=bool(raw.get("quiet")), label=label,
+                             unit=unit)
 
 
 __all__ = ["table_repair", "table_rerun", "EXIT_TROUBLE"]

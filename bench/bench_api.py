@@ -201,7 +201,7 @@ def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Service
         services.spawn(name, [PYTHON, "-m", "celery", "-A", "ace_workers", "worker", "-n",
                               f"{name}@%h", "-c", str(args.celery_concurrency),
                               "--without-mingle", "--without-gossip", "-l", "WARNING"])
-    services.spawn("api", [PYTHON, "-m", "ace_api.cli", "api", "--port", str(api_port),
+    services.spawn("api", [PYTHON, "-m", "ace_api", "api", "--port", str(api_port),
                            "--workers", str(args.api_workers),
                            "--threads", str(args.api_threads)])
     probe = session_for(pki)

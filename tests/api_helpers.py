@@ -94,7 +94,7 @@ class ApiServer:
             "ACE_CA_CERT_FILE": str(certs.ca_file),
             "PYTHONPATH": str(REPO_ROOT),
         }
-        self.args = [sys.executable, "-m", "ace_api.cli", "api", "--port", str(port),
+        self.args = [sys.executable, "-m", "ace_api", "api", "--port", str(port),
                      "--workers", str(workers), "--threads", str(threads)]
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -57,7 +57,7 @@ def run_ace(*args: str, env: dict[str, str] | None = None, fresh_process: bool =
     """
     if fresh_process:
         full_env = {**os.environ, "ACE_NO_PROGRESS": "1", **(env or {})}
-        proc = subprocess.run([sys.executable, "-m", "ace_api.cli", *args], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "ace_api", *args], capture_output=True,
                               text=True, env=full_env, cwd=REPO_ROOT, timeout=120)
         return AceRun(proc.returncode, proc.stdout, proc.stderr)
     from click.testing import CliRunner

@@ -140,7 +140,7 @@ class Fleet:
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run the ``ace`` CLI against this fleet."""
         env = {**self.env, "ACE_NO_PROGRESS": "1", **(extra_env or {})}
-        return subprocess.run([sys.executable, "-m", "ace_api.cli", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "ace_api", *args], env=env,
                               capture_output=True, text=True, timeout=timeout)
 
 

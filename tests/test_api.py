@@ -337,7 +337,7 @@ def test_ace_api_refuses_to_start_without_tls_files(tmp_path: Path, env: dict[st
                                                     fragment: str) -> None:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("ACE_API_", "ACE_USER_", "ACE_CA_"))}
-    result = subprocess.run([sys.executable, "-m", "ace_api.cli", "api", "--port", "1"],
+    result = subprocess.run([sys.executable, "-m", "ace_api", "api", "--port", "1"],
                             env={**clean, **env, "PYTHONPATH": str(REPO_ROOT)},
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2

@@ -65,7 +65,7 @@ def _local_env(fl: Fleet) -> dict[str, str]:
 
 def _run_local(fl: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**_local_env(fl), "ACE_NO_PROGRESS": "1"}
-    return subprocess.run([sys.executable, "-m", "ace_api.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "ace_api", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -233,3 +233,29 @@ def test_bad_schedule_stops_beat_with_one_sentence(fleet, tmp_path):
                          env={**fleet.env, "ACE_CONFIG": str(config)}, timeout=60)
     assert res.returncode != 0
     assert "below MIN_RUN_FREQUENCY (5m)" in res.stderr + res.stdout
+
+
+def test_repair_and_rerun_run_on_the_fleet_from_the_cli(fleet, pg_cluster):
+    _exec_all(pg_cluster, [
+        "DROP TABLE IF EXISTS fl_rep",
+        "CREATE TABLE fl_rep (id int PRIMARY KEY, v text, n numeric)",
+        "INSERT INTO fl_rep SELECT g, 'v' || g, g / 8.0 FROM generate_series(1, 3000) g",
+    ])
+    _exec(pg_cluster, 1, "DELETE FROM fl_rep WHERE id IN (10, 2000)")
+    _exec(pg_cluster, 2, "UPDATE fl_rep SET v = NULL WHERE id = 77")
+    _exec(pg_cluster, 2, "INSERT INTO fl_rep VALUES (5000, 'extra', 1.10)")
+    diff = fleet.ace("table-diff", "testclus", "public.fl_rep")
+    assert diff.returncode == 1, diff.stderr
+    diff_file = str(_diff_file(diff.stdout))
+
+    repair = fleet.ace("table-repair", "testclus", "public.fl_rep", f"--diff-file={diff_file}",
+                       "--source-of-truth=n1")
+    assert repair.returncode == 0, repair.stderr
+    assert "Submitted tr_" in repair.stderr
+    for behavior in ("multiprocessing", "hostdb"):
+        rerun = fleet.ace("table-rerun", "testclus", "public.fl_rep", f"--diff-file={diff_file}",
+                          f"--behavior={behavior}")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert "4 resolved, 0 still differ" in rerun.stdout
+    again = fleet.ace("table-diff", "testclus", "public.fl_rep")
+    assert again.returncode == 0, again.stdout

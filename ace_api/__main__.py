@@ -1,0 +1,5 @@
+"""``python -m ace_api`` runs the ``ace`` command line."""
+
+from ace_api.cli import main
+
+main()
