@@ -55,11 +55,8 @@ def write_diff_json(path: Path, view: DiffView, summary: dict[str, Any]) -> None
             for side_i, side in enumerate((a, b)):
                 fh.write(("" if side_i == 0 else ",") + f"\n      {_dump(side)}: [")
                 first_row = True
-                for pr in view.pair_rows(a, b):
-                    row = pr.left if side == a else pr.right
-                    if row is None:
-                        continue
-                    fh.write(("" if first_row else ",") + "\n        " + _dump(row))
+                for row_json in view.side_rows(a, b, side):
+                    fh.write(("" if first_row else ",") + "\n        " + row_json)
                     first_row = False
                 fh.write("\n      ]" if not first_row else "]")
             fh.write("\n    }")
