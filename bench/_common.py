@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -155,12 +155,29 @@ def rss_kb(pid: int) -> int:
         return 0
 
 
-class TreeMemorySampler:
-    """Polls the RSS of process trees every ~50 ms, keeping the peaks.
+def pss_kb(pid: int) -> int:
+    """Proportional set size in KiB: shared pages split between the processes sharing them.
 
-    ``peak_tree_kb`` is the largest sum over the whole tree seen at one poll;
-    ``peak_process_kb`` the largest single process. A spike shorter than one
-    poll can be missed, which is why :func:`run_measured` also reports the
+    Summing RSS over forked processes (a Celery pool) counts their shared pages
+    once per process; summing PSS counts them once. 0 when unreadable.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+class TreeMemorySampler:
+    """Polls the memory of process trees every ~50 ms, keeping the peaks.
+
+    ``peak_tree_kb`` is the largest RSS sum over the whole tree seen at one
+    poll, ``peak_tree_pss_kb`` the largest PSS sum (shared pages counted once),
+    ``peak_process_kb`` the largest single process's RSS. A spike shorter than
+    one poll can be missed, which is why :func:`run_measured` also reports the
     kernel's own ``ru_maxrss`` of the main process.
     """
 
@@ -171,6 +188,7 @@ class TreeMemorySampler:
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self.peak_tree_kb = 0
         self.peak_process_kb = 0
+        self.peak_tree_pss_kb = 0
         self.max_processes = 0
         self.samples = 0
 
@@ -186,6 +204,7 @@ class TreeMemorySampler:
         self.max_processes = max(self.max_processes, sum(1 for s in sizes if s))
         self.peak_tree_kb = max(self.peak_tree_kb, sum(sizes))
         self.peak_process_kb = max(self.peak_process_kb, max(sizes, default=0))
+        self.peak_tree_pss_kb = max(self.peak_tree_pss_kb, sum(pss_kb(p) for p in pids))
 
     def __enter__(self) -> TreeMemorySampler:
         self._thread.start()
@@ -209,7 +228,7 @@ class MeasuredRun:
     ru_maxrss_kb: int
     max_processes: int
     samples: int
-    extra_roots: list[int] = field(default_factory=list)
+    peak_tree_pss_kb: int = 0
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str],
@@ -242,7 +261,7 @@ def run_measured(cmd: Sequence[str], env: dict[str, str],
     os.unlink(err_path)
     return MeasuredRun(proc.returncode, stdout, stderr, wall, sampler.peak_tree_kb,
                        sampler.peak_process_kb, int(usage.ru_maxrss), sampler.max_processes,
-                       sampler.samples)
+                       sampler.samples, sampler.peak_tree_pss_kb)
 
 
 def _scratch_file(kind: str) -> str:
