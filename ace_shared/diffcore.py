@@ -24,11 +24,11 @@ from . import sqlgen
 from .budget import DiffBudget
 from .diffspec import DiffSpec
 from .nodesessions import NodeSessions
-from .ranges import Key, KeyRange, split_range
+from .ranges import SUBRANGES, Key, KeyRange, split_range
 from .schema import TableShape
 
 LEAF_ROWS = 1000
-FANOUT = 16
+FANOUT = SUBRANGES
 
 Row = dict[str, str | None]
 
@@ -89,19 +89,38 @@ class RangeDiffer:
         self.nodes = list(spec.nodes)
         self.filter = spec.table_filter
 
-    def hash_range(self, rng: KeyRange) -> dict[str, tuple[int, Any]]:
-        res = self.sessions.on_all(_fetch(sqlgen.hash_range(self.shape, rng, self.filter)))
-        return {n: (int(rows[0][0]), rows[0][1]) for n, rows in res.items()}
-
     def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
         """Differing rows of one range in key order, and how many rows the largest node has."""
-        hashes = self.hash_range(rng)
-        counts = {n: c for n, (c, _) in hashes.items()}
-        checked = max(counts.values())
-        if len({h for h in hashes.values()}) == 1:
-            return [], checked
-        keys = self._narrow(rng, counts)
+        if rng.inner:
+            per_node = self._bucket_hashes(rng, list(rng.inner))
+            checked = max(sum(c for c, _ in m.values()) for m in per_node.values())
+            keys = self._narrow_buckets(rng, list(rng.inner), per_node)
+        else:
+            res = self.sessions.on_all(_fetch(sqlgen.hash_range(self.shape, rng, self.filter)))
+            hashes = {n: (int(rows[0][0]), rows[0][1]) for n, rows in res.items()}
+            counts = {n: c for n, (c, _) in hashes.items()}
+            checked = max(counts.values())
+            if len(set(hashes.values())) == 1:
+                return [], checked
+            keys = self._narrow(rng, counts)
         return self.records_for_keys(keys), checked
+
+    def _bucket_hashes(self, rng: KeyRange, inner: list[Key],
+                       ) -> dict[str, dict[int, tuple[int, Any]]]:
+        """Count and hash of every sub-range of ``rng`` cut at ``inner``, per node, in one scan."""
+        buckets = self.sessions.on_all(
+            _fetch(sqlgen.hash_buckets(self.shape, rng, inner, self.filter)))
+        return {n: {int(b): (int(c), h) for b, c, h in rows} for n, rows in buckets.items()}
+
+    def _narrow_buckets(self, rng: KeyRange, inner: list[Key],
+                        per_node: dict[str, dict[int, tuple[int, Any]]]) -> set[Key]:
+        """Keys that differ in the sub-ranges whose hashes disagree."""
+        found: set[Key] = set()
+        for sub in split_range(rng, inner):
+            sub_hashes = {n: per_node[n].get(sub.index, (0, 0)) for n in self.nodes}
+            if len(set(sub_hashes.values())) > 1:
+                found |= self._narrow(sub, {n: c for n, (c, _) in sub_hashes.items()})
+        return found
 
     def _narrow(self, rng: KeyRange, counts: dict[str, int]) -> set[Key]:
         biggest = max(counts, key=lambda n: counts[n])
@@ -111,20 +130,9 @@ class RangeDiffer:
         inner_rows = self.sessions.on_one(
             biggest, _fetch(sqlgen.inner_boundaries(self.shape, rng, step, self.filter)))
         inner = [tuple(r) for r in inner_rows]
-        if rng.upper is not None and inner and inner[-1] == rng.upper:
-            inner.pop()
         if not inner:
             return self._leaf(rng)
-        subs = split_range(rng, inner)
-        buckets = self.sessions.on_all(
-            _fetch(sqlgen.hash_buckets(self.shape, rng, inner, self.filter)))
-        per_node = {n: {int(b): (int(c), h) for b, c, h in rows} for n, rows in buckets.items()}
-        found: set[Key] = set()
-        for sub in subs:
-            sub_hashes = {n: per_node[n].get(sub.index, (0, 0)) for n in self.nodes}
-            if len(set(sub_hashes.values())) > 1:
-                found |= self._narrow(sub, {n: c for n, (c, _) in sub_hashes.items()})
-        return found
+        return self._narrow_buckets(rng, inner, self._bucket_hashes(rng, inner))
 
     def _leaf(self, rng: KeyRange) -> set[Key]:
         n_key = len(self.shape.key)

@@ -23,17 +23,18 @@ from .diffspec import DiffRequest, DiffSpec
 from .errors import ConfigError
 from .nodesessions import NodeSessions
 from .ranges import (
+    SUBRANGES,
     Key,
     KeyRange,
-    pick_boundaries,
+    dedupe_sorted,
+    plan_ranges,
     range_count_for,
-    ranges_from_boundaries,
     sorted_everywhere,
 )
 from .schema import TableShape, read_shape, reconcile_shapes
 
 EXACT_PLAN_MAX_ROWS = 200_000
-SAMPLES_PER_RANGE = 20
+SAMPLES_PER_RANGE = 48  # enough for a range's 15 inner cuts, evenly spread
 
 
 @dataclass
@@ -96,24 +97,30 @@ def agreed_boundaries(sessions: NodeSessions, shape: TableShape,
 
 def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
                     table_filter: str | None) -> tuple[list[KeyRange], int]:
-    """Cut the key space into ranges of about ``block_rows`` rows."""
+    """Cut the key space into ranges of about ``block_rows`` rows, each with inner cuts.
+
+    Cut points come from one node (the one with the most rows): every
+    ``block_rows / SUBRANGES``-th key of a small table, or a row sample of a
+    large one. Only cuts that every node sorts alike are kept.
+    """
     estimates = sessions.on_all(lambda cur: _estimate(cur, shape))
     node = max(sessions.order, key=lambda n: estimates[n])
     estimate = estimates[node]
     if estimate < 0 or estimate <= EXACT_PLAN_MAX_ROWS:
-        query, params = sqlgen.every_nth_key(shape, block_rows, table_filter)
+        step = max(1, block_rows // SUBRANGES)
+        query, params = sqlgen.every_nth_key(shape, step, table_filter)
         rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
-        boundaries = [tuple(r) for r in rows]
-        estimate = max(estimate, len(boundaries) * block_rows)
-        return ranges_from_boundaries(agreed_boundaries(sessions, shape, boundaries)), estimate
+        cuts = agreed_boundaries(sessions, shape, [tuple(r) for r in rows])
+        estimate = max(estimate, (len(rows) + 1) * step)
+        parts = range_count_for((len(cuts) + 1) * step, block_rows)
+        return plan_ranges(cuts, parts, SUBRANGES), estimate
     parts = range_count_for(estimate, block_rows)
     wanted = parts * SAMPLES_PER_RANGE
-    percent = min(100.0, max(0.01, 100.0 * wanted / max(estimate, 1)))
+    percent = min(100.0, max(0.0001, 100.0 * wanted / max(estimate, 1)))
     query, params = sqlgen.sample_keys(shape, percent, table_filter)
     rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
-    sample = [tuple(r) for r in rows]
-    boundaries = agreed_boundaries(sessions, shape, pick_boundaries(sample, parts))
-    return ranges_from_boundaries(boundaries), estimate
+    cuts = agreed_boundaries(sessions, shape, dedupe_sorted(tuple(r) for r in rows))
+    return plan_ranges(cuts, parts, SUBRANGES), estimate
 
 
 def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,

@@ -18,25 +18,35 @@ from dataclasses import dataclass
 
 Key = tuple[str, ...]
 
+SUBRANGES = 16  # sub-ranges a range is hashed in, and narrowed to, at each step
+
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Rows with ``lower <= key < upper``; ``None`` means unbounded on that side."""
+    """Rows with ``lower <= key < upper``; ``None`` means unbounded on that side.
+
+    ``inner`` holds cut points strictly inside the range, in order: the first
+    hash of the range is taken per sub-range between them, so a range that
+    differs is already narrowed to its differing sub-ranges.
+    """
 
     index: int
     lower: Key | None
     upper: Key | None
+    inner: tuple[Key, ...] = ()
 
     def to_json(self) -> list[object]:
         return [self.index, list(self.lower) if self.lower else None,
-                list(self.upper) if self.upper else None]
+                list(self.upper) if self.upper else None, [list(k) for k in self.inner]]
 
     @classmethod
     def from_json(cls, data: Sequence[object]) -> KeyRange:
-        index, lower, upper = data
+        index, lower, upper = data[:3]
+        inner = data[3] if len(data) > 3 else []
         return cls(int(index),  # type: ignore[call-overload]
                    tuple(lower) if lower else None,  # type: ignore[arg-type]
-                   tuple(upper) if upper else None)  # type: ignore[arg-type]
+                   tuple(upper) if upper else None,  # type: ignore[arg-type]
+                   tuple(tuple(k) for k in inner))  # type: ignore[attr-defined]
 
 
 def dedupe_sorted(keys: Iterable[Key]) -> list[Key]:
@@ -80,6 +90,31 @@ def sorted_everywhere(ranks: Sequence[Sequence[int]]) -> list[int]:
         if not bad:
             return kept
         kept = [i for i in kept if i not in bad]
+
+
+def plan_ranges(cuts: Sequence[Key], parts: int, fanout: int) -> list[KeyRange]:
+    """Ranges from strictly increasing ``cuts``: ``parts - 1`` of them, evenly spaced, bound
+    the ranges; up to ``fanout - 1`` of those between, evenly spaced, cut each range inside.
+    """
+    if parts <= 1 or not cuts:
+        chosen: list[int] = []
+    elif len(cuts) < parts:
+        chosen = list(range(len(cuts)))
+    else:
+        step = len(cuts) / parts
+        chosen = sorted({min(len(cuts) - 1, math.floor(step * i)) for i in range(1, parts)})
+    edges = [-1, *chosen, len(cuts)]
+    out = []
+    for i in range(len(edges) - 1):
+        lo, hi = edges[i], edges[i + 1]
+        between = list(range(lo + 1, hi))
+        if len(between) >= fanout:
+            step = len(between) / fanout
+            between = sorted({between[math.floor(step * j)] for j in range(1, fanout)})
+        out.append(KeyRange(i, cuts[lo] if lo >= 0 else None,
+                            cuts[hi] if hi < len(cuts) else None,
+                            tuple(cuts[j] for j in between)))
+    return out
 
 
 def ranges_from_boundaries(boundaries: Sequence[Key]) -> list[KeyRange]:

@@ -110,7 +110,9 @@ def range_where(shape: TableShape, rng: KeyRange, table_filter: str | None,
 
 
 def hash_range(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
-    """Row count and combined hash of one range."""
+    """Row count and combined hash of one range (per sub-range when it has inner cuts)."""
+    if rng.inner:
+        return hash_buckets(shape, rng, list(rng.inner), table_filter)
     params: list[object] = []
     where = range_where(shape, rng, table_filter, params)
     q = sql.SQL("SELECT count(*), {} FROM {} WHERE {}").format(
@@ -120,14 +122,28 @@ def hash_range(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Qu
 
 def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
                  table_filter: str | None) -> Query:
-    """Per-sub-range count and hash, in one scan of ``rng``, cut at ``inner``."""
+    """Per-sub-range count and hash, in one scan of ``rng``, cut at ``inner``.
+
+    Sub-range ``i`` holds the keys with ``inner[i-1] <= key < inner[i]``. A
+    single-column key is placed by ``width_bucket`` (a binary search over the
+    cuts, in the column's own collation); a composite key by comparing row values.
+    """
     params: list[object] = []
-    whens = []
-    for i, bound in enumerate(inner):
-        whens.append(sql.SQL("WHEN {} < {} THEN {}").format(
-            _key_tuple(shape), _bound(shape, bound, params), sql.Literal(i)))
-    bucket = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(whens),
-                                                   sql.Literal(len(inner)))
+    if len(shape.key) == 1:
+        col = shape.key_columns[0]
+        operand = _col(col)
+        if col.collation_sql:
+            operand = sql.SQL("{} COLLATE {}").format(operand, catalog_text(col.collation_sql))
+        params.append([k[0] for k in inner])
+        bucket = sql.SQL("width_bucket({}, %s::text[]::{}[])").format(
+            operand, catalog_text(col.type_sql))
+    else:
+        whens = []
+        for i, bound in enumerate(inner):
+            whens.append(sql.SQL("WHEN {} < {} THEN {}").format(
+                _key_tuple(shape), _bound(shape, bound, params), sql.Literal(i)))
+        bucket = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(whens),
+                                                       sql.Literal(len(inner)))
     where = range_where(shape, rng, table_filter, params)
     q = sql.SQL("SELECT {} AS b, count(*), {} FROM {} WHERE {} GROUP BY 1").format(
         bucket, _aggregate(shape), table_ref(shape), where)
@@ -213,11 +229,15 @@ def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
 
 
 def sample_keys(shape: TableShape, percent: float | None, table_filter: str | None) -> Query:
-    """Keys of a page sample (or of every row when ``percent`` is None), in key order."""
+    """Keys of a row sample (or of every row when ``percent`` is None), in key order.
+
+    BERNOULLI picks rows, not pages: a page sample of a table loaded in key order
+    returns runs of neighbouring keys and makes very uneven ranges.
+    """
     params: list[object] = []
     sample = sql.SQL("")
     if percent is not None:
-        sample = sql.SQL(" TABLESAMPLE SYSTEM (%s)")
+        sample = sql.SQL(" TABLESAMPLE BERNOULLI (%s)")
         params.append(percent)
     where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
     q = sql.SQL("SELECT {} FROM {}{}{} ORDER BY {}").format(

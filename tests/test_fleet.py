@@ -121,8 +121,9 @@ def test_sigkill_of_a_worker_mid_diff_still_yields_the_identical_file(fleet, ite
     reference = _run_local(fleet, "table-diff", "testclus", items, "--block-rows=1000")
     ref_doc = json.loads(_diff_file(reference.stdout).read_text())
 
-    # Hold every worker mid-range: n3's table is locked, so each running subtask waits there.
-    lock = psycopg2.connect(pg_cluster.node_dsn(2))
+    # Hold every worker mid-range: n2's table is locked, so each running subtask waits there.
+    # (n2 has the fewest rows, so planning, which samples the largest node, is not held.)
+    lock = psycopg2.connect(pg_cluster.node_dsn(1))
     lock.cursor().execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
     try:
         offset = fleet.log("w1").count("ace.diff_ranges")

@@ -16,6 +16,7 @@ from ace_shared.ranges import (
     batches,
     dedupe_sorted,
     pick_boundaries,
+    plan_ranges,
     range_count_for,
     ranges_from_boundaries,
     sorted_everywhere,
@@ -166,3 +167,31 @@ def test_one_boundary_out_of_place_costs_only_its_neighbourhood() -> None:
     assert 4 not in kept
     assert len(kept) >= 7
     assert sorted_everywhere([planner, planner[::-1]]) == []
+
+
+@given(st.integers(min_value=0, max_value=400), st.integers(min_value=1, max_value=40),
+       st.integers(min_value=1, max_value=20))
+def test_planned_ranges_cover_the_key_space_and_cut_inside_themselves(n, parts, fanout):
+    cuts = [(f"{i:05d}",) for i in range(n)]
+    planned = plan_ranges(cuts, parts, fanout)
+    assert planned[0].lower is None and planned[-1].upper is None
+    assert [r.index for r in planned] == list(range(len(planned)))
+    for a, b in zip(planned, planned[1:], strict=False):
+        assert a.upper == b.lower
+    for r in planned:
+        assert len(r.inner) <= max(0, fanout - 1) or fanout == 1
+        points = [r.lower, *r.inner, r.upper]
+        inside = [p for p in points if p is not None]
+        assert inside == sorted(inside) and len(set(inside)) == len(inside)
+    assert len(planned) <= max(1, parts) + 1
+    # cuts are only ever taken from the plan's own, and all are used when they all fit
+    used = {r.lower for r in planned if r.lower} | {c for r in planned for c in r.inner}
+    assert used <= set(cuts)
+    if n <= parts - 1 or fanout > n:
+        assert used == set(cuts)
+
+
+def test_a_range_with_inner_cuts_travels_through_json():
+    r = KeyRange(3, ("a",), ("z",), (("f",), ("m",)))
+    assert KeyRange.from_json(r.to_json()) == r
+    assert KeyRange.from_json([1, None, None]) == KeyRange(1, None, None)
