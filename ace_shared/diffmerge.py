@@ -20,23 +20,12 @@ from typing import Any
 from .diffcore import BatchResult
 from .diffspec import DiffSpec
 from .diffview import DiffView, PartialsView
+from .outputfiles import new_output_path
 
 
 def new_diff_path(output_dir: Path, now: datetime | None = None) -> Path:
     """``<output>/diffs/<YYYY-MM-DD>/diffs_<HHMMSSmmm>.json``, unique even within a millisecond."""
-    now = now or datetime.now(timezone.utc)
-    folder = output_dir / "diffs" / now.strftime("%Y-%m-%d")
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"diffs_{now.strftime('%H%M%S')}{now.microsecond // 1000:03d}"
-    for n in range(1, 10000):
-        path = folder / (f"{stem}.json" if n == 1 else f"{stem}_{n}.json")
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return path
-    raise RuntimeError("no free diff file name")
+    return new_output_path(output_dir, "diffs", "diffs", now)
 
 
 def _dump(value: Any) -> str:

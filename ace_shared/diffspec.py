@@ -34,6 +34,30 @@ def parse_bool(name: str, value: Any) -> bool:
     raise BadOptionError(f"{name} must be true or false, not {value!r}.")
 
 
+def text_option(raw: dict[str, Any], name: str) -> str | None:
+    """A text option, stripped; ``None`` when absent or blank; an error when not text."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadOptionError(f"{name} must be text, not {value!r}.")
+    return value.strip() or None
+
+
+def required_target(raw: dict[str, Any]) -> tuple[str, str, str]:
+    """``cluster_name``, ``table_name`` and ``diff_file`` of a repair or rerun, all required."""
+    cluster = text_option(raw, "cluster_name")
+    if not cluster:
+        raise BadOptionError("cluster_name is required.")
+    table_text = text_option(raw, "table_name")
+    if not table_text:
+        raise BadOptionError("table_name is required, written as schema.table.")
+    diff_file = text_option(raw, "diff_file")
+    if not diff_file:
+        raise BadOptionError("diff_file is required: the path of a diff file from table-diff.")
+    return cluster, table_text, diff_file
+
+
 def parse_int(name: str, value: Any, low: int, high: int) -> int:
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):

@@ -13,29 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .outputfiles import new_output_path
 from .repairapply import COUNTS, NodeOutcome
 from .repairrequest import RepairRequest
 
 
 def new_report_path(output_dir: Path, now: datetime | None = None) -> Path:
     """A fresh ``reports/<date>/repair_<HHMMSSmmm>.json``, unique even within a millisecond."""
-    now = now or datetime.now(timezone.utc)
-    folder = output_dir / "reports" / now.strftime("%Y-%m-%d")
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"repair_{now.strftime('%H%M%S')}{now.microsecond // 1000:03d}"
-    for n in range(1, 10000):
-        path = folder / (f"{stem}.json" if n == 1 else f"{stem}_{n}.json")
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return path
-    raise RuntimeError("no free report file name")
+    return new_output_path(output_dir, "reports", "repair", now)
 
 
 def build_report(request: RepairRequest, task_id: str, outcomes: list[NodeOutcome],

@@ -27,7 +27,7 @@ from .difffile import (
     check_diff_target,
     load_diff_file,
 )
-from .diffspec import parse_bool
+from .diffspec import parse_bool, required_target, text_option
 from .errors import BadOptionError, DiffFileError
 from .ident import TableName, parse_table_name
 
@@ -84,28 +84,11 @@ class RepairRequest:
         return out
 
 
-def _text_option(raw: dict[str, Any], name: str) -> str | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadOptionError(f"{name} must be text, not {value!r}.")
-    return value.strip() or None
-
-
 def check_repair_options(raw: dict[str, Any]) -> RepairRequest:
     """Check the options alone (no file, no cluster); raise for the first bad one."""
-    cluster = _text_option(raw, "cluster_name")
-    if not cluster:
-        raise BadOptionError("cluster_name is required.")
-    table_text = _text_option(raw, "table_name")
-    if not table_text:
-        raise BadOptionError("table_name is required, written as schema.table.")
-    diff_file = _text_option(raw, "diff_file")
-    if not diff_file:
-        raise BadOptionError("diff_file is required: the path of a diff file from table-diff.")
+    cluster, table_text, diff_file = required_target(raw)
     flags = {name: parse_bool(name, raw.get(name, False)) for name in BOOL_OPTIONS}
-    source = _text_option(raw, "source_of_truth")
+    source = text_option(raw, "source_of_truth")
     if flags["upsert_only"] and flags["insert_only"]:
         raise BadOptionError("upsert_only and insert_only exclude each other: upsert_only "
                              "updates rows that differ, insert_only never does; choose one.")
@@ -124,10 +107,10 @@ def check_repair_options(raw: dict[str, Any]) -> RepairRequest:
     elif not source:
         raise BadOptionError("source_of_truth is required: name the node whose rows are right "
                              "(only fix_nulls and bidirectional repairs need none).")
-    dbname = _text_option(raw, "dbname")
+    dbname = text_option(raw, "dbname")
     return RepairRequest(
         cluster_name=cluster, table=parse_table_name(table_text), diff_file=diff_file,
-        source_of_truth=source, dbname=dbname, role=_text_option(raw, "role"),
+        source_of_truth=source, dbname=dbname, role=text_option(raw, "role"),
         ignored_source=ignored, **flags,
     )
 

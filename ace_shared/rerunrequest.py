@@ -14,7 +14,7 @@ from typing import Any
 from .cluster import Cluster, load_cluster
 from .config import Settings
 from .difffile import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
-from .diffspec import parse_bool
+from .diffspec import parse_bool, required_target, text_option
 from .errors import BadOptionError
 from .ident import TableName, parse_table_name
 
@@ -37,33 +37,16 @@ class RerunRequest:
                 "behavior": self.behavior, "role": self.role}
 
 
-def _text(raw: dict[str, Any], name: str) -> str | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadOptionError(f"{name} must be text, not {value!r}.")
-    return value.strip() or None
-
-
 def check_rerun_options(raw: dict[str, Any]) -> RerunRequest:
-    cluster = _text(raw, "cluster_name")
-    if not cluster:
-        raise BadOptionError("cluster_name is required.")
-    table_text = _text(raw, "table_name")
-    if not table_text:
-        raise BadOptionError("table_name is required, written as schema.table.")
-    diff_file = _text(raw, "diff_file")
-    if not diff_file:
-        raise BadOptionError("diff_file is required: the path of a diff file from table-diff.")
-    behavior = (_text(raw, "behavior") or "multiprocessing").lower()
+    cluster, table_text, diff_file = required_target(raw)
+    behavior = (text_option(raw, "behavior") or "multiprocessing").lower()
     if behavior not in BEHAVIORS:
         raise BadOptionError(f"behavior must be multiprocessing or hostdb, not "
                              f"{raw.get('behavior')!r}.")
     return RerunRequest(cluster_name=cluster, table=parse_table_name(table_text),
-                        diff_file=diff_file, dbname=_text(raw, "dbname"),
+                        diff_file=diff_file, dbname=text_option(raw, "dbname"),
                         quiet=parse_bool("quiet", raw.get("quiet", False)), behavior=behavior,
-                        role=_text(raw, "role"))
+                        role=text_option(raw, "role"))
 
 
 def load_rerun_inputs(raw: dict[str, Any],

@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task
 
 from ace_shared.errors import AceError
+from ace_shared.taskstore import TaskStore
 
 from . import runtime
 
@@ -44,6 +45,14 @@ class AceTask(Task):
             raise fail_job(job_id, AceError(
                 f"Task {self.request.id} was started {count} times and its worker died each "
                 "time; giving up. Check the workers' logs and memory limits."))
+
+    def start_job(self) -> tuple[str, TaskStore]:
+        """Begin a top-level task: its id is the job's; count this delivery; mark it RUNNING."""
+        job_id = self.request.id
+        store = runtime.store()
+        self.check_redeliveries(job_id)
+        store.mark_running(job_id)
+        return job_id, store
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Show progress in the result backend (Flower's task view) and as an event."""

@@ -61,7 +61,7 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
 
 def follow(task_id: str, settings: Settings,
            on_progress: Callable[[int, int], None] | None = None,
-           poll_seconds: float = 0.5, timeout: float | None = None) -> TaskRecord:
+           poll_seconds: float = 0.2, timeout: float | None = None) -> TaskRecord:
     """Wait for a task to finish, reporting progress; return its final record."""
     store = TaskStore.from_settings(settings)
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -36,6 +36,7 @@ from .counters import RedisPartCounter
 
 MERGE_WAIT_SECONDS = 120
 PROGRESS_EVERY_SECONDS = 0.5
+_last_report = [0.0]  # when this worker process last reported progress
 
 
 def plan_path(work_dir: str) -> Path:
@@ -45,10 +46,7 @@ def plan_path(work_dir: str) -> Path:
 @app.task(name="ace.table_diff", bind=True, base=AceTask)
 def table_diff(self: AceTask, request: dict[str, Any]) -> dict[str, Any]:
     """Check and plan one diff, then hand its ranges to the fleet as a chord."""
-    job_id = self.request.id
-    store = runtime.store()
-    self.check_redeliveries(job_id)
-    store.mark_running(job_id)
+    job_id, store = self.start_job()
     started = datetime.now(timezone.utc).isoformat()
     try:
         req = validate_diff_request(request, runtime.settings())
@@ -85,13 +83,13 @@ def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> 
     budget = DiffBudget(RedisPartCounter(client, f"budget:{job_id}"), spec.max_diffs)
     progress = RedisPartCounter(client, f"progress:{job_id}")
     total_ranges = record.progress_total if record and record.progress_total else 0
-    last = [0.0]
 
     def on_range_done(part: str, done_in_part: int) -> None:
         done = progress.record(part, done_in_part)
         now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY_SECONDS or done == total_ranges:
-            last[0] = now
+        # at most one store write and event per process per interval, however small the tasks
+        if now - _last_report[0] >= PROGRESS_EVERY_SECONDS or done == total_ranges:
+            _last_report[0] = now
             runtime.store().set_progress(job_id, done)
             self.progress(done, total_ranges, job_id=job_id)
 
@@ -103,7 +101,6 @@ def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> 
         raise fail_job(job_id, exc) from exc
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
-    runtime.store().set_progress(job_id, progress.total())
     return result.to_dict()
 
 

@@ -37,10 +37,7 @@ def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
 @app.task(name="ace.table_repair", bind=True, base=AceTask)
 def table_repair(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
     """Repair one table from a diff file, each node in one transaction."""
-    job_id = self.request.id
-    store = runtime.store()
-    self.check_redeliveries(job_id)
-    store.mark_running(job_id)
+    job_id, store = self.start_job()
 
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
@@ -57,11 +54,8 @@ def table_repair(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
 @app.task(name="ace.table_rerun", bind=True, base=AceTask)
 def table_rerun(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
     """Re-check the keys of a diff file: a chord of key batches, or one hostdb pass."""
-    job_id = self.request.id
-    store = runtime.store()
+    job_id, store = self.start_job()
     settings = runtime.settings()
-    self.check_redeliveries(job_id)
-    store.mark_running(job_id)
     try:
         if str(options.get("behavior") or "multiprocessing") == "hostdb":
             path, summary = run_table_rerun(options, settings, job_id)
