@@ -21,7 +21,7 @@ from psycopg2 import sql
 
 from .cluster import Cluster, Node
 from .config import Settings
-from .errors import NodeUnreachableError, PermissionDeniedError
+from .errors import AceError, NodeUnreachableError, PermissionDeniedError
 
 PINNED_SETTINGS: dict[str, str] = {
     "DateStyle": "ISO, YMD",
@@ -178,12 +178,28 @@ class ConnectionCache:
                 conn.close()
 
 
+def is_connection_lost(exc: BaseException) -> bool:
+    """True for a lost or refused connection, or a server shutting down.
+
+    psycopg2 also files statement timeouts, deadlocks, lock timeouts and a full
+    disk under OperationalError; those carry a SQLSTATE and are query errors.
+    """
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg2.OperationalError):
+        return False
+    code = getattr(exc, "pgcode", None)
+    return code is None or code.startswith(("08", "57P"))
+
+
 @contextmanager
 def node_errors(node: str) -> Iterator[None]:
     """Turn a lost connection into an error that names the node."""
     try:
         yield
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        if not is_connection_lost(exc):
+            raise AceError(f"A query failed on node {node}: {_clean_detail(exc)}.") from exc
         raise NodeUnreachableError(node, _clean_detail(exc)) from exc
     except psycopg2.errors.InsufficientPrivilege as exc:
         raise PermissionDeniedError(

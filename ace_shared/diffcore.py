@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,7 @@ def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
     differ = RangeDiffer(spec, sessions)
     part = str(ranges[0].index)
     final = partial_path(spec.work_dir, ranges[0].index)
-    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+    tmp = final.with_name(final.name + f".{socket.gethostname()}.{os.getpid()}.tmp")
     done = rows_checked = found = 0
     stopped = False
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -224,7 +225,7 @@ def batch_result_path(partial: str | Path) -> Path:
 def write_batch_result(result: BatchResult) -> None:
     """Record a finished batch beside its partial file, so a reducer can find every part."""
     path = batch_result_path(result.partial_path)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp = path.with_name(path.name + f".{socket.gethostname()}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result.to_dict()))
     os.replace(tmp, path)
 

@@ -123,6 +123,11 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
     return plan_ranges(cuts, parts, SUBRANGES), estimate
 
 
+def work_dir_for(settings: Settings, task_id: str) -> Path:
+    """The folder of a job's plan and partial files (in the shared output directory)."""
+    return Path(settings.output_dir) / "work" / task_id
+
+
 def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
                  sessions: NodeSessions | None = None) -> DiffPlan:
     """Check nodes and table, then plan the ranges; nothing is written but the work folder."""
@@ -139,7 +144,7 @@ def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
     finally:
         if own:
             sessions.close()
-    work_dir = Path(settings.output_dir) / "work" / task_id
+    work_dir = work_dir_for(settings, task_id)
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

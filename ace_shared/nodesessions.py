@@ -15,7 +15,7 @@ from typing import TypeVar
 import psycopg2
 from psycopg2.extensions import cursor
 
-from .connection import ConnectionCache, NodeTarget, node_errors
+from .connection import ConnectionCache, NodeTarget, is_connection_lost, node_errors
 from .errors import AceError, FilterError
 
 T = TypeVar("T")
@@ -46,7 +46,10 @@ class NodeSessions:
                         result = fn(cur)
                     conn.rollback()
                     return result
-                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                    if not is_connection_lost(exc):
+                        conn.rollback()
+                        raise _query_error(node, exc) from exc
                     self._cache.discard(target)
                     if reused and attempt == 1:
                         continue  # the node restarted since; every query here only reads

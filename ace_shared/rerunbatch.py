@@ -12,6 +12,7 @@ returns a small dict.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from .diffcore import (
@@ -30,7 +31,7 @@ def write_partial(spec: DiffSpec, index: int, records: list[DiffRecord] | Any,
                   keys_checked: int) -> BatchResult:
     """Write differing records as part ``index`` of the job, and its batch record."""
     final = partial_path(spec.work_dir, index)
-    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+    tmp = final.with_name(final.name + f".{socket.gethostname()}.{os.getpid()}.tmp")
     found = 0
     with open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:

@@ -129,7 +129,8 @@ def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
     cuts, in the column's own collation); a composite key by comparing row values.
     """
     params: list[object] = []
-    if len(shape.key) == 1:
+    # width_bucket takes an element and an array of them: not for a key that is itself an array
+    if len(shape.key) == 1 and not shape.key_columns[0].base_type.startswith("_"):
         col = shape.key_columns[0]
         operand = _col(col)
         if col.collation_sql:

@@ -162,13 +162,15 @@ class TaskStore:
                 options=json.dumps(options or {}, default=str),
             ))
 
-    def mark_running(self, task_id: str, progress_total: int | None = None) -> None:
+    def mark_running(self, task_id: str, progress_total: int | None = None) -> bool:
+        """Mark a PENDING (or restarted RUNNING) task RUNNING; False once it has finished."""
         values: dict[str, Any] = {"status": RUNNING, "started_at": _now()}
         if progress_total is not None:
             values["progress_total"] = progress_total
         with self.engine.begin() as conn:
-            conn.execute(update(tasks).where(tasks.c.task_id == task_id)
-                         .where(tasks.c.status.in_((PENDING, RUNNING))).values(**values))
+            result = conn.execute(update(tasks).where(tasks.c.task_id == task_id)
+                                  .where(tasks.c.status.in_((PENDING, RUNNING))).values(**values))
+        return bool(result.rowcount)
 
     def set_total(self, task_id: str, total: int) -> None:
         with self.engine.begin() as conn:

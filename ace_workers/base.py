@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from ace_shared.errors import AceError
 from ace_shared.taskstore import TaskStore
@@ -50,9 +51,21 @@ class AceTask(Task):
         """Begin a top-level task: its id is the job's; count this delivery; mark it RUNNING."""
         job_id = self.request.id
         store = runtime.store()
+        if store.get(job_id) is not None and not store.mark_running(job_id):
+            # finished already: a redelivery after the worker died before acknowledging
+            raise Ignore()
         self.check_redeliveries(job_id)
-        store.mark_running(job_id)
         return job_id, store
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        """Any failure (a time limit, a full disk, retries run out) fails the job it belongs to.
+
+        Every ACE task id starts with its job's id (``td_...``, ``td_....b000042``).
+        """
+        message = exc.message if isinstance(exc, AceTaskFailed) else (
+            f"Task {task_id} failed: {exc!r}. See the workers' logs.")
+        runtime.store().fail(task_id.split(".", 1)[0], message)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Show progress in the result backend (Flower's task view) and as an event."""

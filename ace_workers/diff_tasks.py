@@ -23,11 +23,11 @@ from celery import chord, group
 from ace_shared.budget import DiffBudget
 from ace_shared.diffcore import diff_batch, read_batch_result
 from ace_shared.diffmerge import merge_diff
-from ace_shared.diffplan import prepare_diff
+from ace_shared.diffplan import prepare_diff, work_dir_for
 from ace_shared.diffspec import DiffSpec, validate_diff_request
 from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.ranges import KeyRange, batches
-from ace_shared.taskstore import FAILED
+from ace_shared.taskstore import COMPLETED, FAILED
 
 from . import runtime
 from .app import app
@@ -47,27 +47,36 @@ def plan_path(work_dir: str) -> Path:
 def table_diff(self: AceTask, request: dict[str, Any]) -> dict[str, Any]:
     """Check and plan one diff, then hand its ranges to the fleet as a chord."""
     job_id, store = self.start_job()
-    started = datetime.now(timezone.utc).isoformat()
-    try:
-        req = validate_diff_request(request, runtime.settings())
-        plan = prepare_diff(req, runtime.settings(), job_id)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
-    groups = batches(plan.ranges, req.batch_size)
-    store.set_total(job_id, len(plan.ranges))
-    spec = plan.spec.to_dict()
-    meta = {"max_cpu_ratio": req.max_cpu_ratio, "executor": "fleet", "output": req.output,
-            "started_at": started, "ranges_total": len(plan.ranges),
-            "batch_firsts": [g[0].index for g in groups]}
-    plan_path(plan.spec.work_dir).write_text(json.dumps({"spec": spec, "meta": meta}))
+    settings = runtime.settings()
+    existing = plan_path(str(work_dir_for(settings, job_id)))
+    if existing.is_file():
+        # redelivered after its worker died: launch the same plan again, never a new one
+        saved = json.loads(existing.read_text())
+        spec, meta, work = saved["spec"], saved["meta"], saved["batches"]
+    else:
+        started = datetime.now(timezone.utc).isoformat()
+        try:
+            req = validate_diff_request(request, settings)
+            plan = prepare_diff(req, settings, job_id)
+        except AceError as exc:
+            raise fail_job(job_id, exc) from exc
+        groups = batches(plan.ranges, req.batch_size)
+        store.set_total(job_id, len(plan.ranges))
+        spec = plan.spec.to_dict()
+        meta = {"max_cpu_ratio": req.max_cpu_ratio, "executor": "fleet", "output": req.output,
+                "started_at": started, "ranges_total": len(plan.ranges),
+                "batch_firsts": [g[0].index for g in groups]}
+        work = [[r.to_json() for r in g] for g in groups]
+        tmp = existing.with_name(existing.name + ".tmp")
+        tmp.write_text(json.dumps({"spec": spec, "meta": meta, "batches": work}))
+        tmp.replace(existing)
     header = group(
-        diff_ranges.si(spec, [r.to_json() for r in g]).set(task_id=f"{job_id}.b{g[0].index:06d}")
-        for g in groups
+        diff_ranges.si(spec, g).set(task_id=f"{job_id}.b{g[0][0]:06d}") for g in work
     )
-    body = merge_diff_task.si(plan.spec.work_dir).set(task_id=f"{job_id}.merge")
-    body.link_error(diff_failed.si(plan.spec.work_dir, job_id))
+    body = merge_diff_task.si(spec["work_dir"]).set(task_id=f"{job_id}.merge")
+    body.link_error(diff_failed.si(spec["work_dir"], job_id))
     chord(header)(body)
-    return {"task_id": job_id, "ranges": len(plan.ranges), "batches": len(groups)}
+    return {"task_id": job_id, "ranges": meta["ranges_total"], "batches": len(work)}
 
 
 @app.task(name="ace.diff_ranges", bind=True, base=AceTask)
@@ -113,7 +122,7 @@ def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     job_id = spec.task_id
     store = runtime.store()
     record = store.get(job_id)
-    if record is not None and record.status == FAILED:
+    if record is not None and record.status in (COMPLETED, FAILED):
         shutil.rmtree(work_dir, ignore_errors=True)
         return {"skipped": True}
     results = [read_batch_result(work_dir, first) for first in meta["batch_firsts"]]

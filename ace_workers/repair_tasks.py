@@ -22,11 +22,12 @@ from ace_shared.repairrun import run_table_repair
 from ace_shared.rerunbatch import rerun_batch
 from ace_shared.rerunplan import plan_path
 from ace_shared.rerunrun import finish_rerun, plan_rerun, run_table_rerun
-from ace_shared.taskstore import FAILED
+from ace_shared.taskstore import COMPLETED, FAILED
 
 from . import runtime
 from .app import app
 from .base import AceTask, fail_job
+from .diff_tasks import diff_failed
 
 
 def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def table_rerun(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
     header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=f"{job_id}.k{i:06d}")
                    for i in plan["parts"])
     body = merge_rerun.si(plan["work_dir"]).set(task_id=f"{job_id}.merge")
+    body.link_error(diff_failed.si(plan["work_dir"], job_id))
     chord(header)(body)
     return {"task_id": job_id, "batches": len(plan["parts"])}
 
@@ -98,7 +100,7 @@ def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
     job_id = plan["spec"]["task_id"]
     store = runtime.store()
     record = store.get(job_id)
-    if record is not None and record.status == FAILED:
+    if record is not None and record.status in (COMPLETED, FAILED):
         shutil.rmtree(work_dir, ignore_errors=True)
         return {"skipped": True}
     if any(read_batch_result(work_dir, i) is None for i in plan["meta"]["parts"]):

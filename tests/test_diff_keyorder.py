@@ -125,3 +125,21 @@ def test_equal_keys_spelt_differently_are_one_differing_row(
     assert pair_rows(diff, "n1/n2", "n2") == [{"k": n2_key, "v": "v"}]
     assert "n1/n3" not in diff["diffs"]
     assert diff["summary"]["diff_rows"] == 1
+
+
+def test_a_table_keyed_by_an_array_is_diffed_range_by_range(pg_cluster):  # type: ignore[no-untyped-def]
+    import psycopg2
+    for i in range(3):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS td_arraykey")
+            cur.execute("CREATE TABLE td_arraykey (k int[] PRIMARY KEY, v text)")
+            cur.execute("INSERT INTO td_arraykey SELECT ARRAY[g / 100, g % 100], 'v' || g "
+                        "FROM generate_series(1, 5000) g")
+            if i == 1:
+                cur.execute("UPDATE td_arraykey SET v = 'changed' WHERE k = ARRAY[30, 7]")
+        conn.close()
+    result = table_diff("public.td_arraykey", "--block-rows=1000")
+    assert result.code == 1, result.stdout + result.stderr
+    doc = result.diff()
+    assert doc["summary"]["diff_rows_by_pair"] == {"n1/n2": 1, "n2/n3": 1}
+    assert doc["diffs"]["n1/n2"]["n2"] == [{"k": "{30,7}", "v": "changed"}]

@@ -260,3 +260,27 @@ def test_repair_and_rerun_run_on_the_fleet_from_the_cli(fleet, pg_cluster):
         assert "4 resolved, 0 still differ" in rerun.stdout
     again = fleet.ace("table-diff", "testclus", "public.fl_rep")
     assert again.returncode == 0, again.stdout
+
+
+def test_a_finished_job_delivered_again_changes_nothing(fleet, items):
+    res = fleet.ace("table-diff", "testclus", items, "--no-wait")
+    task_id = res.stdout.strip().splitlines()[-1]
+    first = _wait_done(fleet, task_id, 60)
+    assert first.status == COMPLETED
+    diff_dir = Path(first.result["diff_file"]).parent
+    files_before = sorted(diff_dir.iterdir())
+    # the very same message again, as a broker redelivers it when an ack was lost
+    resend = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from ace_workers.app import app; "
+         "app.send_task('ace.table_diff', args=[json.loads(sys.argv[2])], task_id=sys.argv[1])",
+         task_id, json.dumps(first.options)],
+        env=fleet.env, capture_output=True, text=True, timeout=60)
+    assert resend.returncode == 0, resend.stderr
+    received = f"ace.table_diff[{task_id}] received"
+    wait_for(lambda: sum(fleet.log(n).count(received) for n in fleet.names) >= 2, 30,
+             "the redelivered task to be taken")
+    time.sleep(2)
+    again = _store(fleet).get(task_id)
+    assert again is not None and again.status == COMPLETED
+    assert again.finished_at == first.finished_at and again.result == first.result
+    assert sorted(diff_dir.iterdir()) == files_before
