@@ -34,7 +34,7 @@ PINNED_SETTINGS: dict[str, str] = {
     # the table-filter guard reads '...' strings by these rules
     "standard_conforming_strings": "on",
     # regclass, regtype and friends print relative to the search path
-    "search_path": "pg_catalog, public",
+    "search_path": "public",  # pg_catalog is searched first implicitly; creates land in public
     "application_name": "ace",
 }
 
