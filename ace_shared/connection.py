@@ -39,10 +39,10 @@ PINNED_SETTINGS: dict[str, str] = {
 }
 
 
-def _startup_options(extra: dict[str, str]) -> str:
+def startup_options(extra: dict[str, str] | None = None) -> str:
     """Render settings as libpq ``options`` (``-c name=value``), escaping spaces."""
     parts = []
-    for name, value in {**PINNED_SETTINGS, **extra}.items():
+    for name, value in {**PINNED_SETTINGS, **(extra or {})}.items():
         escaped = value.replace("\\", "\\\\").replace(" ", "\\ ")
         parts.append(f"-c {name}={escaped}")
     return " ".join(parts)
@@ -72,7 +72,7 @@ class NodeTarget:
             extra["statement_timeout"] = str(self.statement_timeout_ms)
         kw: dict[str, object] = {
             "host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
-            "connect_timeout": self.connect_timeout, "options": _startup_options(extra),
+            "connect_timeout": self.connect_timeout, "options": startup_options(extra),
             "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
             "keepalives_count": 3,
         }

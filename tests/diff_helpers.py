@@ -104,9 +104,8 @@ def query(dsn: str, text: str, params: Sequence[Any] = (), *, pinned: bool = Fal
     """Rows of a query on one node; ``pinned`` uses ACE's output settings (UTC, ISO, ...)."""
     options = {}
     if pinned:
-        from ace_shared.connection import PINNED_SETTINGS
-        options["options"] = " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}"
-                                      for k, v in PINNED_SETTINGS.items())
+        from ace_shared.connection import startup_options
+        options["options"] = startup_options()
     conn = psycopg2.connect(dsn, **options)
     try:
         with conn.cursor() as cur:

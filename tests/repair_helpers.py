@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from ace_api.cli import main
 from ace_shared.config import load_settings
-from ace_shared.connection import PINNED_SETTINGS
+from ace_shared.connection import startup_options
 from ace_shared.diffspec import validate_diff_request
 from ace_shared.localrun import run_table_diff
 from ace_shared.repairrun import run_table_repair
@@ -32,10 +32,6 @@ from ace_shared.taskids import new_task_id
 
 CLUSTER = "testclus"
 NODES = ("n1", "n2", "n3")
-
-
-def _pinned_options() -> str:
-    return " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}" for k, v in PINNED_SETTINGS.items())
 
 
 class Nodes:
@@ -67,7 +63,7 @@ class Nodes:
 
     def query(self, node: str, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query under ACE's pinned output settings."""
-        conn = psycopg2.connect(self.dsn(node), options=_pinned_options())
+        conn = psycopg2.connect(self.dsn(node), options=startup_options())
         try:
             with conn.cursor() as cur:
                 cur.execute(text, params)

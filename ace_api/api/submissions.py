@@ -69,27 +69,28 @@ def submit_diff(params: dict[str, Any], identity: str, settings: Settings) -> di
                     cluster_name=request.cluster_name, table_name=request.table.display)
 
 
+def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any],
+                           identity: str, settings: Settings) -> dict[str, str]:
+    """Queue a repair or rerun of a diff file confined to the output directory."""
+    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    diff_file = resolve_diff_file(params["diff_file"], settings,
+                                  TaskStore.from_settings(settings))
+    request = validate({**params, "diff_file": diff_file, "role": identity}, settings)
+    return _enqueue(task_type, _options(request), identity, settings,
+                    cluster_name=request.cluster_name, table_name=request.table.display)
+
+
 def submit_repair(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
     """Queue a table-repair of a diff file from the output directory."""
     from ace_shared.repairrequest import validate_repair_request
 
-    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
-    diff_file = resolve_diff_file(params["diff_file"], settings,
-                                  TaskStore.from_settings(settings))
-    request = validate_repair_request({**params, "diff_file": diff_file, "role": identity},
-                                      settings)
-    return _enqueue("table-repair", _options(request), identity, settings,
-                    cluster_name=request.cluster_name, table_name=request.table.display)
+    return _submit_from_diff_file("table-repair", validate_repair_request, params, identity,
+                                  settings)
 
 
 def submit_rerun(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
     """Queue a table-rerun of a diff file from the output directory."""
     from ace_shared.rerunrequest import validate_rerun_request
 
-    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
-    diff_file = resolve_diff_file(params["diff_file"], settings,
-                                  TaskStore.from_settings(settings))
-    request = validate_rerun_request({**params, "diff_file": diff_file, "role": identity},
-                                     settings)
-    return _enqueue("table-rerun", _options(request), identity, settings,
-                    cluster_name=request.cluster_name, table_name=request.table.display)
+    return _submit_from_diff_file("table-rerun", validate_rerun_request, params, identity,
+                                  settings)
