@@ -28,7 +28,7 @@ class Settings:
     BLOCK_ROWS_MIN: int = 1000
     BLOCK_ROWS_MAX: int = 100000
     MAX_CPU_RATIO_DEFAULT: float = 0.6
-    BATCH_SIZE_DEFAULT: int = 1
+    BATCH_SIZE_DEFAULT: int = 0  # 0: automatic (see DiffRequest.batch_size)
     BATCH_SIZE_MIN: int = 1
     BATCH_SIZE_MAX: int = 100000
     MAX_ALLOWED_DIFFS: int = 10000
@@ -42,6 +42,7 @@ class Settings:
     TASK_TIME_LIMIT: int = 6 * 3600
     RESULT_EXPIRES: int = 24 * 3600
     MAX_REDELIVERIES: int = 3
+    TASKS_PER_WORKER_PROCESS: int = 4  # a diff without --batch-size, on a fleet
     # connections
     CONNECT_TIMEOUT: int = 10
     STATEMENT_TIMEOUT_MS: int = 0

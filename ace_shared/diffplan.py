@@ -155,7 +155,7 @@ def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
     spec = DiffSpec(
         task_id=task_id, cluster_name=request.cluster_name, dbname=dbname,
         nodes=tuple(t.node for t in targets), shape=shape, table_filter=request.table_filter,
-        block_rows=request.block_rows, batch_size=request.batch_size,
+        block_rows=request.block_rows, batch_size=request.batch_size or 1,
         max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work_dir),
     )
     return DiffPlan(spec, ranges, estimate)

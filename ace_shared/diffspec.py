@@ -93,7 +93,9 @@ class DiffRequest:
     max_cpu_ratio: float = 0.6
     output: str = "json"
     nodes: str = "all"
-    batch_size: int = 1
+    # ranges per task; 0 lets ACE choose: 1 in this process, on a fleet a few tasks per
+    # worker process (ace_shared.ranges.auto_batch_size)
+    batch_size: int = 0
     quiet: bool = False
     table_filter: str | None = None
     role: str | None = None
@@ -102,6 +104,8 @@ class DiffRequest:
         d = asdict(self)
         d["table_name"] = self.table.display
         del d["table"]
+        if not self.batch_size:
+            d["batch_size"] = None  # automatic, decided where the work runs
         return d
 
 

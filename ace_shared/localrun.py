@@ -42,7 +42,7 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
     sessions = NodeSessions(targets, threads_per_node=size)
     try:
         plan = prepare_diff(request, settings, task_id, sessions=sessions)
-        groups = batches(plan.ranges, request.batch_size)
+        groups = batches(plan.ranges, plan.spec.batch_size)
         total = len(plan.ranges)
         counter = LocalPartCounter()
         if progress:

@@ -135,6 +135,41 @@ def batches(ranges: Sequence[KeyRange], batch_size: int) -> list[list[KeyRange]]
     return [list(ranges[i:i + size]) for i in range(0, len(ranges), size)]
 
 
+TASKS_PER_SLOT = 4
+"""Automatic batching aims at this many tasks for each worker process of the fleet.
+
+One task per range costs a broker round trip, a result write and task events for
+every few thousand rows, which on a busy fleet is a fifth of the work; one task
+per worker process leaves the whole fleet waiting for the slowest. A few tasks
+each keep the per-task cost small while a slow worker's last task stays short.
+"""
+
+
+def auto_task_count(range_count: int, slots: int, tasks_per_slot: int = TASKS_PER_SLOT) -> int:
+    """How many tasks to cut ``range_count`` ranges into for ``slots`` worker processes.
+
+    A multiple of ``slots`` (each process gets the same number of tasks, so none waits
+    on a last odd one), or one task per range when there are fewer ranges than that.
+    With no known worker processes (``slots`` <= 0), one task per range.
+    """
+    if slots <= 0:
+        return max(1, range_count)
+    return max(1, min(range_count, slots * max(1, tasks_per_slot)))
+
+
+def split_evenly(ranges: Sequence[KeyRange], parts: int) -> list[list[KeyRange]]:
+    """Consecutive groups of ``ranges``, ``parts`` of them, whose sizes differ by one at most."""
+    count = max(1, min(parts, len(ranges)))
+    size, extra = divmod(len(ranges), count)
+    out: list[list[KeyRange]] = []
+    start = 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append(list(ranges[start:end]))
+        start = end
+    return [g for g in out if g]
+
+
 def range_count_for(estimated_rows: float, block_rows: int) -> int:
     """How many ranges a table of ``estimated_rows`` needs at ``block_rows`` per range."""
     if estimated_rows <= block_rows:

@@ -9,6 +9,7 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,7 +136,13 @@ class TaskStore:
 
     _engines: dict[str, Engine] = {}
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, on_finish: Callable[[str], None] | None = None) -> None:
+        """``on_finish(task_id)`` is called after a task's outcome is recorded (first one only).
+
+        The store stays the one record of outcomes; the hook only lets whoever waits
+        on a task hear of it at once (the fleet rings a Redis doorbell).
+        """
+        self._on_finish = on_finish
         engine = self._engines.get(url)
         if engine is None:
             if url.startswith("sqlite"):
@@ -148,8 +155,9 @@ class TaskStore:
         self.engine = engine
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TaskStore:
-        return cls(default_database_url(settings))
+    def from_settings(cls, settings: Settings,
+                      on_finish: Callable[[str], None] | None = None) -> TaskStore:
+        return cls(default_database_url(settings), on_finish)
 
     def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
                table_name: str | None, requested_by: str | None,
@@ -208,6 +216,8 @@ class TaskStore:
                 result=json.dumps(result, default=str) if result is not None else None,
                 error=error,
             ))
+        if self._on_finish is not None:
+            self._on_finish(task_id)
         return True
 
     def complete(self, task_id: str, result: dict[str, Any]) -> bool:

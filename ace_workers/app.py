@@ -16,6 +16,8 @@ from celery import Celery
 
 from ace_shared.config import load_settings
 
+from .slots import SlotHeartbeat
+
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 QUEUE = "ace"
 
@@ -63,6 +65,7 @@ def make_app() -> Celery:
         timezone="UTC",
         enable_utc=True,
     )
+    app.steps["worker"].add(SlotHeartbeat)
     return app
 
 

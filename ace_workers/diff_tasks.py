@@ -26,13 +26,14 @@ from ace_shared.diffmerge import merge_diff
 from ace_shared.diffplan import prepare_diff, work_dir_for
 from ace_shared.diffspec import DiffSpec, validate_diff_request
 from ace_shared.errors import AceError, NodeUnreachableError
-from ace_shared.ranges import KeyRange, batches
+from ace_shared.ranges import KeyRange, auto_task_count, batches, split_evenly
 from ace_shared.taskstore import COMPLETED, FAILED
 
 from . import runtime
 from .app import app
 from .base import AceTask, AceTaskFailed, fail_job
 from .counters import RedisPartCounter
+from .slots import live_slots
 
 MERGE_WAIT_SECONDS = 120
 PROGRESS_EVERY_SECONDS = 0.5
@@ -60,9 +61,14 @@ def table_diff(self: AceTask, request: dict[str, Any]) -> dict[str, Any]:
             plan = prepare_diff(req, settings, job_id)
         except AceError as exc:
             raise fail_job(job_id, exc) from exc
-        groups = batches(plan.ranges, req.batch_size)
+        if req.batch_size:
+            groups = batches(plan.ranges, req.batch_size)
+        else:
+            slots = live_slots(runtime.redis())
+            groups = split_evenly(plan.ranges, auto_task_count(
+                len(plan.ranges), slots, settings.TASKS_PER_WORKER_PROCESS))
         store.set_total(job_id, len(plan.ranges))
-        spec = plan.spec.to_dict()
+        spec = {**plan.spec.to_dict(), "batch_size": max(len(g) for g in groups)}
         meta = {"max_cpu_ratio": req.max_cpu_ratio, "executor": "fleet", "output": req.output,
                 "started_at": started, "ranges_total": len(plan.ranges),
                 "batch_firsts": [g[0].index for g in groups]}

@@ -8,6 +8,7 @@ hashing a small range) and dropped when a node fails.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -17,8 +18,11 @@ from ace_shared.diffspec import DiffSpec
 from ace_shared.nodesessions import NodeSessions
 from ace_shared.taskstore import TaskStore
 
+from . import finished
 from .app import DEFAULT_BROKER
 from .counters import redis_client
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _settings: Settings | None = None
@@ -33,7 +37,15 @@ def settings() -> Settings:
 
 
 def store() -> TaskStore:
-    return TaskStore.from_settings(settings())
+    """The task store; recording an outcome also rings the job's doorbell."""
+    return TaskStore.from_settings(settings(), on_finish=_ring)
+
+
+def _ring(job_id: str) -> None:
+    try:
+        finished.ring(redis(), job_id)
+    except Exception as exc:  # the outcome is stored; a follower finds it by polling
+        log.warning("could not announce the end of %s in Redis: %s", job_id, exc)
 
 
 def redis() -> Any:

@@ -37,7 +37,7 @@ def test_defaults_match_the_documented_ones() -> None:
     s = load_settings(environ={})
     assert (s.BLOCK_ROWS_DEFAULT, s.BLOCK_ROWS_MIN, s.BLOCK_ROWS_MAX) == (10000, 1000, 100000)
     assert s.MAX_CPU_RATIO_DEFAULT == 0.6
-    assert s.BATCH_SIZE_DEFAULT == 1
+    assert s.BATCH_SIZE_DEFAULT == 0  # automatic
     assert s == Settings()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis
 from fleet_helpers import Fleet, wait_for
 
 from ace_shared.taskstore import COMPLETED, FAILED, RUNNING, TaskStore
@@ -90,6 +91,34 @@ def test_fleet_diff_spreads_over_both_workers_and_equals_in_process(fleet, items
     for key in ("diff_rows", "diff_rows_by_pair", "total_rows_checked", "ranges_total"):
         assert fleet_doc["summary"][key] == local_doc["summary"][key], key
     assert fleet_doc["summary"]["diff_rows_by_pair"]["n1/n2"] == 7
+
+
+def _subtasks_of(fl: Fleet, stderr: str) -> int:
+    """How many ``ace.diff_ranges`` tasks the job the CLI submitted ran, from the workers' logs."""
+    match = re.search(r"Submitted (td_\S+)", stderr)
+    assert match, stderr
+    pattern = re.compile(rf"ace\.diff_ranges\[{match.group(1)}\.b\d+\] succeeded")
+    return len({m.group(0) for n in fl.names for m in pattern.finditer(fl.log(n))})
+
+
+def test_without_batch_size_every_worker_process_gets_four_tasks(fleet, items):
+    client = redis.Redis.from_url(fleet.env["ACE_BROKER_URL"])
+    pools = {k.decode().split("@")[0]: json.loads(v)["slots"]
+             for k, v in client.hgetall("ace:worker_slots").items()}
+    assert pools == {n: fleet.concurrency for n in fleet.names}
+    slots = fleet.concurrency * len(fleet.names)
+
+    res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
+    assert res.returncode == 1, res.stderr
+    summary = json.loads(_diff_file(res.stdout).read_text())["summary"]
+    assert summary["ranges_total"] > 4 * slots  # enough ranges for the rule to apply
+    assert _subtasks_of(fleet, res.stderr) == 4 * slots
+    assert summary["batch_size"] == -(-summary["ranges_total"] // (4 * slots))
+
+    # an explicit --batch-size is obeyed as given
+    res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000", "--batch-size=10")
+    assert res.returncode == 1, res.stderr
+    assert _subtasks_of(fleet, res.stderr) == -(-summary["ranges_total"] // 10)
 
 
 def test_task_store_follows_a_task_through_its_life(fleet, items):

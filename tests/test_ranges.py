@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ace_shared.ranges import (
     KeyRange,
+    auto_task_count,
     batches,
     dedupe_sorted,
     pick_boundaries,
@@ -20,6 +21,7 @@ from ace_shared.ranges import (
     range_count_for,
     ranges_from_boundaries,
     sorted_everywhere,
+    split_evenly,
     split_range,
 )
 
@@ -114,6 +116,31 @@ def test_batches_keep_every_range_once_in_order(items: list[int], size: int) -> 
     groups = batches(ranges, size)
     assert [r for g in groups for r in g] == ranges
     assert all(1 <= len(g) <= max(1, size) for g in groups)
+
+
+@given(st.integers(min_value=0, max_value=5000), st.integers(min_value=0, max_value=64),
+       st.integers(min_value=1, max_value=16))
+def test_automatic_tasks_give_every_worker_process_the_same_share(
+        ranges: int, slots: int, per_slot: int) -> None:
+    tasks = auto_task_count(ranges, slots, per_slot)
+    groups = split_evenly([KeyRange(i, None, None) for i in range(ranges)], tasks)
+    assert [r.index for g in groups for r in g] == list(range(ranges))  # each once, in order
+    sizes = [len(g) for g in groups]
+    if ranges:
+        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+        # every process gets work, and as many tasks as every other, when there is enough
+        assert len(groups) >= min(ranges, max(slots, 1))
+        if slots and ranges >= slots * per_slot:
+            assert len(groups) == slots * per_slot
+    else:
+        assert groups == []
+
+
+def test_automatic_tasks_without_known_workers_are_single_ranges() -> None:
+    assert auto_task_count(101, 0) == 101
+    assert auto_task_count(101, 4) == 16
+    assert [len(g) for g in split_evenly([KeyRange(i, None, None) for i in range(10)], 4)] \
+        == [3, 3, 2, 2]
 
 
 @given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=1000, max_value=100000))

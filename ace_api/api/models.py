@@ -69,8 +69,8 @@ def build_models(ns: Namespace, settings: Settings) -> ApiModels:
         "nodes": fields.String(default="all",
                                description="'all' or a comma-separated list of node names."),
         "batch_size": fields.Integer(
-            default=settings.BATCH_SIZE_DEFAULT, min=settings.BATCH_SIZE_MIN,
-            max=settings.BATCH_SIZE_MAX, description="Blocks per worker task."),
+            min=settings.BATCH_SIZE_MIN, max=settings.BATCH_SIZE_MAX,
+            description="Blocks per worker task (default: chosen for the fleet's size)."),
         "table_filter": fields.String(
             description="SQL WHERE condition restricting the rows compared (runs read-only)."),
         "quiet": _flag("Suppress non-essential output"),

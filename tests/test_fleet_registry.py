@@ -1,0 +1,77 @@
+"""What the workers tell each other through Redis: their pool sizes and finished jobs.
+
+Both talk to Redis directly, so fakeredis drives them here; the fleet tests show
+them between real processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import fakeredis
+
+from ace_shared.taskstore import TaskStore
+from ace_workers import finished
+from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
+
+
+def test_live_slots_add_up_every_worker_seen_lately() -> None:
+    client = fakeredis.FakeRedis()
+    assert live_slots(client) == 0
+    announce(client, "w1@a", 4, now=1000.0)
+    announce(client, "w2@b", 2, now=1001.0)
+    assert live_slots(client, now=1002.0) == 6
+    announce(client, "w1@a", 8, now=1003.0)  # restarted with a larger pool
+    assert live_slots(client, now=1004.0) == 10
+
+
+def test_a_worker_that_stopped_or_died_no_longer_counts() -> None:
+    client = fakeredis.FakeRedis()
+    announce(client, "stopped@a", 4, now=1000.0)
+    announce(client, "killed@b", 2, now=1000.0)
+    announce(client, "alive@c", 3, now=1000.0)
+    withdraw(client, "stopped@a")
+    later = 1000.0 + STALE_AFTER_SECONDS + 1
+    announce(client, "alive@c", 3, now=later)
+    assert live_slots(client, now=later) == 3
+    assert set(client.hkeys("ace:worker_slots")) == {b"alive@c"}  # the dead entry is gone
+
+
+def test_a_garbled_entry_is_dropped_not_fatal() -> None:
+    client = fakeredis.FakeRedis()
+    client.hset("ace:worker_slots", "odd@x", "not json")
+    announce(client, "w1@a", 2)
+    assert live_slots(client) == 2
+    assert client.hkeys("ace:worker_slots") == [b"w1@a"]
+
+
+def test_a_follower_wakes_as_soon_as_the_job_ends() -> None:
+    client = fakeredis.FakeRedis()
+    threading.Timer(0.2, finished.ring, (client, "td_1")).start()
+    started = time.monotonic()
+    assert finished.wait(client, "td_1", timeout=5)
+    assert time.monotonic() - started < 2
+
+
+def test_the_doorbell_keeps_ringing_for_later_followers_and_only_for_its_job() -> None:
+    client = fakeredis.FakeRedis()
+    finished.ring(client, "td_1")
+    assert finished.wait(client, "td_1", timeout=0.1)
+    assert finished.wait(client, "td_1", timeout=0.1)  # a second follower, or a second look
+    assert not finished.wait(client, "td_2", timeout=0.1)
+    assert 0 < client.ttl(finished.finished_key("td_1")) <= finished.KEEP_SECONDS
+
+
+def test_the_task_store_announces_only_the_first_outcome(tmp_path: Path) -> None:
+    heard: list[str] = []
+    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}", on_finish=heard.append)
+    store.create("td_a", "table-diff", cluster_name="c", table_name="public.t",
+                 requested_by="me")
+    store.mark_running("td_a")
+    store.set_progress("td_a", 3)
+    assert heard == []
+    assert store.complete("td_a", {"diff_file": "x"})
+    assert not store.fail("td_a", "too late")  # first outcome wins, and is the one announced
+    assert heard == ["td_a"]
