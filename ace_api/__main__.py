@@ -1,5 +1,5 @@
 """``python -m ace_api`` runs the ``ace`` command line."""
 
-from ace_api.cli import main
+from ace_api.cli import run
 
-main()
+run()
