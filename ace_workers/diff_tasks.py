@@ -58,7 +58,14 @@ def table_diff(self: AceTask, request: dict[str, Any]) -> dict[str, Any]:
         started = datetime.now(timezone.utc).isoformat()
         try:
             req = validate_diff_request(request, settings)
-            plan = prepare_diff(req, settings, job_id)
+        except AceError as exc:
+            raise fail_job(job_id, exc) from exc
+        nodes = (req.cluster_name, req.dbname, req.nodes, req.role)
+        try:
+            plan = prepare_diff(req, settings, job_id, sessions=runtime.sessions_for_nodes(*nodes))
+        except NodeUnreachableError as exc:
+            runtime.drop_sessions_for(*nodes)
+            raise fail_job(job_id, exc) from exc
         except AceError as exc:
             raise fail_job(job_id, exc) from exc
         if req.batch_size:

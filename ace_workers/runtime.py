@@ -52,21 +52,44 @@ def redis() -> Any:
     return redis_client(settings().BROKER_URL or DEFAULT_BROKER)
 
 
-def sessions_for(spec: DiffSpec) -> NodeSessions:
-    key = (spec.cluster_name, spec.dbname, spec.nodes, spec.role)
+def sessions_for_nodes(cluster_name: str, dbname: str | None, nodes: str | list[str],
+                       role: str | None) -> NodeSessions:
+    """This process's sessions to the chosen nodes, opened on first use.
+
+    They are looked up by what the cluster file says now, so an edited file (a new
+    password, a moved node) gets fresh connections and the old ones are closed.
+    """
+    db, targets = resolve_targets(cluster_name, dbname, nodes, settings(), role)
+    key = (cluster_name, db, tuple(t.node for t in targets), role)
+    stale = None
     with _lock:
         found = _sessions.get(key)
+        if found is not None and tuple(found.targets.values()) != targets:
+            stale, found = found, None
         if found is None:
-            _, targets = resolve_targets(spec.cluster_name, spec.dbname, list(spec.nodes),
-                                         settings(), spec.role)
             found = NodeSessions(targets)
             _sessions[key] = found
-        return found
+    if stale is not None:
+        stale.close()
+    return found
+
+
+def sessions_for(spec: DiffSpec) -> NodeSessions:
+    return sessions_for_nodes(spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)
+
+
+def drop_sessions_for(cluster_name: str, dbname: str | None, nodes: str | list[str],
+                      role: str | None) -> None:
+    """Close this process's sessions to those nodes (after a node failed)."""
+    try:
+        db, targets = resolve_targets(cluster_name, dbname, nodes, settings(), role)
+    except Exception:  # the cluster file is gone or broken: nothing to look up
+        return
+    with _lock:
+        found = _sessions.pop((cluster_name, db, tuple(t.node for t in targets), role), None)
+    if found is not None:
+        found.close()
 
 
 def drop_sessions(spec: DiffSpec) -> None:
-    key = (spec.cluster_name, spec.dbname, spec.nodes, spec.role)
-    with _lock:
-        found = _sessions.pop(key, None)
-    if found is not None:
-        found.close()
+    drop_sessions_for(spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)

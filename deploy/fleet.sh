@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ACE's services on this machine without Docker: Celery workers, beat, Flower and the API.
 #
-#   bash deploy/fleet.sh start [--workers 2]
+#   bash deploy/fleet.sh start [--workers 2] [--concurrency 2]
 #   bash deploy/fleet.sh status
 #   bash deploy/fleet.sh stop
 #
@@ -38,15 +38,19 @@ command=${1:-}
 [[ -n $command ]] || { usage; exit 2; }
 shift
 WORKERS=2
+CONCURRENCY=2
 while (($#)); do
   case "$1" in
     --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
     --workers=*) WORKERS=${1#*=}; shift ;;
+    --concurrency) CONCURRENCY=${2:?--concurrency needs a number}; shift 2 ;;
+    --concurrency=*) CONCURRENCY=${1#*=}; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive number"
+[[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "--concurrency must be a positive number"
 
 # Prints the pid of service $1 if it is running, else nothing (and drops a stale pid file).
 live_pid() {
@@ -94,7 +98,7 @@ start() {
   fi
   local n
   for n in $(seq "$WORKERS"); do
-    launch "w$n" "$BIN/celery" -A ace_workers worker -n "w$n@%h" --loglevel=INFO -E -c 2
+    launch "w$n" "$BIN/celery" -A ace_workers worker -n "w$n@%h" --loglevel=INFO -E -c "$CONCURRENCY"
   done
   launch beat "$BIN/celery" -A ace_workers beat --loglevel=INFO \
     --schedule "$FLEET/celerybeat-schedule" --pidfile=
