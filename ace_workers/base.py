@@ -68,8 +68,11 @@ class AceTask(Task):
         runtime.store().fail(task_id.split(".", 1)[0], message)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
-        """Show progress in the result backend (Flower's task view) and as an event."""
-        meta = {"done": done, "total": total, **extra}
+        """Send a ``task-progress`` event: Flower shows the task as PROGRESS with these fields.
+
+        Only an event: writing the state to the result backend as well cost a
+        backend read and write per report, on the cores the nodes hash with, for
+        a state nobody polls (users follow the job in the task store).
+        """
         if self.request.id:
-            self.update_state(state="PROGRESS", meta=meta)
-            self.send_event("task-progress", **meta)
+            self.send_event("task-progress", done=done, total=total, **extra)

@@ -6,12 +6,15 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 import redis
+from celery import Celery
+from celery.events.state import State
 from fleet_helpers import Fleet, wait_for
 
 from ace_shared.taskstore import COMPLETED, FAILED, RUNNING, TaskStore
@@ -119,6 +122,40 @@ def test_without_batch_size_every_worker_process_gets_four_tasks(fleet, items):
     res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000", "--batch-size=10")
     assert res.returncode == 1, res.stderr
     assert _subtasks_of(fleet, res.stderr) == -(-summary["ranges_total"] // 10)
+
+
+def test_flower_sees_each_subtask_progress_from_its_events(fleet, items):
+    """What Flower does: receive the workers' events and keep Celery's event state."""
+    app = Celery(broker=fleet.env["ACE_BROKER_URL"])
+    state = State()
+    seen: list[tuple[str, str, int, int]] = []
+    listening = threading.Event()
+
+    def on_event(event: dict) -> None:  # type: ignore[type-arg]
+        state.event(event)
+        if event["type"] == "task-progress":
+            task = state.tasks[event["uuid"]]
+            seen.append((event["uuid"], task.state, task.done, task.total))
+
+    with app.connection() as conn:
+        receiver = app.events.Receiver(conn, handlers={"*": on_event})
+        thread = threading.Thread(
+            target=lambda: (listening.set(), receiver.capture(limit=None, wakeup=False)),
+            daemon=True)
+        thread.start()
+        listening.wait(5)
+        time.sleep(0.5)  # the receiver's queue is bound once it consumes
+        res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
+        job = re.search(r"Submitted (td_\S+)", res.stderr)
+        assert res.returncode == 1 and job, res.stderr
+        time.sleep(1)  # the last events are buffered for a moment
+        receiver.should_stop = True
+        thread.join(10)
+    mine = [s for s in seen if s[0].startswith(job.group(1) + ".b")]
+    assert mine, seen[:5]
+    assert all(state_ == "PROGRESS" and 0 < done <= total for _, state_, done, total in mine)
+    assert max(done for *_, done, _ in mine) == mine[0][3]  # the job's every range, at the end
+    assert len({uuid for uuid, *_ in mine}) > 1  # more than one subtask reported
 
 
 def test_task_store_follows_a_task_through_its_life(fleet, items):
