@@ -67,10 +67,41 @@ def settings_or_fail() -> Settings:
         raise
 
 
+# click 8.2+ raises this for a bare group name; older versions print the help themselves
+_NO_ARGS: tuple[type[Exception], ...] = tuple(
+    e for e in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if e is not None)
+
+
 class AceGroup(click.Group):
     """Turns every :class:`AceError` into one line on stderr and exit code 2."""
 
     command_class = AceCommand
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Click's own complaints (an unknown option, a missing argument) get one line too.
+
+        Click would print the usage, a hint and the error on four lines; here it is
+        one ``ace: error:`` sentence that says where to look, and exit code 2.
+        """
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS as exc:  # plain "ace": the help, as click shows it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(EXIT_TROUBLE)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "ace"
+            message = exc.format_message()
+            stop = "" if message.endswith((".", "?", "!")) else "."
+            fail(f"{message}{stop} See '{where} --help'.")
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except click.Abort:
+            fail("interrupted.")
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -87,7 +118,7 @@ class AceGroup(click.Group):
             fail(f"unexpected internal error: {exc!r} (set ACE_DEBUG=1 for a traceback).")
 
 
-@click.group(cls=AceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("ace", cls=AceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ACE, the Anti-Chaos Engine: find and repair data divergence between cluster nodes."""
 
@@ -101,7 +132,7 @@ def run() -> NoReturn:
     interpreter's own clean-up of module state is skipped.
     """
     try:
-        main()
+        main(prog_name="ace")
         code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code

@@ -449,6 +449,21 @@ def test_bad_requests_exit_2_with_one_sentence_and_no_file(
     assert output_files() == before
 
 
+@pytest.mark.parametrize(("args", "words"), [
+    (["table-diff", "testclus", "public.td_same", "--bogus"], ["--bogus", "table-diff --help"]),
+    (["table-diff", "testclus"], ["TABLE_NAME", "table-diff --help"]),
+    (["table-diff", "testclus", "public.td_same", "extra"], ["extra", "table-diff --help"]),
+    (["table-diff", "testclus", "public.td_same", "--batch-size"], ["--batch-size"]),
+    (["tabel-diff", "testclus", "public.td_same"], ["tabel-diff", "ace --help"]),
+    (["--verbose", "table-diff"], ["--verbose", "ace --help"]),
+])
+def test_a_mistyped_command_line_gets_one_sentence_too(args: list[str], words: list[str]) -> None:
+    before = output_files()
+    assert_one_error_line(run_ace(*args), *words)
+    assert_one_error_line(run_ace(*args, fresh_process=True), *words)
+    assert output_files() == before
+
+
 def test_errors_from_a_real_process(broken_tables: Any) -> None:
     before = output_files()
     run = run_ace("table-diff", "testclus", "public.td_cols", fresh_process=True)
