@@ -495,14 +495,10 @@ def test_a_node_that_is_down_is_named(tables: Any) -> None:
 
 
 def test_a_statement_timeout_is_a_query_error_not_an_unreachable_node(pg_cluster):  # type: ignore[no-untyped-def]
-    import psycopg2
-    for i in range(3):
-        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
-            cur.execute("DROP TABLE IF EXISTS td_slow")
-            cur.execute("CREATE TABLE td_slow (id int PRIMARY KEY, v text)")
-            cur.execute("INSERT INTO td_slow SELECT g, repeat('x', 200) FROM "
-                        "generate_series(1, 300000) g")
-        conn.close()
+    fresh_table(pg_cluster, "td_slow", [
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text)",
+        "INSERT INTO {t} SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+    ])
     result = table_diff("public.td_slow", env={"ACE_STATEMENT_TIMEOUT_MS": "1"})
     assert result.code == 2
     assert "statement timeout" in result.stderr and "cannot be reached" not in result.stderr
