@@ -31,11 +31,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from .config import Settings
+from .taskstatus import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
-PENDING, RUNNING, COMPLETED, FAILED = "PENDING", "RUNNING", "COMPLETED", "FAILED"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+__all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
+           "TaskStore", "default_database_url", "record_submission"]
 
 metadata = MetaData()
 tasks = Table(
@@ -161,14 +163,26 @@ class TaskStore:
 
     def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
                table_name: str | None, requested_by: str | None,
-               options: dict[str, Any] | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(tasks).values(
-                task_id=task_id, task_type=task_type, status=PENDING,
-                cluster_name=cluster_name, table_name=table_name, requested_by=requested_by,
-                submitted_at=_now(), progress_done=0,
-                options=json.dumps(options or {}, default=str),
-            ))
+               options: dict[str, Any] | None = None, submitted_at: datetime | None = None,
+               if_absent: bool = False) -> bool:
+        """Insert the task's PENDING row; False if ``if_absent`` and the row is there already.
+
+        With ``if_absent`` two writers holding the same submission (the submitter
+        and the worker that took its message) may both call this, in either order:
+        the first inserts, the second changes nothing.
+        """
+        row = {"task_id": task_id, "task_type": task_type, "status": PENDING,
+               "cluster_name": cluster_name, "table_name": table_name,
+               "requested_by": requested_by, "submitted_at": submitted_at or _now(),
+               "progress_done": 0, "options": json.dumps(options or {}, default=str)}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(tasks).values(**row))
+        except IntegrityError:
+            if not if_absent:
+                raise
+            return False
+        return True
 
     def mark_running(self, task_id: str, progress_total: int | None = None) -> bool:
         """Mark a PENDING (or restarted RUNNING) task RUNNING; False once it has finished."""
@@ -250,3 +264,18 @@ class TaskStore:
             ids = [r[0] for r in conn.execute(
                 select(tasks.c.task_id).order_by(tasks.c.submitted_at.desc()).limit(limit))]
         return [rec for rec in (self.get(i) for i in ids) if rec is not None]
+
+
+def record_submission(store: TaskStore, task_id: str, options: dict[str, Any],
+                      submission: dict[str, Any]) -> bool:
+    """Record a submitted task's PENDING row unless it is there; True if this call did.
+
+    ``submission`` is what travels in the task's message (see
+    ``ace_workers.client.submission``): the submitter and the worker both call
+    this with the same one, so the row is the same whoever writes it.
+    """
+    return store.create(
+        task_id, submission["task_type"], cluster_name=submission.get("cluster_name"),
+        table_name=submission.get("table_name"), requested_by=submission.get("requested_by"),
+        options=options, submitted_at=datetime.fromisoformat(submission["submitted_at"]),
+        if_absent=True)

@@ -8,7 +8,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from ace_shared.errors import AceError
-from ace_shared.taskstore import TaskStore
+from ace_shared.taskstore import TaskStore, record_submission
 
 from . import runtime
 
@@ -47,10 +47,17 @@ class AceTask(Task):
                 f"Task {self.request.id} was started {count} times and its worker died each "
                 "time; giving up. Check the workers' logs and memory limits."))
 
-    def start_job(self) -> tuple[str, TaskStore]:
-        """Begin a top-level task: its id is the job's; count this delivery; mark it RUNNING."""
+    def start_job(self, options: dict[str, Any],
+                  submission: dict[str, Any] | None) -> tuple[str, TaskStore]:
+        """Begin a top-level task: its id is the job's; count this delivery; mark it RUNNING.
+
+        The message may arrive before its submitter has recorded the task: the
+        ``submission`` it carries is recorded here then, the same row either way.
+        """
         job_id = self.request.id
         store = runtime.store()
+        if submission:
+            record_submission(store, job_id, options, submission)
         if store.get(job_id) is not None and not store.mark_running(job_id):
             # finished already: a redelivery after the worker died before acknowledging
             raise Ignore()

@@ -1,8 +1,12 @@
 """Submitting ACE tasks to the fleet and following them, for the CLI and the API.
 
-A submission first records the task (PENDING) in the task store, then sends
-it by name with the same id, so the id a user sees is the one Flower shows.
-Following a task reads the task store, which the workers keep current.
+A submission sends the task by name, then records it (PENDING) in the task
+store under the same id, so the id a user sees is the one Flower shows. The
+message carries the row's fields too, and the worker that takes it records
+the same row if it is not there yet: the message leaves before this process
+has loaded the task store (a quarter of a second on the CLI's critical path),
+and whichever writer comes second changes nothing. Following a task reads the
+task store, which the workers keep current.
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ from __future__ import annotations
 import getpass
 import time
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ace_shared.config import Settings
 from ace_shared.diffspec import DiffRequest
 from ace_shared.errors import TaskError
-from ace_shared.taskstore import COMPLETED, FAILED, TaskRecord, TaskStore
+from ace_shared.taskstatus import FAILED, FINISHED
 
 from . import finished
 from .app import app
 from .counters import redis_client
+
+if TYPE_CHECKING:
+    from ace_shared.taskstore import TaskRecord
 
 TASK_NAMES = {
     "table-diff": "ace.table_diff",
@@ -42,23 +50,39 @@ def _safe_url(url: str) -> str:
     return url
 
 
+def submission(task_type: str, *, cluster_name: str | None, table_name: str | None,
+               requested_by: str | None) -> dict[str, Any]:
+    """The task store row's fields, as both the submitter and the worker record them."""
+    return {"task_type": task_type, "cluster_name": cluster_name, "table_name": table_name,
+            "requested_by": requested_by,
+            "submitted_at": datetime.now(timezone.utc).isoformat()}
+
+
 def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Settings, *,
            cluster_name: str | None, table_name: str | None,
            requested_by: str | None) -> None:
-    """Record and enqueue one task."""
-    store = TaskStore.from_settings(settings)
-    store.create(task_id, task_type, cluster_name=cluster_name, table_name=table_name,
-                 requested_by=requested_by, options=options)
+    """Enqueue one task, then record it; when this returns the task's row exists.
+
+    If the broker cannot be reached nothing is sent and nothing is recorded.
+    """
+    row = submission(task_type, cluster_name=cluster_name, table_name=table_name,
+                     requested_by=requested_by)
     try:
         # the task store, not the result backend, carries the outcome
-        app.send_task(TASK_NAMES[task_type], args=[options], task_id=task_id,
-                      retry=True, retry_policy=SEND_RETRY, ignore_result=True)
-    except Exception as exc:  # the broker is down: say so, and don't leave a PENDING row
+        app.send_task(TASK_NAMES[task_type], args=[options], kwargs={"submission": row},
+                      task_id=task_id, retry=True, retry_policy=SEND_RETRY, ignore_result=True)
+    except Exception as exc:  # the broker is down: say so
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        store.fail(task_id, f"Could not reach the task broker: {detail}")
         raise TaskError(f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: "
                         f"{detail}. "
                         "Check that Redis is running.") from exc
+    from ace_shared.taskstore import TaskStore, record_submission
+    try:
+        record_submission(TaskStore.from_settings(settings), task_id, options, row)
+    except Exception as exc:
+        raise TaskError(f"Task {task_id} was queued, but the task store could not record it: "
+                        f"{exc}. Its worker records it when it starts; check ACE_DATABASE_URL."
+                        ) from exc
 
 
 def _doorbell(settings: Settings, task_id: str) -> Callable[[float], None]:
@@ -80,6 +104,7 @@ def follow(task_id: str, settings: Settings,
            on_progress: Callable[[int, int], None] | None = None,
            poll_seconds: float = 0.25, timeout: float | None = None) -> TaskRecord:
     """Wait for a task to finish, reporting progress; return its final record."""
+    from ace_shared.taskstore import TaskStore
     store = TaskStore.from_settings(settings)
     wait = _doorbell(settings, task_id)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -89,7 +114,7 @@ def follow(task_id: str, settings: Settings,
             raise TaskError(f"Task {task_id} is not in the task store.")
         if on_progress and record.progress_total:
             on_progress(record.progress_done, record.progress_total)
-        if record.status in (COMPLETED, FAILED):
+        if record.status in FINISHED:
             return record
         if deadline is not None and time.monotonic() > deadline:
             raise TaskError(f"Task {task_id} did not finish in time; it is {record.status}.")

@@ -45,9 +45,10 @@ def plan_path(work_dir: str) -> Path:
 
 
 @app.task(name="ace.table_diff", bind=True, base=AceTask)
-def table_diff(self: AceTask, request: dict[str, Any]) -> dict[str, Any]:
+def table_diff(self: AceTask, request: dict[str, Any],
+               submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check and plan one diff, then hand its ranges to the fleet as a chord."""
-    job_id, store = self.start_job()
+    job_id, store = self.start_job(request, submission)
     settings = runtime.settings()
     existing = plan_path(str(work_dir_for(settings, job_id)))
     if existing.is_file():

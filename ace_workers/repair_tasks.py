@@ -36,9 +36,10 @@ def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(name="ace.table_repair", bind=True, base=AceTask)
-def table_repair(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
+def table_repair(self: AceTask, options: dict[str, Any],
+                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Repair one table from a diff file, each node in one transaction."""
-    job_id, store = self.start_job()
+    job_id, store = self.start_job(options, submission)
 
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
@@ -53,9 +54,10 @@ def table_repair(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(name="ace.table_rerun", bind=True, base=AceTask)
-def table_rerun(self: AceTask, options: dict[str, Any]) -> dict[str, Any]:
+def table_rerun(self: AceTask, options: dict[str, Any],
+                submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-check the keys of a diff file: a chord of key batches, or one hostdb pass."""
-    job_id, store = self.start_job()
+    job_id, store = self.start_job(options, submission)
     settings = runtime.settings()
     try:
         if str(options.get("behavior") or "multiprocessing") == "hostdb":

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
@@ -15,9 +16,9 @@ import pytest
 import redis
 from celery import Celery
 from celery.events.state import State
-from fleet_helpers import Fleet, wait_for
+from fleet_helpers import Fleet, free_port, wait_for
 
-from ace_shared.taskstore import COMPLETED, FAILED, RUNNING, TaskStore
+from ace_shared.taskstore import COMPLETED, FAILED, RUNNING, TaskStore, record_submission
 
 TABLE = "fl_items"
 ROWS = 30000
@@ -328,6 +329,47 @@ def test_repair_and_rerun_run_on_the_fleet_from_the_cli(fleet, pg_cluster):
     assert again.returncode == 0, again.stdout
 
 
+def _send(fleet: Fleet, name: str, task_id: str, options: dict, submission: dict) -> None:  # type: ignore[type-arg]
+    """Send a task's message as ``submit`` does, but without recording it first."""
+    sent = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from ace_workers.app import app; "
+         "app.send_task(sys.argv[1], args=[json.loads(sys.argv[3])], task_id=sys.argv[2], "
+         "kwargs={'submission': json.loads(sys.argv[4])})",
+         name, task_id, json.dumps(options), json.dumps(submission)],
+        env=fleet.env, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+
+
+def test_a_message_that_overtakes_its_submitter_is_recorded_from_the_message(fleet, items):
+    """A worker may take a task before the submitter has written its row: it writes the same."""
+    task_id = "td_20300101_000000_early1"
+    submission = {"task_type": "table-diff", "cluster_name": "testclus", "table_name": items,
+                  "requested_by": "alice", "submitted_at": "2030-01-01T00:00:00+00:00"}
+    options = {"cluster_name": "testclus", "table_name": items}
+    _send(fleet, "ace.table_diff", task_id, options, submission)
+    rec = _wait_done(fleet, task_id, 60)
+    assert rec.status == COMPLETED, rec.error
+    assert (rec.task_type, rec.cluster_name, rec.table_name, rec.requested_by) == (
+        "table-diff", "testclus", items, "alice")
+    assert rec.submitted_at.replace(tzinfo=timezone.utc) == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert rec.options["table_name"] == items
+    # the submitter's own write, arriving last, changes nothing
+    assert record_submission(_store(fleet), task_id, options, submission) is False
+    assert _store(fleet).get(task_id) == rec
+
+
+def test_an_unreachable_broker_records_nothing_and_says_so(fleet, items, redis_server):
+    before = {r.task_id for r in _store(fleet).recent(1000)}
+    res = fleet.ace("table-diff", "testclus", items, timeout=60,
+                    extra_env={"ACE_BROKER_URL": f"redis://:secret@127.0.0.1:{free_port()}/0"})
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "ace: error: Could not reach the task broker at redis://***@127.0.0.1:"), res.stderr
+    assert "secret" not in res.stderr and "Check that Redis is running." in lines[0]
+    assert {r.task_id for r in _store(fleet).recent(1000)} == before
+
+
 def test_a_finished_job_delivered_again_changes_nothing(fleet, items):
     res = fleet.ace("table-diff", "testclus", items, "--no-wait")
     task_id = res.stdout.strip().splitlines()[-1]
@@ -336,12 +378,9 @@ def test_a_finished_job_delivered_again_changes_nothing(fleet, items):
     diff_dir = Path(first.result["diff_file"]).parent
     files_before = sorted(diff_dir.iterdir())
     # the very same message again, as a broker redelivers it when an ack was lost
-    resend = subprocess.run(
-        [sys.executable, "-c", "import json, sys; from ace_workers.app import app; "
-         "app.send_task('ace.table_diff', args=[json.loads(sys.argv[2])], task_id=sys.argv[1])",
-         task_id, json.dumps(first.options)],
-        env=fleet.env, capture_output=True, text=True, timeout=60)
-    assert resend.returncode == 0, resend.stderr
+    late = {"task_type": "table-diff", "cluster_name": "testclus", "table_name": items,
+            "requested_by": "someone else", "submitted_at": "2030-01-01T00:00:00+00:00"}
+    _send(fleet, "ace.table_diff", task_id, first.options, late)
     received = f"ace.table_diff[{task_id}] received"
     wait_for(lambda: sum(fleet.log(n).count(received) for n in fleet.names) >= 2, 30,
              "the redelivered task to be taken")
@@ -349,4 +388,5 @@ def test_a_finished_job_delivered_again_changes_nothing(fleet, items):
     again = _store(fleet).get(task_id)
     assert again is not None and again.status == COMPLETED
     assert again.finished_at == first.finished_at and again.result == first.result
+    assert again.requested_by == first.requested_by and again.submitted_at == first.submitted_at
     assert sorted(diff_dir.iterdir()) == files_before

@@ -1,7 +1,7 @@
-"""What the workers tell each other through Redis: their pool sizes and finished jobs.
+"""What the fleet's processes tell each other: pool sizes, finished jobs, submitted tasks.
 
-Both talk to Redis directly, so fakeredis drives them here; the fleet tests show
-them between real processes.
+The first two go through Redis directly, so fakeredis drives them here; the
+fleet tests show them between real processes.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import fakeredis
+import pytest
+from sqlalchemy.exc import IntegrityError
 
-from ace_shared.taskstore import TaskStore
+from ace_shared.taskstore import RUNNING, TaskStore, record_submission
 from ace_workers import finished
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
 
@@ -75,3 +77,17 @@ def test_the_task_store_announces_only_the_first_outcome(tmp_path: Path) -> None
     assert store.complete("td_a", {"diff_file": "x"})
     assert not store.fail("td_a", "too late")  # first outcome wins, and is the one announced
     assert heard == ["td_a"]
+
+
+def test_submitter_and_worker_record_one_row_in_either_order(tmp_path: Path) -> None:
+    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}")
+    row = {"task_type": "table-diff", "cluster_name": "c", "table_name": "public.t",
+           "requested_by": "alice", "submitted_at": "2030-01-01T00:00:00+00:00"}
+    assert record_submission(store, "td_b", {"nodes": "all"}, row)
+    store.mark_running("td_b")
+    assert not record_submission(store, "td_b", {"nodes": "all"}, row)  # the second writer
+    rec = store.get("td_b")
+    assert rec is not None and rec.status == RUNNING and rec.requested_by == "alice"
+    assert rec.options == {"nodes": "all"}
+    with pytest.raises(IntegrityError):  # an id used twice by mistake is still an error
+        store.create("td_b", "table-diff", cluster_name="c", table_name="t", requested_by="x")
