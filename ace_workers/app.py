@@ -6,6 +6,12 @@ back (``reject_on_worker_lost``), each worker process takes one message at a
 time, and the broker's visibility timeout outlasts the longest task so Redis
 does not hand a running task to a second worker. Results expire; large
 results never travel through the backend (diffs go by file reference).
+
+The result backend carries only what chords need, the small part results of
+their subtasks: users follow a task in the task store and operators in
+Flower, which is fed by task events. So a task's STARTED state and its
+arguments are not written there too; each would cost a backend read and write
+per subtask, on the same CPUs the nodes hash with when they share a host.
 """
 
 from __future__ import annotations
@@ -38,12 +44,12 @@ def make_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_track_started=True,
+        task_track_started=False,
         task_send_sent_event=True,
         worker_send_task_events=True,
         task_time_limit=settings.TASK_TIME_LIMIT,
         result_expires=settings.RESULT_EXPIRES,
-        result_extended=True,
+        result_extended=False,
         broker_transport_options={
             "visibility_timeout": visibility,
             # look for messages of dead workers often enough to matter at this timeout

@@ -85,12 +85,23 @@ def table_diff(self: AceTask, request: dict[str, Any],
         tmp.write_text(json.dumps({"spec": spec, "meta": meta, "batches": work}))
         tmp.replace(existing)
     header = group(
-        diff_ranges.si(spec, g).set(task_id=f"{job_id}.b{g[0][0]:06d}") for g in work
+        diff_ranges.si(spec, g).set(task_id=f"{job_id}.b{g[0][0]:06d}", argsrepr=_ranges_repr(g))
+        for g in work
     )
     body = merge_diff_task.si(spec["work_dir"]).set(task_id=f"{job_id}.merge")
     body.link_error(diff_failed.si(spec["work_dir"], job_id))
     chord(header)(body)
     return {"task_id": job_id, "ranges": meta["ranges_total"], "batches": len(work)}
+
+
+def _ranges_repr(batch: list[Any]) -> str:
+    """What Flower shows as a subtask's arguments: its ranges, not the whole plan.
+
+    Celery would otherwise render the spec and every range boundary, a costly
+    and unreadable string, into each message.
+    """
+    first, last = batch[0][0], batch[-1][0]
+    return f"(ranges {first}-{last})" if last != first else f"(range {first})"
 
 
 @app.task(name="ace.diff_ranges", bind=True, base=AceTask)

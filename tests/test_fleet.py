@@ -157,6 +157,13 @@ def test_flower_sees_each_subtask_progress_from_its_events(fleet, items):
     assert all(state_ == "PROGRESS" and 0 < done <= total for _, state_, done, total in mine)
     assert max(done for *_, done, _ in mine) == mine[0][3]  # the job's every range, at the end
     assert len({uuid for uuid, *_ in mine}) > 1  # more than one subtask reported
+    # each subtask shows which ranges it holds, and the key ranges cover the plan once
+    subtasks = [t for uuid, t in state.tasks.items() if uuid.startswith(job.group(1) + ".b")]
+    spans = sorted(tuple(int(n) for n in re.fullmatch(r"\(ranges? (\d+)(?:-(\d+))?\)", t.args)
+                         .groups(default="-1")) for t in subtasks)
+    assert spans[0][0] == 0 and all(t.name == "ace.diff_ranges" for t in subtasks)
+    ends = [last if last >= 0 else first for first, last in spans]
+    assert all(spans[i + 1][0] == ends[i] + 1 for i in range(len(spans) - 1))
 
 
 def test_task_store_follows_a_task_through_its_life(fleet, items):
