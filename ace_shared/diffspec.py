@@ -93,8 +93,8 @@ class DiffRequest:
     max_cpu_ratio: float = 0.6
     output: str = "json"
     nodes: str = "all"
-    # ranges per task; 0 lets ACE choose: 1 in this process, on a fleet a few tasks per
-    # worker process (ace_shared.ranges.auto_batch_size)
+    # ranges per task; 0 lets ACE choose: 1 in this process, on a fleet a few tapering
+    # tasks per worker process (ace_shared.ranges.tapered_sizes)
     batch_size: int = 0
     quiet: bool = False
     table_filter: str | None = None

@@ -136,12 +136,13 @@ def batches(ranges: Sequence[KeyRange], batch_size: int) -> list[list[KeyRange]]
 
 
 TASKS_PER_SLOT = 4
-"""Automatic batching aims at this many tasks for each worker process of the fleet.
+"""Automatic batching cuts a diff into this many tasks for each worker process.
 
 One task per range costs a broker round trip, a result write and task events for
 every few thousand rows, which on a busy fleet is a fifth of the work; one task
 per worker process leaves the whole fleet waiting for the slowest. A few tasks
-each keep the per-task cost small while a slow worker's last task stays short.
+each keep the per-task cost small, and tapering them (see :func:`tapered_sizes`)
+keeps the last ones short.
 """
 
 
@@ -157,17 +158,57 @@ def auto_task_count(range_count: int, slots: int, tasks_per_slot: int = TASKS_PE
     return max(1, min(range_count, slots * max(1, tasks_per_slot)))
 
 
-def split_evenly(ranges: Sequence[KeyRange], parts: int) -> list[list[KeyRange]]:
-    """Consecutive groups of ``ranges``, ``parts`` of them, whose sizes differ by one at most."""
-    count = max(1, min(parts, len(ranges)))
-    size, extra = divmod(len(ranges), count)
+def even_sizes(total: int, parts: int) -> list[int]:
+    """``total`` cut into ``parts`` (at most ``total``) sizes differing by one, larger first."""
+    count = max(1, min(parts, total))
+    size, extra = divmod(total, count)
+    return [size + (1 if i < extra else 0) for i in range(count)] if total else []
+
+
+def tapered_sizes(total: int, slots: int, waves: int = TASKS_PER_SLOT) -> list[int]:
+    """Task sizes for ``total`` ranges on ``slots`` worker processes, largest first.
+
+    The tasks come in ``waves`` waves of ``slots`` tasks, and wave ``w`` (from 0)
+    holds ranges in proportion to ``waves - w``: with four waves, 4:3:2:1. The
+    queue hands them out in order, so every process starts on a large task and
+    ends on a small one, and the fleet waits at the end for a fraction of one
+    process's share instead of a whole equal task (guided scheduling, in a fixed
+    number of tasks). Sizes never grow along the list and are at least one.
+
+    Tapering ``w`` waves takes ``slots`` times 1+2+...+``w`` ranges; with fewer,
+    fewer waves taper, and below two waves the cut is even (as
+    :func:`auto_task_count`). No known worker processes (``slots`` <= 0) gives
+    one task per range.
+    """
+    if total <= 0:
+        return []
+    if slots <= 0:
+        return [1] * total
+    waves = max(1, waves)
+    while waves > 1 and total < slots * waves * (waves + 1) // 2:
+        waves -= 1
+    if waves == 1:
+        return even_sizes(total, auto_task_count(total, slots, 1))
+    weights = list(range(waves, 0, -1))
+    # each wave's share of the ranges, rounded so the shares add up to the total
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(waves), key=lambda i: (shares[i] - exact[i], i))
+    for i in by_remainder[:total - sum(shares)]:
+        shares[i] += 1
+    return [size for share in shares for size in even_sizes(share, slots)]
+
+
+def split_by_sizes(ranges: Sequence[KeyRange], sizes: Sequence[int]) -> list[list[KeyRange]]:
+    """Consecutive groups of ``ranges`` with these sizes (which must add up to its length)."""
+    if sum(sizes) != len(ranges):
+        raise ValueError(f"sizes add up to {sum(sizes)}, not {len(ranges)}")
     out: list[list[KeyRange]] = []
     start = 0
-    for i in range(count):
-        end = start + size + (1 if i < extra else 0)
-        out.append(list(ranges[start:end]))
-        start = end
-    return [g for g in out if g]
+    for size in sizes:
+        out.append(list(ranges[start:start + size]))
+        start += size
+    return out
 
 
 def range_count_for(estimated_rows: float, block_rows: int) -> int:

@@ -26,7 +26,7 @@ from ace_shared.diffmerge import merge_diff
 from ace_shared.diffplan import prepare_diff, work_dir_for
 from ace_shared.diffspec import DiffSpec, validate_diff_request
 from ace_shared.errors import AceError, NodeUnreachableError
-from ace_shared.ranges import KeyRange, auto_task_count, batches, split_evenly
+from ace_shared.ranges import KeyRange, batches, split_by_sizes, tapered_sizes
 from ace_shared.taskstore import COMPLETED, FAILED
 
 from . import runtime
@@ -73,7 +73,7 @@ def table_diff(self: AceTask, request: dict[str, Any],
             groups = batches(plan.ranges, req.batch_size)
         else:
             slots = live_slots(runtime.redis())
-            groups = split_evenly(plan.ranges, auto_task_count(
+            groups = split_by_sizes(plan.ranges, tapered_sizes(
                 len(plan.ranges), slots, settings.TASKS_PER_WORKER_PROCESS))
         store.set_total(job_id, len(plan.ranges))
         spec = {**plan.spec.to_dict(), "batch_size": max(len(g) for g in groups)}

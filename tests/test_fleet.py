@@ -97,15 +97,15 @@ def test_fleet_diff_spreads_over_both_workers_and_equals_in_process(fleet, items
     assert fleet_doc["summary"]["diff_rows_by_pair"]["n1/n2"] == 7
 
 
-def _subtasks_of(fl: Fleet, stderr: str) -> int:
-    """How many ``ace.diff_ranges`` tasks the job the CLI submitted ran, from the workers' logs."""
+def _subtask_firsts(fl: Fleet, stderr: str) -> list[int]:
+    """The first range of each ``ace.diff_ranges`` task the submitted job ran, from the logs."""
     match = re.search(r"Submitted (td_\S+)", stderr)
     assert match, stderr
-    pattern = re.compile(rf"ace\.diff_ranges\[{match.group(1)}\.b\d+\] succeeded")
-    return len({m.group(0) for n in fl.names for m in pattern.finditer(fl.log(n))})
+    pattern = re.compile(rf"ace\.diff_ranges\[{match.group(1)}\.b(\d+)\] succeeded")
+    return sorted({int(m.group(1)) for n in fl.names for m in pattern.finditer(fl.log(n))})
 
 
-def test_without_batch_size_every_worker_process_gets_four_tasks(fleet, items):
+def test_without_batch_size_each_worker_process_gets_four_tasks_tapering(fleet, items):
     client = redis.Redis.from_url(fleet.env["ACE_BROKER_URL"])
     pools = {k.decode().split("@")[0]: json.loads(v)["slots"]
              for k, v in client.hgetall("ace:worker_slots").items()}
@@ -115,14 +115,21 @@ def test_without_batch_size_every_worker_process_gets_four_tasks(fleet, items):
     res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
     assert res.returncode == 1, res.stderr
     summary = json.loads(_diff_file(res.stdout).read_text())["summary"]
-    assert summary["ranges_total"] > 4 * slots  # enough ranges for the rule to apply
-    assert _subtasks_of(fleet, res.stderr) == 4 * slots
-    assert summary["batch_size"] == -(-summary["ranges_total"] // (4 * slots))
+    total = summary["ranges_total"]
+    assert total >= 6 * slots  # enough ranges for three tapering waves (four take 10 each)
+    firsts = _subtask_firsts(fleet, res.stderr)
+    waves = 4 if total >= 10 * slots else 3
+    assert len(firsts) == waves * slots and firsts[0] == 0  # the same count for every process
+    sizes = [b - a for a, b in zip(firsts, [*firsts[1:], total], strict=True)]
+    # the queue hands out the large ones first; the last wave holds about 1/waves of the first
+    assert sizes == sorted(sizes, reverse=True)
+    assert sum(sizes[-slots:]) * 2 <= sum(sizes[:slots])
+    assert summary["batch_size"] == sizes[0]
 
     # an explicit --batch-size is obeyed as given
     res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000", "--batch-size=10")
     assert res.returncode == 1, res.stderr
-    assert _subtasks_of(fleet, res.stderr) == -(-summary["ranges_total"] // 10)
+    assert _subtask_firsts(fleet, res.stderr) == list(range(0, total, 10))
 
 
 def test_flower_sees_each_subtask_progress_from_its_events(fleet, items):

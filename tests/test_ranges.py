@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import bisect
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ace_shared.ranges import (
     KeyRange,
-    auto_task_count,
     batches,
     dedupe_sorted,
     pick_boundaries,
@@ -21,8 +21,9 @@ from ace_shared.ranges import (
     range_count_for,
     ranges_from_boundaries,
     sorted_everywhere,
-    split_evenly,
+    split_by_sizes,
     split_range,
+    tapered_sizes,
 )
 
 # Keys as the planner sees them: tuples of text, already in (here: Python's) order.
@@ -119,28 +120,37 @@ def test_batches_keep_every_range_once_in_order(items: list[int], size: int) -> 
 
 
 @given(st.integers(min_value=0, max_value=5000), st.integers(min_value=0, max_value=64),
-       st.integers(min_value=1, max_value=16))
-def test_automatic_tasks_give_every_worker_process_the_same_share(
-        ranges: int, slots: int, per_slot: int) -> None:
-    tasks = auto_task_count(ranges, slots, per_slot)
-    groups = split_evenly([KeyRange(i, None, None) for i in range(ranges)], tasks)
-    assert [r.index for g in groups for r in g] == list(range(ranges))  # each once, in order
-    sizes = [len(g) for g in groups]
-    if ranges:
-        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
-        # every process gets work, and as many tasks as every other, when there is enough
-        assert len(groups) >= min(ranges, max(slots, 1))
-        if slots and ranges >= slots * per_slot:
-            assert len(groups) == slots * per_slot
-    else:
-        assert groups == []
+       st.integers(min_value=1, max_value=8))
+def test_automatic_tasks_taper_and_give_every_worker_process_the_same_count(
+        total: int, slots: int, waves: int) -> None:
+    sizes = tapered_sizes(total, slots, waves)
+    groups = split_by_sizes([KeyRange(i, None, None) for i in range(total)], sizes)
+    assert [r.index for g in groups for r in g] == list(range(total))  # each once, in order
+    if not total:
+        assert sizes == []
+        return
+    assert min(sizes) >= 1
+    assert sizes == sorted(sizes, reverse=True)  # the queue hands out the large ones first
+    if slots <= 0:
+        assert sizes == [1] * total
+        return
+    assert len(sizes) >= min(total, slots)  # every process gets work
+    if total >= slots * waves:
+        assert len(sizes) % slots == 0  # and as many tasks as every other
+    full = slots * waves * (waves + 1) // 2
+    if waves > 1 and total >= full:
+        assert len(sizes) == slots * waves
+        # the last wave holds about 1/waves of what the first does
+        assert sum(sizes[-slots:]) * waves <= sum(sizes[:slots]) + waves
 
 
-def test_automatic_tasks_without_known_workers_are_single_ranges() -> None:
-    assert auto_task_count(101, 0) == 101
-    assert auto_task_count(101, 4) == 16
-    assert [len(g) for g in split_evenly([KeyRange(i, None, None) for i in range(10)], 4)] \
-        == [3, 3, 2, 2]
+def test_automatic_tasks_for_a_million_rows_on_four_processes() -> None:
+    assert tapered_sizes(101, 4) == [11, 10, 10, 10, 8, 8, 7, 7, 5, 5, 5, 5, 3, 3, 2, 2]
+    assert tapered_sizes(30, 4) == [4, 4, 4, 3, 3, 3, 2, 2, 2, 1, 1, 1]  # three waves fit
+    assert tapered_sizes(7, 4) == [2, 2, 2, 1]  # too few to taper: an even cut
+    assert tapered_sizes(101, 0) == [1] * 101  # no worker seen: one range per task
+    with pytest.raises(ValueError):
+        split_by_sizes([KeyRange(0, None, None)], [2])
 
 
 @given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=1000, max_value=100000))
