@@ -76,3 +76,7 @@ class RepairError(AceError):
 
 class TaskError(AceError):
     """A task could not be submitted or has failed."""
+
+
+class BrokerUnreachableError(TaskError):
+    """The task broker could not be reached, so nothing was queued."""

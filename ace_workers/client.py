@@ -21,7 +21,7 @@ import click
 
 from ace_shared.config import Settings
 from ace_shared.diffspec import DiffRequest
-from ace_shared.errors import TaskError
+from ace_shared.errors import BrokerUnreachableError, TaskError
 from ace_shared.taskstatus import FAILED, FINISHED
 
 from . import finished
@@ -73,7 +73,7 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
                       task_id=task_id, retry=True, retry_policy=SEND_RETRY, ignore_result=True)
     except Exception as exc:  # the broker is down: say so
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise TaskError(f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: "
+        raise BrokerUnreachableError(f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: "
                         f"{detail}. "
                         "Check that Redis is running.") from exc
     from ace_shared.taskstore import TaskStore, record_submission

@@ -385,3 +385,31 @@ def test_cert_auth_settings_reach_every_node_connection(settings: Settings) -> N
         assert target.role == "api_reader"
     plain = node_targets(cluster, cluster.nodes, None, settings)[0].dsn_kwargs()
     assert "sslcert" not in plain
+
+
+def test_an_unreachable_broker_is_503_and_records_nothing(settings: Settings,
+                                                          tmp_path: Path) -> None:
+    """The Celery app takes its broker from the environment, so this runs in its own process."""
+    script = (
+        "import json, sys\n"
+        "from ace_api.api import create_app\n"
+        "from ace_shared.config import Settings\n"
+        "class Peer:\n"
+        "    def getpeercert(self):\n"
+        "        return {'subject': ((('commonName', 'ace'),),)}\n"
+        "app = create_app(Settings(**json.loads(sys.argv[1]))).test_client()\n"
+        "r = app.post('/ace/table-diff', json={'cluster_name': 'lab', 'table_name': 'public.t'},\n"
+        "             environ_base={'gunicorn.socket': Peer()})\n"
+        "print(r.status_code, json.dumps(r.get_json()))\n")
+    fields = {k: getattr(settings, k) for k in ("CLUSTER_DIR", "OUTPUT_DIR", "DATABASE_URL")}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+           "ACE_BROKER_URL": "redis://:secret@127.0.0.1:1/0"}
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(fields)], env=env,
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    status, body = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert status == "503"
+    assert json.loads(body) == {"error": "The task queue cannot be reached, so nothing was "
+                                         "started; check that the ACE broker (Redis) is running, "
+                                         "then try again."}
+    assert TaskStore(settings.DATABASE_URL).recent(10) == []

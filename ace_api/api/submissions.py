@@ -17,7 +17,7 @@ from typing import Any
 from ace_shared.cluster import load_cluster
 from ace_shared.config import Settings
 from ace_shared.diffspec import validate_diff_request
-from ace_shared.errors import TaskError
+from ace_shared.errors import BrokerUnreachableError, TaskError
 from ace_shared.taskids import new_task_id
 from ace_shared.taskstore import TaskStore
 
@@ -50,10 +50,13 @@ def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: S
     try:
         submit(task_type, options, task_id, settings, cluster_name=cluster_name,
                table_name=table_name, requested_by=identity)
-    except TaskError as exc:
+    except BrokerUnreachableError as exc:
         logger.error("Task %s could not be queued: %s", task_id, exc)
         raise ApiError("The task queue cannot be reached, so nothing was started; check that "
                        "the ACE broker (Redis) is running, then try again.", 503) from exc
+    except TaskError as exc:  # queued, but the task store is away: its worker records it
+        logger.error("Task %s was queued but not recorded: %s", task_id, exc)
+        raise ApiError(str(exc), 503) from exc
     record = TaskStore.from_settings(settings).get(task_id)
     submitted = record.submitted_at if record else datetime.now(timezone.utc)
     return {"task_id": task_id, "submitted_at": iso_millis(submitted)}
