@@ -91,20 +91,26 @@ class RangeDiffer:
         self.filter = spec.table_filter
 
     def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
-        """Differing rows of one range in key order, and how many rows the largest node has."""
+        """Differing rows of one range in key order, and how many keys the nodes hold in it.
+
+        The keys are counted once however many nodes hold them: one node's count,
+        plus the differing keys that node lacks (every such key is in the records).
+        """
+        first = self.nodes[0]
         if rng.inner:
             per_node = self._bucket_hashes(rng, list(rng.inner))
-            checked = max(sum(c for c, _ in m.values()) for m in per_node.values())
+            held = sum(c for c, _ in per_node[first].values())
             keys = self._narrow_buckets(rng, list(rng.inner), per_node)
         else:
             res = self.sessions.on_all(_fetch(sqlgen.hash_range(self.shape, rng, self.filter)))
             hashes = {n: (int(rows[0][0]), rows[0][1]) for n, rows in res.items()}
             counts = {n: c for n, (c, _) in hashes.items()}
-            checked = max(counts.values())
+            held = counts[first]
             if len(set(hashes.values())) == 1:
-                return [], checked
+                return [], held
             keys = self._narrow(rng, counts)
-        return self.records_for_keys(keys), checked
+        records = self.records_for_keys(keys)
+        return records, held + sum(1 for r in records if r.rows.get(first) is None)
 
     def _bucket_hashes(self, rng: KeyRange, inner: list[Key],
                        ) -> dict[str, dict[int, tuple[int, Any]]]:

@@ -29,13 +29,15 @@ N2_UPDATES = [17, 9_999, 10_000, 10_001, 33_333, 59_999]
 N2_EXTRA = [-5, 0, 70_000]  # below n1's smallest key, and above its largest
 N3_DELETES = [1, 45_678, 60_000]
 N3_UPDATES = [20_000, 59_999]
+N3_EXTRA = [-7, 65_000]  # in the same open-ended ranges as n2's extra keys
 
 
 def expected_pairs() -> dict[str, set[str]]:
     """Which keys each pair must report, from a model of what each node holds."""
     base = {i: "v" for i in range(1, ROWS + 1)}
     n2 = dict(base) | {i: "n2" for i in N2_UPDATES} | {i: "extra" for i in N2_EXTRA}
-    n3 = {i: v for i, v in base.items() if i not in N3_DELETES} | {i: "n3" for i in N3_UPDATES}
+    n3 = ({i: v for i, v in base.items() if i not in N3_DELETES}
+          | {i: "n3" for i in N3_UPDATES} | {i: "n3x" for i in N3_EXTRA})
     data = {"n1": base, "n2": n2, "n3": n3}
     out = {}
     for a, b in itertools.combinations(NODES, 2):
@@ -59,6 +61,8 @@ def big_table(pg_cluster: Any) -> Any:
     execute(pg_cluster.node_dsn(2), [
         ("DELETE FROM td_big WHERE id = ANY(%s)", (N3_DELETES,)),
         ("UPDATE td_big SET v = 'n3' WHERE id = ANY(%s)", (N3_UPDATES,)),
+        ("INSERT INTO td_big SELECT i, 'n3x', repeat('p', 20) FROM unnest(%s::int[]) i",
+         (N3_EXTRA,)),
     ])
     return pg_cluster
 
@@ -71,8 +75,10 @@ def assert_complete_and_sorted(diff: dict[str, Any]) -> None:
             assert ids == sorted(ids), f"{pair} {node} rows are not in key order"
             assert len(ids) == len(set(ids)), f"{pair} {node} lists a row twice"
     summary = diff["summary"]
-    assert summary["total_rows_checked"] == ROWS + len(N2_EXTRA), "n2 holds every key"
-    assert summary["diff_rows"] == len(set(N2_UPDATES + N2_EXTRA + N3_DELETES + N3_UPDATES))
+    # every key any node holds, once: no node holds them all
+    assert summary["total_rows_checked"] == ROWS + len(N2_EXTRA) + len(N3_EXTRA)
+    assert summary["diff_rows"] == len(set(N2_UPDATES + N2_EXTRA + N3_DELETES + N3_UPDATES
+                                           + N3_EXTRA))
     assert summary["diff_partial"] is False
 
 
