@@ -73,9 +73,9 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
                       task_id=task_id, retry=True, retry_policy=SEND_RETRY, ignore_result=True)
     except Exception as exc:  # the broker is down: say so
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise BrokerUnreachableError(f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: "
-                        f"{detail}. "
-                        "Check that Redis is running.") from exc
+        raise BrokerUnreachableError(
+            f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: {detail}. "
+            "Check that Redis is running.") from exc
     from ace_shared.taskstore import TaskStore, record_submission
     try:
         record_submission(TaskStore.from_settings(settings), task_id, options, row)
