@@ -146,18 +146,6 @@ keeps the last ones short.
 """
 
 
-def auto_task_count(range_count: int, slots: int, tasks_per_slot: int = TASKS_PER_SLOT) -> int:
-    """How many tasks to cut ``range_count`` ranges into for ``slots`` worker processes.
-
-    A multiple of ``slots`` (each process gets the same number of tasks, so none waits
-    on a last odd one), or one task per range when there are fewer ranges than that.
-    With no known worker processes (``slots`` <= 0), one task per range.
-    """
-    if slots <= 0:
-        return max(1, range_count)
-    return max(1, min(range_count, slots * max(1, tasks_per_slot)))
-
-
 def even_sizes(total: int, parts: int) -> list[int]:
     """``total`` cut into ``parts`` (at most ``total``) sizes differing by one, larger first."""
     count = max(1, min(parts, total))
@@ -176,9 +164,9 @@ def tapered_sizes(total: int, slots: int, waves: int = TASKS_PER_SLOT) -> list[i
     number of tasks). Sizes never grow along the list and are at least one.
 
     Tapering ``w`` waves takes ``slots`` times 1+2+...+``w`` ranges; with fewer,
-    fewer waves taper, and below two waves the cut is even (as
-    :func:`auto_task_count`). No known worker processes (``slots`` <= 0) gives
-    one task per range.
+    fewer waves taper, and below two waves each process gets one task (or each
+    range one, with fewer ranges than processes). No known worker processes
+    (``slots`` <= 0) gives one task per range.
     """
     if total <= 0:
         return []
@@ -188,7 +176,7 @@ def tapered_sizes(total: int, slots: int, waves: int = TASKS_PER_SLOT) -> list[i
     while waves > 1 and total < slots * waves * (waves + 1) // 2:
         waves -= 1
     if waves == 1:
-        return even_sizes(total, auto_task_count(total, slots, 1))
+        return even_sizes(total, slots)
     weights = list(range(waves, 0, -1))
     # each wave's share of the ranges, rounded so the shares add up to the total
     exact = [total * w / sum(weights) for w in weights]
