@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .ranges import TASKS_PER_SLOT
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Settings:
     TASK_TIME_LIMIT: int = 6 * 3600
     RESULT_EXPIRES: int = 24 * 3600
     MAX_REDELIVERIES: int = 3
-    TASKS_PER_WORKER_PROCESS: int = 4  # a diff without --batch-size, on a fleet
+    TASKS_PER_WORKER_PROCESS: int = TASKS_PER_SLOT  # a diff without --batch-size, on a fleet
     # connections
     CONNECT_TIMEOUT: int = 10
     STATEMENT_TIMEOUT_MS: int = 0

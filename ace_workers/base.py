@@ -58,7 +58,7 @@ class AceTask(Task):
         store = runtime.store()
         if submission:
             record_submission(store, job_id, options, submission)
-        if store.get(job_id) is not None and not store.mark_running(job_id):
+        if not store.mark_running(job_id) and store.get(job_id) is not None:
             # finished already: a redelivery after the worker died before acknowledging
             raise Ignore()
         self.check_redeliveries(job_id)

@@ -60,10 +60,11 @@ def submission(task_type: str, *, cluster_name: str | None, table_name: str | No
 
 def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Settings, *,
            cluster_name: str | None, table_name: str | None,
-           requested_by: str | None) -> None:
-    """Enqueue one task, then record it; when this returns the task's row exists.
+           requested_by: str | None) -> dict[str, Any]:
+    """Enqueue one task, then record it; return the row's fields (see :func:`submission`).
 
-    If the broker cannot be reached nothing is sent and nothing is recorded.
+    When this returns the task's row exists. If the broker cannot be reached
+    nothing is sent and nothing is recorded.
     """
     row = submission(task_type, cluster_name=cluster_name, table_name=table_name,
                      requested_by=requested_by)
@@ -83,6 +84,7 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
         raise TaskError(f"Task {task_id} was queued, but the task store could not record it: "
                         f"{exc}. Its worker records it when it starts; check ACE_DATABASE_URL."
                         ) from exc
+    return row
 
 
 def _doorbell(settings: Settings, task_id: str) -> Callable[[float], None]:

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from ace_shared.config import Settings, load_settings
+from ace_shared.connection import NodeTarget
 from ace_shared.diffplan import resolve_targets
 from ace_shared.diffspec import DiffSpec
 from ace_shared.nodesessions import NodeSessions
@@ -52,6 +53,13 @@ def redis() -> Any:
     return redis_client(settings().BROKER_URL or DEFAULT_BROKER)
 
 
+def _session_key(cluster_name: str, dbname: str | None, nodes: str | list[str],
+                 role: str | None) -> tuple[tuple[Any, ...], tuple[NodeTarget, ...]]:
+    """Where this process keeps sessions to these nodes, and what the cluster file says of them."""
+    db, targets = resolve_targets(cluster_name, dbname, nodes, settings(), role)
+    return (cluster_name, db, tuple(t.node for t in targets), role), targets
+
+
 def sessions_for_nodes(cluster_name: str, dbname: str | None, nodes: str | list[str],
                        role: str | None) -> NodeSessions:
     """This process's sessions to the chosen nodes, opened on first use.
@@ -59,8 +67,7 @@ def sessions_for_nodes(cluster_name: str, dbname: str | None, nodes: str | list[
     They are looked up by what the cluster file says now, so an edited file (a new
     password, a moved node) gets fresh connections and the old ones are closed.
     """
-    db, targets = resolve_targets(cluster_name, dbname, nodes, settings(), role)
-    key = (cluster_name, db, tuple(t.node for t in targets), role)
+    key, targets = _session_key(cluster_name, dbname, nodes, role)
     stale = None
     with _lock:
         found = _sessions.get(key)
@@ -82,11 +89,11 @@ def drop_sessions_for(cluster_name: str, dbname: str | None, nodes: str | list[s
                       role: str | None) -> None:
     """Close this process's sessions to those nodes (after a node failed)."""
     try:
-        db, targets = resolve_targets(cluster_name, dbname, nodes, settings(), role)
+        key, _ = _session_key(cluster_name, dbname, nodes, role)
     except Exception:  # the cluster file is gone or broken: nothing to look up
         return
     with _lock:
-        found = _sessions.pop((cluster_name, db, tuple(t.node for t in targets), role), None)
+        found = _sessions.pop(key, None)
     if found is not None:
         found.close()
 

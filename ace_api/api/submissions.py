@@ -48,8 +48,8 @@ def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: S
     task_id = new_task_id(task_type)
     options = {**options, "role": identity}
     try:
-        submit(task_type, options, task_id, settings, cluster_name=cluster_name,
-               table_name=table_name, requested_by=identity)
+        row = submit(task_type, options, task_id, settings, cluster_name=cluster_name,
+                     table_name=table_name, requested_by=identity)
     except BrokerUnreachableError as exc:
         logger.error("Task %s could not be queued: %s", task_id, exc)
         raise ApiError("The task queue cannot be reached, so nothing was started; check that "
@@ -57,9 +57,8 @@ def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: S
     except TaskError as exc:  # queued, but the task store is away: its worker records it
         logger.error("Task %s was queued but not recorded: %s", task_id, exc)
         raise ApiError(str(exc), 503) from exc
-    record = TaskStore.from_settings(settings).get(task_id)
-    submitted = record.submitted_at if record else datetime.now(timezone.utc)
-    return {"task_id": task_id, "submitted_at": iso_millis(submitted)}
+    return {"task_id": task_id,
+            "submitted_at": iso_millis(datetime.fromisoformat(row["submitted_at"]))}
 
 
 def submit_diff(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
