@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .config import Settings
 from .taskstatus import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
@@ -133,6 +133,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _create_schema(engine: Engine, attempts: int = 3) -> None:
+    """Create the task table unless it is there.
+
+    Several processes may open a new store at once (a submitter and the worker
+    that took its message, or a fleet starting): each checks, finds no table and
+    creates it, and all but one fail with "already exists". Checking again after
+    such a failure finds the winner's table.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+
+
 class TaskStore:
     """Reads and writes task rows; every write is one short transaction."""
 
@@ -152,7 +169,7 @@ class TaskStore:
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-            metadata.create_all(engine)
+            _create_schema(engine)
             self._engines[url] = engine
         self.engine = engine
 

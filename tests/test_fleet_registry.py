@@ -6,9 +6,11 @@ fleet tests show them between real processes.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -91,3 +93,28 @@ def test_submitter_and_worker_record_one_row_in_either_order(tmp_path: Path) -> 
     assert rec.options == {"nodes": "all"}
     with pytest.raises(IntegrityError):  # an id used twice by mistake is still an error
         store.create("td_b", "table-diff", cluster_name="c", table_name="t", requested_by="x")
+
+
+def _open_store(url: str, barrier: Any, failures: Any) -> None:
+    barrier.wait()
+    try:
+        TaskStore(url)
+    except Exception as exc:  # reported to the parent, which asserts there were none
+        failures.put(repr(exc))
+
+
+def test_processes_opening_a_new_task_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """A submitter and the worker that took its message may both be first on a new database."""
+    ctx = multiprocessing.get_context("fork")
+    failures = ctx.Queue()
+    for round_ in range(5):
+        url = f"sqlite:///{tmp_path / f'tasks{round_}.db'}"
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_store, args=(url, barrier, failures))
+                 for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert all(p.exitcode == 0 for p in procs)
+    assert failures.empty(), failures.get()
