@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .ranges import TASKS_PER_SLOT
+from ace_shared.diff.ranges import TASKS_PER_SLOT
+from ace_shared.errors import ConfigError
 
 
 @dataclass(frozen=True)

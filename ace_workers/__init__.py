@@ -1,5 +1,5 @@
 """ACE's Celery workers: ``celery -A ace_workers worker|beat|flower``."""
 
-from .app import app
+from ace_workers.app import app
 
 __all__ = ["app"]

@@ -21,8 +21,7 @@ import os
 from celery import Celery
 
 from ace_shared.config import load_settings
-
-from .slots import SlotHeartbeat
+from ace_workers.slots import SlotHeartbeat
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 QUEUE = "ace"
@@ -34,8 +33,8 @@ def make_app() -> Celery:
     backend = settings.RESULT_BACKEND or broker
     visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", settings.TASK_TIME_LIMIT + 600))
     app = Celery("ace_workers", broker=broker, backend=backend,
-                 include=["ace_workers.diff_tasks", "ace_workers.repair_tasks",
-                          "ace_workers.schedule", "ace_workers.autorepair_tasks"])
+                 include=["ace_workers.diff", "ace_workers.repair",
+                          "ace_workers.schedule", "ace_workers.autorepair"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",

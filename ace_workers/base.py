@@ -8,9 +8,8 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from ace_shared.errors import AceError
-from ace_shared.taskstore import TaskStore, record_submission
-
-from . import runtime
+from ace_shared.tasks.store import TaskStore, record_submission
+from ace_workers import runtime
 
 DELIVERIES_KEY = "ace:deliveries"
 

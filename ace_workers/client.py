@@ -20,16 +20,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ace_shared.config import Settings
-from ace_shared.diffspec import DiffRequest
+from ace_shared.diff.request import DiffRequest
 from ace_shared.errors import BrokerUnreachableError, TaskError
-from ace_shared.taskstatus import FAILED, FINISHED
-
-from . import finished
-from .app import app
-from .counters import redis_client
+from ace_shared.tasks.status import FAILED, FINISHED
+from ace_workers import finished
+from ace_workers.app import app
+from ace_workers.counters import redis_client
 
 if TYPE_CHECKING:
-    from ace_shared.taskstore import TaskRecord
+    from ace_shared.tasks.store import TaskRecord
 
 TASK_NAMES = {
     "table-diff": "ace.table_diff",
@@ -77,7 +76,7 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
         raise BrokerUnreachableError(
             f"Could not reach the task broker at {_safe_url(settings.BROKER_URL)}: {detail}. "
             "Check that Redis is running.") from exc
-    from ace_shared.taskstore import TaskStore, record_submission
+    from ace_shared.tasks.store import TaskStore, record_submission
     try:
         record_submission(TaskStore.from_settings(settings), task_id, options, row)
     except Exception as exc:
@@ -106,7 +105,7 @@ def follow(task_id: str, settings: Settings,
            on_progress: Callable[[int, int], None] | None = None,
            poll_seconds: float = 0.25, timeout: float | None = None) -> TaskRecord:
     """Wait for a task to finish, reporting progress; return its final record."""
-    from ace_shared.taskstore import TaskStore
+    from ace_shared.tasks.store import TaskStore
     store = TaskStore.from_settings(settings)
     wait = _doorbell(settings, task_id)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -132,7 +131,7 @@ def submit_and_follow(task_type: str, options: dict[str, Any], settings: Setting
     Returns ``None`` with ``no_wait`` (the task id is printed); raises
     :class:`TaskError` with the task's own message when it failed.
     """
-    from ace_api.progress import ProgressBar
+    from ace_api.cli.progress import ProgressBar
 
     submit(task_type, options, task_id, settings, cluster_name=cluster_name,
            table_name=table_name, requested_by=getpass.getuser())

@@ -33,7 +33,7 @@ def redis_client(url: str) -> redis.Redis:
 
 
 class RedisPartCounter:
-    """A :class:`~ace_shared.budget.PartCounter` shared through Redis."""
+    """A :class:`~ace_shared.diff.budget.PartCounter` shared through Redis."""
 
     def __init__(self, client: Any, name: str, ttl_seconds: int = 86400) -> None:
         self._redis = client

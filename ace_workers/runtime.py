@@ -13,15 +13,14 @@ import threading
 from typing import Any
 
 from ace_shared.config import Settings, load_settings
-from ace_shared.connection import NodeTarget
-from ace_shared.diffplan import resolve_targets
-from ace_shared.diffspec import DiffSpec
-from ace_shared.nodesessions import NodeSessions
-from ace_shared.taskstore import TaskStore
-
-from . import finished
-from .app import DEFAULT_BROKER
-from .counters import redis_client
+from ace_shared.diff.plan import resolve_targets
+from ace_shared.diff.request import DiffSpec
+from ace_shared.nodes.connection import NodeTarget
+from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.store import TaskStore
+from ace_workers import finished
+from ace_workers.app import DEFAULT_BROKER
+from ace_workers.counters import redis_client
 
 log = logging.getLogger(__name__)
 

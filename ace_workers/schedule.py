@@ -15,13 +15,12 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
 from ace_shared.config import load_settings
-from ace_shared.diffspec import validate_diff_request
+from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import AceError
-from ace_shared.schedule import auto_repair_timing, scheduled_diffs
-from ace_shared.taskids import new_task_id
-
-from . import runtime
-from .app import app
+from ace_shared.tasks.ids import new_task_id
+from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
+from ace_workers import runtime
+from ace_workers.app import app
 
 
 def build_beat_schedule() -> dict[str, dict[str, Any]]:
@@ -61,7 +60,7 @@ class AceScheduler(PersistentScheduler):
 @app.task(name="ace.scheduled_diff")
 def scheduled_diff(job_name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Submit the scheduled job's table-diff as an ordinary task."""
-    from .client import submit
+    from ace_workers.client import submit
 
     settings = runtime.settings()
     request = validate_diff_request(options, settings)

@@ -1,7 +1,7 @@
 """How many worker processes the fleet has right now, for automatic batching.
 
 A table-diff left to choose its own batch size cuts its ranges into a few tasks
-per worker process (see :func:`ace_shared.ranges.tapered_sizes`), so it must
+per worker process (see :func:`ace_shared.diff.ranges.tapered_sizes`), so it must
 know how many there are. Asking the workers (``celery inspect``) costs a
 broadcast and a wait on every diff; instead each worker writes its pool size
 and the time into one Redis hash when it starts and every few seconds after,
@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from .counters import redis_client
+from ace_workers.counters import redis_client
 
 SLOTS_KEY = "ace:worker_slots"
 HEARTBEAT_SECONDS = 5.0

@@ -22,10 +22,10 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.extensions
 
-from ace_shared.cluster import load_cluster
 from ace_shared.config import Settings
-from ace_shared.connection import NodeTarget, connect, node_targets
 from ace_shared.errors import AceError
+from ace_shared.nodes.cluster import load_cluster
+from ace_shared.nodes.connection import NodeTarget, connect, node_targets
 
 T = TypeVar("T")
 

@@ -58,7 +58,7 @@ from _common import (
 from diff_phases import PhaseReport, print_phases, profile_diff
 from psycopg2 import sql
 
-from ace_shared.connection import NodeTarget
+from ace_shared.nodes.connection import NodeTarget
 
 TABLE = "bench_diff"
 META = "bench_diff_meta"

@@ -46,7 +46,7 @@ from _common import (
 )
 from psycopg2 import sql
 
-from ace_shared.connection import NodeTarget
+from ace_shared.nodes.connection import NodeTarget
 
 TABLE = "bench_repair"
 DIVERGED_NODE = "n2"

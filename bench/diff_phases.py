@@ -142,9 +142,9 @@ def profile_diff(cluster_dir: Path, cluster: str, table: str, first_node: tuple[
                  max_diffs: int = 10000) -> PhaseReport:
     """Run one diff in this process and return its database time by kind of query."""
     from ace_shared.config import load_settings
-    from ace_shared.diffspec import validate_diff_request
-    from ace_shared.localrun import run_table_diff
-    from ace_shared.taskids import new_task_id
+    from ace_shared.diff.local import run_table_diff
+    from ace_shared.diff.request import validate_diff_request
+    from ace_shared.tasks.ids import new_task_id
 
     recorder = _Recorder()
     recorder.first_node = first_node

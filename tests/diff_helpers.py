@@ -21,9 +21,9 @@ from typing import Any
 import psycopg2
 
 from ace_shared.config import load_settings
-from ace_shared.diffspec import validate_diff_request
-from ace_shared.localrun import run_table_diff
-from ace_shared.taskids import new_task_id
+from ace_shared.diff.local import run_table_diff
+from ace_shared.diff.request import validate_diff_request
+from ace_shared.tasks.ids import new_task_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "testclus"
@@ -62,7 +62,7 @@ def run_ace(*args: str, env: dict[str, str] | None = None, fresh_process: bool =
         return AceRun(proc.returncode, proc.stdout, proc.stderr)
     from click.testing import CliRunner
 
-    from ace_api.cli import main
+    from ace_api.cli.main import main
     runner = CliRunner(env={"ACE_NO_PROGRESS": "1", **(env or {})}, catch_exceptions=False)
     result = runner.invoke(main, list(args))
     return AceRun(result.exit_code, result.stdout, result.stderr)
@@ -104,7 +104,7 @@ def query(dsn: str, text: str, params: Sequence[Any] = (), *, pinned: bool = Fal
     """Rows of a query on one node; ``pinned`` uses ACE's output settings (UTC, ISO, ...)."""
     options = {}
     if pinned:
-        from ace_shared.connection import startup_options
+        from ace_shared.nodes.connection import startup_options
         options["options"] = startup_options()
     conn = psycopg2.connect(dsn, **options)
     try:

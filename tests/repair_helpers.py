@@ -21,14 +21,14 @@ from typing import Any
 import psycopg2
 from click.testing import CliRunner
 
-from ace_api.cli import main
+from ace_api.cli.main import main
 from ace_shared.config import load_settings
-from ace_shared.connection import startup_options
-from ace_shared.diffspec import validate_diff_request
-from ace_shared.localrun import run_table_diff
-from ace_shared.repairrun import run_table_repair
-from ace_shared.rerunrun import run_table_rerun
-from ace_shared.taskids import new_task_id
+from ace_shared.diff.local import run_table_diff
+from ace_shared.diff.request import validate_diff_request
+from ace_shared.nodes.connection import startup_options
+from ace_shared.repair.run import run_table_repair
+from ace_shared.rerun.run import run_table_rerun
+from ace_shared.tasks.ids import new_task_id
 
 CLUSTER = "testclus"
 NODES = ("n1", "n2", "n3")

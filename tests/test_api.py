@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from ace_api.api import create_app
-from ace_api.api.auth import common_name
-from ace_api.api.difffiles import resolve_diff_file
+from ace_api.rest import create_app
+from ace_api.rest.auth import common_name
+from ace_api.rest.difffiles import resolve_diff_file
+from ace_shared.autorepair.exception_status import parse_exception_update
 from ace_shared.config import Settings
 from ace_shared.errors import AceError, BadOptionError, DiffFileError, NotFoundError
-from ace_shared.spock_exceptions import parse_exception_update
-from ace_shared.taskstore import TaskStore
+from ace_shared.tasks.store import TaskStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -352,7 +352,7 @@ def test_ace_api_names_the_missing_authority(tmp_path: Path) -> None:
     leaf = ca.issue_cert("127.0.0.1")
     (tmp_path / "s.crt").write_bytes(leaf.cert_chain_pems[0].bytes())
     (tmp_path / "s.key").write_bytes(leaf.private_key_pem.bytes())
-    from ace_api.server import gunicorn_options
+    from ace_api.rest.server import gunicorn_options
 
     settings = Settings(ACE_API_CERT_FILE=str(tmp_path / "s.crt"),
                         ACE_API_KEY_FILE=str(tmp_path / "s.key"))
@@ -372,8 +372,8 @@ def test_ace_api_names_the_missing_authority(tmp_path: Path) -> None:
 
 
 def test_cert_auth_settings_reach_every_node_connection(settings: Settings) -> None:
-    from ace_shared.cluster import load_cluster
-    from ace_shared.connection import node_targets
+    from ace_shared.nodes.cluster import load_cluster
+    from ace_shared.nodes.connection import node_targets
 
     cluster = load_cluster(settings.cluster_dir, "lab")
     secured = settings.with_overrides(USE_CERT_AUTH=True, ACE_USER_CERT_FILE="/c/ace.crt",
@@ -392,7 +392,7 @@ def test_an_unreachable_broker_is_503_and_records_nothing(settings: Settings,
     """The Celery app takes its broker from the environment, so this runs in its own process."""
     script = (
         "import json, sys\n"
-        "from ace_api.api import create_app\n"
+        "from ace_api.rest import create_app\n"
         "from ace_shared.config import Settings\n"
         "class Peer:\n"
         "    def getpeercert(self):\n"

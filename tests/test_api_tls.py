@@ -24,7 +24,7 @@ from api_helpers import (
 from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
 from spock_fixtures import drop_spock, install_spock
 
-from ace_shared.taskstore import PENDING, TaskStore
+from ace_shared.tasks.store import PENDING, TaskStore
 
 TABLE = "api_items"
 ROWS = 3000

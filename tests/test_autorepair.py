@@ -24,7 +24,7 @@ from spock_fixtures import (
     run_sql,
 )
 
-from ace_shared.autorepair import poll_exceptions, repair_exceptions
+from ace_shared.autorepair.run import poll_exceptions, repair_exceptions
 from ace_shared.config import load_settings
 
 CLUSTER = "testclus"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ace_shared.cluster import Node, load_cluster, parse_cluster
 from ace_shared.errors import AceError, BadOptionError, ClusterError, NotFoundError
+from ace_shared.nodes.cluster import Node, load_cluster, parse_cluster
 
 
 def node(name: str, port: int, active: Any = "on") -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from ace_shared.budget import DiffBudget, LocalPartCounter
+from ace_shared.diff.budget import DiffBudget, LocalPartCounter
 from ace_workers.counters import RedisPartCounter
 
 

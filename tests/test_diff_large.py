@@ -22,7 +22,7 @@ from diff_helpers import (
     table_diff,
 )
 
-from ace_shared import diffplan
+from ace_shared.diff import plan as diffplan
 
 ROWS = 60_000
 N2_UPDATES = [17, 9_999, 10_000, 10_001, 33_333, 59_999]

@@ -18,7 +18,7 @@ from celery import Celery
 from celery.events.state import State
 from fleet_helpers import Fleet, free_port, wait_for
 
-from ace_shared.taskstore import COMPLETED, FAILED, RUNNING, TaskStore, record_submission
+from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore, record_submission
 
 TABLE = "fl_items"
 ROWS = 30000

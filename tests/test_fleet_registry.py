@@ -16,7 +16,7 @@ import fakeredis
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from ace_shared.taskstore import RUNNING, TaskStore, record_submission
+from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
 from ace_workers import finished
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ace_shared.diff.filter import check_filter
 from ace_shared.errors import AceError, BadOptionError, FilterError
-from ace_shared.ident import TableName, parse_table_name
-from ace_shared.tablefilter import check_filter
+from ace_shared.nodes.ident import TableName, parse_table_name
 
 
 @pytest.mark.parametrize(("text", "schema", "table"), [

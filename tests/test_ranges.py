@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ace_shared.ranges import (
+from ace_shared.diff.ranges import (
     KeyRange,
     batches,
     dedupe_sorted,

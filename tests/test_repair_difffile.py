@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ace_shared.difffile import load_diff_file
+from ace_shared.difffile.format import load_diff_file
 from ace_shared.errors import DiffFileError
-from ace_shared.repairplan import plan_bidirectional, plan_fix_nulls, plan_from_source
-from ace_shared.repairsql import LineStream, copy_field
+from ace_shared.repair.plan import plan_bidirectional, plan_fix_nulls, plan_from_source
+from ace_shared.repair.queries import LineStream, copy_field
 
 ORIGINAL = """{
   "n1/n2": {

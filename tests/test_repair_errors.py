@@ -16,8 +16,8 @@ from repair_helpers import CLUSTER, Nodes, ace, assert_error, diff_table, output
 
 from ace_shared.config import load_settings
 from ace_shared.errors import BadOptionError, DiffFileError
-from ace_shared.repairrequest import check_repair_options, validate_repair_request
-from ace_shared.rerunrequest import validate_rerun_request
+from ace_shared.repair.request import check_repair_options, validate_repair_request
+from ace_shared.rerun.request import validate_rerun_request
 
 TABLE = "public.rp_err"
 

@@ -17,9 +17,9 @@ import psycopg2
 import pytest
 from reports_helpers import Element, parse_html, partials_view
 
-from ace_shared.diffview import PairRow, PartialsView
-from ace_shared.reports import write_report
-from ace_shared.reports.csvreport import decode_field, encode_field
+from ace_shared.difffile.csvreport import decode_field, encode_field
+from ace_shared.difffile.reports import write_report
+from ace_shared.difffile.view import PairRow, PartialsView
 
 NODES = ["n1", "n2", "n3"]
 COLUMNS = [("id", "integer"), ("name", "text"), ("note", "text"), ("amount", "numeric(10,2)")]
@@ -298,7 +298,7 @@ def test_html_shows_key_columns_first(tmp_path: Path) -> None:
 def test_html_caps_rows_per_pair_and_says_where_the_rest_are(tmp_path: Path,
                                                               view: PartialsView) -> None:
     path = tmp_path / "r.html"
-    from ace_shared.reports.htmlreport import write_html
+    from ace_shared.difffile.htmlreport import write_html
     write_html(path, view, summary(), max_rows_per_pair=2)
     page = parse_html(path.read_text(encoding="utf-8"))
     sec = section(page, "n2/n3")

@@ -1,0 +1,57 @@
+"""What each CLI command does once its options are parsed: validate, run, report."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from ace_api.cli.progress import ProgressBar
+from ace_shared.config import Settings
+from ace_shared.diff.request import validate_diff_request
+from ace_shared.tasks.ids import new_task_id
+
+EXIT_SAME, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
+
+
+def _uses_fleet(settings: Settings) -> bool:
+    return bool(settings.BROKER_URL)
+
+
+def report_diff(summary: dict[str, Any], quiet: bool) -> int:
+    """Print the outcome of a diff and return the exit code."""
+    path = summary["diff_file"]
+    if summary.get("mismatch"):
+        if not quiet:
+            for pair, count in summary.get("diff_rows_by_pair", {}).items():
+                click.echo(f"{pair}: {count} rows differ")
+            if summary.get("diff_partial"):
+                click.echo(f"PARTIAL DIFF: {summary.get('partial_reason')}")
+        click.echo(f"Diffs written to {path}")
+        if summary.get("report_file"):
+            click.echo(f"Report written to {summary['report_file']}")
+        return EXIT_DIFF
+    if not quiet:
+        click.echo(f"TABLES MATCH: {summary['table']} is the same on "
+                   f"{', '.join(summary['nodes'])} ({summary['total_rows_checked']} rows checked).")
+    click.echo(f"Diff summary written to {path}")
+    return EXIT_SAME
+
+
+def run_table_diff_command(opts: dict[str, Any], settings: Settings) -> int:
+    raw = {k: v for k, v in opts.items() if k != "no_wait"}
+    request = validate_diff_request(raw, settings)
+    task_id = new_task_id("table-diff")
+    if _uses_fleet(settings):
+        from ace_workers.client import submit_and_follow_diff
+        return submit_and_follow_diff(request, settings, task_id, no_wait=opts["no_wait"],
+                                      report=report_diff)
+    from ace_shared.diff.local import run_table_diff
+    bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet
+                      and not os.environ.get("ACE_NO_PROGRESS"))
+    try:
+        _, summary = run_table_diff(request, settings, task_id, progress=bar)
+    finally:
+        bar.close()
+    return report_diff(summary, request.quiet)

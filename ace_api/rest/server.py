@@ -1,0 +1,133 @@
+"""Serving the ACE API: gunicorn, TLS required, client certificates required.
+
+The API is reachable only over mutual TLS: gunicorn presents the server
+certificate (``ACE_API_CERT_FILE``/``ACE_API_KEY_FILE``, else the ACE user's
+``ACE_USER_CERT_FILE``/``ACE_USER_KEY_FILE``) and refuses any client whose
+certificate was not issued by ``CA_CERT_FILE`` (``ssl.CERT_REQUIRED``). The
+verified certificate's common name then names the caller (see
+:mod:`ace_api.rest.auth`). Nothing is served when a file is missing.
+
+Workers are gthread workers by default: a polling client keeps its TLS
+connection open between requests instead of paying a handshake each time.
+``--threads 1`` selects the sync worker; both hand the TLS socket to the app.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from ace_shared.config import Settings
+from ace_shared.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_WORKERS = 4
+DEFAULT_THREADS = 4
+REQUEST_TIMEOUT_SECONDS = 60
+# Idle keep-alive connections stay open this long. gunicorn's default (2 s) races
+# clients that poll about every 2 s: the server closes the connection just as the
+# client reuses it. A long wait keeps pollers on one TLS session.
+KEEPALIVE_SECONDS = 75
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The certificate, key and CA the API serves with, checked to load."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def _setting_file(settings: Settings, names: tuple[str, ...], what: str) -> tuple[Path, str]:
+    """The first of ``names`` that is set, as an existing file, and the name it came from."""
+    for name in names:
+        text = getattr(settings, name)
+        if text:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"The API needs {what}, but {path} does not exist; "
+                                  f"fix {name}.")
+            return path, name
+    shown = " or ".join(n if n.startswith("ACE_") else f"{n} (ACE_{n} in the environment)"
+                        for n in names)
+    raise ConfigError(f"The API needs {what}; set {shown}.")
+
+
+def tls_files(settings: Settings) -> TlsFiles:
+    """The TLS files from the settings, or one clear error saying which is missing or bad."""
+    cert, cert_name = _setting_file(settings, ("ACE_API_CERT_FILE", "ACE_USER_CERT_FILE"),
+                                    "a server certificate")
+    key, key_name = _setting_file(settings, ("ACE_API_KEY_FILE", "ACE_USER_KEY_FILE"),
+                                  "the server certificate's key")
+    ca, _ = _setting_file(settings, ("CA_CERT_FILE",),
+                          "the certificate authority that issues client certificates")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"The server certificate {cert} and key {key} cannot be loaded "
+                          f"({exc}); check {cert_name} and {key_name}.") from exc
+    try:
+        context.load_verify_locations(cafile=str(ca))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"The certificate authority file {ca} cannot be loaded ({exc}); "
+                          "check CA_CERT_FILE.") from exc
+    return TlsFiles(cert, key, ca)
+
+
+def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
+                     threads: int = DEFAULT_THREADS) -> dict[str, Any]:
+    """gunicorn's settings for the API: mutual TLS always on."""
+    if workers < 1 or threads < 1:
+        raise ConfigError("--workers and --threads must be at least 1.")
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, not {port}.")
+    files = tls_files(settings)
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "threads": threads,
+        "certfile": str(files.cert),
+        "keyfile": str(files.key),
+        "ca_certs": str(files.ca),
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "timeout": REQUEST_TIMEOUT_SECONDS,
+        "keepalive": KEEPALIVE_SECONDS,
+        "accesslog": "-",
+        "errorlog": "-",
+        "proc_name": "ace-api",
+        "control_socket_disable": True,
+        "preload_app": False,
+    }
+
+
+class ApiServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn run from Python, each worker building its own app after the fork."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in self.options.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Flask:
+        from ace_api.rest import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> None:
+    """Run the API until interrupted; raises ConfigError before serving when TLS is not set up."""
+    ApiServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()

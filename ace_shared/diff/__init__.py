@@ -1,0 +1,1 @@
+"""table-diff: validate a request, plan key ranges, hash and narrow them on every node, merge."""

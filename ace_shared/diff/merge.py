@@ -1,0 +1,122 @@
+"""Reducing the partial results of a diff into one diff file (and its CSV/HTML).
+
+The file keeps the original tool's shape,
+``{"diffs": {"n1/n2": {"n1": [rows], "n2": [rows]}}, "summary": {...}}``, with
+pairs in node order and rows in key order. It is streamed from the partial
+files pair by pair and written under a temporary name, then renamed: a reader
+never sees a half-written diff file, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ace_shared.diff.differ import BatchResult
+from ace_shared.diff.request import DiffSpec
+from ace_shared.difffile.view import DiffView, PartialsView
+from ace_shared.outputs import new_output_path
+
+
+def new_diff_path(output_dir: Path, now: datetime | None = None) -> Path:
+    """``<output>/diffs/<YYYY-MM-DD>/diffs_<HHMMSSmmm>.json``, unique even within a millisecond."""
+    return new_output_path(output_dir, "diffs", "diffs", now)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_diff_json(path: Path, view: DiffView, summary: dict[str, Any]) -> None:
+    """Stream the diff file for ``view`` to ``path`` (atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{\n  "diffs": {')
+        first_pair = True
+        for a, b, _count in view.pairs():
+            fh.write(("" if first_pair else ",") + f"\n    {_dump(f'{a}/{b}')}: {{")
+            first_pair = False
+            for side_i, side in enumerate((a, b)):
+                fh.write(("" if side_i == 0 else ",") + f"\n      {_dump(side)}: [")
+                first_row = True
+                for row_json in view.side_rows(a, b, side):
+                    fh.write(("" if first_row else ",") + "\n        " + row_json)
+                    first_row = False
+                fh.write("\n      ]" if not first_row else "]")
+            fh.write("\n    }")
+        fh.write("\n  }," if not first_pair else "},")
+        fh.write('\n  "summary": ')
+        fh.write(json.dumps(summary, ensure_ascii=False, indent=2).replace("\n", "\n  "))
+        fh.write("\n}\n")
+    os.replace(tmp, path)
+
+
+def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
+                  view: DiffView, ranges_total: int, started_at: str) -> dict[str, Any]:
+    finished = datetime.now(timezone.utc)
+    started = datetime.fromisoformat(started_at)
+    pairs = view.pairs()
+    total_keys = sum(r.diff_keys for r in results)
+    ranges_done = sum(r.ranges_done for r in results)
+    partial = ranges_done < ranges_total or any(r.stopped_early for r in results)
+    summary: dict[str, Any] = {
+        "task_id": spec.task_id,
+        "cluster_name": spec.cluster_name,
+        "database": spec.dbname,
+        "schema_name": spec.shape.table.schema,
+        "table_name": spec.shape.table.table,
+        "table": spec.shape.table.display,
+        "nodes": list(spec.nodes),
+        "primary_key": list(spec.shape.key),
+        "columns": [{"name": c.name, "type": c.type_sql} for c in spec.shape.columns],
+        "table_filter": spec.table_filter,
+        "block_rows": spec.block_rows,
+        "batch_size": spec.batch_size,
+        "max_cpu_ratio": meta.get("max_cpu_ratio"),
+        "executor": meta.get("executor", "local"),
+        "start_time": started.isoformat(),
+        "end_time": finished.isoformat(),
+        "time_taken": round((finished - started).total_seconds(), 3),
+        "total_rows_checked": sum(r.rows_checked for r in results),
+        "ranges_total": ranges_total,
+        "ranges_checked": ranges_done,
+        "diff_rows": total_keys,
+        "diff_rows_by_pair": {f"{a}/{b}": c for a, b, c in pairs},
+        "mismatch": total_keys > 0,
+        "max_allowed_diffs": spec.max_diffs,
+        "diff_partial": partial,
+    }
+    if partial:
+        summary["partial_reason"] = (
+            f"Stopped after finding {total_keys} differing rows, at or over MAX_ALLOWED_DIFFS "
+            f"({spec.max_diffs}); {ranges_done} of {ranges_total} key ranges were checked. "
+            "Repairs from this file fix only what it lists."
+        )
+    return summary
+
+
+def merge_diff(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
+               ranges_total: int, output_dir: Path, output: str, started_at: str,
+               keep_work: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Write the diff file (and CSV/HTML when asked) from the batches' partial files."""
+    ordered = sorted(results, key=lambda r: r.first_range)
+    view = PartialsView(spec.nodes, [{"name": c.name, "type": c.type_sql}
+                                     for c in spec.shape.columns],
+                        spec.shape.key, [r.partial_path for r in ordered])
+    summary = build_summary(spec, meta, ordered, view, ranges_total, started_at)
+    path = new_diff_path(output_dir)
+    summary["diff_file"] = str(path)
+    if output in ("csv", "html"):
+        summary["report_file"] = str(path.with_suffix(f".{output}"))
+    write_diff_json(path, view, summary)
+    if output in ("csv", "html"):
+        from ace_shared.difffile.reports import write_report
+        write_report(Path(summary["report_file"]), view, summary, output)
+    if not keep_work:
+        shutil.rmtree(spec.work_dir, ignore_errors=True)
+    return path, summary

@@ -1,0 +1,161 @@
+"""Preparing a table diff: check the table on every node, then plan key ranges.
+
+Planning avoids a full scan of large tables: the row estimate comes from the
+catalog, and boundaries from a small page sample (``TABLESAMPLE SYSTEM``) of
+the node that holds the most rows. Small or never-analysed tables get exact
+boundaries from one pass over their primary-key index. Boundaries only balance
+the work; correctness comes from the ranges covering the whole key space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg2.extensions import cursor
+
+from ace_shared.config import Settings
+from ace_shared.diff import queries
+from ace_shared.diff.ranges import (
+    SUBRANGES,
+    Key,
+    KeyRange,
+    dedupe_sorted,
+    plan_ranges,
+    range_count_for,
+    sorted_everywhere,
+)
+from ace_shared.diff.request import DiffRequest, DiffSpec
+from ace_shared.errors import ConfigError
+from ace_shared.nodes.cluster import load_cluster
+from ace_shared.nodes.connection import NodeTarget, node_targets
+from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.shape import TableShape, read_shape, reconcile_shapes
+
+EXACT_PLAN_MAX_ROWS = 200_000
+SAMPLES_PER_RANGE = 48  # enough for a range's 15 inner cuts, evenly spread
+
+
+@dataclass
+class DiffPlan:
+    spec: DiffSpec
+    ranges: list[KeyRange]
+    estimated_rows: int
+
+
+def resolve_targets(cluster_name: str, dbname: str | None, nodes: str | list[str] | None,
+                    settings: Settings, role: str | None) -> tuple[str, tuple[NodeTarget, ...]]:
+    """The database name and connection targets for the chosen nodes."""
+    cluster = load_cluster(settings.cluster_dir, cluster_name)
+    chosen = cluster.select_nodes(nodes)
+    db = cluster.database(dbname)
+    return db.name, node_targets(cluster, chosen, db.name, settings, role)
+
+
+def read_common_shape(sessions: NodeSessions, request_table: Any) -> TableShape:
+    shapes = {}
+    # read in node order so that error messages name the first offending node
+    for node in sessions.order:
+        shapes[node] = sessions.on_one(node, lambda cur, n=node: read_shape(cur, request_table, n))
+    return reconcile_shapes(shapes)
+
+
+def check_filter_on_nodes(sessions: NodeSessions, shape: TableShape, table_filter: str) -> None:
+    """Plan (not run) a query with the filter on every node, so a bad filter fails early."""
+    query, params = queries.sample_keys(shape, None, table_filter)
+
+    def explain(cur: cursor) -> None:
+        cur.execute(queries.sql.SQL("EXPLAIN {}").format(query), params)
+        cur.fetchall()
+    sessions.on_all(explain)
+
+
+def _estimate(cur: cursor, shape: TableShape) -> int:
+    cur.execute("SELECT c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (shape.table.schema, shape.table.table))
+    row = cur.fetchone()
+    return int(row[0]) if row else -1
+
+
+def agreed_boundaries(sessions: NodeSessions, shape: TableShape,
+                      boundaries: list[Key]) -> list[Key]:
+    """The boundaries every node sorts in the same order (see :func:`ranges.sorted_everywhere`)."""
+    if len(boundaries) < 2:
+        return boundaries
+    query, params = queries.sort_keys(shape, boundaries)
+    orders = sessions.on_all(lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    ranks = []
+    for rows in orders.values():
+        rank = [0] * len(boundaries)
+        for position, (ordinal,) in enumerate(rows):
+            rank[int(ordinal) - 1] = position
+        ranks.append(rank)
+    return [boundaries[i] for i in sorted_everywhere(ranks)]
+
+
+def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
+                    table_filter: str | None) -> tuple[list[KeyRange], int]:
+    """Cut the key space into ranges of about ``block_rows`` rows, each with inner cuts.
+
+    Cut points come from one node (the one with the most rows): every
+    ``block_rows / SUBRANGES``-th key of a small table, or a row sample of a
+    large one. Only cuts that every node sorts alike are kept.
+    """
+    estimates = sessions.on_all(lambda cur: _estimate(cur, shape))
+    node = max(sessions.order, key=lambda n: estimates[n])
+    estimate = estimates[node]
+    if estimate < 0 or estimate <= EXACT_PLAN_MAX_ROWS:
+        step = max(1, block_rows // SUBRANGES)
+        query, params = queries.every_nth_key(shape, step, table_filter)
+        rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+        cuts = agreed_boundaries(sessions, shape, [tuple(r) for r in rows])
+        estimate = max(estimate, (len(rows) + 1) * step)
+        parts = range_count_for((len(cuts) + 1) * step, block_rows)
+        return plan_ranges(cuts, parts, SUBRANGES), estimate
+    parts = range_count_for(estimate, block_rows)
+    wanted = parts * SAMPLES_PER_RANGE
+    percent = min(100.0, max(0.0001, 100.0 * wanted / max(estimate, 1)))
+    query, params = queries.sample_keys(shape, percent, table_filter)
+    rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    cuts = agreed_boundaries(sessions, shape, dedupe_sorted(tuple(r) for r in rows))
+    return plan_ranges(cuts, parts, SUBRANGES), estimate
+
+
+def work_dir_for(settings: Settings, task_id: str) -> Path:
+    """The folder of a job's plan and partial files (in the shared output directory)."""
+    return Path(settings.output_dir) / "work" / task_id
+
+
+def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
+                 sessions: NodeSessions | None = None) -> DiffPlan:
+    """Check nodes and table, then plan the ranges; nothing is written but the work folder."""
+    dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
+                                      settings, request.role)
+    own = sessions is None
+    sessions = sessions or NodeSessions(targets)
+    try:
+        shape = read_common_shape(sessions, request.table)
+        if request.table_filter:
+            check_filter_on_nodes(sessions, shape, request.table_filter)
+        ranges, estimate = plan_boundaries(sessions, shape, request.block_rows,
+                                           request.table_filter)
+    finally:
+        if own:
+            sessions.close()
+    work_dir = work_dir_for(settings, task_id)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"The output folder {settings.output_dir} cannot be written to "
+            f"({exc.strerror or exc}); set ACE_OUTPUT_DIR to a folder ACE may write in."
+        ) from exc
+    spec = DiffSpec(
+        task_id=task_id, cluster_name=request.cluster_name, dbname=dbname,
+        nodes=tuple(t.node for t in targets), shape=shape, table_filter=request.table_filter,
+        block_rows=request.block_rows, batch_size=request.batch_size or 1,
+        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work_dir),
+    )
+    return DiffPlan(spec, ranges, estimate)

@@ -1,0 +1,251 @@
+"""SQL text for hashing, narrowing and fetching rows, built from a :class:`TableShape`.
+
+Every identifier goes through ``sql.Identifier``; every key value is a bound
+parameter cast to its column's catalog type; the only raw text is the catalog's
+own type names and the user's checked table filter. Every query here is run
+with bound parameters, so a ``%`` in any name or type is doubled. Key values
+travel as the text PostgreSQL prints for them and are cast back on the server,
+so a key round-trips exactly whatever its type.
+"""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from ace_shared.diff.ranges import Key, KeyRange
+from ace_shared.nodes.shape import Column, TableShape
+
+Query = tuple[sql.Composable, list[object]]
+
+
+class Name(sql.Identifier):
+    """``sql.Identifier`` with ``%`` doubled: a name such as ``"100%"`` next to bound parameters."""
+
+    def as_string(self, context: object) -> str:
+        return super().as_string(context).replace("%", "%%")
+
+
+def catalog_text(text: str) -> sql.Composable:
+    """A type or collation name as the catalog printed it, ``%`` doubled."""
+    return sql.SQL(text.replace("%", "%%"))
+
+
+def filter_sql(table_filter: str) -> sql.Composable:
+    """The user's checked filter, parenthesised, with ``%`` escaped for bound parameters."""
+    return sql.SQL("({})").format(sql.SQL(table_filter.replace("%", "%%")))
+
+
+def table_ref(shape: TableShape) -> sql.Composable:
+    return sql.SQL("{}.{}").format(Name(shape.table.schema), Name(shape.table.table))
+
+
+def _col(c: Column) -> sql.Composable:
+    return Name(c.name)
+
+
+def key_order(shape: TableShape) -> sql.Composable:
+    return sql.SQL(", ").join(_col(c) for c in shape.key_columns)
+
+
+def key_as_text(shape: TableShape) -> sql.Composable:
+    """Key columns as text, aliased so that ``ORDER BY`` still means the typed columns."""
+    return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(_col(c), sql.Identifier(f"ace_k{i}"))
+                              for i, c in enumerate(shape.key_columns))
+
+
+def columns_as_text(shape: TableShape) -> sql.Composable:
+    """All columns as text, aliased so that ``ORDER BY`` still means the typed columns."""
+    return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(_col(c), sql.Identifier(f"ace_c{i}"))
+                              for i, c in enumerate(shape.columns))
+
+
+def row_hash(shape: TableShape) -> sql.Composable:
+    """A 64-bit hash of a row that is equal on two nodes exactly when the row's text is.
+
+    Columns whose binary hash is exact are hashed as they are (no text round
+    trip, about twice as fast); the others are hashed through their pinned text.
+    """
+    if shape.server_version_num >= 140000:
+        parts = [
+            _col(c) if c.binary_hash_exact else sql.SQL("{}::text").format(_col(c))
+            for c in shape.columns
+        ]
+        return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
+    parts = [sql.SQL("{}::text").format(_col(c)) for c in shape.columns]
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(parts))
+
+
+def _aggregate(shape: TableShape) -> sql.Composable:
+    if shape.server_version_num >= 140000:
+        return sql.SQL("coalesce(bit_xor({}), 0)").format(row_hash(shape))
+    return sql.SQL("coalesce(sum({}), 0)::text").format(row_hash(shape))
+
+
+def _key_tuple(shape: TableShape) -> sql.Composable:
+    cols = sql.SQL(", ").join(_col(c) for c in shape.key_columns)
+    return sql.SQL("({})").format(cols) if len(shape.key) > 1 else cols
+
+
+def _bound(shape: TableShape, key: Key, params: list[object]) -> sql.Composable:
+    params.extend(key)
+    casts = sql.SQL(", ").join(
+        sql.SQL("%s::{}").format(catalog_text(c.type_sql)) for c in shape.key_columns
+    )
+    return sql.SQL("({})").format(casts) if len(shape.key) > 1 else casts
+
+
+def range_where(shape: TableShape, rng: KeyRange, table_filter: str | None,
+                params: list[object]) -> sql.Composable:
+    """``WHERE`` conditions selecting the rows of ``rng`` that pass the filter."""
+    conds: list[sql.Composable] = []
+    if rng.lower is not None:
+        conds.append(sql.SQL("{} >= {}").format(_key_tuple(shape), _bound(shape, rng.lower, params)))
+    if rng.upper is not None:
+        conds.append(sql.SQL("{} < {}").format(_key_tuple(shape), _bound(shape, rng.upper, params)))
+    if table_filter:
+        conds.append(filter_sql(table_filter))
+    if not conds:
+        return sql.SQL("true")
+    return sql.SQL(" AND ").join(conds)
+
+
+def hash_range(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
+    """Row count and combined hash of one range (per sub-range when it has inner cuts)."""
+    if rng.inner:
+        return hash_buckets(shape, rng, list(rng.inner), table_filter)
+    params: list[object] = []
+    where = range_where(shape, rng, table_filter, params)
+    q = sql.SQL("SELECT count(*), {} FROM {} WHERE {}").format(
+        _aggregate(shape), table_ref(shape), where)
+    return q, params
+
+
+def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
+                 table_filter: str | None) -> Query:
+    """Per-sub-range count and hash, in one scan of ``rng``, cut at ``inner``.
+
+    Sub-range ``i`` holds the keys with ``inner[i-1] <= key < inner[i]``. A
+    single-column key is placed by ``width_bucket`` (a binary search over the
+    cuts, in the column's own collation); a composite key by comparing row values.
+    """
+    params: list[object] = []
+    # width_bucket takes an element and an array of them: not for a key that is itself an array
+    if len(shape.key) == 1 and not shape.key_columns[0].base_type.startswith("_"):
+        col = shape.key_columns[0]
+        operand = _col(col)
+        if col.collation_sql:
+            operand = sql.SQL("{} COLLATE {}").format(operand, catalog_text(col.collation_sql))
+        params.append([k[0] for k in inner])
+        bucket = sql.SQL("width_bucket({}, %s::text[]::{}[])").format(
+            operand, catalog_text(col.type_sql))
+    else:
+        whens = []
+        for i, bound in enumerate(inner):
+            whens.append(sql.SQL("WHEN {} < {} THEN {}").format(
+                _key_tuple(shape), _bound(shape, bound, params), sql.Literal(i)))
+        bucket = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(whens),
+                                                       sql.Literal(len(inner)))
+    where = range_where(shape, rng, table_filter, params)
+    q = sql.SQL("SELECT {} AS b, count(*), {} FROM {} WHERE {} GROUP BY 1").format(
+        bucket, _aggregate(shape), table_ref(shape), where)
+    return q, params
+
+
+def inner_boundaries(shape: TableShape, rng: KeyRange, step: int,
+                     table_filter: str | None) -> Query:
+    """Every ``step``-th key inside ``rng``, to cut it into sub-ranges."""
+    params: list[object] = [step]
+    where = range_where(shape, rng, table_filter, params)
+    q = sql.SQL(
+        "SELECT {kt} FROM (SELECT {kc}, row_number() OVER (ORDER BY {ko}) AS ace_rn "
+        "FROM {t} WHERE {w}) s WHERE ace_rn %% %s = 0 ORDER BY {ko}"
+    ).format(kt=key_as_text(shape), kc=key_order(shape), ko=key_order(shape),
+             t=table_ref(shape), w=where)
+    # the step parameter belongs after the WHERE parameters
+    params.append(params.pop(0))
+    return q, params
+
+
+def leaf_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
+    """Each row's key and hash in ``rng``, in key order."""
+    params: list[object] = []
+    where = range_where(shape, rng, table_filter, params)
+    q = sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {}").format(
+        key_as_text(shape), row_hash(shape), table_ref(shape), where, key_order(shape))
+    return q, params
+
+
+def _keys_relation(shape: TableShape, keys: list[Key], params: list[object]) -> sql.Composable:
+    """``unnest`` of one text array per key column, cast back to the key types."""
+    cols = shape.key_columns
+    for i in range(len(cols)):
+        params.append([k[i] for k in keys])
+    arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in cols)
+    names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(cols)))
+    return sql.SQL("unnest({}) WITH ORDINALITY AS u({}, ord)").format(arrays, names)
+
+
+def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
+    """Full rows (every column as text) for ``keys``, each led by the position in ``keys``
+    of the first key it equals.
+
+    Two nodes can hold one key spelt two ways (numeric ``1.0`` and ``1.00``, an
+    interval ``1 day`` and ``24:00:00``, float ``-0`` and ``0``): PostgreSQL's
+    equality, reported as that position, says which rows belong together, not
+    the text. The table and the filter are read in a subquery of their own, so
+    the filter sees only the table's columns.
+    """
+    params: list[object] = []
+    rel = _keys_relation(shape, keys, params)
+    typed = [sql.Identifier(f"ace_t{i}") for i in range(len(shape.key))]
+    inner_keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(c), t)
+                                    for c, t in zip(shape.key_columns, typed, strict=True))
+    where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
+    r_keys = sql.SQL(", ").join(sql.SQL("r.{}").format(t) for t in typed)
+    u_keys = sql.SQL(", ").join(
+        sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        for i, c in enumerate(shape.key_columns))
+    r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
+                                for i in range(len(shape.columns)))
+    q = sql.SQL(
+        "SELECT DISTINCT ON ({rk}) u.ord, {rc} FROM (SELECT {ik}, {ct} FROM {t}{w}) r "
+        "JOIN {rel} ON ({rk}) = ({uk}) ORDER BY {rk}, u.ord"
+    ).format(rk=r_keys, rc=r_cols, ik=inner_keys, ct=columns_as_text(shape), t=table_ref(shape),
+             w=where, rel=rel, uk=u_keys)
+    return q, params
+
+
+def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
+    """Positions of ``keys`` in the table's own key order (for merging nodes' keys)."""
+    params: list[object] = []
+    rel = _keys_relation(shape, keys, params)
+    order = []
+    for i, c in enumerate(shape.key_columns):
+        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        if c.collation_sql:
+            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
+        order.append(expr)
+    q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(rel, sql.SQL(", ").join(order))
+    return q, params
+
+
+def sample_keys(shape: TableShape, percent: float | None, table_filter: str | None) -> Query:
+    """Keys of a row sample (or of every row when ``percent`` is None), in key order.
+
+    BERNOULLI picks rows, not pages: a page sample of a table loaded in key order
+    returns runs of neighbouring keys and makes very uneven ranges.
+    """
+    params: list[object] = []
+    sample = sql.SQL("")
+    if percent is not None:
+        sample = sql.SQL(" TABLESAMPLE BERNOULLI (%s)")
+        params.append(percent)
+    where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
+    q = sql.SQL("SELECT {} FROM {}{}{} ORDER BY {}").format(
+        key_as_text(shape), table_ref(shape), sample, where, key_order(shape))
+    return q, params
+
+
+def every_nth_key(shape: TableShape, step: int, table_filter: str | None) -> Query:
+    """Every ``step``-th key of the whole (filtered) table: exact boundaries for small tables."""
+    return inner_boundaries(shape, KeyRange(0, None, None), step, table_filter)

@@ -1,0 +1,394 @@
+"""The HTML rendering of a table diff: one self-contained file a person can open anywhere.
+
+The page has no external resources: its CSS and its few lines of JavaScript
+are inline, and it works with JavaScript off (the expandable lines are plain
+``<details>`` elements; the script only adds expand-all, collapse-all and a
+filter). It starts with the diff's summary (a banner when the diff is partial,
+another when the nodes match) and then has one section per node pair that
+differs. Each section lists one line per differing key: the key columns
+first, then every other column with both nodes' values where they differ
+(the cell marked ``changed``) or the one shared value where they agree. A row
+one node lacks is marked ``missing on <node>``. NULL is shown as a ``NULL``
+badge, the empty string as an ``empty`` badge, so the two are never confused.
+Opening a line shows both full rows side by side; the grid cuts long values.
+
+The file is streamed pair by pair and row by row, never holding more than one
+row in memory, and appears at its path only once complete. Every value, name
+and summary field is HTML-escaped. A pair with more than ``max_rows_per_pair``
+differing keys shows only the first ones, saying so (all are in the diff file).
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from ace_shared.atomicfile import atomic_text_file
+from ace_shared.difffile.view import DiffView, PairRow
+
+GRID_VALUE_CHARS = 60
+MAX_ROWS_PER_PAIR = 10_000
+
+Row = dict[str, Any]
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def render_value(value: str | None, limit: int | None = None) -> str:
+    """A value as HTML: NULL and the empty string as badges, text escaped and cut at ``limit``."""
+    if value is None:
+        return '<span class="null" title="SQL NULL">NULL</span>'
+    if value == "":
+        return '<span class="empty" title="empty string (not NULL)">empty</span>'
+    if limit is not None and len(value) > limit:
+        return (f'{esc(value[:limit])}<span class="cut" title="{len(value):,} characters; '
+                f'open the line to see all">\u2026</span>')
+    return esc(value)
+
+
+def _fmt_int(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else esc(value if value is not None else "-")
+
+
+def _fmt_time(value: Any) -> str:
+    if not value:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return esc(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return esc(moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+CSS = """
+:root{color-scheme:light;--key:#e8f0ff;--key-ink:#1a3a85;--chg:#fff1bf;--chg-edge:#d49b00;
+--miss:#fde8e8;--miss-ink:#a4161a;--l:#1d5fd1;--r:#8a2bc2;--line:#e3e6ea;--mute:#6b7280}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
+background:#f6f7f9}
+header.report-head{background:#fff;border-bottom:1px solid var(--line);padding:18px 28px}
+h1{font-size:20px;margin:0 0 10px}
+h1 .tname{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.banner{border-radius:6px;padding:10px 14px;margin:10px 0;font-size:15px}
+.banner.partial{background:#fff4e5;border:1px solid #f0a020;color:#6b3d00}
+.banner.match{background:#e7f7ec;border:1px solid #3fa45b;color:#124d22}
+.banner.mismatch{background:#fdecec;border:1px solid #d9534f;color:#7a1212}
+.facts{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:4px 16px;margin:12px 0}
+.facts dt{color:var(--mute)}.facts dd{margin:0;word-break:break-all}
+table.pairs{border-collapse:collapse;margin:8px 0}
+table.pairs th,table.pairs td{border:1px solid var(--line);padding:4px 12px;text-align:left}
+table.pairs td.n{text-align:right;font-variant-numeric:tabular-nums}
+table.pairs tr.same td{color:var(--mute)}
+.legend{display:flex;flex-wrap:wrap;gap:14px;align-items:center;color:var(--mute);font-size:13px}
+.legend .sw{display:inline-block;width:14px;height:14px;border-radius:3px;vertical-align:-2px;
+margin-right:4px}
+main{padding:8px 28px 40px}
+section.pair{background:#fff;border:1px solid var(--line);border-radius:8px;margin:18px 0;
+padding:14px 16px}
+section.pair h2{font-size:17px;margin:0 0 6px}
+section.pair h2 .tag{font-size:13px;padding:1px 6px}
+section.pair h2 .vs{font-weight:normal;margin:0 8px 0 3px}
+.status .which{color:#6b4e00}
+section.pair h2 .count{font-weight:normal;color:var(--mute);font-size:14px;margin-left:8px}
+.note{background:#fff4e5;border:1px solid #f0a020;border-radius:6px;padding:6px 10px}
+.tools{display:none;gap:8px;align-items:center;margin:8px 0}
+.js .tools{display:flex}
+.tools input,.tools select,.tools button{font:inherit;padding:3px 8px}
+.tools .shown{color:var(--mute)}
+.scroll{overflow-x:auto;border:1px solid var(--line);border-radius:6px}
+.grid{width:max-content;min-width:100%}
+.grid-head,details.line>summary{display:grid;grid-template-columns:var(--cols)}
+.grid-head{background:#f0f2f5;font-weight:600;position:sticky;top:0;z-index:1}
+.grid-head>div{padding:6px 8px;border-right:1px solid var(--line)}
+.grid-head .type{display:block;font-weight:normal;color:var(--mute);font-size:12px}
+.grid-head .key{background:#dbe6fd;color:var(--key-ink)}
+details.line{border-top:1px solid var(--line);content-visibility:auto;
+contain-intrinsic-size:auto 2.4em}
+details.line>summary{cursor:pointer;list-style:none}
+details.line>summary::-webkit-details-marker{display:none}
+details.line>summary:hover{filter:brightness(.97)}
+details.line.missing>summary{background:var(--miss)}
+.cell,.status{padding:5px 8px;border-right:1px solid var(--line);white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+font-size:13px}
+.status{font-family:inherit}
+.status .tw::before{content:"\\25B8";display:inline-block;width:1em;color:var(--mute)}
+details[open]>summary .tw::before{content:"\\25BE"}
+.cell.key{background:var(--key);color:var(--key-ink);font-weight:700}
+.cell.same{color:#3b4048}
+details.line.missing .cell.same{color:#6b4b4b}
+.cell.changed{background:var(--chg);box-shadow:inset 3px 0 0 var(--chg-edge);white-space:normal}
+.cell.changed .v{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.tag{display:inline-block;font:600 10px/1.5 system-ui,sans-serif;border-radius:3px;padding:0 4px;
+margin-right:5px;color:#fff;vertical-align:1px}
+.tag.l{background:var(--l)}.tag.r{background:var(--r)}
+.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600}
+.badge.changed{background:var(--chg);color:#6b4e00;border:1px solid var(--chg-edge)}
+.badge.missing{background:var(--miss-ink);color:#fff}
+.null{font-style:italic;font-family:system-ui,sans-serif;font-size:11px;color:#555;
+background:#eceef1;border:1px solid #b8bec7;border-radius:3px;padding:0 4px}
+.empty{font-family:system-ui,sans-serif;font-size:11px;color:#7a5c00;border:1px dashed #b08d2a;
+border-radius:3px;padding:0 4px}
+.cut{color:var(--mute);font-weight:700}
+.full{position:sticky;left:0;width:min(100%,calc(100vw - 90px));padding:10px 14px 14px;
+background:#fbfbfc;border-top:1px dashed var(--line)}
+table.sides{border-collapse:collapse;width:100%;table-layout:fixed}
+table.sides th,table.sides td{border:1px solid var(--line);padding:4px 8px;vertical-align:top;
+text-align:left}
+table.sides thead th{background:#f0f2f5}
+table.sides th.col{width:16%;font-weight:600}
+table.sides .typ{display:block;color:var(--mute);font-weight:normal;font-size:12px}
+table.sides tr.key th.col,table.sides tr.key td{background:var(--key);color:var(--key-ink)}
+table.sides tr.changed td{background:var(--chg)}
+table.sides td.absent{background:var(--miss);color:var(--miss-ink);font-style:italic}
+table.sides code{white-space:pre-wrap;word-break:break-all;font-size:13px}
+footer{color:var(--mute);font-size:12px;padding:0 28px 24px}
+"""
+
+SCRIPT = """
+(function(){
+function lines(sec){return sec.querySelectorAll('details.line');}
+function apply(sec){
+  var q=sec.querySelector('input.filter').value.toLowerCase();
+  var kind=sec.querySelector('select.kind').value;
+  var n=0;
+  lines(sec).forEach(function(d){
+    var hit=(!q||d.textContent.toLowerCase().indexOf(q)>=0)&&(!kind||d.classList.contains(kind));
+    d.hidden=!hit; if(hit){n++;}
+  });
+  sec.querySelector('.shown').textContent=(q||kind)?n.toLocaleString()+' shown':'';
+}
+document.addEventListener('click',function(e){
+  var b=e.target.closest('button[data-act]'); if(!b){return;}
+  var open=b.getAttribute('data-act')==='expand';
+  lines(b.closest('section')).forEach(function(d){if(!d.hidden){d.open=open;}});
+});
+document.addEventListener('input',function(e){
+  var f=e.target.closest('input.filter,select.kind'); if(f){apply(f.closest('section'));}
+});
+})();
+"""
+
+
+def _ordered_columns(view: DiffView) -> list[dict[str, str]]:
+    """Key columns first (in key order), then the rest in table order."""
+    by_name = {c["name"]: c for c in view.columns}
+    keys = [by_name.get(k, {"name": k, "type": ""}) for k in view.key]
+    return keys + [c for c in view.columns if c["name"] not in set(view.key)]
+
+
+def _head(fh: TextIO, view: DiffView, summary: dict[str, Any],
+          pairs: Sequence[tuple[str, str, int]]) -> None:
+    table = summary.get("table") or summary.get("table_name") or "?"
+    cluster = summary.get("cluster_name") or "?"
+    nodes = list(view.nodes) or list(summary.get("nodes", []))
+    fh.write('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+             f"<title>ACE table diff: {esc(table)} on {esc(cluster)}</title>\n"
+             "<script>document.documentElement.classList.add('js');</script>\n"
+             f"<style>{CSS}</style>\n</head>\n<body>\n")
+    fh.write('<header class="report-head">\n'
+             f'<h1>Table diff of <span class="tname">{esc(table)}</span> '
+             f"on cluster {esc(cluster)}</h1>\n")
+    total = sum(c for _, _, c in pairs)
+    if summary.get("diff_partial"):
+        reason = summary.get("partial_reason") or "The diff stopped before checking every row."
+        fh.write('<div class="banner partial" role="alert"><strong>Partial diff.</strong> '
+                 f"{esc(reason)}</div>\n")
+    if not pairs:
+        fh.write('<div class="banner match" role="status"><strong>All nodes match.</strong> '
+                 f"No row of {esc(table)} differs between {esc(', '.join(nodes))}.</div>\n")
+    else:
+        diff_rows = summary.get("diff_rows", total)
+        fh.write('<div class="banner mismatch" role="status"><strong>The nodes differ.</strong> '
+                 f"{_plural(diff_rows, 'differing row') if isinstance(diff_rows, int) else esc(diff_rows)}; {_plural(len(pairs), 'node pair')} "
+                 f"{'differs' if len(pairs) == 1 else 'differ'}.</div>\n")
+    facts = [
+        ("Cluster", esc(cluster)),
+        ("Database", esc(summary.get("database") or "-")),
+        ("Table", esc(table)),
+        ("Nodes", esc(", ".join(nodes))),
+        ("Primary key", esc(", ".join(view.key))),
+        ("Rows checked", _fmt_int(summary.get("total_rows_checked"))),
+        ("Started", _fmt_time(summary.get("start_time"))),
+        ("Finished", _fmt_time(summary.get("end_time"))),
+        ("Time taken", esc(f"{summary['time_taken']} s") if "time_taken" in summary else "-"),
+        ("Key ranges checked",
+         f"{_fmt_int(summary.get('ranges_checked'))} of {_fmt_int(summary.get('ranges_total'))}"
+         if "ranges_total" in summary else "-"),
+    ]
+    if summary.get("table_filter"):
+        facts.append(("Row filter", f"<code>{esc(summary['table_filter'])}</code>"))
+    if summary.get("diff_file"):
+        facts.append(("Diff file", f"<code>{esc(summary['diff_file'])}</code>"))
+    if summary.get("task_id"):
+        facts.append(("Task", f"<code>{esc(summary['task_id'])}</code>"))
+    fh.write('<dl class="facts">\n')
+    for label, value in facts:
+        fh.write(f"<dt>{esc(label)}</dt><dd>{value}</dd>\n")
+    fh.write("</dl>\n")
+    _pair_table(fh, nodes, pairs)
+    fh.write('<div class="legend"><span><span class="sw" style="background:var(--key)"></span>'
+             'key column</span><span><span class="sw" style="background:var(--chg);'
+             'box-shadow:inset 3px 0 0 var(--chg-edge)"></span>value differs (top: left node, '
+             'bottom: right node)</span><span><span class="sw" style="background:var(--miss)">'
+             '</span>row missing on one node</span>'
+             '<span><span class="null">NULL</span> SQL NULL</span>'
+             '<span><span class="empty">empty</span> empty string</span>'
+             '<span>Click a line to see both full rows.</span></div>\n</header>\n<main>\n')
+
+
+def _pair_table(fh: TextIO, nodes: Sequence[str], pairs: Sequence[tuple[str, str, int]]) -> None:
+    counts = {(a, b): (i, c) for i, (a, b, c) in enumerate(pairs)}
+    fh.write('<table class="pairs"><thead><tr><th>Node pair</th><th>Differing rows</th></tr>'
+             "</thead><tbody>\n")
+    for a, b in itertools.combinations(nodes, 2):
+        if (a, b) in counts:
+            i, c = counts[(a, b)]
+            fh.write(f'<tr><td><a href="#pair-{i}">{esc(a)} / {esc(b)}</a></td>'
+                     f'<td class="n">{c:,}</td></tr>\n')
+        else:
+            fh.write(f'<tr class="same"><td>{esc(a)} / {esc(b)}</td>'
+                     '<td class="n">0 (match)</td></tr>\n')
+    fh.write("</tbody></table>\n")
+
+
+def _grid_template(columns: Sequence[dict[str, str]], n_key: int) -> str:
+    """Fixed widths, so every line lines up; the last column takes what room is left."""
+    parts = ["12rem"]
+    parts += ["11rem"] * n_key
+    parts += ["15rem"] * (len(columns) - n_key)
+    parts[-1] = f"minmax({parts[-1]},1fr)"
+    return " ".join(parts)
+
+
+def _section_open(fh: TextIO, index: int, left: str, right: str, count: int,
+                  columns: Sequence[dict[str, str]], n_key: int, shown: int,
+                  diff_file: str | None) -> None:
+    fh.write(f'<section class="pair" id="pair-{index}" data-pair="{esc(left)}/{esc(right)}" '
+             f'style="--cols:{_grid_template(columns, n_key)}">\n'
+             f'<h2><span class="tag l">{esc(left)}</span><span class="vs">compared with</span>'
+             f'<span class="tag r">{esc(right)}</span>'
+             f'<span class="count">{_plural(count, "differing row")}</span></h2>\n')
+    if shown < count:
+        where = f" in the diff file <code>{esc(diff_file)}</code>" if diff_file else \
+            " in the JSON diff file"
+        fh.write(f'<p class="note">This report shows the first {shown:,} of {count:,} differing '
+                 f"rows of this pair, in key order; all of them are{where}.</p>\n")
+    fh.write('<div class="tools"><button type="button" data-act="expand">Expand all</button>'
+             '<button type="button" data-act="collapse">Collapse all</button>'
+             '<input class="filter" type="search" placeholder="Filter lines by any text" '
+             'aria-label="Filter lines">'
+             '<select class="kind" aria-label="Kind of difference"><option value="">All lines'
+             '</option><option value="changed">Values differ</option>'
+             '<option value="missing">Missing rows</option></select>'
+             '<span class="shown"></span></div>\n'
+             '<div class="scroll"><div class="grid" role="table">\n<div class="grid-head" '
+             'role="row"><div>Difference</div>')
+    for i, col in enumerate(columns):
+        cls = ' class="key"' if i < n_key else ""
+        fh.write(f'<div{cls} title="{esc(col["name"])}">{esc(col["name"])}'
+                 f'<span class="type">{esc(col.get("type", ""))}</span></div>')
+    fh.write("</div>\n")
+
+
+def _line(fh: TextIO, pr: PairRow, left: str, right: str,
+          columns: Sequence[dict[str, str]], n_key: int) -> None:
+    names = [c["name"] for c in columns]
+    lrow, rrow = pr.left, pr.right
+    if lrow is not None and rrow is not None:
+        changed = {n for n in names if lrow.get(n) != rrow.get(n)}
+        kind = "changed"
+        changed_names = [n for n in names if n in changed]
+        badge = ('<span class="badge changed">differs</span> <span class="which" '
+                 f'title="{esc(", ".join(changed_names))}">{esc(", ".join(changed_names))}</span>')
+        missing_on = None
+    else:
+        changed = set()
+        kind = "missing"
+        missing_on = left if lrow is None else right
+        badge = f'<span class="badge missing">missing on {esc(missing_on)}</span>'
+    present: Row = lrow if lrow is not None else (rrow or {})
+    fh.write(f'<details class="line {kind}" data-key="{esc(json.dumps(list(pr.key)))}"')
+    if missing_on is not None:
+        fh.write(f' data-missing-on="{esc(missing_on)}"')
+    fh.write(f'><summary role="row"><div class="status"><span class="tw"></span>{badge}</div>')
+    for i, name in enumerate(names):
+        attr = f' data-col="{esc(name)}"'
+        if i < n_key:
+            fh.write(f'<div class="cell key"{attr}>'
+                     f"{render_value(present.get(name), GRID_VALUE_CHARS)}</div>")
+        elif name in changed:
+            fh.write(f'<div class="cell changed"{attr}><span class="v"><span class="tag l">'
+                     f"{esc(left)}</span>{render_value((lrow or {}).get(name), GRID_VALUE_CHARS)}"
+                     f'</span><span class="v"><span class="tag r">{esc(right)}</span>'
+                     f"{render_value((rrow or {}).get(name), GRID_VALUE_CHARS)}</span></div>")
+        else:
+            fh.write(f'<div class="cell same"{attr}>'
+                     f"{render_value(present.get(name), GRID_VALUE_CHARS)}</div>")
+    fh.write("</summary>\n")
+    _full_rows(fh, lrow, rrow, left, right, columns, n_key, changed)
+    fh.write("</details>\n")
+
+
+def _full_rows(fh: TextIO, lrow: Row | None, rrow: Row | None, left: str, right: str,
+               columns: Sequence[dict[str, str]], n_key: int, changed: set[str]) -> None:
+    fh.write('<div class="full"><table class="sides"><thead><tr><th class="col">Column</th>'
+             f'<th><span class="tag l">{esc(left)}</span>{"" if lrow else "no row"}</th>'
+             f'<th><span class="tag r">{esc(right)}</span>{"" if rrow else "no row"}</th>'
+             "</tr></thead><tbody>")
+    for i, col in enumerate(columns):
+        name = col["name"]
+        cls = "key" if i < n_key else ("changed" if name in changed else "")
+        fh.write(f'<tr class="{cls}" data-col="{esc(name)}"><th class="col">{esc(name)}'
+                 f'<span class="typ">{esc(col.get("type", ""))}</span></th>')
+        for node, row in ((left, lrow), (right, rrow)):
+            if row is None:
+                fh.write(f'<td class="absent">no row on {esc(node)}</td>')
+            else:
+                fh.write(f"<td><code>{render_value(row.get(name))}</code></td>")
+        fh.write("</tr>")
+    fh.write("</tbody></table></div>\n")
+
+
+def _section_close(fh: TextIO) -> None:
+    fh.write("</div></div>\n</section>\n")
+
+
+def write_html(path: Path, view: DiffView, summary: dict[str, Any],
+               max_rows_per_pair: int = MAX_ROWS_PER_PAIR) -> None:
+    """Stream the HTML report of ``view`` to ``path``; it appears there only once complete."""
+    pairs = view.pairs()
+    columns = _ordered_columns(view)
+    n_key = len(view.key)
+    with atomic_text_file(path) as fh:
+        _head(fh, view, summary, pairs)
+        for index, (left, right, count) in enumerate(pairs):
+            shown = min(count, max_rows_per_pair)
+            _section_open(fh, index, left, right, count, columns, n_key, shown,
+                          summary.get("diff_file"))
+            rows = view.pair_rows(left, right)
+            try:
+                for pr in itertools.islice(rows, max_rows_per_pair):
+                    _line(fh, pr, left, right, columns, n_key)
+            finally:
+                close = getattr(rows, "close", None)
+                if close is not None:
+                    close()
+            _section_close(fh)
+        generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        fh.write(f"</main>\n<footer>Written by ACE, the Anti-Chaos Engine, at {generated}."
+                 f"</footer>\n<script>{SCRIPT}</script>\n</body>\n</html>\n")

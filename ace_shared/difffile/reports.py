@@ -1,0 +1,21 @@
+"""Human-readable renderings of a diff (CSV and a self-contained HTML report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ace_shared.difffile.view import DiffView
+
+
+def write_report(path: Path, view: DiffView, summary: dict[str, Any], fmt: str) -> Path:
+    """Write ``view`` as ``fmt`` (csv or html) to ``path``."""
+    if fmt == "csv":
+        from ace_shared.difffile.csvreport import write_csv
+        write_csv(path, view, summary)
+    elif fmt == "html":
+        from ace_shared.difffile.htmlreport import write_html
+        write_html(path, view, summary)
+    else:
+        raise ValueError(fmt)
+    return path

@@ -1,0 +1,157 @@
+"""Cluster definitions in the pgEdge JSON format (``cluster/<name>/<name>.json``).
+
+Only what ACE needs is read: the databases with their credentials and the nodes
+with their address, port and whether they are active. Older files list node
+groups per cloud provider (``{"aws": [...]}``) or nest ``nodes`` inside a group;
+all of those shapes flatten to the same list of :class:`Node`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ace_shared.errors import BadOptionError, ClusterError, NotFoundError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # no leading dot: no "..", no hidden files
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    host: str
+    port: int
+    is_active: bool = True
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    databases: tuple[Database, ...]
+    nodes: tuple[Node, ...]
+
+    def database(self, dbname: str | None) -> Database:
+        """The named database, or the first one when none is named (as in the original)."""
+        if not self.databases:
+            raise ClusterError(f"Cluster {self.name} defines no database.")
+        if not dbname:
+            return self.databases[0]
+        for db in self.databases:
+            if db.name == dbname:
+                return db
+        known = ", ".join(d.name for d in self.databases)
+        raise NotFoundError(f"Database {dbname} is not in cluster {self.name} (it has: {known}).")
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.nodes)
+        raise NotFoundError(f"Node {name} is not in cluster {self.name} (it has: {known}).")
+
+    def select_nodes(self, spec: str | list[str] | None) -> tuple[Node, ...]:
+        """Resolve ``--nodes`` (``all`` or a comma-separated list) to active nodes, in file order."""
+        if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
+            chosen = [n for n in self.nodes if n.is_active]
+        else:
+            names = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",")]
+            names = [s for s in names if s]
+            if len(set(names)) != len(names):
+                raise BadOptionError(f"The node list {','.join(names)} names a node twice.")
+            chosen = [self.node(s) for s in names]
+            inactive = [n.name for n in chosen if not n.is_active]
+            if inactive:
+                raise BadOptionError(
+                    f"Node {', '.join(inactive)} is marked inactive in cluster {self.name}."
+                )
+            order = {n.name: i for i, n in enumerate(self.nodes)}
+            chosen.sort(key=lambda n: order[n.name])
+        if len(chosen) < 2:
+            raise BadOptionError(
+                f"At least two active nodes are needed to compare; cluster {self.name} "
+                f"gives {len(chosen)} for --nodes={spec or 'all'}."
+            )
+        return tuple(chosen)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("on", "true", "yes", "1", "y")
+
+
+def _node_dicts(groups: Any) -> list[dict[str, Any]]:
+    if isinstance(groups, dict):
+        out: list[dict[str, Any]] = []
+        for value in groups.values():
+            out.extend(_node_dicts(value))
+        return out
+    if isinstance(groups, list):
+        out = []
+        for item in groups:
+            if isinstance(item, dict) and isinstance(item.get("nodes"), list):
+                out.extend(_node_dicts(item["nodes"]))
+            elif isinstance(item, dict):
+                out.append(item)
+        return out
+    return []
+
+
+def parse_cluster(data: dict[str, Any], source: str) -> Cluster:
+    """Build a :class:`Cluster` from the parsed JSON of a cluster file."""
+    try:
+        name = str(data["cluster_name"])
+        dbs = tuple(
+            Database(str(d["db_name"]), str(d["db_user"]), str(d.get("db_password", "")))
+            for d in data["pgedge"]["databases"]
+        )
+        nodes = []
+        for nd in _node_dicts(data["node_groups"]):
+            host = nd.get("public_ip") or nd.get("private_ip") or nd.get("host")
+            if not host:
+                raise KeyError("public_ip")
+            nodes.append(Node(
+                name=str(nd["name"]),
+                host=str(host),
+                port=int(nd.get("port", 5432)),
+                is_active=_truthy(nd.get("is_active", True)),
+            ))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClusterError(f"The cluster file {source} is malformed (problem at {exc}).") from exc
+    if len({n.name for n in nodes}) != len(nodes):
+        raise ClusterError(f"The cluster file {source} names a node twice.")
+    return Cluster(name=name, databases=dbs, nodes=tuple(nodes))
+
+
+def cluster_path(cluster_dir: Path, name: str) -> Path:
+    return cluster_dir / name / f"{name}.json"
+
+
+def load_cluster(cluster_dir: Path, name: str) -> Cluster:
+    """Read ``<cluster_dir>/<name>/<name>.json``."""
+    if not name or not _NAME_RE.match(name):
+        raise BadOptionError(f"The cluster name {name!r} is not valid.")
+    path = cluster_path(cluster_dir, name)
+    if not path.is_file():
+        raise ClusterError(
+            f"Cluster {name} is not defined: {path} does not exist (set ACE_CLUSTER_DIR "
+            "to the folder holding your cluster definitions)."
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClusterError(f"The cluster file {path} is not readable JSON: {exc}.") from exc
+    cluster = parse_cluster(data, str(path))
+    if cluster.name != name:
+        raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.")
+    return cluster

@@ -1,0 +1,207 @@
+"""Connections to cluster nodes, with every output-affecting session setting pinned.
+
+Two nodes hold the same value only if they print it the same way, so each
+connection fixes the settings that change how values print: DateStyle,
+TimeZone (so ``timestamptz`` prints in UTC whatever the server's zone),
+extra_float_digits (shortest exact floats), bytea_output, IntervalStyle,
+lc_monetary and client_encoding. They go in the startup packet, so they cost
+no round trip. When a caller's role is known, ``SET ROLE`` (quoted) follows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from ace_shared.config import Settings
+from ace_shared.errors import AceError, NodeUnreachableError, PermissionDeniedError
+from ace_shared.nodes.cluster import Cluster, Node
+
+PINNED_SETTINGS: dict[str, str] = {
+    "DateStyle": "ISO, YMD",
+    "TimeZone": "UTC",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "IntervalStyle": "postgres",
+    "lc_monetary": "C",
+    "client_encoding": "UTF8",
+    # the table-filter guard reads '...' strings by these rules
+    "standard_conforming_strings": "on",
+    # regclass, regtype and friends print relative to the search path
+    "search_path": "public",  # pg_catalog is searched first implicitly; creates land in public
+    "application_name": "ace",
+}
+
+
+def startup_options(extra: dict[str, str] | None = None) -> str:
+    """Render settings as libpq ``options`` (``-c name=value``), escaping spaces."""
+    parts = []
+    for name, value in {**PINNED_SETTINGS, **(extra or {})}.items():
+        escaped = value.replace("\\", "\\\\").replace(" ", "\\ ")
+        parts.append(f"-c {name}={escaped}")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """Everything needed to open a connection to one node; safe to pickle and log."""
+
+    node: str
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str = field(repr=False, default="")
+    role: str | None = None
+    sslmode: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    sslrootcert: str | None = None
+    connect_timeout: int = 10
+    statement_timeout_ms: int = 0
+
+    def dsn_kwargs(self) -> dict[str, object]:
+        extra = {}
+        if self.statement_timeout_ms:
+            extra["statement_timeout"] = str(self.statement_timeout_ms)
+        kw: dict[str, object] = {
+            "host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
+            "connect_timeout": self.connect_timeout, "options": startup_options(extra),
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if self.password:
+            kw["password"] = self.password
+        for name in ("sslmode", "sslcert", "sslkey", "sslrootcert"):
+            if getattr(self, name):
+                kw[name] = getattr(self, name)
+        return kw
+
+
+def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
+                 settings: Settings, role: str | None = None) -> tuple[NodeTarget, ...]:
+    """Connection targets for the chosen nodes of a cluster."""
+    db = cluster.database(dbname)
+    cert: dict[str, str | None] = {}
+    if settings.USE_CERT_AUTH:
+        cert = {
+            "sslmode": "verify-full" if settings.CA_CERT_FILE else "require",
+            "sslcert": settings.ACE_USER_CERT_FILE or None,
+            "sslkey": settings.ACE_USER_KEY_FILE or None,
+            "sslrootcert": settings.CA_CERT_FILE or None,
+        }
+    return tuple(
+        NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, user=db.user,
+                   password=db.password, role=role, connect_timeout=settings.CONNECT_TIMEOUT,
+                   statement_timeout_ms=settings.STATEMENT_TIMEOUT_MS, **cert)  # type: ignore[arg-type]
+        for n in nodes
+    )
+
+
+def _clean_detail(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else exc.__class__.__name__
+
+
+def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extensions.connection:
+    """Open a pinned connection, switching to ``target.role`` when one is given."""
+    try:
+        conn = psycopg2.connect(**target.dsn_kwargs())
+    except psycopg2.OperationalError as exc:
+        raise NodeUnreachableError(target.node, _clean_detail(exc)) from exc
+    try:
+        if target.role:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(target.role)))
+            conn.commit()
+        if readonly:
+            conn.set_session(readonly=True)
+    except psycopg2.Error as exc:
+        conn.close()
+        raise PermissionDeniedError(
+            f"Cannot act as role {target.role} on node {target.node}: {_clean_detail(exc)}. "
+            f"Grant that role to {target.user}."
+        ) from exc
+    return conn
+
+
+class ConnectionCache:
+    """Reuses one open connection per (thread, node target).
+
+    Celery workers and the in-process pool call the same per-range functions many
+    times; reconnecting each time would cost more than hashing a small range.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[psycopg2.extensions.connection] = []
+
+    def get(self, target: NodeTarget, *, readonly: bool = True) -> psycopg2.extensions.connection:
+        return self.get_reused(target, readonly=readonly)[0]
+
+    def get_reused(self, target: NodeTarget, *, readonly: bool = True,
+                   ) -> tuple[psycopg2.extensions.connection, bool]:
+        """A connection to ``target`` and whether it was reused (it may have gone stale)."""
+        conns: dict[tuple[NodeTarget, bool], psycopg2.extensions.connection] = getattr(
+            self._local, "conns", None) or {}
+        self._local.conns = conns
+        conn = conns.get((target, readonly))
+        if conn is not None and not conn.closed:
+            if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                conn.rollback()
+            return conn, True
+        conn = connect(target, readonly=readonly)
+        conns[(target, readonly)] = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn, False
+
+    def discard(self, target: NodeTarget) -> None:
+        conns = getattr(self._local, "conns", {})
+        for key in [k for k in conns if k[0] == target]:
+            with suppress(psycopg2.Error):
+                conns.pop(key).close()
+
+    def close_all(self) -> None:
+        """Close every connection this cache opened, from whichever thread."""
+        with self._lock:
+            opened, self._all = self._all, []
+        for conn in opened:
+            with suppress(psycopg2.Error):
+                conn.close()
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True for a lost or refused connection, or a server shutting down.
+
+    psycopg2 also files statement timeouts, deadlocks, lock timeouts and a full
+    disk under OperationalError; those carry a SQLSTATE and are query errors.
+    """
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg2.OperationalError):
+        return False
+    code = getattr(exc, "pgcode", None)
+    return code is None or code.startswith(("08", "57P"))
+
+
+@contextmanager
+def node_errors(node: str) -> Iterator[None]:
+    """Turn a lost connection into an error that names the node."""
+    try:
+        yield
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        if not is_connection_lost(exc):
+            raise AceError(f"A query failed on node {node}: {_clean_detail(exc)}.") from exc
+        raise NodeUnreachableError(node, _clean_detail(exc)) from exc
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise PermissionDeniedError(
+            f"Permission denied on node {node}: {_clean_detail(exc)}."
+        ) from exc

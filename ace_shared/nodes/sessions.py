@@ -1,0 +1,96 @@
+"""Run one query on every node at once, each node on its own connection.
+
+Every node reads and hashes its own rows; the wall time of a step is the
+slowest node's, not the sum. Each node gets its own small thread pool, so a
+thread only ever holds a connection to one node, and connections are reused
+across ranges (see :class:`~ace_shared.nodes.connection.ConnectionCache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import psycopg2
+from psycopg2.extensions import cursor
+
+from ace_shared.errors import AceError, FilterError
+from ace_shared.nodes.connection import ConnectionCache, NodeTarget, is_connection_lost, node_errors
+
+T = TypeVar("T")
+
+
+class NodeSessions:
+    """Concurrent access to the nodes of one job."""
+
+    def __init__(self, targets: tuple[NodeTarget, ...], threads_per_node: int = 1,
+                 readonly: bool = True) -> None:
+        self.targets = {t.node: t for t in targets}
+        self.order = [t.node for t in targets]
+        self._readonly = readonly
+        self._cache = ConnectionCache()
+        self._pools = {
+            t.node: ThreadPoolExecutor(max_workers=threads_per_node,
+                                       thread_name_prefix=f"ace-{t.node}")
+            for t in targets
+        }
+
+    def _run(self, node: str, fn: Callable[[cursor], T]) -> T:
+        target = self.targets[node]
+        with node_errors(node):
+            for attempt in (1, 2):
+                conn, reused = self._cache.get_reused(target, readonly=self._readonly)
+                try:
+                    with conn.cursor() as cur:
+                        result = fn(cur)
+                    conn.rollback()
+                    return result
+                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                    if not is_connection_lost(exc):
+                        conn.rollback()
+                        raise _query_error(node, exc) from exc
+                    self._cache.discard(target)
+                    if reused and attempt == 1:
+                        continue  # the node restarted since; every query here only reads
+                    raise
+                except psycopg2.errors.InsufficientPrivilege:
+                    conn.rollback()
+                    raise
+                except psycopg2.Error as exc:
+                    conn.rollback()
+                    raise _query_error(node, exc) from exc
+        raise AssertionError("unreachable")
+
+    def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
+        """Run ``fn`` on every node (or ``nodes``) concurrently; results by node name."""
+        names = nodes or self.order
+        futures = {n: self._pools[n].submit(self._run, n, fn) for n in names}
+        results: dict[str, T] = {}
+        first_error: BaseException | None = None
+        for n, fut in futures.items():
+            try:
+                results[n] = fut.result()
+            except BaseException as exc:  # collect, then raise the first, after all finish
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def on_one(self, node: str, fn: Callable[[cursor], T]) -> T:
+        return self._pools[node].submit(self._run, node, fn).result()
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._cache.close_all()
+
+
+def _query_error(node: str, exc: psycopg2.Error) -> AceError:
+    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    if isinstance(exc, (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,
+                        psycopg2.errors.UndefinedFunction, psycopg2.errors.DatatypeMismatch,
+                        psycopg2.errors.ReadOnlySqlTransaction,
+                        psycopg2.errors.InvalidTextRepresentation)):
+        return FilterError(f"The query failed on node {node}: {detail}. Check the table filter.")
+    return AceError(f"A query failed on node {node}: {detail}.")

@@ -1,0 +1,269 @@
+"""Applying planned repairs: one transaction per node, committed only if all succeed.
+
+Each node's work runs in its own thread, on its own connection, inside one
+transaction: switch replication of the changes off (:mod:`repairmode`),
+switch to the requesting role, check the live table against the diff file,
+COPY the rows into a temp table, classify them against the node's rows (what
+would be inserted, updated, deleted, kept), then, unless it is a dry run,
+change the table with one statement per kind of change.
+
+Only when every node has done all of that are the transactions committed,
+one after the other; if any node fails, every node is rolled back, so a
+failed repair leaves the whole cluster as it was and the error names the
+node. (The one gap: a node that fails at the very moment of COMMIT, after
+others committed; the error then says which nodes were repaired.) A dry run
+does the same work up to the writes and rolls back.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import connection, cursor
+
+from ace_shared.difffile.format import DiffFile, Row, check_diff_shape, row_key
+from ace_shared.errors import AceError, DiffFileError, RepairError
+from ace_shared.nodes.connection import NodeTarget, connect, node_errors
+from ace_shared.nodes.ident import TableName
+from ace_shared.nodes.shape import TableShape, read_shape
+from ace_shared.repair.mode import (
+    QuietState,
+    after_transaction,
+    detect_spock,
+    enter_quiet_mode,
+    leave_quiet_mode,
+)
+from ace_shared.repair.plan import OP_DELETE, OP_UPSERT, NodeWork
+from ace_shared.repair.queries import (
+    COPY_CHUNK,
+    STATE_ABSENT,
+    STATE_DIFFERS,
+    LineStream,
+    RepairSql,
+    copy_stage,
+    create_stage,
+    stage_lines,
+)
+
+COUNTS = ("inserted", "updated", "deleted", "kept", "skipped_updates", "filled", "unchanged")
+SAMPLE_KEYS = 20
+ANALYZE_OVER_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    dry_run: bool
+    insert_only: bool
+    deletes_allowed: bool
+    fire_triggers: bool
+    keep_rows: bool
+
+
+@dataclass
+class NodeOutcome:
+    """What happened (or, in a dry run, would happen) on one node; JSON-safe."""
+
+    node: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    samples: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    def add(self, category: str, row: Row, key: list[str], keep: bool) -> None:
+        self.counts[category] += 1
+        if keep:
+            self.rows.setdefault(category, []).append(row)
+        sample = self.samples.setdefault(category, [])
+        if len(sample) < SAMPLE_KEYS:
+            sample.append(list(row_key(row, key, "the diff file")))
+
+
+def _category(op: str, state: int, opts: ApplyOptions) -> str:
+    if op == OP_UPSERT:
+        if state == STATE_ABSENT:
+            return "inserted"
+        if state == STATE_DIFFERS:
+            return "skipped_updates" if opts.insert_only else "updated"
+        return "unchanged"
+    if op == OP_DELETE:
+        if state == STATE_DIFFERS:
+            return "deleted" if opts.deletes_allowed else "kept"
+        return "unchanged"
+    return "filled" if state == STATE_DIFFERS else "unchanged"
+
+
+def generated_columns(cur: cursor, table: TableName) -> set[str]:
+    """Generated columns: computed by the node itself, so never written by a repair."""
+    cur.execute("SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+                "AND a.attgenerated <> ''", (table.schema, table.table))
+    return {r[0] for r in cur.fetchall()}
+
+
+def _detail(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0].rstrip(".") if lines else exc.__class__.__name__
+    if text.startswith("ERROR:"):
+        text = text[len("ERROR:"):].strip()
+    return text
+
+
+class NodeRepair:
+    """One node's repair, held open in one transaction until told to commit or roll back."""
+
+    def __init__(self, target: NodeTarget, table: TableName, work: NodeWork, diff: DiffFile,
+                 opts: ApplyOptions) -> None:
+        self.target = target
+        self.node = target.node
+        self.table = table
+        self.work = work
+        self.diff = diff
+        self.opts = opts
+        self.conn: connection | None = None
+        self.quiet: QuietState | None = None
+
+    def prepare(self) -> NodeOutcome:
+        """Do everything short of COMMIT; raise an :class:`AceError` naming the node on failure."""
+        try:
+            with node_errors(self.node):
+                # Connect as ACE's own user: switching replication off needs a superuser;
+                # the requesting role takes over right after (SET LOCAL ROLE).
+                self.conn = connect(replace(self.target, role=None))
+                spock = detect_spock(self.conn) if not self.opts.dry_run else False
+                with self.conn.cursor() as cur:
+                    if not self.opts.dry_run:
+                        self.quiet = enter_quiet_mode(cur, spock, self.opts.fire_triggers)
+                    if self.target.role:
+                        cur.execute(sql.SQL("SET LOCAL ROLE {}").format(
+                            sql.Identifier(self.target.role)))
+                    outcome = self._work(cur)
+                    if self.target.role:
+                        cur.execute("RESET ROLE")
+                    if self.quiet is not None:
+                        leave_quiet_mode(cur, self.quiet)
+                return outcome
+        except AceError:
+            raise
+        except psycopg2.Error as exc:
+            raise RepairError(f"The repair failed on node {self.node}: {_detail(exc)}; "
+                              "no node was changed.") from exc
+
+    def _columns(self, cur: cursor, shape: TableShape) -> list[Any]:
+        generated = generated_columns(cur, self.table)
+        columns = [c for c in shape.columns if c.name not in generated]
+        needed = {c.name for c in columns}
+        for row in list(self.work.upserts.values()):
+            missing = sorted(needed - set(row))
+            if missing:
+                raise DiffFileError(
+                    f"The diff file {self.diff.path} has rows without column {missing[0]}, which "
+                    f"table {self.table.display} on node {self.node} has; run table-diff again.")
+        return columns
+
+    def _work(self, cur: cursor) -> NodeOutcome:
+        shape = read_shape(cur, self.table, self.node)
+        check_diff_shape(self.diff, shape, self.node)
+        columns = self._columns(cur, shape)
+        statements = RepairSql(shape, columns)
+        staged = self.work.staged()
+        names = [c.name for c in columns]
+        cur.execute(create_stage(len(columns)))
+        cur.copy_expert(copy_stage(len(columns)), LineStream(stage_lines(staged, names)),
+                        size=COPY_CHUNK)
+        if len(staged) > ANALYZE_OVER_ROWS:
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("ace_repair_stage")))
+        cur.execute(statements.classify())
+        states = [int(r[1]) for r in cur.fetchall()]
+        outcome = NodeOutcome(self.node)
+        key = list(shape.key)
+        for (op, row), state in zip(staged, states, strict=True):
+            outcome.add(_category(op, state, self.opts), row, key, self.opts.keep_rows)
+        if self.opts.dry_run:
+            return outcome
+        if self.work.deletes and self.opts.deletes_allowed:
+            cur.execute(statements.delete())
+            outcome.counts["deleted"] = cur.rowcount
+        if self.work.upserts:
+            cur.execute(statements.upsert(update=not self.opts.insert_only))
+            inserted, updated = cur.fetchone()
+            outcome.counts["inserted"], outcome.counts["updated"] = int(inserted), int(updated)
+        if self.work.fills:
+            cur.execute(statements.fill_nulls())
+            outcome.counts["filled"] = max(cur.rowcount, 0)
+        return outcome
+
+    def commit(self) -> None:
+        assert self.conn is not None
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            with suppress(psycopg2.Error):
+                self.conn.rollback()
+
+    def close(self) -> None:
+        if self.conn is None:
+            return
+        after_transaction(self.conn, self.quiet)
+        with suppress(psycopg2.Error):
+            self.conn.close()
+
+
+def _first_error(errors: dict[str, BaseException], order: list[str]) -> BaseException:
+    failed = [n for n in order if n in errors]
+    first = errors[failed[0]]
+    if len(failed) > 1 and isinstance(first, AceError):
+        return type(first)(f"{first.message.rstrip('.')} (node {', '.join(failed[1:])} "
+                           "failed too).")
+    return first
+
+
+def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[NodeWork],
+                  diff: DiffFile, opts: ApplyOptions,
+                  progress: Any = None) -> list[NodeOutcome]:
+    """Run every node's repair; commit all of them, or none."""
+    repairs = [NodeRepair(targets[w.node], table, w, diff, opts) for w in works]
+    if not repairs:
+        return []
+    outcomes: dict[str, NodeOutcome] = {}
+    errors: dict[str, BaseException] = {}
+    done = 0
+    try:
+        with ThreadPoolExecutor(max_workers=len(repairs), thread_name_prefix="ace-repair") as pool:
+            futures = {r.node: pool.submit(r.prepare) for r in repairs}
+            for node, fut in futures.items():
+                try:
+                    outcomes[node] = fut.result()
+                except BaseException as exc:  # gathered; every node is rolled back below
+                    errors[node] = exc
+                done += 1
+                if progress:
+                    progress(done, len(repairs))
+        if errors or opts.dry_run:
+            for r in repairs:
+                r.rollback()
+            if errors:
+                raise _first_error(errors, [r.node for r in repairs])
+            return [outcomes[r.node] for r in repairs]
+        committed: list[str] = []
+        for r in repairs:
+            try:
+                r.commit()
+            except psycopg2.Error as exc:
+                for rest in repairs:
+                    rest.rollback()
+                raise RepairError(
+                    f"The repair failed on node {r.node} while committing: {_detail(exc)}; "
+                    f"nodes {', '.join(committed) or 'none'} were already repaired, the others "
+                    "are unchanged.") from exc
+            committed.append(r.node)
+        return [outcomes[r.node] for r in repairs]
+    finally:
+        for r in repairs:
+            r.rollback()
+            r.close()

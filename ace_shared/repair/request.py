@@ -1,0 +1,146 @@
+"""A validated table-repair request: options checked, cluster and diff file matched.
+
+:func:`validate_repair_request` is what every front door calls before a repair
+is run or queued; it reads the cluster definition and the diff file but never
+connects to a database. Option rules (each rejection says why):
+
+* ``source_of_truth`` is required, except with ``fix_nulls`` or
+  ``bidirectional``, which take no source (every node is both giver and
+  taker); a source given with them is ignored and the outcome notes it;
+* ``upsert_only`` and ``insert_only`` exclude each other (one updates rows
+  that differ, the other never does);
+* ``bidirectional`` needs ``insert_only``: it only ever copies missing rows;
+* ``fix_nulls`` fills NULL columns only, so it excludes ``upsert_only``,
+  ``insert_only`` and ``bidirectional``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ace_shared.config import Settings
+from ace_shared.diff.request import parse_bool, required_target, text_option
+from ace_shared.difffile.format import (
+    DiffFile,
+    check_diff_nodes,
+    check_diff_target,
+    load_diff_file,
+)
+from ace_shared.errors import BadOptionError, DiffFileError
+from ace_shared.nodes.cluster import Cluster, load_cluster
+from ace_shared.nodes.ident import TableName, parse_table_name
+
+BOOL_OPTIONS = ("dry_run", "quiet", "generate_report", "upsert_only", "insert_only",
+                "bidirectional", "fix_nulls", "fire_triggers")
+
+MODE_SOURCE = "source_of_truth"
+MODE_BIDIRECTIONAL = "bidirectional"
+MODE_FIX_NULLS = "fix_nulls"
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    """What the user asked for, checked; JSON-safe through :meth:`to_dict`."""
+
+    cluster_name: str
+    table: TableName
+    diff_file: str
+    source_of_truth: str | None = None
+    dbname: str | None = None
+    dry_run: bool = False
+    quiet: bool = False
+    generate_report: bool = False
+    upsert_only: bool = False
+    insert_only: bool = False
+    bidirectional: bool = False
+    fix_nulls: bool = False
+    fire_triggers: bool = False
+    role: str | None = None
+    ignored_source: str | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.fix_nulls:
+            return MODE_FIX_NULLS
+        if self.bidirectional:
+            return MODE_BIDIRECTIONAL
+        return MODE_SOURCE
+
+    @property
+    def deletes_allowed(self) -> bool:
+        return self.mode == MODE_SOURCE and not (self.upsert_only or self.insert_only)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as options again (what a queued task receives)."""
+        out: dict[str, Any] = {
+            "cluster_name": self.cluster_name, "table_name": self.table.display,
+            "diff_file": self.diff_file,
+            "source_of_truth": self.source_of_truth or self.ignored_source,
+            "dbname": self.dbname, "role": self.role,
+        }
+        for name in BOOL_OPTIONS:
+            out[name] = getattr(self, name)
+        return out
+
+
+def check_repair_options(raw: dict[str, Any]) -> RepairRequest:
+    """Check the options alone (no file, no cluster); raise for the first bad one."""
+    cluster, table_text, diff_file = required_target(raw)
+    flags = {name: parse_bool(name, raw.get(name, False)) for name in BOOL_OPTIONS}
+    source = text_option(raw, "source_of_truth")
+    if flags["upsert_only"] and flags["insert_only"]:
+        raise BadOptionError("upsert_only and insert_only exclude each other: upsert_only "
+                             "updates rows that differ, insert_only never does; choose one.")
+    if flags["fix_nulls"]:
+        for other in ("upsert_only", "insert_only", "bidirectional"):
+            if flags[other]:
+                raise BadOptionError(f"fix_nulls cannot be combined with {other}: it only fills "
+                                     "NULL columns of rows present on both nodes.")
+    if flags["bidirectional"] and not flags["insert_only"]:
+        raise BadOptionError("bidirectional works only with insert_only: it copies rows missing "
+                             "on either node to the other and never updates or deletes; add "
+                             "insert_only.")
+    ignored = None
+    if flags["fix_nulls"] or flags["bidirectional"]:
+        ignored, source = source, None
+    elif not source:
+        raise BadOptionError("source_of_truth is required: name the node whose rows are right "
+                             "(only fix_nulls and bidirectional repairs need none).")
+    dbname = text_option(raw, "dbname")
+    return RepairRequest(
+        cluster_name=cluster, table=parse_table_name(table_text), diff_file=diff_file,
+        source_of_truth=source, dbname=dbname, role=text_option(raw, "role"),
+        ignored_source=ignored, **flags,
+    )
+
+
+def check_against_cluster_and_diff(request: RepairRequest, cluster: Cluster,
+                                   diff: DiffFile) -> None:
+    """The diff must be for this cluster and table, and the source one of its nodes."""
+    check_diff_target(diff, request.cluster_name, request.table, request.dbname)
+    cluster.database(request.dbname or diff.database)
+    check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
+    if request.source_of_truth:
+        cluster.node(request.source_of_truth)
+        if request.source_of_truth not in diff.nodes:
+            raise DiffFileError(
+                f"Source of truth {request.source_of_truth} is not one of the nodes the diff "
+                f"compared ({', '.join(diff.nodes) or 'none'}); pick one of them.")
+
+
+def load_repair_inputs(raw: dict[str, Any],
+                       settings: Settings) -> tuple[RepairRequest, Cluster, DiffFile]:
+    """Validate a request and return it with its cluster and parsed diff file."""
+    request = check_repair_options(raw)
+    cluster = load_cluster(settings.cluster_dir, request.cluster_name)
+    diff = load_diff_file(request.diff_file)
+    check_against_cluster_and_diff(request, cluster, diff)
+    # workers may run elsewhere: hand on the file's absolute path
+    return replace(request, diff_file=str(diff.path)), cluster, diff
+
+
+def validate_repair_request(raw: dict[str, Any], settings: Settings) -> RepairRequest:
+    """Check every option, the cluster and the diff file; touches no database."""
+    request, _, _ = load_repair_inputs(raw, settings)
+    return request

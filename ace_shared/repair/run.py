@@ -1,0 +1,104 @@
+"""table-repair from start to finish: validate, plan, apply, report.
+
+Where the right values come from: the diff file. The source of truth's rows
+are taken as the diff file recorded them (exact text, cast back to each
+column's type on the node), as the original tool did; the source node itself
+is not read again. Keys of rows the source lacks are the other node's rows
+in the same file. So a repair does what the diff showed; if the source has
+changed since, run table-diff again first (table-rerun tells whether it has).
+
+:func:`run_table_repair` takes and returns plain dicts, so a Celery task can
+call it directly; large things (the report) go to files under the output dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from ace_shared.config import Settings
+from ace_shared.difffile.format import DiffFile
+from ace_shared.nodes.cluster import Cluster
+from ace_shared.nodes.connection import connect, node_errors, node_targets
+from ace_shared.nodes.shape import read_shape
+from ace_shared.repair.apply import ApplyOptions, apply_repairs
+from ace_shared.repair.plan import NodeWork, plan_bidirectional, plan_fix_nulls, plan_from_source
+from ace_shared.repair.report import build_report, build_result, write_report
+from ace_shared.repair.request import (
+    MODE_BIDIRECTIONAL,
+    MODE_FIX_NULLS,
+    RepairRequest,
+    load_repair_inputs,
+)
+
+Progress = Callable[[int, int], None]
+
+
+def _live_key(cluster: Cluster, dbname: str | None, settings: Settings, request: RepairRequest,
+              node: str) -> tuple[list[str], list[str]]:
+    """Primary key and column names of the live table (for files that do not record them)."""
+    target = node_targets(cluster, (cluster.node(node),), dbname, settings, request.role)[0]
+    with node_errors(node):
+        conn = connect(target, readonly=True)
+        try:
+            with conn.cursor() as cur:
+                shape = read_shape(cur, request.table, node)
+        finally:
+            conn.close()
+    return list(shape.key), shape.column_names
+
+
+def _plan(request: RepairRequest, diff: DiffFile, key: list[str],
+          columns: list[str]) -> list[NodeWork]:
+    if request.mode == MODE_FIX_NULLS:
+        return plan_fix_nulls(diff, key, [c for c in columns if c not in key])
+    if request.mode == MODE_BIDIRECTIONAL:
+        return plan_bidirectional(diff, key)
+    assert request.source_of_truth is not None
+    return plan_from_source(diff, request.source_of_truth, key)
+
+
+def _notes(request: RepairRequest, diff: DiffFile, works: list[NodeWork]) -> list[str]:
+    notes = []
+    if request.ignored_source:
+        notes.append(f"Source of truth {request.ignored_source} was ignored: a "
+                     f"{request.mode.replace('_', '-')} repair takes none.")
+    if diff.is_partial:
+        notes.append("The diff file is partial (it stopped at MAX_ALLOWED_DIFFS); only the rows "
+                     "it lists were repaired. Run table-diff again afterwards.")
+    if not works:
+        notes.append("Nothing to repair: the diff file lists no differences this repair fixes.")
+    return notes
+
+
+def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: str,
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """Repair a table from a diff file; return a small JSON-safe result."""
+    started = datetime.now(timezone.utc)
+    request, cluster, diff = load_repair_inputs(raw_options, settings)
+    dbname = request.dbname or diff.database
+    key = diff.primary_key
+    columns = [c["name"] for c in diff.columns] if diff.columns else None
+    if (key is None or columns is None) and diff.pairs:
+        live_key, live_columns = _live_key(cluster, dbname, settings, request,
+                                           request.source_of_truth or diff.nodes[0])
+        key = key or live_key
+        columns = columns or live_columns
+    works = _plan(request, diff, key or [], columns or []) if diff.pairs else []
+    chosen = tuple(cluster.node(w.node) for w in works)
+    targets = {t.node: t for t in node_targets(cluster, chosen, dbname, settings, request.role)}
+    opts = ApplyOptions(dry_run=request.dry_run, insert_only=request.insert_only,
+                        deletes_allowed=request.deletes_allowed,
+                        fire_triggers=request.fire_triggers, keep_rows=request.generate_report)
+    if progress:
+        progress(0, len(works))
+    outcomes = apply_repairs(targets, request.table, works, diff, opts, progress)
+    finished = datetime.now(timezone.utc)
+    notes = _notes(request, diff, works)
+    report_file = None
+    if request.generate_report:
+        report = build_report(request, task_id, outcomes, started, finished, notes)
+        report_file = write_report(settings.output_dir, report)
+    return build_result(request, task_id, str(diff.path), outcomes, report_file, started,
+                        finished, notes)

@@ -1,0 +1,1 @@
+"""table-rerun: check again only the keys an earlier diff file listed."""

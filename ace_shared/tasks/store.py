@@ -1,0 +1,298 @@
+"""The task store: one row per ACE task, shared by every front door and worker.
+
+It is the answer to "what happened to my task": the API's task-status, the
+CLI's progress bar on a fleet and the operators' history all read it, and only
+tasks write it. SQLite (a file in the output directory) serves one host; any
+SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from ace_shared.config import Settings
+from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
+
+__all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
+           "TaskStore", "default_database_url", "record_submission"]
+
+metadata = MetaData()
+tasks = Table(
+    "ace_tasks", metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("task_type", String(32), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("cluster_name", String(128)),
+    Column("table_name", Text),
+    Column("requested_by", String(128)),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("time_taken", Float),
+    Column("progress_done", Integer, nullable=False, default=0),
+    Column("progress_total", Integer),
+    Column("options", Text),
+    Column("result", Text),
+    Column("error", Text),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class TaskRecord:
+    task_id: str
+    task_type: str
+    status: str
+    cluster_name: str | None
+    table_name: str | None
+    requested_by: str | None
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    time_taken: float | None
+    progress_done: int
+    progress_total: int | None
+    options: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+
+    def status_document(self) -> dict[str, Any]:
+        """The task-status answer, under both documented field names."""
+        doc: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_type": self.task_type,
+            "status": self.status,
+            "task_status": self.status,
+            "cluster_name": self.cluster_name,
+            "table_name": self.table_name,
+            "requested_by": self.requested_by,
+            "submitted_at": _iso(self.submitted_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "time_taken": self.time_taken,
+            "progress": {
+                "done": self.progress_done,
+                "total": self.progress_total,
+                "percent": round(100.0 * self.progress_done / self.progress_total, 1)
+                if self.progress_total else None,
+            },
+            "result": self.result,
+            "task_context": self.result,
+        }
+        if self.error:
+            doc["error"] = self.error
+        return doc
+
+
+def default_database_url(settings: Settings) -> str:
+    if settings.DATABASE_URL:
+        return settings.DATABASE_URL
+    path = Path(settings.output_dir) / "ace_tasks.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _create_schema(engine: Engine, attempts: int = 3) -> None:
+    """Create the task table unless it is there.
+
+    Several processes may open a new store at once (a submitter and the worker
+    that took its message, or a fleet starting): each checks, finds no table and
+    creates it, and all but one fail with "already exists". Checking again after
+    such a failure finds the winner's table.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+
+
+class TaskStore:
+    """Reads and writes task rows; every write is one short transaction."""
+
+    _engines: dict[str, Engine] = {}
+
+    def __init__(self, url: str, on_finish: Callable[[str], None] | None = None) -> None:
+        """``on_finish(task_id)`` is called after a task's outcome is recorded (first one only).
+
+        The store stays the one record of outcomes; the hook only lets whoever waits
+        on a task hear of it at once (the fleet rings a Redis doorbell).
+        """
+        self._on_finish = on_finish
+        engine = self._engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            _create_schema(engine)
+            self._engines[url] = engine
+        self.engine = engine
+
+    @classmethod
+    def from_settings(cls, settings: Settings,
+                      on_finish: Callable[[str], None] | None = None) -> TaskStore:
+        return cls(default_database_url(settings), on_finish)
+
+    def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
+               table_name: str | None, requested_by: str | None,
+               options: dict[str, Any] | None = None, submitted_at: datetime | None = None,
+               if_absent: bool = False) -> bool:
+        """Insert the task's PENDING row; False if ``if_absent`` and the row is there already.
+
+        With ``if_absent`` two writers holding the same submission (the submitter
+        and the worker that took its message) may both call this, in either order:
+        the first inserts, the second changes nothing.
+        """
+        row = {"task_id": task_id, "task_type": task_type, "status": PENDING,
+               "cluster_name": cluster_name, "table_name": table_name,
+               "requested_by": requested_by, "submitted_at": submitted_at or _now(),
+               "progress_done": 0, "options": json.dumps(options or {}, default=str)}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(tasks).values(**row))
+        except IntegrityError:
+            if not if_absent:
+                raise
+            return False
+        return True
+
+    def mark_running(self, task_id: str, progress_total: int | None = None) -> bool:
+        """Mark a PENDING (or restarted RUNNING) task RUNNING; False once it has finished."""
+        values: dict[str, Any] = {"status": RUNNING, "started_at": _now()}
+        if progress_total is not None:
+            values["progress_total"] = progress_total
+        with self.engine.begin() as conn:
+            result = conn.execute(update(tasks).where(tasks.c.task_id == task_id)
+                                  .where(tasks.c.status.in_((PENDING, RUNNING))).values(**values))
+        return bool(result.rowcount)
+
+    def set_total(self, task_id: str, total: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.task_id == task_id)
+                         .values(progress_total=total, progress_done=0))
+
+    def add_progress(self, task_id: str, done: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.task_id == task_id)
+                         .where(tasks.c.status == RUNNING)
+                         .values(progress_done=tasks.c.progress_done + done))
+
+    def set_progress(self, task_id: str, done: int, total: int | None = None) -> None:
+        values: dict[str, Any] = {"progress_done": done}
+        if total is not None:
+            values["progress_total"] = total
+        with self.engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.task_id == task_id)
+                         .where(tasks.c.status == RUNNING).values(**values))
+
+    def _finish(self, task_id: str, status: str, result: dict[str, Any] | None,
+                error: str | None) -> bool:
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(tasks.c.started_at, tasks.c.submitted_at, tasks.c.status)
+                               .where(tasks.c.task_id == task_id)).first()
+            if row is None or row.status in (COMPLETED, FAILED):
+                return False
+            start = row.started_at or row.submitted_at
+            if start.tzinfo is None:
+                start = start.replace(tzinfo=timezone.utc)
+            conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(
+                status=status, finished_at=now, started_at=start,
+                time_taken=round((now - start).total_seconds(), 3),
+                result=json.dumps(result, default=str) if result is not None else None,
+                error=error,
+            ))
+        if self._on_finish is not None:
+            self._on_finish(task_id)
+        return True
+
+    def complete(self, task_id: str, result: dict[str, Any]) -> bool:
+        """Mark the task COMPLETED; False if it had already finished (first outcome wins)."""
+        return self._finish(task_id, COMPLETED, result, None)
+
+    def fail(self, task_id: str, error: str) -> bool:
+        """Mark the task FAILED; False if it had already finished (first outcome wins)."""
+        return self._finish(task_id, FAILED, None, error)
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
+        if row is None:
+            return None
+        return TaskRecord(
+            task_id=row["task_id"], task_type=row["task_type"], status=row["status"],
+            cluster_name=row["cluster_name"], table_name=row["table_name"],
+            requested_by=row["requested_by"], submitted_at=row["submitted_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            time_taken=row["time_taken"], progress_done=row["progress_done"] or 0,
+            progress_total=row["progress_total"],
+            options=json.loads(row["options"] or "{}"),
+            result=json.loads(row["result"]) if row["result"] else None,
+            error=row["error"],
+        )
+
+    def recent(self, limit: int = 50) -> list[TaskRecord]:
+        with self.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(
+                select(tasks.c.task_id).order_by(tasks.c.submitted_at.desc()).limit(limit))]
+        return [rec for rec in (self.get(i) for i in ids) if rec is not None]
+
+
+def record_submission(store: TaskStore, task_id: str, options: dict[str, Any],
+                      submission: dict[str, Any]) -> bool:
+    """Record a submitted task's PENDING row unless it is there; True if this call did.
+
+    ``submission`` is what travels in the task's message (see
+    ``ace_workers.client.submission``): the submitter and the worker both call
+    this with the same one, so the row is the same whoever writes it.
+    """
+    return store.create(
+        task_id, submission["task_type"], cluster_name=submission.get("cluster_name"),
+        table_name=submission.get("table_name"), requested_by=submission.get("requested_by"),
+        options=options, submitted_at=datetime.fromisoformat(submission["submitted_at"]),
+        if_absent=True)
