@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ace_shared.diff.differ import BatchResult
+from ace_shared.diff.partials import PartialsView
 from ace_shared.diff.request import DiffSpec
-from ace_shared.difffile.view import DiffView, PartialsView
+from ace_shared.diff.workdir import BatchResult, WorkDir
+from ace_shared.difffile.view import DiffView
 from ace_shared.outputs import new_output_path
 
 
@@ -118,5 +118,5 @@ def merge_diff(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResu
         from ace_shared.difffile.reports import write_report
         write_report(Path(summary["report_file"]), view, summary, output)
     if not keep_work:
-        shutil.rmtree(spec.work_dir, ignore_errors=True)
+        WorkDir(spec.work_dir).remove()
     return path, summary
