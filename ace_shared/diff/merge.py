@@ -102,13 +102,18 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
 
 def merge_diff(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
                ranges_total: int, output_dir: Path, output: str, started_at: str,
-               keep_work: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Write the diff file (and CSV/HTML when asked) from the batches' partial files."""
+               keep_work: bool = False, extra: dict[str, Any] | None = None,
+               ) -> tuple[Path, dict[str, Any]]:
+    """Write the diff file (and CSV/HTML when asked) from the batches' partial files.
+
+    ``extra`` adds fields to the summary (a rerun's account of what it resolved).
+    """
     ordered = sorted(results, key=lambda r: r.first_range)
     view = PartialsView(spec.nodes, [{"name": c.name, "type": c.type_sql}
                                      for c in spec.shape.columns],
                         spec.shape.key, [r.partial_path for r in ordered])
     summary = build_summary(spec, meta, ordered, view, ranges_total, started_at)
+    summary.update(extra or {})
     path = new_diff_path(output_dir)
     summary["diff_file"] = str(path)
     if output in ("csv", "html"):

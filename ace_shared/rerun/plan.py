@@ -5,14 +5,13 @@ first put into the database's own form and order on the first node (one
 query: each key cast to its column type, deduplicated, sorted, printed back
 as text), so that a key written differently in an older file (``1.0`` for
 ``1``) still matches, and the new diff file comes out in key order. The
-sorted keys are written to the job's work folder in batch files; workers
-(threads here, Celery subtasks on a fleet) read their batch from there, and
-the plan itself (``rerun_plan.json``) holds only small things.
+sorted keys are written to the job's work folder in batch files
+(:mod:`~ace_shared.diff.workdir`); workers (threads here, Celery subtasks on a
+fleet) read their batch from there, and the plan itself holds only small things.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from psycopg2 import sql
 from ace_shared.config import Settings
 from ace_shared.diff.plan import read_common_shape
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.difffile.format import DiffFile, Key, check_diff_shape, row_key
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.sessions import NodeSessions
@@ -33,22 +33,28 @@ RERUN_BATCH_KEYS = 1000
 
 @dataclass
 class RerunPlan:
+    """A planned rerun: the job as workers see it, its batches (``parts``), and what the
+    merge needs (``meta``); kept in the work folder so any worker can take the next step.
+    """
+
     spec: DiffSpec
     parts: list[int]
     keys_total: int
     meta: dict[str, Any]
 
+    @property
+    def work(self) -> WorkDir:
+        return WorkDir(self.spec.work_dir)
 
-def plan_path(work_dir: str | Path) -> Path:
-    return Path(work_dir) / "rerun_plan.json"
+    def save(self) -> None:
+        self.work.write_rerun_plan({"spec": self.spec.to_dict(), "meta": self.meta})
 
-
-def keys_path(work_dir: str | Path, index: int) -> Path:
-    return Path(work_dir) / f"keys_{index:09d}.json"
-
-
-def read_keys(work_dir: str | Path, index: int) -> list[Key]:
-    return [tuple(k) for k in json.loads(keys_path(work_dir, index).read_text(encoding="utf-8"))]
+    @classmethod
+    def load(cls, work_dir: str | Path) -> RerunPlan:
+        saved = WorkDir(work_dir).read_rerun_plan()
+        meta = saved["meta"]
+        return cls(DiffSpec.from_dict(saved["spec"]), list(meta["parts"]),
+                   int(meta["previous_diff_rows"]), meta)
 
 
 def rerun_nodes(cluster: Cluster, diff: DiffFile) -> list[str]:
@@ -99,12 +105,10 @@ def sort_keys_on_node(sessions: NodeSessions, node: str, shape: TableShape,
     return sessions.on_one(node, run)
 
 
-def write_batches(work_dir: Path, keys: list[Key], batch_keys: int) -> list[int]:
+def write_batches(work: WorkDir, keys: list[Key], batch_keys: int) -> list[int]:
     parts = []
     for index, start in enumerate(range(0, len(keys), batch_keys)):
-        keys_path(work_dir, index).write_text(
-            json.dumps([list(k) for k in keys[start:start + batch_keys]], ensure_ascii=False),
-            encoding="utf-8")
+        work.write_keys(index, keys[start:start + batch_keys])
         parts.append(index)
     return parts
 
@@ -115,15 +119,14 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
     shape = read_common_shape(sessions, request.table)
     check_diff_shape(diff, shape, sessions.order[0])
     keys = sort_keys_on_node(sessions, sessions.order[0], shape, diff_keys(diff, shape.key))
-    work_dir = Path(settings.output_dir) / "work" / task_id
-    work_dir.mkdir(parents=True, exist_ok=True)
-    batch_parts = write_batches(work_dir, keys, RERUN_BATCH_KEYS)
+    work = WorkDir.for_task(settings.output_dir, task_id).create()
+    batch_parts = write_batches(work, keys, RERUN_BATCH_KEYS)
     parts = [0] if request.behavior == "hostdb" else batch_parts
     spec = DiffSpec(
         task_id=task_id, cluster_name=request.cluster_name,
         dbname=sessions.targets[sessions.order[0]].dbname, nodes=tuple(sessions.order),
         shape=shape, table_filter=None, block_rows=RERUN_BATCH_KEYS, batch_size=1,
-        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work_dir),
+        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work),
     )
     meta = {
         "operation": "table-rerun", "behavior": request.behavior, "rerun_of": str(diff.path),
@@ -131,6 +134,6 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
         "key_batches": len(batch_parts), "parts": parts, "started_at": started_at,
         "executor": "local",
     }
-    plan_path(work_dir).write_text(json.dumps({"spec": spec.to_dict(), "meta": meta}),
-                                   encoding="utf-8")
-    return RerunPlan(spec, parts, len(keys), meta)
+    plan = RerunPlan(spec, parts, len(keys), meta)
+    plan.save()
+    return plan
