@@ -10,6 +10,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ace_shared.errors import NoFreeNameError
+
 
 def new_output_path(output_dir: Path, kind: str, prefix: str,
                     now: datetime | None = None) -> Path:
@@ -26,4 +28,5 @@ def new_output_path(output_dir: Path, kind: str, prefix: str,
             continue
         os.close(fd)
         return path
-    raise RuntimeError(f"no free {prefix} file name in {folder}")
+    raise NoFreeNameError(f"The folder {folder} has no free {prefix} file name left; "
+                          "move older files out of it and try again.")

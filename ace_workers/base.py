@@ -7,26 +7,18 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from ace_shared.errors import AceError
+from ace_shared.errors import AceError, TaskFailedError
 from ace_shared.tasks.store import TaskStore, record_submission
 from ace_workers import runtime
 
 DELIVERIES_KEY = "ace:deliveries"
 
 
-class AceTaskFailed(Exception):
-    """A task failed for a reason a user can act on; the message says which."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def fail_job(job_id: str, exc: BaseException) -> AceTaskFailed:
+def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
     """Record the job as FAILED with a plain message, and return the exception to raise."""
     message = str(exc) if isinstance(exc, AceError) else f"Unexpected error: {exc!r}"
     runtime.store().fail(job_id, message)
-    return AceTaskFailed(message)
+    return TaskFailedError(message)
 
 
 class AceTask(Task):
@@ -69,7 +61,7 @@ class AceTask(Task):
 
         Every ACE task id starts with its job's id (``td_...``, ``td_....b000042``).
         """
-        message = exc.message if isinstance(exc, AceTaskFailed) else (
+        message = exc.message if isinstance(exc, TaskFailedError) else (
             f"Task {task_id} failed: {exc!r}. See the workers' logs.")
         runtime.store().fail(task_id.split(".", 1)[0], message)
 

@@ -37,7 +37,7 @@ from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, AceTaskFailed, fail_job
+from ace_workers.base import AceTask, fail_job
 from ace_workers.counters import RedisPartCounter
 from ace_workers.slots import live_slots
 
@@ -169,4 +169,4 @@ def diff_failed(work_dir: str, job_id: str) -> None:
     runtime.store().fail(job_id, "A part of the diff failed; see the workers' logs.")
 
 
-__all__ = ["table_diff", "diff_ranges", "merge_diff_task", "diff_failed", "AceTaskFailed"]
+__all__ = ["table_diff", "diff_ranges", "merge_diff_task", "diff_failed"]

@@ -55,6 +55,8 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from ace_shared.errors import LocalClusterError
+
 log = logging.getLogger("localcluster")
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -72,10 +74,6 @@ host    all   postgres   127.0.0.1/32  trust
 local   all   all                      scram-sha-256
 host    all   all        127.0.0.1/32  scram-sha-256
 """
-
-
-class ClusterError(RuntimeError):
-    """A node could not be created, started, reached or stopped."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ def find_pg_bin() -> Path:
     override = os.environ.get("ACE_PG_BIN")
     if override:
         if not (Path(override) / "pg_ctl").is_file():
-            raise ClusterError(f"ACE_PG_BIN={override} has no pg_ctl in it.")
+            raise LocalClusterError(f"ACE_PG_BIN={override} has no pg_ctl in it.")
         return Path(override)
     found = [Path(p) for p in glob.glob(PG_BIN_GLOB) if (Path(p) / "initdb").is_file()]
     if found:
@@ -127,7 +125,7 @@ def find_pg_bin() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path and (Path(on_path).parent / "initdb").is_file():
         return Path(on_path).parent
-    raise ClusterError("No PostgreSQL server found under /usr/lib/postgresql/*/bin: "
+    raise LocalClusterError("No PostgreSQL server found under /usr/lib/postgresql/*/bin: "
                        "run 'bash deploy/setup.sh' or 'apt-get install postgresql'.")
 
 
@@ -150,7 +148,7 @@ def free_ports(count: int, low: int, high: int) -> list[int]:
             ports.append(port)
             if len(ports) == count:
                 return sorted(ports)
-    raise ClusterError(f"Only {len(ports)} free ports in {low}-{high}, {count} needed.")
+    raise LocalClusterError(f"Only {len(ports)} free ports in {low}-{high}, {count} needed.")
 
 
 def _port_is_free(port: int) -> bool:
@@ -215,7 +213,7 @@ class LocalCluster:
         try:
             state = json.loads(state_path.read_text())
         except FileNotFoundError:
-            raise ClusterError(f"No cluster recorded at {state_path}; start it first.") from None
+            raise LocalClusterError(f"No cluster recorded at {state_path}; start it first.") from None
         return cls(Path(base_dir), name=name, ports=state["ports"],
                    timezones=state["timezones"] if any(state["timezones"]) else None,
                    dbname=state["dbname"], user=state["user"], password=state["password"],
@@ -330,7 +328,7 @@ class LocalCluster:
                                 "-l", str(node.log_file), "-w", "-t", str(START_TIMEOUT_S),
                                 "-s", "start"], check=False)
             if result.returncode != 0:
-                raise ClusterError(f"Node {node.name} (port {node.port}) did not start: "
+                raise LocalClusterError(f"Node {node.name} (port {node.port}) did not start: "
                                    f"{result.stderr.strip()}\n{self._log_tail(node)}")
         self._wait_ready(node)
         self._ensure_role_and_db(node)
@@ -342,7 +340,7 @@ class LocalCluster:
                             "-m", "fast", "-w", "-t", str(START_TIMEOUT_S), "-s", "stop"],
                            check=False)
         if result.returncode != 0 and self._live_pid(node) is not None:
-            raise ClusterError(f"Node {node.name} did not stop: {result.stderr.strip()}")
+            raise LocalClusterError(f"Node {node.name} did not stop: {result.stderr.strip()}")
 
     def _initdb(self, node: Node) -> None:
         if node.data_dir.exists():
@@ -422,7 +420,7 @@ class LocalCluster:
                 return
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"Node {node.name} does not accept connections: "
+                    raise LocalClusterError(f"Node {node.name} does not accept connections: "
                                        f"{exc}\n{self._log_tail(node)}") from exc
                 time.sleep(0.2)
 
@@ -481,7 +479,7 @@ class LocalCluster:
         result = subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True,
                                 timeout=START_TIMEOUT_S * 2, check=False)
         if check and result.returncode != 0:
-            raise ClusterError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}")
+            raise LocalClusterError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}")
         return result
 
     def _write_state(self) -> None:
@@ -614,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("wrote %s", cluster.write_cluster_json(Path(args.cluster_dir)))
         elif args.command == "stop":
             cluster.stop()
-    except (ClusterError, ValueError) as exc:
+    except (LocalClusterError, ValueError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 2
 
