@@ -52,6 +52,12 @@ def lowers(cluster: Any, table: str) -> list[int]:
                                      f"SELECT l0 FROM {blocks} WHERE block_no > 0 ORDER BY 1")]
 
 
+@pytest.fixture(autouse=True)
+def mtree_schema(pg_cluster: Any) -> None:
+    """ACE's schema on every node (idempotent): each test may run alone, in any order."""
+    assert mtree("init", CLUSTER).code == 0
+
+
 @pytest.fixture(scope="module")
 def work_table(pg_cluster: Any) -> str:
     on_every_node(pg_cluster, [
@@ -62,7 +68,6 @@ def work_table(pg_cluster: Any) -> str:
         f"FROM generate_series(1, {ROWS}) g",
         "ANALYZE mt_work",
     ])
-    assert mtree("init", CLUSTER).code == 0
     built = mtree("build", CLUSTER, TABLE)
     assert built.code == 0, built.stderr
     return TABLE
@@ -224,3 +229,30 @@ def test_teardown_removes_every_object(pg_cluster: Any, work_table: str) -> None
 def test_levels_cover_every_leaf() -> None:
     assert levels_for(0) == 1 and levels_for(1) == 1 and levels_for(16) == 1
     assert levels_for(17) == 2 and levels_for(256) == 2 and levels_for(257) == 3
+
+
+def test_type_matrix_passes_through_the_tree(pg_cluster: Any) -> None:
+    """Every case of the table-diff type matrix, written after the build (through the
+    triggers, in unusual session settings) and then hashed again by a fresh build."""
+    from test_diff_types import CASES, ENUM_DDL, TABLE_DDL
+
+    odd = ["SET extra_float_digits = 0", "SET DateStyle = 'SQL, DMY'",
+           "SET IntervalStyle = 'iso_8601'", "SET bytea_output = 'escape'",
+           "SET TimeZone = 'Pacific/Chatham'"]
+    for i in range(len(NODES)):
+        dsn = pg_cluster.node_dsn(i)
+        execute(dsn, ["DROP TABLE IF EXISTS td_types", "DROP TYPE IF EXISTS td_mood"])
+        for stmt in ENUM_DDL[i]:
+            execute(dsn, [stmt])
+        execute(dsn, [TABLE_DDL, f"INSERT INTO td_types (id) SELECT g FROM "
+                                 f"generate_series(1, {len(CASES)}) g"])
+    assert mtree("build", CLUSTER, "public.td_types").code == 0
+    for i in range(len(NODES)):
+        updates = [f"UPDATE td_types SET {case.column} = {case.values[i]} WHERE id = {n}"  # noqa: S608
+                   for n, case in enumerate(CASES, start=1)]
+        execute(pg_cluster.node_dsn(i), [*odd, *updates])
+    through_triggers = assert_same_diff("public.td_types")
+    assert through_triggers["summary"]["mismatch"] is True
+    assert mtree("build", CLUSTER, "public.td_types").code == 0
+    rebuilt = assert_same_diff("public.td_types")
+    assert rebuilt["diffs"] == through_triggers["diffs"]
