@@ -68,6 +68,7 @@ def work_table(pg_cluster: Any) -> str:
         f"FROM generate_series(1, {ROWS}) g",
         "ANALYZE mt_work",
     ])
+    assert mtree("init", CLUSTER).code == 0  # module fixtures come before the autouse one
     built = mtree("build", CLUSTER, TABLE)
     assert built.code == 0, built.stderr
     return TABLE
