@@ -21,7 +21,7 @@ from ace_shared.mtree.objects import tree_key
 from ace_shared.nodes.ident import TableName
 
 TABLE = "public.mt_work"
-ROWS = 12000  # ids 10, 20, ...: gaps to insert into; 12 leaves at the default 1000 rows
+ROWS = 12000  # ids 10, 20, ...: gaps to insert into; 120 leaves at the default 100 rows
 
 
 def mtree(*args: str) -> AceRun:

@@ -61,7 +61,7 @@ def init(**opts: Any) -> None:
 @click.argument("table_name")
 @_common
 @click.option("--block-rows", "block_rows", default=None,
-              help="Rows per leaf block (100-100000; default 1000).")
+              help="Rows per leaf block (50-100000; default 100).")
 def build(**opts: Any) -> None:
     """Hash every block of a table on every node and start tracking its changes."""
     sys.exit(_run("build", opts))

@@ -21,7 +21,7 @@ class MtreeRequest:
     table: TableName | None = None
     dbname: str | None = None
     nodes: str = "all"
-    block_rows: int = 1000
+    block_rows: int = 100
     max_cpu_ratio: float = 0.6
     output: str = "json"
     quiet: bool = False
