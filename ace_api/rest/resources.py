@@ -23,10 +23,21 @@ from ace_api.rest.params import RequestSchema
 from ace_api.rest.submissions import submit_diff, submit_repair, submit_rerun
 from ace_shared.autorepair.exception_status import update_spock_exception
 from ace_shared.config import Settings
+from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import NotFoundError
+from ace_shared.options import Command
+from ace_shared.repair.request import TABLE_REPAIR
+from ace_shared.rerun.request import TABLE_RERUN
 from ace_shared.tasks.store import TaskStore
 
 SubmitFn = Callable[[dict[str, Any], str, Settings], dict[str, str]]
+
+# Each submission endpoint: its command's declaration, and what queues it.
+SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
+    (TABLE_DIFF, submit_diff),
+    (TABLE_REPAIR, submit_repair),
+    (TABLE_RERUN, submit_rerun),
+)
 
 _COMMON_ERRORS = {
     400: "Missing or invalid parameters.",
@@ -43,8 +54,11 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
     return decorate
 
 
-def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, path: str,
-                    schema: RequestSchema, submit: SubmitFn, summary: str) -> None:
+def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
+                    submit: SubmitFn) -> None:
+    """``/<command>``, answering GET and POST alike (see the module's docstring)."""
+    path, summary = f"/{command.name}", command.help
+    schema: RequestSchema = models.requests[command.name]
     errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
 
     class Submission(Resource):
@@ -82,13 +96,9 @@ def build_namespace(settings: Settings) -> Namespace:
     """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
     ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
                    path="/")
-    models = build_models(ns, settings)
-    _add_submission(ns, models, settings, "/table-diff", models.diff, submit_diff,
-                    "Start a table-diff.")
-    _add_submission(ns, models, settings, "/table-repair", models.repair, submit_repair,
-                    "Start a table-repair from a diff file.")
-    _add_submission(ns, models, settings, "/table-rerun", models.rerun, submit_rerun,
-                    "Compare again the rows a diff file lists.")
+    models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
+    for command, submit in SUBMISSIONS:
+        _add_submission(ns, models, settings, command, submit)
     status_errors = _document_errors(ns, models, _COMMON_ERRORS)
 
     @ns.route("/task-status")
