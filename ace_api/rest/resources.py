@@ -92,13 +92,8 @@ def _task_status(task_id: str | None, settings: Settings) -> dict[str, Any]:
     return record.status_document()
 
 
-def build_namespace(settings: Settings) -> Namespace:
-    """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
-    ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
-                   path="/")
-    models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
-    for command, submit in SUBMISSIONS:
-        _add_submission(ns, models, settings, command, submit)
+def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``/task-status?task_id=...`` and ``/task-status/<task_id>``."""
     status_errors = _document_errors(ns, models, _COMMON_ERRORS)
 
     @ns.route("/task-status")
@@ -120,6 +115,9 @@ def build_namespace(settings: Settings) -> Namespace:
         def get(self, task_id: str) -> dict[str, Any]:
             return _task_status(task_id, settings)
 
+
+def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``/update-spock-exception``: the one direct change on a node, as the caller's role."""
     spock = models.spock_exception
     spock_errors = _document_errors(ns, models, {
         **_COMMON_ERRORS, 403: "The caller's role may not update the exception tables.",
@@ -140,4 +138,14 @@ def build_namespace(settings: Settings) -> Namespace:
                                    settings, caller())
             return {"message": "Exception status updated successfully"}
 
+
+def build_namespace(settings: Settings) -> Namespace:
+    """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
+    ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
+                   path="/")
+    models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
+    for command, submit in SUBMISSIONS:
+        _add_submission(ns, models, settings, command, submit)
+    _add_task_status(ns, models, settings)
+    _add_spock_exception(ns, models, settings)
     return ns
