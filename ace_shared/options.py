@@ -1,4 +1,4 @@
-"""Each command's options, declared once; the CLI, the REST API and the core all read that one table.
+"""Each command's options, declared once: the CLI, the REST API and the core read this one table.
 
 A command is a :class:`Command`: its name, one line of help, and its :class:`Option` s. An
 option says everything the front doors need: its name (the request key; the API uses it as
@@ -22,11 +22,15 @@ Adding a command (say ``schema-diff``):
    and let its validator begin with ``values = read_options(SCHEMA_DIFF, raw, settings, style)``
    before any rule that spans options (name options in its messages with
    ``SCHEMA_DIFF.label(name, style)``).
-2. CLI: one small run function ``run(values, settings) -> exit code``, registered in
-   ``ace_api/cli/main.py`` with ``main.add_command(build_command(SCHEMA_DIFF, run))``.
-3. API: one line ``(SCHEMA_DIFF, submit_fn)`` in ``SUBMISSIONS`` in ``ace_api/rest/resources.py``.
+2. CLI: one small run function ``run(values, settings) -> exit code`` (``values``: every
+   declared option, checked, defaults filled in), registered in ``ace_api/cli/main.py`` with
+   ``main.add_command(build_command(SCHEMA_DIFF, run))``.
+3. API: one line ``(SCHEMA_DIFF, submit_fn)`` in ``SUBMISSIONS`` in ``ace_api/rest/resources.py``,
+   where ``submit_fn`` validates and queues (see ``ace_api/rest/submissions.py``); the task
+   itself lives in ``ace_workers``.
 
-An ``ace mtree ...`` group is a click group whose commands are built the same way.
+A group such as ``ace mtree ...`` is a ``click.Group`` added to ``main``, its commands built the
+same way with a short name: ``mtree.add_command(build_command(MTREE_BUILD, run, name="build"))``.
 """
 
 from __future__ import annotations

@@ -111,12 +111,13 @@ def _params(command: Command, words: WordsFn | None) -> list[click.Parameter]:
 
 
 def build_command(command: Command, run: RunFn, words: WordsFn | None = None,
-                  help_text: str | None = None) -> click.Command:
+                  help_text: str | None = None, name: str | None = None) -> click.Command:
     """The click command for ``command``: its options checked, then ``run(values, settings)``.
 
     ``run`` gets every declared option, checked and typed (defaults filled in), and
     returns the exit code. ``words`` is for a command whose positional words come in more
-    than one order (table-repair's original form).
+    than one order (table-repair's original form); ``name`` is the command's name inside a
+    group (``build`` for ``ace mtree build``), ``command.name`` otherwise.
     """
     def callback(**given: Any) -> None:
         settings = settings_or_fail()
@@ -125,5 +126,5 @@ def build_command(command: Command, run: RunFn, words: WordsFn | None = None,
             raw = words(given["words"], raw)
         sys.exit(run(read_options(command, raw, settings, "cli"), settings))
 
-    return AceCommand(command.name, callback=callback, params=_params(command, words),
+    return AceCommand(name or command.name, callback=callback, params=_params(command, words),
                       help=help_text or command.help, short_help=command.help)
