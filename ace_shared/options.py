@@ -54,7 +54,11 @@ _FALSE = ("0", "false", "f", "no", "n", "off", "")
 
 @dataclass(frozen=True)
 class Option:
-    """One option of a command, as every front door sees it."""
+    """One option of a command, as every front door sees it.
+
+    A ``BOOL`` option is written ``--dry-run`` or ``--dry-run=True`` on the command line
+    (``true/false``, ``1/0``, ``yes/no``, ``on/off``), ``true``/``false`` in the API.
+    """
 
     name: str
     kind: Kind
@@ -68,7 +72,9 @@ class Option:
     required: bool = False
     required_hint: str = ""  # said after "... is required", e.g. ", written as schema.table"
     positional: bool = False  # a word on the command line (CLUSTER_NAME), not --cluster-name
-    positional_too: bool = False  # an option the CLI also takes as a word (see the command)
+    # an option the CLI also takes as a word, in a second form of the command line that
+    # the command's CLI places (table-repair CLUSTER DIFF_FILE SOURCE TABLE)
+    positional_too: bool = False
     automatic: str = ""  # what a default of none (or 0) means, e.g. "chosen for the fleet"
     api: bool = True  # also a parameter of the REST API (``no_wait`` is the CLI's alone)
 

@@ -101,6 +101,9 @@ class AceCommand(click.Command):
 
 def _params(command: Command, words: WordsFn | None) -> list[click.Parameter]:
     positional = [o for o in command.options if o.positional]
+    if (words is None) == any(o.positional_too for o in command.options):
+        raise TypeError(f"{command.name}: options that are positional too need a words "
+                        "function, and only they do.")
     if words is None:
         params: list[click.Parameter] = [click.Argument([o.name]) for o in positional]
     else:  # more than one form of words: the command's own function places them
