@@ -119,9 +119,9 @@ def run() -> NoReturn:
         code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
-    if isinstance(code, str):
+    if isinstance(code, str):  # sys.exit("message"): trouble, never "differences"
         click.echo(code, err=True)
-        code = 1
+        code = EXIT_TROUBLE
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
