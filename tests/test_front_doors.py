@@ -181,3 +181,12 @@ def test_rules_between_options_name_them_as_written_too() -> None:
 def test_a_missing_word_is_named_as_the_usage_line_names_it() -> None:
     run = run_ace("table-diff", "nocluster", "  ")
     assert_one_error_line(run, "TABLE_NAME is required, written as schema.table.")
+
+
+def test_each_endpoint_and_command_have_the_same_summary() -> None:
+    paths = swagger(Settings())["paths"]
+    for command in COMMANDS:
+        for method in ("get", "post"):
+            assert paths[f"/{command.name}"][method]["summary"] == command.help.rstrip(".")
+        result = CliRunner().invoke(main, ["--help"])
+        assert command.name in result.output

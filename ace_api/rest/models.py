@@ -46,7 +46,7 @@ def option_field(command: Command, opt: Option, settings: Settings) -> fields.Ra
     description = command.describe(opt, "api")
     default = opt.shown_default(settings)
     if default is None and opt.automatic:
-        description = f"{description} (default: {opt.automatic})"
+        description = f"{description.rstrip('.')} (default: {opt.automatic})."
     kwargs: dict[str, Any] = {"required": opt.required, "description": description}
     if default is not None:
         kwargs["default"] = default

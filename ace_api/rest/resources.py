@@ -62,7 +62,7 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
     errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
 
     class Submission(Resource):
-        @ns.doc(summary=summary, params=schema.query_doc())
+        @ns.doc(params=schema.query_doc())
         @ns.response(200, "Task queued.", models.submitted)
         @errors
         def get(self) -> dict[str, str]:
@@ -70,7 +70,6 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
                 raise MethodNotAllowed(valid_methods=["GET", "POST"])
             return submit(schema.from_query(request.args), caller(), settings)
 
-        @ns.doc(summary=summary)
         @ns.expect(schema.model)
         @ns.response(200, "Task queued.", models.submitted)
         @ns.response(415, "The body is not JSON.", models.error)
@@ -78,6 +77,7 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
         def post(self) -> dict[str, str]:
             return submit(schema.from_json_body(), caller(), settings)
 
+    Submission.get.__doc__ = Submission.post.__doc__ = summary  # the OpenAPI summary
     Submission.__name__ = "".join(part.title() for part in path.strip("/").split("-"))
     ns.add_resource(Submission, path)
 
@@ -98,21 +98,21 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
 
     @ns.route("/task-status")
     class TaskStatusQuery(Resource):
-        @ns.doc(summary="Status of a task.",
-                params={"task_id": {"in": "query", "type": "string", "required": True,
+        @ns.doc(params={"task_id": {"in": "query", "type": "string", "required": True,
                                     "description": "The id a submission returned."}})
         @ns.response(200, "The task.", models.task_status)
         @status_errors
         def get(self) -> dict[str, Any]:
+            """Status of a task."""
             return _task_status(request.args.get("task_id"), settings)
 
     @ns.route("/task-status/<string:task_id>")
     @ns.param("task_id", "The id a submission returned.")
     class TaskStatusPath(Resource):
-        @ns.doc(summary="Status of a task.")
         @ns.response(200, "The task.", models.task_status)
         @status_errors
         def get(self, task_id: str) -> dict[str, Any]:
+            """Status of a task."""
             return _task_status(task_id, settings)
 
 
@@ -127,11 +127,11 @@ def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -
 
     @ns.route("/update-spock-exception")
     class UpdateSpockException(Resource):
-        @ns.doc(summary="Set the status of a Spock replication exception on one node.")
         @ns.expect(spock.model)
         @ns.response(200, "Updated.", models.message)
         @spock_errors
         def post(self) -> dict[str, str]:
+            """Set the status of a Spock replication exception on one node."""
             params = spock.from_json_body()
             update_spock_exception(params["cluster_name"], params["node_name"],
                                    params.get("dbname"), params["exception_details"],
