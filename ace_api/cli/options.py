@@ -26,14 +26,18 @@ RunFn = Callable[[dict[str, Any], Settings], int]
 WordsFn = Callable[[tuple[str, ...], dict[str, Any]], dict[str, Any]]
 
 _METAVARS = {INT: "INTEGER", NUMBER: "FLOAT", BOOL: "[=BOOL]"}
+_HELP_SETTINGS = "ace.help_settings"
 
 
-def _settings_for_help() -> Settings:
-    """The settings in force, so ``--help`` shows the defaults a run would use."""
-    try:
-        return load_settings()
-    except AceError:  # the run says what is wrong; the help still helps
-        return Settings()
+def _settings_for_help(ctx: click.Context) -> Settings:
+    """The settings in force, so ``--help`` shows the defaults a run would use (read once)."""
+    if _HELP_SETTINGS not in ctx.meta:
+        try:
+            ctx.meta[_HELP_SETTINGS] = load_settings()
+        except AceError:  # the run says what is wrong; the help still helps
+            ctx.meta[_HELP_SETTINGS] = Settings()
+    settings: Settings = ctx.meta[_HELP_SETTINGS]
+    return settings
 
 
 def _range_text(opt: Option, settings: Settings) -> str | None:
@@ -75,7 +79,7 @@ class DeclaredOption(click.Option):
         record = super().get_help_record(ctx)
         if record is None:
             return None
-        extras = help_extras(self.declared, _settings_for_help())
+        extras = help_extras(self.declared, _settings_for_help(ctx))
         return record[0], f"{record[1]}  [{'; '.join(extras)}]" if extras else record[1]
 
 
