@@ -1,4 +1,4 @@
-"""A validated ``ace mtree ...`` request."""
+"""``ace mtree ...`` requests: each action's options declared once (see :mod:`ace_shared.options`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,51 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.diff.request import OUTPUT_FORMATS, parse_bool, parse_int, parse_ratio
+from ace_shared.diff.request import OUTPUT_FORMATS
 from ace_shared.errors import BadOptionError
 from ace_shared.nodes.ident import TableName, parse_table_name
+from ace_shared.options import (
+    CHOICE,
+    CLUSTER_NAME,
+    INT,
+    NUMBER,
+    QUIET,
+    TABLE_NAME,
+    TEXT,
+    Command,
+    Option,
+    Style,
+    dbname_option,
+    read_options,
+)
 
-ACTIONS = ("init", "build", "update", "table-diff", "teardown")
-NEEDS_TABLE = ("build", "update", "table-diff")
+_DBNAME = dbname_option("the cluster's first")
+_NODES = Option("nodes", TEXT, "'all' or a comma-separated list of node names.", default="all")
+_BLOCK_ROWS = Option("block_rows", INT, "Rows per leaf block of the tree.",
+                     setting="MTREE_BLOCK_ROWS_DEFAULT", low="MTREE_BLOCK_ROWS_MIN",
+                     high="BLOCK_ROWS_MAX")
+_MAX_CPU = Option("max_cpu_ratio", NUMBER, "Share of this machine's CPUs to use.",
+                  setting="MAX_CPU_RATIO_DEFAULT", low=0, low_exclusive=True, high=1)
+_OUTPUT = Option("output", CHOICE, "Format of the diff report.", default="json",
+                 choices=OUTPUT_FORMATS)
+_SOME_TABLE = Option("table_name", TEXT, "Only this table's tree (schema.table); "
+                     "without it, every object ACE created for trees.", positional=True)
+
+MTREE_COMMANDS: dict[str, Command] = {
+    "init": Command("mtree-init", "Create ACE's mtree schema on every node.",
+                    (CLUSTER_NAME, _DBNAME, _NODES, QUIET)),
+    "build": Command("mtree-build", "Hash every block of a table on every node and start "
+                     "tracking its changes.",
+                     (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, _BLOCK_ROWS, QUIET)),
+    "update": Command("mtree-update", "Fold the changes tracked since the last update into "
+                      "the trees.", (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, QUIET)),
+    "table-diff": Command("mtree-table-diff", "Update the trees, then diff only the blocks "
+                          "whose hashes differ.",
+                          (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, _MAX_CPU, _OUTPUT,
+                           QUIET)),
+    "teardown": Command("mtree-teardown", "Remove one table's tree, or every object ACE "
+                        "created for trees.", (CLUSTER_NAME, _SOME_TABLE, _DBNAME, _NODES, QUIET)),
+}
 
 
 @dataclass(frozen=True)
@@ -34,37 +73,25 @@ class MtreeRequest:
         return d
 
 
-def validate_mtree_request(raw: dict[str, Any], settings: Settings) -> MtreeRequest:
+def validate_mtree_request(raw: dict[str, Any], settings: Settings,
+                           style: Style = "api") -> MtreeRequest:
     """Check every option of an mtree request; raise one clear error for the first bad one."""
     action = str(raw.get("action") or "")
-    if action not in ACTIONS:
-        raise BadOptionError(f"The mtree action must be one of {', '.join(ACTIONS)}; "
+    if action not in MTREE_COMMANDS:
+        raise BadOptionError(f"The mtree action must be one of {', '.join(MTREE_COMMANDS)}; "
                              f"got {action!r}.")
-    cluster = raw.get("cluster_name")
-    if not cluster or not isinstance(cluster, str):
-        raise BadOptionError("cluster_name is required.")
-    table_text = raw.get("table_name")
-    if action in NEEDS_TABLE and (not table_text or not isinstance(table_text, str)):
-        raise BadOptionError(f"mtree {action} needs a table, written as schema.table.")
-    output = str(raw.get("output") or "json").lower()
-    if output not in OUTPUT_FORMATS:
-        raise BadOptionError(f"output must be one of json, csv, html; got {raw.get('output')!r}.")
-    nodes = raw.get("nodes") or "all"
-    if isinstance(nodes, list):
-        nodes = ",".join(str(n) for n in nodes)
-    block_rows = raw.get("block_rows")
+    values = read_options(MTREE_COMMANDS[action], raw, settings, style)
+    table = values.get("table_name")
+    defaults = MtreeRequest(action, values["cluster_name"])
     return MtreeRequest(
         action=action,
-        cluster_name=cluster,
-        table=parse_table_name(table_text) if table_text else None,
-        dbname=str(raw["dbname"]) if raw.get("dbname") else None,
-        nodes=str(nodes),
-        block_rows=parse_int("block_rows", block_rows, settings.MTREE_BLOCK_ROWS_MIN,
-                             settings.BLOCK_ROWS_MAX)
-        if block_rows is not None else settings.MTREE_BLOCK_ROWS_DEFAULT,
-        max_cpu_ratio=parse_ratio("max_cpu_ratio", raw["max_cpu_ratio"])
-        if raw.get("max_cpu_ratio") is not None else settings.MAX_CPU_RATIO_DEFAULT,
-        output=output,
-        quiet=parse_bool("quiet", raw.get("quiet", False)),
+        cluster_name=values["cluster_name"],
+        table=parse_table_name(table) if table else None,
+        dbname=values.get("dbname") or None,
+        nodes=values.get("nodes") or "all",
+        block_rows=values.get("block_rows") or settings.MTREE_BLOCK_ROWS_DEFAULT,
+        max_cpu_ratio=values.get("max_cpu_ratio") or settings.MAX_CPU_RATIO_DEFAULT,
+        output=values.get("output") or defaults.output,
+        quiet=bool(values.get("quiet")),
         role=raw.get("role") or None,
     )
