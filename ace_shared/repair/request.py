@@ -21,7 +21,7 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.request import parse_bool, required_target, text_option
-from ace_shared.difffile.format import (
+from ace_shared.difffile.file import (
     DiffFile,
     check_diff_nodes,
     check_diff_target,

@@ -13,7 +13,7 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.request import parse_bool, required_target, text_option
-from ace_shared.difffile.format import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
+from ace_shared.difffile.file import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
 from ace_shared.errors import BadOptionError
 from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.ident import TableName, parse_table_name

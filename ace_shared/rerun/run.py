@@ -27,10 +27,11 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.differ import BatchResult, read_batch_result
-from ace_shared.diff.merge import build_summary, new_diff_path, write_diff_json
+from ace_shared.diff.merge import build_summary
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
-from ace_shared.difffile.format import DiffFile
+from ace_shared.difffile.file import DiffFile
+from ace_shared.difffile.format import new_diff_path, write_diff_json
 from ace_shared.difffile.view import PartialsView
 from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import Cluster

@@ -1,0 +1,118 @@
+"""A diff file's rows spooled to a temporary SQLite file, keyed by pair, node and key.
+
+A repair needs to look rows up by key (does the source list this key too? which
+pair offered this row first?) and a rerun needs every distinct key; a diff file
+can hold more rows than a process may keep in memory. So the rows are streamed
+from the file into a SQLite file beside the work, indexed by ``(pair, node,
+key)``, and every later step asks SQLite, whose page cache stays small.
+
+The index is unique: a diff file that lists the same key twice for one node
+of one pair is refused (which of the two rows a repair should take would be
+a guess). Keys are stored as the JSON array of their text values, rows as
+the JSON object of their text values, so both come back exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sqlite3
+import tempfile
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+from ace_shared.difffile.file import DiffFile, row_key
+from ace_shared.difffile.format import Row
+from ace_shared.errors import DiffFileError
+
+CHUNK_ROWS = 5000
+CACHE_KB = 16 * 1024
+_SETUP = f"""
+PRAGMA journal_mode = MEMORY;
+PRAGMA synchronous = OFF;
+PRAGMA cache_size = -{CACHE_KB};
+CREATE TABLE rows (seq INTEGER PRIMARY KEY, pair INTEGER NOT NULL, node TEXT NOT NULL,
+                   key TEXT NOT NULL, row TEXT);
+CREATE UNIQUE INDEX rows_key ON rows (pair, node, key);
+"""
+
+
+def key_text(key: tuple[str, ...]) -> str:
+    return json.dumps(list(key), ensure_ascii=False)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection of its own to a spool (one per thread: SQLite connections stay put)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
+    return db
+
+
+class RowSpool:
+    """The rows of one diff file in a temporary SQLite file, removed on :meth:`close`."""
+
+    def __init__(self, diff: DiffFile, key: list[str], keep_rows: bool = True,
+                 folder: Path | None = None) -> None:
+        self.diff = diff
+        self.key = list(key)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="ace-spool-", dir=folder))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+        self.path = self.folder / "rows.sqlite"
+        self.db = connect(self.path)
+        try:
+            self.db.executescript(_SETUP)
+            self._load(keep_rows)
+        except BaseException:
+            self.close()
+            raise
+
+    def _records(self, keep_rows: bool) -> Iterator[tuple[int, int, str, str, str | None]]:
+        key = self.key
+        for seq, (pair, node, row) in enumerate(self.diff.iter_rows()):
+            k = row_key(row, key, f"pair {pair.name}")
+            text = json.dumps(row, ensure_ascii=False) if keep_rows else None
+            yield seq, pair.index, node, key_text(k), text
+
+    def _load(self, keep_rows: bool) -> None:
+        records = self._records(keep_rows)
+        self.db.execute("BEGIN")
+        while chunk := list(itertools.islice(records, CHUNK_ROWS)):
+            before = self.db.total_changes
+            self.db.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", chunk)
+            if self.db.total_changes - before < len(chunk):
+                self._refuse_duplicate(chunk)
+        self.db.execute("COMMIT")
+        self.db.execute("ANALYZE")
+
+    def _refuse_duplicate(self, chunk: list[tuple[int, int, str, str, str | None]]) -> None:
+        for seq, pair, node, key, _ in chunk:
+            first = self.db.execute("SELECT seq FROM rows WHERE pair = ? AND node = ? AND key = ?",
+                                    (pair, node, key)).fetchone()[0]
+            if first != seq:
+                where = "SELECT count(*) FROM rows WHERE pair = ? AND node = ? AND seq <= ?"
+                a = self.db.execute(where, (pair, node, first)).fetchone()[0]
+                b = a + 1 + self.db.execute(
+                    "SELECT count(*) FROM rows WHERE pair = ? AND node = ? AND seq > ? AND "
+                    "seq < ?", (pair, node, first, seq)).fetchone()[0]
+                raise DiffFileError(
+                    f"The diff file {self.diff.path} lists the same key twice for node {node} "
+                    f"in pair {self.diff.pairs[pair].name} (its rows {a} and {b}), so it cannot "
+                    "say which row is right; run table-diff again for a clean file.")
+
+    def distinct_keys(self, db: sqlite3.Connection | None = None) -> Iterator[tuple[str, ...]]:
+        """Every distinct key of the file, each once (in no particular order)."""
+        cur = (db or self.db).execute("SELECT DISTINCT key FROM rows")
+        for (key,) in cur:
+            yield tuple(json.loads(key))
+
+    def close(self) -> None:
+        self.db.close()
+        self._cleanup()
+
+
+def decode_row(text: str) -> Row:
+    return json.loads(text)  # type: ignore[no-any-return]
