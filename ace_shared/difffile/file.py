@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ace_shared.difffile.format import METADATA_PREFIX, Key, Layout, Row, read_rows
+from ace_shared.difffile.format import (
+    METADATA_PREFIX,
+    Key,
+    Layout,
+    Row,
+    read_rows,
+    read_tail_summary,
+)
 from ace_shared.errors import DiffFileError
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape
@@ -40,7 +47,8 @@ class DiffPair:
     def side(self, node: str) -> list[Row]:
         """One side's rows, read whole (for small files; repairs stream with ``iter_rows``)."""
         assert self.file is not None
-        return [r for i, n, r in read_rows(self.file.path) if i == self.index and n == node]
+        return [r for i, n, r, _ in read_rows(self.file.path)
+                if i == self.index and n == node]
 
 
 @dataclass
@@ -117,17 +125,50 @@ class DiffFile:
 
     def iter_rows(self) -> Iterator[tuple[DiffPair, str, Row]]:
         """Every row with its pair and node, read from the file as it goes."""
-        for index, node, row in read_rows(self.path):
+        for index, node, row, _ in read_rows(self.path):
             yield self.pairs[index], node, row
 
+    def iter_row_texts(self) -> Iterator[tuple[DiffPair, str, Row, str]]:
+        """Like :meth:`iter_rows`, with each row's exact JSON text too."""
+        for index, node, row, text in read_rows(self.path, Layout(texts=True)):
+            assert text is not None
+            yield self.pairs[index], node, row, text
 
-def load_diff_file(path: str | Path) -> DiffFile:
-    """Check a diff file of either shape in one streamed pass; learn its summary and pairs."""
+
+def _existing(path: str | Path) -> Path:
     if not str(path).strip():
         raise DiffFileError("A diff file is required; pass the path table-diff printed.")
     p = Path(path).expanduser()
     if not p.is_file():
         raise DiffFileError(f"The diff file {p} does not exist; pass the path table-diff printed.")
+    return p
+
+
+def load_diff_header(path: str | Path) -> DiffFile:
+    """The summary and pairs of a diff file, read from its end when this project wrote it.
+
+    What a front door checks before it queues work (the file is for this
+    cluster, database and table; its nodes exist) needs only the summary, so
+    a file of any size is checked in milliseconds and in a few kilobytes.
+    The rows are checked when the work reads them, and a bad row fails the
+    work with a sentence naming the file. A file without a summary at its end
+    (the original tool's) is read whole, streamed, as :func:`load_diff_file` does.
+    """
+    p = _existing(path)
+    summary = read_tail_summary(p)
+    by_pair = summary.get("diff_rows_by_pair") if summary else None
+    if summary is None or not isinstance(by_pair, dict):
+        return load_diff_file(p)
+    diff = DiffFile(p.resolve(), summary, [])
+    for i, name in enumerate(by_pair):
+        left, _, right = str(name).partition("/")
+        diff.pairs.append(DiffPair(left, right, i, {}, diff))
+    return diff
+
+
+def load_diff_file(path: str | Path) -> DiffFile:
+    """Check a diff file of either shape in one streamed pass; learn its summary and pairs."""
+    p = _existing(path)
     layout = Layout()
     for _ in read_rows(p, layout):
         pass

@@ -1,25 +1,18 @@
 """The diff-file format, read and written in one place: this project's files and the original tool's.
 
-Two shapes exist:
-
-* this project's ``{"diffs": {"n1/n2": {"n1": [rows], "n2": [rows]}}, "summary": {...}}``
-  whose values are the text PostgreSQL prints for them (``null`` for NULL);
-  :func:`write_diff_json` writes it, one row a line, pairs in node order;
-* the original tool's bare ``{"n1/n2": {...}}``, whose values may be JSON
-  numbers or booleans, and whose rows may carry ``_Spock_CommitTS_`` /
-  ``_Spock_CommitOrigin_`` metadata columns.
+* this project's ``{"diffs": {"n1/n2": {"n1": [rows], "n2": [rows]}}, "summary": {...}}``,
+  values as the text PostgreSQL prints (``null`` for NULL), written by
+  :func:`write_diff_json` one row a line, pairs in node order, summary last;
+* the original tool's bare ``{"n1/n2": {...}}``, whose values may be JSON numbers or
+  booleans, and whose rows may carry ``_Spock_CommitTS_``-style metadata columns.
 
 A diff file can be far larger than the memory a repair may use, so it is never
-parsed whole: :func:`read_rows` walks the file's structure by hand and decodes
-one row at a time with the C JSON scanner, holding a window of about a
-megabyte of text. :func:`load_diff_file` does one such pass to learn the
-summary, the pairs and their row counts; readers then stream the rows again.
+parsed whole: :func:`read_rows` walks its structure by hand and decodes one row
+at a time with the C JSON scanner, over a window of about a megabyte of text.
 
-Every value is turned back into text, exactly: numbers keep the literal
-digits written in the file (``1.10`` stays ``1.10``, never ``1.1`` or
-``1.1000000000000001``), ``NaN``/``Infinity`` keep their spelling, booleans
-become ``true``/``false`` and nested JSON is re-serialised with its numbers
-untouched. Callers then cast that text to the column's type on the server.
+Every value comes back as text, exactly: numbers keep their literal digits
+(``1.10`` stays ``1.10``), ``NaN``/``Infinity`` their spelling, booleans become
+``true``/``false``, nested JSON is re-serialised with its numbers untouched.
 Everything wrong with a file is a :class:`DiffFileError` naming the file.
 """
 
@@ -39,6 +32,8 @@ from ace_shared.outputs import new_output_path
 
 Row = dict[str, str | None]
 Key = tuple[str, ...]
+# (pair index, node, row, the row's JSON text when the reader asked for it)
+RowItem = tuple[int, str, Row, "str | None"]
 
 # The original tool added these commit-metadata columns to every row it wrote.
 METADATA_PREFIX = "_Spock_"
@@ -95,6 +90,13 @@ def write_diff_json(path: Path, view: RowSource, summary: dict[str, Any]) -> Non
         fh.write(json.dumps(summary, ensure_ascii=False, indent=2).replace("\n", "\n  "))
         fh.write("\n}\n")
     os.replace(tmp, path)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def row_json(row: Row) -> str:
+    return _ENCODE(row)
 
 
 # ----- values -------------------------------------------------------------------------------
@@ -160,6 +162,7 @@ class _Window:
     def __init__(self, fh: IO[str], path: Path) -> None:
         self.fh, self.path = fh, path
         self.buf, self.pos, self.eof = "", 0, False
+        self.start = 0  # where the last value began
 
     def _fill(self) -> bool:
         if self.eof:
@@ -206,7 +209,7 @@ class _Window:
                 continue
             if end >= len(self.buf) and self._fill():
                 continue  # a number at the window's end may go on in the next chunk
-            self.pos = end
+            self.start, self.pos = self.pos, end
             return value
 
     def name(self, what: str) -> str:
@@ -241,6 +244,7 @@ class Layout:
     pairs: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[tuple[int, str], int] = field(default_factory=dict)
     column_sets: set[tuple[str, ...]] = field(default_factory=set)
+    texts: bool = False
 
 
 def _pair_name(path: Path, name: str, seen: list[tuple[str, str]]) -> tuple[str, str]:
@@ -253,7 +257,7 @@ def _pair_name(path: Path, name: str, seen: list[tuple[str, str]]) -> tuple[str,
     return parts[0], parts[1]
 
 
-def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[tuple[int, str, Row]]:
+def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
     path = win.path
     left, right = _pair_name(path, name, layout.pairs)
     index = len(layout.pairs)
@@ -278,9 +282,15 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[tuple[int, s
             count = 0
             if not win.empty("]"):
                 while True:
-                    row = _clean_row(win.value(), path, f"pair {name}", plain)
+                    raw = win.value()
+                    row = _clean_row(raw, path, f"pair {name}", plain)
                     count += 1
-                    yield index, node, row
+                    if not layout.texts:
+                        yield index, node, row, None
+                    elif row is raw:  # kept as written: its own text is its JSON
+                        yield index, node, row, win.buf[win.start:win.pos]
+                    else:
+                        yield index, node, row, row_json(row)
                     if not win.more("]"):
                         break
             layout.counts[(index, node)] = layout.counts.get((index, node), 0) + count
@@ -293,7 +303,7 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[tuple[int, s
     layout.column_sets.update(plain)
 
 
-def _diffs_rows(win: _Window, layout: Layout) -> Iterator[tuple[int, str, Row]]:
+def _diffs_rows(win: _Window, layout: Layout) -> Iterator[RowItem]:
     win.pos += 1
     if win.empty("}"):
         return
@@ -303,8 +313,11 @@ def _diffs_rows(win: _Window, layout: Layout) -> Iterator[tuple[int, str, Row]]:
             return
 
 
-def read_rows(path: Path, layout: Layout | None = None) -> Iterator[tuple[int, str, Row]]:
-    """Every row of the file as ``(pair index, node, row)``, in file order, streamed.
+def read_rows(path: Path, layout: Layout | None = None) -> Iterator[RowItem]:
+    """Every row of the file as ``(pair index, node, row, text)``, in file order, streamed.
+
+    ``text`` is the row as JSON when ``layout.texts`` asks for it (the file's
+    own text where the row is kept as written, which saves encoding it again).
 
     ``layout`` is filled in as the pass goes (the summary, whichever the file
     puts it, is there once the pass ends).
@@ -321,7 +334,7 @@ def read_rows(path: Path, layout: Layout | None = None) -> Iterator[tuple[int, s
             raise DiffFileError(f"The diff file {path} cannot be read: {exc}.") from exc
 
 
-def _top_level(win: _Window, layout: Layout) -> Iterator[tuple[int, str, Row]]:
+def _top_level(win: _Window, layout: Layout) -> Iterator[RowItem]:
     path = win.path
     if win.peek() != "{":
         win.value()
@@ -355,3 +368,34 @@ def _top_level(win: _Window, layout: Layout) -> Iterator[tuple[int, str, Row]]:
         if stray is not None:
             _pair_name(path, stray, [])  # raises: a bare file holds node pairs only
         layout.summary = {}
+
+
+SUMMARY_MARK = '\n  "summary": '
+TAIL_BYTES = (64 << 10, 1 << 20, 16 << 20)
+
+
+def read_tail_summary(path: Path) -> dict[str, Any] | None:
+    """The summary of a file this project wrote, read from its end without reading the rest.
+
+    :func:`write_diff_json` puts the summary last, after a line break and two
+    spaces that no row line starts with (rows hold no raw line breaks, and sit
+    deeper). Anything else (the original tool's files, a file laid out by
+    another writer) gives ``None``, and the caller reads the whole file instead.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            for want in TAIL_BYTES:
+                fh.seek(max(0, size - want))
+                text = fh.read().decode("utf-8", errors="replace")
+                at = text.rfind(SUMMARY_MARK)
+                if at >= 0:
+                    summary, end = _DECODER.raw_decode(text, at + len(SUMMARY_MARK))
+                    whole = text[end:].strip() == "}"
+                    return summary if whole and isinstance(summary, dict) else None
+                if want >= size:
+                    return None
+    except (OSError, ValueError):
+        return None
+    return None
+

@@ -28,6 +28,7 @@ from ace_shared.difffile.format import Row
 from ace_shared.errors import DiffFileError
 
 CHUNK_ROWS = 5000
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
 CACHE_KB = 16 * 1024
 _SETUP = f"""
 PRAGMA journal_mode = MEMORY;
@@ -40,7 +41,8 @@ CREATE UNIQUE INDEX rows_key ON rows (pair, node, key);
 
 
 def key_text(key: tuple[str, ...]) -> str:
-    return json.dumps(list(key), ensure_ascii=False)
+    """A key as a JSON array (``json.dumps`` spelling), built by the C string encoder."""
+    return "[" + ", ".join(map(_quote, key)) + "]"
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -72,10 +74,10 @@ class RowSpool:
 
     def _records(self, keep_rows: bool) -> Iterator[tuple[int, int, str, str, str | None]]:
         key = self.key
-        for seq, (pair, node, row) in enumerate(self.diff.iter_rows()):
-            k = row_key(row, key, f"pair {pair.name}")
-            text = json.dumps(row, ensure_ascii=False) if keep_rows else None
-            yield seq, pair.index, node, key_text(k), text
+        rows = self.diff.iter_row_texts() if keep_rows else (
+            (p, n, r, None) for p, n, r in self.diff.iter_rows())
+        for seq, (pair, node, row, text) in enumerate(rows):
+            yield seq, pair.index, node, key_text(row_key(row, key, f"pair {pair.name}")), text
 
     def _load(self, keep_rows: bool) -> None:
         records = self._records(keep_rows)

@@ -27,8 +27,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ace_shared.difffile.file import DiffFile
-from ace_shared.difffile.format import Key, Row
-from ace_shared.difffile.spool import RowSpool, decode_row
+from ace_shared.difffile.format import Key, Row, row_json
+from ace_shared.difffile.spool import RowSpool, decode_row, key_text
 
 OP_UPSERT = "u"
 OP_DELETE = "d"
@@ -50,7 +50,7 @@ class _Rows(Mapping[Key, Row]):
 
     def __getitem__(self, key: Key) -> Row:
         found = self.db.execute("SELECT row FROM work WHERE node = ? AND op = ? AND key = ?",
-                                (self.node, self.op, json.dumps(list(key), ensure_ascii=False))
+                                (self.node, self.op, key_text(key))
                                 ).fetchone()
         if found is None:
             raise KeyError(key)
@@ -182,4 +182,4 @@ def _offer_fill(db: sqlite3.Connection, taker: str, k: str, seq: int, row: Row, 
         if fill.get(c) is None:
             fill[c] = other[c]
     db.execute("INSERT OR REPLACE INTO work VALUES (?, ?, ?, ?, ?)",
-               (taker, OP_FILL, k, seq, json.dumps(fill, ensure_ascii=False)))
+               (taker, OP_FILL, k, seq, row_json(fill)))

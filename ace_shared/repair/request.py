@@ -26,6 +26,7 @@ from ace_shared.difffile.file import (
     check_diff_nodes,
     check_diff_target,
     load_diff_file,
+    load_diff_header,
 )
 from ace_shared.errors import BadOptionError, DiffFileError
 from ace_shared.nodes.cluster import Cluster, load_cluster
@@ -129,18 +130,23 @@ def check_against_cluster_and_diff(request: RepairRequest, cluster: Cluster,
                 f"compared ({', '.join(diff.nodes) or 'none'}); pick one of them.")
 
 
-def load_repair_inputs(raw: dict[str, Any],
-                       settings: Settings) -> tuple[RepairRequest, Cluster, DiffFile]:
+def load_repair_inputs(raw: dict[str, Any], settings: Settings,
+                       header_only: bool = False) -> tuple[RepairRequest, Cluster, DiffFile]:
     """Validate a request and return it with its cluster and parsed diff file."""
     request = check_repair_options(raw)
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
-    diff = load_diff_file(request.diff_file)
+    diff = (load_diff_header if header_only else load_diff_file)(request.diff_file)
     check_against_cluster_and_diff(request, cluster, diff)
     # workers may run elsewhere: hand on the file's absolute path
     return replace(request, diff_file=str(diff.path)), cluster, diff
 
 
 def validate_repair_request(raw: dict[str, Any], settings: Settings) -> RepairRequest:
-    """Check every option, the cluster and the diff file; touches no database."""
-    request, _, _ = load_repair_inputs(raw, settings)
+    """Check every option, the cluster and the diff file's summary; touches no database.
+
+    Only the summary is read (from the file's end, for this project's files), so
+    an API request stays small whatever the file's size; the rows are checked by
+    the work itself, which fails with a sentence naming the file if one is bad.
+    """
+    request, _, _ = load_repair_inputs(raw, settings, header_only=True)
     return request

@@ -13,7 +13,13 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.request import parse_bool, required_target, text_option
-from ace_shared.difffile.file import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
+from ace_shared.difffile.file import (
+    DiffFile,
+    check_diff_nodes,
+    check_diff_target,
+    load_diff_file,
+    load_diff_header,
+)
 from ace_shared.errors import BadOptionError
 from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.ident import TableName, parse_table_name
@@ -49,11 +55,11 @@ def check_rerun_options(raw: dict[str, Any]) -> RerunRequest:
                         role=text_option(raw, "role"))
 
 
-def load_rerun_inputs(raw: dict[str, Any],
-                      settings: Settings) -> tuple[RerunRequest, Cluster, DiffFile]:
+def load_rerun_inputs(raw: dict[str, Any], settings: Settings,
+                       header_only: bool = False) -> tuple[RerunRequest, Cluster, DiffFile]:
     request = check_rerun_options(raw)
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
-    diff = load_diff_file(request.diff_file)
+    diff = (load_diff_header if header_only else load_diff_file)(request.diff_file)
     check_diff_target(diff, request.cluster_name, request.table, request.dbname)
     cluster.database(request.dbname or diff.database)
     check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
@@ -62,6 +68,11 @@ def load_rerun_inputs(raw: dict[str, Any],
 
 
 def validate_rerun_request(raw: dict[str, Any], settings: Settings) -> RerunRequest:
-    """Check every option, the cluster and the diff file; touches no database."""
-    request, _, _ = load_rerun_inputs(raw, settings)
+    """Check every option, the cluster and the diff file's summary; touches no database.
+
+    Only the summary is read (from the file's end, for this project's files), so
+    an API request stays small whatever the file's size; the rows are checked by
+    the work itself, which fails with a sentence naming the file if one is bad.
+    """
+    request, _, _ = load_rerun_inputs(raw, settings, header_only=True)
     return request
