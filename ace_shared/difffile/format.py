@@ -48,6 +48,7 @@ class JsonNumber(str):
 
 _DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber,
                             parse_constant=JsonNumber)
+_PLAIN = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 # ----- writing ------------------------------------------------------------------------------
@@ -193,12 +194,12 @@ class _Window:
             raise self.bad(f"expected {what}")
         self.pos += 1
 
-    def value(self) -> Any:
+    def value(self, decoder: json.JSONDecoder = _DECODER) -> Any:
         """Decode the next JSON value, reading on while it is cut off at the window's end."""
         self.peek()
         while True:
             try:
-                value, end = _DECODER.raw_decode(self.buf, self.pos)
+                value, end = decoder.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as exc:
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 12
                 if not cut or not self._fill():
@@ -351,7 +352,7 @@ def _top_level(win: _Window, layout: Layout) -> Iterator[RowItem]:
                 bare = True
                 yield from _pair_rows(win, name, layout)
             else:
-                value = win.value()
+                value = win.value(_PLAIN)  # (the summary's numbers are numbers)
                 if name == "summary" and value is not None and not isinstance(value, dict):
                     raise DiffFileError(f"The diff file {path} has a summary that is not an "
                                         "object.")
@@ -390,7 +391,7 @@ def read_tail_summary(path: Path) -> dict[str, Any] | None:
                 text = fh.read().decode("utf-8", errors="replace")
                 at = text.rfind(SUMMARY_MARK)
                 if at >= 0:
-                    summary, end = _DECODER.raw_decode(text, at + len(SUMMARY_MARK))
+                    summary, end = _PLAIN.raw_decode(text, at + len(SUMMARY_MARK))
                     whole = text[end:].strip() == "}"
                     return summary if whole and isinstance(summary, dict) else None
                 if want >= size:

@@ -1,0 +1,119 @@
+"""Diff files are read streamed: a key listed twice is refused, and a big file costs little memory.
+
+The memory test runs the real ``ace table-repair --dry-run`` as a child process
+on a diff file of about 60 MB and reads the child's peak resident size from
+``getrusage(RUSAGE_CHILDREN)``: loading such a file whole as Python objects
+takes several times its size, streaming takes a small, fixed amount.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from repair_helpers import CLUSTER, Nodes, ace, assert_error, diff_table
+
+from ace_shared.difffile.file import load_diff_file, load_diff_header
+from ace_shared.errors import DiffFileError
+from ace_shared.repair.plan import plan_from_source
+
+TABLE = "public.rp_stream"
+BIG_ROWS = 160_000
+
+
+@pytest.fixture(scope="module")
+def table(pg_cluster: Any) -> Nodes:
+    nodes = Nodes(pg_cluster)
+    nodes.on_all(["DROP TABLE IF EXISTS rp_stream",
+                  "CREATE TABLE rp_stream (id int PRIMARY KEY, v text, n numeric)",
+                  "INSERT INTO rp_stream SELECT i, 'v' || i, i / 10.0 "
+                  "FROM generate_series(1, 50) i"])
+    nodes.execute("n2", ["UPDATE rp_stream SET v = 'changed' WHERE id IN (3, 4)"])
+    return nodes
+
+
+def _with_duplicate(path: Path, tmp_path: Path) -> Path:
+    data = json.loads(path.read_text())
+    side = data["diffs"]["n1/n2"]["n2"]
+    side.append(dict(side[0], v="another value"))
+    dup = tmp_path / "dup.json"
+    dup.write_text(json.dumps(data))
+    return dup
+
+
+def test_a_key_listed_twice_for_one_node_is_refused(table: Nodes, tmp_path: Path) -> None:
+    path, _ = diff_table(TABLE, nodes="n1,n2")
+    dup = _with_duplicate(path, tmp_path)
+    before = table.snapshots(TABLE)
+    for args in (["--source-of-truth=n1"], ["--source-of-truth=n2", "--dry-run"]):
+        run = ace("table-repair", CLUSTER, TABLE, f"--diff-file={dup}", *args)
+        assert_error(run, "same key twice", "n2", "n1/n2", "table-diff")
+        assert "another value" not in run.stderr  # errors never carry data
+    assert_error(ace("table-rerun", CLUSTER, TABLE, f"--diff-file={dup}"), "same key twice")
+    assert table.snapshots(TABLE) == before
+    with pytest.raises(DiffFileError, match="same key twice"):
+        plan_from_source(load_diff_file(dup), "n1", ["id"])
+
+
+def test_the_summary_is_read_from_the_end_and_the_rows_streamed(table: Nodes,
+                                                                 tmp_path: Path) -> None:
+    path, data = diff_table(TABLE, nodes="n1,n2")
+    head = load_diff_header(path)
+    whole = load_diff_file(path)
+    assert head.summary == whole.summary == data["summary"]
+    assert [p.name for p in head.pairs] == [p.name for p in whole.pairs] == ["n1/n2"]
+    assert [row for _, _, row in whole.iter_rows()] == \
+        data["diffs"]["n1/n2"]["n1"] + data["diffs"]["n1/n2"]["n2"]
+    # the same content laid out by another writer is still read, only the slow way
+    other = tmp_path / "compact.json"
+    other.write_text(json.dumps({"summary": data["summary"], "diffs": data["diffs"]}))
+    assert load_diff_header(other).summary == data["summary"]
+
+
+def _write_big_diff(path: Path, rows: int) -> None:
+    """A diff file in table-diff's own layout: n2 has every row of n1 with ``v`` changed."""
+    filler = "x" * 150
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('{\n  "diffs": {\n    "n1/n2": {')
+        for side, label in (("n1", "v"), ("n2", "w")):
+            fh.write(("," if side == "n2" else "") + f'\n      "{side}": [')
+            for i in range(1, rows + 1):
+                row = {"id": str(i), "v": f"{label}{i} {filler}", "n": f"{i}.5"}
+                fh.write(("," if i > 1 else "") + "\n        " + json.dumps(row))
+            fh.write("\n      ]")
+        summary = {"cluster_name": CLUSTER, "database": None, "schema_name": "public",
+                   "table_name": "rp_stream", "nodes": ["n1", "n2"], "primary_key": ["id"],
+                   "diff_rows": rows, "diff_rows_by_pair": {"n1/n2": rows}}
+        fh.write('\n    }\n  },\n  "summary": ' + json.dumps(summary) + "\n}\n")
+
+
+def test_a_big_diff_file_is_repaired_in_little_memory(table: Nodes, tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    _write_big_diff(big, BIG_ROWS)
+    size_mb = big.stat().st_size / 2**20
+    assert size_mb > 50
+    before = table.snapshots(TABLE)
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(Path(sys.executable).parent / "ace"),
+                           "table-repair", CLUSTER, TABLE, f"--diff-file={big}",
+                           "--source-of-truth=n1", "--dry-run"], capture_output=True,
+                          text=True, env={**os.environ, "ACE_NO_PROGRESS": "1"}, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "159950" in done.stdout.replace(",", ""), done.stdout
+    peak_mb = int(done.stderr.strip().splitlines()[-1]) / 1024
+    # json.load of this file alone takes several times its size; streaming stays small and fixed
+    assert peak_mb < 150, f"peak {peak_mb:.0f} MB for a {size_mb:.0f} MB diff file"
+    assert table.snapshots(TABLE) == before
+
+
+# Runs one command as the only child of a fresh process and prints the child's peak RSS (KiB).
+MEASURE = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
