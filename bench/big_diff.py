@@ -100,6 +100,7 @@ def run_big_diff(targets: tuple[NodeTarget, ...], cluster: str, env: dict[str, s
     """Build the table, write the file, and measure repair (dry run) and both reruns."""
     keys = rows_for(megabytes)
     seconds = build(targets, keys)
+    output.mkdir(parents=True, exist_ok=True)
     path = output / f"big_diff_{megabytes}mb.json"
     t0 = time.perf_counter()
     write_diff_file(path, cluster, targets[0].dbname, keys)
