@@ -18,9 +18,13 @@ from typing import Any
 import pytest
 from repair_helpers import CLUSTER, Nodes, ace, assert_error, diff_table
 
+from ace_shared.config import load_settings
 from ace_shared.difffile.file import load_diff_file, load_diff_header
 from ace_shared.errors import DiffFileError
 from ace_shared.repair.plan import plan_from_source
+from ace_shared.repair.request import validate_repair_request
+from ace_shared.repair.run import run_table_repair
+from ace_shared.tasks.ids import new_task_id
 
 TABLE = "public.rp_stream"
 BIG_ROWS = 160_000
@@ -117,3 +121,22 @@ code = subprocess.run(sys.argv[1:]).returncode
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
 sys.exit(code)
 """
+
+
+def test_a_front_door_checks_the_summary_and_the_work_checks_the_rows(table: Nodes,
+                                                                     tmp_path: Path) -> None:
+    """A request is checked from the summary alone; a broken row fails the work itself."""
+    path, _ = diff_table(TABLE, nodes="n1,n2")
+    broken = tmp_path / "broken.json"
+    text = path.read_text()
+    first_row = text.index('{"id"')
+    broken.write_text(text[:first_row] + '{"id": "3", "v": ' + text[first_row + 1:])
+    raw = {"cluster_name": CLUSTER, "table_name": TABLE, "diff_file": str(broken),
+           "source_of_truth": "n1"}
+    settings = load_settings()
+    assert validate_repair_request(raw, settings).diff_file == str(broken)
+    with pytest.raises(DiffFileError, match="not valid JSON"):
+        run_table_repair(raw, settings, new_task_id("table-repair"))
+    wrong = {**raw, "table_name": "public.other"}
+    with pytest.raises(DiffFileError, match="is for table public.rp_stream"):
+        validate_repair_request(wrong, settings)
