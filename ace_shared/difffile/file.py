@@ -59,6 +59,9 @@ class DiffFile:
     summary: dict[str, Any]
     pairs: list[DiffPair]
     column_sets: set[tuple[str, ...]] = field(default_factory=set)
+    # False while only the summary was read (:func:`load_diff_header`): a pass over the
+    # rows (:meth:`adopt`) then sets the pairs, counts and columns the file really has
+    complete: bool = True
 
     @property
     def has_summary(self) -> bool:
@@ -128,11 +131,14 @@ class DiffFile:
         for index, node, row, _ in read_rows(self.path):
             yield self.pairs[index], node, row
 
-    def iter_row_texts(self) -> Iterator[tuple[DiffPair, str, Row, str]]:
-        """Like :meth:`iter_rows`, with each row's exact JSON text too."""
-        for index, node, row, text in read_rows(self.path, Layout(texts=True)):
-            assert text is not None
-            yield self.pairs[index], node, row, text
+    def adopt(self, layout: Layout) -> None:
+        """Take the pairs, row counts and columns a full pass over the rows found."""
+        self.pairs = []
+        for i, (left, right) in enumerate(layout.pairs):
+            counts = {n: layout.counts.get((i, n), 0) for n in (left, right)}
+            self.pairs.append(DiffPair(left, right, i, counts, self))
+        self.column_sets = set(layout.column_sets)
+        self.complete = True
 
 
 def _existing(path: str | Path) -> Path:
@@ -159,7 +165,7 @@ def load_diff_header(path: str | Path) -> DiffFile:
     by_pair = summary.get("diff_rows_by_pair") if summary else None
     if summary is None or not isinstance(by_pair, dict):
         return load_diff_file(p)
-    diff = DiffFile(p.resolve(), summary, [])
+    diff = DiffFile(p.resolve(), summary, [], complete=False)
     for i, name in enumerate(by_pair):
         left, _, right = str(name).partition("/")
         diff.pairs.append(DiffPair(left, right, i, {}, diff))
@@ -172,10 +178,8 @@ def load_diff_file(path: str | Path) -> DiffFile:
     layout = Layout()
     for _ in read_rows(p, layout):
         pass
-    diff = DiffFile(p.resolve(), layout.summary, [], layout.column_sets)
-    for i, (left, right) in enumerate(layout.pairs):
-        counts = {n: layout.counts.get((i, n), 0) for n in (left, right)}
-        diff.pairs.append(DiffPair(left, right, i, counts, diff))
+    diff = DiffFile(p.resolve(), layout.summary, [])
+    diff.adopt(layout)
     return diff
 
 

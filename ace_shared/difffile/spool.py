@@ -6,6 +6,10 @@ can hold more rows than a process may keep in memory. So the rows are streamed
 from the file into a SQLite file beside the work, indexed by ``(pair, node,
 key)``, and every later step asks SQLite, whose page cache stays small.
 
+The pass over the rows also tells the :class:`DiffFile` which pairs, row
+counts and columns the file really has (:meth:`DiffFile.adopt`), so a diff
+file checked by its summary alone is read only once more, here.
+
 The index is unique: a diff file that lists the same key twice for one node
 of one pair is refused (which of the two rows a repair should take would be
 a guess). Keys are stored as the JSON array of their text values, rows as
@@ -24,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ace_shared.difffile.file import DiffFile, row_key
-from ace_shared.difffile.format import Row
+from ace_shared.difffile.format import Layout, Row, read_rows
 from ace_shared.errors import DiffFileError
 
 CHUNK_ROWS = 5000
@@ -74,10 +78,13 @@ class RowSpool:
 
     def _records(self, keep_rows: bool) -> Iterator[tuple[int, int, str, str, str | None]]:
         key = self.key
-        rows = self.diff.iter_row_texts() if keep_rows else (
-            (p, n, r, None) for p, n, r in self.diff.iter_rows())
-        for seq, (pair, node, row, text) in enumerate(rows):
-            yield seq, pair.index, node, key_text(row_key(row, key, f"pair {pair.name}")), text
+        layout = Layout(texts=keep_rows)
+        where: dict[int, str] = {}
+        for seq, (index, node, row, text) in enumerate(read_rows(self.diff.path, layout)):
+            if index not in where:
+                where[index] = "pair {}/{}".format(*layout.pairs[index])
+            yield seq, index, node, key_text(row_key(row, key, where[index])), text
+        self.diff.adopt(layout)  # the pairs and columns the rows really have
 
     def _load(self, keep_rows: bool) -> None:
         records = self._records(keep_rows)

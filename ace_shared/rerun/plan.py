@@ -139,11 +139,11 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
                   task_id: str, sessions: NodeSessions, started_at: str) -> RerunPlan:
     """Check the table against the diff file, sort its keys, and write the batches and plan."""
     shape = read_common_shape(sessions, request.table)
-    check_diff_shape(diff, shape, sessions.order[0])
     work_dir = Path(settings.output_dir) / "work" / task_id
     work_dir.mkdir(parents=True, exist_ok=True)
     spool = RowSpool(diff, list(shape.key), keep_rows=False, folder=work_dir)
     try:
+        check_diff_shape(diff, shape, sessions.order[0])  # (the spool's pass saw every row)
         batch_parts, keys_total = write_sorted_keys(
             sessions.targets[sessions.order[0]], shape, spool.distinct_keys(), work_dir,
             RERUN_BATCH_KEYS)
