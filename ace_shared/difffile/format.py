@@ -271,6 +271,7 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
     if win.empty("}"):
         return
     plain: dict[tuple[str, ...], bool] = {}
+    where = f"pair {name}"
     while True:
         node = win.name("a node name")
         if node not in (left, right):
@@ -284,7 +285,7 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
             if not win.empty("]"):
                 while True:
                     raw = win.value()
-                    row = _clean_row(raw, path, f"pair {name}", plain)
+                    row = _clean_row(raw, path, where, plain)
                     count += 1
                     if not layout.texts:
                         yield index, node, row, None
