@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from repair_helpers import CLUSTER, Nodes, ace, assert_error, diff_table
 
+import ace_shared.difffile.format as fmt
 from ace_shared.config import load_settings
 from ace_shared.difffile.file import load_diff_file, load_diff_header
+from ace_shared.difffile.format import write_diff_json
 from ace_shared.errors import DiffFileError
 from ace_shared.repair.plan import plan_from_source
 from ace_shared.repair.request import validate_repair_request
@@ -140,3 +145,57 @@ def test_a_front_door_checks_the_summary_and_the_work_checks_the_rows(table: Nod
     wrong = {**raw, "table_name": "public.other"}
     with pytest.raises(DiffFileError, match="is for table public.rp_stream"):
         validate_repair_request(wrong, settings)
+
+
+class _Side:
+    """A stand-in view for the writer: given rows for one pair, in order."""
+
+    def __init__(self, left: list[dict[str, Any]], right: list[dict[str, Any]]) -> None:
+        self.sides = {"n1": left, "n2": right}
+
+    def pairs(self) -> list[tuple[str, str, int]]:
+        return [("n1", "n2", max(len(self.sides["n1"]), len(self.sides["n2"])))]
+
+    def side_rows(self, left: str, right: str, side: str) -> Any:
+        return (json.dumps(r, ensure_ascii=False) for r in self.sides[side])
+
+
+TEXT = st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",)),
+                                    max_size=40))
+
+
+@examples(max_examples=40, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"v": TEXT, "w": TEXT}), max_size=30),
+       st.integers(min_value=1, max_value=64))
+def test_rows_come_back_exactly_whatever_the_read_size(values: list[dict[str, Any]],
+                                                       read_chars: int) -> None:
+    """Rows cut anywhere by the reading window still come back value for value."""
+    import tempfile
+
+    rows = [{"id": str(i), **v} for i, v in enumerate(values)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "d.json"
+        write_diff_json(path, _Side(rows, rows[::2]), {"nodes": ["n1", "n2"], "x": 1.5})
+        saved = fmt.READ_CHARS
+        fmt.READ_CHARS = read_chars
+        try:
+            layout = fmt.Layout(texts=True)
+            got = list(fmt.read_rows(path, layout))
+        finally:
+            fmt.READ_CHARS = saved
+    assert [(n, r) for _, n, r, _ in got] == [("n1", r) for r in rows] + \
+        [("n2", r) for r in rows[::2]]
+    assert all(json.loads(t) == r for _, _, r, t in got if t is not None)
+    assert layout.summary == {"nodes": ["n1", "n2"], "x": 1.5}
+
+
+def test_numbers_cut_by_the_reading_window_keep_their_digits(tmp_path: Path,
+                                                             monkeypatch: Any) -> None:
+    path = tmp_path / "orig.json"
+    path.write_text('{"n1/n2": {"n1": [{"id": 12345, "f": 1.2500e-3, "x": -Infinity}], '
+                    '"n2": [{"id": 678901, "f": 10, "x": true}]}}')
+    expected = [("n1", {"id": "12345", "f": "1.2500e-3", "x": "-Infinity"}),
+                ("n2", {"id": "678901", "f": "10", "x": "true"})]
+    for size in range(1, 24):
+        monkeypatch.setattr(fmt, "READ_CHARS", size)
+        assert [(n, r) for _, n, r, _ in fmt.read_rows(path)] == expected, size

@@ -377,12 +377,10 @@ TAIL_BYTES = (64 << 10, 1 << 20, 16 << 20)
 
 
 def read_tail_summary(path: Path) -> dict[str, Any] | None:
-    """The summary of a file this project wrote, read from its end without reading the rest.
+    """The summary of a file this project wrote, read from its end alone.
 
-    :func:`write_diff_json` puts the summary last, after a line break and two
-    spaces that no row line starts with (rows hold no raw line breaks, and sit
-    deeper). Anything else (the original tool's files, a file laid out by
-    another writer) gives ``None``, and the caller reads the whole file instead.
+    :func:`write_diff_json` puts it last, after a line break and two spaces no
+    row line starts with. Any other layout gives ``None``: read the whole file.
     """
     try:
         size = path.stat().st_size
