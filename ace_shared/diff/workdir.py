@@ -10,7 +10,12 @@ another host) finds what the earlier steps left:
 - ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line;
 - ``part_<first>.done.json``: that batch's :class:`BatchResult`, written last,
   so a reducer knows the partial file is whole;
-- ``spool-<n>/``: the merge's per-pair spools (see :mod:`ace_shared.diff.partials`).
+- ``spool-<n>/``: the merge's per-pair spools (see :mod:`ace_shared.diff.partials`);
+- ``ace-spool-*/``: a rerun's key spool while it plans
+  (:class:`ace_shared.difffile.spool.RowSpool`).
+
+A repair, which has no work folder of its own, spools its diff file under the
+work root (:meth:`WorkDir.root`).
 
 Files are written under a temporary name and renamed, so a step redelivered
 after its worker died simply rewrites them, and a reader never sees half a file.
@@ -121,9 +126,14 @@ class WorkDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    @staticmethod
+    def root(output_dir: str | Path) -> Path:
+        """``$OUTPUT_DIR/work``: where every task's work folder is."""
+        return Path(output_dir) / WORK
+
     @classmethod
     def for_task(cls, output_dir: str | Path, task_id: str) -> WorkDir:
-        return cls(Path(output_dir) / WORK / task_id)
+        return cls(cls.root(output_dir) / task_id)
 
     def __str__(self) -> str:
         return str(self.path)

@@ -29,7 +29,7 @@ from ace_shared.diff.merge import merge_diff
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult
-from ace_shared.difffile.format import DiffFile
+from ace_shared.difffile.file import DiffFile
 from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.connection import NodeTarget, node_targets
@@ -113,7 +113,7 @@ def plan_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str) ->
     :func:`finish_rerun` with the work folder.
     """
     started = datetime.now(timezone.utc).isoformat()
-    request, cluster, diff = load_rerun_inputs(raw_options, settings)
+    request, cluster, diff = load_rerun_inputs(raw_options, settings, header_only=True)
     sessions = NodeSessions(_targets(request, cluster, diff, settings))
     try:
         plan = prepare_rerun(request, cluster, diff, settings, task_id, sessions, started)
@@ -137,7 +137,7 @@ def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: st
                     progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     """Re-check the keys of a diff file in this process; return the new diff file and summary."""
     started = datetime.now(timezone.utc).isoformat()
-    request, cluster, diff = load_rerun_inputs(raw_options, settings)
+    request, cluster, diff = load_rerun_inputs(raw_options, settings, header_only=True)
     targets = _targets(request, cluster, diff, settings)
     size = _pool_size(settings)
     sessions = NodeSessions(targets, threads_per_node=size)
