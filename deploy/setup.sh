@@ -48,6 +48,7 @@ command -v python3 >/dev/null || missing+=(python3)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v runuser >/dev/null || missing+=(util-linux)
+compgen -G '/usr/lib/postgresql/*/lib/pglogical.so' >/dev/null || missing+=(postgresql-15-pglogical)
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
 # Chromium renders the HTML diff report in the tests; setup itself can do without.

@@ -187,4 +187,4 @@ def print_json(data: dict[str, Any]) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-from ace_api.cli import repair  # noqa: E402,F401
+from ace_api.cli import checks, repair  # noqa: E402,F401

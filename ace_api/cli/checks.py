@@ -1,0 +1,119 @@
+"""The cluster-level checks: ``schema-diff``, ``repset-diff`` and ``spock-diff``.
+
+Each runs in this process and writes its JSON result (and HTML page with
+``--output html``) under ``$ACE_OUTPUT_DIR``. Exit codes: 0 when everything
+compared agrees, 1 when anything differs, 2 on trouble (for repset-diff, also
+when any table of the set failed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ace_api.cli.main import BoolOption, bool_option, main, settings_or_fail
+from ace_api.cli.progress import ProgressBar
+
+_DIFF_OPTIONS = (
+    click.option("--block-rows", "block_rows", default=None, help="Rows per block (1000-100000)."),
+    click.option("--max-cpu-ratio", "max_cpu_ratio", default=None,
+                 help="Share of this machine's CPUs to use (0-1]."),
+    click.option("--batch-size", "batch_size", default=None, help="Blocks per worker task."),
+)
+
+
+def diff_options(fn: Any) -> Any:
+    for opt in reversed(_DIFF_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def common_options(fn: Any) -> Any:
+    fn = click.option("--nodes", default="all",
+                      help="'all' or a comma-separated list of nodes.")(fn)
+    fn = click.option("--dbname", default=None,
+                      help="Database name (default: the cluster's first).")(fn)
+    fn = click.option("--output", default="json", help="json or html.")(fn)
+    return bool_option("--quiet", "Print only the result.")(fn)
+
+
+def skip_options(fn: Any) -> Any:
+    fn = click.option("--skip-tables", "skip_tables", default=None,
+                      help="Comma-separated tables to leave out.")(fn)
+    return click.option("--skip-file", "skip_file", default=None,
+                        help="A file of tables to leave out, one a line.")(fn)
+
+
+def _progress(label: str, quiet: bool) -> ProgressBar:
+    return ProgressBar(label, unit="tables", enabled=not quiet
+                       and not os.environ.get("ACE_NO_PROGRESS"))
+
+
+def _value_text(value: Any) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def print_differences(result: dict[str, Any]) -> None:
+    for e in result["differences"]:
+        a, b = e["nodes"]
+        where = f"{e['kind']} {e['identity']}"
+        if "missing_on" in e:
+            click.echo(f"{a}/{b}: {where}: missing on {e['missing_on']}")
+        else:
+            click.echo(f"{a}/{b}: {where}: {e['differs']} differs "
+                       f"({a}: {_value_text(e['values'][a])}; {b}: {_value_text(e['values'][b])})")
+
+
+def print_tables(tables: list[dict[str, Any]]) -> None:
+    for t in tables:
+        line = f"{t['table']}: {t['outcome']}"
+        if t.get("diff_rows_by_pair") and t["outcome"] == "differs":
+            line += " (" + ", ".join(f"{p}: {n} rows" for p, n in t["diff_rows_by_pair"].items()
+                                     ) + f"; {t['diff_file']})"
+        if t.get("reason"):
+            line += f": {t['reason']}"
+        if t.get("missing_on"):
+            line += f" (missing on {', '.join(t['missing_on'])})"
+        click.echo(line)
+
+
+def print_files(result: dict[str, Any], label: str) -> None:
+    click.echo(f"{label} written to {result['result_file']}")
+    if result.get("report_file"):
+        click.echo(f"Report written to {result['report_file']}")
+
+
+@main.command("schema-diff")
+@click.argument("cluster_name")
+@click.argument("schema_name")
+@common_options
+@skip_options
+@click.option("--ddl-only", "ddl_only", cls=BoolOption, is_flag=False, flag_value="true",
+              default="true", metavar="[=BOOL]",
+              help="Compare structure only (the default); --ddl-only=False diffs data too.")
+@diff_options
+def schema_diff(**opts: Any) -> None:
+    """Compare a schema's objects (and, with --ddl-only=False, its data) across nodes."""
+    from ace_shared.schemadiff.request import validate_schema_diff
+    from ace_shared.schemadiff.run import run_schema_diff
+    from ace_shared.tasks.ids import new_task_id
+    settings = settings_or_fail()
+    request = validate_schema_diff(opts)
+    bar = _progress(f"Diffing tables of {request.schema}", request.quiet)
+    try:
+        result = run_schema_diff(request, settings, new_task_id("schema-diff"), progress=bar)
+    finally:
+        bar.close()
+    if not request.quiet:
+        print_differences(result)
+        if "tables" in result:
+            print_tables(result["tables"])
+        if not result["differences"]:
+            click.echo(f"SCHEMAS MATCH: {request.schema} is the same on "
+                       f"{', '.join(result['nodes'])}.")
+    print_files(result, "Schema diff")
+    sys.exit(result["exit_code"])
