@@ -117,3 +117,32 @@ def schema_diff(**opts: Any) -> None:
                        f"{', '.join(result['nodes'])}.")
     print_files(result, "Schema diff")
     sys.exit(result["exit_code"])
+
+
+@main.command("repset-diff")
+@click.argument("cluster_name")
+@click.argument("repset_name")
+@common_options
+@skip_options
+@diff_options
+def repset_diff(**opts: Any) -> None:
+    """Compare every table of a replication set across nodes."""
+    from ace_shared.repsetdiff.request import validate_repset_diff
+    from ace_shared.repsetdiff.run import run_repset_diff
+    from ace_shared.tasks.ids import new_task_id
+    settings = settings_or_fail()
+    request = validate_repset_diff(opts)
+    bar = _progress(f"Diffing set {request.repset}", request.quiet)
+    try:
+        result = run_repset_diff(request, settings, new_task_id("repset-diff"), progress=bar)
+    finally:
+        bar.close()
+    if not request.quiet:
+        for node in result["nodes_without_set"]:
+            click.echo(f"{node}: has no replication set {request.repset}")
+        for note in result["membership_differences"]:
+            click.echo(f"{note['table']}: in the set on {', '.join(note['in_set_on'])}, "
+                       f"not on {', '.join(note['not_in_set_on'])}")
+    print_tables(result["tables"])
+    print_files(result, "Repset diff")
+    sys.exit(result["exit_code"])
