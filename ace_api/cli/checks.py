@@ -64,8 +64,8 @@ def print_differences(result: dict[str, Any]) -> None:
         if "missing_on" in e:
             click.echo(f"{a}/{b}: {where}: missing on {e['missing_on']}")
         else:
-            click.echo(f"{a}/{b}: {where}: {e['differs']} differs "
-                       f"({a}: {_value_text(e['values'][a])}; {b}: {_value_text(e['values'][b])})")
+            values = "; ".join(f"{n}: {_value_text(v)}" for n, v in e["values"].items())
+            click.echo(f"{a}/{b}: {where}: {e['differs']} ({values})")
 
 
 def print_tables(tables: list[dict[str, Any]]) -> None:
@@ -145,4 +145,29 @@ def repset_diff(**opts: Any) -> None:
                        f"not on {', '.join(note['not_in_set_on'])}")
     print_tables(result["tables"])
     print_files(result, "Repset diff")
+    sys.exit(result["exit_code"])
+
+
+@main.command("spock-diff")
+@click.argument("cluster_name")
+@common_options
+def spock_diff(**opts: Any) -> None:
+    """Compare the replication configuration (sets, subscriptions) of every pair of nodes."""
+    from ace_shared.spockdiff.request import validate_spock_diff
+    from ace_shared.spockdiff.run import run_spock_diff
+    from ace_shared.tasks.ids import new_task_id
+    settings = settings_or_fail()
+    request = validate_spock_diff(opts)
+    result = run_spock_diff(request, settings, new_task_id("spock-diff"))
+    if not request.quiet:
+        for node, cfg in result["node_config"].items():
+            click.echo(f"{node}: {cfg['system']} node {cfg['identity']}, "
+                       f"{len(cfg['sets'])} sets, {len(cfg['subscriptions'])} subscriptions")
+        print_differences(result)
+        for hint in result["hints"]:
+            click.echo(f"hint: {hint['node']}: {hint['hint']}"
+                       + (f": {hint['table']}" if hint.get("table") else ""))
+        if not result["differences"]:
+            click.echo(f"REPLICATION MATCHES on {', '.join(result['nodes'])}.")
+    print_files(result, "Spock diff")
     sys.exit(result["exit_code"])
