@@ -57,6 +57,26 @@ def _value_text(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def run_check(task_type: str, request: Any, local: Any, label: str, subject: str | None,
+              ) -> dict[str, Any]:
+    """Run a check here, or on the fleet when ``ACE_BROKER_URL`` is set; return its result."""
+    from ace_shared.tasks.ids import new_task_id
+    settings = settings_or_fail()
+    task_id = new_task_id(task_type)
+    if settings.BROKER_URL:
+        from ace_workers.client import submit_and_follow
+        done = submit_and_follow(task_type, request.to_dict(), settings, task_id,
+                                 cluster_name=request.cluster_name, table_name=subject,
+                                 no_wait=False, quiet=request.quiet, label=label, unit="tables")
+        assert done is not None
+        return done["summary"]
+    bar = _progress(label, request.quiet)
+    try:
+        return local(request, settings, task_id, progress=bar)
+    finally:
+        bar.close()
+
+
 def print_differences(result: dict[str, Any]) -> None:
     for e in result["differences"]:
         a, b = e["nodes"]
@@ -100,14 +120,9 @@ def schema_diff(**opts: Any) -> None:
     """Compare a schema's objects (and, with --ddl-only=False, its data) across nodes."""
     from ace_shared.schemadiff.request import validate_schema_diff
     from ace_shared.schemadiff.run import run_schema_diff
-    from ace_shared.tasks.ids import new_task_id
-    settings = settings_or_fail()
     request = validate_schema_diff(opts)
-    bar = _progress(f"Diffing tables of {request.schema}", request.quiet)
-    try:
-        result = run_schema_diff(request, settings, new_task_id("schema-diff"), progress=bar)
-    finally:
-        bar.close()
+    result = run_check("schema-diff", request, run_schema_diff,
+                       f"Diffing tables of {request.schema}", request.schema)
     if not request.quiet:
         print_differences(result)
         if "tables" in result:
@@ -129,14 +144,9 @@ def repset_diff(**opts: Any) -> None:
     """Compare every table of a replication set across nodes."""
     from ace_shared.repsetdiff.request import validate_repset_diff
     from ace_shared.repsetdiff.run import run_repset_diff
-    from ace_shared.tasks.ids import new_task_id
-    settings = settings_or_fail()
     request = validate_repset_diff(opts)
-    bar = _progress(f"Diffing set {request.repset}", request.quiet)
-    try:
-        result = run_repset_diff(request, settings, new_task_id("repset-diff"), progress=bar)
-    finally:
-        bar.close()
+    result = run_check("repset-diff", request, run_repset_diff, f"Diffing set {request.repset}",
+                       request.repset)
     if not request.quiet:
         for node in result["nodes_without_set"]:
             click.echo(f"{node}: has no replication set {request.repset}")
@@ -155,10 +165,9 @@ def spock_diff(**opts: Any) -> None:
     """Compare the replication configuration (sets, subscriptions) of every pair of nodes."""
     from ace_shared.spockdiff.request import validate_spock_diff
     from ace_shared.spockdiff.run import run_spock_diff
-    from ace_shared.tasks.ids import new_task_id
-    settings = settings_or_fail()
     request = validate_spock_diff(opts)
-    result = run_spock_diff(request, settings, new_task_id("spock-diff"))
+    result = run_check("spock-diff", request,
+                       lambda r, s, t, progress: run_spock_diff(r, s, t), "Checking", None)
     if not request.quiet:
         for node, cfg in result["node_config"].items():
             click.echo(f"{node}: {cfg['system']} node {cfg['identity']}, "

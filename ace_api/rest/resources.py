@@ -89,6 +89,8 @@ def build_namespace(settings: Settings) -> Namespace:
                     "Start a table-repair from a diff file.")
     _add_submission(ns, models, settings, "/table-rerun", models.rerun, submit_rerun,
                     "Compare again the rows a diff file lists.")
+    from ace_api.rest.checks import add_check_routes
+    add_check_routes(ns, settings, lambda *a: _add_submission(ns, models, settings, *a))
     status_errors = _document_errors(ns, models, _COMMON_ERRORS)
 
     @ns.route("/task-status")

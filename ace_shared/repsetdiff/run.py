@@ -26,7 +26,7 @@ from ace_shared.repsetdiff.tables import MISSING, SKIPPED, diff_tables, exit_cod
 Progress = Callable[[int, int], None]
 
 
-def _table_name(display: str) -> TableName:
+def table_name(display: str) -> TableName:
     schema, table = split_identifiers(display)
     return TableName(schema, table)
 
@@ -37,7 +37,7 @@ def plan_tables(request: RepsetDiffRequest, membership: Membership,
     nodes = list(present)
     decided, todo = [], []
     for table in membership.tables:
-        if _table_name(table) in request.skip:
+        if table_name(table) in request.skip:
             decided.append({"table": table, "outcome": SKIPPED})
             continue
         lacking = [n for n in nodes if table not in present[n]]
@@ -59,9 +59,10 @@ def _membership_notes(membership: Membership, nodes: list[str]) -> list[dict[str
     return notes
 
 
-def run_repset_diff(request: RepsetDiffRequest, settings: Settings, task_id: str,
-                    progress: Progress | None = None) -> dict[str, Any]:
-    """Check one replication set across the nodes; write and return the result."""
+def plan_repset(request: RepsetDiffRequest, settings: Settings, task_id: str,
+                ) -> tuple[dict[str, Any], list[str]]:
+    """Read the set on every node: the result so far (outcomes decided without diffing,
+    membership) and the tables left to diff."""
     started = datetime.now(timezone.utc)
     dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
                                       settings, request.role)
@@ -74,30 +75,49 @@ def run_repset_diff(request: RepsetDiffRequest, settings: Settings, task_id: str
         sessions.close()
     nodes = [t.node for t in targets]
     decided, todo = plan_tables(request, membership, present)
-    diffed = diff_tables([_table_name(t) for t in todo], {
-        **request.diff_options, "cluster_name": request.cluster_name, "dbname": request.dbname,
-        "nodes": request.nodes, "role": request.role}, settings, progress)
-    notes = _membership_notes(membership, nodes)
-    flagged = {n["table"]: n for n in notes}
-    tables = sorted(decided + diffed, key=lambda o: o["table"])
+    partial = {
+        "task_id": task_id, "command": "repset-diff", "cluster_name": request.cluster_name,
+        "database": dbname, "repset_name": request.repset, "nodes": nodes,
+        "systems": {n: r.system for n, r in found.items()},
+        "nodes_without_set": membership.nodes_without_set,
+        "membership_differences": _membership_notes(membership, nodes),
+        "tables": decided, "start_time": started.isoformat(),
+    }
+    return partial, todo
+
+
+def table_options(request: RepsetDiffRequest) -> dict[str, Any]:
+    """What every table's diff is asked, besides its name."""
+    return {**request.diff_options, "cluster_name": request.cluster_name,
+            "dbname": request.dbname, "nodes": request.nodes, "role": request.role}
+
+
+def finish_repset(partial: dict[str, Any], diffed: list[dict[str, Any]], settings: Settings,
+                  output: str) -> dict[str, Any]:
+    """Merge the diffed tables' outcomes in, set the exit code, write the result."""
+    flagged = {n["table"]: n for n in partial["membership_differences"]}
+    tables = sorted(partial["tables"] + diffed, key=lambda o: o["table"])
     for line in tables:
         if line["table"] in flagged:
             line["membership"] = flagged[line["table"]]
     code = exit_code(tables)
-    if code == 0 and (notes or membership.nodes_without_set):
+    if code == 0 and (flagged or partial["nodes_without_set"]):
         code = 1
     finished = datetime.now(timezone.utc)
-    result = {
-        "task_id": task_id, "command": "repset-diff", "cluster_name": request.cluster_name,
-        "database": dbname, "repset_name": request.repset, "nodes": nodes,
-        "systems": {n: r.system for n, r in found.items()},
-        "nodes_without_set": membership.nodes_without_set, "membership_differences": notes,
-        "tables": tables, "counts": _counts(tables),
-        "start_time": started.isoformat(), "end_time": finished.isoformat(),
-        "time_taken": round((finished - started).total_seconds(), 3), "exit_code": code,
-    }
-    return write_result(settings.output_dir, "repset_diffs", "repset_diff", result,
-                        request.output)
+    started = datetime.fromisoformat(partial["start_time"])
+    result = {**partial, "tables": tables, "counts": _counts(tables),
+              "end_time": finished.isoformat(),
+              "time_taken": round((finished - started).total_seconds(), 3), "exit_code": code}
+    return write_result(settings.output_dir, "repset_diffs", "repset_diff", result, output)
+
+
+def run_repset_diff(request: RepsetDiffRequest, settings: Settings, task_id: str,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Check one replication set across the nodes in this process; write and return the result."""
+    partial, todo = plan_repset(request, settings, task_id)
+    diffed = diff_tables([table_name(t) for t in todo], table_options(request), settings,
+                         progress)
+    return finish_repset(partial, diffed, settings, request.output)
 
 
 def _counts(tables: list[dict[str, Any]]) -> dict[str, int]:

@@ -55,9 +55,9 @@ def common_tables(catalogs: dict[str, Catalog | None], request: SchemaDiffReques
     return sorted(set.intersection(*present)) if present else []
 
 
-def run_schema_diff(request: SchemaDiffRequest, settings: Settings, task_id: str,
-                    progress: Any = None) -> dict[str, Any]:
-    """Compare the schema; return the result (also written to its JSON file)."""
+def compare_schema(request: SchemaDiffRequest, settings: Settings, task_id: str,
+                   ) -> tuple[dict[str, Any], list[TableName]]:
+    """Compare the structure; the result so far and the tables whose data to diff (if asked)."""
     started = datetime.now(timezone.utc)
     dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
                                       settings, request.role)
@@ -66,8 +66,8 @@ def run_schema_diff(request: SchemaDiffRequest, settings: Settings, task_id: str
         catalogs = read_catalogs(sessions, request.schema)
     finally:
         sessions.close()
-    skipped = {t.table for t in request.skip if t.schema == request.schema}
-    catalogs = {n: None if c is None else _drop_skipped(c, {display_ident(s) for s in skipped})
+    skipped = {display_ident(t.table) for t in request.skip if t.schema == request.schema}
+    catalogs = {n: None if c is None else _drop_skipped(c, skipped)
                 for n, c in catalogs.items()}
     differences = compare_all(catalogs, request.schema)
     result: dict[str, Any] = {
@@ -76,21 +76,41 @@ def run_schema_diff(request: SchemaDiffRequest, settings: Settings, task_id: str
         "ddl_only": request.ddl_only, "skipped_tables": sorted(t.display for t in request.skip),
         "objects": object_counts(catalogs), "differences": differences,
         "difference_count": len(differences), "mismatch": bool(differences),
+        "start_time": started.isoformat(),
     }
-    code = 1 if differences else 0
-    if not request.ddl_only:
-        names = [TableName(request.schema, _undisplay(t)) for t in common_tables(catalogs, request)]
-        tables = diff_tables(names, {**request.diff_options, "cluster_name": request.cluster_name,
-                                     "dbname": request.dbname, "nodes": request.nodes,
-                                     "role": request.role}, settings, progress)
+    tables = [] if request.ddl_only else [
+        TableName(request.schema, _undisplay(t)) for t in common_tables(catalogs, request)]
+    return result, tables
+
+
+def table_options(request: SchemaDiffRequest) -> dict[str, Any]:
+    return {**request.diff_options, "cluster_name": request.cluster_name,
+            "dbname": request.dbname, "nodes": request.nodes, "role": request.role}
+
+
+def finish_schema(result: dict[str, Any], tables: list[dict[str, Any]] | None,
+                  settings: Settings, output: str) -> dict[str, Any]:
+    """Add the tables' outcomes (when data was diffed), the exit code and times; write."""
+    code = 1 if result["differences"] else 0
+    if tables is not None:
         result["tables"] = tables
         code = max(code, exit_code(tables))
     finished = datetime.now(timezone.utc)
-    result.update({"start_time": started.isoformat(), "end_time": finished.isoformat(),
+    started = datetime.fromisoformat(result["start_time"])
+    result.update({"end_time": finished.isoformat(),
                    "time_taken": round((finished - started).total_seconds(), 3),
                    "exit_code": code})
-    return write_result(settings.output_dir, "schema_diffs", "schema_diff", result,
-                        request.output)
+    return write_result(settings.output_dir, "schema_diffs", "schema_diff", result, output)
+
+
+def run_schema_diff(request: SchemaDiffRequest, settings: Settings, task_id: str,
+                    progress: Any = None) -> dict[str, Any]:
+    """Compare the schema in this process; return the result (also written to its file)."""
+    result, names = compare_schema(request, settings, task_id)
+    tables = None
+    if not request.ddl_only:
+        tables = diff_tables(names, table_options(request), settings, progress)
+    return finish_schema(result, tables, settings, request.output)
 
 
 def _undisplay(name: str) -> str:

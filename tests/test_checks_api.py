@@ -1,0 +1,162 @@
+"""The checks through every other front door: REST over mutual TLS, and the CLI on a fleet.
+
+A real ``ace api`` (gunicorn, client certificates) and two real Celery workers
+on their own Redis: repset-diff fans out into one table-diff per table and
+its collector writes one result; schema-diff and spock-diff run as tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_helpers import ApiCerts, ApiServer, make_certs, run_sql, wait_for_final
+from diff_helpers import NODES, on_every_node
+from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
+from spock_fixtures import drop_spock, install_spock_mesh
+
+TABLES = ("public.ck_same", "public.ck_diff", "public.ck_gone", "public.ck_nopk")
+ROLE = "ck_reader"
+
+
+@pytest.fixture(scope="module")
+def checks_fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    workdir = tmp_path_factory.mktemp("checks-fleet")
+    redis = RedisServer(workdir)
+    redis.start()
+    fleet = Fleet(workdir, fleet_env(redis, workdir), names=("ck1", "ck2"))
+    try:
+        fleet.start()
+        yield fleet
+    finally:
+        fleet.stop()
+        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> ApiCerts:
+    return make_certs(tmp_path_factory.mktemp("checks-certs"))
+
+
+@pytest.fixture(scope="module")
+def api(checks_fleet: Fleet, certs: ApiCerts) -> Iterator[ApiServer]:
+    server = ApiServer(checks_fleet.env, certs, free_port(), checks_fleet.workdir / "api.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def repset(pg_cluster: Any) -> Iterator[Any]:
+    """Set ``default``: one identical table, one differing, one missing on n3, one failing."""
+    on_every_node(pg_cluster, [f"DROP TABLE IF EXISTS {t}" for t in TABLES] + [
+        f"DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        f"GRANT {ROLE} TO ace", f"GRANT pg_read_all_data TO {ROLE}",
+        "CREATE TABLE ck_same (id int PRIMARY KEY, v text)",
+        "INSERT INTO ck_same SELECT i, 'v' || i FROM generate_series(1, 5000) i",
+        "CREATE TABLE ck_diff (id int PRIMARY KEY, v text)",
+        "INSERT INTO ck_diff SELECT i, 'v' || i FROM generate_series(1, 5000) i",
+        "CREATE TABLE ck_gone (id int PRIMARY KEY)",
+        "CREATE TABLE ck_nopk (id int, v text)",
+    ])
+    dsns = [pg_cluster.node_dsn(i) for i in range(3)]
+    run_sql(dsns[1], "UPDATE ck_diff SET v = 'changed' WHERE id IN (7, 4000)")
+    install_spock_mesh(dsns, NODES, TABLES, only=NODES[:2])
+    install_spock_mesh(dsns, NODES, [t for t in TABLES if t != "public.ck_gone"],
+                       only=NODES[2:])
+    run_sql(dsns[2], "DROP TABLE ck_gone")
+    yield pg_cluster
+    for dsn in dsns:
+        drop_spock(dsn)
+    on_every_node(pg_cluster, [f"DROP TABLE IF EXISTS {t}" for t in TABLES])
+
+
+def _outcomes(result: dict[str, Any]) -> dict[str, str]:
+    return {t["table"]: t["outcome"] for t in result["tables"]}
+
+
+EXPECTED = {"public.ck_same": "identical", "public.ck_diff": "differs",
+            "public.ck_gone": "missing on some nodes", "public.ck_nopk": "failed"}
+
+
+def test_repset_diff_over_the_api_fans_out_and_collects(api: ApiServer, repset: Any) -> None:
+    session = api.session(ROLE)
+    response = session.post(api.url("/ace/repset-diff"), timeout=10,
+                            json={"cluster_name": "testclus", "repset_name": "default"})
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    assert task_id.startswith("rd_") and response.json()["submitted_at"].endswith("Z")
+    doc, seen = wait_for_final(session, api.url(f"/ace/task-status/{task_id}"))
+    assert doc["status"] == "COMPLETED", doc
+    assert doc["task_type"] == "repset-diff" and doc["requested_by"] == ROLE
+    assert doc["progress"]["done"] == doc["progress"]["total"] == 3
+    result = doc["result"]["summary"]
+    assert _outcomes(result) == EXPECTED
+    assert result["exit_code"] == 2
+    assert json.loads(Path(doc["result"]["diff_file"]).read_text())["tables"] == result["tables"]
+    diffed = {t["table"]: t for t in result["tables"]}["public.ck_diff"]
+    assert diffed["diff_rows_by_pair"] == {"n1/n2": 2, "n2/n3": 2}
+
+
+def test_schema_diff_with_query_parameters(api: ApiServer, repset: Any) -> None:
+    session = api.session(ROLE)
+    response = session.get(api.url("/ace/schema-diff"), timeout=10, params={
+        "cluster_name": "testclus", "schema_name": "public", "nodes": "n1,n3",
+        "output": "html"})
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    assert task_id.startswith("sd_")
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{task_id}"))
+    assert doc["status"] == "COMPLETED", doc
+    result = doc["result"]["summary"]
+    assert ("table", "ck_gone", "missing on n3") in {
+        (e["kind"], e["identity"], e["differs"]) for e in result["differences"]}
+    assert Path(result["report_file"]).is_file()
+
+
+def test_spock_diff_over_the_api(api: ApiServer, repset: Any) -> None:
+    session = api.session(ROLE)
+    response = session.post(api.url("/ace/spock-diff"), timeout=10,
+                            json={"cluster_name": "testclus"})
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    assert task_id.startswith("spd_")
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{task_id}"))
+    assert doc["status"] == "COMPLETED", doc
+    result = doc["result"]["summary"]
+    assert {(tuple(e["nodes"]), e["identity"]) for e in result["differences"]} == {
+        (("n1", "n3"), "default: public.ck_gone"), (("n2", "n3"), "default: public.ck_gone")}
+
+
+@pytest.mark.parametrize("path, body, status, words", [
+    ("/ace/repset-diff", {"cluster_name": "nosuch", "repset_name": "default"}, 404, "nosuch"),
+    ("/ace/repset-diff", {"cluster_name": "testclus"}, 400, "repset_name"),
+    ("/ace/schema-diff", {"cluster_name": "testclus", "schema_name": "public",
+                          "output": "csv"}, 400, "output"),
+    ("/ace/spock-diff", {"cluster_name": "testclus", "nodes": "n1,n7"}, 404, "n7"),
+    ("/ace/schema-diff", {"cluster_name": "testclus", "schema_name": "public",
+                          "skip_file": "/etc/passwd"}, 400, "skip_file"),
+])
+def test_bad_input_is_one_json_sentence(api: ApiServer, path: str, body: dict[str, Any],
+                                        status: int, words: str) -> None:
+    response = api.session(ROLE).post(api.url(path), json=body, timeout=10)
+    assert response.status_code == status, response.text
+    assert list(response.json()) == ["error"]
+    assert words in response.json()["error"]
+
+
+def test_openapi_documents_the_checks(api: ApiServer) -> None:
+    doc = api.session(ROLE).get(api.url("/ace/swagger.json"), timeout=10).json()
+    for path in ("/schema-diff", "/repset-diff", "/spock-diff"):
+        assert set(doc["paths"][path]) >= {"get", "post"}, path
+
+
+def test_repset_diff_on_the_fleet_from_the_cli(checks_fleet: Fleet, repset: Any) -> None:
+    done = checks_fleet.ace("repset-diff", "testclus", "default")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "public.ck_diff: differs (n1/n2: 2 rows, n2/n3: 2 rows;" in done.stdout
+    assert "public.ck_nopk: failed: " in done.stdout
