@@ -8,6 +8,8 @@ its collector writes one result; schema-diff and spock-diff run as tasks.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,51 @@ def test_repset_diff_on_the_fleet_from_the_cli(checks_fleet: Fleet, repset: Any)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "public.ck_diff: differs (n1/n2: 2 rows, n2/n3: 2 rows;" in done.stdout
     assert "public.ck_nopk: failed: " in done.stdout
+
+
+def test_a_scheduled_repset_diff_is_rechecked_after_rerun_after(
+        checks_fleet: Fleet, repset: Any, tmp_path: Path) -> None:
+    """ck_diff differs for good; ck_same differs only until it heals, before the recheck."""
+    from fleet_helpers import wait_for
+
+    from ace_shared.tasks.store import COMPLETED, TaskStore
+    dsn2 = repset.node_dsn(1)
+    run_sql(dsn2, "UPDATE ck_same SET v = 'in flight' WHERE id = 42")
+    config = tmp_path / "ace_config.py"
+    config.write_text(
+        "schedule_jobs = [{'name': 'rs_job', 'cluster_name': 'testclus',\n"
+        "                  'command': 'repset-diff', 'repset_name': 'default'}]\n"
+        "schedule_config = [{'job_name': 'rs_job', 'run_frequency': '2s', 'enabled': True,\n"
+        "                    'rerun_after': '20s'}]\n"
+        "MIN_RUN_FREQUENCY = '1s'\n")
+    env = {**checks_fleet.env, "ACE_CONFIG": str(config)}
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "ace_workers", "beat", "-s",
+         str(tmp_path / "beat-schedule"), "-l", "INFO"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = TaskStore(checks_fleet.env["ACE_DATABASE_URL"])
+
+    def scheduled() -> list[Any]:
+        return sorted((r for r in store.recent(50) if r.requested_by == "scheduler:rs_job"
+                       and r.task_type == "repset-diff"), key=lambda r: r.submitted_at)
+    try:
+        wait_for(lambda: bool(scheduled()), 60, "a scheduled repset-diff")
+    finally:
+        beat.terminate()
+        beat.wait(20)
+    first = scheduled()[0]
+    wait_for(lambda: store.get(first.task_id).status == COMPLETED, 60, "the first diff")
+    outcomes = _outcomes(store.get(first.task_id).result["summary"])
+    assert outcomes["public.ck_same"] == outcomes["public.ck_diff"] == "differs"
+    run_sql(dsn2, "UPDATE ck_same SET v = 'v42' WHERE id = 42")  # replication caught up
+
+    def verdicts() -> list[Any]:
+        return [r for r in store.recent(100) if r.task_type == "scheduled-recheck"
+                and r.options.get("rerun_of") == first.task_id and r.status == COMPLETED]
+    wait_for(lambda: bool(verdicts()), 90, "the recheck's verdict")
+    verdict = verdicts()[0].result["summary"]
+    assert verdict["persisted"] is True
+    assert verdict["persistent_tables"] == ["public.ck_diff"]
+    assert verdict["healed_tables"] == ["public.ck_same"]
+    rerun = store.get(verdict["rerun_task"])
+    assert sorted(rerun.options["skip_tables"]) == ["public.ck_gone", "public.ck_nopk"]
