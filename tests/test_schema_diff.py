@@ -99,3 +99,52 @@ def test_unknown_schema_is_one_sentence(schema: Any) -> None:
     run = run_ace("schema-diff", CLUSTER, "no_such_schema")
     assert_one_error_line(run, "no_such_schema", "none of the nodes")
     assert output_files() == before
+
+
+@pytest.fixture
+def data_schema(pg_cluster: Any) -> Any:
+    on_every_node(pg_cluster, [
+        "DROP SCHEMA IF EXISTS sdd CASCADE", "CREATE SCHEMA sdd",
+        "CREATE TABLE sdd.same (id int PRIMARY KEY, v text)",
+        "INSERT INTO sdd.same SELECT i, 'v' || i FROM generate_series(1, 300) i",
+        "CREATE TABLE sdd.apart (id int PRIMARY KEY, v text)",
+        "INSERT INTO sdd.apart SELECT i, 'v' || i FROM generate_series(1, 300) i",
+        "CREATE TABLE sdd.nokey (v text)"])
+    execute(pg_cluster.node_dsn(2), ["UPDATE sdd.apart SET v = NULL WHERE id = 3",
+                                     "CREATE TABLE sdd.only_n3 (id int PRIMARY KEY)"])
+    yield pg_cluster
+    on_every_node(pg_cluster, ["DROP SCHEMA IF EXISTS sdd CASCADE"])
+
+
+def test_ddl_only_false_diffs_every_common_table(data_schema: Any) -> None:
+    run = run_ace("schema-diff", CLUSTER, "sdd", "--ddl-only=False")
+    assert run.code == 2, (run.stdout, run.stderr)  # sdd.nokey cannot be diffed
+    res = _result(run)
+    assert [(e["identity"], e["differs"]) for e in res["differences"]] == [
+        ("only_n3", "missing on n1"), ("only_n3", "missing on n2")]
+    outcomes = {t["table"]: t["outcome"] for t in res["tables"]}
+    assert outcomes == {"sdd.apart": "differs", "sdd.nokey": "failed", "sdd.same": "identical"}
+    run = run_ace("schema-diff", CLUSTER, "sdd", "--ddl-only=false", "--skip-tables=nokey",
+                  "--nodes=n1,n2")
+    assert run.code == 0, (run.stdout, run.stderr)
+    assert "SCHEMAS MATCH" in run.stdout
+    assert {t["table"] for t in _result(run)["tables"]} == {"sdd.apart", "sdd.same"}
+
+
+def test_a_node_down_is_named(pg_cluster: Any, tmp_path: Path) -> None:
+    import os
+
+    from localcluster import free_ports
+    doc = json.loads((Path(os.environ["ACE_CLUSTER_DIR"]) / CLUSTER / f"{CLUSTER}.json")
+                     .read_text())
+    doc["cluster_name"] = "downclus"
+    doc["node_groups"][1]["port"] = str(free_ports(1, 18000, 18999)[0])
+    folder = Path(os.environ["ACE_CLUSTER_DIR"]) / "downclus"
+    folder.mkdir(exist_ok=True)
+    (folder / "downclus.json").write_text(json.dumps(doc))
+    before = output_files()
+    for args in (("schema-diff", "downclus", "public"), ("spock-diff", "downclus"),
+                 ("repset-diff", "downclus", "default")):
+        run = run_ace(*args)
+        assert_one_error_line(run, "node n2 cannot be reached")
+    assert output_files() == before
