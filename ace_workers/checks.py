@@ -134,7 +134,7 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     job_id = state["partial"]["task_id"]
     store = runtime.store()
     outcomes, running = _outcomes(state)
-    store.set_progress(job_id, len(outcomes) - len(state["early"]))
+    store.set_progress(job_id, len(outcomes))
     if running:
         if self.request.retries >= COLLECT_WAIT_SECONDS:
             raise fail_job(job_id, AceError(
