@@ -210,3 +210,20 @@ def test_a_scheduled_repset_diff_is_rechecked_after_rerun_after(
     assert verdict["healed_tables"] == ["public.ck_same"]
     rerun = store.get(verdict["rerun_task"])
     assert sorted(rerun.options["skip_tables"]) == ["public.ck_gone", "public.ck_nopk"]
+
+
+def test_a_role_without_catalog_rights_gets_a_failed_task_saying_so(
+        api: ApiServer, repset: Any) -> None:
+    """The caller's role is the session's: without USAGE on spock it may not read the set."""
+    on_every_node(repset, [
+        "DO $$ BEGIN CREATE ROLE ck_norights NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$", "GRANT ck_norights TO ace"])
+    session = api.session("ck_norights")
+    for path, body in (("/ace/spock-diff", {}), ("/ace/repset-diff", {"repset_name": "default"})):
+        response = session.post(api.url(path), timeout=10,
+                                json={"cluster_name": "testclus", **body})
+        assert response.status_code == 200, response.text
+        doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+        assert doc["status"] == "FAILED", doc
+        assert "permission denied" in doc["error"].lower(), doc["error"]
+        assert "\n" not in doc["error"]
