@@ -120,6 +120,28 @@ def test_schema_diff_with_query_parameters(api: ApiServer, repset: Any) -> None:
     assert Path(result["report_file"]).is_file()
 
 
+def test_schema_diff_with_data_fans_out_on_the_fleet(api: ApiServer, repset: Any) -> None:
+    on_every_node(repset, [
+        "DROP SCHEMA IF EXISTS ckd CASCADE", "CREATE SCHEMA ckd",
+        "CREATE TABLE ckd.a (id int PRIMARY KEY, v text)",
+        "INSERT INTO ckd.a SELECT i, 'v' || i FROM generate_series(1, 3000) i",
+        "CREATE TABLE ckd.b (id int PRIMARY KEY)", "GRANT USAGE ON SCHEMA ckd TO ck_reader"])
+    run_sql(repset.node_dsn(2), "DELETE FROM ckd.a WHERE id = 2500")
+    try:
+        session = api.session(ROLE)
+        response = session.post(api.url("/ace/schema-diff"), timeout=10, json={
+            "cluster_name": "testclus", "schema_name": "ckd", "ddl_only": False})
+        assert response.status_code == 200, response.text
+        doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"))
+    finally:
+        on_every_node(repset, ["DROP SCHEMA IF EXISTS ckd CASCADE"])
+    assert doc["status"] == "COMPLETED", doc
+    result = doc["result"]["summary"]
+    assert result["differences"] == [] and result["exit_code"] == 1
+    assert {t["table"]: t["outcome"] for t in result["tables"]} == {
+        "ckd.a": "differs", "ckd.b": "identical"}
+
+
 def test_spock_diff_over_the_api(api: ApiServer, repset: Any) -> None:
     session = api.session(ROLE)
     response = session.post(api.url("/ace/spock-diff"), timeout=10,

@@ -67,3 +67,27 @@ def test_spock_diff_page(pg_cluster: Any, tmp_path: Path) -> None:
     assert "n1: spock node n1" in titles
     rows = [tr.text() for tr in page.find_all("tr")]
     assert any("sub_n3_n1" in r and "disabled" in r for r in rows)
+
+
+def test_repset_diff_page(pg_cluster: Any, tmp_path: Path) -> None:
+    on_every_node(pg_cluster, ["DROP TABLE IF EXISTS hp_a, hp_b",
+                               "CREATE TABLE hp_a (id int PRIMARY KEY, v text)",
+                               "INSERT INTO hp_a VALUES (1, 'x'), (2, 'y')",
+                               "CREATE TABLE hp_b (v text)"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE hp_a SET v = 'z' WHERE id = 2"])
+    dsns = [pg_cluster.node_dsn(i) for i in range(3)]
+    install_spock_mesh(dsns, NODES, ["public.hp_a", "public.hp_b"])
+    try:
+        run = run_ace("repset-diff", CLUSTER, "default", "--output=html")
+    finally:
+        for dsn in dsns:
+            drop_spock(dsn)
+        on_every_node(pg_cluster, ["DROP TABLE IF EXISTS hp_a, hp_b"])
+    assert run.code == 2
+    page = parse_html(chromium(["--dump-dom", _report(run.stdout).as_uri()],
+                               tmp_path / "p").stdout)
+    rows = {tr.find_all("td")[0].text(): tr for tr in page.find_all("tr", "differs")
+            + page.find_all("tr", "failed")}
+    assert set(rows) == {"public.hp_a", "public.hp_b"}
+    assert "n1/n2: 1 rows" in rows["public.hp_a"].text()
+    assert "primary key" in rows["public.hp_b"].text().lower()
