@@ -43,7 +43,8 @@ def spock_diff(self: AceTask, request: dict[str, Any],
     from ace_shared.spockdiff.run import run_spock_diff
     job_id, store = self.start_job(request, submission)
     try:
-        result = run_spock_diff(validate_spock_diff(request), runtime.settings(), job_id)
+        result = run_spock_diff(validate_spock_diff(request, runtime.settings()), runtime.settings(),
+                                job_id)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
     store.complete(job_id, _summary(result))
@@ -83,7 +84,7 @@ def repset_diff(self: AceTask, request: dict[str, Any],
     from ace_shared.repsetdiff.run import plan_repset, table_name, table_options
     job_id, _ = self.start_job(request, submission)
     try:
-        req = validate_repset_diff(request)
+        req = validate_repset_diff(request, runtime.settings())
         partial, todo = plan_repset(req, runtime.settings(), job_id)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
@@ -99,7 +100,7 @@ def schema_diff(self: AceTask, request: dict[str, Any],
     job_id, store = self.start_job(request, submission)
     settings = runtime.settings()
     try:
-        req = validate_schema_diff(request)
+        req = validate_schema_diff(request, settings)
         partial, tables = compare_schema(req, settings, job_id)
         if req.ddl_only:
             result = finish_schema(partial, None, settings, req.output)

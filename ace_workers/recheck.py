@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ace_shared.checks.options import split_names
 from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.status import FAILED, FINISHED
@@ -45,8 +46,8 @@ def _rerun_options(command: str, first: TaskRecord, differing: list[str]) -> tup
     if command == "repset-diff":
         others = [t["table"] for t in first.result["summary"]["tables"]  # type: ignore[index]
                   if t["table"] not in differing]
-        return "repset-diff", {**opts, "skip_tables": sorted(set(opts.get("skip_tables") or [])
-                                                             | set(others))}
+        skip = set(split_names(opts.get("skip_tables"))) | set(others)
+        return "repset-diff", {**opts, "skip_tables": ",".join(sorted(skip))}
     return "table-rerun", {"cluster_name": opts["cluster_name"], "table_name": opts["table_name"],
                            "dbname": opts.get("dbname"), "role": opts.get("role"),
                            "diff_file": first.result["diff_file"]}  # type: ignore[index]

@@ -69,7 +69,7 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
     try:
         if command == "repset-diff":
             from ace_shared.repsetdiff.request import validate_repset_diff
-            checked = validate_repset_diff(options)
+            checked = validate_repset_diff(options, settings)
             submit(command, checked.to_dict(), task_id, settings,
                    cluster_name=checked.cluster_name, table_name=checked.repset,
                    requested_by=f"scheduler:{job_name}")

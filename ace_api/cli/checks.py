@@ -1,67 +1,31 @@
-"""The cluster-level checks: ``schema-diff``, ``repset-diff`` and ``spock-diff``.
+"""``ace schema-diff``, ``ace repset-diff`` and ``ace spock-diff`` once their options are read.
 
-Each runs in this process and writes its JSON result (and HTML page with
-``--output html``) under ``$ACE_OUTPUT_DIR``. Exit codes: 0 when everything
-compared agrees, 1 when anything differs, 2 on trouble (for repset-diff, also
-when any table of the set failed).
+Each runs in this process, or on the fleet when ``ACE_BROKER_URL`` is set, and
+writes its JSON result (and HTML page with ``--output html``) under
+``$ACE_OUTPUT_DIR``. Exit codes: 0 when everything compared agrees, 1 when
+anything differs, 2 on trouble (for repset-diff, also when any table failed).
+The commands are built from their declarations (``CHECKS``, registered in
+``ace_api/cli/main.py``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
 
-from ace_api.cli.main import BoolOption, bool_option, main, settings_or_fail
 from ace_api.cli.progress import ProgressBar
-
-_DIFF_OPTIONS = (
-    click.option("--block-rows", "block_rows", default=None, help="Rows per block (1000-100000)."),
-    click.option("--max-cpu-ratio", "max_cpu_ratio", default=None,
-                 help="Share of this machine's CPUs to use (0-1]."),
-    click.option("--batch-size", "batch_size", default=None, help="Blocks per worker task."),
-)
+from ace_shared.config import Settings
+from ace_shared.repsetdiff.request import REPSET_DIFF, validate_repset_diff
+from ace_shared.schemadiff.request import SCHEMA_DIFF, validate_schema_diff
+from ace_shared.spockdiff.request import SPOCK_DIFF, validate_spock_diff
 
 
-def diff_options(fn: Any) -> Any:
-    for opt in reversed(_DIFF_OPTIONS):
-        fn = opt(fn)
-    return fn
-
-
-def common_options(fn: Any) -> Any:
-    fn = click.option("--nodes", default="all",
-                      help="'all' or a comma-separated list of nodes.")(fn)
-    fn = click.option("--dbname", default=None,
-                      help="Database name (default: the cluster's first).")(fn)
-    fn = click.option("--output", default="json", help="json or html.")(fn)
-    return bool_option("--quiet", "Print only the result.")(fn)
-
-
-def skip_options(fn: Any) -> Any:
-    fn = click.option("--skip-tables", "skip_tables", default=None,
-                      help="Comma-separated tables to leave out.")(fn)
-    return click.option("--skip-file", "skip_file", default=None,
-                        help="A file of tables to leave out, one a line.")(fn)
-
-
-def _progress(label: str, quiet: bool) -> ProgressBar:
-    return ProgressBar(label, unit="tables", enabled=not quiet
-                       and not os.environ.get("ACE_NO_PROGRESS"))
-
-
-def _value_text(value: Any) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def run_check(task_type: str, request: Any, local: Any, label: str, subject: str | None,
-              ) -> dict[str, Any]:
+def run_check(task_type: str, request: Any, settings: Settings, local: Any, label: str,
+              subject: str | None) -> dict[str, Any]:
     """Run a check here, or on the fleet when ``ACE_BROKER_URL`` is set; return its result."""
     from ace_shared.tasks.ids import new_task_id
-    settings = settings_or_fail()
     task_id = new_task_id(task_type)
     if settings.BROKER_URL:
         from ace_workers.client import submit_and_follow
@@ -70,11 +34,17 @@ def run_check(task_type: str, request: Any, local: Any, label: str, subject: str
                                  no_wait=False, quiet=request.quiet, label=label, unit="tables")
         assert done is not None
         return done["summary"]
-    bar = _progress(label, request.quiet)
+    bar = ProgressBar(label, unit="tables", enabled=not request.quiet
+                      and not os.environ.get("ACE_NO_PROGRESS"))
     try:
         return local(request, settings, task_id, progress=bar)
     finally:
         bar.close()
+
+
+def _value_text(value: Any) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def print_differences(result: dict[str, Any]) -> None:
@@ -107,21 +77,10 @@ def print_files(result: dict[str, Any], label: str) -> None:
         click.echo(f"Report written to {result['report_file']}")
 
 
-@main.command("schema-diff")
-@click.argument("cluster_name")
-@click.argument("schema_name")
-@common_options
-@skip_options
-@click.option("--ddl-only", "ddl_only", cls=BoolOption, is_flag=False, flag_value="true",
-              default="true", metavar="[=BOOL]",
-              help="Compare structure only (the default); --ddl-only=False diffs data too.")
-@diff_options
-def schema_diff(**opts: Any) -> None:
-    """Compare a schema's objects (and, with --ddl-only=False, its data) across nodes."""
-    from ace_shared.schemadiff.request import validate_schema_diff
+def run_schema_diff_command(values: dict[str, Any], settings: Settings) -> int:
     from ace_shared.schemadiff.run import run_schema_diff
-    request = validate_schema_diff(opts)
-    result = run_check("schema-diff", request, run_schema_diff,
+    request = validate_schema_diff(values, settings, "cli")
+    result = run_check("schema-diff", request, settings, run_schema_diff,
                        f"Diffing tables of {request.schema}", request.schema)
     if not request.quiet:
         print_differences(result)
@@ -131,22 +90,14 @@ def schema_diff(**opts: Any) -> None:
             click.echo(f"SCHEMAS MATCH: {request.schema} is the same on "
                        f"{', '.join(result['nodes'])}.")
     print_files(result, "Schema diff")
-    sys.exit(result["exit_code"])
+    return int(result["exit_code"])
 
 
-@main.command("repset-diff")
-@click.argument("cluster_name")
-@click.argument("repset_name")
-@common_options
-@skip_options
-@diff_options
-def repset_diff(**opts: Any) -> None:
-    """Compare every table of a replication set across nodes."""
-    from ace_shared.repsetdiff.request import validate_repset_diff
+def run_repset_diff_command(values: dict[str, Any], settings: Settings) -> int:
     from ace_shared.repsetdiff.run import run_repset_diff
-    request = validate_repset_diff(opts)
-    result = run_check("repset-diff", request, run_repset_diff, f"Diffing set {request.repset}",
-                       request.repset)
+    request = validate_repset_diff(values, settings, "cli")
+    result = run_check("repset-diff", request, settings, run_repset_diff,
+                       f"Diffing set {request.repset}", request.repset)
     if not request.quiet:
         for node in result["nodes_without_set"]:
             click.echo(f"{node}: has no replication set {request.repset}")
@@ -155,18 +106,13 @@ def repset_diff(**opts: Any) -> None:
                        f"not on {', '.join(note['not_in_set_on'])}")
     print_tables(result["tables"])
     print_files(result, "Repset diff")
-    sys.exit(result["exit_code"])
+    return int(result["exit_code"])
 
 
-@main.command("spock-diff")
-@click.argument("cluster_name")
-@common_options
-def spock_diff(**opts: Any) -> None:
-    """Compare the replication configuration (sets, subscriptions) of every pair of nodes."""
-    from ace_shared.spockdiff.request import validate_spock_diff
+def run_spock_diff_command(values: dict[str, Any], settings: Settings) -> int:
     from ace_shared.spockdiff.run import run_spock_diff
-    request = validate_spock_diff(opts)
-    result = run_check("spock-diff", request,
+    request = validate_spock_diff(values, settings, "cli")
+    result = run_check("spock-diff", request, settings,
                        lambda r, s, t, progress: run_spock_diff(r, s, t), "Checking", None)
     if not request.quiet:
         for node, cfg in result["node_config"].items():
@@ -179,4 +125,9 @@ def spock_diff(**opts: Any) -> None:
         if not result["differences"]:
             click.echo(f"REPLICATION MATCHES on {', '.join(result['nodes'])}.")
     print_files(result, "Spock diff")
-    sys.exit(result["exit_code"])
+    return int(result["exit_code"])
+
+
+# each check's declaration and what runs it, for ``ace_api/cli/main.py``
+CHECKS = ((SCHEMA_DIFF, run_schema_diff_command), (REPSET_DIFF, run_repset_diff_command),
+          (SPOCK_DIFF, run_spock_diff_command))

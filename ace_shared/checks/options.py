@@ -1,48 +1,37 @@
-"""Options the three cluster checks share: node lists, output format, skipped tables.
+"""Options the three cluster checks share, declared once (see :mod:`ace_shared.options`).
 
-``--skip-tables`` takes a comma-separated list and ``--skip-file`` a file of
-names, one a line (blank lines and ``#`` comments ignored). A name may be
-``schema.table`` or, for schema-diff, a bare table of the compared schema; either
-part may be quoted as in SQL.
+``skip_tables`` is a comma-separated list and ``skip_file`` (CLI only: an API
+caller may not make ACE read its files) a file of names, one a line (blank lines
+and ``#`` comments ignored). A name may be ``schema.table`` or, for schema-diff,
+a bare table of the compared schema; either part may be quoted as in SQL.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ace_shared.diff.request import parse_bool, text_option
+from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import BadOptionError
 from ace_shared.nodes.ident import TableName, split_identifiers
+from ace_shared.options import CHOICE, TEXT, Option, dbname_option
 
 CHECK_OUTPUTS = ("json", "html")
 
-
-def check_output(raw: dict[str, Any]) -> str:
-    output = str(raw.get("output") or "json").strip().lower()
-    if output not in CHECK_OUTPUTS:
-        raise BadOptionError(f"output must be json or html; got {raw.get('output')!r}.")
-    return output
-
-
-def nodes_option(raw: dict[str, Any]) -> str:
-    nodes = raw.get("nodes") or "all"
-    if isinstance(nodes, list):
-        nodes = ",".join(str(n) for n in nodes)
-    return str(nodes)
+DBNAME = dbname_option("the cluster's first")
+NODES = Option("nodes", TEXT, "'all' or a comma-separated list of node names.", default="all")
+OUTPUT = Option("output", CHOICE, "Format of the result: json, or html for a page beside the "
+                "JSON file.", default="json", choices=CHECK_OUTPUTS)
+SKIP_TABLES = Option("skip_tables", TEXT, "Comma-separated tables to leave out.")
+SKIP_FILE = Option("skip_file", TEXT, "A file of tables to leave out, one a line.", api=False)
+# the table-diff options a check passes on to each table's diff
+TABLE_OPTIONS = tuple(TABLE_DIFF.option(n) for n in ("block_rows", "max_cpu_ratio",
+                                                      "batch_size"))
 
 
-def required(raw: dict[str, Any], name: str, what: str) -> str:
-    value = text_option(raw, name)
-    if not value:
-        raise BadOptionError(f"{name} is required: {what}.")
-    return value
-
-
-def _split_list(text: str) -> list[str]:
-    """Split at commas outside double quotes."""
+def split_names(text: str | None) -> list[str]:
+    """Split a comma-separated list of names at commas outside double quotes."""
     parts, buf, quoted = [], [], False
-    for ch in text:
+    for ch in text or "":
         if ch == '"':
             quoted = not quoted
         if ch == "," and not quoted:
@@ -64,17 +53,10 @@ def _read_skip_file(path_text: str) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
 
 
-def skipped_tables(raw: dict[str, Any], default_schema: str | None) -> frozenset[TableName]:
+def skipped_tables(skip_tables: str | None, skip_file: str | None,
+                   default_schema: str | None) -> frozenset[TableName]:
     """The tables named by ``skip_tables`` and ``skip_file``, parsed as PostgreSQL would."""
-    names: list[str] = []
-    listed = raw.get("skip_tables")
-    if isinstance(listed, list):
-        names.extend(str(x) for x in listed)
-    elif listed:
-        names.extend(_split_list(str(listed)))
-    skip_file = text_option(raw, "skip_file")
-    if skip_file:
-        names.extend(_read_skip_file(skip_file))
+    names = split_names(skip_tables) + (_read_skip_file(skip_file) if skip_file else [])
     out = set()
     for name in names:
         parts = split_identifiers(name)
@@ -87,6 +69,6 @@ def skipped_tables(raw: dict[str, Any], default_schema: str | None) -> frozenset
     return frozenset(out)
 
 
-def bool_option(raw: dict[str, Any], name: str, default: bool) -> bool:
-    value = raw.get(name)
-    return default if value is None or value == "" else parse_bool(name, value)
+def skip_text(skip: frozenset[TableName]) -> str | None:
+    """The skipped tables as one ``skip_tables`` value (what travels to a worker)."""
+    return ",".join(sorted(t.display for t in skip)) or None

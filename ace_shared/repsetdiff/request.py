@@ -1,4 +1,4 @@
-"""A validated repset-diff request, whichever front door it came through."""
+"""repset-diff's options, declared once, and a validated request from any front door."""
 
 from __future__ import annotations
 
@@ -6,17 +6,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ace_shared.checks.options import (
-    bool_option,
-    check_output,
-    nodes_option,
-    required,
+    DBNAME,
+    NODES,
+    OUTPUT,
+    SKIP_FILE,
+    SKIP_TABLES,
+    TABLE_OPTIONS,
+    skip_text,
     skipped_tables,
 )
-from ace_shared.diff.request import text_option
+from ace_shared.config import Settings
 from ace_shared.nodes.ident import TableName
+from ace_shared.options import CLUSTER_NAME, QUIET, TEXT, Command, Option, Style, read_options
 
-# table-diff options passed on to every table of the set, checked by table-diff itself
-TABLE_OPTIONS = ("block_rows", "max_cpu_ratio", "batch_size")
+REPSET_DIFF = Command("repset-diff", "Diff every table of a replication set across the nodes.", (
+    CLUSTER_NAME,
+    Option("repset_name", TEXT, "The replication set (or publication) to compare.",
+           required=True, positional=True),
+    DBNAME, NODES, SKIP_TABLES, SKIP_FILE, OUTPUT, QUIET, *TABLE_OPTIONS,
+))
 
 
 @dataclass(frozen=True)
@@ -33,18 +41,19 @@ class RepsetDiffRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cluster_name": self.cluster_name, "repset_name": self.repset,
-                "dbname": self.dbname, "nodes": self.nodes,
-                "skip_tables": sorted(t.display for t in self.skip), "output": self.output,
-                "quiet": self.quiet, "role": self.role, **self.diff_options}
+                "dbname": self.dbname, "nodes": self.nodes, "skip_tables": skip_text(self.skip),
+                "output": self.output, "quiet": self.quiet, "role": self.role,
+                **self.diff_options}
 
 
-def validate_repset_diff(raw: dict[str, Any]) -> RepsetDiffRequest:
+def validate_repset_diff(raw: dict[str, Any], settings: Settings,
+                         style: Style = "api") -> RepsetDiffRequest:
     """Check the options; the first bad one raises one clear error."""
+    values = read_options(REPSET_DIFF, raw, settings, style)
     return RepsetDiffRequest(
-        cluster_name=required(raw, "cluster_name", "the cluster to compare"),
-        repset=required(raw, "repset_name", "the replication set (or publication) to compare"),
-        dbname=text_option(raw, "dbname"), nodes=nodes_option(raw),
-        skip=skipped_tables(raw, None), output=check_output(raw),
-        quiet=bool_option(raw, "quiet", False), role=raw.get("role") or None,
-        diff_options={k: raw[k] for k in TABLE_OPTIONS if raw.get(k) not in (None, "")},
+        cluster_name=values["cluster_name"], repset=values["repset_name"],
+        dbname=values["dbname"], nodes=values["nodes"],
+        skip=skipped_tables(values["skip_tables"], values.get("skip_file"), None),
+        output=values["output"], quiet=values["quiet"], role=raw.get("role") or None,
+        diff_options={o.name: values[o.name] for o in TABLE_OPTIONS},
     )

@@ -1,4 +1,4 @@
-"""A validated schema-diff request, whichever front door it came through."""
+"""schema-diff's options, declared once, and a validated request from any front door."""
 
 from __future__ import annotations
 
@@ -6,14 +6,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ace_shared.checks.options import (
-    bool_option,
-    check_output,
-    nodes_option,
-    required,
+    DBNAME,
+    NODES,
+    OUTPUT,
+    SKIP_FILE,
+    SKIP_TABLES,
+    TABLE_OPTIONS,
+    skip_text,
     skipped_tables,
 )
-from ace_shared.diff.request import text_option
+from ace_shared.config import Settings
+from ace_shared.errors import BadOptionError
 from ace_shared.nodes.ident import TableName, split_identifiers
+from ace_shared.options import BOOL, CLUSTER_NAME, QUIET, TEXT, Command, Option, Style, read_options
+
+SCHEMA_DIFF = Command(
+    "schema-diff", "Compare a schema's objects (and, with ddl_only false, its data) across "
+    "the nodes.", (
+        CLUSTER_NAME,
+        Option("schema_name", TEXT, "The schema to compare.", required=True, positional=True),
+        DBNAME, NODES,
+        Option("ddl_only", BOOL, "Compare structure only; false diffs every table's data too.",
+               default=True),
+        SKIP_TABLES, SKIP_FILE, OUTPUT, QUIET, *TABLE_OPTIONS,
+    ))
 
 
 @dataclass(frozen=True)
@@ -33,24 +49,22 @@ class SchemaDiffRequest:
     def to_dict(self) -> dict[str, Any]:
         return {"cluster_name": self.cluster_name, "schema_name": self.schema,
                 "dbname": self.dbname, "nodes": self.nodes, "ddl_only": self.ddl_only,
-                "skip_tables": sorted(t.display for t in self.skip), "output": self.output,
+                "skip_tables": skip_text(self.skip), "output": self.output,
                 "quiet": self.quiet, "role": self.role, **self.diff_options}
 
 
-def validate_schema_diff(raw: dict[str, Any]) -> SchemaDiffRequest:
+def validate_schema_diff(raw: dict[str, Any], settings: Settings,
+                         style: Style = "api") -> SchemaDiffRequest:
     """Check the options; the first bad one raises one clear error."""
-    cluster = required(raw, "cluster_name", "the cluster to compare")
-    schema_text = required(raw, "schema_name", "the schema to compare")
-    parts = split_identifiers(schema_text)
+    values = read_options(SCHEMA_DIFF, raw, settings, style)
+    parts = split_identifiers(values["schema_name"])
     if len(parts) != 1:
-        from ace_shared.errors import BadOptionError
-        raise BadOptionError(f"The schema name {schema_text!r} must be one name, such as public.")
-    schema = parts[0]
+        raise BadOptionError(f"The schema name {values['schema_name']!r} must be one name, "
+                             "such as public.")
     return SchemaDiffRequest(
-        cluster_name=cluster, schema=schema, dbname=text_option(raw, "dbname"),
-        nodes=nodes_option(raw), ddl_only=bool_option(raw, "ddl_only", True),
-        skip=skipped_tables(raw, schema), output=check_output(raw),
-        quiet=bool_option(raw, "quiet", False), role=raw.get("role") or None,
-        diff_options={k: raw[k] for k in ("block_rows", "max_cpu_ratio", "batch_size")
-                      if raw.get(k) is not None},
+        cluster_name=values["cluster_name"], schema=parts[0], dbname=values["dbname"],
+        nodes=values["nodes"], ddl_only=values["ddl_only"],
+        skip=skipped_tables(values["skip_tables"], values.get("skip_file"), parts[0]),
+        output=values["output"], quiet=values["quiet"], role=raw.get("role") or None,
+        diff_options={o.name: values[o.name] for o in TABLE_OPTIONS},
     )

@@ -1,12 +1,17 @@
-"""A validated spock-diff request, whichever front door it came through."""
+"""spock-diff's options, declared once, and a validated request from any front door."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from ace_shared.checks.options import bool_option, check_output, nodes_option, required
-from ace_shared.diff.request import text_option
+from ace_shared.checks.options import DBNAME, NODES, OUTPUT
+from ace_shared.config import Settings
+from ace_shared.options import CLUSTER_NAME, QUIET, Command, Style, read_options
+
+SPOCK_DIFF = Command("spock-diff", "Compare the replication configuration (sets and "
+                     "subscriptions) of every pair of nodes.",
+                     (CLUSTER_NAME, DBNAME, NODES, OUTPUT, QUIET))
 
 
 @dataclass(frozen=True)
@@ -23,8 +28,9 @@ class SpockDiffRequest:
                 "output": self.output, "quiet": self.quiet, "role": self.role}
 
 
-def validate_spock_diff(raw: dict[str, Any]) -> SpockDiffRequest:
-    return SpockDiffRequest(
-        cluster_name=required(raw, "cluster_name", "the cluster to check"),
-        dbname=text_option(raw, "dbname"), nodes=nodes_option(raw), output=check_output(raw),
-        quiet=bool_option(raw, "quiet", False), role=raw.get("role") or None)
+def validate_spock_diff(raw: dict[str, Any], settings: Settings,
+                        style: Style = "api") -> SpockDiffRequest:
+    values = read_options(SPOCK_DIFF, raw, settings, style)
+    return SpockDiffRequest(cluster_name=values["cluster_name"], dbname=values["dbname"],
+                            nodes=values["nodes"], output=values["output"],
+                            quiet=values["quiet"], role=raw.get("role") or None)

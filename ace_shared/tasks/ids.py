@@ -18,6 +18,7 @@ PREFIXES = {
     "table-rerun": "tr",
     "auto-repair": "ar",
     "spock-exception": "se",
+    "mtree": "mt",
     "schema-diff": "sd",
     "repset-diff": "rd",
     "spock-diff": "spd",
