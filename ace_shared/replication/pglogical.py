@@ -7,6 +7,7 @@ whatever the search path.
 
 from __future__ import annotations
 
+import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
@@ -56,7 +57,7 @@ def _statuses(cur: cursor, system: str) -> dict[str, str]:
     try:
         cur.execute(fn)
         rows = dict(cur.fetchall())
-    except Exception:  # noqa: BLE001 - a stand-in or broken status function: no status
+    except psycopg2.Error:  # a status function that fails (or is missing): no status
         cur.execute("ROLLBACK TO SAVEPOINT ace_status")
         return {}
     cur.execute("RELEASE SAVEPOINT ace_status")

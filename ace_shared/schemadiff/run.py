@@ -50,7 +50,8 @@ def read_catalogs(sessions: NodeSessions, schema: str) -> dict[str, Catalog | No
     return catalogs
 
 
-def common_tables(catalogs: dict[str, Catalog | None], request: SchemaDiffRequest) -> list[str]:
+def common_tables(catalogs: dict[str, Catalog | None]) -> list[str]:
+    """The tables every compared node has (a node without the schema has none)."""
     present = [set((c or {}).get("table", {})) for c in catalogs.values()]
     return sorted(set.intersection(*present)) if present else []
 
@@ -79,7 +80,7 @@ def compare_schema(request: SchemaDiffRequest, settings: Settings, task_id: str,
         "start_time": started.isoformat(),
     }
     tables = [] if request.ddl_only else [
-        TableName(request.schema, _undisplay(t)) for t in common_tables(catalogs, request)]
+        TableName(request.schema, _undisplay(t)) for t in common_tables(catalogs)]
     return result, tables
 
 
