@@ -249,3 +249,28 @@ def test_a_role_without_catalog_rights_gets_a_failed_task_saying_so(
         assert doc["status"] == "FAILED", doc
         assert "permission denied" in doc["error"].lower(), doc["error"]
         assert "\n" not in doc["error"]
+
+
+def test_a_scheduled_table_diff_is_rechecked_by_table_rerun(checks_fleet: Fleet,
+                                                            repset: Any) -> None:
+    """What beat sends for a table-diff schedule with rerun_after: the recheck reruns its rows."""
+    from celery import Celery
+    from fleet_helpers import wait_for
+
+    from ace_shared.tasks.store import COMPLETED, TaskStore
+    app = Celery(broker=checks_fleet.env["ACE_BROKER_URL"])
+    app.send_task("ace.scheduled_diff", args=[
+        "td_job", {"cluster_name": "testclus", "table_name": "public.ck_diff"},
+        "table-diff", 2], queue="ace")
+    store = TaskStore(checks_fleet.env["ACE_DATABASE_URL"])
+
+    def verdict() -> Any:
+        first = [r for r in store.recent(50) if r.requested_by == "scheduler:td_job"
+                 and r.task_type == "table-diff"]
+        return next((r for r in store.recent(50) if r.task_type == "scheduled-recheck"
+                     and first and r.options.get("rerun_of") == first[0].task_id
+                     and r.status == COMPLETED), None)
+    wait_for(lambda: verdict() is not None, 90, "the table-diff recheck's verdict")
+    summary = verdict().result["summary"]
+    assert summary["persisted"] is True and summary["remaining_rows"] == 2
+    assert store.get(summary["rerun_task"]).task_type == "table-rerun"
