@@ -188,7 +188,11 @@ def test_repset_diff_on_the_fleet_from_the_cli(checks_fleet: Fleet, repset: Any)
 
 def test_a_scheduled_repset_diff_is_rechecked_after_rerun_after(
         checks_fleet: Fleet, repset: Any, tmp_path: Path) -> None:
-    """ck_diff differs for good; ck_same differs only until it heals, before the recheck."""
+    """ck_diff differs for good; ck_same differs only until it heals, before the recheck.
+
+    rerun_after is 40s so that, even on a busy machine, the first diff has finished and the
+    test has healed ck_same before the recheck runs.
+    """
     from fleet_helpers import wait_for
 
     from ace_shared.tasks.store import COMPLETED, TaskStore
@@ -199,7 +203,7 @@ def test_a_scheduled_repset_diff_is_rechecked_after_rerun_after(
         "schedule_jobs = [{'name': 'rs_job', 'cluster_name': 'testclus',\n"
         "                  'command': 'repset-diff', 'repset_name': 'default'}]\n"
         "schedule_config = [{'job_name': 'rs_job', 'run_frequency': '2s', 'enabled': True,\n"
-        "                    'rerun_after': '20s'}]\n"
+        "                    'rerun_after': '40s'}]\n"
         "MIN_RUN_FREQUENCY = '1s'\n")
     env = {**checks_fleet.env, "ACE_CONFIG": str(config)}
     beat = subprocess.Popen(
@@ -225,7 +229,7 @@ def test_a_scheduled_repset_diff_is_rechecked_after_rerun_after(
     def verdicts() -> list[Any]:
         return [r for r in store.recent(100) if r.task_type == "scheduled-recheck"
                 and r.options.get("rerun_of") == first.task_id and r.status == COMPLETED]
-    wait_for(lambda: bool(verdicts()), 90, "the recheck's verdict")
+    wait_for(lambda: bool(verdicts()), 150, "the recheck's verdict")
     verdict = verdicts()[0].result["summary"]
     assert verdict["persisted"] is True
     assert verdict["persistent_tables"] == ["public.ck_diff"]
