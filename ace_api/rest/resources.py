@@ -17,6 +17,7 @@ from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
 from ace_api.rest.auth import caller
+from ace_api.rest.checks import CHECK_SUBMISSIONS
 from ace_api.rest.errors import ApiError
 from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.params import RequestSchema
@@ -37,6 +38,7 @@ SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
     (TABLE_DIFF, submit_diff),
     (TABLE_REPAIR, submit_repair),
     (TABLE_RERUN, submit_rerun),
+    *CHECK_SUBMISSIONS,
 )
 
 _COMMON_ERRORS = {
