@@ -35,7 +35,8 @@ def make_app() -> Celery:
     app = Celery("ace_workers", broker=broker, backend=backend,
                  include=["ace_workers.diff", "ace_workers.repair",
                           "ace_workers.schedule", "ace_workers.autorepair",
-                          "ace_workers.checks", "ace_workers.recheck"])
+                          "ace_workers.checks", "ace_workers.recheck",
+                          "ace_workers.mtree"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",

@@ -37,6 +37,7 @@ TASK_NAMES = {
     "schema-diff": "ace.schema_diff",
     "repset-diff": "ace.repset_diff",
     "spock-diff": "ace.spock_diff",
+    "mtree": "ace.mtree",
 }
 
 

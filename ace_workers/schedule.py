@@ -73,6 +73,12 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
             submit(command, checked.to_dict(), task_id, settings,
                    cluster_name=checked.cluster_name, table_name=checked.repset,
                    requested_by=f"scheduler:{job_name}")
+        elif command == "mtree-table-diff":
+            from ace_shared.mtree.request import validate_mtree_request
+            tree = validate_mtree_request({**options, "action": "table-diff"}, settings)
+            submit("mtree", tree.to_dict(), task_id, settings,
+                   cluster_name=tree.cluster_name, table_name=tree.table.display,  # type: ignore[union-attr]
+                   requested_by=f"scheduler:{job_name}")
         else:
             request = validate_diff_request(options, settings)
             submit("table-diff", request.to_dict(), task_id, settings,

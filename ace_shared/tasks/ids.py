@@ -19,6 +19,7 @@ PREFIXES = {
     "auto-repair": "ar",
     "spock-exception": "se",
     "mtree": "mt",
+    "mtree-table-diff": "mt",
     "schema-diff": "sd",
     "repset-diff": "rd",
     "spock-diff": "spd",

@@ -54,7 +54,8 @@ class ScheduledDiff:
 
 
 # the commands a schedule may run, and the option each one needs besides the cluster
-SCHEDULED_COMMANDS = {"table-diff": "table_name", "repset-diff": "repset_name"}
+SCHEDULED_COMMANDS = {"table-diff": "table_name", "repset-diff": "repset_name",
+                      "mtree-table-diff": "table_name"}
 
 
 def _job_target(name: str, job: dict[str, Any]) -> tuple[str, str]:
