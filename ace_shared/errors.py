@@ -91,6 +91,10 @@ class NodeSkippedError(NotFoundError):
     """A node auto-repair cannot work on as it is set up (no Spock tables, say); it is skipped."""
 
 
+class NoReplicationError(AceError):
+    """The node runs no replication system ACE can read."""
+
+
 class NoFreeNameError(AceError):
     """Every name ACE would give a new output file in a folder is taken."""
 

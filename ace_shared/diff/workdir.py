@@ -7,6 +7,7 @@ another host) finds what the earlier steps left:
 
 - ``plan.json``: a diff's plan (spec, batches of ranges, what the merge needs);
 - ``rerun_plan.json`` and ``keys_<n>.json``: a rerun's plan and its key batches;
+- ``checks.json``: a schema-diff's or repset-diff's per-table diffs, for its collector;
 - ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line;
 - ``part_<first>.done.json``: that batch's :class:`BatchResult`, written last,
   so a reducer knows the partial file is whole;
@@ -39,6 +40,7 @@ from ace_shared.errors import ConfigError
 WORK = "work"
 DIFF_PLAN = "plan.json"
 RERUN_PLAN = "rerun_plan.json"
+CHECKS_STATE = "checks.json"
 
 
 @dataclass
@@ -205,6 +207,12 @@ class WorkDir:
 
     def read_rerun_plan(self) -> dict[str, Any]:
         return dict(self._read_json(RERUN_PLAN))
+
+    def write_checks_state(self, state: dict[str, Any]) -> Path:
+        """Save a fan-out's state (its child tasks) for its collector; the file's path."""
+        path = self.create().path / CHECKS_STATE
+        _write_atomically(path, json.dumps(state))
+        return path
 
     # -- a rerun's key batches ------------------------------------------------------------
 
