@@ -61,7 +61,7 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
 def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
                     submit: SubmitFn) -> None:
     """``/<command>``, answering GET and POST alike (see the module's docstring)."""
-    path, summary = command.route or f"/{command.name}", command.help
+    path, summary = command.path, command.help
     schema: RequestSchema = models.requests[command.name]
     errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
 
