@@ -16,6 +16,7 @@ from flask import request
 from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
+from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import caller
 from ace_api.rest.errors import ApiError
 from ace_api.rest.models import ApiModels, build_models
@@ -68,11 +69,17 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, path: 
     ns.add_resource(Submission, path)
 
 
-def _task_status(task_id: str | None, settings: Settings) -> dict[str, Any]:
+def _task_status(task_id: str | None, settings: Settings, policy: AccessPolicy
+                 ) -> dict[str, Any]:
+    """One primary-key read of the task's row, without its options column.
+
+    Another caller's task answers exactly like a missing one, so a task id
+    tells nothing about tasks the caller may not see.
+    """
     if not task_id or not task_id.strip():
         raise ApiError("task_id is required.", 400)
-    record = TaskStore.from_settings(settings).get(task_id.strip())
-    if record is None:
+    record = TaskStore.from_settings(settings).get(task_id.strip(), with_options=False)
+    if record is None or not policy.may_see(caller(), record.requested_by):
         raise NotFoundError(f"Task {task_id.strip()} is not known; check the task id the "
                             "submission returned.")
     return record.status_document()
@@ -83,6 +90,7 @@ def build_namespace(settings: Settings) -> Namespace:
     ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
                    path="/")
     models = build_models(ns, settings)
+    policy = AccessPolicy.from_settings(settings)
     _add_submission(ns, models, settings, "/table-diff", models.diff, submit_diff,
                     "Start a table-diff.")
     _add_submission(ns, models, settings, "/table-repair", models.repair, submit_repair,
@@ -99,7 +107,7 @@ def build_namespace(settings: Settings) -> Namespace:
         @ns.response(200, "The task.", models.task_status)
         @status_errors
         def get(self) -> dict[str, Any]:
-            return _task_status(request.args.get("task_id"), settings)
+            return _task_status(request.args.get("task_id"), settings, policy)
 
     @ns.route("/task-status/<string:task_id>")
     @ns.param("task_id", "The id a submission returned.")
@@ -108,7 +116,7 @@ def build_namespace(settings: Settings) -> Namespace:
         @ns.response(200, "The task.", models.task_status)
         @status_errors
         def get(self, task_id: str) -> dict[str, Any]:
-            return _task_status(task_id, settings)
+            return _task_status(task_id, settings, policy)
 
     spock = models.spock_exception
     spock_errors = _document_errors(ns, models, {

@@ -3,9 +3,14 @@
 The API is reachable only over mutual TLS: gunicorn presents the server
 certificate (``ACE_API_CERT_FILE``/``ACE_API_KEY_FILE``, else the ACE user's
 ``ACE_USER_CERT_FILE``/``ACE_USER_KEY_FILE``) and refuses any client whose
-certificate was not issued by ``CA_CERT_FILE`` (``ssl.CERT_REQUIRED``). The
+certificate was not issued by ``CA_CERT_FILE`` (``ssl.CERT_REQUIRED``) or is
+listed in the certificate revocation list ``CA_CRL_FILE`` (when set). The
 verified certificate's common name then names the caller (see
 :mod:`ace_api.rest.auth`). Nothing is served when a file is missing.
+
+gunicorn builds a fresh SSL context for every connection, so a CRL replaced
+on disk (``deploy/certs.py --revoke``) takes effect for the next connection
+without a restart.
 
 Workers are gthread workers by default: a polling client keeps its TLS
 connection open between requests instead of paying a handshake each time.
@@ -43,6 +48,7 @@ class TlsFiles:
     cert: Path
     key: Path
     ca: Path
+    crl: Path | None = None
 
 
 def _setting_file(settings: Settings, names: tuple[str, ...], what: str) -> tuple[Path, str]:
@@ -79,7 +85,29 @@ def tls_files(settings: Settings) -> TlsFiles:
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"The certificate authority file {ca} cannot be loaded ({exc}); "
                           "check CA_CERT_FILE.") from exc
-    return TlsFiles(cert, key, ca)
+    crl = None
+    if settings.CA_CRL_FILE:
+        crl, _ = _setting_file(settings, ("CA_CRL_FILE",), "the certificate revocation list")
+        try:
+            context.load_verify_locations(cafile=str(crl))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"The certificate revocation list {crl} cannot be loaded "
+                              f"({exc}); check CA_CRL_FILE (a PEM CRL).") from exc
+    return TlsFiles(cert, key, ca, crl)
+
+
+def with_crl(crl: Path) -> Any:
+    """gunicorn's ``ssl_context`` hook: its default context, also checking ``crl``.
+
+    Only the client's own certificate is checked (VERIFY_CRL_CHECK_LEAF): ACE
+    client certificates come straight from the ACE authority, whose CRL this is.
+    """
+    def ssl_context(conf: Any, default_factory: Any) -> ssl.SSLContext:
+        context = default_factory()
+        context.load_verify_locations(cafile=str(crl))
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return context  # type: ignore[no-any-return]
+    return ssl_context
 
 
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
@@ -90,7 +118,9 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, not {port}.")
     files = tls_files(settings)
+    crl_hook = {"ssl_context": with_crl(files.crl)} if files.crl else {}
     return {
+        **crl_hook,
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread" if threads > 1 else "sync",

@@ -259,9 +259,13 @@ class TaskStore:
         """Mark the task FAILED; False if it had already finished (first outcome wins)."""
         return self._finish(task_id, FAILED, None, error)
 
-    def get(self, task_id: str) -> TaskRecord | None:
+    def get(self, task_id: str, with_options: bool = True) -> TaskRecord | None:
+        """The task's row by primary key; ``with_options=False`` skips the options column
+        (task-status polling never shows it, and a request's options can be long)."""
+        columns = [c for c in tasks.c if with_options or c.name != "options"]
         with self.engine.connect() as conn:
-            row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
+            row = conn.execute(select(*columns).where(tasks.c.task_id == task_id)
+                               ).mappings().first()
         if row is None:
             return None
         return TaskRecord(
@@ -271,10 +275,25 @@ class TaskStore:
             started_at=row["started_at"], finished_at=row["finished_at"],
             time_taken=row["time_taken"], progress_done=row["progress_done"] or 0,
             progress_total=row["progress_total"],
-            options=json.loads(row["options"] or "{}"),
+            options=json.loads(row.get("options") or "{}"),
             result=json.loads(row["result"]) if row["result"] else None,
             error=row["error"],
         )
+
+    def writers_of(self, diff_file: str) -> list[str | None]:
+        """Who requested the completed tasks whose result names ``diff_file``.
+
+        Used when a repair or rerun names a diff file by path: the caller may use
+        it only if one of these is the caller. Rare (one per such submission), so a
+        text search of the result column is enough; each hit is checked exactly.
+        """
+        needle = json.dumps(diff_file)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(tasks.c.requested_by, tasks.c.result)
+                                .where(tasks.c.status == COMPLETED)
+                                .where(tasks.c.result.contains(needle, autoescape=True))).all()
+        return [row.requested_by for row in rows
+                if (json.loads(row.result) or {}).get("diff_file") == diff_file]
 
     def recent(self, limit: int = 50) -> list[TaskRecord]:
         with self.engine.connect() as conn:
