@@ -21,6 +21,7 @@ import click
 from ace_shared.config import Settings, load_settings
 from ace_shared.diff.request import parse_bool
 from ace_shared.errors import AceError
+from ace_shared.outputs import keep_outputs_private
 
 EXIT_SAME, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
@@ -131,6 +132,7 @@ def run() -> NoReturn:
     Exit handlers still run and both output streams are flushed; only the
     interpreter's own clean-up of module state is skipped.
     """
+    keep_outputs_private()  # diffs and reports hold table data
     try:
         main(prog_name="ace")
         code: int | str | None = 0

@@ -29,6 +29,7 @@ from gunicorn.app.base import BaseApplication
 
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
+from ace_shared.outputs import keep_outputs_private
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -160,4 +161,5 @@ class ApiServer(BaseApplication):  # type: ignore[misc]
 def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> None:
     """Run the API until interrupted; raises ConfigError before serving when TLS is not set up."""
+    keep_outputs_private()  # the task store it may create holds every caller's tasks
     ApiServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()

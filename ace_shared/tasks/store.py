@@ -8,6 +8,7 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ace_shared.config import Settings
+from ace_shared.outputs import create_private_file
 from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
 __all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
@@ -126,6 +128,15 @@ def default_database_url(settings: Settings) -> str:
     return f"sqlite:///{path}"
 
 
+def _private_sqlite_file(engine: Engine) -> None:
+    """Create a new SQLite store 0600 (its -wal and -shm files take the same mode):
+    task options and errors name tables and nodes, not for every local user."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        with contextlib.suppress(OSError):  # no folder, no rights: SQLite says so itself
+            create_private_file(Path(database))
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -167,6 +178,7 @@ class TaskStore:
             if url.startswith("sqlite"):
                 engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
+                _private_sqlite_file(engine)
             else:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
             _create_schema(engine)
