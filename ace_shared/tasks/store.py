@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -60,6 +61,12 @@ tasks = Table(
     Column("result", Text),
     Column("error", Text),
 )
+
+
+# Built once: task-status polling runs these hundreds of times a second.
+_GET_ROW = select(tasks).where(tasks.c.task_id == bindparam("task_id"))
+_GET_STATUS = select(*(c for c in tasks.c if c.name != "options")).where(
+    tasks.c.task_id == bindparam("task_id"))
 
 
 def _now() -> datetime:
@@ -274,10 +281,9 @@ class TaskStore:
     def get(self, task_id: str, with_options: bool = True) -> TaskRecord | None:
         """The task's row by primary key; ``with_options=False`` skips the options column
         (task-status polling never shows it, and a request's options can be long)."""
-        columns = [c for c in tasks.c if with_options or c.name != "options"]
+        query = _GET_ROW if with_options else _GET_STATUS
         with self.engine.connect() as conn:
-            row = conn.execute(select(*columns).where(tasks.c.task_id == task_id)
-                               ).mappings().first()
+            row = conn.execute(query, {"task_id": task_id}).mappings().first()
         if row is None:
             return None
         return TaskRecord(
