@@ -8,9 +8,8 @@ listed in the certificate revocation list ``CA_CRL_FILE`` (when set). The
 verified certificate's common name then names the caller (see
 :mod:`ace_api.rest.auth`). Nothing is served when a file is missing.
 
-gunicorn builds a fresh SSL context for every connection, so a CRL replaced
-on disk (``deploy/certs.py --revoke``) takes effect for the next connection
-without a restart.
+A CRL replaced on disk (``deploy/certs.py --revoke``) takes effect for the
+next connection without a restart (see :func:`reused_context`).
 
 Workers are gthread workers by default: a polling client keeps its TLS
 connection open between requests instead of paying a handshake each time.
@@ -20,6 +19,7 @@ connection open between requests instead of paying a handshake each time.
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,17 +97,43 @@ def tls_files(settings: Settings) -> TlsFiles:
     return TlsFiles(cert, key, ca, crl)
 
 
-def with_crl(crl: Path) -> Any:
-    """gunicorn's ``ssl_context`` hook: its default context, also checking ``crl``.
+def reused_context(files: TlsFiles) -> Any:
+    """gunicorn's ``ssl_context`` hook: one context per worker, rebuilt when a file changes.
 
-    Only the client's own certificate is checked (VERIFY_CRL_CHECK_LEAF): ACE
-    client certificates come straight from the ACE authority, whose CRL this is.
+    gunicorn would build a context for every connection, reading the
+    certificate, key and CA again each time; 200 clients connecting at once pay
+    that 200 times. Here a worker keeps its context while the files stay the
+    same (one ``stat`` each per connection), so a replaced CRL still counts
+    from the next connection on, and TLS session tickets resume across
+    connections. With a CRL only the client's own certificate is checked
+    (VERIFY_CRL_CHECK_LEAF): ACE client certificates come straight from the
+    ACE authority, whose CRL it is.
     """
+    paths = [p for p in (files.cert, files.key, files.ca, files.crl) if p is not None]
+    lock = threading.Lock()
+    cached: dict[str, Any] = {}
+
+    def stamp() -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:  # gone for a moment (being replaced): build afresh
+                return ()
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
     def ssl_context(conf: Any, default_factory: Any) -> ssl.SSLContext:
-        context = default_factory()
-        context.load_verify_locations(cafile=str(crl))
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-        return context  # type: ignore[no-any-return]
+        now = stamp()
+        with lock:
+            if now and cached.get("stamp") == now:
+                return cached["context"]  # type: ignore[no-any-return]
+            context = default_factory()
+            if files.crl is not None:
+                context.load_verify_locations(cafile=str(files.crl))
+                context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+            cached.update(stamp=now, context=context)
+            return context  # type: ignore[no-any-return]
     return ssl_context
 
 
@@ -119,9 +145,8 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, not {port}.")
     files = tls_files(settings)
-    crl_hook = {"ssl_context": with_crl(files.crl)} if files.crl else {}
     return {
-        **crl_hook,
+        "ssl_context": reused_context(files),
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread" if threads > 1 else "sync",
