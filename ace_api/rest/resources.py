@@ -32,6 +32,7 @@ SubmitFn = Callable[[dict[str, Any], str, Settings], dict[str, str]]
 _COMMON_ERRORS = {
     400: "Missing or invalid parameters.",
     401: "Missing or invalid client certificate.",
+    403: "The certificate is not on the allow-list (API_ALLOWED_CNS).",
     404: "Unknown cluster, node, database or task.",
 }
 
