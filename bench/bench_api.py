@@ -386,6 +386,9 @@ def run(args: argparse.Namespace, base: str, pki: Pki) -> bool:
     for task_id, status in final.items():
         if status != "COMPLETED":
             print(f"  {task_id}: {status}")
+    print("load average (1/5/15 min) at the end: "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg())
+          + f" on {os.cpu_count()} CPUs (the figures are only as quiet as the machine)")
     idle_p99 = idle.percentile(99)
     print(f"idle p99 {idle_p99 * 1000:.1f} ms: "
           f"{'within' if idle_p99 < 0.1 else 'OVER'} the 100 ms target")
@@ -422,6 +425,7 @@ def main() -> int:
         pki = make_pki(workdir, "ace")
         services = start_services(args, workdir, pki)
         base = f"https://127.0.0.1:{services.env['ACE_API_PORT']}"
+        print("load average at the start: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         print(f"api {args.api_workers} workers x {args.api_threads} threads, "
               f"{args.celery_workers} celery worker(s) x {args.celery_concurrency}, "
               f"{args.rows}-row table", flush=True)
