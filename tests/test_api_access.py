@@ -80,15 +80,28 @@ def api(fleet: Fleet, pki: Pki) -> Iterator[ApiServer]:
     server.stop()
 
 
+def _serve_role(pg_cluster: Any, name: str) -> None:
+    """Make ``name`` a role the work of its certificate can run as.
+
+    Where the test cluster lets ACE's certificate log in as a caller's role
+    (``serve_role``), that; otherwise a role granted to ACE's user.
+    """
+    if hasattr(pg_cluster, "serve_role"):
+        pg_cluster.serve_role(name, repair=True)
+        return
+    for i in range(3):
+        run_sql(pg_cluster.node_dsn(i), f"DO $$ BEGIN CREATE ROLE {name} NOLOGIN; "
+                                        "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+                f"GRANT {name} TO ace")
+
+
 @pytest.fixture(scope="module")
 def table(pg_cluster: Any) -> str:
     """``public.access_items`` readable by every test caller's role; n2 differs in a row."""
+    for name in (ADMIN, *USERS):
+        _serve_role(pg_cluster, name)
     for i in range(3):
         dsn = pg_cluster.node_dsn(i)
-        for name in (ADMIN, *USERS):
-            run_sql(dsn, f"DO $$ BEGIN CREATE ROLE {name} NOLOGIN; "
-                         "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-                    f"GRANT {name} TO ace")
         run_sql(dsn, f"DROP TABLE IF EXISTS {TABLE}",
                 f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text)",
                 f"INSERT INTO {TABLE} SELECT g, 'item ' || g FROM generate_series(1, 200) g",
