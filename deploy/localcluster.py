@@ -10,6 +10,13 @@ timestamps in the server's zone then shows up as false differences.
 The nodes are scratch: fsync is off and the postgres superuser is trusted from
 loopback and the node's socket. Never keep data you care about in them.
 
+They are set up the way docs/security.md asks of a real cluster: TLS with a
+certificate authority of their own (deploy/localtls.py), ACE's client
+certificate allowed to log in as each role it serves (``pg_hba.conf`` line for
+the members of ``ace_callers``, one ``pg_ident.conf`` line per served role),
+and the group role ``ace_repair`` holding the narrow grants a repair needs.
+:meth:`LocalCluster.serve_role` (command ``serve-role``) adds a caller.
+
 PostgreSQL refuses to run as root, so when this runs as root every server command
 goes through ``runuser -u postgres`` and the node directories belong to postgres.
 
@@ -25,6 +32,7 @@ Command use::
         --cluster-dir cluster --timezones UTC,America/New_York,Asia/Kolkata
     python deploy/localcluster.py status --dir .ace-local --name demo
     python deploy/localcluster.py stop --dir .ace-local --name demo
+    python deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+from localtls import LocalTls, TlsError
 from psycopg2 import sql
 
 log = logging.getLogger("localcluster")
@@ -69,9 +78,21 @@ PG_HBA = """\
 # Scratch cluster: the postgres superuser is trusted on loopback and the socket only.
 local   all   postgres                 trust
 host    all   postgres   127.0.0.1/32  trust
+# ACE logs in as the roles it serves with its own client certificate (see pg_ident.conf).
+hostssl all   +ace_callers 127.0.0.1/32 cert map=ace
 local   all   all                      scram-sha-256
 host    all   all        127.0.0.1/32  scram-sha-256
 """
+CALLERS_GROUP = "ace_callers"
+REPAIR_GROUP = "ace_repair"
+# What a role needs to keep a repair from replicating back out, and nothing more.
+REPAIR_GRANTS = (
+    "GRANT SET ON PARAMETER session_replication_role TO ace_repair",
+    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_oid(text), "
+    "pg_catalog.pg_replication_origin_create(text), pg_catalog.pg_replication_origin_drop(text), "
+    "pg_catalog.pg_replication_origin_session_setup(text), "
+    "pg_catalog.pg_replication_origin_session_reset() TO ace_repair",
+)
 
 
 class ClusterError(RuntimeError):
@@ -188,7 +209,8 @@ class LocalCluster:
                  ports: Sequence[int] = (6432, 6433, 6434),
                  timezones: Sequence[str] | None = None, dbname: str = "acedb",
                  user: str = "ace", password: str = "ace_pw",
-                 node_names: Sequence[str] | None = None) -> None:
+                 node_names: Sequence[str] | None = None,
+                 served_roles: Sequence[str] = ()) -> None:
         if not ports:
             raise ValueError("A cluster needs at least one port.")
         names = list(node_names) if node_names else [f"n{i + 1}" for i in range(len(ports))]
@@ -202,6 +224,8 @@ class LocalCluster:
         self.node_names = tuple(names)
         self.dbname, self.user, self.password = dbname, user, password
         self.root_dir = self.base_dir / name
+        self.tls = LocalTls(self.root_dir / "tls")
+        self.served_roles = tuple(served_roles)
         self.nodes = [Node(n, p, tz, self.root_dir / n, self._socket_dir(n, p))
                       for n, p, tz in zip(names, self.ports, zones, strict=True)]
         self._as_root = os.geteuid() == 0
@@ -219,7 +243,7 @@ class LocalCluster:
         return cls(Path(base_dir), name=name, ports=state["ports"],
                    timezones=state["timezones"] if any(state["timezones"]) else None,
                    dbname=state["dbname"], user=state["user"], password=state["password"],
-                   node_names=state["node_names"])
+                   node_names=state["node_names"], served_roles=state.get("served_roles", ()))
 
     # ----- public API ---------------------------------------------------------------
 
@@ -227,8 +251,37 @@ class LocalCluster:
         """Create, start and wait for every node; create the ACE role and database."""
         with self._locked():
             self._write_state()
+            try:
+                self.tls.ensure(self.user)
+            except (TlsError, OSError) as exc:
+                raise ClusterError(f"The cluster's certificates could not be made: {exc}") \
+                    from exc
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
                 list(pool.map(self._start_node, self.nodes))
+
+    def client_settings(self) -> dict[str, str]:
+        """ACE's settings (as environment variables) for logging in with its certificate."""
+        return {"ACE_USE_CERT_AUTH": "1", "ACE_USER_CERT_FILE": str(self.tls.client_cert),
+                "ACE_USER_KEY_FILE": str(self.tls.client_key),
+                "ACE_CA_CERT_FILE": str(self.tls.ca_cert)}
+
+    def serve_role(self, role: str, *, repair: bool = False) -> None:
+        """Let ACE's certificate log in as ``role`` on every node (creating it if needed).
+
+        The role becomes a LOGIN role in ``ace_callers`` (pg_hba.conf) with a
+        pg_ident.conf line mapping ACE's certificate to it; with ``repair`` it
+        also joins ``ace_repair``. It gets no password and no other right.
+        """
+        with self._locked():
+            if role not in self.served_roles:
+                self.served_roles = (*self.served_roles, role)
+                self._write_state()
+            for i, node in enumerate(self.nodes):
+                self._admin(i, self.dbname, *_serve_statements(role, repair))
+                self._write_if_changed(node.data_dir / "pg_ident.conf", self._pg_ident())
+                self._admin(i, "postgres", "SELECT pg_reload_conf()")
+            for i in range(len(self.nodes)):
+                self._wait_role_login(i, role)
 
     def stop(self) -> None:
         """Stop every node (fast mode: open sessions are cut off)."""
@@ -369,14 +422,29 @@ class LocalCluster:
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
+            "ssl": "on",
+            "ssl_cert_file": "server.crt",
+            "ssl_key_file": "server.key",
+            "ssl_ca_file": "ca.crt",
         }
         if node.timezone:
             settings["timezone"] = node.timezone
         text = "# Written by deploy/localcluster.py on every start; edits are lost.\n"
         text += "".join(_conf_line(k, v) for k, v in settings.items())
-        changed = self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
+        changed = False
+        for name, source in (("server.crt", self.tls.server_cert),
+                             ("server.key", self.tls.server_key), ("ca.crt", self.tls.ca_cert)):
+            changed |= self._write_if_changed(node.data_dir / name, source.read_text())
+        changed |= self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
         self._write_if_changed(node.data_dir / "pg_hba.conf", PG_HBA)
+        self._write_if_changed(node.data_dir / "pg_ident.conf", self._pg_ident())
         return changed
+
+    def _pg_ident(self) -> str:
+        lines = "".join(f"ace   {self.user}   {role}\n" for role in self.served_roles)
+        return ("# Written by deploy/localcluster.py; edits are lost.\n"
+                "# MAPNAME  SYSTEM-USERNAME (ACE's certificate)  PG-USERNAME (a served role)\n"
+                + lines)
 
     def _write_if_changed(self, path: Path, text: str) -> bool:
         with contextlib.suppress(FileNotFoundError):
@@ -441,6 +509,38 @@ class LocalCluster:
                         sql.Identifier(self.dbname), sql.Identifier(self.user)))
         finally:
             conn.close()
+        index = self.nodes.index(node)
+        self._admin(index, self.dbname, *(_create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)),
+                    *REPAIR_GRANTS)
+        for role in self.served_roles:
+            self._admin(index, self.dbname, *_serve_statements(role, False))
+
+    def _admin(self, index: int, dbname: str, *statements: str | sql.Composable) -> None:
+        """Run statements as the postgres superuser, each in its own transaction."""
+        conn = psycopg2.connect(self.admin_dsn(index, dbname))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for stmt in statements:
+                    cur.execute(stmt)
+        finally:
+            conn.close()
+
+    def _wait_role_login(self, index: int, role: str) -> None:
+        """Wait until the node has reloaded pg_ident.conf and lets ACE in as ``role``."""
+        dsn = _dsn(host="127.0.0.1", port=self.nodes[index].port, dbname=self.dbname, user=role,
+                   sslmode="verify-full", sslcert=self.tls.client_cert,
+                   sslkey=self.tls.client_key, sslrootcert=self.tls.ca_cert)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                psycopg2.connect(dsn, connect_timeout=3).close()
+                return
+            except psycopg2.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"ACE's certificate cannot log in as {role} on node "
+                                       f"{self.nodes[index].name}: {exc}") from exc
+                time.sleep(0.1)
 
     def _log_tail(self, node: Node, lines: int = 15) -> str:
         try:
@@ -488,7 +588,8 @@ class LocalCluster:
         self.root_dir.mkdir(parents=True, exist_ok=True)
         state = {"ports": list(self.ports), "node_names": list(self.node_names),
                  "timezones": list(self.timezones), "dbname": self.dbname,
-                 "user": self.user, "password": self.password}
+                 "user": self.user, "password": self.password,
+                 "served_roles": list(self.served_roles)}
         path = self.root_dir / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n")
         os.chmod(path, 0o600)
@@ -550,6 +651,24 @@ def _grant_traverse(path: Path, uid: int, gid: int) -> None:
         os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
+def _create_group(name: str) -> sql.Composable:
+    return sql.SQL("DO $$ BEGIN CREATE ROLE {} NOLOGIN; "
+                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(sql.Identifier(name))
+
+
+def _serve_statements(role: str, repair: bool) -> list[sql.Composable]:
+    ident = sql.Identifier(role)
+    out = [
+        sql.SQL("DO $$ BEGIN CREATE ROLE {} LOGIN; "
+                "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(ident),
+        sql.SQL("ALTER ROLE {} LOGIN").format(ident),
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(CALLERS_GROUP), ident),
+    ]
+    if repair:
+        out.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident))
+    return out
+
+
 # ----- command line ---------------------------------------------------------------------
 
 
@@ -591,7 +710,7 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a scratch multi-node PostgreSQL "
                                      "cluster on 127.0.0.1 for ACE.")
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "serve-role"])
     parser.add_argument("--dir", default=".ace-local", help="base directory (.ace-local)")
     parser.add_argument("--name", default="demo", help="cluster name (demo)")
     parser.add_argument("--ports", help="6432,6433,6434 or 6432-6434 (default: as last "
@@ -602,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--user", help="ACE's login role, a superuser (ace)")
     parser.add_argument("--password", help="its password (ace_pw)")
     parser.add_argument("--cluster-dir", help="also write <dir>/<name>/<name>.json here")
+    parser.add_argument("--role", help="serve-role: the role ACE's certificate may log in as")
+    parser.add_argument("--repair", action="store_true",
+                        help="serve-role: also let the role repair (joins ace_repair)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="localcluster: %(message)s",
                         stream=sys.stdout)
@@ -614,6 +736,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("wrote %s", cluster.write_cluster_json(Path(args.cluster_dir)))
         elif args.command == "stop":
             cluster.stop()
+        elif args.command == "serve-role":
+            if not args.role:
+                raise ValueError("serve-role needs --role NAME.")
+            cluster.serve_role(args.role, repair=args.repair)
+            log.info("ACE's certificate may now log in as %s%s", args.role,
+                     " (and repair)" if args.repair else "")
     except (ClusterError, ValueError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 2

@@ -157,7 +157,13 @@ class _Checker:
         return node
 
     def _BoolExpr(self, node: ast.BoolExpr) -> Any:
-        node.args = self.expr(node.args)
+        args: list[Any] = []
+        for arg in self.expr(node.args):
+            # a rewritten IN is itself an OR: flatten, as the parser does with a OR b OR c
+            same = (isinstance(arg, ast.BoolExpr) and arg.boolop == node.boolop
+                    and node.boolop != BoolExprType.NOT_EXPR)
+            args.extend(arg.args if same else [arg])
+        node.args = tuple(args)
         return node
 
     def _FuncCall(self, node: ast.FuncCall) -> Any:
@@ -235,7 +241,8 @@ def _describe(node: Any) -> str:
     return names.get(type(node).__name__, f"{type(node).__name__} expressions")
 
 
-_POSITIONS = frozenset({"location", "rexpr_list_start", "rexpr_list_end"})
+_POSITIONS = frozenset({"location", "rexpr_list_start", "rexpr_list_end", "list_start",
+                        "list_end"})
 
 
 def _shape(value: Any) -> Any:
