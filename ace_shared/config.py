@@ -62,6 +62,8 @@ class Settings:
     ACE_USER_CERT_FILE: str = ""
     ACE_USER_KEY_FILE: str = ""
     CA_CERT_FILE: str = ""
+    # the authority that signed the nodes' server certificates, when not CA_CERT_FILE's
+    DB_CA_CERT_FILE: str = ""
     ACE_API_CERT_FILE: str = ""
     ACE_API_KEY_FILE: str = ""
     # scheduling and auto-repair

@@ -263,7 +263,7 @@ class LocalCluster:
         """ACE's settings (as environment variables) for logging in with its certificate."""
         return {"ACE_USE_CERT_AUTH": "1", "ACE_USER_CERT_FILE": str(self.tls.client_cert),
                 "ACE_USER_KEY_FILE": str(self.tls.client_key),
-                "ACE_CA_CERT_FILE": str(self.tls.ca_cert)}
+                "ACE_DB_CA_CERT_FILE": str(self.tls.ca_cert)}
 
     def serve_role(self, role: str, *, repair: bool = False) -> None:
         """Let ACE's certificate log in as ``role`` on every node (creating it if needed).

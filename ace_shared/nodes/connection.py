@@ -123,11 +123,12 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
     db = cluster.database(dbname)
     cert: dict[str, str | None] = {}
     if settings.USE_CERT_AUTH:
+        root = settings.DB_CA_CERT_FILE or settings.CA_CERT_FILE
         cert = {
-            "sslmode": "verify-full" if settings.CA_CERT_FILE else "require",
+            "sslmode": "verify-full" if root else "require",
             "sslcert": settings.ACE_USER_CERT_FILE or None,
             "sslkey": settings.ACE_USER_KEY_FILE or None,
-            "sslrootcert": settings.CA_CERT_FILE or None,
+            "sslrootcert": root or None,
         }
     if role and role == db.user:
         raise PermissionDeniedError(
@@ -250,7 +251,8 @@ def query_error(node: str, exc: psycopg2.Error) -> AceError:
     """One sentence for a failed query on ``node``, from its SQLSTATE (never its text)."""
     reason = what_failed(exc)
     if getattr(exc, "pgcode", None) == "42501":
-        return PermissionDeniedError(f"A query was refused on node {node}: {reason}.")
+        return PermissionDeniedError(f"Permission denied on node {node}: {reason}; grant it "
+                                     "and run again.")
     return AceError(f"A query failed on node {node}: {reason}.")
 
 

@@ -27,7 +27,7 @@ _BY_CODE: dict[str, str] = {
     "40P01": "it deadlocked with another transaction; run it again",
     "40001": "it conflicted with a concurrent transaction; run it again",
     "25006": "it tried to change data in a read-only transaction",
-    "42501": "the role lacks a privilege it needs",
+    "42501": "the role lacks a privilege on the table (or on something it uses)",
     "42883": "a function or operator does not exist for the given types",
     "42703": "a column it names does not exist",
     "42P01": "a table it names does not exist",
