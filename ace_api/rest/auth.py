@@ -7,7 +7,8 @@ certificate against the ACE certificate authority. :class:`PeerCertIdentity`
 reads the certificate's common name from it on every request and stores it
 under :data:`IDENTITY_KEY`, overwriting anything else, so no request header
 can claim an identity. The common name is the PostgreSQL role every task of
-that caller runs as (``SET ROLE``).
+that caller logs in as (never ``SET ROLE`` from a more powerful login: see
+docs/security.md), so a certificate grants exactly its role's rights.
 """
 
 from __future__ import annotations
