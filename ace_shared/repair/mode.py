@@ -66,7 +66,7 @@ def _refused(node: str, what: str) -> PermissionDeniedError:
         f"nothing was changed ({GRANTS_HINT}).")
 
 
-def ensure_origin(conn: connection, node: str) -> None:
+def ensure_origin(conn: connection, node: str = "this node") -> None:
     """Create the shared ``ace_repair`` origin once, in its own short transaction."""
     with conn.cursor() as cur:
         try:
@@ -97,7 +97,7 @@ def _setup_origin(cur: cursor) -> tuple[str, bool]:
     return name, True
 
 
-def detect_spock(conn: connection, node: str) -> bool:
+def detect_spock(conn: connection, node: str = "this node") -> bool:
     """Before the repair's transaction: is Spock there? If not, make sure the origin exists."""
     with conn.cursor() as cur:
         spock = has_spock_repair_mode(cur)
@@ -107,7 +107,8 @@ def detect_spock(conn: connection, node: str) -> bool:
     return spock
 
 
-def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool, node: str) -> QuietState:
+def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool,
+                     node: str = "this node") -> QuietState:
     """First thing in the repair's transaction: keep its changes from replicating."""
     step = "set session_replication_role"
     try:
