@@ -83,6 +83,7 @@ hostssl all   +ace_callers 127.0.0.1/32 cert map=ace
 local   all   all                      scram-sha-256
 host    all   all        127.0.0.1/32  scram-sha-256
 """
+TLS_DIR_ENV = "ACE_LOCAL_TLS_DIR"
 CALLERS_GROUP = "ace_callers"
 REPAIR_GROUP = "ace_repair"
 # What a role needs to keep a repair from replicating back out, and nothing more.
@@ -224,7 +225,10 @@ class LocalCluster:
         self.node_names = tuple(names)
         self.dbname, self.user, self.password = dbname, user, password
         self.root_dir = self.base_dir / name
-        self.tls = LocalTls(self.root_dir / "tls")
+        # Clusters started in one environment share an authority (and ACE's certificate)
+        # when ACE_LOCAL_TLS_DIR names it; otherwise each has its own.
+        shared = os.environ.get(TLS_DIR_ENV)
+        self.tls = LocalTls(Path(shared) if shared else self.root_dir / "tls")
         self.served_roles = tuple(served_roles)
         self.nodes = [Node(n, p, tz, self.root_dir / n, self._socket_dir(n, p))
                       for n, p, tz in zip(names, self.ports, zones, strict=True)]
@@ -263,7 +267,8 @@ class LocalCluster:
         """ACE's settings (as environment variables) for logging in with its certificate."""
         return {"ACE_USE_CERT_AUTH": "1", "ACE_USER_CERT_FILE": str(self.tls.client_cert),
                 "ACE_USER_KEY_FILE": str(self.tls.client_key),
-                "ACE_DB_CA_CERT_FILE": str(self.tls.ca_cert)}
+                "ACE_DB_CA_CERT_FILE": str(self.tls.ca_cert),
+                TLS_DIR_ENV: str(self.tls.directory)}
 
     def serve_role(self, role: str, *, repair: bool = False) -> None:
         """Let ACE's certificate log in as ``role`` on every node (creating it if needed).
