@@ -182,3 +182,43 @@ def test_the_password_route_logs_in_with_the_roles_own_password(pg_cluster: Any,
     finally:
         sessions.close()
     assert set(who.values()) == {("sec_pw_role",)}
+
+
+def test_ctrl_c_during_a_repair_stops_every_nodes_work(pg_cluster: Any) -> None:
+    for i in range(3):
+        run_sql(pg_cluster.node_dsn(i), "DROP TABLE IF EXISTS sec_locked_fix",
+                "CREATE TABLE sec_locked_fix (id int PRIMARY KEY, label text)",
+                "INSERT INTO sec_locked_fix SELECT g, 'x' FROM generate_series(1, 100) g")
+    run_sql(pg_cluster.node_dsn(1), "UPDATE sec_locked_fix SET label = 'y' WHERE id < 5")
+    env = {k: v for k, v in os.environ.items() if k != "ACE_BROKER_URL"}
+    env.update(PYTHONPATH=REPO, ACE_NO_PROGRESS="1")
+    ace = [sys.executable, "-m", "ace_api"]
+    diff = subprocess.run([*ace, "table-diff", "testclus", "public.sec_locked_fix"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert diff.returncode == 1, diff.stderr
+    diff_file = diff.stdout.split("Diffs written to ")[1].split()[0]
+    holder = psycopg2.connect(pg_cluster.node_dsn(1))
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE sec_locked_fix IN ACCESS EXCLUSIVE MODE")
+        cli = subprocess.Popen([*ace, "table-repair", "testclus", "public.sec_locked_fix",
+                                "--diff-file", diff_file, "--source-of-truth", "n1"],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def waiting() -> bool:
+            rows = run_sql(pg_cluster.admin_dsn(1), "SELECT count(*) FROM pg_stat_activity "
+                           "WHERE application_name = 'ace' AND wait_event_type = 'Lock'")
+            return rows[0][0] > 0
+        _wait_for(waiting, 30, "the repair to wait for the lock")
+        started = time.monotonic()
+        cli.send_signal(signal.SIGINT)
+        _, stderr = cli.communicate(timeout=20)
+        assert time.monotonic() - started < 10
+        assert cli.returncode == 2, stderr
+        _wait_for(lambda: not waiting(), 10, "the repair's query to be cancelled")
+    finally:
+        holder.rollback()
+        holder.close()
+    labels = run_sql(pg_cluster.node_dsn(1), "SELECT count(*) FROM sec_locked_fix "
+                     "WHERE label = 'y'")
+    assert labels == [(4,)]  # nothing was changed
