@@ -39,9 +39,9 @@ Progress = Callable[[int, int], None]
 def run_init(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     """Create ACE's mtree schema on every chosen node."""
     with open_job(request, settings) as job:
-        job.sessions.on_all(in_transaction(objects.init))
+        watching = job.sessions.on_all(in_transaction(objects.init))
         return {"action": "init", "cluster_name": request.cluster_name, "nodes": job.nodes,
-                "schema": objects.SCHEMA}
+                "schema": objects.SCHEMA, "alter_table_watched": watching}
 
 
 def leaf_lowers(ranges: list[KeyRange]) -> list[Key | None]:

@@ -16,7 +16,7 @@ from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import Key, KeyRange
-from ace_shared.mtree.objects import TRUNCATED, obj
+from ace_shared.mtree.objects import ALTERED, TRUNCATED, obj
 from ace_shared.nodes.shape import TableShape
 
 FANOUT = 16  # children per inner node
@@ -28,6 +28,7 @@ class Drained:
 
     rows: int  # log rows read
     truncated: bool
+    altered: bool  # an ALTER TABLE since the build (where ACE watches for them)
     touched: tuple[int, ...]  # blocks whose count or hash changed
 
 
@@ -115,18 +116,21 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
         "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
         "m AS (SELECT coalesce((SELECT b.block_no FROM {blocks} b WHERE b.block_no > 0 "
         "      AND ({bl}) <= ({dk}) ORDER BY {desc} LIMIT 1), 0) AS blk, d.sign, d.h "
-        "      FROM d WHERE d.sign <> {trunc}), "
+        "      FROM d WHERE d.sign NOT IN ({trunc}, {altered})), "
         "a AS (SELECT blk, sum(sign)::bigint AS n, bit_xor(h) AS x FROM m GROUP BY blk), "
         "u AS (UPDATE {blocks} b SET row_count = b.row_count + a.n, hash = b.hash # a.x "
         "      FROM a WHERE b.block_no = a.blk RETURNING b.block_no) "
         "SELECT (SELECT count(*) FROM d), coalesce((SELECT bool_or(sign = {trunc}) FROM d), false), "
+        "       coalesce((SELECT bool_or(sign = {altered}) FROM d), false), "
         "       ARRAY(SELECT block_no FROM u ORDER BY 1)"
     ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key),
-             bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED))
+             bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
+             altered=sql.Literal(ALTERED))
     cur.execute("SET LOCAL jit = off")  # one index lookup per change, not one big scan
     cur.execute(q)
-    rows, truncated, touched = cur.fetchone()
-    return Drained(int(rows), bool(truncated), tuple(int(b) for b in touched or ()))
+    rows, truncated, altered, touched = cur.fetchone()
+    return Drained(int(rows), bool(truncated), bool(altered),
+                   tuple(int(b) for b in touched or ()))
 
 
 def block_count(cur: cursor, key: str) -> int:

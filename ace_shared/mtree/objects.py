@@ -56,7 +56,9 @@ TRIGGER_PREFIX = "ace_mtree_"
 # the settings that change how a value prints, pinned inside the trigger function too
 _FUNCTION_SETTINGS = ("DateStyle", "TimeZone", "extra_float_digits", "bytea_output",
                       "IntervalStyle", "lc_monetary")
-TRUNCATED = 0  # the sign of a log row that marks a TRUNCATE
+# log rows with these signs mark events after which the tree cannot be trusted
+TRUNCATED = 0
+ALTERED = 2
 
 
 def tree_key(table: TableName) -> str:
@@ -95,9 +97,45 @@ REVOKE ALL ON ace_mtree.trees FROM PUBLIC;
 """
 
 
-def init(cur: cursor) -> None:
-    """Create ACE's schema and its catalogue of trees (idempotent)."""
+# Any ALTER TABLE of a tracked table (DISABLE TRIGGER and ENABLE again, a new column, a
+# changed type) marks its tree stale, even if the table looks as built afterwards. Errors
+# are only warned about: this runs inside every ALTER TABLE of the database.
+DDL_WATCH_SQL = """
+CREATE OR REPLACE FUNCTION ace_mtree.on_alter_table() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $ace_ddl$
+DECLARE
+  obj record;
+  tree text;
+BEGIN
+  FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+    FOR tree IN SELECT tree_key FROM ace_mtree.trees WHERE table_oid = obj.objid LOOP
+      EXECUTE format('INSERT INTO ace_mtree.%I (sign) VALUES (%s)', 'log_' || tree, {altered});
+    END LOOP;
+  END LOOP;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'ACE could not mark a Merkle tree stale: %', SQLERRM;
+END
+$ace_ddl$;
+REVOKE ALL ON FUNCTION ace_mtree.on_alter_table() FROM PUBLIC;
+DROP EVENT TRIGGER IF EXISTS ace_mtree_alter_table;
+CREATE EVENT TRIGGER ace_mtree_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION ace_mtree.on_alter_table();
+ALTER EVENT TRIGGER ace_mtree_alter_table ENABLE ALWAYS;
+"""
+
+
+def init(cur: cursor) -> bool:
+    """Create ACE's schema and its catalogue of trees (idempotent).
+
+    Where the session may (a superuser), an event trigger also watches ALTER TABLE;
+    returns whether it is in place.
+    """
     cur.execute(INIT_SQL)
+    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute(DDL_WATCH_SQL.replace("{altered}", str(ALTERED)))
+    return True
 
 
 def _key_columns_ddl(shape: TableShape, prefix: str) -> sql.Composable:

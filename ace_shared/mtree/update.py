@@ -54,14 +54,24 @@ class Rebalance:
         return bool(self.merges or self.splits)
 
 
+def refuse_if_marked(drained: leaves.Drained, shape: TableShape, node: str) -> None:
+    """Refuse a tree whose log says the table was truncated or altered since the build.
+
+    Raising rolls the drain back, so the marker stays logged: the tree is refused
+    until it is built again.
+    """
+    event = "truncated" if drained.truncated else "altered (ALTER TABLE)" if drained.altered \
+        else None
+    if event:
+        raise TableError(f"Table {shape.table.display} was {event} on node {node} since its "
+                         "Merkle tree was built; run 'ace mtree build' for it again.")
+
+
 def _fold(shape: TableShape, key: str, node: str) -> Any:
     def run(cur: cursor) -> tuple[TreeRow, leaves.Drained]:
         row = check_tree(cur, shape, key, node)
         drained = leaves.drain(cur, shape, key)
-        if drained.truncated:
-            # rolled back with the marker still logged: refused until rebuilt
-            raise TableError(f"Table {shape.table.display} was truncated on node {node} since "
-                             "its Merkle tree was built; run 'ace mtree build' for it again.")
+        refuse_if_marked(drained, shape, node)
         leaves.rebuild_inner(cur, key, set(drained.touched))
         cur.execute("UPDATE ace_mtree.trees SET updated_at = now() WHERE tree_key = %s", (key,))
         return row, drained
@@ -135,10 +145,7 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
 def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance) -> str:
     """Fold the log, merge and split as planned, renumber; return the new boundary digest."""
     blocks = objects.obj("blocks", key)
-    drained = leaves.drain(cur, shape, key)
-    if drained.truncated:
-        raise TableError(f"Table {shape.table.display} was truncated while its Merkle tree "
-                         "was updated; run 'ace mtree build' for it again.")
+    refuse_if_marked(leaves.drain(cur, shape, key), shape, "every node")
     for b in plan.merges:
         cur.execute(sql.SQL(
             "UPDATE {t} k SET row_count = k.row_count + r.row_count, hash = k.hash # r.hash "
