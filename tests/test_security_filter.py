@@ -147,3 +147,12 @@ def test_columns_must_exist_and_have_built_in_types(pg_cluster: Any,
                 check_filter_columns(cur, table, "mood::text = 'ok'", "n1")
     finally:
         conn.close()
+
+
+def test_reports_show_the_filter_without_the_catalog_pins() -> None:
+    from ace_shared.diff.filter import display_filter
+
+    emitted = check_filter("id < 100 AND name NOT ILIKE 'row%' AND lower(x) IN ('a', 'b')")
+    assert emitted is not None and "pg_catalog" in emitted
+    assert display_filter(emitted) == ("id < 100 AND name NOT ILIKE 'row%' AND "
+                                       "(lower(x) = 'a' OR lower(x) = 'b')")

@@ -277,6 +277,38 @@ def check_filter(text: str | None) -> str | None:
     return parse_filter(text.strip())[0]
 
 
+_LIKE_KINDS = {"~~": A_Expr_Kind.AEXPR_LIKE, "!~~": A_Expr_Kind.AEXPR_LIKE,
+               "~~*": A_Expr_Kind.AEXPR_ILIKE, "!~~*": A_Expr_Kind.AEXPR_ILIKE}
+_NAME_FIELDS = {ast.A_Expr: "name", ast.FuncCall: "funcname", ast.TypeName: "names"}
+
+
+def display_filter(text: str) -> str:
+    """A filter as a person reads it: the same tree without the ``pg_catalog`` pins."""
+    try:
+        tree = _parse(text)
+    except FilterError:
+        return text
+    for node in _walk(tree):
+        field = _NAME_FIELDS.get(type(node))
+        names = getattr(node, field) if field else None
+        if names and len(names) == 2 and names[0].sval == CATALOG:
+            setattr(node, field, names[1:])
+            if isinstance(node, ast.A_Expr) and node.kind == A_Expr_Kind.AEXPR_OP:
+                node.kind = _LIKE_KINDS.get(names[1].sval, node.kind)
+    return RawStream()(tree)
+
+
+def _walk(node: Any) -> Any:
+    """Every node of a parse tree, depth first."""
+    if isinstance(node, (tuple, list)):
+        for item in node:
+            yield from _walk(item)
+    elif isinstance(node, ast.Node):
+        yield node
+        for name in node:
+            yield from _walk(getattr(node, name))
+
+
 _COLUMN_TYPES_SQL = """
 SELECT a.attname,
        coalesce(bt.typnamespace, t.typnamespace) = 'pg_catalog'::regnamespace
