@@ -61,6 +61,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+from localauth import (
+    CALLERS_GROUP,
+    REPAIR_GRANTS,
+    REPAIR_GROUP,
+    create_group,
+    pg_ident,
+    serve_statements,
+)
 from localtls import LocalTls, TlsError
 from psycopg2 import sql
 
@@ -84,16 +92,6 @@ local   all   all                      scram-sha-256
 host    all   all        127.0.0.1/32  scram-sha-256
 """
 TLS_DIR_ENV = "ACE_LOCAL_TLS_DIR"
-CALLERS_GROUP = "ace_callers"
-REPAIR_GROUP = "ace_repair"
-# What a role needs to keep a repair from replicating back out, and nothing more.
-REPAIR_GRANTS = (
-    "GRANT SET ON PARAMETER session_replication_role TO ace_repair",
-    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_oid(text), "
-    "pg_catalog.pg_replication_origin_create(text), pg_catalog.pg_replication_origin_drop(text), "
-    "pg_catalog.pg_replication_origin_session_setup(text), "
-    "pg_catalog.pg_replication_origin_session_reset() TO ace_repair",
-)
 
 
 class ClusterError(RuntimeError):
@@ -282,8 +280,8 @@ class LocalCluster:
                 self.served_roles = (*self.served_roles, role)
                 self._write_state()
             for i, node in enumerate(self.nodes):
-                self._admin(i, self.dbname, *_serve_statements(role, repair))
-                self._write_if_changed(node.data_dir / "pg_ident.conf", self._pg_ident())
+                self._admin(i, self.dbname, *serve_statements(role, repair))
+                self._write_if_changed(node.data_dir / "pg_ident.conf", pg_ident(self.user, self.served_roles))
                 self._admin(i, "postgres", "SELECT pg_reload_conf()")
             for i in range(len(self.nodes)):
                 self._wait_role_login(i, role)
@@ -442,14 +440,8 @@ class LocalCluster:
             changed |= self._write_if_changed(node.data_dir / name, source.read_text())
         changed |= self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
         self._write_if_changed(node.data_dir / "pg_hba.conf", PG_HBA)
-        self._write_if_changed(node.data_dir / "pg_ident.conf", self._pg_ident())
+        self._write_if_changed(node.data_dir / "pg_ident.conf", pg_ident(self.user, self.served_roles))
         return changed
-
-    def _pg_ident(self) -> str:
-        lines = "".join(f"ace   {self.user}   {role}\n" for role in self.served_roles)
-        return ("# Written by deploy/localcluster.py; edits are lost.\n"
-                "# MAPNAME  SYSTEM-USERNAME (ACE's certificate)  PG-USERNAME (a served role)\n"
-                + lines)
 
     def _write_if_changed(self, path: Path, text: str) -> bool:
         with contextlib.suppress(FileNotFoundError):
@@ -515,10 +507,10 @@ class LocalCluster:
         finally:
             conn.close()
         index = self.nodes.index(node)
-        self._admin(index, self.dbname, *(_create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)),
+        self._admin(index, self.dbname, *(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)),
                     *REPAIR_GRANTS)
         for role in self.served_roles:
-            self._admin(index, self.dbname, *_serve_statements(role, False))
+            self._admin(index, self.dbname, *serve_statements(role, False))
 
     def _admin(self, index: int, dbname: str, *statements: str | sql.Composable) -> None:
         """Run statements as the postgres superuser, each in its own transaction."""
@@ -654,24 +646,6 @@ def _grant_traverse(path: Path, uid: int, gid: int) -> None:
             continue
         log.info("adding o+x to %s so the postgres user can reach its data", directory)
         os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
-
-
-def _create_group(name: str) -> sql.Composable:
-    return sql.SQL("DO $$ BEGIN CREATE ROLE {} NOLOGIN; "
-                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(sql.Identifier(name))
-
-
-def _serve_statements(role: str, repair: bool) -> list[sql.Composable]:
-    ident = sql.Identifier(role)
-    out = [
-        sql.SQL("DO $$ BEGIN CREATE ROLE {} LOGIN; "
-                "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(ident),
-        sql.SQL("ALTER ROLE {} LOGIN").format(ident),
-        sql.SQL("GRANT {} TO {}").format(sql.Identifier(CALLERS_GROUP), ident),
-    ]
-    if repair:
-        out.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident))
-    return out
 
 
 # ----- command line ---------------------------------------------------------------------
