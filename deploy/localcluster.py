@@ -673,7 +673,8 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
         recorded = LocalCluster.from_state(base, args.name)
         settings.update(ports=recorded.ports, node_names=recorded.node_names,
                         timezones=recorded.timezones if any(recorded.timezones) else None,
-                        dbname=recorded.dbname, user=recorded.user, password=recorded.password)
+                        dbname=recorded.dbname, user=recorded.user, password=recorded.password,
+                        served_roles=recorded.served_roles)
     given = {"ports": _parse_ports(args.ports) if args.ports else None,
              "timezones": _split(args.timezones), "node_names": _split(args.nodes),
              "dbname": args.db, "user": args.user, "password": args.password}
