@@ -209,7 +209,8 @@ class LocalCluster:
                  timezones: Sequence[str] | None = None, dbname: str = "acedb",
                  user: str = "ace", password: str = "ace_pw",
                  node_names: Sequence[str] | None = None,
-                 served_roles: Sequence[str] = ()) -> None:
+                 served_roles: Sequence[str] = (),
+                 server_settings: dict[str, str] | None = None) -> None:
         if not ports:
             raise ValueError("A cluster needs at least one port.")
         names = list(node_names) if node_names else [f"n{i + 1}" for i in range(len(ports))]
@@ -230,6 +231,8 @@ class LocalCluster:
         self.served_roles = tuple(served_roles)
         self.nodes = [Node(n, p, tz, self.root_dir / n, self._socket_dir(n, p))
                       for n, p, tz in zip(names, self.ports, zones, strict=True)]
+        # extra postgresql.conf settings for every node (e.g. shared_preload_libraries)
+        self.server_settings = dict(server_settings or {})
         self._as_root = os.geteuid() == 0
         self._lock_depth = 0
         self._lock_fd: int | None = None
@@ -432,6 +435,7 @@ class LocalCluster:
         }
         if node.timezone:
             settings["timezone"] = node.timezone
+        settings.update(self.server_settings)
         text = "# Written by deploy/localcluster.py on every start; edits are lost.\n"
         text += "".join(_conf_line(k, v) for k, v in settings.items())
         changed = False
