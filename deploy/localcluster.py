@@ -86,6 +86,8 @@ PG_HBA = """\
 # Scratch cluster: the postgres superuser is trusted on loopback and the socket only.
 local   all   postgres                 trust
 host    all   postgres   127.0.0.1/32  trust
+# ACE's own login uses its password, even if it was made a member of a served role.
+host    all   "{ace_user}" 127.0.0.1/32 scram-sha-256
 # ACE logs in as the roles it serves with its own client certificate (see pg_ident.conf).
 hostssl all   +ace_callers 127.0.0.1/32 cert map=ace
 local   all   all                      scram-sha-256
@@ -443,7 +445,8 @@ class LocalCluster:
                              ("server.key", self.tls.server_key), ("ca.crt", self.tls.ca_cert)):
             changed |= self._write_if_changed(node.data_dir / name, source.read_text())
         changed |= self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
-        self._write_if_changed(node.data_dir / "pg_hba.conf", PG_HBA)
+        hba = PG_HBA.replace("{ace_user}", self.user.replace('"', '""'))
+        self._write_if_changed(node.data_dir / "pg_hba.conf", hba)
         self._write_if_changed(node.data_dir / "pg_ident.conf", pg_ident(self.user, self.served_roles))
         return changed
 
