@@ -25,6 +25,7 @@ the server itself.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -35,9 +36,14 @@ import psycopg2
 import psycopg2.extensions
 
 from ace_shared.config import Settings
-from ace_shared.errors import AceError, NodeUnreachableError, PermissionDeniedError
+from ace_shared.errors import (
+    AceError,
+    NodeLoginRefusedError,
+    NodeUnreachableError,
+    PermissionDeniedError,
+)
 from ace_shared.nodes.cluster import Cluster, Node
-from ace_shared.nodes.failures import connect_detail, is_login_refused, what_failed
+from ace_shared.nodes.failures import connect_detail, what_failed
 
 PINNED_SETTINGS: dict[str, str] = {
     "DateStyle": "ISO, YMD",
@@ -147,17 +153,43 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
     )
 
 
+def _clean_detail(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else exc.__class__.__name__
+
+
+_LOGIN_REFUSED = re.compile(
+    r"authentication failed|no password supplied|password is required|no pg_hba\.conf entry|"
+    r"pg_hba\.conf rejects|role \"[^\"]*\" does not exist|not permitted to log in",
+    re.IGNORECASE)
+
+
+def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnreachableError:
+    """Why a connection failed, told apart: the node refused the login, or is not there.
+
+    libpq reports both as OperationalError; a refused login (SQLSTATE class 28,
+    or its message when the server's code does not reach the client) must not
+    send the user to check the host and port.
+    """
+    detail = _clean_detail(exc)
+    code = getattr(exc, "pgcode", None) or ""
+    if code.startswith("28") or _LOGIN_REFUSED.search(str(exc)):
+        return NodeLoginRefusedError(target.node, target.user, target.dbname, detail)
+    return NodeUnreachableError(target.node, detail)
+
+
 def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extensions.connection:
     """Open a pinned connection logged in as ``target.user`` (the caller's role, if any)."""
     try:
         conn = psycopg2.connect(**target.dsn_kwargs())
     except psycopg2.OperationalError as exc:
-        if target.role and is_login_refused(exc):
+        error = connect_error(target, exc)
+        if target.role and isinstance(error, NodeLoginRefusedError):
             raise PermissionDeniedError(
                 f"ACE cannot log in as role {target.role} on node {target.node}: "
                 f"{connect_detail(exc)}. Let ACE's certificate log in as that role "
                 "(pg_hba.conf and pg_ident.conf, see docs/security.md).") from exc
-        raise NodeUnreachableError(target.node, connect_detail(exc)) from exc
+        raise error from exc
     if readonly:
         conn.set_session(readonly=True)
     return conn
