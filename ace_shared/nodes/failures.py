@@ -91,11 +91,3 @@ def connect_detail(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0].rstrip(".") if lines else exc.__class__.__name__
     return _LIBPQ_KEEP.sub("", text).strip()
-
-
-def is_login_refused(exc: BaseException) -> bool:
-    """True when the server answered but would not let this role in."""
-    text = str(exc)
-    return any(marker in text for marker in (
-        "authentication failed", "no pg_hba.conf entry", "does not exist",
-        "not permitted to log in", "password", "certificate", "too many connections for role"))
