@@ -166,12 +166,16 @@ def inner_boundaries(shape: TableShape, rng: KeyRange, step: int,
     return q, params
 
 
-def leaf_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
-    """Each row's key and hash in ``rng``, in key order."""
+def stream_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
+    """``COPY`` of each row's key (as text) and hash in ``rng``, in no particular order.
+
+    The rows are compared as sets of lines, so no node sorts them, and ``COPY``
+    hands each line over as it is, without building a Python row.
+    """
     params: list[object] = []
     where = range_where(shape, rng, table_filter, params)
-    q = sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {}").format(
-        key_as_text(shape), row_hash(shape), table_ref(shape), where, key_order(shape))
+    q = sql.SQL("COPY (SELECT {}, {} FROM {} WHERE {}) TO STDOUT").format(
+        key_as_text(shape), row_hash(shape), table_ref(shape), where)
     return q, params
 
 
@@ -226,6 +230,32 @@ def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
             expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
         order.append(expr)
     q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(rel, sql.SQL(", ").join(order))
+    return q, params
+
+
+def sort_key_runs(shape: TableShape, keys: list[Key]) -> Query:
+    """Positions of ``keys`` in the table's key order, each with whether the key before
+    it is equal to it (the same key spelt two ways), so batches can keep them together.
+
+    Ties are broken by position, so the window and the result agree on the order.
+    """
+    params: list[object] = []
+    rel = _keys_relation(shape, keys, params)
+    typed = []
+    for i, c in enumerate(shape.key_columns):
+        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        if c.collation_sql:
+            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
+        typed.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(f"s{i}")))
+    names = [sql.Identifier(f"s{i}") for i in range(len(shape.key_columns))]
+    order = sql.SQL(", ").join([*names, sql.SQL("ord")])
+    same = sql.SQL(" AND ").join(
+        sql.SQL("lag({}) OVER w IS NOT DISTINCT FROM {}").format(n, n) for n in names)
+    q = sql.SQL(
+        "SELECT ord, {same} "
+        "FROM (SELECT u.ord, {typed} FROM {rel}) s WINDOW w AS (ORDER BY {order}) "
+        "ORDER BY {order}"
+    ).format(same=same, typed=sql.SQL(", ").join(typed), rel=rel, order=order)
     return q, params
 
 
