@@ -16,6 +16,7 @@ import json
 import math
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,35 @@ STREAM_ROWS = 50_000  # most rows a node sends in one stream query (bounds memor
 FETCH_KEYS = 2_000  # about the most differing keys whose rows one query fetches
 
 
+class DensityHints:
+    """Per job, whether the range this process finished last differed almost everywhere.
+
+    Ranges of one job run in many batches (one per range in-process), each with
+    its own :class:`RangeDiffer`; the hint lets the next one skip a first hash
+    pass that would only say "everything differs" again. It is only a guess:
+    a wrong one costs one pass, never a different result.
+    """
+
+    KEEP = 64  # jobs remembered; the oldest is forgotten first
+
+    def __init__(self) -> None:
+        self._dense: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def get(self, job: str) -> bool:
+        return self._dense.get(job, False)
+
+    def set(self, job: str, dense: bool) -> None:
+        with self._lock:
+            self._dense.pop(job, None)
+            self._dense[job] = dense
+            while len(self._dense) > self.KEEP:
+                del self._dense[next(iter(self._dense))]
+
+
+DENSITY = DensityHints()
+
+
 class RangeDiffer:
     """Finds the differing rows of ranges of one table across the nodes of one job.
 
@@ -100,8 +130,9 @@ class RangeDiffer:
     would descend everywhere, a round trip per level; instead every node
     streams the key and hash of each row of the differing sub-ranges at once,
     and the lines are compared as sets (:mod:`rowlines`). Once a range has
-    turned out dense, the next one in the batch is streamed without its first
-    hash pass, and a range that turns out sparse brings the first pass back.
+    turned out dense, the next one of the job is streamed without its first
+    hash pass, and a range that turns out sparse brings the first pass back (see
+    :class:`DensityHints`).
     Either way the differing keys are the same, and so is the file.
     """
 
@@ -112,7 +143,7 @@ class RangeDiffer:
         self.nodes = list(spec.nodes)
         self.filter = spec.table_filter
         self.strategy = STRATEGY
-        self._dense = False  # the last range differed in most of its sub-ranges
+        self._dense = DENSITY.get(spec.task_id)  # the last range differed almost everywhere
 
     def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
         """Differing rows of one range in key order, and how many keys the nodes hold in it.
@@ -134,12 +165,16 @@ class RangeDiffer:
             counts = {n: c for n, (c, _) in hashes.items()}
             held = counts[first]
             if len(set(hashes.values())) == 1:
-                self._dense = False
+                self._set_dense(False)
                 return [], held
             keys = self._narrow(rng, counts)
-        self._dense = len(keys) > DENSE_SHARE * subs
+        self._set_dense(len(keys) > DENSE_SHARE * subs)
         records = self.records_for_keys(keys)
         return records, held + sum(1 for r in records if r.rows.get(first) is None)
+
+    def _set_dense(self, dense: bool) -> None:
+        self._dense = dense
+        DENSITY.set(self.spec.task_id, dense)
 
     def _bucket_hashes(self, rng: KeyRange, inner: list[Key],
                        ) -> dict[str, dict[int, tuple[int, Any]]]:
