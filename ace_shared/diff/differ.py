@@ -241,16 +241,14 @@ class RangeDiffer:
         that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows`).
         """
         key_list = sorted(set(keys))  # a fixed order, whichever way the keys were found
+        if len(key_list) <= FETCH_KEYS:
+            return self._batch_records(key_list)
         out: list[DiffRecord] = []
         for batch in self._key_batches(key_list):
             out.extend(self._batch_records(batch))
         return out
 
     def _key_batches(self, keys: list[Key]) -> Iterator[list[Key]]:
-        if len(keys) <= 1:
-            if keys:
-                yield keys
-            return
         runs = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_key_runs(self.shape, keys)))
         batch: list[Key] = []
         for position, same_as_before in runs:
@@ -262,18 +260,22 @@ class RangeDiffer:
             yield batch
 
     def _batch_records(self, batch: list[Key]) -> list[DiffRecord]:
-        """Records of ``batch`` (keys in key order) whose rows are not equal everywhere."""
+        """Records of ``batch``, in key order, whose rows are not equal everywhere."""
+        if not batch:
+            return []
         names = self.shape.column_names
-        fetched = self.sessions.on_all(_fetch(queries.fetch_rows(self.shape, batch, self.filter)))
+        fetched = self.sessions.on_all(
+            _fetch(queries.fetch_rows_in_order(self.shape, batch, self.filter)))
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
-        by_node = {n: {int(r[0]) - 1: dict(zip(names, r[1:], strict=True)) for r in rows}
-                   for n, rows in fetched.items()}
+        by_node = {n: {int(r[0]) - 1: r[2:] for r in rows if r[1]} for n, rows in fetched.items()}
         out = []
-        for i, k in enumerate(batch):
-            rows = {n: by_node[n].get(i) for n in self.nodes}
-            distinct = {json.dumps(r, sort_keys=True) for r in rows.values()}
-            if len(distinct) > 1:
-                out.append(DiffRecord(k, rows))
+        for r in fetched[self.nodes[0]]:  # the first node's key order
+            i = int(r[0]) - 1
+            values = {n: by_node[n].get(i) for n in self.nodes}
+            if len(set(values.values())) > 1:
+                out.append(DiffRecord(batch[i], {n: None if v is None else
+                                                 dict(zip(names, v, strict=True))
+                                                 for n, v in values.items()}))
         return out
 
 

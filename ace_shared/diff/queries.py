@@ -219,6 +219,34 @@ def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> 
     return q, params
 
 
+def _typed_order(shape: TableShape) -> sql.Composable:
+    """The keys of :func:`_keys_relation` in the table's key order, ties by position."""
+    order = []
+    for i, c in enumerate(shape.key_columns):
+        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        if c.collation_sql:
+            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
+        order.append(expr)
+    return sql.SQL(", ").join([*order, sql.SQL("u.ord")])
+
+
+def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
+    """:func:`fetch_rows` for every one of ``keys``, in the table's key order: position,
+    whether this node holds a row for it, then the row's columns (NULL where it holds none).
+
+    One round trip both fetches and orders a batch of differing keys.
+    """
+    params: list[object] = []
+    rel = _keys_relation(shape, keys, params)
+    inner, inner_params = fetch_rows(shape, keys, table_filter)
+    params.extend(inner_params)
+    cols = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(f"ace_c{i}"))
+                              for i in range(len(shape.columns)))
+    q = sql.SQL("SELECT u.ord, m.ord IS NOT NULL, {} FROM {} LEFT JOIN ({}) m ON m.ord = u.ord "
+                "ORDER BY {}").format(cols, rel, inner, _typed_order(shape))
+    return q, params
+
+
 def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
     """Positions of ``keys`` in the table's own key order (for merging nodes' keys)."""
     params: list[object] = []
