@@ -3,7 +3,8 @@
 Every identifier goes through ``sql.Identifier``; every key value is a bound
 parameter cast to its column's catalog type; the only raw text is the catalog's
 own type names and the user's checked table filter. Every query here is run
-with bound parameters, so a ``%`` in any name or type is doubled. Key values
+with bound parameters (a ``COPY`` has them merged in by psycopg2's own quoting),
+so a ``%`` in any name or type is doubled. Key values
 travel as the text PostgreSQL prints for them and are cast back on the server,
 so a key round-trips exactly whatever its type.
 """
