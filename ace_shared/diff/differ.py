@@ -152,7 +152,6 @@ class RangeDiffer:
         plus the differing keys that node lacks (every such key is in the records).
         """
         first = self.nodes[0]
-        subs = len(rng.inner) + 1
         if self.strategy == "stream" or (self.strategy == "auto" and self._dense):
             keys, held = self._stream_whole(rng)
         elif rng.inner:
@@ -168,7 +167,8 @@ class RangeDiffer:
                 self._set_dense(False)
                 return [], held
             keys = self._narrow(rng, counts)
-        self._set_dense(len(keys) > DENSE_SHARE * subs)
+        # as many differing keys as would touch most sub-ranges, were they scattered
+        self._set_dense(len(keys) > DENSE_SHARE * max(FANOUT, len(rng.inner) + 1))
         records = self.records_for_keys(keys)
         return records, held + sum(1 for r in records if r.rows.get(first) is None)
 
