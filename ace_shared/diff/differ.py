@@ -89,7 +89,7 @@ STRATEGY = "auto"
 :class:`RangeDiffer`); ``narrow`` always narrows and ``stream`` always streams
 whole ranges, so tests can prove that every strategy writes the same file."""
 DENSE_SHARE = 0.5  # stream a range once more than this share of its sub-ranges differ
-STREAM_ROWS = 50_000  # most rows a node sends in one stream query (bounds memory)
+STREAM_ROWS = 20_000  # most rows a node sends in one stream query (about 3 MB held per node)
 FETCH_KEYS = 2_000  # about the most differing keys whose rows one query fetches
 
 
