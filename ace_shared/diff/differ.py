@@ -278,6 +278,13 @@ class RangeDiffer:
                                                  for n, v in values.items()}))
         return out
 
+    def order_keys(self, keys: list[Key]) -> list[Key]:
+        """Keys in the table's own order, as the database sorts them (collations included)."""
+        if len(keys) <= 1:
+            return keys
+        positions = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_keys(self.shape, keys)))
+        return [keys[int(p[0]) - 1] for p in positions]
+
 
 def stream_chunks(subs: list[tuple[KeyRange, int]]) -> list[KeyRange]:
     """Neighbouring sub-ranges (``index`` one apart) joined into ranges of about

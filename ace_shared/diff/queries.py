@@ -167,6 +167,15 @@ def inner_boundaries(shape: TableShape, rng: KeyRange, step: int,
     return q, params
 
 
+def leaf_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
+    """Each row's key and hash in ``rng``, in key order."""
+    params: list[object] = []
+    where = range_where(shape, rng, table_filter, params)
+    q = sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {}").format(
+        key_as_text(shape), row_hash(shape), table_ref(shape), where, key_order(shape))
+    return q, params
+
+
 def stream_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
     """``COPY`` of each row's key (as text) and hash in ``rng``, in no particular order.
 
