@@ -93,9 +93,16 @@ def mixed_table(pg_cluster: Any) -> Any:
     return pg_cluster
 
 
-@pytest.mark.parametrize("block_rows", [1000, 10_000])
+@pytest.mark.parametrize(("block_rows", "leaf_rows"), [
+    (1000, None),
+    (10_000, None),
+    (100_000, 40),  # one range, narrowed level after level down to small leaves
+])
 def test_escaped_composite_keys_give_one_file_every_way(
-        mixed_table: Any, monkeypatch: pytest.MonkeyPatch, block_rows: int) -> None:
+        mixed_table: Any, monkeypatch: pytest.MonkeyPatch, block_rows: int,
+        leaf_rows: int | None) -> None:
+    if leaf_rows:
+        monkeypatch.setattr(differ, "LEAF_ROWS", leaf_rows)
     diff = same_file_every_way(monkeypatch, 'public."Td Mixed"', block_rows=block_rows)
     keys = {(r["Region"], r["Id"]) for r in pair_rows(diff, "n2/n3", "n3")}
     assert (SPECIAL[0], "-10") in keys  # n3's extra row -10: mod 10 = 0, the first label

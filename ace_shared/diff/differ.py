@@ -32,7 +32,7 @@ from ace_shared.diff.rowlines import copy_lines, differing_lines, line_key
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
-LEAF_ROWS = 1000
+LEAF_ROWS = 4000  # a sub-range this small is streamed whole rather than cut again
 FANOUT = SUBRANGES
 
 Row = dict[str, str | None]
