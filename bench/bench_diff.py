@@ -59,6 +59,7 @@ from _common import (
 from diff_phases import PhaseReport, print_phases, profile_diff
 from psycopg2 import sql
 
+from ace_shared.difffile.format import read_tail_summary
 from ace_shared.nodes.connection import NodeTarget
 
 TABLE = "bench_diff"
@@ -399,12 +400,21 @@ class AceRun:
 
 
 def summary_from_output(stdout: str) -> dict[str, object]:
+    """The summary of the diff file ``ace`` named, read from the file's end.
+
+    Loading a whole file of 100,000 differing rows would grow this process by
+    hundreds of MB, and the next ``ace`` it starts would count that in its
+    ``ru_maxrss`` (a child's peak includes its parent's pages until ``exec``).
+    """
     match = re.search(r"written to (\S+\.json)", stdout)
     if not match:
         return {}
     try:
-        with open(match.group(1), encoding="utf-8") as fh:
-            return json.load(fh).get("summary", {})
+        summary = read_tail_summary(Path(match.group(1)))
+        if summary is None:
+            with open(match.group(1), encoding="utf-8") as fh:
+                summary = json.load(fh).get("summary", {})
+        return summary or {}
     except (OSError, json.JSONDecodeError):
         return {}
 
