@@ -57,6 +57,10 @@ class Settings:
     CA_CERT_FILE: str = ""
     ACE_API_CERT_FILE: str = ""
     ACE_API_KEY_FILE: str = ""
+    CA_CRL_FILE: str = ""  # revoked client certificates (PEM CRL from the CA); "" for none
+    # API access: common names, separated by commas or spaces
+    API_ADMIN_CNS: str = ""  # see every task, scheduled ones included
+    API_ALLOWED_CNS: str = ""  # "" serves every certificate the CA issued
     # scheduling and auto-repair
     MIN_RUN_FREQUENCY: str = "5m"
     schedule_jobs: tuple[dict[str, Any], ...] = field(default_factory=tuple)
@@ -107,6 +111,8 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         if isinstance(default, float):
             return float(raw)
         if isinstance(default, str):
+            if isinstance(raw, (list, tuple, set, frozenset)):  # API_ADMIN_CNS = ["a", "b"]
+                return ",".join(str(item) for item in raw)
             return str(raw)
         if isinstance(default, tuple):
             return tuple(raw)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 from ace_shared.config import load_settings
+from ace_shared.outputs import keep_outputs_private
 from ace_workers.slots import SlotHeartbeat
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -34,7 +36,9 @@ def make_app() -> Celery:
     visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", settings.TASK_TIME_LIMIT + 600))
     app = Celery("ace_workers", broker=broker, backend=backend,
                  include=["ace_workers.diff", "ace_workers.repair",
-                          "ace_workers.schedule", "ace_workers.autorepair"])
+                          "ace_workers.schedule", "ace_workers.autorepair",
+                          "ace_workers.checks", "ace_workers.recheck",
+                          "ace_workers.mtree"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",
@@ -75,3 +79,9 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+
+@worker_init.connect
+def _private_outputs(**_: object) -> None:
+    """Diff files, reports and work folders a worker writes are its user's alone."""
+    keep_outputs_private()

@@ -34,6 +34,10 @@ TASK_NAMES = {
     "table-diff": "ace.table_diff",
     "table-repair": "ace.table_repair",
     "table-rerun": "ace.table_rerun",
+    "schema-diff": "ace.schema_diff",
+    "repset-diff": "ace.repset_diff",
+    "spock-diff": "ace.spock_diff",
+    "mtree": "ace.mtree",
 }
 
 

@@ -299,7 +299,8 @@ def test_errors_are_one_json_sentence_with_the_right_code(
 
 @pytest.fixture(scope="module")
 def completed_diff(api: ApiServer, items: str) -> dict[str, Any]:
-    session = api.session("ace")
+    """A diff by api_reader: a caller may repair and rerun only from its own tasks."""
+    session = api.session("api_reader")
     response = session.post(api.url("/ace/table-diff"), timeout=10,
                             json={"cluster_name": "testclus", "table_name": items})
     assert response.status_code == 200, response.text

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
+from ace_api.cli.checks import CHECKS
 from ace_api.cli.diff import run_table_diff_command
 from ace_api.cli.exits import EXIT_SAME, EXIT_TROUBLE, fail, settings_or_fail
 from ace_api.cli.mtree import mtree
@@ -31,6 +32,7 @@ from ace_api.cli.repair import (
 )
 from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import AceError
+from ace_shared.outputs import keep_outputs_private
 from ace_shared.repair.request import TABLE_REPAIR
 from ace_shared.rerun.request import TABLE_RERUN
 
@@ -115,6 +117,7 @@ def run() -> NoReturn:
     Exit handlers still run and both output streams are flushed; only the
     interpreter's own clean-up of module state is skipped.
     """
+    keep_outputs_private()  # diffs and reports hold table data
     try:
         main(prog_name="ace")
         code: int | str | None = 0
@@ -134,6 +137,8 @@ main.add_command(build_command(TABLE_DIFF, run_table_diff_command))
 main.add_command(build_command(TABLE_REPAIR, run_table_repair_command, words=repair_words,
                                help_text=REPAIR_HELP))
 main.add_command(build_command(TABLE_RERUN, run_table_rerun_command))
+for _declared, _run in CHECKS:
+    main.add_command(build_command(_declared, _run))
 
 
 @main.command("api")

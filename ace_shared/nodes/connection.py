@@ -10,6 +10,7 @@ no round trip. When a caller's role is known, ``SET ROLE`` (quoted) follows.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,7 +21,12 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from ace_shared.config import Settings
-from ace_shared.errors import AceError, NodeUnreachableError, PermissionDeniedError
+from ace_shared.errors import (
+    AceError,
+    NodeLoginRefusedError,
+    NodeUnreachableError,
+    PermissionDeniedError,
+)
 from ace_shared.nodes.cluster import Cluster, Node
 
 PINNED_SETTINGS: dict[str, str] = {
@@ -109,12 +115,32 @@ def _clean_detail(exc: BaseException) -> str:
     return text[0].rstrip(".") if text else exc.__class__.__name__
 
 
+_LOGIN_REFUSED = re.compile(
+    r"authentication failed|no password supplied|password is required|no pg_hba\.conf entry|"
+    r"pg_hba\.conf rejects|role \"[^\"]*\" does not exist|not permitted to log in",
+    re.IGNORECASE)
+
+
+def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnreachableError:
+    """Why a connection failed, told apart: the node refused the login, or is not there.
+
+    libpq reports both as OperationalError; a refused login (SQLSTATE class 28,
+    or its message when the server's code does not reach the client) must not
+    send the user to check the host and port.
+    """
+    detail = _clean_detail(exc)
+    code = getattr(exc, "pgcode", None) or ""
+    if code.startswith("28") or _LOGIN_REFUSED.search(str(exc)):
+        return NodeLoginRefusedError(target.node, target.user, target.dbname, detail)
+    return NodeUnreachableError(target.node, detail)
+
+
 def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extensions.connection:
     """Open a pinned connection, switching to ``target.role`` when one is given."""
     try:
         conn = psycopg2.connect(**target.dsn_kwargs())
     except psycopg2.OperationalError as exc:
-        raise NodeUnreachableError(target.node, _clean_detail(exc)) from exc
+        raise connect_error(target, exc) from exc
     try:
         if target.role:
             with conn.cursor() as cur:

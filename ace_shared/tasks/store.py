@@ -8,6 +8,7 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -34,6 +36,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ace_shared.config import Settings
+from ace_shared.outputs import create_private_file
 from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
 __all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
@@ -58,6 +61,12 @@ tasks = Table(
     Column("result", Text),
     Column("error", Text),
 )
+
+
+# Built once: task-status polling runs these hundreds of times a second.
+_GET_ROW = select(tasks).where(tasks.c.task_id == bindparam("task_id"))
+_GET_STATUS = select(*(c for c in tasks.c if c.name != "options")).where(
+    tasks.c.task_id == bindparam("task_id"))
 
 
 def _now() -> datetime:
@@ -126,6 +135,15 @@ def default_database_url(settings: Settings) -> str:
     return f"sqlite:///{path}"
 
 
+def _private_sqlite_file(engine: Engine) -> None:
+    """Create a new SQLite store 0600 (its -wal and -shm files take the same mode):
+    task options and errors name tables and nodes, not for every local user."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        with contextlib.suppress(OSError):  # no folder, no rights: SQLite says so itself
+            create_private_file(Path(database))
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -167,6 +185,7 @@ class TaskStore:
             if url.startswith("sqlite"):
                 engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
+                _private_sqlite_file(engine)
             else:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
             _create_schema(engine)
@@ -259,9 +278,12 @@ class TaskStore:
         """Mark the task FAILED; False if it had already finished (first outcome wins)."""
         return self._finish(task_id, FAILED, None, error)
 
-    def get(self, task_id: str) -> TaskRecord | None:
+    def get(self, task_id: str, with_options: bool = True) -> TaskRecord | None:
+        """The task's row by primary key; ``with_options=False`` skips the options column
+        (task-status polling never shows it, and a request's options can be long)."""
+        query = _GET_ROW if with_options else _GET_STATUS
         with self.engine.connect() as conn:
-            row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
+            row = conn.execute(query, {"task_id": task_id}).mappings().first()
         if row is None:
             return None
         return TaskRecord(
@@ -271,10 +293,25 @@ class TaskStore:
             started_at=row["started_at"], finished_at=row["finished_at"],
             time_taken=row["time_taken"], progress_done=row["progress_done"] or 0,
             progress_total=row["progress_total"],
-            options=json.loads(row["options"] or "{}"),
+            options=json.loads(row.get("options") or "{}"),
             result=json.loads(row["result"]) if row["result"] else None,
             error=row["error"],
         )
+
+    def writers_of(self, diff_file: str) -> list[str | None]:
+        """Who requested the completed tasks whose result names ``diff_file``.
+
+        Used when a repair or rerun names a diff file by path: the caller may use
+        it only if one of these is the caller. Rare (one per such submission), so a
+        text search of the result column is enough; each hit is checked exactly.
+        """
+        needle = json.dumps(diff_file)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(tasks.c.requested_by, tasks.c.result)
+                                .where(tasks.c.status == COMPLETED)
+                                .where(tasks.c.result.contains(needle, autoescape=True))).all()
+        return [row.requested_by for row in rows
+                if (json.loads(row.result) or {}).get("diff_file") == diff_file]
 
     def recent(self, limit: int = 50) -> list[TaskRecord]:
         with self.engine.connect() as conn:
