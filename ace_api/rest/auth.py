@@ -7,8 +7,10 @@ certificate against the ACE certificate authority. :class:`PeerCertIdentity`
 reads the certificate's common name from it on every request and stores it
 under :data:`IDENTITY_KEY`, overwriting anything else, so no request header
 can claim an identity. The common name is the PostgreSQL role every task of
-that caller runs as. What the caller may then see is
-:mod:`ace_api.rest.access`'s business.
+that caller logs in as (never ``SET ROLE`` from a more powerful login: see
+docs/security.md), so a certificate grants exactly its role's rights. What
+the caller may then see of ACE's own records is :mod:`ace_api.rest.access`'s
+business.
 """
 
 from __future__ import annotations

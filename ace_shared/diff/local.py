@@ -63,7 +63,11 @@ def run_batches(job: DiffJob, sessions: NodeSessions, size: int,
         with ThreadPoolExecutor(max_workers=size, thread_name_prefix="ace-batch") as pool:
             futures = [pool.submit(run_batch, job.spec, g, sessions, budget, on_range_done)
                        for g in job.batches]
-            _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            try:
+                _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C: stop the nodes' queries, don't wait for them
+                sessions.cancel()
+                raise
             for fut in pending:
                 fut.cancel()
             return [f.result() for f in futures if not f.cancelled()]
