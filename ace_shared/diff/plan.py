@@ -16,7 +16,6 @@ from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
 from ace_shared.diff import queries
-from ace_shared.diff.filter import check_filter_columns
 from ace_shared.diff.ranges import (
     SUBRANGES,
     Key,
@@ -30,6 +29,7 @@ from ace_shared.diff.request import DiffRequest, DiffSpec
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import NodeTarget, node_targets
+from ace_shared.nodes.filter import check_filter_columns
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, read_shape, reconcile_shapes
 
