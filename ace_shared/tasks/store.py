@@ -8,8 +8,11 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,16 +31,19 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 
 from ace_shared.config import Settings
 from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
 __all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
            "TaskStore", "default_database_url", "record_submission"]
+
+SCHEMA_LOCK = 0x41434554  # the advisory lock that creating the task table takes on PostgreSQL
 
 metadata = MetaData()
 tasks = Table(
@@ -126,28 +132,66 @@ def default_database_url(settings: Settings) -> str:
     return f"sqlite:///{path}"
 
 
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy should open: ``postgresql://`` means psycopg2, as documented.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which ACE does not
+    install; psycopg2 (which ACE uses for the nodes too) is named explicitly.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(
+            hide_password=False)
+    return url
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
 
 
-def _create_schema(engine: Engine, attempts: int = 3) -> None:
-    """Create the task table unless it is there.
+@contextmanager
+def _first_opener(url: str) -> Iterator[None]:
+    """Let one process at a time on this host set up a SQLite store.
 
-    Several processes may open a new store at once (a submitter and the worker
-    that took its message, or a fleet starting): each checks, finds no table and
-    creates it, and all but one fail with "already exists". Checking again after
-    such a failure finds the winner's table.
+    Turning a new file into WAL mode reads its header and then rewrites it in one
+    statement; two processes doing so at once deadlock on the file's lock, and
+    SQLite answers one of them "database is locked" at once, without waiting
+    (the busy timeout cannot help there). Creating the table has the same race
+    ("already exists"). An advisory lock on the file's folder puts the openers
+    in a row; each finds the work done by the one before. (Not a lock on the
+    file itself: closing any descriptor of it would drop SQLite's own locks.)
     """
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            return
-        except DBAPIError:
-            if attempt == attempts - 1:
-                raise
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        yield
+        return
+    folder = os.open(os.path.dirname(os.path.abspath(database)) or ".", os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _open_engine(url: str) -> Engine:
+    """An engine with the task table in place (created by the first process to open it)."""
+    if not url.startswith("sqlite"):
+        engine = create_engine(engine_url(url), pool_pre_ping=True, pool_size=5,
+                               max_overflow=10)
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # one creator at a time; the others then find the table
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+            metadata.create_all(conn)
+        return engine
+    engine = create_engine(url, connect_args={"timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    with _first_opener(url):
+        metadata.create_all(engine)
+    return engine
 
 
 class TaskStore:
@@ -164,12 +208,7 @@ class TaskStore:
         self._on_finish = on_finish
         engine = self._engines.get(url)
         if engine is None:
-            if url.startswith("sqlite"):
-                engine = create_engine(url, connect_args={"timeout": 30})
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-            _create_schema(engine)
+            engine = _open_engine(url)
             self._engines[url] = engine
         self.engine = engine
 
