@@ -1,17 +1,26 @@
-"""What every ACE task shares: failure reporting, bounded redelivery, progress events."""
+"""What every ACE task shares: one run at a time, bounded redelivery, failure reporting, progress.
+
+Every ACE task runs under a lease (:mod:`ace_workers.leases`): a copy of a
+task that a live worker is running is put back for later, a copy of a task
+that finished changes nothing, and a task whose worker died is run again by
+the next worker that gets it, a bounded number of times.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject, Retry
 
 from ace_shared.errors import AceError
 from ace_shared.tasks.store import TaskStore, record_submission
-from ace_workers import runtime
+from ace_workers import published, runtime
+from ace_workers.leases import LEASE_SECONDS, done_in, leases
 
 DELIVERIES_KEY = "ace:deliveries"
+# a copy of a running task comes back this much later (well inside the visibility timeout)
+HELD_RETRY_SECONDS = LEASE_SECONDS // 2
 
 
 class AceTaskFailed(Exception):
@@ -30,20 +39,57 @@ def fail_job(job_id: str, exc: BaseException) -> AceTaskFailed:
 
 
 class AceTask(Task):
-    """Base class: counts deliveries of each task so a task that kills workers stops."""
+    """Base class: leases, counted runs, the job's store row, progress events."""
 
     abstract = True
 
-    def check_redeliveries(self, job_id: str) -> None:
-        """Fail the job once this task has been delivered more than MAX_REDELIVERIES times."""
-        field = f"{self.request.id}:{self.request.retries or 0}"
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task unless it is done or running elsewhere (see the module's docstring)."""
+        task_id = self.request.id
+        if not task_id or self.request.called_directly:
+            return self.run(*args, **kwargs)
         client = runtime.redis()
-        count = int(client.hincrby(DELIVERIES_KEY, field, 1))
+        group = self.request.group or ""
+        finished_in = done_in(client, task_id)
+        if finished_in == group:
+            raise Ignore()  # a late copy of work done: its part was counted already
+        if finished_in is not None:
+            return {"skipped": True}  # its chord was launched again: answer the new one
+        if not leases.take(client, task_id):
+            raise self.retry(countdown=HELD_RETRY_SECONDS, max_retries=self.request.retries + 1)
+        try:
+            self._count_run(client, task_id)
+            return self.run(*args, **kwargs)
+        except Ignore:
+            self._end_run(client, task_id, done=True)
+            raise
+        except (Retry, Reject):
+            self._end_run(client, task_id, done=False)
+            raise
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
+                     einfo: Any) -> None:
+        """After a success or failure is recorded (chord part counted): mark it done."""
+        if task_id and not self.request.called_directly:
+            self._end_run(runtime.redis(), task_id, done=True)
+
+    def _end_run(self, client: Any, task_id: str, *, done: bool) -> None:
+        client.hdel(DELIVERIES_KEY, task_id)
+        leases.release(client, task_id, done_group=(self.request.group or "") if done else None)
+
+    def _count_run(self, client: Any, task_id: str) -> None:
+        """Fail the job once this task's runs have ended in its worker's death too often.
+
+        A run that ends in any way clears its count; only runs cut short by the
+        death of their process (or host) add up.
+        """
+        count = int(client.hincrby(DELIVERIES_KEY, task_id, 1))
         client.expire(DELIVERIES_KEY, 7 * 86400)
         limit = runtime.settings().MAX_REDELIVERIES
         if count > limit + 1:
-            raise fail_job(job_id, AceError(
-                f"Task {self.request.id} was started {count} times and its worker died each "
+            client.hdel(DELIVERIES_KEY, task_id)
+            raise fail_job(task_id.split(".", 1)[0], AceError(
+                f"Task {task_id} was started {count} times and its worker died each "
                 "time; giving up. Check the workers' logs and memory limits."))
 
     def start_job(self, options: dict[str, Any],
@@ -55,12 +101,13 @@ class AceTask(Task):
         """
         job_id = self.request.id
         store = runtime.store()
+        # published before it is recorded: a stored task unknown to Redis is a lost one
+        published.create(runtime.redis(), job_id)
         if submission:
             record_submission(store, job_id, options, submission)
         if not store.mark_running(job_id) and store.get(job_id) is not None:
             # finished already: a redelivery after the worker died before acknowledging
             raise Ignore()
-        self.check_redeliveries(job_id)
         return job_id, store
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,

@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+
 _RECORD = """
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local new = tonumber(ARGV[2])

@@ -1,7 +1,8 @@
-"""What the fleet's processes tell each other: pool sizes, finished jobs, submitted tasks.
+"""What the fleet's processes tell each other: pool sizes, published tasks, submitted tasks.
 
-The first two go through Redis directly, so fakeredis drives them here; the
-fleet tests show them between real processes.
+The pool-size tests drive the Redis calls with fakeredis; the published state and
+its followers run against the session's real Redis; the fleet tests show all of
+them between real processes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 from sqlalchemy.exc import IntegrityError
 
+from ace_shared.config import Settings
 from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
-from ace_workers import finished
+from ace_workers import published, slots
+from ace_workers.client import Finished, NoWorker, Progress, follow
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
 
 
@@ -51,26 +55,83 @@ def test_a_garbled_entry_is_dropped_not_fatal() -> None:
     assert client.hkeys("ace:worker_slots") == [b"w1@a"]
 
 
-def test_a_follower_wakes_as_soon_as_the_job_ends() -> None:
-    client = fakeredis.FakeRedis()
-    threading.Timer(0.2, finished.ring, (client, "td_1")).start()
+def test_published_updates_change_only_a_task_redis_knows(redis_server) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(5))
+    client.flushdb()
+    assert published.read(client, "td_1") is None
+    published.create(client, "td_1")
+    assert published.running(client, "td_1")
+    published.progress(client, "td_1", total=10)
+    published.progress(client, "td_1", done=6)
+    published.progress(client, "td_1", done=4)  # a late report from another process
+    state = published.read(client, "td_1")
+    assert state is not None and (state.status, state.done, state.total) == ("RUNNING", 6, 10)
+    # a task Redis forgot (a restart) is not brought back by an update
+    assert not published.running(client, "td_2")
+    published.progress(client, "td_2", done=3)
+    assert published.read(client, "td_2") is None
+    assert published.known(client, ["td_1", "td_2"]) == [True, False]
+    # an outcome is published whatever happened, and kept for a day
+    published.outcome(client, "td_2", "FAILED", None, "lost")
+    state = published.read(client, "td_2")
+    assert state is not None and state.finished and state.error == "lost"
+    assert 0 < client.ttl(published.task_key("td_2")) <= published.KEEP_SECONDS
+
+
+def test_a_follower_blocks_until_the_task_changes(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Following costs a handful of Redis calls while nothing happens, not thousands."""
+    url = redis_server.url(6)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    slots.announce(client, "w1@a", 2)  # a worker is there: no "no worker" event
+    published.create(client, "td_f")
+    settings = Settings(BROKER_URL=url)
+    before = int(client.info("stats")["total_commands_processed"])
+    threading.Timer(2.0, published.outcome, (client, "td_f", "COMPLETED", {"n": 1}, None)).start()
     started = time.monotonic()
-    assert finished.wait(client, "td_1", timeout=5)
-    assert time.monotonic() - started < 2
+    events = list(follow("td_f", settings))
+    took = time.monotonic() - started
+    calls = int(client.info("stats")["total_commands_processed"]) - before
+    assert events == [Finished("COMPLETED", {"n": 1}, None)]
+    assert 1.9 < took < 3.5
+    assert calls < 40, calls
 
 
-def test_the_doorbell_keeps_ringing_for_later_followers_and_only_for_its_job() -> None:
-    client = fakeredis.FakeRedis()
-    finished.ring(client, "td_1")
-    assert finished.wait(client, "td_1", timeout=0.1)
-    assert finished.wait(client, "td_1", timeout=0.1)  # a second follower, or a second look
-    assert not finished.wait(client, "td_2", timeout=0.1)
-    assert 0 < client.ttl(finished.finished_key("td_1")) <= finished.KEEP_SECONDS
+def test_a_follower_says_once_that_no_worker_takes_the_queue(redis_server) -> None:  # type: ignore[no-untyped-def]
+    url = redis_server.url(7)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    published.create(client, "td_q")
+    events = follow("td_q", Settings(BROKER_URL=url))
+    started = time.monotonic()
+    assert next(events) == NoWorker("td_q")
+    assert 2.5 < time.monotonic() - started < 5
+    published.running(client, "td_q")
+    published.progress(client, "td_q", total=4)
+    assert next(events) == Progress(0, 4)
+    published.outcome(client, "td_q", "FAILED", None, "no luck")
+    assert next(events) == Finished("FAILED", None, "no luck")
+
+
+class _Heard:
+    """A listener that notes the outcomes it hears of."""
+
+    def __init__(self, heard: list[str]) -> None:
+        self.heard = heard
+
+    def running(self, task_id: str) -> None:
+        pass
+
+    def progress(self, task_id: str, **_: Any) -> None:
+        pass
+
+    def finished(self, task_id: str, status: str, result: Any, error: Any) -> None:
+        self.heard.append(task_id)
 
 
 def test_the_task_store_announces_only_the_first_outcome(tmp_path: Path) -> None:
     heard: list[str] = []
-    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}", on_finish=heard.append)
+    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}", listener=_Heard(heard))
     store.create("td_a", "table-diff", cluster_name="c", table_name="public.t",
                  requested_by="me")
     store.mark_running("td_a")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Column,
@@ -194,18 +194,30 @@ def _open_engine(url: str) -> Engine:
     return engine
 
 
+class TaskListener(Protocol):
+    """Told of each change the store records, to pass it on (the fleet publishes in Redis)."""
+
+    def running(self, task_id: str) -> None: ...
+
+    def progress(self, task_id: str, *, done: int | None = None, added: int | None = None,
+                 total: int | None = None) -> None: ...
+
+    def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
+                 error: str | None) -> None: ...
+
+
 class TaskStore:
     """Reads and writes task rows; every write is one short transaction."""
 
     _engines: dict[str, Engine] = {}
 
-    def __init__(self, url: str, on_finish: Callable[[str], None] | None = None) -> None:
-        """``on_finish(task_id)`` is called after a task's outcome is recorded (first one only).
+    def __init__(self, url: str, listener: TaskListener | None = None) -> None:
+        """``listener`` hears of each change after it is recorded (of the first outcome only).
 
-        The store stays the one record of outcomes; the hook only lets whoever waits
-        on a task hear of it at once (the fleet rings a Redis doorbell).
+        The store stays the one record of tasks; the listener only lets whoever
+        follows a task from elsewhere hear of it at once.
         """
-        self._on_finish = on_finish
+        self._listener = listener
         engine = self._engines.get(url)
         if engine is None:
             engine = _open_engine(url)
@@ -214,8 +226,8 @@ class TaskStore:
 
     @classmethod
     def from_settings(cls, settings: Settings,
-                      on_finish: Callable[[str], None] | None = None) -> TaskStore:
-        return cls(default_database_url(settings), on_finish)
+                      listener: TaskListener | None = None) -> TaskStore:
+        return cls(default_database_url(settings), listener)
 
     def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
                table_name: str | None, requested_by: str | None,
@@ -248,18 +260,26 @@ class TaskStore:
         with self.engine.begin() as conn:
             result = conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                                   .where(tasks.c.status.in_((PENDING, RUNNING))).values(**values))
+        if result.rowcount and self._listener is not None:
+            self._listener.running(task_id)
+            if progress_total is not None:
+                self._listener.progress(task_id, total=progress_total)
         return bool(result.rowcount)
 
     def set_total(self, task_id: str, total: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                          .values(progress_total=total, progress_done=0))
+        if self._listener is not None:
+            self._listener.progress(task_id, total=total)
 
     def add_progress(self, task_id: str, done: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                          .where(tasks.c.status == RUNNING)
                          .values(progress_done=tasks.c.progress_done + done))
+        if self._listener is not None:
+            self._listener.progress(task_id, added=done)
 
     def set_progress(self, task_id: str, done: int, total: int | None = None) -> None:
         values: dict[str, Any] = {"progress_done": done}
@@ -268,6 +288,8 @@ class TaskStore:
         with self.engine.begin() as conn:
             conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                          .where(tasks.c.status == RUNNING).values(**values))
+        if self._listener is not None:
+            self._listener.progress(task_id, done=done, total=total)
 
     def _finish(self, task_id: str, status: str, result: dict[str, Any] | None,
                 error: str | None) -> bool:
@@ -286,8 +308,8 @@ class TaskStore:
                 result=json.dumps(result, default=str) if result is not None else None,
                 error=error,
             ))
-        if self._on_finish is not None:
-            self._on_finish(task_id)
+        if self._listener is not None:
+            self._listener.finished(task_id, status, result, error)
         return True
 
     def complete(self, task_id: str, result: dict[str, Any]) -> bool:
@@ -315,11 +337,28 @@ class TaskStore:
             error=row["error"],
         )
 
+    def unfinished(self, limit: int = 1000) -> list[str]:
+        """Ids of tasks not finished yet, oldest first."""
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(
+                select(tasks.c.task_id).where(tasks.c.status.in_((PENDING, RUNNING)))
+                .order_by(tasks.c.submitted_at).limit(limit))]
+
     def recent(self, limit: int = 50) -> list[TaskRecord]:
         with self.engine.connect() as conn:
             ids = [r[0] for r in conn.execute(
                 select(tasks.c.task_id).order_by(tasks.c.submitted_at.desc()).limit(limit))]
         return [rec for rec in (self.get(i) for i in ids) if rec is not None]
+
+
+def _forget_engines() -> None:
+    """In a forked child: never use the parent's pooled connections (Celery forks its pool)."""
+    for engine in TaskStore._engines.values():
+        engine.dispose(close=False)
+    TaskStore._engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines)
 
 
 def record_submission(store: TaskStore, task_id: str, options: dict[str, Any],
