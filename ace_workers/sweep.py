@@ -4,10 +4,11 @@ ACE's Redis keeps nothing on disk: restarted, it has forgotten every queued
 message, every chord's count and every published task state. A task caught
 in that can never finish. Every published task state is written before its
 task is recorded in the task store (:mod:`ace_workers.published`), so a task
-the store holds as unfinished and Redis no longer knows is such a task. One
-worker at a time (a short Redis lock) looks every few seconds and fails them
-with a sentence saying what happened; the waiting CLI and task-status then
-say FAILED.
+the store holds as unfinished and Redis no longer knows, though it knew it
+before, is such a task. Every worker looks every few seconds and fails them
+with a sentence saying what happened; the waiting CLI and task-status then say
+FAILED. (A store may be shared by fleets on other Redis databases: a task this
+worker never saw its Redis know is not its to judge.)
 """
 
 from __future__ import annotations
@@ -21,29 +22,30 @@ from celery import bootsteps
 from ace_workers import published, runtime
 
 SWEEP_SECONDS = 5.0
-LOCK_KEY = "ace:sweep"
 
 log = logging.getLogger(__name__)
 
 
-def sweep_once(client: Any) -> list[str]:
-    """Fail every unfinished task Redis does not know; return their ids."""
-    if not client.set(LOCK_KEY, "1", nx=True, ex=max(1, int(SWEEP_SECONDS) - 1)):
-        return []  # another worker looks this time
-    store = runtime.store()
-    unfinished = store.unfinished()
-    if not unfinished:
-        return []
-    lost = [t for t, known in zip(unfinished, published.known(client, unfinished), strict=True)
-            if not known]
-    for task_id in lost:
-        if store.fail(task_id, published.LOST_MESSAGE.format(task_id=task_id)):
-            log.error("task %s was lost with Redis's state; marked FAILED", task_id)
-    return lost
+class Sweeper:
+    """Remembers which unfinished tasks its Redis knew, to notice when it forgets them."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def sweep(self, client: Any, store: Any) -> list[str]:
+        """Fail every unfinished task Redis knew and no longer knows; return their ids."""
+        unfinished = store.unfinished()
+        known = published.known(client, unfinished) if unfinished else []
+        lost = [t for t, k in zip(unfinished, known, strict=True) if not k and t in self.seen]
+        for task_id in lost:
+            if store.fail(task_id, published.LOST_MESSAGE.format(task_id=task_id)):
+                log.error("task %s was lost with Redis's state; marked FAILED", task_id)
+        self.seen = {t for t, k in zip(unfinished, known, strict=True) if k}
+        return lost
 
 
 class LostTaskSweep(bootsteps.StartStopStep):
-    """Worker bootstep: run :func:`sweep_once` every few seconds in a background thread."""
+    """Worker bootstep: sweep every few seconds in a background thread."""
 
     requires = {"celery.worker.components:Pool"}
 
@@ -60,9 +62,10 @@ class LostTaskSweep(bootsteps.StartStopStep):
         self._thread.start()
 
     def _run(self) -> None:
+        sweeper = Sweeper()
         while not self._stop.wait(SWEEP_SECONDS):
             try:
-                sweep_once(runtime.redis())
+                sweeper.sweep(runtime.redis(), runtime.store())
             except Exception as exc:  # Redis or the store away: look again next time
                 log.warning("could not look for lost tasks: %s", exc)
 

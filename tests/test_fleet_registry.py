@@ -23,6 +23,7 @@ from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
 from ace_workers import published, slots
 from ace_workers.client import Finished, NoWorker, Progress, follow
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
+from ace_workers.sweep import Sweeper
 
 
 def test_live_slots_add_up_every_worker_seen_lately() -> None:
@@ -179,3 +180,22 @@ def test_processes_opening_a_new_task_store_at_once_all_succeed(tmp_path: Path) 
             p.join(30)
         assert all(p.exitcode == 0 for p in procs)
     assert failures.empty(), failures.get()
+
+
+def test_the_sweep_fails_only_the_tasks_its_redis_knew_and_forgot(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(8))
+    client.flushdb()
+    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}")
+    for task_id in ("td_mine", "td_other_fleet", "td_done"):
+        store.create(task_id, "table-diff", cluster_name="c", table_name="t", requested_by="me")
+    published.create(client, "td_mine")
+    published.create(client, "td_done")
+    sweeper = Sweeper()
+    assert sweeper.sweep(client, store) == []
+    store.complete("td_done", {})
+    client.flushdb()  # Redis restarted with nothing on disk
+    assert sweeper.sweep(client, store) == ["td_mine"]
+    rec = store.get("td_mine")
+    assert rec is not None and rec.status == "FAILED" and "lost its queued work" in rec.error
+    other = store.get("td_other_fleet")
+    assert other is not None and other.status == "PENDING"  # never known here: not judged
