@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
@@ -116,8 +117,14 @@ class AceTask(Task):
 
         Every ACE task id starts with its job's id (``td_...``, ``td_....b000042``).
         """
-        message = exc.message if isinstance(exc, AceTaskFailed) else (
-            f"Task {task_id} failed: {exc!r}. See the workers' logs.")
+        if isinstance(exc, AceTaskFailed):
+            message = exc.message
+        elif isinstance(exc, redis.ConnectionError):
+            message = (f"Task {task_id} lost its connection to the task broker (Redis): {exc}. "
+                       "If Redis restarted without persistence its queued work is lost; "
+                       "submit the task again.")
+        else:
+            message = f"Task {task_id} failed: {exc!r}. See the workers' logs."
         runtime.store().fail(task_id.split(".", 1)[0], message)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:

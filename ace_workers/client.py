@@ -47,6 +47,8 @@ NO_WORKER_SECONDS = 3.0
 LOOK_SECONDS = 5.0
 # How long a follower keeps trying to reach Redis before giving up.
 UNREACHABLE_SECONDS = 60.0
+# How long one Redis call of a front door waits for a restarting Redis.
+PATIENCE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
                      requested_by=requested_by)
     try:
         if _publishes(settings):
-            published.create(redis_client(_broker(settings)), task_id)
+            published.create(redis_client(_broker(settings), PATIENCE_SECONDS), task_id)
         # the task store and the published state, not the result backend, carry the outcome
         get_app().send_task(TASK_NAMES[task_type], args=[options], kwargs={"submission": row},
                             task_id=task_id, retry=True, retry_policy=SEND_RETRY,
@@ -150,7 +152,7 @@ class _Follower:
 
     def __init__(self, task_id: str, settings: Settings) -> None:
         self.task_id, self.settings = task_id, settings
-        self.client = redis_client(_broker(settings))
+        self.client = redis_client(_broker(settings), PATIENCE_SECONDS)
         self.pubsub: Any = None
         self.started = time.monotonic()
         self.said_no_worker = False

@@ -220,7 +220,8 @@ def test_lost_broker_state_fails_the_job_and_the_waiting_cli(fleet, items, pg_cl
             cli.kill()
     assert time.monotonic() - restarted < 60
     assert cli.returncode == 2, out + err
+    # the workers ride out the restart; then the sweep (or the CLI) finds the job forgotten
     assert "lost its queued work" in err and "submit the task again" in err, err
-    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2 and "Traceback" not in err
     rec = _wait_done(fleet, task_id, 30)
     assert rec.status == FAILED and "lost its queued work" in rec.error
