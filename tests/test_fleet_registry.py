@@ -8,6 +8,8 @@ them between real processes.
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -199,3 +201,17 @@ def test_the_sweep_fails_only_the_tasks_its_redis_knew_and_forgot(redis_server, 
     assert rec is not None and rec.status == "FAILED" and "lost its queued work" in rec.error
     other = store.get("td_other_fleet")
     assert other is not None and other.status == "PENDING"  # never known here: not judged
+
+
+def test_importing_the_client_builds_no_celery_app_and_draws_nothing() -> None:
+    code = ("import sys, ace_workers.client, ace_shared.tasks.store, ace_api.cli.fleet\n"
+            "import ace_workers.app as a\n"
+            "assert a.get_app.cache_info().currsize == 0, 'built'\n"
+            "import ace_workers.client as c\n"
+            "assert not hasattr(c, 'click') and 'ace_api.cli.progress' not in "
+            "[m for m in vars(c).values() if isinstance(m, type(sys))]\n"
+            "import ace_workers\n"
+            "assert type(ace_workers.celery).__name__ == 'Celery'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 
-from ace_shared.tasks.store import COMPLETED, TaskStore, engine_url, record_submission
+from ace_shared.config import Settings
+from ace_shared.tasks.store import (
+    COMPLETED,
+    TaskStore,
+    default_database_url,
+    engine_url,
+    record_submission,
+)
 
 ROW = {"task_type": "table-diff", "cluster_name": "c", "table_name": "public.t",
        "requested_by": "alice", "submitted_at": "2030-01-01T00:00:00+00:00"}
@@ -71,3 +79,10 @@ def test_processes_creating_the_postgresql_table_at_once_all_succeed(pg_cluster:
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert failures.empty(), failures.get()
+
+
+def test_fleet_sh_and_the_defaults_agree_on_where_the_task_store_is(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = (Path(__file__).resolve().parent.parent / "deploy" / "fleet.sh").read_text()
+    assert "ACE_DATABASE_URL=${ACE_DATABASE_URL:-sqlite:///$ACE_OUTPUT_DIR/ace_tasks.db}" in script
+    assert default_database_url(Settings(OUTPUT_DIR=str(tmp_path))) == (
+        f"sqlite:///{tmp_path}/ace_tasks.db")
