@@ -95,7 +95,7 @@ class AceTask(Task):
 
     def start_job(self, options: dict[str, Any],
                   submission: dict[str, Any] | None) -> tuple[str, TaskStore]:
-        """Begin a top-level task: its id is the job's; count this delivery; mark it RUNNING.
+        """Begin a top-level task: its id is the job's; publish it; mark it RUNNING.
 
         The message may arrive before its submitter has recorded the task: the
         ``submission`` it carries is recorded here then, the same row either way.
@@ -132,7 +132,7 @@ class AceTask(Task):
 
         Only an event: writing the state to the result backend as well cost a
         backend read and write per report, on the cores the nodes hash with, for
-        a state nobody polls (users follow the job in the task store).
+        a state nobody polls (users follow the job's published state).
         """
         if self.request.id:
             self.send_event("task-progress", done=done, total=total, **extra)

@@ -24,6 +24,7 @@ from ace_shared.config import Settings
 from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
 from ace_workers import published, slots
 from ace_workers.client import Finished, NoWorker, Progress, follow
+from ace_workers.leases import LEASE_SECONDS, Leases, done_in, lease_key
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
 from ace_workers.sweep import Sweeper
 
@@ -215,3 +216,19 @@ def test_importing_the_client_builds_no_celery_app_and_draws_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_lease_is_held_by_one_process_and_leaves_a_done_mark(redis_server) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(11))
+    client.flushdb()
+    mine, theirs = Leases(), Leases()
+    assert mine.take(client, "td_l.b000000")
+    assert not theirs.take(client, "td_l.b000000")  # a copy elsewhere waits
+    assert 0 < client.pttl(lease_key("td_l.b000000")) <= LEASE_SECONDS * 1000
+    theirs.release(client, "td_l.b000000")  # not its lease: nothing changes
+    assert client.exists(lease_key("td_l.b000000"))
+    assert done_in(client, "td_l.b000000") is None
+    mine.release(client, "td_l.b000000", done_group="g1")
+    assert not client.exists(lease_key("td_l.b000000"))
+    assert done_in(client, "td_l.b000000") == "g1"
+    assert theirs.take(client, "td_l.b000000")  # free again (the caller checks the mark first)
