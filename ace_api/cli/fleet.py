@@ -37,9 +37,9 @@ def run_on_fleet(task_type: str, options: dict[str, Any], settings: Settings, ta
                 bar(event.done, event.total)
             elif isinstance(event, NoWorker):
                 bar.close()
-                click.echo(f"No worker is taking tasks from the queue; {task_id} stays queued "
-                           "until one starts (ace_workers: celery -A ace_workers worker). "
-                           "Press Ctrl-C to stop waiting; the task stays queued.", err=True)
+                click.echo(f"No worker is taking tasks from the queue: {task_id} stays queued "
+                           "until one starts (celery -A ace_workers worker). Ctrl-C stops "
+                           "waiting; the task stays queued.", err=True)
             elif isinstance(event, Finished):
                 outcome = event
     finally:
