@@ -433,13 +433,13 @@ def broken_tables(tables: Any) -> Any:
     (["table-diff", "testclus", "public.td_keys"], ["primary key", "n2"]),
     (["table-diff", "testclus", "public.td_partial"], ["does not exist", "n3"]),
     (["table-diff", "testclus", "public.td_same", "--dbname", "nodb"], ["nodb"]),
-    (["table-diff", "testclus", "public.td_same", "--block-rows", "999"], ["block_rows", "1000"]),
-    (["table-diff", "testclus", "public.td_same", "--block-rows", "100001"], ["block_rows"]),
+    (["table-diff", "testclus", "public.td_same", "--block-rows", "999"], ["--block-rows", "1000"]),
+    (["table-diff", "testclus", "public.td_same", "--block-rows", "100001"], ["--block-rows"]),
     (["table-diff", "testclus", "public.td_same", "--block-rows", "lots"], ["whole number"]),
-    (["table-diff", "testclus", "public.td_same", "--max-cpu-ratio", "0"], ["max_cpu_ratio"]),
-    (["table-diff", "testclus", "public.td_same", "--max-cpu-ratio", "1.5"], ["max_cpu_ratio"]),
+    (["table-diff", "testclus", "public.td_same", "--max-cpu-ratio", "0"], ["--max-cpu-ratio"]),
+    (["table-diff", "testclus", "public.td_same", "--max-cpu-ratio", "1.5"], ["--max-cpu-ratio"]),
     (["table-diff", "testclus", "public.td_same", "--output", "xml"], ["output", "xml"]),
-    (["table-diff", "testclus", "public.td_same", "--batch-size", "0"], ["batch_size"]),
+    (["table-diff", "testclus", "public.td_same", "--batch-size", "0"], ["--batch-size"]),
     (["table-diff", "testclus", "public.td_same", "--quiet=maybe"], ["quiet"]),
 ])
 def test_bad_requests_exit_2_with_one_sentence_and_no_file(
@@ -470,7 +470,7 @@ def test_errors_from_a_real_process(broken_tables: Any) -> None:
     assert_one_error_line(run, "different columns")
     run = run_ace("table-diff", "testclus", "public.td_same", "--block-rows=5",
                   fresh_process=True)
-    assert_one_error_line(run, "block_rows")
+    assert_one_error_line(run, "--block-rows")
     assert output_files() == before
 
 

@@ -51,11 +51,11 @@ def _repair(*args: str) -> Any:
 
 @pytest.mark.usefixtures("unchanged")
 @pytest.mark.parametrize(("options", "words"), [
-    (["--upsert-only", "--insert-only"], ["upsert_only", "insert_only", "choose one"]),
-    (["--bidirectional"], ["bidirectional", "insert_only"]),
-    (["--fix-nulls", "--insert-only"], ["fix_nulls", "insert_only"]),
-    (["--fix-nulls", "--upsert-only"], ["fix_nulls", "upsert_only"]),
-    ([], ["source_of_truth is required"]),
+    (["--upsert-only", "--insert-only"], ["--upsert-only", "--insert-only", "choose one"]),
+    (["--bidirectional"], ["--bidirectional", "--insert-only"]),
+    (["--fix-nulls", "--insert-only"], ["--fix-nulls", "--insert-only"]),
+    (["--fix-nulls", "--upsert-only"], ["--fix-nulls", "--upsert-only"]),
+    ([], ["--source-of-truth is required"]),
     (["--source-of-truth=n9"], ["n9", "not in cluster"]),
     (["--source-of-truth=n1", "--dry-run=maybe"], ["--dry-run", "maybe"]),
 ])
@@ -66,7 +66,7 @@ def test_contradictory_or_missing_options(diff_path: Path, options: list[str],
 
 @pytest.mark.usefixtures("unchanged")
 def test_diff_file_missing_unreadable_or_not_json(tmp_path: Path) -> None:
-    assert_error(_repair("--source-of-truth=n1"), "diff_file is required")
+    assert_error(_repair("--source-of-truth=n1"), "--diff-file is required")
     assert_error(_repair(f"--diff-file={tmp_path / 'nope.json'}", "--source-of-truth=n1"),
                  "does not exist")
     bad = tmp_path / "bad.json"

@@ -1,4 +1,4 @@
-"""What each CLI command does once its options are parsed: validate, run, report."""
+"""``ace table-diff`` once its options are read: validate, run here or on the fleet, report."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Any
 
 import click
 
+from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.tasks.ids import new_task_id
-
-EXIT_SAME, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
 
 
 def _uses_fleet(settings: Settings) -> bool:
@@ -39,15 +38,15 @@ def report_diff(summary: dict[str, Any], quiet: bool) -> int:
     return EXIT_SAME
 
 
-def run_table_diff_command(opts: dict[str, Any], settings: Settings) -> int:
-    raw = {k: v for k, v in opts.items() if k != "no_wait"}
-    request = validate_diff_request(raw, settings)
+def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
+    """``ace table-diff``: in this process, or on the fleet with ``ACE_BROKER_URL`` set."""
+    request = validate_diff_request(values, settings, "cli")
     task_id = new_task_id("table-diff")
     if _uses_fleet(settings):
         from ace_api.cli.fleet import run_on_fleet
         result = run_on_fleet("table-diff", request.to_dict(), settings, task_id,
                               cluster_name=request.cluster_name,
-                              table_name=request.table.display, no_wait=opts["no_wait"],
+                              table_name=request.table.display, no_wait=values["no_wait"],
                               quiet=request.quiet, label=f"Diffing {request.table.display}")
         return EXIT_SAME if result is None else report_diff(result["summary"], request.quiet)
     from ace_shared.diff.local import run_table_diff

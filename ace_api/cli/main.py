@@ -1,71 +1,37 @@
-"""The ``ace`` command line.
+"""The ``ace`` command line: the group, its error handling, and the commands it holds.
 
-Exit codes follow diff(1): 0 when the nodes agree, 1 when they differ, 2 on
-any trouble. Boolean options accept both ``--quiet`` and ``--quiet=True``
-spellings, as the original's examples use both. Without ``ACE_BROKER_URL``
-the work runs in this process; with it, on the Celery fleet.
+Exit codes follow diff(1) (:mod:`ace_api.cli.exits`). Each command is built from
+its declaration in the core (:mod:`ace_shared.options`) by
+:func:`~ace_api.cli.options.build_command`, so its options, defaults and bounds are
+the API's; boolean options accept both ``--quiet`` and ``--quiet=True``, as the
+original's examples use both. Without ``ACE_BROKER_URL`` the work runs in this
+process; with it, on the Celery fleet.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
+import importlib.metadata
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
 
-from ace_shared.config import Settings, load_settings
-from ace_shared.diff.request import parse_bool
+from ace_api.cli.diff import run_table_diff_command
+from ace_api.cli.exits import EXIT_SAME, EXIT_TROUBLE, fail, settings_or_fail
+from ace_api.cli.options import AceCommand, build_command
+from ace_api.cli.repair import (
+    REPAIR_HELP,
+    repair_words,
+    run_table_repair_command,
+    run_table_rerun_command,
+)
+from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import AceError
-
-EXIT_SAME, EXIT_DIFF, EXIT_TROUBLE = 0, 1, 2
-
-
-class BoolOption(click.Option):
-    """A boolean option, written ``--name`` or ``--name=VALUE`` (see :class:`AceCommand`)."""
-
-
-def bool_option(name: str, help_text: str) -> Callable[[Any], Any]:
-    """``--name`` alone means true; ``--name=False`` is accepted too."""
-    return click.option(name, cls=BoolOption, is_flag=False, flag_value="true", default="false",
-                        metavar="[=BOOL]", help=help_text)
-
-
-class AceCommand(click.Command):
-    """Reads a bare boolean ``--name`` as ``--name=true``.
-
-    A value-taking option would otherwise swallow the next word, so that
-    ``ace table-diff --quiet mycluster public.t`` read ``mycluster`` as the
-    value of ``--quiet``; a value is only ever taken after ``=``.
-    """
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        names = {o for p in self.params if isinstance(p, BoolOption) for o in p.opts}
-        rewritten: list[str] = []
-        for i, arg in enumerate(args):
-            if arg == "--":
-                rewritten.extend(args[i:])
-                break
-            rewritten.append(f"{arg}=true" if arg in names else arg)
-        return super().parse_args(ctx, rewritten)
-
-
-def fail(message: str) -> None:
-    click.echo(f"ace: error: {message}", err=True)
-    sys.exit(EXIT_TROUBLE)
-
-
-def settings_or_fail() -> Settings:
-    try:
-        return load_settings()
-    except AceError as exc:
-        fail(str(exc))
-        raise
-
+from ace_shared.repair.request import TABLE_REPAIR
+from ace_shared.rerun.request import TABLE_RERUN
 
 # click 8.2+ raises this for a bare group name; older versions print the help themselves
 _NO_ARGS: tuple[type[Exception], ...] = tuple(
@@ -118,7 +84,24 @@ class AceGroup(click.Group):
             fail(f"unexpected internal error: {exc!r} (set ACE_DEBUG=1 for a traceback).")
 
 
+def package_version() -> str:
+    """ACE's version, from the installed package's metadata."""
+    try:
+        return importlib.metadata.version("ace")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (ACE is not installed; run deploy/setup.sh)"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"ace {package_version()}")
+    ctx.exit(EXIT_SAME)
+
+
 @click.group("ace", cls=AceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Print ACE's version and exit.")
 def main() -> None:
     """ACE, the Anti-Chaos Engine: find and repair data divergence between cluster nodes."""
 
@@ -136,9 +119,9 @@ def run() -> NoReturn:
         code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
-    if isinstance(code, str):
+    if isinstance(code, str):  # sys.exit("message"): trouble, never "differences"
         click.echo(code, err=True)
-        code = 1
+        code = EXIT_TROUBLE
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
@@ -146,28 +129,10 @@ def run() -> NoReturn:
     os._exit(code or 0)
 
 
-@main.command("table-diff")
-@click.argument("cluster_name")
-@click.argument("table_name")
-@click.option("--dbname", default=None, help="Database name (default: the cluster's first).")
-@click.option("--block-rows", "block_rows", default=None, help="Rows per block (1000-100000).")
-@click.option("--max-cpu-ratio", "max_cpu_ratio", default=None,
-              help="Share of this machine's CPUs to use (0-1].")
-@click.option("--output", default="json", help="json, csv or html.")
-@click.option("--nodes", default="all", help="'all' or a comma-separated list of nodes.")
-@click.option("--batch-size", "batch_size", default=None,
-              help="Blocks per worker task (default: chosen for the fleet's size).")
-@bool_option("--quiet", "Print only the result.")
-@click.option("--table-filter", "table_filter", default=None,
-              help="SQL WHERE condition restricting the rows compared (runs read-only).")
-@bool_option("--no-wait", "With a fleet: print the task id and return at once.")
-def table_diff(**opts: Any) -> None:
-    """Compare a table across the nodes of a cluster."""
-    from ace_api.cli.diff import run_table_diff_command
-    settings = settings_or_fail()
-    opts["quiet"] = parse_bool("--quiet", opts["quiet"])
-    opts["no_wait"] = parse_bool("--no-wait", opts["no_wait"])
-    sys.exit(run_table_diff_command(opts, settings))
+main.add_command(build_command(TABLE_DIFF, run_table_diff_command))
+main.add_command(build_command(TABLE_REPAIR, run_table_repair_command, words=repair_words,
+                               help_text=REPAIR_HELP))
+main.add_command(build_command(TABLE_RERUN, run_table_rerun_command))
 
 
 @main.command("api")
@@ -182,9 +147,3 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
     from ace_api.rest.server import serve
     serve(settings_or_fail(), host=host, port=port, workers=workers, threads=threads)
 
-
-def print_json(data: dict[str, Any]) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-from ace_api.cli import repair  # noqa: E402,F401

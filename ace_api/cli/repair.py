@@ -15,24 +15,34 @@ rerun 0 when nothing differs any more, 1 when differences remain, 2 on trouble.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ace_api.cli.main import EXIT_DIFF, EXIT_SAME, EXIT_TROUBLE, bool_option, main, settings_or_fail
+from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
 from ace_api.cli.progress import ProgressBar
-from ace_shared.diff.request import parse_bool
+from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
+from ace_shared.repair.request import check_repair_options, validate_repair_request
+from ace_shared.rerun.request import check_rerun_options, validate_rerun_request
 from ace_shared.tasks.ids import new_task_id
 
-REPAIR_FLAGS = ("dry_run", "quiet", "generate_report", "upsert_only", "insert_only",
-                "bidirectional", "fix_nulls", "fire_triggers")
+REPAIR_HELP = """Repair a table's rows on the nodes a diff file shows to differ.
+
+The original tool's form CLUSTER DIFF_FILE SOURCE SCHEMA.TABLE works too."""
 
 
 def _looks_like_file(text: str) -> bool:
     return text.lower().endswith(".json") or Path(text).expanduser().is_file()
+
+
+def repair_words(words: tuple[str, ...], raw: dict[str, Any]) -> dict[str, Any]:
+    """Place table-repair's words, in either form, among its options."""
+    cluster, table, diff_file, source = split_repair_args(words, raw["diff_file"],
+                                                          raw["source_of_truth"])
+    return {**raw, "cluster_name": cluster, "table_name": table, "diff_file": diff_file,
+            "source_of_truth": source}
 
 
 def split_repair_args(args: tuple[str, ...], diff_file: str | None,
@@ -105,50 +115,24 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
     return EXIT_SAME
 
 
-@main.command("table-repair")
-@click.argument("args", nargs=-1, required=True, metavar="CLUSTER SCHEMA.TABLE")
-@click.option("--diff-file", "diff_file", default=None, help="Diff file written by table-diff.")
-@click.option("--source-of-truth", "source_of_truth", default=None,
-              help="Node whose rows are right.")
-@click.option("--dbname", default=None, help="Database name (default: the diff file's).")
-@bool_option("--dry-run", "Show what would change; write nothing.")
-@bool_option("--quiet", "Print only the report path.")
-@bool_option("--generate-report", "Write a JSON report of every row changed.")
-@bool_option("--upsert-only", "Insert and update, never delete.")
-@bool_option("--insert-only", "Only insert missing rows; never update or delete.")
-@bool_option("--bidirectional", "With --insert-only: copy missing rows both ways.")
-@bool_option("--fix-nulls", "Fill columns NULL on one node and set on the other.")
-@bool_option("--fire-triggers", "Let ordinary triggers fire on the repaired nodes "
-             "(ENABLE ALWAYS triggers fire either way).")
-@bool_option("--no-wait", "With a fleet: print the task id and return at once.")
-def table_repair(args: tuple[str, ...], **opts: Any) -> None:
-    """Repair a table's rows on the nodes a diff file shows to differ.
-
-    The original tool's form CLUSTER DIFF_FILE SOURCE SCHEMA.TABLE works too.
-    """
-    from ace_shared.repair.request import validate_repair_request
+def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
+    """``ace table-repair``: in this process, or on the fleet with ``ACE_BROKER_URL`` set."""
     from ace_shared.repair.run import run_table_repair
 
-    settings = settings_or_fail()
-    no_wait = parse_bool("--no-wait", opts.pop("no_wait"))
-    cluster, table, diff_file, source = split_repair_args(args, opts.pop("diff_file"),
-                                                          opts.pop("source_of_truth"))
-    raw: dict[str, Any] = {"cluster_name": cluster, "table_name": table, "diff_file": diff_file,
-                           "source_of_truth": source, "dbname": opts.pop("dbname")}
-    for name in REPAIR_FLAGS:
-        raw[name] = parse_bool("--" + name.replace("_", "-"), opts[name])
+    quiet, no_wait = values["quiet"], values.pop("no_wait")
     if settings.BROKER_URL:
-        request = validate_repair_request(raw, settings)
-        result = _on_fleet("table-repair", {**raw, "diff_file": request.diff_file}, settings,
-                           table, "Repairing", "nodes", no_wait)
-        sys.exit(EXIT_SAME if result is None else report_repair(result, raw["quiet"]))
+        request = validate_repair_request(values, settings, "cli")
+        result = _on_fleet("table-repair", {**values, "diff_file": request.diff_file}, settings,
+                           values["table_name"], "Repairing", "nodes", no_wait)
+        return EXIT_SAME if result is None else report_repair(result, quiet)
+    check_repair_options(values, "cli")  # the rules between options, in this command's words
     bar = ProgressBar("Repairing", unit="nodes",
-                      enabled=not raw["quiet"] and not os.environ.get("ACE_NO_PROGRESS"))
+                      enabled=not quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:
-        result = run_table_repair(raw, settings, new_task_id("table-repair"), progress=bar)
+        result = run_table_repair(values, settings, new_task_id("table-repair"), progress=bar)
     finally:
         bar.close()
-    sys.exit(report_repair(result, raw["quiet"]))
+    return report_repair(result, quiet)
 
 
 def report_rerun(summary: dict[str, Any], quiet: bool) -> int:
@@ -163,36 +147,24 @@ def report_rerun(summary: dict[str, Any], quiet: bool) -> int:
     return EXIT_DIFF if remaining else EXIT_SAME
 
 
-@main.command("table-rerun")
-@click.argument("cluster_name")
-@click.argument("table_name")
-@click.option("--diff-file", "diff_file", default=None, help="Diff file written by table-diff.")
-@click.option("--dbname", default=None, help="Database name (default: the diff file's).")
-@click.option("--behavior", default="multiprocessing",
-              help="multiprocessing (parallel batches) or hostdb (temp tables on the nodes).")
-@bool_option("--quiet", "Print only the result.")
-@bool_option("--no-wait", "With a fleet: print the task id and return at once.")
-def table_rerun(**opts: Any) -> None:
-    """Check again only the rows a diff file lists; write a new diff file."""
-    from ace_shared.rerun.request import validate_rerun_request
+def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:
+    """``ace table-rerun``: in this process, or on the fleet with ``ACE_BROKER_URL`` set."""
     from ace_shared.rerun.run import run_table_rerun
 
-    settings = settings_or_fail()
-    opts["quiet"] = parse_bool("--quiet", opts["quiet"])
-    no_wait = parse_bool("--no-wait", opts.pop("no_wait"))
+    quiet, no_wait = values["quiet"], values.pop("no_wait")
     if settings.BROKER_URL:
-        request = validate_rerun_request(opts, settings)
-        result = _on_fleet("table-rerun", {**opts, "diff_file": request.diff_file}, settings,
-                           opts["table_name"], "Rechecking", "batches", no_wait)
-        sys.exit(EXIT_SAME if result is None else report_rerun(result["summary"],
-                                                                opts["quiet"]))
+        request = validate_rerun_request(values, settings, "cli")
+        result = _on_fleet("table-rerun", {**values, "diff_file": request.diff_file}, settings,
+                           values["table_name"], "Rechecking", "batches", no_wait)
+        return EXIT_SAME if result is None else report_rerun(result["summary"], quiet)
+    check_rerun_options(values, "cli")
     bar = ProgressBar("Rechecking", unit="batches",
-                      enabled=not opts["quiet"] and not os.environ.get("ACE_NO_PROGRESS"))
+                      enabled=not quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:
-        _, summary = run_table_rerun(opts, settings, new_task_id("table-rerun"), progress=bar)
+        _, summary = run_table_rerun(values, settings, new_task_id("table-rerun"), progress=bar)
     finally:
         bar.close()
-    sys.exit(report_rerun(summary, opts["quiet"]))
+    return report_rerun(summary, quiet)
 
 
 def _on_fleet(task_type: str, raw: dict[str, Any], settings: Any, table: str, label: str,
@@ -205,4 +177,3 @@ def _on_fleet(task_type: str, raw: dict[str, Any], settings: Any, table: str, la
                         quiet=bool(raw.get("quiet")), label=label, unit=unit)
 
 
-__all__ = ["table_repair", "table_rerun", "EXIT_TROUBLE"]

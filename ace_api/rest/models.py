@@ -2,38 +2,33 @@
 
 They are both the OpenAPI documentation and (through
 :class:`~ace_api.rest.params.RequestSchema`) the first check of every request,
-so a documented default or bound is the enforced one. Bounds come from the
-settings (``BLOCK_ROWS_MIN`` ...), which is why the models are built per app.
+so a documented default or bound is the enforced one. A submission's model is
+built from its command's declaration in the core (:mod:`ace_shared.options`),
+the same one the CLI's options and the core's validation are built from, and
+its defaults and bounds are read from the settings, which is why the models
+are built per app.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from flask_restx import Model, Namespace, fields
 
 from ace_api.rest.params import AnyValue, RequestSchema
 from ace_shared.autorepair.exception_status import EXCEPTION_STATUSES
 from ace_shared.config import Settings
-from ace_shared.diff.request import OUTPUT_FORMATS
+from ace_shared.options import BOOL, CHOICE, INT, NUMBER, Command, Option
 from ace_shared.tasks.store import STATUSES
-
-RERUN_BEHAVIORS = ("multiprocessing", "hostdb")
-DIFF_FILE_HELP = ("The diff file to work from: a path inside the ACE output directory "
-                  "(relative to it, or absolute), or the task id of a completed table-diff.")
-
-
-def _flag(description: str) -> fields.Boolean:
-    return fields.Boolean(default=False, description=f"{description} (default: false).")
 
 
 @dataclass(frozen=True)
 class ApiModels:
     """Every model of the API, registered on its namespace."""
 
-    diff: RequestSchema
-    repair: RequestSchema
-    rerun: RequestSchema
+    requests: dict[str, RequestSchema]  # by command name: "table-diff" ...
     spock_exception: RequestSchema
     submitted: Model
     error: Model
@@ -41,7 +36,42 @@ class ApiModels:
     message: Model
 
 
-def build_models(ns: Namespace, settings: Settings) -> ApiModels:
+def model_name(command: Command) -> str:
+    """``table-diff`` -> ``TableDiffRequest``."""
+    return "".join(part.title() for part in command.name.split("-")) + "Request"
+
+
+def option_field(command: Command, opt: Option, settings: Settings) -> fields.Raw:
+    """One declared option as a model field: its type, default, bounds, choices and help."""
+    description = command.describe(opt, "api")
+    default = opt.shown_default(settings)
+    if default is None and opt.automatic:
+        description = f"{description.rstrip('.')} (default: {opt.automatic})."
+    kwargs: dict[str, Any] = {"required": opt.required, "description": description}
+    if default is not None:
+        kwargs["default"] = default
+    low, high = opt.bounds(settings)
+    if opt.kind == BOOL:
+        return fields.Boolean(**kwargs)
+    if opt.kind == INT:
+        return fields.Integer(min=low, max=high, **kwargs)
+    if opt.kind == NUMBER:
+        return fields.Float(min=low, max=high, exclusiveMin=opt.low_exclusive or None, **kwargs)
+    if opt.kind == CHOICE:
+        return fields.String(enum=list(opt.choices), **kwargs)
+    return fields.String(**kwargs)
+
+
+def request_model(ns: Namespace, command: Command, settings: Settings) -> RequestSchema:
+    """The parameters of ``command`` as the API takes them (no others: the model is strict)."""
+    model = ns.model(model_name(command), {
+        opt.name: option_field(command, opt, settings) for opt in command.api_options
+    }, strict=True)
+    return RequestSchema(model)
+
+
+def _answer_models(ns: Namespace) -> tuple[Model, Model, Model]:
+    """The error, the queued task and the plain message."""
     error = ns.model("Error", {
         "error": fields.String(required=True, description="What went wrong and what to do."),
     })
@@ -51,59 +81,11 @@ def build_models(ns: Namespace, settings: Settings) -> ApiModels:
                                       example="2024-03-15T12:34:56.789Z"),
     })
     message = ns.model("Message", {"message": fields.String(required=True)})
+    return error, submitted, message
 
-    diff = ns.model("TableDiffRequest", {
-        "cluster_name": fields.String(required=True, description="Name of the cluster."),
-        "table_name": fields.String(required=True,
-                                    description="Fully qualified table name (schema.table)."),
-        "dbname": fields.String(description="Database name (default: the cluster's first)."),
-        "block_rows": fields.Integer(
-            default=settings.BLOCK_ROWS_DEFAULT, min=settings.BLOCK_ROWS_MIN,
-            max=settings.BLOCK_ROWS_MAX, description="Rows per block."),
-        "max_cpu_ratio": fields.Float(
-            default=settings.MAX_CPU_RATIO_DEFAULT, min=0, exclusiveMin=True, max=1,
-            description="Share of the workers' CPUs to use."),
-        "output": fields.String(default="json", enum=list(OUTPUT_FORMATS),
-                                description="Format of the diff report."),
-        "nodes": fields.String(default="all",
-                               description="'all' or a comma-separated list of node names."),
-        "batch_size": fields.Integer(
-            min=settings.BATCH_SIZE_MIN, max=settings.BATCH_SIZE_MAX,
-            description="Blocks per worker task (default: chosen for the fleet's size)."),
-        "table_filter": fields.String(
-            description="SQL WHERE condition restricting the rows compared (runs read-only)."),
-        "quiet": _flag("Suppress non-essential output"),
-    }, strict=True)
 
-    repair = ns.model("TableRepairRequest", {
-        "cluster_name": fields.String(required=True, description="Name of the cluster."),
-        "diff_file": fields.String(required=True, description=DIFF_FILE_HELP),
-        "source_of_truth": fields.String(
-            description="Node whose rows are right; required unless fix_nulls is true."),
-        "table_name": fields.String(required=True,
-                                    description="Fully qualified table name (schema.table)."),
-        "dbname": fields.String(description="Database name (default: the cluster's first)."),
-        "dry_run": _flag("Report the changes without making them"),
-        "quiet": _flag("Suppress non-essential output"),
-        "generate_report": _flag("Write a report of the repair"),
-        "upsert_only": _flag("Insert and update only; never delete"),
-        "insert_only": _flag("Only insert missing rows"),
-        "bidirectional": _flag("Insert missing rows in both directions"),
-        "fix_nulls": _flag("Fill NULL values from the nodes that have them"),
-        "fire_triggers": _flag("Fire triggers while repairing"),
-    }, strict=True)
-
-    rerun = ns.model("TableRerunRequest", {
-        "cluster_name": fields.String(required=True, description="Name of the cluster."),
-        "diff_file": fields.String(required=True, description=DIFF_FILE_HELP),
-        "table_name": fields.String(required=True,
-                                    description="Fully qualified table name (schema.table)."),
-        "dbname": fields.String(description="Database name (default: the cluster's first)."),
-        "quiet": _flag("Suppress non-essential output"),
-        "behavior": fields.String(default="multiprocessing", enum=list(RERUN_BEHAVIORS),
-                                  description="How the rows are compared again."),
-    }, strict=True)
-
+def _spock_model(ns: Namespace) -> RequestSchema:
+    """update-spock-exception's parameters (one direct change, not a command)."""
     details = ns.model("SpockExceptionDetails", {
         "remote_origin": AnyValue(required=True, example="16385",
                                   description="OID of the origin node (a whole number)."),
@@ -123,7 +105,11 @@ def build_models(ns: Namespace, settings: Settings) -> ApiModels:
         "dbname": fields.String(description="Database name (default: the cluster's first)."),
         "exception_details": fields.Nested(details, required=True),
     }, strict=True)
+    return RequestSchema(spock, nested=[details])
 
+
+def _task_status_model(ns: Namespace) -> Model:
+    """A task as task-status reports it."""
     progress = ns.model("TaskProgress", {
         "done": fields.Integer(description="Units of work done."),
         "total": fields.Integer(description="Units of work in all, once known."),
@@ -153,8 +139,14 @@ def build_models(ns: Namespace, settings: Settings) -> ApiModels:
         "task_context": fields.Nested(outcome, description="The same as result."),
         "error": fields.String(description="Why the task FAILED."),
     })
+    return task_status
+
+
+def build_models(ns: Namespace, settings: Settings, commands: Iterable[Command]) -> ApiModels:
+    """Every model, the submissions' built from ``commands``' declarations."""
+    error, submitted, message = _answer_models(ns)
     return ApiModels(
-        diff=RequestSchema(diff), repair=RequestSchema(repair), rerun=RequestSchema(rerun),
-        spock_exception=RequestSchema(spock, nested=[details]),
-        submitted=submitted, error=error, task_status=task_status, message=message,
+        requests={c.name: request_model(ns, c, settings) for c in commands},
+        spock_exception=_spock_model(ns), submitted=submitted, error=error,
+        task_status=_task_status_model(ns), message=message,
     )

@@ -23,10 +23,21 @@ from ace_api.rest.params import RequestSchema
 from ace_api.rest.submissions import submit_diff, submit_repair, submit_rerun
 from ace_shared.autorepair.exception_status import update_spock_exception
 from ace_shared.config import Settings
+from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import NotFoundError
+from ace_shared.options import Command
+from ace_shared.repair.request import TABLE_REPAIR
+from ace_shared.rerun.request import TABLE_RERUN
 from ace_shared.tasks.store import TaskStore
 
 SubmitFn = Callable[[dict[str, Any], str, Settings], dict[str, str]]
+
+# Each submission endpoint: its command's declaration, and what queues it.
+SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
+    (TABLE_DIFF, submit_diff),
+    (TABLE_REPAIR, submit_repair),
+    (TABLE_RERUN, submit_rerun),
+)
 
 _COMMON_ERRORS = {
     400: "Missing or invalid parameters.",
@@ -43,12 +54,15 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
     return decorate
 
 
-def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, path: str,
-                    schema: RequestSchema, submit: SubmitFn, summary: str) -> None:
+def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
+                    submit: SubmitFn) -> None:
+    """``/<command>``, answering GET and POST alike (see the module's docstring)."""
+    path, summary = f"/{command.name}", command.help
+    schema: RequestSchema = models.requests[command.name]
     errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
 
     class Submission(Resource):
-        @ns.doc(summary=summary, params=schema.query_doc())
+        @ns.doc(params=schema.query_doc())
         @ns.response(200, "Task queued.", models.submitted)
         @errors
         def get(self) -> dict[str, str]:
@@ -56,7 +70,6 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, path: 
                 raise MethodNotAllowed(valid_methods=["GET", "POST"])
             return submit(schema.from_query(request.args), caller(), settings)
 
-        @ns.doc(summary=summary)
         @ns.expect(schema.model)
         @ns.response(200, "Task queued.", models.submitted)
         @ns.response(415, "The body is not JSON.", models.error)
@@ -64,6 +77,7 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, path: 
         def post(self) -> dict[str, str]:
             return submit(schema.from_json_body(), caller(), settings)
 
+    Submission.get.__doc__ = Submission.post.__doc__ = summary  # the OpenAPI summary
     Submission.__name__ = "".join(part.title() for part in path.strip("/").split("-"))
     ns.add_resource(Submission, path)
 
@@ -78,38 +92,32 @@ def _task_status(task_id: str | None, settings: Settings) -> dict[str, Any]:
     return record.status_document()
 
 
-def build_namespace(settings: Settings) -> Namespace:
-    """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
-    ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
-                   path="/")
-    models = build_models(ns, settings)
-    _add_submission(ns, models, settings, "/table-diff", models.diff, submit_diff,
-                    "Start a table-diff.")
-    _add_submission(ns, models, settings, "/table-repair", models.repair, submit_repair,
-                    "Start a table-repair from a diff file.")
-    _add_submission(ns, models, settings, "/table-rerun", models.rerun, submit_rerun,
-                    "Compare again the rows a diff file lists.")
+def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``/task-status?task_id=...`` and ``/task-status/<task_id>``."""
     status_errors = _document_errors(ns, models, _COMMON_ERRORS)
 
     @ns.route("/task-status")
     class TaskStatusQuery(Resource):
-        @ns.doc(summary="Status of a task.",
-                params={"task_id": {"in": "query", "type": "string", "required": True,
+        @ns.doc(params={"task_id": {"in": "query", "type": "string", "required": True,
                                     "description": "The id a submission returned."}})
         @ns.response(200, "The task.", models.task_status)
         @status_errors
         def get(self) -> dict[str, Any]:
+            """Status of a task."""
             return _task_status(request.args.get("task_id"), settings)
 
     @ns.route("/task-status/<string:task_id>")
     @ns.param("task_id", "The id a submission returned.")
     class TaskStatusPath(Resource):
-        @ns.doc(summary="Status of a task.")
         @ns.response(200, "The task.", models.task_status)
         @status_errors
         def get(self, task_id: str) -> dict[str, Any]:
+            """Status of a task."""
             return _task_status(task_id, settings)
 
+
+def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``/update-spock-exception``: the one direct change on a node, as the caller's role."""
     spock = models.spock_exception
     spock_errors = _document_errors(ns, models, {
         **_COMMON_ERRORS, 403: "The caller's role may not update the exception tables.",
@@ -119,15 +127,25 @@ def build_namespace(settings: Settings) -> Namespace:
 
     @ns.route("/update-spock-exception")
     class UpdateSpockException(Resource):
-        @ns.doc(summary="Set the status of a Spock replication exception on one node.")
         @ns.expect(spock.model)
         @ns.response(200, "Updated.", models.message)
         @spock_errors
         def post(self) -> dict[str, str]:
+            """Set the status of a Spock replication exception on one node."""
             params = spock.from_json_body()
             update_spock_exception(params["cluster_name"], params["node_name"],
                                    params.get("dbname"), params["exception_details"],
                                    settings, caller())
             return {"message": "Exception status updated successfully"}
 
+
+def build_namespace(settings: Settings) -> Namespace:
+    """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
+    ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
+                   path="/")
+    models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
+    for command, submit in SUBMISSIONS:
+        _add_submission(ns, models, settings, command, submit)
+    _add_task_status(ns, models, settings)
+    _add_spock_exception(ns, models, settings)
     return ns

@@ -1,4 +1,4 @@
-"""A validated table-diff request, and the job description its workers receive.
+"""A table-diff's options (:data:`TABLE_DIFF`), a validated request, and the job its workers receive.
 
 :func:`validate_diff_request` is the one place options are checked, whichever
 front door (CLI, API, scheduler) they came through. :class:`DiffSpec` is what
@@ -13,91 +13,63 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.filter import check_filter
-from ace_shared.errors import BadOptionError
 from ace_shared.nodes.ident import TableName, parse_table_name
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
+from ace_shared.options import (
+    CHOICE,
+    CLUSTER_NAME,
+    INT,
+    NO_WAIT,
+    NUMBER,
+    QUIET,
+    TABLE_NAME,
+    TEXT,
+    Command,
+    Option,
+    Style,
+    dbname_option,
+    read_options,
+)
 
 OUTPUT_FORMATS = ("json", "csv", "html")
 
-
-def parse_bool(name: str, value: Any) -> bool:
-    """Accept ``true/false``, ``True/False``, ``1/0``, ``yes/no``, ``on/off``."""
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return False
-    text = str(value).strip().lower()
-    if text in ("1", "true", "t", "yes", "y", "on"):
-        return True
-    if text in ("0", "false", "f", "no", "n", "off", ""):
-        return False
-    raise BadOptionError(f"{name} must be true or false, not {value!r}.")
-
-
-def text_option(raw: dict[str, Any], name: str) -> str | None:
-    """A text option, stripped; ``None`` when absent or blank; an error when not text."""
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadOptionError(f"{name} must be text, not {value!r}.")
-    return value.strip() or None
-
-
-def required_target(raw: dict[str, Any]) -> tuple[str, str, str]:
-    """``cluster_name``, ``table_name`` and ``diff_file`` of a repair or rerun, all required."""
-    cluster = text_option(raw, "cluster_name")
-    if not cluster:
-        raise BadOptionError("cluster_name is required.")
-    table_text = text_option(raw, "table_name")
-    if not table_text:
-        raise BadOptionError("table_name is required, written as schema.table.")
-    diff_file = text_option(raw, "diff_file")
-    if not diff_file:
-        raise BadOptionError("diff_file is required: the path of a diff file from table-diff.")
-    return cluster, table_text, diff_file
-
-
-def parse_int(name: str, value: Any, low: int, high: int) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BadOptionError(f"{name} must be a whole number, not {value!r}.") from None
-    if not low <= number <= high:
-        raise BadOptionError(f"{name} must be between {low} and {high}; got {number}.")
-    return number
-
-
-def parse_ratio(name: str, value: Any) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise BadOptionError(f"{name} must be a number between 0 and 1, not {value!r}.") from None
-    if not 0.0 < number <= 1.0:
-        raise BadOptionError(f"{name} must be greater than 0 and at most 1; got {number}.")
-    return number
+TABLE_DIFF = Command("table-diff", "Compare a table across the nodes of a cluster.", (
+    CLUSTER_NAME,
+    TABLE_NAME,
+    dbname_option("the cluster's first"),
+    Option("block_rows", INT, "Rows per block.", setting="BLOCK_ROWS_DEFAULT",
+           low="BLOCK_ROWS_MIN", high="BLOCK_ROWS_MAX"),
+    Option("max_cpu_ratio", NUMBER,
+           "Share of the CPUs to use (of this machine, or of each worker on a fleet).",
+           setting="MAX_CPU_RATIO_DEFAULT", low=0, low_exclusive=True, high=1),
+    Option("output", CHOICE, "Format of the diff report.", default="json",
+           choices=OUTPUT_FORMATS),
+    Option("nodes", TEXT, "'all' or a comma-separated list of node names.", default="all"),
+    # ranges per task; 0 lets ACE choose: 1 in this process, on a fleet a few tapering
+    # tasks per worker process (ace_shared.diff.ranges.tapered_sizes)
+    Option("batch_size", INT, "Blocks per worker task.", setting="BATCH_SIZE_DEFAULT",
+           low="BATCH_SIZE_MIN", high="BATCH_SIZE_MAX", automatic="chosen for the fleet's size"),
+    QUIET,
+    Option("table_filter", TEXT,
+           "SQL WHERE condition restricting the rows compared (runs read-only)."),
+    NO_WAIT,
+))
 
 
 @dataclass(frozen=True)
 class DiffRequest:
-    """What the user asked for, checked."""
+    """What the user asked for, checked (the defaults are :data:`TABLE_DIFF`'s)."""
 
     cluster_name: str
     table: TableName
-    dbname: str | None = None
-    block_rows: int = 10000
-    max_cpu_ratio: float = 0.6
-    output: str = "json"
-    nodes: str = "all"
-    # ranges per task; 0 lets ACE choose: 1 in this process, on a fleet a few tapering
-    # tasks per worker process (ace_shared.diff.ranges.tapered_sizes)
-    batch_size: int = 0
-    quiet: bool = False
-    table_filter: str | None = None
+    dbname: str | None
+    block_rows: int
+    max_cpu_ratio: float
+    output: str
+    nodes: str
+    batch_size: int  # 0: automatic, decided where the work runs
+    quiet: bool
+    table_filter: str | None
     role: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,37 +81,28 @@ class DiffRequest:
         return d
 
 
-def validate_diff_request(raw: dict[str, Any], settings: Settings) -> DiffRequest:
-    """Check every option of a table-diff request; raise one clear error for the first bad one."""
-    cluster = raw.get("cluster_name")
-    if not cluster or not isinstance(cluster, str):
-        raise BadOptionError("cluster_name is required.")
-    table_text = raw.get("table_name")
-    if not table_text or not isinstance(table_text, str):
-        raise BadOptionError("table_name is required, written as schema.table.")
-    output = str(raw.get("output") or "json").lower()
-    if output not in OUTPUT_FORMATS:
-        raise BadOptionError(f"output must be one of json, csv, html; got {raw.get('output')!r}.")
-    nodes = raw.get("nodes") or "all"
-    if isinstance(nodes, list):
-        nodes = ",".join(str(n) for n in nodes)
-    dbname = raw.get("dbname") or None
+def validate_diff_request(raw: dict[str, Any], settings: Settings,
+                          style: Style = "api") -> DiffRequest:
+    """Check every option of a table-diff request; raise one clear error for the first bad one.
+
+    ``style`` says how the request was written, so an error names ``--block-rows`` to the
+    CLI's user and ``block_rows`` to the API's.
+    """
+    nodes = raw.get("nodes")
+    if isinstance(nodes, list):  # a schedule may list the nodes
+        raw = {**raw, "nodes": ",".join(str(n) for n in nodes)}
+    values = read_options(TABLE_DIFF, raw, settings, style)
     return DiffRequest(
-        cluster_name=cluster,
-        table=parse_table_name(table_text),
-        dbname=str(dbname) if dbname else None,
-        block_rows=parse_int("block_rows", raw.get("block_rows", settings.BLOCK_ROWS_DEFAULT)
-                             if raw.get("block_rows") is not None else settings.BLOCK_ROWS_DEFAULT,
-                             settings.BLOCK_ROWS_MIN, settings.BLOCK_ROWS_MAX),
-        max_cpu_ratio=parse_ratio("max_cpu_ratio", raw["max_cpu_ratio"])
-        if raw.get("max_cpu_ratio") is not None else settings.MAX_CPU_RATIO_DEFAULT,
-        output=output,
-        nodes=str(nodes),
-        batch_size=parse_int("batch_size", raw["batch_size"], settings.BATCH_SIZE_MIN,
-                             settings.BATCH_SIZE_MAX)
-        if raw.get("batch_size") is not None else settings.BATCH_SIZE_DEFAULT,
-        quiet=parse_bool("quiet", raw.get("quiet", False)),
-        table_filter=check_filter(raw.get("table_filter")),
+        cluster_name=values["cluster_name"],
+        table=parse_table_name(values["table_name"]),
+        dbname=values["dbname"],
+        block_rows=values["block_rows"],
+        max_cpu_ratio=values["max_cpu_ratio"],
+        output=values["output"],
+        nodes=values["nodes"],
+        batch_size=values["batch_size"] or 0,
+        quiet=values["quiet"],
+        table_filter=check_filter(values["table_filter"]),
         role=raw.get("role") or None,
     )
 

@@ -1,4 +1,4 @@
-"""A validated table-repair request: options checked, cluster and diff file matched.
+"""A table-repair's options (:data:`TABLE_REPAIR`) and a validated request: cluster and diff file matched.
 
 :func:`validate_repair_request` is what every front door calls before a repair
 is run or queued; it reads the cluster definition and the diff file but never
@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.diff.request import parse_bool, required_target, text_option
 from ace_shared.difffile.format import (
     DiffFile,
     check_diff_nodes,
@@ -30,9 +29,43 @@ from ace_shared.difffile.format import (
 from ace_shared.errors import BadOptionError, DiffFileError
 from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.ident import TableName, parse_table_name
+from ace_shared.options import (
+    BOOL,
+    CLUSTER_NAME,
+    DIFF_FILE,
+    NO_WAIT,
+    QUIET,
+    TABLE_NAME,
+    TEXT,
+    Command,
+    Option,
+    Style,
+    dbname_option,
+    read_options,
+)
 
-BOOL_OPTIONS = ("dry_run", "quiet", "generate_report", "upsert_only", "insert_only",
-                "bidirectional", "fix_nulls", "fire_triggers")
+TABLE_REPAIR = Command(
+    "table-repair", "Repair a table's rows on the nodes a diff file shows to differ.", (
+        CLUSTER_NAME,
+        TABLE_NAME,
+        replace(DIFF_FILE, positional_too=True),
+        Option("source_of_truth", TEXT,
+               "Node whose rows are right; required unless {fix_nulls} or {bidirectional} "
+               "is set.",
+               positional_too=True),
+        dbname_option("the diff file's"),
+        Option("dry_run", BOOL, "Show what would change; write nothing."),
+        replace(QUIET, help="Print only the report path."),
+        Option("generate_report", BOOL, "Write a JSON report of every row changed."),
+        Option("upsert_only", BOOL, "Insert and update, never delete."),
+        Option("insert_only", BOOL, "Only insert missing rows; never update or delete."),
+        Option("bidirectional", BOOL, "With {insert_only}: copy missing rows both ways."),
+        Option("fix_nulls", BOOL, "Fill columns NULL on one node and set on the other."),
+        Option("fire_triggers", BOOL, "Let ordinary triggers fire on the repaired nodes "
+               "(ENABLE ALWAYS triggers fire either way)."),
+        NO_WAIT,
+    ))
+BOOL_OPTIONS = tuple(o.name for o in TABLE_REPAIR.api_options if o.kind == BOOL)
 
 MODE_SOURCE = "source_of_truth"
 MODE_BIDIRECTIONAL = "bidirectional"
@@ -84,33 +117,46 @@ class RepairRequest:
         return out
 
 
-def check_repair_options(raw: dict[str, Any]) -> RepairRequest:
-    """Check the options alone (no file, no cluster); raise for the first bad one."""
-    cluster, table_text, diff_file = required_target(raw)
-    flags = {name: parse_bool(name, raw.get(name, False)) for name in BOOL_OPTIONS}
-    source = text_option(raw, "source_of_truth")
+def _check_modes(flags: dict[str, bool], style: Style) -> None:
+    """The rules between the flags (see the module's docstring)."""
+    def name(option: str) -> str:
+        return TABLE_REPAIR.label(option, style)
+
+    upsert, insert, fix, both = (name(n) for n in ("upsert_only", "insert_only", "fix_nulls",
+                                                   "bidirectional"))
     if flags["upsert_only"] and flags["insert_only"]:
-        raise BadOptionError("upsert_only and insert_only exclude each other: upsert_only "
-                             "updates rows that differ, insert_only never does; choose one.")
+        raise BadOptionError(f"{upsert} and {insert} exclude each other: {upsert} "
+                             f"updates rows that differ, {insert} never does; choose one.")
     if flags["fix_nulls"]:
         for other in ("upsert_only", "insert_only", "bidirectional"):
             if flags[other]:
-                raise BadOptionError(f"fix_nulls cannot be combined with {other}: it only fills "
-                                     "NULL columns of rows present on both nodes.")
+                raise BadOptionError(f"{fix} cannot be combined with {name(other)}: it only "
+                                     "fills NULL columns of rows present on both nodes.")
     if flags["bidirectional"] and not flags["insert_only"]:
-        raise BadOptionError("bidirectional works only with insert_only: it copies rows missing "
+        raise BadOptionError(f"{both} works only with {insert}: it copies rows missing "
                              "on either node to the other and never updates or deletes; add "
-                             "insert_only.")
+                             f"{insert}.")
+
+
+def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairRequest:
+    """Check the options alone (no file, no cluster); raise for the first bad one."""
+    values = read_options(TABLE_REPAIR, raw, Settings(), style)  # none read the settings
+    flags = {name: values[name] for name in BOOL_OPTIONS}
+    _check_modes(flags, style)
+    source = values["source_of_truth"]
     ignored = None
     if flags["fix_nulls"] or flags["bidirectional"]:
         ignored, source = source, None
     elif not source:
-        raise BadOptionError("source_of_truth is required: name the node whose rows are right "
-                             "(only fix_nulls and bidirectional repairs need none).")
-    dbname = text_option(raw, "dbname")
+        fix, both = (TABLE_REPAIR.label(n, style) for n in ("fix_nulls", "bidirectional"))
+        raise BadOptionError(f"{TABLE_REPAIR.label('source_of_truth', style)} is required: "
+                             f"name the node whose rows are right (only {fix} and {both} "
+                             "repairs need none).")
+    role = raw.get("role")
     return RepairRequest(
-        cluster_name=cluster, table=parse_table_name(table_text), diff_file=diff_file,
-        source_of_truth=source, dbname=dbname, role=text_option(raw, "role"),
+        cluster_name=values["cluster_name"], table=parse_table_name(values["table_name"]),
+        diff_file=values["diff_file"], source_of_truth=source, dbname=values["dbname"],
+        role=(role.strip() or None) if isinstance(role, str) else None,
         ignored_source=ignored, **flags,
     )
 
@@ -129,10 +175,10 @@ def check_against_cluster_and_diff(request: RepairRequest, cluster: Cluster,
                 f"compared ({', '.join(diff.nodes) or 'none'}); pick one of them.")
 
 
-def load_repair_inputs(raw: dict[str, Any],
-                       settings: Settings) -> tuple[RepairRequest, Cluster, DiffFile]:
+def load_repair_inputs(raw: dict[str, Any], settings: Settings,
+                       style: Style = "api") -> tuple[RepairRequest, Cluster, DiffFile]:
     """Validate a request and return it with its cluster and parsed diff file."""
-    request = check_repair_options(raw)
+    request = check_repair_options(raw, style)
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
     diff = load_diff_file(request.diff_file)
     check_against_cluster_and_diff(request, cluster, diff)
@@ -140,7 +186,8 @@ def load_repair_inputs(raw: dict[str, Any],
     return replace(request, diff_file=str(diff.path)), cluster, diff
 
 
-def validate_repair_request(raw: dict[str, Any], settings: Settings) -> RepairRequest:
+def validate_repair_request(raw: dict[str, Any], settings: Settings,
+                            style: Style = "api") -> RepairRequest:
     """Check every option, the cluster and the diff file; touches no database."""
-    request, _, _ = load_repair_inputs(raw, settings)
+    request, _, _ = load_repair_inputs(raw, settings, style)
     return request

@@ -1,4 +1,4 @@
-"""A validated table-rerun request.
+"""A table-rerun's options (:data:`TABLE_RERUN`) and a validated request.
 
 :func:`validate_rerun_request` checks the options, the cluster definition and
 the diff file (that it is for this cluster and table, and that its nodes are
@@ -12,13 +12,37 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.diff.request import parse_bool, required_target, text_option
 from ace_shared.difffile.format import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
-from ace_shared.errors import BadOptionError
 from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.ident import TableName, parse_table_name
+from ace_shared.options import (
+    CHOICE,
+    CLUSTER_NAME,
+    DIFF_FILE,
+    NO_WAIT,
+    QUIET,
+    TABLE_NAME,
+    Command,
+    Option,
+    Style,
+    dbname_option,
+    read_options,
+)
 
 BEHAVIORS = ("multiprocessing", "hostdb")
+
+TABLE_RERUN = Command(
+    "table-rerun", "Check again only the rows a diff file lists; write a new diff file.", (
+        CLUSTER_NAME,
+        TABLE_NAME,
+        DIFF_FILE,
+        dbname_option("the diff file's"),
+        Option("behavior", CHOICE, "How the rows are compared again: multiprocessing (parallel "
+               "batches) or hostdb (temporary tables on the nodes).", default="multiprocessing",
+               choices=BEHAVIORS),
+        QUIET,
+        NO_WAIT,
+    ))
 
 
 @dataclass(frozen=True)
@@ -37,21 +61,20 @@ class RerunRequest:
                 "behavior": self.behavior, "role": self.role}
 
 
-def check_rerun_options(raw: dict[str, Any]) -> RerunRequest:
-    cluster, table_text, diff_file = required_target(raw)
-    behavior = (text_option(raw, "behavior") or "multiprocessing").lower()
-    if behavior not in BEHAVIORS:
-        raise BadOptionError(f"behavior must be multiprocessing or hostdb, not "
-                             f"{raw.get('behavior')!r}.")
-    return RerunRequest(cluster_name=cluster, table=parse_table_name(table_text),
-                        diff_file=diff_file, dbname=text_option(raw, "dbname"),
-                        quiet=parse_bool("quiet", raw.get("quiet", False)), behavior=behavior,
-                        role=text_option(raw, "role"))
+def check_rerun_options(raw: dict[str, Any], style: Style = "api") -> RerunRequest:
+    """Check the options alone (no file, no cluster); raise for the first bad one."""
+    values = read_options(TABLE_RERUN, raw, Settings(), style)  # none read the settings
+    role = raw.get("role")
+    return RerunRequest(cluster_name=values["cluster_name"],
+                        table=parse_table_name(values["table_name"]),
+                        diff_file=values["diff_file"], dbname=values["dbname"],
+                        quiet=values["quiet"], behavior=values["behavior"],
+                        role=(role.strip() or None) if isinstance(role, str) else None)
 
 
-def load_rerun_inputs(raw: dict[str, Any],
-                      settings: Settings) -> tuple[RerunRequest, Cluster, DiffFile]:
-    request = check_rerun_options(raw)
+def load_rerun_inputs(raw: dict[str, Any], settings: Settings,
+                      style: Style = "api") -> tuple[RerunRequest, Cluster, DiffFile]:
+    request = check_rerun_options(raw, style)
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
     diff = load_diff_file(request.diff_file)
     check_diff_target(diff, request.cluster_name, request.table, request.dbname)
@@ -61,7 +84,8 @@ def load_rerun_inputs(raw: dict[str, Any],
     return replace(request, diff_file=str(diff.path)), cluster, diff
 
 
-def validate_rerun_request(raw: dict[str, Any], settings: Settings) -> RerunRequest:
+def validate_rerun_request(raw: dict[str, Any], settings: Settings,
+                           style: Style = "api") -> RerunRequest:
     """Check every option, the cluster and the diff file; touches no database."""
-    request, _, _ = load_rerun_inputs(raw, settings)
+    request, _, _ = load_rerun_inputs(raw, settings, style)
     return request
