@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from ace_shared.config import Settings
-from ace_shared.errors import BrokerUnreachableError, TaskError
+from ace_shared.errors import BrokerUnreachableError, TaskError, TaskNotRecordedError
 from ace_shared.tasks.status import FAILED, FINISHED, PENDING
 from ace_workers import published
 from ace_workers.app import get_app
@@ -133,9 +133,9 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
     try:
         record_submission(TaskStore.from_settings(settings), task_id, options, row)
     except Exception as exc:
-        raise TaskError(f"Task {task_id} was queued, but the task store could not record it: "
-                        f"{exc}. Its worker records it when it starts; check ACE_DATABASE_URL."
-                        ) from exc
+        raise TaskNotRecordedError(
+            f"Task {task_id} was queued, but the task store could not record it: {exc}. Its "
+            "worker records it when it starts; check ACE_DATABASE_URL.") from exc
     return row
 
 
@@ -238,13 +238,16 @@ def _unknown(task_id: str, settings: Settings, client: Any) -> Finished:
     """Redis does not know the task: finished long ago, or lost with Redis's state."""
     from ace_shared.tasks.store import TaskStore
 
-    store = TaskStore.from_settings(settings)
-    record = store.get(task_id)
-    if record is not None and record.status in FINISHED:
-        return Finished(record.status, record.result, record.error)
     message = published.LOST_MESSAGE.format(task_id=task_id)
-    if record is not None:
-        store.fail(task_id, message)
+    try:
+        store = TaskStore.from_settings(settings)
+        record = store.get(task_id)
+        if record is not None and record.status in FINISHED:
+            return Finished(record.status, record.result, record.error)
+        if record is not None:
+            store.fail(task_id, message)
+    except Exception:  # this host's store is not the workers' or is away: Redis decides
+        pass
     published.outcome(client, task_id, FAILED, None, message)
     return Finished(FAILED, None, message)
 

@@ -75,6 +75,12 @@ def test_the_cli_learns_the_outcome_whatever_its_own_task_store(fleet, small, tm
                     extra_env={"ACE_DATABASE_URL": f"sqlite:///{tmp_path / 'elsewhere.db'}"})
     assert res.returncode == 1, res.stderr
     assert "Diffs written to" in res.stdout
+    # a store this host cannot open at all: the task is queued and followed all the same
+    res = fleet.ace("table-diff", "testclus", small, timeout=60,
+                    extra_env={"ACE_DATABASE_URL": "sqlite:////proc/no/such/dir/tasks.db"})
+    assert res.returncode == 1, res.stderr
+    assert "Diffs written to" in res.stdout
+    assert "could not record it" in res.stderr
 
 
 def _make_repair_table(pg_cluster) -> None:  # type: ignore[no-untyped-def]

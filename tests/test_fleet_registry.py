@@ -18,6 +18,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from fleet_helpers import RedisServer
 from sqlalchemy.exc import IntegrityError
 
 from ace_shared.config import Settings
@@ -82,9 +83,17 @@ def test_published_updates_change_only_a_task_redis_knows(redis_server) -> None:
     assert 0 < client.ttl(published.task_key("td_2")) <= published.KEEP_SECONDS
 
 
-def test_a_follower_blocks_until_the_task_changes(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_follower_blocks_until_the_task_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Following costs a handful of Redis calls while nothing happens, not thousands."""
-    url = redis_server.url(6)
+    server = RedisServer(tmp_path)  # its own, so that only the follower's calls count
+    server.start()
+    try:
+        _follow_quietly(server.url(0))
+    finally:
+        server.stop()
+
+
+def _follow_quietly(url: str) -> None:
     client = redis.Redis.from_url(url)
     client.flushdb()
     slots.announce(client, "w1@a", 2)  # a worker is there: no "no worker" event

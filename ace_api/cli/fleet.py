@@ -10,7 +10,7 @@ import click
 
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
-from ace_shared.errors import TaskError
+from ace_shared.errors import TaskError, TaskNotRecordedError
 from ace_workers.client import Finished, NoWorker, Progress, follow, submit
 
 
@@ -22,8 +22,11 @@ def run_on_fleet(task_type: str, options: dict[str, Any], settings: Settings, ta
     Returns ``None`` with ``no_wait`` (the task id is printed); raises
     :class:`TaskError` with the task's own message when it failed.
     """
-    submit(task_type, options, task_id, settings, cluster_name=cluster_name,
-           table_name=table_name, requested_by=getpass.getuser())
+    try:
+        submit(task_type, options, task_id, settings, cluster_name=cluster_name,
+               table_name=table_name, requested_by=getpass.getuser())
+    except TaskNotRecordedError as exc:  # queued all the same: following needs only Redis
+        click.echo(f"Warning: {exc}", err=True)
     if no_wait:
         click.echo(task_id)
         return None
