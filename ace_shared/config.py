@@ -33,6 +33,9 @@ class Settings:
     BATCH_SIZE_MIN: int = 1
     BATCH_SIZE_MAX: int = 100000
     MAX_ALLOWED_DIFFS: int = 10000
+    # mtree: rows per leaf block (small leaves: a re-check reads only the leaves that differ)
+    MTREE_BLOCK_ROWS_DEFAULT: int = 100
+    MTREE_BLOCK_ROWS_MIN: int = 50
     # where things live
     CLUSTER_DIR: str = "cluster"
     OUTPUT_DIR: str = "."

@@ -8,6 +8,7 @@ or a second test run does not get in the way.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,27 @@ from fleet_helpers import Fleet, RedisServer, fleet_env  # noqa: E402
 from localcluster import LocalCluster, free_ports  # noqa: E402
 
 TEST_TIMEZONES = ("UTC", "America/New_York", "Asia/Kolkata")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each test run its own temporary root inside the checkout.
+
+    The test nodes run as the ``postgres`` user under pytest's temporary folders,
+    which the cluster helper opens for traversal. Under pytest's shared default
+    (``/tmp/pytest-of-<user>``) every new run closes that folder again (mode 0700),
+    so a second run started on the same machine cut the first one's nodes off
+    their data. A folder per run, named by its process id, keeps runs apart;
+    folders of runs that have ended are removed.
+    """
+    if config.option.basetemp:
+        return
+    root = REPO_ROOT / ".ace-local" / "pytest"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("run-*"):
+        pid = old.name.removeprefix("run-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = str(root / f"run-{os.getpid()}")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import click
 
 from ace_api.cli.diff import run_table_diff_command
 from ace_api.cli.exits import EXIT_SAME, EXIT_TROUBLE, fail, settings_or_fail
+from ace_api.cli.mtree import mtree
 from ace_api.cli.options import AceCommand, build_command
 from ace_api.cli.repair import (
     REPAIR_HELP,
@@ -147,3 +148,6 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
     from ace_api.rest.server import serve
     serve(settings_or_fail(), host=host, port=port, workers=workers, threads=threads)
 
+
+
+main.add_command(mtree)

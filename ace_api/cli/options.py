@@ -109,7 +109,8 @@ def _params(command: Command, words: WordsFn | None) -> list[click.Parameter]:
         raise TypeError(f"{command.name}: options that are positional too need a words "
                         "function, and only they do.")
     if words is None:
-        params: list[click.Parameter] = [click.Argument([o.name]) for o in positional]
+        params: list[click.Parameter] = [click.Argument([o.name], required=o.required)
+                                          for o in positional]
     else:  # more than one form of words: the command's own function places them
         metavar = " ".join(o.label("cli") for o in positional)
         params = [click.Argument(["words"], nargs=-1, required=True, metavar=metavar)]

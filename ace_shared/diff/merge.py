@@ -82,7 +82,8 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
         "start_time": started.isoformat(),
         "end_time": finished.isoformat(),
         "time_taken": round((finished - started).total_seconds(), 3),
-        "total_rows_checked": sum(r.rows_checked for r in results),
+        "total_rows_checked": meta.get("total_rows_checked",
+                                       sum(r.rows_checked for r in results)),
         "ranges_total": ranges_total,
         "ranges_checked": ranges_done,
         "diff_rows": total_keys,
@@ -91,6 +92,8 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
         "max_allowed_diffs": spec.max_diffs,
         "diff_partial": partial,
     }
+    if "mtree" in meta:
+        summary["mtree"] = meta["mtree"]
     if partial:
         summary["partial_reason"] = (
             f"Stopped after finding {total_keys} differing rows, at or over MAX_ALLOWED_DIFFS "

@@ -18,6 +18,7 @@ PREFIXES = {
     "table-rerun": "tr",
     "auto-repair": "ar",
     "spock-exception": "se",
+    "mtree": "mt",
 }
 _ALPHABET = string.ascii_lowercase + string.digits
 TASK_ID_RE = re.compile(r"^[a-z]{2,3}_\d{8}_\d{6}_[a-z0-9]{4,8}$")

@@ -1,0 +1,206 @@
+"""Reading and writing one node's tree: leaf blocks, their hashes, the inner levels.
+
+Every function takes a cursor on one node and leaves the transaction to its
+caller: building, draining the change log and restructuring blocks each run
+in one ``REPEATABLE READ`` transaction per node, so a block's hash always
+describes the table at one snapshot and every change committed after that
+snapshot is still in the log (see :mod:`ace_shared.mtree.objects`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor
+
+from ace_shared.diff import queries
+from ace_shared.diff.ranges import Key, KeyRange
+from ace_shared.mtree.objects import ALTERED, TRUNCATED, obj
+from ace_shared.nodes.shape import TableShape
+
+FANOUT = 16  # children per inner node
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What folding the change log into the leaves did on one node."""
+
+    rows: int  # log rows read
+    truncated: bool
+    altered: bool  # an ALTER TABLE since the build (where ACE watches for them)
+    touched: tuple[int, ...]  # blocks whose count or hash changed
+
+
+def bounds_signature(cur: cursor, shape: TableShape, key: str) -> str:
+    """A digest of the block boundaries, equal on every node that has the same blocks."""
+    cur.execute(sql.SQL("SELECT md5(string_agg(ROW({})::text, ',' ORDER BY block_no)) "
+                        "FROM {}").format(_lower_names(shape), obj("blocks", key)))
+    return str(cur.fetchone()[0])
+
+
+def renumber(cur: cursor, shape: TableShape, key: str) -> None:
+    """Number the blocks 0, 1, ... in key order again after some were split or merged."""
+    order = sql.SQL(", ").join(sql.SQL("{} NULLS FIRST").format(sql.Identifier(f"l{i}"))
+                               for i in range(len(shape.key)))
+    blocks = obj("blocks", key)
+    # through negative numbers, so no two blocks ever share one on the way
+    cur.execute(sql.SQL(
+        "WITH r AS (SELECT block_no, row_number() OVER (ORDER BY {}) AS n FROM {}) "
+        "UPDATE {} b SET block_no = -r.n FROM r WHERE b.block_no = r.block_no").format(
+        order, blocks, blocks))
+    cur.execute(sql.SQL("UPDATE {} SET block_no = -block_no - 1").format(blocks))
+
+
+def _lower_casts(shape: TableShape) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), queries.catalog_text(c.type_sql))
+        for i, c in enumerate(shape.key_columns))
+
+
+def _lower_names(shape: TableShape, alias: str = "") -> sql.Composable:
+    prefix = sql.SQL(f"{alias}.") if alias else sql.SQL("")
+    return sql.SQL(", ").join(sql.SQL("{}{}").format(prefix, sql.Identifier(f"l{i}"))
+                              for i in range(len(shape.key)))
+
+
+def insert_blocks(cur: cursor, shape: TableShape, key: str, first_no: int,
+                  lowers: list[Key | None], counts: list[int], hashes: list[int]) -> None:
+    """Insert blocks ``first_no, first_no + 1, ...`` with their lower bounds and hashes."""
+    params: list[object] = [first_no]
+    for i in range(len(shape.key)):
+        params.append([None if low is None else low[i] for low in lowers])
+    params += [counts, hashes]
+    arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in shape.key)
+    names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
+    cur.execute(sql.SQL(
+        "INSERT INTO {b} (block_no, {l}, row_count, hash) "
+        "SELECT u.ord - 1 + %s, {casts}, u.n, u.h "
+        "FROM unnest({arrays}, %s::bigint[], %s::bigint[]) WITH ORDINALITY AS u({names}, n, h, ord)"
+    ).format(b=obj("blocks", key), l=_lower_names(shape), casts=_lower_casts(shape),
+             arrays=arrays, names=names), params)
+
+
+def hash_ranges(cur: cursor, shape: TableShape,
+                ranges: list[KeyRange]) -> tuple[list[int], list[int]]:
+    """Count and hash of every block, where each range's sub-ranges are blocks in order."""
+    counts: list[int] = []
+    hashes: list[int] = []
+    for rng in ranges:
+        query, params = queries.hash_range(shape, rng, None)
+        cur.execute(query, params)
+        rows = cur.fetchall()
+        width = len(rng.inner) + 1
+        got = {0: (rows[0][0], rows[0][1])} if not rng.inner else {
+            int(b): (c, h) for b, c, h in rows}
+        for b in range(width):
+            c, h = got.get(b, (0, 0))
+            counts.append(int(c))
+            hashes.append(int(h))
+    return counts, hashes
+
+
+def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
+    """Fold every logged change visible to this transaction into its block, and delete it.
+
+    A key's block is the last one whose lower bound is at or below it, found by
+    the blocks' index in the key's own order. XOR makes the order of changes
+    irrelevant: ``hash ^= h`` adds a row version and removes it again.
+    """
+    keys = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
+    d_keys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(f"k{i}"))
+                                for i in range(len(shape.key)))
+    desc = sql.SQL(", ").join(sql.SQL("b.{} DESC").format(sql.Identifier(f"l{i}"))
+                              for i in range(len(shape.key)))
+    q = sql.SQL(
+        "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
+        "m AS (SELECT coalesce((SELECT b.block_no FROM {blocks} b WHERE b.block_no > 0 "
+        "      AND ({bl}) <= ({dk}) ORDER BY {desc} LIMIT 1), 0) AS blk, d.sign, d.h "
+        "      FROM d WHERE d.sign NOT IN ({trunc}, {altered})), "
+        "a AS (SELECT blk, sum(sign)::bigint AS n, bit_xor(h) AS x FROM m GROUP BY blk), "
+        "u AS (UPDATE {blocks} b SET row_count = b.row_count + a.n, hash = b.hash # a.x "
+        "      FROM a WHERE b.block_no = a.blk RETURNING b.block_no) "
+        "SELECT (SELECT count(*) FROM d), coalesce((SELECT bool_or(sign = {trunc}) FROM d), false), "
+        "       coalesce((SELECT bool_or(sign = {altered}) FROM d), false), "
+        "       ARRAY(SELECT block_no FROM u ORDER BY 1)"
+    ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key),
+             bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
+             altered=sql.Literal(ALTERED))
+    cur.execute("SET LOCAL jit = off")  # one index lookup per change, not one big scan
+    cur.execute(q)
+    rows, truncated, altered, touched = cur.fetchone()
+    return Drained(int(rows), bool(truncated), bool(altered),
+                   tuple(int(b) for b in touched or ()))
+
+
+def block_count(cur: cursor, key: str) -> int:
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(obj("blocks", key)))
+    return int(cur.fetchone()[0])
+
+
+def levels_for(blocks: int) -> int:
+    """How many inner levels a tree of ``blocks`` leaves has (the last holds the root)."""
+    levels, width = 1, max(1, -(-blocks // FANOUT))
+    while width > 1:
+        width = -(-width // FANOUT)
+        levels += 1
+    return levels
+
+
+def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
+    """Recompute the inner levels: every node when ``touched`` is None, else the ancestors
+    of the ``touched`` leaves only."""
+    inner = obj("inner", key)
+    if touched is None:
+        cur.execute(sql.SQL("TRUNCATE {}").format(inner))
+    elif not touched:
+        return
+    levels = levels_for(block_count(cur, key))
+    parents = None if touched is None else sorted({b // FANOUT for b in touched})
+    for level in range(1, levels + 1):
+        if level == 1:
+            source = sql.SQL("SELECT block_no AS idx, row_count, hash::text AS hash FROM {}").format(
+                obj("blocks", key))
+        else:
+            source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level = {}").format(
+                inner, sql.Literal(level - 1))
+        cur.execute(sql.SQL(
+            "INSERT INTO {inner} (level, idx, row_count, hash) "
+            "SELECT %s, c.idx / {f}, sum(c.row_count), "
+            "       md5(string_agg(c.row_count || ':' || c.hash, ',' ORDER BY c.idx)) "
+            "  FROM ({source}) c WHERE %s::int[] IS NULL OR c.idx / {f} = ANY(%s::int[]) "
+            " GROUP BY c.idx / {f} "
+            "ON CONFLICT (level, idx) DO UPDATE SET row_count = EXCLUDED.row_count, "
+            "hash = EXCLUDED.hash").format(inner=inner, f=sql.Literal(FANOUT), source=source),
+            (level, parents, parents))
+        if parents is not None:
+            parents = sorted({p // FANOUT for p in parents})
+    # a tree that shrank must not keep nodes of its old, taller shape
+    cur.execute(sql.SQL("DELETE FROM {} WHERE level > %s").format(inner), (levels,))
+
+
+def read_level(cur: cursor, key: str, level: int,
+               idxs: list[int] | None) -> dict[int, tuple[int, str]]:
+    """Count and hash of the nodes of one inner level (all, or those in ``idxs``)."""
+    cur.execute(sql.SQL(
+        "SELECT idx, row_count, hash FROM {} WHERE level = %s "
+        "AND (%s::int[] IS NULL OR idx = ANY(%s::int[]))").format(obj("inner", key)),
+        (level, idxs, idxs))
+    return {int(i): (int(c), str(h)) for i, c, h in cur.fetchall()}
+
+
+def read_blocks(cur: cursor, key: str, nos: list[int]) -> dict[int, tuple[int, str]]:
+    cur.execute(sql.SQL("SELECT block_no, row_count, hash::text FROM {} "
+                        "WHERE block_no = ANY(%s::int[])").format(obj("blocks", key)), (nos,))
+    return {int(b): (int(c), str(h)) for b, c, h in cur.fetchall()}
+
+
+def read_lowers(cur: cursor, shape: TableShape, key: str,
+                nos: list[int] | None = None) -> dict[int, Key | None]:
+    """Lower bounds of blocks (all, or ``nos``) as the text PostgreSQL prints for them."""
+    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(f"l{i}"))
+                              for i in range(len(shape.key)))
+    cur.execute(sql.SQL("SELECT block_no, {} FROM {} WHERE %s::int[] IS NULL "
+                        "OR block_no = ANY(%s::int[]) ORDER BY block_no").format(
+        cols, obj("blocks", key)), (nos, nos))
+    return {int(r[0]): (None if r[0] == 0 else tuple(r[1:])) for r in cur.fetchall()}

@@ -1,0 +1,294 @@
+"""The objects a Merkle tree keeps on a node, in ACE's own schema ``ace_mtree``.
+
+Per tracked table (named by :func:`tree_key`, the same on every node):
+
+- ``ace_mtree.trees``: one row per tree: the table, its shape, block size, build time.
+- ``blocks_<key>``: the leaves. Block ``i`` holds the keys ``[lower_i, lower_{i+1})``;
+  block 0 has no lower bound and the last no upper bound. Lower bounds are
+  stored in columns of the key's own types and collations, so a key finds its
+  block with the table's own ordering (an index scan, not a text comparison).
+  Each block keeps its row count and the ``bit_xor`` of its rows' hashes
+  (:func:`ace_shared.diff.queries.row_hash`, the exact hash table-diff uses).
+- ``inner_<key>``: the inner levels, 16 children per node, up to one root.
+- ``log_<key>``: changes not yet folded into the tree. A trigger on the table
+  appends, for every row a statement removes or adds, its key, ``-1``/``+1`` and
+  its row hash. Because XOR undoes itself, a block's hash is brought up to date
+  from the log alone, without reading the table: ``hash ^= h`` for every
+  logged row version, ``count += sign``.
+
+Why these choices:
+
+- One row-level trigger, ``ENABLE ALWAYS``, catches every write: the
+  application's, PostgreSQL's logical replication apply (and Spock's and
+  pglogical's), which fire only row triggers and run with
+  ``session_replication_role = replica``, and ACE's own repairs, which run that
+  way too. Measured per single-row statement, it costs about half what
+  statement-level triggers with transition tables do (those pay for the
+  transition tables on every statement, even an empty one). A ``TRUNCATE``
+  trigger logs a marker that makes the tree stale.
+- Row hashes are computed inside the trigger function under the pinned
+  settings of ACE's sessions that the table's column types depend on (the
+  function's own ``SET`` clauses), so the text of a float or an interval is
+  what table-diff would hash, whatever the writer's session says.
+- Every table here is ``UNLOGGED``: no WAL, so no logical replication of any
+  kind ever sends them to another node, and writes cost less. A crash empties
+  them; a tree without its row is then missing, never trusted.
+- The trigger function is ``SECURITY DEFINER`` owned by the table's owner, who
+  is granted ``INSERT`` on that table's log only: writers need no rights in
+  ``ace_mtree``, and the function can do nothing its owner could not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor
+
+from ace_shared.diff import queries
+from ace_shared.nodes.connection import PINNED_SETTINGS
+from ace_shared.nodes.ident import TableName
+from ace_shared.nodes.shape import TableShape
+
+SCHEMA = "ace_mtree"
+TRIGGER_PREFIX = "ace_mtree_"
+# the settings that change how a value prints, pinned inside the trigger function too
+_FUNCTION_SETTINGS = ("DateStyle", "TimeZone", "extra_float_digits", "bytea_output",
+                      "IntervalStyle", "lc_monetary")
+# log rows with these signs mark events after which the tree cannot be trusted
+TRUNCATED = 0
+ALTERED = 2
+
+
+def tree_key(table: TableName) -> str:
+    """A short name for a table's tree, the same on every node."""
+    digest = hashlib.sha256(f"{table.schema}\x00{table.table}".encode()).hexdigest()
+    return digest[:16]
+
+
+def obj(kind: str, key: str) -> sql.Composable:
+    """``ace_mtree.<kind>_<key>``, quoted."""
+    return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(f"{kind}_{key}"))
+
+
+def shape_signature(shape: TableShape) -> str:
+    """What a tree's hashes depend on: the columns in order, their types, and the key."""
+    text = "|".join(f"{c.name}:{c.type_sql}:{c.collation_sql or ''}" for c in shape.columns)
+    return hashlib.sha256(f"{text}#{','.join(shape.key)}".encode()).hexdigest()
+
+
+INIT_SQL = """
+CREATE SCHEMA IF NOT EXISTS ace_mtree;
+REVOKE ALL ON SCHEMA ace_mtree FROM PUBLIC;
+CREATE UNLOGGED TABLE IF NOT EXISTS ace_mtree.trees (
+    tree_key     text PRIMARY KEY,
+    schema_name  text NOT NULL,
+    table_name   text NOT NULL,
+    table_oid    oid NOT NULL,
+    shape_sig    text NOT NULL,
+    block_rows   integer NOT NULL,
+    bounds_sig   text NOT NULL,
+    built_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (schema_name, table_name)
+);
+REVOKE ALL ON ace_mtree.trees FROM PUBLIC;
+"""
+
+
+# Any ALTER TABLE of a tracked table (DISABLE TRIGGER and ENABLE again, a new column, a
+# changed type) marks its tree stale, even if the table looks as built afterwards. Errors
+# are only warned about: this runs inside every ALTER TABLE of the database.
+DDL_WATCH_SQL = """
+CREATE OR REPLACE FUNCTION ace_mtree.on_alter_table() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $ace_ddl$
+DECLARE
+  obj record;
+  tree text;
+BEGIN
+  FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
+    FOR tree IN SELECT tree_key FROM ace_mtree.trees WHERE table_oid = obj.objid LOOP
+      EXECUTE format('INSERT INTO ace_mtree.%I (sign) VALUES (%s)', 'log_' || tree, {altered});
+    END LOOP;
+  END LOOP;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'ACE could not mark a Merkle tree stale: %', SQLERRM;
+END
+$ace_ddl$;
+REVOKE ALL ON FUNCTION ace_mtree.on_alter_table() FROM PUBLIC;
+DROP EVENT TRIGGER IF EXISTS ace_mtree_alter_table;
+CREATE EVENT TRIGGER ace_mtree_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION ace_mtree.on_alter_table();
+ALTER EVENT TRIGGER ace_mtree_alter_table ENABLE ALWAYS;
+"""
+
+
+def init(cur: cursor) -> bool:
+    """Create ACE's schema and its catalogue of trees (idempotent).
+
+    Where the session may (a superuser), an event trigger also watches ALTER TABLE;
+    returns whether it is in place.
+    """
+    cur.execute(INIT_SQL)
+    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute(DDL_WATCH_SQL.replace("{altered}", str(ALTERED)))
+    return True
+
+
+def _key_columns_ddl(shape: TableShape, prefix: str) -> sql.Composable:
+    cols = []
+    for i, c in enumerate(shape.key_columns):
+        coll = (sql.SQL(" COLLATE {}").format(sql.SQL(c.collation_sql))
+                if c.collation_sql else sql.SQL(""))
+        cols.append(sql.SQL("{} {}{}").format(sql.Identifier(f"{prefix}{i}"),
+                                              sql.SQL(c.type_sql), coll))
+    return sql.SQL(", ").join(cols)
+
+
+def _key_names(shape: TableShape, prefix: str) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(f"{prefix}{i}") for i in range(len(shape.key)))
+
+
+def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
+    """(Re)create the tree's leaf, inner and log tables, empty."""
+    for kind in ("blocks", "inner", "log"):
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
+    lows = _key_columns_ddl(shape, "l")
+    cur.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE {} (block_no integer PRIMARY KEY, {}, "
+        "row_count bigint NOT NULL, hash bigint NOT NULL)").format(obj("blocks", key), lows))
+    cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(obj("blocks", key),
+                                                          _key_names(shape, "l")))
+    cur.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE {} (level smallint, idx integer, row_count bigint NOT NULL, "
+        "hash text NOT NULL, PRIMARY KEY (level, idx))").format(obj("inner", key)))
+    cur.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE {} ({}, sign smallint NOT NULL, h bigint)").format(
+        obj("log", key), _key_columns_ddl(shape, "k")))
+    for kind in ("blocks", "inner", "log"):
+        cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(obj(kind, key)))
+
+
+def _log_select(shape: TableShape, source: sql.Composable, sign: int) -> sql.Composable:
+    """``SELECT <key columns>, sign, <row hash> FROM source``."""
+    keys = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.key_columns)
+    return sql.SQL("SELECT {}, {}, {} FROM {} AS ace_r").format(
+        keys, sql.Literal(sign), queries.row_hash(shape), source)
+
+
+def _function_body(shape: TableShape, key: str) -> sql.Composable:
+    log = obj("log", key)
+    old = _log_select(shape, sql.SQL("(SELECT OLD.*)"), -1)
+    new = _log_select(shape, sql.SQL("(SELECT NEW.*)"), 1)
+    return sql.SQL(
+        "BEGIN\n"
+        "  IF TG_OP = 'TRUNCATE' THEN INSERT INTO {log} (sign) VALUES ({trunc});\n"
+        "  ELSIF TG_OP = 'UPDATE' THEN INSERT INTO {log} {old} UNION ALL {new};\n"
+        "  ELSIF TG_OP = 'INSERT' THEN INSERT INTO {log} {new};\n"
+        "  ELSE INSERT INTO {log} {old};\n"
+        "  END IF;\n"
+        "  RETURN NULL;\n"
+        "END"
+    ).format(log=log, trunc=sql.Literal(TRUNCATED), old=old, new=new)
+
+
+# Which pinned settings change the text of a type that is hashed through its text. A
+# type not named here (arrays, ranges, composites, enums, domains, ...) gets them all.
+_SETTINGS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "float4": ("extra_float_digits",), "float8": ("extra_float_digits",),
+    "interval": ("IntervalStyle",), "money": ("lc_monetary",),
+    "numeric": (), "json": (), "jsonb": (), "xml": (), "inet": (), "cidr": (), "citext": (),
+    **{name: () for name in ("text", "varchar", "bpchar", "name")},  # non-deterministic collations
+}
+
+
+def needed_settings(shape: TableShape) -> list[str]:
+    """The pinned settings the row hash of this table depends on.
+
+    Setting a parameter on every call of a trigger function costs time on every
+    row written (``TimeZone`` most), so only those that can change a hashed
+    value's text are pinned.
+    """
+    wanted: set[str] = set()
+    for c in shape.columns:
+        if c.binary_hash_exact:
+            continue
+        wanted.update(_SETTINGS_BY_TYPE.get(c.base_type, _FUNCTION_SETTINGS))
+    return [name for name in _FUNCTION_SETTINGS if name in wanted]
+
+
+def _function_settings(shape: TableShape) -> sql.Composable:
+    parts = [sql.SQL("SET search_path = pg_catalog, pg_temp")]
+    for name in needed_settings(shape):
+        parts.append(sql.SQL("SET {} = {}").format(sql.Identifier(name),
+                                                   sql.Literal(PINNED_SETTINGS[name])))
+    return sql.SQL(" ").join(parts)
+
+
+def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) -> None:
+    """Create the trigger function and the two triggers that fill the log."""
+    fn = obj("track", key)
+    body = _function_body(shape, key).as_string(cur)
+    tag = f"$ace_{secrets.token_hex(6)}$"
+    while tag in body:
+        tag = f"$ace_{secrets.token_hex(6)}$"
+    cur.execute(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {} "
+        "AS {}").format(fn, _function_settings(shape), sql.SQL(tag + body + tag)), ())
+    owner = sql.Identifier(table_owner)
+    cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(fn))
+    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), owner))
+    cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key), owner))
+    cur.execute(sql.SQL("ALTER FUNCTION {}() OWNER TO {}").format(fn, owner))
+    table = queries.table_ref(shape)
+    drop_tracking(cur, shape.table, key)
+    for suffix, when, how in (("row", "AFTER INSERT OR UPDATE OR DELETE", "FOR EACH ROW"),
+                              ("trunc", "AFTER TRUNCATE", "FOR EACH STATEMENT")):
+        trigger = sql.Identifier(TRIGGER_PREFIX + suffix)
+        cur.execute(sql.SQL("CREATE TRIGGER {} {} ON {} {} EXECUTE FUNCTION {}()").format(
+            trigger, sql.SQL(when), table, sql.SQL(how), fn), ())
+        # ALWAYS: replication apply workers and ACE's own repairs write with
+        # session_replication_role = replica, where ordinary triggers stay silent
+        cur.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(table, trigger))
+
+
+EXPECTED_TRIGGERS = {"row": "A", "trunc": "A"}
+
+
+def tracking_state(cur: cursor, table_oid: int) -> dict[str, str]:
+    """Suffix -> ``tgenabled`` of ACE's triggers on the table."""
+    cur.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE %s",
+                (table_oid, TRIGGER_PREFIX.replace("_", r"\_") + "%"))
+    return {name[len(TRIGGER_PREFIX):]: str(state) for name, state in cur.fetchall()}
+
+
+def drop_tracking(cur: cursor, table: TableName, key: str) -> None:
+    """Drop the triggers (if the table still exists) and the trigger function."""
+    cur.execute("SELECT to_regclass(%s)", (f"{_q(table.schema)}.{_q(table.table)}",))
+    if cur.fetchone()[0] is not None:
+        ref = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.table))
+        for suffix in EXPECTED_TRIGGERS:
+            cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                sql.Identifier(TRIGGER_PREFIX + suffix), ref))
+
+
+def drop_tree(cur: cursor, table: TableName, key: str) -> None:
+    """Remove every object of one tree: triggers, function, tables, catalogue row."""
+    drop_tracking(cur, table, key)
+    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(obj("track", key)))
+    for kind in ("blocks", "inner", "log"):
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
+    if schema_exists(cur):
+        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key = %s", (key,))
+
+
+def schema_exists(cur: cursor) -> bool:
+    cur.execute("SELECT to_regclass('ace_mtree.trees') IS NOT NULL")
+    return bool(cur.fetchone()[0])
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

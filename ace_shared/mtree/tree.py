@@ -1,0 +1,173 @@
+"""What every mtree command shares: the job's node sessions, the table, and trust in a tree.
+
+A tree is trusted only if, on every node, its catalogue row matches the
+table as it is now (same table object, same columns and key), ACE's triggers
+are all there and enabled as built, its change log holds no ``TRUNCATE``
+marker, and its block boundaries are the same as on every other node.
+Anything else is refused in one sentence that says to rebuild: a stale tree
+would silently hide differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from psycopg2.extensions import cursor
+
+from ace_shared.config import Settings
+from ace_shared.diff.plan import read_common_shape, resolve_targets
+from ace_shared.errors import TableError
+from ace_shared.mtree import objects
+from ace_shared.mtree.request import MtreeRequest
+from ace_shared.nodes.connection import NodeTarget
+from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.shape import TableShape
+
+T = TypeVar("T")
+MIN_SERVER_VERSION = 140000  # bit_xor, the aggregate the leaves are folded with
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    """One node's catalogue row for a tree."""
+
+    table_oid: int
+    shape_sig: str
+    block_rows: int
+    bounds_sig: str
+
+
+@dataclass
+class Job:
+    """An mtree command's view of the cluster: sessions that may write, and the table."""
+
+    request: MtreeRequest
+    dbname: str
+    targets: tuple[NodeTarget, ...]
+    sessions: NodeSessions
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.sessions.order)
+
+
+@contextmanager
+def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Iterator[Job]:
+    dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
+                                      settings, request.role)
+    sessions = NodeSessions(targets, threads_per_node=threads, readonly=False)
+    try:
+        yield Job(request, dbname, targets, sessions)
+    finally:
+        sessions.close()
+
+
+def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
+    """Run ``make(node)`` on every node at once; results by node, the first error raised."""
+    with ThreadPoolExecutor(max_workers=len(job.nodes)) as pool:
+        futures = {n: pool.submit(job.sessions.on_one, n, make(n)) for n in job.nodes}
+        results: dict[str, T] = {}
+        error: BaseException | None = None
+        for node, fut in futures.items():
+            try:
+                results[node] = fut.result()
+            except BaseException as exc:  # every node finishes before the first error is raised
+                error = error or exc
+    if error is not None:
+        raise error
+    return results
+
+
+def in_transaction(fn: Callable[[cursor], T], repeatable: bool = False) -> Callable[[cursor], T]:
+    """Run ``fn`` in one transaction on a node and commit it (sessions roll back otherwise)."""
+    def run(cur: cursor) -> T:
+        if repeatable:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        result = fn(cur)
+        cur.connection.commit()
+        return result
+    return run
+
+
+def table_shape(job: Job) -> TableShape:
+    """The table's common shape, checked to be one an mtree can track."""
+    table = job.request.table
+    assert table is not None
+    shape = read_common_shape(job.sessions, table)
+    if shape.server_version_num < MIN_SERVER_VERSION:
+        raise TableError("mtree needs PostgreSQL 14 or newer on every node.")
+    kinds = job.sessions.on_all(lambda cur: _relkind(cur, shape))
+    for node, kind in kinds.items():
+        if kind != "r":
+            raise TableError(f"Table {shape.table.display} is partitioned on node {node}; "
+                             "mtree tracks plain tables only (use table-diff).")
+    return shape
+
+
+def _relkind(cur: cursor, shape: TableShape) -> str:
+    cur.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s", (shape.table.schema, shape.table.table))
+    return str(cur.fetchone()[0])
+
+
+def table_identity(cur: cursor, shape: TableShape) -> tuple[int, str]:
+    """The table's oid and its owner's name on one node."""
+    cur.execute("SELECT c.oid, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (shape.table.schema, shape.table.table))
+    oid, owner = cur.fetchone()
+    return int(oid), str(owner)
+
+
+def require_schema(job: Job) -> None:
+    present = job.sessions.on_all(objects.schema_exists)
+    missing = [n for n, ok in present.items() if not ok]
+    if missing:
+        raise TableError(f"ACE's mtree schema is not set up on node {', '.join(missing)}; run "
+                         f"'ace mtree init {job.request.cluster_name}' first.")
+
+
+def read_tree_row(cur: cursor, key: str) -> TreeRow | None:
+    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig FROM ace_mtree.trees "
+                "WHERE tree_key = %s", (key,))
+    row = cur.fetchone()
+    return None if row is None else TreeRow(int(row[0]), row[1], int(row[2]), row[3])
+
+
+def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
+    """The node's tree row, if the tree can be trusted; else one sentence saying why not."""
+    rebuild = "run 'ace mtree build' for it again"
+    row = read_tree_row(cur, key)
+    name = shape.table.display
+    if row is None:
+        raise TableError(f"Table {name} has no Merkle tree on node {node} (never built, torn "
+                         f"down, or lost in a crash); {rebuild}.")
+    oid, _ = table_identity(cur, shape)
+    if oid != row.table_oid:
+        raise TableError(f"Table {name} on node {node} is not the table its Merkle tree was "
+                         f"built for (dropped and created again, or restored); {rebuild}.")
+    if row.shape_sig != objects.shape_signature(shape):
+        raise TableError(f"Table {name} changed its columns or key on node {node} since its "
+                         f"Merkle tree was built; {rebuild}.")
+    state = objects.tracking_state(cur, oid)
+    if state != objects.EXPECTED_TRIGGERS:
+        raise TableError(f"Change tracking of table {name} on node {node} was dropped or "
+                         f"disabled, so changes may have been missed; {rebuild}.")
+    return row
+
+
+def check_same_blocks(rows: dict[str, TreeRow], shape: TableShape) -> TreeRow:
+    """Every node's tree must cut the key space at the same boundaries."""
+    first_node = next(iter(rows))
+    first = rows[first_node]
+    for node, row in rows.items():
+        if (row.bounds_sig, row.block_rows) != (first.bounds_sig, first.block_rows):
+            raise TableError(
+                f"The Merkle trees of table {shape.table.display} on nodes {first_node} and "
+                f"{node} have different blocks (built separately); run 'ace mtree build' "
+                "for all nodes together.")
+    return first

@@ -1,0 +1,162 @@
+"""What a Merkle-tree re-check costs against a full table-diff, and what tracking costs writers.
+
+    .venv/bin/python bench/bench_mtree.py [--cluster demo] [--rows 10000000] [--changed 0.0001]
+
+1. Loads ``bench_mtree`` (``--rows`` rows, seven mixed columns) on every node of a
+   running cluster, the same everywhere, and builds its trees (``ace mtree build``).
+2. Changes ``--changed`` of its rows on the second node, scattered over the key space.
+3. Times ``ace table-diff`` and ``ace mtree table-diff`` (which first folds in the
+   change log) as whole commands, checks they report the same number of rows,
+   and prints the ratio. Target: the tree's re-check at most 5% of the full diff.
+4. Runs pgbench for ``--seconds`` on the first node against a table without, then
+   with tracking (single-row inserts and updates, ``--clients`` clients) and prints
+   the throughput lost. Target: at most 15%.
+
+Figures are for people, not a test; quote ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    REPO_ROOT,
+    BenchError,
+    check_reachable,
+    load_targets,
+    on_each_node,
+    open_connection,
+    venv_tool,
+)
+
+TABLE = "bench_mtree"
+WRITE_TABLE = "bench_mtree_writes"
+LOAD_SQL = f"""
+DROP TABLE IF EXISTS {TABLE};
+CREATE TABLE {TABLE} (id bigint PRIMARY KEY, a int, b text, c float8, d timestamptz,
+                      e numeric(12,2), f boolean);
+INSERT INTO {TABLE} SELECT g, g %% 1000, md5(g::text), g / 7.0,
+       '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g / 100.0, g %% 2 = 0
+  FROM generate_series(1, %(rows)s) g;
+VACUUM ANALYZE {TABLE};
+DROP TABLE IF EXISTS {WRITE_TABLE};
+CREATE TABLE {WRITE_TABLE} (id bigint PRIMARY KEY, v int, t text);
+INSERT INTO {WRITE_TABLE} SELECT g, g, 'row ' || g FROM generate_series(1, 100000) g;
+VACUUM ANALYZE {WRITE_TABLE};
+"""
+PGBENCH_SCRIPT = f"""
+\\set k random(1, 100000)
+\\set n random(100001, 1000000000)
+UPDATE {WRITE_TABLE} SET v = v + 1 WHERE id = :k;
+INSERT INTO {WRITE_TABLE} VALUES (:n, 1, 'new') ON CONFLICT (id) DO UPDATE SET v = 0;
+"""
+
+
+def ace(env: dict[str, str], *args: str) -> tuple[float, str]:
+    """Run ``ace ARGS``; return wall seconds and stdout (exit 2 is an error)."""
+    started = time.monotonic()
+    proc = subprocess.run([venv_tool("ace"), *args], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT)
+    wall = time.monotonic() - started
+    if proc.returncode not in (0, 1):
+        raise BenchError(f"ace {' '.join(args)} failed: {proc.stderr.strip()}")
+    return wall, proc.stdout
+
+
+def diff_rows(stdout: str) -> int:
+    found = re.search(r"(?:Diffs|Diff summary) written to (\S+\.json)", stdout)
+    if not found:
+        raise BenchError(f"no diff file in: {stdout!r}")
+    return int(json.loads(Path(found.group(1)).read_text())["summary"]["diff_rows"])
+
+
+def pgbench_tps(dsn: dict[str, object], seconds: int, clients: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
+        fh.write(PGBENCH_SCRIPT)
+    os.chmod(fh.name, 0o644)
+    env = {**os.environ, "PGPASSWORD": str(dsn.get("password", ""))}
+    pgbench = str(Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")) / "pgbench")
+    proc = subprocess.run(
+        [pgbench, "-n", "-f", fh.name, "-T", str(seconds), "-c", str(clients), "-j",
+         str(min(clients, 2)), "-h", str(dsn["host"]), "-p", str(dsn["port"]), "-U",
+         str(dsn["user"]), str(dsn["dbname"])], capture_output=True, text=True, env=env)
+    os.unlink(fh.name)
+    found = re.search(r"tps = ([0-9.]+)", proc.stdout)
+    if not found:
+        raise BenchError(f"pgbench failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return float(found.group(1))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cluster", default="demo")
+    p.add_argument("--cluster-dir", default=os.environ.get("ACE_CLUSTER_DIR", "cluster"))
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--changed", type=float, default=0.0001, help="share of rows changed on n2")
+    p.add_argument("--seconds", type=int, default=15, help="pgbench duration per run")
+    p.add_argument("--clients", type=int, default=4)
+    args = p.parse_args()
+    cluster_dir = Path(args.cluster_dir).resolve()
+    targets = load_targets(cluster_dir, args.cluster)
+    check_reachable(targets, cluster_dir, args.cluster)
+    out = Path(tempfile.mkdtemp(prefix="bench-mtree-"))
+    env = {**os.environ, "ACE_CLUSTER_DIR": str(cluster_dir), "ACE_OUTPUT_DIR": str(out),
+           "ACE_NO_PROGRESS": "1", "ACE_MAX_ALLOWED_DIFFS": "10000000"}
+    env.pop("ACE_BROKER_URL", None)
+
+    print(f"loading {args.rows} rows on {len(targets)} nodes ...", flush=True)
+
+    def load(target: object) -> None:
+        conn = open_connection(target)  # type: ignore[arg-type]
+        with conn.cursor() as cur:
+            for statement in filter(str.strip, LOAD_SQL.split(";")):
+                cur.execute(statement, {"rows": args.rows})
+        conn.close()
+    on_each_node(targets, load)
+    ace(env, "mtree", "init", args.cluster, "--quiet")
+    build_s, _ = ace(env, "mtree", "build", args.cluster, f"public.{TABLE}", "--quiet")
+
+    changed = max(1, int(args.rows * args.changed))
+    step = max(1, args.rows // changed)
+    conn = open_connection(targets[1])
+    with conn.cursor() as cur:
+        cur.execute(f"UPDATE {TABLE} SET b = 'changed' WHERE id %% %s = 7 AND id <= %s",  # noqa: S608
+                    (step, step * changed))
+        print(f"changed {cur.rowcount} rows on {targets[1].node}", flush=True)
+    conn.close()
+
+    tree_s, tree_out = ace(env, "mtree", "table-diff", args.cluster, f"public.{TABLE}")
+    full_s, full_out = ace(env, "table-diff", args.cluster, f"public.{TABLE}")
+    same = diff_rows(tree_out) == diff_rows(full_out)
+    print(f"\n| rows | build | full table-diff | mtree table-diff | ratio (target <= 0.05) |"
+          f"\n|---|---|---|---|---|\n| {args.rows} | {build_s:.1f} s | {full_s:.2f} s | "
+          f"{tree_s:.2f} s | {tree_s / full_s:.3f} |")
+    print(f"same rows reported: {same} ({diff_rows(full_out)} differing)")
+
+    dsn = targets[0].dsn_kwargs()
+    ace(env, "mtree", "teardown", args.cluster, f"public.{WRITE_TABLE}", "--quiet")
+    plain = pgbench_tps(dsn, args.seconds, args.clients)
+    ace(env, "mtree", "build", args.cluster, f"public.{WRITE_TABLE}", "--quiet")
+    tracked = pgbench_tps(dsn, args.seconds, args.clients)
+    ace(env, "mtree", "teardown", args.cluster, f"public.{WRITE_TABLE}", "--quiet")
+    print(f"\nwrites (pgbench, {args.clients} clients, {args.seconds} s each): untracked "
+          f"{plain:.0f} tps, tracked {tracked:.0f} tps, lost {100 * (1 - tracked / plain):.1f}% "
+          "(target <= 15%)")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench_mtree: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,262 @@
+"""Merkle trees: ``ace mtree table-diff`` must report exactly what a full ``ace table-diff`` does.
+
+Random workloads on different nodes (inserts, updates, deletes, key updates,
+keys on block boundaries and beyond the first and last block, bulk changes
+that split and merge leaves, writes made as replication and repairs make
+them) are followed each time by both diffs, whose rows must be the same.
+A tree that may be stale is refused in one sentence, never trusted.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import psycopg2
+import pytest
+from diff_helpers import CLUSTER, NODES, AceRun, execute, on_every_node, query, run_ace
+
+from ace_shared.mtree.leaves import levels_for
+from ace_shared.mtree.objects import tree_key
+from ace_shared.nodes.ident import TableName
+
+TABLE = "public.mt_work"
+ROWS = 12000  # ids 10, 20, ...: gaps to insert into; 120 leaves at the default 100 rows
+
+
+def mtree(*args: str) -> AceRun:
+    return run_ace("mtree", *args)
+
+
+def both_diffs(table: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Diff ``table`` through the trees and in full; return both files' contents."""
+    tree_run = mtree("table-diff", CLUSTER, table)
+    assert tree_run.code in (0, 1), (tree_run.stdout, tree_run.stderr)
+    full_run = run_ace("table-diff", CLUSTER, table)
+    assert full_run.code == tree_run.code, (tree_run.stdout, full_run.stdout)
+    return tree_run.diff(), full_run.diff()
+
+
+def assert_same_diff(table: str) -> dict[str, Any]:
+    tree, full = both_diffs(table)
+    assert tree["diffs"] == full["diffs"]
+    assert tree["summary"]["diff_rows"] == full["summary"]["diff_rows"]
+    assert tree["summary"]["total_rows_checked"] == full["summary"]["total_rows_checked"]
+    return tree
+
+
+def lowers(cluster: Any, table: str) -> list[int]:
+    schema, name = table.split(".")
+    blocks = f'ace_mtree."blocks_{tree_key(TableName(schema, name))}"'
+    return [int(r[0]) for r in query(cluster.node_dsn(0),
+                                     f"SELECT l0 FROM {blocks} WHERE block_no > 0 ORDER BY 1")]
+
+
+@pytest.fixture(autouse=True)
+def mtree_schema(pg_cluster: Any) -> None:
+    """ACE's schema on every node (idempotent): each test may run alone, in any order."""
+    assert mtree("init", CLUSTER).code == 0
+
+
+@pytest.fixture(scope="module")
+def work_table(pg_cluster: Any) -> str:
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_work",
+        "CREATE TABLE mt_work (id bigint PRIMARY KEY, v text, f float8, ts timestamptz)",
+        f"INSERT INTO mt_work SELECT g * 10, 'v' || g, g / 7.0, "
+        f"'2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute' "
+        f"FROM generate_series(1, {ROWS}) g",
+        "ANALYZE mt_work",
+    ])
+    assert mtree("init", CLUSTER).code == 0  # module fixtures come before the autouse one
+    built = mtree("build", CLUSTER, TABLE)
+    assert built.code == 0, built.stderr
+    return TABLE
+
+
+def _random_round(rng: random.Random, cluster: Any, bounds: list[int]) -> None:
+    """One burst of writes on one or two random nodes."""
+    for node in rng.sample(range(len(NODES)), rng.choice((1, 2))):
+        statements: list[str] = []
+        for _ in range(rng.randint(3, 8)):
+            k = rng.choice([rng.randint(1, ROWS) * 10, rng.choice(bounds),
+                            rng.randint(1, ROWS) * 10 + rng.randint(1, 9)])
+            kind = rng.choice(("insert", "update", "delete", "move", "edge"))
+            if kind == "insert":
+                statements.append(f"INSERT INTO mt_work VALUES ({k}, 'new', 1.5, now()) "
+                                  "ON CONFLICT (id) DO UPDATE SET v = 'upserted'")
+            elif kind == "update":
+                statements.append(f"UPDATE mt_work SET v = v || 'x', f = f * 3 WHERE id = {k}")
+            elif kind == "delete":
+                statements.append(f"DELETE FROM mt_work WHERE id = {k}")
+            elif kind == "move":  # a key update, possibly into another leaf
+                target = rng.randint(1, ROWS * 10 + 100)
+                statements.append(f"UPDATE mt_work SET id = {target} WHERE id = {k} AND NOT "
+                                  f"EXISTS (SELECT 1 FROM mt_work WHERE id = {target})")
+            else:  # before the first leaf's keys and after the last's
+                edge = rng.choice((-rng.randint(1, 10**6), ROWS * 10 + rng.randint(1, 10**6)))
+                statements.append(f"INSERT INTO mt_work VALUES ({edge}, 'edge', 0, now()) "
+                                  "ON CONFLICT DO NOTHING")
+        if rng.random() < 0.3:  # as a replication apply worker or a repair writes
+            statements.insert(0, "SET LOCAL session_replication_role = replica")
+        execute(cluster.node_dsn(node), statements)
+
+
+def test_tree_and_full_diff_agree_through_random_workloads(pg_cluster: Any,
+                                                           work_table: str) -> None:
+    first = assert_same_diff(work_table)
+    assert first["summary"]["mismatch"] is False
+    rng = random.Random(20261201)
+    for _ in range(8):
+        _random_round(rng, pg_cluster, lowers(pg_cluster, work_table))
+        diff = assert_same_diff(work_table)
+        assert diff["summary"]["mtree"]["leaves_differing"] >= (1 if diff["diffs"] else 0)
+
+
+def test_bulk_changes_split_and_merge_leaves_on_every_node_alike(pg_cluster: Any,
+                                                                 work_table: str) -> None:
+    # 3000 new keys inside one leaf on n2 only: that leaf must be split on every node
+    execute(pg_cluster.node_dsn(1), [
+        "INSERT INTO mt_work SELECT 50000 + g, 'bulk', 0, now() "
+        "FROM generate_series(1, 3000) g ON CONFLICT DO NOTHING"])
+    diff = assert_same_diff(work_table)
+    assert diff["summary"]["mtree"]["leaves_split"] >= 1
+    # and most rows of one leaf deleted everywhere: it is merged with its neighbour
+    on_every_node(pg_cluster, ["DELETE FROM mt_work WHERE id > 70000 AND id < 100000"])
+    diff = assert_same_diff(work_table)
+    assert diff["summary"]["mtree"]["leaves_merged"] >= 1
+    digests = {query(pg_cluster.node_dsn(i), "SELECT bounds_sig FROM ace_mtree.trees "
+                     "WHERE table_name = 'mt_work'")[0][0] for i in range(len(NODES))}
+    assert len(digests) == 1
+
+
+def test_writes_in_other_session_settings_hash_as_ace_prints_them(pg_cluster: Any) -> None:
+    """The trigger hashes under ACE's pinned settings, whatever the writer's session says."""
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_types",
+        "CREATE TABLE mt_types (id int PRIMARY KEY, f float8, iv interval, b bytea, "
+        "ts timestamptz, n numeric, j jsonb, a text[], \"Mixed Col\" text)",
+        "INSERT INTO mt_types (id) SELECT g FROM generate_series(1, 40) g",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_types").code == 0
+    odd = ["SET extra_float_digits = 0", "SET DateStyle = 'SQL, DMY'",
+           "SET IntervalStyle = 'sql_standard'", "SET bytea_output = 'escape'",
+           "SET TimeZone = 'Asia/Tokyo'"]
+    update = ("UPDATE mt_types SET f = 0.1::float8 + 0.2::float8, iv = '1 day 2 hours', "
+              "b = '\\x00ff'::bytea, ts = '2024-01-01 12:00:00+00', n = 1.50, "
+              "j = '{\"b\": 1, \"a\": 2}', a = ARRAY['x', NULL], \"Mixed Col\" = '' "
+              "WHERE id <= 20")
+    for i in range(len(NODES)):
+        execute(pg_cluster.node_dsn(i), [*(odd if i == 1 else []), update])
+    execute(pg_cluster.node_dsn(2), ["UPDATE mt_types SET f = 0.3, \"Mixed Col\" = NULL "
+                                     "WHERE id = 7"])
+    diff = assert_same_diff("public.mt_types")
+    assert set(diff["diffs"]) == {"n1/n3", "n2/n3"}
+
+
+def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_stale",
+        "CREATE TABLE mt_stale (id int PRIMARY KEY, v text)",
+        "INSERT INTO mt_stale SELECT g, 'v' FROM generate_series(1, 500) g",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_stale").code == 0
+    cases = [
+        ("ALTER TABLE mt_stale DISABLE TRIGGER ALL", "disabled"),
+        # switched off and on again: the table looks as built, but writes may have been missed
+        ("ALTER TABLE mt_stale DISABLE TRIGGER ace_mtree_row; INSERT INTO mt_stale VALUES "
+         "(100000, 'unseen'); ALTER TABLE mt_stale ENABLE ALWAYS TRIGGER ace_mtree_row", "altered"),
+        ("TRUNCATE mt_stale", "truncated"),
+        ("ALTER TABLE mt_stale ADD COLUMN extra int", "columns"),
+    ]
+    for statement, word in cases:
+        if word == "columns":  # the same new column everywhere: the nodes agree, the tree not
+            on_every_node(pg_cluster, [statement])
+        else:
+            execute(pg_cluster.node_dsn(2), [statement])
+        refused = mtree("table-diff", CLUSTER, "public.mt_stale")
+        assert refused.code == 2, refused.stdout
+        assert word in refused.stderr, refused.stderr
+        assert ("n3" if word != "columns" else "n1") in refused.stderr, refused.stderr
+        assert "ace mtree build" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        if statement.startswith("ALTER TABLE mt_stale DISABLE"):
+            execute(pg_cluster.node_dsn(2), ["ALTER TABLE mt_stale ENABLE TRIGGER ALL"])
+            # re-enabling by hand turns the replica trigger into an ordinary one: still refused
+            assert mtree("table-diff", CLUSTER, "public.mt_stale").code == 2
+        on_every_node(pg_cluster, ["TRUNCATE mt_stale",
+                                   "INSERT INTO mt_stale (id, v) SELECT g, 'v' "
+                                   "FROM generate_series(1, 500) g"])
+        assert mtree("build", CLUSTER, "public.mt_stale").code == 0
+        assert mtree("table-diff", CLUSTER, "public.mt_stale").code == 0
+
+
+def test_writers_need_no_rights_in_aces_schema(pg_cluster: Any) -> None:
+    """An application role that owns nothing in ace_mtree still writes to a tracked table."""
+    dsn = pg_cluster.node_dsn(0)
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_app", "DROP ROLE IF EXISTS mt_writer",
+        "CREATE ROLE mt_writer LOGIN PASSWORD 'pw'",
+        "CREATE TABLE mt_app (id int PRIMARY KEY, v text)",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON mt_app TO mt_writer",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_app").code == 0
+    params = psycopg2.extensions.parse_dsn(dsn)
+    conn = psycopg2.connect(**{**params, "user": "mt_writer", "password": "pw"})
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO mt_app VALUES (1, 'a'), (2, 'b')")
+        cur.execute("SELECT has_schema_privilege('ace_mtree', 'USAGE')")
+        assert cur.fetchone()[0] is False
+    conn.close()
+    diff = assert_same_diff("public.mt_app")
+    assert set(diff["diffs"]) == {"n1/n2", "n1/n3"}
+
+
+def test_teardown_removes_every_object(pg_cluster: Any, work_table: str) -> None:
+    on_every_node(pg_cluster, ["DROP TABLE IF EXISTS mt_gone",
+                               "CREATE TABLE mt_gone (id int PRIMARY KEY)"])
+    assert mtree("build", CLUSTER, "public.mt_gone").code == 0
+    assert mtree("teardown", CLUSTER, "public.mt_gone").code == 0
+    left = query(pg_cluster.node_dsn(0), "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                 "'public.mt_gone'::regclass")
+    assert left == [(0,)]
+    assert mtree("teardown", CLUSTER).code == 0
+    for i in range(len(NODES)):
+        dsn = pg_cluster.node_dsn(i)
+        assert query(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'ace_mtree'") == [(0,)]
+        assert query(dsn, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ace_mtree%%'") \
+            == [(0,)]
+    refused = mtree("table-diff", CLUSTER, work_table)
+    assert refused.code == 2 and "mtree init" in refused.stderr
+
+
+def test_levels_cover_every_leaf() -> None:
+    assert levels_for(0) == 1 and levels_for(1) == 1 and levels_for(16) == 1
+    assert levels_for(17) == 2 and levels_for(256) == 2 and levels_for(257) == 3
+
+
+def test_type_matrix_passes_through_the_tree(pg_cluster: Any) -> None:
+    """Every case of the table-diff type matrix, written after the build (through the
+    triggers, in unusual session settings) and then hashed again by a fresh build."""
+    from test_diff_types import CASES, ENUM_DDL, TABLE_DDL
+
+    odd = ["SET extra_float_digits = 0", "SET DateStyle = 'SQL, DMY'",
+           "SET IntervalStyle = 'iso_8601'", "SET bytea_output = 'escape'",
+           "SET TimeZone = 'Pacific/Chatham'"]
+    for i in range(len(NODES)):
+        dsn = pg_cluster.node_dsn(i)
+        execute(dsn, ["DROP TABLE IF EXISTS td_types", "DROP TYPE IF EXISTS td_mood"])
+        for stmt in ENUM_DDL[i]:
+            execute(dsn, [stmt])
+        execute(dsn, [TABLE_DDL, f"INSERT INTO td_types (id) SELECT g FROM "
+                                 f"generate_series(1, {len(CASES)}) g"])
+    assert mtree("build", CLUSTER, "public.td_types").code == 0
+    for i in range(len(NODES)):
+        updates = [f"UPDATE td_types SET {case.column} = {case.values[i]} WHERE id = {n}"  # noqa: S608
+                   for n, case in enumerate(CASES, start=1)]
+        execute(pg_cluster.node_dsn(i), [*odd, *updates])
+    through_triggers = assert_same_diff("public.td_types")
+    assert through_triggers["summary"]["mismatch"] is True
+    assert mtree("build", CLUSTER, "public.td_types").code == 0
+    rebuilt = assert_same_diff("public.td_types")
+    assert rebuilt["diffs"] == through_triggers["diffs"]
