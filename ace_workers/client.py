@@ -17,6 +17,7 @@ show; nothing here writes to a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,14 +121,18 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
     """
     row = submission(task_type, cluster_name=cluster_name, table_name=table_name,
                      requested_by=requested_by)
+    client = redis_client(_broker(settings), PATIENCE_SECONDS) if _publishes(settings) else None
+    created = None
     try:
-        if _publishes(settings):
-            published.create(redis_client(_broker(settings), PATIENCE_SECONDS), task_id)
+        if client is not None:
+            published.create(client, task_id)
+            created = client
         # the task store and the published state, not the result backend, carry the outcome
         get_app().send_task(TASK_NAMES[task_type], args=[options], kwargs={"submission": row},
                             task_id=task_id, retry=True, retry_policy=SEND_RETRY,
                             ignore_result=True)
     except Exception as exc:  # the broker is down: say so
+        _forget(created, task_id)
         raise _unreachable(settings, exc) from exc
     from ace_shared.tasks.store import TaskStore, record_submission
     try:
@@ -137,6 +142,14 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
             f"Task {task_id} was queued, but the task store could not record it: {exc}. Its "
             "worker records it when it starts; check ACE_DATABASE_URL.") from exc
     return row
+
+
+def _forget(client: Any, task_id: str) -> None:
+    """Withdraw the published state of a task that was published but never sent."""
+    if client is None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        client.delete(published.task_key(task_id))
 
 
 def follow(task_id: str, settings: Settings) -> Iterator[Event]:
