@@ -116,6 +116,7 @@ class Command:
     name: str
     help: str
     options: tuple[Option, ...]
+    route: str = ""  # the REST path when it is not /<name> (/mtree/build)
 
     def option(self, name: str) -> Option:
         for opt in self.options:

@@ -47,7 +47,9 @@ def make_app() -> Celery:
     visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", VISIBILITY_SECONDS))
     app = Celery("ace_workers", broker=broker, backend=backend,
                  include=["ace_workers.diff", "ace_workers.repair",
-                          "ace_workers.schedule", "ace_workers.autorepair"])
+                          "ace_workers.schedule", "ace_workers.autorepair",
+                          "ace_workers.checks", "ace_workers.recheck",
+                          "ace_workers.mtree"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",

@@ -38,6 +38,10 @@ TASK_NAMES = {
     "table-diff": "ace.table_diff",
     "table-repair": "ace.table_repair",
     "table-rerun": "ace.table_rerun",
+    "schema-diff": "ace.schema_diff",
+    "repset-diff": "ace.repset_diff",
+    "spock-diff": "ace.spock_diff",
+    "mtree": "ace.mtree",
 }
 
 # A submission waits a few seconds for the broker, not Celery's default of much longer.

@@ -30,8 +30,9 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
                                settings.MIN_RUN_FREQUENCY):
         when: Any = (crontab(*job.crontab) if job.crontab
                      else timedelta(seconds=job.every_seconds or 0))
-        entries[f"table-diff:{job.name}"] = {
-            "task": "ace.scheduled_diff", "schedule": when, "args": [job.name, job.options],
+        entries[f"{job.command}:{job.name}"] = {
+            "task": "ace.scheduled_diff", "schedule": when,
+            "args": [job.name, job.options, job.command, job.rerun_after],
         }
     timing = auto_repair_timing(settings.auto_repair_config, settings.MIN_RUN_FREQUENCY)
     if timing is not None:
@@ -58,17 +59,35 @@ class AceScheduler(PersistentScheduler):
 
 
 @app.task(name="ace.scheduled_diff")
-def scheduled_diff(job_name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Submit the scheduled job's table-diff as an ordinary task."""
+def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table-diff",
+                   rerun_after: int | None = None) -> dict[str, Any]:
+    """Submit the scheduled job's diff as an ordinary task (and its recheck, if asked)."""
     from ace_workers.client import submit
 
     settings = runtime.settings()
-    request = validate_diff_request(options, settings)
-    task_id = new_task_id("table-diff")
+    task_id = new_task_id(command)
     try:
-        submit("table-diff", request.to_dict(), task_id, settings,
-               cluster_name=request.cluster_name, table_name=request.table.display,
-               requested_by=f"scheduler:{job_name}")
+        if command == "repset-diff":
+            from ace_shared.repsetdiff.request import validate_repset_diff
+            checked = validate_repset_diff(options, settings)
+            submit(command, checked.to_dict(), task_id, settings,
+                   cluster_name=checked.cluster_name, table_name=checked.repset,
+                   requested_by=f"scheduler:{job_name}")
+        elif command == "mtree-table-diff":
+            from ace_shared.mtree.request import validate_mtree_request
+            tree = validate_mtree_request({**options, "action": "table-diff"}, settings)
+            submit("mtree", tree.to_dict(), task_id, settings,
+                   cluster_name=tree.cluster_name, table_name=tree.table.display,  # type: ignore[union-attr]
+                   requested_by=f"scheduler:{job_name}")
+        else:
+            request = validate_diff_request(options, settings)
+            submit("table-diff", request.to_dict(), task_id, settings,
+                   cluster_name=request.cluster_name, table_name=request.table.display,
+                   requested_by=f"scheduler:{job_name}")
     except AceError as exc:
         return {"job": job_name, "error": str(exc)}
+    if rerun_after:
+        from ace_workers.recheck import scheduled_recheck
+        scheduled_recheck.apply_async(args=[job_name, command, task_id, rerun_after],
+                                      countdown=rerun_after)
     return {"job": job_name, "task_id": task_id}

@@ -14,6 +14,10 @@ peak memory of its process tree:
 4. ``table-rerun`` in both behaviours again (nothing differs any more);
 5. ``table-diff`` again, to confirm the nodes match.
 
+Then (``--big-diff-mb``, 200 by default, 0 to skip) the peak memory of
+``table-repair --dry-run`` and of ``table-rerun`` on a generated diff file of
+that size (see ``big_diff.py``); ``--only-big-diff`` runs that part alone.
+
 Usage::
 
     .venv/bin/python bench/bench_repair.py                     # cluster demo in ./cluster
@@ -44,6 +48,7 @@ from _common import (
     run_measured,
     venv_tool,
 )
+from big_diff import run_big_diff
 from psycopg2 import sql
 
 from ace_shared.nodes.connection import NodeTarget
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", default="demo")
     parser.add_argument("--rows", type=int, default=200_000,
                         help="rows per node; n2 differs on half of them")
+    parser.add_argument("--big-diff-mb", type=int, default=200,
+                        help="size of the generated diff file to repair and rerun (0: skip)")
+    parser.add_argument("--only-big-diff", action="store_true")
     args = parser.parse_args(argv)
     cluster_dir = Path(os.environ.get("ACE_CLUSTER_DIR", "cluster")).resolve()
     targets = load_targets(cluster_dir, args.cluster)
@@ -118,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
            "ACE_MAX_ALLOWED_DIFFS": str(max(args.rows, 10_000) * 2), "ACE_NO_PROGRESS": "1"}
     env.pop("ACE_BROKER_URL", None)
 
+    if not args.only_big_diff:
+        flow(targets, args, env)
+    if args.big_diff_mb > 0:
+        run_big_diff(targets, args.cluster, env, output, args.big_diff_mb)
+    print(f"output folder: {output}")
+    return 0
+
+
+def flow(targets: tuple[NodeTarget, ...], args: argparse.Namespace,
+         env: dict[str, str]) -> None:
+    """Diff, rerun, repair, rerun, diff on ``bench_repair``."""
     seconds = build(targets, args.rows)
     divergent = args.rows // 4 * 2
     print(f"built {TABLE}: {args.rows} rows on {len(targets)} nodes, {DIVERGED_NODE} differs on "
@@ -140,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         line(f"table-rerun {behavior} (after)", run, _outcome(run))
     final = ace_run(env, "table-diff", args.cluster, table)
     line("table-diff (after repair)", final, f"exit {final.returncode}")
-    print(f"output folder: {output}")
-    return 0
 
 
 def _outcome(run: MeasuredRun) -> str:

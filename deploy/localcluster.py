@@ -188,7 +188,8 @@ class LocalCluster:
                  ports: Sequence[int] = (6432, 6433, 6434),
                  timezones: Sequence[str] | None = None, dbname: str = "acedb",
                  user: str = "ace", password: str = "ace_pw",
-                 node_names: Sequence[str] | None = None) -> None:
+                 node_names: Sequence[str] | None = None,
+                 server_settings: dict[str, str] | None = None) -> None:
         if not ports:
             raise ValueError("A cluster needs at least one port.")
         names = list(node_names) if node_names else [f"n{i + 1}" for i in range(len(ports))]
@@ -204,6 +205,8 @@ class LocalCluster:
         self.root_dir = self.base_dir / name
         self.nodes = [Node(n, p, tz, self.root_dir / n, self._socket_dir(n, p))
                       for n, p, tz in zip(names, self.ports, zones, strict=True)]
+        # extra postgresql.conf settings for every node (e.g. shared_preload_libraries)
+        self.server_settings = dict(server_settings or {})
         self._as_root = os.geteuid() == 0
         self._lock_depth = 0
         self._lock_fd: int | None = None
@@ -372,6 +375,7 @@ class LocalCluster:
         }
         if node.timezone:
             settings["timezone"] = node.timezone
+        settings.update(self.server_settings)
         text = "# Written by deploy/localcluster.py on every start; edits are lost.\n"
         text += "".join(_conf_line(k, v) for k, v in settings.items())
         changed = self._write_if_changed(node.data_dir / CONF_INCLUDE, text)

@@ -50,6 +50,12 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v runuser >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
+# pglogical, for the server version installed: the checks' tests build a real replicating mesh
+if ! compgen -G '/usr/lib/postgresql/*/lib/pglogical.so' >/dev/null; then
+  pg_major=$(basename "$(ls -d /usr/lib/postgresql/*/ | sort -V | tail -1)")
+  apt_install "postgresql-${pg_major}-pglogical" || say "WARNING: pglogical did not install; the replication tests will fail"
+fi
+
 # Chromium renders the HTML diff report in the tests; setup itself can do without.
 if ! command -v chromium >/dev/null; then
   apt_install chromium fonts-dejavu-core || say "WARNING: chromium did not install; the report tests will fail"

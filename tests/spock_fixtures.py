@@ -156,3 +156,96 @@ def repair_mode_calls(dsn: str) -> list[tuple[bool, str, str]]:
     """Every ``spock.repair_mode`` call so far: (enabled, transaction id, replication role)."""
     return [(r[0], r[1], r[2]) for r in run_sql(
         dsn, "SELECT enabled, xid, srr FROM spock.test_repair_mode_calls ORDER BY n")]
+
+
+# ----- replication metadata (read by repset-diff and spock-diff) ---------------------------
+
+REPLICATION_DDL = """
+CREATE SCHEMA IF NOT EXISTS spock;
+CREATE TABLE spock.node (
+    node_id oid PRIMARY KEY, node_name name NOT NULL UNIQUE, location text, country text,
+    info jsonb) WITH (user_catalog_table = true);
+CREATE TABLE spock.node_interface (
+    if_id oid PRIMARY KEY, if_name name NOT NULL, if_nodeid oid REFERENCES spock.node,
+    if_dsn text NOT NULL) WITH (user_catalog_table = true);
+CREATE TABLE spock.local_node (
+    node_id oid PRIMARY KEY REFERENCES spock.node,
+    node_local_interface oid NOT NULL REFERENCES spock.node_interface)
+    WITH (user_catalog_table = true);
+CREATE TABLE spock.subscription (
+    sub_id oid PRIMARY KEY, sub_name name NOT NULL UNIQUE,
+    sub_origin oid NOT NULL REFERENCES spock.node, sub_target oid NOT NULL REFERENCES spock.node,
+    sub_origin_if oid NOT NULL REFERENCES spock.node_interface,
+    sub_target_if oid NOT NULL REFERENCES spock.node_interface,
+    sub_enabled boolean NOT NULL DEFAULT true, sub_slot_name name NOT NULL,
+    sub_replication_sets text[], sub_forward_origins text[],
+    sub_apply_delay interval NOT NULL DEFAULT '0', sub_force_text_transfer boolean NOT NULL
+    DEFAULT false, sub_skip_lsn pg_lsn, sub_skip_schema text[], sub_created_at timestamptz)
+    WITH (user_catalog_table = true);
+CREATE TABLE spock.replication_set (
+    set_id oid PRIMARY KEY, set_nodeid oid NOT NULL, set_name name NOT NULL,
+    replicate_insert boolean NOT NULL DEFAULT true, replicate_update boolean NOT NULL DEFAULT true,
+    replicate_delete boolean NOT NULL DEFAULT true,
+    replicate_truncate boolean NOT NULL DEFAULT true, UNIQUE (set_nodeid, set_name))
+    WITH (user_catalog_table = true);
+CREATE TABLE spock.replication_set_table (
+    set_id oid NOT NULL, set_reloid regclass NOT NULL, set_att_list text[],
+    set_row_filter pg_node_tree, PRIMARY KEY (set_id, set_reloid))
+    WITH (user_catalog_table = true);
+CREATE TABLE spock.replication_set_seq (
+    set_id oid NOT NULL, set_seqoid regclass NOT NULL, PRIMARY KEY (set_id, set_seqoid))
+    WITH (user_catalog_table = true);
+CREATE TABLE spock.test_sub_status (sub_name name PRIMARY KEY, status text NOT NULL);
+CREATE FUNCTION spock.sub_show_status(subscription_name name DEFAULT NULL,
+    OUT subscription_name text, OUT status text, OUT provider_node text, OUT provider_dsn text,
+    OUT slot_name text, OUT replication_sets text[], OUT forward_origins text[])
+RETURNS SETOF record LANGUAGE sql AS $$
+    SELECT s.sub_name::text, coalesce(t.status, CASE WHEN s.sub_enabled THEN 'replicating'
+                                                    ELSE 'disabled' END),
+           o.node_name::text, i.if_dsn, s.sub_slot_name::text, s.sub_replication_sets,
+           s.sub_forward_origins
+    FROM spock.subscription s JOIN spock.node o ON o.node_id = s.sub_origin
+    JOIN spock.node_interface i ON i.if_id = s.sub_origin_if
+    LEFT JOIN spock.test_sub_status t ON t.sub_name = s.sub_name
+$$;
+"""
+
+DEFAULT_SETS = ("default", "default_insert_only", "ddl_sql")
+
+
+def install_spock_mesh(dsns: Sequence[str], names: Sequence[str],
+                       tables: Sequence[str] = (), only: Sequence[str] | None = None) -> None:
+    """Spock's replication catalog on every node, as a healthy full mesh leaves it.
+
+    Every node knows every node, has the three default sets (``tables`` in
+    ``default``) and subscribes to every other node with set ``default``,
+    ``default_insert_only`` and ``ddl_sql`` and no forward origins. ``only``
+    limits the installation to some of the nodes (the others are still known).
+    """
+    ids = {name: 1000 + i for i, name in enumerate(names)}
+    for dsn, me in zip(dsns, names, strict=True):
+        if only is not None and me not in only:
+            continue
+        drop_spock(dsn)
+        statements = [REPLICATION_DDL]
+        for name, nid in ids.items():
+            statements.append(f"INSERT INTO spock.node VALUES ({nid}, '{name}', NULL, NULL, NULL)")
+            statements.append(f"INSERT INTO spock.node_interface VALUES ({nid}, '{name}', {nid},"
+                              f" 'host=127.0.0.1 dbname=acedb')")
+        statements.append(f"INSERT INTO spock.local_node VALUES ({ids[me]}, {ids[me]})")
+        for k, set_name in enumerate(DEFAULT_SETS):
+            statements.append(f"INSERT INTO spock.replication_set (set_id, set_nodeid, set_name)"
+                              f" VALUES ({ids[me] * 10 + k}, {ids[me]}, '{set_name}')")
+        for table in tables:
+            statements.append(f"INSERT INTO spock.replication_set_table (set_id, set_reloid)"
+                              f" VALUES ({ids[me] * 10}, '{table}')")
+        for other, oid in ids.items():
+            if other == me:
+                continue
+            statements.append(
+                "INSERT INTO spock.subscription (sub_id, sub_name, sub_origin, sub_target,"
+                " sub_origin_if, sub_target_if, sub_slot_name, sub_replication_sets,"
+                f" sub_forward_origins) VALUES ({oid * 10000 + ids[me]}, 'sub_{me}_{other}',"
+                f" {oid}, {ids[me]}, {oid}, {ids[me]}, 'slot_{me}_{other}',"
+                " '{default,default_insert_only,ddl_sql}', '{}')")
+        run_sql(dsn, *statements)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ace_shared.difffile.format import load_diff_file
+from ace_shared.difffile.file import load_diff_file
 from ace_shared.errors import DiffFileError
 from ace_shared.repair.plan import plan_bidirectional, plan_fix_nulls, plan_from_source
 from ace_shared.repair.queries import LineStream, copy_field

@@ -17,7 +17,7 @@ from repair_helpers import CLUSTER, Nodes, ace, diff_sections, diff_table, repai
 from ace_shared.config import load_settings
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
-from ace_shared.difffile.format import load_diff_file
+from ace_shared.difffile.file import load_diff_file
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.run import finish_rerun, plan_rerun, rerun_hostdb_job

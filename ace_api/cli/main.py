@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
+from ace_api.cli.checks import CHECKS
 from ace_api.cli.diff import run_table_diff_command
 from ace_api.cli.exits import EXIT_SAME, EXIT_TROUBLE, fail, settings_or_fail
 from ace_api.cli.mtree import mtree
@@ -134,6 +135,8 @@ main.add_command(build_command(TABLE_DIFF, run_table_diff_command))
 main.add_command(build_command(TABLE_REPAIR, run_table_repair_command, words=repair_words,
                                help_text=REPAIR_HELP))
 main.add_command(build_command(TABLE_RERUN, run_table_rerun_command))
+for _declared, _run in CHECKS:
+    main.add_command(build_command(_declared, _run))
 
 
 @main.command("api")

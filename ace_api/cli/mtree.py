@@ -13,27 +13,42 @@ from ace_api.cli.exits import EXIT_SAME
 from ace_api.cli.options import AceCommand, build_command
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
-from ace_shared.mtree.request import MTREE_COMMANDS, validate_mtree_request
+from ace_shared.mtree.request import MTREE_COMMANDS, MtreeRequest, validate_mtree_request
 from ace_shared.tasks.ids import new_task_id
 
 
 def _runner(action: str) -> Any:
     def run(values: dict[str, Any], settings: Settings) -> int:
-        from ace_shared.mtree.run import run_mtree
         request = validate_mtree_request({**values, "action": action}, settings, "cli")
         label = f"mtree {action}" + (f" {request.table.display}" if request.table else "")
-        bar = ProgressBar(label, enabled=action in ("build", "table-diff")
-                          and not request.quiet and not os.environ.get("ACE_NO_PROGRESS"))
-        try:
-            result = run_mtree(request, settings, new_task_id("mtree"), progress=bar)
-        finally:
-            bar.close()
+        result = _on_fleet(request, settings, label) if settings.BROKER_URL else \
+            _here(request, settings, label)
         if action == "table-diff":
             return report_diff(result, request.quiet)
         if not request.quiet:
             click.echo(json.dumps(result, indent=2, default=str))
         return EXIT_SAME
     return run
+
+
+def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:
+    from ace_shared.mtree.run import run_mtree
+    bar = ProgressBar(label, enabled=request.action in ("build", "table-diff")
+                      and not request.quiet and not os.environ.get("ACE_NO_PROGRESS"))
+    try:
+        return run_mtree(request, settings, new_task_id("mtree"), progress=bar)
+    finally:
+        bar.close()
+
+
+def _on_fleet(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:
+    from ace_workers.client import submit_and_follow
+    done = submit_and_follow("mtree", request.to_dict(), settings, new_task_id("mtree"),
+                             cluster_name=request.cluster_name,
+                             table_name=request.table.display if request.table else None,
+                             no_wait=False, quiet=request.quiet, label=label, unit="steps")
+    assert done is not None
+    return done["summary"] if request.action == "table-diff" else done
 
 
 class _MtreeGroup(click.Group):

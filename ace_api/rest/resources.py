@@ -17,8 +17,10 @@ from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
 from ace_api.rest.auth import caller
+from ace_api.rest.checks import CHECK_SUBMISSIONS
 from ace_api.rest.errors import ApiError
 from ace_api.rest.models import ApiModels, build_models
+from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
 from ace_api.rest.submissions import submit_diff, submit_repair, submit_rerun
 from ace_shared.autorepair.exception_status import update_spock_exception
@@ -37,6 +39,8 @@ SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
     (TABLE_DIFF, submit_diff),
     (TABLE_REPAIR, submit_repair),
     (TABLE_RERUN, submit_rerun),
+    *CHECK_SUBMISSIONS,
+    *MTREE_SUBMISSIONS,
 )
 
 _COMMON_ERRORS = {
@@ -57,7 +61,7 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
 def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
                     submit: SubmitFn) -> None:
     """``/<command>``, answering GET and POST alike (see the module's docstring)."""
-    path, summary = f"/{command.name}", command.help
+    path, summary = command.route or f"/{command.name}", command.help
     schema: RequestSchema = models.requests[command.name]
     errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
 

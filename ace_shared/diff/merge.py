@@ -1,16 +1,13 @@
 """Reducing the partial results of a diff into one diff file (and its CSV/HTML).
 
-The file keeps the original tool's shape,
-``{"diffs": {"n1/n2": {"n1": [rows], "n2": [rows]}}, "summary": {...}}``, with
-pairs in node order and rows in key order. It is streamed from the partial
-files pair by pair and written under a temporary name, then renamed: a reader
-never sees a half-written diff file, and memory stays bounded.
+The file's layout belongs to :mod:`ace_shared.difffile.format`, whose writer
+streams it from the partial files pair by pair, in node and key order, under a
+temporary name that is then renamed: a reader never sees a half-written diff
+file, and memory stays bounded. Here the summary is built and the writer called.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -19,41 +16,8 @@ from typing import Any
 
 from ace_shared.diff.differ import BatchResult
 from ace_shared.diff.request import DiffSpec
+from ace_shared.difffile.format import new_diff_path, write_diff_json
 from ace_shared.difffile.view import DiffView, PartialsView
-from ace_shared.outputs import new_output_path
-
-
-def new_diff_path(output_dir: Path, now: datetime | None = None) -> Path:
-    """``<output>/diffs/<YYYY-MM-DD>/diffs_<HHMMSSmmm>.json``, unique even within a millisecond."""
-    return new_output_path(output_dir, "diffs", "diffs", now)
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def write_diff_json(path: Path, view: DiffView, summary: dict[str, Any]) -> None:
-    """Stream the diff file for ``view`` to ``path`` (atomically)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write('{\n  "diffs": {')
-        first_pair = True
-        for a, b, _count in view.pairs():
-            fh.write(("" if first_pair else ",") + f"\n    {_dump(f'{a}/{b}')}: {{")
-            first_pair = False
-            for side_i, side in enumerate((a, b)):
-                fh.write(("" if side_i == 0 else ",") + f"\n      {_dump(side)}: [")
-                first_row = True
-                for row_json in view.side_rows(a, b, side):
-                    fh.write(("" if first_row else ",") + "\n        " + row_json)
-                    first_row = False
-                fh.write("\n      ]" if not first_row else "]")
-            fh.write("\n    }")
-        fh.write("\n  }," if not first_pair else "},")
-        fh.write('\n  "summary": ')
-        fh.write(json.dumps(summary, ensure_ascii=False, indent=2).replace("\n", "\n  "))
-        fh.write("\n}\n")
-    os.replace(tmp, path)
 
 
 def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],

@@ -1,7 +1,10 @@
 r"""The CSV rendering of a table diff: one line per node pair, differing key and node.
 
 Columns: ``pair, node, status`` and then every column of the table, in table
-order. ``pair`` is ``left/right`` as in the diff file (``n1/n2``), ``node`` is
+order. When the table itself has a column of one of those three names, the
+report's own three are written ``ace_pair, ace_node, ace_status`` instead
+(with more underscores, ``ace__pair``, should those clash too), so every
+header names one column. ``pair`` is ``left/right`` as in the diff file (``n1/n2``), ``node`` is
 the node whose row the line shows. For every differing key of a pair there are
 two lines, the left node's first; ``status`` says what that node has:
 
@@ -61,8 +64,25 @@ def decode_field(field: str) -> str | None:
     return field
 
 
+OWN_COLUMNS = ("pair", "node", "status")
+
+
+def own_columns(table_columns: Collection[str]) -> list[str]:
+    """The report's own column names, prefixed with ``ace_`` (more ``_`` as needed) on a clash.
+
+    A table may well have a column named ``status``; the header must still name
+    every column once, so a reader (or a spreadsheet) can tell them apart.
+    """
+    taken = set(table_columns)
+    prefix = ""
+    while any(prefix + name in taken for name in OWN_COLUMNS):
+        prefix = "ace_" if not prefix else prefix[:-1] + "__"
+    return [prefix + name for name in OWN_COLUMNS]
+
+
 def header(view: DiffView) -> list[str]:
-    return ["pair", "node", "status", *(c["name"] for c in view.columns)]
+    names = [c["name"] for c in view.columns]
+    return [*own_columns(names), *names]
 
 
 def _side_line(pair: str, node: str, status: str, row: dict[str, Any] | None,

@@ -1,48 +1,106 @@
-"""Reading diff files: this project's own and the original tool's.
+"""The diff-file format, read and written in one place: this project's files and the original tool's.
 
-Both table-repair and table-rerun start from a diff file. Two shapes exist:
+* this project's ``{"diffs": {"n1/n2": {"n1": [rows], "n2": [rows]}}, "summary": {...}}``,
+  values as the text PostgreSQL prints (``null`` for NULL), written by
+  :func:`write_diff_json` one row a line, pairs in node order, summary last;
+* the original tool's bare ``{"n1/n2": {...}}``, whose values may be JSON numbers or
+  booleans, and whose rows may carry ``_Spock_CommitTS_``-style metadata columns.
 
-* this project's ``{"diffs": {"n1/n2": {"n1": [rows], "n2": [rows]}}, "summary": {...}}``
-  whose values are the text PostgreSQL prints for them (``null`` for NULL);
-* the original tool's bare ``{"n1/n2": {...}}``, whose values may be JSON
-  numbers or booleans, and whose rows may carry ``_Spock_CommitTS_`` /
-  ``_Spock_CommitOrigin_`` metadata columns.
+A diff file can be far larger than the memory a repair may use, so it is never
+parsed whole: :func:`read_rows` walks its structure by hand and decodes one row
+at a time with the C JSON scanner, over a window of about a megabyte of text.
 
-Every value is turned back into text here, exactly: numbers keep the literal
-digits written in the file (``1.10`` stays ``1.10``, never ``1.1`` or
-``1.1000000000000001``), ``NaN``/``Infinity`` keep their spelling, booleans
-become ``true``/``false`` and nested JSON is re-serialised with its numbers
-untouched. Callers then cast that text to the column's type on the server.
+Every value comes back as text, exactly: numbers keep their literal digits
+(``1.10`` stays ``1.10``), ``NaN``/``Infinity`` their spelling, booleans become
+``true``/``false``, nested JSON is re-serialised with its numbers untouched.
 Everything wrong with a file is a :class:`DiffFileError` naming the file.
 """
 
 from __future__ import annotations
 
-import gc
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from ace_shared.errors import DiffFileError
-from ace_shared.nodes.ident import TableName
-from ace_shared.nodes.shape import TableShape
+from ace_shared.outputs import new_output_path
 
 Row = dict[str, str | None]
 Key = tuple[str, ...]
+# (pair index, node, row, the row's JSON text when the reader asked for it)
+RowItem = tuple[int, str, Row, "str | None"]
 
 # The original tool added these commit-metadata columns to every row it wrote.
 METADATA_PREFIX = "_Spock_"
+READ_CHARS = 1 << 20
+ROW_LIMIT = 64 << 20
+USE_TABLE_DIFF = "use a file written by table-diff."
 
 
 class JsonNumber(str):
     """A number exactly as written in the JSON text (so no float rounding can creep in)."""
 
 
-def _load_json(text: str) -> Any:
-    return json.loads(text, parse_float=JsonNumber, parse_int=JsonNumber,
-                      parse_constant=JsonNumber)
+_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber,
+                            parse_constant=JsonNumber)
+_PLAIN = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+# ----- writing ------------------------------------------------------------------------------
+
+
+class RowSource(Protocol):
+    def pairs(self) -> list[tuple[str, str, int]]: ...
+
+    def side_rows(self, left: str, right: str, side: str) -> Iterator[str]: ...
+
+
+def new_diff_path(output_dir: Path, now: datetime | None = None) -> Path:
+    """``<output>/diffs/<YYYY-MM-DD>/diffs_<HHMMSSmmm>.json``, unique even within a millisecond."""
+    return new_output_path(output_dir, "diffs", "diffs", now)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_diff_json(path: Path, view: RowSource, summary: dict[str, Any]) -> None:
+    """Stream the diff file for ``view`` to ``path`` (under a temporary name, then renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{\n  "diffs": {')
+        first_pair = True
+        for a, b, _count in view.pairs():
+            fh.write(("" if first_pair else ",") + f"\n    {_dump(f'{a}/{b}')}: {{")
+            first_pair = False
+            for side_i, side in enumerate((a, b)):
+                fh.write(("" if side_i == 0 else ",") + f"\n      {_dump(side)}: [")
+                first_row = True
+                for row_json in view.side_rows(a, b, side):
+                    fh.write(("" if first_row else ",") + "\n        " + row_json)
+                    first_row = False
+                fh.write("\n      ]" if not first_row else "]")
+            fh.write("\n    }")
+        fh.write("\n  }," if not first_pair else "},")
+        fh.write('\n  "summary": ')
+        fh.write(json.dumps(summary, ensure_ascii=False, indent=2).replace("\n", "\n  "))
+        fh.write("\n}\n")
+    os.replace(tmp, path)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def row_json(row: Row) -> str:
+    return _ENCODE(row)
+
+
+# ----- values -------------------------------------------------------------------------------
 
 
 def _dump_nested(value: Any) -> str:
@@ -78,110 +136,13 @@ def text_value(value: Any) -> str | None:
     return _dump_nested(value)
 
 
-@dataclass
-class DiffPair:
-    """The differing rows of one pair of nodes, each side in the file's (key) order."""
-
-    left: str
-    right: str
-    rows: dict[str, list[Row]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return f"{self.left}/{self.right}"
-
-    def side(self, node: str) -> list[Row]:
-        return self.rows.get(node, [])
-
-    def other(self, node: str) -> str:
-        return self.right if node == self.left else self.left
-
-
-@dataclass
-class DiffFile:
-    """A parsed diff file; ``summary`` is empty for the original tool's bare files."""
-
-    path: Path
-    summary: dict[str, Any]
-    pairs: list[DiffPair]
-
-    @property
-    def has_summary(self) -> bool:
-        return bool(self.summary)
-
-    @property
-    def nodes(self) -> list[str]:
-        """The nodes the diff compared (the summary's list, else those named by pairs)."""
-        listed = self.summary.get("nodes")
-        if isinstance(listed, list) and listed:
-            return [str(n) for n in listed]
-        seen: list[str] = []
-        for p in self.pairs:
-            for n in (p.left, p.right):
-                if n not in seen:
-                    seen.append(n)
-        return seen
-
-    @property
-    def primary_key(self) -> list[str] | None:
-        key = self.summary.get("primary_key")
-        return [str(k) for k in key] if isinstance(key, list) and key else None
-
-    @property
-    def columns(self) -> list[dict[str, str]] | None:
-        cols = self.summary.get("columns")
-        if isinstance(cols, list) and cols and all(isinstance(c, dict) for c in cols):
-            return [{"name": str(c.get("name")), "type": str(c.get("type"))} for c in cols]
-        return None
-
-    @property
-    def table(self) -> TableName | None:
-        schema, table = self.summary.get("schema_name"), self.summary.get("table_name")
-        if isinstance(schema, str) and isinstance(table, str):
-            return TableName(schema, table)
-        return None
-
-    @property
-    def cluster_name(self) -> str | None:
-        name = self.summary.get("cluster_name")
-        return str(name) if name else None
-
-    @property
-    def database(self) -> str | None:
-        name = self.summary.get("database")
-        return str(name) if name else None
-
-    @property
-    def is_partial(self) -> bool:
-        return bool(self.summary.get("diff_partial"))
-
-    @property
-    def row_count(self) -> int:
-        return sum(len(rows) for p in self.pairs for rows in p.rows.values())
-
-    def row_columns(self) -> set[str]:
-        """Every column name used by any row (metadata columns excluded)."""
-        names: set[str] = set()
-        for p in self.pairs:
-            for rows in p.rows.values():
-                for r in rows:
-                    names.update(r)
-        return names
-
-    def iter_rows(self) -> Iterator[tuple[DiffPair, str, Row]]:
-        for p in self.pairs:
-            for node, rows in p.rows.items():
-                for r in rows:
-                    yield p, node, r
-
-
 _PLAIN_TYPES = {str, type(None)}
 
 
-def _clean_row(raw: Any, where: str, plain_keys: dict[tuple[str, ...], bool]) -> Row:
+def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], bool]) -> Row:
     if not isinstance(raw, dict):
-        raise DiffFileError(f"The diff file has a row that is not an object in {where}; "
-                            "use a file written by table-diff.")
+        raise DiffFileError(f"The diff file {path} has a row that is not an object in {where}; "
+                            + USE_TABLE_DIFF)
     names = tuple(raw)
     plain = plain_keys.get(names)
     if plain is None:
@@ -193,131 +154,248 @@ def _clean_row(raw: Any, where: str, plain_keys: dict[tuple[str, ...], bool]) ->
             if not str(k).startswith(METADATA_PREFIX)}
 
 
-def _parse_pairs(diffs: Any, path: Path) -> list[DiffPair]:
-    if not isinstance(diffs, dict):
-        raise DiffFileError(f"The diff file {path} has no node pairs; "
-                            "use a file written by table-diff.")
-    pairs = []
-    plain_keys: dict[tuple[str, ...], bool] = {}
-    for name, sides in diffs.items():
-        parts = str(name).split("/")
-        if len(parts) != 2 or not all(parts) or parts[0] == parts[1] \
-                or not isinstance(sides, dict):
-            raise DiffFileError(f"The diff file {path} has an entry {name!r} that is not a "
-                                "node pair like \"n1/n2\"; use a file written by table-diff.")
-        left, right = parts
-        extra = set(sides) - {left, right}
-        if extra:
-            raise DiffFileError(f"The diff file {path} lists node {sorted(extra)[0]} under "
-                                f"pair {name}; use a file written by table-diff.")
-        pair = DiffPair(left, right)
-        for node in (left, right):
-            rows = sides.get(node)
-            rows = [] if rows is None else rows
-            if not isinstance(rows, list):
-                raise DiffFileError(f"The diff file {path} has no row list for {node} under "
-                                    f"pair {name}; use a file written by table-diff.")
-            pair.rows[node] = [_clean_row(r, f"pair {name}", plain_keys) for r in rows]
-        pairs.append(pair)
-    return pairs
+# ----- reading, streamed --------------------------------------------------------------------
 
 
-def load_diff_file(path: str | Path) -> DiffFile:
-    """Read and check a diff file of either shape."""
-    p = Path(path).expanduser()
-    if not str(path).strip():
-        raise DiffFileError("A diff file is required; pass the path table-diff printed.")
-    if not p.is_file():
-        raise DiffFileError(f"The diff file {p} does not exist; pass the path table-diff printed.")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiffFileError(f"The diff file {p} cannot be read: {exc}.") from exc
-    # A diff file is a few big trees of small objects: cyclic garbage collection would walk
-    # them again and again while they are built, for nothing (they hold no cycles).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _parse_file(p, text)
-    finally:
-        if collecting:
-            gc.enable()
+class _Window:
+    """A window over the file's text that moves on as it is read; one JSON value at a time."""
+
+    def __init__(self, fh: IO[str], path: Path) -> None:
+        self.fh, self.path = fh, path
+        self.buf, self.pos, self.eof = "", 0, False
+        self.start = 0  # where the last value began
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self.fh.read(READ_CHARS)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf = self.buf[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space ('' at the end of the file)."""
+        while True:
+            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._fill():
+                return ""
+
+    def bad(self, what: str) -> DiffFileError:
+        return DiffFileError(f"The diff file {self.path} is not valid JSON ({what}); "
+                             + USE_TABLE_DIFF)
+
+    def take(self, char: str, what: str) -> None:
+        if self.peek() != char:
+            raise self.bad(f"expected {what}")
+        self.pos += 1
+
+    def value(self, decoder: json.JSONDecoder = _DECODER) -> Any:
+        """Decode the next JSON value, reading on while it is cut off at the window's end."""
+        self.peek()
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(self.buf) - 12
+                if not cut or not self._fill():
+                    raise self.bad(exc.msg) from None
+                if len(self.buf) > ROW_LIMIT:
+                    raise DiffFileError(f"The diff file {self.path} has a value over "
+                                        f"{ROW_LIMIT >> 20} MB; " + USE_TABLE_DIFF) from None
+                continue
+            if end >= len(self.buf) and self._fill():
+                continue  # a number at the window's end may go on in the next chunk
+            self.start, self.pos = self.pos, end
+            return value
+
+    def name(self, what: str) -> str:
+        if self.peek() != '"':
+            raise self.bad(f"expected {what}")
+        text = self.value()
+        self.take(":", "':'")
+        return str(text)
+
+    def more(self, close: str) -> bool:
+        """After a member or element: True if another follows, False at ``close``."""
+        char = self.peek()
+        self.pos += 1
+        if char == ",":
+            return True
+        if char == close:
+            return False
+        raise self.bad(f"expected ',' or '{close}'")
+
+    def empty(self, close: str) -> bool:
+        if self.peek() == close:
+            self.pos += 1
+            return True
+        return False
 
 
-def _parse_file(p: Path, text: str) -> DiffFile:
-    try:
-        data = _load_json(text)
-    except json.JSONDecodeError as exc:
-        raise DiffFileError(f"The diff file {p} is not valid JSON ({exc.msg} at line "
-                            f"{exc.lineno}); use a file written by table-diff.") from exc
-    if not isinstance(data, dict):
-        raise DiffFileError(f"The diff file {p} is not a JSON object; "
-                            "use a file written by table-diff.")
-    if "diffs" in data and isinstance(data.get("diffs"), dict):
-        summary = data.get("summary") or {}
-        if not isinstance(summary, dict):
-            raise DiffFileError(f"The diff file {p} has a summary that is not an object.")
-        return DiffFile(p.resolve(), summary, _parse_pairs(data["diffs"], p))
-    return DiffFile(p.resolve(), {}, _parse_pairs(data, p))
+@dataclass
+class Layout:
+    """What a pass over a diff file saw besides the rows themselves."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[tuple[int, str], int] = field(default_factory=dict)
+    column_sets: set[tuple[str, ...]] = field(default_factory=set)
+    texts: bool = False
 
 
-def check_diff_target(diff: DiffFile, cluster_name: str, table: TableName,
-                      dbname: str | None) -> None:
-    """Refuse a diff file written for another cluster, database or table.
+def _pair_name(path: Path, name: str, seen: list[tuple[str, str]]) -> tuple[str, str]:
+    parts = name.split("/")
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise DiffFileError(f"The diff file {path} has an entry {name!r} that is not a node "
+                            "pair like \"n1/n2\"; " + USE_TABLE_DIFF)
+    if (parts[0], parts[1]) in seen:
+        raise DiffFileError(f"The diff file {path} lists pair {name} twice; " + USE_TABLE_DIFF)
+    return parts[0], parts[1]
 
-    Bare files from the original tool carry no summary and cannot be checked
-    here; their rows are still checked against the live table's columns.
+
+def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
+    path = win.path
+    left, right = _pair_name(path, name, layout.pairs)
+    index = len(layout.pairs)
+    layout.pairs.append((left, right))
+    if win.peek() != "{":
+        win.value()  # (a broken file is reported as such first)
+        raise DiffFileError(f"The diff file {path} has an entry {name!r} that is not a node "
+                            "pair like \"n1/n2\"; " + USE_TABLE_DIFF)
+    win.pos += 1
+    if win.empty("}"):
+        return
+    plain: dict[tuple[str, ...], bool] = {}
+    where = f"pair {name}"
+    while True:
+        node = win.name("a node name")
+        if node not in (left, right):
+            raise DiffFileError(f"The diff file {path} lists node {node} under pair {name}; "
+                                + USE_TABLE_DIFF)
+        if win.peek() == "n" and win.value() is None:
+            pass
+        elif win.peek() == "[":
+            win.pos += 1
+            count = 0
+            if not win.empty("]"):
+                while True:
+                    raw = win.value()
+                    row = _clean_row(raw, path, where, plain)
+                    count += 1
+                    if not layout.texts:
+                        yield index, node, row, None
+                    elif row is raw:  # kept as written: its own text is its JSON
+                        yield index, node, row, win.buf[win.start:win.pos]
+                    else:
+                        yield index, node, row, row_json(row)
+                    if not win.more("]"):
+                        break
+            layout.counts[(index, node)] = layout.counts.get((index, node), 0) + count
+        else:
+            win.value()
+            raise DiffFileError(f"The diff file {path} has no row list for {node} under pair "
+                                f"{name}; " + USE_TABLE_DIFF)
+        if not win.more("}"):
+            break
+    layout.column_sets.update(plain)
+
+
+def _diffs_rows(win: _Window, layout: Layout) -> Iterator[RowItem]:
+    win.pos += 1
+    if win.empty("}"):
+        return
+    while True:
+        yield from _pair_rows(win, win.name("a node pair"), layout)
+        if not win.more("}"):
+            return
+
+
+def read_rows(path: Path, layout: Layout | None = None) -> Iterator[RowItem]:
+    """Every row of the file as ``(pair index, node, row, text)``, in file order, streamed.
+
+    ``text`` is the row as JSON when ``layout.texts`` asks for it (the file's
+    own text where the row is kept as written, which saves encoding it again).
+
+    ``layout`` is filled in as the pass goes (the summary, whichever the file
+    puts it, is there once the pass ends).
     """
-    if diff.cluster_name and diff.cluster_name != cluster_name:
-        raise DiffFileError(f"The diff file {diff.path} was written for cluster "
-                            f"{diff.cluster_name}, not {cluster_name}; pass the matching file.")
-    if diff.table and diff.table != table:
-        raise DiffFileError(f"The diff file {diff.path} is for table {diff.table.display}, not "
-                            f"{table.display}; pass the matching file.")
-    if dbname and diff.database and diff.database != dbname:
-        raise DiffFileError(f"The diff file {diff.path} is for database {diff.database}, not "
-                            f"{dbname}; pass the matching file or --dbname.")
+    layout = layout if layout is not None else Layout()
+    try:
+        fh = open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise DiffFileError(f"The diff file {path} cannot be read: {exc}.") from exc
+    with fh:
+        try:
+            yield from _top_level(_Window(fh, path), layout)
+        except UnicodeDecodeError as exc:
+            raise DiffFileError(f"The diff file {path} cannot be read: {exc}.") from exc
 
 
-def check_diff_nodes(diff: DiffFile, cluster_nodes: list[str], cluster_name: str) -> None:
-    """Every node the diff names must still be a node of the cluster."""
-    for node in diff.nodes:
-        if node not in cluster_nodes:
-            raise DiffFileError(f"The diff file {diff.path} names node {node}, which is not in "
-                                f"cluster {cluster_name} (it has: {', '.join(cluster_nodes)}).")
+def _top_level(win: _Window, layout: Layout) -> Iterator[RowItem]:
+    path = win.path
+    if win.peek() != "{":
+        win.value()
+        raise DiffFileError(f"The diff file {path} is not a JSON object; " + USE_TABLE_DIFF)
+    win.pos += 1
+    wrapped, bare, stray = False, False, None
+    if not win.empty("}"):
+        while True:
+            name = win.name("a name")
+            if name == "diffs" and win.peek() == "{" and not wrapped:
+                wrapped = True
+                yield from _diffs_rows(win, layout)
+            elif "/" in name:
+                bare = True
+                yield from _pair_rows(win, name, layout)
+            else:
+                value = win.value(_PLAIN)  # (the summary's numbers are numbers)
+                if name == "summary" and value is not None and not isinstance(value, dict):
+                    raise DiffFileError(f"The diff file {path} has a summary that is not an "
+                                        "object.")
+                layout.summary = value if name == "summary" and value else layout.summary
+                stray = stray or name
+            if not win.more("}"):
+                break
+    if win.peek():
+        raise win.bad("extra data after the end")
+    if wrapped and bare:
+        raise DiffFileError(f"The diff file {path} has node pairs both inside and outside "
+                            '"diffs"; ' + USE_TABLE_DIFF)
+    if not wrapped:
+        if stray is not None:
+            _pair_name(path, stray, [])  # raises: a bare file holds node pairs only
+        layout.summary = {}
 
 
-def check_diff_shape(diff: DiffFile, shape: TableShape, node: str) -> None:
-    """Refuse a diff file whose key or columns no longer match the live table on ``node``."""
-    live_names = [c.name for c in shape.columns]
-    if diff.primary_key is not None and tuple(diff.primary_key) != tuple(shape.key):
-        raise DiffFileError(
-            f"The diff file {diff.path} was made with primary key ({', '.join(diff.primary_key)}) "
-            f"but table {shape.table.display} on node {node} now has ({', '.join(shape.key)}); "
-            "run table-diff again.")
-    if diff.columns is not None:
-        then = {(c["name"], c["type"]) for c in diff.columns}
-        now = {(c.name, c.type_sql) for c in shape.columns}
-        if then != now:
-            changed = sorted({n for n, _ in then ^ now})
-            raise DiffFileError(
-                f"The diff file {diff.path} was made when table {shape.table.display} had other "
-                f"columns than it has on node {node} now (differing: {', '.join(changed)}); "
-                "run table-diff again.")
-    unknown = sorted(diff.row_columns() - set(live_names))
-    if unknown:
-        raise DiffFileError(
-            f"The diff file {diff.path} has column {unknown[0]}, which table "
-            f"{shape.table.display} on node {node} does not have; run table-diff again.")
+SUMMARY_MARK = '\n  "summary": '
+TAIL_BYTES = (64 << 10, 1 << 20, 16 << 20)
 
 
-def row_key(row: Row, key: list[str] | tuple[str, ...], where: str) -> Key:
-    """A row's primary-key values; every key column must be present and not null."""
-    out = []
-    for k in key:
-        v = row.get(k)
-        if v is None:
-            raise DiffFileError(f"A row in {where} has no value for key column {k}; "
-                                "the diff file does not match the table's primary key.")
-        out.append(v)
-    return tuple(out)
+def read_tail_summary(path: Path) -> dict[str, Any] | None:
+    """The summary of a file this project wrote, read from its end alone.
+
+    :func:`write_diff_json` puts it last, after a line break and two spaces no
+    row line starts with. Any other layout gives ``None``: read the whole file.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            for want in TAIL_BYTES:
+                fh.seek(max(0, size - want))
+                text = fh.read().decode("utf-8", errors="replace")
+                at = text.rfind(SUMMARY_MARK)
+                if at >= 0:
+                    summary, end = _PLAIN.raw_decode(text, at + len(SUMMARY_MARK))
+                    whole = text[end:].strip() == "}"
+                    return summary if whole and isinstance(summary, dict) else None
+                if want >= size:
+                    return None
+    except (OSError, ValueError):
+        return None
+    return None
+

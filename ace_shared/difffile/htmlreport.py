@@ -7,7 +7,10 @@ filter). It starts with the diff's summary (a banner when the diff is partial,
 another when the nodes match) and then has one section per node pair that
 differs. Each section lists one line per differing key: the key columns
 first, then every other column with both nodes' values where they differ
-(the cell marked ``changed``) or the one shared value where they agree. A row
+(the cell marked ``changed``) or the one shared value where they agree.
+The line's first column, pinned at the left edge while the grid scrolls,
+names the differing columns and shows both values of each, so they can be
+read without scrolling sideways however many columns the table has. A row
 one node lacks is marked ``missing on <node>``. NULL is shown as a ``NULL``
 badge, the empty string as an ``empty`` badge, so the two are never confused.
 Opening a line shows both full rows side by side; the grid cuts long values.
@@ -29,9 +32,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ace_shared.atomicfile import atomic_text_file
+from ace_shared.difffile.htmlassets import CSS, SCRIPT
 from ace_shared.difffile.view import DiffView, PairRow
 
 GRID_VALUE_CHARS = 60
+STATUS_WIDTH = "min(26rem, 45vw)"
 MAX_ROWS_PER_PAIR = 10_000
 
 Row = dict[str, Any]
@@ -71,116 +76,6 @@ def _fmt_time(value: Any) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
-
-
-CSS = """
-:root{color-scheme:light;--key:#e8f0ff;--key-ink:#1a3a85;--chg:#fff1bf;--chg-edge:#d49b00;
---miss:#fde8e8;--miss-ink:#a4161a;--l:#1d5fd1;--r:#8a2bc2;--line:#e3e6ea;--mute:#6b7280}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
-background:#f6f7f9}
-header.report-head{background:#fff;border-bottom:1px solid var(--line);padding:18px 28px}
-h1{font-size:20px;margin:0 0 10px}
-h1 .tname{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.banner{border-radius:6px;padding:10px 14px;margin:10px 0;font-size:15px}
-.banner.partial{background:#fff4e5;border:1px solid #f0a020;color:#6b3d00}
-.banner.match{background:#e7f7ec;border:1px solid #3fa45b;color:#124d22}
-.banner.mismatch{background:#fdecec;border:1px solid #d9534f;color:#7a1212}
-.facts{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:4px 16px;margin:12px 0}
-.facts dt{color:var(--mute)}.facts dd{margin:0;word-break:break-all}
-table.pairs{border-collapse:collapse;margin:8px 0}
-table.pairs th,table.pairs td{border:1px solid var(--line);padding:4px 12px;text-align:left}
-table.pairs td.n{text-align:right;font-variant-numeric:tabular-nums}
-table.pairs tr.same td{color:var(--mute)}
-.legend{display:flex;flex-wrap:wrap;gap:14px;align-items:center;color:var(--mute);font-size:13px}
-.legend .sw{display:inline-block;width:14px;height:14px;border-radius:3px;vertical-align:-2px;
-margin-right:4px}
-main{padding:8px 28px 40px}
-section.pair{background:#fff;border:1px solid var(--line);border-radius:8px;margin:18px 0;
-padding:14px 16px}
-section.pair h2{font-size:17px;margin:0 0 6px}
-section.pair h2 .tag{font-size:13px;padding:1px 6px}
-section.pair h2 .vs{font-weight:normal;margin:0 8px 0 3px}
-.status .which{color:#6b4e00}
-section.pair h2 .count{font-weight:normal;color:var(--mute);font-size:14px;margin-left:8px}
-.note{background:#fff4e5;border:1px solid #f0a020;border-radius:6px;padding:6px 10px}
-.tools{display:none;gap:8px;align-items:center;margin:8px 0}
-.js .tools{display:flex}
-.tools input,.tools select,.tools button{font:inherit;padding:3px 8px}
-.tools .shown{color:var(--mute)}
-.scroll{overflow-x:auto;border:1px solid var(--line);border-radius:6px}
-.grid{width:max-content;min-width:100%}
-.grid-head,details.line>summary{display:grid;grid-template-columns:var(--cols)}
-.grid-head{background:#f0f2f5;font-weight:600;position:sticky;top:0;z-index:1}
-.grid-head>div{padding:6px 8px;border-right:1px solid var(--line)}
-.grid-head .type{display:block;font-weight:normal;color:var(--mute);font-size:12px}
-.grid-head .key{background:#dbe6fd;color:var(--key-ink)}
-details.line{border-top:1px solid var(--line);content-visibility:auto;
-contain-intrinsic-size:auto 2.4em}
-details.line>summary{cursor:pointer;list-style:none}
-details.line>summary::-webkit-details-marker{display:none}
-details.line>summary:hover{filter:brightness(.97)}
-details.line.missing>summary{background:var(--miss)}
-.cell,.status{padding:5px 8px;border-right:1px solid var(--line);white-space:nowrap;
-overflow:hidden;text-overflow:ellipsis;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
-font-size:13px}
-.status{font-family:inherit}
-.status .tw::before{content:"\\25B8";display:inline-block;width:1em;color:var(--mute)}
-details[open]>summary .tw::before{content:"\\25BE"}
-.cell.key{background:var(--key);color:var(--key-ink);font-weight:700}
-.cell.same{color:#3b4048}
-details.line.missing .cell.same{color:#6b4b4b}
-.cell.changed{background:var(--chg);box-shadow:inset 3px 0 0 var(--chg-edge);white-space:normal}
-.cell.changed .v{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.tag{display:inline-block;font:600 10px/1.5 system-ui,sans-serif;border-radius:3px;padding:0 4px;
-margin-right:5px;color:#fff;vertical-align:1px}
-.tag.l{background:var(--l)}.tag.r{background:var(--r)}
-.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600}
-.badge.changed{background:var(--chg);color:#6b4e00;border:1px solid var(--chg-edge)}
-.badge.missing{background:var(--miss-ink);color:#fff}
-.null{font-style:italic;font-family:system-ui,sans-serif;font-size:11px;color:#555;
-background:#eceef1;border:1px solid #b8bec7;border-radius:3px;padding:0 4px}
-.empty{font-family:system-ui,sans-serif;font-size:11px;color:#7a5c00;border:1px dashed #b08d2a;
-border-radius:3px;padding:0 4px}
-.cut{color:var(--mute);font-weight:700}
-.full{position:sticky;left:0;width:min(100%,calc(100vw - 90px));padding:10px 14px 14px;
-background:#fbfbfc;border-top:1px dashed var(--line)}
-table.sides{border-collapse:collapse;width:100%;table-layout:fixed}
-table.sides th,table.sides td{border:1px solid var(--line);padding:4px 8px;vertical-align:top;
-text-align:left}
-table.sides thead th{background:#f0f2f5}
-table.sides th.col{width:16%;font-weight:600}
-table.sides .typ{display:block;color:var(--mute);font-weight:normal;font-size:12px}
-table.sides tr.key th.col,table.sides tr.key td{background:var(--key);color:var(--key-ink)}
-table.sides tr.changed td{background:var(--chg)}
-table.sides td.absent{background:var(--miss);color:var(--miss-ink);font-style:italic}
-table.sides code{white-space:pre-wrap;word-break:break-all;font-size:13px}
-footer{color:var(--mute);font-size:12px;padding:0 28px 24px}
-"""
-
-SCRIPT = """
-(function(){
-function lines(sec){return sec.querySelectorAll('details.line');}
-function apply(sec){
-  var q=sec.querySelector('input.filter').value.toLowerCase();
-  var kind=sec.querySelector('select.kind').value;
-  var n=0;
-  lines(sec).forEach(function(d){
-    var hit=(!q||d.textContent.toLowerCase().indexOf(q)>=0)&&(!kind||d.classList.contains(kind));
-    d.hidden=!hit; if(hit){n++;}
-  });
-  sec.querySelector('.shown').textContent=(q||kind)?n.toLocaleString()+' shown':'';
-}
-document.addEventListener('click',function(e){
-  var b=e.target.closest('button[data-act]'); if(!b){return;}
-  var open=b.getAttribute('data-act')==='expand';
-  lines(b.closest('section')).forEach(function(d){if(!d.hidden){d.open=open;}});
-});
-document.addEventListener('input',function(e){
-  var f=e.target.closest('input.filter,select.kind'); if(f){apply(f.closest('section'));}
-});
-})();
-"""
 
 
 def _ordered_columns(view: DiffView) -> list[dict[str, str]]:
@@ -268,7 +163,7 @@ def _pair_table(fh: TextIO, nodes: Sequence[str], pairs: Sequence[tuple[str, str
 
 def _grid_template(columns: Sequence[dict[str, str]], n_key: int) -> str:
     """Fixed widths, so every line lines up; the last column takes what room is left."""
-    parts = ["12rem"]
+    parts = [STATUS_WIDTH]
     parts += ["11rem"] * n_key
     parts += ["15rem"] * (len(columns) - n_key)
     parts[-1] = f"minmax({parts[-1]},1fr)"
@@ -314,7 +209,8 @@ def _line(fh: TextIO, pr: PairRow, left: str, right: str,
         kind = "changed"
         changed_names = [n for n in names if n in changed]
         badge = ('<span class="badge changed">differs</span> <span class="which" '
-                 f'title="{esc(", ".join(changed_names))}">{esc(", ".join(changed_names))}</span>')
+                 f'title="{esc(", ".join(changed_names))}">{esc(", ".join(changed_names))}</span>'
+                 + _delta(lrow, rrow, left, right, changed_names))
         missing_on = None
     else:
         changed = set()
@@ -342,6 +238,19 @@ def _line(fh: TextIO, pr: PairRow, left: str, right: str,
     fh.write("</summary>\n")
     _full_rows(fh, lrow, rrow, left, right, columns, n_key, changed)
     fh.write("</details>\n")
+
+
+def _delta(lrow: Row, rrow: Row, left: str, right: str, names: Sequence[str]) -> str:
+    """Each differing column with both values, in the pinned first column of the line."""
+    parts = ['<span class="delta">']
+    for name in names:
+        parts.append(f'<span class="d" data-delta-col="{esc(name)}"><span class="dn">{esc(name)}'
+                     f'</span><span class="dv"><span class="tag l">{esc(left)}</span>'
+                     f"{render_value(lrow.get(name), GRID_VALUE_CHARS)}</span>"
+                     f'<span class="dv"><span class="tag r">{esc(right)}</span>'
+                     f"{render_value(rrow.get(name), GRID_VALUE_CHARS)}</span></span>")
+    parts.append("</span>")
+    return "".join(parts)
 
 
 def _full_rows(fh: TextIO, lrow: Row | None, rrow: Row | None, left: str, right: str,

@@ -36,7 +36,12 @@ _OUTPUT = Option("output", CHOICE, "Format of the diff report.", default="json",
 _SOME_TABLE = Option("table_name", TEXT, "Only this table's tree (schema.table); "
                      "without it, every object ACE created for trees.", positional=True)
 
-MTREE_COMMANDS: dict[str, Command] = {
+def _route(commands: dict[str, Command]) -> dict[str, Command]:
+    """Each action's REST path: /mtree/<action>."""
+    return {a: Command(c.name, c.help, c.options, route=f"/mtree/{a}") for a, c in commands.items()}
+
+
+MTREE_COMMANDS: dict[str, Command] = _route({
     "init": Command("mtree-init", "Create ACE's mtree schema on every node.",
                     (CLUSTER_NAME, _DBNAME, _NODES, QUIET)),
     "build": Command("mtree-build", "Hash every block of a table on every node and start "
@@ -50,7 +55,7 @@ MTREE_COMMANDS: dict[str, Command] = {
                            QUIET)),
     "teardown": Command("mtree-teardown", "Remove one table's tree, or every object ACE "
                         "created for trees.", (CLUSTER_NAME, _SOME_TABLE, _DBNAME, _NODES, QUIET)),
-}
+})
 
 
 @dataclass(frozen=True)

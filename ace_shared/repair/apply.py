@@ -17,16 +17,22 @@ does the same work up to the writes and rolls back.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
 
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection, cursor
 
-from ace_shared.difffile.format import DiffFile, Row, check_diff_shape, row_key
+from ace_shared.difffile.file import DiffFile, check_diff_shape, row_key
+from ace_shared.difffile.format import Row
+from ace_shared.difffile.spool import connect as connect_spool
+from ace_shared.difffile.spool import decode_row
 from ace_shared.errors import AceError, DiffFileError, RepairError
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
 from ace_shared.nodes.ident import TableName
@@ -38,7 +44,7 @@ from ace_shared.repair.mode import (
     enter_quiet_mode,
     leave_quiet_mode,
 )
-from ace_shared.repair.plan import OP_DELETE, OP_UPSERT, NodeWork
+from ace_shared.repair.plan import OP_DELETE, OP_FILL, OP_UPSERT, NodeWork
 from ace_shared.repair.queries import (
     COPY_CHUNK,
     STATE_ABSENT,
@@ -53,6 +59,7 @@ from ace_shared.repair.queries import (
 COUNTS = ("inserted", "updated", "deleted", "kept", "skipped_updates", "filled", "unchanged")
 SAMPLE_KEYS = 20
 ANALYZE_OVER_ROWS = 1000
+CLASSIFY_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,22 +71,49 @@ class ApplyOptions:
     keep_rows: bool
 
 
-@dataclass
 class NodeOutcome:
-    """What happened (or, in a dry run, would happen) on one node; JSON-safe."""
+    """What happened (or, in a dry run, would happen) on one node.
 
-    node: str
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
-    rows: dict[str, list[Row]] = field(default_factory=dict)
-    samples: dict[str, list[list[str]]] = field(default_factory=dict)
+    Counts and a few sample keys per category stay in memory; with a report
+    asked for, every row goes to a file per category (``row_files``), so the
+    report can be written from them however many rows there are.
+    """
 
-    def add(self, category: str, row: Row, key: list[str], keep: bool) -> None:
+    def __init__(self, node: str, folder: Path | None = None) -> None:
+        self.node = node
+        self.counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
+        self.samples: dict[str, list[list[str]]] = {}
+        self.row_files: dict[str, Path] = {}
+        self._folder = folder
+        self._open: dict[str, IO[str]] = {}
+
+    def add(self, category: str, row_text: str, key: list[str]) -> None:
         self.counts[category] += 1
-        if keep:
-            self.rows.setdefault(category, []).append(row)
         sample = self.samples.setdefault(category, [])
         if len(sample) < SAMPLE_KEYS:
-            sample.append(list(row_key(row, key, "the diff file")))
+            sample.append(list(row_key(decode_row(row_text), key, "the diff file")))
+        if self._folder is not None:
+            fh = self._open.get(category)
+            if fh is None:
+                path = self._folder / f"outcome-{len(self.row_files)}-{id(self):x}.jsonl"
+                self.row_files[category] = path
+                fh = self._open[category] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            fh.write(row_text)
+            fh.write("\n")
+
+    def close_files(self) -> None:
+        for fh in self._open.values():
+            fh.close()
+        self._open.clear()
+
+    def rows(self, category: str) -> Iterator[Row]:
+        """The rows of one category (only when a report was asked for), read back."""
+        path = self.row_files.get(category)
+        if path is None:
+            return
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                yield decode_row(line)
 
 
 def _category(op: str, state: int, opts: ApplyOptions) -> str:
@@ -156,13 +190,11 @@ class NodeRepair:
     def _columns(self, cur: cursor, shape: TableShape) -> list[Any]:
         generated = generated_columns(cur, self.table)
         columns = [c for c in shape.columns if c.name not in generated]
-        needed = {c.name for c in columns}
-        for row in list(self.work.upserts.values()):
-            missing = sorted(needed - set(row))
-            if missing:
-                raise DiffFileError(
-                    f"The diff file {self.diff.path} has rows without column {missing[0]}, which "
-                    f"table {self.table.display} on node {self.node} has; run table-diff again.")
+        missing = sorted({c.name for c in columns} - self.diff.columns_in_every_row())
+        if missing and self.work.counts[OP_UPSERT]:
+            raise DiffFileError(
+                f"The diff file {self.diff.path} has rows without column {missing[0]}, which "
+                f"table {self.table.display} on node {self.node} has; run table-diff again.")
         return columns
 
     def _work(self, cur: cursor) -> NodeOutcome:
@@ -170,31 +202,47 @@ class NodeRepair:
         check_diff_shape(self.diff, shape, self.node)
         columns = self._columns(cur, shape)
         statements = RepairSql(shape, columns)
-        staged = self.work.staged()
         names = [c.name for c in columns]
-        cur.execute(create_stage(len(columns)))
-        cur.copy_expert(copy_stage(len(columns)), LineStream(stage_lines(staged, names)),
-                        size=COPY_CHUNK)
-        if len(staged) > ANALYZE_OVER_ROWS:
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("ace_repair_stage")))
-        cur.execute(statements.classify())
-        states = [int(r[1]) for r in cur.fetchall()]
-        outcome = NodeOutcome(self.node)
-        key = list(shape.key)
-        for (op, row), state in zip(staged, states, strict=True):
-            outcome.add(_category(op, state, self.opts), row, key, self.opts.keep_rows)
+        spool = connect_spool(self.work.path)
+        try:
+            cur.execute(create_stage(len(columns)))
+            cur.copy_expert(copy_stage(len(columns)),
+                            LineStream(stage_lines(self.work.staged(spool), names)),
+                            size=COPY_CHUNK)
+            if sum(self.work.counts.values()) > ANALYZE_OVER_ROWS:
+                cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("ace_repair_stage")))
+            outcome = self._classify(statements, list(shape.key), spool)
+        finally:
+            spool.close()
         if self.opts.dry_run:
             return outcome
-        if self.work.deletes and self.opts.deletes_allowed:
+        if self.work.counts[OP_DELETE] and self.opts.deletes_allowed:
             cur.execute(statements.delete())
             outcome.counts["deleted"] = cur.rowcount
-        if self.work.upserts:
+        if self.work.counts[OP_UPSERT]:
             cur.execute(statements.upsert(update=not self.opts.insert_only))
             inserted, updated = cur.fetchone()
             outcome.counts["inserted"], outcome.counts["updated"] = int(inserted), int(updated)
-        if self.work.fills:
+        if self.work.counts[OP_FILL]:
             cur.execute(statements.fill_nulls())
             outcome.counts["filled"] = max(cur.rowcount, 0)
+        return outcome
+
+    def _classify(self, statements: RepairSql, key: list[str],
+                  spool: sqlite3.Connection) -> NodeOutcome:
+        """Each staged row's state on the node, streamed beside the staged rows themselves."""
+        assert self.conn is not None
+        folder = self.work.spool.folder if self.opts.keep_rows else None
+        outcome = NodeOutcome(self.node, folder=folder)
+        try:
+            with self.conn.cursor(name="ace_repair_classify") as states:
+                states.itersize = CLASSIFY_ROWS
+                states.execute(statements.classify())
+                for (op, text), (_ord, state) in zip(self.work.staged(spool), states,
+                                                      strict=True):
+                    outcome.add(_category(op, int(state), self.opts), text, key)
+        finally:
+            outcome.close_files()
         return outcome
 
     def commit(self) -> None:

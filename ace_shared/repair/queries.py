@@ -11,6 +11,7 @@ catalog's own type names.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 
 from psycopg2 import sql
@@ -64,8 +65,10 @@ class LineStream:
         return self.read(size)
 
 
-def stage_lines(staged: list[tuple[str, Row]], columns: list[str]) -> Iterator[str]:
-    for ord_, (op, row) in enumerate(staged):
+def stage_lines(staged: Iterable[tuple[str, str]], columns: list[str]) -> Iterator[str]:
+    """COPY lines from ``(op, row as JSON text)`` pairs; a line's position is its ``ord``."""
+    for ord_, (op, text) in enumerate(staged):
+        row: Row = json.loads(text)
         fields = [str(ord_), op] + [copy_field(row.get(c)) for c in columns]
         yield "\t".join(fields) + "\n"
 

@@ -15,7 +15,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ace_shared.outputs import new_output_path
 from ace_shared.repair.apply import COUNTS, NodeOutcome
@@ -27,33 +27,55 @@ def new_report_path(output_dir: Path, now: datetime | None = None) -> Path:
     return new_output_path(output_dir, "reports", "repair", now)
 
 
-def build_report(request: RepairRequest, task_id: str, outcomes: list[NodeOutcome],
-                 started: datetime, finished: datetime, notes: list[str]) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    for o in outcomes:
-        entry: dict[str, Any] = {"counts": dict(o.counts)}
-        for category in COUNTS:
-            if category != "unchanged" and o.rows.get(category):
-                entry[category] = o.rows[category]
-        changes[o.node] = entry
+def report_head(request: RepairRequest, task_id: str, started: datetime,
+                finished: datetime, notes: list[str]) -> dict[str, Any]:
+    """Everything in the report but the rows (which are streamed in by :func:`write_report`)."""
     return {
         "operation": "table-repair",
         "mode": "dry_run" if request.dry_run else "live",
         "task_id": task_id,
         "time_stamp": finished.isoformat(),
         "arguments": request.to_dict(),
-        "changes": changes,
+        "changes": {},
         "notes": notes,
         "run_time": round((finished - started).total_seconds(), 3),
     }
 
 
-def write_report(output_dir: Path, report: dict[str, Any]) -> Path:
+def _dump(value: Any, indent: int) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2).replace("\n", "\n" + " " * indent)
+
+
+def _write_changes(fh: IO[str], outcomes: list[NodeOutcome]) -> None:
+    fh.write("{")
+    for i, o in enumerate(outcomes):
+        fh.write(("," if i else "") + f"\n    {_dump(o.node, 4)}: {{\n      \"counts\": "
+                 f"{_dump(dict(o.counts), 6)}")
+        for category in COUNTS:
+            if category == "unchanged" or not o.counts.get(category) \
+                    or category not in o.row_files:
+                continue
+            fh.write(f",\n      {_dump(category, 6)}: [")
+            for j, row in enumerate(o.rows(category)):
+                fh.write(("," if j else "") + "\n        " + _dump(row, 8))
+            fh.write("\n      ]")
+        fh.write("\n    }")
+    fh.write("\n  }" if outcomes else "}")
+
+
+def write_report(output_dir: Path, head: dict[str, Any], outcomes: list[NodeOutcome]) -> Path:
+    """Write the report, streaming each node's rows from the files the repair kept them in."""
     path = new_report_path(output_dir)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, ensure_ascii=False, indent=2)
-        fh.write("\n")
+        fh.write("{")
+        for i, (name, value) in enumerate(head.items()):
+            fh.write(("," if i else "") + f"\n  {_dump(name, 2)}: ")
+            if name == "changes":
+                _write_changes(fh, outcomes)
+            else:
+                fh.write(_dump(value, 2))
+        fh.write("\n}\n")
     os.replace(tmp, path)
     return path
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.difffile.format import (
+from ace_shared.difffile.file import (
     DiffFile,
     check_diff_nodes,
     check_diff_target,
     load_diff_file,
+    load_diff_header,
 )
 from ace_shared.errors import BadOptionError, DiffFileError
 from ace_shared.nodes.cluster import Cluster, load_cluster
@@ -176,11 +177,12 @@ def check_against_cluster_and_diff(request: RepairRequest, cluster: Cluster,
 
 
 def load_repair_inputs(raw: dict[str, Any], settings: Settings,
-                       style: Style = "api") -> tuple[RepairRequest, Cluster, DiffFile]:
+                       style: Style = "api",
+                       header_only: bool = False) -> tuple[RepairRequest, Cluster, DiffFile]:
     """Validate a request and return it with its cluster and parsed diff file."""
     request = check_repair_options(raw, style)
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
-    diff = load_diff_file(request.diff_file)
+    diff = (load_diff_header if header_only else load_diff_file)(request.diff_file)
     check_against_cluster_and_diff(request, cluster, diff)
     # workers may run elsewhere: hand on the file's absolute path
     return replace(request, diff_file=str(diff.path)), cluster, diff
@@ -188,6 +190,11 @@ def load_repair_inputs(raw: dict[str, Any], settings: Settings,
 
 def validate_repair_request(raw: dict[str, Any], settings: Settings,
                             style: Style = "api") -> RepairRequest:
-    """Check every option, the cluster and the diff file; touches no database."""
-    request, _, _ = load_repair_inputs(raw, settings, style)
+    """Check every option, the cluster and the diff file's summary; touches no database.
+
+    Only the summary is read (from the file's end, for this project's files), so
+    an API request stays small whatever the file's size; the rows are checked by
+    the work itself, which fails with a sentence naming the file if one is bad.
+    """
+    request, _, _ = load_repair_inputs(raw, settings, style, header_only=True)
     return request

@@ -18,13 +18,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.difffile.format import DiffFile
+from ace_shared.difffile.file import DiffFile
+from ace_shared.difffile.spool import RowSpool
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.connection import connect, node_errors, node_targets
 from ace_shared.nodes.shape import read_shape
 from ace_shared.repair.apply import ApplyOptions, apply_repairs
 from ace_shared.repair.plan import NodeWork, plan_bidirectional, plan_fix_nulls, plan_from_source
-from ace_shared.repair.report import build_report, build_result, write_report
+from ace_shared.repair.report import build_result, report_head, write_report
 from ace_shared.repair.request import (
     MODE_BIDIRECTIONAL,
     MODE_FIX_NULLS,
@@ -49,14 +50,14 @@ def _live_key(cluster: Cluster, dbname: str | None, settings: Settings, request:
     return list(shape.key), shape.column_names
 
 
-def _plan(request: RepairRequest, diff: DiffFile, key: list[str],
-          columns: list[str]) -> list[NodeWork]:
+def _plan(request: RepairRequest, spool: RowSpool, columns: list[str]) -> list[NodeWork]:
+    key = spool.key
     if request.mode == MODE_FIX_NULLS:
-        return plan_fix_nulls(diff, key, [c for c in columns if c not in key])
+        return plan_fix_nulls(spool, key, [c for c in columns if c not in key])
     if request.mode == MODE_BIDIRECTIONAL:
-        return plan_bidirectional(diff, key)
+        return plan_bidirectional(spool, key)
     assert request.source_of_truth is not None
-    return plan_from_source(diff, request.source_of_truth, key)
+    return plan_from_source(spool, request.source_of_truth, key)
 
 
 def _notes(request: RepairRequest, diff: DiffFile, works: list[NodeWork]) -> list[str]:
@@ -76,7 +77,8 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
                      progress: Progress | None = None) -> dict[str, Any]:
     """Repair a table from a diff file; return a small JSON-safe result."""
     started = datetime.now(timezone.utc)
-    request, cluster, diff = load_repair_inputs(raw_options, settings)
+    # the summary is enough to start; the one pass over the rows is the spool's
+    request, cluster, diff = load_repair_inputs(raw_options, settings, header_only=True)
     dbname = request.dbname or diff.database
     key = diff.primary_key
     columns = [c["name"] for c in diff.columns] if diff.columns else None
@@ -85,20 +87,27 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
                                            request.source_of_truth or diff.nodes[0])
         key = key or live_key
         columns = columns or live_columns
-    works = _plan(request, diff, key or [], columns or []) if diff.pairs else []
-    chosen = tuple(cluster.node(w.node) for w in works)
-    targets = {t.node: t for t in node_targets(cluster, chosen, dbname, settings, request.role)}
-    opts = ApplyOptions(dry_run=request.dry_run, insert_only=request.insert_only,
-                        deletes_allowed=request.deletes_allowed,
-                        fire_triggers=request.fire_triggers, keep_rows=request.generate_report)
-    if progress:
-        progress(0, len(works))
-    outcomes = apply_repairs(targets, request.table, works, diff, opts, progress)
-    finished = datetime.now(timezone.utc)
-    notes = _notes(request, diff, works)
-    report_file = None
-    if request.generate_report:
-        report = build_report(request, task_id, outcomes, started, finished, notes)
-        report_file = write_report(settings.output_dir, report)
+    spool = RowSpool(diff, key or [], folder=settings.output_dir / "work") if diff.pairs else None
+    try:
+        works = _plan(request, spool, columns or []) if spool is not None else []
+        chosen = tuple(cluster.node(w.node) for w in works)
+        targets = {t.node: t
+                   for t in node_targets(cluster, chosen, dbname, settings, request.role)}
+        opts = ApplyOptions(dry_run=request.dry_run, insert_only=request.insert_only,
+                            deletes_allowed=request.deletes_allowed,
+                            fire_triggers=request.fire_triggers,
+                            keep_rows=request.generate_report)
+        if progress:
+            progress(0, len(works))
+        outcomes = apply_repairs(targets, request.table, works, diff, opts, progress)
+        finished = datetime.now(timezone.utc)
+        notes = _notes(request, diff, works)
+        report_file = None
+        if request.generate_report:
+            head = report_head(request, task_id, started, finished, notes)
+            report_file = write_report(settings.output_dir, head, outcomes)
+    finally:
+        if spool is not None:
+            spool.close()
     return build_result(request, task_id, str(diff.path), outcomes, report_file, started,
                         finished, notes)

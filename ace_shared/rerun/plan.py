@@ -1,9 +1,10 @@
 """Preparing a table rerun: which keys to check again, in what order, in which batches.
 
 The keys are every key the earlier diff file lists, on any pair. They are
-first put into the database's own form and order on the first node (one
-query: each key cast to its column type, deduplicated, sorted, printed back
-as text), so that a key written differently in an older file (``1.0`` for
+streamed from the file (through a SQLite spool that refuses a key listed
+twice for one node) into a temp table on the first node, and read back in the
+database's own form and order (each key cast to its column type, deduplicated,
+sorted, printed back as text) through a server-side cursor, so that a key written differently in an older file (``1.0`` for
 ``1``) still matches, and the new diff file comes out in key order. The
 sorted keys are written to the job's work folder in batch files; workers
 (threads here, Celery subtasks on a fleet) read their batch from there, and
@@ -13,19 +14,27 @@ the plan itself (``rerun_plan.json``) holds only small things.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from psycopg2 import sql
 
 from ace_shared.config import Settings
 from ace_shared.diff.plan import read_common_shape
 from ace_shared.diff.request import DiffSpec
-from ace_shared.difffile.format import DiffFile, Key, check_diff_shape, row_key
+from ace_shared.difffile.file import DiffFile, check_diff_shape
+from ace_shared.difffile.format import Key
+from ace_shared.difffile.spool import RowSpool
+from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import Cluster
+from ace_shared.nodes.connection import NodeTarget, connect, node_errors
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
+from ace_shared.repair.queries import COPY_CHUNK, LineStream, copy_field
 from ace_shared.rerun.request import RerunRequest
 
 RERUN_BATCH_KEYS = 1000
@@ -58,12 +67,14 @@ def rerun_nodes(cluster: Cluster, diff: DiffFile) -> list[str]:
     return [n.name for n in chosen]
 
 
+SORT_TABLE = "ace_rerun_sort"
+
+
 def canonical_sorted_keys_sql(shape: TableShape) -> sql.Composable:
-    """Distinct keys cast to their types, printed back as text, in the table's key order."""
+    """Distinct staged keys cast to their types, printed back as text, in the table's key order."""
     cols = shape.key_columns
     names = [sql.Identifier(f"k{i}") for i in range(len(cols))]
-    arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in cols)
-    typed = sql.SQL(", ").join(sql.SQL("u.{}::{} AS {}").format(n, sql.SQL(c.type_sql), n)
+    typed = sql.SQL(", ").join(sql.SQL("s.{}::{} AS {}").format(n, sql.SQL(c.type_sql), n)
                                for n, c in zip(names, cols, strict=True))
     order = []
     for n, c in zip(names, cols, strict=True):
@@ -71,53 +82,73 @@ def canonical_sorted_keys_sql(shape: TableShape) -> sql.Composable:
         if c.collation_sql:
             expr = sql.SQL("{} COLLATE {}").format(expr, sql.SQL(c.collation_sql))
         order.append(expr)
-    query = sql.SQL(
-        "SELECT {} FROM (SELECT DISTINCT {} FROM unnest({}) AS u({})) d ORDER BY {}"
-    ).format(sql.SQL(", ").join(sql.SQL("d.{}::text").format(n) for n in names), typed, arrays,
-             sql.SQL(", ").join(names), sql.SQL(", ").join(order))
-    return query
+    return sql.SQL(
+        "SELECT {} FROM (SELECT DISTINCT {} FROM {} s) d ORDER BY {}"
+    ).format(sql.SQL(", ").join(sql.SQL("d.{}::text").format(n) for n in names), typed,
+             sql.Identifier(SORT_TABLE), sql.SQL(", ").join(order))
 
 
-def diff_keys(diff: DiffFile, key: tuple[str, ...]) -> list[Key]:
-    """Every distinct key the diff file lists, as written there."""
-    seen: dict[Key, None] = {}
-    for pair, _node, row in diff.iter_rows():
-        seen.setdefault(row_key(row, list(key), f"pair {pair.name}"), None)
-    return list(seen)
+def _stage_keys(cur: Any, shape: TableShape, keys: Iterator[Key]) -> None:
+    cols = [sql.Identifier(f"k{i}") for i in range(len(shape.key))]
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+        sql.Identifier(SORT_TABLE),
+        sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in cols)))
+    lines = ("\t".join(copy_field(v) for v in k) + "\n" for k in keys)
+    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(SORT_TABLE), sql.SQL(", ").join(cols)), LineStream(lines),
+        size=COPY_CHUNK)
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SORT_TABLE)))
 
 
-def sort_keys_on_node(sessions: NodeSessions, node: str, shape: TableShape,
-                      keys: list[Key]) -> list[Key]:
-    if not keys:
-        return []
-    query = canonical_sorted_keys_sql(shape)
-    params = [[k[i] for k in keys] for i in range(len(shape.key))]
+def write_sorted_keys(target: NodeTarget, shape: TableShape, keys: Iterator[Key],
+                      work_dir: Path, batch_keys: int) -> tuple[list[int], int]:
+    """Sort the keys on ``target`` and write them to batch files as they come back.
 
-    def run(cur: Any) -> list[Key]:
-        cur.execute(query, params)
-        return [tuple(r) for r in cur.fetchall()]
-    return sessions.on_one(node, run)
-
-
-def write_batches(work_dir: Path, keys: list[Key], batch_keys: int) -> list[int]:
-    parts = []
-    for index, start in enumerate(range(0, len(keys), batch_keys)):
-        keys_path(work_dir, index).write_text(
-            json.dumps([list(k) for k in keys[start:start + batch_keys]], ensure_ascii=False),
-            encoding="utf-8")
-        parts.append(index)
-    return parts
+    The keys go to a temp table on the node by COPY, come back cast to their
+    types (so ``1.0`` and ``1`` are one key), deduplicated and sorted, through
+    a server-side cursor: no step holds them all. Returns the parts and the count.
+    """
+    parts: list[int] = []
+    total = 0
+    try:
+        with node_errors(target.node):
+            conn = connect(target)
+            try:
+                with conn.cursor() as cur:
+                    _stage_keys(cur, shape, keys)
+                with conn.cursor(name="ace_rerun_sorted") as named:
+                    named.itersize = batch_keys
+                    named.execute(canonical_sorted_keys_sql(shape))
+                    while chunk := named.fetchmany(batch_keys):
+                        keys_path(work_dir, len(parts)).write_text(
+                            json.dumps([list(k) for k in chunk], ensure_ascii=False),
+                            encoding="utf-8")
+                        parts.append(len(parts))
+                        total += len(chunk)
+            finally:
+                with suppress(psycopg2.Error):
+                    conn.rollback()
+                    conn.close()
+    except psycopg2.Error as exc:
+        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise AceError(f"A query failed on node {target.node}: {detail}.") from exc
+    return parts, total
 
 
 def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, settings: Settings,
                   task_id: str, sessions: NodeSessions, started_at: str) -> RerunPlan:
     """Check the table against the diff file, sort its keys, and write the batches and plan."""
     shape = read_common_shape(sessions, request.table)
-    check_diff_shape(diff, shape, sessions.order[0])
-    keys = sort_keys_on_node(sessions, sessions.order[0], shape, diff_keys(diff, shape.key))
     work_dir = Path(settings.output_dir) / "work" / task_id
     work_dir.mkdir(parents=True, exist_ok=True)
-    batch_parts = write_batches(work_dir, keys, RERUN_BATCH_KEYS)
+    spool = RowSpool(diff, list(shape.key), keep_rows=False, folder=work_dir)
+    try:
+        check_diff_shape(diff, shape, sessions.order[0])  # (the spool's pass saw every row)
+        batch_parts, keys_total = write_sorted_keys(
+            sessions.targets[sessions.order[0]], shape, spool.distinct_keys(), work_dir,
+            RERUN_BATCH_KEYS)
+    finally:
+        spool.close()
     parts = [0] if request.behavior == "hostdb" else batch_parts
     spec = DiffSpec(
         task_id=task_id, cluster_name=request.cluster_name,
@@ -127,10 +158,10 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
     )
     meta = {
         "operation": "table-rerun", "behavior": request.behavior, "rerun_of": str(diff.path),
-        "previous_diff_rows": len(keys), "previous_diff_partial": diff.is_partial,
+        "previous_diff_rows": keys_total, "previous_diff_partial": diff.is_partial,
         "key_batches": len(batch_parts), "parts": parts, "started_at": started_at,
         "executor": "local",
     }
     plan_path(work_dir).write_text(json.dumps({"spec": spec.to_dict(), "meta": meta}),
                                    encoding="utf-8")
-    return RerunPlan(spec, parts, len(keys), meta)
+    return RerunPlan(spec, parts, keys_total, meta)

@@ -12,7 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.difffile.format import DiffFile, check_diff_nodes, check_diff_target, load_diff_file
+from ace_shared.difffile.file import (
+    DiffFile,
+    check_diff_nodes,
+    check_diff_target,
+    load_diff_file,
+    load_diff_header,
+)
 from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.ident import TableName, parse_table_name
 from ace_shared.options import (
@@ -73,10 +79,11 @@ def check_rerun_options(raw: dict[str, Any], style: Style = "api") -> RerunReque
 
 
 def load_rerun_inputs(raw: dict[str, Any], settings: Settings,
-                      style: Style = "api") -> tuple[RerunRequest, Cluster, DiffFile]:
+                      style: Style = "api",
+                      header_only: bool = False) -> tuple[RerunRequest, Cluster, DiffFile]:
     request = check_rerun_options(raw, style)
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
-    diff = load_diff_file(request.diff_file)
+    diff = (load_diff_header if header_only else load_diff_file)(request.diff_file)
     check_diff_target(diff, request.cluster_name, request.table, request.dbname)
     cluster.database(request.dbname or diff.database)
     check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
@@ -86,6 +93,11 @@ def load_rerun_inputs(raw: dict[str, Any], settings: Settings,
 
 def validate_rerun_request(raw: dict[str, Any], settings: Settings,
                            style: Style = "api") -> RerunRequest:
-    """Check every option, the cluster and the diff file; touches no database."""
-    request, _, _ = load_rerun_inputs(raw, settings, style)
+    """Check every option, the cluster and the diff file's summary; touches no database.
+
+    Only the summary is read (from the file's end, for this project's files), so
+    an API request stays small whatever the file's size; the rows are checked by
+    the work itself, which fails with a sentence naming the file if one is bad.
+    """
+    request, _, _ = load_rerun_inputs(raw, settings, style, header_only=True)
     return request

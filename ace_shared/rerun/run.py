@@ -27,10 +27,11 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.differ import BatchResult, read_batch_result
-from ace_shared.diff.merge import build_summary, new_diff_path, write_diff_json
+from ace_shared.diff.merge import build_summary
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
-from ace_shared.difffile.format import DiffFile
+from ace_shared.difffile.file import DiffFile
+from ace_shared.difffile.format import new_diff_path, write_diff_json
 from ace_shared.difffile.view import PartialsView
 from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import Cluster
@@ -117,7 +118,7 @@ def plan_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str) ->
     :func:`finish_rerun` with the work folder.
     """
     started = datetime.now(timezone.utc).isoformat()
-    request, cluster, diff = load_rerun_inputs(raw_options, settings)
+    request, cluster, diff = load_rerun_inputs(raw_options, settings, header_only=True)
     sessions = NodeSessions(_targets(request, cluster, diff, settings))
     try:
         plan = prepare_rerun(request, cluster, diff, settings, task_id, sessions, started)
@@ -141,7 +142,7 @@ def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: st
                     progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     """Re-check the keys of a diff file in this process; return the new diff file and summary."""
     started = datetime.now(timezone.utc).isoformat()
-    request, cluster, diff = load_rerun_inputs(raw_options, settings)
+    request, cluster, diff = load_rerun_inputs(raw_options, settings, header_only=True)
     targets = _targets(request, cluster, diff, settings)
     size = _pool_size(settings)
     sessions = NodeSessions(targets, threads_per_node=size)

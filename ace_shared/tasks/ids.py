@@ -19,6 +19,11 @@ PREFIXES = {
     "auto-repair": "ar",
     "spock-exception": "se",
     "mtree": "mt",
+    "mtree-table-diff": "mt",
+    "schema-diff": "sd",
+    "repset-diff": "rd",
+    "spock-diff": "spd",
+    "scheduled-recheck": "rc",
 }
 _ALPHABET = string.ascii_lowercase + string.digits
 TASK_ID_RE = re.compile(r"^[a-z]{2,3}_\d{8}_\d{6}_[a-z0-9]{4,8}$")

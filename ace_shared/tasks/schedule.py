@@ -38,12 +38,32 @@ def parse_crontab(text: str, what: str) -> tuple[str, str, str, str, str]:
 
 @dataclass(frozen=True)
 class ScheduledDiff:
-    """One enabled schedule: which table-diff to run, and when."""
+    """One enabled schedule: which diff to run, and when.
+
+    ``rerun_after``: when the diff finds differences, check them again after
+    this many seconds, so divergence that heals within the replication lag is
+    told apart from divergence that persists.
+    """
 
     name: str
     options: dict[str, Any] = field(hash=False)
     crontab: tuple[str, str, str, str, str] | None = None
     every_seconds: int | None = None
+    command: str = "table-diff"
+    rerun_after: int | None = None
+
+
+# the commands a schedule may run, and the option each one needs besides the cluster
+SCHEDULED_COMMANDS = {"table-diff": "table_name", "repset-diff": "repset_name",
+                      "mtree-table-diff": "table_name"}
+
+
+def _job_target(name: str, job: dict[str, Any]) -> tuple[str, str]:
+    command = job.get("command") or "table-diff"
+    if command not in SCHEDULED_COMMANDS:
+        raise ConfigError(f"Scheduled job {name} has command {command!r}; use "
+                          f"{' or '.join(SCHEDULED_COMMANDS)}.")
+    return command, SCHEDULED_COMMANDS[command]
 
 
 def scheduled_diffs(jobs: tuple[dict[str, Any], ...], schedules: tuple[dict[str, Any], ...],
@@ -57,7 +77,7 @@ def scheduled_diffs(jobs: tuple[dict[str, Any], ...], schedules: tuple[dict[str,
             raise ConfigError("Every entry of schedule_jobs needs a name.")
         if name in by_name:
             raise ConfigError(f"schedule_jobs has two jobs named {name}.")
-        for required in ("cluster_name", "table_name"):
+        for required in ("cluster_name", _job_target(name, job)[1]):
             if not job.get(required):
                 raise ConfigError(f"Scheduled job {name} needs {required}.")
         by_name[name] = job
@@ -70,18 +90,22 @@ def scheduled_diffs(jobs: tuple[dict[str, Any], ...], schedules: tuple[dict[str,
         if not entry.get("enabled", False):
             continue
         job = by_name[job_name]
+        command, target = _job_target(job_name, job)
         options = {**(job.get("args") or {}), "cluster_name": job["cluster_name"],
-                   "table_name": job["table_name"]}
+                   target: job[target]}
+        rerun = entry.get("rerun_after")
+        extra: dict[str, Any] = {"command": command, "rerun_after": parse_frequency(
+            rerun, f"rerun_after of {job_name}") if rerun else None}
         if entry.get("crontab_schedule"):
             cron = parse_crontab(entry["crontab_schedule"], f"crontab_schedule of {job_name}")
-            out.append(ScheduledDiff(job_name, options, crontab=cron))
+            out.append(ScheduledDiff(job_name, options, crontab=cron, **extra))
         elif entry.get("run_frequency"):
             seconds = parse_frequency(entry["run_frequency"], f"run_frequency of {job_name}")
             if seconds < floor:
                 raise ConfigError(f"run_frequency of {job_name} ({entry['run_frequency']}) is "
                                   f"below MIN_RUN_FREQUENCY ({min_frequency}); raise it or "
                                   "lower MIN_RUN_FREQUENCY in ace_config.py.")
-            out.append(ScheduledDiff(job_name, options, every_seconds=seconds))
+            out.append(ScheduledDiff(job_name, options, every_seconds=seconds, **extra))
         else:
             raise ConfigError(f"Schedule of {job_name} needs crontab_schedule or run_frequency.")
     return out

@@ -1,0 +1,127 @@
+"""A diff file's rows spooled to a temporary SQLite file, keyed by pair, node and key.
+
+A repair needs to look rows up by key (does the source list this key too? which
+pair offered this row first?) and a rerun needs every distinct key; a diff file
+can hold more rows than a process may keep in memory. So the rows are streamed
+from the file into a SQLite file beside the work, indexed by ``(pair, node,
+key)``, and every later step asks SQLite, whose page cache stays small.
+
+The pass over the rows also tells the :class:`DiffFile` which pairs, row
+counts and columns the file really has (:meth:`DiffFile.adopt`), so a diff
+file checked by its summary alone is read only once more, here.
+
+The index is unique: a diff file that lists the same key twice for one node
+of one pair is refused (which of the two rows a repair should take would be
+a guess). Keys are stored as the JSON array of their text values, rows as
+the JSON object of their text values, so both come back exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sqlite3
+import tempfile
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+from ace_shared.difffile.file import DiffFile, row_key
+from ace_shared.difffile.format import Layout, Row, read_rows
+from ace_shared.errors import DiffFileError
+
+CHUNK_ROWS = 5000
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+CACHE_KB = 16 * 1024
+_SETUP = f"""
+PRAGMA journal_mode = MEMORY;
+PRAGMA synchronous = OFF;
+PRAGMA cache_size = -{CACHE_KB};
+CREATE TABLE rows (seq INTEGER PRIMARY KEY, pair INTEGER NOT NULL, node TEXT NOT NULL,
+                   key TEXT NOT NULL, row TEXT);
+CREATE UNIQUE INDEX rows_key ON rows (pair, node, key);
+"""
+
+
+def key_text(key: tuple[str, ...]) -> str:
+    """A key as a JSON array (``json.dumps`` spelling), built by the C string encoder."""
+    return "[" + ", ".join(map(_quote, key)) + "]"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection of its own to a spool (one per thread: SQLite connections stay put)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
+    return db
+
+
+class RowSpool:
+    """The rows of one diff file in a temporary SQLite file, removed on :meth:`close`."""
+
+    def __init__(self, diff: DiffFile, key: list[str], keep_rows: bool = True,
+                 folder: Path | None = None) -> None:
+        self.diff = diff
+        self.key = list(key)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="ace-spool-", dir=folder))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+        self.path = self.folder / "rows.sqlite"
+        self.db = connect(self.path)
+        try:
+            self.db.executescript(_SETUP)
+            self._load(keep_rows)
+        except BaseException:
+            self.close()
+            raise
+
+    def _records(self, keep_rows: bool) -> Iterator[tuple[int, int, str, str, str | None]]:
+        key = self.key
+        layout = Layout(texts=keep_rows)
+        where: dict[int, str] = {}
+        for seq, (index, node, row, text) in enumerate(read_rows(self.diff.path, layout)):
+            if index not in where:
+                where[index] = "pair {}/{}".format(*layout.pairs[index])
+            yield seq, index, node, key_text(row_key(row, key, where[index])), text
+        self.diff.adopt(layout)  # the pairs and columns the rows really have
+
+    def _load(self, keep_rows: bool) -> None:
+        records = self._records(keep_rows)
+        self.db.execute("BEGIN")
+        while chunk := list(itertools.islice(records, CHUNK_ROWS)):
+            before = self.db.total_changes
+            self.db.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", chunk)
+            if self.db.total_changes - before < len(chunk):
+                self._refuse_duplicate(chunk)
+        self.db.execute("COMMIT")
+        self.db.execute("ANALYZE")
+
+    def _refuse_duplicate(self, chunk: list[tuple[int, int, str, str, str | None]]) -> None:
+        for seq, pair, node, key, _ in chunk:
+            first = self.db.execute("SELECT seq FROM rows WHERE pair = ? AND node = ? AND key = ?",
+                                    (pair, node, key)).fetchone()[0]
+            if first != seq:
+                where = "SELECT count(*) FROM rows WHERE pair = ? AND node = ? AND seq <= ?"
+                a = self.db.execute(where, (pair, node, first)).fetchone()[0]
+                b = a + 1 + self.db.execute(
+                    "SELECT count(*) FROM rows WHERE pair = ? AND node = ? AND seq > ? AND "
+                    "seq < ?", (pair, node, first, seq)).fetchone()[0]
+                raise DiffFileError(
+                    f"The diff file {self.diff.path} lists the same key twice for node {node} "
+                    f"in pair {self.diff.pairs[pair].name} (its rows {a} and {b}), so it cannot "
+                    "say which row is right; run table-diff again for a clean file.")
+
+    def distinct_keys(self, db: sqlite3.Connection | None = None) -> Iterator[tuple[str, ...]]:
+        """Every distinct key of the file, each once (in no particular order)."""
+        cur = (db or self.db).execute("SELECT DISTINCT key FROM rows")
+        for (key,) in cur:
+            yield tuple(json.loads(key))
+
+    def close(self) -> None:
+        self.db.close()
+        self._cleanup()
+
+
+def decode_row(text: str) -> Row:
+    return json.loads(text)  # type: ignore[no-any-return]

@@ -1,0 +1,86 @@
+"""PostgreSQL's own logical replication: publications stand for replication sets.
+
+A publication's flags are its ``pubinsert``/``pubupdate``/``pubdelete``/
+``pubtruncate``; a subscription's provider is named by its ``dbname`` and
+``host:port`` from the connection string (PostgreSQL has no node names), and its
+status comes from ``pg_stat_subscription`` (a running apply worker means
+"replicating"). Forward origins map to ``origin`` (``any`` forwards all,
+``none`` only local changes; PostgreSQL 16+), apply delay to none (not supported).
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg2.extensions import cursor
+
+from ace_shared.nodes.ident import display_ident
+from ace_shared.replication.model import NodeReplication, ReplicationSet, Subscription
+from ace_shared.replication.pglogical import FLAG_NAMES
+
+_PUBS = """
+SELECT p.pubname, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puballtables,
+       coalesce(array_agg(ARRAY[t.schemaname::text, t.tablename::text]
+                          ORDER BY t.schemaname, t.tablename)
+                FILTER (WHERE t.tablename IS NOT NULL), '{}')
+FROM pg_publication p
+LEFT JOIN pg_publication_tables t ON t.pubname = p.pubname
+GROUP BY p.pubname, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puballtables
+ORDER BY p.pubname
+"""
+
+_SUBS = """
+SELECT s.subname, s.subconninfo, s.subenabled, s.subpublications,
+       EXISTS (SELECT 1 FROM pg_stat_subscription st
+               WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL)
+FROM pg_subscription s
+WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY s.subname
+"""
+
+_SUBS_UNPRIVILEGED = """
+SELECT s.subname, '', s.subenabled, s.subpublications,
+       EXISTS (SELECT 1 FROM pg_stat_subscription st
+               WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL)
+FROM pg_subscription s
+WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY s.subname
+"""
+
+_CONNINFO_PART = re.compile(r"(host|hostaddr|port|dbname)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def provider_from_conninfo(conninfo: str) -> str:
+    """``host:port/dbname`` from a connection string; the password is never read out."""
+    parts = {k: v.strip("'") for k, v in _CONNINFO_PART.findall(conninfo or "")}
+    host = parts.get("host") or parts.get("hostaddr") or "?"
+    return f"{host}:{parts.get('port', '5432')}/{parts.get('dbname', '?')}"
+
+
+def _superuser(cur: cursor) -> bool:
+    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def read_native(cur: cursor, node: str) -> NodeReplication:
+    """Read publications (with their tables) and subscriptions of the current database."""
+    cur.execute(_PUBS)
+    sets = tuple(
+        ReplicationSet(name=r[0], flags=dict(zip(FLAG_NAMES, r[1:5], strict=True))
+                       | {"all_tables": bool(r[5])},
+                       tables=tuple(f"{display_ident(a)}.{display_ident(b)}" for a, b in r[6]))
+        for r in cur.fetchall()
+    )
+    # subconninfo is readable by superusers only (it may hold a password)
+    cur.execute(_SUBS if _superuser(cur) else _SUBS_UNPRIVILEGED)
+    subs = tuple(
+        Subscription(name=r[0], provider=provider_from_conninfo(r[1]), enabled=bool(r[2]),
+                     sets=tuple(r[3] or ()), forward_origins=(), apply_delay="0",
+                     status=("replicating" if r[4] else "down") if r[2] else "disabled")
+        for r in cur.fetchall()
+    )
+    cur.execute("SELECT current_setting('cluster_name'), inet_server_port()")
+    name, port = cur.fetchone()
+    return NodeReplication(node=node, system="native", identity=name or f"port {port}",
+                           sets=sets, subscriptions=subs)

@@ -1,0 +1,94 @@
+"""``ace mtree`` through the other front doors: the CLI on the fleet, REST, and the scheduler.
+
+The same trees, the same diff file: a tree's table-diff run by a worker must
+report what a full table-diff reports, and task-status gives it as it gives a
+table-diff's (``diff_file``, ``total_rows``, ``mismatched_rows``, ``summary``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_helpers import ApiServer, make_certs, wait_for_final
+from diff_helpers import execute, on_every_node, run_ace
+from fleet_helpers import Fleet, free_port
+
+from ace_shared.tasks.schedule import scheduled_diffs
+
+
+def _diff_of(stdout: str) -> dict[str, Any]:
+    found = re.search(r"(?:Diffs|Diff summary) written to (\S+\.json)", stdout)
+    assert found, stdout
+    return json.loads(Path(found.group(1)).read_text())
+
+
+@pytest.fixture(scope="module")
+def tracked(pg_cluster: Any) -> str:
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_fleet",
+        "CREATE TABLE mt_fleet (id int PRIMARY KEY, v text, f float8)",
+        "INSERT INTO mt_fleet SELECT g, 'v' || g, g / 3.0 FROM generate_series(1, 4000) g",
+    ])
+    assert run_ace("mtree", "init", "testclus").code == 0
+    assert run_ace("mtree", "build", "testclus", "public.mt_fleet").code == 0
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_fleet SET v = 'changed' WHERE id IN (5, 3999)",
+                                     "DELETE FROM mt_fleet WHERE id = 2000"])
+    return "public.mt_fleet"
+
+
+def test_the_fleet_runs_a_tree_diff_and_finds_what_a_full_diff_finds(
+        fleet: Fleet, tracked: str) -> None:
+    on_fleet = fleet.ace("mtree", "table-diff", "testclus", tracked)
+    assert on_fleet.returncode == 1, on_fleet.stdout + on_fleet.stderr
+    assert "Submitted mt_" in on_fleet.stderr
+    full = run_ace("table-diff", "testclus", tracked)
+    assert full.code == 1
+    assert _diff_of(on_fleet.stdout)["diffs"] == full.diff()["diffs"]
+
+
+@pytest.fixture(scope="module")
+def api(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    certs = make_certs(tmp_path_factory.mktemp("mtree-certs"))
+    server = ApiServer(fleet.env, certs, free_port(), fleet.workdir / "mtree-api.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_rest_queues_each_action_and_task_status_gives_the_diff(api: ApiServer,
+                                                                tracked: str) -> None:
+    session = api.session("ace")
+    update = session.get(api.url("/ace/mtree/update"), timeout=10,
+                         params={"cluster_name": "testclus", "table_name": tracked})
+    assert update.status_code == 200, update.text
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{update.json()['task_id']}"))
+    assert doc["status"] == "COMPLETED", doc
+    response = session.post(api.url("/ace/mtree/table-diff"), timeout=10,
+                            json={"cluster_name": "testclus", "table_name": tracked})
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    assert task_id.startswith("mt_")
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{task_id}"))
+    assert doc["status"] == "COMPLETED", doc
+    assert doc["result"]["mismatched_rows"] == 3
+    assert Path(doc["result"]["diff_file"]).is_file()
+    bad = session.post(api.url("/ace/mtree/build"), timeout=10,
+                       json={"cluster_name": "testclus", "table_name": tracked, "block_rows": 5})
+    assert bad.status_code == 400 and "block_rows" in bad.json()["error"]
+    spec = session.get(api.url("/ace/swagger.json"), timeout=10).json()
+    assert {"/mtree/init", "/mtree/build", "/mtree/update", "/mtree/table-diff",
+            "/mtree/teardown"} <= set(spec["paths"])
+
+
+def test_a_schedule_may_run_a_tree_diff() -> None:
+    jobs = ({"name": "big", "cluster_name": "c", "command": "mtree-table-diff",
+             "table_name": "public.big"},)
+    got = scheduled_diffs(jobs, ({"job_name": "big", "run_frequency": "1h", "enabled": True,
+                                  "rerun_after": "10m"},), "5m")
+    assert [(s.command, s.options["table_name"], s.rerun_after) for s in got] == [
+        ("mtree-table-diff", "public.big", 600)]
