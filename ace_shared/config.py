@@ -49,14 +49,30 @@ class Settings:
     TASKS_PER_WORKER_PROCESS: int = TASKS_PER_SLOT  # a diff without --batch-size, on a fleet
     # connections
     CONNECT_TIMEOUT: int = 10
-    STATEMENT_TIMEOUT_MS: int = 0
+    # No statement may run for hours: per-range hashes take seconds, the longest single
+    # statements (a repair's upsert, a planning scan) minutes; 15 minutes bounds a runaway
+    # filter or function without cutting legitimate work. 0 turns a limit off.
+    STATEMENT_TIMEOUT_MS: int = 15 * 60 * 1000
+    # A repair waiting a minute for an application's row lock should fail, not queue forever.
+    LOCK_TIMEOUT_MS: int = 60 * 1000
+    # A repair's transaction waits idle while the other nodes prepare; bounded by two
+    # statement timeouts so an abandoned transaction cannot hold its locks for long.
+    IDLE_IN_TRANSACTION_TIMEOUT_MS: int = 30 * 60 * 1000
+    # Password route: a libpq passfile with each served role's own password (see docs/security.md)
+    ROLE_PASSFILE: str = ""
     # certificates
     USE_CERT_AUTH: bool = False
     ACE_USER_CERT_FILE: str = ""
     ACE_USER_KEY_FILE: str = ""
     CA_CERT_FILE: str = ""
+    # the authority that signed the nodes' server certificates, when not CA_CERT_FILE's
+    DB_CA_CERT_FILE: str = ""
     ACE_API_CERT_FILE: str = ""
     ACE_API_KEY_FILE: str = ""
+    CA_CRL_FILE: str = ""  # revoked client certificates (PEM CRL from the CA); "" for none
+    # API access: common names, separated by commas or spaces
+    API_ADMIN_CNS: str = ""  # see every task, scheduled ones included
+    API_ALLOWED_CNS: str = ""  # "" serves every certificate the CA issued
     # scheduling and auto-repair
     MIN_RUN_FREQUENCY: str = "5m"
     schedule_jobs: tuple[dict[str, Any], ...] = field(default_factory=tuple)
@@ -107,6 +123,8 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         if isinstance(default, float):
             return float(raw)
         if isinstance(default, str):
+            if isinstance(raw, (list, tuple, set, frozenset)):  # API_ADMIN_CNS = ["a", "b"]
+                return ",".join(str(item) for item in raw)
             return str(raw)
         if isinstance(default, tuple):
             return tuple(raw)

@@ -52,6 +52,18 @@ class NodeUnreachableError(AceError):
         self.node = node
 
 
+class NodeLoginRefusedError(NodeUnreachableError):
+    """A node answered but refused to log in ACE's user (wrong password, no such role,
+    pg_hba.conf). A subclass so code that treats a node as unavailable still does."""
+
+    def __init__(self, node: str, user: str, dbname: str, detail: str) -> None:
+        AceError.__init__(self, f"Node {node} refused the login of user {user} to database "
+                          f"{dbname}: {detail}. Check that user's password (or client "
+                          "certificate) in the cluster definition and the node's "
+                          "pg_hba.conf.")
+        self.node = node
+
+
 class TableError(AceError):
     """The table is missing, has no primary key, or differs between nodes."""
 

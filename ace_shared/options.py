@@ -117,6 +117,17 @@ class Command:
     help: str
     options: tuple[Option, ...]
     route: str = ""  # the REST path when it is not /<name> (/mtree/build)
+    cli: tuple[str, ...] = ()  # the CLI's words when they are not the name (mtree, build)
+
+    @property
+    def path(self) -> str:
+        """The command's REST path below /ace."""
+        return self.route or f"/{self.name}"
+
+    @property
+    def cli_words(self) -> tuple[str, ...]:
+        """What follows ``ace`` on the command line to name this command."""
+        return self.cli or (self.name,)
 
     def option(self, name: str) -> Option:
         for opt in self.options:

@@ -27,8 +27,10 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from ace_shared.config import load_settings
+from ace_shared.outputs import keep_outputs_private
 from ace_workers.counters import DEFAULT_BROKER
 from ace_workers.slots import SlotHeartbeat
 from ace_workers.sweep import LostTaskSweep
@@ -101,3 +103,9 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         return get_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@worker_init.connect
+def _private_outputs(**_: object) -> None:
+    """Diff files, reports and work folders a worker writes are its user's alone."""
+    keep_outputs_private()

@@ -8,6 +8,7 @@ the next worker that gets it, a bounded number of times.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -34,7 +35,12 @@ class AceTaskFailed(Exception):
 
 def fail_job(job_id: str, exc: BaseException) -> AceTaskFailed:
     """Record the job as FAILED with a plain message, and return the exception to raise."""
-    message = str(exc) if isinstance(exc, AceError) else f"Unexpected error: {exc!r}"
+    # An unexpected error's text may quote values read from a database: name its kind only
+    # (the worker's own log, readable by the operator alone, keeps the whole error).
+    if not isinstance(exc, AceError):
+        logging.getLogger(__name__).error("job %s failed", job_id, exc_info=exc)
+    message = str(exc) if isinstance(exc, AceError) else (
+        f"Unexpected error ({type(exc).__name__}); the worker's log has the details.")
     runtime.store().fail(job_id, message)
     return AceTaskFailed(message)
 

@@ -3,7 +3,8 @@
 Runs one diff in this process (the same runner the CLI uses without a broker)
 with every node connection's cursor timing each statement, and sorts the
 statements into kinds by their SQL text: planning sample, range hashes, bucket
-hashes and inner boundaries while narrowing, leaf hashes, row fetches. Times
+hashes and inner boundaries while narrowing, key+hash lines streamed by
+``COPY`` (leaves and one-pass ranges), row fetches. Times
 are summed over nodes and threads (database time, not wall time). It also
 reports how evenly the planned ranges split the table, from the row counts the
 range hashes return. "inner boundaries" is narrowing's cut of a range, and
@@ -33,12 +34,12 @@ import psycopg2.extensions
 # (kind, every fragment that must appear, fragments that must not); first match wins
 KINDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("filter check (EXPLAIN)", ("EXPLAIN",), ()),
+    ("stream: key+hash lines", ("COPY (",), ()),
     ("plan: sample keys", ("TABLESAMPLE",), ()),
     ("plan/shape: catalog", ("pg_",), ("bench",)),
     ("inner boundaries", ("row_number() OVER",), ()),
     ("narrow: bucket hashes", ("GROUP BY",), ()),
     ("range hash", ("count(*)",), ("ORDER BY",)),
-    ("narrow: leaf row hashes", ("ORDER BY", "hash"), ("unnest",)),
     ("sort keys in db order", ("unnest", "SELECT ord"), ()),
     ("fetch differing rows", ("unnest", "ace_c0"), ()),
 )
@@ -106,6 +107,18 @@ def _timing_cursor(recorder: _Recorder) -> type[psycopg2.extensions.cursor]:
                 self._ace_reported = True
                 info = self.connection.info
                 recorder.add(self._ace_kind, self._ace_elapsed, rows, (info.host, int(info.port)))
+
+        def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:
+            """Times a ``COPY ... TO STDOUT`` (one-pass streams and leaves), lines counted."""
+            text = sql.decode() if isinstance(sql, bytes) else str(sql)
+            t0 = time.perf_counter()
+            try:
+                super().copy_expert(sql, file, size)
+            finally:
+                self._ace_kind = classify(text)
+                self._ace_elapsed = time.perf_counter() - t0
+                self._ace_reported = False
+                self._report(list(getattr(file, "lines", [])))
 
         def fetchall(self) -> list[tuple[Any, ...]]:
             rows = super().fetchall()

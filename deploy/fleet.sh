@@ -25,6 +25,10 @@ if [[ -f $ROOT/certs/server.crt ]]; then
   export ACE_API_CERT_FILE=${ACE_API_CERT_FILE:-$ROOT/certs/server.crt}
   export ACE_API_KEY_FILE=${ACE_API_KEY_FILE:-$ROOT/certs/server.key}
   export ACE_CA_CERT_FILE=${ACE_CA_CERT_FILE:-$ROOT/certs/ca.crt}
+  # deploy/certs.py writes the CA's revocation list beside it
+  if [[ -f $ROOT/certs/ca.crl ]]; then
+    export ACE_CA_CRL_FILE=${ACE_CA_CRL_FILE:-$ROOT/certs/ca.crl}
+  fi
 fi
 API_HOST=${ACE_API_HOST:-127.0.0.1}
 API_PORT=${ACE_API_PORT:-5000}

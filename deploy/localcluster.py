@@ -10,6 +10,13 @@ timestamps in the server's zone then shows up as false differences.
 The nodes are scratch: fsync is off and the postgres superuser is trusted from
 loopback and the node's socket. Never keep data you care about in them.
 
+They are set up the way docs/security.md asks of a real cluster: TLS with a
+certificate authority of their own (deploy/localtls.py), ACE's client
+certificate allowed to log in as each role it serves (``pg_hba.conf`` line for
+the members of ``ace_callers``, one ``pg_ident.conf`` line per served role),
+and the group role ``ace_repair`` holding the narrow grants a repair needs.
+:meth:`LocalCluster.serve_role` (command ``serve-role``) adds a caller.
+
 PostgreSQL refuses to run as root, so when this runs as root every server command
 goes through ``runuser -u postgres`` and the node directories belong to postgres.
 
@@ -25,6 +32,7 @@ Command use::
         --cluster-dir cluster --timezones UTC,America/New_York,Asia/Kolkata
     python deploy/localcluster.py status --dir .ace-local --name demo
     python deploy/localcluster.py stop --dir .ace-local --name demo
+    python deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
 """
 
 from __future__ import annotations
@@ -53,6 +61,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+from localauth import (
+    CALLERS_GROUP,
+    REPAIR_GRANTS,
+    REPAIR_GROUP,
+    create_group,
+    pg_ident,
+    serve_statements,
+)
+from localtls import LocalTls, TlsError
 from psycopg2 import sql
 
 log = logging.getLogger("localcluster")
@@ -69,9 +86,14 @@ PG_HBA = """\
 # Scratch cluster: the postgres superuser is trusted on loopback and the socket only.
 local   all   postgres                 trust
 host    all   postgres   127.0.0.1/32  trust
+# ACE's own login uses its password, even if it was made a member of a served role.
+host    all   "{ace_user}" 127.0.0.1/32 scram-sha-256
+# ACE logs in as the roles it serves with its own client certificate (see pg_ident.conf).
+hostssl all   +ace_callers 127.0.0.1/32 cert map=ace
 local   all   all                      scram-sha-256
 host    all   all        127.0.0.1/32  scram-sha-256
 """
+TLS_DIR_ENV = "ACE_LOCAL_TLS_DIR"
 
 
 class ClusterError(RuntimeError):
@@ -189,6 +211,7 @@ class LocalCluster:
                  timezones: Sequence[str] | None = None, dbname: str = "acedb",
                  user: str = "ace", password: str = "ace_pw",
                  node_names: Sequence[str] | None = None,
+                 served_roles: Sequence[str] = (),
                  server_settings: dict[str, str] | None = None) -> None:
         if not ports:
             raise ValueError("A cluster needs at least one port.")
@@ -203,6 +226,11 @@ class LocalCluster:
         self.node_names = tuple(names)
         self.dbname, self.user, self.password = dbname, user, password
         self.root_dir = self.base_dir / name
+        # Clusters started in one environment share an authority (and ACE's certificate)
+        # when ACE_LOCAL_TLS_DIR names it; otherwise each has its own.
+        shared = os.environ.get(TLS_DIR_ENV)
+        self.tls = LocalTls(Path(shared) if shared else self.root_dir / "tls")
+        self.served_roles = tuple(served_roles)
         self.nodes = [Node(n, p, tz, self.root_dir / n, self._socket_dir(n, p))
                       for n, p, tz in zip(names, self.ports, zones, strict=True)]
         # extra postgresql.conf settings for every node (e.g. shared_preload_libraries)
@@ -222,7 +250,7 @@ class LocalCluster:
         return cls(Path(base_dir), name=name, ports=state["ports"],
                    timezones=state["timezones"] if any(state["timezones"]) else None,
                    dbname=state["dbname"], user=state["user"], password=state["password"],
-                   node_names=state["node_names"])
+                   node_names=state["node_names"], served_roles=state.get("served_roles", ()))
 
     # ----- public API ---------------------------------------------------------------
 
@@ -230,8 +258,38 @@ class LocalCluster:
         """Create, start and wait for every node; create the ACE role and database."""
         with self._locked():
             self._write_state()
+            try:
+                self.tls.ensure(self.user)
+            except (TlsError, OSError) as exc:
+                raise ClusterError(f"The cluster's certificates could not be made: {exc}") \
+                    from exc
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
                 list(pool.map(self._start_node, self.nodes))
+
+    def client_settings(self) -> dict[str, str]:
+        """ACE's settings (as environment variables) for logging in with its certificate."""
+        return {"ACE_USE_CERT_AUTH": "1", "ACE_USER_CERT_FILE": str(self.tls.client_cert),
+                "ACE_USER_KEY_FILE": str(self.tls.client_key),
+                "ACE_DB_CA_CERT_FILE": str(self.tls.ca_cert),
+                TLS_DIR_ENV: str(self.tls.directory)}
+
+    def serve_role(self, role: str, *, repair: bool = False) -> None:
+        """Let ACE's certificate log in as ``role`` on every node (creating it if needed).
+
+        The role becomes a LOGIN role in ``ace_callers`` (pg_hba.conf) with a
+        pg_ident.conf line mapping ACE's certificate to it; with ``repair`` it
+        also joins ``ace_repair``. It gets no password and no other right.
+        """
+        with self._locked():
+            if role not in self.served_roles:
+                self.served_roles = (*self.served_roles, role)
+                self._write_state()
+            for i, node in enumerate(self.nodes):
+                self._admin(i, self.dbname, *serve_statements(role, repair))
+                self._write_if_changed(node.data_dir / "pg_ident.conf", pg_ident(self.user, self.served_roles))
+                self._admin(i, "postgres", "SELECT pg_reload_conf()")
+            for i in range(len(self.nodes)):
+                self._wait_role_login(i, role)
 
     def stop(self) -> None:
         """Stop every node (fast mode: open sessions are cut off)."""
@@ -372,14 +430,24 @@ class LocalCluster:
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
+            "ssl": "on",
+            "ssl_cert_file": "server.crt",
+            "ssl_key_file": "server.key",
+            "ssl_ca_file": "ca.crt",
         }
         if node.timezone:
             settings["timezone"] = node.timezone
         settings.update(self.server_settings)
         text = "# Written by deploy/localcluster.py on every start; edits are lost.\n"
         text += "".join(_conf_line(k, v) for k, v in settings.items())
-        changed = self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
-        self._write_if_changed(node.data_dir / "pg_hba.conf", PG_HBA)
+        changed = False
+        for name, source in (("server.crt", self.tls.server_cert),
+                             ("server.key", self.tls.server_key), ("ca.crt", self.tls.ca_cert)):
+            changed |= self._write_if_changed(node.data_dir / name, source.read_text())
+        changed |= self._write_if_changed(node.data_dir / CONF_INCLUDE, text)
+        hba = PG_HBA.replace("{ace_user}", self.user.replace('"', '""'))
+        self._write_if_changed(node.data_dir / "pg_hba.conf", hba)
+        self._write_if_changed(node.data_dir / "pg_ident.conf", pg_ident(self.user, self.served_roles))
         return changed
 
     def _write_if_changed(self, path: Path, text: str) -> bool:
@@ -445,6 +513,38 @@ class LocalCluster:
                         sql.Identifier(self.dbname), sql.Identifier(self.user)))
         finally:
             conn.close()
+        index = self.nodes.index(node)
+        self._admin(index, self.dbname, *(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)),
+                    *REPAIR_GRANTS)
+        for role in self.served_roles:
+            self._admin(index, self.dbname, *serve_statements(role, False))
+
+    def _admin(self, index: int, dbname: str, *statements: str | sql.Composable) -> None:
+        """Run statements as the postgres superuser, each in its own transaction."""
+        conn = psycopg2.connect(self.admin_dsn(index, dbname))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for stmt in statements:
+                    cur.execute(stmt)
+        finally:
+            conn.close()
+
+    def _wait_role_login(self, index: int, role: str) -> None:
+        """Wait until the node has reloaded pg_ident.conf and lets ACE in as ``role``."""
+        dsn = _dsn(host="127.0.0.1", port=self.nodes[index].port, dbname=self.dbname, user=role,
+                   sslmode="verify-full", sslcert=self.tls.client_cert,
+                   sslkey=self.tls.client_key, sslrootcert=self.tls.ca_cert)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                psycopg2.connect(dsn, connect_timeout=3).close()
+                return
+            except psycopg2.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"ACE's certificate cannot log in as {role} on node "
+                                       f"{self.nodes[index].name}: {exc}") from exc
+                time.sleep(0.1)
 
     def _log_tail(self, node: Node, lines: int = 15) -> str:
         try:
@@ -492,7 +592,8 @@ class LocalCluster:
         self.root_dir.mkdir(parents=True, exist_ok=True)
         state = {"ports": list(self.ports), "node_names": list(self.node_names),
                  "timezones": list(self.timezones), "dbname": self.dbname,
-                 "user": self.user, "password": self.password}
+                 "user": self.user, "password": self.password,
+                 "served_roles": list(self.served_roles)}
         path = self.root_dir / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n")
         os.chmod(path, 0o600)
@@ -579,7 +680,8 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
         recorded = LocalCluster.from_state(base, args.name)
         settings.update(ports=recorded.ports, node_names=recorded.node_names,
                         timezones=recorded.timezones if any(recorded.timezones) else None,
-                        dbname=recorded.dbname, user=recorded.user, password=recorded.password)
+                        dbname=recorded.dbname, user=recorded.user, password=recorded.password,
+                        served_roles=recorded.served_roles)
     given = {"ports": _parse_ports(args.ports) if args.ports else None,
              "timezones": _split(args.timezones), "node_names": _split(args.nodes),
              "dbname": args.db, "user": args.user, "password": args.password}
@@ -595,7 +697,7 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a scratch multi-node PostgreSQL "
                                      "cluster on 127.0.0.1 for ACE.")
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "serve-role"])
     parser.add_argument("--dir", default=".ace-local", help="base directory (.ace-local)")
     parser.add_argument("--name", default="demo", help="cluster name (demo)")
     parser.add_argument("--ports", help="6432,6433,6434 or 6432-6434 (default: as last "
@@ -606,6 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--user", help="ACE's login role, a superuser (ace)")
     parser.add_argument("--password", help="its password (ace_pw)")
     parser.add_argument("--cluster-dir", help="also write <dir>/<name>/<name>.json here")
+    parser.add_argument("--role", help="serve-role: the role ACE's certificate may log in as")
+    parser.add_argument("--repair", action="store_true",
+                        help="serve-role: also let the role repair (joins ace_repair)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="localcluster: %(message)s",
                         stream=sys.stdout)
@@ -618,6 +723,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("wrote %s", cluster.write_cluster_json(Path(args.cluster_dir)))
         elif args.command == "stop":
             cluster.stop()
+        elif args.command == "serve-role":
+            if not args.role:
+                raise ValueError("serve-role needs --role NAME.")
+            cluster.serve_role(args.role, repair=args.repair)
+            log.info("ACE's certificate may now log in as %s%s", args.role,
+                     " (and repair)" if args.repair else "")
     except (ClusterError, ValueError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ command -v python3 >/dev/null || missing+=(python3)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v runuser >/dev/null || missing+=(util-linux)
+command -v openssl >/dev/null || missing+=(openssl)  # the demo cluster's certificates
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
 # pglogical, for the server version installed: the checks' tests build a real replicating mesh
@@ -114,6 +115,9 @@ say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434)"
   --ports 6432,6433,6434 --timezones UTC,America/New_York,Asia/Kolkata --cluster-dir cluster
 say "loading demo data"
 .venv/bin/python deploy/demo_data.py --cluster-json cluster/demo/demo.json
+# API callers act as their own role: ACE's certificate may log in as demo_caller (docs/security.md)
+.venv/bin/python deploy/localcluster.py serve-role --dir .ace-local --name demo \
+  --role demo_caller --repair >/dev/null
 
 export ACE_CLUSTER_DIR=$ROOT/cluster  # where the demo cluster's JSON was just written
 export ACE_OUTPUT_DIR=${ACE_OUTPUT_DIR:-$ROOT/out}

@@ -62,12 +62,15 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
                            node_names=("n1", "n2", "n3"))
     cluster_dir = tmp_path_factory.mktemp("cluster")
     output_dir = tmp_path_factory.mktemp("output")
-    saved = {key: os.environ.get(key) for key in ("ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR")}
+    saved = {key: os.environ.get(key) for key in ("ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR",
+                                                  *cluster.client_settings())}
     try:
         cluster.start()
         cluster.write_cluster_json(cluster_dir)
         os.environ["ACE_CLUSTER_DIR"] = str(cluster_dir)
         os.environ["ACE_OUTPUT_DIR"] = str(output_dir)
+        # ACE logs in with its client certificate, as the nodes expect (docs/security.md)
+        os.environ.update(cluster.client_settings())
         yield cluster
     finally:
         for key, value in saved.items():

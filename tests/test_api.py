@@ -143,7 +143,7 @@ def test_head_on_a_submission_endpoint_starts_nothing(client: FlaskClient) -> No
 
 def test_a_real_fault_is_a_500_without_internals(client: FlaskClient,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: TaskStore, task_id: str) -> None:
+    def broken(self: TaskStore, task_id: str, **_: object) -> None:
         raise RuntimeError("secret internals")
     monkeypatch.setattr(TaskStore, "get", broken)
     response = call(client, "GET", "/ace/task-status/td_20240315_123456_abcdef")
@@ -235,7 +235,7 @@ def test_task_status_answers_both_spellings_from_the_store(client: FlaskClient,
                                                           settings: Settings) -> None:
     store = TaskStore.from_settings(settings)
     store.create("td_20240315_123456_abcdef", "table-diff", cluster_name="lab",
-                 table_name="public.t", requested_by="api_reader")
+                 table_name="public.t", requested_by="ace")
     running = call(client, "GET", "/ace/task-status?task_id=td_20240315_123456_abcdef").json
     assert running["status"] == running["task_status"] == "PENDING"
     store.mark_running("td_20240315_123456_abcdef", progress_total=4)
@@ -249,7 +249,7 @@ def test_task_status_answers_both_spellings_from_the_store(client: FlaskClient,
     assert done["result"] == done["task_context"] == outcome
     assert done["finished_at"].endswith("Z") and done["time_taken"] >= 0
     store.create("td_20240315_123456_failed", "table-diff", cluster_name="lab",
-                 table_name="public.t", requested_by="x")
+                 table_name="public.t", requested_by="ace")
     store.fail("td_20240315_123456_failed", "Node n2 cannot be reached.")
     failed = call(client, "GET", "/ace/task-status/td_20240315_123456_failed").json
     assert failed["status"] == "FAILED" and failed["error"] == "Node n2 cannot be reached."

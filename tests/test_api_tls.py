@@ -63,14 +63,19 @@ def api(api_fleet: Fleet, certs: ApiCerts) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="module")
 def roles(pg_cluster: Any) -> tuple[str, ...]:
-    """Roles named by client certificates, granted to the ACE user on every node."""
-    names = ("api_reader", "api_norights")
-    for i in range(3):
-        for name in names:
-            run_sql(pg_cluster.node_dsn(i),
-                    f"DO $$ BEGIN CREATE ROLE {name} NOLOGIN; "
-                    "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-                    f"GRANT {name} TO ace")
+    """Roles named by client certificates, which ACE's certificate may log in as."""
+    names = ("api_reader", "api_norights", "api_admin")
+    for name in names:
+        pg_cluster.serve_role(name, repair=True)
+    for i in range(3):  # api_admin may do anything to what ACE's user creates
+        run_sql(pg_cluster.node_dsn(i),
+                "ALTER DEFAULT PRIVILEGES FOR ROLE ace GRANT ALL ON TABLES TO api_admin",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE ace GRANT ALL ON SEQUENCES TO api_admin",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE ace GRANT USAGE ON SCHEMAS TO api_admin",
+                "GRANT ALL ON ALL TABLES IN SCHEMA public TO api_admin",
+                "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'spock') "
+                "THEN GRANT USAGE ON SCHEMA spock TO api_admin; GRANT ALL ON ALL TABLES IN "
+                "SCHEMA spock TO api_admin; END IF; END $$")
     return names
 
 
@@ -299,7 +304,8 @@ def test_errors_are_one_json_sentence_with_the_right_code(
 
 @pytest.fixture(scope="module")
 def completed_diff(api: ApiServer, items: str) -> dict[str, Any]:
-    session = api.session("ace")
+    """A diff by api_reader: a caller may repair and rerun only from its own tasks."""
+    session = api.session("api_reader")
     response = session.post(api.url("/ace/table-diff"), timeout=10,
                             json={"cluster_name": "testclus", "table_name": items})
     assert response.status_code == 200, response.text
@@ -348,7 +354,7 @@ def test_diff_repair_rerun_through_the_api_leaves_the_nodes_equal(api: ApiServer
                 "INSERT INTO api_fix SELECT g, 'row ' || g FROM generate_series(1, 1500) g")
     run_sql(pg_cluster.node_dsn(2), "UPDATE api_fix SET label = 'drifted' WHERE id <= 3",
             "DELETE FROM api_fix WHERE id = 1000")
-    session = api.session("ace")
+    session = api.session("api_admin")
     table = {"cluster_name": "testclus", "table_name": "public.api_fix"}
 
     def run(endpoint: str, **params: Any) -> dict[str, Any]:
@@ -361,7 +367,7 @@ def test_diff_repair_rerun_through_the_api_leaves_the_nodes_equal(api: ApiServer
     diff = run("/ace/table-diff")
     assert diff["result"]["mismatched_rows"] == 4
     repair = run("/ace/table-repair", diff_file=diff["task_id"], source_of_truth="n1")
-    assert repair["requested_by"] == "ace"
+    assert repair["requested_by"] == "api_admin"
     rerun = run("/ace/table-rerun", diff_file=diff["task_id"])
     assert rerun["result"]["mismatched_rows"] == 0
     counts = {run_sql(pg_cluster.node_dsn(i), "SELECT count(*), sum(hashtext(label)) "
@@ -439,7 +445,7 @@ def _update(api: ApiServer, role: str, **details: Any) -> requests.Response:
 
 def test_resolving_an_exception_updates_it_and_all_its_commands(
         api: ApiServer, spock_tables: str) -> None:
-    response = _update(api, "ace", status="RESOLVED",
+    response = _update(api, "api_admin", status="RESOLVED",
                        resolution_details={"details": "Issue fixed"})
     assert response.status_code == 200, response.text
     assert response.json() == {"message": "Exception status updated successfully"}
@@ -451,7 +457,7 @@ def test_resolving_an_exception_updates_it_and_all_its_commands(
 
 
 def test_a_command_counter_updates_that_command_only(api: ApiServer, spock_tables: str) -> None:
-    response = _update(api, "ace", status="UNRESOLVED", command_counter=2)
+    response = _update(api, "api_admin", status="UNRESOLVED", command_counter=2)
     assert response.status_code == 200, response.text
     rows = _exception_rows(spock_tables)
     assert rows[(XID, 2)] == ("UNRESOLVED", False, None)
@@ -461,7 +467,7 @@ def test_a_command_counter_updates_that_command_only(api: ApiServer, spock_table
 def test_no_matching_exception_is_a_404_and_changes_nothing(
         api: ApiServer, spock_tables: str) -> None:
     before = _exception_rows(spock_tables)
-    response = _update(api, "ace", status="RESOLVED", command_counter=9)
+    response = _update(api, "api_admin", status="RESOLVED", command_counter=9)
     assert response.status_code == 404, response.text
     assert "no Spock exception" in response.json()["error"]
     assert _exception_rows(spock_tables) == before
@@ -477,10 +483,10 @@ def test_a_role_without_rights_on_spock_may_not_update(api: ApiServer,
 
 
 def test_bad_exception_details_are_a_400(api: ApiServer, spock_tables: str) -> None:
-    response = _update(api, "ace", status="DONE")
+    response = _update(api, "api_admin", status="DONE")
     assert response.status_code == 400
     assert "status must be one of" in response.json()["error"]
-    response = _update(api, "ace", status="RESOLVED", remote_commit_ts="yesterday")
+    response = _update(api, "api_admin", status="RESOLVED", remote_commit_ts="yesterday")
     assert response.status_code == 400
     assert "remote_commit_ts must be a timestamp" in response.json()["error"]
 

@@ -65,6 +65,7 @@ def repset(pg_cluster: Any) -> Iterator[Any]:
         "CREATE TABLE ck_gone (id int PRIMARY KEY)",
         "CREATE TABLE ck_nopk (id int, v text)",
     ])
+    pg_cluster.serve_role(ROLE)  # ACE logs in as the caller's role (docs/security.md)
     dsns = [pg_cluster.node_dsn(i) for i in range(3)]
     run_sql(dsns[1], "UPDATE ck_diff SET v = 'changed' WHERE id IN (7, 4000)")
     install_spock_mesh(dsns, NODES, TABLES, only=NODES[:2])
@@ -244,6 +245,7 @@ def test_a_role_without_catalog_rights_gets_a_failed_task_saying_so(
     on_every_node(repset, [
         "DO $$ BEGIN CREATE ROLE ck_norights NOLOGIN; "
         "EXCEPTION WHEN duplicate_object THEN NULL; END $$", "GRANT ck_norights TO ace"])
+    repset.serve_role("ck_norights")
     session = api.session("ck_norights")
     for path, body in (("/ace/spock-diff", {}), ("/ace/repset-diff", {"repset_name": "default"})):
         response = session.post(api.url(path), timeout=10,

@@ -56,9 +56,9 @@ def swagger(settings: Settings) -> dict[str, Any]:
     return response.json
 
 
-def help_lines(command: str, env: dict[str, str]) -> dict[str, str]:
+def help_lines(words: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
     """``--name`` -> its whole help entry, as ``ace <command> --help`` prints it."""
-    result = CliRunner(env=env).invoke(main, [command, "--help"])
+    result = CliRunner(env=env).invoke(main, [*words, "--help"])
     assert result.exit_code == 0, result.output
     entries: dict[str, str] = {}
     current = None
@@ -96,7 +96,7 @@ def expected_cli_extras(prop: dict[str, Any], opt: Option) -> list[str]:
 def test_cli_and_api_show_the_same_options_defaults_and_bounds(command: Command) -> None:
     model = swagger(SETTINGS)["definitions"]
     props = model["".join(p.title() for p in command.name.split("-")) + "Request"]["properties"]
-    helps = help_lines(command.name, ENV)
+    helps = help_lines(command.cli_words, ENV)
     api_names = {o.name for o in command.options if o.api}
     cli_names = {o.label("cli") for o in command.options if not o.positional}
     assert set(props) == api_names
@@ -120,7 +120,7 @@ def test_cli_and_api_show_the_same_options_defaults_and_bounds(command: Command)
 
 
 def test_defaults_and_bounds_come_from_the_settings() -> None:
-    helps = help_lines("table-diff", ENV)
+    helps = help_lines(("table-diff",), ENV)
     assert "[default: 5000; 1000<=x<=50000]" in helps["--block-rows"]
     assert "[default: 0.25; 0<x<=1]" in helps["--max-cpu-ratio"]
     assert "[default: chosen for the fleet's size; 1<=x<=100000]" in helps["--batch-size"]
@@ -132,7 +132,7 @@ def test_defaults_and_bounds_come_from_the_settings() -> None:
 
 
 def test_help_names_the_other_options_as_each_door_writes_them() -> None:
-    helps = help_lines("table-repair", {})
+    helps = help_lines(("table-repair",), {})
     assert "With --insert-only:" in helps["--bidirectional"]
     props = swagger(Settings())["definitions"]["TableRepairRequest"]["properties"]
     assert props["bidirectional"]["description"].startswith("With insert_only:")
@@ -187,6 +187,6 @@ def test_each_endpoint_and_command_have_the_same_summary() -> None:
     paths = swagger(Settings())["paths"]
     for command in COMMANDS:
         for method in ("get", "post"):
-            assert paths[f"/{command.name}"][method]["summary"] == command.help.rstrip(".")
-        result = CliRunner().invoke(main, ["--help"])
-        assert command.name in result.output
+            assert paths[command.path][method]["summary"] == command.help.rstrip(".")
+        result = CliRunner().invoke(main, [*command.cli_words[:-1], "--help"])
+        assert command.cli_words[-1] in result.output

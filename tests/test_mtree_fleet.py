@@ -61,8 +61,14 @@ def api(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiS
 
 
 def test_rest_queues_each_action_and_task_status_gives_the_diff(api: ApiServer,
-                                                                tracked: str) -> None:
-    session = api.session("ace")
+                                                                tracked: str,
+                                                                pg_cluster: Any) -> None:
+    # the caller logs in as its own role (docs/security.md), here one with rights on the trees
+    pg_cluster.serve_role("mt_caller")
+    on_every_node(pg_cluster, [
+        "GRANT SELECT ON mt_fleet TO mt_caller", "GRANT USAGE ON SCHEMA ace_mtree TO mt_caller",
+        "GRANT ALL ON ALL TABLES IN SCHEMA ace_mtree TO mt_caller"])
+    session = api.session("mt_caller")
     update = session.get(api.url("/ace/mtree/update"), timeout=10,
                          params={"cluster_name": "testclus", "table_name": tracked})
     assert update.status_code == 200, update.text

@@ -294,6 +294,8 @@ def roles_on_n2(nodes: Nodes) -> Any:
     nodes.execute("n2", ["CREATE ROLE rp_writer", "CREATE ROLE rp_reader",
                          "GRANT ALL ON rp_opts TO rp_writer",
                          "GRANT SELECT ON rp_opts TO rp_reader"])
+    for role in ("rp_writer", "rp_reader"):  # ACE logs in as them (docs/security.md)
+        nodes.cluster.serve_role(role, repair=True)
     yield
     nodes.execute("n2", drop)
 

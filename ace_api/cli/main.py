@@ -32,6 +32,7 @@ from ace_api.cli.repair import (
 )
 from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import AceError
+from ace_shared.outputs import keep_outputs_private
 from ace_shared.repair.request import TABLE_REPAIR
 from ace_shared.rerun.request import TABLE_RERUN
 
@@ -116,6 +117,7 @@ def run() -> NoReturn:
     Exit handlers still run and both output streams are flushed; only the
     interpreter's own clean-up of module state is skipped.
     """
+    keep_outputs_private()  # diffs and reports hold table data
     try:
         main(prog_name="ace")
         code: int | str | None = 0

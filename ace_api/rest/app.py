@@ -3,13 +3,15 @@
 :func:`create_app` builds everything from explicit settings: the ``/ace``
 endpoints with their OpenAPI document (``/ace/swagger.json``, browsable at
 ``/ace/docs``), the ``{"error": ...}`` error format, and the client identity
-taken from the verified TLS client certificate (401 without one).
+taken from the verified TLS client certificate (401 without one, 403 when the
+allow-list omits it).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask
 
+from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import PeerCertIdentity, require_identity
 from ace_api.rest.errors import AceApi, register_error_handlers
 from ace_api.rest.resources import build_namespace
@@ -36,7 +38,7 @@ def create_app(settings: Settings) -> Flask:
     api.add_namespace(build_namespace(settings))
     app.register_blueprint(blueprint)
     register_error_handlers(app)
-    require_identity(app)
+    require_identity(app, AccessPolicy.from_settings(settings))
     app.extensions["ace_settings"] = settings
     app.wsgi_app = PeerCertIdentity(app.wsgi_app)  # type: ignore[method-assign]
     return app

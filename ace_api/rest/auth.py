@@ -7,7 +7,10 @@ certificate against the ACE certificate authority. :class:`PeerCertIdentity`
 reads the certificate's common name from it on every request and stores it
 under :data:`IDENTITY_KEY`, overwriting anything else, so no request header
 can claim an identity. The common name is the PostgreSQL role every task of
-that caller runs as (``SET ROLE``).
+that caller logs in as (never ``SET ROLE`` from a more powerful login: see
+docs/security.md), so a certificate grants exactly its role's rights. What
+the caller may then see of ACE's own records is :mod:`ace_api.rest.access`'s
+business.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+
+from ace_api.rest.access import AccessPolicy
 
 IDENTITY_KEY = "ace.client_cn"
 
@@ -63,14 +68,23 @@ def caller() -> str:
     return str(identity)
 
 
-def require_identity(app: Flask) -> None:
-    """Answer 401 to every request that did not come with a verified client certificate."""
+def _refusal(message: str, status: int) -> Response:
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def require_identity(app: Flask, policy: AccessPolicy | None = None) -> None:
+    """Answer 401 without a verified client certificate, 403 to one the allow-list omits."""
+    policy = policy or AccessPolicy()
 
     @app.before_request
     def _check_identity() -> Response | None:
-        if request.environ.get(IDENTITY_KEY):
-            return None
-        response = jsonify({"error": "A client certificate issued by the ACE certificate "
-                                     "authority is required; send one with your request."})
-        response.status_code = 401
-        return response
+        identity = request.environ.get(IDENTITY_KEY)
+        if not identity:
+            return _refusal("A client certificate issued by the ACE certificate authority is "
+                            "required; send one with your request.", 401)
+        if not policy.may_call(str(identity)):
+            return _refusal(f"The certificate {identity} is not allowed to use this API; ask "
+                            "its operator to add it to API_ALLOWED_CNS.", 403)
+        return None

@@ -4,11 +4,16 @@ table-repair and table-rerun read a diff file on the workers. A caller of the
 API is remote, so letting them name any path would let them make the workers
 read any file the ACE user can read; the API accepts a path only when it
 lies inside ``settings.output_dir`` once symlinks are resolved, or the task
-id of a completed table-diff, whose recorded diff file is used.
+id of a completed table-diff, whose recorded diff file is used. Either way
+the diff must come from a task the caller may see (``may_see(requested_by)``,
+see :mod:`ace_api.rest.access`): someone else's task id is "not known", and a
+path is accepted only when a task of the caller's wrote that file (any other
+answers "does not exist", so file names reveal nothing either).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from ace_shared.config import Settings
@@ -16,11 +21,17 @@ from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
 from ace_shared.tasks.ids import is_task_id
 from ace_shared.tasks.store import COMPLETED, TaskStore
 
+Visibility = Callable[[str | None], bool]
 
-def diff_file_of_task(task_id: str, store: TaskStore) -> str:
+
+def _everyone(_requested_by: str | None) -> bool:
+    return True
+
+
+def diff_file_of_task(task_id: str, store: TaskStore, may_see: Visibility = _everyone) -> str:
     """The diff file a completed table-diff task wrote."""
     record = store.get(task_id)
-    if record is None:
+    if record is None or not may_see(record.requested_by):
         raise NotFoundError(f"Task {task_id} is not known; give a diff file path or the "
                             "task id of a completed table-diff.")
     if record.task_type != "table-diff":
@@ -55,13 +66,29 @@ def confine_to_output_dir(value: str, settings: Settings) -> Path:
         raise BadOptionError(f"diff_file {value} is outside the ACE output directory "
                              f"{root}; the API only reads diff files from there.")
     if not exists:
-        raise DiffFileError(f"diff_file {value} does not exist in the ACE output directory; "
-                            "run table-diff first or check the path.")
+        raise _missing(value)
     return path
 
 
-def resolve_diff_file(value: str, settings: Settings, store: TaskStore) -> str:
+def _missing(value: str) -> DiffFileError:
+    return DiffFileError(f"diff_file {value} does not exist in the ACE output directory; "
+                         "run table-diff first or check the path.")
+
+
+def _check_writer(value: str, path: Path, store: TaskStore, may_see: Visibility) -> None:
+    """Answer a diff file no task of the caller's wrote as if it did not exist."""
+    if may_see(None):  # only an admin sees tasks of no one: any file in the output directory
+        return
+    if not any(may_see(writer) for writer in store.writers_of(str(path))):
+        raise _missing(value)
+
+
+def resolve_diff_file(value: str, settings: Settings, store: TaskStore,
+                      may_see: Visibility = _everyone) -> str:
     """The absolute path of the diff file a repair or rerun request names."""
     if is_task_id(value.strip()):
-        value = diff_file_of_task(value.strip(), store)
-    return str(confine_to_output_dir(value, settings))
+        value = diff_file_of_task(value.strip(), store, may_see)
+        return str(confine_to_output_dir(value, settings))
+    path = confine_to_output_dir(value, settings)
+    _check_writer(value, path, store, may_see)
+    return str(path)

@@ -33,6 +33,7 @@ _TYPE_WORDS = {
     "array": "a list",
 }
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
+MAX_JSON_DEPTH = 32  # parameters nest two levels; resolution_details may add a few
 
 
 class AnyValue(fields.Raw):
@@ -46,15 +47,39 @@ def read_json_object() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError("The request body must be JSON sent with "
                        "Content-Type: application/json.", 415)
+    too_deep = False
     try:
         data = json.loads(request.get_data(cache=True) or b"")
     except ValueError:
         raise ApiError("The request body is not valid JSON; send a JSON object "
                        "with the parameters as keys.", 415) from None
+    except RecursionError:  # the parser recursed past Python's limit: "[[[[...]]]]"
+        data, too_deep = None, True
+    if too_deep or _deeper_than(data, MAX_JSON_DEPTH):
+        raise ApiError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels; "
+                       "send the parameters as a flat JSON object.", 400)
     if not isinstance(data, dict):
         raise ApiError("The request body must be a JSON object with the parameters as keys.",
                        400)
     return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests more than ``limit`` levels (checked without recursion).
+
+    A body that parses can still be too deep for what handles it next (the schema
+    check, a driver serialising it again), each of which recurses.
+    """
+    level: list[tuple[Any, int]] = [(data, 1)]
+    while level:
+        value, depth = level.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else (
+            value if isinstance(value, list) else ())
+        level.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return False
 
 
 def _drop_nulls(data: dict[str, Any], model: Model) -> dict[str, Any]:
@@ -102,10 +127,26 @@ def _show(value: Any) -> str:
     return json.dumps(value)[:80]
 
 
+def require_text(model: Model) -> None:
+    """Give every required string of ``model`` ``minLength: 1``.
+
+    "Required" must mean something to a client reading the OpenAPI document and
+    to the schema check alike: an empty string is no cluster, table or file name.
+    Done here, where every request model passes, so no declaration can forget it.
+    """
+    for field in model.values():
+        if isinstance(field, fields.String) and field.required and not field.min_length:
+            field.min_length = 1
+            field.__dict__.pop("__schema__", None)  # flask-restx caches the field's schema
+
+
 class RequestSchema:
     """One endpoint's parameters: the model that documents them, and their validation."""
 
     def __init__(self, model: Model, nested: Iterable[Model] = ()) -> None:
+        nested = tuple(nested)
+        for each in (model, *nested):
+            require_text(each)
         self.model = model
         schema = dict(model.__schema__)
         schema["definitions"] = {m.name: m.__schema__ for m in nested}
@@ -143,7 +184,7 @@ class RequestSchema:
         for name, prop in self._schema["properties"].items():
             doc = {k: v for k, v in prop.items()
                    if k in ("type", "description", "default", "enum", "minimum", "maximum",
-                            "exclusiveMinimum", "exclusiveMaximum", "format")}
+                            "exclusiveMinimum", "exclusiveMaximum", "format", "minLength")}
             doc.setdefault("type", "string")
             params[name] = {"in": "query", "required": name in required, **doc}
         return params
@@ -169,6 +210,8 @@ class RequestSchema:
             words = (" or ".join(_TYPE_WORDS.get(t, t) for t in expected)
                      if isinstance(expected, list) else _TYPE_WORDS.get(expected, expected))
             return f"{name} must be {words}, not {_show(value)}."
+        if kind == "minLength":
+            return f"{name} must not be empty."
         if kind == "enum":
             return (f"{name} must be one of {', '.join(map(str, error.validator_value))}; "
                     f"got {_show(value)}.")

@@ -16,6 +16,7 @@ from flask import request
 from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
+from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import caller
 from ace_api.rest.checks import CHECK_SUBMISSIONS
 from ace_api.rest.errors import ApiError
@@ -46,6 +47,7 @@ SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
 _COMMON_ERRORS = {
     400: "Missing or invalid parameters.",
     401: "Missing or invalid client certificate.",
+    403: "The certificate is not on the allow-list (API_ALLOWED_CNS).",
     404: "Unknown cluster, node, database or task.",
 }
 
@@ -61,7 +63,7 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
 def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
                     submit: SubmitFn) -> None:
     """``/<command>``, answering GET and POST alike (see the module's docstring)."""
-    path, summary = command.route or f"/{command.name}", command.help
+    path, summary = command.path, command.help
     schema: RequestSchema = models.requests[command.name]
     errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
 
@@ -86,11 +88,17 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
     ns.add_resource(Submission, path)
 
 
-def _task_status(task_id: str | None, settings: Settings) -> dict[str, Any]:
+def _task_status(task_id: str | None, settings: Settings, policy: AccessPolicy
+                 ) -> dict[str, Any]:
+    """One primary-key read of the task's row, without its options column.
+
+    Another caller's task answers exactly like a missing one, so a task id
+    tells nothing about tasks the caller may not see.
+    """
     if not task_id or not task_id.strip():
         raise ApiError("task_id is required.", 400)
-    record = TaskStore.from_settings(settings).get(task_id.strip())
-    if record is None:
+    record = TaskStore.from_settings(settings).get(task_id.strip(), with_options=False)
+    if record is None or not policy.may_see(caller(), record.requested_by):
         raise NotFoundError(f"Task {task_id.strip()} is not known; check the task id the "
                             "submission returned.")
     return record.status_document()
@@ -98,6 +106,7 @@ def _task_status(task_id: str | None, settings: Settings) -> dict[str, Any]:
 
 def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> None:
     """``/task-status?task_id=...`` and ``/task-status/<task_id>``."""
+    policy = AccessPolicy.from_settings(settings)
     status_errors = _document_errors(ns, models, _COMMON_ERRORS)
 
     @ns.route("/task-status")
@@ -108,7 +117,7 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
         @status_errors
         def get(self) -> dict[str, Any]:
             """Status of a task."""
-            return _task_status(request.args.get("task_id"), settings)
+            return _task_status(request.args.get("task_id"), settings, policy)
 
     @ns.route("/task-status/<string:task_id>")
     @ns.param("task_id", "The id a submission returned.")
@@ -117,7 +126,7 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
         @status_errors
         def get(self, task_id: str) -> dict[str, Any]:
             """Status of a task."""
-            return _task_status(task_id, settings)
+            return _task_status(task_id, settings, policy)
 
 
 def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -> None:

@@ -3,9 +3,13 @@
 The API is reachable only over mutual TLS: gunicorn presents the server
 certificate (``ACE_API_CERT_FILE``/``ACE_API_KEY_FILE``, else the ACE user's
 ``ACE_USER_CERT_FILE``/``ACE_USER_KEY_FILE``) and refuses any client whose
-certificate was not issued by ``CA_CERT_FILE`` (``ssl.CERT_REQUIRED``). The
+certificate was not issued by ``CA_CERT_FILE`` (``ssl.CERT_REQUIRED``) or is
+listed in the certificate revocation list ``CA_CRL_FILE`` (when set). The
 verified certificate's common name then names the caller (see
 :mod:`ace_api.rest.auth`). Nothing is served when a file is missing.
+
+A CRL replaced on disk (``deploy/certs.py --revoke``) takes effect for the
+next connection without a restart (see :func:`reused_context`).
 
 Workers are gthread workers by default: a polling client keeps its TLS
 connection open between requests instead of paying a handshake each time.
@@ -15,6 +19,7 @@ connection open between requests instead of paying a handshake each time.
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from gunicorn.app.base import BaseApplication
 
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
+from ace_shared.outputs import keep_outputs_private
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -43,6 +49,7 @@ class TlsFiles:
     cert: Path
     key: Path
     ca: Path
+    crl: Path | None = None
 
 
 def _setting_file(settings: Settings, names: tuple[str, ...], what: str) -> tuple[Path, str]:
@@ -79,7 +86,55 @@ def tls_files(settings: Settings) -> TlsFiles:
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"The certificate authority file {ca} cannot be loaded ({exc}); "
                           "check CA_CERT_FILE.") from exc
-    return TlsFiles(cert, key, ca)
+    crl = None
+    if settings.CA_CRL_FILE:
+        crl, _ = _setting_file(settings, ("CA_CRL_FILE",), "the certificate revocation list")
+        try:
+            context.load_verify_locations(cafile=str(crl))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"The certificate revocation list {crl} cannot be loaded "
+                              f"({exc}); check CA_CRL_FILE (a PEM CRL).") from exc
+    return TlsFiles(cert, key, ca, crl)
+
+
+def reused_context(files: TlsFiles) -> Any:
+    """gunicorn's ``ssl_context`` hook: one context per worker, rebuilt when a file changes.
+
+    gunicorn would build a context for every connection, reading the
+    certificate, key and CA again each time; 200 clients connecting at once pay
+    that 200 times. Here a worker keeps its context while the files stay the
+    same (one ``stat`` each per connection), so a replaced CRL still counts
+    from the next connection on, and TLS session tickets resume across
+    connections. With a CRL only the client's own certificate is checked
+    (VERIFY_CRL_CHECK_LEAF): ACE client certificates come straight from the
+    ACE authority, whose CRL it is.
+    """
+    paths = [p for p in (files.cert, files.key, files.ca, files.crl) if p is not None]
+    lock = threading.Lock()
+    cached: dict[str, Any] = {}
+
+    def stamp() -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:  # gone for a moment (being replaced): build afresh
+                return ()
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
+    def ssl_context(conf: Any, default_factory: Any) -> ssl.SSLContext:
+        now = stamp()
+        with lock:
+            if now and cached.get("stamp") == now:
+                return cached["context"]  # type: ignore[no-any-return]
+            context = default_factory()
+            if files.crl is not None:
+                context.load_verify_locations(cafile=str(files.crl))
+                context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+            cached.update(stamp=now, context=context)
+            return context  # type: ignore[no-any-return]
+    return ssl_context
 
 
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
@@ -91,6 +146,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
         raise ConfigError(f"--port must be between 1 and 65535, not {port}.")
     files = tls_files(settings)
     return {
+        "ssl_context": reused_context(files),
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread" if threads > 1 else "sync",
@@ -130,4 +186,5 @@ class ApiServer(BaseApplication):  # type: ignore[misc]
 def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> None:
     """Run the API until interrupted; raises ConfigError before serving when TLS is not set up."""
+    keep_outputs_private()  # the task store it may create holds every caller's tasks
     ApiServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()

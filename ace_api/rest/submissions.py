@@ -14,6 +14,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from ace_api.rest.access import AccessPolicy
 from ace_api.rest.difffiles import resolve_diff_file
 from ace_api.rest.errors import ApiError
 from ace_shared.config import Settings
@@ -74,8 +75,10 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
                            identity: str, settings: Settings) -> dict[str, str]:
     """Queue a repair or rerun of a diff file confined to the output directory."""
     load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    policy = AccessPolicy.from_settings(settings)
     diff_file = resolve_diff_file(params["diff_file"], settings,
-                                  TaskStore.from_settings(settings))
+                                  TaskStore.from_settings(settings),
+                                  lambda requested_by: policy.may_see(identity, requested_by))
     request = validate({**params, "diff_file": diff_file, "role": identity}, settings)
     return _enqueue(task_type, _options(request), identity, settings,
                     cluster_name=request.cluster_name, table_name=request.table.display)

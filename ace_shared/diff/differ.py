@@ -1,11 +1,13 @@
-"""The per-range work of a table diff: hash, narrow, fetch, compare.
+"""The per-range work of a table diff: hash, narrow or stream, fetch, compare.
 
 For each key range every node hashes its rows in SQL at once, and only hashes
-come back. Where the nodes disagree, the range is cut into sub-ranges that are
-hashed again in one scan each (:func:`queries.hash_buckets`), down to leaves of
-at most ``LEAF_ROWS`` rows whose per-row hashes are compared; only the rows
-whose hashes differ are fetched in full. This module is what both the
-in-process pool and the Celery subtasks call; it knows nothing of either.
+come back. Where the nodes disagree in a few sub-ranges, those are cut again
+and hashed in one scan each (:func:`queries.hash_buckets`), down to leaves of
+at most ``LEAF_ROWS`` rows; where they disagree in most, the differing
+sub-ranges are compared in one pass instead. Leaves and passes alike compare
+each row's key and hash as ``COPY`` lines (:mod:`rowlines`); only the rows
+whose lines differ are fetched in full, in batches. This module is what both
+the in-process pool and the Celery subtasks call; it knows nothing of either.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +28,11 @@ from ace_shared.diff import queries
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange, split_range
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.rowlines import copy_lines, differing_lines, line_key
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
-LEAF_ROWS = 1000
+LEAF_ROWS = 4000  # a sub-range this small is streamed whole rather than cut again
 FANOUT = SUBRANGES
 
 Row = dict[str, str | None]
@@ -80,8 +84,57 @@ def _fetch(q: queries.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
     return run
 
 
+STRATEGY = "auto"
+"""How a range that differs is compared: ``auto`` chooses per range (see
+:class:`RangeDiffer`); ``narrow`` always narrows and ``stream`` always streams
+whole ranges, so tests can prove that every strategy writes the same file."""
+DENSE_SHARE = 0.5  # stream a range once more than this share of its sub-ranges differ
+STREAM_ROWS = 20_000  # most rows a node sends in one stream query (about 3 MB held per node)
+FETCH_KEYS = 2_000  # about the most differing keys whose rows one query fetches
+
+
+class DensityHints:
+    """Per job, whether the range this process finished last differed almost everywhere.
+
+    Ranges of one job run in many batches (one per range in-process), each with
+    its own :class:`RangeDiffer`; the hint lets the next one skip a first hash
+    pass that would only say "everything differs" again. It is only a guess:
+    a wrong one costs one pass, never a different result.
+    """
+
+    KEEP = 64  # jobs remembered; the oldest is forgotten first
+
+    def __init__(self) -> None:
+        self._dense: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def get(self, job: str) -> bool:
+        return self._dense.get(job, False)
+
+    def set(self, job: str, dense: bool) -> None:
+        with self._lock:
+            self._dense.pop(job, None)
+            self._dense[job] = dense
+            while len(self._dense) > self.KEEP:
+                del self._dense[next(iter(self._dense))]
+
+
+DENSITY = DensityHints()
+
+
 class RangeDiffer:
-    """Finds the differing rows of ranges of one table across the nodes of one job."""
+    """Finds the differing rows of ranges of one table across the nodes of one job.
+
+    Where few sub-ranges of a range differ, narrowing reads only those again,
+    level by level. Where most differ (a node cut off for an hour), narrowing
+    would descend everywhere, a round trip per level; instead every node
+    streams the key and hash of each row of the differing sub-ranges at once,
+    and the lines are compared as sets (:mod:`rowlines`). Once a range has
+    turned out dense, the next one of the job is streamed without its first
+    hash pass, and a range that turns out sparse brings the first pass back (see
+    :class:`DensityHints`).
+    Either way the differing keys are the same, and so is the file.
+    """
 
     def __init__(self, spec: DiffSpec, sessions: NodeSessions) -> None:
         self.spec = spec
@@ -89,6 +142,8 @@ class RangeDiffer:
         self.sessions = sessions
         self.nodes = list(spec.nodes)
         self.filter = spec.table_filter
+        self.strategy = STRATEGY
+        self._dense = DENSITY.get(spec.task_id)  # the last range differed almost everywhere
 
     def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
         """Differing rows of one range in key order, and how many keys the nodes hold in it.
@@ -97,7 +152,9 @@ class RangeDiffer:
         plus the differing keys that node lacks (every such key is in the records).
         """
         first = self.nodes[0]
-        if rng.inner:
+        if self.strategy == "stream" or (self.strategy == "auto" and self._dense):
+            keys, held = self._stream_whole(rng)
+        elif rng.inner:
             per_node = self._bucket_hashes(rng, list(rng.inner))
             held = sum(c for c, _ in per_node[first].values())
             keys = self._narrow_buckets(rng, list(rng.inner), per_node)
@@ -107,10 +164,17 @@ class RangeDiffer:
             counts = {n: c for n, (c, _) in hashes.items()}
             held = counts[first]
             if len(set(hashes.values())) == 1:
+                self._set_dense(False)
                 return [], held
             keys = self._narrow(rng, counts)
+        # as many differing keys as would touch most sub-ranges, were they scattered
+        self._set_dense(len(keys) > DENSE_SHARE * max(FANOUT, len(rng.inner) + 1))
         records = self.records_for_keys(keys)
         return records, held + sum(1 for r in records if r.rows.get(first) is None)
+
+    def _set_dense(self, dense: bool) -> None:
+        self._dense = dense
+        DENSITY.set(self.spec.task_id, dense)
 
     def _bucket_hashes(self, rng: KeyRange, inner: list[Key],
                        ) -> dict[str, dict[int, tuple[int, Any]]]:
@@ -121,55 +185,97 @@ class RangeDiffer:
 
     def _narrow_buckets(self, rng: KeyRange, inner: list[Key],
                         per_node: dict[str, dict[int, tuple[int, Any]]]) -> set[Key]:
-        """Keys that differ in the sub-ranges whose hashes disagree."""
-        found: set[Key] = set()
+        """Keys that differ in the sub-ranges whose hashes disagree: streamed when most
+        sub-ranges disagree, else narrowed one sub-range at a time."""
+        differing = []
         for sub in split_range(rng, inner):
             sub_hashes = {n: per_node[n].get(sub.index, (0, 0)) for n in self.nodes}
             if len(set(sub_hashes.values())) > 1:
-                found |= self._narrow(sub, {n: c for n, (c, _) in sub_hashes.items()})
+                differing.append((sub, {n: c for n, (c, _) in sub_hashes.items()}))
+        streams = {"stream": True, "narrow": False}.get(
+            self.strategy, len(differing) > DENSE_SHARE * (len(inner) + 1))
+        if streams:
+            return self._stream_keys(stream_chunks(
+                [(sub, max(counts.values())) for sub, counts in differing]))[0]
+        found: set[Key] = set()
+        for sub, counts in differing:
+            found |= self._narrow(sub, counts)
         return found
 
     def _narrow(self, rng: KeyRange, counts: dict[str, int]) -> set[Key]:
         biggest = max(counts, key=lambda n: counts[n])
         if counts[biggest] <= LEAF_ROWS:
-            return self._leaf(rng)
+            return self._stream_keys([rng])[0]
         step = max(1, math.ceil(counts[biggest] / FANOUT))
         inner_rows = self.sessions.on_one(
             biggest, _fetch(queries.inner_boundaries(self.shape, rng, step, self.filter)))
         inner = [tuple(r) for r in inner_rows]
         if not inner:
-            return self._leaf(rng)
+            return self._stream_keys([rng])[0]
         return self._narrow_buckets(rng, inner, self._bucket_hashes(rng, inner))
 
-    def _leaf(self, rng: KeyRange) -> set[Key]:
-        n_key = len(self.shape.key)
-        res = self.sessions.on_all(_fetch(queries.leaf_hashes(self.shape, rng, self.filter)))
-        per_node = {n: {tuple(r[:n_key]): r[n_key] for r in rows} for n, rows in res.items()}
-        all_keys: set[Key] = set()
-        for m in per_node.values():
-            all_keys.update(m)
-        return {k for k in all_keys if len({per_node[n].get(k) for n in self.nodes}) > 1}
+    def _stream_whole(self, rng: KeyRange) -> tuple[set[Key], int]:
+        """Differing keys of a whole range without a first hash pass, and the first node's
+        row count; sub-ranges are assumed to hold their share of ``block_rows``."""
+        subs = split_range(rng, list(rng.inner))
+        share = max(1, self.spec.block_rows // len(subs))
+        return self._stream_keys(stream_chunks([(sub, share) for sub in subs]))
+
+    def _stream_keys(self, chunks: list[KeyRange]) -> tuple[set[Key], int]:
+        """Keys whose ``key, hash`` line not every node sends, over ``chunks``; and the
+        first node's row count there. Memory holds one chunk's lines at a time."""
+        keys: set[Key] = set()
+        held = 0
+        for chunk in chunks:
+            q = queries.stream_hashes(self.shape, chunk, self.filter)
+            lines = self.sessions.on_all(copy_lines(q))
+            held += len(lines[self.nodes[0]])
+            keys.update(line_key(line) for line in differing_lines(lines.values()))
+        return keys, held
 
     def records_for_keys(self, keys: Iterable[Key]) -> list[DiffRecord]:
-        """Fetch the full rows of ``keys`` on every node; keep those not equal everywhere."""
-        key_list = list(keys)
-        if not key_list:
+        """Fetch the full rows of ``keys`` on every node; keep those not equal everywhere.
+
+        Records come in the table's own key order (as the first node sorts, collations
+        included). Rows are fetched ``FETCH_KEYS`` keys at a time, never parting keys
+        that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows`).
+        """
+        key_list = sorted(set(keys))  # a fixed order, whichever way the keys were found
+        if len(key_list) <= FETCH_KEYS:
+            return self._batch_records(key_list)
+        out: list[DiffRecord] = []
+        for batch in self._key_batches(key_list):
+            out.extend(self._batch_records(batch))
+        return out
+
+    def _key_batches(self, keys: list[Key]) -> Iterator[list[Key]]:
+        runs = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_key_runs(self.shape, keys)))
+        batch: list[Key] = []
+        for position, same_as_before in runs:
+            if len(batch) >= FETCH_KEYS and not same_as_before:
+                yield batch
+                batch = []
+            batch.append(keys[int(position) - 1])
+        if batch:
+            yield batch
+
+    def _batch_records(self, batch: list[Key]) -> list[DiffRecord]:
+        """Records of ``batch``, in key order, whose rows are not equal everywhere."""
+        if not batch:
             return []
         names = self.shape.column_names
         fetched = self.sessions.on_all(
-            _fetch(queries.fetch_rows(self.shape, key_list, self.filter)))
+            _fetch(queries.fetch_rows_in_order(self.shape, batch, self.filter)))
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
-        by_node: dict[str, dict[Key, Row]] = {}
-        for n, rows in fetched.items():
-            by_node[n] = {key_list[int(r[0]) - 1]: dict(zip(names, r[1:], strict=True))
-                          for r in rows}
-        ordered = self.order_keys(key_list)
+        by_node = {n: {int(r[0]) - 1: r[2:] for r in rows if r[1]} for n, rows in fetched.items()}
         out = []
-        for k in ordered:
-            rows = {n: by_node[n].get(k) for n in self.nodes}
-            distinct = {json.dumps(r, sort_keys=True) for r in rows.values()}
-            if len(distinct) > 1:
-                out.append(DiffRecord(k, rows))
+        for r in fetched[self.nodes[0]]:  # the first node's key order
+            i = int(r[0]) - 1
+            values = {n: by_node[n].get(i) for n in self.nodes}
+            if len(set(values.values())) > 1:
+                out.append(DiffRecord(batch[i], {n: None if v is None else
+                                                 dict(zip(names, v, strict=True))
+                                                 for n, v in values.items()}))
         return out
 
     def order_keys(self, keys: list[Key]) -> list[Key]:
@@ -178,6 +284,23 @@ class RangeDiffer:
             return keys
         positions = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_keys(self.shape, keys)))
         return [keys[int(p[0]) - 1] for p in positions]
+
+
+def stream_chunks(subs: list[tuple[KeyRange, int]]) -> list[KeyRange]:
+    """Neighbouring sub-ranges (``index`` one apart) joined into ranges of about
+    ``STREAM_ROWS`` rows at most, from each sub-range's row count."""
+    chunks: list[KeyRange] = []
+    rows = 0
+    last = -2
+    for sub, count in subs:
+        if chunks and sub.index == last + 1 and rows + count <= STREAM_ROWS:
+            chunks[-1] = KeyRange(chunks[-1].index, chunks[-1].lower, sub.upper)
+            rows += count
+        else:
+            chunks.append(KeyRange(sub.index, sub.lower, sub.upper))
+            rows = count
+        last = sub.index
+    return chunks
 
 
 def partial_path(work_dir: str, first_range: int) -> Path:

@@ -58,7 +58,11 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
             with ThreadPoolExecutor(max_workers=size, thread_name_prefix="ace-batch") as pool:
                 futures = [pool.submit(diff_batch, plan.spec, g, sessions, budget, on_range_done)
                            for g in groups]
-                finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                try:
+                    finished, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                except BaseException:  # Ctrl-C: stop the nodes' queries, don't wait for them
+                    sessions.cancel()
+                    raise
                 for fut in pending:
                     fut.cancel()
                 results = [f.result() for f in futures if not f.cancelled()]

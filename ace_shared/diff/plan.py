@@ -17,6 +17,7 @@ from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
 from ace_shared.diff import queries
+from ace_shared.diff.filter import check_filter_columns
 from ace_shared.diff.ranges import (
     SUBRANGES,
     Key,
@@ -68,6 +69,9 @@ def check_filter_on_nodes(sessions: NodeSessions, shape: TableShape, table_filte
     def explain(cur: cursor) -> None:
         cur.execute(queries.sql.SQL("EXPLAIN {}").format(query), params)
         cur.fetchall()
+    for node in sessions.order:  # the columns it names exist and have built-in types
+        sessions.on_one(node, lambda cur, n=node: check_filter_columns(
+            cur, shape.table, table_filter, n))
     sessions.on_all(explain)
 
 

@@ -3,7 +3,8 @@
 Every identifier goes through ``sql.Identifier``; every key value is a bound
 parameter cast to its column's catalog type; the only raw text is the catalog's
 own type names and the user's checked table filter. Every query here is run
-with bound parameters, so a ``%`` in any name or type is doubled. Key values
+with bound parameters (a ``COPY`` has them merged in by psycopg2's own quoting),
+so a ``%`` in any name or type is doubled. Key values
 travel as the text PostgreSQL prints for them and are cast back on the server,
 so a key round-trips exactly whatever its type.
 """
@@ -175,6 +176,19 @@ def leaf_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Q
     return q, params
 
 
+def stream_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
+    """``COPY`` of each row's key (as text) and hash in ``rng``, in no particular order.
+
+    The rows are compared as sets of lines, so no node sorts them, and ``COPY``
+    hands each line over as it is, without building a Python row.
+    """
+    params: list[object] = []
+    where = range_where(shape, rng, table_filter, params)
+    q = sql.SQL("COPY (SELECT {}, {} FROM {} WHERE {}) TO STDOUT").format(
+        key_as_text(shape), row_hash(shape), table_ref(shape), where)
+    return q, params
+
+
 def _keys_relation(shape: TableShape, keys: list[Key], params: list[object]) -> sql.Composable:
     """``unnest`` of one text array per key column, cast back to the key types."""
     cols = shape.key_columns
@@ -215,6 +229,34 @@ def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> 
     return q, params
 
 
+def _typed_order(shape: TableShape) -> sql.Composable:
+    """The keys of :func:`_keys_relation` in the table's key order, ties by position."""
+    order = []
+    for i, c in enumerate(shape.key_columns):
+        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        if c.collation_sql:
+            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
+        order.append(expr)
+    return sql.SQL(", ").join([*order, sql.SQL("u.ord")])
+
+
+def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
+    """:func:`fetch_rows` for every one of ``keys``, in the table's key order: position,
+    whether this node holds a row for it, then the row's columns (NULL where it holds none).
+
+    One round trip both fetches and orders a batch of differing keys.
+    """
+    params: list[object] = []
+    rel = _keys_relation(shape, keys, params)
+    inner, inner_params = fetch_rows(shape, keys, table_filter)
+    params.extend(inner_params)
+    cols = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(f"ace_c{i}"))
+                              for i in range(len(shape.columns)))
+    q = sql.SQL("SELECT u.ord, m.ord IS NOT NULL, {} FROM {} LEFT JOIN ({}) m ON m.ord = u.ord "
+                "ORDER BY {}").format(cols, rel, inner, _typed_order(shape))
+    return q, params
+
+
 def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
     """Positions of ``keys`` in the table's own key order (for merging nodes' keys)."""
     params: list[object] = []
@@ -226,6 +268,32 @@ def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
             expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
         order.append(expr)
     q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(rel, sql.SQL(", ").join(order))
+    return q, params
+
+
+def sort_key_runs(shape: TableShape, keys: list[Key]) -> Query:
+    """Positions of ``keys`` in the table's key order, each with whether the key before
+    it is equal to it (the same key spelt two ways), so batches can keep them together.
+
+    Ties are broken by position, so the window and the result agree on the order.
+    """
+    params: list[object] = []
+    rel = _keys_relation(shape, keys, params)
+    typed = []
+    for i, c in enumerate(shape.key_columns):
+        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        if c.collation_sql:
+            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
+        typed.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(f"s{i}")))
+    names = [sql.Identifier(f"s{i}") for i in range(len(shape.key_columns))]
+    order = sql.SQL(", ").join([*names, sql.SQL("ord")])
+    same = sql.SQL(" AND ").join(
+        sql.SQL("lag({}) OVER w IS NOT DISTINCT FROM {}").format(n, n) for n in names)
+    q = sql.SQL(
+        "SELECT ord, {same} "
+        "FROM (SELECT u.ord, {typed} FROM {rel}) s WINDOW w AS (ORDER BY {order}) "
+        "ORDER BY {order}"
+    ).format(same=same, typed=sql.SQL(", ").join(typed), rel=rel, order=order)
     return q, params
 
 

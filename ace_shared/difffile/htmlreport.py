@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ace_shared.atomicfile import atomic_text_file
+from ace_shared.diff.filter import display_filter
 from ace_shared.difffile.htmlassets import CSS, SCRIPT
 from ace_shared.difffile.view import DiffView, PairRow
 
@@ -126,7 +127,8 @@ def _head(fh: TextIO, view: DiffView, summary: dict[str, Any],
          if "ranges_total" in summary else "-"),
     ]
     if summary.get("table_filter"):
-        facts.append(("Row filter", f"<code>{esc(summary['table_filter'])}</code>"))
+        facts.append(("Row filter",
+                      f"<code>{esc(display_filter(summary['table_filter']))}</code>"))
     if summary.get("diff_file"):
         facts.append(("Diff file", f"<code>{esc(summary['diff_file'])}</code>"))
     if summary.get("task_id"):

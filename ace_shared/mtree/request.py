@@ -37,8 +37,9 @@ _SOME_TABLE = Option("table_name", TEXT, "Only this table's tree (schema.table);
                      "without it, every object ACE created for trees.", positional=True)
 
 def _route(commands: dict[str, Command]) -> dict[str, Command]:
-    """Each action's REST path: /mtree/<action>."""
-    return {a: Command(c.name, c.help, c.options, route=f"/mtree/{a}") for a, c in commands.items()}
+    """Each action's REST path, /mtree/<action>, and its CLI words, ``mtree <action>``."""
+    return {a: Command(c.name, c.help, c.options, route=f"/mtree/{a}", cli=("mtree", a))
+            for a, c in commands.items()}
 
 
 MTREE_COMMANDS: dict[str, Command] = _route({

@@ -107,6 +107,17 @@ def _node_dicts(groups: Any) -> list[dict[str, Any]]:
     return []
 
 
+def check_node_name(name: str, source: str) -> None:
+    """Node names follow the rule for cluster names.
+
+    They end up in file names, in the ``n1/n2`` pair keys of diff files and in
+    ``--nodes`` lists, so a ``/``, a comma or a leading dot would be misread.
+    """
+    if not _NAME_RE.match(name):
+        raise ClusterError(f"The cluster file {source} has a node named {name!r}; rename it "
+                           "using letters, digits, '_', '-' and '.' (not at the start).")
+
+
 def parse_cluster(data: dict[str, Any], source: str) -> Cluster:
     """Build a :class:`Cluster` from the parsed JSON of a cluster file."""
     try:
@@ -128,6 +139,8 @@ def parse_cluster(data: dict[str, Any], source: str) -> Cluster:
             ))
     except (KeyError, TypeError, ValueError) as exc:
         raise ClusterError(f"The cluster file {source} is malformed (problem at {exc}).") from exc
+    for node in nodes:
+        check_node_name(node.name, source)
     if len({n.name for n in nodes}) != len(nodes):
         raise ClusterError(f"The cluster file {source} names a node twice.")
     return Cluster(name=name, databases=dbs, nodes=tuple(nodes))

@@ -5,23 +5,45 @@ connection fixes the settings that change how values print: DateStyle,
 TimeZone (so ``timestamptz`` prints in UTC whatever the server's zone),
 extra_float_digits (shortest exact floats), bytea_output, IntervalStyle,
 lc_monetary and client_encoding. They go in the startup packet, so they cost
-no round trip. When a caller's role is known, ``SET ROLE`` (quoted) follows.
+no round trip.
+
+Who logs in is the trust boundary (see docs/security.md). A caller's work
+logs in *as the caller's role* (ACE's client certificate mapped to the role by
+``pg_ident.conf``, or the role's own password from a passfile), never as ACE's
+user followed by ``SET ROLE``: any code that runs in a session can take back
+its session user, so the session user must be the caller. Only work with no
+caller (an operator at the CLI, the operator's scheduled jobs) logs in as the
+cluster file's user.
+
+Every session also carries ``row_security = off`` (a table whose row-level
+security would hide rows from the role raises an error instead of silently
+filtering, and no policy function runs), a statement timeout, a lock timeout,
+an idle-in-transaction timeout, and ``client_connection_check_interval`` so a
+query whose client died (a killed worker, an interrupted CLI) is cancelled by
+the server itself.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import psycopg2
 import psycopg2.extensions
-from psycopg2 import sql
 
 from ace_shared.config import Settings
-from ace_shared.errors import AceError, NodeUnreachableError, PermissionDeniedError
+from ace_shared.errors import (
+    AceError,
+    NodeLoginRefusedError,
+    NodeUnreachableError,
+    PermissionDeniedError,
+)
 from ace_shared.nodes.cluster import Cluster, Node
+from ace_shared.nodes.failures import connect_detail, what_failed
 
 PINNED_SETTINGS: dict[str, str] = {
     "DateStyle": "ISO, YMD",
@@ -36,6 +58,10 @@ PINNED_SETTINGS: dict[str, str] = {
     # regclass, regtype and friends print relative to the search path
     "search_path": "public",  # pg_catalog is searched first implicitly; creates land in public
     "application_name": "ace",
+    # a row-level security policy that applies raises an error instead of filtering rows
+    "row_security": "off",
+    # the server cancels a running query whose client has gone away
+    "client_connection_check_interval": "10s",
 }
 
 
@@ -63,13 +89,20 @@ class NodeTarget:
     sslcert: str | None = None
     sslkey: str | None = None
     sslrootcert: str | None = None
+    passfile: str | None = None
     connect_timeout: int = 10
     statement_timeout_ms: int = 0
+    lock_timeout_ms: int = 0
+    idle_in_transaction_timeout_ms: int = 0
 
     def dsn_kwargs(self) -> dict[str, object]:
         extra = {}
-        if self.statement_timeout_ms:
-            extra["statement_timeout"] = str(self.statement_timeout_ms)
+        for name, value in (("statement_timeout", self.statement_timeout_ms),
+                            ("lock_timeout", self.lock_timeout_ms),
+                            ("idle_in_transaction_session_timeout",
+                             self.idle_in_transaction_timeout_ms)):
+            if value:
+                extra[name] = str(value)
         kw: dict[str, object] = {
             "host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
             "connect_timeout": self.connect_timeout, "options": startup_options(extra),
@@ -78,7 +111,7 @@ class NodeTarget:
         }
         if self.password:
             kw["password"] = self.password
-        for name in ("sslmode", "sslcert", "sslkey", "sslrootcert"):
+        for name in ("sslmode", "sslcert", "sslkey", "sslrootcert", "passfile"):
             if getattr(self, name):
                 kw[name] = getattr(self, name)
         return kw
@@ -86,20 +119,36 @@ class NodeTarget:
 
 def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
                  settings: Settings, role: str | None = None) -> tuple[NodeTarget, ...]:
-    """Connection targets for the chosen nodes of a cluster."""
+    """Connection targets for the chosen nodes of a cluster.
+
+    With a caller's ``role`` the login user *is* that role: the cluster file's
+    password is never sent for it (the role proves itself with ACE's client
+    certificate through a ``pg_ident.conf`` map, or with its own password in
+    ``ROLE_PASSFILE``). Without one, the cluster file's user logs in.
+    """
     db = cluster.database(dbname)
     cert: dict[str, str | None] = {}
     if settings.USE_CERT_AUTH:
+        root = settings.DB_CA_CERT_FILE or settings.CA_CERT_FILE
         cert = {
-            "sslmode": "verify-full" if settings.CA_CERT_FILE else "require",
+            "sslmode": "verify-full" if root else "require",
             "sslcert": settings.ACE_USER_CERT_FILE or None,
             "sslkey": settings.ACE_USER_KEY_FILE or None,
-            "sslrootcert": settings.CA_CERT_FILE or None,
+            "sslrootcert": root or None,
         }
+    if role and role == db.user:
+        raise PermissionDeniedError(
+            f"Role {role} is ACE's own login on cluster {cluster.name}; a caller may not act "
+            "as it. Issue the caller a certificate named after its own role.")
+    login = {"user": role, "password": "", "passfile": settings.ROLE_PASSFILE or None} if role \
+        else {"user": db.user, "password": db.password}
     return tuple(
-        NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, user=db.user,
-                   password=db.password, role=role, connect_timeout=settings.CONNECT_TIMEOUT,
-                   statement_timeout_ms=settings.STATEMENT_TIMEOUT_MS, **cert)  # type: ignore[arg-type]
+        NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, role=role,
+                   connect_timeout=settings.CONNECT_TIMEOUT,
+                   statement_timeout_ms=settings.STATEMENT_TIMEOUT_MS,
+                   lock_timeout_ms=settings.LOCK_TIMEOUT_MS,
+                   idle_in_transaction_timeout_ms=settings.IDLE_IN_TRANSACTION_TIMEOUT_MS,
+                   **login, **cert)  # type: ignore[arg-type]
         for n in nodes
     )
 
@@ -109,26 +158,44 @@ def _clean_detail(exc: BaseException) -> str:
     return text[0].rstrip(".") if text else exc.__class__.__name__
 
 
+_LOGIN_REFUSED = re.compile(
+    r"authentication failed|no password supplied|password is required|no pg_hba\.conf entry|"
+    r"pg_hba\.conf rejects|role \"[^\"]*\" does not exist|not permitted to log in",
+    re.IGNORECASE)
+
+
+def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnreachableError:
+    """Why a connection failed, told apart: the node refused the login, or is not there.
+
+    libpq reports both as OperationalError; a refused login (SQLSTATE class 28,
+    or its message when the server's code does not reach the client) must not
+    send the user to check the host and port.
+    """
+    detail = _clean_detail(exc)
+    code = getattr(exc, "pgcode", None) or ""
+    if code.startswith("28") or _LOGIN_REFUSED.search(str(exc)):
+        return NodeLoginRefusedError(target.node, target.user, target.dbname, detail)
+    return NodeUnreachableError(target.node, detail)
+
+
 def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extensions.connection:
-    """Open a pinned connection, switching to ``target.role`` when one is given."""
+    """Open a pinned connection logged in as ``target.user`` (the caller's role, if any)."""
     try:
         conn = psycopg2.connect(**target.dsn_kwargs())
     except psycopg2.OperationalError as exc:
-        raise NodeUnreachableError(target.node, _clean_detail(exc)) from exc
-    try:
-        if target.role:
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(target.role)))
-            conn.commit()
-        if readonly:
-            conn.set_session(readonly=True)
-    except psycopg2.Error as exc:
-        conn.close()
-        raise PermissionDeniedError(
-            f"Cannot act as role {target.role} on node {target.node}: {_clean_detail(exc)}. "
-            f"Grant that role to {target.user}."
-        ) from exc
+        error = connect_error(target, exc)
+        if target.role and isinstance(error, NodeLoginRefusedError):
+            raise PermissionDeniedError(
+                f"ACE cannot log in as role {target.role} on node {target.node}: "
+                f"{connect_detail(exc)}. Let ACE's certificate log in as that role "
+                "(pg_hba.conf and pg_ident.conf, see docs/security.md).") from exc
+        raise error from exc
+    if readonly:
+        conn.set_session(readonly=True)
     return conn
+
+
+MAX_CONNECTION_AGE_S = 600
 
 
 class ConnectionCache:
@@ -136,12 +203,16 @@ class ConnectionCache:
 
     Celery workers and the in-process pool call the same per-range functions many
     times; reconnecting each time would cost more than hashing a small range.
+    A connection handed out again is first rolled back (so it holds no
+    transaction and no lock), and one older than :data:`MAX_CONNECTION_AGE_S`
+    is closed and replaced, so nothing a session accumulated lives long.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[psycopg2.extensions.connection] = []
+        self._opened: dict[int, float] = {}
 
     def get(self, target: NodeTarget, *, readonly: bool = True) -> psycopg2.extensions.connection:
         return self.get_reused(target, readonly=readonly)[0]
@@ -154,13 +225,20 @@ class ConnectionCache:
         self._local.conns = conns
         conn = conns.get((target, readonly))
         if conn is not None and not conn.closed:
-            if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-                conn.rollback()
-            return conn, True
+            if time.monotonic() - self._opened.get(id(conn), 0.0) > MAX_CONNECTION_AGE_S:
+                with suppress(psycopg2.Error):
+                    conn.close()
+            else:
+                if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    conn.rollback()
+                return conn, True
         conn = connect(target, readonly=readonly)
         conns[(target, readonly)] = conn
         with self._lock:
+            self._all = [c for c in self._all if not c.closed]
+            self._opened = {id(c): self._opened[id(c)] for c in self._all if id(c) in self._opened}
             self._all.append(conn)
+            self._opened[id(conn)] = time.monotonic()
         return conn, False
 
     def discard(self, target: NodeTarget) -> None:
@@ -168,6 +246,15 @@ class ConnectionCache:
         for key in [k for k in conns if k[0] == target]:
             with suppress(psycopg2.Error):
                 conns.pop(key).close()
+
+    def cancel_all(self) -> None:
+        """Ask every node to cancel whatever this cache's connections are running now."""
+        with self._lock:
+            opened = list(self._all)
+        for conn in opened:
+            if not conn.closed:
+                with suppress(psycopg2.Error):
+                    conn.cancel()
 
     def close_all(self) -> None:
         """Close every connection this cache opened, from whichever thread."""
@@ -192,16 +279,23 @@ def is_connection_lost(exc: BaseException) -> bool:
     return code is None or code.startswith(("08", "57P"))
 
 
+def query_error(node: str, exc: psycopg2.Error) -> AceError:
+    """One sentence for a failed query on ``node``, from its SQLSTATE (never its text)."""
+    reason = what_failed(exc)
+    if getattr(exc, "pgcode", None) == "42501":
+        return PermissionDeniedError(f"Permission denied on node {node}: {reason}; grant it "
+                                     "and run again.")
+    return AceError(f"A query failed on node {node}: {reason}.")
+
+
 @contextmanager
 def node_errors(node: str) -> Iterator[None]:
-    """Turn a lost connection into an error that names the node."""
+    """Turn a lost connection or a failed query into an error that names the node."""
     try:
         yield
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
         if not is_connection_lost(exc):
-            raise AceError(f"A query failed on node {node}: {_clean_detail(exc)}.") from exc
-        raise NodeUnreachableError(node, _clean_detail(exc)) from exc
+            raise query_error(node, exc) from exc
+        raise NodeUnreachableError(node, connect_detail(exc)) from exc
     except psycopg2.errors.InsufficientPrivilege as exc:
-        raise PermissionDeniedError(
-            f"Permission denied on node {node}: {_clean_detail(exc)}."
-        ) from exc
+        raise query_error(node, exc) from exc

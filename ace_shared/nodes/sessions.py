@@ -4,10 +4,16 @@ Every node reads and hashes its own rows; the wall time of a step is the
 slowest node's, not the sum. Each node gets its own small thread pool, so a
 thread only ever holds a connection to one node, and connections are reused
 across ranges (see :class:`~ace_shared.nodes.connection.ConnectionCache`).
+
+No query outlives its job: :meth:`NodeSessions.cancel` asks every node to
+cancel what the job's connections are running (called when the CLI is
+interrupted or a task is revoked), and :meth:`NodeSessions.close` does so
+first whenever a query is still running, instead of waiting for it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -16,7 +22,13 @@ import psycopg2
 from psycopg2.extensions import cursor
 
 from ace_shared.errors import AceError, FilterError
-from ace_shared.nodes.connection import ConnectionCache, NodeTarget, is_connection_lost, node_errors
+from ace_shared.nodes.connection import (
+    ConnectionCache,
+    NodeTarget,
+    is_connection_lost,
+    node_errors,
+    query_error,
+)
 
 T = TypeVar("T")
 
@@ -30,6 +42,8 @@ class NodeSessions:
         self.order = [t.node for t in targets]
         self._readonly = readonly
         self._cache = ConnectionCache()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         self._pools = {
             t.node: ThreadPoolExecutor(max_workers=threads_per_node,
                                        thread_name_prefix=f"ace-{t.node}")
@@ -41,6 +55,8 @@ class NodeSessions:
         with node_errors(node):
             for attempt in (1, 2):
                 conn, reused = self._cache.get_reused(target, readonly=self._readonly)
+                with self._busy_lock:
+                    self._busy += 1
                 try:
                     with conn.cursor() as cur:
                         result = fn(cur)
@@ -60,6 +76,9 @@ class NodeSessions:
                 except psycopg2.Error as exc:
                     conn.rollback()
                     raise _query_error(node, exc) from exc
+                finally:
+                    with self._busy_lock:
+                        self._busy -= 1
         raise AssertionError("unreachable")
 
     def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
@@ -80,17 +99,29 @@ class NodeSessions:
     def on_one(self, node: str, fn: Callable[[cursor], T]) -> T:
         return self._pools[node].submit(self._run, node, fn).result()
 
-    def close(self) -> None:
+    def cancel(self) -> None:
+        """Cancel every query this job is running on any node, and whatever is queued."""
         for pool in self._pools.values():
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._cache.cancel_all()
+
+    def close(self) -> None:
+        """Stop: cancel running queries (if any) rather than wait, then close every connection."""
+        if self._busy:
+            self.cancel()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
         self._cache.close_all()
 
 
+_FILTER_ERRORS = (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,
+                  psycopg2.errors.UndefinedFunction, psycopg2.errors.DatatypeMismatch,
+                  psycopg2.errors.ReadOnlySqlTransaction,
+                  psycopg2.errors.InvalidTextRepresentation)
+
+
 def _query_error(node: str, exc: psycopg2.Error) -> AceError:
-    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-    if isinstance(exc, (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,
-                        psycopg2.errors.UndefinedFunction, psycopg2.errors.DatatypeMismatch,
-                        psycopg2.errors.ReadOnlySqlTransaction,
-                        psycopg2.errors.InvalidTextRepresentation)):
-        return FilterError(f"The query failed on node {node}: {detail}. Check the table filter.")
-    return AceError(f"A query failed on node {node}: {detail}.")
+    error = query_error(node, exc)
+    if isinstance(exc, _FILTER_ERRORS):
+        return FilterError(f"{error.message.rstrip('.')}. Check the table filter.")
+    return error

@@ -14,6 +14,7 @@ from psycopg2.extensions import cursor
 
 from ace_shared.errors import TableError
 from ace_shared.nodes.ident import TableName, quote_ident
+from ace_shared.nodes.rowsecurity import refuse_row_security
 
 # Types whose binary hash is equal exactly when their pinned text form is equal.
 # Everything else (numeric scale, -0 floats, enum OIDs, interval normalisation,
@@ -100,6 +101,7 @@ def read_shape(cur: cursor, table: TableName, node: str) -> TableShape:
     if found is None or found[1] not in ("r", "p"):
         raise TableError(f"Table {table.display} does not exist on node {node}.")
     oid = found[0]
+    refuse_row_security(cur, oid, table, node)
     cur.execute(_COLUMNS_SQL, (oid,))
     columns = []
     for name, type_sql, base, typtype, coll, deterministic in cur.fetchall():

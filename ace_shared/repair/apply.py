@@ -1,8 +1,10 @@
 """Applying planned repairs: one transaction per node, committed only if all succeed.
 
 Each node's work runs in its own thread, on its own connection, inside one
-transaction: switch replication of the changes off (:mod:`repairmode`),
-switch to the requesting role, check the live table against the diff file,
+transaction, logged in as the requesting role itself (never a superuser
+session with ``SET ROLE``: the table's triggers, index expressions and domain
+checks run in this session): switch replication of the changes off
+(:mod:`ace_shared.repair.mode`), check the live table against the diff file,
 COPY the rows into a temp table, classify them against the node's rows (what
 would be inserted, updated, deleted, kept), then, unless it is a dry run,
 change the table with one statement per kind of change.
@@ -21,7 +23,7 @@ import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +37,7 @@ from ace_shared.difffile.spool import connect as connect_spool
 from ace_shared.difffile.spool import decode_row
 from ace_shared.errors import AceError, DiffFileError, RepairError
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
+from ace_shared.nodes.failures import what_failed
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape, read_shape
 from ace_shared.repair.mode import (
@@ -139,12 +142,9 @@ def generated_columns(cur: cursor, table: TableName) -> set[str]:
     return {r[0] for r in cur.fetchall()}
 
 
-def _detail(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0].rstrip(".") if lines else exc.__class__.__name__
-    if text.startswith("ERROR:"):
-        text = text[len("ERROR:"):].strip()
-    return text
+def _detail(exc: psycopg2.Error) -> str:
+    """Why a statement failed, by SQLSTATE: the server's text may quote the rows' values."""
+    return what_failed(exc)
 
 
 class NodeRepair:
@@ -165,19 +165,14 @@ class NodeRepair:
         """Do everything short of COMMIT; raise an :class:`AceError` naming the node on failure."""
         try:
             with node_errors(self.node):
-                # Connect as ACE's own user: switching replication off needs a superuser;
-                # the requesting role takes over right after (SET LOCAL ROLE).
-                self.conn = connect(replace(self.target, role=None))
-                spock = detect_spock(self.conn) if not self.opts.dry_run else False
+                # Logged in as the requesting role (or, with no caller, the operator's user).
+                self.conn = connect(self.target)
+                spock = detect_spock(self.conn, self.node) if not self.opts.dry_run else False
                 with self.conn.cursor() as cur:
                     if not self.opts.dry_run:
-                        self.quiet = enter_quiet_mode(cur, spock, self.opts.fire_triggers)
-                    if self.target.role:
-                        cur.execute(sql.SQL("SET LOCAL ROLE {}").format(
-                            sql.Identifier(self.target.role)))
+                        self.quiet = enter_quiet_mode(cur, spock, self.opts.fire_triggers,
+                                                      self.node)
                     outcome = self._work(cur)
-                    if self.target.role:
-                        cur.execute("RESET ROLE")
                     if self.quiet is not None:
                         leave_quiet_mode(cur, self.quiet)
                 return outcome
@@ -227,6 +222,12 @@ class NodeRepair:
             cur.execute(statements.fill_nulls())
             outcome.counts["filled"] = max(cur.rowcount, 0)
         return outcome
+
+    def cancel(self) -> None:
+        """Ask the node to cancel the statement this repair is running, if any."""
+        if self.conn is not None and not self.conn.closed:
+            with suppress(psycopg2.Error):
+                self.conn.cancel()
 
     def _classify(self, statements: RepairSql, key: list[str],
                   spool: sqlite3.Connection) -> NodeOutcome:
@@ -282,16 +283,23 @@ def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[
     errors: dict[str, BaseException] = {}
     done = 0
     try:
-        with ThreadPoolExecutor(max_workers=len(repairs), thread_name_prefix="ace-repair") as pool:
+        pool = ThreadPoolExecutor(max_workers=len(repairs), thread_name_prefix="ace-repair")
+        try:
             futures = {r.node: pool.submit(r.prepare) for r in repairs}
             for node, fut in futures.items():
                 try:
                     outcomes[node] = fut.result()
-                except BaseException as exc:  # gathered; every node is rolled back below
+                except Exception as exc:  # gathered; every node is rolled back below
                     errors[node] = exc
                 done += 1
                 if progress:
                     progress(done, len(repairs))
+        except BaseException:  # interrupted (Ctrl-C, a revoked task): stop every node's query
+            for r in repairs:
+                r.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         if errors or opts.dry_run:
             for r in repairs:
                 r.rollback()

@@ -20,8 +20,15 @@ In both cases ``session_replication_role`` is set to ``replica`` for the
 transaction (``SET LOCAL``), so ordinary triggers and foreign-key triggers do
 not fire; ``--fire-triggers`` leaves it at ``origin`` so ordinary triggers
 fire. Triggers marked ``ENABLE ALWAYS`` fire either way, by PostgreSQL's rules.
-All of this needs a superuser (as the original tool did), so it happens
-before the session switches to the requesting role.
+
+All of it runs in the caller's own session, logged in as the caller's role:
+never in a superuser session into which the table's triggers, index
+expressions or domain checks could reach. Each step is a narrow right the
+database administrator grants to the roles that may repair (the group role
+``ace_repair`` in docs/security.md): ``SET`` on the parameter
+``session_replication_role`` (PostgreSQL 15), ``EXECUTE`` on
+``spock.repair_mode(boolean)`` or on the ``pg_replication_origin_*``
+functions. A role without them is told which grant is missing.
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2.extensions import connection, cursor
 
+from ace_shared.errors import PermissionDeniedError
+
 ORIGIN_NAME = "ace_repair"
+GRANTS_HINT = "see docs/security.md for the grants a repairing role needs"
 
 
 @dataclass
@@ -50,16 +60,25 @@ def has_spock_repair_mode(cur: cursor) -> bool:
     return cur.fetchone() is not None
 
 
-def ensure_origin(conn: connection) -> None:
+def _refused(node: str, what: str) -> PermissionDeniedError:
+    return PermissionDeniedError(
+        f"The repair on node {node} may not {what}, so its changes would replicate back out; "
+        f"nothing was changed ({GRANTS_HINT}).")
+
+
+def ensure_origin(conn: connection, node: str = "this node") -> None:
     """Create the shared ``ace_repair`` origin once, in its own short transaction."""
     with conn.cursor() as cur:
         try:
-            cur.execute("SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS "
-                        "(SELECT 1 FROM pg_replication_origin WHERE roname = %s)",
+            cur.execute("SELECT pg_replication_origin_create(%s) "
+                        "WHERE pg_replication_origin_oid(%s) IS NULL",
                         (ORIGIN_NAME, ORIGIN_NAME))
             conn.commit()
         except psycopg2.errors.UniqueViolation:
             conn.rollback()  # another repair created it a moment ago
+        except psycopg2.errors.InsufficientPrivilege as exc:
+            conn.rollback()
+            raise _refused(node, "use replication origins") from exc
 
 
 def _setup_origin(cur: cursor) -> tuple[str, bool]:
@@ -72,30 +91,37 @@ def _setup_origin(cur: cursor) -> tuple[str, bool]:
         cur.execute("ROLLBACK TO SAVEPOINT ace_origin")
     cur.execute("SELECT %s || pg_backend_pid()", (ORIGIN_NAME + "_",))
     name = cur.fetchone()[0]
-    cur.execute("SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS "
-                "(SELECT 1 FROM pg_replication_origin WHERE roname = %s)", (name, name))
+    cur.execute("SELECT pg_replication_origin_create(%s) "
+                "WHERE pg_replication_origin_oid(%s) IS NULL", (name, name))
     cur.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
     return name, True
 
 
-def detect_spock(conn: connection) -> bool:
+def detect_spock(conn: connection, node: str = "this node") -> bool:
     """Before the repair's transaction: is Spock there? If not, make sure the origin exists."""
     with conn.cursor() as cur:
         spock = has_spock_repair_mode(cur)
     conn.commit()
     if not spock:
-        ensure_origin(conn)
+        ensure_origin(conn, node)
     return spock
 
 
-def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool) -> QuietState:
+def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool,
+                     node: str = "this node") -> QuietState:
     """First thing in the repair's transaction: keep its changes from replicating."""
-    if not fire_triggers:
-        cur.execute("SET LOCAL session_replication_role = replica")
-    if spock:
-        cur.execute("SELECT spock.repair_mode(true)")
-        return QuietState(spock=True)
-    origin, drop = _setup_origin(cur)
+    step = "set session_replication_role"
+    try:
+        if not fire_triggers:
+            cur.execute("SET LOCAL session_replication_role = replica")
+        if spock:
+            step = "call spock.repair_mode"
+            cur.execute("SELECT spock.repair_mode(true)")
+            return QuietState(spock=True)
+        step = "use replication origins"
+        origin, drop = _setup_origin(cur)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise _refused(node, step) from exc
     return QuietState(spock=False, origin=origin, drop_origin=drop)
 
 

@@ -8,11 +8,8 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,23 +24,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
+    bindparam,
     insert,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from ace_shared.config import Settings
+from ace_shared.tasks.engine import engine_url, open_engine
 from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
 __all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
-           "TaskStore", "default_database_url", "record_submission"]
-
-SCHEMA_LOCK = 0x41434554  # the advisory lock that creating the task table takes on PostgreSQL
+           "TaskStore", "default_database_url", "engine_url", "record_submission"]
 
 metadata = MetaData()
 tasks = Table(
@@ -64,6 +58,12 @@ tasks = Table(
     Column("result", Text),
     Column("error", Text),
 )
+
+
+# Built once: task-status polling runs these hundreds of times a second.
+_GET_ROW = select(tasks).where(tasks.c.task_id == bindparam("task_id"))
+_GET_STATUS = select(*(c for c in tasks.c if c.name != "options")).where(
+    tasks.c.task_id == bindparam("task_id"))
 
 
 def _now() -> datetime:
@@ -132,68 +132,6 @@ def default_database_url(settings: Settings) -> str:
     return f"sqlite:///{path}"
 
 
-def engine_url(url: str) -> str:
-    """The URL SQLAlchemy should open: ``postgresql://`` means psycopg2, as documented.
-
-    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which ACE does not
-    install; psycopg2 (which ACE uses for the nodes too) is named explicitly.
-    """
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+psycopg2").render_as_string(
-            hide_password=False)
-    return url
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.close()
-
-
-@contextmanager
-def _first_opener(url: str) -> Iterator[None]:
-    """Let one process at a time on this host set up a SQLite store.
-
-    Turning a new file into WAL mode reads its header and then rewrites it in one
-    statement; two processes doing so at once deadlock on the file's lock, and
-    SQLite answers one of them "database is locked" at once, without waiting
-    (the busy timeout cannot help there). Creating the table has the same race
-    ("already exists"). An advisory lock on the file's folder puts the openers
-    in a row; each finds the work done by the one before. (Not a lock on the
-    file itself: closing any descriptor of it would drop SQLite's own locks.)
-    """
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        yield
-        return
-    folder = os.open(os.path.dirname(os.path.abspath(database)) or ".", os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # releases the lock
-
-
-def _open_engine(url: str) -> Engine:
-    """An engine with the task table in place (created by the first process to open it)."""
-    if not url.startswith("sqlite"):
-        engine = create_engine(engine_url(url), pool_pre_ping=True, pool_size=5,
-                               max_overflow=10)
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                # one creator at a time; the others then find the table
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-            metadata.create_all(conn)
-        return engine
-    engine = create_engine(url, connect_args={"timeout": 30})
-    event.listen(engine, "connect", _sqlite_pragmas)
-    with _first_opener(url):
-        metadata.create_all(engine)
-    return engine
-
-
 class TaskListener(Protocol):
     """Told of each change the store records, to pass it on (the fleet publishes in Redis)."""
 
@@ -220,7 +158,7 @@ class TaskStore:
         self._listener = listener
         engine = self._engines.get(url)
         if engine is None:
-            engine = _open_engine(url)
+            engine = open_engine(url, metadata)
             self._engines[url] = engine
         self.engine = engine
 
@@ -320,9 +258,12 @@ class TaskStore:
         """Mark the task FAILED; False if it had already finished (first outcome wins)."""
         return self._finish(task_id, FAILED, None, error)
 
-    def get(self, task_id: str) -> TaskRecord | None:
+    def get(self, task_id: str, with_options: bool = True) -> TaskRecord | None:
+        """The task's row by primary key; ``with_options=False`` skips the options column
+        (task-status polling never shows it, and a request's options can be long)."""
+        query = _GET_ROW if with_options else _GET_STATUS
         with self.engine.connect() as conn:
-            row = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).mappings().first()
+            row = conn.execute(query, {"task_id": task_id}).mappings().first()
         if row is None:
             return None
         return TaskRecord(
@@ -332,7 +273,7 @@ class TaskStore:
             started_at=row["started_at"], finished_at=row["finished_at"],
             time_taken=row["time_taken"], progress_done=row["progress_done"] or 0,
             progress_total=row["progress_total"],
-            options=json.loads(row["options"] or "{}"),
+            options=json.loads(row.get("options") or "{}"),
             result=json.loads(row["result"]) if row["result"] else None,
             error=row["error"],
         )
@@ -343,6 +284,21 @@ class TaskStore:
             return [r[0] for r in conn.execute(
                 select(tasks.c.task_id).where(tasks.c.status.in_((PENDING, RUNNING)))
                 .order_by(tasks.c.submitted_at).limit(limit))]
+
+    def writers_of(self, diff_file: str) -> list[str | None]:
+        """Who requested the completed tasks whose result names ``diff_file``.
+
+        Used when a repair or rerun names a diff file by path: the caller may use
+        it only if one of these is the caller. Rare (one per such submission), so a
+        text search of the result column is enough; each hit is checked exactly.
+        """
+        needle = json.dumps(diff_file)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(tasks.c.requested_by, tasks.c.result)
+                                .where(tasks.c.status == COMPLETED)
+                                .where(tasks.c.result.contains(needle, autoescape=True))).all()
+        return [row.requested_by for row in rows
+                if (json.loads(row.result) or {}).get("diff_file") == diff_file]
 
     def recent(self, limit: int = 50) -> list[TaskRecord]:
         with self.engine.connect() as conn:

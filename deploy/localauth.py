@@ -1,0 +1,53 @@
+"""How a scratch cluster lets ACE log in as the roles it serves, and what repairs may do.
+
+This is the database side of docs/security.md, for the nodes deploy/localcluster.py
+runs: the group ``ace_callers`` (the roles ACE's certificate may log in as, named
+by a ``pg_hba.conf`` line), one ``pg_ident.conf`` line per served role (PostgreSQL
+15 has no ``+group`` there), and the group ``ace_repair`` holding the narrow
+grants that keep a repair's writes from replicating back out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg2 import sql
+
+CALLERS_GROUP = "ace_callers"
+REPAIR_GROUP = "ace_repair"
+# What a role needs to keep a repair from replicating back out, and nothing more.
+REPAIR_GRANTS = (
+    "GRANT SET ON PARAMETER session_replication_role TO ace_repair",
+    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_oid(text), "
+    "pg_catalog.pg_replication_origin_create(text), pg_catalog.pg_replication_origin_drop(text), "
+    "pg_catalog.pg_replication_origin_session_setup(text), "
+    "pg_catalog.pg_replication_origin_session_reset() TO ace_repair",
+)
+
+
+def create_group(name: str) -> sql.Composable:
+    """Create a NOLOGIN group role unless it exists."""
+    return sql.SQL("DO $$ BEGIN CREATE ROLE {} NOLOGIN; "
+                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(sql.Identifier(name))
+
+
+def serve_statements(role: str, repair: bool) -> list[sql.Composable]:
+    """Make ``role`` a LOGIN member of ``ace_callers`` (and of ``ace_repair`` if asked)."""
+    ident = sql.Identifier(role)
+    out = [
+        sql.SQL("DO $$ BEGIN CREATE ROLE {} LOGIN; "
+                "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(ident),
+        sql.SQL("ALTER ROLE {} LOGIN").format(ident),
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(CALLERS_GROUP), ident),
+    ]
+    if repair:
+        out.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident))
+    return out
+
+
+def pg_ident(ace_cn: str, roles: Sequence[str]) -> str:
+    """``pg_ident.conf``: map ACE's certificate (common name ``ace_cn``) to each served role."""
+    lines = "".join(f"ace   {ace_cn}   {role}\n" for role in roles)
+    return ("# Written by deploy/localcluster.py; edits are lost.\n"
+            "# MAPNAME  SYSTEM-USERNAME (ACE's certificate)  PG-USERNAME (a served role)\n"
+            + lines)
