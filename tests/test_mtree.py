@@ -260,3 +260,32 @@ def test_type_matrix_passes_through_the_tree(pg_cluster: Any) -> None:
     assert mtree("build", CLUSTER, "public.td_types").code == 0
     rebuilt = assert_same_diff("public.td_types")
     assert rebuilt["diffs"] == through_triggers["diffs"]
+
+
+def test_a_writers_search_path_cannot_redirect_the_tracking_trigger(pg_cluster: Any) -> None:
+    """The trigger runs with its table owner's rights under the writer's search path: every
+    function, type and operator it uses must be pg_catalog's, whatever comes first."""
+    hostile = [
+        "DROP SCHEMA IF EXISTS mt_evil CASCADE", "CREATE SCHEMA mt_evil",
+        "CREATE FUNCTION mt_evil.hash_record_extended(record, bigint) RETURNS bigint "
+        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked function'; END $$",
+        "CREATE TYPE mt_evil.text AS (hijacked int)",
+        "CREATE FUNCTION mt_evil.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'hijacked operator'; END $$",
+        "CREATE OPERATOR mt_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = mt_evil.eq)",
+    ]
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_path", *hostile,
+        "CREATE TABLE mt_path (id int PRIMARY KEY, f float8, n numeric)",
+        "INSERT INTO mt_path SELECT g, g / 3.0, g FROM generate_series(1, 300) g",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_path").code == 0
+    execute(pg_cluster.node_dsn(1), [
+        "SET search_path = mt_evil, pg_catalog, public",
+        "UPDATE public.mt_path SET f = 0.5, n = 2.50 WHERE id IN (3, 200)",
+        "INSERT INTO public.mt_path VALUES (1000, 1, 1)",
+        "DELETE FROM public.mt_path WHERE id = 150",
+    ])
+    diff = assert_same_diff("public.mt_path")
+    assert sorted(int(r["id"]) for r in diff["diffs"]["n1/n2"]["n2"]) == [3, 200, 1000]
+    on_every_node(pg_cluster, ["DROP SCHEMA mt_evil CASCADE"])

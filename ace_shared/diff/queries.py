@@ -60,18 +60,25 @@ def columns_as_text(shape: TableShape) -> sql.Composable:
                               for i, c in enumerate(shape.columns))
 
 
-def row_hash(shape: TableShape) -> sql.Composable:
+def row_hash(shape: TableShape, record: str | None = None) -> sql.Composable:
     """A 64-bit hash of a row that is equal on two nodes exactly when the row's text is.
 
     Columns whose binary hash is exact are hashed as they are (no text round
     trip, about twice as fast); the others are hashed through their pinned text.
+    ``record`` qualifies the columns (``NEW`` in a trigger function), and then the
+    function and type are named in ``pg_catalog``: such a trigger runs under the
+    search path of whoever writes.
     """
+    def col(c: Column) -> sql.Composable:
+        return _col(c) if record is None else sql.SQL("{}.{}").format(sql.SQL(record), _col(c))
+    catalog = sql.SQL("" if record is None else "pg_catalog.")
     if shape.server_version_num >= 140000:
         parts = [
-            _col(c) if c.binary_hash_exact else sql.SQL("{}::text").format(_col(c))
+            col(c) if c.binary_hash_exact else sql.SQL("{}::{}text").format(col(c), catalog)
             for c in shape.columns
         ]
-        return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
+        return sql.SQL("{}hash_record_extended(ROW({}), 0)").format(
+            catalog, sql.SQL(", ").join(parts))
     parts = [sql.SQL("{}::text").format(_col(c)) for c in shape.columns]
     return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(parts))
 

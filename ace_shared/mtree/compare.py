@@ -158,11 +158,12 @@ class LeafDiffer:
         return found
 
     def _compare(self, res: dict[str, list[tuple[Any, ...]]]) -> set[Key]:
+        """Keys whose (key, hash) is not on every node: set operations, not a loop per key."""
         n = len(self.shape.key)
-        per_node = {node: {tuple(r[:n]): r[n] for r in rows} for node, rows in res.items()}
-        self.first_held += len(per_node[self.job.nodes[0]])
-        keys: set[Key] = set().union(*(set(m) for m in per_node.values()))
-        return {k for k in keys if len({m.get(k) for m in per_node.values()}) > 1}
+        per_node = [set(rows) for rows in res.values()]
+        self.first_held += len(res[self.job.nodes[0]])
+        common = set.intersection(*per_node)
+        return {tuple(r[:n]) for rows in per_node for r in rows - common}
 
 
 def diff_leaves(job: Job, spec: DiffSpec, ranges: list[KeyRange],

@@ -164,15 +164,22 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
         else:
             source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level = {}").format(
                 inner, sql.Literal(level - 1))
+        # a parent's children are idx 16p .. 16p+15: one index range scan per parent
+        if parents is None:
+            rows = sql.SQL("FROM ({}) c").format(source)
+            params: tuple[object, ...] = (level,)
+        else:
+            rows = sql.SQL("FROM unnest(%s::int[]) AS p(idx) JOIN ({}) c ON c.idx >= p.idx * {f} "
+                           "AND c.idx < (p.idx + 1) * {f}").format(source, f=sql.Literal(FANOUT))
+            params = (level, parents)
         cur.execute(sql.SQL(
             "INSERT INTO {inner} (level, idx, row_count, hash) "
             "SELECT %s, c.idx / {f}, sum(c.row_count), "
             "       md5(string_agg(c.row_count || ':' || c.hash, ',' ORDER BY c.idx)) "
-            "  FROM ({source}) c WHERE %s::int[] IS NULL OR c.idx / {f} = ANY(%s::int[]) "
-            " GROUP BY c.idx / {f} "
+            "{rows} GROUP BY c.idx / {f} "
             "ON CONFLICT (level, idx) DO UPDATE SET row_count = EXCLUDED.row_count, "
-            "hash = EXCLUDED.hash").format(inner=inner, f=sql.Literal(FANOUT), source=source),
-            (level, parents, parents))
+            "hash = EXCLUDED.hash").format(inner=inner, f=sql.Literal(FANOUT), rows=rows),
+            params)
         if parents is not None:
             parents = sorted({p // FANOUT for p in parents})
     # a tree that shrank must not keep nodes of its old, taller shape
