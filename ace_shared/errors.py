@@ -92,3 +92,7 @@ class TaskError(AceError):
 
 class BrokerUnreachableError(TaskError):
     """The task broker could not be reached, so nothing was queued."""
+
+
+class TaskNotRecordedError(TaskError):
+    """A task was queued, but this process's task store could not record it (its worker will)."""
