@@ -88,6 +88,10 @@ class BrokerUnreachableError(TaskError):
     """The task broker could not be reached, so nothing was queued."""
 
 
+class TaskNotRecordedError(TaskError):
+    """A task was queued, but this process's task store could not record it (its worker will)."""
+
+
 class TaskFailedError(TaskError):
     """A task on the fleet failed for a reason a user can act on; the message says which.
 

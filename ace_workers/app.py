@@ -2,10 +2,16 @@
 
 Long work is made safe here rather than in each task: acknowledgements come
 after a task finishes (``acks_late``), a task whose worker process died is put
-back (``reject_on_worker_lost``), each worker process takes one message at a
-time, and the broker's visibility timeout outlasts the longest task so Redis
-does not hand a running task to a second worker. Results expire; large
-results never travel through the backend (diffs go by file reference).
+back (``reject_on_worker_lost``), and each worker process takes one message at
+a time. A worker that dies whole (its host gone) acknowledges nothing, and
+Redis hands its messages to the other workers once the visibility timeout has
+passed: a minute, not the length of the longest task, because each running
+task holds a lease (:mod:`ace_workers.leases`) that keeps a second worker from
+running it meanwhile. Results expire; large results never travel through the
+backend (diffs go by file reference).
+
+The app is built on first use (:func:`get_app`), not on import: the front
+doors import the fleet client, and only sending a task needs the app.
 
 The result backend carries only what chords need, the small part results of
 their subtasks: users follow a task in the task store and operators in
@@ -17,23 +23,30 @@ per subtask, on the same CPUs the nodes hash with when they share a host.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
 
 from ace_shared.config import load_settings
 from ace_shared.outputs import keep_outputs_private
+from ace_workers.counters import DEFAULT_BROKER
 from ace_workers.slots import SlotHeartbeat
+from ace_workers.sweep import LostTaskSweep
 
-DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 QUEUE = "ace"
+# How long Redis waits for a worker to acknowledge a message before giving it to
+# another: about how long a dead host's work waits. Leases make it safe for tasks
+# that run longer. ACE_VISIBILITY_TIMEOUT overrides it.
+VISIBILITY_SECONDS = 45
 
 
 def make_app() -> Celery:
     settings = load_settings()
     broker = settings.BROKER_URL or DEFAULT_BROKER
     backend = settings.RESULT_BACKEND or broker
-    visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", settings.TASK_TIME_LIMIT + 600))
+    visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", VISIBILITY_SECONDS))
     app = Celery("ace_workers", broker=broker, backend=backend,
                  include=["ace_workers.diff", "ace_workers.repair",
                           "ace_workers.schedule", "ace_workers.autorepair",
@@ -56,8 +69,8 @@ def make_app() -> Celery:
         broker_transport_options={
             "visibility_timeout": visibility,
             # look for messages of dead workers often enough to matter at this timeout
-            "unacked_restore_interval": max(1, min(10, visibility // 5)),
-            "unacked_restore_throttle": 1 if visibility < 600 else 10,
+            "unacked_restore_interval": max(1, min(10, visibility // 9)),
+            "unacked_restore_throttle": 1,
         },
         result_backend_transport_options={
             "visibility_timeout": visibility,
@@ -75,10 +88,21 @@ def make_app() -> Celery:
         enable_utc=True,
     )
     app.steps["worker"].add(SlotHeartbeat)
+    app.steps["worker"].add(LostTaskSweep)
     return app
 
 
-app = make_app()
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    """The one Celery app of this process, built on first use."""
+    return make_app()
+
+
+def __getattr__(name: str) -> Any:
+    """``from ace_workers.app import app`` (task modules, Celery's CLI) builds the app then."""
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @worker_init.connect

@@ -1,18 +1,28 @@
-"""What every ACE task shares: failure reporting, bounded redelivery, progress events."""
+"""What every ACE task shares: one run at a time, bounded redelivery, failure reporting, progress.
+
+Every ACE task runs under a lease (:mod:`ace_workers.leases`): a copy of a
+task that a live worker is running is put back for later, a copy of a task
+that finished changes nothing, and a task whose worker died is run again by
+the next worker that gets it, a bounded number of times.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import redis
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject, Retry
 
 from ace_shared.errors import AceError, TaskFailedError
 from ace_shared.tasks.store import TaskStore, record_submission
-from ace_workers import runtime
+from ace_workers import published, runtime
+from ace_workers.leases import LEASE_SECONDS, done_in, leases
 
 DELIVERIES_KEY = "ace:deliveries"
+# a copy of a running task comes back this much later (well inside the visibility timeout)
+HELD_RETRY_SECONDS = LEASE_SECONDS // 2
 
 
 def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
@@ -28,37 +38,75 @@ def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
 
 
 class AceTask(Task):
-    """Base class: counts deliveries of each task so a task that kills workers stops."""
+    """Base class: leases, counted runs, the job's store row, progress events."""
 
     abstract = True
 
-    def check_redeliveries(self, job_id: str) -> None:
-        """Fail the job once this task has been delivered more than MAX_REDELIVERIES times."""
-        field = f"{self.request.id}:{self.request.retries or 0}"
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task unless it is done or running elsewhere (see the module's docstring)."""
+        task_id = self.request.id
+        if not task_id or self.request.called_directly:
+            return self.run(*args, **kwargs)
         client = runtime.redis()
-        count = int(client.hincrby(DELIVERIES_KEY, field, 1))
+        group = self.request.group or ""
+        finished_in = done_in(client, task_id)
+        if finished_in == group:
+            raise Ignore()  # a late copy of work done: its part was counted already
+        if finished_in is not None:
+            return {"skipped": True}  # its chord was launched again: answer the new one
+        if not leases.take(client, task_id):
+            raise self.retry(countdown=HELD_RETRY_SECONDS, max_retries=self.request.retries + 1)
+        try:
+            self._count_run(client, task_id)
+            return self.run(*args, **kwargs)
+        except Ignore:
+            self._end_run(client, task_id, done=True)
+            raise
+        except (Retry, Reject):
+            self._end_run(client, task_id, done=False)
+            raise
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
+                     einfo: Any) -> None:
+        """After a success or failure is recorded (chord part counted): mark it done."""
+        if task_id and not self.request.called_directly:
+            self._end_run(runtime.redis(), task_id, done=True)
+
+    def _end_run(self, client: Any, task_id: str, *, done: bool) -> None:
+        client.hdel(DELIVERIES_KEY, task_id)
+        leases.release(client, task_id, done_group=(self.request.group or "") if done else None)
+
+    def _count_run(self, client: Any, task_id: str) -> None:
+        """Fail the job once this task's runs have ended in its worker's death too often.
+
+        A run that ends in any way clears its count; only runs cut short by the
+        death of their process (or host) add up.
+        """
+        count = int(client.hincrby(DELIVERIES_KEY, task_id, 1))
         client.expire(DELIVERIES_KEY, 7 * 86400)
         limit = runtime.settings().MAX_REDELIVERIES
         if count > limit + 1:
-            raise fail_job(job_id, AceError(
-                f"Task {self.request.id} was started {count} times and its worker died each "
+            client.hdel(DELIVERIES_KEY, task_id)
+            raise fail_job(task_id.split(".", 1)[0], AceError(
+                f"Task {task_id} was started {count} times and its worker died each "
                 "time; giving up. Check the workers' logs and memory limits."))
 
     def start_job(self, options: dict[str, Any],
                   submission: dict[str, Any] | None) -> tuple[str, TaskStore]:
-        """Begin a top-level task: its id is the job's; count this delivery; mark it RUNNING.
+        """Begin a top-level task: its id is the job's; publish it; mark it RUNNING.
 
         The message may arrive before its submitter has recorded the task: the
         ``submission`` it carries is recorded here then, the same row either way.
         """
         job_id = self.request.id
         store = runtime.store()
+        # published before it is recorded: a stored task unknown to Redis is a lost one
+        published.create(runtime.redis(), job_id)
         if submission:
             record_submission(store, job_id, options, submission)
         if not store.mark_running(job_id) and store.get(job_id) is not None:
             # finished already: a redelivery after the worker died before acknowledging
             raise Ignore()
-        self.check_redeliveries(job_id)
         return job_id, store
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
@@ -67,8 +115,14 @@ class AceTask(Task):
 
         Every ACE task id starts with its job's id (``td_...``, ``td_....b000042``).
         """
-        message = exc.message if isinstance(exc, TaskFailedError) else (
-            f"Task {task_id} failed: {exc!r}. See the workers' logs.")
+        if isinstance(exc, TaskFailedError):
+            message = exc.message
+        elif isinstance(exc, redis.ConnectionError):
+            message = (f"Task {task_id} lost its connection to the task broker (Redis): {exc}. "
+                       "If Redis restarted without persistence its queued work is lost; "
+                       "submit the task again.")
+        else:
+            message = f"Task {task_id} failed: {exc!r}. See the workers' logs."
         runtime.store().fail(task_id.split(".", 1)[0], message)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
@@ -76,7 +130,7 @@ class AceTask(Task):
 
         Only an event: writing the state to the result backend as well cost a
         backend read and write per report, on the cores the nodes hash with, for
-        a state nobody polls (users follow the job in the task store).
+        a state nobody polls (users follow the job's published state).
         """
         if self.request.id:
             self.send_event("task-progress", done=done, total=total, **extra)

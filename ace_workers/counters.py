@@ -12,6 +12,10 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 _RECORD = """
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -26,10 +30,18 @@ return tonumber(redis.call('GET', KEYS[2]) or '0')
 """
 
 
-@lru_cache(maxsize=4)
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_keepalive=True, retry_on_timeout=True,
-                                health_check_interval=30)
+@lru_cache(maxsize=8)
+def redis_client(url: str, patience_seconds: float = 10.0) -> redis.Redis:
+    """A client that rides out a Redis restart of up to ``patience_seconds``.
+
+    Workers wait that long (as the result backend does), so a restarting Redis
+    does not fail the batch that was talking to it; a front door, which has a
+    user waiting, gives up sooner.
+    """
+    tries = max(1, int(patience_seconds / 0.5))
+    return redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30,
+                                retry=Retry(ConstantBackoff(0.5), tries),
+                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 class RedisPartCounter:

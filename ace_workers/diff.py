@@ -105,7 +105,6 @@ def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> 
     record = runtime.store().get(job_id)
     if record is not None and record.status == FAILED:
         return {"skipped": True}
-    self.check_redeliveries(job_id)
     client = runtime.redis()
     budget = DiffBudget(RedisPartCounter(client, f"budget:{job_id}"), spec.max_diffs)
     progress = RedisPartCounter(client, f"progress:{job_id}")

@@ -44,8 +44,9 @@ def table_repair(self: AceTask, options: dict[str, Any],
         result = run_table_repair(options, runtime.settings(), job_id, progress)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
-    stored = {k: v for k, v in result.items() if k != "samples"}  # rows stay in the report file
-    store.complete(job_id, stored)
+    # the samples are a few keys per node (rows stay in the report file): the CLI prints
+    # them as it does in-process
+    store.complete(job_id, result)
     return {"task_id": job_id, "report_file": result.get("report_file")}
 
 
@@ -79,7 +80,6 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
     record = runtime.store().get(spec.task_id)
     if record is not None and record.status == FAILED:
         return {"skipped": True}
-    self.check_redeliveries(spec.task_id)
     try:
         result = rerun_batch(spec, index, runtime.sessions_for(spec))
     except NodeUnreachableError as exc:

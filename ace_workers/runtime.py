@@ -18,9 +18,8 @@ from ace_shared.diff.request import DiffSpec
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.store import TaskStore
-from ace_workers import finished
-from ace_workers.app import DEFAULT_BROKER
-from ace_workers.counters import redis_client
+from ace_workers import published
+from ace_workers.counters import DEFAULT_BROKER, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +36,36 @@ def settings() -> Settings:
 
 
 def store() -> TaskStore:
-    """The task store; recording an outcome also rings the job's doorbell."""
-    return TaskStore.from_settings(settings(), on_finish=_ring)
+    """The task store; what it records is also published in Redis for followers."""
+    return TaskStore.from_settings(settings(), listener=_publisher)
 
 
-def _ring(job_id: str) -> None:
-    try:
-        finished.ring(redis(), job_id)
-    except Exception as exc:  # the outcome is stored; a follower finds it by polling
-        log.warning("could not announce the end of %s in Redis: %s", job_id, exc)
+class _Publisher:
+    """Passes each change the store records on to :mod:`ace_workers.published`.
+
+    A Redis outage must not fail a task whose work is done: the store has it.
+    """
+
+    def running(self, task_id: str) -> None:
+        self._quietly(published.running, task_id)
+
+    def progress(self, task_id: str, *, done: int | None = None, added: int | None = None,
+                 total: int | None = None) -> None:
+        self._quietly(published.progress, task_id, done=done, added=added, total=total)
+
+    def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
+                 error: str | None) -> None:
+        self._quietly(published.outcome, task_id, status, result, error)
+
+    @staticmethod
+    def _quietly(publish: Any, task_id: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            publish(redis(), task_id, *args, **kwargs)
+        except Exception as exc:
+            log.warning("could not publish the state of %s in Redis: %s", task_id, exc)
+
+
+_publisher = _Publisher()
 
 
 def redis() -> Any:

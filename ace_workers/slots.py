@@ -66,7 +66,7 @@ class SlotHeartbeat(bootsteps.StartStopStep):
     def _beat(self, worker: Any) -> None:
         try:
             slots = int(getattr(worker.pool, "num_processes", 0) or worker.concurrency or 0)
-            announce(redis_client(worker.app.conf.broker_url), worker.hostname, slots)
+            announce(redis_client(worker.app.conf.broker_url, 1.0), worker.hostname, slots)
         except Exception as exc:  # a Redis outage must not stop the worker; diffs fall back
             log.warning("could not record this worker's pool size in Redis: %s", exc)
 
@@ -80,6 +80,6 @@ class SlotHeartbeat(bootsteps.StartStopStep):
             self._timer_entry.cancel()
             self._timer_entry = None
         try:
-            withdraw(redis_client(worker.app.conf.broker_url), worker.hostname)
+            withdraw(redis_client(worker.app.conf.broker_url, 1.0), worker.hostname)
         except Exception as exc:
             log.warning("could not remove this worker's pool size from Redis: %s", exc)

@@ -16,9 +16,10 @@ BIN=$ROOT/.venv/bin
 
 export ACE_BROKER_URL=${ACE_BROKER_URL:-redis://127.0.0.1:6379/0}
 export ACE_RESULT_BACKEND=${ACE_RESULT_BACKEND:-redis://127.0.0.1:6379/1}
-export ACE_DATABASE_URL=${ACE_DATABASE_URL:-sqlite:///$ROOT/ace_tasks.db}
 export ACE_CLUSTER_DIR=${ACE_CLUSTER_DIR:-$ROOT/cluster}
 export ACE_OUTPUT_DIR=${ACE_OUTPUT_DIR:-$ROOT/out}
+# The task store where ACE keeps it by default: ace_tasks.db in the output directory.
+export ACE_DATABASE_URL=${ACE_DATABASE_URL:-sqlite:///$ACE_OUTPUT_DIR/ace_tasks.db}
 # The API serves mutual TLS only; like docker-compose.yml, take its files from ./certs.
 if [[ -f $ROOT/certs/server.crt ]]; then
   export ACE_API_CERT_FILE=${ACE_API_CERT_FILE:-$ROOT/certs/server.crt}
@@ -115,6 +116,8 @@ start() {
     [[ -n $(live_pid "$name") ]] || say "WARNING: $name exited at once; see .ace-local/fleet/$name.log"
   done
   say "flower http://127.0.0.1:$FLOWER_PORT, api on $API_HOST:$API_PORT, outputs in $ACE_OUTPUT_DIR"
+  say "task store $ACE_DATABASE_URL"
+  say "for the ace CLI: export ACE_BROKER_URL=$ACE_BROKER_URL ACE_CLUSTER_DIR=$ACE_CLUSTER_DIR ACE_OUTPUT_DIR=$ACE_OUTPUT_DIR"
   say "check later with: bash deploy/fleet.sh status"
 }
 

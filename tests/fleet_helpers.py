@@ -151,7 +151,6 @@ def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]
         "ACE_BROKER_URL": redis.url(0),
         "ACE_RESULT_BACKEND": redis.url(1),
         "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
-        "ACE_VISIBILITY_TIMEOUT": "10",
         "PYTHONPATH": str(REPO_ROOT),
     })
     env.update(extra)

@@ -383,7 +383,9 @@ def test_filter_cannot_write(write_trap: Any) -> None:
     ("id > 1; DELETE FROM td_basic", [";"]),
     ("id > (1", ["("]),
     ("name", ["filter"]),
-    ("1 / (id - 25) > -100", ["division_by_zero", "n1"]),
+    # the node named is whichever met the error first: planning reads the node that the
+    # catalogue says holds most rows, and autovacuum decides when that estimate changes
+    ("1 / (id - 25) > -100", ["division_by_zero", "on node n"]),
 ])
 def test_bad_filters_are_one_clear_error(tables: Any, text: str, words: list[str]) -> None:
     before = output_files()

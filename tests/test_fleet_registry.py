@@ -1,12 +1,15 @@
-"""What the fleet's processes tell each other: pool sizes, finished jobs, submitted tasks.
+"""What the fleet's processes tell each other: pool sizes, published tasks, submitted tasks.
 
-The first two go through Redis directly, so fakeredis drives them here; the
-fleet tests show them between real processes.
+The pool-size tests drive the Redis calls with fakeredis; the published state and
+its followers run against the session's real Redis; the fleet tests show all of
+them between real processes.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,11 +17,17 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
+from fleet_helpers import RedisServer
 from sqlalchemy.exc import IntegrityError
 
+from ace_shared.config import Settings
 from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
-from ace_workers import finished
+from ace_workers import published, slots
+from ace_workers.client import Finished, NoWorker, Progress, follow
+from ace_workers.leases import LEASE_SECONDS, Leases, done_in, lease_key
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
+from ace_workers.sweep import Sweeper
 
 
 def test_live_slots_add_up_every_worker_seen_lately() -> None:
@@ -51,26 +60,91 @@ def test_a_garbled_entry_is_dropped_not_fatal() -> None:
     assert client.hkeys("ace:worker_slots") == [b"w1@a"]
 
 
-def test_a_follower_wakes_as_soon_as_the_job_ends() -> None:
-    client = fakeredis.FakeRedis()
-    threading.Timer(0.2, finished.ring, (client, "td_1")).start()
+def test_published_updates_change_only_a_task_redis_knows(redis_server) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(5))
+    client.flushdb()
+    assert published.read(client, "td_1") is None
+    published.create(client, "td_1")
+    assert published.running(client, "td_1")
+    published.progress(client, "td_1", total=10)
+    published.progress(client, "td_1", done=6)
+    published.progress(client, "td_1", done=4)  # a late report from another process
+    state = published.read(client, "td_1")
+    assert state is not None and (state.status, state.done, state.total) == ("RUNNING", 6, 10)
+    # a task Redis forgot (a restart) is not brought back by an update
+    assert not published.running(client, "td_2")
+    published.progress(client, "td_2", done=3)
+    assert published.read(client, "td_2") is None
+    assert published.known(client, ["td_1", "td_2"]) == [True, False]
+    # an outcome is published whatever happened, and kept for a day
+    published.outcome(client, "td_2", "FAILED", None, "lost")
+    state = published.read(client, "td_2")
+    assert state is not None and state.finished and state.error == "lost"
+    assert 0 < client.ttl(published.task_key("td_2")) <= published.KEEP_SECONDS
+
+
+def test_a_follower_blocks_until_the_task_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Following costs a handful of Redis calls while nothing happens, not thousands."""
+    server = RedisServer(tmp_path)  # its own, so that only the follower's calls count
+    server.start()
+    try:
+        _follow_quietly(server.url(0))
+    finally:
+        server.stop()
+
+
+def _follow_quietly(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    slots.announce(client, "w1@a", 2)  # a worker is there: no "no worker" event
+    published.create(client, "td_f")
+    settings = Settings(BROKER_URL=url)
+    before = int(client.info("stats")["total_commands_processed"])
+    threading.Timer(2.0, published.outcome, (client, "td_f", "COMPLETED", {"n": 1}, None)).start()
     started = time.monotonic()
-    assert finished.wait(client, "td_1", timeout=5)
-    assert time.monotonic() - started < 2
+    events = list(follow("td_f", settings))
+    took = time.monotonic() - started
+    calls = int(client.info("stats")["total_commands_processed"]) - before
+    assert events == [Finished("COMPLETED", {"n": 1}, None)]
+    assert 1.9 < took < 3.5
+    assert calls < 40, calls
 
 
-def test_the_doorbell_keeps_ringing_for_later_followers_and_only_for_its_job() -> None:
-    client = fakeredis.FakeRedis()
-    finished.ring(client, "td_1")
-    assert finished.wait(client, "td_1", timeout=0.1)
-    assert finished.wait(client, "td_1", timeout=0.1)  # a second follower, or a second look
-    assert not finished.wait(client, "td_2", timeout=0.1)
-    assert 0 < client.ttl(finished.finished_key("td_1")) <= finished.KEEP_SECONDS
+def test_a_follower_says_once_that_no_worker_takes_the_queue(redis_server) -> None:  # type: ignore[no-untyped-def]
+    url = redis_server.url(7)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    published.create(client, "td_q")
+    events = follow("td_q", Settings(BROKER_URL=url))
+    started = time.monotonic()
+    assert next(events) == NoWorker("td_q")
+    assert 2.5 < time.monotonic() - started < 5
+    published.running(client, "td_q")
+    published.progress(client, "td_q", total=4)
+    assert next(events) == Progress(0, 4)
+    published.outcome(client, "td_q", "FAILED", None, "no luck")
+    assert next(events) == Finished("FAILED", None, "no luck")
+
+
+class _Heard:
+    """A listener that notes the outcomes it hears of."""
+
+    def __init__(self, heard: list[str]) -> None:
+        self.heard = heard
+
+    def running(self, task_id: str) -> None:
+        pass
+
+    def progress(self, task_id: str, **_: Any) -> None:
+        pass
+
+    def finished(self, task_id: str, status: str, result: Any, error: Any) -> None:
+        self.heard.append(task_id)
 
 
 def test_the_task_store_announces_only_the_first_outcome(tmp_path: Path) -> None:
     heard: list[str] = []
-    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}", on_finish=heard.append)
+    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}", listener=_Heard(heard))
     store.create("td_a", "table-diff", cluster_name="c", table_name="public.t",
                  requested_by="me")
     store.mark_running("td_a")
@@ -118,3 +192,52 @@ def test_processes_opening_a_new_task_store_at_once_all_succeed(tmp_path: Path) 
             p.join(30)
         assert all(p.exitcode == 0 for p in procs)
     assert failures.empty(), failures.get()
+
+
+def test_the_sweep_fails_only_the_tasks_its_redis_knew_and_forgot(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(8))
+    client.flushdb()
+    store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}")
+    for task_id in ("td_mine", "td_other_fleet", "td_done"):
+        store.create(task_id, "table-diff", cluster_name="c", table_name="t", requested_by="me")
+    published.create(client, "td_mine")
+    published.create(client, "td_done")
+    sweeper = Sweeper()
+    assert sweeper.sweep(client, store) == []
+    store.complete("td_done", {})
+    client.flushdb()  # Redis restarted with nothing on disk
+    assert sweeper.sweep(client, store) == ["td_mine"]
+    rec = store.get("td_mine")
+    assert rec is not None and rec.status == "FAILED" and "lost its queued work" in rec.error
+    other = store.get("td_other_fleet")
+    assert other is not None and other.status == "PENDING"  # never known here: not judged
+
+
+def test_importing_the_client_builds_no_celery_app_and_draws_nothing() -> None:
+    code = ("import sys, ace_workers.client, ace_shared.tasks.store, ace_api.cli.fleet\n"
+            "import ace_workers.app as a\n"
+            "assert a.get_app.cache_info().currsize == 0, 'built'\n"
+            "import ace_workers.client as c\n"
+            "assert not hasattr(c, 'click') and 'ace_api.cli.progress' not in "
+            "[m for m in vars(c).values() if isinstance(m, type(sys))]\n"
+            "import ace_workers\n"
+            "assert type(ace_workers.celery).__name__ == 'Celery'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_lease_is_held_by_one_process_and_leaves_a_done_mark(redis_server) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(11))
+    client.flushdb()
+    mine, theirs = Leases(), Leases()
+    assert mine.take(client, "td_l.b000000")
+    assert not theirs.take(client, "td_l.b000000")  # a copy elsewhere waits
+    assert 0 < client.pttl(lease_key("td_l.b000000")) <= LEASE_SECONDS * 1000
+    theirs.release(client, "td_l.b000000")  # not its lease: nothing changes
+    assert client.exists(lease_key("td_l.b000000"))
+    assert done_in(client, "td_l.b000000") is None
+    mine.release(client, "td_l.b000000", done_group="g1")
+    assert not client.exists(lease_key("td_l.b000000"))
+    assert done_in(client, "td_l.b000000") == "g1"
+    assert theirs.take(client, "td_l.b000000")  # free again (the caller checks the mark first)

@@ -28,10 +28,10 @@ def run_check(task_type: str, request: Any, settings: Settings, local: Any, labe
     from ace_shared.tasks.ids import new_task_id
     task_id = new_task_id(task_type)
     if settings.BROKER_URL:
-        from ace_workers.client import submit_and_follow
-        done = submit_and_follow(task_type, request.to_dict(), settings, task_id,
-                                 cluster_name=request.cluster_name, table_name=subject,
-                                 no_wait=False, quiet=request.quiet, label=label, unit="tables")
+        from ace_api.cli.fleet import run_on_fleet
+        done = run_on_fleet(task_type, request.to_dict(), settings, task_id,
+                            cluster_name=request.cluster_name, table_name=subject,
+                            no_wait=False, quiet=request.quiet, label=label, unit="tables")
         assert done is not None
         return done["summary"]
     bar = ProgressBar(label, unit="tables", enabled=not request.quiet

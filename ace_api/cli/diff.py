@@ -43,9 +43,12 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
     request = validate_diff_request(values, settings, "cli")
     task_id = new_task_id("table-diff")
     if _uses_fleet(settings):
-        from ace_workers.client import submit_and_follow_diff
-        return submit_and_follow_diff(request, settings, task_id, no_wait=values["no_wait"],
-                                      report=report_diff)
+        from ace_api.cli.fleet import run_on_fleet
+        result = run_on_fleet("table-diff", request.to_dict(), settings, task_id,
+                              cluster_name=request.cluster_name,
+                              table_name=request.table.display, no_wait=values["no_wait"],
+                              quiet=request.quiet, label=f"Diffing {request.table.display}")
+        return EXIT_SAME if result is None else report_diff(result["summary"], request.quiet)
     from ace_shared.diff.local import run_table_diff
     bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet
                       and not os.environ.get("ACE_NO_PROGRESS"))

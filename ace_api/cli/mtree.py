@@ -42,11 +42,11 @@ def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, An
 
 
 def _on_fleet(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:
-    from ace_workers.client import submit_and_follow
-    done = submit_and_follow("mtree", request.to_dict(), settings, new_task_id("mtree"),
-                             cluster_name=request.cluster_name,
-                             table_name=request.table.display if request.table else None,
-                             no_wait=False, quiet=request.quiet, label=label, unit="steps")
+    from ace_api.cli.fleet import run_on_fleet
+    done = run_on_fleet("mtree", request.to_dict(), settings, new_task_id("mtree"),
+                        cluster_name=request.cluster_name,
+                        table_name=request.table.display if request.table else None,
+                        no_wait=False, quiet=request.quiet, label=label, unit="steps")
     assert done is not None
     return done["summary"] if request.action == "table-diff" else done
 

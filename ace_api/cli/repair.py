@@ -99,7 +99,7 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
             samples = result.get("samples", {}).get(node, {})
             if counts.get("kept"):
                 lacks = f"that {source} lacks" if source else "that the source lacks"
-                click.echo(f"  rows kept {lacks}: {_keys_line(samples['kept'], counts['kept'])}")
+                click.echo(f"  rows kept {lacks}: {_keys_line(samples.get('kept', []), counts['kept'])}")
             if dry and result.get("report_file"):
                 for cat in ("inserted", "updated", "deleted", "filled"):
                     if counts.get(cat):
@@ -170,11 +170,10 @@ def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:
 def _on_fleet(task_type: str, raw: dict[str, Any], settings: Any, table: str, label: str,
               unit: str, no_wait: bool) -> dict[str, Any] | None:
     """Submit a checked repair or rerun to the fleet and wait for its result."""
-    from ace_workers.client import submit_and_follow
+    from ace_api.cli.fleet import run_on_fleet
 
-    return submit_and_follow(task_type, raw, settings, new_task_id(task_type),
-                             cluster_name=raw["cluster_name"], table_name=table,
-                             no_wait=no_wait, quiet=bool(raw.get("quiet")), label=label,
-                             unit=unit)
+    return run_on_fleet(task_type, raw, settings, new_task_id(task_type),
+                        cluster_name=raw["cluster_name"], table_name=table, no_wait=no_wait,
+                        quiet=bool(raw.get("quiet")), label=label, unit=unit)
 
 

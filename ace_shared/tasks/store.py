@@ -8,13 +8,12 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Column,
@@ -26,21 +25,19 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    create_engine,
-    event,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from ace_shared.config import Settings
-from ace_shared.outputs import create_private_file
+from ace_shared.tasks.engine import engine_url, open_engine
 from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
 __all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
-           "TaskStore", "default_database_url", "record_submission"]
+           "TaskStore", "default_database_url", "engine_url", "record_submission"]
 
 metadata = MetaData()
 tasks = Table(
@@ -135,37 +132,16 @@ def default_database_url(settings: Settings) -> str:
     return f"sqlite:///{path}"
 
 
-def _private_sqlite_file(engine: Engine) -> None:
-    """Create a new SQLite store 0600 (its -wal and -shm files take the same mode):
-    task options and errors name tables and nodes, not for every local user."""
-    database = engine.url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        with contextlib.suppress(OSError):  # no folder, no rights: SQLite says so itself
-            create_private_file(Path(database))
+class TaskListener(Protocol):
+    """Told of each change the store records, to pass it on (the fleet publishes in Redis)."""
 
+    def running(self, task_id: str) -> None: ...
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+    def progress(self, task_id: str, *, done: int | None = None, added: int | None = None,
+                 total: int | None = None) -> None: ...
 
-
-def _create_schema(engine: Engine, attempts: int = 3) -> None:
-    """Create the task table unless it is there.
-
-    Several processes may open a new store at once (a submitter and the worker
-    that took its message, or a fleet starting): each checks, finds no table and
-    creates it, and all but one fail with "already exists". Checking again after
-    such a failure finds the winner's table.
-    """
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            return
-        except DBAPIError:
-            if attempt == attempts - 1:
-                raise
+    def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
+                 error: str | None) -> None: ...
 
 
 class TaskStore:
@@ -173,29 +149,23 @@ class TaskStore:
 
     _engines: dict[str, Engine] = {}
 
-    def __init__(self, url: str, on_finish: Callable[[str], None] | None = None) -> None:
-        """``on_finish(task_id)`` is called after a task's outcome is recorded (first one only).
+    def __init__(self, url: str, listener: TaskListener | None = None) -> None:
+        """``listener`` hears of each change after it is recorded (of the first outcome only).
 
-        The store stays the one record of outcomes; the hook only lets whoever waits
-        on a task hear of it at once (the fleet rings a Redis doorbell).
+        The store stays the one record of tasks; the listener only lets whoever
+        follows a task from elsewhere hear of it at once.
         """
-        self._on_finish = on_finish
+        self._listener = listener
         engine = self._engines.get(url)
         if engine is None:
-            if url.startswith("sqlite"):
-                engine = create_engine(url, connect_args={"timeout": 30})
-                event.listen(engine, "connect", _sqlite_pragmas)
-                _private_sqlite_file(engine)
-            else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-            _create_schema(engine)
+            engine = open_engine(url, metadata)
             self._engines[url] = engine
         self.engine = engine
 
     @classmethod
     def from_settings(cls, settings: Settings,
-                      on_finish: Callable[[str], None] | None = None) -> TaskStore:
-        return cls(default_database_url(settings), on_finish)
+                      listener: TaskListener | None = None) -> TaskStore:
+        return cls(default_database_url(settings), listener)
 
     def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
                table_name: str | None, requested_by: str | None,
@@ -228,18 +198,26 @@ class TaskStore:
         with self.engine.begin() as conn:
             result = conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                                   .where(tasks.c.status.in_((PENDING, RUNNING))).values(**values))
+        if result.rowcount and self._listener is not None:
+            self._listener.running(task_id)
+            if progress_total is not None:
+                self._listener.progress(task_id, total=progress_total)
         return bool(result.rowcount)
 
     def set_total(self, task_id: str, total: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                          .values(progress_total=total, progress_done=0))
+        if self._listener is not None:
+            self._listener.progress(task_id, total=total)
 
     def add_progress(self, task_id: str, done: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                          .where(tasks.c.status == RUNNING)
                          .values(progress_done=tasks.c.progress_done + done))
+        if self._listener is not None:
+            self._listener.progress(task_id, added=done)
 
     def set_progress(self, task_id: str, done: int, total: int | None = None) -> None:
         values: dict[str, Any] = {"progress_done": done}
@@ -248,6 +226,8 @@ class TaskStore:
         with self.engine.begin() as conn:
             conn.execute(update(tasks).where(tasks.c.task_id == task_id)
                          .where(tasks.c.status == RUNNING).values(**values))
+        if self._listener is not None:
+            self._listener.progress(task_id, done=done, total=total)
 
     def _finish(self, task_id: str, status: str, result: dict[str, Any] | None,
                 error: str | None) -> bool:
@@ -266,8 +246,8 @@ class TaskStore:
                 result=json.dumps(result, default=str) if result is not None else None,
                 error=error,
             ))
-        if self._on_finish is not None:
-            self._on_finish(task_id)
+        if self._listener is not None:
+            self._listener.finished(task_id, status, result, error)
         return True
 
     def complete(self, task_id: str, result: dict[str, Any]) -> bool:
@@ -298,6 +278,13 @@ class TaskStore:
             error=row["error"],
         )
 
+    def unfinished(self, limit: int = 1000) -> list[str]:
+        """Ids of tasks not finished yet, oldest first."""
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(
+                select(tasks.c.task_id).where(tasks.c.status.in_((PENDING, RUNNING)))
+                .order_by(tasks.c.submitted_at).limit(limit))]
+
     def writers_of(self, diff_file: str) -> list[str | None]:
         """Who requested the completed tasks whose result names ``diff_file``.
 
@@ -318,6 +305,16 @@ class TaskStore:
             ids = [r[0] for r in conn.execute(
                 select(tasks.c.task_id).order_by(tasks.c.submitted_at.desc()).limit(limit))]
         return [rec for rec in (self.get(i) for i in ids) if rec is not None]
+
+
+def _forget_engines() -> None:
+    """In a forked child: never use the parent's pooled connections (Celery forks its pool)."""
+    for engine in TaskStore._engines.values():
+        engine.dispose(close=False)
+    TaskStore._engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines)
 
 
 def record_submission(store: TaskStore, task_id: str, options: dict[str, Any],

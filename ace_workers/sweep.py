@@ -1,0 +1,76 @@
+"""Fail the tasks whose queued work Redis lost, so none stays RUNNING or PENDING forever.
+
+ACE's Redis keeps nothing on disk: restarted, it has forgotten every queued
+message, every chord's count and every published task state. A task caught
+in that can never finish. Every published task state is written before its
+task is recorded in the task store (:mod:`ace_workers.published`), so a task
+the store holds as unfinished and Redis no longer knows, though it knew it
+before, is such a task. Every worker looks every few seconds and fails them
+with a sentence saying what happened; the waiting CLI and task-status then say
+FAILED. (A store may be shared by fleets on other Redis databases: a task this
+worker never saw its Redis know is not its to judge.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import bootsteps
+
+from ace_workers import published, runtime
+
+SWEEP_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """Remembers which unfinished tasks its Redis knew, to notice when it forgets them."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def sweep(self, client: Any, store: Any) -> list[str]:
+        """Fail every unfinished task Redis knew and no longer knows; return their ids."""
+        unfinished = store.unfinished()
+        known = published.known(client, unfinished) if unfinished else []
+        lost = [t for t, k in zip(unfinished, known, strict=True) if not k and t in self.seen]
+        for task_id in lost:
+            if store.fail(task_id, published.LOST_MESSAGE.format(task_id=task_id)):
+                log.error("task %s was lost with Redis's state; marked FAILED", task_id)
+        self.seen = {t for t, k in zip(unfinished, known, strict=True) if k}
+        return lost
+
+
+class LostTaskSweep(bootsteps.StartStopStep):
+    """Worker bootstep: sweep every few seconds in a background thread."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        if not str(worker.app.conf.broker_url).startswith(("redis://", "rediss://", "unix://")):
+            return  # tasks are published only with a Redis broker
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ace-sweep", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sweeper = Sweeper()
+        while not self._stop.wait(SWEEP_SECONDS):
+            try:
+                sweeper.sweep(runtime.redis(), runtime.store())
+            except Exception as exc:  # Redis or the store away: look again next time
+                log.warning("could not look for lost tasks: %s", exc)
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(SWEEP_SECONDS)
+            self._thread = None

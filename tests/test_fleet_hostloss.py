@@ -1,0 +1,227 @@
+"""A fleet that keeps going when a host dies, at the default settings.
+
+Each test holds the work where it wants it (a table locked on a node makes
+every query on it wait), kills a whole worker (main process and pool, as when
+its host dies) or lets a task outlast Redis's visibility timeout, then checks
+what a user would see: the same diff file as in-process, a final status, no
+work done twice. Nothing here lowers a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+import pytest
+from fleet_helpers import Fleet, wait_for
+
+from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
+
+TABLE = "hl_items"
+ROWS = 20000
+
+
+def _exec(pg_cluster, node: int, *statements: str) -> None:  # type: ignore[no-untyped-def]
+    with psycopg2.connect(pg_cluster.node_dsn(node)) as conn, conn.cursor() as cur:
+        for stmt in statements:
+            cur.execute(stmt)
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def items(pg_cluster):  # type: ignore[no-untyped-def]
+    for i in range(3):
+        _exec(pg_cluster, i, f"DROP TABLE IF EXISTS {TABLE}",
+              f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text, amount numeric(10,2))",
+              f"INSERT INTO {TABLE} SELECT g, 'item ' || g, g * 0.25 "
+              f"FROM generate_series(1, {ROWS}) g", f"ANALYZE {TABLE}")
+    _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = 'changed' WHERE id % 3001 = 0",
+          f"DELETE FROM {TABLE} WHERE id IN (5, 19999)")
+    _exec(pg_cluster, 2, f"INSERT INTO {TABLE} VALUES (0, 'below', 1), ({ROWS + 9}, 'above', 2)")
+    return f"public.{TABLE}"
+
+
+@contextmanager
+def locked(pg_cluster, nodes: tuple[int, ...], table: str = TABLE) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Hold ``table`` locked on these nodes: every query on it there waits."""
+    conns = []
+    try:
+        for node in nodes:
+            conn = psycopg2.connect(pg_cluster.node_dsn(node))
+            conn.cursor().execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            conns.append(conn)
+        yield
+    finally:
+        for conn in conns:
+            conn.rollback()
+            conn.close()
+
+
+def _store(fl: Fleet) -> TaskStore:
+    return TaskStore(fl.env["ACE_DATABASE_URL"])
+
+
+def _wait_done(fl: Fleet, task_id: str, timeout: float):  # type: ignore[no-untyped-def]
+    store = _store(fl)
+    wait_for(lambda: store.get(task_id).status in (COMPLETED, FAILED), timeout,
+             f"task {task_id} to finish", interval=0.2)
+    return store.get(task_id)
+
+
+def _diff_file(stdout: str) -> Path:
+    match = re.search(r"(?:Diffs|Diff summary) written to (\S+)", stdout)
+    assert match, stdout
+    return Path(match.group(1))
+
+
+def _reference(fl: Fleet, *args: str) -> dict:  # type: ignore[type-arg]
+    env = {k: v for k, v in fl.env.items() if k not in ("ACE_BROKER_URL", "ACE_RESULT_BACKEND")}
+    res = subprocess.run([sys.executable, "-m", "ace_api", *args],
+                         env={**env, "ACE_NO_PROGRESS": "1"}, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode in (0, 1), res.stderr
+    return json.loads(_diff_file(res.stdout).read_text())
+
+
+def _submit(fl: Fleet, *args: str) -> str:
+    res = fl.ace(*args, "--no-wait")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1]
+
+
+def _runner_of(fl: Fleet, marker: str, offsets: dict[str, int]) -> str | None:
+    for name in fl.names:
+        if marker in fl.log(name)[offsets[name]:]:
+            return name
+    return None
+
+
+def _succeeded(fl: Fleet, task_id: str) -> list[str]:
+    pattern = re.compile(rf"\[({re.escape(task_id)}(?:\.\w+)?)\] succeeded")
+    return [m.group(1) for n in fl.names for m in pattern.finditer(fl.log(n))]
+
+
+def test_a_task_longer_than_the_visibility_timeout_runs_once(fleet, items, pg_cluster):
+    """Redis hands out again a message unacknowledged for 45 s; its lease keeps it from running twice."""
+    reference = _reference(fleet, "table-diff", "testclus", items, "--block-rows=1000")
+    with locked(pg_cluster, (1,)):
+        task_id = _submit(fleet, "table-diff", "testclus", items, "--block-rows=1000")
+        wait_for(lambda: _store(fleet).get(task_id).status == RUNNING, 60, "the diff to start")
+        time.sleep(60)  # the running batches outlast the visibility timeout
+        assert _store(fleet).get(task_id).status == RUNNING
+    rec = _wait_done(fleet, task_id, 120)
+    assert rec.status == COMPLETED, rec.error
+    doc = json.loads(Path(rec.result["diff_file"]).read_text())
+    assert doc["diffs"] == reference["diffs"]
+    ran = _succeeded(fleet, task_id)
+    assert len(ran) == len(set(ran)), sorted(ran)  # no batch ran twice
+
+
+def test_a_worker_lost_while_planning_leaves_the_plan_to_another(fleet, items, pg_cluster):
+    reference = _reference(fleet, "table-diff", "testclus", items, "--block-rows=1000")
+    offsets = {n: len(fleet.log(n)) for n in fleet.names}
+    with locked(pg_cluster, (0, 1, 2)):  # planning reads the table on every node: it waits
+        task_id = _submit(fleet, "table-diff", "testclus", items, "--block-rows=1000")
+        marker = f"ace.table_diff[{task_id}] received"
+        wait_for(lambda: _runner_of(fleet, marker, offsets) is not None, 60, "a planner")
+        victim = _runner_of(fleet, marker, offsets)
+        assert victim is not None
+        time.sleep(0.5)
+        fleet.kill(victim)
+    started = time.monotonic()
+    try:
+        rec = _wait_done(fleet, task_id, 150)
+        assert rec.status == COMPLETED, rec.error
+        assert time.monotonic() - started < 90  # about a minute, plus the work
+        doc = json.loads(Path(rec.result["diff_file"]).read_text())
+        assert doc["diffs"] == reference["diffs"]
+    finally:
+        fleet.start_worker(victim)
+
+
+def test_a_worker_lost_mid_rerun_leaves_its_batches_to_another(fleet, items, pg_cluster):
+    diff = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
+    assert diff.returncode == 1, diff.stderr
+    diff_file = str(_diff_file(diff.stdout))
+    offsets = {n: len(fleet.log(n)) for n in fleet.names}
+    with locked(pg_cluster, (1,)):
+        task_id = _submit(fleet, "table-rerun", "testclus", items, f"--diff-file={diff_file}")
+        marker = f"ace.rerun_batch[{task_id}."
+        wait_for(lambda: _runner_of(fleet, marker, offsets) is not None, 60, "a rerun batch")
+        victim = _runner_of(fleet, marker, offsets)
+        assert victim is not None
+        time.sleep(0.5)
+        fleet.kill(victim)
+    try:
+        rec = _wait_done(fleet, task_id, 150)
+        assert rec.status == COMPLETED, rec.error
+        summary = rec.result["summary"]
+        assert summary["remaining"] == summary["previous_diff_rows"] > 0  # nothing was repaired
+    finally:
+        fleet.start_worker(victim)
+
+
+def test_a_repair_lost_with_its_worker_ends_on_its_own(fleet, pg_cluster):
+    for i in range(3):
+        _exec(pg_cluster, i, "DROP TABLE IF EXISTS hl_rep",
+              "CREATE TABLE hl_rep (id int PRIMARY KEY, v text)",
+              "INSERT INTO hl_rep SELECT g, 'v' || g FROM generate_series(1, 2000) g")
+    _exec(pg_cluster, 1, "DELETE FROM hl_rep WHERE id % 100 = 0")
+    _exec(pg_cluster, 2, "UPDATE hl_rep SET v = 'x' WHERE id % 250 = 0")
+    diff = fleet.ace("table-diff", "testclus", "public.hl_rep")
+    assert diff.returncode == 1, diff.stderr
+    diff_file = str(_diff_file(diff.stdout))
+    offsets = {n: len(fleet.log(n)) for n in fleet.names}
+    with locked(pg_cluster, (2,), table="hl_rep"):  # n2 may be repaired; n3 waits
+        task_id = _submit(fleet, "table-repair", "testclus", "public.hl_rep",
+                          f"--diff-file={diff_file}", "--source-of-truth=n1")
+        marker = f"ace.table_repair[{task_id}] received"
+        wait_for(lambda: _runner_of(fleet, marker, offsets) is not None, 60, "the repair")
+        victim = _runner_of(fleet, marker, offsets)
+        assert victim is not None
+        time.sleep(1)
+        fleet.kill(victim)
+    try:
+        rec = _wait_done(fleet, task_id, 150)
+        assert rec.status in (COMPLETED, FAILED)
+        if rec.status == COMPLETED:  # run again from its diff file: every node repaired
+            again = fleet.ace("table-diff", "testclus", "public.hl_rep")
+            assert again.returncode == 0, again.stdout
+    finally:
+        fleet.start_worker(victim)
+
+
+def test_lost_broker_state_fails_the_job_and_the_waiting_cli(fleet, items, pg_cluster,
+                                                              redis_server):
+    with locked(pg_cluster, (1,)):
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "ace_api", "table-diff", "testclus", items,
+             "--block-rows=1000"], env={**fleet.env, "ACE_NO_PROGRESS": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        store = _store(fleet)
+
+        def running() -> bool:
+            rows = [r for r in store.recent(5) if r.status == RUNNING]
+            return bool(rows)
+        wait_for(running, 60, "the diff to run")
+        task_id = next(r.task_id for r in store.recent(5) if r.status == RUNNING)
+        redis_server.restart()  # keeps nothing on disk, like ACE's own Redis settings
+        restarted = time.monotonic()
+        try:
+            out, err = cli.communicate(timeout=60)
+        finally:
+            cli.kill()
+    assert time.monotonic() - restarted < 60
+    assert cli.returncode == 2, out + err
+    # the workers ride out the restart; then the sweep (or the CLI) finds the job forgotten
+    assert "lost its queued work" in err and "submit the task again" in err, err
+    assert len(err.strip().splitlines()) == 2 and "Traceback" not in err
+    rec = _wait_done(fleet, task_id, 30)
+    assert rec.status == FAILED and "lost its queued work" in rec.error
