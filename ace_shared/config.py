@@ -16,8 +16,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ace_shared.diff.ranges import TASKS_PER_SLOT
 from ace_shared.errors import ConfigError
+
+TASKS_PER_SLOT = 4
+"""Automatic batching cuts a diff into this many tasks for each worker process.
+
+One task per range costs a broker round trip, a result write and task events for
+every few thousand rows, which on a busy fleet is a fifth of the work; one task
+per worker process leaves the whole fleet waiting for the slowest. A few tasks
+each keep the per-task cost small, and tapering them (see
+:func:`ace_shared.diff.ranges.tapered_sizes`) keeps the last ones short.
+"""
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 Every failure a user can cause or meet (bad input, an unreachable node, a table
 that does not fit) is an :class:`AceError` whose message is one plain sentence
-saying what is wrong and what to do. Front doors turn these into exit code 2
-(CLI) or ``{"error": ...}`` with :attr:`AceError.http_status` (API); anything
-that is not an ``AceError`` is a bug and is reported as such.
+saying what is wrong and what to do, and every one is defined here. Front doors
+turn these into exit code 2 (CLI) or ``{"error": ...}`` with a status code that
+the REST layer chooses by class (``ace_api.rest.errors``); the core knows
+nothing of HTTP. Anything that is not an ``AceError`` is a bug and is reported
+as such.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 class AceError(Exception):
     """Root of every error ACE reports to a user."""
-
-    http_status = 400
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -34,8 +34,6 @@ class BadOptionError(AceError):
 class NotFoundError(AceError):
     """A named cluster, node, table, task or file does not exist."""
 
-    http_status = 404
-
 
 class ClusterError(NotFoundError):
     """The cluster definition is missing or malformed."""
@@ -43,8 +41,6 @@ class ClusterError(NotFoundError):
 
 class NodeUnreachableError(AceError):
     """A node of the cluster could not be reached."""
-
-    http_status = 502
 
     def __init__(self, node: str, detail: str) -> None:
         super().__init__(f"Node {node} cannot be reached: {detail}. Check that it is running "
@@ -75,8 +71,6 @@ class FilterError(AceError):
 class PermissionDeniedError(AceError):
     """The caller's role lacks a privilege the operation needs."""
 
-    http_status = 403
-
 
 class DiffFileError(AceError):
     """A diff file is missing, unreadable, or belongs to something else."""
@@ -96,3 +90,35 @@ class BrokerUnreachableError(TaskError):
 
 class TaskNotRecordedError(TaskError):
     """A task was queued, but this process's task store could not record it (its worker will)."""
+
+
+class TaskFailedError(TaskError):
+    """A task on the fleet failed for a reason a user can act on; the message says which.
+
+    The job is already recorded as FAILED with this message when it is raised.
+    """
+
+
+class ExceptionBusyError(AceError):
+    """The Spock exception's rows are locked by another session."""
+
+
+class NodeSkippedError(NotFoundError):
+    """A node auto-repair cannot work on as it is set up (no Spock tables, say); it is skipped."""
+
+
+class NoReplicationError(AceError):
+    """The node runs no replication system ACE can read."""
+
+
+class NoFreeNameError(AceError):
+    """Every name ACE would give a new output file in a folder is taken."""
+
+
+class UnknownFormatError(BadOptionError):
+    """A report format other than the ones ACE writes was asked for."""
+
+
+class LocalClusterError(AceError):
+    """A node of a local test or demo cluster (``deploy/localcluster.py``) could not be
+    created, started, reached or stopped."""

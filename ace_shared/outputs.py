@@ -17,6 +17,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ace_shared.errors import NoFreeNameError
+
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 PRIVATE_UMASK = 0o077
@@ -64,4 +66,5 @@ def new_output_path(output_dir: Path, kind: str, prefix: str,
         path = folder / (f"{stem}.json" if n == 1 else f"{stem}_{n}.json")
         if create_private_file(path):
             return path
-    raise RuntimeError(f"no free {prefix} file name in {folder}")
+    raise NoFreeNameError(f"The folder {folder} has no free {prefix} file name left; "
+                          "move older files out of it and try again.")

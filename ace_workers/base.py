@@ -15,7 +15,7 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from ace_shared.errors import AceError
+from ace_shared.errors import AceError, TaskFailedError
 from ace_shared.tasks.store import TaskStore, record_submission
 from ace_workers import published, runtime
 from ace_workers.leases import LEASE_SECONDS, done_in, leases
@@ -25,15 +25,7 @@ DELIVERIES_KEY = "ace:deliveries"
 HELD_RETRY_SECONDS = LEASE_SECONDS // 2
 
 
-class AceTaskFailed(Exception):
-    """A task failed for a reason a user can act on; the message says which."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def fail_job(job_id: str, exc: BaseException) -> AceTaskFailed:
+def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
     """Record the job as FAILED with a plain message, and return the exception to raise."""
     # An unexpected error's text may quote values read from a database: name its kind only
     # (the worker's own log, readable by the operator alone, keeps the whole error).
@@ -42,7 +34,7 @@ def fail_job(job_id: str, exc: BaseException) -> AceTaskFailed:
     message = str(exc) if isinstance(exc, AceError) else (
         f"Unexpected error ({type(exc).__name__}); the worker's log has the details.")
     runtime.store().fail(job_id, message)
-    return AceTaskFailed(message)
+    return TaskFailedError(message)
 
 
 class AceTask(Task):
@@ -123,7 +115,7 @@ class AceTask(Task):
 
         Every ACE task id starts with its job's id (``td_...``, ``td_....b000042``).
         """
-        if isinstance(exc, AceTaskFailed):
+        if isinstance(exc, TaskFailedError):
             message = exc.message
         elif isinstance(exc, redis.ConnectionError):
             message = (f"Task {task_id} lost its connection to the task broker (Redis): {exc}. "

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ace_shared.diff.plan import work_dir_for
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError
 from ace_shared.nodes.ident import TableName
 from ace_shared.repsetdiff.tables import FAILED as TABLE_FAILED
@@ -69,10 +69,9 @@ def _fan_out(job_id: str, kind: str, partial: dict[str, Any], tables: list[Table
         except AceError as exc:
             early.append(failed(table.display, str(exc)))
     runtime.store().set_total(job_id, len(tables))
-    state = work_dir_for(settings, job_id) / "checks.json"
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"kind": kind, "partial": partial, "children": children,
-                                 "early": early, "output": output}))
+    state = WorkDir.for_task(settings.output_dir, job_id).write_checks_state(
+        {"kind": kind, "partial": partial, "children": children, "early": early,
+         "output": output})
     checks_collect.apply_async(args=[str(state)], task_id=f"{job_id}.collect", countdown=1)
     return {"task_id": job_id, "tables": len(tables)}
 

@@ -1,7 +1,9 @@
 """table-diff on the fleet: a chord of per-batch subtasks reduced into one diff file.
 
-``ace.table_diff`` checks the table and plans key ranges, writes the plan to
-the job's work folder and launches the chord: one ``ace.diff_ranges`` task per
+These tasks drive the same job pipeline as the in-process runner
+(:mod:`ace_shared.diff.job`); they only decide who runs each step.
+``ace.table_diff`` checks the table, plans and cuts the batches, saves the job
+in its work folder and launches the chord: one ``ace.diff_ranges`` task per
 batch of ranges (any worker on the queue may take it), then ``ace.merge_diff``.
 Subtasks return small dicts; their differing rows go to partial files in the
 shared output directory, and the merge reads the batches' own records from
@@ -11,26 +13,31 @@ after a worker died counts once.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from celery import chord, group
 
+from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
-from ace_shared.diff.differ import diff_batch, read_batch_result
-from ace_shared.diff.merge import merge_diff
-from ace_shared.diff.plan import prepare_diff, work_dir_for
-from ace_shared.diff.ranges import KeyRange, batches, split_by_sizes, tapered_sizes
+from ace_shared.diff.job import (
+    DiffJob,
+    collect_results,
+    load_job,
+    merge_job,
+    plan_job,
+    run_batch,
+    save_job,
+    saved_job,
+)
+from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec, validate_diff_request
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, AceTaskFailed, fail_job
+from ace_workers.base import AceTask, fail_job
 from ace_workers.counters import RedisPartCounter
 from ace_workers.slots import live_slots
 
@@ -39,58 +46,45 @@ PROGRESS_EVERY_SECONDS = 0.5
 _last_report = [0.0]  # when this worker process last reported progress
 
 
-def plan_path(work_dir: str) -> Path:
-    return Path(work_dir) / "plan.json"
-
-
 @app.task(name="ace.table_diff", bind=True, base=AceTask)
 def table_diff(self: AceTask, request: dict[str, Any],
                submission: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check and plan one diff, then hand its ranges to the fleet as a chord."""
+    """Check and plan one diff, then hand its batches to the fleet as a chord."""
     job_id, store = self.start_job(request, submission)
     settings = runtime.settings()
-    existing = plan_path(str(work_dir_for(settings, job_id)))
-    if existing.is_file():
-        # redelivered after its worker died: launch the same plan again, never a new one
-        saved = json.loads(existing.read_text())
-        spec, meta, work = saved["spec"], saved["meta"], saved["batches"]
-    else:
-        started = datetime.now(timezone.utc).isoformat()
-        try:
-            req = validate_diff_request(request, settings)
-        except AceError as exc:
-            raise fail_job(job_id, exc) from exc
-        nodes = (req.cluster_name, req.dbname, req.nodes, req.role)
-        try:
-            plan = prepare_diff(req, settings, job_id, sessions=runtime.sessions_for_nodes(*nodes))
-        except NodeUnreachableError as exc:
-            runtime.drop_sessions_for(*nodes)
-            raise fail_job(job_id, exc) from exc
-        except AceError as exc:
-            raise fail_job(job_id, exc) from exc
-        if req.batch_size:
-            groups = batches(plan.ranges, req.batch_size)
-        else:
-            slots = live_slots(runtime.redis())
-            groups = split_by_sizes(plan.ranges, tapered_sizes(
-                len(plan.ranges), slots, settings.TASKS_PER_WORKER_PROCESS))
-        store.set_total(job_id, len(plan.ranges))
-        spec = {**plan.spec.to_dict(), "batch_size": max(len(g) for g in groups)}
-        meta = {"max_cpu_ratio": req.max_cpu_ratio, "executor": "fleet", "output": req.output,
-                "started_at": started, "ranges_total": len(plan.ranges),
-                "batch_firsts": [g[0].index for g in groups]}
-        work = [[r.to_json() for r in g] for g in groups]
-        tmp = existing.with_name(existing.name + ".tmp")
-        tmp.write_text(json.dumps({"spec": spec, "meta": meta, "batches": work}))
-        tmp.replace(existing)
+    # redelivered after its worker died: launch the same plan again, never a new one
+    job = saved_job(settings.output_dir, job_id)
+    if job is None:
+        job = _plan(job_id, request, settings)
+        store.set_total(job_id, job.ranges_total)
+        save_job(job)
+    spec = job.spec.to_dict()
+    work = job.to_dict()["batches"]
     header = group(
         diff_ranges.si(spec, g).set(task_id=f"{job_id}.b{g[0][0]:06d}", argsrepr=_ranges_repr(g))
         for g in work
     )
-    body = merge_diff_task.si(spec["work_dir"]).set(task_id=f"{job_id}.merge")
-    body.link_error(diff_failed.si(spec["work_dir"], job_id))
+    body = merge_diff_task.si(job.spec.work_dir).set(task_id=f"{job_id}.merge")
+    body.link_error(diff_failed.si(job.spec.work_dir, job_id))
     chord(header)(body)
-    return {"task_id": job_id, "ranges": meta["ranges_total"], "batches": len(work)}
+    return {"task_id": job_id, "ranges": job.ranges_total, "batches": len(work)}
+
+
+def _plan(job_id: str, request: dict[str, Any], settings: Settings) -> DiffJob:
+    """Validate and plan on this worker's sessions; a failure fails the job in plain words."""
+    try:
+        req = validate_diff_request(request, settings)
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
+    nodes = (req.cluster_name, req.dbname, req.nodes, req.role)
+    try:
+        return plan_job(req, settings, job_id, runtime.sessions_for_nodes(*nodes),
+                        executor="fleet", fleet_slots=lambda: live_slots(runtime.redis()))
+    except NodeUnreachableError as exc:
+        runtime.drop_sessions_for(*nodes)
+        raise fail_job(job_id, exc) from exc
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
 
 
 def _ranges_repr(batch: list[Any]) -> str:
@@ -127,7 +121,7 @@ def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> 
 
     key_ranges = [KeyRange.from_json(r) for r in ranges]
     try:
-        result = diff_batch(spec, key_ranges, runtime.sessions_for(spec), budget, on_range_done)
+        result = run_batch(spec, key_ranges, runtime.sessions_for(spec), budget, on_range_done)
     except NodeUnreachableError as exc:
         runtime.drop_sessions(spec)
         raise fail_job(job_id, exc) from exc
@@ -139,26 +133,22 @@ def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> 
 @app.task(name="ace.merge_diff", bind=True, base=AceTask, max_retries=MERGE_WAIT_SECONDS)
 def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     """Reduce every batch's partial file, in range order, into the diff file."""
-    plan = json.loads(plan_path(work_dir).read_text())
-    spec = DiffSpec.from_dict(plan["spec"])
-    meta = plan["meta"]
-    job_id = spec.task_id
+    job = load_job(work_dir)
+    job_id = job.spec.task_id
     store = runtime.store()
     record = store.get(job_id)
     if record is not None and record.status in (COMPLETED, FAILED):
-        shutil.rmtree(work_dir, ignore_errors=True)
+        job.work.remove()
         return {"skipped": True}
-    results = [read_batch_result(work_dir, first) for first in meta["batch_firsts"]]
-    if any(r is None for r in results):
+    results = collect_results(job)
+    if results is None:
         # a batch's record is not there yet (its redelivered copy is still running)
         raise self.retry(countdown=1)
     try:
-        path, summary = merge_diff(spec, meta, results, meta["ranges_total"],  # type: ignore[arg-type]
-                                   runtime.settings().output_dir, meta["output"],
-                                   meta["started_at"])
+        path, summary = merge_job(job, results, runtime.settings().output_dir)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
-    store.set_progress(job_id, meta["ranges_total"])
+    store.set_progress(job_id, job.ranges_total)
     store.complete(job_id, {
         "diff_file": str(path),
         "total_rows": summary["total_rows_checked"],
@@ -174,8 +164,8 @@ def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
 @app.task(name="ace.diff_failed", base=AceTask)
 def diff_failed(work_dir: str, job_id: str) -> None:
     """Errback of the chord: no file is presented as complete; the job is FAILED."""
-    shutil.rmtree(work_dir, ignore_errors=True)
+    WorkDir(work_dir).remove()
     runtime.store().fail(job_id, "A part of the diff failed; see the workers' logs.")
 
 
-__all__ = ["table_diff", "diff_ranges", "merge_diff_task", "diff_failed", "AceTaskFailed"]
+__all__ = ["table_diff", "diff_ranges", "merge_diff_task", "diff_failed"]

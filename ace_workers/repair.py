@@ -9,19 +9,16 @@ temporary tables, so one task drives it.
 
 from __future__ import annotations
 
-import json
-import shutil
 from typing import Any
 
 from celery import chord, group
 
-from ace_shared.diff.differ import read_batch_result
 from ace_shared.diff.request import DiffSpec
 from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
-from ace_shared.rerun.plan import plan_path
-from ace_shared.rerun.run import finish_rerun, plan_rerun, run_table_rerun
+from ace_shared.rerun.plan import RerunPlan
+from ace_shared.rerun.run import collect_results, finish_rerun, plan_rerun, run_table_rerun
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import runtime
 from ace_workers.app import app
@@ -97,17 +94,18 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
 @app.task(name="ace.merge_rerun", bind=True, base=AceTask, max_retries=120)
 def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
     """Write the rerun's new diff file from its batches' partial files."""
-    plan = json.loads(plan_path(work_dir).read_text())
-    job_id = plan["spec"]["task_id"]
+    plan = RerunPlan.load(work_dir)
+    job_id = plan.spec.task_id
     store = runtime.store()
     record = store.get(job_id)
     if record is not None and record.status in (COMPLETED, FAILED):
-        shutil.rmtree(work_dir, ignore_errors=True)
+        plan.work.remove()
         return {"skipped": True}
-    if any(read_batch_result(work_dir, i) is None for i in plan["meta"]["parts"]):
+    results = collect_results(plan)
+    if results is None:
         raise self.retry(countdown=1)  # a redelivered batch is still running
     try:
-        path, summary = finish_rerun(work_dir, runtime.settings().output_dir)
+        path, summary = finish_rerun(work_dir, runtime.settings().output_dir, results)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
     store.complete(job_id, _rerun_result(path, summary))

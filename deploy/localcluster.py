@@ -72,6 +72,8 @@ from localauth import (
 from localtls import LocalTls, TlsError
 from psycopg2 import sql
 
+from ace_shared.errors import LocalClusterError
+
 log = logging.getLogger("localcluster")
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -94,10 +96,6 @@ local   all   all                      scram-sha-256
 host    all   all        127.0.0.1/32  scram-sha-256
 """
 TLS_DIR_ENV = "ACE_LOCAL_TLS_DIR"
-
-
-class ClusterError(RuntimeError):
-    """A node could not be created, started, reached or stopped."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ def find_pg_bin() -> Path:
     override = os.environ.get("ACE_PG_BIN")
     if override:
         if not (Path(override) / "pg_ctl").is_file():
-            raise ClusterError(f"ACE_PG_BIN={override} has no pg_ctl in it.")
+            raise LocalClusterError(f"ACE_PG_BIN={override} has no pg_ctl in it.")
         return Path(override)
     found = [Path(p) for p in glob.glob(PG_BIN_GLOB) if (Path(p) / "initdb").is_file()]
     if found:
@@ -149,7 +147,7 @@ def find_pg_bin() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path and (Path(on_path).parent / "initdb").is_file():
         return Path(on_path).parent
-    raise ClusterError("No PostgreSQL server found under /usr/lib/postgresql/*/bin: "
+    raise LocalClusterError("No PostgreSQL server found under /usr/lib/postgresql/*/bin: "
                        "run 'bash deploy/setup.sh' or 'apt-get install postgresql'.")
 
 
@@ -172,7 +170,7 @@ def free_ports(count: int, low: int, high: int) -> list[int]:
             ports.append(port)
             if len(ports) == count:
                 return sorted(ports)
-    raise ClusterError(f"Only {len(ports)} free ports in {low}-{high}, {count} needed.")
+    raise LocalClusterError(f"Only {len(ports)} free ports in {low}-{high}, {count} needed.")
 
 
 def _port_is_free(port: int) -> bool:
@@ -246,7 +244,7 @@ class LocalCluster:
         try:
             state = json.loads(state_path.read_text())
         except FileNotFoundError:
-            raise ClusterError(f"No cluster recorded at {state_path}; start it first.") from None
+            raise LocalClusterError(f"No cluster recorded at {state_path}; start it first.") from None
         return cls(Path(base_dir), name=name, ports=state["ports"],
                    timezones=state["timezones"] if any(state["timezones"]) else None,
                    dbname=state["dbname"], user=state["user"], password=state["password"],
@@ -261,7 +259,7 @@ class LocalCluster:
             try:
                 self.tls.ensure(self.user)
             except (TlsError, OSError) as exc:
-                raise ClusterError(f"The cluster's certificates could not be made: {exc}") \
+                raise LocalClusterError(f"The cluster's certificates could not be made: {exc}") \
                     from exc
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
                 list(pool.map(self._start_node, self.nodes))
@@ -391,7 +389,7 @@ class LocalCluster:
                                 "-l", str(node.log_file), "-w", "-t", str(START_TIMEOUT_S),
                                 "-s", "start"], check=False)
             if result.returncode != 0:
-                raise ClusterError(f"Node {node.name} (port {node.port}) did not start: "
+                raise LocalClusterError(f"Node {node.name} (port {node.port}) did not start: "
                                    f"{result.stderr.strip()}\n{self._log_tail(node)}")
         self._wait_ready(node)
         self._ensure_role_and_db(node)
@@ -403,7 +401,7 @@ class LocalCluster:
                             "-m", "fast", "-w", "-t", str(START_TIMEOUT_S), "-s", "stop"],
                            check=False)
         if result.returncode != 0 and self._live_pid(node) is not None:
-            raise ClusterError(f"Node {node.name} did not stop: {result.stderr.strip()}")
+            raise LocalClusterError(f"Node {node.name} did not stop: {result.stderr.strip()}")
 
     def _initdb(self, node: Node) -> None:
         if node.data_dir.exists():
@@ -494,7 +492,7 @@ class LocalCluster:
                 return
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"Node {node.name} does not accept connections: "
+                    raise LocalClusterError(f"Node {node.name} does not accept connections: "
                                        f"{exc}\n{self._log_tail(node)}") from exc
                 time.sleep(0.2)
 
@@ -542,7 +540,7 @@ class LocalCluster:
                 return
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"ACE's certificate cannot log in as {role} on node "
+                    raise LocalClusterError(f"ACE's certificate cannot log in as {role} on node "
                                        f"{self.nodes[index].name}: {exc}") from exc
                 time.sleep(0.1)
 
@@ -585,7 +583,7 @@ class LocalCluster:
         result = subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True,
                                 timeout=START_TIMEOUT_S * 2, check=False)
         if check and result.returncode != 0:
-            raise ClusterError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}")
+            raise LocalClusterError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}")
         return result
 
     def _write_state(self) -> None:
@@ -729,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.serve_role(args.role, repair=args.repair)
             log.info("ACE's certificate may now log in as %s%s", args.role,
                      " (and repair)" if args.repair else "")
-    except (ClusterError, ValueError) as exc:
+    except (LocalClusterError, ValueError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 2
 

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from ace_shared.diff.differ import DiffRecord
-from ace_shared.difffile.view import PartialsView
+from ace_shared.diff.partials import PartialsView
+from ace_shared.diff.workdir import DiffRecord
 
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
              "source", "track", "wbr"}

@@ -26,7 +26,7 @@ from diff_helpers import (
     table_diff,
 )
 
-from ace_shared.diff.filter import check_filter
+from ace_shared.nodes.filter import check_filter
 
 BASE_ROWS = [
     "CREATE TABLE {t} (id int PRIMARY KEY, name text, qty int)",

@@ -17,9 +17,10 @@ import psycopg2
 import pytest
 from reports_helpers import Element, parse_html, partials_view
 
+from ace_shared.diff.partials import PartialsView
 from ace_shared.difffile.csvreport import decode_field, encode_field
 from ace_shared.difffile.reports import write_report
-from ace_shared.difffile.view import PairRow, PartialsView
+from ace_shared.difffile.view import PairRow
 
 NODES = ["n1", "n2", "n3"]
 COLUMNS = [("id", "integer"), ("name", "text"), ("note", "text"), ("amount", "numeric(10,2)")]

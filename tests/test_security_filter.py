@@ -13,8 +13,8 @@ import psycopg2
 import pytest
 from api_helpers import run_sql
 
-from ace_shared.diff.filter import check_filter, check_filter_columns, parse_filter
 from ace_shared.errors import AceError, FilterError
+from ace_shared.nodes.filter import check_filter, check_filter_columns, parse_filter
 from ace_shared.nodes.ident import TableName
 
 
@@ -150,7 +150,7 @@ def test_columns_must_exist_and_have_built_in_types(pg_cluster: Any,
 
 
 def test_reports_show_the_filter_without_the_catalog_pins() -> None:
-    from ace_shared.diff.filter import display_filter
+    from ace_shared.nodes.filter import display_filter
 
     emitted = check_filter("id < 100 AND name NOT ILIKE 'row%' AND lower(x) IN ('a', 'b')")
     assert emitted is not None and "pg_catalog" in emitted

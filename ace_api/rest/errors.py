@@ -1,9 +1,9 @@
 """Every API error as ``{"error": "<one sentence>"}`` with the right status code.
 
-Three sources of errors meet here: :class:`AceError` from the core (which
-carries its own ``http_status``), HTTP errors raised by Flask, Werkzeug and
-flask-restx themselves (unknown URL, wrong method, unreadable body), and real
-faults. flask-restx answers its own errors as ``{"message": ...}``; the
+Three sources of errors meet here: :class:`AceError` from the core (its status
+code is chosen here, by class, from :data:`STATUS_BY_ERROR`: the core knows
+nothing of HTTP), HTTP errors raised by Flask, Werkzeug and flask-restx
+themselves (unknown URL, wrong method, unreadable body), and real faults. flask-restx answers its own errors as ``{"message": ...}``; the
 :class:`AceApi` subclass replaces that so a client meets one format only.
 """
 
@@ -16,11 +16,31 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from ace_shared.errors import AceError
+from ace_shared.errors import (
+    AceError,
+    ExceptionBusyError,
+    NodeUnreachableError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+
+STATUS_BY_ERROR: dict[type[AceError], int] = {
+    AceError: 400,
+    NotFoundError: 404,
+    PermissionDeniedError: 403,
+    ExceptionBusyError: 409,
+    NodeUnreachableError: 502,
+}
+"""The status code of each kind of core error; a class not listed takes its nearest parent's."""
 
 
 class ApiError(AceError):
-    """An error the API itself reports (not from the core), with its own status code."""
+    """An error the API itself reports (not from the core), with its own status code.
+
+    The one ACE error defined outside ``ace_shared.errors``: it is about HTTP
+    (a body that is not JSON, a queue the API cannot reach), which the core
+    never meets.
+    """
 
     def __init__(self, message: str, http_status: int) -> None:
         super().__init__(message)
@@ -44,10 +64,20 @@ def _http_message(exc: HTTPException) -> str:
     return description if description.endswith(".") else description + "."
 
 
+def status_for(exc: AceError) -> int:
+    """The status code for an ACE error: its own for :class:`ApiError`, else by class."""
+    if isinstance(exc, ApiError):
+        return exc.http_status
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return STATUS_BY_ERROR[AceError]
+
+
 def describe_error(exc: BaseException) -> tuple[int, str, dict[str, str]]:
     """The status code, message and extra headers to answer ``exc`` with."""
     if isinstance(exc, AceError):
-        return exc.http_status, exc.message, {}
+        return status_for(exc), exc.message, {}
     if isinstance(exc, HTTPException) and exc.code is not None:
         headers: dict[str, str] = {}
         if exc.code == 405:

@@ -22,7 +22,7 @@ import psycopg2
 import psycopg2.errors
 
 from ace_shared.config import Settings
-from ace_shared.errors import AceError, BadOptionError, NotFoundError
+from ace_shared.errors import BadOptionError, ExceptionBusyError, NotFoundError
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import connect, node_errors, node_targets
 
@@ -43,12 +43,6 @@ UPDATE_TRANSACTION = "UPDATE spock.exception_status" + _SET
 UPDATE_ALL_COMMANDS = "UPDATE spock.exception_status_detail" + _SET
 UPDATE_ONE_COMMAND = ("UPDATE spock.exception_status_detail" + _SET
                       + "\n   AND command_counter = %(command_counter)s")
-
-
-class ExceptionBusyError(AceError):
-    """The exception's rows are locked by another session."""
-
-    http_status = 409
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,13 @@ from psycopg2.extensions import connection
 
 from ace_shared.autorepair.insert import AppliedRows, repair_insert_conflict
 from ace_shared.autorepair.tables import (
-    NodeSkippedError,
     copy_new_exceptions,
     count_other_pending,
     detect_layout,
     pending_inserts,
 )
 from ace_shared.config import Settings
-from ace_shared.errors import AceError, NodeUnreachableError
+from ace_shared.errors import AceError, NodeSkippedError, NodeUnreachableError
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors, node_targets
 from ace_shared.repair.mode import has_spock_repair_mode

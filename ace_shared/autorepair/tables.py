@@ -25,7 +25,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
-from ace_shared.errors import NotFoundError
+from ace_shared.errors import NodeSkippedError
 
 LOG = sql.SQL("spock.exception_log")
 STATUS = sql.SQL("spock.exception_status")
@@ -33,10 +33,6 @@ DETAIL = sql.SQL("spock.exception_status_detail")
 TABLES = ("exception_log", "exception_status", "exception_status_detail")
 RETRY = "retry_errored_at"
 POLL_LOCK = 0x4143_4552  # advisory lock key held by a poll while it copies ("ACER")
-
-
-class NodeSkippedError(NotFoundError):
-    """A node auto-repair cannot work on as it is set up (no Spock tables, say); it is skipped."""
 
 
 @dataclass(frozen=True)

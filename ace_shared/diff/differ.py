@@ -12,14 +12,9 @@ the in-process pool and the Celery subtasks call; it knows nothing of either.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from psycopg2.extensions import cursor
@@ -29,50 +24,12 @@ from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange, split_range
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.rowlines import copy_lines, differing_lines, line_key
+from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
 LEAF_ROWS = 4000  # a sub-range this small is streamed whole rather than cut again
 FANOUT = SUBRANGES
-
-Row = dict[str, str | None]
-
-
-@dataclass
-class DiffRecord:
-    """One key whose row is not the same on every node; ``None`` where a node lacks it."""
-
-    key: Key
-    rows: dict[str, Row | None]
-
-    def to_json(self) -> str:
-        return json.dumps({"key": list(self.key), "rows": self.rows}, ensure_ascii=False,
-                          separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, line: str) -> DiffRecord:
-        d = json.loads(line)
-        return cls(tuple(d["key"]), d["rows"])
-
-
-@dataclass
-class BatchResult:
-    """What a batch reports back: small, so it can travel through any result backend."""
-
-    first_range: int
-    ranges_done: int
-    ranges_total: int
-    rows_checked: int
-    diff_keys: int
-    partial_path: str
-    stopped_early: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BatchResult:
-        return cls(**d)
 
 
 def _fetch(q: queries.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
@@ -303,71 +260,36 @@ def stream_chunks(subs: list[tuple[KeyRange, int]]) -> list[KeyRange]:
     return chunks
 
 
-def partial_path(work_dir: str, first_range: int) -> Path:
-    return Path(work_dir) / f"part_{first_range:09d}.jsonl"
-
-
 def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
                budget: DiffBudget, on_range_done: Callable[[str, int], None] | None = None,
                ) -> BatchResult:
     """Diff consecutive ranges, writing differing rows to one partial file by reference.
 
     ``on_range_done(part, ranges_done_in_part)`` reports progress idempotently
-    (see :mod:`budget`); ``part`` names the batch by its first range.
-
-    The partial file is written under a temporary name and renamed when the
-    batch ends, so a batch redelivered after its worker died simply rewrites it.
+    (see :mod:`budget`); ``part`` names the batch by its first range. The
+    partial file and the batch's record go to the job's work folder
+    (:mod:`~ace_shared.diff.workdir`), so a redelivered batch simply rewrites them.
     """
     differ = RangeDiffer(spec, sessions)
-    part = str(ranges[0].index)
-    final = partial_path(spec.work_dir, ranges[0].index)
-    tmp = final.with_name(final.name + f".{socket.gethostname()}.{os.getpid()}.tmp")
-    done = rows_checked = found = 0
+    work = WorkDir(spec.work_dir)
+    first = ranges[0].index
+    part = str(first)
+    done = rows_checked = 0
     stopped = False
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with work.partial_writer(first) as out:
         for rng in ranges:
             if budget.exhausted():
                 stopped = True
                 break
             records, checked = differ.diff_range(rng)
-            for rec in records:
-                fh.write(rec.to_json())
-                fh.write("\n")
+            out.write(records)
             rows_checked += checked
-            found += len(records)
             done += 1
             if records:
-                budget.record(part, found)
+                budget.record(part, out.count)
             if on_range_done is not None:
                 on_range_done(part, done)
-    os.replace(tmp, final)
-    result = BatchResult(ranges[0].index, done, len(ranges), rows_checked, found, str(final),
-                         stopped)
-    write_batch_result(result)
+    result = BatchResult(first, done, len(ranges), rows_checked, out.count,
+                         str(work.partial_path(first)), stopped)
+    work.write_batch_result(result)
     return result
-
-
-def batch_result_path(partial: str | Path) -> Path:
-    return Path(str(partial).removesuffix(".jsonl") + ".done.json")
-
-
-def write_batch_result(result: BatchResult) -> None:
-    """Record a finished batch beside its partial file, so a reducer can find every part."""
-    path = batch_result_path(result.partial_path)
-    tmp = path.with_name(path.name + f".{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result.to_dict()))
-    os.replace(tmp, path)
-
-
-def read_batch_result(work_dir: str, first_range: int) -> BatchResult | None:
-    path = batch_result_path(partial_path(work_dir, first_range))
-    if not path.is_file():
-        return None
-    return BatchResult.from_dict(json.loads(path.read_text()))
-
-
-def read_partial(path: str | Path) -> Iterator[DiffRecord]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield DiffRecord.from_json(line)

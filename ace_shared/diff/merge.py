@@ -8,16 +8,16 @@ file, and memory stays bounded. Here the summary is built and the writer called.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ace_shared.diff.differ import BatchResult
+from ace_shared.diff.partials import PartialsView
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.difffile.format import new_diff_path, write_diff_json
-from ace_shared.difffile.view import DiffView, PartialsView
+from ace_shared.difffile.view import DiffView
 
 
 def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
@@ -69,13 +69,18 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
 
 def merge_diff(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
                ranges_total: int, output_dir: Path, output: str, started_at: str,
-               keep_work: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Write the diff file (and CSV/HTML when asked) from the batches' partial files."""
+               keep_work: bool = False, extra: dict[str, Any] | None = None,
+               ) -> tuple[Path, dict[str, Any]]:
+    """Write the diff file (and CSV/HTML when asked) from the batches' partial files.
+
+    ``extra`` adds fields to the summary (a rerun's account of what it resolved).
+    """
     ordered = sorted(results, key=lambda r: r.first_range)
     view = PartialsView(spec.nodes, [{"name": c.name, "type": c.type_sql}
                                      for c in spec.shape.columns],
                         spec.shape.key, [r.partial_path for r in ordered])
     summary = build_summary(spec, meta, ordered, view, ranges_total, started_at)
+    summary.update(extra or {})
     path = new_diff_path(output_dir)
     summary["diff_file"] = str(path)
     if output in ("csv", "html"):
@@ -85,5 +90,5 @@ def merge_diff(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResu
         from ace_shared.difffile.reports import write_report
         write_report(Path(summary["report_file"]), view, summary, output)
     if not keep_work:
-        shutil.rmtree(spec.work_dir, ignore_errors=True)
+        WorkDir(spec.work_dir).remove()
     return path, summary

@@ -10,14 +10,12 @@ the work; correctness comes from the ranges covering the whole key space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
 from ace_shared.diff import queries
-from ace_shared.diff.filter import check_filter_columns
 from ace_shared.diff.ranges import (
     SUBRANGES,
     Key,
@@ -28,9 +26,10 @@ from ace_shared.diff.ranges import (
     sorted_everywhere,
 )
 from ace_shared.diff.request import DiffRequest, DiffSpec
-from ace_shared.errors import ConfigError
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import NodeTarget, node_targets
+from ace_shared.nodes.filter import check_filter_columns
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, read_shape, reconcile_shapes
 
@@ -127,39 +126,25 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
     return plan_ranges(cuts, parts, SUBRANGES), estimate
 
 
-def work_dir_for(settings: Settings, task_id: str) -> Path:
-    """The folder of a job's plan and partial files (in the shared output directory)."""
-    return Path(settings.output_dir) / "work" / task_id
-
-
 def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
-                 sessions: NodeSessions | None = None) -> DiffPlan:
-    """Check nodes and table, then plan the ranges; nothing is written but the work folder."""
-    dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
-                                      settings, request.role)
-    own = sessions is None
-    sessions = sessions or NodeSessions(targets)
-    try:
-        shape = read_common_shape(sessions, request.table)
-        if request.table_filter:
-            check_filter_on_nodes(sessions, shape, request.table_filter)
-        ranges, estimate = plan_boundaries(sessions, shape, request.block_rows,
-                                           request.table_filter)
-    finally:
-        if own:
-            sessions.close()
-    work_dir = work_dir_for(settings, task_id)
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"The output folder {settings.output_dir} cannot be written to "
-            f"({exc.strerror or exc}); set ACE_OUTPUT_DIR to a folder ACE may write in."
-        ) from exc
+                 sessions: NodeSessions) -> DiffPlan:
+    """Check the table on the sessions' nodes, then plan the ranges.
+
+    Nothing is written but the (empty) work folder. The nodes and database are
+    the sessions' own, so the cluster file is read once per plan, by whoever
+    opened the sessions.
+    """
+    shape = read_common_shape(sessions, request.table)
+    if request.table_filter:
+        check_filter_on_nodes(sessions, shape, request.table_filter)
+    ranges, estimate = plan_boundaries(sessions, shape, request.block_rows,
+                                       request.table_filter)
+    work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(
-        task_id=task_id, cluster_name=request.cluster_name, dbname=dbname,
-        nodes=tuple(t.node for t in targets), shape=shape, table_filter=request.table_filter,
-        block_rows=request.block_rows, batch_size=request.batch_size or 1,
-        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work_dir),
+        task_id=task_id, cluster_name=request.cluster_name,
+        dbname=sessions.targets[sessions.order[0]].dbname, nodes=tuple(sessions.order),
+        shape=shape, table_filter=request.table_filter, block_rows=request.block_rows,
+        batch_size=request.batch_size or 1, max_diffs=settings.MAX_ALLOWED_DIFFS,
+        role=request.role, work_dir=str(work),
     )
     return DiffPlan(spec, ranges, estimate)

@@ -16,6 +16,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ace_shared.config import TASKS_PER_SLOT
+
 Key = tuple[str, ...]
 
 SUBRANGES = 16  # sub-ranges a range is hashed in, and narrowed to, at each step
@@ -133,17 +135,6 @@ def batches(ranges: Sequence[KeyRange], batch_size: int) -> list[list[KeyRange]]
     """Group consecutive ranges, ``batch_size`` to a group (one task each)."""
     size = max(1, batch_size)
     return [list(ranges[i:i + size]) for i in range(0, len(ranges), size)]
-
-
-TASKS_PER_SLOT = 4
-"""Automatic batching cuts a diff into this many tasks for each worker process.
-
-One task per range costs a broker round trip, a result write and task events for
-every few thousand rows, which on a busy fleet is a fifth of the work; one task
-per worker process leaves the whole fleet waiting for the slowest. A few tasks
-each keep the per-task cost small, and tapering them (see :func:`tapered_sizes`)
-keeps the last ones short.
-"""
 
 
 def even_sizes(total: int, parts: int) -> list[int]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.diff.filter import check_filter
+from ace_shared.nodes.filter import check_filter
 from ace_shared.nodes.ident import TableName, parse_table_name
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
 from ace_shared.options import (

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ace_shared.atomicfile import atomic_text_file
-from ace_shared.diff.filter import display_filter
 from ace_shared.difffile.htmlassets import CSS, SCRIPT
 from ace_shared.difffile.view import DiffView, PairRow
+from ace_shared.nodes.filter import display_filter
 
 GRID_VALUE_CHARS = 60
 STATUS_WIDTH = "min(26rem, 45vw)"

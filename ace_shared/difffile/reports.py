@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ace_shared.difffile.view import DiffView
+from ace_shared.errors import UnknownFormatError
 
 
 def write_report(path: Path, view: DiffView, summary: dict[str, Any], fmt: str) -> Path:
@@ -17,5 +18,5 @@ def write_report(path: Path, view: DiffView, summary: dict[str, Any], fmt: str) 
         from ace_shared.difffile.htmlreport import write_html
         write_html(path, view, summary)
     else:
-        raise ValueError(fmt)
+        raise UnknownFormatError(f"Reports are written as csv or html, not {fmt!r}.")
     return path

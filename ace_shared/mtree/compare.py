@@ -9,7 +9,6 @@ file is the same format and table-repair and table-rerun take it unchanged.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,17 +18,12 @@ from psycopg2 import sql
 
 from ace_shared.config import Settings
 from ace_shared.diff import queries
-from ace_shared.diff.differ import (
-    BatchResult,
-    RangeDiffer,
-    partial_path,
-    write_batch_result,
-)
+from ace_shared.diff.differ import RangeDiffer
 from ace_shared.diff.local import pool_size
 from ace_shared.diff.merge import merge_diff
-from ace_shared.diff.plan import work_dir_for
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import leaves, objects
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
@@ -176,17 +170,16 @@ def diff_leaves(job: Job, spec: DiffSpec, ranges: list[KeyRange],
     stopped = spec.max_diffs > 0 and len(ordered) > spec.max_diffs
     if stopped:
         ordered = ordered[:spec.max_diffs]
-    path = partial_path(spec.work_dir, 0)
-    found = missing_on_first = 0
-    with open(path, "w", encoding="utf-8") as fh:
+    work = WorkDir(spec.work_dir)
+    missing_on_first = 0
+    with work.partial_writer(0) as out:
         for i in range(0, len(ordered), FETCH_KEYS):
-            for rec in differ.records_for_keys(ordered[i:i + FETCH_KEYS]):
-                fh.write(rec.to_json() + "\n")
-                found += 1
-                missing_on_first += rec.rows.get(job.nodes[0]) is None
-    result = BatchResult(0, len(ranges), len(ranges), leaf.first_held + missing_on_first, found,
-                         str(path), stopped)
-    write_batch_result(result)
+            records = differ.records_for_keys(ordered[i:i + FETCH_KEYS])
+            out.write(records)
+            missing_on_first += sum(rec.rows.get(job.nodes[0]) is None for rec in records)
+    result = BatchResult(0, len(ranges), len(ranges), leaf.first_held + missing_on_first,
+                         out.count, str(work.partial_path(0)), stopped)
+    work.write_batch_result(result)
     return result
 
 
@@ -204,17 +197,16 @@ def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
         tree = check_same_blocks(rows, shape)
         blocks, held = walk(job, key)
         ranges = leaf_ranges(job, shape, key, blocks)
-        work_dir = work_dir_for(settings, task_id)
-        work_dir.mkdir(parents=True, exist_ok=True)
+        work = WorkDir.for_task(settings.output_dir, task_id).create()
         spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
                         nodes=tuple(job.nodes), shape=shape, table_filter=None,
                         block_rows=tree.block_rows, batch_size=1,
                         max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
-                        work_dir=str(work_dir))
+                        work_dir=str(work))
         try:
             results = [diff_leaves(job, spec, ranges, progress)] if ranges else []
         except BaseException:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            work.remove()
             raise
         # rows in agreeing leaves, from the tree; the differing leaves count their own
         meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": "local",

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ace_shared.config import Settings
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.difffile.file import DiffFile
 from ace_shared.difffile.spool import RowSpool
 from ace_shared.nodes.cluster import Cluster
@@ -87,7 +88,8 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
                                            request.source_of_truth or diff.nodes[0])
         key = key or live_key
         columns = columns or live_columns
-    spool = RowSpool(diff, key or [], folder=settings.output_dir / "work") if diff.pairs else None
+    spool = (RowSpool(diff, key or [], folder=WorkDir.root(settings.output_dir))
+             if diff.pairs else None)
     try:
         works = _plan(request, spool, columns or []) if spool is not None else []
         chosen = tuple(cluster.node(w.node) for w in works)

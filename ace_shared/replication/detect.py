@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from psycopg2.extensions import cursor
 
-from ace_shared.errors import AceError
+from ace_shared.errors import NoReplicationError
 from ace_shared.nodes.each import on_each
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.replication.model import NodeReplication
@@ -24,10 +24,6 @@ SELECT to_regclass('spock.local_node') IS NOT NULL AND to_regclass('spock.replic
            SELECT 1 FROM pg_subscription
            WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
 """
-
-
-class NoReplicationError(AceError):
-    """The node runs no replication system ACE can read."""
 
 
 def detect_system(cur: cursor) -> str | None:

@@ -21,14 +21,13 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from ace_shared.diff.differ import BatchResult, DiffRecord, Row
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.workdir import BatchResult, DiffRecord, Row, WorkDir
 from ace_shared.errors import AceError
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
 from ace_shared.nodes.shape import TableShape
 from ace_shared.repair.queries import COPY_CHUNK, LineStream, copy_field
 from ace_shared.rerun.batch import write_partial
-from ace_shared.rerun.plan import read_keys
 
 KEYS_TABLE = "ace_rerun_keys"
 CHUNK_ROWS = 5000
@@ -37,9 +36,10 @@ _DONE = object()
 
 
 def _key_lines(spec: DiffSpec, key_batches: int) -> Iterator[str]:
+    work = WorkDir(spec.work_dir)
     ord_ = 0
     for index in range(key_batches):
-        for k in read_keys(spec.work_dir, index):
+        for k in work.read_keys(index):
             yield "\t".join([str(ord_)] + [copy_field(v) for v in k]) + "\n"
             ord_ += 1
 

@@ -4,16 +4,16 @@ The keys are every key the earlier diff file lists, on any pair. They are
 streamed from the file (through a SQLite spool that refuses a key listed
 twice for one node) into a temp table on the first node, and read back in the
 database's own form and order (each key cast to its column type, deduplicated,
-sorted, printed back as text) through a server-side cursor, so that a key written differently in an older file (``1.0`` for
-``1``) still matches, and the new diff file comes out in key order. The
-sorted keys are written to the job's work folder in batch files; workers
-(threads here, Celery subtasks on a fleet) read their batch from there, and
-the plan itself (``rerun_plan.json``) holds only small things.
+sorted, printed back as text) through a server-side cursor, so that a key
+written differently in an older file (``1.0`` for ``1``) still matches, and the
+new diff file comes out in key order. The sorted keys are written to the job's
+work folder in batch files (:mod:`~ace_shared.diff.workdir`); workers (threads
+here, Celery subtasks on a fleet) read their batch from there, and the plan
+itself holds only small things.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from psycopg2 import sql
 from ace_shared.config import Settings
 from ace_shared.diff.plan import read_common_shape
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.difffile.file import DiffFile, check_diff_shape
 from ace_shared.difffile.format import Key
 from ace_shared.difffile.spool import RowSpool
@@ -42,22 +43,28 @@ RERUN_BATCH_KEYS = 1000
 
 @dataclass
 class RerunPlan:
+    """A planned rerun: the job as workers see it, its batches (``parts``), and what the
+    merge needs (``meta``); kept in the work folder so any worker can take the next step.
+    """
+
     spec: DiffSpec
     parts: list[int]
     keys_total: int
     meta: dict[str, Any]
 
+    @property
+    def work(self) -> WorkDir:
+        return WorkDir(self.spec.work_dir)
 
-def plan_path(work_dir: str | Path) -> Path:
-    return Path(work_dir) / "rerun_plan.json"
+    def save(self) -> None:
+        self.work.write_rerun_plan({"spec": self.spec.to_dict(), "meta": self.meta})
 
-
-def keys_path(work_dir: str | Path, index: int) -> Path:
-    return Path(work_dir) / f"keys_{index:09d}.json"
-
-
-def read_keys(work_dir: str | Path, index: int) -> list[Key]:
-    return [tuple(k) for k in json.loads(keys_path(work_dir, index).read_text(encoding="utf-8"))]
+    @classmethod
+    def load(cls, work_dir: str | Path) -> RerunPlan:
+        saved = WorkDir(work_dir).read_rerun_plan()
+        meta = saved["meta"]
+        return cls(DiffSpec.from_dict(saved["spec"]), list(meta["parts"]),
+                   int(meta["previous_diff_rows"]), meta)
 
 
 def rerun_nodes(cluster: Cluster, diff: DiffFile) -> list[str]:
@@ -101,7 +108,7 @@ def _stage_keys(cur: Any, shape: TableShape, keys: Iterator[Key]) -> None:
 
 
 def write_sorted_keys(target: NodeTarget, shape: TableShape, keys: Iterator[Key],
-                      work_dir: Path, batch_keys: int) -> tuple[list[int], int]:
+                      work: WorkDir, batch_keys: int) -> tuple[list[int], int]:
     """Sort the keys on ``target`` and write them to batch files as they come back.
 
     The keys go to a temp table on the node by COPY, come back cast to their
@@ -120,9 +127,7 @@ def write_sorted_keys(target: NodeTarget, shape: TableShape, keys: Iterator[Key]
                     named.itersize = batch_keys
                     named.execute(canonical_sorted_keys_sql(shape))
                     while chunk := named.fetchmany(batch_keys):
-                        keys_path(work_dir, len(parts)).write_text(
-                            json.dumps([list(k) for k in chunk], ensure_ascii=False),
-                            encoding="utf-8")
+                        work.write_keys(len(parts), chunk)
                         parts.append(len(parts))
                         total += len(chunk)
             finally:
@@ -139,13 +144,12 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
                   task_id: str, sessions: NodeSessions, started_at: str) -> RerunPlan:
     """Check the table against the diff file, sort its keys, and write the batches and plan."""
     shape = read_common_shape(sessions, request.table)
-    work_dir = Path(settings.output_dir) / "work" / task_id
-    work_dir.mkdir(parents=True, exist_ok=True)
-    spool = RowSpool(diff, list(shape.key), keep_rows=False, folder=work_dir)
+    work = WorkDir.for_task(settings.output_dir, task_id).create()
+    spool = RowSpool(diff, list(shape.key), keep_rows=False, folder=work.path)
     try:
         check_diff_shape(diff, shape, sessions.order[0])  # (the spool's pass saw every row)
         batch_parts, keys_total = write_sorted_keys(
-            sessions.targets[sessions.order[0]], shape, spool.distinct_keys(), work_dir,
+            sessions.targets[sessions.order[0]], shape, spool.distinct_keys(), work,
             RERUN_BATCH_KEYS)
     finally:
         spool.close()
@@ -154,7 +158,7 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
         task_id=task_id, cluster_name=request.cluster_name,
         dbname=sessions.targets[sessions.order[0]].dbname, nodes=tuple(sessions.order),
         shape=shape, table_filter=None, block_rows=RERUN_BATCH_KEYS, batch_size=1,
-        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work_dir),
+        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work),
     )
     meta = {
         "operation": "table-rerun", "behavior": request.behavior, "rerun_of": str(diff.path),
@@ -162,6 +166,6 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
         "key_batches": len(batch_parts), "parts": parts, "started_at": started_at,
         "executor": "local",
     }
-    plan_path(work_dir).write_text(json.dumps({"spec": spec.to_dict(), "meta": meta}),
-                                   encoding="utf-8")
-    return RerunPlan(spec, parts, keys_total, meta)
+    plan = RerunPlan(spec, parts, keys_total, meta)
+    plan.save()
+    return plan
