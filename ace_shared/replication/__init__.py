@@ -1,0 +1,1 @@
+"""Replication metadata behind one small interface: Spock, pglogical or native publications."""
