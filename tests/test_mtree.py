@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 from diff_helpers import CLUSTER, NODES, AceRun, execute, on_every_node, query, run_ace
 
+from ace_shared.diff.ranges import KeyRange
 from ace_shared.mtree.leaves import levels_for
 from ace_shared.mtree.objects import tree_key
 from ace_shared.nodes.ident import TableName
@@ -289,3 +290,14 @@ def test_a_writers_search_path_cannot_redirect_the_tracking_trigger(pg_cluster: 
     diff = assert_same_diff("public.mt_path")
     assert sorted(int(r["id"]) for r in diff["diffs"]["n1/n2"]["n2"]) == [3, 200, 1000]
     on_every_node(pg_cluster, ["DROP SCHEMA mt_evil CASCADE"])
+
+
+def test_leaves_are_grouped_in_order_with_open_ends() -> None:
+    from ace_shared.mtree.build import group_leaves, leaf_lowers
+    cuts = [(str(i),) for i in range(1, 40)]
+    ranges = group_leaves(cuts, fanout=16)
+    assert leaf_lowers(ranges) == [None, *cuts]
+    assert ranges[0].lower is None and ranges[-1].upper is None
+    assert all(a.upper == b.lower for a, b in zip(ranges, ranges[1:], strict=False))
+    assert [len(r.inner) for r in ranges] == [15, 15, 7]
+    assert group_leaves([]) == [KeyRange(0, None, None, ())]

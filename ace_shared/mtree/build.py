@@ -18,7 +18,8 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
-from ace_shared.diff.plan import plan_boundaries
+from ace_shared.diff import queries
+from ace_shared.diff.plan import agreed_boundaries
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.mtree import leaves, objects
 from ace_shared.mtree.request import MtreeRequest
@@ -97,9 +98,33 @@ def run_build(request: MtreeRequest, settings: Settings,
         return build_tree(job, shape, progress)
 
 
+def group_leaves(cuts: list[Key], fanout: int = leaves.FANOUT) -> list[KeyRange]:
+    """Ranges of ``fanout`` consecutive leaves cut at ``cuts``: each range's inner cuts are
+    its leaves' boundaries, so one hashing query per range gives every leaf's hash."""
+    bounds: list[Key | None] = [None, *cuts, None]
+    out = []
+    for i, start in enumerate(range(0, len(bounds) - 1, fanout)):
+        end = min(start + fanout, len(bounds) - 1)
+        out.append(KeyRange(i, bounds[start], bounds[end], tuple(cuts[start:end - 1])))
+    return out
+
+
+def exact_cuts(job: Job, shape: TableShape, block_rows: int) -> list[Key]:
+    """Every ``block_rows``-th key of the node that holds the most rows, kept where every
+    node sorts it alike: leaves start even, so few need splitting soon after a build."""
+    counts = job.sessions.on_all(
+        lambda cur: (cur.execute(queries.sql.SQL("SELECT count(*) FROM {}").format(
+            queries.table_ref(shape))), cur.fetchone()[0])[1])
+    biggest = max(job.nodes, key=lambda n: counts[n])
+    query, params = queries.every_nth_key(shape, block_rows, None)
+    rows = job.sessions.on_one(biggest, lambda cur: (cur.execute(query, params),
+                                                     cur.fetchall())[1])
+    return agreed_boundaries(job.sessions, shape, [tuple(r) for r in rows])
+
+
 def build_tree(job: Job, shape: TableShape, progress: Progress | None = None) -> dict[str, Any]:
     block_rows = job.request.block_rows
-    ranges, _ = plan_boundaries(job.sessions, shape, block_rows * leaves.FANOUT, None)
+    ranges = group_leaves(exact_cuts(job, shape, block_rows))
     lowers = leaf_lowers(ranges)
     key = objects.tree_key(shape.table)
     total = len(ranges) * len(job.nodes)
