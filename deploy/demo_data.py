@@ -266,6 +266,22 @@ def dsns_from_cluster_json(path: Path) -> tuple[list[str], list[str]]:
     return dsns, names
 
 
+def grant_demo(dsns: Sequence[str], role: str) -> None:
+    """Let ``role`` read and repair the demo tables on every node (an API caller's rights)."""
+    from psycopg2 import sql
+    for dsn in dsns:
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn, conn.cursor() as cur:
+                who = sql.Identifier(role)
+                cur.execute(sql.SQL('GRANT USAGE ON SCHEMA public, "Sales" TO {}').format(who))
+                cur.execute(sql.SQL(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON public.customers, "
+                    f"{ORDER_ITEMS} TO {{}}").format(who))
+        finally:
+            conn.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load ACE's demo tables with known "
                                      "divergence into every node.")
@@ -274,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--dsn", action="append", help="libpq DSN of a node (repeat)")
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--order-items", type=int, default=50_000)
+    parser.add_argument("--grant-to", metavar="ROLE",
+                        help="also let this role read and repair the demo tables")
     args = parser.parse_args(argv)
 
     if args.cluster_json:
@@ -282,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dsns, names = args.dsn, None
     try:
         summaries = load_demo(dsns, names, args.customers, args.order_items)
+        if args.grant_to:
+            grant_demo(dsns, args.grant_to)
     except (psycopg2.Error, ValueError, RuntimeError) as exc:
         print(f"demo_data: {exc}".rstrip(), file=sys.stderr)
         return 2

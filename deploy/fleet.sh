@@ -20,6 +20,14 @@ export ACE_CLUSTER_DIR=${ACE_CLUSTER_DIR:-$ROOT/cluster}
 export ACE_OUTPUT_DIR=${ACE_OUTPUT_DIR:-$ROOT/out}
 # The task store where ACE keeps it by default: ace_tasks.db in the output directory.
 export ACE_DATABASE_URL=${ACE_DATABASE_URL:-sqlite:///$ACE_OUTPUT_DIR/ace_tasks.db}
+# Workers log in as API callers with ACE's certificate (docs/security.md): the demo cluster
+# made by deploy/setup.sh keeps its certificate authority and ACE's client certificate here.
+DEMO_TLS=$ROOT/.ace-local/demo/tls
+if [[ -f $DEMO_TLS/ace-client.crt && -z ${ACE_USER_CERT_FILE:-} ]]; then
+  export ACE_USE_CERT_AUTH=1 ACE_USER_CERT_FILE=$DEMO_TLS/ace-client.crt
+  export ACE_USER_KEY_FILE=$DEMO_TLS/ace-client.key
+  export ACE_DB_CA_CERT_FILE=${ACE_DB_CA_CERT_FILE:-$DEMO_TLS/ca.crt}
+fi
 # The API serves mutual TLS only; like docker-compose.yml, take its files from ./certs.
 if [[ -f $ROOT/certs/server.crt ]]; then
   export ACE_API_CERT_FILE=${ACE_API_CERT_FILE:-$ROOT/certs/server.crt}

@@ -113,11 +113,11 @@ fi
 say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434)"
 .venv/bin/python deploy/localcluster.py start --dir .ace-local --name demo \
   --ports 6432,6433,6434 --timezones UTC,America/New_York,Asia/Kolkata --cluster-dir cluster
-say "loading demo data"
-.venv/bin/python deploy/demo_data.py --cluster-json cluster/demo/demo.json
 # API callers act as their own role: ACE's certificate may log in as demo_caller (docs/security.md)
 .venv/bin/python deploy/localcluster.py serve-role --dir .ace-local --name demo \
   --role demo_caller --repair >/dev/null
+say "loading demo data (demo_caller may read and repair it)"
+.venv/bin/python deploy/demo_data.py --cluster-json cluster/demo/demo.json --grant-to demo_caller
 
 export ACE_CLUSTER_DIR=$ROOT/cluster  # where the demo cluster's JSON was just written
 export ACE_OUTPUT_DIR=${ACE_OUTPUT_DIR:-$ROOT/out}
