@@ -10,6 +10,7 @@ tests that run the CLI in-process mode are not switched to the fleet.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,18 @@ def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]
     })
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
+              ) -> Iterator[Fleet]:
+    """A Redis and workers of a test module's own, so its tasks meet no other module's."""
+    redis = RedisServer(workdir)
+    redis.start()
+    fleet = Fleet(workdir, fleet_env(redis, workdir), names=names, concurrency=concurrency)
+    try:
+        fleet.start()
+        yield fleet
+    finally:
+        fleet.stop()
+        redis.stop()

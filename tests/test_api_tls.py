@@ -21,7 +21,7 @@ from api_helpers import (
     run_sql,
     wait_for_final,
 )
-from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
+from fleet_helpers import Fleet, free_port, own_fleet
 from spock_fixtures import drop_spock, install_spock
 
 from ace_shared.tasks.store import PENDING, TaskStore
@@ -35,16 +35,8 @@ MISSING_ON_N2 = 1234
 @pytest.fixture(scope="module")
 def api_fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """A Redis and one worker of its own, so this module's tasks meet no other test's."""
-    workdir = tmp_path_factory.mktemp("api-fleet")
-    redis = RedisServer(workdir)
-    redis.start()
-    fleet = Fleet(workdir, fleet_env(redis, workdir), names=("api1",), concurrency=3)
-    try:
-        fleet.start()
+    with own_fleet(tmp_path_factory.mktemp("api-fleet"), ("api1",), concurrency=3) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
-        redis.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from api_helpers import ApiCerts, ApiServer, make_certs, run_sql, wait_for_final
 from diff_helpers import NODES, on_every_node
-from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
+from fleet_helpers import Fleet, free_port, own_fleet
 from spock_fixtures import drop_spock, install_spock_mesh
 
 TABLES = ("public.ck_same", "public.ck_diff", "public.ck_gone", "public.ck_nopk")
@@ -26,16 +26,8 @@ ROLE = "ck_reader"
 
 @pytest.fixture(scope="module")
 def checks_fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    workdir = tmp_path_factory.mktemp("checks-fleet")
-    redis = RedisServer(workdir)
-    redis.start()
-    fleet = Fleet(workdir, fleet_env(redis, workdir), names=("ck1", "ck2"))
-    try:
-        fleet.start()
+    with own_fleet(tmp_path_factory.mktemp("checks-fleet"), ("ck1", "ck2")) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
-        redis.stop()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg2
 import pytest
 from api_helpers import ApiCerts, ApiServer, make_certs, run_sql, wait_for_final
-from fleet_helpers import Fleet, RedisServer, fleet_env, free_port
+from fleet_helpers import Fleet, free_port, own_fleet
 
 CALLER = "sec_caller"
 SECRET = f"S3CRET-{uuid.uuid4().hex}"
@@ -121,16 +121,8 @@ def world(pg_cluster: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def sec_fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    workdir = tmp_path_factory.mktemp("sec-fleet")
-    redis = RedisServer(workdir)
-    redis.start()
-    fleet = Fleet(workdir, fleet_env(redis, workdir), names=("sec1",), concurrency=2)
-    try:
-        fleet.start()
+    with own_fleet(tmp_path_factory.mktemp("sec-fleet"), ("sec1",)) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
-        redis.stop()
 
 
 @pytest.fixture(scope="module")
