@@ -236,15 +236,20 @@ def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> 
     return q, params
 
 
-def _typed_order(shape: TableShape) -> sql.Composable:
-    """The keys of :func:`_keys_relation` in the table's key order, ties by position."""
-    order = []
+def _typed_keys(shape: TableShape) -> list[sql.Composable]:
+    """The keys of :func:`_keys_relation` cast back to their types, in their collations."""
+    out = []
     for i, c in enumerate(shape.key_columns):
         expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
         if c.collation_sql:
             expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
-        order.append(expr)
-    return sql.SQL(", ").join([*order, sql.SQL("u.ord")])
+        out.append(expr)
+    return out
+
+
+def _typed_order(shape: TableShape) -> sql.Composable:
+    """The keys of :func:`_keys_relation` in the table's key order, ties by position."""
+    return sql.SQL(", ").join([*_typed_keys(shape), sql.SQL("u.ord")])
 
 
 def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
@@ -268,13 +273,8 @@ def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
     """Positions of ``keys`` in the table's own key order (for merging nodes' keys)."""
     params: list[object] = []
     rel = _keys_relation(shape, keys, params)
-    order = []
-    for i, c in enumerate(shape.key_columns):
-        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
-        if c.collation_sql:
-            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
-        order.append(expr)
-    q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(rel, sql.SQL(", ").join(order))
+    q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(
+        rel, sql.SQL(", ").join(_typed_keys(shape)))
     return q, params
 
 
@@ -286,12 +286,8 @@ def sort_key_runs(shape: TableShape, keys: list[Key]) -> Query:
     """
     params: list[object] = []
     rel = _keys_relation(shape, keys, params)
-    typed = []
-    for i, c in enumerate(shape.key_columns):
-        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
-        if c.collation_sql:
-            expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
-        typed.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(f"s{i}")))
+    typed = [sql.SQL("{} AS {}").format(expr, sql.Identifier(f"s{i}"))
+             for i, expr in enumerate(_typed_keys(shape))]
     names = [sql.Identifier(f"s{i}") for i in range(len(shape.key_columns))]
     order = sql.SQL(", ").join([*names, sql.SQL("ord")])
     same = sql.SQL(" AND ").join(
