@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ace_shared.config import Settings
 from ace_shared.difffile.format import (
     METADATA_PREFIX,
     Key,
@@ -23,6 +24,7 @@ from ace_shared.difffile.format import (
     read_tail_summary,
 )
 from ace_shared.errors import DiffFileError
+from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape
 
@@ -207,6 +209,24 @@ def check_diff_nodes(diff: DiffFile, cluster_nodes: list[str], cluster_name: str
         if node not in cluster_nodes:
             raise DiffFileError(f"The diff file {diff.path} names node {node}, which is not in "
                                 f"cluster {cluster_name} (it has: {', '.join(cluster_nodes)}).")
+
+
+def open_for_table(settings: Settings, cluster_name: str, table: TableName,
+                   dbname: str | None, path: str | Path) -> tuple[Cluster, DiffFile]:
+    """The cluster and a diff file's summary, checked against each other.
+
+    What table-repair and table-rerun both need before they queue or run
+    anything: the file exists, was written for this cluster, database and
+    table, and names only nodes the cluster still has. Only the summary is
+    read (see :func:`load_diff_header`), so a front door stays small and
+    fast whatever the file's size; no database is touched.
+    """
+    cluster = load_cluster(settings.cluster_dir, cluster_name)
+    diff = load_diff_header(path)
+    check_diff_target(diff, cluster_name, table, dbname)
+    cluster.database(dbname or diff.database)
+    check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
+    return cluster, diff
 
 
 def check_diff_shape(diff: DiffFile, shape: TableShape, node: str) -> None:

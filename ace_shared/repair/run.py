@@ -79,7 +79,7 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
     """Repair a table from a diff file; return a small JSON-safe result."""
     started = datetime.now(timezone.utc)
     # the summary is enough to start; the one pass over the rows is the spool's
-    request, cluster, diff = load_repair_inputs(raw_options, settings, header_only=True)
+    request, cluster, diff = load_repair_inputs(raw_options, settings)
     dbname = request.dbname or diff.database
     key = diff.primary_key
     columns = [c["name"] for c in diff.columns] if diff.columns else None

@@ -12,14 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.difffile.file import (
-    DiffFile,
-    check_diff_nodes,
-    check_diff_target,
-    load_diff_file,
-    load_diff_header,
-)
-from ace_shared.nodes.cluster import Cluster, load_cluster
+from ace_shared.difffile.file import DiffFile, open_for_table
+from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.ident import TableName, parse_table_name
 from ace_shared.options import (
     CHOICE,
@@ -79,14 +73,11 @@ def check_rerun_options(raw: dict[str, Any], style: Style = "api") -> RerunReque
 
 
 def load_rerun_inputs(raw: dict[str, Any], settings: Settings,
-                      style: Style = "api",
-                      header_only: bool = False) -> tuple[RerunRequest, Cluster, DiffFile]:
+                      style: Style = "api") -> tuple[RerunRequest, Cluster, DiffFile]:
+    """Validate a request against its cluster and its diff file's summary."""
     request = check_rerun_options(raw, style)
-    cluster = load_cluster(settings.cluster_dir, request.cluster_name)
-    diff = (load_diff_header if header_only else load_diff_file)(request.diff_file)
-    check_diff_target(diff, request.cluster_name, request.table, request.dbname)
-    cluster.database(request.dbname or diff.database)
-    check_diff_nodes(diff, [n.name for n in cluster.nodes], cluster.name)
+    cluster, diff = open_for_table(settings, request.cluster_name, request.table,
+                                   request.dbname, request.diff_file)
     # workers may run elsewhere: hand on the file's absolute path
     return replace(request, diff_file=str(diff.path)), cluster, diff
 
@@ -95,9 +86,8 @@ def validate_rerun_request(raw: dict[str, Any], settings: Settings,
                            style: Style = "api") -> RerunRequest:
     """Check every option, the cluster and the diff file's summary; touches no database.
 
-    Only the summary is read (from the file's end, for this project's files), so
-    an API request stays small whatever the file's size; the rows are checked by
-    the work itself, which fails with a sentence naming the file if one is bad.
+    The rows are checked by the work itself, which fails with a sentence
+    naming the file if one is bad (see :func:`open_for_table`).
     """
-    request, _, _ = load_rerun_inputs(raw, settings, style, header_only=True)
+    request, _, _ = load_rerun_inputs(raw, settings, style)
     return request

@@ -113,7 +113,7 @@ def plan_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str) ->
     :func:`finish_rerun` with the work folder.
     """
     started = datetime.now(timezone.utc).isoformat()
-    request, cluster, diff = load_rerun_inputs(raw_options, settings, header_only=True)
+    request, cluster, diff = load_rerun_inputs(raw_options, settings)
     sessions = NodeSessions(_targets(request, cluster, diff, settings))
     try:
         plan = prepare_rerun(request, cluster, diff, settings, task_id, sessions, started)
@@ -137,7 +137,7 @@ def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: st
                     progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     """Re-check the keys of a diff file in this process; return the new diff file and summary."""
     started = datetime.now(timezone.utc).isoformat()
-    request, cluster, diff = load_rerun_inputs(raw_options, settings, header_only=True)
+    request, cluster, diff = load_rerun_inputs(raw_options, settings)
     targets = _targets(request, cluster, diff, settings)
     size = _pool_size(settings)
     sessions = NodeSessions(targets, threads_per_node=size)
