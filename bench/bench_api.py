@@ -4,7 +4,11 @@
 Starts its own local fleet (a ``redis-server`` on a free port, Celery workers
 and ``ace api`` over mutual TLS with a throwaway certificate authority), builds
 the small table ``bench_api_items`` on every node of a running cluster (one
-row differs on the second node), then runs two phases. In each, ``--clients``
+row differs on the second node) readable by the caller role ``--caller``
+(``demo_caller``, which ``deploy/setup.sh`` serves; the clients' certificate
+bears its name, and the workers log in as it with ACE's client certificate of
+the local cluster, ``.ace-local/<cluster>/tls`` or ``--cluster-tls``, unless
+``ACE_USER_CERT_FILE`` is set), then runs two phases. In each, ``--clients``
 pollers (threads spread over ``--client-processes`` processes, each with its
 own keep-alive TLS connection) connect at random moments over ``--ramp-up``
 seconds and then poll ``GET /ace/task-status/<id>`` for ``--seconds`` more,
@@ -19,13 +23,16 @@ each starting a poll every ``--poll-interval`` seconds:
 It prints latency percentiles (p50/p95/p99/max) and errors of the first poll
 of each client (its TLS handshake), of the polls during the ramp-up, of the
 steady state (the figure the 100 ms p99 target is about) and of the
-submissions; how many diffs were still running when the busy phase ended;
+submissions; the CPU time per steady-state poll spent by the API's processes
+and by the bench's own polling clients (which share the machine's cores, so
+a client heavier than the API would make the API look slower than it is); how many diffs were still running when the busy phase ended;
 the machine's load average; and whether no request failed and every task
 reached COMPLETED (exit code 1 otherwise).
 
 Usage::
 
-    ACE_CLUSTER_DIR=/tmp/acedev/cluster .venv/bin/python bench/bench_api.py --cluster dev
+    ACE_CLUSTER_DIR=/tmp/acedev/cluster .venv/bin/python bench/bench_api.py --cluster dev \
+        --cluster-tls /tmp/acedev/local/dev/tls
     .venv/bin/python bench/bench_api.py --clients 50 --seconds 10 --submissions 20
 
 Needs ``redis-server`` on the PATH and the dev extras (trustme, requests).
@@ -124,6 +131,7 @@ class Services:
         self.workdir = workdir
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.api_pgid = 0  # ace api's process group: its gunicorn master and workers
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"{name}.log", "ab") as log:
@@ -177,23 +185,50 @@ def session_for(pki: Pki) -> requests.Session:
     return s
 
 
-def build_table(cluster_dir: Path, cluster: str, rows: int) -> None:
+def build_table(cluster_dir: Path, cluster: str, rows: int, caller: str) -> None:
+    """The bench table on every node, readable by ``caller``; one row differs on the second."""
     targets = load_targets(cluster_dir, cluster)
     check_reachable(targets, cluster_dir, cluster)
 
     def build(target: object) -> None:
         conn = open_node(target)  # type: ignore[arg-type]
         with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (caller,))
+            if cur.fetchone() is None:
+                conn.close()
+                raise BenchError(
+                    f"The caller role {caller} does not exist on the cluster {cluster}; serve "
+                    f"it: deploy/localcluster.py serve-role --name {cluster} --role {caller}.")
             cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
             cur.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text)")
             cur.execute(f"INSERT INTO {TABLE} SELECT g, 'item ' || g "  # noqa: S608 - constants
                         "FROM generate_series(1, %s) g", (rows,))
+            cur.execute(f'GRANT SELECT ON {TABLE} TO "{caller}"')
         conn.close()
     on_each_node(targets, build)
     conn = open_node(targets[1])
     with conn.cursor() as cur:
         cur.execute(f"UPDATE {TABLE} SET label = 'differs' WHERE id = 1")  # noqa: S608
     conn.close()
+
+
+def node_login(args: argparse.Namespace) -> dict[str, str]:
+    """How the workers log in to the nodes as the caller: ACE's client certificate.
+
+    A task runs as its caller's role (docs/security.md); the local cluster lets
+    ACE's certificate, kept in its ``tls`` folder, log in as the roles it serves.
+    Settings already in the environment win.
+    """
+    if os.environ.get("ACE_USER_CERT_FILE"):
+        return {}
+    tls = Path(args.cluster_tls or REPO_ROOT / ".ace-local" / args.cluster / "tls")
+    if not (tls / "ace-client.crt").is_file():
+        raise BenchError(f"ACE's client certificate for the nodes is not in {tls}; give "
+                         "--cluster-tls (the local cluster's tls folder) or set "
+                         "ACE_USER_CERT_FILE, ACE_USER_KEY_FILE and ACE_DB_CA_CERT_FILE.")
+    return {"ACE_USE_CERT_AUTH": "1", "ACE_USER_CERT_FILE": str(tls / "ace-client.crt"),
+            "ACE_USER_KEY_FILE": str(tls / "ace-client.key"),
+            "ACE_DB_CA_CERT_FILE": str(tls / "ca.crt")}
 
 
 def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Services:
@@ -209,7 +244,7 @@ def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Service
            "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
            "ACE_API_CERT_FILE": str(pki.server[0]), "ACE_API_KEY_FILE": str(pki.server[1]),
            "ACE_CA_CERT_FILE": str(pki.ca_file),
-           "PYTHONPATH": str(REPO_ROOT)}
+           "PYTHONPATH": str(REPO_ROOT), **node_login(args)}
     services = Services(workdir, env)
     services.env["ACE_API_PORT"] = str(api_port)
     services.spawn("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
@@ -219,9 +254,9 @@ def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Service
         services.spawn(name, [PYTHON, "-m", "celery", "-A", "ace_workers", "worker", "-n",
                               f"{name}@%h", "-c", str(args.celery_concurrency),
                               "--without-mingle", "--without-gossip", "-l", "WARNING"])
-    services.spawn("api", [PYTHON, "-m", "ace_api", "api", "--port", str(api_port),
-                           "--workers", str(args.api_workers),
-                           "--threads", str(args.api_threads)])
+    services.api_pgid = services.spawn("api", [
+        PYTHON, "-m", "ace_api", "api", "--port", str(api_port),
+        "--workers", str(args.api_workers), "--threads", str(args.api_threads)]).pid
     probe = session_for(pki)
 
     def api_answers() -> bool:
@@ -256,7 +291,40 @@ class Window:
         return self.start + self.ramp
 
 
-PollFigures = tuple[list[float], list[float], list[float], dict[str, int]]
+PollFigures = tuple[list[float], list[float], list[float], dict[str, int], float]
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user and system) used so far by the live processes of group ``pgid``."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_over(window: Window, clock: Callable[[], float]) -> Callable[[], float]:
+    """Start measuring ``clock`` (CPU seconds) over the window's steady state; the
+    returned call waits for the window's end and gives the CPU seconds used in it."""
+    marks: list[float] = []
+
+    def mark() -> None:
+        for moment in (window.steady_from, window.end):
+            time.sleep(max(0.0, moment - time.time()))
+            marks.append(clock())
+    thread = threading.Thread(target=mark, daemon=True)
+    thread.start()
+
+    def used() -> float:
+        thread.join()
+        return marks[1] - marks[0]
+    return used
 
 
 class TaskIds:
@@ -294,14 +362,15 @@ def poll_for(base: str, pki: Pki, ids_file: Path, clients: int, window: Window,
     on ``http.client`` (a keep-alive connection, a few lines per request)
     rather than requests, whose own work per call is larger than the API's.
     Returns the first poll of each client (with its TLS handshake), the other
-    polls while clients were still connecting, the steady-state polls, and
-    errors by kind.
+    polls while clients were still connecting, the steady-state polls, errors
+    by kind, and the CPU seconds this process used in the steady state.
     """
     first: list[float] = []
     ramp: list[float] = []
     steady: list[float] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
+    cpu = cpu_over(window, time.process_time)
 
     def poller(n: int) -> None:
         host, port = base.removeprefix("https://").rsplit(":", 1)
@@ -339,15 +408,17 @@ def poll_for(base: str, pki: Pki, ids_file: Path, clients: int, window: Window,
         t.start()
     for t in threads:
         t.join()
-    return first, ramp, steady, errors
+    return first, ramp, steady, errors, cpu()
 
 
 def poll_phase(args: argparse.Namespace, name: str, base: str, pki: Pki,
-               ids_file: Path, submit: Callable[[], None] | None = None
+               ids_file: Path, api_pgid: int, submit: Callable[[], None] | None = None
                ) -> tuple[list[Latencies], Latencies]:
     """``args.clients`` pollers spread over ``args.client_processes`` processes; the
     figures of their first polls, of the ramp-up, and (last) of the steady state.
-    ``submit`` runs in a thread once every client is connected."""
+    ``submit`` runs in a thread once every client is connected. Prints the CPU
+    time per steady-state poll of the API (process group ``api_pgid``) and of
+    the polling clients."""
     first = Latencies(f"{name}: first poll of each client (with its TLS handshake)")
     ramp = Latencies(f"{name}: other polls while clients were still connecting")
     steady = Latencies(f"{name}: task-status polls, all clients connected")
@@ -356,6 +427,8 @@ def poll_phase(args: argparse.Namespace, name: str, base: str, pki: Pki,
               for i in range(procs)]
     start = time.time() + 1.0  # the child processes are up by then
     window = Window(start, args.ramp_up, start + args.ramp_up + args.seconds)
+    api_cpu = cpu_over(window, lambda: group_cpu_seconds(api_pgid))
+    client_cpu = 0.0
     with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
         futures = [pool.submit(poll_for, base, pki, ids_file, share, window,
                                args.poll_interval, i) for i, share in enumerate(shares)]
@@ -363,13 +436,18 @@ def poll_phase(args: argparse.Namespace, name: str, base: str, pki: Pki,
             time.sleep(max(0.0, window.steady_from - time.time()))
             submit()
         for future in futures:
-            *figures, errors = future.result()
+            *figures, errors, cpu = future.result()
+            client_cpu += cpu
             for stats, values in zip((first, ramp, steady), figures, strict=True):
                 stats.seconds += values
             for error, count in errors.items():
                 steady.errors[error] = steady.errors.get(error, 0) + count
     for stats, wall in ((first, args.ramp_up), (ramp, args.ramp_up), (steady, args.seconds)):
         print(stats.report(wall), flush=True)
+    polls = max(1, len(steady.seconds))
+    print(f"  CPU per steady-state poll: API {api_cpu() / polls * 1000:.2f} ms"
+          f"{' (with the submissions and their status writes)' if submit else ''}, "
+          f"polling clients {client_cpu / polls * 1000:.2f} ms", flush=True)
     return [first, ramp, steady], steady
 
 
@@ -421,7 +499,7 @@ def unfinished(base: str, pki: Pki, task_ids: list[str]) -> int:
                not in ("COMPLETED", "FAILED"))
 
 
-def run(args: argparse.Namespace, base: str, pki: Pki) -> bool:
+def run(args: argparse.Namespace, base: str, pki: Pki, api_pgid: int) -> bool:
     """Idle phase, then busy phase; print both; True if nothing failed."""
     submits = Latencies("table-diff submissions")
     warm = submit_diffs(args, base, pki, args.idle_tasks, submits)
@@ -431,7 +509,7 @@ def run(args: argparse.Namespace, base: str, pki: Pki) -> bool:
     print(f"idle fleet: {args.clients} clients polling {len(warm)} finished tasks every "
           f"{args.poll_interval}s; they connect over {args.ramp_up:.0f}s, then "
           f"{args.seconds:.0f}s all connected", flush=True)
-    idle_all, idle = poll_phase(args, "idle", base, pki, ids_file)
+    idle_all, idle = poll_phase(args, "idle", base, pki, ids_file, api_pgid)
 
     busy_ids: list[str] = []
 
@@ -445,7 +523,7 @@ def run(args: argparse.Namespace, base: str, pki: Pki) -> bool:
 
     print(f"busy fleet: the same clients; once all are connected, {args.submissions} "
           "table-diffs are queued and the clients poll those", flush=True)
-    busy_all, _ = poll_phase(args, "busy", base, pki, ids_file, submit_and_share)
+    busy_all, _ = poll_phase(args, "busy", base, pki, ids_file, api_pgid, submit_and_share)
     still = unfinished(base, pki, busy_ids)
     print(f"diffs still queued or running when the busy phase ended: {still} of "
           f"{len(busy_ids)}")
@@ -486,6 +564,10 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=0.5,
                         help="seconds between the starts of a client's polls")
     parser.add_argument("--rows", type=int, default=2000, help="rows of the diffed table")
+    parser.add_argument("--caller", default="demo_caller",
+                        help="the role the clients' certificate names (served on the cluster)")
+    parser.add_argument("--cluster-tls", default=None,
+                        help="the local cluster's tls folder (.ace-local/<cluster>/tls)")
     parser.add_argument("--api-workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--api-threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--celery-workers", type=int, default=1)
@@ -496,15 +578,15 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ace-bench-api-"))
     services: Services | None = None
     try:
-        build_table(Path(args.cluster_dir), args.cluster, args.rows)
-        pki = make_pki(workdir, "ace")
+        build_table(Path(args.cluster_dir), args.cluster, args.rows, args.caller)
+        pki = make_pki(workdir, args.caller)
         services = start_services(args, workdir, pki)
         base = f"https://127.0.0.1:{services.env['ACE_API_PORT']}"
         print("load average at the start: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         print(f"api {args.api_workers} workers x {args.api_threads} threads, "
               f"{args.celery_workers} celery worker(s) x {args.celery_concurrency}, "
               f"{args.rows}-row table", flush=True)
-        ok = run(args, base, pki)
+        ok = run(args, base, pki, services.api_pgid)
         print("OK: no request failed and every submitted task COMPLETED" if ok
               else "NOT OK: see the failures above")
         return 0 if ok else 1

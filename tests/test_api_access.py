@@ -11,6 +11,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,32 @@ def test_admins_see_every_task_and_only_admins_see_scheduled_ones(
     for cn in (ALICE, "ace"):
         assert _as_unknown(_status(api, cn, scheduled), scheduled) == \
             _as_unknown(_status(api, cn, UNKNOWN_ID), UNKNOWN_ID)
+
+
+def test_answered_polls_leave_no_access_log_line_and_refused_ones_do(
+        api: ApiServer, alice_diff: dict[str, Any]) -> None:
+    task_id = alice_diff["task_id"]
+    before = api.log.read_text(errors="replace")
+    session = api.session(ALICE)
+    for _ in range(20):
+        assert session.get(api.url(f"/ace/task-status/{task_id}"), timeout=10).ok
+        assert session.get(api.url("/ace/task-status"), params={"task_id": task_id},
+                           timeout=10).ok
+    assert _status(api, BOB, task_id).status_code == 404
+    outsider = _status(api, OUTSIDER, task_id)
+    assert outsider.status_code == 403 and "API_ALLOWED_CNS" in outsider.json()["error"]
+
+    def logged() -> list[str]:
+        return [line for line in api.log.read_text(errors="replace")[len(before):].splitlines()
+                if "task-status" in line]
+    deadline = time.monotonic() + 10  # written just after each answer
+    while time.monotonic() < deadline and not (
+            any(" 404 " in line for line in logged()) and any(" 403 " in line for line in logged())):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    lines = logged()
+    assert len(lines) == 2 and all(task_id in line for line in lines), lines
+    assert {" 404 " in line for line in lines} == {True, False}
 
 
 # --- repair and rerun ----------------------------------------------------------------------

@@ -4,7 +4,8 @@
 endpoints with their OpenAPI document (``/ace/swagger.json``, browsable at
 ``/ace/docs``), the ``{"error": ...}`` error format, and the client identity
 taken from the verified TLS client certificate (401 without one, 403 when the
-allow-list omits it).
+allow-list omits it). task-status polls are answered in front of Flask
+(:mod:`ace_api.rest.status`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import PeerCertIdentity, require_identity
 from ace_api.rest.errors import AceApi, register_error_handlers
 from ace_api.rest.resources import build_namespace
+from ace_api.rest.status import TaskStatusFastPath
 from ace_shared.config import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -38,7 +40,9 @@ def create_app(settings: Settings) -> Flask:
     api.add_namespace(build_namespace(settings))
     app.register_blueprint(blueprint)
     register_error_handlers(app)
-    require_identity(app, AccessPolicy.from_settings(settings))
+    policy = AccessPolicy.from_settings(settings)
+    require_identity(app, policy)
     app.extensions["ace_settings"] = settings
-    app.wsgi_app = PeerCertIdentity(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = PeerCertIdentity(  # type: ignore[method-assign]
+        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger))
     return app

@@ -19,15 +19,14 @@ from werkzeug.exceptions import MethodNotAllowed
 from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import caller
 from ace_api.rest.checks import CHECK_SUBMISSIONS
-from ace_api.rest.errors import ApiError
 from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
+from ace_api.rest.status import status_answer
 from ace_api.rest.submissions import submit_diff, submit_repair, submit_rerun
 from ace_shared.autorepair.exception_status import update_spock_exception
 from ace_shared.config import Settings
 from ace_shared.diff.request import TABLE_DIFF
-from ace_shared.errors import NotFoundError
 from ace_shared.options import Command
 from ace_shared.repair.request import TABLE_REPAIR
 from ace_shared.rerun.request import TABLE_RERUN
@@ -90,22 +89,12 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
 
 def _task_status(task_id: str | None, settings: Settings, policy: AccessPolicy
                  ) -> dict[str, Any]:
-    """One primary-key read of the task's row, without its options column.
-
-    Another caller's task answers exactly like a missing one, so a task id
-    tells nothing about tasks the caller may not see.
-    """
-    if not task_id or not task_id.strip():
-        raise ApiError("task_id is required.", 400)
-    record = TaskStore.from_settings(settings).get(task_id.strip(), with_options=False)
-    if record is None or not policy.may_see(caller(), record.requested_by):
-        raise NotFoundError(f"Task {task_id.strip()} is not known; check the task id the "
-                            "submission returned.")
-    return record.status_document()
+    return status_answer(TaskStore.from_settings(settings), policy, caller(), task_id)
 
 
 def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> None:
-    """``/task-status?task_id=...`` and ``/task-status/<task_id>``."""
+    """``/task-status?task_id=...`` and ``/task-status/<task_id>``: documented here;
+    their GETs are answered by :mod:`ace_api.rest.status` before Flask sees them."""
     policy = AccessPolicy.from_settings(settings)
     status_errors = _document_errors(ns, models, _COMMON_ERRORS)
 

@@ -14,6 +14,12 @@ next connection without a restart (see :func:`reused_context`).
 Workers are gthread workers by default: a polling client keeps its TLS
 connection open between requests instead of paying a handshake each time.
 ``--threads 1`` selects the sync worker; both hand the TLS socket to the app.
+
+Polling is most of what the API serves (``bench/bench_api.py``: 200 clients,
+400 task-status polls a second), so nothing is done per poll that need not be:
+the answer is one row read (:mod:`ace_api.rest.status`), a successful poll
+writes no access-log line (:class:`QuietPollsLogger`), and the workers'
+heartbeat file lives in memory (``/dev/shm``) where there is one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
+from ace_api.rest.status import STATUS_PATH
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
@@ -40,6 +48,9 @@ REQUEST_TIMEOUT_SECONDS = 60
 # clients that poll about every 2 s: the server closes the connection just as the
 # client reuses it. A long wait keeps pollers on one TLS session.
 KEEPALIVE_SECONDS = 75
+# gunicorn workers touch a heartbeat file on every turn of their loop; in memory
+# where possible (a file on an overlay or network file system can stall them).
+HEARTBEAT_DIR = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,23 @@ def reused_context(files: TlsFiles) -> Any:
     return ssl_context
 
 
+class QuietPollsLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, without an access-log line for each answered task-status poll.
+
+    Hundreds of clients polling twice a second would write hundreds of lines a
+    second, burying every other request, and formatting them cost about a
+    tenth of a poll's CPU. Polls answered with an error (4xx, 5xx) are logged,
+    as is every other request.
+    """
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any],
+               request_time: Any) -> None:
+        if (getattr(resp, "status_code", 500) < 400
+                and environ.get("PATH_INFO", "").startswith(STATUS_PATH)):
+            return
+        super().access(resp, req, environ, request_time)
+
+
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
                      threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """gunicorn's settings for the API: mutual TLS always on."""
@@ -159,6 +187,8 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
         "keepalive": KEEPALIVE_SECONDS,
         "accesslog": "-",
         "errorlog": "-",
+        "logger_class": QuietPollsLogger,
+        "worker_tmp_dir": HEARTBEAT_DIR if Path(HEARTBEAT_DIR).is_dir() else None,
         "proc_name": "ace-api",
         "control_socket_disable": True,
         "preload_app": False,
