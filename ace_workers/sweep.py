@@ -9,6 +9,9 @@ before, is such a task. Every worker looks every few seconds and fails them
 with a sentence saying what happened; the waiting CLI and task-status then say
 FAILED. (A store may be shared by fleets on other Redis databases: a task this
 worker never saw its Redis know is not its to judge.)
+
+The same look also finds the diff and rerun jobs whose batches are all done
+but whose merge never came, and sends it again (:mod:`ace_workers.mergewatch`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from celery import bootsteps
 
 from ace_workers import published, runtime
+from ace_workers.mergewatch import MergeWatch, SendMerge
 
 SWEEP_SECONDS = 5.0
 
@@ -29,11 +33,15 @@ log = logging.getLogger(__name__)
 class Sweeper:
     """Remembers which unfinished tasks its Redis knew, to notice when it forgets them."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_merge: SendMerge | None = None,
+                 merges: MergeWatch | None = None) -> None:
         self.seen: set[str] = set()
+        self.send_merge = send_merge
+        self.merges = merges or MergeWatch()
 
     def sweep(self, client: Any, store: Any) -> list[str]:
-        """Fail every unfinished task Redis knew and no longer knows; return their ids."""
+        """Fail every unfinished task Redis knew and no longer knows; return their ids.
+        Then send the merge of any job still waiting for one."""
         unfinished = store.unfinished()
         known = published.known(client, unfinished) if unfinished else []
         lost = [t for t, k in zip(unfinished, known, strict=True) if not k and t in self.seen]
@@ -41,7 +49,21 @@ class Sweeper:
             if store.fail(task_id, published.LOST_MESSAGE.format(task_id=task_id)):
                 log.error("task %s was lost with Redis's state; marked FAILED", task_id)
         self.seen = {t for t, k in zip(unfinished, known, strict=True) if k}
+        if self.send_merge is not None:
+            self.merges.check(client, runtime.settings().output_dir,
+                              [t for t, k in zip(unfinished, known, strict=True) if k],
+                              self.send_merge)
         return lost
+
+
+def send_merge(task_name: str, work_dir: str, job_id: str) -> None:
+    """Queue a job's merge under its own task id, failing the job if it fails (as the chord's)."""
+    from ace_workers.app import get_app  # the app's module builds this sweep: import late
+
+    app = get_app()
+    app.send_task(task_name, args=[work_dir], task_id=f"{job_id}.merge",
+                  link_error=app.signature("ace.diff_failed", args=(work_dir, job_id),
+                                           immutable=True))
 
 
 class LostTaskSweep(bootsteps.StartStopStep):
@@ -62,7 +84,7 @@ class LostTaskSweep(bootsteps.StartStopStep):
         self._thread.start()
 
     def _run(self) -> None:
-        sweeper = Sweeper()
+        sweeper = Sweeper(send_merge)
         while not self._stop.wait(SWEEP_SECONDS):
             try:
                 sweeper.sweep(runtime.redis(), runtime.store())

@@ -101,15 +101,17 @@ class Fleet:
         path = self.log_path(name)
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def start_worker(self, name: str) -> None:
+    def start_worker(self, name: str, celery: list[str] = CELERY,
+                     extra_env: dict[str, str] | None = None) -> None:
+        """Start worker ``name``; ``celery`` is the command that runs Celery's CLI."""
         path = self.log_path(name)
         offset = path.stat().st_size if path.exists() else 0
         log = open(path, "ab")  # noqa: SIM115 (the worker writes it for its whole life)
         self.procs[name] = subprocess.Popen(
-            [*CELERY, "worker", "-n", f"{name}@%h", "-c", str(self.concurrency), "-E",
+            [*celery, "worker", "-n", f"{name}@%h", "-c", str(self.concurrency), "-E",
              "--without-mingle", "--without-gossip", "-l", "INFO"],
-            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=self.workdir, env={**self.env, **(extra_env or {})}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: "ready." in path.read_text(errors="replace")[offset:], 60,
                  f"worker {name} to be ready")
 

@@ -188,6 +188,17 @@ class WorkDir:
             return None
         return [r for r in found if r is not None]
 
+    def batches_recorded_at(self, firsts: Iterable[int]) -> float | None:
+        """When the last of these batches recorded its result (the newest record's time),
+        or None while any record is missing. Only looks at the files, never reads them."""
+        newest = 0.0
+        for first in firsts:
+            try:
+                newest = max(newest, self.batch_result_path(first).stat().st_mtime)
+            except OSError:
+                return None
+        return newest
+
     # -- plans ----------------------------------------------------------------------------
 
     def _read_json(self, name: str) -> Any:
@@ -201,6 +212,9 @@ class WorkDir:
 
     def read_diff_plan(self) -> dict[str, Any]:
         return dict(self._read_json(DIFF_PLAN))
+
+    def has_rerun_plan(self) -> bool:
+        return (self.path / RERUN_PLAN).is_file()
 
     def write_rerun_plan(self, plan: dict[str, Any]) -> None:
         _write_atomically(self.path / RERUN_PLAN, json.dumps(plan))

@@ -1,0 +1,108 @@
+"""Chords whose merge never came: every batch recorded, the job unfinished, no merge anywhere.
+
+A diff or rerun on the fleet is a Celery chord: the worker that counts the
+last batch sends the merge. A worker that dies between counting and sending
+(its host gone) leaves a job whose batches are all done and whose merge no
+one will send: depending on Celery's version, the redelivered copy of that
+batch may send it or may find the chord already counted and send nothing.
+(Celery 5.7 sends it once the batch's message comes back, after the
+visibility timeout and the batch done again; older versions allowed by
+ACE's requirements never do.) So ACE does not rely on it. Every worker's sweep (:mod:`ace_workers.sweep`)
+also looks at the unfinished diff and rerun jobs: one whose every batch has
+recorded its result in the work folder at least :data:`MERGE_GRACE_SECONDS`
+ago, and whose merge task neither runs (no lease) nor has finished, gets its
+merge sent again under the merge's own task id.
+
+Sending it twice is harmless: a copy of a merge that is running waits for its
+lease, one that finished changes nothing (its done mark), and a merge of a
+finished job only tidies its folder. One worker of the fleet sends it per
+grace period (a Redis key taken with NX), so a merge merely queued behind a
+long backlog gets at most one extra copy a period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ace_shared.diff.job import load_job
+from ace_shared.diff.workdir import WorkDir
+from ace_shared.rerun.plan import RerunPlan
+from ace_workers.leases import done_in, lease_key
+
+# How long after its last batch's record a job's merge must have begun. A merge is
+# sent the moment the last batch is counted, so this only needs to outlast a merge
+# queued behind other work; shorter than the visibility timeout (45 s), so a lost
+# merge is sent before even the dead worker's own messages come back.
+MERGE_GRACE_SECONDS = 30
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChordJob:
+    """What the watch needs of a job's plan: where its batches record, and its merge."""
+
+    work_dir: str
+    firsts: tuple[int, ...]
+    merge_task: str
+
+
+def chord_job(output_dir: str | Path, task_id: str) -> ChordJob | None:
+    """The job's chord as its saved plan describes it; None if it has none (yet, or at all)."""
+    work = WorkDir.for_task(output_dir, task_id)
+    try:
+        if work.has_diff_plan():
+            job = load_job(work.path)
+            return ChordJob(str(work.path), tuple(job.meta["batch_firsts"]), "ace.merge_diff")
+        if work.has_rerun_plan():
+            plan = RerunPlan.load(work.path)
+            if plan.meta.get("behavior") == "hostdb":  # one task, no chord
+                return None
+            return ChordJob(str(work.path), tuple(plan.parts), "ace.merge_rerun")
+    except (OSError, ValueError, KeyError):  # being written or removed right now
+        return None
+    return None
+
+
+SendMerge = Callable[[str, str, str], None]  # (task name, work dir, job id)
+
+
+class MergeWatch:
+    """Per worker process: the plans of the unfinished jobs it has looked at, read once."""
+
+    def __init__(self, grace_seconds: float = MERGE_GRACE_SECONDS) -> None:
+        self.grace = grace_seconds
+        self._jobs: dict[str, ChordJob | None] = {}
+
+    def check(self, client: Any, output_dir: str | Path, unfinished: Iterable[str],
+              send: SendMerge, now: float | None = None) -> list[str]:
+        """Send the merge of every unfinished job that waits for one; their ids."""
+        now = time.time() if now is None else now
+        current = list(unfinished)
+        self._jobs = {t: self._jobs[t] for t in current if t in self._jobs}
+        sent = []
+        for task_id in current:
+            if task_id not in self._jobs or self._jobs[task_id] is None:
+                self._jobs[task_id] = chord_job(output_dir, task_id)
+            job = self._jobs[task_id]
+            if job is None:
+                continue
+            recorded = WorkDir(job.work_dir).batches_recorded_at(job.firsts)
+            if recorded is None or now - recorded < self.grace:
+                continue
+            merge_id = f"{task_id}.merge"
+            if client.exists(lease_key(merge_id)) or done_in(client, merge_id) is not None:
+                continue  # running now, or finished (the job's row is about to say so)
+            if not client.set(f"ace:merge-resent:{task_id}", "1", nx=True,
+                              ex=int(self.grace)):
+                continue  # another worker sent it in this period
+            log.warning("job %s: every batch was done %.0f s ago and its merge never came "
+                        "(its worker died?); sending the merge again", task_id, now - recorded)
+            send(job.merge_task, job.work_dir, task_id)
+            sent.append(task_id)
+        return sent
