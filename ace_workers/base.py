@@ -9,6 +9,7 @@ the next worker that gets it, a bounded number of times.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -23,6 +24,16 @@ from ace_workers.leases import LEASE_SECONDS, done_in, leases
 DELIVERIES_KEY = "ace:deliveries"
 # a copy of a running task comes back this much later (well inside the visibility timeout)
 HELD_RETRY_SECONDS = LEASE_SECONDS // 2
+# The longest countdown a task message is sent with. A worker holds a message that
+# waits for its countdown unacknowledged, and Redis hands it to another worker
+# once the visibility timeout (45 s) has passed: a longer wait would be handed
+# round, one more copy every 45 s. Longer waits are a chain of these.
+MAX_COUNTDOWN_SECONDS = 30
+
+
+def countdown_until(due: float) -> float:
+    """The countdown to send a message with for a task due at ``due`` (epoch seconds)."""
+    return max(0.0, min(float(MAX_COUNTDOWN_SECONDS), due - time.time()))
 
 
 def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
@@ -90,6 +101,14 @@ class AceTask(Task):
             raise fail_job(task_id.split(".", 1)[0], AceError(
                 f"Task {task_id} was started {count} times and its worker died each "
                 "time; giving up. Check the workers' logs and memory limits."))
+
+    def wait_until(self, due: float) -> None:
+        """Come back at ``due`` (epoch seconds) if it is still ahead: retries itself in
+        countdowns of at most :data:`MAX_COUNTDOWN_SECONDS`, holding no worker meanwhile.
+        These waits do not count against the task's retries."""
+        if time.time() < due:
+            raise self.retry(countdown=countdown_until(due),
+                             max_retries=self.request.retries + 1)
 
     def start_job(self, options: dict[str, Any],
                   submission: dict[str, Any] | None) -> tuple[str, TaskStore]:

@@ -5,11 +5,15 @@ then heals. So after the schedule's ``rerun_after`` delay, the differences are
 checked again (a table-diff's rows by table-rerun, a repset-diff's differing
 tables by a repset-diff limited to them), and a ``scheduled-recheck`` row in
 the task store records the verdict: ``persisted`` true only for differences
-still there. Both tasks wait by retrying themselves, never holding a worker.
+still there. Both tasks wait by retrying themselves in countdowns of at most
+half a minute (:meth:`~ace_workers.base.AceTask.wait_until`), never holding a
+worker, and never holding a message longer than Redis's visibility timeout
+(which would hand it round to the other workers, a copy every 45 s).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ace_shared.checks.options import split_names
@@ -22,17 +26,21 @@ from ace_workers.app import app
 from ace_workers.base import AceTask
 
 WAIT_SECONDS = 5
-MAX_WAITS = 6 * 3600 // WAIT_SECONDS
+MAX_WAIT_SECONDS = 6 * 3600
+MAX_WAITS = MAX_WAIT_SECONDS // WAIT_SECONDS
 
 
-def _finished(self: AceTask, task_id: str) -> TaskRecord | None:
-    """The task's record once finished; retries the calling task until then (bounded)."""
+def _finished(self: AceTask, task_id: str, since: float | None) -> TaskRecord | None:
+    """The task's record once finished; retries the calling task until then, for at
+    most six hours from ``since`` (None: a message sent by an earlier version, whose
+    retries count the wait)."""
     record = runtime.store().get(task_id)
     if record is not None and record.status in FINISHED:
         return record
-    if self.request.retries >= MAX_WAITS:
+    if (time.time() - since >= MAX_WAIT_SECONDS if since is not None
+            else self.request.retries >= MAX_WAITS):
         return None
-    raise self.retry(countdown=WAIT_SECONDS)
+    raise self.retry(countdown=WAIT_SECONDS, max_retries=self.request.retries + 1)
 
 
 def _differing_tables(record: TaskRecord) -> list[str]:
@@ -55,10 +63,13 @@ def _rerun_options(command: str, first: TaskRecord, differing: list[str]) -> tup
 
 @app.task(name="ace.scheduled_recheck", bind=True, base=AceTask, max_retries=MAX_WAITS)
 def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
-                      rerun_after: int) -> dict[str, Any]:
-    """After the delay: if the first diff found differences, submit their recheck."""
+                      rerun_after: int, due: float | None = None) -> dict[str, Any]:
+    """At ``due`` (``rerun_after`` seconds after the first diff was queued): if the
+    first diff found differences, submit their recheck."""
     from ace_workers.client import submit
-    first = _finished(self, first_id)
+    if due is not None:
+        self.wait_until(due)
+    first = _finished(self, first_id, due)
     if first is None or first.status == FAILED:
         return {"rerun_of": first_id, "rechecked": False, "reason": "the diff did not complete"}
     differing = _differing_tables(first) if command == "repset-diff" else (
@@ -81,17 +92,18 @@ def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
     except AceError as exc:
         store.fail(verdict_id, str(exc))
         return {"rerun_of": first_id, "rechecked": False, "reason": str(exc)}
-    scheduled_verdict.apply_async(args=[verdict_id, command, first_id, rerun_id, differing],
-                                  countdown=1)
+    scheduled_verdict.apply_async(args=[verdict_id, command, first_id, rerun_id, differing,
+                                        time.time()], countdown=1)
     return {"rerun_of": first_id, "rerun_task": rerun_id, "verdict": verdict_id}
 
 
 @app.task(name="ace.scheduled_verdict", bind=True, base=AceTask, max_retries=MAX_WAITS)
 def scheduled_verdict(self: AceTask, verdict_id: str, command: str, first_id: str,
-                      rerun_id: str, differing: list[str]) -> dict[str, Any]:
+                      rerun_id: str, differing: list[str], since: float | None = None
+                      ) -> dict[str, Any]:
     """Record whether the differences persisted, once the recheck has finished."""
     store = runtime.store()
-    rerun = _finished(self, rerun_id)
+    rerun = _finished(self, rerun_id, since)
     if rerun is None or rerun.status == FAILED:
         reason = rerun.error if rerun is not None else "it did not finish in time"
         store.fail(verdict_id, f"The recheck {rerun_id} of {first_id} failed: {reason}")

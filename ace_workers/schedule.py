@@ -8,6 +8,7 @@ ordinary table-diff task with its own id in the task store, submitted by
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
 from ace_workers import runtime
 from ace_workers.app import app
+from ace_workers.base import countdown_until
 
 
 def build_beat_schedule() -> dict[str, dict[str, Any]]:
@@ -88,6 +90,7 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
         return {"job": job_name, "error": str(exc)}
     if rerun_after:
         from ace_workers.recheck import scheduled_recheck
-        scheduled_recheck.apply_async(args=[job_name, command, task_id, rerun_after],
-                                      countdown=rerun_after)
+        due = time.time() + rerun_after  # waited for in short countdowns (wait_until)
+        scheduled_recheck.apply_async(args=[job_name, command, task_id, rerun_after, due],
+                                      countdown=countdown_until(due))
     return {"job": job_name, "task_id": task_id}
