@@ -73,10 +73,16 @@ SendMerge = Callable[[str, str, str], None]  # (task name, work dir, job id)
 
 
 class MergeWatch:
-    """Per worker process: the plans of the unfinished jobs it has looked at, read once."""
+    """Per worker process: the plans of the unfinished jobs it has looked at, read once.
 
-    def __init__(self, grace_seconds: float = MERGE_GRACE_SECONDS) -> None:
+    ``lookup`` finds a job's chord from its plan in the output folder
+    (:func:`chord_job`).
+    """
+
+    def __init__(self, grace_seconds: float = MERGE_GRACE_SECONDS,
+                 lookup: Callable[[str | Path, str], ChordJob | None] = chord_job) -> None:
         self.grace = grace_seconds
+        self.lookup = lookup
         self._jobs: dict[str, ChordJob | None] = {}
 
     def check(self, client: Any, output_dir: str | Path, unfinished: Iterable[str],
@@ -88,7 +94,7 @@ class MergeWatch:
         sent = []
         for task_id in current:
             if task_id not in self._jobs or self._jobs[task_id] is None:
-                self._jobs[task_id] = chord_job(output_dir, task_id)
+                self._jobs[task_id] = self.lookup(output_dir, task_id)
             job = self._jobs[task_id]
             if job is None:
                 continue

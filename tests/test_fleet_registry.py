@@ -22,10 +22,12 @@ from fleet_helpers import RedisServer
 from sqlalchemy.exc import IntegrityError
 
 from ace_shared.config import Settings
+from ace_shared.diff.workdir import WorkDir
 from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
 from ace_workers import published, slots
 from ace_workers.client import Finished, NoWorker, Progress, follow
-from ace_workers.leases import LEASE_SECONDS, Leases, done_in, lease_key
+from ace_workers.leases import LEASE_SECONDS, Leases, done_in, done_key, lease_key
+from ace_workers.mergewatch import MERGE_GRACE_SECONDS, ChordJob, MergeWatch
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
 from ace_workers.sweep import Sweeper
 
@@ -241,3 +243,37 @@ def test_a_lease_is_held_by_one_process_and_leaves_a_done_mark(redis_server) -> 
     assert not client.exists(lease_key("td_l.b000000"))
     assert done_in(client, "td_l.b000000") == "g1"
     assert theirs.take(client, "td_l.b000000")  # free again (the caller checks the mark first)
+
+
+def test_a_merge_is_sent_again_only_when_every_batch_is_long_done_and_no_merge_is_about(
+        redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Real Redis, a real work folder; the plan lookup is given the chord directly."""
+    client = redis.Redis.from_url(redis_server.url(9))
+    client.flushdb()
+    work = WorkDir.for_task(tmp_path, "td_w").create()
+    job = ChordJob(str(work.path), (0, 4, 9), "ace.merge_diff")
+    for first in job.firsts[:2]:
+        work.batch_result_path(first).write_text("{}")
+    sent: list[tuple[str, str, str]] = []
+
+    def watch() -> MergeWatch:  # as on one more worker of the fleet
+        return MergeWatch(lookup=lambda _out, task_id: job if task_id == "td_w" else None)
+
+    def check(w: MergeWatch, later: float = 0) -> list[str]:
+        return w.check(client, tmp_path, ["td_w", "td_other"], lambda *a: sent.append(a),
+                       now=time.time() + later)
+
+    one, two = watch(), watch()
+    assert check(one, MERGE_GRACE_SECONDS + 5) == []  # a batch is not done yet
+    work.batch_result_path(9).write_text("{}")
+    assert check(one) == []  # done just now: the chord's own merge is on its way
+    client.set(lease_key("td_w.merge"), "someone")
+    assert check(one, MERGE_GRACE_SECONDS + 5) == []  # the merge runs
+    client.delete(lease_key("td_w.merge"))
+    assert check(one, MERGE_GRACE_SECONDS + 5) == ["td_w"]
+    assert sent == [("ace.merge_diff", str(work.path), "td_w")]
+    assert check(two, MERGE_GRACE_SECONDS + 5) == []  # another worker: sent already this period
+    client.delete("ace:merge-resent:td_w")
+    client.set(done_key("td_w.merge"), "")
+    assert check(two, MERGE_GRACE_SECONDS + 5) == []  # the merge finished
+    assert len(sent) == 1
