@@ -30,7 +30,7 @@ def run_mtree(request: MtreeRequest, settings: Settings, task_id: str,
     if request.action == "init":
         return run_init(request, settings)
     if request.action == "build":
-        return run_build(request, settings, progress)
+        return run_build(request, settings, task_id, progress)
     if request.action == "update":
         return run_update(request, settings)
     if request.action == "teardown":
