@@ -144,6 +144,10 @@ def test_the_fleet_builds_in_batches_and_diffs_in_groups_as_in_process(
     assert built.returncode == 0, built.stdout + built.stderr
     build_id = _task_id(built.stderr)
     assert len(_succeeded(fleet2, "ace.mtree_hash", build_id)) > 1
+    record = TaskStore(fleet2.env["ACE_DATABASE_URL"]).get(build_id)
+    assert record is not None and record.status == COMPLETED
+    assert record.progress_done == record.progress_total == 13  # ranges of 16 leaves
+    assert record.result["blocks"] == 200
     assert [_tree(pg_cluster, table, n) for n in range(3)] == here  # the very same tree
     # differences spread over many leaves, at both ends, on two nodes
     execute(pg_cluster.node_dsn(1), [
@@ -210,3 +214,49 @@ def test_a_worker_killed_mid_diff_leaves_its_group_to_the_other(
     finally:
         if victim is not None:
             fleet2.start_worker(victim)
+
+
+def test_a_worker_killed_mid_build_leaves_its_batches_to_the_other(
+        fleet2: Fleet, pg_cluster: Any) -> None:
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS fan_build",
+        "CREATE TABLE fan_build (id int PRIMARY KEY, v text)",
+        "INSERT INTO fan_build SELECT g, 'v' || g FROM generate_series(1, 100000) g",
+    ])
+    assert run_ace("mtree", "init", CLUSTER).code == 0
+    blocks = f"ace_mtree.blocks_{tree_key(TableName('public', 'fan_build'))}"
+    offsets = {n: len(fleet2.log(n)) for n in fleet2.names}
+    conn = psycopg2.connect(pg_cluster.node_dsn(2))
+    cur = conn.cursor()
+    victim = None
+    cli = subprocess.Popen([sys.executable, "-m", "ace_api", "mtree", "build", CLUSTER,
+                            "public.fan_build"], env={**fleet2.env, "ACE_NO_PROGRESS": "1"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # as soon as tracking starts on the third node, its table is locked: the batches
+        # hash the other nodes and wait there, half done
+        wait_for(lambda: (cur.execute("SELECT to_regclass(%s)", (blocks,)), cur.fetchone()[0],
+                          conn.rollback())[1] is not None, 60, "tracking", interval=0.005)
+        cur.execute("LOCK TABLE fan_build IN ACCESS EXCLUSIVE MODE")
+        marker = "ace.mtree_hash[mt_"
+        wait_for(lambda: _runner_of(fleet2, marker, offsets) is not None, 60, "a batch")
+        wait_for(lambda: query(pg_cluster.node_dsn(2),
+                               "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                               "'Lock' AND query LIKE '%%fan_build%%'")[0][0] >= 2,
+                 60, "batches waiting on the third node")
+        victim = _runner_of(fleet2, marker, offsets)
+        assert victim is not None
+        fleet2.kill(victim)
+    finally:
+        conn.rollback()
+        conn.close()
+    try:
+        stdout, stderr = cli.communicate(timeout=180)
+        assert cli.returncode == 0, stdout + stderr
+    finally:
+        if victim is not None:
+            fleet2.start_worker(victim)
+    execute(pg_cluster.node_dsn(0), ["UPDATE fan_build SET v = 'x' WHERE id % 7919 = 0",
+                                     "DELETE FROM fan_build WHERE id = 100000"])
+    diff = _same_as_full_diff("public.fan_build")
+    assert diff["summary"]["diff_rows"] == 13
