@@ -199,6 +199,28 @@ def _key_span(shape: TableShape, lower: Key | None, upper: Key | None,
     return sql.SQL(" AND ").join(conds)
 
 
+def _hold_storage(cur: cursor, spec: BuildSpec, node: str, mode: str) -> None:
+    """Lock this build's leaf table, or say the build was superseded.
+
+    Batches take ``ROW EXCLUSIVE`` as their first statement, so their snapshot
+    comes after it; finishing takes ``SHARE``. A batch therefore either commits
+    before the tree is marked ready, or starts after and sees it so: no leaf is
+    written under inner levels that were built without it.
+    """
+    try:
+        cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(
+            objects.obj("blocks", spec.key), sql.SQL(mode)))
+    except psycopg2.errors.UndefinedTable:
+        raise _superseded(spec, node) from None
+    if _leaf_table_oid(cur, spec.key) != spec.storage[node]:
+        raise _superseded(spec, node)
+
+
+def _is_ready(cur: cursor, key: str) -> bool:
+    cur.execute("SELECT 1 FROM ace_mtree.trees WHERE tree_key = %s", (key,))
+    return cur.fetchone() is not None
+
+
 def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
                   ) -> Callable[[cursor], int]:
     key = spec.key
@@ -206,8 +228,9 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
     lowers = leaf_lowers(ranges)
 
     def fill(cur: cursor) -> int:
-        if _leaf_table_oid(cur, key) != spec.storage[node]:
-            raise _superseded(spec, node)
+        _hold_storage(cur, spec, node, "ROW EXCLUSIVE")
+        if _is_ready(cur, key):
+            return 0  # a late copy: the build finished without it, and update owns the leaves
         blocks = objects.obj("blocks", key)
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no >= %s AND block_no < %s").format(
             blocks), (first, first + len(lowers)))
@@ -220,15 +243,16 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
         return sum(counts)
 
     def run(cur: cursor) -> int:
-        for attempt in range(RETRIES):
+        attempt = 1
+        while True:
             try:
                 return in_transaction(fill, repeatable=True)(cur)
             except (psycopg2.errors.SerializationFailure, psycopg2.errors.UniqueViolation):
                 # another copy of this batch committed first: redo it at a newer snapshot
                 cur.connection.rollback()
-                if attempt == RETRIES - 1:
+                if attempt >= RETRIES:
                     raise
-        raise AssertionError("unreachable")
+                attempt += 1
     return run
 
 
@@ -253,8 +277,11 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
     key = spec.key
 
     def finish(cur: cursor) -> int:
-        if _leaf_table_oid(cur, key) != spec.storage[node]:
-            raise _superseded(spec, node)
+        _hold_storage(cur, spec, node, "SHARE")
+        blocks = objects.obj("blocks", key)
+        if _is_ready(cur, key):  # a copy of this step committed here already
+            cur.execute(sql.SQL("SELECT coalesce(sum(row_count), 0) FROM {}").format(blocks))
+            return int(cur.fetchone()[0])
         oid, _ = table_identity(cur, spec.shape)
         name = spec.shape.table.display
         if oid != spec.tables[node] or shape_sig != objects.shape_signature(spec.shape):
@@ -266,7 +293,7 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
                              "disabled while its Merkle tree was built; run 'ace mtree build' "
                              "for it again.")
         cur.execute(sql.SQL("SELECT count(*), coalesce(sum(row_count), 0) FROM {}").format(
-            objects.obj("blocks", key)))
+            blocks))
         found, rows = cur.fetchone()
         if int(found) != spec.leaves:
             raise TableError(f"The Merkle tree of table {name} on node {node} has {found} of "
