@@ -26,7 +26,6 @@ leaves the tree refused until it is built again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,7 @@ from ace_shared.diff.plan import agreed_boundaries, read_common_shape
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
 from ace_shared.mtree import leaves, objects
-from ace_shared.mtree.tree import Job, in_transaction, table_identity
+from ace_shared.mtree.tree import Job, each_session, in_transaction, table_identity
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
 
@@ -259,18 +258,10 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
 def hash_batch(spec: BuildSpec, ranges: list[KeyRange], sessions: NodeSessions,
                on_range_done: OnRangeDone | None = None) -> dict[str, int]:
     """Hash one batch's leaves on every node (see the module's docstring); rows by node."""
-    rows = _on_every_node(sessions, lambda n: _hash_on_node(spec, ranges, n))
+    rows = each_session(sessions, lambda n: _hash_on_node(spec, ranges, n))
     if on_range_done is not None:
         on_range_done(str(ranges[0].index), len(ranges))
     return rows
-
-
-def _on_every_node(sessions: NodeSessions,
-                   make: Callable[[str], Callable[[cursor], int]]) -> dict[str, int]:
-    """``make(node)`` on each node at once; every node ends before the first error is raised."""
-    with ThreadPoolExecutor(max_workers=len(sessions.order)) as pool:
-        futures = {n: pool.submit(sessions.on_one, n, make(n)) for n in sessions.order}
-        return {n: f.result() for n, f in futures.items()}
 
 
 def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cursor], int]:
@@ -315,7 +306,7 @@ def finish_build(spec: BuildSpec, sessions: NodeSessions) -> dict[str, Any]:
     build's summary."""
     shape = read_common_shape(sessions, spec.shape.table)
     sig = objects.shape_signature(shape)
-    rows = _on_every_node(sessions, lambda n: _finish_on_node(spec, sig, n))
+    rows = each_session(sessions, lambda n: _finish_on_node(spec, sig, n))
     return {"action": "build", "table": spec.shape.table.display, "nodes": list(spec.nodes),
             "blocks": spec.leaves, "block_rows": spec.block_rows, "rows_by_node": rows}
 
