@@ -113,6 +113,24 @@ def test_a_batch_that_comes_after_the_build_finished_changes_nothing(pg_cluster:
     assert diff["summary"]["diff_rows"] == 1
 
 
+def test_tracking_switched_off_and_on_during_the_build_is_refused(pg_cluster: Any) -> None:
+    table = _table(pg_cluster, "fan_switch")
+    settings = load_settings()
+    with open_job(_request(table), settings) as job:
+        planned = plan_build(job, table_shape(job), "mt_switch", "", slots=4, tasks_per_process=1)
+        for batch in planned.batches:
+            hash_batch(planned.spec, batch, job.sessions)
+        execute(pg_cluster.node_dsn(1), [  # a change the tree never hears of
+            "ALTER TABLE fan_switch DISABLE TRIGGER ace_mtree_row",
+            "UPDATE fan_switch SET v = 'unseen' WHERE id = 500",
+            "ALTER TABLE fan_switch ENABLE ALWAYS TRIGGER ace_mtree_row",
+        ])
+        with pytest.raises(TableError, match="disabled or changed while"):
+            finish_build(planned.spec, job.sessions)
+    run = run_ace("mtree", "table-diff", CLUSTER, table)
+    assert run.code == 2 and "no Merkle tree" in run.stderr + run.stdout
+
+
 def test_a_tree_whose_build_did_not_finish_is_refused(pg_cluster: Any) -> None:
     table = _table(pg_cluster, "fan_half")
     settings = load_settings()

@@ -96,6 +96,7 @@ class BuildSpec:
     leaves: int
     tables: dict[str, int]  # node -> the table's oid when the build began
     storage: dict[str, int]  # node -> the oid of this build's leaf table
+    triggers: dict[str, str]  # node -> the row versions of ACE's triggers as created
     work_dir: str
 
     @property
@@ -107,14 +108,15 @@ class BuildSpec:
                 "dbname": self.dbname, "nodes": list(self.nodes), "role": self.role,
                 "shape": shape_to_dict(self.shape), "block_rows": self.block_rows,
                 "leaves": self.leaves, "tables": self.tables, "storage": self.storage,
-                "work_dir": self.work_dir}
+                "triggers": self.triggers, "work_dir": self.work_dir}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BuildSpec:
         return cls(d["task_id"], d["cluster_name"], d["dbname"], tuple(d["nodes"]), d["role"],
                    shape_from_dict(d["shape"]), int(d["block_rows"]), int(d["leaves"]),
                    {k: int(v) for k, v in d["tables"].items()},
-                   {k: int(v) for k, v in d["storage"].items()}, d["work_dir"])
+                   {k: int(v) for k, v in d["storage"].items()}, dict(d["triggers"]),
+                   d["work_dir"])
 
 
 @dataclass
@@ -144,15 +146,29 @@ def _leaf_table_oid(cur: cursor, key: str) -> int | None:
     return None if found is None else int(found)
 
 
-def _start_tree(shape: TableShape, key: str) -> Callable[[cursor], tuple[int, int]]:
-    def start(cur: cursor) -> tuple[int, int]:
+def _trigger_versions(cur: cursor, table_oid: int) -> str:
+    """The row versions (``xmin``) of ACE's triggers on the table.
+
+    Switching a trigger off and on again writes its catalogue row twice: the
+    versions differ afterwards even though the trigger looks as it was. While
+    a tree is built no ``ALTER TABLE`` is watched (that needs the tree's
+    catalogue row), so the build compares these instead.
+    """
+    cur.execute("SELECT string_agg(tgname || ':' || xmin::text, ',' ORDER BY tgname) "
+                "FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE %s",
+                (table_oid, objects.TRIGGER_PREFIX.replace("_", r"\_") + "%"))
+    return str(cur.fetchone()[0])
+
+
+def _start_tree(shape: TableShape, key: str) -> Callable[[cursor], tuple[int, int, str]]:
+    def start(cur: cursor) -> tuple[int, int, str]:
         oid, owner = table_identity(cur, shape)
         cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key = %s", (key,))
         objects.create_storage(cur, shape, key)
         objects.create_tracking(cur, shape, key, owner)
         storage = _leaf_table_oid(cur, key)
         assert storage is not None
-        return oid, storage
+        return oid, storage, _trigger_versions(cur, oid)
     return in_transaction(start)
 
 
@@ -169,8 +185,9 @@ def plan_build(job: Job, shape: TableShape, task_id: str, work_dir: str,
     started = job.sessions.on_all(_start_tree(shape, key))
     spec = BuildSpec(task_id, job.request.cluster_name, job.dbname, tuple(job.nodes),
                      job.request.role, shape, block_rows, len(leaf_lowers(ranges)),
-                     {n: t for n, (t, _) in started.items()},
-                     {n: s for n, (_, s) in started.items()}, work_dir)
+                     {n: t for n, (t, _, _) in started.items()},
+                     {n: s for n, (_, s, _) in started.items()},
+                     {n: v for n, (_, _, v) in started.items()}, work_dir)
     batch_size = None if slots is not None else LOCAL_BATCH_RANGES
     return BuildJob(spec, cut_batches(ranges, batch_size, slots, tasks_per_process))
 
@@ -279,10 +296,11 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
             raise TableError(f"Table {name} on node {node} was dropped, created again or "
                              "altered while its Merkle tree was built; run 'ace mtree build' "
                              "for it again.")
-        if objects.tracking_state(cur, oid) != objects.EXPECTED_TRIGGERS:
-            raise TableError(f"Change tracking of table {name} on node {node} was dropped or "
-                             "disabled while its Merkle tree was built; run 'ace mtree build' "
-                             "for it again.")
+        if (objects.tracking_state(cur, oid) != objects.EXPECTED_TRIGGERS
+                or _trigger_versions(cur, oid) != spec.triggers[node]):
+            raise TableError(f"Change tracking of table {name} on node {node} was dropped, "
+                             "disabled or changed while its Merkle tree was built; run "
+                             "'ace mtree build' for it again.")
         cur.execute(sql.SQL("SELECT count(*), coalesce(sum(row_count), 0) FROM {}").format(
             blocks))
         found, rows = cur.fetchone()
