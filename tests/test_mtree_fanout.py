@@ -131,6 +131,24 @@ def test_tracking_switched_off_and_on_during_the_build_is_refused(pg_cluster: An
     assert run.code == 2 and "no Merkle tree" in run.stderr + run.stdout
 
 
+def test_a_build_started_again_meanwhile_stops_the_first(pg_cluster: Any) -> None:
+    table = _table(pg_cluster, "fan_again")
+    settings = load_settings()
+    with open_job(_request(table), settings) as job:
+        first = plan_build(job, table_shape(job), "mt_first", "", slots=4, tasks_per_process=1)
+        hash_batch(first.spec, first.batches[0], job.sessions)
+        second = plan_build(job, table_shape(job), "mt_second", "", slots=2, tasks_per_process=1)
+        with pytest.raises(TableError, match="built again by another command"):
+            hash_batch(first.spec, first.batches[1], job.sessions)
+        for batch in second.batches:
+            hash_batch(second.spec, batch, job.sessions)
+        with pytest.raises(TableError, match="built again by another command"):
+            finish_build(first.spec, job.sessions)
+        finish_build(second.spec, job.sessions)
+    execute(pg_cluster.node_dsn(2), ["DELETE FROM fan_again WHERE id = 70"])
+    assert _same_as_full_diff(table)["summary"]["diff_rows"] == 1
+
+
 def test_a_tree_whose_build_did_not_finish_is_refused(pg_cluster: Any) -> None:
     table = _table(pg_cluster, "fan_half")
     settings = load_settings()
