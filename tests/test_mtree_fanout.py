@@ -2,9 +2,10 @@
 
 A build's batches of leaves may run anywhere, twice, or with writes in between,
 and the tree must still tell exactly what a full table-diff tells; a tree
-whose build did not finish is refused. On a real two-worker fleet a build makes
-the same tree as in-process, a tree's table-diff the same diff file, and a
-worker killed while it diffs leaves its group to the other.
+whose build did not finish, or lost its tracking meanwhile, is refused. On a
+real two-worker fleet a build makes the same tree as in-process, a tree's
+table-diff the same diff file, and a worker killed mid-build or mid-diff
+leaves its part to the other.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ace_shared.mtree.tree import open_job, table_shape
 from ace_shared.nodes.ident import TableName
 from ace_shared.tasks.store import COMPLETED, TaskStore
 
-ROWS = 20000  # 200 leaves at the default 100 rows: 13 ranges of 16 leaves
+ROWS = 20000  # 201 leaves at the default 100 rows: 13 ranges of 16 leaves
 
 
 def _table(pg_cluster: Any, name: str) -> str:
