@@ -46,9 +46,12 @@ FETCH_KEYS = 5_000  # differing keys whose full rows one query fetches
 Level = leaves.Level
 
 
-def _differing(per_node: dict[str, Level]) -> list[int]:
-    idxs = sorted(set().union(*(set(level) for level in per_node.values())))
-    return [i for i in idxs if len({level.get(i, (0, "")) for level in per_node.values()}) > 1]
+def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
+    """The entries (tree nodes, or a leaf's buckets) that are not the same on every node; an
+    entry a node lacks differs from any it has."""
+    first, *rest = per_node.values()
+    entries = set(first).union(*rest)
+    return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
 
 
 def walk(job: Job, key: str) -> tuple[list[int], int]:
@@ -197,13 +200,11 @@ class LeafDiffer:
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:
         sums = self.job.sessions.on_all(_fetch(leaf_buckets(self.shape, batch)))
-        per_node = {n: {(int(i), int(b)): (int(c), int(h)) for i, b, c, h in rows}
-                    for n, rows in sums.items()}
+        per_node = {n: {(i, b): (c, h) for i, b, c, h in rows} for n, rows in sums.items()}
         self.first_held += sum(c for c, _ in per_node[self.job.nodes[0]].values())
         masks = [0] * len(batch)
-        for i, b in set().union(*(set(buckets) for buckets in per_node.values())):
-            if len({buckets.get((i, b), (0, 0)) for buckets in per_node.values()}) > 1:
-                masks[i] |= 1 << b
+        for i, b in _differing(per_node):
+            masks[i] |= 1 << b
         wanted = [i for i, m in enumerate(masks) if m]
         if not wanted:
             return set()
