@@ -50,17 +50,26 @@ def bounds_signature(cur: cursor, shape: TableShape, key: str) -> str:
     return str(cur.fetchone()[0])
 
 
-def renumber(cur: cursor, shape: TableShape, key: str) -> None:
-    """Number the blocks 0, 1, ... in key order again after some were split or merged."""
+def renumber(cur: cursor, shape: TableShape, key: str, first: int = 0) -> int:
+    """Number the blocks from ``first`` on ``first, first + 1, ...`` in key order again after
+    some of them were split or merged; return how many blocks there are.
+
+    Blocks before ``first`` keep their numbers: every change is at or after it.
+    Keys that only grow (a serial id) split the last leaf, so almost nothing moves.
+    """
     order = sql.SQL(", ").join(sql.SQL("{} NULLS FIRST").format(sql.Identifier(f"l{i}"))
                                for i in range(len(shape.key)))
     blocks = obj("blocks", key)
     # through negative numbers, so no two blocks ever share one on the way
     cur.execute(sql.SQL(
-        "WITH r AS (SELECT block_no, row_number() OVER (ORDER BY {}) AS n FROM {}) "
+        "WITH r AS (SELECT block_no, row_number() OVER (ORDER BY {}) AS n FROM {} "
+        "WHERE block_no >= %s) "
         "UPDATE {} b SET block_no = -r.n FROM r WHERE b.block_no = r.block_no").format(
-        order, blocks, blocks))
-    cur.execute(sql.SQL("UPDATE {} SET block_no = -block_no - 1").format(blocks))
+        order, blocks, blocks), (first,))
+    cur.execute(sql.SQL("UPDATE {} SET block_no = -block_no - 1 + %s WHERE block_no < 0").format(
+        blocks), (first,))
+    cur.execute(sql.SQL("SELECT coalesce(max(block_no) + 1, 0) FROM {}").format(blocks))
+    return int(cur.fetchone()[0])
 
 
 def _lower_casts(shape: TableShape) -> sql.Composable:
@@ -198,6 +207,36 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
             params)
         if parents is not None:
             parents = sorted({p // FANOUT for p in parents})
+
+
+def rebuild_inner_from(cur: cursor, key: str, first: int, blocks: int) -> None:
+    """Recompute the inner nodes above leaves ``first`` onward, after the ``blocks`` leaves
+    were renumbered from ``first`` on; the nodes before keep their hashes.
+
+    At each level the first parent whose children may have changed is
+    ``first // 16**level``; it and every parent after it are computed again
+    (and parents past the new end removed), levels above the new root dropped.
+    """
+    inner = obj("inner", key)
+    levels = levels_for(blocks)
+    cur.execute(sql.SQL("DELETE FROM {} WHERE level > %s").format(inner), (levels,))
+    start = first
+    for level in range(1, levels + 1):
+        start //= FANOUT
+        if level == 1:
+            source = sql.SQL("SELECT block_no AS idx, row_count, hash::text AS hash FROM {} "
+                             "WHERE block_no >= %s").format(obj("blocks", key))
+        else:
+            source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level = {} "
+                             "AND idx >= %s").format(inner, sql.Literal(level - 1))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE level = %s AND idx >= %s").format(inner),
+                    (level, start))
+        cur.execute(sql.SQL(
+            "INSERT INTO {inner} (level, idx, row_count, hash) "
+            "SELECT %s, c.idx / {f}, sum(c.row_count), "
+            "       md5(string_agg(c.row_count || ':' || c.hash, ',' ORDER BY c.idx)) "
+            "FROM ({source}) c GROUP BY c.idx / {f}").format(
+            inner=inner, f=sql.Literal(FANOUT), source=source), (level, start * FANOUT))
 
 
 def top_level(cur: cursor, key: str) -> tuple[int, Level]:
