@@ -131,6 +131,31 @@ def test_bulk_changes_split_and_merge_leaves_on_every_node_alike(pg_cluster: Any
     assert len(digests) == 1
 
 
+def test_leaves_before_a_split_keep_their_place_in_the_tree(pg_cluster: Any) -> None:
+    """Splitting renumbers and rehashes only the leaves from the first split one on (keys
+    that only grow split the last leaf); differences before it, in it and after it are
+    all still found, as are changes folded in together with the split."""
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_grow",
+        "CREATE TABLE mt_grow (id bigint PRIMARY KEY, v text)",
+        "INSERT INTO mt_grow SELECT g * 10, 'v' FROM generate_series(1, 3000) g",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_grow").code == 0
+    on_every_node(pg_cluster, [
+        "INSERT INTO mt_grow SELECT g * 10, 'new' FROM generate_series(3001, 4000) g"])
+    execute(pg_cluster.node_dsn(2), ["UPDATE mt_grow SET v = 'n3' WHERE id IN (50, 15000)"])
+    diff = assert_same_diff("public.mt_grow")
+    assert diff["summary"]["mtree"]["leaves_split"] >= 1
+    assert diff["summary"]["diff_rows"] == 2
+    # now a split in the middle, and changes on either side of it on another node
+    on_every_node(pg_cluster, ["INSERT INTO mt_grow SELECT 20000 + g, 'mid' "
+                               "FROM generate_series(1, 400) g WHERE g % 10 <> 0"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_grow SET v = 'n2' WHERE id IN (20, 39990)"])
+    diff = assert_same_diff("public.mt_grow")
+    assert diff["summary"]["mtree"]["leaves_split"] >= 1
+    assert diff["summary"]["diff_rows"] == 4
+
+
 def test_writes_in_other_session_settings_hash_as_ace_prints_them(pg_cluster: Any) -> None:
     """The trigger hashes under ACE's pinned settings, whatever the writer's session says."""
     on_every_node(pg_cluster, [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.metadata
 import os
 import sys
 from typing import Any, NoReturn
@@ -89,6 +88,7 @@ class AceGroup(click.Group):
 
 def package_version() -> str:
     """ACE's version, from the installed package's metadata."""
+    import importlib.metadata  # only for --version: loading it slows every command's start
     try:
         return importlib.metadata.version("ace")
     except importlib.metadata.PackageNotFoundError:

@@ -11,6 +11,7 @@ table-repair and table-rerun take it unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from psycopg2 import sql
@@ -23,37 +24,36 @@ from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
 Progress = Callable[[int, int], None]
-ROWS_PER_QUERY = 50_000  # rows of leaf hashes one query brings back from a node, at most
-Level = dict[int, tuple[int, str]]
+ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
+BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
+Level = leaves.Level
 
 
-def _differing(per_node: dict[str, Level]) -> list[int]:
-    idxs = sorted(set().union(*(set(level) for level in per_node.values())))
-    return [i for i in idxs if len({level.get(i, (0, "")) for level in per_node.values()}) > 1]
+def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
+    """The entries (tree nodes, or a leaf's buckets) that are not the same on every node; an
+    entry a node lacks differs from any it has."""
+    first, *rest = per_node.values()
+    entries = set(first).union(*rest)
+    return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
 
 
 def walk(job: Job, key: str) -> tuple[list[int], int]:
     """The leaves whose count or hash differ between nodes, and how many rows the first node
     holds outside them."""
-    top = job.sessions.on_all(lambda cur: leaves.levels_for(leaves.block_count(cur, key)))
-    levels = max(top.values())
-    roots = job.sessions.on_all(lambda cur: leaves.read_level(cur, key, levels, None))
+    tops = job.sessions.on_all(lambda cur: leaves.top_level(cur, key))
+    levels = max(level for level, _ in tops.values())
+    # a node whose tree is shorter holds nothing at this level: every root differs
+    roots = {n: (nodes if level == levels else {}) for n, (level, nodes) in tops.items()}
     first = job.nodes[0]
     held = sum(c for c, _ in roots[first].values())
     suspects = _differing(roots)
+    found: dict[str, Level] = roots
     for level in range(levels - 1, -1, -1):
         if not suspects:
             return [], held
-        children = sorted({c for p in suspects
-                           for c in range(p * leaves.FANOUT, (p + 1) * leaves.FANOUT)})
-        if level == 0:
-            found = job.sessions.on_all(lambda cur, ch=children: leaves.read_blocks(cur, key, ch))
-        else:
-            found = job.sessions.on_all(
-                lambda cur, lv=level, ch=children: leaves.read_level(cur, key, lv, ch))
+        found = job.sessions.on_all(
+            lambda cur, lv=level, ps=suspects: leaves.read_children(cur, key, lv, ps))
         suspects = _differing(found)
-    if not suspects:
-        return suspects, held
     return suspects, held - sum(found[first].get(b, (0, ""))[0] for b in suspects)
 
 
@@ -72,10 +72,12 @@ def _key_tuple(shape: TableShape) -> sql.Composable:
     return sql.SQL("({})").format(cols) if len(shape.key) > 1 else cols
 
 
-def leaf_rows(shape: TableShape, ranges: list[KeyRange]) -> queries.Query:
-    """Every row's key and hash in any of ``ranges`` (all bounded on both sides), one query.
+def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str, str, list[int]]],
+               ) -> tuple[sql.Composable, list[object]]:
+    """``unnest(<bounds>, <extra>) AS b(...) JOIN <table> ON <key in [lower, upper)>``.
 
-    The bounds arrive as one array per key column and side; each range is then an
+    The bounds arrive as one array per key column and side, and each ``extra``
+    as ``(name, type, values)``, one value per range; each range is then an
     index range scan of the table, in the key's own order and collation.
     """
     params: list[object] = []
@@ -83,20 +85,54 @@ def leaf_rows(shape: TableShape, ranges: list[KeyRange]) -> queries.Query:
     for side in ("lower", "upper"):
         for i in range(n):
             params.append([getattr(r, side)[i] for r in ranges])
-    names = [sql.Identifier(f"{s}{i}") for s in ("l", "u") for i in range(n)]
+    # ACE's own prefix: the table's columns are named bare in the same query
+    names = [sql.Identifier(f"ace_{s}{i}") for s in ("l", "u") for i in range(n)]
+    arrays = [sql.SQL("%s::text[]") for _ in names]
+    for name, type_, values in extra:
+        names.append(sql.Identifier(name))
+        arrays.append(sql.SQL("%s::{}[]").format(sql.SQL(type_)))
+        params.append(values)
 
     def bound(prefix: str) -> sql.Composable:
         casts = sql.SQL(", ").join(
-            sql.SQL("b.{}::{}").format(sql.Identifier(f"{prefix}{i}"),
+            sql.SQL("b.{}::{}").format(sql.Identifier(f"ace_{prefix}{i}"),
                                        queries.catalog_text(c.type_sql))
             for i, c in enumerate(shape.key_columns))
         return sql.SQL("({})").format(casts) if n > 1 else casts
-    q = sql.SQL("SELECT {kt}, {h} FROM unnest({arrays}) AS b({names}) JOIN {t} "
-                "ON {k} >= {lo} AND {k} < {hi}").format(
-        kt=queries.key_as_text(shape), h=queries.row_hash(shape),
-        arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in names),
-        names=sql.SQL(", ").join(names), t=queries.table_ref(shape), k=_key_tuple(shape),
-        lo=bound("l"), hi=bound("u"))
+    join = sql.SQL("unnest({arrays}) AS b({names}) JOIN {t} ON {k} >= {lo} AND {k} < {hi}").format(
+        arrays=sql.SQL(", ").join(arrays), names=sql.SQL(", ").join(names),
+        t=queries.table_ref(shape), k=_key_tuple(shape), lo=bound("l"), hi=bound("u"))
+    return join, params
+
+
+def _bucket(shape: TableShape) -> sql.Composable:
+    """Which of ``BUCKETS`` parts of its leaf a row falls in: low bits of its key's hash.
+
+    Any function of the row would do for finding every difference (a row that
+    is the same on two nodes lands in a bucket that differs on neither, or is
+    read from both); the key's hash keeps a changed row in the same bucket on
+    every node, and is cheap to compute for rows that are not read.
+    """
+    key_only = replace(shape, columns=shape.key_columns)
+    return sql.SQL("({} & {})::int").format(queries.row_hash(key_only), sql.Literal(BUCKETS - 1))
+
+
+def leaf_buckets(shape: TableShape, ranges: list[KeyRange]) -> queries.Query:
+    """Row count and XOR of row hashes of every bucket of every range (bounded on both
+    sides), one query: ``(range's position, bucket, count, hash)``."""
+    join, params = _leaf_join(shape, ranges, [("ace_n", "int", list(range(len(ranges))))])
+    q = sql.SQL("SELECT b.ace_n, {bucket}, count(*), bit_xor({h}) FROM {join} GROUP BY 1, 2").format(
+        bucket=_bucket(shape), h=queries.row_hash(shape), join=join)
+    return q, params
+
+
+def leaf_rows(shape: TableShape, ranges: list[KeyRange], masks: list[int]) -> queries.Query:
+    """Every row's key and hash in the buckets ``masks`` has bits set for (one mask per
+    range, bit ``b`` for bucket ``b``), one query."""
+    join, params = _leaf_join(shape, ranges, [("ace_mask", "int", masks)])
+    q = sql.SQL("SELECT {kt}, {h} FROM {join} WHERE (b.ace_mask >> {bucket}) & 1 = 1").format(
+        kt=queries.key_as_text(shape), h=queries.row_hash(shape), join=join,
+        bucket=_bucket(shape))
     return q, params
 
 
@@ -113,7 +149,14 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
 
 
 class LeafDiffer:
-    """Finds the differing keys of whole leaves: every row's hash, all leaves at once."""
+    """Finds the differing keys of whole leaves, all leaves at once, in two steps.
+
+    First every node sums each leaf's rows into ``BUCKETS`` buckets by key (count
+    and XOR of row hashes, as the leaves themselves); then only the rows of the
+    buckets that differ come back, key and hash. A thousand leaves with one
+    change each sent 100,000 rows a node to compare in Python before; now
+    16,000 small sums and about 6,000 rows.
+    """
 
     def __init__(self, sessions: NodeSessions, shape: TableShape, block_rows: int) -> None:
         self.sessions = sessions
@@ -123,21 +166,39 @@ class LeafDiffer:
 
     def keys(self, ranges: list[KeyRange], progress: Progress | None) -> set[Key]:
         bounded = [r for r in ranges if r.lower is not None and r.upper is not None]
-        queries_ = [leaf_rows(self.shape, bounded[i:i + self.per_query])
-                    for i in range(0, len(bounded), self.per_query)]
-        queries_ += [queries.leaf_hashes(self.shape, r, None) for r in ranges
-                     if r.lower is None or r.upper is None]
+        batches = [bounded[i:i + self.per_query] for i in range(0, len(bounded), self.per_query)]
+        open_ended = [r for r in ranges if r.lower is None or r.upper is None]
+        steps = len(batches) + len(open_ended)
         found: set[Key] = set()
-        for done, q in enumerate(queries_, start=1):
-            found |= self._compare(self.sessions.on_all(_fetch(q)))
+        for done, batch in enumerate(batches, start=1):
+            found |= self._batch(batch)
             if progress:
-                progress(done, len(queries_))
+                progress(done, steps)
+        for done, rng in enumerate(open_ended, start=len(batches) + 1):
+            found |= self._compare(self.sessions.on_all(
+                _fetch(queries.leaf_hashes(self.shape, rng, None))))
+            if progress:
+                progress(done, steps)
         return found
 
-    def _compare(self, res: dict[str, list[tuple[Any, ...]]]) -> set[Key]:
+    def _batch(self, batch: list[KeyRange]) -> set[Key]:
+        sums = self.sessions.on_all(_fetch(leaf_buckets(self.shape, batch)))
+        per_node = {n: {(i, b): (c, h) for i, b, c, h in rows} for n, rows in sums.items()}
+        self.first_held += sum(c for c, _ in per_node[self.sessions.order[0]].values())
+        masks = [0] * len(batch)
+        for i, b in _differing(per_node):
+            masks[i] |= 1 << b
+        wanted = [i for i, m in enumerate(masks) if m]
+        if not wanted:
+            return set()
+        q = leaf_rows(self.shape, [batch[i] for i in wanted], [masks[i] for i in wanted])
+        return self._compare(self.sessions.on_all(_fetch(q)), count=False)
+
+    def _compare(self, res: dict[str, list[tuple[Any, ...]]], count: bool = True) -> set[Key]:
         """Keys whose (key, hash) is not on every node: set operations, not a loop per key."""
         n = len(self.shape.key)
         per_node = [set(rows) for rows in res.values()]
-        self.first_held += len(res[self.sessions.order[0]])
+        if count:
+            self.first_held += len(res[self.sessions.order[0]])
         common = set.intersection(*per_node)
         return {tuple(r[:n]) for rows in per_node for r in rows - common}

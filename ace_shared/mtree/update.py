@@ -145,7 +145,12 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
 def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance) -> str:
     """Fold the log, merge and split as planned, renumber; return the new boundary digest."""
     blocks = objects.obj("blocks", key)
-    refuse_if_marked(leaves.drain(cur, shape, key), shape, "every node")
+    drained = leaves.drain(cur, shape, key)
+    refuse_if_marked(drained, shape, "every node")
+    # leaves before the first one restructured keep their numbers and their parents: changes
+    # folded into them now go up the tree here; the rest is computed again below
+    first = min([*plan.merges, *plan.splits])
+    leaves.rebuild_inner(cur, key, {b for b in drained.touched if b < first})
     for b in plan.merges:
         cur.execute(sql.SQL(
             "UPDATE {t} k SET row_count = k.row_count + r.row_count, hash = k.hash # r.hash "
@@ -158,8 +163,7 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance) -> str:
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no = %s").format(blocks), (b,))
         leaves.insert_blocks(cur, shape, key, next_no, [lower, *cuts], counts, hashes)
         next_no += len(counts)
-    leaves.renumber(cur, shape, key)
-    leaves.rebuild_inner(cur, key, None)
+    leaves.rebuild_inner_from(cur, key, first, leaves.renumber(cur, shape, key, first))
     sig = leaves.bounds_signature(cur, shape, key)
     cur.execute("UPDATE ace_mtree.trees SET bounds_sig = %s, updated_at = now() "
                 "WHERE tree_key = %s", (sig, key))
