@@ -8,17 +8,14 @@ one record at a time.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from ace_shared.diff.workdir import DiffRecord, read_partial, spool_folder
+from ace_shared.diff.workdir import DiffRecord, read_partial, read_partial_texts, spool_folder
 from ace_shared.difffile.view import PairRow
 
-
-def _differs(rec: DiffRecord, a: str, b: str) -> bool:
-    return rec.rows.get(a) != rec.rows.get(b)
+SPOOL_BLOCK = 1000  # rows a pair side gathers before they are written to its spool
 
 
 class PartialsView:
@@ -27,7 +24,9 @@ class PartialsView:
     The first call to :meth:`pairs` (or :meth:`side_rows`) reads the partial
     files once and spools every pair side's rows, already serialized, into
     files of their own beside the partials; the diff file is then written
-    from those spools without parsing a record again.
+    from those spools. Rows travel as the text the diff file holds (see
+    :class:`~ace_shared.diff.workdir.DiffRecord`): no row is parsed or
+    serialized here, only compared and copied.
     """
 
     def __init__(self, nodes: Sequence[str], columns: Sequence[dict[str, str]],
@@ -54,28 +53,39 @@ class PartialsView:
         pairs = list(itertools.combinations(self.nodes, 2))
         counts = dict.fromkeys(pairs, 0)
         folder = self._spool_folder()
+        # each pair side's rows, written a block of lines at a time
+        pending: dict[tuple[str, str, str], list[str]] = {}
         files: dict[tuple[str, str, str], IO[str]] = {}
+
+        def flush(where: tuple[str, str, str]) -> None:
+            fh = files.get(where)
+            if fh is None:
+                assert folder is not None
+                path = folder / f"{len(files):04d}.jsonl"
+                self._spools[where] = path
+                fh = files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            fh.write("\n".join(pending[where]))
+            fh.write("\n")
+            pending[where] = []
+
         try:
-            for rec in self.records():
-                dumped: dict[str, str] = {}
-                for a, b in pairs:
-                    if not _differs(rec, a, b):
-                        continue
-                    counts[(a, b)] += 1
-                    assert folder is not None
-                    for side in (a, b):
-                        row = rec.rows.get(side)
-                        if row is None:
+            for path in self._partials:
+                for texts in read_partial_texts(path):
+                    for a, b in pairs:
+                        left, right = texts.get(a), texts.get(b)
+                        if left == right:
                             continue
-                        if side not in dumped:
-                            dumped[side] = json.dumps(row, ensure_ascii=False)
-                        fh = files.get((a, b, side))
-                        if fh is None:
-                            path = folder / f"{len(files):04d}.jsonl"
-                            self._spools[(a, b, side)] = path
-                            fh = files[(a, b, side)] = open(path, "w", encoding="utf-8")  # noqa: SIM115
-                        fh.write(dumped[side])
-                        fh.write("\n")
+                        counts[(a, b)] += 1
+                        for side, text in ((a, left), (b, right)):
+                            if text is None:
+                                continue
+                            lines = pending.setdefault((a, b, side), [])
+                            lines.append(text)
+                            if len(lines) >= SPOOL_BLOCK:
+                                flush((a, b, side))
+            for where, lines in pending.items():
+                if lines:
+                    flush(where)
         finally:
             for fh in files.values():
                 fh.close()
@@ -94,5 +104,6 @@ class PartialsView:
 
     def pair_rows(self, left: str, right: str) -> Iterator[PairRow]:
         for rec in self.records():
-            if _differs(rec, left, right):
-                yield PairRow(rec.key, rec.rows.get(left), rec.rows.get(right))
+            if rec.texts.get(left) != rec.texts.get(right):
+                rows = rec.rows
+                yield PairRow(rec.key, rows.get(left), rows.get(right))

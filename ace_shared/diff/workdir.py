@@ -8,7 +8,9 @@ another host) finds what the earlier steps left:
 - ``plan.json``: a diff's plan (spec, batches of ranges, what the merge needs);
 - ``rerun_plan.json`` and ``keys_<n>.json``: a rerun's plan and its key batches;
 - ``checks.json``: a schema-diff's or repset-diff's per-table diffs, for its collector;
-- ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line;
+- ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line
+  (tab-separated: the key as JSON, then each node's name as JSON and its row
+  exactly as the diff file writes it, or ``null``);
 - ``part_<first>.done.json``: that batch's :class:`BatchResult`, written last,
   so a reducer knows the partial file is whole;
 - ``spool-<n>/``: the merge's per-pair spools (see :mod:`ace_shared.diff.partials`);
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ace_shared.difffile.format import Key, Row
+from ace_shared.difffile.format import Key, Row, row_json
 from ace_shared.errors import ConfigError
 
 WORK = "work"
@@ -45,19 +47,49 @@ CHECKS_STATE = "checks.json"
 
 @dataclass
 class DiffRecord:
-    """One key whose row is not the same on every node; ``None`` where a node lacks it."""
+    """One key whose row is not the same on every node.
+
+    Each node's row is kept as the JSON text the diff file writes for it
+    (:func:`~ace_shared.difffile.format.row_json`; ``None`` where the node lacks
+    it): that text is built once, where the row is fetched, and from there on only
+    copied, compared (two rows are equal exactly when their texts are) and written.
+    """
 
     key: Key
-    rows: dict[str, Row | None]
-
-    def to_json(self) -> str:
-        return json.dumps({"key": list(self.key), "rows": self.rows}, ensure_ascii=False,
-                          separators=(",", ":"))
+    texts: dict[str, str | None]
 
     @classmethod
-    def from_json(cls, line: str) -> DiffRecord:
-        d = json.loads(line)
-        return cls(tuple(d["key"]), d["rows"])
+    def from_rows(cls, key: Key, rows: dict[str, Row | None]) -> DiffRecord:
+        return cls(key, {n: None if r is None else row_json(r) for n, r in rows.items()})
+
+    @property
+    def rows(self) -> dict[str, Row | None]:
+        """Each node's row decoded (for reports; the diff file never needs this)."""
+        return {n: None if t is None else json.loads(t) for n, t in self.texts.items()}
+
+    def to_line(self) -> str:
+        """The record as one line of a partial file (without its line break).
+
+        JSON text holds no tab or line break, so tabs part the fields safely.
+        """
+        fields = [json.dumps(list(self.key), ensure_ascii=False)]
+        for node, text in self.texts.items():
+            fields.append(json.dumps(node, ensure_ascii=False))
+            fields.append("null" if text is None else text)
+        return "\t".join(fields)
+
+    @classmethod
+    def from_line(cls, line: str, names: dict[str, str] | None = None) -> DiffRecord:
+        """Read :meth:`to_line` back; ``names`` caches the decoded node names."""
+        fields = line.rstrip("\n").split("\t")
+        names = {} if names is None else names
+        texts: dict[str, str | None] = {}
+        for i in range(1, len(fields), 2):
+            node = names.get(fields[i])
+            if node is None:
+                node = names[fields[i]] = json.loads(fields[i])
+            texts[node] = None if fields[i + 1] == "null" else fields[i + 1]
+        return cls(tuple(json.loads(fields[0])), texts)
 
 
 @dataclass
@@ -99,18 +131,42 @@ class PartialWriter:
         self.count = 0
 
     def write(self, records: Iterable[DiffRecord]) -> None:
-        for rec in records:
-            self._fh.write(rec.to_json())
+        lines = [rec.to_line() for rec in records]
+        if lines:
+            self._fh.write("\n".join(lines))
             self._fh.write("\n")
-            self.count += 1
+            self.count += len(lines)
 
 
 def read_partial(path: str | Path) -> Iterator[DiffRecord]:
     """The records of one partial file, in the order they were written (key order)."""
-    with open(path, encoding="utf-8") as fh:
+    names: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="\n") as fh:
         for line in fh:
             if line.strip():
-                yield DiffRecord.from_json(line)
+                yield DiffRecord.from_line(line, names)
+
+
+def read_partial_texts(path: str | Path) -> Iterator[dict[str, str | None]]:
+    """Each record's rows of one partial file as their texts, in order, keys not decoded.
+
+    This is all the merge needs to write the diff file: the rows are split off
+    their lines, compared and copied as they are.
+    """
+    names: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for line in fh:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 2:
+                continue
+            texts: dict[str, str | None] = {}
+            for i in range(1, len(fields), 2):
+                node = names.get(fields[i])
+                if node is None:
+                    node = names[fields[i]] = json.loads(fields[i])
+                text = fields[i + 1]
+                texts[node] = None if text == "null" else text
+            yield texts
 
 
 def spool_folder(partials: list[str | Path], owner: int) -> Path | None:

@@ -176,7 +176,7 @@ def diff_leaves(job: Job, spec: DiffSpec, ranges: list[KeyRange],
         for i in range(0, len(ordered), FETCH_KEYS):
             records = differ.records_for_keys(ordered[i:i + FETCH_KEYS])
             out.write(records)
-            missing_on_first += sum(rec.rows.get(job.nodes[0]) is None for rec in records)
+            missing_on_first += sum(rec.texts.get(job.nodes[0]) is None for rec in records)
     result = BatchResult(0, len(ranges), len(ranges), leaf.first_held + missing_on_first,
                          out.count, str(work.partial_path(0)), stopped)
     work.write_batch_result(result)
