@@ -15,7 +15,7 @@ from typing import IO
 from ace_shared.diff.workdir import DiffRecord, read_partial, read_partial_texts, spool_folder
 from ace_shared.difffile.view import PairRow
 
-SPOOL_BLOCK = 1000  # rows a pair side gathers before they are written to its spool
+SPOOL_BLOCK = 1000  # records read between two writes of the pair sides' spools
 
 
 class PartialsView:
@@ -50,46 +50,51 @@ class PartialsView:
         return self._counts
 
     def _spool_once(self) -> None:
-        pairs = list(itertools.combinations(self.nodes, 2))
-        counts = dict.fromkeys(pairs, 0)
-        folder = self._spool_folder()
-        # each pair side's rows, written a block of lines at a time
-        pending: dict[tuple[str, str, str], list[str]] = {}
+        pairs = list(itertools.combinations(range(len(self.nodes)), 2))
+        counts = [0] * len(pairs)
+        # each pair side's rows not yet in its spool, and the spools opened so far
+        pending: list[tuple[list[str], list[str]]] = [([], []) for _ in pairs]
         files: dict[tuple[str, str, str], IO[str]] = {}
+        folder = self._spool_folder()
 
-        def flush(where: tuple[str, str, str]) -> None:
-            fh = files.get(where)
-            if fh is None:
-                assert folder is not None
-                path = folder / f"{len(files):04d}.jsonl"
-                self._spools[where] = path
-                fh = files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
-            fh.write("\n".join(pending[where]))
-            fh.write("\n")
-            pending[where] = []
+        def flush() -> None:
+            for (i, j), sides in zip(pairs, pending, strict=True):
+                for side, lines in zip((i, j), sides, strict=True):
+                    if not lines:
+                        continue
+                    where = (self.nodes[i], self.nodes[j], self.nodes[side])
+                    fh = files.get(where)
+                    if fh is None:
+                        assert folder is not None
+                        path = folder / f"{len(files):04d}.jsonl"
+                        self._spools[where] = path
+                        fh = files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+                    lines.append("")  # a line break after the last row too
+                    fh.write("\n".join(lines))
+                    lines.clear()
 
         try:
+            seen = 0
             for path in self._partials:
-                for texts in read_partial_texts(path):
-                    for a, b in pairs:
-                        left, right = texts.get(a), texts.get(b)
+                for texts in read_partial_texts(path, self.nodes):
+                    for n, (i, j) in enumerate(pairs):
+                        left, right = texts[i], texts[j]
                         if left == right:
                             continue
-                        counts[(a, b)] += 1
-                        for side, text in ((a, left), (b, right)):
-                            if text is None:
-                                continue
-                            lines = pending.setdefault((a, b, side), [])
-                            lines.append(text)
-                            if len(lines) >= SPOOL_BLOCK:
-                                flush((a, b, side))
-            for where, lines in pending.items():
-                if lines:
-                    flush(where)
+                        counts[n] += 1
+                        if left != "null":
+                            pending[n][0].append(left)
+                        if right != "null":
+                            pending[n][1].append(right)
+                    seen += 1
+                    if seen % SPOOL_BLOCK == 0:
+                        flush()
+            flush()
         finally:
             for fh in files.values():
                 fh.close()
-        self._counts = [(a, b, c) for (a, b), c in counts.items() if c]
+        self._counts = [(self.nodes[i], self.nodes[j], c)
+                        for (i, j), c in zip(pairs, counts, strict=True) if c]
 
     def side_rows(self, left: str, right: str, side: str) -> Iterator[str]:
         """``side``'s rows of the pair, each already serialized as JSON, in key order."""
@@ -98,9 +103,9 @@ class PartialsView:
         path = self._spools.get((left, right, side))
         if path is None:
             return
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", newline="\n") as fh:
             for line in fh:
-                yield line.rstrip("\n")
+                yield line[:-1]
 
     def pair_rows(self, left: str, right: str) -> Iterator[PairRow]:
         for rec in self.records():

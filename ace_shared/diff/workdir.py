@@ -26,6 +26,7 @@ after its worker died simply rewrites them, and a reader never sees half a file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -43,6 +44,14 @@ WORK = "work"
 DIFF_PLAN = "plan.json"
 RERUN_PLAN = "rerun_plan.json"
 CHECKS_STATE = "checks.json"
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+@functools.lru_cache(maxsize=256)
+def _name_json(node: str) -> str:
+    return _ENCODE(node)
 
 
 @dataclass
@@ -72,9 +81,9 @@ class DiffRecord:
 
         JSON text holds no tab or line break, so tabs part the fields safely.
         """
-        fields = [json.dumps(list(self.key), ensure_ascii=False)]
+        fields = [_ENCODE(list(self.key))]
         for node, text in self.texts.items():
-            fields.append(json.dumps(node, ensure_ascii=False))
+            fields.append(_name_json(node))
             fields.append("null" if text is None else text)
         return "\t".join(fields)
 
@@ -147,26 +156,27 @@ def read_partial(path: str | Path) -> Iterator[DiffRecord]:
                 yield DiffRecord.from_line(line, names)
 
 
-def read_partial_texts(path: str | Path) -> Iterator[dict[str, str | None]]:
-    """Each record's rows of one partial file as their texts, in order, keys not decoded.
+def read_partial_texts(path: str | Path, nodes: list[str]) -> Iterator[list[str]]:
+    """Each record's rows of one partial file, in ``nodes`` order, as their texts.
 
-    This is all the merge needs to write the diff file: the rows are split off
-    their lines, compared and copied as they are.
+    A node that lacks the row gives ``"null"`` (no row's text is that). Keys are
+    not decoded: this is all the merge needs to write the diff file, whose rows
+    are split off their lines, compared and copied as they are.
     """
-    names: dict[str, str] = {}
+    names = {json.dumps(n, ensure_ascii=False): i for i, n in enumerate(nodes)}
+    usual = list(names)  # the node fields of a record that lists every node in order
     with open(path, encoding="utf-8", newline="\n") as fh:
         for line in fh:
             fields = line.rstrip("\n").split("\t")
-            if len(fields) < 2:
-                continue
-            texts: dict[str, str | None] = {}
-            for i in range(1, len(fields), 2):
-                node = names.get(fields[i])
-                if node is None:
-                    node = names[fields[i]] = json.loads(fields[i])
-                text = fields[i + 1]
-                texts[node] = None if text == "null" else text
-            yield texts
+            if fields[1::2] == usual:
+                yield fields[2::2]
+            elif len(fields) > 1:
+                texts = ["null"] * len(nodes)
+                for i in range(1, len(fields), 2):
+                    at = names.get(fields[i])
+                    if at is not None:
+                        texts[at] = fields[i + 1]
+                yield texts
 
 
 def spool_folder(partials: list[str | Path], owner: int) -> Path | None:
