@@ -227,7 +227,7 @@ class RangeDiffer:
         fetched = self.sessions.on_all(
             _fetch(queries.fetch_rows_in_order(self.shape, batch, self.filter)))
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
-        by_node = {n: {r[0]: r[2] for r in rows if r[1]} for n, rows in fetched.items()}
+        by_node = {n: {r[0]: r[1] for r in rows if r[1] is not None} for n, rows in fetched.items()}
         nodes = self.nodes
         out = []
         for r in fetched[nodes[0]]:  # the first node's key order

@@ -283,8 +283,8 @@ def _typed_order(shape: TableShape) -> sql.Composable:
 
 def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
     """:func:`fetch_rows` for every one of ``keys``, in the table's key order: position,
-    whether this node holds a row for it, then the row as the diff file's JSON text
-    (:func:`row_json_text`; NULL where it holds none).
+    then the row as the diff file's JSON text (:func:`row_json_text`), NULL where
+    this node holds none.
 
     One round trip both fetches and orders a batch of differing keys.
     """
@@ -292,7 +292,7 @@ def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | 
     rel = _keys_relation(shape, keys, params)
     inner, inner_params = fetch_rows(shape, keys, table_filter)
     params.extend(inner_params)
-    q = sql.SQL("SELECT u.ord, m.ord IS NOT NULL, CASE WHEN m.ord IS NOT NULL THEN {} END "
+    q = sql.SQL("SELECT u.ord, CASE WHEN m.ord IS NOT NULL THEN {} END "
                 "FROM {} LEFT JOIN ({}) m ON m.ord = u.ord "
                 "ORDER BY {}").format(row_json_text(shape, "m"), rel, inner, _typed_order(shape))
     return q, params

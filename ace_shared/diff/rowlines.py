@@ -48,15 +48,21 @@ def copy_lines(q: Query) -> Callable[[cursor], list[bytes]]:
 
 
 def differing_lines(per_node: Iterable[list[bytes]]) -> set[bytes]:
-    """The lines not every node sent."""
-    sets = [set(lines) for lines in per_node]
-    if not sets:
+    """The lines not every node sent.
+
+    One set is built (the first node's); the others' lines are only looked up
+    in it, and then gathered: every line sent, less those every node sent.
+    """
+    per = list(per_node)
+    if not per:
         return set()
-    common = set.intersection(*sets)
-    out: set[bytes] = set()
-    for s in sets:
-        out |= s - common
-    return out
+    first, *rest = per
+    sent = set(first)
+    common = sent.intersection(*rest)
+    for lines in rest:
+        sent.update(lines)
+    sent -= common
+    return sent
 
 
 def _field(raw: bytes) -> str:

@@ -81,7 +81,7 @@ class DiffRecord:
 
         JSON text holds no tab or line break, so tabs part the fields safely.
         """
-        fields = [_ENCODE(list(self.key))]
+        fields = [_ENCODE(self.key)]  # (a tuple is written as an array)
         for node, text in self.texts.items():
             fields.append(_name_json(node))
             fields.append("null" if text is None else text)
