@@ -187,7 +187,7 @@ class RangeDiffer:
             q = queries.stream_hashes(self.shape, chunk, self.filter)
             lines = self.sessions.on_all(copy_lines(q))
             held += len(lines[self.nodes[0]])
-            keys.update(line_key(line) for line in differing_lines(lines.values()))
+            keys.update(map(line_key, differing_lines(lines.values())))
         return keys, held
 
     def records_for_keys(self, keys: Iterable[Key]) -> list[DiffRecord]:

@@ -65,13 +65,15 @@ def differing_lines(per_node: Iterable[list[bytes]]) -> set[bytes]:
     return sent
 
 
-def _field(raw: bytes) -> str:
-    text = raw.decode("utf-8")  # every session pins client_encoding to UTF8
-    if "\\" not in text:
-        return text
+def _unescape(text: str) -> str:
     return _ESCAPED.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), text)
 
 
 def line_key(line: bytes) -> Key:
     """The key of a ``key columns<TAB>hash`` line, as the text PostgreSQL printed for it."""
-    return tuple(_field(f) for f in line.rstrip(b"\n").split(b"\t")[:-1])
+    # every session pins client_encoding to UTF8; a tab in a value is escaped, so
+    # the tabs are the fields' own
+    fields = line[:line.rindex(b"\t")].decode("utf-8").split("\t")
+    if b"\\" in line:
+        fields = [_unescape(f) if "\\" in f else f for f in fields]
+    return tuple(fields)

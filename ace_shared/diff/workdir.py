@@ -46,12 +46,13 @@ RERUN_PLAN = "rerun_plan.json"
 CHECKS_STATE = "checks.json"
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+# json.dumps(text, ensure_ascii=False) without the encoder's machinery (the C function)
+_encode_text = json.encoder.encode_basestring
 
 
 @functools.lru_cache(maxsize=256)
 def _name_json(node: str) -> str:
-    return _ENCODE(node)
+    return _encode_text(node)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class DiffRecord:
 
         JSON text holds no tab or line break, so tabs part the fields safely.
         """
-        fields = [_ENCODE(self.key)]  # (a tuple is written as an array)
+        fields = ["[" + ", ".join(map(_encode_text, self.key)) + "]"]  # as json.dumps does
         for node, text in self.texts.items():
             fields.append(_name_json(node))
             fields.append("null" if text is None else text)
