@@ -15,7 +15,7 @@ from typing import IO
 from ace_shared.diff.workdir import DiffRecord, read_partial, read_partial_texts, spool_folder
 from ace_shared.difffile.view import PairRow
 
-SPOOL_BLOCK = 1000  # records read between two writes of the pair sides' spools
+SPOOL_BLOCK = 1000  # records compared and spooled at a time
 
 
 class PartialsView:
@@ -52,44 +52,32 @@ class PartialsView:
     def _spool_once(self) -> None:
         pairs = list(itertools.combinations(range(len(self.nodes)), 2))
         counts = [0] * len(pairs)
-        # each pair side's rows not yet in its spool, and the spools opened so far
-        pending: list[tuple[list[str], list[str]]] = [([], []) for _ in pairs]
         files: dict[tuple[str, str, str], IO[str]] = {}
         folder = self._spool_folder()
 
-        def flush() -> None:
-            for (i, j), sides in zip(pairs, pending, strict=True):
-                for side, lines in zip((i, j), sides, strict=True):
-                    if not lines:
-                        continue
-                    where = (self.nodes[i], self.nodes[j], self.nodes[side])
-                    fh = files.get(where)
-                    if fh is None:
-                        assert folder is not None
-                        path = folder / f"{len(files):04d}.jsonl"
-                        self._spools[where] = path
-                        fh = files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
-                    lines.append("")  # a line break after the last row too
-                    fh.write("\n".join(lines))
-                    lines.clear()
+        def spool(i: int, j: int, side: int, rows: list[str]) -> None:
+            if not rows:
+                return
+            where = (self.nodes[i], self.nodes[j], self.nodes[side])
+            fh = files.get(where)
+            if fh is None:
+                assert folder is not None
+                path = folder / f"{len(files):04d}.jsonl"
+                self._spools[where] = path
+                fh = files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            rows.append("")  # a line break after the last row too
+            fh.write("\n".join(rows))
 
+        records = itertools.chain.from_iterable(
+            read_partial_texts(path, self.nodes) for path in self._partials)
         try:
-            seen = 0
-            for path in self._partials:
-                for texts in read_partial_texts(path, self.nodes):
-                    for n, (i, j) in enumerate(pairs):
-                        left, right = texts[i], texts[j]
-                        if left == right:
-                            continue
-                        counts[n] += 1
-                        if left != "null":
-                            pending[n][0].append(left)
-                        if right != "null":
-                            pending[n][1].append(right)
-                    seen += 1
-                    if seen % SPOOL_BLOCK == 0:
-                        flush()
-            flush()
+            # a block of records at a time, each pair in one sweep over the block
+            while block := list(itertools.islice(records, SPOOL_BLOCK)):
+                for n, (i, j) in enumerate(pairs):
+                    differ = [(t[i], t[j]) for t in block if t[i] != t[j]]
+                    counts[n] += len(differ)
+                    spool(i, j, i, [left for left, _ in differ if left != "null"])
+                    spool(i, j, j, [right for _, right in differ if right != "null"])
         finally:
             for fh in files.values():
                 fh.close()
