@@ -21,27 +21,55 @@ SPOOL_BLOCK = 1000  # records compared and spooled at a time
 class PartialsView:
     """Differing rows read straight from the partial files, in range order.
 
-    The first call to :meth:`pairs` (or :meth:`side_rows`) reads the partial
-    files once and spools every pair side's rows, already serialized, into
-    files of their own beside the partials; the diff file is then written
-    from those spools. Rows travel as the text the diff file holds (see
-    :class:`~ace_shared.diff.workdir.DiffRecord`): no row is parsed or
-    serialized here, only compared and copied.
+    The partial files are read once, and every pair side's rows, already
+    serialized, spooled into files of their own beside the partials; the diff
+    file is then written from those spools. Rows travel as the text the diff
+    file holds (see :class:`~ace_shared.diff.workdir.DiffRecord`): no row is
+    parsed or serialized here, only compared and copied.
+
+    The first call to :meth:`pairs` (or :meth:`side_rows`) spools whatever is
+    not spooled yet. A runner that sees its first batches finish may spool them
+    earlier (:meth:`spool_ready`), while the later ones still wait on the nodes.
     """
 
     def __init__(self, nodes: Sequence[str], columns: Sequence[dict[str, str]],
                  key: Sequence[str], partials: Sequence[str | Path]) -> None:
         self.nodes, self.columns, self.key = list(nodes), list(columns), list(key)
-        self._partials = list(partials)
+        self._partials = [str(p) for p in partials]
         self._counts: list[tuple[str, str, int]] | None = None
         self._spools: dict[tuple[str, str, str], Path] = {}
+        self._pairs = list(itertools.combinations(range(len(self.nodes)), 2))
+        self._tally = [0] * len(self._pairs)
+        self._files: dict[tuple[str, str, str], IO[str]] = {}
+        self._spooled: list[str] = []  # the partial files spooled so far, in order
 
     def records(self) -> Iterator[DiffRecord]:
         for path in self._partials:
             yield from read_partial(path)
 
-    def _spool_folder(self) -> Path | None:
-        return spool_folder(self._partials, id(self))
+    def use_partials(self, partials: Sequence[str | Path]) -> None:
+        """The partial files the view stands for, once every batch has ended.
+
+        Those spooled early must come first: they are the batches that ended
+        first in range order, and every later one is spooled after them.
+        """
+        paths = [str(p) for p in partials]
+        if paths[:len(self._spooled)] != self._spooled:
+            raise ValueError("partial files were spooled out of range order")
+        self._partials = paths
+
+    def spool_ready(self, finished: Sequence[str | Path]) -> None:
+        """Spool the partial files of ``finished``, the batches that ended, first in range
+        order, with no batch before them still running (those already spooled are skipped)."""
+        paths = [str(p) for p in finished]
+        if paths[:len(self._spooled)] != self._spooled:
+            raise ValueError("partial files were spooled out of range order")
+        self._spool(paths[len(self._spooled):])
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
 
     def pairs(self) -> list[tuple[str, str, int]]:
         if self._counts is None:
@@ -50,39 +78,38 @@ class PartialsView:
         return self._counts
 
     def _spool_once(self) -> None:
-        pairs = list(itertools.combinations(range(len(self.nodes)), 2))
-        counts = [0] * len(pairs)
-        files: dict[tuple[str, str, str], IO[str]] = {}
-        folder = self._spool_folder()
-
-        def spool(i: int, j: int, side: int, rows: list[str]) -> None:
-            if not rows:
-                return
-            where = (self.nodes[i], self.nodes[j], self.nodes[side])
-            fh = files.get(where)
-            if fh is None:
-                assert folder is not None
-                path = folder / f"{len(files):04d}.jsonl"
-                self._spools[where] = path
-                fh = files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
-            rows.append("")  # a line break after the last row too
-            fh.write("\n".join(rows))
-
-        records = itertools.chain.from_iterable(
-            read_partial_texts(path, self.nodes) for path in self._partials)
         try:
-            # a block of records at a time, each pair in one sweep over the block
-            while block := list(itertools.islice(records, SPOOL_BLOCK)):
-                for n, (i, j) in enumerate(pairs):
-                    differ = [(t[i], t[j]) for t in block if t[i] != t[j]]
-                    counts[n] += len(differ)
-                    spool(i, j, i, [left for left, _ in differ if left != "null"])
-                    spool(i, j, j, [right for _, right in differ if right != "null"])
+            self.spool_ready(self._partials)
         finally:
-            for fh in files.values():
-                fh.close()
+            self.close()
         self._counts = [(self.nodes[i], self.nodes[j], c)
-                        for (i, j), c in zip(pairs, counts, strict=True) if c]
+                        for (i, j), c in zip(self._pairs, self._tally, strict=True) if c]
+
+    def _write(self, i: int, j: int, side: int, rows: list[str]) -> None:
+        if not rows:
+            return
+        where = (self.nodes[i], self.nodes[j], self.nodes[side])
+        fh = self._files.get(where)
+        if fh is None:
+            folder = spool_folder(self._partials, id(self))
+            assert folder is not None
+            path = folder / f"{len(self._spools):04d}.jsonl"
+            self._spools[where] = path
+            fh = self._files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        rows.append("")  # a line break after the last row too
+        fh.write("\n".join(rows))
+
+    def _spool(self, paths: list[str]) -> None:
+        records = itertools.chain.from_iterable(
+            read_partial_texts(path, self.nodes) for path in paths)
+        # a block of records at a time, each pair in one sweep over the block
+        while block := list(itertools.islice(records, SPOOL_BLOCK)):
+            for n, (i, j) in enumerate(self._pairs):
+                differ = [(t[i], t[j]) for t in block if t[i] != t[j]]
+                self._tally[n] += len(differ)
+                self._write(i, j, i, [left for left, _ in differ if left != "null"])
+                self._write(i, j, j, [right for _, right in differ if right != "null"])
+        self._spooled.extend(paths)
 
     def side_rows(self, left: str, right: str, side: str) -> Iterator[str]:
         """``side``'s rows of the pair, each already serialized as JSON, in key order."""

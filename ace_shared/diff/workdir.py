@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +180,7 @@ def read_partial_texts(path: str | Path, nodes: list[str]) -> Iterator[list[str]
                 yield texts
 
 
-def spool_folder(partials: list[str | Path], owner: int) -> Path | None:
+def spool_folder(partials: Sequence[str | Path], owner: int) -> Path | None:
     """A fresh folder beside the partial files for one reader's spools (None: no partials)."""
     if not partials:
         return None
