@@ -14,6 +14,7 @@ after a worker died counts once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import chord, group
@@ -30,6 +31,7 @@ from ace_shared.diff.job import (
     save_job,
     saved_job,
 )
+from ace_shared.diff.local import RunBatch
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec, validate_diff_request
 from ace_shared.diff.workdir import WorkDir
@@ -100,28 +102,39 @@ def _ranges_repr(batch: list[Any]) -> str:
 @app.task(name="ace.diff_ranges", bind=True, base=AceTask)
 def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Hash, narrow and compare one batch of key ranges on every node."""
-    spec = DiffSpec.from_dict(spec_dict)
-    job_id = spec.task_id
-    record = runtime.store().get(job_id)
-    if record is not None and record.status == FAILED:
-        return {"skipped": True}
-    client = runtime.redis()
-    budget = DiffBudget(RedisPartCounter(client, f"budget:{job_id}"), spec.max_diffs)
-    progress = RedisPartCounter(client, f"progress:{job_id}")
-    total_ranges = record.progress_total if record and record.progress_total else 0
+    return run_part(self, spec_dict, ranges, run_batch)
+
+
+def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int], None]:
+    """Report a part's ranges done: idempotent per part (Redis), throttled per process."""
+    progress = RedisPartCounter(runtime.redis(), f"progress:{job_id}")
 
     def on_range_done(part: str, done_in_part: int) -> None:
         done = progress.record(part, done_in_part)
         now = time.monotonic()
         # at most one store write and event per process per interval, however small the tasks
-        if now - _last_report[0] >= PROGRESS_EVERY_SECONDS or done == total_ranges:
+        if now - _last_report[0] >= PROGRESS_EVERY_SECONDS or done == total:
             _last_report[0] = now
             runtime.store().set_progress(job_id, done)
-            self.progress(done, total_ranges, job_id=job_id)
+            task.progress(done, total, job_id=job_id)
+    return on_range_done
 
+
+def run_part(task: AceTask, spec_dict: dict[str, Any], ranges: list[Any],
+             run: RunBatch) -> dict[str, Any]:
+    """One batch of a diff job's chord, run by ``run`` into its partial file: table-diff's
+    ranges, or an mtree table-diff's group of leaves."""
+    spec = DiffSpec.from_dict(spec_dict)
+    job_id = spec.task_id
+    record = runtime.store().get(job_id)
+    if record is not None and record.status == FAILED:
+        return {"skipped": True}
+    budget = DiffBudget(RedisPartCounter(runtime.redis(), f"budget:{job_id}"), spec.max_diffs)
+    total_ranges = record.progress_total if record and record.progress_total else 0
     key_ranges = [KeyRange.from_json(r) for r in ranges]
     try:
-        result = run_batch(spec, key_ranges, runtime.sessions_for(spec), budget, on_range_done)
+        result = run(spec, key_ranges, runtime.sessions_for(spec), budget,
+                     part_progress(task, job_id, total_ranges))
     except NodeUnreachableError as exc:
         runtime.drop_sessions(spec)
         raise fail_job(job_id, exc) from exc

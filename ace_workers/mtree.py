@@ -1,44 +1,193 @@
-"""``ace mtree ...`` on the fleet: each action is one task, run where a worker takes it.
+"""``ace mtree ...`` on the fleet: build and table-diff fan out across the workers.
 
-Within the task every node works at once (a build hashes all nodes' leaves in
-parallel, one snapshot per node). The result goes to the task store as any
-task's does; a table-diff's is shaped like table-diff's own (``diff_file``,
-``total_rows``, ``mismatched_rows``, ``summary``), so task-status, the CLI and
-table-repair read it the same way.
+``ace.mtree`` takes every action. ``init``, ``update`` and ``teardown`` run in
+that one task. The other two run the same steps as in-process, with the middle
+step shared by the workers as a chord:
+
+- **build** (:mod:`ace_shared.mtree.buildjob`): the task agrees the leaves and
+  starts tracking, saves the plan in its work folder and launches one
+  ``ace.mtree_hash`` per batch of leaves, then ``ace.mtree_finish``, which
+  builds the inner levels and marks the tree ready once every leaf is there.
+- **table-diff** (:mod:`ace_shared.mtree.diffjob`): the task updates and walks
+  the trees and saves a table-diff job whose batches are groups of differing
+  leaves; one ``ace.mtree_leaves`` per group writes its partial file, then
+  table-diff's own ``ace.merge_diff`` writes the diff file and records the
+  result as a table-diff's (``diff_file``, ``total_rows``, ``mismatched_rows``,
+  ``summary``).
+
+A task redelivered after its worker died launches its saved plan again, never
+a new one; subtasks that ran twice leave the same leaves or the same files.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ace_shared.errors import AceError
+from celery import chord, group
+
+from ace_shared.config import Settings
+from ace_shared.diff.job import merge_job, save_job, saved_job
+from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.workdir import WorkDir
+from ace_shared.errors import AceError, NodeUnreachableError
+from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
+from ace_shared.mtree.diffjob import diff_leaf_group, plan_mtree_diff
+from ace_shared.mtree.request import MtreeRequest, validate_mtree_request
+from ace_shared.mtree.run import run_mtree
+from ace_shared.mtree.tree import open_job, require_schema, table_shape
+from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import runtime
 from ace_workers.app import app
 from ace_workers.base import AceTask, fail_job
+from ace_workers.counters import RedisPartCounter
+from ace_workers.diff import diff_failed, merge_diff_task, part_progress, run_part
+from ace_workers.slots import live_slots
 
 
-def stored_result(action: str, result: dict[str, Any]) -> dict[str, Any]:
-    """What the task store keeps for an mtree action."""
-    if action != "table-diff":
-        return result
-    return {"diff_file": result["diff_file"], "total_rows": result["total_rows_checked"],
-            "mismatched_rows": result["diff_rows"], "summary": result}
+def diff_result(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the task store keeps for a table-diff, as ``ace.merge_diff`` records it."""
+    return {"diff_file": summary["diff_file"], "total_rows": summary["total_rows_checked"],
+            "mismatched_rows": summary["diff_rows"], "summary": summary}
 
 
 @app.task(name="ace.mtree", bind=True, base=AceTask)
 def mtree(self: AceTask, request: dict[str, Any],
           submission: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ace_shared.mtree.request import validate_mtree_request
-    from ace_shared.mtree.run import run_mtree
     job_id, store = self.start_job(request, submission)
+    settings = runtime.settings()
 
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
     try:
-        checked = validate_mtree_request(request, runtime.settings())
-        result = run_mtree(checked, runtime.settings(), job_id, progress)
+        checked = validate_mtree_request(request, settings)
+        if checked.action == "build":
+            return _launch_build(job_id, checked, settings)
+        if checked.action == "table-diff":
+            return _launch_diff(job_id, checked, settings)
+        result = run_mtree(checked, settings, job_id, progress)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
-    store.complete(job_id, stored_result(checked.action, result))
-    return {"action": checked.action, "diff_file": result.get("diff_file")}
+    store.complete(job_id, result)
+    return {"action": checked.action}
+
+
+def _slots(settings: Settings) -> tuple[int, int]:
+    return live_slots(runtime.redis()), settings.TASKS_PER_WORKER_PROCESS
+
+
+def _launch_build(job_id: str, request: MtreeRequest, settings: Settings) -> dict[str, Any]:
+    work = WorkDir.for_task(settings.output_dir, job_id)
+    if work.has_build_plan():
+        planned = BuildJob.from_dict(work.read_build_plan())
+    else:
+        with open_job(request, settings) as job:
+            require_schema(job)
+            slots, per_process = _slots(settings)
+            planned = plan_build(job, table_shape(job), job_id, str(work), slots, per_process)
+        work.create().write_build_plan(planned.to_dict())
+    runtime.store().set_total(job_id, planned.ranges_total)
+    spec = planned.spec.to_dict()
+    header = group(
+        mtree_hash.si(spec, [r.to_json() for r in batch]).set(
+            task_id=f"{job_id}.h{batch[0].index:06d}", argsrepr=_repr(batch))
+        for batch in planned.batches)
+    body = mtree_finish.si(str(work)).set(task_id=f"{job_id}.finish")
+    body.link_error(mtree_failed.si(str(work), job_id))
+    chord(header)(body)
+    return {"task_id": job_id, "batches": len(planned.batches)}
+
+
+def _launch_diff(job_id: str, request: MtreeRequest, settings: Settings) -> dict[str, Any]:
+    planned = saved_job(settings.output_dir, job_id)
+    if planned is None:
+        with open_job(request, settings) as job:
+            slots, per_process = _slots(settings)
+            planned = plan_mtree_diff(job, settings, job_id, "fleet", slots, per_process)
+        save_job(planned)
+    store = runtime.store()
+    store.set_total(job_id, planned.ranges_total)
+    if not planned.batches:  # the trees agree everywhere: an empty diff file at once
+        path, summary = merge_job(planned, [], settings.output_dir)
+        store.complete(job_id, diff_result(summary))
+        return {"task_id": job_id, "diff_file": str(path)}
+    spec = planned.spec.to_dict()
+    header = group(
+        mtree_leaves.si(spec, [r.to_json() for r in batch]).set(
+            task_id=f"{job_id}.g{batch[0].index:06d}", argsrepr=_repr(batch))
+        for batch in planned.batches)
+    body = merge_diff_task.si(planned.spec.work_dir).set(task_id=f"{job_id}.merge")
+    body.link_error(diff_failed.si(planned.spec.work_dir, job_id))
+    chord(header)(body)
+    return {"task_id": job_id, "groups": len(planned.batches)}
+
+
+def _repr(batch: list[KeyRange]) -> str:
+    """What Flower shows as a subtask's arguments: its ranges, not every boundary."""
+    first, last = batch[0].index, batch[-1].index
+    return f"(ranges {first}-{last})" if last != first else f"(range {first})"
+
+
+def _sessions(spec: BuildSpec) -> NodeSessions:
+    return runtime.sessions_for_nodes(spec.cluster_name, spec.dbname, list(spec.nodes),
+                                      spec.role, readonly=False)
+
+
+@app.task(name="ace.mtree_hash", bind=True, base=AceTask)
+def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
+    """Hash one batch of leaves on every node (again, if a copy ran before)."""
+    spec = BuildSpec.from_dict(spec_dict)
+    job_id = spec.task_id
+    record = runtime.store().get(job_id)
+    if record is not None and record.status == FAILED:
+        return {"skipped": True}
+    total = record.progress_total if record and record.progress_total else 0
+    try:
+        rows = hash_batch(spec, [KeyRange.from_json(r) for r in ranges], _sessions(spec),
+                          part_progress(self, job_id, total))
+    except NodeUnreachableError as exc:
+        runtime.drop_sessions_for(spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)
+        raise fail_job(job_id, exc) from exc
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
+    return {"rows": sum(rows.values())}
+
+
+@app.task(name="ace.mtree_finish", bind=True, base=AceTask)
+def mtree_finish(self: AceTask, work_dir: str) -> dict[str, Any]:
+    """Build the inner levels and mark the tree ready, once every leaf is hashed."""
+    work = WorkDir(work_dir)
+    planned = BuildJob.from_dict(work.read_build_plan())
+    job_id = planned.spec.task_id
+    store = runtime.store()
+    record = store.get(job_id)
+    if record is not None and record.status in (COMPLETED, FAILED):
+        work.remove()
+        return {"skipped": True}
+    try:
+        summary = finish_build(planned.spec, _sessions(planned.spec))
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
+    store.set_progress(job_id, planned.ranges_total)
+    store.complete(job_id, summary)
+    RedisPartCounter(runtime.redis(), f"progress:{job_id}").clear()
+    work.remove()
+    return {"blocks": summary["blocks"]}
+
+
+@app.task(name="ace.mtree_failed", base=AceTask)
+def mtree_failed(work_dir: str, job_id: str) -> None:
+    """Errback of a build's chord: the tree stays unmarked (refused); the job is FAILED."""
+    WorkDir(work_dir).remove()
+    runtime.store().fail(job_id, "A part of the Merkle tree build failed; see the workers' "
+                                 "logs. The tree is not used until it is built again.")
+
+
+@app.task(name="ace.mtree_leaves", bind=True, base=AceTask)
+def mtree_leaves(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
+    """Diff one group of differing leaves into its partial file."""
+    return run_part(self, spec_dict, ranges, diff_leaf_group)
+
+
+__all__ = ["mtree", "mtree_hash", "mtree_finish", "mtree_failed", "mtree_leaves"]

@@ -80,20 +80,22 @@ def _session_key(cluster_name: str, dbname: str | None, nodes: str | list[str],
 
 
 def sessions_for_nodes(cluster_name: str, dbname: str | None, nodes: str | list[str],
-                       role: str | None) -> NodeSessions:
+                       role: str | None, readonly: bool = True) -> NodeSessions:
     """This process's sessions to the chosen nodes, opened on first use.
 
     They are looked up by what the cluster file says now, so an edited file (a new
     password, a moved node) gets fresh connections and the old ones are closed.
+    Sessions that may write (an mtree build's) are kept apart from those that only read.
     """
     key, targets = _session_key(cluster_name, dbname, nodes, role)
+    key = (*key, readonly)
     stale = None
     with _lock:
         found = _sessions.get(key)
         if found is not None and tuple(found.targets.values()) != targets:
             stale, found = found, None
         if found is None:
-            found = NodeSessions(targets)
+            found = NodeSessions(targets, readonly=readonly)
             _sessions[key] = found
     if stale is not None:
         stale.close()
@@ -112,9 +114,10 @@ def drop_sessions_for(cluster_name: str, dbname: str | None, nodes: str | list[s
     except Exception:  # the cluster file is gone or broken: nothing to look up
         return
     with _lock:
-        found = _sessions.pop(key, None)
-    if found is not None:
-        found.close()
+        found = [_sessions.pop((*key, readonly), None) for readonly in (True, False)]
+    for sessions in found:
+        if sessions is not None:
+            sessions.close()
 
 
 def drop_sessions(spec: DiffSpec) -> None:

@@ -293,7 +293,7 @@ def test_a_writers_search_path_cannot_redirect_the_tracking_trigger(pg_cluster: 
 
 
 def test_leaves_are_grouped_in_order_with_open_ends() -> None:
-    from ace_shared.mtree.build import group_leaves, leaf_lowers
+    from ace_shared.mtree.buildjob import group_leaves, leaf_lowers
     cuts = [(str(i),) for i in range(1, 40)]
     ranges = group_leaves(cuts, fanout=16)
     assert leaf_lowers(ranges) == [None, *cuts]

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from ace_shared.config import Settings
-from ace_shared.diff.budget import LocalPartCounter, local_budget
+from ace_shared.diff.budget import DiffBudget, LocalPartCounter, local_budget
 from ace_shared.diff.job import DiffJob, job_view, merge_job, plan_job, run_batch
 from ace_shared.diff.plan import resolve_targets
-from ace_shared.diff.request import DiffRequest
+from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.request import DiffRequest, DiffSpec
 from ace_shared.diff.workdir import BatchResult
 from ace_shared.nodes.sessions import NodeSessions
 
 Progress = Callable[[int, int], None]
+RunBatch = Callable[[DiffSpec, list[KeyRange], NodeSessions, DiffBudget,
+                     Callable[[str, int], None]], BatchResult]
 
 
 def pool_size(max_cpu_ratio: float) -> int:
@@ -41,7 +44,7 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
         job = plan_job(request, settings, task_id, sessions, executor="local")
         view = job_view(job)
         try:
-            results = run_batches(job, sessions, size, progress, view.spool_ready)
+            results = run_batches(job, sessions, size, progress, on_first_done=view.spool_ready)
             return merge_job(job, results, settings.output_dir, view)
         finally:
             view.close()
@@ -50,10 +53,12 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
 
 
 def run_batches(job: DiffJob, sessions: NodeSessions, size: int,
-                progress: Progress | None = None,
+                progress: Progress | None = None, run: RunBatch = run_batch,
                 on_first_done: Callable[[list[str]], None] | None = None) -> list[BatchResult]:
     """Run every batch of ``job`` on ``size`` threads; the first failure stops the rest.
 
+    ``run`` diffs one batch: table-diff's ranges, or another job's batches
+    (an mtree table-diff's groups of leaves) written the same way.
     ``on_first_done`` is handed the partial files of the batches that have ended
     first in range order, with none before them still running, each time more
     have: the merge's first pass over them runs here, while the nodes work on
@@ -72,7 +77,7 @@ def run_batches(job: DiffJob, sessions: NodeSessions, size: int,
     budget = local_budget(job.spec.max_diffs)
     try:
         with ThreadPoolExecutor(max_workers=size, thread_name_prefix="ace-batch") as pool:
-            futures = [pool.submit(run_batch, job.spec, g, sessions, budget, on_range_done)
+            futures = [pool.submit(run, job.spec, g, sessions, budget, on_range_done)
                        for g in job.batches]
             try:
                 _wait_in_order(futures, on_first_done)

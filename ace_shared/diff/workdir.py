@@ -6,6 +6,7 @@ directory, so whichever worker runs a step (a thread here, a Celery subtask on
 another host) finds what the earlier steps left:
 
 - ``plan.json``: a diff's plan (spec, batches of ranges, what the merge needs);
+- ``mtree_build.json``: an mtree build's plan (spec, batches of leaf ranges);
 - ``rerun_plan.json`` and ``keys_<n>.json``: a rerun's plan and its key batches;
 - ``checks.json``: a schema-diff's or repset-diff's per-table diffs, for its collector;
 - ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line
@@ -44,6 +45,7 @@ WORK = "work"
 DIFF_PLAN = "plan.json"
 RERUN_PLAN = "rerun_plan.json"
 CHECKS_STATE = "checks.json"
+BUILD_PLAN = "mtree_build.json"
 
 
 # json.dumps(text, ensure_ascii=False) without the encoder's machinery (the C function)
@@ -268,6 +270,15 @@ class WorkDir:
 
     def read_diff_plan(self) -> dict[str, Any]:
         return dict(self._read_json(DIFF_PLAN))
+
+    def has_build_plan(self) -> bool:
+        return (self.path / BUILD_PLAN).is_file()
+
+    def write_build_plan(self, plan: dict[str, Any]) -> None:
+        _write_atomically(self.path / BUILD_PLAN, json.dumps(plan))
+
+    def read_build_plan(self) -> dict[str, Any]:
+        return dict(self._read_json(BUILD_PLAN))
 
     def write_rerun_plan(self, plan: dict[str, Any]) -> None:
         _write_atomically(self.path / RERUN_PLAN, json.dumps(plan))

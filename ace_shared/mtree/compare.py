@@ -3,44 +3,27 @@
 The walk reads one level of every node's tree at a time, all nodes at once,
 and goes down only under the nodes whose count or hash differ; at the bottom
 are the leaves that differ. Those leaves, as key ranges ``[lower, upper)``,
-go to the same range differ and diff-file writer as a full table-diff, so the
-file is the same format and table-repair and table-rerun take it unchanged.
+go in groups to the same row fetch and diff-file writer as a full table-diff
+(:mod:`ace_shared.mtree.diffjob`), so the file is the same format and
+table-repair and table-rerun take it unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 
-from ace_shared.config import Settings
 from ace_shared.diff import queries
-from ace_shared.diff.differ import RangeDiffer
-from ace_shared.diff.local import pool_size
-from ace_shared.diff.merge import merge_diff
 from ace_shared.diff.ranges import Key, KeyRange
-from ace_shared.diff.request import DiffSpec
-from ace_shared.diff.workdir import BatchResult, WorkDir
-from ace_shared.mtree import leaves, objects
-from ace_shared.mtree.request import MtreeRequest
-from ace_shared.mtree.tree import (
-    Job,
-    check_same_blocks,
-    check_tree,
-    each_node,
-    open_job,
-    require_schema,
-    table_shape,
-)
-from ace_shared.mtree.update import update_trees
+from ace_shared.mtree import leaves
+from ace_shared.mtree.tree import Job
+from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
 Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaf hashes one query brings back from a node, at most
-FETCH_KEYS = 5_000  # differing keys whose full rows one query fetches
 Level = dict[int, tuple[int, str]]
 
 
@@ -132,8 +115,8 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
 class LeafDiffer:
     """Finds the differing keys of whole leaves: every row's hash, all leaves at once."""
 
-    def __init__(self, job: Job, shape: TableShape, block_rows: int) -> None:
-        self.job = job
+    def __init__(self, sessions: NodeSessions, shape: TableShape, block_rows: int) -> None:
+        self.sessions = sessions
         self.shape = shape
         self.per_query = max(1, ROWS_PER_QUERY // max(1, block_rows))
         self.first_held = 0
@@ -146,7 +129,7 @@ class LeafDiffer:
                      if r.lower is None or r.upper is None]
         found: set[Key] = set()
         for done, q in enumerate(queries_, start=1):
-            found |= self._compare(self.job.sessions.on_all(_fetch(q)))
+            found |= self._compare(self.sessions.on_all(_fetch(q)))
             if progress:
                 progress(done, len(queries_))
         return found
@@ -155,62 +138,6 @@ class LeafDiffer:
         """Keys whose (key, hash) is not on every node: set operations, not a loop per key."""
         n = len(self.shape.key)
         per_node = [set(rows) for rows in res.values()]
-        self.first_held += len(res[self.job.nodes[0]])
+        self.first_held += len(res[self.sessions.order[0]])
         common = set.intersection(*per_node)
         return {tuple(r[:n]) for rows in per_node for r in rows - common}
-
-
-def diff_leaves(job: Job, spec: DiffSpec, ranges: list[KeyRange],
-                progress: Progress | None) -> BatchResult:
-    """Diff the given leaves into one partial file; the result the diff-file writer reads."""
-    leaf = LeafDiffer(job, spec.shape, spec.block_rows)
-    keys = leaf.keys(ranges, progress)
-    differ = RangeDiffer(spec, job.sessions)
-    ordered = differ.order_keys(sorted(keys))
-    stopped = spec.max_diffs > 0 and len(ordered) > spec.max_diffs
-    if stopped:
-        ordered = ordered[:spec.max_diffs]
-    work = WorkDir(spec.work_dir)
-    missing_on_first = 0
-    with work.partial_writer(0) as out:
-        for i in range(0, len(ordered), FETCH_KEYS):
-            records = differ.records_for_keys(ordered[i:i + FETCH_KEYS])
-            out.write(records)
-            missing_on_first += sum(rec.texts.get(job.nodes[0]) is None for rec in records)
-    result = BatchResult(0, len(ranges), len(ranges), leaf.first_held + missing_on_first,
-                         out.count, str(work.partial_path(0)), stopped)
-    work.write_batch_result(result)
-    return result
-
-
-def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
-    """Update the trees, find the differing leaves, diff them; return the diff file and summary."""
-    started = datetime.now(timezone.utc).isoformat()
-    size = pool_size(request.max_cpu_ratio)
-    with open_job(request, settings, threads=size) as job:
-        require_schema(job)
-        shape = table_shape(job)
-        key = objects.tree_key(shape.table)
-        updated = update_trees(job, shape)
-        rows = each_node(job, lambda node: lambda cur: check_tree(cur, shape, key, node))
-        tree = check_same_blocks(rows, shape)
-        blocks, held = walk(job, key)
-        ranges = leaf_ranges(job, shape, key, blocks)
-        work = WorkDir.for_task(settings.output_dir, task_id).create()
-        spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
-                        nodes=tuple(job.nodes), shape=shape, table_filter=None,
-                        block_rows=tree.block_rows, batch_size=1,
-                        max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
-                        work_dir=str(work))
-        try:
-            results = [diff_leaves(job, spec, ranges, progress)] if ranges else []
-        except BaseException:
-            work.remove()
-            raise
-        # rows in agreeing leaves, from the tree; the differing leaves count their own
-        meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": "local",
-                "total_rows_checked": held + sum(r.rows_checked for r in results),
-                "mtree": {"leaves_differing": len(blocks), **updated}}
-        return merge_diff(spec, meta, results, len(ranges), settings.output_dir, request.output,
-                          started)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.mtree.build import run_build, run_init, run_teardown
-from ace_shared.mtree.compare import run_mtree_diff
+from ace_shared.mtree.diffjob import run_mtree_diff
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import open_job, require_schema, table_shape
 from ace_shared.mtree.update import update_trees
@@ -30,7 +30,7 @@ def run_mtree(request: MtreeRequest, settings: Settings, task_id: str,
     if request.action == "init":
         return run_init(request, settings)
     if request.action == "build":
-        return run_build(request, settings, progress)
+        return run_build(request, settings, task_id, progress)
     if request.action == "update":
         return run_update(request, settings)
     if request.action == "teardown":

@@ -68,8 +68,14 @@ def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Ite
 
 def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
     """Run ``make(node)`` on every node at once; results by node, the first error raised."""
-    with ThreadPoolExecutor(max_workers=len(job.nodes)) as pool:
-        futures = {n: pool.submit(job.sessions.on_one, n, make(n)) for n in job.nodes}
+    return each_session(job.sessions, make)
+
+
+def each_session(sessions: NodeSessions,
+                 make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
+    """:func:`each_node` for sessions without a job (a worker's, for one step of a job)."""
+    with ThreadPoolExecutor(max_workers=len(sessions.order)) as pool:
+        futures = {n: pool.submit(sessions.on_one, n, make(n)) for n in sessions.order}
         results: dict[str, T] = {}
         error: BaseException | None = None
         for node, fut in futures.items():

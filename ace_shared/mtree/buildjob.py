@@ -1,0 +1,343 @@
+"""``ace mtree build`` as steps any executor can run: plan, hash batches of leaves, finish.
+
+1. **plan** (one step): agree the leaf boundaries on every node, then on each
+   node, in one short transaction, drop any old tree and create empty storage
+   and the tracking triggers, so every change from then on is logged. The plan
+   names each node's leaf table by its oid: later steps write to this build's
+   tree only, never to one a second build has made since.
+2. **hash a batch** (any worker, any number of times): each batch is a run of
+   ranges of ``FANOUT`` leaves. On each node one ``REPEATABLE READ`` transaction
+   deletes the batch's leaves (left by an earlier copy of the batch), deletes
+   the logged changes whose keys fall in the batch's key span, and hashes its
+   leaves, all at that one snapshot: changes committed before it are in the
+   hashes and gone from the log, later ones stay logged. Batches have snapshots
+   of their own, but every leaf is consistent with what the log still holds for
+   its keys, which is all ``update`` needs. A copy run again after its worker
+   died does the same at a later snapshot, with the same outcome.
+3. **finish** (one step): on each node, only if every leaf is there and the
+   table is still the one planned for, build the inner levels and write the
+   tree's catalogue row. Until then a tree has no row and every command refuses
+   it as missing, so a half-built tree is never trusted.
+
+Markers of a ``TRUNCATE`` are never removed by a batch: one during the build
+leaves the tree refused until it is built again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import cursor
+
+from ace_shared.diff import queries
+from ace_shared.diff.job import cut_batches
+from ace_shared.diff.plan import agreed_boundaries, read_common_shape
+from ace_shared.diff.ranges import Key, KeyRange
+from ace_shared.errors import TableError
+from ace_shared.mtree import leaves, objects
+from ace_shared.mtree.tree import Job, each_session, in_transaction, table_identity
+from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
+
+OnRangeDone = Callable[[str, int], None]
+LOCAL_BATCH_RANGES = 64  # ranges of FANOUT leaves per transaction when this process builds
+RETRIES = 5  # a batch that met a copy of itself on a node is tried again this often
+
+
+def leaf_lowers(ranges: list[KeyRange]) -> list[Key | None]:
+    """The lower bound of every leaf: each range's own, then its inner cuts."""
+    out: list[Key | None] = []
+    for rng in ranges:
+        out.append(rng.lower)
+        out.extend(rng.inner)
+    return out
+
+
+def group_leaves(cuts: list[Key], fanout: int = leaves.FANOUT) -> list[KeyRange]:
+    """Ranges of ``fanout`` consecutive leaves cut at ``cuts``: each range's inner cuts are
+    its leaves' boundaries, so one hashing query per range gives every leaf's hash.
+    Range ``i``'s first leaf is leaf ``i * fanout``."""
+    bounds: list[Key | None] = [None, *cuts, None]
+    out = []
+    for i, start in enumerate(range(0, len(bounds) - 1, fanout)):
+        end = min(start + fanout, len(bounds) - 1)
+        out.append(KeyRange(i, bounds[start], bounds[end], tuple(cuts[start:end - 1])))
+    return out
+
+
+def exact_cuts(job: Job, shape: TableShape, block_rows: int) -> list[Key]:
+    """Every ``block_rows``-th key of the node that holds the most rows, kept where every
+    node sorts it alike: leaves start even, so few need splitting soon after a build."""
+    counts = job.sessions.on_all(
+        lambda cur: (cur.execute(queries.sql.SQL("SELECT count(*) FROM {}").format(
+            queries.table_ref(shape))), cur.fetchone()[0])[1])
+    biggest = max(job.nodes, key=lambda n: counts[n])
+    query, params = queries.every_nth_key(shape, block_rows, None)
+    rows = job.sessions.on_one(biggest, lambda cur: (cur.execute(query, params),
+                                                     cur.fetchall())[1])
+    return agreed_boundaries(job.sessions, shape, [tuple(r) for r in rows])
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A planned build as every step sees it: small, JSON-able, nothing secret."""
+
+    task_id: str
+    cluster_name: str
+    dbname: str
+    nodes: tuple[str, ...]
+    role: str | None
+    shape: TableShape
+    block_rows: int
+    leaves: int
+    tables: dict[str, int]  # node -> the table's oid when the build began
+    storage: dict[str, int]  # node -> the oid of this build's leaf table
+    triggers: dict[str, str]  # node -> the row versions of ACE's triggers as created
+    work_dir: str
+
+    @property
+    def key(self) -> str:
+        return objects.tree_key(self.shape.table)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "cluster_name": self.cluster_name,
+                "dbname": self.dbname, "nodes": list(self.nodes), "role": self.role,
+                "shape": shape_to_dict(self.shape), "block_rows": self.block_rows,
+                "leaves": self.leaves, "tables": self.tables, "storage": self.storage,
+                "triggers": self.triggers, "work_dir": self.work_dir}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BuildSpec:
+        return cls(d["task_id"], d["cluster_name"], d["dbname"], tuple(d["nodes"]), d["role"],
+                   shape_from_dict(d["shape"]), int(d["block_rows"]), int(d["leaves"]),
+                   {k: int(v) for k, v in d["tables"].items()},
+                   {k: int(v) for k, v in d["storage"].items()}, dict(d["triggers"]),
+                   d["work_dir"])
+
+
+@dataclass
+class BuildJob:
+    """A planned build: its spec and its batches of leaf ranges."""
+
+    spec: BuildSpec
+    batches: list[list[KeyRange]]
+
+    @property
+    def ranges_total(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(),
+                "batches": [[r.to_json() for r in batch] for batch in self.batches]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BuildJob:
+        return cls(BuildSpec.from_dict(d["spec"]),
+                   [[KeyRange.from_json(r) for r in batch] for batch in d["batches"]])
+
+
+def _leaf_table_oid(cur: cursor, key: str) -> int | None:
+    cur.execute("SELECT to_regclass(%s)::oid", (f"{objects.SCHEMA}.blocks_{key}",))
+    found = cur.fetchone()[0]
+    return None if found is None else int(found)
+
+
+def _trigger_versions(cur: cursor, table_oid: int) -> str:
+    """The row versions (``xmin``) of ACE's triggers on the table.
+
+    Switching a trigger off and on again writes its catalogue row twice: the
+    versions differ afterwards even though the trigger looks as it was. While
+    a tree is built no ``ALTER TABLE`` is watched (that needs the tree's
+    catalogue row), so the build compares these instead.
+    """
+    cur.execute("SELECT string_agg(tgname || ':' || xmin::text, ',' ORDER BY tgname) "
+                "FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE %s",
+                (table_oid, objects.TRIGGER_PREFIX.replace("_", r"\_") + "%"))
+    return str(cur.fetchone()[0])
+
+
+def _start_tree(shape: TableShape, key: str) -> Callable[[cursor], tuple[int, int, str]]:
+    def start(cur: cursor) -> tuple[int, int, str]:
+        oid, owner = table_identity(cur, shape)
+        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key = %s", (key,))
+        objects.create_storage(cur, shape, key)
+        objects.create_tracking(cur, shape, key, owner)
+        storage = _leaf_table_oid(cur, key)
+        assert storage is not None
+        return oid, storage, _trigger_versions(cur, oid)
+    return in_transaction(start)
+
+
+def plan_build(job: Job, shape: TableShape, task_id: str, work_dir: str,
+               slots: int | None = None, tasks_per_process: int = 1) -> BuildJob:
+    """Agree the leaves, start tracking on every node, and cut the hashing into batches.
+
+    ``slots`` counts the fleet's worker processes (None: this process hashes, in
+    batches of ``LOCAL_BATCH_RANGES`` ranges).
+    """
+    block_rows = job.request.block_rows
+    ranges = group_leaves(exact_cuts(job, shape, block_rows))
+    key = objects.tree_key(shape.table)
+    started = job.sessions.on_all(_start_tree(shape, key))
+    spec = BuildSpec(task_id, job.request.cluster_name, job.dbname, tuple(job.nodes),
+                     job.request.role, shape, block_rows, len(leaf_lowers(ranges)),
+                     {n: t for n, (t, _, _) in started.items()},
+                     {n: s for n, (_, s, _) in started.items()},
+                     {n: v for n, (_, _, v) in started.items()}, work_dir)
+    batch_size = None if slots is not None else LOCAL_BATCH_RANGES
+    return BuildJob(spec, cut_batches(ranges, batch_size, slots, tasks_per_process))
+
+
+def _superseded(spec: BuildSpec, node: str) -> TableError:
+    return TableError(f"The Merkle tree of table {spec.shape.table.display} on node {node} was "
+                      "removed or built again by another command while this build ran; "
+                      "run 'ace mtree build' for it again.")
+
+
+def _key_span(shape: TableShape, lower: Key | None, upper: Key | None,
+              params: list[object]) -> sql.Composable:
+    """Log rows (changes, not markers) whose key is in ``[lower, upper)``."""
+    names = [sql.Identifier(f"k{i}") for i in range(len(shape.key))]
+    keys = sql.SQL("({})").format(sql.SQL(", ").join(names)) if len(names) > 1 else names[0]
+    conds: list[sql.Composable] = [sql.SQL("sign IN (-1, 1)")]
+    for bound, op in ((lower, ">="), (upper, "<")):
+        if bound is None:
+            continue
+        params.extend(bound)
+        casts = sql.SQL(", ").join(sql.SQL("%s::{}").format(queries.catalog_text(c.type_sql))
+                                   for c in shape.key_columns)
+        typed = sql.SQL("({})").format(casts) if len(names) > 1 else casts
+        conds.append(sql.SQL("{} {} {}").format(keys, sql.SQL(op), typed))
+    return sql.SQL(" AND ").join(conds)
+
+
+def _hold_storage(cur: cursor, spec: BuildSpec, node: str, mode: str) -> None:
+    """Lock this build's leaf table, or say the build was superseded.
+
+    Batches take ``ROW EXCLUSIVE`` as their first statement, so their snapshot
+    comes after it; finishing takes ``SHARE``. A batch therefore either commits
+    before the tree is marked ready, or starts after and sees it so: no leaf is
+    written under inner levels that were built without it.
+    """
+    try:
+        cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(
+            objects.obj("blocks", spec.key), sql.SQL(mode)))
+    except psycopg2.errors.UndefinedTable:
+        raise _superseded(spec, node) from None
+    if _leaf_table_oid(cur, spec.key) != spec.storage[node]:
+        raise _superseded(spec, node)
+
+
+def _is_ready(cur: cursor, key: str) -> bool:
+    cur.execute("SELECT 1 FROM ace_mtree.trees WHERE tree_key = %s", (key,))
+    return cur.fetchone() is not None
+
+
+def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
+                  ) -> Callable[[cursor], int]:
+    key = spec.key
+    first = ranges[0].index * leaves.FANOUT
+    lowers = leaf_lowers(ranges)
+
+    def fill(cur: cursor) -> int:
+        _hold_storage(cur, spec, node, "ROW EXCLUSIVE")
+        if _is_ready(cur, key):
+            return 0  # a late copy: the build finished without it, and update owns the leaves
+        blocks = objects.obj("blocks", key)
+        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no >= %s AND block_no < %s").format(
+            blocks), (first, first + len(lowers)))
+        params: list[object] = []
+        span = _key_span(spec.shape, ranges[0].lower, ranges[-1].upper, params)
+        cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(objects.obj("log", key), span),
+                    params)
+        counts, hashes = leaves.hash_ranges(cur, spec.shape, ranges)
+        leaves.insert_blocks(cur, spec.shape, key, first, lowers, counts, hashes)
+        return sum(counts)
+
+    def run(cur: cursor) -> int:
+        attempt = 1
+        while True:
+            try:
+                return in_transaction(fill, repeatable=True)(cur)
+            except (psycopg2.errors.SerializationFailure, psycopg2.errors.UniqueViolation):
+                # another copy of this batch committed first: redo it at a newer snapshot
+                cur.connection.rollback()
+                if attempt >= RETRIES:
+                    raise
+                attempt += 1
+    return run
+
+
+def hash_batch(spec: BuildSpec, ranges: list[KeyRange], sessions: NodeSessions,
+               on_range_done: OnRangeDone | None = None) -> dict[str, int]:
+    """Hash one batch's leaves on every node (see the module's docstring); rows by node."""
+    rows = each_session(sessions, lambda n: _hash_on_node(spec, ranges, n))
+    if on_range_done is not None:
+        on_range_done(str(ranges[0].index), len(ranges))
+    return rows
+
+
+def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cursor], int]:
+    key = spec.key
+
+    def finish(cur: cursor) -> int:
+        _hold_storage(cur, spec, node, "SHARE")
+        blocks = objects.obj("blocks", key)
+        if _is_ready(cur, key):  # a copy of this step committed here already
+            cur.execute(sql.SQL("SELECT coalesce(sum(row_count), 0) FROM {}").format(blocks))
+            return int(cur.fetchone()[0])
+        oid, _ = table_identity(cur, spec.shape)
+        name = spec.shape.table.display
+        if oid != spec.tables[node] or shape_sig != objects.shape_signature(spec.shape):
+            raise TableError(f"Table {name} on node {node} was dropped, created again or "
+                             "altered while its Merkle tree was built; run 'ace mtree build' "
+                             "for it again.")
+        if (objects.tracking_state(cur, oid) != objects.EXPECTED_TRIGGERS
+                or _trigger_versions(cur, oid) != spec.triggers[node]):
+            raise TableError(f"Change tracking of table {name} on node {node} was dropped, "
+                             "disabled or changed while its Merkle tree was built; run "
+                             "'ace mtree build' for it again.")
+        cur.execute(sql.SQL("SELECT count(*), coalesce(sum(row_count), 0) FROM {}").format(
+            blocks))
+        found, rows = cur.fetchone()
+        if int(found) != spec.leaves:
+            raise TableError(f"The Merkle tree of table {name} on node {node} has {found} of "
+                             f"its {spec.leaves} leaves hashed; the build did not finish. Run "
+                             "'ace mtree build' for it again.")
+        leaves.rebuild_inner(cur, key, None)
+        cur.execute(
+            "INSERT INTO ace_mtree.trees (tree_key, schema_name, table_name, table_oid, "
+            "shape_sig, block_rows, bounds_sig) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (key, spec.shape.table.schema, spec.shape.table.table, oid,
+             objects.shape_signature(spec.shape), spec.block_rows,
+             leaves.bounds_signature(cur, spec.shape, key)))
+        return int(rows)
+    return in_transaction(finish)
+
+
+def finish_build(spec: BuildSpec, sessions: NodeSessions) -> dict[str, Any]:
+    """Check every leaf is hashed, build the inner levels and mark the tree ready; the
+    build's summary."""
+    shape = read_common_shape(sessions, spec.shape.table)
+    sig = objects.shape_signature(shape)
+    rows = each_session(sessions, lambda n: _finish_on_node(spec, sig, n))
+    return {"action": "build", "table": spec.shape.table.display, "nodes": list(spec.nodes),
+            "blocks": spec.leaves, "block_rows": spec.block_rows, "rows_by_node": rows}
+
+
+def build_tree(job: Job, shape: TableShape, task_id: str,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Build in this process: the same steps, the batches one after another (each on
+    every node at once)."""
+    planned = plan_build(job, shape, task_id, work_dir="")
+    done = 0
+    for batch in planned.batches:
+        hash_batch(planned.spec, batch, job.sessions)
+        done += len(batch)
+        if progress:
+            progress(done, planned.ranges_total)
+    return finish_build(planned.spec, job.sessions)

@@ -1,0 +1,144 @@
+"""``ace mtree table-diff`` as a table-diff job: update and walk, diff groups of leaves, merge.
+
+1. **plan** (one step): fold every node's change log into its tree (the tree
+   must be current), check the trees can be trusted, walk them, and cut the
+   differing leaves into groups; the result is a :class:`~ace_shared.diff.job.DiffJob`
+   like a table-diff's, whose batches are groups of leaves.
+2. **diff a group** (any worker, any number of times): every row hash of the
+   group's leaves on every node (:class:`~ace_shared.mtree.compare.LeafDiffer`),
+   then table-diff's own row fetch for the keys that differ, into the group's
+   partial file in the work folder, with the group's record beside it.
+3. **merge**: table-diff's own (:func:`ace_shared.diff.job.merge_job`), which
+   counts the rows of the leaves that agree from the plan.
+
+In this process the groups run on a thread pool (:func:`diff.local.run_batches`);
+on a fleet, as the batches of table-diff's chord. Either way the file is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ace_shared.config import Settings
+from ace_shared.diff.budget import DiffBudget
+from ace_shared.diff.differ import RangeDiffer
+from ace_shared.diff.job import DiffJob, cut_batches, merge_job
+from ace_shared.diff.local import pool_size, run_batches
+from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.workdir import BatchResult, WorkDir
+from ace_shared.mtree import objects
+from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, walk
+from ace_shared.mtree.request import MtreeRequest
+from ace_shared.mtree.tree import (
+    Job,
+    check_same_blocks,
+    check_tree,
+    each_node,
+    open_job,
+    require_schema,
+    table_shape,
+)
+from ace_shared.mtree.update import update_trees
+from ace_shared.nodes.sessions import NodeSessions
+
+Progress = Callable[[int, int], None]
+OnRangeDone = Callable[[str, int], None]
+FETCH_KEYS = 5_000  # differing keys whose full rows one query fetches
+
+
+def leaves_per_query(block_rows: int) -> int:
+    """How many leaves one query of :class:`LeafDiffer` reads: a group in this process."""
+    return max(1, ROWS_PER_QUERY // max(1, block_rows))
+
+
+def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
+                    slots: int | None = None, tasks_per_process: int = 1) -> DiffJob:
+    """Update the trees, walk them, and group the differing leaves into batches.
+
+    ``slots`` counts the fleet's worker processes (None: this process diffs the
+    groups, ``leaves_per_query`` leaves each).
+    """
+    started = datetime.now(timezone.utc).isoformat()
+    request: MtreeRequest = job.request
+    require_schema(job)
+    shape = table_shape(job)
+    key = objects.tree_key(shape.table)
+    updated = update_trees(job, shape)
+    rows = each_node(job, lambda node: lambda cur: check_tree(cur, shape, key, node))
+    tree = check_same_blocks(rows, shape)
+    blocks, held = walk(job, key)
+    ranges = leaf_ranges(job, shape, key, blocks)
+    batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
+    groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
+    work = WorkDir.for_task(settings.output_dir, task_id).create()
+    spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
+                    nodes=tuple(job.nodes), shape=shape, table_filter=None,
+                    block_rows=tree.block_rows, batch_size=max((len(g) for g in groups),
+                                                               default=1),
+                    max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
+                    work_dir=str(work))
+    # rows in the leaves that agree, from the tree; the differing leaves count their own
+    meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
+            "output": request.output, "started_at": started, "ranges_total": len(ranges),
+            "batch_firsts": [g[0].index for g in groups], "rows_outside_ranges": held,
+            "mtree": {"leaves_differing": len(blocks), **updated}}
+    return DiffJob(spec, groups, meta)
+
+
+def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
+                    budget: DiffBudget, on_range_done: OnRangeDone | None = None,
+                    ) -> BatchResult:
+    """Diff one group of leaves into its partial file; the record the merge reads.
+
+    Named by its first leaf's index like a table-diff batch, so a copy run again
+    after its worker died rewrites the same files.
+    """
+    first = ranges[0].index
+    part = str(first)
+    work = WorkDir(spec.work_dir)
+    if budget.exhausted():
+        with work.partial_writer(first):
+            pass
+        result = BatchResult(first, 0, len(ranges), 0, 0, str(work.partial_path(first)), True)
+        work.write_batch_result(result)
+        return result
+    leaf = LeafDiffer(sessions, spec.shape, spec.block_rows)
+
+    def progress(done: int, total: int) -> None:
+        if on_range_done is not None:
+            on_range_done(part, len(ranges) * done // max(1, total))
+    keys = leaf.keys(ranges, progress)
+    differ = RangeDiffer(spec, sessions)
+    ordered = differ.order_keys(sorted(keys))
+    stopped = spec.max_diffs > 0 and len(ordered) > spec.max_diffs
+    if stopped:
+        ordered = ordered[:spec.max_diffs]
+    first_node = sessions.order[0]
+    missing_on_first = 0
+    with work.partial_writer(first) as out:
+        for i in range(0, len(ordered), FETCH_KEYS):
+            records = differ.records_for_keys(ordered[i:i + FETCH_KEYS])
+            out.write(records)
+            missing_on_first += sum(rec.texts.get(first_node) is None for rec in records)
+    if out.count:
+        budget.record(part, out.count)
+    result = BatchResult(first, len(ranges), len(ranges), leaf.first_held + missing_on_first,
+                         out.count, str(work.partial_path(first)), stopped)
+    work.write_batch_result(result)
+    if on_range_done is not None:
+        on_range_done(part, len(ranges))
+    return result
+
+
+def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
+                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+    """Update the trees, find the differing leaves, diff them here; the diff file and summary."""
+    size = pool_size(request.max_cpu_ratio)
+    with open_job(request, settings, threads=size) as job:
+        planned = plan_mtree_diff(job, settings, task_id, executor="local")
+        results = run_batches(planned, job.sessions, size, progress, run=diff_leaf_group)
+        return merge_job(planned, results, settings.output_dir)
