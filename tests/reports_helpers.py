@@ -28,8 +28,8 @@ def partials_view(folder: Path, nodes: Sequence[str], columns: Sequence[tuple[st
         with open(path, "w", encoding="utf-8") as fh:
             for rows in batch:
                 present = next(r for r in rows.values() if r is not None)
-                rec = DiffRecord(tuple(present[k] for k in key), dict(rows))
-                fh.write(rec.to_json() + "\n")
+                rec = DiffRecord.from_rows(tuple(present[k] for k in key), dict(rows))
+                fh.write(rec.to_line() + "\n")
         paths.append(path)
     return PartialsView(nodes, [{"name": n, "type": t} for n, t in columns], key, paths)
 

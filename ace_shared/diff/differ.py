@@ -127,7 +127,7 @@ class RangeDiffer:
         # as many differing keys as would touch most sub-ranges, were they scattered
         self._set_dense(len(keys) > DENSE_SHARE * max(FANOUT, len(rng.inner) + 1))
         records = self.records_for_keys(keys)
-        return records, held + sum(1 for r in records if r.rows.get(first) is None)
+        return records, held + sum(1 for r in records if r.texts.get(first) is None)
 
     def _set_dense(self, dense: bool) -> None:
         self._dense = dense
@@ -187,7 +187,7 @@ class RangeDiffer:
             q = queries.stream_hashes(self.shape, chunk, self.filter)
             lines = self.sessions.on_all(copy_lines(q))
             held += len(lines[self.nodes[0]])
-            keys.update(line_key(line) for line in differing_lines(lines.values()))
+            keys.update(map(line_key, differing_lines(lines.values())))
         return keys, held
 
     def records_for_keys(self, keys: Iterable[Key]) -> list[DiffRecord]:
@@ -217,22 +217,25 @@ class RangeDiffer:
             yield batch
 
     def _batch_records(self, batch: list[Key]) -> list[DiffRecord]:
-        """Records of ``batch``, in key order, whose rows are not equal everywhere."""
+        """Records of ``batch``, in key order, whose rows are not equal everywhere.
+
+        Each node sends each row as the diff file's JSON text (see
+        :func:`queries.row_json_text`), so rows are compared and kept as one string each.
+        """
         if not batch:
             return []
-        names = self.shape.column_names
         fetched = self.sessions.on_all(
             _fetch(queries.fetch_rows_in_order(self.shape, batch, self.filter)))
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
-        by_node = {n: {int(r[0]) - 1: r[2:] for r in rows if r[1]} for n, rows in fetched.items()}
+        by_node = {n: {r[0]: r[1] for r in rows if r[1] is not None} for n, rows in fetched.items()}
+        nodes = self.nodes
         out = []
-        for r in fetched[self.nodes[0]]:  # the first node's key order
-            i = int(r[0]) - 1
-            values = {n: by_node[n].get(i) for n in self.nodes}
-            if len(set(values.values())) > 1:
-                out.append(DiffRecord(batch[i], {n: None if v is None else
-                                                 dict(zip(names, v, strict=True))
-                                                 for n, v in values.items()}))
+        for r in fetched[nodes[0]]:  # the first node's key order
+            i = r[0]
+            texts = {n: by_node[n].get(i) for n in nodes}
+            first = texts[nodes[0]]
+            if any(texts[n] != first for n in nodes[1:]):
+                out.append(DiffRecord(batch[int(i) - 1], texts))
         return out
 
     def order_keys(self, keys: list[Key]) -> list[Key]:

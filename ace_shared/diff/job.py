@@ -22,7 +22,8 @@ from typing import Any
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import diff_batch
-from ace_shared.diff.merge import merge_diff
+from ace_shared.diff.merge import merge_diff, partials_view
+from ace_shared.diff.partials import PartialsView
 from ace_shared.diff.plan import prepare_diff
 from ace_shared.diff.ranges import KeyRange, batches, split_by_sizes, tapered_sizes
 from ace_shared.diff.request import DiffRequest, DiffSpec
@@ -126,8 +127,17 @@ def collect_results(job: DiffJob) -> list[BatchResult] | None:
     return job.work.read_batch_results(job.meta["batch_firsts"])
 
 
-def merge_job(job: DiffJob, results: list[BatchResult],
-              output_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """Write the diff file (and its report) from the batches; remove the work folder."""
+def job_view(job: DiffJob) -> PartialsView:
+    """A view over every batch's partial file, in range order, to spool batches as they end."""
+    return partials_view(job.spec, [job.work.partial_path(first)
+                                    for first in job.meta["batch_firsts"]])
+
+
+def merge_job(job: DiffJob, results: list[BatchResult], output_dir: Path,
+              view: PartialsView | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the diff file (and its report) from the batches; remove the work folder.
+
+    ``view`` is the job's :func:`job_view` when its first batches were spooled early.
+    """
     return merge_diff(job.spec, job.meta, results, job.ranges_total, output_dir,
-                      job.meta["output"], job.meta["started_at"])
+                      job.meta["output"], job.meta["started_at"], view=view)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget, LocalPartCounter, local_budget
-from ace_shared.diff.job import DiffJob, merge_job, plan_job, run_batch
+from ace_shared.diff.job import DiffJob, job_view, merge_job, plan_job, run_batch
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffRequest, DiffSpec
@@ -42,19 +42,27 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
     sessions = NodeSessions(targets, threads_per_node=size)
     try:
         job = plan_job(request, settings, task_id, sessions, executor="local")
-        results = run_batches(job, sessions, size, progress)
-        return merge_job(job, results, settings.output_dir)
+        view = job_view(job)
+        try:
+            results = run_batches(job, sessions, size, progress, on_first_done=view.spool_ready)
+            return merge_job(job, results, settings.output_dir, view)
+        finally:
+            view.close()
     finally:
         sessions.close()
 
 
 def run_batches(job: DiffJob, sessions: NodeSessions, size: int,
                 progress: Progress | None = None, run: RunBatch = run_batch,
-                ) -> list[BatchResult]:
+                on_first_done: Callable[[list[str]], None] | None = None) -> list[BatchResult]:
     """Run every batch of ``job`` on ``size`` threads; the first failure stops the rest.
 
     ``run`` diffs one batch: table-diff's ranges, or another job's batches
     (an mtree table-diff's groups of leaves) written the same way.
+    ``on_first_done`` is handed the partial files of the batches that have ended
+    first in range order, with none before them still running, each time more
+    have: the merge's first pass over them runs here, while the nodes work on
+    the later batches, instead of after the last.
     """
     total = job.ranges_total
     counter = LocalPartCounter()
@@ -72,13 +80,30 @@ def run_batches(job: DiffJob, sessions: NodeSessions, size: int,
             futures = [pool.submit(run, job.spec, g, sessions, budget, on_range_done)
                        for g in job.batches]
             try:
-                _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                _wait_in_order(futures, on_first_done)
             except BaseException:  # Ctrl-C: stop the nodes' queries, don't wait for them
                 sessions.cancel()
                 raise
-            for fut in pending:
+            for fut in futures:
                 fut.cancel()
             return [f.result() for f in futures if not f.cancelled()]
     except BaseException:
         job.work.remove()
         raise
+
+
+def _wait_in_order(futures: list[Future[BatchResult]],
+                   on_first_done: Callable[[list[str]], None] | None) -> None:
+    """Wait until every future is done or one failed, reporting the finished first ones."""
+    pending = set(futures)
+    first_done: list[str] = []
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        if any(f.exception() is not None for f in done):
+            return
+        grew = False
+        while len(first_done) < len(futures) and futures[len(first_done)].done():
+            first_done.append(futures[len(first_done)].result().partial_path)
+            grew = True
+        if grew and pending and on_first_done is not None:
+            on_first_done(list(first_done))

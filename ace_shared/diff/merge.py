@@ -20,6 +20,13 @@ from ace_shared.difffile.format import new_diff_path, write_diff_json
 from ace_shared.difffile.view import DiffView
 
 
+def partials_view(spec: DiffSpec, partials: Sequence[str | Path]) -> PartialsView:
+    """The view the diff file and its report are written from, over ``partials`` in range order."""
+    return PartialsView(spec.nodes, [{"name": c.name, "type": c.type_sql}
+                                     for c in spec.shape.columns],
+                        spec.shape.key, partials)
+
+
 def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
                   view: DiffView, ranges_total: int, started_at: str) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
@@ -71,15 +78,19 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
 def merge_diff(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchResult],
                ranges_total: int, output_dir: Path, output: str, started_at: str,
                keep_work: bool = False, extra: dict[str, Any] | None = None,
-               ) -> tuple[Path, dict[str, Any]]:
+               view: PartialsView | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the diff file (and CSV/HTML when asked) from the batches' partial files.
 
     ``extra`` adds fields to the summary (a rerun's account of what it resolved).
+    ``view`` is one :func:`partials_view` that already spooled the batches that
+    ended first (see :meth:`PartialsView.spool_ready`).
     """
     ordered = sorted(results, key=lambda r: r.first_range)
-    view = PartialsView(spec.nodes, [{"name": c.name, "type": c.type_sql}
-                                     for c in spec.shape.columns],
-                        spec.shape.key, [r.partial_path for r in ordered])
+    paths = [r.partial_path for r in ordered]
+    if view is None:
+        view = partials_view(spec, paths)
+    else:
+        view.use_partials(paths)
     summary = build_summary(spec, meta, ordered, view, ranges_total, started_at)
     summary.update(extra or {})
     path = new_diff_path(output_dir)

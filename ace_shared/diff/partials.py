@@ -8,41 +8,68 @@ one record at a time.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from ace_shared.diff.workdir import DiffRecord, read_partial, spool_folder
+from ace_shared.diff.workdir import DiffRecord, read_partial, read_partial_texts, spool_folder
 from ace_shared.difffile.view import PairRow
 
-
-def _differs(rec: DiffRecord, a: str, b: str) -> bool:
-    return rec.rows.get(a) != rec.rows.get(b)
+SPOOL_BLOCK = 1000  # records compared and spooled at a time
 
 
 class PartialsView:
     """Differing rows read straight from the partial files, in range order.
 
-    The first call to :meth:`pairs` (or :meth:`side_rows`) reads the partial
-    files once and spools every pair side's rows, already serialized, into
-    files of their own beside the partials; the diff file is then written
-    from those spools without parsing a record again.
+    The partial files are read once, and every pair side's rows, already
+    serialized, spooled into files of their own beside the partials; the diff
+    file is then written from those spools. Rows travel as the text the diff
+    file holds (see :class:`~ace_shared.diff.workdir.DiffRecord`): no row is
+    parsed or serialized here, only compared and copied.
+
+    The first call to :meth:`pairs` (or :meth:`side_rows`) spools whatever is
+    not spooled yet. A runner that sees its first batches finish may spool them
+    earlier (:meth:`spool_ready`), while the later ones still wait on the nodes.
     """
 
     def __init__(self, nodes: Sequence[str], columns: Sequence[dict[str, str]],
                  key: Sequence[str], partials: Sequence[str | Path]) -> None:
         self.nodes, self.columns, self.key = list(nodes), list(columns), list(key)
-        self._partials = list(partials)
+        self._partials = [str(p) for p in partials]
         self._counts: list[tuple[str, str, int]] | None = None
         self._spools: dict[tuple[str, str, str], Path] = {}
+        self._pairs = list(itertools.combinations(range(len(self.nodes)), 2))
+        self._tally = [0] * len(self._pairs)
+        self._files: dict[tuple[str, str, str], IO[str]] = {}
+        self._spooled: list[str] = []  # the partial files spooled so far, in order
 
     def records(self) -> Iterator[DiffRecord]:
         for path in self._partials:
             yield from read_partial(path)
 
-    def _spool_folder(self) -> Path | None:
-        return spool_folder(self._partials, id(self))
+    def use_partials(self, partials: Sequence[str | Path]) -> None:
+        """The partial files the view stands for, once every batch has ended.
+
+        Those spooled early must come first: they are the batches that ended
+        first in range order, and every later one is spooled after them.
+        """
+        paths = [str(p) for p in partials]
+        if paths[:len(self._spooled)] != self._spooled:
+            raise ValueError("partial files were spooled out of range order")
+        self._partials = paths
+
+    def spool_ready(self, finished: Sequence[str | Path]) -> None:
+        """Spool the partial files of ``finished``, the batches that ended, first in range
+        order, with no batch before them still running (those already spooled are skipped)."""
+        paths = [str(p) for p in finished]
+        if paths[:len(self._spooled)] != self._spooled:
+            raise ValueError("partial files were spooled out of range order")
+        self._spool(paths[len(self._spooled):])
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
 
     def pairs(self) -> list[tuple[str, str, int]]:
         if self._counts is None:
@@ -51,35 +78,38 @@ class PartialsView:
         return self._counts
 
     def _spool_once(self) -> None:
-        pairs = list(itertools.combinations(self.nodes, 2))
-        counts = dict.fromkeys(pairs, 0)
-        folder = self._spool_folder()
-        files: dict[tuple[str, str, str], IO[str]] = {}
         try:
-            for rec in self.records():
-                dumped: dict[str, str] = {}
-                for a, b in pairs:
-                    if not _differs(rec, a, b):
-                        continue
-                    counts[(a, b)] += 1
-                    assert folder is not None
-                    for side in (a, b):
-                        row = rec.rows.get(side)
-                        if row is None:
-                            continue
-                        if side not in dumped:
-                            dumped[side] = json.dumps(row, ensure_ascii=False)
-                        fh = files.get((a, b, side))
-                        if fh is None:
-                            path = folder / f"{len(files):04d}.jsonl"
-                            self._spools[(a, b, side)] = path
-                            fh = files[(a, b, side)] = open(path, "w", encoding="utf-8")  # noqa: SIM115
-                        fh.write(dumped[side])
-                        fh.write("\n")
+            self.spool_ready(self._partials)
         finally:
-            for fh in files.values():
-                fh.close()
-        self._counts = [(a, b, c) for (a, b), c in counts.items() if c]
+            self.close()
+        self._counts = [(self.nodes[i], self.nodes[j], c)
+                        for (i, j), c in zip(self._pairs, self._tally, strict=True) if c]
+
+    def _write(self, i: int, j: int, side: int, rows: list[str]) -> None:
+        if not rows:
+            return
+        where = (self.nodes[i], self.nodes[j], self.nodes[side])
+        fh = self._files.get(where)
+        if fh is None:
+            folder = spool_folder(self._partials, id(self))
+            assert folder is not None
+            path = folder / f"{len(self._spools):04d}.jsonl"
+            self._spools[where] = path
+            fh = self._files[where] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        rows.append("")  # a line break after the last row too
+        fh.write("\n".join(rows))
+
+    def _spool(self, paths: list[str]) -> None:
+        records = itertools.chain.from_iterable(
+            read_partial_texts(path, self.nodes) for path in paths)
+        # a block of records at a time, each pair in one sweep over the block
+        while block := list(itertools.islice(records, SPOOL_BLOCK)):
+            for n, (i, j) in enumerate(self._pairs):
+                differ = [(t[i], t[j]) for t in block if t[i] != t[j]]
+                self._tally[n] += len(differ)
+                self._write(i, j, i, [left for left, _ in differ if left != "null"])
+                self._write(i, j, j, [right for _, right in differ if right != "null"])
+        self._spooled.extend(paths)
 
     def side_rows(self, left: str, right: str, side: str) -> Iterator[str]:
         """``side``'s rows of the pair, each already serialized as JSON, in key order."""
@@ -88,11 +118,12 @@ class PartialsView:
         path = self._spools.get((left, right, side))
         if path is None:
             return
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", newline="\n") as fh:
             for line in fh:
-                yield line.rstrip("\n")
+                yield line[:-1]
 
     def pair_rows(self, left: str, right: str) -> Iterator[PairRow]:
         for rec in self.records():
-            if _differs(rec, left, right):
-                yield PairRow(rec.key, rec.rows.get(left), rec.rows.get(right))
+            if rec.texts.get(left) != rec.texts.get(right):
+                rows = rec.rows
+                yield PairRow(rec.key, rows.get(left), rows.get(right))

@@ -48,24 +48,32 @@ def copy_lines(q: Query) -> Callable[[cursor], list[bytes]]:
 
 
 def differing_lines(per_node: Iterable[list[bytes]]) -> set[bytes]:
-    """The lines not every node sent."""
-    sets = [set(lines) for lines in per_node]
-    if not sets:
+    """The lines not every node sent.
+
+    One set is built (the first node's); the others' lines are only looked up
+    in it, and then gathered: every line sent, less those every node sent.
+    """
+    per = list(per_node)
+    if not per:
         return set()
-    common = set.intersection(*sets)
-    out: set[bytes] = set()
-    for s in sets:
-        out |= s - common
-    return out
+    first, *rest = per
+    sent = set(first)
+    common = sent.intersection(*rest)
+    for lines in rest:
+        sent.update(lines)
+    sent -= common
+    return sent
 
 
-def _field(raw: bytes) -> str:
-    text = raw.decode("utf-8")  # every session pins client_encoding to UTF8
-    if "\\" not in text:
-        return text
+def _unescape(text: str) -> str:
     return _ESCAPED.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), text)
 
 
 def line_key(line: bytes) -> Key:
     """The key of a ``key columns<TAB>hash`` line, as the text PostgreSQL printed for it."""
-    return tuple(_field(f) for f in line.rstrip(b"\n").split(b"\t")[:-1])
+    # every session pins client_encoding to UTF8; a tab in a value is escaped, so
+    # the tabs are the fields' own
+    fields = line[:line.rindex(b"\t")].decode("utf-8").split("\t")
+    if b"\\" in line:
+        fields = [_unescape(f) if "\\" in f else f for f in fields]
+    return tuple(fields)

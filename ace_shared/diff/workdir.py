@@ -9,7 +9,9 @@ another host) finds what the earlier steps left:
 - ``mtree_build.json``: an mtree build's plan (spec, batches of leaf ranges);
 - ``rerun_plan.json`` and ``keys_<n>.json``: a rerun's plan and its key batches;
 - ``checks.json``: a schema-diff's or repset-diff's per-table diffs, for its collector;
-- ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line;
+- ``part_<first>.jsonl``: one batch's differing rows, a :class:`DiffRecord` a line
+  (tab-separated: the key as JSON, then each node's name as JSON and its row
+  exactly as the diff file writes it, or ``null``);
 - ``part_<first>.done.json``: that batch's :class:`BatchResult`, written last,
   so a reducer knows the partial file is whole;
 - ``spool-<n>/``: the merge's per-pair spools (see :mod:`ace_shared.diff.partials`);
@@ -25,17 +27,18 @@ after its worker died simply rewrites them, and a reader never sees half a file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ace_shared.difffile.format import Key, Row
+from ace_shared.difffile.format import Key, Row, row_json
 from ace_shared.errors import ConfigError
 
 WORK = "work"
@@ -45,21 +48,60 @@ CHECKS_STATE = "checks.json"
 BUILD_PLAN = "mtree_build.json"
 
 
+# json.dumps(text, ensure_ascii=False) without the encoder's machinery (the C function)
+_encode_text = json.encoder.encode_basestring
+
+
+@functools.lru_cache(maxsize=256)
+def _name_json(node: str) -> str:
+    return _encode_text(node)
+
+
 @dataclass
 class DiffRecord:
-    """One key whose row is not the same on every node; ``None`` where a node lacks it."""
+    """One key whose row is not the same on every node.
+
+    Each node's row is kept as the JSON text the diff file writes for it
+    (:func:`~ace_shared.difffile.format.row_json`; ``None`` where the node lacks
+    it): that text is built once, where the row is fetched, and from there on only
+    copied, compared (two rows are equal exactly when their texts are) and written.
+    """
 
     key: Key
-    rows: dict[str, Row | None]
-
-    def to_json(self) -> str:
-        return json.dumps({"key": list(self.key), "rows": self.rows}, ensure_ascii=False,
-                          separators=(",", ":"))
+    texts: dict[str, str | None]
 
     @classmethod
-    def from_json(cls, line: str) -> DiffRecord:
-        d = json.loads(line)
-        return cls(tuple(d["key"]), d["rows"])
+    def from_rows(cls, key: Key, rows: dict[str, Row | None]) -> DiffRecord:
+        return cls(key, {n: None if r is None else row_json(r) for n, r in rows.items()})
+
+    @property
+    def rows(self) -> dict[str, Row | None]:
+        """Each node's row decoded (for reports; the diff file never needs this)."""
+        return {n: None if t is None else json.loads(t) for n, t in self.texts.items()}
+
+    def to_line(self) -> str:
+        """The record as one line of a partial file (without its line break).
+
+        JSON text holds no tab or line break, so tabs part the fields safely.
+        """
+        fields = ["[" + ", ".join(map(_encode_text, self.key)) + "]"]  # as json.dumps does
+        for node, text in self.texts.items():
+            fields.append(_name_json(node))
+            fields.append("null" if text is None else text)
+        return "\t".join(fields)
+
+    @classmethod
+    def from_line(cls, line: str, names: dict[str, str] | None = None) -> DiffRecord:
+        """Read :meth:`to_line` back; ``names`` caches the decoded node names."""
+        fields = line.rstrip("\n").split("\t")
+        names = {} if names is None else names
+        texts: dict[str, str | None] = {}
+        for i in range(1, len(fields), 2):
+            node = names.get(fields[i])
+            if node is None:
+                node = names[fields[i]] = json.loads(fields[i])
+            texts[node] = None if fields[i + 1] == "null" else fields[i + 1]
+        return cls(tuple(json.loads(fields[0])), texts)
 
 
 @dataclass
@@ -101,21 +143,46 @@ class PartialWriter:
         self.count = 0
 
     def write(self, records: Iterable[DiffRecord]) -> None:
-        for rec in records:
-            self._fh.write(rec.to_json())
+        lines = [rec.to_line() for rec in records]
+        if lines:
+            self._fh.write("\n".join(lines))
             self._fh.write("\n")
-            self.count += 1
+            self.count += len(lines)
 
 
 def read_partial(path: str | Path) -> Iterator[DiffRecord]:
     """The records of one partial file, in the order they were written (key order)."""
-    with open(path, encoding="utf-8") as fh:
+    names: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="\n") as fh:
         for line in fh:
             if line.strip():
-                yield DiffRecord.from_json(line)
+                yield DiffRecord.from_line(line, names)
 
 
-def spool_folder(partials: list[str | Path], owner: int) -> Path | None:
+def read_partial_texts(path: str | Path, nodes: list[str]) -> Iterator[list[str]]:
+    """Each record's rows of one partial file, in ``nodes`` order, as their texts.
+
+    A node that lacks the row gives ``"null"`` (no row's text is that). Keys are
+    not decoded: this is all the merge needs to write the diff file, whose rows
+    are split off their lines, compared and copied as they are.
+    """
+    names = {json.dumps(n, ensure_ascii=False): i for i, n in enumerate(nodes)}
+    usual = list(names)  # the node fields of a record that lists every node in order
+    with open(path, encoding="utf-8", newline="\n") as fh:
+        for line in fh:
+            fields = line.rstrip("\n").split("\t")
+            if fields[1::2] == usual:
+                yield fields[2::2]
+            elif len(fields) > 1:
+                texts = ["null"] * len(nodes)
+                for i in range(1, len(fields), 2):
+                    at = names.get(fields[i])
+                    if at is not None:
+                        texts[at] = fields[i + 1]
+                yield texts
+
+
+def spool_folder(partials: Sequence[str | Path], owner: int) -> Path | None:
     """A fresh folder beside the partial files for one reader's spools (None: no partials)."""
     if not partials:
         return None

@@ -18,6 +18,7 @@ Everything wrong with a file is a :class:`DiffFileError` naming the file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -40,6 +41,8 @@ METADATA_PREFIX = "_Spock_"
 READ_CHARS = 1 << 20
 ROW_LIMIT = 64 << 20
 USE_TABLE_DIFF = "use a file written by table-diff."
+WRITE_ROWS = 1000  # rows written to the diff file at once
+ROW_BREAK = ",\n        "
 
 
 class JsonNumber(str):
@@ -81,8 +84,9 @@ def write_diff_json(path: Path, view: RowSource, summary: dict[str, Any]) -> Non
             for side_i, side in enumerate((a, b)):
                 fh.write(("" if side_i == 0 else ",") + f"\n      {_dump(side)}: [")
                 first_row = True
-                for row_json in view.side_rows(a, b, side):
-                    fh.write(("" if first_row else ",") + "\n        " + row_json)
+                rows = view.side_rows(a, b, side)
+                while chunk := list(itertools.islice(rows, WRITE_ROWS)):
+                    fh.write(("\n        " if first_row else ROW_BREAK) + ROW_BREAK.join(chunk))
                     first_row = False
                 fh.write("\n      ]" if not first_row else "]")
             fh.write("\n    }")

@@ -123,7 +123,7 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
         for i in range(0, len(ordered), FETCH_KEYS):
             records = differ.records_for_keys(ordered[i:i + FETCH_KEYS])
             out.write(records)
-            missing_on_first += sum(rec.rows.get(first_node) is None for rec in records)
+            missing_on_first += sum(rec.texts.get(first_node) is None for rec in records)
     if out.count:
         budget.record(part, out.count)
     result = BatchResult(first, len(ranges), len(ranges), leaf.first_held + missing_on_first,

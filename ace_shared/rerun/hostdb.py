@@ -164,7 +164,7 @@ def merged_records(spec: DiffSpec, streams: dict[str, NodeStream]) -> Iterator[D
             n: None if v is None else dict(zip(names, v, strict=True))
             for n, v in zip(nodes, values, strict=True)}
         present = next(v for v in values if v is not None)
-        yield DiffRecord(tuple(present[i] for i in key_idx), rows)
+        yield DiffRecord.from_rows(tuple(present[i] for i in key_idx), rows)
 
 
 def rerun_hostdb(spec: DiffSpec, key_batches: int, keys_total: int,
