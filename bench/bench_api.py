@@ -221,7 +221,7 @@ def node_login(args: argparse.Namespace) -> dict[str, str]:
     """
     if os.environ.get("ACE_USER_CERT_FILE"):
         return {}
-    tls = Path(args.cluster_tls or REPO_ROOT / ".ace-local" / args.cluster / "tls")
+    tls = Path(args.cluster_tls or REPO_ROOT / ".ace-local" / args.cluster / "tls").resolve()
     if not (tls / "ace-client.crt").is_file():
         raise BenchError(f"ACE's client certificate for the nodes is not in {tls}; give "
                          "--cluster-tls (the local cluster's tls folder) or set "
