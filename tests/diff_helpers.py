@@ -121,6 +121,17 @@ def on_every_node(cluster: Any, statements: Iterable[str | tuple[str, Sequence[A
         execute(cluster.node_dsn(i), todo)
 
 
+def labelled_items(cluster: Any, table: str, rows: int, changed_on_n2: str) -> str:
+    """``public.<table>`` (id, label) with the same ``rows`` rows on every node, but the
+    labels of the rows matching ``changed_on_n2`` (a condition on ``id``) changed on n2."""
+    on_every_node(cluster, [f"DROP TABLE IF EXISTS {table}",
+                            f"CREATE TABLE {table} (id int PRIMARY KEY, label text)",
+                            f"INSERT INTO {table} SELECT g, 'item ' || g "
+                            f"FROM generate_series(1, {rows}) g"])
+    execute(cluster.node_dsn(1), [f"UPDATE {table} SET label = 'changed' WHERE {changed_on_n2}"])
+    return f"public.{table}"
+
+
 def pair_rows(diff: dict[str, Any], pair: str, node: str) -> list[dict[str, Any]]:
     return diff["diffs"].get(pair, {}).get(node, [])
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
+from diff_helpers import labelled_items
 from fleet_helpers import REPO_ROOT, Fleet, RedisServer, fleet_env, wait_for
 
 from ace_shared.diff.job import collect_results, saved_job
@@ -34,16 +34,7 @@ DYING = [sys.executable, str(REPO_ROOT / "tests" / "dying_worker.py")]
 
 @pytest.fixture(scope="module")
 def items(pg_cluster: Any) -> str:
-    for i in range(3):
-        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-            cur.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text)")
-            cur.execute(f"INSERT INTO {TABLE} SELECT g, 'item ' || g "
-                        "FROM generate_series(1, 12000) g")
-            if i == 1:
-                cur.execute(f"UPDATE {TABLE} SET label = 'changed' WHERE id % 2500 = 0")
-        conn.close()
-    return f"public.{TABLE}"
+    return labelled_items(pg_cluster, TABLE, 12000, "id % 2500 = 0")
 
 
 @pytest.fixture()

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from celery import Celery
+from diff_helpers import labelled_items
 from fleet_helpers import Fleet, own_fleet
 
 from ace_shared.tasks.store import COMPLETED, TaskRecord, TaskStore
@@ -31,16 +31,7 @@ RERUN_AFTER = 75
 
 @pytest.fixture(scope="module")
 def items(pg_cluster: Any) -> str:
-    for i in range(3):
-        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-            cur.execute(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text)")
-            cur.execute(f"INSERT INTO {TABLE} SELECT g, 'item ' || g "
-                        "FROM generate_series(1, 500) g")
-            if i == 1:
-                cur.execute(f"UPDATE {TABLE} SET label = 'changed' WHERE id IN (7, 70)")
-        conn.close()
-    return f"public.{TABLE}"
+    return labelled_items(pg_cluster, TABLE, 500, "id IN (7, 70)")
 
 
 @pytest.fixture()
