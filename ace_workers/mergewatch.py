@@ -1,14 +1,15 @@
 """Chords whose merge never came: every batch recorded, the job unfinished, no merge anywhere.
 
-A diff or rerun on the fleet is a Celery chord: the worker that counts the
-last batch sends the merge. A worker that dies between counting and sending
+A diff, a rerun or a Merkle tree build on the fleet is a Celery chord: the
+worker that counts the last batch sends the merge (for a build, the
+``ace.mtree_finish`` that builds the inner levels and marks the tree ready). A worker that dies between counting and sending
 (its host gone) leaves a job whose batches are all done and whose merge no
 one will send: depending on Celery's version, the redelivered copy of that
 batch may send it or may find the chord already counted and send nothing.
 (Celery 5.7 sends it once the batch's message comes back, after the
 visibility timeout and the batch done again; older versions allowed by
 ACE's requirements never do.) So ACE does not rely on it. Every worker's sweep (:mod:`ace_workers.sweep`)
-also looks at the unfinished diff and rerun jobs: one whose every batch has
+also looks at the unfinished diff, rerun and build jobs: one whose every batch has
 recorded its result in the work folder at least :data:`MERGE_GRACE_SECONDS`
 ago, and whose merge task neither runs (no lease) nor has finished, gets its
 merge sent again under the merge's own task id.
@@ -31,6 +32,7 @@ from typing import Any
 
 from ace_shared.diff.job import load_job
 from ace_shared.diff.workdir import WorkDir
+from ace_shared.mtree.buildjob import BuildJob
 from ace_shared.rerun.plan import RerunPlan
 from ace_workers.leases import done_in, lease_key
 
@@ -45,11 +47,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ChordJob:
-    """What the watch needs of a job's plan: where its batches record, and its merge."""
+    """What the watch needs of a job's plan: where its batches record, and its merge.
+
+    ``merge_id`` is the merge's task id, which its lease and done mark are kept
+    under; ``errback`` is the task that fails the job if the merge fails, as
+    the chord's own error callback would.
+    """
 
     work_dir: str
     firsts: tuple[int, ...]
     merge_task: str
+    merge_id: str
+    errback: str
 
 
 def chord_job(output_dir: str | Path, task_id: str) -> ChordJob | None:
@@ -58,18 +67,24 @@ def chord_job(output_dir: str | Path, task_id: str) -> ChordJob | None:
     try:
         if work.has_diff_plan():
             job = load_job(work.path)
-            return ChordJob(str(work.path), tuple(job.meta["batch_firsts"]), "ace.merge_diff")
+            return ChordJob(str(work.path), tuple(job.meta["batch_firsts"]), "ace.merge_diff",
+                            f"{task_id}.merge", "ace.diff_failed")
         if work.has_rerun_plan():
             plan = RerunPlan.load(work.path)
             if plan.meta.get("behavior") == "hostdb":  # one task, no chord
                 return None
-            return ChordJob(str(work.path), tuple(plan.parts), "ace.merge_rerun")
+            return ChordJob(str(work.path), tuple(plan.parts), "ace.merge_rerun",
+                            f"{task_id}.merge", "ace.diff_failed")
+        if work.has_build_plan():
+            build = BuildJob.from_dict(work.read_build_plan())
+            return ChordJob(str(work.path), tuple(b[0].index for b in build.batches),
+                            "ace.mtree_finish", f"{task_id}.finish", "ace.mtree_failed")
     except (OSError, ValueError, KeyError):  # being written or removed right now
         return None
     return None
 
 
-SendMerge = Callable[[str, str, str], None]  # (task name, work dir, job id)
+SendMerge = Callable[[ChordJob, str], None]  # (the chord, its job's id)
 
 
 class MergeWatch:
@@ -101,7 +116,7 @@ class MergeWatch:
             recorded = WorkDir(job.work_dir).batches_recorded_at(job.firsts)
             if recorded is None or now - recorded < self.grace:
                 continue
-            merge_id = f"{task_id}.merge"
+            merge_id = job.merge_id
             if client.exists(lease_key(merge_id)) or done_in(client, merge_id) is not None:
                 continue  # running now, or finished (the job's row is about to say so)
             if not client.set(f"ace:merge-resent:{task_id}", "1", nx=True,
@@ -109,6 +124,6 @@ class MergeWatch:
                 continue  # another worker sent it in this period
             log.warning("job %s: every batch was done %.0f s ago and its merge never came "
                         "(its worker died?); sending the merge again", task_id, now - recorded)
-            send(job.merge_task, job.work_dir, task_id)
+            send(job, task_id)
             sent.append(task_id)
         return sent

@@ -143,14 +143,17 @@ def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> d
     if record is not None and record.status == FAILED:
         return {"skipped": True}
     total = record.progress_total if record and record.progress_total else 0
+    batch = [KeyRange.from_json(r) for r in ranges]
     try:
-        rows = hash_batch(spec, [KeyRange.from_json(r) for r in ranges], _sessions(spec),
+        rows = hash_batch(spec, batch, _sessions(spec),
                           part_progress(self, job_id, total))
     except NodeUnreachableError as exc:
         runtime.drop_sessions_for(spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)
         raise fail_job(job_id, exc) from exc
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
+    # seen by the merge watch, should the worker that counts the last batch die
+    WorkDir(spec.work_dir).mark_batch_done(batch[0].index, sum(rows.values()))
     return {"rows": sum(rows.values())}
 
 

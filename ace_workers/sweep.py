@@ -23,7 +23,7 @@ from typing import Any
 from celery import bootsteps
 
 from ace_workers import published, runtime
-from ace_workers.mergewatch import MergeWatch, SendMerge
+from ace_workers.mergewatch import ChordJob, MergeWatch, SendMerge
 
 SWEEP_SECONDS = 5.0
 
@@ -56,13 +56,13 @@ class Sweeper:
         return lost
 
 
-def send_merge(task_name: str, work_dir: str, job_id: str) -> None:
+def send_merge(job: ChordJob, job_id: str) -> None:
     """Queue a job's merge under its own task id, failing the job if it fails (as the chord's)."""
     from ace_workers.app import get_app  # the app's module builds this sweep: import late
 
     app = get_app()
-    app.send_task(task_name, args=[work_dir], task_id=f"{job_id}.merge",
-                  link_error=app.signature("ace.diff_failed", args=(work_dir, job_id),
+    app.send_task(job.merge_task, args=[job.work_dir], task_id=job.merge_id,
+                  link_error=app.signature(job.errback, args=(job.work_dir, job_id),
                                            immutable=True))
 
 

@@ -2,8 +2,8 @@
 
 Run in place of ``python -m celery -A ace_workers``. With
 ``ACE_TEST_DIE_BEFORE_MERGE=1`` in its environment, the first of its
-processes that has counted the last batch of a diff's chord and is about to
-send the merge SIGKILLs the worker's whole process group (main process and
+processes that has counted the last batch of a diff's chord (or of a Merkle
+tree build's) and is about to send the merge (the build's finish) SIGKILLs the worker's whole process group (main process and
 pool, as when the host dies) instead: the one moment at which nothing else
 in the fleet has heard that the batches are all done.
 """
@@ -18,10 +18,11 @@ from typing import Any
 from celery.canvas import Signature
 
 _send = Signature.apply_async
+MERGES = ("ace.merge_diff", "ace.mtree_finish")
 
 
 def _die_before_merge(self: Signature, *args: Any, **kwargs: Any) -> Any:
-    if self.task == "ace.merge_diff" and os.environ.get("ACE_TEST_DIE_BEFORE_MERGE"):
+    if self.task in MERGES and os.environ.get("ACE_TEST_DIE_BEFORE_MERGE"):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     return _send(self, *args, **kwargs)
 

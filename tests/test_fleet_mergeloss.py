@@ -1,7 +1,7 @@
-"""A diff whose merge was lost with its worker still finishes, at the default settings.
+"""A diff or tree build whose merge was lost with its worker still finishes, at the defaults.
 
-The worker that counts a chord's last batch sends the merge. Here that worker
-dies whole at exactly that moment (``dying_worker.py``: it has counted the
+The worker that counts a chord's last batch sends the merge (a Merkle tree
+build's finish). Here that worker dies whole at exactly that moment (``dying_worker.py``: it has counted the
 batch and not sent the merge), on a fleet of its own where it ran every batch;
 then a second worker joins, as the rest of a fleet would be there. The job
 must finish on its own with the same diff file as in-process, in about the
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from diff_helpers import labelled_items
+from diff_helpers import CLUSTER, labelled_items, run_ace
 from fleet_helpers import REPO_ROOT, Fleet, RedisServer, fleet_env, wait_for
 
 from ace_shared.diff.job import collect_results, saved_job
@@ -92,3 +92,43 @@ def test_a_merge_lost_with_the_worker_that_counted_the_last_batch_still_comes(
     assert took < VISIBILITY_SECONDS, took
     assert json.loads(Path(record.result["diff_file"]).read_text())["diffs"] == \
         _diffs(local.stdout)
+
+
+def test_a_tree_build_whose_finish_was_lost_with_its_worker_still_finishes(
+        lone_fleet: Fleet, items: str) -> None:
+    assert run_ace("mtree", "init", CLUSTER).code == 0
+    lone_fleet.start_worker("dier", DYING, {"ACE_TEST_DIE_BEFORE_MERGE": "1"})
+    dier = lone_fleet.procs["dier"]
+    # the command waits for its build, as a user's would, through the worker's death
+    waiting = subprocess.Popen([sys.executable, "-m", "ace_api", "mtree", "build", CLUSTER, items],
+                               env={**lone_fleet.env, "ACE_NO_PROGRESS": "1"}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: dier.poll() is not None, 120,
+                 "the worker to die before the build's finish")
+    except BaseException:
+        waiting.kill()
+        raise
+    died = time.monotonic()
+    lone_fleet.procs.pop("dier")
+    store = TaskStore(lone_fleet.env["ACE_DATABASE_URL"])
+    (task_id,) = store.unfinished()
+    log = lone_fleet.log("dier")
+    assert f"ace.mtree_finish[{task_id}.finish]" not in log, log[-3000:]
+    assert store.get(task_id).status == RUNNING
+
+    lone_fleet.start_worker("survivor")
+    wait_for(lambda: store.get(task_id).status in (COMPLETED, FAILED), 240,
+             f"task {task_id} to finish")
+    took = time.monotonic() - died
+    record = store.get(task_id)
+    assert record.status == COMPLETED, record.error
+    assert took < VISIBILITY_SECONDS, took
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, out + err
+    # the tree is ready and tells what a full diff tells
+    tree = run_ace("mtree", "table-diff", CLUSTER, items)
+    full = run_ace("table-diff", CLUSTER, items)
+    assert tree.code == full.code == 1, (tree.stdout, tree.stderr)
+    assert tree.diff()["diffs"] == full.diff()["diffs"]
+    assert run_ace("mtree", "teardown", CLUSTER, items).code == 0

@@ -251,10 +251,10 @@ def test_a_merge_is_sent_again_only_when_every_batch_is_long_done_and_no_merge_i
     client = redis.Redis.from_url(redis_server.url(9))
     client.flushdb()
     work = WorkDir.for_task(tmp_path, "td_w").create()
-    job = ChordJob(str(work.path), (0, 4, 9), "ace.merge_diff")
+    job = ChordJob(str(work.path), (0, 4, 9), "ace.merge_diff", "td_w.merge", "ace.diff_failed")
     for first in job.firsts[:2]:
         work.batch_result_path(first).write_text("{}")
-    sent: list[tuple[str, str, str]] = []
+    sent: list[tuple[ChordJob, str]] = []
 
     def watch() -> MergeWatch:  # as on one more worker of the fleet
         return MergeWatch(lookup=lambda _out, task_id: job if task_id == "td_w" else None)
@@ -271,7 +271,7 @@ def test_a_merge_is_sent_again_only_when_every_batch_is_long_done_and_no_merge_i
     assert check(one, MERGE_GRACE_SECONDS + 5) == []  # the merge runs
     client.delete(lease_key("td_w.merge"))
     assert check(one, MERGE_GRACE_SECONDS + 5) == ["td_w"]
-    assert sent == [("ace.merge_diff", str(work.path), "td_w")]
+    assert sent == [(job, "td_w")]
     assert check(two, MERGE_GRACE_SECONDS + 5) == []  # another worker: sent already this period
     client.delete("ace:merge-resent:td_w")
     client.set(done_key("td_w.merge"), "")

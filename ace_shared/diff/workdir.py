@@ -244,6 +244,16 @@ class WorkDir:
         """Record a finished batch beside its partial file, so a reducer can find every part."""
         _write_atomically(self.batch_result_path(result.first_range), json.dumps(result.to_dict()))
 
+    def mark_batch_done(self, first: int, rows: int) -> bool:
+        """Record that batch ``first`` of a chord without partial files (a tree build's
+        hashing) is done, for the merge watch; False if the folder is gone (the job
+        finished while a late copy of the batch ran)."""
+        try:
+            _write_atomically(self.batch_result_path(first), json.dumps({"rows": rows}))
+        except FileNotFoundError:
+            return False
+        return True
+
     def read_batch_result(self, first: int) -> BatchResult | None:
         path = self.batch_result_path(first)
         if not path.is_file():
