@@ -116,14 +116,21 @@ start() {
   launch beat "$BIN/celery" -A ace_workers beat --loglevel=INFO \
     --schedule "$FLEET/celerybeat-schedule" --pidfile=
   launch flower "$BIN/celery" -A ace_workers flower --address=127.0.0.1 --port="$FLOWER_PORT"
-  launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"
+  local api_note="api on $API_HOST:$API_PORT"
+  if [[ -n ${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}} ]]; then
+    launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"
+  else
+    # the API serves mutual TLS only: without a CA it could only exit with an error
+    api_note="api not started (no certificates: run '.venv/bin/python deploy/certs.py ace demo_caller', then start again)"
+  fi
 
   sleep 3
   local name
   for name in $(services | sort -u); do
+    [[ $name == api && -z ${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}} ]] && continue
     [[ -n $(live_pid "$name") ]] || say "WARNING: $name exited at once; see .ace-local/fleet/$name.log"
   done
-  say "flower http://127.0.0.1:$FLOWER_PORT, api on $API_HOST:$API_PORT, outputs in $ACE_OUTPUT_DIR"
+  say "flower http://127.0.0.1:$FLOWER_PORT, $api_note, outputs in $ACE_OUTPUT_DIR"
   say "task store $ACE_DATABASE_URL"
   say "for the ace CLI: export ACE_BROKER_URL=$ACE_BROKER_URL ACE_CLUSTER_DIR=$ACE_CLUSTER_DIR ACE_OUTPUT_DIR=$ACE_OUTPUT_DIR"
   say "check later with: bash deploy/fleet.sh status"
