@@ -557,6 +557,11 @@ def print_report(runs: list[AceRun], modes: list[str], skipped: dict[str, str],
         if not r.diffs_right:
             print(f"       diff rows by pair {r.summary.get('diff_rows_by_pair')} "
                   f"(expected {r.expected_pairs}); exit code {r.run.returncode}")
+            if r.summary.get("diff_partial") and r.mode == "fleet":
+                # the limit is the workers' setting: this bench's environment does not reach them
+                print(f"       the fleet stopped at its workers' MAX_ALLOWED_DIFFS "
+                      f"({r.summary.get('max_allowed_diffs')}); start them with "
+                      f"ACE_MAX_ALLOWED_DIFFS={2 * r.level.count} or more to measure this level")
     for mode, reason in skipped.items():
         print(f"{mode}: not available ({reason})")
     print_fleet_overhead(runs)
