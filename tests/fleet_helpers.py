@@ -104,6 +104,11 @@ class Fleet:
     def start_worker(self, name: str, celery: list[str] = CELERY,
                      extra_env: dict[str, str] | None = None) -> None:
         """Start worker ``name``; ``celery`` is the command that runs Celery's CLI."""
+        self._await_ready(name, self._spawn(name, celery, extra_env))
+
+    def _spawn(self, name: str, celery: list[str] = CELERY,
+               extra_env: dict[str, str] | None = None) -> int:
+        """Start worker ``name``'s process; return where its log stood before."""
         path = self.log_path(name)
         offset = path.stat().st_size if path.exists() else 0
         log = open(path, "ab")  # noqa: SIM115 (the worker writes it for its whole life)
@@ -112,12 +117,18 @@ class Fleet:
              "--without-mingle", "--without-gossip", "-l", "INFO"],
             cwd=self.workdir, env={**self.env, **(extra_env or {})}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
+        return offset
+
+    def _await_ready(self, name: str, offset: int) -> None:
+        path = self.log_path(name)
         wait_for(lambda: "ready." in path.read_text(errors="replace")[offset:], 60,
                  f"worker {name} to be ready")
 
     def start(self) -> None:
-        for name in self.names:
-            self.start_worker(name)
+        """Start every worker at once, then wait until each is ready."""
+        offsets = {name: self._spawn(name) for name in self.names}
+        for name, offset in offsets.items():
+            self._await_ready(name, offset)
 
     def kill(self, name: str) -> None:
         """SIGKILL a worker and its pool processes at once, as when its host dies."""
@@ -126,19 +137,24 @@ class Fleet:
         proc.wait(10)
 
     def stop_worker(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        self._stop_all([name])
+
+    def _stop_all(self, names: list[str]) -> None:
+        """Ask these workers to stop all at once; SIGKILL any that does not within 20 s."""
+        procs = [p for p in (self.procs.pop(n, None) for n in names)
+                 if p is not None and p.poll() is None]
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
 
     def stop(self) -> None:
-        for name in list(self.procs):
-            self.stop_worker(name)
+        self._stop_all(list(self.procs))
 
     def ace(self, *args: str, timeout: float = 120,
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
