@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis
 from fleet_helpers import Fleet, wait_for
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
@@ -108,13 +109,28 @@ def _succeeded(fl: Fleet, task_id: str) -> list[str]:
     return [m.group(1) for n in fl.names for m in pattern.finditer(fl.log(n))]
 
 
+def _handed_out_again(fl: Fleet, task_id: str) -> bool:
+    """Whether Redis has put a message of this job, unacknowledged too long, back on the queue."""
+    client = redis.Redis.from_url(fl.env["ACE_BROKER_URL"])
+    try:
+        queued = [json.loads(m)["headers"] for m in client.lrange("ace", 0, -1)]
+    finally:
+        client.close()
+    return any(h.get("redelivered") and str(h.get("id", "")).startswith(f"{task_id}.")
+               for h in queued)
+
+
 def test_a_task_longer_than_the_visibility_timeout_runs_once(fleet, items, pg_cluster):
     """Redis hands out again a message unacknowledged for 45 s; its lease keeps it from running twice."""
     reference = _reference(fleet, "table-diff", "testclus", items, "--block-rows=1000")
     with locked(pg_cluster, (1,)):
         task_id = _submit(fleet, "table-diff", "testclus", items, "--block-rows=1000")
         wait_for(lambda: _store(fleet).get(task_id).status == RUNNING, 60, "the diff to start")
-        time.sleep(60)  # the running batches outlast the visibility timeout
+        held = time.monotonic()
+        # the running batches outlast the visibility timeout: Redis queues them again
+        wait_for(lambda: _handed_out_again(fleet, task_id), 120,
+                 "Redis to hand out a running batch again", interval=0.5)
+        assert time.monotonic() - held > 30  # not before its time
         assert _store(fleet).get(task_id).status == RUNNING
     rec = _wait_done(fleet, task_id, 120)
     assert rec.status == COMPLETED, rec.error
