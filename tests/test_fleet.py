@@ -156,10 +156,17 @@ def test_flower_sees_each_subtask_progress_from_its_events(fleet, items):
         res = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
         job = re.search(r"Submitted (td_\S+)", res.stderr)
         assert res.returncode == 1 and job, res.stderr
-        time.sleep(1)  # the last events are buffered for a moment
-        receiver.should_stop = True
-        thread.join(10)
-    mine = [s for s in seen if s[0].startswith(job.group(1) + ".b")]
+
+        def mine() -> list[tuple[str, str, int, int]]:
+            return [s for s in list(seen) if s[0].startswith(job.group(1) + ".b")]
+        # the last events are buffered for a moment: wait for the one of the job's last range
+        try:
+            wait_for(lambda: any(done == total for *_, done, total in mine()), 10,
+                     "the last progress event")
+        finally:
+            receiver.should_stop = True
+            thread.join(10)
+    mine = mine()
     assert mine, seen[:5]
     assert all(state_ == "PROGRESS" and 0 < done <= total for _, state_, done, total in mine)
     assert max(done for *_, done, _ in mine) == mine[0][3]  # the job's every range, at the end
@@ -396,9 +403,12 @@ def test_a_finished_job_delivered_again_changes_nothing(fleet, items):
             "requested_by": "someone else", "submitted_at": "2030-01-01T00:00:00+00:00"}
     _send(fleet, "ace.table_diff", task_id, first.options, late)
     received = f"ace.table_diff[{task_id}] received"
+    ended = re.compile(rf"ace\.table_diff\[{re.escape(task_id)}\] "
+                       r"(?:succeeded|ignored|failed|retry|rejected)")
     wait_for(lambda: sum(fleet.log(n).count(received) for n in fleet.names) >= 2, 30,
              "the redelivered task to be taken")
-    time.sleep(2)
+    wait_for(lambda: sum(len(ended.findall(fleet.log(n))) for n in fleet.names) >= 2, 30,
+             "the redelivered task to be done with")
     again = _store(fleet).get(task_id)
     assert again is not None and again.status == COMPLETED
     assert again.finished_at == first.finished_at and again.result == first.result
