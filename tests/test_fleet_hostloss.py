@@ -5,6 +5,11 @@ every query on it wait), kills a whole worker (main process and pool, as when
 its host dies) or lets a task outlast Redis's visibility timeout, then checks
 what a user would see: the same diff file as in-process, a final status, no
 work done twice. Nothing here lowers a timeout.
+
+A lost worker's messages come back only after the visibility timeout, so the
+tests that kill one each get a two-worker fleet and table of their own, and
+the module kills them all at its start (:func:`lost_jobs`): their minutes of
+waiting pass together, and each test then checks its own job's outcome.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 import redis
-from fleet_helpers import Fleet, wait_for
+from fleet_helpers import Fleet, own_fleet, wait_for
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
 
@@ -36,17 +44,21 @@ def _exec(pg_cluster, node: int, *statements: str) -> None:  # type: ignore[no-u
     conn.close()
 
 
+def _make_items(pg_cluster, table: str) -> str:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        _exec(pg_cluster, i, f"DROP TABLE IF EXISTS {table}",
+              f"CREATE TABLE {table} (id int PRIMARY KEY, label text, amount numeric(10,2))",
+              f"INSERT INTO {table} SELECT g, 'item ' || g, g * 0.25 "
+              f"FROM generate_series(1, {ROWS}) g", f"ANALYZE {table}")
+    _exec(pg_cluster, 1, f"UPDATE {table} SET label = 'changed' WHERE id % 3001 = 0",
+          f"DELETE FROM {table} WHERE id IN (5, 19999)")
+    _exec(pg_cluster, 2, f"INSERT INTO {table} VALUES (0, 'below', 1), ({ROWS + 9}, 'above', 2)")
+    return f"public.{table}"
+
+
 @pytest.fixture(scope="module")
 def items(pg_cluster):  # type: ignore[no-untyped-def]
-    for i in range(3):
-        _exec(pg_cluster, i, f"DROP TABLE IF EXISTS {TABLE}",
-              f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text, amount numeric(10,2))",
-              f"INSERT INTO {TABLE} SELECT g, 'item ' || g, g * 0.25 "
-              f"FROM generate_series(1, {ROWS}) g", f"ANALYZE {TABLE}")
-    _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = 'changed' WHERE id % 3001 = 0",
-          f"DELETE FROM {TABLE} WHERE id IN (5, 19999)")
-    _exec(pg_cluster, 2, f"INSERT INTO {TABLE} VALUES (0, 'below', 1), ({ROWS + 9}, 'above', 2)")
-    return f"public.{TABLE}"
+    return _make_items(pg_cluster, TABLE)
 
 
 @contextmanager
@@ -140,78 +152,137 @@ def test_a_task_longer_than_the_visibility_timeout_runs_once(fleet, items, pg_cl
     assert len(ran) == len(set(ran)), sorted(ran)  # no batch ran twice
 
 
-def test_a_worker_lost_while_planning_leaves_the_plan_to_another(fleet, items, pg_cluster):
-    reference = _reference(fleet, "table-diff", "testclus", items, "--block-rows=1000")
-    offsets = {n: len(fleet.log(n)) for n in fleet.names}
-    with locked(pg_cluster, (0, 1, 2)):  # planning reads the table on every node: it waits
-        task_id = _submit(fleet, "table-diff", "testclus", items, "--block-rows=1000")
-        marker = f"ace.table_diff[{task_id}] received"
-        wait_for(lambda: _runner_of(fleet, marker, offsets) is not None, 60, "a planner")
-        victim = _runner_of(fleet, marker, offsets)
-        assert victim is not None
-        time.sleep(0.5)
-        fleet.kill(victim)
-    started = time.monotonic()
-    try:
-        rec = _wait_done(fleet, task_id, 150)
-        assert rec.status == COMPLETED, rec.error
-        assert time.monotonic() - started < 90  # about a minute, plus the work
-        doc = json.loads(Path(rec.result["diff_file"]).read_text())
-        assert doc["diffs"] == reference["diffs"]
-    finally:
-        fleet.start_worker(victim)
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
-def test_a_worker_lost_mid_rerun_leaves_its_batches_to_another(fleet, items, pg_cluster):
-    diff = fleet.ace("table-diff", "testclus", items, "--block-rows=1000")
+@dataclass
+class Lost:
+    """A job on a fleet of its own, one of whose workers was killed holding part of it."""
+
+    fleet: Fleet
+    task_id: str
+    victim: str
+    killed: datetime  # when it was killed (UTC)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _kill_runner(fl: Fleet, marker: str, offsets: dict[str, int], pause: float) -> str:
+    """Kill the worker whose log shows ``marker`` (after ``offsets``); return its name."""
+    wait_for(lambda: _runner_of(fl, marker, offsets) is not None, 60, f"a worker to log {marker}")
+    victim = _runner_of(fl, marker, offsets)
+    assert victim is not None
+    time.sleep(pause)
+    fl.kill(victim)
+    return victim
+
+
+def _lose_the_planner(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-def]
+    table = _make_items(pg_cluster, "hl_plan")
+    reference = _reference(fl, "table-diff", "testclus", table, "--block-rows=1000")
+    offsets = {n: len(fl.log(n)) for n in fl.names}
+    with locked(pg_cluster, (0, 1, 2), "hl_plan"):  # planning reads the table on every node: it waits
+        task_id = _submit(fl, "table-diff", "testclus", table, "--block-rows=1000")
+        victim = _kill_runner(fl, f"ace.table_diff[{task_id}] received", offsets, 0.5)
+    return Lost(fl, task_id, victim, _now(), {"reference": reference})
+
+
+def _lose_a_rerun_batch(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-def]
+    table = _make_items(pg_cluster, "hl_rerun")
+    diff = fl.ace("table-diff", "testclus", table, "--block-rows=1000")
     assert diff.returncode == 1, diff.stderr
     diff_file = str(_diff_file(diff.stdout))
-    offsets = {n: len(fleet.log(n)) for n in fleet.names}
-    with locked(pg_cluster, (1,)):
-        task_id = _submit(fleet, "table-rerun", "testclus", items, f"--diff-file={diff_file}")
-        marker = f"ace.rerun_batch[{task_id}."
-        wait_for(lambda: _runner_of(fleet, marker, offsets) is not None, 60, "a rerun batch")
-        victim = _runner_of(fleet, marker, offsets)
-        assert victim is not None
-        time.sleep(0.5)
-        fleet.kill(victim)
-    try:
-        rec = _wait_done(fleet, task_id, 150)
-        assert rec.status == COMPLETED, rec.error
-        summary = rec.result["summary"]
-        assert summary["remaining"] == summary["previous_diff_rows"] > 0  # nothing was repaired
-    finally:
-        fleet.start_worker(victim)
+    offsets = {n: len(fl.log(n)) for n in fl.names}
+    with locked(pg_cluster, (1,), "hl_rerun"):
+        task_id = _submit(fl, "table-rerun", "testclus", table, f"--diff-file={diff_file}")
+        victim = _kill_runner(fl, f"ace.rerun_batch[{task_id}.", offsets, 0.5)
+    return Lost(fl, task_id, victim, _now())
 
 
-def test_a_repair_lost_with_its_worker_ends_on_its_own(fleet, pg_cluster):
+def _lose_a_repair(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-def]
     for i in range(3):
         _exec(pg_cluster, i, "DROP TABLE IF EXISTS hl_rep",
               "CREATE TABLE hl_rep (id int PRIMARY KEY, v text)",
               "INSERT INTO hl_rep SELECT g, 'v' || g FROM generate_series(1, 2000) g")
     _exec(pg_cluster, 1, "DELETE FROM hl_rep WHERE id % 100 = 0")
     _exec(pg_cluster, 2, "UPDATE hl_rep SET v = 'x' WHERE id % 250 = 0")
-    diff = fleet.ace("table-diff", "testclus", "public.hl_rep")
+    diff = fl.ace("table-diff", "testclus", "public.hl_rep")
     assert diff.returncode == 1, diff.stderr
     diff_file = str(_diff_file(diff.stdout))
-    offsets = {n: len(fleet.log(n)) for n in fleet.names}
+    offsets = {n: len(fl.log(n)) for n in fl.names}
     with locked(pg_cluster, (2,), table="hl_rep"):  # n2 may be repaired; n3 waits
-        task_id = _submit(fleet, "table-repair", "testclus", "public.hl_rep",
+        task_id = _submit(fl, "table-repair", "testclus", "public.hl_rep",
                           f"--diff-file={diff_file}", "--source-of-truth=n1")
-        marker = f"ace.table_repair[{task_id}] received"
-        wait_for(lambda: _runner_of(fleet, marker, offsets) is not None, 60, "the repair")
-        victim = _runner_of(fleet, marker, offsets)
-        assert victim is not None
-        time.sleep(1)
-        fleet.kill(victim)
-    try:
-        rec = _wait_done(fleet, task_id, 150)
-        assert rec.status in (COMPLETED, FAILED)
-        if rec.status == COMPLETED:  # run again from its diff file: every node repaired
-            again = fleet.ace("table-diff", "testclus", "public.hl_rep")
-            assert again.returncode == 0, again.stdout
-    finally:
-        fleet.start_worker(victim)
+        victim = _kill_runner(fl, f"ace.table_repair[{task_id}] received", offsets, 1)
+    return Lost(fl, task_id, victim, _now())
+
+
+# each test that kills a worker, and how it puts its job in that state
+LOSSES: dict[str, Callable[[Any, Fleet], Lost]] = {
+    "test_a_worker_lost_while_planning_leaves_the_plan_to_another": _lose_the_planner,
+    "test_a_worker_lost_mid_rerun_leaves_its_batches_to_another": _lose_a_rerun_batch,
+    "test_a_repair_lost_with_its_worker_ends_on_its_own": _lose_a_repair,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lost_jobs(request: pytest.FixtureRequest, pg_cluster: Any,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Lost | Exception]]:
+    """Each selected killing test's job, its worker killed, on a fleet of its own.
+
+    Done before the first test, so that the visibility timeouts the jobs wait for
+    pass while the module's other tests run; what went wrong in one is raised by
+    its own test.
+    """
+    selected = {item.originalname for item in request.session.items
+                if item.module is request.module}
+    jobs: dict[str, Lost | Exception] = {}
+    with ExitStack() as fleets:
+        for name, lose in LOSSES.items():
+            if name not in selected:
+                continue
+            try:
+                fl = fleets.enter_context(own_fleet(tmp_path_factory.mktemp("hostloss"),
+                                                    ("h1", "h2")))
+                jobs[name] = lose(pg_cluster, fl)
+            except Exception as exc:  # noqa: BLE001 (raised again by its test)
+                jobs[name] = exc
+        yield jobs
+
+
+def _lost(lost_jobs: dict[str, Lost | Exception], request: pytest.FixtureRequest) -> Lost:
+    job = lost_jobs[request.node.originalname]
+    if isinstance(job, Exception):
+        raise job
+    return job
+
+
+def test_a_worker_lost_while_planning_leaves_the_plan_to_another(lost_jobs, request):
+    lost = _lost(lost_jobs, request)
+    rec = _wait_done(lost.fleet, lost.task_id, 150)
+    assert rec.status == COMPLETED, rec.error
+    finished = rec.finished_at
+    took = (finished if finished.tzinfo else finished.replace(tzinfo=timezone.utc)) - lost.killed
+    assert took.total_seconds() < 90  # about a minute, plus the work
+    doc = json.loads(Path(rec.result["diff_file"]).read_text())
+    assert doc["diffs"] == lost.facts["reference"]["diffs"]
+
+
+def test_a_worker_lost_mid_rerun_leaves_its_batches_to_another(lost_jobs, request):
+    lost = _lost(lost_jobs, request)
+    rec = _wait_done(lost.fleet, lost.task_id, 150)
+    assert rec.status == COMPLETED, rec.error
+    summary = rec.result["summary"]
+    assert summary["remaining"] == summary["previous_diff_rows"] > 0  # nothing was repaired
+
+
+def test_a_repair_lost_with_its_worker_ends_on_its_own(lost_jobs, request):
+    lost = _lost(lost_jobs, request)
+    rec = _wait_done(lost.fleet, lost.task_id, 150)
+    assert rec.status in (COMPLETED, FAILED)
+    if rec.status == COMPLETED:  # run again from its diff file: every node repaired
+        again = lost.fleet.ace("table-diff", "testclus", "public.hl_rep")
+        assert again.returncode == 0, again.stdout
 
 
 def test_lost_broker_state_fails_the_job_and_the_waiting_cli(fleet, items, pg_cluster,
