@@ -187,6 +187,17 @@ def _lose_the_planner(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped
     return Lost(fl, task_id, victim, _now(), {"reference": reference})
 
 
+def _lose_diff_batches(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-def]
+    table = _make_items(pg_cluster, "hl_diff")
+    reference = _reference(fl, "table-diff", "testclus", table, "--block-rows=1000")
+    offsets = {n: len(fl.log(n)) for n in fl.names}
+    # every running batch waits on n2; planning, which samples the largest node, does not
+    with locked(pg_cluster, (1,), "hl_diff"):
+        task_id = _submit(fl, "table-diff", "testclus", table, "--block-rows=1000")
+        victim = _kill_runner(fl, f"ace.diff_ranges[{task_id}.", offsets, 0.5)
+    return Lost(fl, task_id, victim, _now(), {"reference": reference})
+
+
 def _lose_a_rerun_batch(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-def]
     table = _make_items(pg_cluster, "hl_rerun")
     diff = fl.ace("table-diff", "testclus", table, "--block-rows=1000")
@@ -219,6 +230,7 @@ def _lose_a_repair(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-de
 
 # each test that kills a worker, and how it puts its job in that state
 LOSSES: dict[str, Callable[[Any, Fleet], Lost]] = {
+    "test_sigkill_of_a_worker_mid_diff_still_yields_the_identical_file": _lose_diff_batches,
     "test_a_worker_lost_while_planning_leaves_the_plan_to_another": _lose_the_planner,
     "test_a_worker_lost_mid_rerun_leaves_its_batches_to_another": _lose_a_rerun_batch,
     "test_a_repair_lost_with_its_worker_ends_on_its_own": _lose_a_repair,
@@ -266,6 +278,17 @@ def test_a_worker_lost_while_planning_leaves_the_plan_to_another(lost_jobs, requ
     assert took.total_seconds() < 90  # about a minute, plus the work
     doc = json.loads(Path(rec.result["diff_file"]).read_text())
     assert doc["diffs"] == lost.facts["reference"]["diffs"]
+
+
+def test_sigkill_of_a_worker_mid_diff_still_yields_the_identical_file(lost_jobs, request):
+    lost = _lost(lost_jobs, request)
+    rec = _wait_done(lost.fleet, lost.task_id, 150)
+    survivor = next(n for n in lost.fleet.names if n != lost.victim)
+    assert rec.status == COMPLETED, (rec.error, lost.fleet.log(survivor)[-3000:])
+    doc = json.loads(Path(rec.result["diff_file"]).read_text())
+    reference = lost.facts["reference"]
+    assert doc["diffs"] == reference["diffs"]
+    assert doc["summary"]["ranges_checked"] == reference["summary"]["ranges_total"]
 
 
 def test_a_worker_lost_mid_rerun_leaves_its_batches_to_another(lost_jobs, request):
