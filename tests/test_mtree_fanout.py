@@ -15,7 +15,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -235,45 +237,42 @@ def _runner_of(fl: Fleet, marker: str, offsets: dict[str, int]) -> str | None:
     return None
 
 
-def test_a_worker_killed_mid_diff_leaves_its_group_to_the_other(
-        fleet2: Fleet, pg_cluster: Any) -> None:
+@dataclass
+class Killed:
+    """A command on a fleet of its own, one of whose workers was killed mid-way."""
+
+    fleet: Fleet
+    cli: subprocess.Popen[str]
+    facts: dict[str, Any]
+
+
+def _kill_mid_diff(pg_cluster: Any, fl: Fleet) -> Killed:
     table = _table(pg_cluster, "fan_kill")
     assert run_ace("mtree", "build", CLUSTER, table).code == 0
     execute(pg_cluster.node_dsn(1), ["UPDATE fan_kill SET v = 'x' WHERE id % 990 = 0"])
     reference = run_ace("table-diff", CLUSTER, table)
     assert reference.code == 1
-    offsets = {n: len(fleet2.log(n)) for n in fleet2.names}
+    offsets = {n: len(fl.log(n)) for n in fl.names}
     conn = psycopg2.connect(pg_cluster.node_dsn(2))
-    victim = None
     try:
         # the walk reads only ACE's tables: the groups, which read the table, wait here
         conn.cursor().execute("LOCK TABLE fan_kill IN ACCESS EXCLUSIVE MODE")
         cli = subprocess.Popen([sys.executable, "-m", "ace_api", "mtree", "table-diff", CLUSTER,
-                                table], env={**fleet2.env, "ACE_NO_PROGRESS": "1"},
+                                table], env={**fl.env, "ACE_NO_PROGRESS": "1"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         marker = "ace.mtree_leaves[mt_"
-        wait_for(lambda: _runner_of(fleet2, marker, offsets) is not None, 60, "a leaf group")
-        victim = _runner_of(fleet2, marker, offsets)
+        wait_for(lambda: _runner_of(fl, marker, offsets) is not None, 60, "a leaf group")
+        victim = _runner_of(fl, marker, offsets)
         assert victim is not None
         time.sleep(0.5)
-        fleet2.kill(victim)
+        fl.kill(victim)
     finally:
         conn.rollback()
         conn.close()
-    try:
-        stdout, stderr = cli.communicate(timeout=180)
-        assert cli.returncode == 1, stdout + stderr
-        assert _diff_file(stdout)["diffs"] == reference.diff()["diffs"]
-        task_id = _task_id(stderr)
-        groups = _succeeded(fleet2, "ace.mtree_leaves", task_id)
-        assert len(groups) == len(set(groups))  # each group counted once
-    finally:
-        if victim is not None:
-            fleet2.start_worker(victim)
+    return Killed(fl, cli, {"reference": reference.diff()})
 
 
-def test_a_worker_killed_mid_build_leaves_its_batches_to_the_other(
-        fleet2: Fleet, pg_cluster: Any) -> None:
+def _kill_mid_build(pg_cluster: Any, fl: Fleet) -> Killed:
     on_every_node(pg_cluster, [
         "DROP TABLE IF EXISTS fan_build",
         "CREATE TABLE fan_build (id int PRIMARY KEY, v text)",
@@ -281,12 +280,11 @@ def test_a_worker_killed_mid_build_leaves_its_batches_to_the_other(
     ])
     assert run_ace("mtree", "init", CLUSTER).code == 0
     blocks = f"ace_mtree.blocks_{tree_key(TableName('public', 'fan_build'))}"
-    offsets = {n: len(fleet2.log(n)) for n in fleet2.names}
+    offsets = {n: len(fl.log(n)) for n in fl.names}
     conn = psycopg2.connect(pg_cluster.node_dsn(2))
     cur = conn.cursor()
-    victim = None
     cli = subprocess.Popen([sys.executable, "-m", "ace_api", "mtree", "build", CLUSTER,
-                            "public.fan_build"], env={**fleet2.env, "ACE_NO_PROGRESS": "1"},
+                            "public.fan_build"], env={**fl.env, "ACE_NO_PROGRESS": "1"},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # as soon as tracking starts on the third node, its table is locked: the batches
@@ -295,23 +293,85 @@ def test_a_worker_killed_mid_build_leaves_its_batches_to_the_other(
                           conn.rollback())[1] is not None, 60, "tracking", interval=0.005)
         cur.execute("LOCK TABLE fan_build IN ACCESS EXCLUSIVE MODE")
         marker = "ace.mtree_hash[mt_"
-        wait_for(lambda: _runner_of(fleet2, marker, offsets) is not None, 60, "a batch")
+        wait_for(lambda: _runner_of(fl, marker, offsets) is not None, 60, "a batch")
         wait_for(lambda: query(pg_cluster.node_dsn(2),
                                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
                                "'Lock' AND query LIKE '%%fan_build%%'")[0][0] >= 2,
                  60, "batches waiting on the third node")
-        victim = _runner_of(fleet2, marker, offsets)
+        victim = _runner_of(fl, marker, offsets)
         assert victim is not None
-        fleet2.kill(victim)
+        fl.kill(victim)
+    except BaseException:
+        cli.kill()
+        raise
     finally:
         conn.rollback()
         conn.close()
-    try:
-        stdout, stderr = cli.communicate(timeout=180)
-        assert cli.returncode == 0, stdout + stderr
-    finally:
-        if victim is not None:
-            fleet2.start_worker(victim)
+    return Killed(fl, cli, {})
+
+
+# each test that kills a worker, and how it does
+KILLS: dict[str, Callable[[Any, Fleet], Killed]] = {
+    "test_a_worker_killed_mid_diff_leaves_its_group_to_the_other": _kill_mid_diff,
+    "test_a_worker_killed_mid_build_leaves_its_batches_to_the_other": _kill_mid_build,
+}
+
+
+@pytest.fixture(scope="module")
+def killed(request: pytest.FixtureRequest, pg_cluster: Any,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Killed | Exception]]:
+    """Each selected killing test's command, a worker killed under it, on a fleet of its own.
+
+    Both are started before the first of these tests, so that the visibility
+    timeouts they wait for pass together; what went wrong in one is raised by
+    its own test.
+    """
+    selected = {item.originalname for item in request.session.items
+                if item.module is request.module}
+    runs: dict[str, Killed | Exception] = {}
+    with ExitStack() as stack:
+        for name, kill in KILLS.items():
+            if name not in selected:
+                continue
+            try:
+                fl = stack.enter_context(own_fleet(tmp_path_factory.mktemp("mtree-kill"),
+                                                   ("k1", "k2")))
+                runs[name] = kill(pg_cluster, fl)
+            except Exception as exc:  # noqa: BLE001 (raised again by its test)
+                runs[name] = exc
+        try:
+            yield runs
+        finally:
+            for run in runs.values():
+                if isinstance(run, Killed) and run.cli.poll() is None:
+                    run.cli.kill()
+                    run.cli.wait(10)
+
+
+def _killed(killed: dict[str, Killed | Exception], request: pytest.FixtureRequest) -> Killed:
+    run = killed[request.node.originalname]
+    if isinstance(run, Exception):
+        raise run
+    return run
+
+
+def test_a_worker_killed_mid_diff_leaves_its_group_to_the_other(
+        killed: dict[str, Killed | Exception], request: pytest.FixtureRequest) -> None:
+    run = _killed(killed, request)
+    stdout, stderr = run.cli.communicate(timeout=180)
+    assert run.cli.returncode == 1, stdout + stderr
+    assert _diff_file(stdout)["diffs"] == run.facts["reference"]["diffs"]
+    task_id = _task_id(stderr)
+    groups = _succeeded(run.fleet, "ace.mtree_leaves", task_id)
+    assert len(groups) == len(set(groups))  # each group counted once
+
+
+def test_a_worker_killed_mid_build_leaves_its_batches_to_the_other(
+        killed: dict[str, Killed | Exception], request: pytest.FixtureRequest,
+        pg_cluster: Any) -> None:
+    run = _killed(killed, request)
+    stdout, stderr = run.cli.communicate(timeout=180)
+    assert run.cli.returncode == 0, stdout + stderr
     execute(pg_cluster.node_dsn(0), ["UPDATE fan_build SET v = 'x' WHERE id % 7919 = 0",
                                      "DELETE FROM fan_build WHERE id = 100000"])
     diff = _same_as_full_diff("public.fan_build")
