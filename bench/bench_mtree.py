@@ -42,6 +42,9 @@ from _common import (  # noqa: E402
     venv_tool,
 )
 
+from ace_shared.mtree.objects import tree_key  # noqa: E402
+from ace_shared.nodes.ident import TableName  # noqa: E402
+
 TABLE = "bench_mtree"
 WRITE_TABLE = "bench_mtree_writes"
 LOAD_SQL = f"""
@@ -83,14 +86,78 @@ def diff_rows(stdout: str) -> int:
     return int(json.loads(Path(found.group(1)).read_text())["summary"]["diff_rows"])
 
 
+def set_tracking_on(cur: object, on: bool) -> None:
+    switch = "ENABLE ALWAYS" if on else "DISABLE"
+    cur.execute(f"ALTER TABLE {WRITE_TABLE} "  # type: ignore[attr-defined]  # noqa: S608
+                + ", ".join(f"{switch} TRIGGER ace_mtree_{event}"
+                            for event in ("ins", "upd", "del")))
+
+
 def set_tracking(target: object, on: bool) -> None:
-    """Switch the write table's tracking trigger on (as ACE builds it) or off."""
+    """Switch the write table's tracking triggers on (as ACE builds them) or off."""
     conn = open_connection(target)  # type: ignore[arg-type]
     with conn.cursor() as cur:
-        cur.execute(f"ALTER TABLE {WRITE_TABLE} "  # noqa: S608
-                    f"{'ENABLE ALWAYS' if on else 'DISABLE'} TRIGGER ace_mtree_row")
+        set_tracking_on(cur, on)
     conn.commit()
     conn.close()
+
+
+def reset_writes(target: object) -> None:
+    """The same start for every pgbench run: the write table's 100,000 rows, vacuumed and
+    analyzed, its change log empty, no checkpoint due.
+
+    Without this, the table and the log grow with every run and autovacuum and
+    checkpoints fall on whichever run they fall on: single pairs then differed
+    by 30 points. Emptying the log by hand leaves that table's tree wrong; it is
+    only there to be written to, and is torn down afterwards.
+    """
+    conn = open_connection(target)  # type: ignore[arg-type]
+    with conn.cursor() as cur:
+        set_tracking_on(cur, False)
+        cur.execute(f"DELETE FROM {WRITE_TABLE} WHERE id > 100000")  # noqa: S608
+        cur.execute("SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = 'ace_mtree' AND c.relname = 'log_' || %s",
+                    (tree_key(TableName("public", WRITE_TABLE)),))
+        for (log,) in cur.fetchall():
+            cur.execute(f"TRUNCATE {log}")
+        cur.execute(f"VACUUM ANALYZE {WRITE_TABLE}")
+        cur.execute("CHECKPOINT")
+    conn.close()
+
+
+def postmaster_pid(target: object) -> int | None:
+    """The node's postmaster, when it runs on this machine (its backend's parent)."""
+    conn = open_connection(target)  # type: ignore[arg-type]
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]
+        try:
+            with open(f"/proc/{backend}/stat") as fh:
+                return int(fh.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return None  # another machine's node
+        finally:
+            conn.close()
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU used by the node's server processes so far: the live ones, and (through the
+    postmaster's children's times) the backends that ended, such as pgbench's."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # its own and its reaped children's
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pgbench_tps(dsn: dict[str, object], seconds: int, clients: int) -> float:
@@ -170,14 +237,22 @@ def main() -> int:
     ace(env, "mtree", "teardown", args.cluster, f"public.{WRITE_TABLE}", "--quiet")
     ace(env, "mtree", "build", args.cluster, f"public.{WRITE_TABLE}", "--quiet")
     losses, plain_all, tracked_all = [], [], []
+    postmaster = postmaster_pid(targets[0])
+    cpu: dict[bool, list[float]] = {False: [], True: []}  # server µs per transaction
     for round_no in range(args.rounds):
         # untracked and tracked runs alternate (ABBA), seconds apart, on the same table: on a
         # shared machine the load moves more between two runs minutes apart than tracking costs
         order = (False, True) if round_no % 2 == 0 else (True, False)
         tps = {}
         for tracked in order:
+            reset_writes(targets[0])
             set_tracking(targets[0], tracked)
+            before = server_cpu_seconds(postmaster) if postmaster else 0.0
             tps[tracked] = pgbench_tps(dsn, args.seconds, args.clients)
+            if postmaster:
+                time.sleep(0.5)  # pgbench's backends ended: let the postmaster reap them
+                used = server_cpu_seconds(postmaster) - before
+                cpu[tracked].append(1e6 * used / (tps[tracked] * args.seconds))
         plain_all.append(tps[False])
         tracked_all.append(tps[True])
         losses.append(100 * (1 - tps[True] / tps[False]))
@@ -187,6 +262,11 @@ def main() -> int:
           f"{' '.join(f'{t:.0f}' for t in tracked_all)} tps; lost "
           f"{' '.join(f'{x:.1f}' for x in losses)}%, median {statistics.median(losses):.1f}% "
           "(target <= 15%)")
+    if postmaster:
+        # steadier than throughput on a shared machine: what each transaction cost the server
+        plain, tracked = statistics.median(cpu[False]), statistics.median(cpu[True])
+        print(f"server CPU per transaction (median): untracked {plain:.0f} µs, tracked "
+              f"{tracked:.0f} µs (+{100 * (tracked / plain - 1):.1f}%)")
     return 0 if same else 1
 
 

@@ -190,8 +190,8 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
     cases = [
         ("ALTER TABLE mt_stale DISABLE TRIGGER ALL", "disabled"),
         # switched off and on again: the table looks as built, but writes may have been missed
-        ("ALTER TABLE mt_stale DISABLE TRIGGER ace_mtree_row; INSERT INTO mt_stale VALUES "
-         "(100000, 'unseen'); ALTER TABLE mt_stale ENABLE ALWAYS TRIGGER ace_mtree_row", "altered"),
+        ("ALTER TABLE mt_stale DISABLE TRIGGER ace_mtree_ins; INSERT INTO mt_stale VALUES "
+         "(100000, 'unseen'); ALTER TABLE mt_stale ENABLE ALWAYS TRIGGER ace_mtree_ins", "altered"),
         ("TRUNCATE mt_stale", "truncated"),
         ("ALTER TABLE mt_stale ADD COLUMN extra int", "columns"),
     ]

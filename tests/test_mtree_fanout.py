@@ -124,9 +124,9 @@ def test_tracking_switched_off_and_on_during_the_build_is_refused(pg_cluster: An
         for batch in planned.batches:
             hash_batch(planned.spec, batch, job.sessions)
         execute(pg_cluster.node_dsn(1), [  # a change the tree never hears of
-            "ALTER TABLE fan_switch DISABLE TRIGGER ace_mtree_row",
+            "ALTER TABLE fan_switch DISABLE TRIGGER ace_mtree_upd",
             "UPDATE fan_switch SET v = 'unseen' WHERE id = 500",
-            "ALTER TABLE fan_switch ENABLE ALWAYS TRIGGER ace_mtree_row",
+            "ALTER TABLE fan_switch ENABLE ALWAYS TRIGGER ace_mtree_upd",
         ])
         with pytest.raises(TableError, match="disabled or changed while"):
             finish_build(planned.spec, job.sessions)

@@ -18,7 +18,7 @@ Per tracked table (named by :func:`tree_key`, the same on every node):
 
 Why these choices:
 
-- One row-level trigger, ``ENABLE ALWAYS``, catches every write: the
+- Row-level triggers (one per event), ``ENABLE ALWAYS``, catch every write: the
   application's, PostgreSQL's logical replication apply (and Spock's and
   pglogical's), which fire only row triggers and run with
   ``session_replication_role = replica``, and ACE's own repairs, which run that
@@ -33,7 +33,7 @@ Why these choices:
 - Every table here is ``UNLOGGED``: no WAL, so no logical replication of any
   kind ever sends them to another node, and writes cost less. A crash empties
   them; a tree without its row is then missing, never trusted.
-- The trigger function is ``SECURITY DEFINER`` owned by the table's owner, who
+- The trigger functions are ``SECURITY DEFINER`` owned by the table's owner, who
   is granted ``INSERT`` on that table's log only: writers need no rights in
   ``ace_mtree``, and the function can do nothing its owner could not.
 """
@@ -165,9 +165,15 @@ def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
     cur.execute(sql.SQL(
         "CREATE UNLOGGED TABLE {} (level smallint, idx integer, row_count bigint NOT NULL, "
         "hash text NOT NULL, PRIMARY KEY (level, idx))").format(obj("inner", key)))
+    # The log only grows between folds, so autovacuum would otherwise visit it again and again
+    # for its inserts (and analyze it), on the writers' CPUs: a quarter of tracking's cost under
+    # pgbench. Its dead rows, left by each fold, are still vacuumed as usual.
+    quiet = (sql.SQL(" WITH (autovacuum_vacuum_insert_threshold = -1, "
+                     "autovacuum_analyze_threshold = 2147483647)")
+             if shape.server_version_num >= 130000 else sql.SQL(""))
     cur.execute(sql.SQL(
-        "CREATE UNLOGGED TABLE {} ({}, sign smallint NOT NULL, h bigint)").format(
-        obj("log", key), _key_columns_ddl(shape, "k")))
+        "CREATE UNLOGGED TABLE {} ({}, sign smallint NOT NULL, h bigint){}").format(
+        obj("log", key), _key_columns_ddl(shape, "k"), quiet))
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(obj(kind, key)))
 
@@ -180,22 +186,21 @@ def _log_values(shape: TableShape, record: str, sign: int) -> sql.Composable:
                                          queries.row_hash(shape, record))
 
 
-def _function_body(shape: TableShape, key: str) -> sql.Composable:
-    # a VALUES row of the record's own fields: no query of a subselect per row written
+def _function_body(shape: TableShape, key: str, event: str) -> sql.Composable:
+    """The body of the trigger function of one event: a single statement.
+
+    A VALUES row of the record's own fields: no query of a subselect per row written.
+    """
     log = obj("log", key)
-    old = _log_values(shape, "OLD", -1)
-    new = _log_values(shape, "NEW", 1)
-    return sql.SQL(
-        "BEGIN\n"
-        "  IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' THEN\n"
-        "    INSERT INTO {log} (sign) VALUES ({trunc});\n"
-        "  ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN INSERT INTO {log} VALUES {old}, {new};\n"
-        "  ELSIF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN INSERT INTO {log} VALUES {new};\n"
-        "  ELSE INSERT INTO {log} VALUES {old};\n"
-        "  END IF;\n"
-        "  RETURN NULL;\n"
-        "END"
-    ).format(log=log, trunc=sql.Literal(TRUNCATED), old=old, new=new)
+    rows = {
+        "ins": sql.SQL("{}").format(_log_values(shape, "NEW", 1)),
+        "upd": sql.SQL("{}, {}").format(_log_values(shape, "OLD", -1),
+                                        _log_values(shape, "NEW", 1)),
+        "del": sql.SQL("{}").format(_log_values(shape, "OLD", -1)),
+    }.get(event)
+    insert = (sql.SQL("INSERT INTO {} (sign) VALUES ({})").format(log, sql.Literal(TRUNCATED))
+              if rows is None else sql.SQL("INSERT INTO {} VALUES {}").format(log, rows))
+    return sql.SQL("BEGIN\n  {};\n  RETURN NULL;\nEND").format(insert)
 
 
 # Which pinned settings change the text of a type that is hashed through its text. A
@@ -234,34 +239,50 @@ def _function_settings(shape: TableShape) -> sql.Composable:
     return sql.SQL(" ").join(parts)
 
 
+# One trigger per event, each calling a function of one statement. One function for
+# all events, choosing by TG_OP, spent about as long choosing as logging.
+_EVENTS = {  # trigger suffix -> when it fires, and for what
+    "ins": ("AFTER INSERT", "FOR EACH ROW"),
+    "upd": ("AFTER UPDATE", "FOR EACH ROW"),
+    "del": ("AFTER DELETE", "FOR EACH ROW"),
+    "trunc": ("AFTER TRUNCATE", "FOR EACH STATEMENT"),
+}
+EXPECTED_TRIGGERS = {suffix: "A" for suffix in _EVENTS}
+# what earlier versions created (one trigger and function for all row events): still
+# dropped, so a build or teardown leaves no second logger behind
+_EARLIER_TRIGGERS = ("row",)
+_EARLIER_FUNCTIONS = ("track",)
+
+
+def _function(key: str, event: str) -> sql.Composable:
+    return obj(f"track_{event}", key)
+
+
 def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) -> None:
-    """Create the trigger function and the two triggers that fill the log."""
-    fn = obj("track", key)
-    body = _function_body(shape, key).as_string(cur)
-    tag = f"$ace_{secrets.token_hex(6)}$"
-    while tag in body:
-        tag = f"$ace_{secrets.token_hex(6)}$"
-    cur.execute(sql.SQL(
-        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {} "
-        "AS {}").format(fn, _function_settings(shape), sql.SQL(tag + body + tag)), ())
+    """Create the trigger functions and the triggers that fill the log."""
     owner = sql.Identifier(table_owner)
-    cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(fn))
     cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), owner))
     cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key), owner))
-    cur.execute(sql.SQL("ALTER FUNCTION {}() OWNER TO {}").format(fn, owner))
+    for event in _EVENTS:
+        fn = _function(key, event)
+        body = _function_body(shape, key, event).as_string(cur)
+        tag = f"$ace_{secrets.token_hex(6)}$"
+        while tag in body:
+            tag = f"$ace_{secrets.token_hex(6)}$"
+        cur.execute(sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {} "
+            "AS {}").format(fn, _function_settings(shape), sql.SQL(tag + body + tag)), ())
+        cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(fn))
+        cur.execute(sql.SQL("ALTER FUNCTION {}() OWNER TO {}").format(fn, owner))
     table = queries.table_ref(shape)
     drop_tracking(cur, shape.table, key)
-    for suffix, when, how in (("row", "AFTER INSERT OR UPDATE OR DELETE", "FOR EACH ROW"),
-                              ("trunc", "AFTER TRUNCATE", "FOR EACH STATEMENT")):
-        trigger = sql.Identifier(TRIGGER_PREFIX + suffix)
+    for event, (when, how) in _EVENTS.items():
+        trigger = sql.Identifier(TRIGGER_PREFIX + event)
         cur.execute(sql.SQL("CREATE TRIGGER {} {} ON {} {} EXECUTE FUNCTION {}()").format(
-            trigger, sql.SQL(when), table, sql.SQL(how), fn), ())
+            trigger, sql.SQL(when), table, sql.SQL(how), _function(key, event)), ())
         # ALWAYS: replication apply workers and ACE's own repairs write with
         # session_replication_role = replica, where ordinary triggers stay silent
         cur.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(table, trigger))
-
-
-EXPECTED_TRIGGERS = {"row": "A", "trunc": "A"}
 
 
 def tracking_state(cur: cursor, table_oid: int) -> dict[str, str]:
@@ -272,19 +293,21 @@ def tracking_state(cur: cursor, table_oid: int) -> dict[str, str]:
 
 
 def drop_tracking(cur: cursor, table: TableName, key: str) -> None:
-    """Drop the triggers (if the table still exists) and the trigger function."""
+    """Drop the triggers, if the table still exists (the functions go with the tree)."""
     cur.execute("SELECT to_regclass(%s)", (f"{_q(table.schema)}.{_q(table.table)}",))
     if cur.fetchone()[0] is not None:
         ref = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.table))
-        for suffix in EXPECTED_TRIGGERS:
+        for suffix in (*EXPECTED_TRIGGERS, *_EARLIER_TRIGGERS):
             cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
                 sql.Identifier(TRIGGER_PREFIX + suffix), ref))
 
 
 def drop_tree(cur: cursor, table: TableName, key: str) -> None:
-    """Remove every object of one tree: triggers, function, tables, catalogue row."""
+    """Remove every object of one tree: triggers, functions, tables, catalogue row."""
     drop_tracking(cur, table, key)
-    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(obj("track", key)))
+    functions = [_function(key, e) for e in _EVENTS] + [obj(k, key) for k in _EARLIER_FUNCTIONS]
+    for fn in functions:
+        cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(fn))
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
     if schema_exists(cur):
