@@ -19,7 +19,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from ace_shared.errors import AceError, TaskFailedError
 from ace_shared.tasks.store import TaskStore, record_submission
 from ace_workers import published, runtime
-from ace_workers.leases import LEASE_SECONDS, done_in, leases
+from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
 
 DELIVERIES_KEY = "ace:deliveries"
 # a copy of a running task comes back this much later (well inside the visibility timeout)
@@ -59,13 +59,12 @@ class AceTask(Task):
         if not task_id or self.request.called_directly:
             return self.run(*args, **kwargs)
         client = runtime.redis()
-        group = self.request.group or ""
-        finished_in = done_in(client, task_id)
-        if finished_in == group:
+        admitted = admit(client, task_id, self.request.group or "")
+        if admitted == IGNORE:
             raise Ignore()  # a late copy of work done: its part was counted already
-        if finished_in is not None:
+        if admitted == SKIP:
             return {"skipped": True}  # its chord was launched again: answer the new one
-        if not leases.take(client, task_id):
+        if admitted == HELD:
             raise self.retry(countdown=HELD_RETRY_SECONDS, max_retries=self.request.retries + 1)
         try:
             self._count_run(client, task_id)

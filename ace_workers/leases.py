@@ -116,3 +116,26 @@ class Leases:
 
 
 leases = Leases()
+
+RUN, HELD, IGNORE, SKIP = "run", "held", "ignore", "skip"
+
+
+def admit(client: Any, task_id: str, group: str, holder: Leases = leases) -> str:
+    """Whether this copy of a task may run: :data:`RUN` with its lease taken; :data:`HELD`
+    while another live worker holds it; :data:`IGNORE` if it finished in this ``group``
+    (a late copy of counted work); :data:`SKIP` if it finished in another (its chord was
+    launched again).
+
+    The done mark is read again after the lease is taken: the holder may finish
+    between the first look and the take, and its release and mark are one step,
+    so a lease found free means its mark is visible by then.
+    """
+    finished_in = done_in(client, task_id)
+    if finished_in is None:
+        if not holder.take(client, task_id):
+            return HELD
+        finished_in = done_in(client, task_id)
+        if finished_in is None:
+            return RUN
+        holder.release(client, task_id)
+    return IGNORE if finished_in == group else SKIP

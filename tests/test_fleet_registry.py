@@ -26,7 +26,18 @@ from ace_shared.diff.workdir import WorkDir
 from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
 from ace_workers import published, slots
 from ace_workers.client import Finished, NoWorker, Progress, follow
-from ace_workers.leases import LEASE_SECONDS, Leases, done_in, done_key, lease_key
+from ace_workers.leases import (
+    HELD,
+    IGNORE,
+    LEASE_SECONDS,
+    RUN,
+    SKIP,
+    Leases,
+    admit,
+    done_in,
+    done_key,
+    lease_key,
+)
 from ace_workers.mergewatch import MERGE_GRACE_SECONDS, ChordJob, MergeWatch
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
 from ace_workers.sweep import Sweeper
@@ -243,6 +254,40 @@ def test_a_lease_is_held_by_one_process_and_leaves_a_done_mark(redis_server) -> 
     assert not client.exists(lease_key("td_l.b000000"))
     assert done_in(client, "td_l.b000000") == "g1"
     assert theirs.take(client, "td_l.b000000")  # free again (the caller checks the mark first)
+
+
+class _HolderFinishesAfterFirstLook:
+    """Real Redis, on which the lease holder finishes its task right after the copy's
+    first look at the done mark: the moment a copy delivered again may arrive."""
+
+    def __init__(self, client: Any, finish: Any) -> None:
+        self._client, self._finish = client, finish
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get(self, key: str) -> Any:
+        value = self._client.get(key)
+        if self._finish is not None:
+            self._finish()
+            self._finish = None
+        return value
+
+
+@pytest.mark.parametrize(("copy_group", "answer"), [("g1", IGNORE), ("g2", SKIP)])
+def test_a_copy_that_arrives_as_its_holder_finishes_does_not_run_again(
+        redis_server, copy_group: str, answer: str) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_server.url(11))
+    client.flushdb()
+    holder, copy = Leases(), Leases()
+    task = "td_r.b000004"
+    assert admit(client, task, "g1", holder) == RUN
+    assert admit(client, task, "g1", copy) == HELD  # while it runs, a copy waits
+    racing = _HolderFinishesAfterFirstLook(
+        client, lambda: holder.release(client, task, done_group="g1"))
+    assert admit(racing, task, copy_group, copy) == answer
+    assert not client.exists(lease_key(task))  # the copy gave the lease back
+    assert done_in(client, task) == "g1"
 
 
 def test_a_merge_is_sent_again_only_when_every_batch_is_long_done_and_no_merge_is_about(
