@@ -18,8 +18,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -190,3 +191,40 @@ def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
     finally:
         fleet.stop()
         redis.stop()
+
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def started_on_own_fleets(request: pytest.FixtureRequest, pg_cluster: Any,
+                          tmp_path_factory: pytest.TempPathFactory,
+                          scenarios: dict[str, Callable[[Any, Fleet], T]], label: str,
+                          names: tuple[str, str]) -> Iterator[dict[str, T | Exception]]:
+    """Start the scenario of each selected test of the module, each on a fleet of its own.
+
+    For tests that kill a worker and then wait out the visibility timeout: started
+    together, their waits pass together. What went wrong in one scenario is kept
+    and raised by its own test (:func:`scenario_of`).
+    """
+    selected = {item.originalname for item in request.session.items
+                if item.module is request.module}
+    started: dict[str, T | Exception] = {}
+    with contextlib.ExitStack() as fleets:
+        for name, start in scenarios.items():
+            if name not in selected:
+                continue
+            try:
+                fl = fleets.enter_context(own_fleet(tmp_path_factory.mktemp(label), names))
+                started[name] = start(pg_cluster, fl)
+            except Exception as exc:  # noqa: BLE001 (raised again by its test)
+                started[name] = exc
+        yield started
+
+
+def scenario_of(started: dict[str, T | Exception], request: pytest.FixtureRequest) -> T:
+    """The running test's scenario, or the error that starting it raised."""
+    found = started[request.node.originalname]
+    if isinstance(found, Exception):
+        raise found
+    return found

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 import psycopg2
 import pytest
 import redis
-from fleet_helpers import Fleet, own_fleet, wait_for
+from fleet_helpers import Fleet, scenario_of, started_on_own_fleets, wait_for
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
 
@@ -246,27 +246,13 @@ def lost_jobs(request: pytest.FixtureRequest, pg_cluster: Any,
     pass while the module's other tests run; what went wrong in one is raised by
     its own test.
     """
-    selected = {item.originalname for item in request.session.items
-                if item.module is request.module}
-    jobs: dict[str, Lost | Exception] = {}
-    with ExitStack() as fleets:
-        for name, lose in LOSSES.items():
-            if name not in selected:
-                continue
-            try:
-                fl = fleets.enter_context(own_fleet(tmp_path_factory.mktemp("hostloss"),
-                                                    ("h1", "h2")))
-                jobs[name] = lose(pg_cluster, fl)
-            except Exception as exc:  # noqa: BLE001 (raised again by its test)
-                jobs[name] = exc
+    with started_on_own_fleets(request, pg_cluster, tmp_path_factory, LOSSES, "hostloss",
+                               ("h1", "h2")) as jobs:
         yield jobs
 
 
 def _lost(lost_jobs: dict[str, Lost | Exception], request: pytest.FixtureRequest) -> Lost:
-    job = lost_jobs[request.node.originalname]
-    if isinstance(job, Exception):
-        raise job
-    return job
+    return scenario_of(lost_jobs, request)
 
 
 def test_a_worker_lost_while_planning_leaves_the_plan_to_another(lost_jobs, request):

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import psycopg2
 import pytest
 from diff_helpers import CLUSTER, execute, on_every_node, query, run_ace
-from fleet_helpers import Fleet, own_fleet, wait_for
+from fleet_helpers import Fleet, own_fleet, scenario_of, started_on_own_fleets, wait_for
 
 from ace_shared.config import load_settings
 from ace_shared.errors import TableError
@@ -326,19 +325,8 @@ def killed(request: pytest.FixtureRequest, pg_cluster: Any,
     timeouts they wait for pass together; what went wrong in one is raised by
     its own test.
     """
-    selected = {item.originalname for item in request.session.items
-                if item.module is request.module}
-    runs: dict[str, Killed | Exception] = {}
-    with ExitStack() as stack:
-        for name, kill in KILLS.items():
-            if name not in selected:
-                continue
-            try:
-                fl = stack.enter_context(own_fleet(tmp_path_factory.mktemp("mtree-kill"),
-                                                   ("k1", "k2")))
-                runs[name] = kill(pg_cluster, fl)
-            except Exception as exc:  # noqa: BLE001 (raised again by its test)
-                runs[name] = exc
+    with started_on_own_fleets(request, pg_cluster, tmp_path_factory, KILLS, "mtree-kill",
+                               ("k1", "k2")) as runs:
         try:
             yield runs
         finally:
@@ -349,10 +337,7 @@ def killed(request: pytest.FixtureRequest, pg_cluster: Any,
 
 
 def _killed(killed: dict[str, Killed | Exception], request: pytest.FixtureRequest) -> Killed:
-    run = killed[request.node.originalname]
-    if isinstance(run, Exception):
-        raise run
-    return run
+    return scenario_of(killed, request)
 
 
 def test_a_worker_killed_mid_diff_leaves_its_group_to_the_other(
