@@ -2,9 +2,9 @@
 
 A diff, a rerun or a Merkle tree build on the fleet is a Celery chord: the
 worker that counts the last batch sends the merge (for a build, the
-``ace.mtree_finish`` that builds the inner levels and marks the tree ready). A worker that dies between counting and sending
-(its host gone) leaves a job whose batches are all done and whose merge no
-one will send: depending on Celery's version, the redelivered copy of that
+``ace.mtree_finish`` that builds the inner levels and marks the tree ready).
+A worker that dies between counting and sending (its host gone) leaves a job
+whose batches are all done and whose merge no one will send: depending on Celery's version, the redelivered copy of that
 batch may send it or may find the chord already counted and send nothing.
 (Celery 5.7 sends it once the batch's message comes back, after the
 visibility timeout and the batch done again; older versions allowed by

@@ -152,9 +152,10 @@ def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> d
         raise fail_job(job_id, exc) from exc
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
+    hashed = sum(rows.values())
     # seen by the merge watch, should the worker that counts the last batch die
-    WorkDir(spec.work_dir).mark_batch_done(batch[0].index, sum(rows.values()))
-    return {"rows": sum(rows.values())}
+    WorkDir(spec.work_dir).mark_batch_done(batch[0].index, hashed)
+    return {"rows": hashed}
 
 
 @app.task(name="ace.mtree_finish", bind=True, base=AceTask)
