@@ -251,12 +251,9 @@ def lost_jobs(request: pytest.FixtureRequest, pg_cluster: Any,
         yield jobs
 
 
-def _lost(lost_jobs: dict[str, Lost | Exception], request: pytest.FixtureRequest) -> Lost:
-    return scenario_of(lost_jobs, request)
-
 
 def test_a_worker_lost_while_planning_leaves_the_plan_to_another(lost_jobs, request):
-    lost = _lost(lost_jobs, request)
+    lost = scenario_of(lost_jobs, request)
     rec = _wait_done(lost.fleet, lost.task_id, 150)
     assert rec.status == COMPLETED, rec.error
     finished = rec.finished_at
@@ -267,7 +264,7 @@ def test_a_worker_lost_while_planning_leaves_the_plan_to_another(lost_jobs, requ
 
 
 def test_sigkill_of_a_worker_mid_diff_still_yields_the_identical_file(lost_jobs, request):
-    lost = _lost(lost_jobs, request)
+    lost = scenario_of(lost_jobs, request)
     rec = _wait_done(lost.fleet, lost.task_id, 150)
     survivor = next(n for n in lost.fleet.names if n != lost.victim)
     assert rec.status == COMPLETED, (rec.error, lost.fleet.log(survivor)[-3000:])
@@ -278,7 +275,7 @@ def test_sigkill_of_a_worker_mid_diff_still_yields_the_identical_file(lost_jobs,
 
 
 def test_a_worker_lost_mid_rerun_leaves_its_batches_to_another(lost_jobs, request):
-    lost = _lost(lost_jobs, request)
+    lost = scenario_of(lost_jobs, request)
     rec = _wait_done(lost.fleet, lost.task_id, 150)
     assert rec.status == COMPLETED, rec.error
     summary = rec.result["summary"]
@@ -286,7 +283,7 @@ def test_a_worker_lost_mid_rerun_leaves_its_batches_to_another(lost_jobs, reques
 
 
 def test_a_repair_lost_with_its_worker_ends_on_its_own(lost_jobs, request):
-    lost = _lost(lost_jobs, request)
+    lost = scenario_of(lost_jobs, request)
     rec = _wait_done(lost.fleet, lost.task_id, 150)
     assert rec.status in (COMPLETED, FAILED)
     if rec.status == COMPLETED:  # run again from its diff file: every node repaired

@@ -336,13 +336,10 @@ def killed(request: pytest.FixtureRequest, pg_cluster: Any,
                     run.cli.wait(10)
 
 
-def _killed(killed: dict[str, Killed | Exception], request: pytest.FixtureRequest) -> Killed:
-    return scenario_of(killed, request)
-
 
 def test_a_worker_killed_mid_diff_leaves_its_group_to_the_other(
         killed: dict[str, Killed | Exception], request: pytest.FixtureRequest) -> None:
-    run = _killed(killed, request)
+    run = scenario_of(killed, request)
     stdout, stderr = run.cli.communicate(timeout=180)
     assert run.cli.returncode == 1, stdout + stderr
     assert _diff_file(stdout)["diffs"] == run.facts["reference"]["diffs"]
@@ -354,7 +351,7 @@ def test_a_worker_killed_mid_diff_leaves_its_group_to_the_other(
 def test_a_worker_killed_mid_build_leaves_its_batches_to_the_other(
         killed: dict[str, Killed | Exception], request: pytest.FixtureRequest,
         pg_cluster: Any) -> None:
-    run = _killed(killed, request)
+    run = scenario_of(killed, request)
     stdout, stderr = run.cli.communicate(timeout=180)
     assert run.cli.returncode == 0, stdout + stderr
     execute(pg_cluster.node_dsn(0), ["UPDATE fan_build SET v = 'x' WHERE id % 7919 = 0",
