@@ -10,6 +10,9 @@ A tree that may be stale is refused in one sentence, never trusted.
 from __future__ import annotations
 
 import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg2
@@ -19,6 +22,7 @@ from diff_helpers import CLUSTER, NODES, AceRun, execute, on_every_node, query, 
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.mtree.leaves import levels_for
 from ace_shared.mtree.objects import tree_key
+from ace_shared.mtree.tree import LOCK_SPACE, _lock_key
 from ace_shared.nodes.ident import TableName
 
 TABLE = "public.mt_work"
@@ -215,6 +219,65 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
                                    "FROM generate_series(1, 500) g"])
         assert mtree("build", CLUSTER, "public.mt_stale").code == 0
         assert mtree("table-diff", CLUSTER, "public.mt_stale").code == 0
+
+
+def test_commands_on_one_tree_at_once_take_turns(pg_cluster: Any) -> None:
+    """A scheduled re-check and an operator's update of the same tree, at the same moment,
+    with enough changes logged that folding them splits leaves: both finish, in turn."""
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_turns",
+        "CREATE TABLE mt_turns (id int PRIMARY KEY, v text)",
+        "INSERT INTO mt_turns SELECT g * 10, 'v' FROM generate_series(1, 20000) g",
+    ])
+    table = "public.mt_turns"
+    assert mtree("build", CLUSTER, table).code == 0
+    execute(pg_cluster.node_dsn(0), ["UPDATE mt_turns SET v = 'changed' WHERE id % 90 = 0",
+                                     "INSERT INTO mt_turns SELECT g, 'new' "
+                                     "FROM generate_series(300001, 302000) g"])
+    execute(pg_cluster.node_dsn(1), ["DELETE FROM mt_turns WHERE id % 170 = 0"])
+    commands = [("update", CLUSTER, table), ("table-diff", CLUSTER, table),
+                ("update", CLUSTER, table)]
+    with ThreadPoolExecutor(len(commands)) as pool:
+        runs = list(pool.map(lambda args: run_ace("mtree", *args, fresh_process=True),
+                             commands))
+    assert [r.code for r in runs] == [0, 1, 0], [r.stderr for r in runs]
+    assert_same_diff(table)
+
+
+def test_a_command_waits_for_the_tree_lock_and_says_when_it_gave_up(pg_cluster: Any) -> None:
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_wait",
+        "CREATE TABLE mt_wait (id int PRIMARY KEY, v text)",
+        "INSERT INTO mt_wait SELECT g, 'v' FROM generate_series(1, 1000) g",
+    ])
+    table = "public.mt_wait"
+    assert mtree("build", CLUSTER, table).code == 0
+    holder = psycopg2.connect(pg_cluster.node_dsn(1))  # another command, working on n2
+    holder.autocommit = True
+    key = (LOCK_SPACE, _lock_key(TableName("public", "mt_wait")))
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", key)
+        # at the default lock timeout (a minute) the command waits for the holder ...
+        release = threading.Timer(3, lambda: holder.cursor().execute(
+            "SELECT pg_advisory_unlock(%s, %s)", key))
+        release.start()
+        started = time.monotonic()
+        waited = mtree("update", CLUSTER, table)
+        release.join()
+        assert waited.code == 0, waited.stderr
+        assert time.monotonic() - started >= 3
+        # ... and past it gives up in one sentence, with nothing changed
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", key)
+        refused = run_ace("mtree", "update", CLUSTER, table, env={"ACE_LOCK_TIMEOUT_MS": "1000"})
+        assert refused.code == 2
+        assert refused.stderr.strip().splitlines() == [
+            "ace: error: Another mtree command is still working on the tree of table "
+            "public.mt_wait on node n2; run this one again once it has finished."]
+    finally:
+        holder.close()
+    assert mtree("update", CLUSTER, table).code == 0
 
 
 def test_writers_need_no_rights_in_aces_schema(pg_cluster: Any) -> None:

@@ -15,7 +15,13 @@ from ace_shared.config import Settings
 from ace_shared.mtree import objects
 from ace_shared.mtree.buildjob import build_tree
 from ace_shared.mtree.request import MtreeRequest
-from ace_shared.mtree.tree import in_transaction, open_job, require_schema, table_shape
+from ace_shared.mtree.tree import (
+    in_transaction,
+    open_job,
+    require_schema,
+    table_shape,
+    tree_lock,
+)
 from ace_shared.nodes.ident import TableName
 
 Progress = Callable[[int, int], None]
@@ -56,6 +62,10 @@ def run_teardown(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
             # of trees whose catalogue row a crash emptied
             cur.execute("DROP SCHEMA ace_mtree CASCADE")
             return len(trees)
-        removed = job.sessions.on_all(in_transaction(teardown))
+        if table is None:
+            removed = job.sessions.on_all(in_transaction(teardown))
+        else:
+            with tree_lock(job, table):
+                removed = job.sessions.on_all(in_transaction(teardown))
         return {"action": "teardown", "nodes": job.nodes, "trees_removed": removed,
                 "table": table.display if table else None}

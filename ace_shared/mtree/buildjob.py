@@ -39,7 +39,7 @@ from ace_shared.diff.plan import agreed_boundaries, read_common_shape
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
 from ace_shared.mtree import leaves, objects
-from ace_shared.mtree.tree import Job, each_session, in_transaction, table_identity
+from ace_shared.mtree.tree import Job, each_session, in_transaction, table_identity, tree_lock
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
 
@@ -182,7 +182,8 @@ def plan_build(job: Job, shape: TableShape, task_id: str, work_dir: str,
     block_rows = job.request.block_rows
     ranges = group_leaves(exact_cuts(job, shape, block_rows))
     key = objects.tree_key(shape.table)
-    started = job.sessions.on_all(_start_tree(shape, key))
+    with tree_lock(job, shape.table):  # an update or re-check running now finishes first
+        started = job.sessions.on_all(_start_tree(shape, key))
     spec = BuildSpec(task_id, job.request.cluster_name, job.dbname, tuple(job.nodes),
                      job.request.role, shape, block_rows, len(leaf_lowers(ranges)),
                      {n: t for n, (t, _, _) in started.items()},

@@ -41,6 +41,7 @@ from ace_shared.mtree.tree import (
     open_job,
     require_schema,
     table_shape,
+    tree_lock,
 )
 from ace_shared.mtree.update import update_trees
 from ace_shared.nodes.sessions import NodeSessions
@@ -67,11 +68,12 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     require_schema(job)
     shape = table_shape(job)
     key = objects.tree_key(shape.table)
-    updated = update_trees(job, shape)
-    rows = each_node(job, lambda node: lambda cur: check_tree(cur, shape, key, node))
-    tree = check_same_blocks(rows, shape)
-    blocks, held = walk(job, key)
-    ranges = leaf_ranges(job, shape, key, blocks)
+    with tree_lock(job, shape.table):  # no other command folds or splits while this walks
+        updated = update_trees(job, shape)
+        rows = each_node(job, lambda node: lambda cur: check_tree(cur, shape, key, node))
+        tree = check_same_blocks(rows, shape)
+        blocks, held = walk(job, key)
+        ranges = leaf_ranges(job, shape, key, blocks)
     batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
     groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()

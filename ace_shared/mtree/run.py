@@ -9,7 +9,7 @@ from ace_shared.config import Settings
 from ace_shared.mtree.build import run_build, run_init, run_teardown
 from ace_shared.mtree.diffjob import run_mtree_diff
 from ace_shared.mtree.request import MtreeRequest
-from ace_shared.mtree.tree import open_job, require_schema, table_shape
+from ace_shared.mtree.tree import open_job, require_schema, table_shape, tree_lock
 from ace_shared.mtree.update import update_trees
 
 Progress = Callable[[int, int], None]
@@ -20,8 +20,10 @@ def run_update(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     with open_job(request, settings) as job:
         require_schema(job)
         shape = table_shape(job)
+        with tree_lock(job, shape.table):
+            updated = update_trees(job, shape)
         return {"action": "update", "table": shape.table.display, "nodes": job.nodes,
-                **update_trees(job, shape)}
+                **updated}
 
 
 def run_mtree(request: MtreeRequest, settings: Settings, task_id: str,

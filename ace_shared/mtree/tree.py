@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg2
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
@@ -24,6 +25,7 @@ from ace_shared.errors import TableError
 from ace_shared.mtree import objects
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.nodes.connection import NodeTarget
+from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
@@ -64,6 +66,54 @@ def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Ite
         yield Job(request, dbname, targets, sessions)
     finally:
         sessions.close()
+
+
+# PostgreSQL's advisory locks take two int4 keys: ACE's mtree locks use this first one
+LOCK_SPACE = int.from_bytes(b"acem", "big")
+
+
+def _lock_key(table: TableName) -> int:
+    """The tree's second advisory-lock key: its :func:`~objects.tree_key` as an int4."""
+    value = int(objects.tree_key(table)[:8], 16)
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+@contextmanager
+def tree_lock(job: Job, table: TableName) -> Iterator[None]:
+    """Hold the table's tree lock on every node while a command changes or walks its tree.
+
+    Two commands on one tree at once (a scheduled re-check and an operator's
+    update) would otherwise both fold the same change log, one failing on a
+    serialization error, or split a leaf the other just renumbered. With the
+    lock, the second waits for the first, up to the sessions' lock timeout, and
+    then says so. It is taken node by node in name order, so two commands can
+    never each hold a node the other waits for; and on connections of its own,
+    so it ends with the command's process (server-side keepalives notice a
+    vanished host within about a minute).
+    """
+    key = _lock_key(table)
+    holders = NodeSessions(job.targets, threads_per_node=1, readonly=False)
+
+    def take(node: str) -> Callable[[cursor], None]:
+        def run(cur: cursor) -> None:
+            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, key))
+            if cur.fetchone()[0]:
+                return
+            try:  # waits as long as the session's lock_timeout allows
+                cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, key))
+            except psycopg2.errors.LockNotAvailable:
+                cur.connection.rollback()
+                raise TableError(
+                    f"Another mtree command is still working on the tree of table "
+                    f"{table.display} on node {node}; run this one again once it has "
+                    "finished.") from None
+        return run
+    try:
+        for node in sorted(job.nodes):
+            holders.on_one(node, take(node))
+        yield
+    finally:
+        holders.close()  # closing the connections releases the locks
 
 
 def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
@@ -150,8 +200,8 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
     row = read_tree_row(cur, key)
     name = shape.table.display
     if row is None:
-        raise TableError(f"Table {name} has no Merkle tree on node {node} (never built, torn "
-                         f"down, or lost in a crash); {rebuild}.")
+        raise TableError(f"Table {name} has no Merkle tree on node {node} (never built, being "
+                         f"built, torn down, or lost in a crash); {rebuild}.")
     oid, _ = table_identity(cur, shape)
     if oid != row.table_oid:
         raise TableError(f"Table {name} on node {node} is not the table its Merkle tree was "
