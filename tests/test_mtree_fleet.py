@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from api_helpers import ApiServer, make_certs, wait_for_final
 from diff_helpers import execute, on_every_node, run_ace
-from fleet_helpers import Fleet, free_port
+from fleet_helpers import Fleet, free_port, wait_for
 
 from ace_shared.tasks.schedule import scheduled_diffs
+from ace_shared.tasks.store import COMPLETED, TaskStore
 
 
 def _diff_of(stdout: str) -> dict[str, Any]:
@@ -49,6 +50,17 @@ def test_the_fleet_runs_a_tree_diff_and_finds_what_a_full_diff_finds(
     full = run_ace("table-diff", "testclus", tracked)
     assert full.code == 1
     assert _diff_of(on_fleet.stdout)["diffs"] == full.diff()["diffs"]
+
+
+def test_no_wait_returns_the_task_id_and_the_fleet_finishes_the_update(
+        fleet: Fleet, tracked: str) -> None:
+    res = fleet.ace("mtree", "update", "testclus", tracked, "--no-wait")
+    assert res.returncode == 0, res.stderr
+    task_id = res.stdout.strip()
+    assert re.fullmatch(r"mt_\S+", task_id), res.stdout
+    store = TaskStore(fleet.env["ACE_DATABASE_URL"])
+    wait_for(lambda: (rec := store.get(task_id)) is not None and rec.status == COMPLETED,
+             60, f"mtree update {task_id} to complete")
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,12 @@ def _runner(action: str) -> Any:
     def run(values: dict[str, Any], settings: Settings) -> int:
         request = validate_mtree_request({**values, "action": action}, settings, "cli")
         label = f"mtree {action}" + (f" {request.table.display}" if request.table else "")
-        result = _on_fleet(request, settings, label) if settings.BROKER_URL else \
-            _here(request, settings, label)
+        if settings.BROKER_URL:
+            result = _on_fleet(request, settings, label, bool(values.get("no_wait")))
+            if result is None:  # --no-wait: the task id is printed
+                return EXIT_SAME
+        else:
+            result = _here(request, settings, label)
         if action == "table-diff":
             return report_diff(result, request.quiet)
         if not request.quiet:
@@ -41,13 +45,15 @@ def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, An
         bar.close()
 
 
-def _on_fleet(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:
+def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
+              no_wait: bool) -> dict[str, Any] | None:
     from ace_api.cli.fleet import run_on_fleet
     done = run_on_fleet("mtree", request.to_dict(), settings, new_task_id("mtree"),
                         cluster_name=request.cluster_name,
                         table_name=request.table.display if request.table else None,
-                        no_wait=False, quiet=request.quiet, label=label, unit="steps")
-    assert done is not None
+                        no_wait=no_wait, quiet=request.quiet, label=label, unit="steps")
+    if done is None:
+        return None
     return done["summary"] if request.action == "table-diff" else done
 
 

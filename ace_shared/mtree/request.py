@@ -13,6 +13,7 @@ from ace_shared.options import (
     CHOICE,
     CLUSTER_NAME,
     INT,
+    NO_WAIT,
     NUMBER,
     QUIET,
     TABLE_NAME,
@@ -47,13 +48,13 @@ MTREE_COMMANDS: dict[str, Command] = _route({
                     (CLUSTER_NAME, _DBNAME, _NODES, QUIET)),
     "build": Command("mtree-build", "Hash every block of a table on every node and start "
                      "tracking its changes.",
-                     (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, _BLOCK_ROWS, QUIET)),
+                     (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, _BLOCK_ROWS, QUIET, NO_WAIT)),
     "update": Command("mtree-update", "Fold the changes tracked since the last update into "
-                      "the trees.", (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, QUIET)),
+                      "the trees.", (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, QUIET, NO_WAIT)),
     "table-diff": Command("mtree-table-diff", "Update the trees, then diff only the blocks "
                           "whose hashes differ.",
                           (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, _MAX_CPU, _OUTPUT,
-                           QUIET)),
+                           QUIET, NO_WAIT)),
     "teardown": Command("mtree-teardown", "Remove one table's tree, or every object ACE "
                         "created for trees.", (CLUSTER_NAME, _SOME_TABLE, _DBNAME, _NODES, QUIET)),
 })
