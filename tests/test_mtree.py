@@ -221,16 +221,21 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
         assert mtree("table-diff", CLUSTER, "public.mt_stale").code == 0
 
 
+def tracked_table(cluster: Any, name: str, key: str, rows: int) -> str:
+    """``public.<name> (id int PRIMARY KEY, v text)``, the same on every node, its tree built."""
+    on_every_node(cluster, [
+        f"DROP TABLE IF EXISTS {name}",
+        f"CREATE TABLE {name} (id int PRIMARY KEY, v text)",
+        f"INSERT INTO {name} SELECT {key}, 'v' FROM generate_series(1, {rows}) g",
+    ])
+    assert mtree("build", CLUSTER, f"public.{name}").code == 0
+    return f"public.{name}"
+
+
 def test_commands_on_one_tree_at_once_take_turns(pg_cluster: Any) -> None:
     """A scheduled re-check and an operator's update of the same tree, at the same moment,
     with enough changes logged that folding them splits leaves: both finish, in turn."""
-    on_every_node(pg_cluster, [
-        "DROP TABLE IF EXISTS mt_turns",
-        "CREATE TABLE mt_turns (id int PRIMARY KEY, v text)",
-        "INSERT INTO mt_turns SELECT g * 10, 'v' FROM generate_series(1, 20000) g",
-    ])
-    table = "public.mt_turns"
-    assert mtree("build", CLUSTER, table).code == 0
+    table = tracked_table(pg_cluster, "mt_turns", "g * 10", 20000)
     execute(pg_cluster.node_dsn(0), ["UPDATE mt_turns SET v = 'changed' WHERE id % 90 = 0",
                                      "INSERT INTO mt_turns SELECT g, 'new' "
                                      "FROM generate_series(300001, 302000) g"])
@@ -245,13 +250,7 @@ def test_commands_on_one_tree_at_once_take_turns(pg_cluster: Any) -> None:
 
 
 def test_a_command_waits_for_the_tree_lock_and_says_when_it_gave_up(pg_cluster: Any) -> None:
-    on_every_node(pg_cluster, [
-        "DROP TABLE IF EXISTS mt_wait",
-        "CREATE TABLE mt_wait (id int PRIMARY KEY, v text)",
-        "INSERT INTO mt_wait SELECT g, 'v' FROM generate_series(1, 1000) g",
-    ])
-    table = "public.mt_wait"
-    assert mtree("build", CLUSTER, table).code == 0
+    table = tracked_table(pg_cluster, "mt_wait", "g", 1000)
     holder = psycopg2.connect(pg_cluster.node_dsn(1))  # another command, working on n2
     holder.autocommit = True
     key = (LOCK_SPACE, _lock_key(TableName("public", "mt_wait")))
