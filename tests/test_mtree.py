@@ -22,7 +22,7 @@ from diff_helpers import CLUSTER, NODES, AceRun, execute, on_every_node, query, 
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.mtree.leaves import levels_for
 from ace_shared.mtree.objects import tree_key
-from ace_shared.mtree.tree import LOCK_SPACE, _lock_key
+from ace_shared.mtree.tree import LOCK_SPACE, lock_key
 from ace_shared.nodes.ident import TableName
 
 TABLE = "public.mt_work"
@@ -253,7 +253,7 @@ def test_a_command_waits_for_the_tree_lock_and_says_when_it_gave_up(pg_cluster: 
     table = tracked_table(pg_cluster, "mt_wait", "g", 1000)
     holder = psycopg2.connect(pg_cluster.node_dsn(1))  # another command, working on n2
     holder.autocommit = True
-    key = (LOCK_SPACE, _lock_key(TableName("public", "mt_wait")))
+    key = (LOCK_SPACE, lock_key(TableName("public", "mt_wait")))
     try:
         with holder.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s, %s)", key)

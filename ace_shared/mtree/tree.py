@@ -72,7 +72,7 @@ def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Ite
 LOCK_SPACE = int.from_bytes(b"acem", "big")
 
 
-def _lock_key(table: TableName) -> int:
+def lock_key(table: TableName) -> int:
     """The tree's second advisory-lock key: its :func:`~objects.tree_key` as an int4."""
     value = int(objects.tree_key(table)[:8], 16)
     return value - (1 << 32) if value >= 1 << 31 else value
@@ -91,14 +91,11 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
     so it ends with the command's process (server-side keepalives notice a
     vanished host within about a minute).
     """
-    key = _lock_key(table)
+    key = lock_key(table)
     holders = NodeSessions(job.targets, threads_per_node=1, readonly=False)
 
     def take(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
-            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, key))
-            if cur.fetchone()[0]:
-                return
             try:  # waits as long as the session's lock_timeout allows
                 cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, key))
             except psycopg2.errors.LockNotAvailable:
