@@ -35,9 +35,6 @@ from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, wa
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
     Job,
-    check_same_blocks,
-    check_tree,
-    each_node,
     open_job,
     require_schema,
     table_shape,
@@ -69,9 +66,7 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     shape = table_shape(job)
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
-        updated = update_trees(job, shape)
-        rows = each_node(job, lambda node: lambda cur: check_tree(cur, shape, key, node))
-        tree = check_same_blocks(rows, shape)
+        tree, updated = update_trees(job, shape)  # checked every tree, as it folded
         blocks, held = walk(job, key)
         ranges = leaf_ranges(job, shape, key, blocks)
     batch_size = None if slots is not None else leaves_per_query(tree.block_rows)

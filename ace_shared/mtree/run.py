@@ -21,7 +21,7 @@ def run_update(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
         require_schema(job)
         shape = table_shape(job)
         with tree_lock(job, shape.table):
-            updated = update_trees(job, shape)
+            _, updated = update_trees(job, shape)
         return {"action": "update", "table": shape.table.display, "nodes": job.nodes,
                 **updated}
 

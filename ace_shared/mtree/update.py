@@ -78,8 +78,9 @@ def _fold(shape: TableShape, key: str, node: str) -> Any:
     return in_transaction(run, repeatable=True)
 
 
-def update_trees(job: Job, shape: TableShape) -> dict[str, Any]:
-    """Bring every node's tree up to date; return what was done."""
+def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any]]:
+    """Bring every node's tree up to date; return the trees' (checked, common) row and
+    what was done."""
     key = objects.tree_key(shape.table)
     folded = each_node(job, lambda node: _fold(shape, key, node))
     tree = check_same_blocks({n: r for n, (r, _) in folded.items()}, shape)
@@ -91,9 +92,9 @@ def update_trees(job: Job, shape: TableShape) -> dict[str, Any]:
         if len(set(sigs.values())) > 1:
             raise TableError(f"Rebalancing the Merkle trees of table {shape.table.display} left "
                              "different blocks on the nodes; run 'ace mtree build' for it again.")
-    return {"changes_folded": {n: d.rows for n, (_, d) in folded.items()},
-            "leaves_touched": len(touched), "leaves_split": len(plan.splits),
-            "leaves_merged": len(plan.merges)}
+    return tree, {"changes_folded": {n: d.rows for n, (_, d) in folded.items()},
+                  "leaves_touched": len(touched), "leaves_split": len(plan.splits),
+                  "leaves_merged": len(plan.merges)}
 
 
 def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
