@@ -110,3 +110,36 @@ def test_a_schedule_may_run_a_tree_diff() -> None:
                                   "rerun_after": "10m"},), "5m")
     assert [(s.command, s.options["table_name"], s.rerun_after) for s in got] == [
         ("mtree-table-diff", "public.big", 600)]
+
+
+def test_a_scheduled_tree_diff_runs_on_the_fleet_and_is_rechecked(fleet: Fleet,
+                                                                  tracked: str) -> None:
+    """What beat sends for an mtree-table-diff schedule with rerun_after: the tree's diff,
+    then table-rerun of its diff file (the same format as a table-diff's)."""
+    from celery import Celery
+    app = Celery(broker=fleet.env["ACE_BROKER_URL"])
+    app.send_task("ace.scheduled_diff", args=[
+        "tree_job", {"cluster_name": "testclus", "table_name": tracked},
+        "mtree-table-diff", 2], queue="ace")
+    store = TaskStore(fleet.env["ACE_DATABASE_URL"])
+
+    def first() -> Any:
+        return next((r for r in store.recent(50) if r.requested_by == "scheduler:tree_job"
+                     and r.task_type == "mtree"), None)
+
+    def verdict() -> Any:
+        diff = first()
+        return next((r for r in store.recent(50) if r.task_type == "scheduled-recheck"
+                     and diff and r.options.get("rerun_of") == diff.task_id
+                     and r.status == COMPLETED), None)
+    wait_for(lambda: verdict() is not None, 90, "the tree diff's recheck verdict")
+    diff = store.get(first().task_id)
+    assert diff.status == COMPLETED and diff.result["mismatched_rows"] == 3, diff.result
+    assert diff.result["summary"]["mtree"]["leaves_differing"] >= 1
+    full = run_ace("table-diff", "testclus", tracked)
+    assert json.loads(Path(diff.result["diff_file"]).read_text())["diffs"] == \
+        full.diff()["diffs"]
+    summary = verdict().result["summary"]
+    assert summary["persisted"] is True and summary["remaining_rows"] == 3
+    assert store.get(summary["rerun_task"]).task_type == "table-rerun"
+
