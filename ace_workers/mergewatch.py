@@ -4,15 +4,16 @@ A diff, a rerun or a Merkle tree build on the fleet is a Celery chord: the
 worker that counts the last batch sends the merge (for a build, the
 ``ace.mtree_finish`` that builds the inner levels and marks the tree ready).
 A worker that dies between counting and sending (its host gone) leaves a job
-whose batches are all done and whose merge no one will send: depending on Celery's version, the redelivered copy of that
-batch may send it or may find the chord already counted and send nothing.
-(Celery 5.7 sends it once the batch's message comes back, after the
-visibility timeout and the batch done again; older versions allowed by
-ACE's requirements never do.) So ACE does not rely on it. Every worker's sweep (:mod:`ace_workers.sweep`)
-also looks at the unfinished diff, rerun and build jobs: one whose every batch has
-recorded its result in the work folder at least :data:`MERGE_GRACE_SECONDS`
-ago, and whose merge task neither runs (no lease) nor has finished, gets its
-merge sent again under the merge's own task id.
+whose batches are all done and whose merge no one will send: depending on
+Celery's version, the redelivered copy of that batch may send it or may find
+the chord already counted and send nothing. (Celery 5.7 sends it once the
+batch's message comes back, after the visibility timeout and the batch done
+again; older versions allowed by ACE's requirements never do.) So ACE does not
+rely on it. Every worker's sweep (:mod:`ace_workers.sweep`) also looks at the
+unfinished diff, rerun and build jobs: one whose every batch has recorded its
+result in the work folder at least :data:`MERGE_GRACE_SECONDS` ago, and whose
+merge task neither runs (no lease) nor has finished, gets its merge sent again
+under the merge's own task id.
 
 Sending it twice is harmless: a copy of a merge that is running waits for its
 lease, one that finished changes nothing (its done mark), and a merge of a

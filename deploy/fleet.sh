@@ -116,8 +116,8 @@ start() {
   launch beat "$BIN/celery" -A ace_workers beat --loglevel=INFO \
     --schedule "$FLEET/celerybeat-schedule" --pidfile=
   launch flower "$BIN/celery" -A ace_workers flower --address=127.0.0.1 --port="$FLOWER_PORT"
-  local api_note="api on $API_HOST:$API_PORT"
-  if [[ -n ${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}} ]]; then
+  local api_note="api on $API_HOST:$API_PORT" ca=${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}}
+  if [[ -n $ca ]]; then
     launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"
   else
     # the API serves mutual TLS only: without a CA it could only exit with an error
@@ -127,7 +127,7 @@ start() {
   sleep 3
   local name
   for name in $(services | sort -u); do
-    [[ $name == api && -z ${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}} ]] && continue
+    [[ $name == api && -z $ca ]] && continue
     [[ -n $(live_pid "$name") ]] || say "WARNING: $name exited at once; see .ace-local/fleet/$name.log"
   done
   say "flower http://127.0.0.1:$FLOWER_PORT, $api_note, outputs in $ACE_OUTPUT_DIR"

@@ -7,6 +7,7 @@ process; on a fleet (``ace_workers.mtree``) the hashing is shared by the workers
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from psycopg2.extensions import cursor
@@ -62,10 +63,8 @@ def run_teardown(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
             # of trees whose catalogue row a crash emptied
             cur.execute("DROP SCHEMA ace_mtree CASCADE")
             return len(trees)
-        if table is None:
+        # one tree waits for a command working on it; the whole schema waits on its tables
+        with tree_lock(job, table) if table is not None else nullcontext():
             removed = job.sessions.on_all(in_transaction(teardown))
-        else:
-            with tree_lock(job, table):
-                removed = job.sessions.on_all(in_transaction(teardown))
         return {"action": "teardown", "nodes": job.nodes, "trees_removed": removed,
                 "table": table.display if table else None}
