@@ -35,7 +35,7 @@ Usage::
         --cluster-tls /tmp/acedev/local/dev/tls
     .venv/bin/python bench/bench_api.py --clients 50 --seconds 10 --submissions 20
 
-Needs ``redis-server`` on the PATH and the dev extras (trustme, requests).
+Needs ``redis-server`` on the PATH and the dev extras (requests).
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-import trustme
 from _common import REPO_ROOT, BenchError, check_reachable, load_targets, on_each_node
 from _common import open_connection as open_node
+
+sys.path.insert(0, str(REPO_ROOT / "deploy"))
+from certs import Authority  # noqa: E402  (deploy/certs.py, the project's development CA)
 
 from ace_api.rest.server import DEFAULT_THREADS, DEFAULT_WORKERS
 
@@ -164,17 +166,10 @@ class Pki:
 
 
 def make_pki(directory: Path, common_name: str) -> Pki:
-    ca = trustme.CA()
-    ca_file = directory / "ca.crt"
-    ca_file.write_bytes(ca.cert_pem.bytes())
-    files = []
-    for stem, leaf in (("server", ca.issue_cert("127.0.0.1")),
-                       ("client", ca.issue_cert(common_name=common_name))):
-        cert, key = directory / f"{stem}.crt", directory / f"{stem}.key"
-        cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
-        key.write_bytes(leaf.private_key_pem.bytes())
-        files.append((cert, key))
-    return Pki(ca_file, files[0], files[1])
+    """A throwaway authority (the project's ``deploy/certs.py``), server and client."""
+    ca = Authority(directory)
+    return Pki(ca.ca_file, ca.issue_server(("127.0.0.1",)),
+               ca.issue_client(common_name, stem="client"))
 
 
 def session_for(pki: Pki) -> requests.Session:

@@ -123,13 +123,20 @@ class Authority:
     def _leaf(self, common_name: str, usage: x509.ObjectIdentifier,
               alt_names: Sequence[x509.GeneralName] = (),
               not_after: dt.datetime | None = None) -> tuple[x509.Certificate, PrivateKey]:
+        # A client certificate names its role in the subject alone: an empty
+        # SubjectAlternativeName is invalid (newer cryptography refuses to build one),
+        # so the extension is added only when there are names for it.
         key = ec.generate_private_key(ec.SECP256R1())
+        not_after = not_after or _now() + dt.timedelta(days=LEAF_DAYS)
+        # valid from five minutes ago (clock skew), or, for a certificate made to be
+        # expired already, from a day before it expired
+        not_before = min(_now() - dt.timedelta(minutes=5), not_after - dt.timedelta(days=1))
         builder = (
             x509.CertificateBuilder().subject_name(_name(common_name))
             .issuer_name(self.cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5))
-            .not_valid_after(not_after or _now() + dt.timedelta(days=LEAF_DAYS))
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
@@ -151,15 +158,16 @@ class Authority:
         cert, key = self._leaf(names[0], ExtendedKeyUsageOID.SERVER_AUTH, alt)
         return self._save(stem, cert, key)
 
-    def issue_client(self, common_name: str, not_after: dt.datetime | None = None
-                     ) -> tuple[Path, Path]:
-        """``<cn>.crt``/``.key``: a client certificate whose common name is a PostgreSQL role."""
+    def issue_client(self, common_name: str, not_after: dt.datetime | None = None,
+                     stem: str | None = None) -> tuple[Path, Path]:
+        """``<stem>.crt``/``.key`` (``stem`` defaults to the common name): a client
+        certificate whose common name is a PostgreSQL role."""
         if not _CN_RE.match(common_name):
             raise ValueError(f"{common_name!r} is not usable as a common name here: use "
                              "letters, digits, _ . - (starting with a letter or _).")
         cert, key = self._leaf(common_name, ExtendedKeyUsageOID.CLIENT_AUTH,
                                not_after=not_after)
-        return self._save(common_name, cert, key)
+        return self._save(stem or common_name, cert, key)
 
     def _save(self, stem: str, cert: x509.Certificate, key: PrivateKey) -> tuple[Path, Path]:
         cert_file, key_file = self.directory / f"{stem}.crt", self.directory / f"{stem}.key"

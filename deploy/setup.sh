@@ -93,12 +93,16 @@ if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
   fi
 fi
-# The stamp ties the install to this pyproject.toml and this checkout's path
+# Packages come from requirements.lock, exact versions checked against their hashes,
+# so this machine gets what CI tested; ACE itself is installed editable on top.
+# The stamp ties the install to the lock, pyproject.toml and this checkout's path
 # (an editable install points at the path it was made from).
-stamp=$( (cat pyproject.toml; echo "$ROOT") | sha256sum | cut -d' ' -f1)
+stamp=$( (cat requirements.lock pyproject.toml; echo "$ROOT") | sha256sum | cut -d' ' -f1)
 if [[ $(cat .venv/.ace-install-stamp 2>/dev/null) != "$stamp" || ! -x .venv/bin/ace ]]; then
-  say "pip install -e '.[dev]' (a minute or two the first time)"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  say "pip install -r requirements.lock, then ACE (a minute or two the first time)"
+  pip=(.venv/bin/pip install -q --disable-pip-version-check)
+  "${pip[@]}" --require-hashes --no-deps -r requirements.lock
+  "${pip[@]}" --no-deps -e .
   echo "$stamp" > .venv/.ace-install-stamp
 else
   say ".venv is up to date"

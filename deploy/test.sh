@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Run the test suite: set the machine up (packages, Redis, .venv), then pytest.
 #
-#   bash deploy/test.sh [pytest arguments]
+#   bash deploy/test.sh [pytest arguments]            with the locked versions (what CI runs)
+#   bash deploy/test.sh --latest [pytest arguments]   with the newest versions pyproject.toml
+#                                                     allows, in a scratch venv
 #
-# The tests start their own PostgreSQL nodes on free ports, so no demo cluster is
-# needed. pytest's exit code is passed through unchanged.
+# --latest shows the next break coming: when it passes, refresh the lock with
+# `bash deploy/lock.sh` and commit requirements.lock. The tests start their own
+# PostgreSQL nodes on free ports, so no demo cluster is needed. pytest's exit code
+# is passed through unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+VENV=.venv
+LATEST=0
+if [[ ${1:-} == --latest ]]; then LATEST=1; shift; fi
 
 mkdir -p .ace-local
 log=.ace-local/setup.log
@@ -15,4 +23,25 @@ if ! bash deploy/setup.sh --no-demo --quiet >"$log" 2>&1; then
   echo "test: setup failed (log above, also in $log)" >&2
   exit 1
 fi
-exec .venv/bin/pytest -q "$@"
+
+if [[ $LATEST == 1 ]]; then
+  VENV=.ace-local/venv-latest
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  echo "test: installing the newest allowed versions into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade -e '.[dev]'
+  # what differs from the lock, so a failure can be traced to a release
+  "$VENV/bin/python" - <<'PY'
+import re
+from importlib.metadata import distributions
+locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)", open("requirements.lock").read(), re.M))
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+locked = {norm(k): v for k, v in locked.items()}
+newer = sorted(f"{norm(d.metadata['Name'])} {locked[norm(d.metadata['Name'])]} -> {d.version}"
+               for d in distributions()
+               if norm(d.metadata["Name"]) in locked and locked[norm(d.metadata["Name"])] != d.version)
+print("test: newer than requirements.lock: " + (", ".join(newer) if newer else "nothing"))
+PY
+fi
+exec "$VENV/bin/pytest" -q "$@"

@@ -1,9 +1,9 @@
 """Certificates and a real ``ace api`` server process, for the API tests.
 
-The certificates come from a test certificate authority made with trustme:
-a server certificate for 127.0.0.1, client certificates whose common names
-are PostgreSQL roles, one from an unrelated authority and one that has
-expired. :class:`ApiServer` runs ``ace api`` (gunicorn, mutual TLS) as a
+The certificates come from the project's own development authority
+(``deploy/certs.py``): a server certificate for 127.0.0.1, client
+certificates whose common names are PostgreSQL roles, one from an unrelated
+authority and one that has expired. :class:`ApiServer` runs ``ace api`` (gunicorn, mutual TLS) as a
 child process against a fleet's Redis and task store.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg2
 import requests
-import trustme
+from certs import Authority  # deploy/certs.py (conftest puts deploy/ on sys.path)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,46 +37,43 @@ class ClientCert:
 
 @dataclass
 class ApiCerts:
-    """Files of the test PKI; ``client(cn)`` issues (once) a client certificate for a role."""
+    """The test PKI, made by the project's own ``deploy/certs.py`` authority.
 
-    directory: Path
-    ca: trustme.CA
-    ca_file: Path
-    server_cert: Path
-    server_key: Path
+    ``client(cn)`` issues (once) a client certificate for a role; a certificate
+    from an unrelated authority and an expired one serve the refusal tests.
+    """
+
+    ca: Authority
     other_ca_client: ClientCert
     expired_client: ClientCert
     _clients: dict[str, ClientCert] = field(default_factory=dict)
 
+    @property
+    def ca_file(self) -> Path:
+        return self.ca.ca_file
+
+    @property
+    def server_cert(self) -> Path:
+        return self.ca.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.ca.directory / "server.key"
+
     def client(self, common_name: str) -> ClientCert:
         if common_name not in self._clients:
-            leaf = self.ca.issue_cert(common_name=common_name)
-            self._clients[common_name] = _write_leaf(self.directory, f"client-{common_name}",
-                                                     leaf)
+            self._clients[common_name] = ClientCert(*self.ca.issue_client(common_name))
         return self._clients[common_name]
 
 
-def _write_leaf(directory: Path, stem: str, leaf: trustme.LeafCert) -> ClientCert:
-    cert, key = directory / f"{stem}.crt", directory / f"{stem}.key"
-    cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
-    key.write_bytes(leaf.private_key_pem.bytes())
-    key.chmod(0o600)
-    return ClientCert(cert, key)
-
-
 def make_certs(directory: Path) -> ApiCerts:
-    directory.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA()
-    ca_file = directory / "ca.crt"
-    ca_file.write_bytes(ca.cert_pem.bytes())
-    server = _write_leaf(directory, "server", ca.issue_cert("127.0.0.1", "localhost"))
-    stranger = _write_leaf(directory, "other-ca-client",
-                           trustme.CA().issue_cert(common_name="api_reader"))
+    ca = Authority(directory / "certs")
+    ca.issue_server(("127.0.0.1", "localhost"))
+    stranger = ClientCert(*Authority(directory / "other-ca").issue_client("api_reader"))
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
-    expired = _write_leaf(directory, "expired-client", ca.issue_cert(
-        common_name="api_reader", not_before=long_ago - dt.timedelta(days=1),
-        not_after=long_ago))
-    return ApiCerts(directory, ca, ca_file, server.cert, server.key, stranger, expired)
+    expired = ClientCert(*ca.issue_client("api_reader", not_after=long_ago,
+                                          stem="expired-api_reader"))
+    return ApiCerts(ca, stranger, expired)
 
 
 class ApiServer:

@@ -346,23 +346,20 @@ def test_ace_api_refuses_to_start_without_tls_files(tmp_path: Path, env: dict[st
 
 
 def test_ace_api_names_the_missing_authority(tmp_path: Path) -> None:
-    import trustme
+    from certs import Authority
 
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1")
-    (tmp_path / "s.crt").write_bytes(leaf.cert_chain_pems[0].bytes())
-    (tmp_path / "s.key").write_bytes(leaf.private_key_pem.bytes())
+    ca = Authority(tmp_path / "pki")
+    server_cert, server_key = ca.issue_server(("127.0.0.1",))
     from ace_api.rest.server import gunicorn_options
 
-    settings = Settings(ACE_API_CERT_FILE=str(tmp_path / "s.crt"),
-                        ACE_API_KEY_FILE=str(tmp_path / "s.key"))
+    settings = Settings(ACE_API_CERT_FILE=str(server_cert), ACE_API_KEY_FILE=str(server_key))
     with pytest.raises(AceError, match=r"set CA_CERT_FILE \(ACE_CA_CERT_FILE"):
         gunicorn_options(settings, "127.0.0.1", 5000, 1)
     (tmp_path / "ca.crt").write_text("not a certificate")
     with pytest.raises(AceError, match="cannot be loaded"):
         gunicorn_options(settings.with_overrides(CA_CERT_FILE=str(tmp_path / "ca.crt")),
                          "127.0.0.1", 5000, 1)
-    (tmp_path / "ca.crt").write_bytes(ca.cert_pem.bytes())
+    (tmp_path / "ca.crt").write_bytes(ca.ca_file.read_bytes())
     options = gunicorn_options(settings.with_overrides(CA_CERT_FILE=str(tmp_path / "ca.crt")),
                                "127.0.0.1", 5000, 2, 1)
     import ssl

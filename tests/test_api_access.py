@@ -13,14 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from api_helpers import REPO_ROOT, ApiServer, ClientCert, run_sql, wait_for_final
-from certs import Authority
+from api_helpers import REPO_ROOT, ApiCerts, ApiServer, make_certs, run_sql, wait_for_final
 from fleet_helpers import Fleet, free_port
 
 from ace_api.rest.access import AccessPolicy, names_setting
@@ -36,46 +34,19 @@ REVOKED = "access_revoked"
 UNKNOWN_ID = "td_20240101_000000_qqqqqq"
 
 
-@dataclass
-class Pki:
-    """deploy/certs.py's authority, shaped as :class:`api_helpers.ApiServer` expects."""
-
-    ca: Authority
-    _clients: dict[str, ClientCert] = field(default_factory=dict)
-
-    @property
-    def ca_file(self) -> Path:
-        return self.ca.ca_file
-
-    @property
-    def server_cert(self) -> Path:
-        return self.ca.directory / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.ca.directory / "server.key"
-
-    def client(self, common_name: str) -> ClientCert:
-        if common_name not in self._clients:
-            self._clients[common_name] = ClientCert(*self.ca.issue_client(common_name))
-        return self._clients[common_name]
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    ca = Authority(tmp_path_factory.mktemp("access-certs") / "certs")
-    ca.issue_server()
-    pki = Pki(ca)
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ApiCerts:
+    pki = make_certs(tmp_path_factory.mktemp("access-certs"))
     pki.ca.revoke(pki.client(REVOKED).cert)
     return pki
 
 
 @pytest.fixture(scope="module")
-def api(fleet: Fleet, pki: Pki) -> Iterator[ApiServer]:
+def api(fleet: Fleet, pki: ApiCerts) -> Iterator[ApiServer]:
     env = {**fleet.env, "ACE_API_ADMIN_CNS": ADMIN,
            "ACE_API_ALLOWED_CNS": f"ace,{','.join(USERS)}, {REVOKED}",
            "ACE_CA_CRL_FILE": str(pki.ca.crl_file)}
-    server = ApiServer(env, pki, free_port(), fleet.workdir / "api-access.log")  # type: ignore[arg-type]
+    server = ApiServer(env, pki, free_port(), fleet.workdir / "api-access.log")
     server.start()
     yield server
     server.stop()
@@ -243,7 +214,7 @@ def test_a_revoked_certificate_is_refused(api: ApiServer) -> None:
 
 
 def test_a_revocation_applies_to_the_next_connection_without_a_restart(
-        api: ApiServer, pki: Pki) -> None:
+        api: ApiServer, pki: ApiCerts) -> None:
     assert api.session(CAROL).get(api.url("/ace/swagger.json"), timeout=10).status_code == 200
     pki.ca.revoke(pki.client(CAROL).cert)
     with pytest.raises(requests.exceptions.SSLError, match="(?i)revoked"):
@@ -252,7 +223,7 @@ def test_a_revocation_applies_to_the_next_connection_without_a_restart(
 
 
 def test_the_api_refuses_to_start_with_an_unreadable_revocation_list(
-        fleet: Fleet, pki: Pki, tmp_path: Path) -> None:
+        fleet: Fleet, pki: ApiCerts, tmp_path: Path) -> None:
     bad = tmp_path / "bad.crl"
     bad.write_text("not a CRL\n")
     env = {**fleet.env, "ACE_API_CERT_FILE": str(pki.server_cert),

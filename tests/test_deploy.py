@@ -129,6 +129,7 @@ def test_compose_config_is_valid(repo_root: Path) -> None:
 
 
 @pytest.mark.parametrize("script", ["deploy/setup.sh", "deploy/test.sh", "deploy/fleet.sh",
+                                    "deploy/lock.sh",
                                     ".ci/run"])
 def test_script_is_strict_bash(repo_root: Path, script: str) -> None:
     path = repo_root / script
@@ -141,7 +142,7 @@ def test_script_is_strict_bash(repo_root: Path, script: str) -> None:
 def test_ci_passes_pytest_exit_code_through(repo_root: Path) -> None:
     assert (repo_root / ".ci/run").read_text().rstrip().endswith("exec bash deploy/test.sh")
     last = (repo_root / "deploy/test.sh").read_text().rstrip().splitlines()[-1]
-    assert last == 'exec .venv/bin/pytest -q "$@"'
+    assert last == 'exec "$VENV/bin/pytest" -q "$@"'
 
 
 # ----- LocalCluster -------------------------------------------------------------------
