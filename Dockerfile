@@ -8,11 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # README.md* : pyproject names the README, but the build must not fail without one.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml requirements-runtime.lock README.md* ./
+# the exact versions the tests ran with, checked against their hashes
+RUN pip install --require-hashes --no-deps -r requirements-runtime.lock
 COPY ace_shared ace_shared
 COPY ace_workers ace_workers
 COPY ace_api ace_api
-RUN pip install .
+RUN pip install --no-deps .
 # The demo loader, to fill the compose cluster: python deploy/demo_data.py --help
 COPY deploy/demo_data.py deploy/
 

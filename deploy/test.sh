@@ -44,4 +44,5 @@ newer = sorted(f"{norm(d.metadata['Name'])} {locked[norm(d.metadata['Name'])]} -
 print("test: newer than requirements.lock: " + (", ".join(newer) if newer else "nothing"))
 PY
 fi
+[[ $LATEST == 0 ]] || export ACE_TEST_LATEST=1
 exec "$VENV/bin/pytest" -q "$@"
