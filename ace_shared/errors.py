@@ -60,6 +60,13 @@ class NodeLoginRefusedError(NodeUnreachableError):
         self.node = node
 
 
+class JobCancelledError(AceError):
+    """A cancelled job's thread was about to start another statement (Ctrl-C, a revoke)."""
+
+    def __init__(self) -> None:
+        super().__init__("The job was cancelled; nothing more was started.")
+
+
 class TableError(AceError):
     """The table is missing, has no primary key, or differs between nodes."""
 

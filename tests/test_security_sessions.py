@@ -41,6 +41,18 @@ def _running(cluster: Any, needle: str) -> list[tuple[Any, ...]]:
                    params=(f"%{needle}%",))
 
 
+def _waits_for_lock(cluster: Any, node: int, table: str) -> bool:
+    """Whether an ACE session waits for a lock on ``table`` (not on anything else)."""
+    ((db, rel),) = run_sql(cluster.node_dsn(node), "SELECT (SELECT oid FROM pg_database "
+                           "WHERE datname = current_database()), to_regclass(%s)::oid",
+                           params=(table,))
+    rows = run_sql(cluster.admin_dsn(node), "SELECT count(*) FROM pg_locks l "
+                   "JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted "
+                   "AND l.database = %s AND l.relation = %s AND a.application_name = 'ace'",
+                   params=(db, rel))
+    return rows[0][0] > 0
+
+
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -146,9 +158,7 @@ def test_ctrl_c_on_the_cli_stops_the_nodes_work(pg_cluster: Any) -> None:
                                                             "ACE_NO_PROGRESS": "1"})
 
         def waiting() -> bool:
-            rows = run_sql(pg_cluster.admin_dsn(0), "SELECT count(*) FROM pg_stat_activity "
-                           "WHERE application_name = 'ace' AND wait_event_type = 'Lock'")
-            return rows[0][0] > 0
+            return _waits_for_lock(pg_cluster, 0, "sec_locked")
         _wait_for(waiting, 30, "the CLI's query to wait for the lock")
         started = time.monotonic()
         cli.send_signal(signal.SIGINT)
@@ -206,9 +216,7 @@ def test_ctrl_c_during_a_repair_stops_every_nodes_work(pg_cluster: Any) -> None:
                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def waiting() -> bool:
-            rows = run_sql(pg_cluster.admin_dsn(1), "SELECT count(*) FROM pg_stat_activity "
-                           "WHERE application_name = 'ace' AND wait_event_type = 'Lock'")
-            return rows[0][0] > 0
+            return _waits_for_lock(pg_cluster, 1, "sec_locked_fix")
         _wait_for(waiting, 30, "the repair to wait for the lock")
         started = time.monotonic()
         cli.send_signal(signal.SIGINT)
@@ -222,3 +230,41 @@ def test_ctrl_c_during_a_repair_stops_every_nodes_work(pg_cluster: Any) -> None:
     labels = run_sql(pg_cluster.node_dsn(1), "SELECT count(*) FROM sec_locked_fix "
                      "WHERE label = 'y'")
     assert labels == [(4,)]  # nothing was changed
+
+
+def test_a_cancel_sent_between_two_statements_still_stops_the_job(pg_cluster: Any) -> None:
+    """A thread that was between statements (or connecting) when the cancel was sent
+    does not start its next statement and wait out the lock timeout (a minute)."""
+    run_sql(pg_cluster.node_dsn(0), "DROP TABLE IF EXISTS sec_between",
+            "CREATE TABLE sec_between (id int)")
+    holder = psycopg2.connect(pg_cluster.node_dsn(0))
+    sessions = NodeSessions(_targets()[:1])
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE sec_between IN ACCESS EXCLUSIVE MODE")
+
+        def two_statements(cur: Any) -> None:
+            cur.execute("SELECT 1")
+            time.sleep(1)  # the cancel arrives here, while no statement runs
+            cur.execute("SELECT count(*) FROM public.sec_between")
+
+        job = threading.Thread(target=lambda: _swallow(lambda: sessions.on_all(two_statements)))
+        job.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        sessions.cancel()
+        sessions.close()
+        job.join(10)
+        assert not job.is_alive() and time.monotonic() - started < 10
+        assert not _waits_for_lock(pg_cluster, 0, "sec_between")
+    finally:
+        holder.rollback()
+        holder.close()
+        sessions.close()
+
+
+def _swallow(fn: Any) -> None:
+    try:
+        fn()
+    except AceError:
+        pass

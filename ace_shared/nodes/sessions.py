@@ -9,19 +9,27 @@ No query outlives its job: :meth:`NodeSessions.cancel` asks every node to
 cancel what the job's connections are running (called when the CLI is
 interrupted or a task is revoked), and :meth:`NodeSessions.close` does so
 first whenever a query is still running, instead of waiting for it.
+
+A cancel reaches only the statement a connection runs at that instant, and a
+thread may be between two statements or still connecting when it is sent; its
+next statement would then wait out a lock or statement timeout. So a cancelled
+job stays cancelled: no new statement starts, and the cancel is sent again,
+every :data:`RECANCEL_EVERY_S`, for as long as any of the job's statements runs.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import psycopg2
 from psycopg2.extensions import cursor
 
-from ace_shared.errors import AceError, FilterError
+from ace_shared.errors import AceError, FilterError, JobCancelledError
 from ace_shared.nodes.connection import (
     ConnectionCache,
     NodeTarget,
@@ -31,6 +39,8 @@ from ace_shared.nodes.connection import (
 )
 
 T = TypeVar("T")
+
+RECANCEL_EVERY_S = 0.2
 
 
 class NodeSessions:
@@ -44,41 +54,52 @@ class NodeSessions:
         self._cache = ConnectionCache()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._recanceller: threading.Thread | None = None
         self._pools = {
             t.node: ThreadPoolExecutor(max_workers=threads_per_node,
                                        thread_name_prefix=f"ace-{t.node}")
             for t in targets
         }
 
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        """Count a statement (or a connect before one) as running, for cancel and close."""
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
     def _run(self, node: str, fn: Callable[[cursor], T]) -> T:
         target = self.targets[node]
         with node_errors(node):
             for attempt in (1, 2):
-                conn, reused = self._cache.get_reused(target, readonly=self._readonly)
-                with self._busy_lock:
-                    self._busy += 1
-                try:
-                    with conn.cursor() as cur:
-                        result = fn(cur)
-                    conn.rollback()
-                    return result
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                    if not is_connection_lost(exc):
+                with self._counted():
+                    conn, reused = self._cache.get_reused(target, readonly=self._readonly)
+                    if self._cancelled.is_set():
+                        raise JobCancelledError()
+                    try:
+                        with conn.cursor() as cur:
+                            result = fn(cur)
+                        conn.rollback()
+                        return result
+                    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                        if not is_connection_lost(exc):
+                            conn.rollback()
+                            raise _query_error(node, exc) from exc
+                        self._cache.discard(target)
+                        if reused and attempt == 1:
+                            continue  # the node restarted since; every query here only reads
+                        raise
+                    except psycopg2.errors.InsufficientPrivilege:
+                        conn.rollback()
+                        raise
+                    except psycopg2.Error as exc:
                         conn.rollback()
                         raise _query_error(node, exc) from exc
-                    self._cache.discard(target)
-                    if reused and attempt == 1:
-                        continue  # the node restarted since; every query here only reads
-                    raise
-                except psycopg2.errors.InsufficientPrivilege:
-                    conn.rollback()
-                    raise
-                except psycopg2.Error as exc:
-                    conn.rollback()
-                    raise _query_error(node, exc) from exc
-                finally:
-                    with self._busy_lock:
-                        self._busy -= 1
         raise AssertionError("unreachable")
 
     def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
@@ -100,10 +121,24 @@ class NodeSessions:
         return self._pools[node].submit(self._run, node, fn).result()
 
     def cancel(self) -> None:
-        """Cancel every query this job is running on any node, and whatever is queued."""
+        """Cancel every query this job is running on any node, and whatever is queued;
+        keep cancelling until none runs (see the module's docstring)."""
+        self._cancelled.set()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
         self._cache.cancel_all()
+        if self._recanceller is None:
+            self._recanceller = threading.Thread(target=self._keep_cancelling, daemon=True,
+                                                 name="ace-recancel")
+            self._recanceller.start()
+
+    def _keep_cancelling(self) -> None:
+        while True:
+            time.sleep(RECANCEL_EVERY_S)
+            with self._busy_lock:
+                if not self._busy:
+                    return
+            self._cache.cancel_all()
 
     def close(self) -> None:
         """Stop: cancel running queries (if any) rather than wait, then close every connection."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from ace_shared.difffile.file import DiffFile, check_diff_shape, row_key
 from ace_shared.difffile.format import Row
 from ace_shared.difffile.spool import connect as connect_spool
 from ace_shared.difffile.spool import decode_row
-from ace_shared.errors import AceError, DiffFileError, RepairError
+from ace_shared.errors import AceError, DiffFileError, JobCancelledError, RepairError
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
 from ace_shared.nodes.failures import what_failed
 from ace_shared.nodes.ident import TableName
@@ -160,6 +160,7 @@ class NodeRepair:
         self.opts = opts
         self.conn: connection | None = None
         self.quiet: QuietState | None = None
+        self.cancelled = False
 
     def prepare(self) -> NodeOutcome:
         """Do everything short of COMMIT; raise an :class:`AceError` naming the node on failure."""
@@ -167,6 +168,8 @@ class NodeRepair:
             with node_errors(self.node):
                 # Logged in as the requesting role (or, with no caller, the operator's user).
                 self.conn = connect(self.target)
+                if self.cancelled:  # interrupted while this node was still connecting
+                    raise JobCancelledError()
                 spock = detect_spock(self.conn, self.node) if not self.opts.dry_run else False
                 with self.conn.cursor() as cur:
                     if not self.opts.dry_run:
@@ -224,7 +227,9 @@ class NodeRepair:
         return outcome
 
     def cancel(self) -> None:
-        """Ask the node to cancel the statement this repair is running, if any."""
+        """Ask the node to cancel the statement this repair is running, if any; no later
+        statement of this repair starts once it is connected."""
+        self.cancelled = True
         if self.conn is not None and not self.conn.closed:
             with suppress(psycopg2.Error):
                 self.conn.cancel()
@@ -272,6 +277,24 @@ def _first_error(errors: dict[str, BaseException], order: list[str]) -> BaseExce
     return first
 
 
+RECANCEL_EVERY_S = 0.2
+
+
+def _cancel_until_done(repairs: list[NodeRepair], futures: list[Future[NodeOutcome]]) -> None:
+    """Cancel every node's statement, again and again until every node has stopped.
+
+    A cancel reaches only the statement running at that instant: a node that was
+    between two statements, or still connecting, would start its next one and
+    wait out a lock or statement timeout.
+    """
+    while True:
+        for r in repairs:
+            r.cancel()
+        _, running = wait(futures, timeout=RECANCEL_EVERY_S)
+        if not running:
+            return
+
+
 def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[NodeWork],
                   diff: DiffFile, opts: ApplyOptions,
                   progress: Any = None) -> list[NodeOutcome]:
@@ -282,10 +305,12 @@ def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[
     outcomes: dict[str, NodeOutcome] = {}
     errors: dict[str, BaseException] = {}
     done = 0
+    futures: dict[str, Future[NodeOutcome]] = {}
     try:
         pool = ThreadPoolExecutor(max_workers=len(repairs), thread_name_prefix="ace-repair")
         try:
-            futures = {r.node: pool.submit(r.prepare) for r in repairs}
+            for r in repairs:
+                futures[r.node] = pool.submit(r.prepare)
             for node, fut in futures.items():
                 try:
                     outcomes[node] = fut.result()
@@ -295,8 +320,7 @@ def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[
                 if progress:
                     progress(done, len(repairs))
         except BaseException:  # interrupted (Ctrl-C, a revoked task): stop every node's query
-            for r in repairs:
-                r.cancel()
+            _cancel_until_done(repairs, list(futures.values()))
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
