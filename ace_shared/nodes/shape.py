@@ -64,6 +64,12 @@ class Column:
         return quote_ident(self.name)
 
     @property
+    def display_type(self) -> str:
+        """The type as diff files record it and users read it: as PostgreSQL printed it
+        with ``public`` on the search path (ACE's sessions print ``public.`` now)."""
+        return self.type_sql.removeprefix("public.")
+
+    @property
     def builtin_cast(self) -> bool:
         """Whether a text value may be cast to :attr:`cast_sql` with ``::`` (a built-in
         base type: no one but a superuser can add a cast to it)."""
