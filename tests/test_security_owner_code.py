@@ -7,15 +7,16 @@ caller's own schema), and a domain whose CHECK calls her function as the type
 of a key. Her function writes who ran it into a table anyone may insert into,
 and fails when it runs in a read-only session (a diff), so a run of it is
 seen either way. ACE's diffs (an operator's, as the superuser the test
-cluster logs in as, and a caller's), a caller's repair and a rerun must
-give their usual results and run none of it; only the caller's own writes
-of domain values check them, in the caller's own session.
+cluster logs in as, and a caller's), a caller's repair, a rerun and
+auto-repair must give their usual results and run none of it; only the
+caller's own writes of domain values check them, in the caller's own session.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,7 +30,9 @@ from diff_helpers import (
     table_diff,
 )
 from repair_helpers import repair, rerun
+from spock_fixtures import drop_spock, install_spock, log_exception
 
+from ace_shared.autorepair.run import poll_exceptions, repair_exceptions
 from ace_shared.config import load_settings
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import node_targets
@@ -217,6 +220,33 @@ def test_a_rerun_runs_no_check_of_the_owners_key_domain(planted: Any, table: str
     path, _ = diff_in_process(f"public.{table}", block_rows=1000)
     assert _rerun(table, path) == _expected(table)
     assert _ran(planted) == []
+
+
+def test_auto_repair_finds_the_row_without_the_owners_key_domain(planted: Any) -> None:
+    """Auto-repair runs as the operator; finding the local row by the remote row's key
+    must not check the owner's domain (only writing a domain value would)."""
+    dsn = planted.node_dsn(0)
+    install_spock(dsn)
+    try:
+        _admin(planted, 0, [
+            f"SET ROLE {OWNER}",
+            "CREATE TABLE public.own_ar (id public.own_key PRIMARY KEY, name text)",
+            "INSERT INTO public.own_ar VALUES (1, 'local')",
+            "RESET ROLE",
+            "TRUNCATE public.own_ran",
+        ])
+        now = query(dsn, "SELECT now()")[0][0]
+        log_exception(dsn, origin=49152, commit_ts=now + timedelta(hours=1), xid=990,
+                      table=("public", "own_ar"), new_row={"id": 1, "name": "remote"})
+        settings = load_settings()
+        poll_exceptions("testclus", None, settings)
+        result = repair_exceptions("testclus", None, settings).to_dict()
+        assert result["nodes"]["n1"]["updated"] == 1, result
+        assert query(dsn, "SELECT name FROM public.own_ar") == [("remote",)]
+        assert _ran(planted) == []
+    finally:
+        drop_spock(dsn)
+        _admin(planted, 0, ["DROP TABLE IF EXISTS public.own_ar"])
 
 
 @pytest.mark.parametrize("table", ["own_plain", "own_dom", "own_dom2"])
