@@ -185,12 +185,12 @@ def _expected(table: str) -> dict[str, set[str]]:
     return {"n1/n2": keys, "n2/n3": keys}
 
 
-def _rerun(table: str, path: Any) -> dict[str, set[str]]:
+def _rerun(table: str, path: Any, column: str = "id") -> dict[str, set[str]]:
     """Rerun ``path`` both ways; the keys each reports (they must agree)."""
     found = []
     for behavior in ("multiprocessing", "hostdb"):
         again, _ = rerun(f"public.{table}", path, behavior)
-        found.append(reported_keys(json.loads(again.read_text())))
+        found.append(reported_keys(json.loads(again.read_text()), column))
     assert found[0] == found[1]
     return found[0]
 
@@ -220,6 +220,49 @@ def test_a_rerun_runs_no_check_of_the_owners_key_domain(planted: Any, table: str
     path, _ = diff_in_process(f"public.{table}", block_rows=1000)
     assert _rerun(table, path) == _expected(table)
     assert _ran(planted) == []
+
+
+@pytest.fixture
+def enum_casts(planted: Any) -> Iterator[Any]:
+    """A table keyed by the owner's enum, and her casts from text to it and back."""
+    _admin_all(planted, [
+        f"SET ROLE {OWNER}",
+        "CREATE TYPE public.own_mood AS ENUM ('sad', 'ok', 'happy')",
+        "CREATE TABLE public.own_enum (k public.own_mood, i int, label text, "
+        "mood public.own_mood, PRIMARY KEY (k, i))",
+        "INSERT INTO public.own_enum SELECT (CASE g % 3 WHEN 0 THEN 'sad' WHEN 1 THEN 'ok' "
+        f"ELSE 'happy' END)::public.own_mood, g, 'item ' || g, 'ok' FROM generate_series(1, {ROWS}) g",
+        f"GRANT SELECT ON public.own_enum TO {CALLER}",
+        "CREATE FUNCTION public.own_to_mood(text) RETURNS public.own_mood LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM public.own_note('cast text to own_mood'); RETURN 'ok'; END $$",
+        "CREATE FUNCTION public.own_from_mood(public.own_mood) RETURNS text LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM public.own_note('cast own_mood to text'); RETURN 'ok'; END $$",
+        "CREATE CAST (text AS public.own_mood) WITH FUNCTION public.own_to_mood(text)",
+        "CREATE CAST (public.own_mood AS text) WITH FUNCTION public.own_from_mood(public.own_mood)",
+        "RESET ROLE",
+    ])
+    execute(planted.node_dsn(1), [
+        f"UPDATE public.own_enum SET label = 'changed' WHERE i IN {CHANGED}"])
+    _admin_all(planted, ["TRUNCATE public.own_ran"])
+    yield planted
+    _admin_all(planted, ["DROP TABLE IF EXISTS public.own_enum",
+                         "DROP TYPE IF EXISTS public.own_mood CASCADE",
+                         "DROP FUNCTION IF EXISTS public.own_to_mood(text)"])
+
+
+def test_an_enum_key_is_read_without_the_owners_casts(enum_casts: Any) -> None:
+    """Enum keys are fine (PostgreSQL's own input, output and comparison), but a cast to
+    or from the enum is its owner's code: keys travel through the enum's own input
+    and output functions instead."""
+    run = table_diff("public.own_enum", "--block-rows", "1000")
+    assert run.code == 1, run.stderr
+    assert reported_keys(run.diff(), "i") == _expected("own_enum")
+    _, diff = diff_in_process("public.own_enum", block_rows=1000, role=CALLER)
+    assert reported_keys(diff, "i") == _expected("own_enum")
+    assert {(r["k"], r["i"]) for rows in diff["diffs"]["n1/n2"].values() for r in rows} == {
+        (("sad", "ok", "happy")[i % 3], str(i)) for i in CHANGED}
+    assert _rerun("own_enum", run.diff_path, "i") == _expected("own_enum")
+    assert _ran(enum_casts) == []
 
 
 def test_auto_repair_finds_the_row_without_the_owners_key_domain(planted: Any) -> None:
