@@ -105,7 +105,8 @@ def query(dsn: str, text: str, params: Sequence[Any] = (), *, pinned: bool = Fal
     options = {}
     if pinned:
         from ace_shared.nodes.connection import startup_options
-        options["options"] = startup_options()
+        # the output settings; the tests' own queries name tables in public unqualified
+        options["options"] = startup_options({"search_path": "public"})
     conn = psycopg2.connect(dsn, **options)
     try:
         with conn.cursor() as cur:

@@ -63,7 +63,8 @@ class Nodes:
 
     def query(self, node: str, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query under ACE's pinned output settings."""
-        conn = psycopg2.connect(self.dsn(node), options=startup_options())
+        # ACE's output settings; these queries name tables in public unqualified
+        conn = psycopg2.connect(self.dsn(node), options=startup_options({"search_path": "public"}))
         try:
             with conn.cursor() as cur:
                 cur.execute(text, params)

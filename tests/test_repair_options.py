@@ -205,7 +205,8 @@ def test_triggers_fire_only_when_asked_and_always_triggers_always(nodes: Nodes) 
         "CREATE TABLE IF NOT EXISTS rp_trigger_log (name text, op text, who text)",
         "TRUNCATE rp_trigger_log",
         "CREATE OR REPLACE FUNCTION rp_log() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "INSERT INTO rp_trigger_log VALUES (TG_NAME, TG_OP, current_user); RETURN NULL; END $$",
+        "INSERT INTO public.rp_trigger_log VALUES (TG_NAME, TG_OP, current_user); RETURN NULL; "
+        "END $$",
         "CREATE TRIGGER rp_ordinary AFTER INSERT OR UPDATE OR DELETE ON rp_opts "
         "FOR EACH ROW EXECUTE FUNCTION rp_log()",
         "CREATE TRIGGER rp_always AFTER INSERT OR UPDATE OR DELETE ON rp_opts "
@@ -312,7 +313,7 @@ def test_repair_acts_as_the_requesting_role(nodes: Nodes) -> None:
         "CREATE TABLE IF NOT EXISTS rp_who (who text)",
         "GRANT ALL ON rp_who TO rp_writer",
         "CREATE OR REPLACE FUNCTION rp_who() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "INSERT INTO rp_who VALUES (current_user); RETURN NULL; END $$",
+        "INSERT INTO public.rp_who VALUES (current_user); RETURN NULL; END $$",
         "CREATE TRIGGER rp_who AFTER INSERT ON rp_opts FOR EACH ROW EXECUTE FUNCTION rp_who()",
     ])
     repair(TABLE, path, source_of_truth="n1", role="rp_writer", fire_triggers=True)

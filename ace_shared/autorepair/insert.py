@@ -73,16 +73,18 @@ def remote_values(item: PendingInsert, shape: TableShape, node: str) -> dict[str
 
 
 def _generated_columns(cur: cursor, shape: TableShape) -> set[str]:
-    cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
-                "AND attnum > 0 AND attgenerated <> ''", (str(shape.table),))
+    cur.execute("SELECT attname FROM pg_catalog.pg_attribute "
+                "WHERE attrelid OPERATOR(pg_catalog.=) %s::pg_catalog.regclass "
+                "AND attnum OPERATOR(pg_catalog.>) 0 AND attgenerated OPERATOR(pg_catalog.<>) ''",
+                (str(shape.table),))
     return {r[0] for r in cur.fetchall()}
 
 
 def _key_match(shape: TableShape, values: dict[str, str | None],
                ) -> tuple[sql.Composable, list[str | None]]:
-    cond = sql.SQL(" AND ").join(sql.SQL("{} = %s::{}").format(Name(c.name),
-                                                               catalog_text(c.type_sql))
-                                 for c in shape.key_columns)
+    # the key as its base type: finding the row runs no domain CHECK (docs/security.md)
+    cond = sql.SQL(" AND ").join(sql.SQL("{} OPERATOR(pg_catalog.=) %s::{}").format(
+        Name(c.name), catalog_text(c.cast_sql)) for c in shape.key_columns)
     return cond, [values[c.name] for c in shape.key_columns]
 
 
@@ -90,7 +92,8 @@ def _local_commit(cur: cursor, shape: TableShape,
                   values: dict[str, str | None]) -> tuple[bool, datetime | None]:
     """Lock the local row with the remote row's key; (found, its commit time)."""
     cond, params = _key_match(shape, values)
-    cur.execute(sql.SQL("SELECT pg_xact_commit_timestamp(xmin) FROM {} WHERE {} FOR UPDATE")
+    cur.execute(sql.SQL("SELECT pg_catalog.pg_xact_commit_timestamp(xmin) FROM {} WHERE {} "
+                        "FOR UPDATE")
                 .format(table_ref(shape), cond), params)
     row = cur.fetchone()
     return (False, None) if row is None else (True, row[0])

@@ -136,7 +136,7 @@ def poll_exceptions(cluster_name: str, dbname: str | None,
 def _repair_node(conn: connection, node: str) -> dict[str, int]:
     with conn, conn.cursor() as cur:
         layout = detect_layout(cur, node)
-        cur.execute("SELECT current_setting('track_commit_timestamp')::boolean")
+        cur.execute("SELECT pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool")
         if not cur.fetchone()[0]:
             raise NodeSkippedError(
                 f"Node {node} has track_commit_timestamp off, so the age of its rows is "

@@ -61,9 +61,9 @@ class ExceptionLayout:
 
 def detect_layout(cur: cursor, node: str) -> ExceptionLayout:
     """Read the layout from the catalog; :class:`NodeSkippedError` if a table is missing."""
-    cur.execute("SELECT c.relname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid "
+    cur.execute("SELECT c.relname, EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
                 "AND a.attname = %s AND NOT a.attisdropped) "
-                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = 'spock' AND c.relname = ANY(%s)", (RETRY, list(TABLES)))
     found = dict(cur.fetchall())
     missing = [t for t in TABLES if t not in found]
@@ -116,7 +116,7 @@ def copy_new_exceptions(cur: cursor, layout: ExceptionLayout) -> tuple[int, int]
     ``user_catalog_table``s), so polls of one database take turns on a
     transaction-level advisory lock instead, and never race to insert a row.
     """
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (POLL_LOCK,))
+    cur.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (POLL_LOCK,))
     transactions = _copy(cur, STATUS, layout.transaction_key, layout)
     commands = _copy(cur, DETAIL, layout.command_key, layout)
     return transactions, commands
@@ -147,7 +147,7 @@ def pending_inserts(cur: cursor, layout: ExceptionLayout) -> list[PendingInsert]
     cur.execute(sql.SQL(
         "SELECT {dcols}, l.table_schema, l.table_name, l.remote_new_tup::text "
         "FROM {detail} d CROSS JOIN LATERAL (SELECT * FROM {log} l WHERE {match} {latest} "
-        "LIMIT 1) l WHERE d.status = 'PENDING' AND upper(l.operation) = 'INSERT' "
+        "LIMIT 1) l WHERE d.status = 'PENDING' AND pg_catalog.upper(l.operation) = 'INSERT' "
         "ORDER BY d.remote_commit_ts DESC, d.command_counter DESC").format(
             dcols=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(n))
                                      for n in layout.command_key),
@@ -162,8 +162,8 @@ def pending_inserts(cur: cursor, layout: ExceptionLayout) -> list[PendingInsert]
 def count_other_pending(cur: cursor, layout: ExceptionLayout) -> int:
     """PENDING commands that are not INSERTs: auto-repair leaves these to an operator."""
     cur.execute(sql.SQL(
-        "SELECT count(*) FROM {detail} d WHERE d.status = 'PENDING' AND NOT EXISTS "
-        "(SELECT 1 FROM {log} l WHERE {match} AND upper(l.operation) = 'INSERT')").format(
+        "SELECT pg_catalog.count(*) FROM {detail} d WHERE d.status = 'PENDING' AND NOT EXISTS "
+        "(SELECT 1 FROM {log} l WHERE {match} AND pg_catalog.upper(l.operation) = 'INSERT')").format(
             detail=DETAIL, log=LOG, match=_log_rows_of_command(layout)))
     return int(cur.fetchone()[0])
 
@@ -185,8 +185,8 @@ def mark_command(cur: cursor, layout: ExceptionLayout, item: PendingInsert, stat
                  details: dict[str, Any]) -> None:
     """Set a still-PENDING command's status and resolution details (and when it was resolved)."""
     cur.execute(sql.SQL(
-        "UPDATE {} SET status = %(ace_status)s, resolution_details = %(ace_details)s::jsonb, "
-        "resolved_at = CASE WHEN %(ace_status)s = 'RESOLVED' THEN now() END "
+        "UPDATE {} SET status = %(ace_status)s, resolution_details = %(ace_details)s::pg_catalog.jsonb, "
+        "resolved_at = CASE WHEN %(ace_status)s = 'RESOLVED' THEN pg_catalog.now() END "
         "WHERE {} AND status = 'PENDING'").format(DETAIL, _where(layout.command_key)),
         {**item.key, "ace_status": status, "ace_details": json.dumps(details)})
 
@@ -199,12 +199,12 @@ def settle_transaction(cur: cursor, layout: ExceptionLayout, item: PendingInsert
     """
     key = layout.transaction_key
     cur.execute(sql.SQL(
-        "WITH d AS (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'PENDING') AS pending, "
-        "count(*) FILTER (WHERE status = 'RESOLVED') AS resolved FROM {detail} WHERE {where}) "
+        "WITH d AS (SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE status = 'PENDING') AS pending, "
+        "pg_catalog.count(*) FILTER (WHERE status = 'RESOLVED') AS resolved FROM {detail} WHERE {where}) "
         "UPDATE {status} s SET "
         "status = CASE WHEN d.resolved = d.n THEN 'RESOLVED' ELSE 'UNRESOLVED' END, "
-        "resolved_at = CASE WHEN d.resolved = d.n THEN now() END, "
-        "resolution_details = jsonb_build_object('action', 'auto-repair', 'commands', d.n, "
+        "resolved_at = CASE WHEN d.resolved = d.n THEN pg_catalog.now() END, "
+        "resolution_details = pg_catalog.jsonb_build_object('action', 'auto-repair', 'commands', d.n, "
         "'resolved_commands', d.resolved) "
         "FROM d WHERE {swhere} AND s.status = 'PENDING' AND d.pending = 0 AND d.n > 0").format(
             detail=DETAIL, status=STATUS, where=_where(key),

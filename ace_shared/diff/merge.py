@@ -22,7 +22,7 @@ from ace_shared.difffile.view import DiffView
 
 def partials_view(spec: DiffSpec, partials: Sequence[str | Path]) -> PartialsView:
     """The view the diff file and its report are written from, over ``partials`` in range order."""
-    return PartialsView(spec.nodes, [{"name": c.name, "type": c.type_sql}
+    return PartialsView(spec.nodes, [{"name": c.name, "type": c.display_type}
                                      for c in spec.shape.columns],
                         spec.shape.key, partials)
 
@@ -44,7 +44,7 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
         "table": spec.shape.table.display,
         "nodes": list(spec.nodes),
         "primary_key": list(spec.shape.key),
-        "columns": [{"name": c.name, "type": c.type_sql} for c in spec.shape.columns],
+        "columns": [{"name": c.name, "type": c.display_type} for c in spec.shape.columns],
         "table_filter": spec.table_filter,
         "block_rows": spec.block_rows,
         "batch_size": spec.batch_size,

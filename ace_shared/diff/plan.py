@@ -75,8 +75,10 @@ def check_filter_on_nodes(sessions: NodeSessions, shape: TableShape, table_filte
 
 
 def _estimate(cur: cursor, shape: TableShape) -> int:
-    cur.execute("SELECT c.reltuples::bigint FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+    cur.execute("SELECT c.reltuples::pg_catalog.int8 FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+                "WHERE n.nspname OPERATOR(pg_catalog.=) %s "
+                "AND c.relname OPERATOR(pg_catalog.=) %s",
                 (shape.table.schema, shape.table.table))
     row = cur.fetchone()
     return int(row[0]) if row else -1

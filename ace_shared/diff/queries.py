@@ -1,8 +1,12 @@
 """SQL text for hashing, narrowing and fetching rows, built from a :class:`TableShape`.
 
 Every identifier goes through ``sql.Identifier``; every key value is a bound
-parameter cast to its column's catalog type; the only raw text is the catalog's
-own type names and the user's checked table filter. Every query here is run
+parameter cast to its column's *base* type (past every domain, so no domain
+CHECK runs); the only raw text is the catalog's own type names and the user's
+checked table filter. Every function and operator is named in ``pg_catalog``
+(the search path is pinned to ``pg_catalog, pg_temp`` too): these queries run in
+sessions with more rights than the table's owner, who may create look-alikes
+(docs/security.md, "Code a table owner controls"). Every query here is run
 with bound parameters (a ``COPY`` has them merged in by psycopg2's own quoting),
 so a ``%`` in any name or type is doubled. Key values
 travel as the text PostgreSQL prints for them and are cast back on the server,
@@ -46,19 +50,48 @@ def _col(c: Column) -> sql.Composable:
     return Name(c.name)
 
 
+def op(symbol: str) -> sql.Composable:
+    """A built-in operator, named in ``pg_catalog`` (``%`` doubled for bound parameters)."""
+    return sql.SQL("OPERATOR(pg_catalog.{})").format(sql.SQL(symbol.replace("%", "%%")))
+
+
+def as_text(c: Column, expr: sql.Composable) -> sql.Composable:
+    """``expr`` (a value of column ``c``) printed as text, through no cast its type's owner
+    could have created."""
+    return sql.SQL(c.text_sql("{}")).format(expr)
+
+
+def base_type(c: Column) -> sql.Composable:
+    """The type key values of ``c`` are cast to: its base type, never a domain."""
+    return catalog_text(c.cast_sql)
+
+
+def _is_array(c: Column) -> bool:
+    return c.cast_sql.endswith("[]") or c.cast_sql.startswith('pg_catalog."_')
+
+
+def array_literal(values: list[str]) -> str:
+    """``values`` as one array literal (``{"a","b"}``), read by the element type's own
+    input function when cast with ``::type[]``."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
 def key_order(shape: TableShape) -> sql.Composable:
     return sql.SQL(", ").join(_col(c) for c in shape.key_columns)
 
 
 def key_as_text(shape: TableShape) -> sql.Composable:
     """Key columns as text, aliased so that ``ORDER BY`` still means the typed columns."""
-    return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(_col(c), sql.Identifier(f"ace_k{i}"))
+    return sql.SQL(", ").join(sql.SQL("{} AS {}").format(as_text(c, _col(c)),
+                                                         sql.Identifier(f"ace_k{i}"))
                               for i, c in enumerate(shape.key_columns))
 
 
 def columns_as_text(shape: TableShape) -> sql.Composable:
     """All columns as text, aliased so that ``ORDER BY`` still means the typed columns."""
-    return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(_col(c), sql.Identifier(f"ace_c{i}"))
+    return sql.SQL(", ").join(sql.SQL("{} AS {}").format(as_text(c, _col(c)),
+                                                         sql.Identifier(f"ace_c{i}"))
                               for i, c in enumerate(shape.columns))
 
 
@@ -83,10 +116,10 @@ def row_json_text(shape: TableShape, alias: str) -> sql.Composable:
     for i, c in enumerate(shape.columns):
         name = json.dumps(c.name, ensure_ascii=False)
         parts.append(Text(("{" if i == 0 else ", ") + name + ": "))
-        parts.append(sql.SQL("coalesce(to_json({}.{})::text, 'null')").format(
+        parts.append(sql.SQL("COALESCE(pg_catalog.to_json({}.{})::pg_catalog.text, 'null')").format(
             sql.Identifier(alias), sql.Identifier(f"ace_c{i}")))
     parts.append(Text("}"))
-    return sql.SQL("({})").format(sql.SQL(" || ").join(parts))
+    return sql.SQL("({})").format(sql.SQL(" OPERATOR(pg_catalog.||) ").join(parts))
 
 
 def row_hash(shape: TableShape, record: str | None = None) -> sql.Composable:
@@ -94,28 +127,25 @@ def row_hash(shape: TableShape, record: str | None = None) -> sql.Composable:
 
     Columns whose binary hash is exact are hashed as they are (no text round
     trip, about twice as fast); the others are hashed through their pinned text.
-    ``record`` qualifies the columns (``NEW`` in a trigger function), and then the
-    function and type are named in ``pg_catalog``: such a trigger runs under the
-    search path of whoever writes.
+    ``record`` qualifies the columns (``NEW`` in a trigger function, which runs
+    under the search path of whoever writes). The function and types are always
+    named in ``pg_catalog``.
     """
     def col(c: Column) -> sql.Composable:
         return _col(c) if record is None else sql.SQL("{}.{}").format(sql.SQL(record), _col(c))
-    catalog = sql.SQL("" if record is None else "pg_catalog.")
     if shape.server_version_num >= 140000:
-        parts = [
-            col(c) if c.binary_hash_exact else sql.SQL("{}::{}text").format(col(c), catalog)
-            for c in shape.columns
-        ]
-        return sql.SQL("{}hash_record_extended(ROW({}), 0)").format(
-            catalog, sql.SQL(", ").join(parts))
-    parts = [sql.SQL("{}::text").format(_col(c)) for c in shape.columns]
-    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(parts))
+        parts = [col(c) if c.binary_hash_exact else as_text(c, col(c)) for c in shape.columns]
+        return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0::pg_catalog.int8)").format(
+            sql.SQL(", ").join(parts))
+    parts = [as_text(c, col(c)) for c in shape.columns]
+    return sql.SQL("pg_catalog.hashtextextended(ROW({})::pg_catalog.text, 0::pg_catalog.int8)"
+                   ).format(sql.SQL(", ").join(parts))
 
 
 def _aggregate(shape: TableShape) -> sql.Composable:
     if shape.server_version_num >= 140000:
-        return sql.SQL("coalesce(bit_xor({}), 0)").format(row_hash(shape))
-    return sql.SQL("coalesce(sum({}), 0)::text").format(row_hash(shape))
+        return sql.SQL("COALESCE(pg_catalog.bit_xor({}), 0)").format(row_hash(shape))
+    return sql.SQL("COALESCE(pg_catalog.sum({}), 0)::pg_catalog.text").format(row_hash(shape))
 
 
 def _key_tuple(shape: TableShape) -> sql.Composable:
@@ -126,7 +156,7 @@ def _key_tuple(shape: TableShape) -> sql.Composable:
 def _bound(shape: TableShape, key: Key, params: list[object]) -> sql.Composable:
     params.extend(key)
     casts = sql.SQL(", ").join(
-        sql.SQL("%s::{}").format(catalog_text(c.type_sql)) for c in shape.key_columns
+        sql.SQL("%s::{}").format(base_type(c)) for c in shape.key_columns
     )
     return sql.SQL("({})").format(casts) if len(shape.key) > 1 else casts
 
@@ -136,9 +166,11 @@ def range_where(shape: TableShape, rng: KeyRange, table_filter: str | None,
     """``WHERE`` conditions selecting the rows of ``rng`` that pass the filter."""
     conds: list[sql.Composable] = []
     if rng.lower is not None:
-        conds.append(sql.SQL("{} >= {}").format(_key_tuple(shape), _bound(shape, rng.lower, params)))
+        conds.append(sql.SQL("{} {} {}").format(_key_tuple(shape), op(">="),
+                                                _bound(shape, rng.lower, params)))
     if rng.upper is not None:
-        conds.append(sql.SQL("{} < {}").format(_key_tuple(shape), _bound(shape, rng.upper, params)))
+        conds.append(sql.SQL("{} {} {}").format(_key_tuple(shape), op("<"),
+                                                _bound(shape, rng.upper, params)))
     if table_filter:
         conds.append(filter_sql(table_filter))
     if not conds:
@@ -152,7 +184,7 @@ def hash_range(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Qu
         return hash_buckets(shape, rng, list(rng.inner), table_filter)
     params: list[object] = []
     where = range_where(shape, rng, table_filter, params)
-    q = sql.SQL("SELECT count(*), {} FROM {} WHERE {}").format(
+    q = sql.SQL("SELECT pg_catalog.count(*), {} FROM {} WHERE {}").format(
         _aggregate(shape), table_ref(shape), where)
     return q, params
 
@@ -167,23 +199,23 @@ def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
     """
     params: list[object] = []
     # width_bucket takes an element and an array of them: not for a key that is itself an array
-    if len(shape.key) == 1 and not shape.key_columns[0].base_type.startswith("_"):
+    if len(shape.key) == 1 and not _is_array(shape.key_columns[0]):
         col = shape.key_columns[0]
         operand = _col(col)
         if col.collation_sql:
             operand = sql.SQL("{} COLLATE {}").format(operand, catalog_text(col.collation_sql))
-        params.append([k[0] for k in inner])
-        bucket = sql.SQL("width_bucket({}, %s::text[]::{}[])").format(
-            operand, catalog_text(col.type_sql))
+        # one array literal, read by the element type's input function (no text cast)
+        params.append(array_literal([k[0] for k in inner]))
+        bucket = sql.SQL("pg_catalog.width_bucket({}, %s::{}[])").format(operand, base_type(col))
     else:
         whens = []
         for i, bound in enumerate(inner):
-            whens.append(sql.SQL("WHEN {} < {} THEN {}").format(
-                _key_tuple(shape), _bound(shape, bound, params), sql.Literal(i)))
+            whens.append(sql.SQL("WHEN {} {} {} THEN {}").format(
+                _key_tuple(shape), op("<"), _bound(shape, bound, params), sql.Literal(i)))
         bucket = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(whens),
                                                        sql.Literal(len(inner)))
     where = range_where(shape, rng, table_filter, params)
-    q = sql.SQL("SELECT {} AS b, count(*), {} FROM {} WHERE {} GROUP BY 1").format(
+    q = sql.SQL("SELECT {} AS b, pg_catalog.count(*), {} FROM {} WHERE {} GROUP BY 1").format(
         bucket, _aggregate(shape), table_ref(shape), where)
     return q, params
 
@@ -194,10 +226,10 @@ def inner_boundaries(shape: TableShape, rng: KeyRange, step: int,
     params: list[object] = [step]
     where = range_where(shape, rng, table_filter, params)
     q = sql.SQL(
-        "SELECT {kt} FROM (SELECT {kc}, row_number() OVER (ORDER BY {ko}) AS ace_rn "
-        "FROM {t} WHERE {w}) s WHERE ace_rn %% %s = 0 ORDER BY {ko}"
+        "SELECT {kt} FROM (SELECT {kc}, pg_catalog.row_number() OVER (ORDER BY {ko}) AS ace_rn "
+        "FROM {t} WHERE {w}) s WHERE ace_rn {mod} %s::pg_catalog.int8 {eq} 0 ORDER BY {ko}"
     ).format(kt=key_as_text(shape), kc=key_order(shape), ko=key_order(shape),
-             t=table_ref(shape), w=where)
+             t=table_ref(shape), w=where, mod=op("%"), eq=op("="))
     # the step parameter belongs after the WHERE parameters
     params.append(params.pop(0))
     return q, params
@@ -226,19 +258,35 @@ def stream_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) ->
 
 
 def _keys_relation(shape: TableShape, keys: list[Key], params: list[object]) -> sql.Composable:
-    """The keys' texts, one row per key (``u.k0, u.k1, ..., u.ord``), to be cast back to
-    the key types.
+    """The keys, one row per key (``u.k0, u.k1, ..., u.ord``), to be read as their
+    columns' base types (:func:`_typed_key`).
 
-    Each key column travels as one JSON array of texts: one string for the driver
-    to quote, where a text array would be a thousand (the quoting was most of the
-    client's work per fetch). JSON strings hold any text PostgreSQL does.
+    Each key column travels as one parameter, for the driver to quote once (a
+    list of a thousand texts was most of the client's work per fetch). A key of
+    a built-in type travels as a JSON array of texts (JSON strings hold any text
+    PostgreSQL does), cast to its base type where used; an enum key as one
+    array literal, read by the enum's own input function: a cast from text to
+    the enum could be one its owner created.
     """
     cols = shape.key_columns
-    for i in range(len(cols)):
-        params.append(json.dumps([k[i] for k in keys], ensure_ascii=False))
-    arrays = sql.SQL(", ").join(sql.SQL("json_array_elements_text(%s::json)") for _ in cols)
+    arrays = []
+    for i, c in enumerate(cols):
+        values = [k[i] for k in keys]
+        if c.builtin_cast:
+            params.append(json.dumps(values, ensure_ascii=False))
+            arrays.append(sql.SQL("pg_catalog.json_array_elements_text(%s::pg_catalog.json)"))
+        else:
+            params.append(array_literal(values))
+            arrays.append(sql.SQL("pg_catalog.unnest(%s::{}[])").format(base_type(c)))
     names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(cols)))
-    return sql.SQL("ROWS FROM ({}) WITH ORDINALITY AS u({}, ord)").format(arrays, names)
+    return sql.SQL("ROWS FROM ({}) WITH ORDINALITY AS u({}, ord)").format(
+        sql.SQL(", ").join(arrays), names)
+
+
+def _typed_key(c: Column, i: int) -> sql.Composable:
+    """Key column ``i`` of :func:`_keys_relation` as a value of its base type."""
+    name = sql.SQL("u.{}").format(sql.Identifier(f"k{i}"))
+    return sql.SQL("{}::{}").format(name, base_type(c)) if c.builtin_cast else name
 
 
 def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
@@ -258,24 +306,22 @@ def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> 
                                     for c, t in zip(shape.key_columns, typed, strict=True))
     where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
     r_keys = sql.SQL(", ").join(sql.SQL("r.{}").format(t) for t in typed)
-    u_keys = sql.SQL(", ").join(
-        sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
-        for i, c in enumerate(shape.key_columns))
+    u_keys = sql.SQL(", ").join(_typed_key(c, i) for i, c in enumerate(shape.key_columns))
     r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
                                 for i in range(len(shape.columns)))
     q = sql.SQL(
         "SELECT DISTINCT ON ({rk}) u.ord, {rc} FROM (SELECT {ik}, {ct} FROM {t}{w}) r "
-        "JOIN {rel} ON ({rk}) = ({uk}) ORDER BY {rk}, u.ord"
+        "JOIN {rel} ON ({rk}) {eq} ({uk}) ORDER BY {rk}, u.ord"
     ).format(rk=r_keys, rc=r_cols, ik=inner_keys, ct=columns_as_text(shape), t=table_ref(shape),
-             w=where, rel=rel, uk=u_keys)
+             w=where, rel=rel, uk=u_keys, eq=op("="))
     return q, params
 
 
 def _typed_keys(shape: TableShape) -> list[sql.Composable]:
-    """The keys of :func:`_keys_relation` cast back to their types, in their collations."""
+    """The keys of :func:`_keys_relation` as their base types, in their collations."""
     out = []
     for i, c in enumerate(shape.key_columns):
-        expr = sql.SQL("u.{}::{}").format(sql.Identifier(f"k{i}"), catalog_text(c.type_sql))
+        expr = _typed_key(c, i)
         if c.collation_sql:
             expr = sql.SQL("{} COLLATE {}").format(expr, catalog_text(c.collation_sql))
         out.append(expr)
@@ -299,8 +345,9 @@ def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | 
     inner, inner_params = fetch_rows(shape, keys, table_filter)
     params.extend(inner_params)
     q = sql.SQL("SELECT u.ord, CASE WHEN m.ord IS NOT NULL THEN {} END "
-                "FROM {} LEFT JOIN ({}) m ON m.ord = u.ord "
-                "ORDER BY {}").format(row_json_text(shape, "m"), rel, inner, _typed_order(shape))
+                "FROM {} LEFT JOIN ({}) m ON m.ord {} u.ord "
+                "ORDER BY {}").format(row_json_text(shape, "m"), rel, inner, op("="),
+                                      _typed_order(shape))
     return q, params
 
 
@@ -325,8 +372,10 @@ def sort_key_runs(shape: TableShape, keys: list[Key]) -> Query:
              for i, expr in enumerate(_typed_keys(shape))]
     names = [sql.Identifier(f"s{i}") for i in range(len(shape.key_columns))]
     order = sql.SQL(", ").join([*names, sql.SQL("ord")])
+    # keys are never NULL; lag() is NULL only before the first
     same = sql.SQL(" AND ").join(
-        sql.SQL("lag({}) OVER w IS NOT DISTINCT FROM {}").format(n, n) for n in names)
+        sql.SQL("COALESCE(pg_catalog.lag({}) OVER w {} {}, false)").format(n, op("="), n)
+        for n in names)
     q = sql.SQL(
         "SELECT ord, {same} "
         "FROM (SELECT u.ord, {typed} FROM {rel}) s WINDOW w AS (ORDER BY {order}) "

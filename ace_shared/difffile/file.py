@@ -239,7 +239,7 @@ def check_diff_shape(diff: DiffFile, shape: TableShape, node: str) -> None:
             "run table-diff again.")
     if diff.columns is not None:
         then = {(c["name"], c["type"]) for c in diff.columns}
-        now = {(c.name, c.type_sql) for c in shape.columns}
+        now = {(c.name, c.display_type) for c in shape.columns}
         if then != now:
             changed = sorted({n for n, _ in then ^ now})
             raise DiffFileError(

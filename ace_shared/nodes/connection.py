@@ -15,9 +15,11 @@ its session user, so the session user must be the caller. Only work with no
 caller (an operator at the CLI, the operator's scheduled jobs) logs in as the
 cluster file's user.
 
-Every session also carries ``row_security = off`` (a table whose row-level
-security would hide rows from the role raises an error instead of silently
-filtering, and no policy function runs), a statement timeout, a lock timeout,
+Every session also carries ``search_path = pg_catalog, pg_temp`` (no name in
+ACE's SQL resolves to an object a user created; the SQL also names pg_catalog's
+functions and operators explicitly), ``row_security = off`` (a table whose
+row-level security would hide rows from the role raises an error instead of
+silently filtering, and no policy function runs), a statement timeout, a lock timeout,
 an idle-in-transaction timeout, and ``client_connection_check_interval`` so a
 query whose client died (a killed worker, an interrupted CLI) is cancelled by
 the server itself.
@@ -55,8 +57,11 @@ PINNED_SETTINGS: dict[str, str] = {
     "client_encoding": "UTF8",
     # the table-filter guard reads '...' strings by these rules
     "standard_conforming_strings": "on",
-    # regclass, regtype and friends print relative to the search path
-    "search_path": "public",  # pg_catalog is searched first implicitly; creates land in public
+    # Nothing a user can create is found by name: a look-alike function or operator in
+    # public (or the role's own schema) never wins over pg_catalog's (docs/security.md).
+    # pg_temp last, so ACE's own temp tables are found but cannot shadow anything.
+    # (regclass, regtype and format_type print names outside pg_catalog qualified.)
+    "search_path": "pg_catalog, pg_temp",
     "application_name": "ace",
     # a row-level security policy that applies raises an error instead of filtering rows
     "row_security": "off",

@@ -34,11 +34,14 @@ def display_filter(text: str) -> str:
 
 _COLUMN_TYPES_SQL = """
 SELECT a.attname,
-       coalesce(bt.typnamespace, t.typnamespace) = 'pg_catalog'::regnamespace
-  FROM pg_attribute a
-  JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
- WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+       COALESCE(bt.typnamespace, t.typnamespace)
+           OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+  LEFT JOIN pg_catalog.pg_type bt ON t.typtype OPERATOR(pg_catalog.=) 'd'
+        AND bt.oid OPERATOR(pg_catalog.=) t.typbasetype
+ WHERE a.attrelid OPERATOR(pg_catalog.=) %s::pg_catalog.regclass
+   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
 """
 
 

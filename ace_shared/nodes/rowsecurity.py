@@ -17,12 +17,13 @@ from ace_shared.errors import PermissionDeniedError
 from ace_shared.nodes.ident import TableName
 
 _RLS_SQL = """
-SELECT row_security_active(c.oid),
-       (SELECT string_agg(quote_ident(p.polname), ', ' ORDER BY p.polname)
-          FROM pg_policy p WHERE p.polrelid = c.oid),
+SELECT pg_catalog.row_security_active(c.oid),
+       (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(p.polname), ', '
+                                     ORDER BY p.polname)
+          FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) c.oid),
        current_user
-  FROM pg_class c
- WHERE c.oid = %s
+  FROM pg_catalog.pg_class c
+ WHERE c.oid OPERATOR(pg_catalog.=) %s
 """
 
 

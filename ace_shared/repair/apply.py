@@ -135,8 +135,8 @@ def _category(op: str, state: int, opts: ApplyOptions) -> str:
 
 def generated_columns(cur: cursor, table: TableName) -> set[str]:
     """Generated columns: computed by the node itself, so never written by a repair."""
-    cur.execute("SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+    cur.execute("SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
                 "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
                 "AND a.attgenerated <> ''", (table.schema, table.table))
     return {r[0] for r in cur.fetchall()}

@@ -55,7 +55,7 @@ class QuietState:
 
 
 def has_spock_repair_mode(cur: cursor) -> bool:
-    cur.execute("SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    cur.execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
                 "WHERE n.nspname = 'spock' AND p.proname = 'repair_mode'")
     return cur.fetchone() is not None
 
@@ -70,8 +70,8 @@ def ensure_origin(conn: connection, node: str = "this node") -> None:
     """Create the shared ``ace_repair`` origin once, in its own short transaction."""
     with conn.cursor() as cur:
         try:
-            cur.execute("SELECT pg_replication_origin_create(%s) "
-                        "WHERE pg_replication_origin_oid(%s) IS NULL",
+            cur.execute("SELECT pg_catalog.pg_replication_origin_create(%s) "
+                        "WHERE pg_catalog.pg_replication_origin_oid(%s) IS NULL",
                         (ORIGIN_NAME, ORIGIN_NAME))
             conn.commit()
         except psycopg2.errors.UniqueViolation:
@@ -84,16 +84,16 @@ def ensure_origin(conn: connection, node: str = "this node") -> None:
 def _setup_origin(cur: cursor) -> tuple[str, bool]:
     cur.execute("SAVEPOINT ace_origin")
     try:
-        cur.execute("SELECT pg_replication_origin_session_setup(%s)", (ORIGIN_NAME,))
+        cur.execute("SELECT pg_catalog.pg_replication_origin_session_setup(%s)", (ORIGIN_NAME,))
         cur.execute("RELEASE SAVEPOINT ace_origin")
         return ORIGIN_NAME, False
     except psycopg2.errors.ObjectInUse:
         cur.execute("ROLLBACK TO SAVEPOINT ace_origin")
-    cur.execute("SELECT %s || pg_backend_pid()", (ORIGIN_NAME + "_",))
+    cur.execute("SELECT %s || pg_catalog.pg_backend_pid()", (ORIGIN_NAME + "_",))
     name = cur.fetchone()[0]
-    cur.execute("SELECT pg_replication_origin_create(%s) "
-                "WHERE pg_replication_origin_oid(%s) IS NULL", (name, name))
-    cur.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
+    cur.execute("SELECT pg_catalog.pg_replication_origin_create(%s) "
+                "WHERE pg_catalog.pg_replication_origin_oid(%s) IS NULL", (name, name))
+    cur.execute("SELECT pg_catalog.pg_replication_origin_session_setup(%s)", (name,))
     return name, True
 
 
@@ -138,7 +138,7 @@ def after_transaction(conn: connection, state: QuietState | None) -> None:
     with suppress(psycopg2.Error), conn.cursor() as cur:
         if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             conn.rollback()
-        cur.execute("SELECT pg_replication_origin_session_reset()")
+        cur.execute("SELECT pg_catalog.pg_replication_origin_session_reset()")
         if state.drop_origin:
-            cur.execute("SELECT pg_replication_origin_drop(%s)", (state.origin,))
+            cur.execute("SELECT pg_catalog.pg_replication_origin_drop(%s)", (state.origin,))
         conn.commit()

@@ -7,6 +7,12 @@ one ``DELETE ... USING``, one ``INSERT ... SELECT ... ON CONFLICT``, one
 are cast back with ``::<catalog type>`` on the server, so every type round-trips
 exactly. Identifiers go through ``sql.Identifier``; the only raw text is the
 catalog's own type names.
+
+Values written are cast to the column's own type, so a domain's CHECK runs as
+it would for any write by the repairing role. Everything that only reads (the
+key match, the comparison of staged and live rows) casts to the base type, and
+names pg_catalog's functions and operators (docs/security.md, "Code a table
+owner controls").
 """
 
 from __future__ import annotations
@@ -78,9 +84,10 @@ def _c(i: int) -> sql.Identifier:
 
 
 def create_stage(n_columns: int) -> sql.Composable:
-    cols = sql.SQL("").join(sql.SQL(", {} text").format(_c(i)) for i in range(n_columns))
-    return sql.SQL("CREATE TEMP TABLE {} (ord integer, op text{}) ON COMMIT DROP").format(
-        sql.Identifier(STAGE), cols)
+    cols = sql.SQL("").join(sql.SQL(", {} pg_catalog.text").format(_c(i))
+                            for i in range(n_columns))
+    return sql.SQL("CREATE TEMP TABLE {} (ord pg_catalog.int4, op pg_catalog.text{}) "
+                   "ON COMMIT DROP").format(sql.Identifier(STAGE), cols)
 
 
 def copy_stage(n_columns: int) -> sql.Composable:
@@ -101,36 +108,43 @@ class RepairSql:
         self.value_cols = [c for c in columns if c.name not in shape.key]
 
     def _cast(self, c: Column) -> sql.Composable:
+        """A staged value as written: cast to the column's own type."""
         return sql.SQL("s.{}::{}").format(_c(self.index[c.name]), sql.SQL(c.type_sql))
+
+    def _read(self, c: Column) -> sql.Composable:
+        """A staged value as compared: cast to the column's base type (no domain CHECK)."""
+        return sql.SQL("s.{}::{}").format(_c(self.index[c.name]), sql.SQL(c.cast_sql))
 
     def _key_match(self) -> sql.Composable:
         live = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k))
                                   for k in self.shape.key)
-        staged = sql.SQL(", ").join(self._cast(c) for c in self.shape.key_columns)
-        return sql.SQL("({}) = ({})").format(live, staged)
+        staged = sql.SQL(", ").join(self._read(c) for c in self.shape.key_columns)
+        return sql.SQL("({}) OPERATOR(pg_catalog.=) ({})").format(live, staged)
 
     def _text_row(self, alias: str, cols: list[Column]) -> sql.Composable:
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(
-            sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(c.name))
+            sql.SQL(c.text_sql("{}.{}")).format(sql.Identifier(alias), sql.Identifier(c.name))
             for c in cols))
 
     def _fill_wanted(self) -> sql.Composable:
         if not self.value_cols:
             return sql.SQL("false")
         return sql.SQL(" OR ").join(
-            sql.SQL("(t.{}::text IS NULL AND s.{} IS NOT NULL)").format(
-                sql.Identifier(c.name), _c(self.index[c.name]))
+            sql.SQL("({} IS NULL AND s.{} IS NOT NULL)").format(
+                sql.SQL(c.text_sql("t.{}")).format(sql.Identifier(c.name)),
+                _c(self.index[c.name]))
             for c in self.value_cols)
 
     def classify(self) -> sql.Composable:
         """Each staged row's state on the node (``STATE_*``), by ``ord``."""
         staged_text = sql.SQL("ROW({})").format(sql.SQL(", ").join(
-            sql.SQL("{}::text").format(self._cast(c)) for c in self.columns))
+            sql.SQL(c.text_sql("{}")).format(self._read(c)) for c in self.columns))
         return sql.SQL(
             "SELECT s.ord, CASE WHEN t.ctid IS NULL THEN {absent} "
-            "WHEN s.op = 'u' THEN CASE WHEN {live} IS NOT DISTINCT FROM {staged} "
-            "THEN {same} ELSE {differs} END "
-            "WHEN s.op = 'f' THEN CASE WHEN {fill} THEN {differs} ELSE {same} END "
+            "WHEN s.op OPERATOR(pg_catalog.=) 'u' THEN CASE WHEN {live} IS NOT DISTINCT FROM "
+            "{staged} THEN {same} ELSE {differs} END "
+            "WHEN s.op OPERATOR(pg_catalog.=) 'f' THEN CASE WHEN {fill} THEN {differs} "
+            "ELSE {same} END "
             "ELSE {differs} END "
             "FROM {stage} s LEFT JOIN {table} t ON {match} ORDER BY s.ord"
         ).format(absent=sql.Literal(STATE_ABSENT), same=sql.Literal(STATE_SAME),
@@ -140,7 +154,8 @@ class RepairSql:
 
     def delete(self) -> sql.Composable:
         """Delete the staged ``d`` keys; ``rowcount`` is how many rows went."""
-        return sql.SQL("DELETE FROM {} t USING {} s WHERE s.op = 'd' AND {}").format(
+        return sql.SQL("DELETE FROM {} t USING {} s WHERE s.op OPERATOR(pg_catalog.=) 'd' "
+                       "AND {}").format(
             self.table, sql.Identifier(STAGE), self._key_match())
 
     def upsert(self, update: bool) -> sql.Composable:
@@ -162,9 +177,10 @@ class RepairSql:
             action = sql.SQL("DO NOTHING")
         return sql.SQL(
             "WITH w AS (INSERT INTO {table} AS t ({names}) OVERRIDING SYSTEM VALUE "
-            "SELECT {casts} FROM {stage} s WHERE s.op = 'u' "
-            "ON CONFLICT ({keys}) {action} RETURNING (xmax = 0) AS inserted) "
-            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM w"
+            "SELECT {casts} FROM {stage} s WHERE s.op OPERATOR(pg_catalog.=) 'u' "
+            "ON CONFLICT ({keys}) {action} RETURNING (xmax OPERATOR(pg_catalog.=) 0) AS inserted) "
+            "SELECT pg_catalog.count(*) FILTER (WHERE inserted), "
+            "pg_catalog.count(*) FILTER (WHERE NOT inserted) FROM w"
         ).format(table=self.table, names=names, casts=casts, stage=sql.Identifier(STAGE),
                  keys=keys, action=action)
 
@@ -173,8 +189,10 @@ class RepairSql:
         if not self.value_cols:
             return sql.SQL("SELECT 1 WHERE false")
         sets = sql.SQL(", ").join(
-            sql.SQL("{0} = CASE WHEN t.{0}::text IS NULL THEN {1} ELSE t.{0} END").format(
-                sql.Identifier(c.name), self._cast(c))
+            sql.SQL("{0} = CASE WHEN {2} IS NULL THEN {1} ELSE t.{0} END").format(
+                sql.Identifier(c.name), self._cast(c),
+                sql.SQL(c.text_sql("t.{}")).format(sql.Identifier(c.name)))
             for c in self.value_cols)
-        return sql.SQL("UPDATE {} t SET {} FROM {} s WHERE s.op = 'f' AND {} AND ({})").format(
+        return sql.SQL("UPDATE {} t SET {} FROM {} s WHERE s.op OPERATOR(pg_catalog.=) 'f' "
+                       "AND {} AND ({})").format(
             self.table, sets, sql.Identifier(STAGE), self._key_match(), self._fill_wanted())

@@ -18,11 +18,13 @@ from ace_shared.replication.pglogical import read_catalog
 SYSTEMS = ("spock", "pglogical", "native")
 
 _DETECT = """
-SELECT to_regclass('spock.local_node') IS NOT NULL AND to_regclass('spock.replication_set') IS NOT NULL,
-       to_regclass('pglogical.local_node') IS NOT NULL,
-       EXISTS (SELECT 1 FROM pg_publication) OR EXISTS (
-           SELECT 1 FROM pg_subscription
-           WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+SELECT pg_catalog.to_regclass('spock.local_node') IS NOT NULL
+    AND pg_catalog.to_regclass('spock.replication_set') IS NOT NULL,
+       pg_catalog.to_regclass('pglogical.local_node') IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_publication) OR EXISTS (
+           SELECT 1 FROM pg_catalog.pg_subscription
+           WHERE subdbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database
+               WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))
 """
 
 

@@ -20,30 +20,35 @@ from ace_shared.replication.pglogical import FLAG_NAMES
 
 _PUBS = """
 SELECT p.pubname, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puballtables,
-       coalesce(array_agg(ARRAY[t.schemaname::text, t.tablename::text]
+       coalesce(pg_catalog.array_agg(ARRAY[t.schemaname::pg_catalog.text,
+           t.tablename::pg_catalog.text]
                           ORDER BY t.schemaname, t.tablename)
                 FILTER (WHERE t.tablename IS NOT NULL), '{}')
-FROM pg_publication p
-LEFT JOIN pg_publication_tables t ON t.pubname = p.pubname
+FROM pg_catalog.pg_publication p
+LEFT JOIN pg_catalog.pg_publication_tables t ON t.pubname OPERATOR(pg_catalog.=) p.pubname
 GROUP BY p.pubname, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puballtables
 ORDER BY p.pubname
 """
 
 _SUBS = """
 SELECT s.subname, s.subconninfo, s.subenabled, s.subpublications,
-       EXISTS (SELECT 1 FROM pg_stat_subscription st
-               WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL)
-FROM pg_subscription s
-WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+       EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription st
+               WHERE st.subid OPERATOR(pg_catalog.=) s.oid AND st.pid IS NOT NULL
+                   AND st.relid IS NULL)
+FROM pg_catalog.pg_subscription s
+WHERE s.subdbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database
+    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
 ORDER BY s.subname
 """
 
 _SUBS_UNPRIVILEGED = """
 SELECT s.subname, '', s.subenabled, s.subpublications,
-       EXISTS (SELECT 1 FROM pg_stat_subscription st
-               WHERE st.subid = s.oid AND st.pid IS NOT NULL AND st.relid IS NULL)
-FROM pg_subscription s
-WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+       EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription st
+               WHERE st.subid OPERATOR(pg_catalog.=) s.oid AND st.pid IS NOT NULL
+                   AND st.relid IS NULL)
+FROM pg_catalog.pg_subscription s
+WHERE s.subdbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database
+    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
 ORDER BY s.subname
 """
 
@@ -58,7 +63,7 @@ def provider_from_conninfo(conninfo: str) -> str:
 
 
 def _superuser(cur: cursor) -> bool:
-    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    cur.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
     row = cur.fetchone()
     return bool(row and row[0])
 
@@ -80,7 +85,7 @@ def read_native(cur: cursor, node: str) -> NodeReplication:
                      status=("replicating" if r[4] else "down") if r[2] else "disabled")
         for r in cur.fetchall()
     )
-    cur.execute("SELECT current_setting('cluster_name'), inet_server_port()")
+    cur.execute("SELECT pg_catalog.current_setting('cluster_name'), inet_server_port()")
     name, port = cur.fetchone()
     return NodeReplication(node=node, system="native", identity=name or f"port {port}",
                            sets=sets, subscriptions=subs)

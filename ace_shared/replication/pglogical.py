@@ -19,13 +19,14 @@ _LOCAL = "SELECT n.node_name FROM {s}.local_node l JOIN {s}.node n ON n.node_id 
 _SETS = """
 SELECT rs.set_name, rs.replicate_insert, rs.replicate_update, rs.replicate_delete,
        rs.replicate_truncate,
-       coalesce(array_agg(ARRAY[ns.nspname::text, c.relname::text] ORDER BY ns.nspname, c.relname)
+       coalesce(pg_catalog.array_agg(ARRAY[ns.nspname::pg_catalog.text,
+           c.relname::pg_catalog.text] ORDER BY ns.nspname, c.relname)
                 FILTER (WHERE c.oid IS NOT NULL), '{{}}')
 FROM {s}.replication_set rs
-JOIN {s}.local_node l ON l.node_id = rs.set_nodeid
-LEFT JOIN {s}.replication_set_table t ON t.set_id = rs.set_id
-LEFT JOIN pg_class c ON c.oid = t.set_reloid
-LEFT JOIN pg_namespace ns ON ns.oid = c.relnamespace
+JOIN {s}.local_node l ON l.node_id OPERATOR(pg_catalog.=) rs.set_nodeid
+LEFT JOIN {s}.replication_set_table t ON t.set_id OPERATOR(pg_catalog.=) rs.set_id
+LEFT JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.set_reloid
+LEFT JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
 GROUP BY rs.set_id, rs.set_name, rs.replicate_insert, rs.replicate_update,
          rs.replicate_delete, rs.replicate_truncate
 ORDER BY rs.set_name
@@ -33,9 +34,9 @@ ORDER BY rs.set_name
 
 _SUBS = """
 SELECT s.sub_name, o.node_name, s.sub_enabled, coalesce(s.sub_replication_sets, '{{}}'),
-       coalesce(s.sub_forward_origins, '{{}}'), coalesce(s.sub_apply_delay, '0')::text
+       coalesce(s.sub_forward_origins, '{{}}'), coalesce(s.sub_apply_delay, '0')::pg_catalog.text
 FROM {s}.subscription s
-JOIN {s}.node o ON o.node_id = s.sub_origin
+JOIN {s}.node o ON o.node_id OPERATOR(pg_catalog.=) s.sub_origin
 ORDER BY s.sub_name
 """
 

@@ -45,9 +45,12 @@ def existing_tables(cur: cursor, tables: list[str]) -> set[str]:
     """Which of ``tables`` (display names) exist on this node, in one query."""
     pairs = [split_identifiers(t) for t in tables]
     cur.execute(
-        "SELECT s, t FROM unnest(%s::text[], %s::text[]) AS x(s, t) WHERE EXISTS ("
-        " SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = x.s AND c.relname = x.t AND c.relkind IN ('r', 'p'))",
+        "SELECT s, t FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]), "
+        "pg_catalog.unnest(%s::pg_catalog.text[])) AS x(s, t) WHERE EXISTS ("
+        " SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+        " ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+        " WHERE n.nspname OPERATOR(pg_catalog.=) x.s AND c.relname OPERATOR(pg_catalog.=) x.t"
+        " AND c.relkind IN ('r', 'p'))",
         ([p[0] for p in pairs], [p[1] for p in pairs]))
     present = {(s, t) for s, t in cur.fetchall()}
     return {name for name, p in zip(tables, pairs, strict=True) if tuple(p) in present}

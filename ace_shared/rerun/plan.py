@@ -78,11 +78,10 @@ SORT_TABLE = "ace_rerun_sort"
 
 
 def canonical_sorted_keys_sql(shape: TableShape) -> sql.Composable:
-    """Distinct staged keys cast to their types, printed back as text, in the table's key order."""
+    """Distinct staged keys (already of their base types), printed back as text, in the
+    table's key order."""
     cols = shape.key_columns
     names = [sql.Identifier(f"k{i}") for i in range(len(cols))]
-    typed = sql.SQL(", ").join(sql.SQL("s.{}::{} AS {}").format(n, sql.SQL(c.type_sql), n)
-                               for n, c in zip(names, cols, strict=True))
     order = []
     for n, c in zip(names, cols, strict=True):
         expr = sql.SQL("d.{}").format(n)
@@ -91,15 +90,20 @@ def canonical_sorted_keys_sql(shape: TableShape) -> sql.Composable:
         order.append(expr)
     return sql.SQL(
         "SELECT {} FROM (SELECT DISTINCT {} FROM {} s) d ORDER BY {}"
-    ).format(sql.SQL(", ").join(sql.SQL("d.{}::text").format(n) for n in names), typed,
+    ).format(sql.SQL(", ").join(sql.SQL(c.text_sql("d.{}")).format(n)
+                                for n, c in zip(names, cols, strict=True)),
+             sql.SQL(", ").join(sql.SQL("s.{}").format(n) for n in names),
              sql.Identifier(SORT_TABLE), sql.SQL(", ").join(order))
 
 
 def _stage_keys(cur: Any, shape: TableShape, keys: Iterator[Key]) -> None:
+    """COPY the keys into a temp table whose columns have the keys' *base* types: each
+    key is read by its type's input function (no domain CHECK, no cast from text)."""
     cols = [sql.Identifier(f"k{i}") for i in range(len(shape.key))]
     cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
         sql.Identifier(SORT_TABLE),
-        sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in cols)))
+        sql.SQL(", ").join(sql.SQL("{} {}").format(c, sql.SQL(k.cast_sql))
+                           for c, k in zip(cols, shape.key_columns, strict=True))))
     lines = ("\t".join(copy_field(v) for v in k) + "\n" for k in keys)
     cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(SORT_TABLE), sql.SQL(", ").join(cols)), LineStream(lines),

@@ -30,9 +30,11 @@ class CatalogObject:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-_NS = "(SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)"
-_NOT_EXT = ("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'CLS'::regclass "
-            "AND d.objid = OBJ AND d.deptype = 'e')")
+_NS = ("(SELECT oid FROM pg_catalog.pg_namespace "
+       "WHERE nspname OPERATOR(pg_catalog.=) %(schema)s)")
+_NOT_EXT = ("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
+            "WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.CLS'::pg_catalog.regclass "
+            "AND d.objid OPERATOR(pg_catalog.=) OBJ AND d.deptype OPERATOR(pg_catalog.=) 'e')")
 
 
 def _sql(text: str) -> str:
@@ -42,98 +44,120 @@ def _sql(text: str) -> str:
                   lambda m: _NOT_EXT.replace("CLS", m[1]).replace("OBJ", m[2]), text)
 
 TABLES = _sql("""
-SELECT c.relname, c.relkind::text, c.relpersistence::text, c.relreplident::text,
-       (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-        WHERE i.indrelid = c.oid AND i.indisreplident),
-       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
-       CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END,
-       (SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)
-        FROM pg_inherits ih JOIN pg_class pc ON pc.oid = ih.inhparent
-        JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE ih.inhrelid = c.oid),
-       array(SELECT a.attname::text FROM pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
-FROM pg_class c
-WHERE c.relnamespace = {NS} AND c.relkind IN ('r', 'p')
+SELECT c.relname, c.relkind::pg_catalog.text, c.relpersistence::pg_catalog.text,
+    c.relreplident::pg_catalog.text,
+       (SELECT ic.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic
+           ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+        WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND i.indisreplident),
+       CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
+       CASE WHEN c.relispartition THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
+       (SELECT pg_catalog.quote_ident(pn.nspname)
+           OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(pc.relname)
+        FROM pg_catalog.pg_inherits ih JOIN pg_catalog.pg_class pc
+            ON pc.oid OPERATOR(pg_catalog.=) ih.inhparent
+        JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) pc.relnamespace
+            WHERE ih.inhrelid OPERATOR(pg_catalog.=) c.oid),
+       array(SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum > 0
+                 AND NOT a.attisdropped ORDER BY a.attnum)
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace OPERATOR(pg_catalog.=) {NS} AND c.relkind IN ('r', 'p')
   AND {EXT pg_class c.oid}
 """)
 
 COLUMNS = _sql("""
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
-       CASE WHEN a.attcollation <> t.typcollation THEN quote_ident(co.collname) END,
-       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_collation co ON co.oid = a.attcollation
-LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE c.relnamespace = {NS} AND c.relkind IN ('r', 'p') AND a.attnum > 0
+SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+       CASE WHEN a.attcollation OPERATOR(pg_catalog.<>) t.typcollation
+           THEN pg_catalog.quote_ident(co.collname) END,
+       a.attnotnull, pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attidentity::pg_catalog.text,
+           a.attgenerated::pg_catalog.text
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid
+JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcollation
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid
+    AND d.adnum OPERATOR(pg_catalog.=) a.attnum
+WHERE c.relnamespace OPERATOR(pg_catalog.=) {NS} AND c.relkind IN ('r', 'p') AND a.attnum > 0
   AND NOT a.attisdropped
 """)
 
 CONSTRAINTS = _sql("""
-SELECT c.relname, k.conname, k.contype::text, pg_get_constraintdef(k.oid, true)
-FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-WHERE c.relnamespace = {NS} AND k.contype IN ('p', 'u', 'c', 'f', 'x')
+SELECT c.relname, k.conname, k.contype::pg_catalog.text, pg_catalog.pg_get_constraintdef(k.oid,
+    true)
+FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c
+    ON c.oid OPERATOR(pg_catalog.=) k.conrelid
+WHERE c.relnamespace OPERATOR(pg_catalog.=) {NS} AND k.contype IN ('p', 'u', 'c', 'f', 'x')
 """)
 
 INDEXES = _sql("""
-SELECT c.relname, i.relname, pg_get_indexdef(i.oid)
-FROM pg_index x
-JOIN pg_class i ON i.oid = x.indexrelid
-JOIN pg_class c ON c.oid = x.indrelid
-WHERE i.relnamespace = {NS}
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid
-                  AND k.conrelid = x.indrelid AND k.contype IN ('p', 'u', 'x'))
+SELECT c.relname, i.relname, pg_catalog.pg_get_indexdef(i.oid)
+FROM pg_catalog.pg_index x
+JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
+JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) x.indrelid
+WHERE i.relnamespace OPERATOR(pg_catalog.=) {NS}
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+      WHERE k.conindid OPERATOR(pg_catalog.=) x.indexrelid
+                  AND k.conrelid OPERATOR(pg_catalog.=) x.indrelid AND k.contype IN ('p', 'u', 'x'))
 """)
 
 TRIGGERS = _sql("""
-SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid, true), t.tgenabled::text
-FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE c.relnamespace = {NS} AND NOT t.tgisinternal
+SELECT c.relname, t.tgname, pg_catalog.pg_get_triggerdef(t.oid, true), t.tgenabled::pg_catalog.text
+FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+WHERE c.relnamespace OPERATOR(pg_catalog.=) {NS} AND NOT t.tgisinternal
 """)
 
 VIEWS = _sql("""
-SELECT c.relname, c.relkind::text, pg_get_viewdef(c.oid, true)
-FROM pg_class c
-WHERE c.relnamespace = {NS} AND c.relkind IN ('v', 'm')
+SELECT c.relname, c.relkind::pg_catalog.text, pg_catalog.pg_get_viewdef(c.oid, true)
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace OPERATOR(pg_catalog.=) {NS} AND c.relkind IN ('v', 'm')
   AND {EXT pg_class c.oid}
 """)
 
 SEQUENCES = _sql("""
-SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin,
+SELECT c.relname, pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin,
        s.seqmax, s.seqcycle
-FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
-WHERE c.relnamespace = {NS} AND {EXT pg_class c.oid}
+FROM pg_catalog.pg_sequence s JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.seqrelid
+WHERE c.relnamespace OPERATOR(pg_catalog.=) {NS} AND {EXT pg_class c.oid}
 """)
 
 FUNCTIONS = _sql("""
-SELECT p.proname, pg_get_function_identity_arguments(p.oid), p.prokind::text,
-       pg_get_function_result(p.oid), l.lanname,
-       CASE WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid) ELSE p.prosrc END,
-       p.provolatile::text, p.prosecdef, p.proisstrict, coalesce(p.proconfig, '{}')::text[]
-FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
-WHERE p.pronamespace = {NS} AND {EXT pg_proc p.oid}
+SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid), p.prokind::pg_catalog.text,
+       pg_catalog.pg_get_function_result(p.oid), l.lanname,
+       CASE WHEN p.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_function_sqlbody(p.oid)
+           ELSE p.prosrc END,
+       p.provolatile::pg_catalog.text, p.prosecdef, p.proisstrict, coalesce(p.proconfig,
+           '{}')::pg_catalog.text[]
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang
+WHERE p.pronamespace OPERATOR(pg_catalog.=) {NS} AND {EXT pg_proc p.oid}
 """)
 
 TYPES = _sql("""
-SELECT t.typname, t.typtype::text,
+SELECT t.typname, t.typtype::pg_catalog.text,
        CASE t.typtype
-         WHEN 'e' THEN array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
+         WHEN 'e' THEN array(SELECT e.enumlabel::pg_catalog.text FROM pg_catalog.pg_enum e
+             WHERE e.enumtypid OPERATOR(pg_catalog.=) t.oid
                              ORDER BY e.enumsortorder)
-         WHEN 'c' THEN array(SELECT quote_ident(a.attname) || ' '
-                                    || format_type(a.atttypid, a.atttypmod)
-                             FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0
+         WHEN 'c' THEN array(SELECT pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ' '
+                                    OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid,
+                                        a.atttypmod)
+                             FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid OPERATOR(pg_catalog.=) t.typrelid AND a.attnum > 0
                                AND NOT a.attisdropped ORDER BY a.attnum)
-         WHEN 'd' THEN ARRAY[format_type(t.typbasetype, t.typtypmod)]
-         WHEN 'r' THEN array(SELECT format_type(r.rngsubtype, NULL) FROM pg_range r
-                             WHERE r.rngtypid = t.oid)
+         WHEN 'd' THEN ARRAY[pg_catalog.format_type(t.typbasetype, t.typtypmod)]
+         WHEN 'r' THEN array(SELECT pg_catalog.format_type(r.rngsubtype, NULL)
+             FROM pg_catalog.pg_range r
+                             WHERE r.rngtypid OPERATOR(pg_catalog.=) t.oid)
        END,
        t.typnotnull, t.typdefault,
-       array(SELECT quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid, true)
-             FROM pg_constraint k WHERE k.contypid = t.oid ORDER BY k.conname)
-FROM pg_type t
-WHERE t.typnamespace = {NS} AND t.typtype IN ('e', 'c', 'd', 'r')
-  AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+       array(SELECT pg_catalog.quote_ident(k.conname)
+           OPERATOR(pg_catalog.||) ' '
+           OPERATOR(pg_catalog.||) pg_catalog.pg_get_constraintdef(k.oid, true)
+             FROM pg_catalog.pg_constraint k WHERE k.contypid OPERATOR(pg_catalog.=) t.oid
+                 ORDER BY k.conname)
+FROM pg_catalog.pg_type t
+WHERE t.typnamespace OPERATOR(pg_catalog.=) {NS} AND t.typtype IN ('e', 'c', 'd', 'r')
+  AND (t.typtype OPERATOR(pg_catalog.<>) 'c' OR (SELECT relkind FROM pg_catalog.pg_class
+      WHERE oid OPERATOR(pg_catalog.=) t.typrelid) OPERATOR(pg_catalog.=) 'c')
   AND {EXT pg_type t.oid}
 """)
 

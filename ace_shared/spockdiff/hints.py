@@ -16,9 +16,11 @@ from ace_shared.replication.model import NodeReplication
 
 USER_TABLES = """
 SELECT n.nspname, c.relname,
-       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p'),
-       c.relreplident::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+           WHERE k.conrelid OPERATOR(pg_catalog.=) c.oid AND k.contype OPERATOR(pg_catalog.=) 'p'),
+       c.relreplident::pg_catalog.text
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
+    ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('information_schema', 'spock', 'pglogical')
   AND n.nspname NOT LIKE 'pg\\_%'
