@@ -8,6 +8,7 @@ query cancelled by the server itself; Ctrl-C on the CLI stops the nodes' work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -248,7 +249,11 @@ def test_a_cancel_sent_between_two_statements_still_stops_the_job(pg_cluster: An
             time.sleep(1)  # the cancel arrives here, while no statement runs
             cur.execute("SELECT count(*) FROM public.sec_between")
 
-        job = threading.Thread(target=lambda: _swallow(lambda: sessions.on_all(two_statements)))
+        def run_job() -> None:
+            with contextlib.suppress(AceError):
+                sessions.on_all(two_statements)
+
+        job = threading.Thread(target=run_job)
         job.start()
         time.sleep(0.5)
         started = time.monotonic()
@@ -262,9 +267,3 @@ def test_a_cancel_sent_between_two_statements_still_stops_the_job(pg_cluster: An
         holder.close()
         sessions.close()
 
-
-def _swallow(fn: Any) -> None:
-    try:
-        fn()
-    except AceError:
-        pass
