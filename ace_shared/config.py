@@ -82,6 +82,9 @@ class Settings:
     # API access: common names, separated by commas or spaces
     API_ADMIN_CNS: str = ""  # see every task, scheduled ones included
     API_ALLOWED_CNS: str = ""  # "" serves every certificate the CA issued
+    # how long the API remembers whether a certificate's role may be served (checked on
+    # every node: a member of ace_callers without SUPERUSER, BYPASSRLS, CREATEROLE, REPLICATION)
+    API_ROLE_CHECK_SECONDS: int = 30
     # scheduling and auto-repair
     MIN_RUN_FREQUENCY: str = "5m"
     schedule_jobs: tuple[dict[str, Any], ...] = field(default_factory=tuple)

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask
 
 from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import PeerCertIdentity, require_identity
+from ace_api.rest.callers import CallerGate, RoleCheck
 from ace_api.rest.errors import AceApi, register_error_handlers
 from ace_api.rest.resources import build_namespace
 from ace_api.rest.status import TaskStatusFastPath
@@ -22,8 +23,12 @@ from ace_shared.config import Settings
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(settings: Settings) -> Flask:
-    """The WSGI application, ready for gunicorn (or a test client)."""
+def create_app(settings: Settings, role_check: RoleCheck | None = None) -> Flask:
+    """The WSGI application, ready for gunicorn (or a test client).
+
+    ``role_check`` replaces the check of a caller's role on the nodes, for tests
+    of the HTTP layer alone that have no nodes; the server never passes one.
+    """
     app = Flask("ace_api", static_folder=None)
     app.config.update(
         RESTX_ERROR_404_HELP=False,
@@ -42,7 +47,9 @@ def create_app(settings: Settings) -> Flask:
     register_error_handlers(app)
     policy = AccessPolicy.from_settings(settings)
     require_identity(app, policy)
+    gate = CallerGate(settings, role_check)
     app.extensions["ace_settings"] = settings
+    app.extensions["ace_caller_gate"] = gate
     app.wsgi_app = PeerCertIdentity(  # type: ignore[method-assign]
-        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger))
+        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger, gate))
     return app

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from ace_shared.errors import (
     AceError,
+    CallerUnverifiedError,
     ExceptionBusyError,
     NodeUnreachableError,
     NotFoundError,
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: dict[type[AceError], int] = {
     PermissionDeniedError: 403,
     ExceptionBusyError: 409,
     NodeUnreachableError: 502,
+    CallerUnverifiedError: 503,
 }
 """The status code of each kind of core error; a class not listed takes its nearest parent's."""
 

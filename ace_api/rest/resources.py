@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -23,7 +23,12 @@ from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
 from ace_api.rest.status import status_answer
-from ace_api.rest.submissions import submit_diff, submit_repair, submit_rerun
+from ace_api.rest.submissions import (
+    require_served_role,
+    submit_diff,
+    submit_repair,
+    submit_rerun,
+)
 from ace_shared.autorepair.exception_status import update_spock_exception
 from ace_shared.config import Settings
 from ace_shared.diff.request import TABLE_DIFF
@@ -46,7 +51,8 @@ SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
 _COMMON_ERRORS = {
     400: "Missing or invalid parameters.",
     401: "Missing or invalid client certificate.",
-    403: "The certificate is not on the allow-list (API_ALLOWED_CNS).",
+    403: "The certificate is not on the allow-list (API_ALLOWED_CNS), or its role is not a "
+         "plain member of ace_callers on every node.",
     404: "Unknown cluster, node, database or task.",
 }
 
@@ -64,7 +70,8 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
     """``/<command>``, answering GET and POST alike (see the module's docstring)."""
     path, summary = command.path, command.help
     schema: RequestSchema = models.requests[command.name]
-    errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
+    errors = _document_errors(ns, models, {
+        **_COMMON_ERRORS, 503: "The task broker is down, or a node cannot confirm the role."})
 
     class Submission(Resource):
         @ns.doc(params=schema.query_doc())
@@ -89,7 +96,8 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
 
 def _task_status(task_id: str | None, settings: Settings, policy: AccessPolicy
                  ) -> dict[str, Any]:
-    return status_answer(TaskStore.from_settings(settings), policy, caller(), task_id)
+    return status_answer(TaskStore.from_settings(settings), policy, caller(), task_id,
+                         current_app.extensions["ace_caller_gate"])
 
 
 def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> None:
@@ -135,6 +143,7 @@ def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -
         def post(self) -> dict[str, str]:
             """Set the status of a Spock replication exception on one node."""
             params = spock.from_json_body()
+            require_served_role(params["cluster_name"], caller())
             update_spock_exception(params["cluster_name"], params["node_name"],
                                    params.get("dbname"), params["exception_details"],
                                    settings, caller())
