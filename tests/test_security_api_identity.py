@@ -11,6 +11,9 @@ is served. A cluster with a node that cannot be reached refuses everyone.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +140,88 @@ def test_a_node_that_cannot_answer_refuses_the_caller_without_naming_its_address
     assert "node n3" in error and "refused" in error, error
     assert "127.0.0.1" not in error and "port" not in error.lower(), error
     assert not [r for r in _tasks_of(fleet, PLAIN) if r.cluster_name == gone_cluster]
+
+
+# --- a caller's login uses only the configured route, never libpq's defaults ----------------
+
+PW_ROLE = "idn_pw"
+PW = "idn-pw-secret"
+LOGIN_AS = """
+import sys
+from ace_shared.config import load_settings
+from ace_shared.nodes.cluster import load_cluster
+from ace_shared.nodes.connection import connect, node_targets
+settings = load_settings()
+cluster = load_cluster(settings.cluster_dir, "testclus")
+target = node_targets(cluster, cluster.nodes[:1], None, settings, role=sys.argv[1])[0]
+try:
+    conn = connect(target)
+except Exception as exc:
+    print("REFUSED", type(exc).__name__)
+else:
+    with conn.cursor() as cur:
+        cur.execute("SELECT session_user")
+        print("LOGGED-IN", cur.fetchone()[0])
+"""
+
+
+def _login_in_process(env: dict[str, str], role: str) -> str:
+    done = subprocess.run([sys.executable, "-c", LOGIN_AS, role], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def pw_role(pg_cluster: Any) -> str:
+    for i in range(3):
+        run_sql(pg_cluster.admin_dsn(i, pg_cluster.dbname),
+                f"DO $$ BEGIN CREATE ROLE {PW_ROLE} LOGIN; "
+                "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+                f"ALTER ROLE {PW_ROLE} PASSWORD '{PW}'")
+    return PW_ROLE
+
+
+@pytest.mark.parametrize("route", ["PGPASSFILE", "PGPASSWORD", "PGSERVICE"])
+def test_a_callers_password_is_not_taken_from_the_workers_libpq_defaults(
+        pg_cluster: Any, fleet: Fleet, pw_role: str, tmp_path: Path, route: str) -> None:
+    """ROLE_PASSFILE unset, certificates off: a password the worker's environment holds
+    for the caller (its own passfile, PGPASSWORD, a service file) must not log it in."""
+    env = {k: v for k, v in fleet.env.items() if not k.startswith(("PG", "ACE_ROLE_PASSFILE"))}
+    env.update(ACE_USE_CERT_AUTH="0", HOME=str(tmp_path))
+    if route == "PGPASSFILE":
+        passfile = tmp_path / "pgpass"
+        passfile.write_text(f"*:*:*:{pw_role}:{PW}\n")
+        passfile.chmod(0o600)
+        env["PGPASSFILE"] = str(passfile)
+    elif route == "PGPASSWORD":
+        env["PGPASSWORD"] = PW
+    else:
+        services = tmp_path / "pg_service.conf"
+        services.write_text(f"[acesvc]\npassword={PW}\n")
+        env.update(PGSERVICEFILE=str(services), PGSERVICE="acesvc")
+    assert _login_in_process(env, pw_role).startswith("REFUSED")
+    # the same password through the configured route works
+    passfile = tmp_path / "role-passfile"
+    passfile.write_text(f"*:*:*:{pw_role}:{PW}\n")
+    passfile.chmod(0o600)
+    configured = {k: v for k, v in env.items() if not k.startswith("PG")}
+    assert _login_in_process({**configured, "ACE_ROLE_PASSFILE": str(passfile)}, pw_role) \
+        == f"LOGGED-IN {pw_role}"
+
+
+def test_a_callers_login_does_not_present_a_default_client_certificate(
+        pg_cluster: Any, fleet: Fleet, tmp_path: Path) -> None:
+    """Certificates off: ACE's certificate lying where libpq looks by default
+    (~/.postgresql/postgresql.crt) must not log a served role in."""
+    pg_cluster.serve_role(PLAIN)
+    home = tmp_path / ".postgresql"
+    home.mkdir()
+    shutil.copy(pg_cluster.tls.client_cert, home / "postgresql.crt")
+    shutil.copy(pg_cluster.tls.client_key, home / "postgresql.key")
+    (home / "postgresql.key").chmod(0o600)
+    env = {k: v for k, v in fleet.env.items() if not k.startswith(("PG", "ACE_ROLE_PASSFILE"))}
+    env.update(ACE_USE_CERT_AUTH="0", HOME=str(tmp_path))
+    assert _login_in_process(env, PLAIN).startswith("REFUSED")
+    # the configured certificate route still works
+    assert _login_in_process({**env, "ACE_USE_CERT_AUTH": "1"}, PLAIN) == f"LOGGED-IN {PLAIN}"
