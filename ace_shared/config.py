@@ -85,6 +85,13 @@ class Settings:
     # how long the API remembers whether a certificate's role may be served (checked on
     # every node: a member of ace_callers without SUPERUSER, BYPASSRLS, CREATEROLE, REPLICATION)
     API_ROLE_CHECK_SECONDS: int = 30
+    # per caller (certificate): submissions, e.g. "60/minute" or "10/second;500/hour" ("" for
+    # none), counted in API_RATE_LIMIT_STORAGE ("" for the broker's Redis); tasks running and
+    # tasks waiting at once (0 for no limit)
+    API_RATE_LIMIT: str = "60/minute"
+    API_RATE_LIMIT_STORAGE: str = ""
+    API_MAX_ACTIVE_TASKS_PER_CALLER: int = 8
+    API_MAX_QUEUED_TASKS_PER_CALLER: int = 32
     # scheduling and auto-repair
     MIN_RUN_FREQUENCY: str = "5m"
     schedule_jobs: tuple[dict[str, Any], ...] = field(default_factory=tuple)

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+import redis
 import requests
 from api_helpers import ApiCerts, ApiServer, make_certs, run_sql, wait_for_final
 from fleet_helpers import Fleet, free_port
@@ -21,6 +22,7 @@ from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import node_targets
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.store import TaskStore
 
 CALLER = "lim_caller"
 TABLE = "public.lim_items"
@@ -138,3 +140,79 @@ def test_a_filter_error_hint_appears_only_when_a_filter_was_given(fleet: Fleet,
         caught.value.message
     assert not isinstance(caught.value.__cause__, type(None)) and isinstance(
         caught.value.__cause__, psycopg2.Error)
+
+
+# --- per-caller limits: submissions per minute, tasks running and waiting --------------------
+
+RATE_CALLER, OTHER_CALLER = "lim_rate", "lim_other"
+BUSY_CALLER, QUEUED_CALLER = "lim_busy", "lim_queued"
+
+
+def _nowhere(api: ApiServer, cn: str) -> requests.Response:
+    """A submission refused cheaply (unknown cluster): it still counts against the rate."""
+    return api.session(cn).post(api.url("/ace/table-diff"), timeout=30, json={
+        "cluster_name": "lim_nosuch", "table_name": TABLE})
+
+
+def test_submissions_over_the_default_rate_get_429_per_caller_counted_in_redis(
+        api: ApiServer, fleet: Fleet, pg_cluster: Any, table: str) -> None:
+    for cn in (RATE_CALLER, OTHER_CALLER):
+        pg_cluster.serve_role(cn)
+    session = api.session(RATE_CALLER)
+    answers = [session.post(api.url("/ace/table-diff"), timeout=30, json={
+        "cluster_name": "lim_nosuch", "table_name": TABLE}).status_code for _ in range(61)]
+    assert answers[:60] == [404] * 60, answers
+    over = session.post(api.url("/ace/table-diff"), timeout=30,
+                        json={"cluster_name": "testclus", "table_name": TABLE})
+    assert over.status_code == 429, over.text
+    error = over.json()["error"]
+    assert "limit" in error and "60 per 1 minute" in error and _one_sentence(error), error
+    assert int(over.headers["Retry-After"]) > 0
+    assert not [r for r in TaskStore(fleet.env["ACE_DATABASE_URL"]).recent(200)
+                if r.requested_by == RATE_CALLER]
+    # another caller is not held back, and polls are not limited
+    assert _nowhere(api, OTHER_CALLER).status_code == 404
+    assert session.get(api.url("/ace/task-status/td_20240101_000000_nosuch"),
+                       timeout=30).status_code == 404
+    # the count lives in the broker's Redis, shared by every API process
+    keys = redis.Redis.from_url(fleet.env["ACE_BROKER_URL"]).keys("*ace-api*")
+    assert any(RATE_CALLER.encode() in key for key in keys), keys
+
+
+def _open_tasks(fleet: Fleet, cn: str, count: int, running: bool) -> list[str]:
+    store = TaskStore(fleet.env["ACE_DATABASE_URL"])
+    ids = []
+    for i in range(count):
+        task_id = f"td_20240101_000000_{cn[-4:]}{i:02d}"
+        store.create(task_id, "table-diff", cluster_name="testclus", table_name=TABLE,
+                     requested_by=cn, if_absent=True)
+        if running:
+            store.mark_running(task_id)
+        ids.append(task_id)
+    return ids
+
+
+@pytest.mark.parametrize("cn, count, running, setting", [
+    (BUSY_CALLER, 8, True, "API_MAX_ACTIVE_TASKS_PER_CALLER"),
+    (QUEUED_CALLER, 32, False, "API_MAX_QUEUED_TASKS_PER_CALLER"),
+], ids=["running", "waiting"])
+def test_a_caller_with_the_most_open_tasks_gets_429_until_one_finishes(
+        api: ApiServer, fleet: Fleet, pg_cluster: Any, table: str, cn: str, count: int,
+        running: bool, setting: str) -> None:
+    pg_cluster.serve_role(cn)
+    run_sql(pg_cluster.admin_dsn(0, pg_cluster.dbname), f"GRANT SELECT ON {TABLE} TO {cn}")
+    ids = _open_tasks(fleet, cn, count, running)
+    store = TaskStore(fleet.env["ACE_DATABASE_URL"])
+    before = len([r for r in store.recent(500) if r.requested_by == cn])
+    refused = _diff_as(api, cn)
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert setting in error and str(count) in error and _one_sentence(error), error
+    assert len([r for r in store.recent(500) if r.requested_by == cn]) == before
+    store.fail(ids[0], "gone")
+    assert _diff_as(api, cn).status_code == 200
+
+
+def _diff_as(api: ApiServer, cn: str) -> requests.Response:
+    return api.session(cn).post(api.url("/ace/table-diff"), timeout=30, json={
+        "cluster_name": "testclus", "table_name": TABLE, "nodes": "n1,n2"})

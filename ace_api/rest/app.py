@@ -16,6 +16,7 @@ from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import PeerCertIdentity, require_identity
 from ace_api.rest.callers import CallerGate, RoleCheck
 from ace_api.rest.errors import AceApi, register_error_handlers
+from ace_api.rest.limits import build_limiter
 from ace_api.rest.resources import build_namespace
 from ace_api.rest.status import TaskStatusFastPath
 from ace_shared.config import Settings
@@ -38,15 +39,16 @@ def create_app(settings: Settings, role_check: RoleCheck | None = None) -> Flask
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    policy = AccessPolicy.from_settings(settings)
+    require_identity(app, policy)  # first: the rate limit counts per verified identity
+    limiter = build_limiter(app, settings)
     blueprint = Blueprint("ace", "ace_api", url_prefix="/ace")
     api = AceApi(blueprint, version="1.0", title="ACE API", doc="/docs",
                  description="Table diff, repair and rerun as queued tasks; Spock exception "
                              "status. Every request needs a client certificate.")
-    api.add_namespace(build_namespace(settings))
+    api.add_namespace(build_namespace(settings, limiter))
     app.register_blueprint(blueprint)
     register_error_handlers(app)
-    policy = AccessPolicy.from_settings(settings)
-    require_identity(app, policy)
     gate = CallerGate(settings, role_check)
     app.extensions["ace_settings"] = settings
     app.extensions["ace_caller_gate"] = gate

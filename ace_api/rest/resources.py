@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
+from flask_limiter import Limiter
 from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -57,6 +58,13 @@ _COMMON_ERRORS = {
 }
 
 
+def submission_limits(settings: Settings, limiter: Limiter | None) -> list[Any]:
+    """Flask-Limiter's ``API_RATE_LIMIT`` per caller, for a resource's ``decorators``."""
+    if limiter is None or not settings.API_RATE_LIMIT.strip():
+        return []
+    return [limiter.limit(settings.API_RATE_LIMIT)]
+
+
 def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) -> Any:
     def decorate(fn: Any) -> Any:
         for code, text in codes.items():
@@ -66,14 +74,17 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
 
 
 def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
-                    submit: SubmitFn) -> None:
+                    submit: SubmitFn, limiter: Limiter | None) -> None:
     """``/<command>``, answering GET and POST alike (see the module's docstring)."""
     path, summary = command.path, command.help
     schema: RequestSchema = models.requests[command.name]
     errors = _document_errors(ns, models, {
-        **_COMMON_ERRORS, 503: "The task broker is down, or a node cannot confirm the role."})
+        **_COMMON_ERRORS, 429: "Over the caller's rate limit, or too many open tasks.",
+        503: "The task broker is down, or a node cannot confirm the role."})
 
     class Submission(Resource):
+        decorators = submission_limits(settings, limiter)
+
         @ns.doc(params=schema.query_doc())
         @ns.response(200, "Task queued.", models.submitted)
         @errors
@@ -126,7 +137,8 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
             return _task_status(task_id, settings, policy)
 
 
-def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings,
+                         limiter: Limiter | None) -> None:
     """``/update-spock-exception``: the one direct change on a node, as the caller's role."""
     spock = models.spock_exception
     spock_errors = _document_errors(ns, models, {
@@ -137,6 +149,8 @@ def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -
 
     @ns.route("/update-spock-exception")
     class UpdateSpockException(Resource):
+        decorators = submission_limits(settings, limiter)
+
         @ns.expect(spock.model)
         @ns.response(200, "Updated.", models.message)
         @spock_errors
@@ -150,13 +164,13 @@ def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -
             return {"message": "Exception status updated successfully"}
 
 
-def build_namespace(settings: Settings) -> Namespace:
+def build_namespace(settings: Settings, limiter: Limiter | None = None) -> Namespace:
     """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
     ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
                    path="/")
     models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
     for command, submit in SUBMISSIONS:
-        _add_submission(ns, models, settings, command, submit)
+        _add_submission(ns, models, settings, command, submit, limiter)
     _add_task_status(ns, models, settings)
-    _add_spock_exception(ns, models, settings)
+    _add_spock_exception(ns, models, settings, limiter)
     return ns

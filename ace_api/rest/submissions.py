@@ -19,6 +19,7 @@ from flask import current_app
 from ace_api.rest.access import AccessPolicy
 from ace_api.rest.difffiles import resolve_diff_file
 from ace_api.rest.errors import ApiError
+from ace_api.rest.limits import check_open_tasks
 from ace_shared.config import Settings
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import BrokerUnreachableError, TaskError
@@ -53,6 +54,7 @@ def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: S
     from ace_workers.client import submit  # the Celery app is built on first use
 
     require_served_role(cluster_name, identity)
+    check_open_tasks(identity, settings, TaskStore.from_settings(settings))
     task_id = new_task_id(task_type)
     options = {**options, "role": identity}
     try:
