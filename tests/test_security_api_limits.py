@@ -7,6 +7,7 @@ filter kills the API worker inside ``pglast`` and a 3,000-deep one is a 500.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,3 +217,64 @@ def test_a_caller_with_the_most_open_tasks_gets_429_until_one_finishes(
 def _diff_as(api: ApiServer, cn: str) -> requests.Response:
     return api.session(cn).post(api.url("/ace/table-diff"), timeout=30, json={
         "cluster_name": "testclus", "table_name": TABLE, "nodes": "n1,n2"})
+
+
+# --- a caller cancels its own task ------------------------------------------------------------
+
+CANCELLER = "lim_cancel"
+LOCKED = "public.lim_locked"
+
+
+def _waiting_backends(pg_cluster: Any, role: str) -> list[tuple[Any, ...]]:
+    return run_sql(pg_cluster.admin_dsn(0, pg_cluster.dbname),
+                   "SELECT pid, state, wait_event_type FROM pg_stat_activity "
+                   "WHERE usename = %s AND state <> 'idle'", params=(role,))
+
+
+def test_a_caller_cancels_its_own_blocked_diff_and_its_query_ends_on_the_node(
+        api: ApiServer, fleet: Fleet, pg_cluster: Any) -> None:
+    pg_cluster.serve_role(CANCELLER)
+    for i in range(3):
+        run_sql(pg_cluster.admin_dsn(i, pg_cluster.dbname),
+                f"DROP TABLE IF EXISTS {LOCKED}",
+                f"CREATE TABLE {LOCKED} (id int PRIMARY KEY, v text)",
+                f"INSERT INTO {LOCKED} SELECT g, 'v' FROM generate_series(1, 100) g",
+                f"GRANT SELECT ON {LOCKED} TO {CANCELLER}")
+    holder = psycopg2.connect(pg_cluster.admin_dsn(0, pg_cluster.dbname))
+    try:
+        with holder.cursor() as cur:
+            cur.execute(f"LOCK TABLE {LOCKED} IN ACCESS EXCLUSIVE MODE")
+        session = api.session(CANCELLER)
+        response = session.post(api.url("/ace/table-diff"), timeout=30, json={
+            "cluster_name": "testclus", "table_name": LOCKED})
+        assert response.status_code == 200, response.text
+        task_id = response.json()["task_id"]
+        deadline = time.monotonic() + 30
+        while not any(w == "Lock" for _, _, w in _waiting_backends(pg_cluster, CANCELLER)):
+            assert time.monotonic() < deadline, "the diff never waited for the lock"
+            time.sleep(0.2)
+
+        other = api.session(OTHER_CALLER).post(api.url(f"/ace/task-cancel/{task_id}"),
+                                               timeout=30)
+        assert other.status_code == 404, other.text
+
+        cancelled = session.post(api.url(f"/ace/task-cancel/{task_id}"), timeout=30)
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "FAILED"
+        assert "cancelled" in cancelled.json()["error"]
+        deadline = time.monotonic() + 20
+        while _waiting_backends(pg_cluster, CANCELLER):
+            assert time.monotonic() < deadline, _waiting_backends(pg_cluster, CANCELLER)
+            time.sleep(0.2)
+        status = session.get(api.url(f"/ace/task-status/{task_id}"), timeout=30).json()
+        assert status["status"] == "FAILED" and "cancelled" in status["error"]
+        again = session.post(api.url(f"/ace/task-cancel/{task_id}"), timeout=30)
+        assert again.status_code == 409 and _one_sentence(again.json()["error"]), again.text
+    finally:
+        holder.rollback()
+        holder.close()
+    # the fleet still works after the cancel
+    ok = session.post(api.url("/ace/table-diff"), timeout=30,
+                      json={"cluster_name": "testclus", "table_name": LOCKED})
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{ok.json()['task_id']}"))
+    assert doc["status"] == "COMPLETED", doc.get("error")

@@ -23,7 +23,7 @@ from ace_api.rest.checks import CHECK_SUBMISSIONS
 from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
-from ace_api.rest.status import status_answer
+from ace_api.rest.status import cancel_answer, status_answer
 from ace_api.rest.submissions import (
     require_served_role,
     submit_diff,
@@ -137,6 +137,24 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
             return _task_status(task_id, settings, policy)
 
 
+def _add_task_cancel(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``POST /task-cancel/<task_id>``: a caller stops its own task (an admin, any task)."""
+    policy = AccessPolicy.from_settings(settings)
+    cancel_errors = _document_errors(ns, models, {
+        **_COMMON_ERRORS, 409: "The task has already finished.",
+        503: "The task broker is down (the task is recorded FAILED all the same)."})
+
+    @ns.route("/task-cancel/<string:task_id>")
+    @ns.param("task_id", "The id a submission returned.")
+    class TaskCancel(Resource):
+        @ns.response(200, "Cancelled: the task, now FAILED.", models.task_status)
+        @cancel_errors
+        def post(self, task_id: str) -> dict[str, Any]:
+            """Cancel a task: revoke its work on the fleet and its queries on every node."""
+            return cancel_answer(TaskStore.from_settings(settings), policy, caller(), task_id,
+                                 current_app.extensions["ace_caller_gate"], settings)
+
+
 def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings,
                          limiter: Limiter | None) -> None:
     """``/update-spock-exception``: the one direct change on a node, as the caller's role."""
@@ -172,5 +190,6 @@ def build_namespace(settings: Settings, limiter: Limiter | None = None) -> Names
     for command, submit in SUBMISSIONS:
         _add_submission(ns, models, settings, command, submit, limiter)
     _add_task_status(ns, models, settings)
+    _add_task_cancel(ns, models, settings)
     _add_spock_exception(ns, models, settings, limiter)
     return ns

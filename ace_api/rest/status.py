@@ -31,7 +31,7 @@ from ace_api.rest.auth import IDENTITY_KEY, WSGIApp
 from ace_api.rest.callers import CallerGate
 from ace_api.rest.errors import ApiError, describe_error
 from ace_shared.config import Settings
-from ace_shared.errors import NotFoundError
+from ace_shared.errors import BrokerUnreachableError, NotFoundError
 from ace_shared.tasks.store import TaskStore
 
 STATUS_PATH = "/ace/task-status"
@@ -56,6 +56,31 @@ def status_answer(store: TaskStore, policy: AccessPolicy, caller: str,
                             "submission returned.")
     gate.require(record.cluster_name or "", caller)
     return record.status_document()
+
+
+def cancel_answer(store: TaskStore, policy: AccessPolicy, caller: str, task_id: str,
+                  gate: CallerGate, settings: Settings) -> dict[str, Any]:
+    """Cancel ``task_id`` for ``caller`` (its own, or any for an admin); its new status.
+
+    Found and refused exactly as task-status finds them (another caller's task
+    is "not known"); a task that has already finished is left as it is (409).
+    """
+    from ace_workers.client import cancel  # the Celery app is built on first use
+
+    status_answer(store, policy, caller, task_id, gate)
+    task_id = task_id.strip()
+    try:
+        cancelled = cancel(task_id, store, settings, f"Task {task_id} was cancelled by {caller}.")
+    except BrokerUnreachableError as exc:
+        raise ApiError(f"Task {task_id} is recorded as cancelled, but the task queue cannot be "
+                       "reached to stop its work; check that the ACE broker (Redis) is "
+                       "running.", 503) from exc
+    if not cancelled:
+        record = store.get(task_id, with_options=False)
+        raise ApiError(f"Task {task_id} has already finished "
+                       f"({record.status if record else 'gone'}); there is nothing to cancel.",
+                       409)
+    return status_answer(store, policy, caller, task_id, gate)
 
 
 def _task_id(environ: dict[str, Any]) -> str | None:
