@@ -62,6 +62,9 @@ class Settings:
     # statements (a repair's upsert, a planning scan) minutes; 15 minutes bounds a runaway
     # filter or function without cutting legitimate work. 0 turns a limit off.
     STATEMENT_TIMEOUT_MS: int = 15 * 60 * 1000
+    # Sessions that log in as an API caller: shorter, so one caller's heavy filter or table
+    # cannot hold a node or a worker for the operator's quarter of an hour (0: STATEMENT_TIMEOUT_MS).
+    CALLER_STATEMENT_TIMEOUT_MS: int = 5 * 60 * 1000
     # A repair waiting a minute for an application's row lock should fail, not queue forever.
     LOCK_TIMEOUT_MS: int = 60 * 1000
     # A repair's transaction waits idle while the other nodes prepare; bounded by two

@@ -21,7 +21,7 @@ from fleet_helpers import Fleet, free_port
 from ace_shared.config import load_settings
 from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import load_cluster
-from ace_shared.nodes.connection import node_targets
+from ace_shared.nodes.connection import connect, node_targets
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.store import TaskStore
 
@@ -278,3 +278,34 @@ def test_a_caller_cancels_its_own_blocked_diff_and_its_query_ends_on_the_node(
                       json={"cluster_name": "testclus", "table_name": LOCKED})
     doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{ok.json()['task_id']}"))
     assert doc["status"] == "COMPLETED", doc.get("error")
+
+
+# --- callers' statements have their own, shorter timeout ---------------------------------------
+
+
+def _timeouts(settings: Any, role: str | None) -> str:
+    cluster = load_cluster(settings.cluster_dir, "testclus")
+    conn = connect(node_targets(cluster, cluster.nodes[:1], None, settings, role=role)[0])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('statement_timeout')")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_callers_sessions_have_the_shorter_caller_statement_timeout(
+        pg_cluster: Any, table: str) -> None:
+    settings = load_settings()
+    assert _timeouts(settings, CALLER) == "5min"
+    assert _timeouts(settings, None) == "15min"  # the operator's
+    short = settings.with_overrides(CALLER_STATEMENT_TIMEOUT_MS=800)
+    cluster = load_cluster(short.cluster_dir, "testclus")
+    sessions = NodeSessions(node_targets(cluster, cluster.nodes[:1], None, short, role=CALLER))
+    started = time.monotonic()
+    try:
+        with pytest.raises(AceError, match="query_canceled|canceled|cancel"):
+            sessions.on_one("n1", lambda cur: cur.execute("SELECT pg_catalog.pg_sleep(5)"))
+    finally:
+        sessions.close()
+    assert time.monotonic() - started < 4

@@ -169,10 +169,12 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
             f"Role {role} is ACE's own login on cluster {cluster.name}; a caller may not act "
             "as it. Issue the caller a certificate named after its own role.")
     login = _caller_login(role, settings) if role else {"user": db.user, "password": db.password}
+    statement_ms = (settings.CALLER_STATEMENT_TIMEOUT_MS or settings.STATEMENT_TIMEOUT_MS) \
+        if role else settings.STATEMENT_TIMEOUT_MS
     return tuple(
         NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, role=role,
                    connect_timeout=settings.CONNECT_TIMEOUT,
-                   statement_timeout_ms=settings.STATEMENT_TIMEOUT_MS,
+                   statement_timeout_ms=statement_ms,
                    lock_timeout_ms=settings.LOCK_TIMEOUT_MS,
                    idle_in_transaction_timeout_ms=settings.IDLE_IN_TRANSACTION_TIMEOUT_MS,
                    **login, **cert)  # type: ignore[arg-type]
