@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,47 @@ def test_a_callers_login_does_not_present_a_default_client_certificate(
     assert _login_in_process(env, PLAIN).startswith("REFUSED")
     # the configured certificate route still works
     assert _login_in_process({**env, "ACE_USE_CERT_AUTH": "1"}, PLAIN) == f"LOGGED-IN {PLAIN}"
+
+
+# --- revocation reaches connections already open ------------------------------------------------
+
+KEEPER = "idn_keeper"
+
+
+def test_a_revoked_certificate_is_refused_on_a_keep_alive_connection_within_seconds(
+        fleet: Fleet, pki: ApiCerts) -> None:
+    env = {**fleet.env, "ACE_CA_CRL_FILE": str(pki.ca.crl_file)}
+    server = ApiServer(env, pki, free_port(), fleet.workdir / "api-revocation.log",
+                       workers=1, threads=2)
+    server.start()
+    try:
+        session = server.session(KEEPER)
+        assert session.get(server.url("/ace/swagger.json"), timeout=10).status_code == 200
+        pki.ca.revoke(pki.client(KEEPER).cert)
+        with pytest.raises(requests.exceptions.SSLError, match="(?i)revoked"):
+            server.session(KEEPER).get(server.url("/ace/swagger.json"), timeout=10)
+        deadline = time.monotonic() + 5
+        refused = None
+        while refused is None and time.monotonic() < deadline:
+            try:
+                answer = session.get(server.url("/ace/swagger.json"), timeout=10)
+            except requests.exceptions.SSLError as exc:  # the connection was closed
+                assert "revoked" in str(exc).lower(), exc
+                refused = "handshake"
+            else:
+                if answer.status_code != 200:
+                    assert answer.status_code == 401, answer.text
+                    assert "revoked" in answer.json()["error"], answer.text
+                    refused = "request"
+                time.sleep(0.2)
+        assert refused, "the revoked certificate was still served on its open connection"
+        # nor does any request after it on this connection, task-status polls included
+        for path in ("/ace/swagger.json", "/ace/task-status/td_20240101_000000_keeper"):
+            try:
+                last = session.get(server.url(path), timeout=10)
+            except requests.exceptions.SSLError as exc:
+                assert "revoked" in str(exc).lower(), exc
+            else:
+                assert last.status_code == 401 and "revoked" in last.text, last.text
+    finally:
+        server.stop()

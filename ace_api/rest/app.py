@@ -18,6 +18,7 @@ from ace_api.rest.callers import CallerGate, RoleCheck
 from ace_api.rest.errors import AceApi, register_error_handlers
 from ace_api.rest.limits import build_limiter
 from ace_api.rest.resources import build_namespace
+from ace_api.rest.revocation import RevocationList
 from ace_api.rest.status import TaskStatusFastPath
 from ace_shared.config import Settings
 
@@ -53,5 +54,6 @@ def create_app(settings: Settings, role_check: RoleCheck | None = None) -> Flask
     app.extensions["ace_settings"] = settings
     app.extensions["ace_caller_gate"] = gate
     app.wsgi_app = PeerCertIdentity(  # type: ignore[method-assign]
-        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger, gate))
+        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger, gate),
+        RevocationList.from_settings(settings))
     return app
