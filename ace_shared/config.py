@@ -62,6 +62,9 @@ class Settings:
     # statements (a repair's upsert, a planning scan) minutes; 15 minutes bounds a runaway
     # filter or function without cutting legitimate work. 0 turns a limit off.
     STATEMENT_TIMEOUT_MS: int = 15 * 60 * 1000
+    # Sessions that log in as an API caller: shorter, so one caller's heavy filter or table
+    # cannot hold a node or a worker for the operator's quarter of an hour (0: STATEMENT_TIMEOUT_MS).
+    CALLER_STATEMENT_TIMEOUT_MS: int = 5 * 60 * 1000
     # A repair waiting a minute for an application's row lock should fail, not queue forever.
     LOCK_TIMEOUT_MS: int = 60 * 1000
     # A repair's transaction waits idle while the other nodes prepare; bounded by two
@@ -82,6 +85,16 @@ class Settings:
     # API access: common names, separated by commas or spaces
     API_ADMIN_CNS: str = ""  # see every task, scheduled ones included
     API_ALLOWED_CNS: str = ""  # "" serves every certificate the CA issued
+    # how long the API remembers whether a certificate's role may be served (checked on
+    # every node: a member of ace_callers without SUPERUSER, BYPASSRLS, CREATEROLE, REPLICATION)
+    API_ROLE_CHECK_SECONDS: int = 30
+    # per caller (certificate): submissions, e.g. "60/minute" or "10/second;500/hour" ("" for
+    # none), counted in API_RATE_LIMIT_STORAGE ("" for the broker's Redis); tasks running and
+    # tasks waiting at once (0 for no limit)
+    API_RATE_LIMIT: str = "60/minute"
+    API_RATE_LIMIT_STORAGE: str = ""
+    API_MAX_ACTIVE_TASKS_PER_CALLER: int = 8
+    API_MAX_QUEUED_TASKS_PER_CALLER: int = 32
     # scheduling and auto-repair
     MIN_RUN_FREQUENCY: str = "5m"
     schedule_jobs: tuple[dict[str, Any], ...] = field(default_factory=tuple)

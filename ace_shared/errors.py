@@ -79,6 +79,10 @@ class PermissionDeniedError(AceError):
     """The caller's role lacks a privilege the operation needs."""
 
 
+class CallerUnverifiedError(AceError):
+    """A node could not say whether a caller's role may be served, so it is not (fail closed)."""
+
+
 class DiffFileError(AceError):
     """A diff file is missing, unreadable, or belongs to something else."""
 

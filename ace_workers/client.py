@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -33,6 +33,9 @@ from ace_workers import published
 from ace_workers.app import get_app
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 from ace_workers.slots import live_slots
+
+if TYPE_CHECKING:  # loading the store costs the CLI a quarter of a second
+    from ace_shared.tasks.store import TaskStore
 
 TASK_NAMES = {
     "table-diff": "ace.table_diff",
@@ -286,3 +289,40 @@ def _follow_store(task_id: str, settings: Settings) -> Iterator[Event]:
             yield Finished(record.status, record.result, record.error)
             return
         time.sleep(1.0)
+
+
+CANCEL_LOOK_SECONDS = 1.0
+
+
+def cancel(task_id: str, store: TaskStore, settings: Settings, message: str) -> bool:
+    """Cancel a task: record it FAILED, then stop every Celery task of it on the fleet.
+
+    The store goes first: a part that has not started yet, a redelivered copy
+    and the merge all see the job FAILED and do nothing. Then the job's Celery
+    tasks (its id, and ``<id>.b000042``, ``<id>.merge`` of a fleet diff) are
+    revoked, those running terminated: their worker process ends, its
+    connections close, and each node cancels the query within
+    ``client_connection_check_interval``. False when the task had already
+    finished (nothing is revoked).
+    """
+    if not store.fail(task_id, message):
+        return False
+    if _publishes(settings):
+        with contextlib.suppress(redis.RedisError):
+            published.outcome(redis_client(_broker(settings), PATIENCE_SECONDS), task_id,
+                              FAILED, None, message)
+    app = get_app()
+    ids = {task_id}
+    try:
+        inspect = app.control.inspect(timeout=CANCEL_LOOK_SECONDS)
+        for listing in (inspect.active() or {}, inspect.reserved() or {},
+                        inspect.scheduled() or {}):
+            for tasks in listing.values():
+                for task in tasks:
+                    found = str((task.get("request") or task).get("id") or "")
+                    if found == task_id or found.startswith(task_id + "."):
+                        ids.add(found)
+        app.control.revoke(sorted(ids), terminate=True, signal="SIGTERM")
+    except Exception as exc:  # the broker is down: the store already says FAILED
+        raise _unreachable(settings, exc) from exc
+    return True

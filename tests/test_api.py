@@ -44,6 +44,10 @@ def cert_for(*names: str) -> dict[str, Any]:
                         *((("commonName", n),) for n in names))}
 
 
+def serve_any_role(_cluster: str, _role: str) -> None:
+    """These clusters have no nodes to ask; test_security_api_identity.py tests the check."""
+
+
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
     cluster_dir = tmp_path / "clusters" / "lab"
@@ -61,7 +65,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> FlaskClient:
-    return create_app(settings).test_client()
+    return create_app(settings, serve_any_role).test_client()
 
 
 def call(client: FlaskClient, method: str, path: str, cn: str | None = "ace",
@@ -394,7 +398,7 @@ def test_an_unreachable_broker_is_503_and_records_nothing(settings: Settings,
         "class Peer:\n"
         "    def getpeercert(self):\n"
         "        return {'subject': ((('commonName', 'ace'),),)}\n"
-        "app = create_app(Settings(**json.loads(sys.argv[1]))).test_client()\n"
+        "app = create_app(Settings(**json.loads(sys.argv[1])), lambda c, r: None).test_client()\n"
         "r = app.post('/ace/table-diff', json={'cluster_name': 'lab', 'table_name': 'public.t'},\n"
         "             environ_base={'gunicorn.socket': Peer()})\n"
         "print(r.status_code, json.dumps(r.get_json()))\n")

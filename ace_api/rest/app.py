@@ -14,16 +14,23 @@ from flask import Blueprint, Flask
 
 from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import PeerCertIdentity, require_identity
+from ace_api.rest.callers import CallerGate, RoleCheck
 from ace_api.rest.errors import AceApi, register_error_handlers
+from ace_api.rest.limits import build_limiter
 from ace_api.rest.resources import build_namespace
+from ace_api.rest.revocation import RevocationList
 from ace_api.rest.status import TaskStatusFastPath
 from ace_shared.config import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(settings: Settings) -> Flask:
-    """The WSGI application, ready for gunicorn (or a test client)."""
+def create_app(settings: Settings, role_check: RoleCheck | None = None) -> Flask:
+    """The WSGI application, ready for gunicorn (or a test client).
+
+    ``role_check`` replaces the check of a caller's role on the nodes, for tests
+    of the HTTP layer alone that have no nodes; the server never passes one.
+    """
     app = Flask("ace_api", static_folder=None)
     app.config.update(
         RESTX_ERROR_404_HELP=False,
@@ -33,16 +40,20 @@ def create_app(settings: Settings) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    policy = AccessPolicy.from_settings(settings)
+    require_identity(app, policy)  # first: the rate limit counts per verified identity
+    limiter = build_limiter(app, settings)
     blueprint = Blueprint("ace", "ace_api", url_prefix="/ace")
     api = AceApi(blueprint, version="1.0", title="ACE API", doc="/docs",
                  description="Table diff, repair and rerun as queued tasks; Spock exception "
                              "status. Every request needs a client certificate.")
-    api.add_namespace(build_namespace(settings))
+    api.add_namespace(build_namespace(settings, limiter))
     app.register_blueprint(blueprint)
     register_error_handlers(app)
-    policy = AccessPolicy.from_settings(settings)
-    require_identity(app, policy)
+    gate = CallerGate(settings, role_check)
     app.extensions["ace_settings"] = settings
+    app.extensions["ace_caller_gate"] = gate
     app.wsgi_app = PeerCertIdentity(  # type: ignore[method-assign]
-        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger))
+        TaskStatusFastPath(app.wsgi_app, settings, policy, app.logger, gate),
+        RevocationList.from_settings(settings))
     return app

@@ -21,8 +21,10 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from ace_api.rest.access import AccessPolicy
+from ace_api.rest.revocation import RevocationList
 
 IDENTITY_KEY = "ace.client_cn"
+REVOKED_KEY = "ace.revoked_cn"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -38,26 +40,42 @@ def common_name(peer_cert: dict[str, Any] | None) -> str | None:
     return str(names[0])
 
 
-def peer_common_name(sock: Any) -> str | None:
-    """The verified client certificate's common name on ``sock``, or None."""
+def peer_certificate(sock: Any) -> dict[str, Any] | None:
+    """The verified client certificate on ``sock`` as ``getpeercert()`` gives it, or None."""
     getpeercert = getattr(sock, "getpeercert", None)
     if getpeercert is None:
         return None
     try:
-        return common_name(getpeercert())
+        return getpeercert() or None  # type: ignore[no-any-return]
     except (ValueError, OSError):  # the connection is not (or no longer) TLS
         return None
 
 
-class PeerCertIdentity:
-    """WSGI middleware putting the verified client's common name in the environ."""
+def peer_common_name(sock: Any) -> str | None:
+    """The verified client certificate's common name on ``sock``, or None."""
+    return common_name(peer_certificate(sock))
 
-    def __init__(self, app: WSGIApp) -> None:
+
+class PeerCertIdentity:
+    """WSGI middleware putting the verified client's common name in the environ.
+
+    A certificate revoked since its connection's handshake (see
+    :mod:`ace_api.rest.revocation`) gets no identity, and is marked so
+    :func:`require_identity` can say why.
+    """
+
+    def __init__(self, app: WSGIApp, revocations: RevocationList | None = None) -> None:
         self.app = app
+        self.revocations = revocations or RevocationList(None)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
-        environ[IDENTITY_KEY] = peer_common_name(environ.get("gunicorn.socket"))
+        cert = peer_certificate(environ.get("gunicorn.socket"))
+        identity = common_name(cert)
+        environ[REVOKED_KEY] = None
+        if identity and self.revocations.is_revoked((cert or {}).get("serialNumber")):
+            environ[REVOKED_KEY], identity = identity, None
+        environ[IDENTITY_KEY] = identity
         return self.app(environ, start_response)
 
 
@@ -81,6 +99,11 @@ def require_identity(app: Flask, policy: AccessPolicy | None = None) -> None:
     @app.before_request
     def _check_identity() -> Response | None:
         identity = request.environ.get(IDENTITY_KEY)
+        revoked = request.environ.get(REVOKED_KEY)
+        if revoked:
+            # every request on its open connection is refused so; a new one fails the handshake
+            return _refusal(f"The certificate {revoked} has been revoked; ask the operator "
+                            "of the ACE certificate authority for a new one.", 401)
         if not identity:
             return _refusal("A client certificate issued by the ACE certificate authority is "
                             "required; send one with your request.", 401)

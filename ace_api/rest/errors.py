@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from ace_shared.errors import (
     AceError,
+    CallerUnverifiedError,
     ExceptionBusyError,
     NodeUnreachableError,
     NotFoundError,
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: dict[type[AceError], int] = {
     PermissionDeniedError: 403,
     ExceptionBusyError: 409,
     NodeUnreachableError: 502,
+    CallerUnverifiedError: 503,
 }
 """The status code of each kind of core error; a class not listed takes its nearest parent's."""
 
@@ -60,6 +62,10 @@ def _http_message(exc: HTTPException) -> str:
         return "The request body must be JSON sent with Content-Type: application/json."
     if exc.code == 413:
         return "The request body is larger than the 1 MiB the API accepts."
+    if exc.code == 429:  # Flask-Limiter's RateLimitExceeded (API_RATE_LIMIT)
+        limit = getattr(getattr(exc, "limit", None), "limit", None)
+        return (f"You have reached the API's limit of {limit or 'submissions'} for your "
+                "certificate; wait a little, then submit again.")
     description = (exc.description or exc.name or "The request was not understood").strip()
     return description if description.endswith(".") else description + "."
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
+from flask import current_app, request
+from flask_limiter import Limiter
 from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -22,8 +23,13 @@ from ace_api.rest.checks import CHECK_SUBMISSIONS
 from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
-from ace_api.rest.status import status_answer
-from ace_api.rest.submissions import submit_diff, submit_repair, submit_rerun
+from ace_api.rest.status import cancel_answer, status_answer
+from ace_api.rest.submissions import (
+    require_served_role,
+    submit_diff,
+    submit_repair,
+    submit_rerun,
+)
 from ace_shared.autorepair.exception_status import update_spock_exception
 from ace_shared.config import Settings
 from ace_shared.diff.request import TABLE_DIFF
@@ -46,9 +52,17 @@ SUBMISSIONS: tuple[tuple[Command, SubmitFn], ...] = (
 _COMMON_ERRORS = {
     400: "Missing or invalid parameters.",
     401: "Missing or invalid client certificate.",
-    403: "The certificate is not on the allow-list (API_ALLOWED_CNS).",
+    403: "The certificate is not on the allow-list (API_ALLOWED_CNS), or its role is not a "
+         "plain member of ace_callers on every node.",
     404: "Unknown cluster, node, database or task.",
 }
+
+
+def submission_limits(settings: Settings, limiter: Limiter | None) -> list[Any]:
+    """Flask-Limiter's ``API_RATE_LIMIT`` per caller, for a resource's ``decorators``."""
+    if limiter is None or not settings.API_RATE_LIMIT.strip():
+        return []
+    return [limiter.limit(settings.API_RATE_LIMIT)]
 
 
 def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) -> Any:
@@ -60,13 +74,17 @@ def _document_errors(ns: Namespace, models: ApiModels, codes: dict[int, str]) ->
 
 
 def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, command: Command,
-                    submit: SubmitFn) -> None:
+                    submit: SubmitFn, limiter: Limiter | None) -> None:
     """``/<command>``, answering GET and POST alike (see the module's docstring)."""
     path, summary = command.path, command.help
     schema: RequestSchema = models.requests[command.name]
-    errors = _document_errors(ns, models, {**_COMMON_ERRORS, 503: "The task broker is down."})
+    errors = _document_errors(ns, models, {
+        **_COMMON_ERRORS, 429: "Over the caller's rate limit, or too many open tasks.",
+        503: "The task broker is down, or a node cannot confirm the role."})
 
     class Submission(Resource):
+        decorators = submission_limits(settings, limiter)
+
         @ns.doc(params=schema.query_doc())
         @ns.response(200, "Task queued.", models.submitted)
         @errors
@@ -89,7 +107,8 @@ def _add_submission(ns: Namespace, models: ApiModels, settings: Settings, comman
 
 def _task_status(task_id: str | None, settings: Settings, policy: AccessPolicy
                  ) -> dict[str, Any]:
-    return status_answer(TaskStore.from_settings(settings), policy, caller(), task_id)
+    return status_answer(TaskStore.from_settings(settings), policy, caller(), task_id,
+                         current_app.extensions["ace_caller_gate"])
 
 
 def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> None:
@@ -118,7 +137,26 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
             return _task_status(task_id, settings, policy)
 
 
-def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+def _add_task_cancel(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``POST /task-cancel/<task_id>``: a caller stops its own task (an admin, any task)."""
+    policy = AccessPolicy.from_settings(settings)
+    cancel_errors = _document_errors(ns, models, {
+        **_COMMON_ERRORS, 409: "The task has already finished.",
+        503: "The task broker is down (the task is recorded FAILED all the same)."})
+
+    @ns.route("/task-cancel/<string:task_id>")
+    @ns.param("task_id", "The id a submission returned.")
+    class TaskCancel(Resource):
+        @ns.response(200, "Cancelled: the task, now FAILED.", models.task_status)
+        @cancel_errors
+        def post(self, task_id: str) -> dict[str, Any]:
+            """Cancel a task: revoke its work on the fleet and its queries on every node."""
+            return cancel_answer(TaskStore.from_settings(settings), policy, caller(), task_id,
+                                 current_app.extensions["ace_caller_gate"], settings)
+
+
+def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings,
+                         limiter: Limiter | None) -> None:
     """``/update-spock-exception``: the one direct change on a node, as the caller's role."""
     spock = models.spock_exception
     spock_errors = _document_errors(ns, models, {
@@ -129,25 +167,29 @@ def _add_spock_exception(ns: Namespace, models: ApiModels, settings: Settings) -
 
     @ns.route("/update-spock-exception")
     class UpdateSpockException(Resource):
+        decorators = submission_limits(settings, limiter)
+
         @ns.expect(spock.model)
         @ns.response(200, "Updated.", models.message)
         @spock_errors
         def post(self) -> dict[str, str]:
             """Set the status of a Spock replication exception on one node."""
             params = spock.from_json_body()
+            require_served_role(params["cluster_name"], caller())
             update_spock_exception(params["cluster_name"], params["node_name"],
                                    params.get("dbname"), params["exception_details"],
                                    settings, caller())
             return {"message": "Exception status updated successfully"}
 
 
-def build_namespace(settings: Settings) -> Namespace:
+def build_namespace(settings: Settings, limiter: Limiter | None = None) -> Namespace:
     """The ``ace`` namespace with every endpoint, its models built from ``settings``."""
     ns = Namespace("ace", description="Find and repair data divergence between cluster nodes.",
                    path="/")
     models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
     for command, submit in SUBMISSIONS:
-        _add_submission(ns, models, settings, command, submit)
+        _add_submission(ns, models, settings, command, submit, limiter)
     _add_task_status(ns, models, settings)
-    _add_spock_exception(ns, models, settings)
+    _add_task_cancel(ns, models, settings)
+    _add_spock_exception(ns, models, settings, limiter)
     return ns

@@ -34,6 +34,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from ace_api.rest.limits import check_rate_limit_setting
 from ace_api.rest.status import STATUS_PATH
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
@@ -173,6 +174,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, not {port}.")
     files = tls_files(settings)
+    check_rate_limit_setting(settings)
     return {
         "ssl_context": reused_context(files),
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",

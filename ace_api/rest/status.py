@@ -28,9 +28,10 @@ from urllib.parse import parse_qs
 
 from ace_api.rest.access import AccessPolicy
 from ace_api.rest.auth import IDENTITY_KEY, WSGIApp
+from ace_api.rest.callers import CallerGate
 from ace_api.rest.errors import ApiError, describe_error
 from ace_shared.config import Settings
-from ace_shared.errors import NotFoundError
+from ace_shared.errors import BrokerUnreachableError, NotFoundError
 from ace_shared.tasks.store import TaskStore
 
 STATUS_PATH = "/ace/task-status"
@@ -39,11 +40,12 @@ _HEADERS = [("Content-Type", "application/json")]
 
 
 def status_answer(store: TaskStore, policy: AccessPolicy, caller: str,
-                  task_id: str | None) -> dict[str, Any]:
+                  task_id: str | None, gate: CallerGate) -> dict[str, Any]:
     """The task-status document of ``task_id`` for ``caller``: one primary-key read.
 
     Another caller's task answers exactly like a missing one, so a task id
-    tells nothing about tasks the caller may not see.
+    tells nothing about tasks the caller may not see; a caller whose role may
+    not be served on the task's cluster is refused (``gate``).
     """
     task_id = (task_id or "").strip()
     if not task_id:
@@ -52,7 +54,33 @@ def status_answer(store: TaskStore, policy: AccessPolicy, caller: str,
     if record is None or not policy.may_see(caller, record.requested_by):
         raise NotFoundError(f"Task {task_id} is not known; check the task id the "
                             "submission returned.")
+    gate.require(record.cluster_name or "", caller)
     return record.status_document()
+
+
+def cancel_answer(store: TaskStore, policy: AccessPolicy, caller: str, task_id: str,
+                  gate: CallerGate, settings: Settings) -> dict[str, Any]:
+    """Cancel ``task_id`` for ``caller`` (its own, or any for an admin); its new status.
+
+    Found and refused exactly as task-status finds them (another caller's task
+    is "not known"); a task that has already finished is left as it is (409).
+    """
+    from ace_workers.client import cancel  # the Celery app is built on first use
+
+    status_answer(store, policy, caller, task_id, gate)
+    task_id = task_id.strip()
+    try:
+        cancelled = cancel(task_id, store, settings, f"Task {task_id} was cancelled by {caller}.")
+    except BrokerUnreachableError as exc:
+        raise ApiError(f"Task {task_id} is recorded as cancelled, but the task queue cannot be "
+                       "reached to stop its work; check that the ACE broker (Redis) is "
+                       "running.", 503) from exc
+    if not cancelled:
+        record = store.get(task_id, with_options=False)
+        raise ApiError(f"Task {task_id} has already finished "
+                       f"({record.status if record else 'gone'}); there is nothing to cancel.",
+                       409)
+    return status_answer(store, policy, caller, task_id, gate)
 
 
 def _task_id(environ: dict[str, Any]) -> str | None:
@@ -80,8 +108,9 @@ class TaskStatusFastPath:
     """
 
     def __init__(self, app: WSGIApp, settings: Settings, policy: AccessPolicy,
-                 logger: logging.Logger) -> None:
+                 logger: logging.Logger, gate: CallerGate) -> None:
         self.app = app
+        self.gate = gate
         self.settings = settings
         self.policy = policy
         self.logger = logger
@@ -100,7 +129,8 @@ class TaskStatusFastPath:
         if task_id is None or not identity or not self.policy.may_call(identity):
             return self.app(environ, start_response)
         try:
-            document, status = status_answer(self.store, self.policy, identity, task_id), 200
+            document, status = status_answer(self.store, self.policy, identity, task_id,
+                                             self.gate), 200
         except Exception as exc:  # noqa: BLE001 - answered as Flask's error handler would
             status, message, _headers = describe_error(exc)
             if status >= 500:  # the task store is unreachable, or a fault

@@ -14,9 +14,12 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from flask import current_app
+
 from ace_api.rest.access import AccessPolicy
 from ace_api.rest.difffiles import resolve_diff_file
 from ace_api.rest.errors import ApiError
+from ace_api.rest.limits import check_open_tasks
 from ace_shared.config import Settings
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import BrokerUnreachableError, TaskError
@@ -41,10 +44,17 @@ def _options(request: Any) -> dict[str, Any]:
     return dataclasses.asdict(request)
 
 
+def require_served_role(cluster_name: str, identity: str) -> None:
+    """Refuse (403) a caller whose role the API may not serve on this cluster."""
+    current_app.extensions["ace_caller_gate"].require(cluster_name, identity)
+
+
 def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: Settings,
              *, cluster_name: str, table_name: str) -> dict[str, str]:
     from ace_workers.client import submit  # the Celery app is built on first use
 
+    require_served_role(cluster_name, identity)
+    check_open_tasks(identity, settings, TaskStore.from_settings(settings))
     task_id = new_task_id(task_type)
     options = {**options, "role": identity}
     try:
@@ -75,6 +85,7 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
                            identity: str, settings: Settings) -> dict[str, str]:
     """Queue a repair or rerun of a diff file confined to the output directory."""
     load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    require_served_role(str(params["cluster_name"]), identity)  # before any file is looked at
     policy = AccessPolicy.from_settings(settings)
     diff_file = resolve_diff_file(params["diff_file"], settings,
                                   TaskStore.from_settings(settings),

@@ -20,6 +20,7 @@ import json
 from psycopg2 import sql
 
 from ace_shared.diff.ranges import Key, KeyRange
+from ace_shared.nodes.filter import FILTER_MARK
 from ace_shared.nodes.shape import Column, TableShape
 
 Query = tuple[sql.Composable, list[object]]
@@ -38,8 +39,9 @@ def catalog_text(text: str) -> sql.Composable:
 
 
 def filter_sql(table_filter: str) -> sql.Composable:
-    """The user's checked filter, parenthesised, with ``%`` escaped for bound parameters."""
-    return sql.SQL("({})").format(sql.SQL(table_filter.replace("%", "%%")))
+    """The user's checked filter, parenthesised, with ``%`` escaped for bound parameters,
+    marked (:data:`FILTER_MARK`) so an error of its statement can point to it."""
+    return sql.SQL("(" + FILTER_MARK + " {})").format(sql.SQL(table_filter.replace("%", "%%")))
 
 
 def table_ref(shape: TableShape) -> sql.Composable:

@@ -27,6 +27,7 @@ the server itself.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -95,6 +96,7 @@ class NodeTarget:
     sslkey: str | None = None
     sslrootcert: str | None = None
     passfile: str | None = None
+    sslcertmode: str | None = None
     connect_timeout: int = 10
     statement_timeout_ms: int = 0
     lock_timeout_ms: int = 0
@@ -118,12 +120,34 @@ class NodeTarget:
             "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
             "keepalives_count": 3,
         }
-        if self.password:
+        if self.password or self.role:  # a caller's empty password stops PGPASSWORD and services
             kw["password"] = self.password
-        for name in ("sslmode", "sslcert", "sslkey", "sslrootcert", "passfile"):
+        for name in ("sslmode", "sslcert", "sslkey", "sslrootcert", "passfile", "sslcertmode"):
             if getattr(self, name):
                 kw[name] = getattr(self, name)
         return kw
+
+
+# a path no file can ever have (/dev/null is no directory): libpq finds no password there,
+# silently (os.devnull itself would make libpq warn that it is not a plain file)
+NO_PASSFILE = os.path.join(os.devnull, "ace-no-passfile")
+
+
+def _caller_login(role: str, settings: Settings) -> dict[str, str | None]:
+    """A caller's login through the configured routes only, never libpq's defaults.
+
+    libpq would otherwise find a password for the caller in the worker's own
+    ``~/.pgpass``, ``PGPASSFILE``, ``PGPASSWORD`` or a service file, and present
+    a client certificate from ``~/.postgresql``: whatever the worker's account
+    can reach would become the caller's. So the passfile is ``ROLE_PASSFILE``
+    or none (a path where no file can be), the password is explicitly empty, and
+    without ``USE_CERT_AUTH`` no client certificate is sent.
+    """
+    login: dict[str, str | None] = {"user": role, "password": "",
+                                    "passfile": settings.ROLE_PASSFILE or NO_PASSFILE}
+    if not settings.USE_CERT_AUTH:
+        login["sslcertmode"] = "disable"
+    return login
 
 
 def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
@@ -149,12 +173,13 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
         raise PermissionDeniedError(
             f"Role {role} is ACE's own login on cluster {cluster.name}; a caller may not act "
             "as it. Issue the caller a certificate named after its own role.")
-    login = {"user": role, "password": "", "passfile": settings.ROLE_PASSFILE or None} if role \
-        else {"user": db.user, "password": db.password}
+    login = _caller_login(role, settings) if role else {"user": db.user, "password": db.password}
+    statement_ms = (settings.CALLER_STATEMENT_TIMEOUT_MS or settings.STATEMENT_TIMEOUT_MS) \
+        if role else settings.STATEMENT_TIMEOUT_MS
     return tuple(
         NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, role=role,
                    connect_timeout=settings.CONNECT_TIMEOUT,
-                   statement_timeout_ms=settings.STATEMENT_TIMEOUT_MS,
+                   statement_timeout_ms=statement_ms,
                    lock_timeout_ms=settings.LOCK_TIMEOUT_MS,
                    idle_in_transaction_timeout_ms=settings.IDLE_IN_TRANSACTION_TIMEOUT_MS,
                    **login, **cert)  # type: ignore[arg-type]

@@ -12,10 +12,79 @@ from psycopg2.extensions import cursor
 from ace_shared.errors import FilterError
 from ace_shared.nodes.ident import TableName
 
+FILTER_MARK = "/* table filter */"
+"""Written before the filter in every statement that runs one, so an error of that
+statement (and only of such a statement) can point the user to the filter."""
+MAX_FILTER_BYTES = 4096
+"""A filter is one condition on a row; 4 KB holds a list of a few hundred values."""
+MAX_FILTER_DEPTH = 32
+"""Levels of parentheses and brackets (and, after parsing, of nested expressions).
+
+PostgreSQL's parser (``pglast``) and the checks after it recurse once per
+level: 120 KB of nesting crashed the process inside the parser, and 3,000
+levels exhausted Python's stack. Both limits are judged on the text before
+anything parses it, so no input can reach that depth.
+"""
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of ``(`` and ``[`` in ``text``, counted in one pass."""
+    depth = deepest = 0
+    for char in text:
+        if char in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+MAX_EMITTED_BYTES = 32 * 1024
+"""ACE's written-out form of a filter (``OPERATOR(pg_catalog.=)``, explicit casts and
+parentheses) is several times the user's text; it is held to this, and to a few more
+levels than the user's, which PostgreSQL's parser handles safely (about 48 KB of
+``1+1+...`` crash it)."""
+
+
+def check_filter_limits(text: str, *, emitted: bool = False) -> None:
+    """Refuse a filter over the size or nesting limit, before it is parsed.
+
+    ``emitted``: the text is ACE's re-emitted form of a filter (from a diff file,
+    or being parsed again), held to limits scaled for that form.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    max_bytes = MAX_EMITTED_BYTES if emitted else MAX_FILTER_BYTES
+    max_depth = MAX_FILTER_DEPTH + (8 if emitted else 0)
+    if size > max_bytes:
+        raise FilterError(f"The table filter is {size} bytes long, more than the "
+                          f"{max_bytes} ACE accepts; shorten it, for example with a "
+                          "range instead of a long list of values.")
+    depth = _depth(text)
+    if depth > max_depth:
+        raise FilterError(f"The table filter nests parentheses or brackets {depth} levels "
+                          f"deep, more than the {max_depth} levels ACE accepts; "
+                          "write it with fewer nested levels.")
+
 
 def parse_filter(text: str) -> tuple[str, set[str]]:
-    """The re-emitted filter and the column names it reads; raise :class:`FilterError`."""
+    """The re-emitted filter and the column names it reads; raise :class:`FilterError`.
+
+    A user's filter is held to the user's limits. A longer text is accepted only
+    when it is already ACE's own written-out form of a filter (a worker checking
+    the request the API accepted), which is parsed within the wider limits.
+    """
     from ace_shared.nodes import filtergrammar
+    try:
+        check_filter_limits(text)
+    except FilterError as refusal:
+        try:
+            check_filter_limits(text, emitted=True)
+            emitted, names = filtergrammar.parse_filter(text)
+        except FilterError:
+            raise refusal from None
+        if emitted != text:
+            raise refusal from None
+        return emitted, names
     return filtergrammar.parse_filter(text)
 
 

@@ -29,8 +29,11 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 
 from ace_shared.errors import FilterError
+from ace_shared.nodes.filter import MAX_EMITTED_BYTES, MAX_FILTER_DEPTH, check_filter_limits
 
 CATALOG = "pg_catalog"
+# A level of the filter is about one tree node; a few more for the comparison and constants.
+MAX_TREE_DEPTH = MAX_FILTER_DEPTH + 8
 
 OPERATORS = frozenset({
     "=", "<>", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "^", "||", "|/", "||/", "@",
@@ -80,7 +83,14 @@ def _refuse(what: str) -> FilterError:
 
 
 def _parse(text: str) -> ast.Node:
-    """The one WHERE expression of ``SELECT WHERE <text>``; anything else is refused."""
+    """The one WHERE expression of ``SELECT WHERE <text>``; anything else is refused.
+
+    The text is first held to the size and nesting limits (the parser recurses
+    per level), and the tree it gives to the depth limit, measured without
+    recursion: chains such as ``1 + 1 + ...`` or ``NOT NOT ...`` nest without
+    parentheses, and every check after this one recurses.
+    """
+    check_filter_limits(text, emitted=True)  # the user's limits are filter.py's
     try:
         statements = parse_sql(f"SELECT WHERE {text}")
     except ParseError as exc:
@@ -94,6 +104,11 @@ def _parse(text: str) -> ast.Node:
                                "lockingClause", "withClause", "intoClause", "distinctClause",
                                "valuesLists", "larg", "rarg")
              if getattr(stmt, name, None)]
+    if isinstance(stmt, ast.SelectStmt) and stmt.whereClause is not None \
+            and _tree_depth(stmt.whereClause) > MAX_TREE_DEPTH:
+        raise FilterError(f"The table filter nests its expressions more than {MAX_FILTER_DEPTH} "
+                          "levels deep (long chains of operators or NOT count as levels); "
+                          "write it with fewer nested levels.")
     if not isinstance(stmt, ast.SelectStmt) or extra or stmt.whereClause is None:
         raise FilterError("The table filter must be a single WHERE condition, nothing more.")
     return stmt.whereClause
@@ -262,6 +277,10 @@ def parse_filter(text: str) -> tuple[str, set[str]]:
     checker = _Checker()
     tree = checker.expr(_parse(text))
     emitted = RawStream()(tree)
+    if len(emitted.encode()) > MAX_EMITTED_BYTES:
+        raise FilterError("The table filter is too long once ACE writes it out with every "
+                          "operator and function qualified; shorten it, for example with a "
+                          "range instead of a long list of values.")
     again = _Checker().expr(_parse(emitted))
     if _shape(again(skip_none=True)) != _shape(tree(skip_none=True)):
         raise FilterError("The table filter could not be rewritten without changing its "
@@ -288,6 +307,22 @@ def display_filter(text: str) -> str:
             if isinstance(node, ast.A_Expr) and node.kind == A_Expr_Kind.AEXPR_OP:
                 node.kind = _LIKE_KINDS.get(names[1].sval, node.kind)
     return RawStream()(tree)
+
+
+def _tree_depth(root: ast.Node) -> int:
+    """How many parse-tree nodes deep ``root`` goes, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (tuple, list)):
+            stack.extend((item, depth) for item in node)
+        elif isinstance(node, ast.Node):
+            deepest = max(deepest, depth)
+            if depth > MAX_TREE_DEPTH:
+                return depth
+            stack.extend((getattr(node, name), depth + 1) for name in node)
+    return deepest
 
 
 def _walk(node: Any) -> Any:

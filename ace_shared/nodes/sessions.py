@@ -37,6 +37,7 @@ from ace_shared.nodes.connection import (
     node_errors,
     query_error,
 )
+from ace_shared.nodes.filter import FILTER_MARK
 
 T = TypeVar("T")
 
@@ -155,8 +156,14 @@ _FILTER_ERRORS = (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,
                   psycopg2.errors.InvalidTextRepresentation)
 
 
+def _ran_filter(exc: psycopg2.Error) -> bool:
+    """Whether the statement that failed runs the user's table filter (it bears its mark)."""
+    query = getattr(getattr(exc, "cursor", None), "query", None)
+    return isinstance(query, bytes) and FILTER_MARK.encode() in query
+
+
 def _query_error(node: str, exc: psycopg2.Error) -> AceError:
     error = query_error(node, exc)
-    if isinstance(exc, _FILTER_ERRORS):
+    if isinstance(exc, _FILTER_ERRORS) and _ran_filter(exc):
         return FilterError(f"{error.message.rstrip('.')}. Check the table filter.")
     return error

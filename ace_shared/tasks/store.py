@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    func,
     insert,
     select,
     update,
@@ -284,6 +285,17 @@ class TaskStore:
             return [r[0] for r in conn.execute(
                 select(tasks.c.task_id).where(tasks.c.status.in_((PENDING, RUNNING)))
                 .order_by(tasks.c.submitted_at).limit(limit))]
+
+    def open_counts(self, requested_by: str, since: datetime) -> dict[str, int]:
+        """How many tasks ``requested_by`` submitted after ``since`` are PENDING and RUNNING
+        (the API's per-caller limits)."""
+        query = (select(tasks.c.status, func.count())
+                 .where(tasks.c.requested_by == requested_by,
+                        tasks.c.status.in_((PENDING, RUNNING)),
+                        tasks.c.submitted_at >= since)
+                 .group_by(tasks.c.status))
+        with self.engine.connect() as conn:
+            return {str(status): int(count) for status, count in conn.execute(query)}
 
     def writers_of(self, diff_file: str) -> list[str | None]:
         """Who requested the completed tasks whose result names ``diff_file``.
