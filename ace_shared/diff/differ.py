@@ -36,6 +36,7 @@ def _fetch(q: queries.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
     query, params = q
 
     def run(cur: cursor) -> list[tuple[Any, ...]]:
+        cur.execute(queries.PINNED_PLAN)
         cur.execute(query, params)
         return cur.fetchall()
     return run

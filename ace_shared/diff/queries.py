@@ -25,6 +25,19 @@ from ace_shared.nodes.shape import Column, TableShape
 
 Query = tuple[sql.Composable, list[object]]
 
+PINNED_PLAN = ("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
+               "SET LOCAL enable_mergejoin = off; SET LOCAL jit = off")
+"""Run (in the same transaction) before every query that reads ranges or keys of a table.
+
+Each such query must read only the rows of its ranges or keys: one index range
+scan per range, one index probe per key. Which plan the planner picks otherwise
+depends on its estimates (a row comparison on a composite key, a join against
+a list of bounds or keys, a wide table's statistics), and one wrong estimate
+turns every range into a scan of the whole table. With sequential scans, hash
+and merge joins priced out, the only plans left are the index's; JIT is off
+because the price of a path that had no alternative would also switch JIT on.
+"""
+
 
 class Name(sql.Identifier):
     """``sql.Identifier`` with ``%`` doubled: a name such as ``"100%"`` next to bound parameters."""

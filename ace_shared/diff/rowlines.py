@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from psycopg2.extensions import cursor
 
-from ace_shared.diff.queries import Query
+from ace_shared.diff.queries import PINNED_PLAN, Query
 from ace_shared.diff.ranges import Key
 
 # what COPY's text format writes for the characters it escapes (it never writes octal or hex)
@@ -42,6 +42,7 @@ def copy_lines(q: Query) -> Callable[[cursor], list[bytes]]:
 
     def run(cur: cursor) -> list[bytes]:
         sink = LineSink()
+        cur.execute(PINNED_PLAN)
         cur.copy_expert(cur.mogrify(query, params), sink)
         return sink.lines
     return run

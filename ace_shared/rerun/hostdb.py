@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from ace_shared.diff.queries import PINNED_PLAN
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, DiffRecord, Row, WorkDir
 from ace_shared.errors import AceError
@@ -116,6 +117,7 @@ class NodeStream:
                 sql.Identifier(KEYS_TABLE), cols),
                 LineStream(_key_lines(self.spec, self.key_batches)), size=COPY_CHUNK)
             cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(KEYS_TABLE)))
+            cur.execute(PINNED_PLAN)  # one index probe per key, whatever the estimates
         with conn.cursor(name="ace_rerun_rows") as named:
             named.itersize = CHUNK_ROWS
             named.execute(_fetch_rows(shape))
