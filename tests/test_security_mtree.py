@@ -140,3 +140,129 @@ def test_aces_own_sessions_run_none_of_her_domain_code(pg_cluster: Any, her_tabl
     assert sorted(int(r["id"]) for r in diff.diff()["diffs"]["n1/n2"]["n2"]) == [5, 250, 1000]
     assert run_ace("mtree", "update", CLUSTER, her_table).code == 0
     assert seen_elsewhere(pg_cluster) == []
+
+
+def test_writes_by_another_role_are_logged_without_rights_in_aces_schema(
+        pg_cluster: Any, her_table: str) -> None:
+    """An ordinary role that may write her table writes it; its changes reach the tree."""
+    for i in range(len(NODES)):
+        execute(pg_cluster.admin_dsn(i, pg_cluster.dbname), [
+            "DO $$ BEGIN CREATE ROLE sec_mt_writer LOGIN PASSWORD 'w'; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"])
+    execute(_owner_dsn(pg_cluster, 2), ["GRANT SELECT, INSERT, UPDATE, DELETE ON sec_mt.t "
+                                        "TO sec_mt_writer"])
+    params = psycopg2.extensions.parse_dsn(pg_cluster.node_dsn(2))
+    execute(psycopg2.extensions.make_dsn(**{**params, "user": "sec_mt_writer", "password": "w"}),
+            ["UPDATE sec_mt.t SET v = 'w' WHERE id = 7", "INSERT INTO sec_mt.t VALUES (999, 'w')"])
+    diff = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    assert diff.code == 1, diff.stderr
+    assert sorted(int(r["id"]) for r in diff.diff()["diffs"]["n1/n3"]["n3"]) == [7, 999]
+
+
+def test_aces_objects_hold_no_type_and_run_no_function_an_owner_controls(
+        pg_cluster: Any, her_table: str) -> None:
+    """Every column of ACE's tables is of a built-in type; no function of ACE's runs as a
+    superuser with its owner's rights; the event trigger's pins its search path."""
+    for i in range(len(NODES)):
+        dsn = pg_cluster.admin_dsn(i, pg_cluster.dbname)
+        foreign = query(dsn, "SELECT c.relname, a.attname, a.atttypid::regtype::text "
+                        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                        "WHERE c.relnamespace = 'ace_mtree'::regnamespace AND a.attnum > 0 "
+                        "AND a.atttypid >= 16384")
+        assert foreign == []
+        definers = query(dsn, "SELECT p.proname, r.rolname, r.rolsuper, p.proconfig "
+                         "FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner "
+                         "WHERE p.pronamespace = 'ace_mtree'::regnamespace AND p.prosecdef")
+        assert definers and not [d for d in definers if d[2]], definers
+        watch = [d for d in definers if d[0] == "on_alter_table"]
+        assert watch == [("on_alter_table", "ace_mtree_writer", False,
+                          ["search_path=pg_catalog, pg_temp"])]
+        # the trackers of her table run as her, whoever writes it
+        assert {d[1] for d in definers if d[0].startswith("track_")} == {OWNER}
+        writer = query(dsn, "SELECT rolcanlogin, rolinherit, rolsuper, rolcreaterole, "
+                       "rolbypassrls FROM pg_roles WHERE rolname = 'ace_mtree_writer'")
+        assert writer == [(False, False, False, False, False)]
+
+
+def test_a_key_of_a_type_that_is_not_built_in_is_refused_in_one_sentence(
+        pg_cluster: Any) -> None:
+    init_as_superuser(pg_cluster)
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS sec_mt_enum", "DROP TYPE IF EXISTS sec_mt_mood",
+        "CREATE TYPE sec_mt_mood AS ENUM ('sad', 'ok', 'happy')",
+        "CREATE TABLE sec_mt_enum (m sec_mt_mood PRIMARY KEY, v text)",
+        "INSERT INTO sec_mt_enum VALUES ('sad', 'a'), ('ok', 'b')",
+    ])
+    try:
+        refused = run_ace("mtree", "build", CLUSTER, "public.sec_mt_enum")
+        assert refused.code == 2, refused.stdout
+        assert refused.stderr.strip().splitlines() == [
+            "ace: error: Key column m of table public.sec_mt_enum is of type sec_mt_mood on "
+            "node n1, which is not built into PostgreSQL (nor a domain over a built-in type), "
+            "so its functions could run its owner's code in ACE's sessions; mtree cannot "
+            "track it (use table-diff)."]
+        left = query(pg_cluster.node_dsn(0), "SELECT count(*) FROM pg_trigger WHERE tgrelid = "
+                     "'public.sec_mt_enum'::regclass")
+        assert left == [(0,)]
+    finally:
+        on_every_node(pg_cluster, ["DROP TABLE sec_mt_enum", "DROP TYPE sec_mt_mood"])
+
+
+def test_a_tree_of_the_older_layout_is_refused_until_built_again(pg_cluster: Any,
+                                                                 her_table: str) -> None:
+    """Trees whose logs held the key's own (domain) type are not trusted or folded: an older
+    catalogue asks for init, an older tree for a build, and both then work."""
+    admin = [pg_cluster.admin_dsn(i, pg_cluster.dbname) for i in range(len(NODES))]
+    for dsn in admin:
+        execute(dsn, ["ALTER TABLE ace_mtree.trees DROP COLUMN format_version"])
+    refused = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    assert refused.code == 2
+    assert "older version" in refused.stderr and "mtree init" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    init_as_superuser(pg_cluster)  # upgrades the catalogue: its trees are of the older layout
+    refused = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    assert refused.code == 2
+    assert "older version" in refused.stderr and "ace mtree build" in refused.stderr
+    assert run_ace("mtree", "build", CLUSTER, her_table).code == 0
+    assert run_ace("mtree", "table-diff", CLUSTER, her_table).code == 0
+
+
+# Look-alikes, in public, of operators ACE's mtree queries use with operands of mixed types,
+# which an unqualified call would prefer to pg_catalog's (the exact type beats a cast).
+LOOK_ALIKES = [
+    "CREATE FUNCTION public.sec_mt_and(bigint, integer) RETURNS bigint LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'look-alike & ran'; END $$",
+    "CREATE OPERATOR public.& (LEFTARG = bigint, RIGHTARG = integer, "
+    "FUNCTION = public.sec_mt_and)",
+    "CREATE FUNCTION public.sec_mt_cat(bigint, text) RETURNS text LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'look-alike || ran'; END $$",
+    "CREATE OPERATOR public.|| (LEFTARG = bigint, RIGHTARG = text, FUNCTION = public.sec_mt_cat)",
+]
+
+
+def test_look_alikes_in_public_are_never_called(pg_cluster: Any) -> None:
+    init_as_superuser(pg_cluster)
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS sec_mt_path",
+        "CREATE TABLE sec_mt_path (id bigint PRIMARY KEY, v text)",
+        "INSERT INTO sec_mt_path SELECT g, 'v' FROM generate_series(1, 3000) g",
+    ])
+    admin = [pg_cluster.admin_dsn(i, pg_cluster.dbname) for i in range(len(NODES))]
+    try:
+        for dsn in admin:
+            execute(dsn, LOOK_ALIKES)
+        built = run_ace("mtree", "build", CLUSTER, "public.sec_mt_path")
+        assert built.code == 0, built.stderr
+        execute(pg_cluster.node_dsn(1), ["UPDATE sec_mt_path SET v = 'x' WHERE id IN (150, 2500)",
+                                         "INSERT INTO sec_mt_path SELECT g, 'n' FROM "
+                                         "generate_series(5001, 5500) g"])
+        diff = run_ace("mtree", "table-diff", CLUSTER, "public.sec_mt_path")
+        assert diff.code == 1, diff.stderr
+        assert len(diff.diff()["diffs"]["n1/n2"]["n2"]) == 502
+    finally:
+        for dsn in admin:
+            execute(dsn, ["DROP OPERATOR IF EXISTS public.& (bigint, integer)",
+                          "DROP OPERATOR IF EXISTS public.|| (bigint, text)",
+                          "DROP FUNCTION IF EXISTS public.sec_mt_and(bigint, integer)",
+                          "DROP FUNCTION IF EXISTS public.sec_mt_cat(bigint, text)",
+                          "DROP TABLE IF EXISTS public.sec_mt_path"])
