@@ -5,19 +5,21 @@ The attacker is an ordinary role that owns a table an operator once tracked with
 function. That function records who ran it and tries to make her a superuser:
 every test below fails if it ever ran as anyone but her, or if she got the right.
 The event trigger is set up as an administrator sets it up (``mtree init`` run
-by a superuser); ACE's own login builds, updates and diffs.
+by a superuser). Her tree is built, updated and diffed by a superuser, as trees on
+tables ACE's login does not own are: ACE's sessions are then a superuser's.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
-from diff_helpers import CLUSTER, NODES, execute, on_every_node, query, run_ace
-
-from ace_shared.mtree import objects
+from diff_helpers import CLUSTER, NODES, AceRun, execute, on_every_node, query, run_ace
 
 OWNER = "sec_mt_owner"
 PASSWORD = "sec_mt_pw"  # noqa: S105 - a scratch role on the test nodes
@@ -46,17 +48,35 @@ def _owner_dsn(cluster: Any, i: int) -> str:
     return psycopg2.extensions.make_dsn(**{**params, "user": OWNER, "password": PASSWORD})
 
 
+def admin_env() -> dict[str, str]:
+    """``ACE_CLUSTER_DIR`` of a copy of the cluster file whose login is the ``postgres``
+    superuser: the administrator's file (docs/security.md), whether or not ACE's own
+    login is a superuser."""
+    source = Path(os.environ["ACE_CLUSTER_DIR"]) / CLUSTER / f"{CLUSTER}.json"
+    folder = source.parent.parent.parent / "sec-mt-admin"
+    target = folder / CLUSTER / f"{CLUSTER}.json"
+    if not target.exists():
+        doc = json.loads(source.read_text())
+        doc["pgedge"]["databases"][0].update(db_user="postgres", db_password="")
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.write_text(json.dumps(doc))
+        target.chmod(0o600)
+    return {"ACE_CLUSTER_DIR": str(folder)}
+
+
+def as_admin(*args: str) -> AceRun:
+    """``ace mtree <args>`` as the superuser, who builds and checks trees on tables ACE's
+    login does not own (docs/mtree.md): the attack's target."""
+    return run_ace("mtree", *args, env=admin_env())
+
+
 def init_as_superuser(cluster: Any) -> None:
     """``ace mtree init`` as ACE's login, then as a superuser (which adds the event
     trigger): what an administrator runs once."""
     assert run_ace("mtree", "init", CLUSTER).code == 0
-    for i in range(len(NODES)):
-        conn = psycopg2.connect(cluster.admin_dsn(i, cluster.dbname))
-        try:
-            with conn, conn.cursor() as cur:
-                assert objects.init(cur) is True
-        finally:
-            conn.close()
+    watched = as_admin("init", CLUSTER)
+    assert watched.code == 0, watched.stderr
+    assert set(json.loads(watched.stdout)["alter_table_watched"].values()) == {True}
 
 
 def seen_elsewhere(cluster: Any) -> list[tuple[Any, ...]]:
@@ -75,7 +95,7 @@ def seen_elsewhere(cluster: Any) -> list[tuple[Any, ...]]:
 @pytest.fixture()
 def her_table(pg_cluster: Any) -> Iterator[str]:
     """Her schema, domain key, table and spy function on every node; a tree built on it by
-    ACE's login (a member of her role, so it may build there even without superuser)."""
+    a superuser."""
     for i in range(len(NODES)):
         execute(pg_cluster.admin_dsn(i, pg_cluster.dbname), [
             "DROP SCHEMA IF EXISTS sec_mt CASCADE",
@@ -83,7 +103,6 @@ def her_table(pg_cluster: Any) -> Iterator[str]:
             "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
             f"ALTER ROLE {OWNER} NOSUPERUSER",
             f"GRANT CREATE ON DATABASE {pg_cluster.dbname} TO {OWNER}",
-            f"GRANT {OWNER} TO {pg_cluster.user}",
         ])
         execute(_owner_dsn(pg_cluster, i), [
             "CREATE SCHEMA sec_mt",
@@ -96,10 +115,10 @@ def her_table(pg_cluster: Any) -> Iterator[str]:
             "INSERT INTO sec_mt.t SELECT g, 'v' FROM generate_series(1, 300) g",
         ])
     init_as_superuser(pg_cluster)
-    built = run_ace("mtree", "build", CLUSTER, TABLE)
+    built = as_admin("build", CLUSTER, TABLE)
     assert built.code == 0, built.stderr
     yield TABLE
-    run_ace("mtree", "teardown", CLUSTER, TABLE)
+    as_admin("teardown", CLUSTER, TABLE)
     on_every_node(pg_cluster, ["DROP SCHEMA IF EXISTS sec_mt CASCADE"])
     for i in range(len(NODES)):
         execute(pg_cluster.admin_dsn(i, pg_cluster.dbname), [f"ALTER ROLE {OWNER} NOSUPERUSER"])
@@ -121,7 +140,7 @@ def test_her_alter_table_does_not_run_her_domain_code_as_a_superuser(pg_cluster:
     execute(_owner_dsn(pg_cluster, 0), ["ALTER TABLE sec_mt.t SET (fillfactor = 90)"])
     assert seen_elsewhere(pg_cluster) == []
     # and the change is still noticed: the tree is refused until it is built again
-    refused = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    refused = as_admin("table-diff", CLUSTER, her_table)
     assert refused.code == 2, refused.stdout
     assert "altered" in refused.stderr and "n1" in refused.stderr, refused.stderr
 
@@ -131,14 +150,14 @@ def test_aces_own_sessions_run_none_of_her_domain_code(pg_cluster: Any, her_tabl
     own sessions only (her writes), never in ACE's."""
     for i in range(len(NODES)):
         _arm(pg_cluster, i)
-    assert run_ace("mtree", "build", CLUSTER, her_table).code == 0
+    assert as_admin("build", CLUSTER, her_table).code == 0
     execute(_owner_dsn(pg_cluster, 1), ["UPDATE sec_mt.t SET v = 'changed' WHERE id IN (5, 250)",
                                         "INSERT INTO sec_mt.t VALUES (1000, 'new')",
                                         "DELETE FROM sec_mt.t WHERE id = 100"])
-    diff = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    diff = as_admin("table-diff", CLUSTER, her_table)
     assert diff.code == 1, diff.stderr
     assert sorted(int(r["id"]) for r in diff.diff()["diffs"]["n1/n2"]["n2"]) == [5, 250, 1000]
-    assert run_ace("mtree", "update", CLUSTER, her_table).code == 0
+    assert as_admin("update", CLUSTER, her_table).code == 0
     assert seen_elsewhere(pg_cluster) == []
 
 
@@ -154,7 +173,7 @@ def test_writes_by_another_role_are_logged_without_rights_in_aces_schema(
     params = psycopg2.extensions.parse_dsn(pg_cluster.node_dsn(2))
     execute(psycopg2.extensions.make_dsn(**{**params, "user": "sec_mt_writer", "password": "w"}),
             ["UPDATE sec_mt.t SET v = 'w' WHERE id = 7", "INSERT INTO sec_mt.t VALUES (999, 'w')"])
-    diff = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    diff = as_admin("table-diff", CLUSTER, her_table)
     assert diff.code == 1, diff.stderr
     assert sorted(int(r["id"]) for r in diff.diff()["diffs"]["n1/n3"]["n3"]) == [7, 999]
 
@@ -215,16 +234,16 @@ def test_a_tree_of_the_older_layout_is_refused_until_built_again(pg_cluster: Any
     admin = [pg_cluster.admin_dsn(i, pg_cluster.dbname) for i in range(len(NODES))]
     for dsn in admin:
         execute(dsn, ["ALTER TABLE ace_mtree.trees DROP COLUMN format_version"])
-    refused = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    refused = as_admin("table-diff", CLUSTER, her_table)
     assert refused.code == 2
     assert "older version" in refused.stderr and "mtree init" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     init_as_superuser(pg_cluster)  # upgrades the catalogue: its trees are of the older layout
-    refused = run_ace("mtree", "table-diff", CLUSTER, her_table)
+    refused = as_admin("table-diff", CLUSTER, her_table)
     assert refused.code == 2
     assert "older version" in refused.stderr and "ace mtree build" in refused.stderr
-    assert run_ace("mtree", "build", CLUSTER, her_table).code == 0
-    assert run_ace("mtree", "table-diff", CLUSTER, her_table).code == 0
+    assert as_admin("build", CLUSTER, her_table).code == 0
+    assert as_admin("table-diff", CLUSTER, her_table).code == 0
 
 
 # Look-alikes, in public, of operators ACE's mtree queries use with operands of mixed types,
