@@ -119,9 +119,9 @@ def her_table(pg_cluster: Any) -> Iterator[str]:
     assert built.code == 0, built.stderr
     yield TABLE
     as_admin("teardown", CLUSTER, TABLE)
-    on_every_node(pg_cluster, ["DROP SCHEMA IF EXISTS sec_mt CASCADE"])
     for i in range(len(NODES)):
-        execute(pg_cluster.admin_dsn(i, pg_cluster.dbname), [f"ALTER ROLE {OWNER} NOSUPERUSER"])
+        execute(pg_cluster.admin_dsn(i, pg_cluster.dbname), ["DROP SCHEMA IF EXISTS sec_mt CASCADE",
+                                                             f"ALTER ROLE {OWNER} NOSUPERUSER"])
 
 
 def _arm(cluster: Any, i: int) -> None:
