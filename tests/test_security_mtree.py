@@ -232,12 +232,20 @@ def test_a_tree_of_the_older_layout_is_refused_until_built_again(pg_cluster: Any
     """Trees whose logs held the key's own (domain) type are not trusted or folded: an older
     catalogue asks for init, an older tree for a build, and both then work."""
     admin = [pg_cluster.admin_dsn(i, pg_cluster.dbname) for i in range(len(NODES))]
-    for dsn in admin:
-        execute(dsn, ["ALTER TABLE ace_mtree.trees DROP COLUMN format_version"])
+    for dsn in admin:  # as an earlier version left them: no layout, a superuser's watch
+        execute(dsn, ["ALTER TABLE ace_mtree.trees DROP COLUMN format_version",
+                      "ALTER FUNCTION ace_mtree.on_alter_table() OWNER TO postgres"])
     refused = as_admin("table-diff", CLUSTER, her_table)
     assert refused.code == 2
     assert "older version" in refused.stderr and "mtree init" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    # ACE's own login's init leaves no watch that runs as a superuser (it replaces it as one,
+    # or drops it as the schema's owner)
+    assert run_ace("mtree", "init", CLUSTER).code == 0
+    for dsn in admin:
+        assert query(dsn, "SELECT pg_get_userbyid(p.proowner) FROM pg_event_trigger e "
+                     "JOIN pg_proc p ON p.oid = e.evtfoid "
+                     "WHERE e.evtname LIKE 'ace\\_mtree%%'") in ([], [("ace_mtree_writer",)])
     init_as_superuser(pg_cluster)  # upgrades the catalogue: its trees are of the older layout
     refused = as_admin("table-diff", CLUSTER, her_table)
     assert refused.code == 2
