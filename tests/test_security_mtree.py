@@ -180,8 +180,9 @@ def test_writes_by_another_role_are_logged_without_rights_in_aces_schema(
 
 def test_aces_objects_hold_no_type_and_run_no_function_an_owner_controls(
         pg_cluster: Any, her_table: str) -> None:
-    """Every column of ACE's tables is of a built-in type; no function of ACE's runs as a
-    superuser with its owner's rights; the event trigger's pins its search path."""
+    """Every column of ACE's tables is of a built-in type; the event trigger's function runs
+    as ace_mtree_writer with its search path pinned; every tracking function runs as the
+    owner of the table it tracks, whoever writes it."""
     for i in range(len(NODES)):
         dsn = pg_cluster.admin_dsn(i, pg_cluster.dbname)
         foreign = query(dsn, "SELECT c.relname, a.attname, a.atttypid::regtype::text "
@@ -189,15 +190,16 @@ def test_aces_objects_hold_no_type_and_run_no_function_an_owner_controls(
                         "WHERE c.relnamespace = 'ace_mtree'::regnamespace AND a.attnum > 0 "
                         "AND a.atttypid >= 16384")
         assert foreign == []
-        definers = query(dsn, "SELECT p.proname, r.rolname, r.rolsuper, p.proconfig "
-                         "FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner "
-                         "WHERE p.pronamespace = 'ace_mtree'::regnamespace AND p.prosecdef")
-        assert definers and not [d for d in definers if d[2]], definers
-        watch = [d for d in definers if d[0] == "on_alter_table"]
-        assert watch == [("on_alter_table", "ace_mtree_writer", False,
-                          ["search_path=pg_catalog, pg_temp"])]
-        # the trackers of her table run as her, whoever writes it
-        assert {d[1] for d in definers if d[0].startswith("track_")} == {OWNER}
+        watch = query(dsn, "SELECT r.rolname, p.prosecdef, p.proconfig FROM pg_event_trigger e "
+                      "JOIN pg_proc p ON p.oid = e.evtfoid JOIN pg_roles r ON r.oid = p.proowner "
+                      "WHERE e.evtname = 'ace_mtree_alter_table'")
+        assert watch == [("ace_mtree_writer", True, ["search_path=pg_catalog, pg_temp"])]
+        trackers = query(dsn, "SELECT c.relname, pg_get_userbyid(p.proowner), "
+                         "pg_get_userbyid(c.relowner), p.prosecdef FROM pg_trigger t "
+                         "JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid "
+                         "WHERE t.tgname LIKE 'ace\\_mtree\\_%%'")
+        assert [r for r in trackers if r[1] != r[2] or not r[3]] == []
+        assert {r[1] for r in trackers if r[0] == "t"} == {OWNER}
         writer = query(dsn, "SELECT rolcanlogin, rolinherit, rolsuper, rolcreaterole, "
                        "rolbypassrls FROM pg_roles WHERE rolname = 'ace_mtree_writer'")
         assert writer == [(False, False, False, False, False)]
