@@ -38,7 +38,7 @@ from ace_shared.diff.job import cut_batches
 from ace_shared.diff.plan import agreed_boundaries, read_common_shape
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
-from ace_shared.mtree import leaves, objects
+from ace_shared.mtree import keytypes, leaves, objects
 from ace_shared.mtree.tree import Job, each_session, in_transaction, table_identity, tree_lock
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
@@ -73,7 +73,7 @@ def exact_cuts(job: Job, shape: TableShape, block_rows: int) -> list[Key]:
     """Every ``block_rows``-th key of the node that holds the most rows, kept where every
     node sorts it alike: leaves start even, so few need splitting soon after a build."""
     counts = job.sessions.on_all(
-        lambda cur: (cur.execute(queries.sql.SQL("SELECT count(*) FROM {}").format(
+        lambda cur: (cur.execute(queries.sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
             queries.table_ref(shape))), cur.fetchone()[0])[1])
     biggest = max(job.nodes, key=lambda n: counts[n])
     query, params = queries.every_nth_key(shape, block_rows, None)
@@ -98,17 +98,24 @@ class BuildSpec:
     storage: dict[str, int]  # node -> the oid of this build's leaf table
     triggers: dict[str, str]  # node -> the row versions of ACE's triggers as created
     work_dir: str
+    key_bases: tuple[str, ...] = ()  # the key's built-in base types (keytypes.key_bases)
 
     @property
     def key(self) -> str:
         return objects.tree_key(self.shape.table)
+
+    @property
+    def cast_shape(self) -> TableShape:
+        """The shape whose key types are the base types: for casts and ACE's tables."""
+        return keytypes.cast_shape(self.shape, self.key_bases)
 
     def to_dict(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "cluster_name": self.cluster_name,
                 "dbname": self.dbname, "nodes": list(self.nodes), "role": self.role,
                 "shape": shape_to_dict(self.shape), "block_rows": self.block_rows,
                 "leaves": self.leaves, "tables": self.tables, "storage": self.storage,
-                "triggers": self.triggers, "work_dir": self.work_dir}
+                "triggers": self.triggers, "work_dir": self.work_dir,
+                "key_bases": list(self.key_bases)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BuildSpec:
@@ -116,7 +123,15 @@ class BuildSpec:
                    shape_from_dict(d["shape"]), int(d["block_rows"]), int(d["leaves"]),
                    {k: int(v) for k, v in d["tables"].items()},
                    {k: int(v) for k, v in d["storage"].items()}, dict(d["triggers"]),
-                   d["work_dir"])
+                   d["work_dir"], _key_bases(d))
+
+
+def _key_bases(d: dict[str, Any]) -> tuple[str, ...]:
+    if "key_bases" not in d:  # planned before keys were stored in their base types
+        raise TableError(f"The build of table {d['shape']['schema']}.{d['shape']['table']} was "
+                         "planned by an older version of ACE; run 'ace mtree build' for it "
+                         "again.")
+    return tuple(d["key_bases"])
 
 
 @dataclass
@@ -141,7 +156,8 @@ class BuildJob:
 
 
 def _leaf_table_oid(cur: cursor, key: str) -> int | None:
-    cur.execute("SELECT to_regclass(%s)::oid", (f"{objects.SCHEMA}.blocks_{key}",))
+    cur.execute("SELECT pg_catalog.to_regclass(%s)::pg_catalog.oid",
+                (f"{objects.SCHEMA}.blocks_{key}",))
     found = cur.fetchone()[0]
     return None if found is None else int(found)
 
@@ -154,18 +170,21 @@ def _trigger_versions(cur: cursor, table_oid: int) -> str:
     a tree is built no ``ALTER TABLE`` is watched (that needs the tree's
     catalogue row), so the build compares these instead.
     """
-    cur.execute("SELECT string_agg(tgname || ':' || xmin::text, ',' ORDER BY tgname) "
-                "FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE %s",
+    cur.execute("SELECT pg_catalog.string_agg(pg_catalog.concat(tgname, ':', xmin), ',' "
+                "ORDER BY tgname) FROM pg_catalog.pg_trigger WHERE tgrelid "
+                "OPERATOR(pg_catalog.=) %s AND tgname OPERATOR(pg_catalog.~~) %s",
                 (table_oid, objects.TRIGGER_PREFIX.replace("_", r"\_") + "%"))
     return str(cur.fetchone()[0])
 
 
-def _start_tree(shape: TableShape, key: str) -> Callable[[cursor], tuple[int, int, str]]:
+def _start_tree(shape: TableShape, cast: TableShape,
+                key: str) -> Callable[[cursor], tuple[int, int, str]]:
     def start(cur: cursor) -> tuple[int, int, str]:
         oid, owner = table_identity(cur, shape)
-        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key = %s", (key,))
-        objects.create_storage(cur, shape, key)
-        objects.create_tracking(cur, shape, key, owner)
+        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
+                    (key,))
+        objects.create_storage(cur, cast, key)
+        objects.create_tracking(cur, cast, key, owner)
         storage = _leaf_table_oid(cur, key)
         assert storage is not None
         return oid, storage, _trigger_versions(cur, oid)
@@ -180,15 +199,17 @@ def plan_build(job: Job, shape: TableShape, task_id: str, work_dir: str,
     batches of ``LOCAL_BATCH_RANGES`` ranges).
     """
     block_rows = job.request.block_rows
-    ranges = group_leaves(exact_cuts(job, shape, block_rows))
+    bases = keytypes.key_bases(job.sessions, shape)
+    cast = keytypes.cast_shape(shape, bases)
+    ranges = group_leaves(exact_cuts(job, cast, block_rows))
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # an update or re-check running now finishes first
-        started = job.sessions.on_all(_start_tree(shape, key))
+        started = job.sessions.on_all(_start_tree(shape, cast, key))
     spec = BuildSpec(task_id, job.request.cluster_name, job.dbname, tuple(job.nodes),
                      job.request.role, shape, block_rows, len(leaf_lowers(ranges)),
                      {n: t for n, (t, _, _) in started.items()},
                      {n: s for n, (_, s, _) in started.items()},
-                     {n: v for n, (_, _, v) in started.items()}, work_dir)
+                     {n: v for n, (_, _, v) in started.items()}, work_dir, bases)
     batch_size = None if slots is not None else LOCAL_BATCH_RANGES
     return BuildJob(spec, cut_batches(ranges, batch_size, slots, tasks_per_process))
 
@@ -204,7 +225,7 @@ def _key_span(shape: TableShape, lower: Key | None, upper: Key | None,
     """Log rows (changes, not markers) whose key is in ``[lower, upper)``."""
     names = [sql.Identifier(f"k{i}") for i in range(len(shape.key))]
     keys = sql.SQL("({})").format(sql.SQL(", ").join(names)) if len(names) > 1 else names[0]
-    conds: list[sql.Composable] = [sql.SQL("sign IN (-1, 1)")]
+    conds: list[sql.Composable] = [sql.SQL("sign OPERATOR(pg_catalog.=) ANY ('{-1,1}')")]
     for bound, op in ((lower, ">="), (upper, "<")):
         if bound is None:
             continue
@@ -212,7 +233,7 @@ def _key_span(shape: TableShape, lower: Key | None, upper: Key | None,
         casts = sql.SQL(", ").join(sql.SQL("%s::{}").format(queries.catalog_text(c.type_sql))
                                    for c in shape.key_columns)
         typed = sql.SQL("({})").format(casts) if len(names) > 1 else casts
-        conds.append(sql.SQL("{} {} {}").format(keys, sql.SQL(op), typed))
+        conds.append(sql.SQL("{} OPERATOR(pg_catalog.{}) {}").format(keys, sql.SQL(op), typed))
     return sql.SQL(" AND ").join(conds)
 
 
@@ -234,13 +255,14 @@ def _hold_storage(cur: cursor, spec: BuildSpec, node: str, mode: str) -> None:
 
 
 def _is_ready(cur: cursor, key: str) -> bool:
-    cur.execute("SELECT 1 FROM ace_mtree.trees WHERE tree_key = %s", (key,))
+    cur.execute("SELECT 1 FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
     return cur.fetchone() is not None
 
 
 def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
                   ) -> Callable[[cursor], int]:
     key = spec.key
+    cast = spec.cast_shape
     first = ranges[0].index * leaves.FANOUT
     lowers = leaf_lowers(ranges)
 
@@ -249,14 +271,15 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
         if _is_ready(cur, key):
             return 0  # a late copy: the build finished without it, and update owns the leaves
         blocks = objects.obj("blocks", key)
-        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no >= %s AND block_no < %s").format(
-            blocks), (first, first + len(lowers)))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.>=) %s AND "
+                            "block_no OPERATOR(pg_catalog.<) %s").format(blocks),
+                    (first, first + len(lowers)))
         params: list[object] = []
-        span = _key_span(spec.shape, ranges[0].lower, ranges[-1].upper, params)
+        span = _key_span(cast, ranges[0].lower, ranges[-1].upper, params)
         cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(objects.obj("log", key), span),
                     params)
-        counts, hashes = leaves.hash_ranges(cur, spec.shape, ranges)
-        leaves.insert_blocks(cur, spec.shape, key, first, lowers, counts, hashes)
+        counts, hashes = leaves.hash_ranges(cur, cast, ranges)
+        leaves.insert_blocks(cur, cast, key, first, lowers, counts, hashes)
         return sum(counts)
 
     def run(cur: cursor) -> int:
@@ -289,7 +312,8 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
         _hold_storage(cur, spec, node, "SHARE")
         blocks = objects.obj("blocks", key)
         if _is_ready(cur, key):  # a copy of this step committed here already
-            cur.execute(sql.SQL("SELECT coalesce(sum(row_count), 0) FROM {}").format(blocks))
+            cur.execute(sql.SQL("SELECT coalesce(pg_catalog.sum(row_count), 0) FROM {}").format(
+                blocks))
             return int(cur.fetchone()[0])
         oid, _ = table_identity(cur, spec.shape)
         name = spec.shape.table.display
@@ -302,8 +326,8 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
             raise TableError(f"Change tracking of table {name} on node {node} was dropped, "
                              "disabled or changed while its Merkle tree was built; run "
                              "'ace mtree build' for it again.")
-        cur.execute(sql.SQL("SELECT count(*), coalesce(sum(row_count), 0) FROM {}").format(
-            blocks))
+        cur.execute(sql.SQL("SELECT pg_catalog.count(*), coalesce(pg_catalog.sum(row_count), 0) "
+                            "FROM {}").format(blocks))
         found, rows = cur.fetchone()
         if int(found) != spec.leaves:
             raise TableError(f"The Merkle tree of table {name} on node {node} has {found} of "
@@ -312,10 +336,11 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
         leaves.rebuild_inner(cur, key, None)
         cur.execute(
             "INSERT INTO ace_mtree.trees (tree_key, schema_name, table_name, table_oid, "
-            "shape_sig, block_rows, bounds_sig) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "shape_sig, block_rows, bounds_sig, format_version) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (key, spec.shape.table.schema, spec.shape.table.table, oid,
              objects.shape_signature(spec.shape), spec.block_rows,
-             leaves.bounds_signature(cur, spec.shape, key)))
+             leaves.bounds_signature(cur, spec.shape, key), objects.FORMAT_VERSION))
         return int(rows)
     return in_transaction(finish)
 

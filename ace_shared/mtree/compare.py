@@ -87,10 +87,10 @@ def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str,
             params.append([getattr(r, side)[i] for r in ranges])
     # ACE's own prefix: the table's columns are named bare in the same query
     names = [sql.Identifier(f"ace_{s}{i}") for s in ("l", "u") for i in range(n)]
-    arrays = [sql.SQL("%s::text[]") for _ in names]
+    arrays = [sql.SQL("pg_catalog.unnest(%s::pg_catalog.text[])") for _ in names]
     for name, type_, values in extra:
         names.append(sql.Identifier(name))
-        arrays.append(sql.SQL("%s::{}[]").format(sql.SQL(type_)))
+        arrays.append(sql.SQL("pg_catalog.unnest(%s::pg_catalog.{}[])").format(sql.SQL(type_)))
         params.append(values)
 
     def bound(prefix: str) -> sql.Composable:
@@ -99,9 +99,12 @@ def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str,
                                        queries.catalog_text(c.type_sql))
             for i, c in enumerate(shape.key_columns))
         return sql.SQL("({})").format(casts) if n > 1 else casts
-    join = sql.SQL("unnest({arrays}) AS b({names}) JOIN {t} ON {k} >= {lo} AND {k} < {hi}").format(
+    # ROWS FROM: the many-argument unnest() is grammar for the unqualified name only
+    join = sql.SQL("ROWS FROM ({arrays}) AS b({names}) JOIN {t} AS {alias} ON "
+                   "{k} OPERATOR(pg_catalog.>=) {lo} AND {k} OPERATOR(pg_catalog.<) {hi}").format(
         arrays=sql.SQL(", ").join(arrays), names=sql.SQL(", ").join(names),
-        t=queries.table_ref(shape), k=_key_tuple(shape), lo=bound("l"), hi=bound("u"))
+        t=queries.table_ref(shape), alias=sql.Identifier(_ROW), k=_key_tuple(shape),
+        lo=bound("l"), hi=bound("u"))
     return join, params
 
 
@@ -114,25 +117,45 @@ def _bucket(shape: TableShape) -> sql.Composable:
     every node, and is cheap to compute for rows that are not read.
     """
     key_only = replace(shape, columns=shape.key_columns)
-    return sql.SQL("({} & {})::int").format(queries.row_hash(key_only), sql.Literal(BUCKETS - 1))
+    return sql.SQL("({} OPERATOR(pg_catalog.&) {})::pg_catalog.int4").format(
+        _row_hash(key_only), sql.Literal(BUCKETS - 1))
+
+
+# The table's alias in these queries: its columns are named through it in the row hash,
+# which then names its function and casts in pg_catalog (queries.row_hash with a record).
+_ROW = "ace_row"
+
+
+def _row_hash(shape: TableShape) -> sql.Composable:
+    """The row hash table-diff and the build use, every name in it qualified."""
+    return queries.row_hash(shape, f'"{_ROW}"')
+
+
+def _key_text(shape: TableShape) -> sql.Composable:
+    """The key columns as text (``ace_k<i>``), cast in pg_catalog."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}::pg_catalog.text AS {}").format(queries.Name(c.name),
+                                                    sql.Identifier(f"ace_k{i}"))
+        for i, c in enumerate(shape.key_columns))
 
 
 def leaf_buckets(shape: TableShape, ranges: list[KeyRange]) -> queries.Query:
     """Row count and XOR of row hashes of every bucket of every range (bounded on both
     sides), one query: ``(range's position, bucket, count, hash)``."""
-    join, params = _leaf_join(shape, ranges, [("ace_n", "int", list(range(len(ranges))))])
-    q = sql.SQL("SELECT b.ace_n, {bucket}, count(*), bit_xor({h}) FROM {join} GROUP BY 1, 2").format(
-        bucket=_bucket(shape), h=queries.row_hash(shape), join=join)
+    join, params = _leaf_join(shape, ranges, [("ace_n", "int4", list(range(len(ranges))))])
+    q = sql.SQL("SELECT b.ace_n, {bucket}, pg_catalog.count(*), pg_catalog.bit_xor({h}) "
+                "FROM {join} GROUP BY 1, 2").format(bucket=_bucket(shape), h=_row_hash(shape),
+                                                    join=join)
     return q, params
 
 
 def leaf_rows(shape: TableShape, ranges: list[KeyRange], masks: list[int]) -> queries.Query:
     """Every row's key and hash in the buckets ``masks`` has bits set for (one mask per
     range, bit ``b`` for bucket ``b``), one query."""
-    join, params = _leaf_join(shape, ranges, [("ace_mask", "int", masks)])
-    q = sql.SQL("SELECT {kt}, {h} FROM {join} WHERE (b.ace_mask >> {bucket}) & 1 = 1").format(
-        kt=queries.key_as_text(shape), h=queries.row_hash(shape), join=join,
-        bucket=_bucket(shape))
+    join, params = _leaf_join(shape, ranges, [("ace_mask", "int4", masks)])
+    q = sql.SQL("SELECT {kt}, {h} FROM {join} WHERE ((b.ace_mask OPERATOR(pg_catalog.>>) "
+                "{bucket}) OPERATOR(pg_catalog.&) 1) OPERATOR(pg_catalog.=) 1").format(
+        kt=_key_text(shape), h=_row_hash(shape), join=join, bucket=_bucket(shape))
     return q, params
 
 

@@ -18,6 +18,7 @@ on a fleet, as the batches of table-diff's chord. Either way the file is the sam
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ace_shared.diff.local import pool_size, run_batches
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, WorkDir
-from ace_shared.mtree import objects
+from ace_shared.mtree import keytypes, objects
 from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, walk
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
@@ -103,13 +104,15 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
         result = BatchResult(first, 0, len(ranges), 0, 0, str(work.partial_path(first)), True)
         work.write_batch_result(result)
         return result
-    leaf = LeafDiffer(sessions, spec.shape, spec.block_rows)
+    # bounds and keys are cast to the key's built-in base types, never to a domain
+    cast = keytypes.cast_shape(spec.shape, keytypes.key_bases(sessions, spec.shape))
+    leaf = LeafDiffer(sessions, cast, spec.block_rows)
 
     def progress(done: int, total: int) -> None:
         if on_range_done is not None:
             on_range_done(part, len(ranges) * done // max(1, total))
     keys = leaf.keys(ranges, progress)
-    differ = RangeDiffer(spec, sessions)
+    differ = RangeDiffer(replace(spec, shape=cast), sessions)
     ordered = differ.order_keys(sorted(keys))
     stopped = spec.max_diffs > 0 and len(ordered) > spec.max_diffs
     if stopped:

@@ -45,8 +45,9 @@ class Drained:
 
 def bounds_signature(cur: cursor, shape: TableShape, key: str) -> str:
     """A digest of the block boundaries, equal on every node that has the same blocks."""
-    cur.execute(sql.SQL("SELECT md5(string_agg(ROW({})::text, ',' ORDER BY block_no)) "
-                        "FROM {}").format(_lower_names(shape), obj("blocks", key)))
+    cur.execute(sql.SQL("SELECT pg_catalog.md5(pg_catalog.string_agg(ROW({})::pg_catalog.text, "
+                        "',' ORDER BY block_no)) FROM {}").format(_lower_names(shape),
+                                                                  obj("blocks", key)))
     return str(cur.fetchone()[0])
 
 
@@ -62,13 +63,16 @@ def renumber(cur: cursor, shape: TableShape, key: str, first: int = 0) -> int:
     blocks = obj("blocks", key)
     # through negative numbers, so no two blocks ever share one on the way
     cur.execute(sql.SQL(
-        "WITH r AS (SELECT block_no, row_number() OVER (ORDER BY {}) AS n FROM {} "
-        "WHERE block_no >= %s) "
-        "UPDATE {} b SET block_no = -r.n FROM r WHERE b.block_no = r.block_no").format(
+        "WITH r AS (SELECT block_no, pg_catalog.row_number() OVER (ORDER BY {}) AS n FROM {} "
+        "WHERE block_no OPERATOR(pg_catalog.>=) %s) "
+        "UPDATE {} b SET block_no = OPERATOR(pg_catalog.-) r.n::pg_catalog.int4 FROM r "
+        "WHERE b.block_no OPERATOR(pg_catalog.=) r.block_no").format(
         order, blocks, blocks), (first,))
-    cur.execute(sql.SQL("UPDATE {} SET block_no = -block_no - 1 + %s WHERE block_no < 0").format(
-        blocks), (first,))
-    cur.execute(sql.SQL("SELECT coalesce(max(block_no) + 1, 0) FROM {}").format(blocks))
+    cur.execute(sql.SQL("UPDATE {} SET block_no = (OPERATOR(pg_catalog.-) block_no) "
+                        "OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.+) %s "
+                        "WHERE block_no OPERATOR(pg_catalog.<) 0").format(blocks), (first,))
+    cur.execute(sql.SQL("SELECT coalesce(pg_catalog.max(block_no) OPERATOR(pg_catalog.+) 1, 0) "
+                        "FROM {}").format(blocks))
     return int(cur.fetchone()[0])
 
 
@@ -91,12 +95,15 @@ def insert_blocks(cur: cursor, shape: TableShape, key: str, first_no: int,
     for i in range(len(shape.key)):
         params.append([None if low is None else low[i] for low in lowers])
     params += [counts, hashes]
-    arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in shape.key)
+    # ROWS FROM: the many-argument unnest() is grammar for the unqualified name only
+    arrays = sql.SQL(", ").join(sql.SQL("pg_catalog.unnest(%s::pg_catalog.text[])")
+                                for _ in shape.key)
     names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
     cur.execute(sql.SQL(
         "INSERT INTO {b} (block_no, {l}, row_count, hash) "
-        "SELECT u.ord - 1 + %s, {casts}, u.n, u.h "
-        "FROM unnest({arrays}, %s::bigint[], %s::bigint[]) WITH ORDINALITY AS u({names}, n, h, ord)"
+        "SELECT u.ord OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.+) %s, {casts}, u.n, u.h "
+        "FROM ROWS FROM ({arrays}, pg_catalog.unnest(%s::pg_catalog.int8[]), "
+        "pg_catalog.unnest(%s::pg_catalog.int8[])) WITH ORDINALITY AS u({names}, n, h, ord)"
     ).format(b=obj("blocks", key), l=_lower_names(shape), casts=_lower_casts(shape),
              arrays=arrays, names=names), params)
 
@@ -134,14 +141,21 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
                               for i in range(len(shape.key)))
     q = sql.SQL(
         "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
-        "m AS (SELECT coalesce((SELECT b.block_no FROM {blocks} b WHERE b.block_no > 0 "
-        "      AND ({bl}) <= ({dk}) ORDER BY {desc} LIMIT 1), 0) AS blk, d.sign, d.h "
-        "      FROM d WHERE d.sign NOT IN ({trunc}, {altered})), "
-        "a AS (SELECT blk, sum(sign)::bigint AS n, bit_xor(h) AS x FROM m GROUP BY blk), "
-        "u AS (UPDATE {blocks} b SET row_count = b.row_count + a.n, hash = b.hash # a.x "
-        "      FROM a WHERE b.block_no = a.blk RETURNING b.block_no) "
-        "SELECT (SELECT count(*) FROM d), coalesce((SELECT bool_or(sign = {trunc}) FROM d), false), "
-        "       coalesce((SELECT bool_or(sign = {altered}) FROM d), false), "
+        "m AS (SELECT coalesce((SELECT b.block_no FROM {blocks} b "
+        "      WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
+        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1), 0) AS blk, "
+        "      d.sign, d.h FROM d WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
+        "      AND d.sign OPERATOR(pg_catalog.<>) {altered}), "
+        "a AS (SELECT blk, pg_catalog.sum(sign)::pg_catalog.int8 AS n, pg_catalog.bit_xor(h) AS x "
+        "      FROM m GROUP BY blk), "
+        "u AS (UPDATE {blocks} b SET row_count = b.row_count OPERATOR(pg_catalog.+) a.n, "
+        "      hash = b.hash OPERATOR(pg_catalog.#) a.x "
+        "      FROM a WHERE b.block_no OPERATOR(pg_catalog.=) a.blk RETURNING b.block_no) "
+        "SELECT (SELECT pg_catalog.count(*) FROM d), "
+        "       coalesce((SELECT pg_catalog.bool_or(sign OPERATOR(pg_catalog.=) {trunc}) FROM d), "
+        "                false), "
+        "       coalesce((SELECT pg_catalog.bool_or(sign OPERATOR(pg_catalog.=) {altered}) "
+        "                 FROM d), false), "
         "       ARRAY(SELECT block_no FROM u ORDER BY 1)"
     ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key),
              bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
@@ -154,7 +168,7 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
 
 
 def block_count(cur: cursor, key: str) -> int:
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(obj("blocks", key)))
+    cur.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(obj("blocks", key)))
     return int(cur.fetchone()[0])
 
 
@@ -167,6 +181,21 @@ def levels_for(blocks: int) -> int:
     return levels
 
 
+# An inner node's hash: the digest of its children's counts and hashes, in order.
+_DIGEST = sql.SQL(
+    "pg_catalog.md5(pg_catalog.string_agg(pg_catalog.concat(c.row_count, ':', c.hash), ',' "
+    "ORDER BY c.idx))")
+
+
+def _children() -> sql.Composable:
+    """``c`` is a child of parent ``p``: ``16p <= c.idx < 16(p+1)``, an index range scan."""
+    # every OPERATOR(...) has the same precedence, left to right: hence the parentheses
+    return sql.SQL(
+        "c.idx OPERATOR(pg_catalog.>=) (p.idx OPERATOR(pg_catalog.*) {f}) AND c.idx "
+        "OPERATOR(pg_catalog.<) ((p.idx OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.*) {f})"
+    ).format(f=sql.Literal(FANOUT))
+
+
 def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
     """Recompute the inner levels: every node when ``touched`` is None, else the ancestors
     of the ``touched`` leaves only."""
@@ -177,34 +206,34 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
     elif not touched:
         return
     else:  # the leaves are as many as before: the tree keeps its height
-        cur.execute(sql.SQL("SELECT max(level) FROM {}").format(inner))
+        cur.execute(sql.SQL("SELECT pg_catalog.max(level) FROM {}").format(inner))
         levels = int(cur.fetchone()[0] or levels_for(block_count(cur, key)))
     parents = None if touched is None else sorted({b // FANOUT for b in touched})
     if parents is not None:
         no_jit(cur)
     for level in range(1, levels + 1):
         if level == 1:
-            source = sql.SQL("SELECT block_no AS idx, row_count, hash::text AS hash FROM {}").format(
-                obj("blocks", key))
+            source = sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
+                             "FROM {}").format(obj("blocks", key))
         else:
-            source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level = {}").format(
+            source = sql.SQL("SELECT idx, row_count, hash FROM {} "
+                             "WHERE level OPERATOR(pg_catalog.=) {}").format(
                 inner, sql.Literal(level - 1))
         # a parent's children are idx 16p .. 16p+15: one index range scan per parent
         if parents is None:
             rows = sql.SQL("FROM ({}) c").format(source)
             params: tuple[object, ...] = (level,)
         else:
-            rows = sql.SQL("FROM unnest(%s::int[]) AS p(idx) JOIN ({}) c ON c.idx >= p.idx * {f} "
-                           "AND c.idx < (p.idx + 1) * {f}").format(source, f=sql.Literal(FANOUT))
+            rows = sql.SQL("FROM pg_catalog.unnest(%s::pg_catalog.int4[]) AS p(idx) "
+                           "JOIN ({}) c ON {children}").format(source, children=_children())
             params = (level, parents)
         cur.execute(sql.SQL(
             "INSERT INTO {inner} (level, idx, row_count, hash) "
-            "SELECT %s, c.idx / {f}, sum(c.row_count), "
-            "       md5(string_agg(c.row_count || ':' || c.hash, ',' ORDER BY c.idx)) "
-            "{rows} GROUP BY c.idx / {f} "
+            "SELECT %s, c.idx OPERATOR(pg_catalog./) {f}, pg_catalog.sum(c.row_count), {digest} "
+            "{rows} GROUP BY c.idx OPERATOR(pg_catalog./) {f} "
             "ON CONFLICT (level, idx) DO UPDATE SET row_count = EXCLUDED.row_count, "
-            "hash = EXCLUDED.hash").format(inner=inner, f=sql.Literal(FANOUT), rows=rows),
-            params)
+            "hash = EXCLUDED.hash").format(inner=inner, f=sql.Literal(FANOUT), rows=rows,
+                                           digest=_DIGEST), params)
         if parents is not None:
             parents = sorted({p // FANOUT for p in parents})
     if touched is None:
@@ -231,30 +260,34 @@ def rebuild_inner_from(cur: cursor, key: str, first: int, blocks: int) -> None:
     """
     inner = obj("inner", key)
     levels = levels_for(blocks)
-    cur.execute(sql.SQL("DELETE FROM {} WHERE level > %s").format(inner), (levels,))
+    cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.>) %s").format(inner),
+                (levels,))
     start = first
     for level in range(1, levels + 1):
         start //= FANOUT
         if level == 1:
-            source = sql.SQL("SELECT block_no AS idx, row_count, hash::text AS hash FROM {} "
-                             "WHERE block_no >= %s").format(obj("blocks", key))
+            source = sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
+                             "FROM {} WHERE block_no OPERATOR(pg_catalog.>=) %s").format(
+                obj("blocks", key))
         else:
-            source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level = {} "
-                             "AND idx >= %s").format(inner, sql.Literal(level - 1))
-        cur.execute(sql.SQL("DELETE FROM {} WHERE level = %s AND idx >= %s").format(inner),
-                    (level, start))
+            source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level "
+                             "OPERATOR(pg_catalog.=) {} AND idx OPERATOR(pg_catalog.>=) %s"
+                             ).format(inner, sql.Literal(level - 1))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.=) %s "
+                            "AND idx OPERATOR(pg_catalog.>=) %s").format(inner), (level, start))
         cur.execute(sql.SQL(
             "INSERT INTO {inner} (level, idx, row_count, hash) "
-            "SELECT %s, c.idx / {f}, sum(c.row_count), "
-            "       md5(string_agg(c.row_count || ':' || c.hash, ',' ORDER BY c.idx)) "
-            "FROM ({source}) c GROUP BY c.idx / {f}").format(
-            inner=inner, f=sql.Literal(FANOUT), source=source), (level, start * FANOUT))
+            "SELECT %s, c.idx OPERATOR(pg_catalog./) {f}, pg_catalog.sum(c.row_count), {digest} "
+            "FROM ({source}) c GROUP BY c.idx OPERATOR(pg_catalog./) {f}").format(
+            inner=inner, f=sql.Literal(FANOUT), source=source, digest=_DIGEST),
+            (level, start * FANOUT))
 
 
 def top_level(cur: cursor, key: str) -> tuple[int, Level]:
     """The tree's top inner level and its nodes (the root), in one query."""
     cur.execute(sql.SQL(
-        "SELECT level, idx, row_count, hash FROM {i} WHERE level = (SELECT max(level) FROM {i})"
+        "SELECT level, idx, row_count, hash FROM {i} "
+        "WHERE level OPERATOR(pg_catalog.=) (SELECT pg_catalog.max(level) FROM {i})"
     ).format(i=obj("inner", key)))
     rows = cur.fetchall()
     level = int(rows[0][0]) if rows else 1
@@ -270,32 +303,34 @@ def read_children(cur: cursor, key: str, level: int, parents: list[int]) -> Leve
     second for the 6,000 nodes under a thousand scattered changes.
     """
     if level == 0:
-        source = sql.SQL("SELECT block_no AS idx, row_count, hash::text AS hash FROM {}").format(
-            obj("blocks", key))
+        source = sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
+                         "FROM {}").format(obj("blocks", key))
     else:
-        source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level = {}").format(
+        source = sql.SQL("SELECT idx, row_count, hash FROM {} "
+                         "WHERE level OPERATOR(pg_catalog.=) {}").format(
             obj("inner", key), sql.Literal(level))
     no_jit(cur)
     cur.execute(sql.SQL(
-        "SELECT c.idx, c.row_count, c.hash FROM unnest(%s::int[]) AS p(idx) JOIN ({}) c "
-        "ON c.idx >= p.idx * {f} AND c.idx < (p.idx + 1) * {f}").format(
-        source, f=sql.Literal(FANOUT)), (parents,))
+        "SELECT c.idx, c.row_count, c.hash FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
+        "AS p(idx) JOIN ({}) c ON {}").format(source, _children()), (parents,))
     return {int(i): (int(c), str(h)) for i, c, h in cur.fetchall()}
 
 
 def read_blocks(cur: cursor, key: str, nos: list[int]) -> dict[int, tuple[int, str]]:
     no_jit(cur)
-    cur.execute(sql.SQL("SELECT block_no, row_count, hash::text FROM {} "
-                        "WHERE block_no = ANY(%s::int[])").format(obj("blocks", key)), (nos,))
+    cur.execute(sql.SQL("SELECT block_no, row_count, hash::pg_catalog.text FROM {} "
+                        "WHERE block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])").format(
+        obj("blocks", key)), (nos,))
     return {int(b): (int(c), str(h)) for b, c, h in cur.fetchall()}
 
 
 def read_lowers(cur: cursor, shape: TableShape, key: str,
                 nos: list[int] | None = None) -> dict[int, Key | None]:
     """Lower bounds of blocks (all, or ``nos``) as the text PostgreSQL prints for them."""
-    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(f"l{i}"))
+    cols = sql.SQL(", ").join(sql.SQL("{}::pg_catalog.text").format(sql.Identifier(f"l{i}"))
                               for i in range(len(shape.key)))
-    cur.execute(sql.SQL("SELECT block_no, {} FROM {} WHERE %s::int[] IS NULL "
-                        "OR block_no = ANY(%s::int[]) ORDER BY block_no").format(
+    cur.execute(sql.SQL("SELECT block_no, {} FROM {} WHERE %s::pg_catalog.int4[] IS NULL "
+                        "OR block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[]) "
+                        "ORDER BY block_no").format(
         cols, obj("blocks", key)), (nos, nos))
     return {int(r[0]): (None if r[0] == 0 else tuple(r[1:])) for r in cur.fetchall()}

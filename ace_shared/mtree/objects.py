@@ -35,7 +35,24 @@ Why these choices:
   them; a tree without its row is then missing, never trusted.
 - The trigger functions are ``SECURITY DEFINER`` owned by the table's owner, who
   is granted ``INSERT`` on that table's log only: writers need no rights in
-  ``ace_mtree``, and the function can do nothing its owner could not.
+  ``ace_mtree``, and whatever of the owner's code runs while a row is logged (a
+  cast of her own type to text) runs as her, never as the writer or as ACE.
+- No table here has a column of a type the table's owner controls: keys are
+  stored in their built-in base types (:mod:`ace_shared.mtree.keytypes`), so
+  inserting into a log or the leaves, and reading them, runs no domain check or
+  default. ACE's sessions fold, walk and rebuild without running her code, and so
+  does the event trigger, which runs on every ``ALTER TABLE`` of the database,
+  whoever runs it. The event trigger's function is ``SECURITY DEFINER`` owned by
+  ``ace_mtree_writer``, a ``NOLOGIN``, ``NOINHERIT`` role made for it that may
+  only read the catalogue of trees and append to the logs.
+- Every function here names everything it uses by schema (``pg_catalog.``,
+  ``OPERATOR(pg_catalog.=)``, ``ace_mtree.``), so no search path can redirect
+  it; the event trigger's function also pins ``search_path``. The row triggers
+  do not: setting it on every call lost 40% of pgbench's throughput
+  (docs/mtree.md, Costs), and they name nothing unqualified.
+- ``trees.format_version`` says which layout a tree was built with: a tree of
+  an older layout (whose logs held the key's own types) is refused until built
+  again.
 """
 
 from __future__ import annotations
@@ -53,6 +70,9 @@ from ace_shared.nodes.shape import TableShape
 
 SCHEMA = "ace_mtree"
 TRIGGER_PREFIX = "ace_mtree_"
+WRITER_ROLE = "ace_mtree_writer"  # owns the event trigger's function; appends to the logs
+# the layout of a tree's tables: 2 stores keys in their built-in base types (1 did not)
+FORMAT_VERSION = 2
 # the settings that change how a value prints, pinned inside the trigger function too
 _FUNCTION_SETTINGS = ("DateStyle", "TimeZone", "extra_float_digits", "bytea_output",
                       "IntervalStyle", "lc_monetary")
@@ -89,27 +109,52 @@ CREATE UNLOGGED TABLE IF NOT EXISTS ace_mtree.trees (
     shape_sig    text NOT NULL,
     block_rows   integer NOT NULL,
     bounds_sig   text NOT NULL,
-    built_at     timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now(),
+    built_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    format_version integer NOT NULL DEFAULT 1,
     UNIQUE (schema_name, table_name)
 );
 REVOKE ALL ON ace_mtree.trees FROM PUBLIC;
+"""
+# A catalogue made by an earlier version lacks the layout column: its trees are layout 1.
+UPGRADE_SQL = """
+ALTER TABLE ace_mtree.trees ADD COLUMN IF NOT EXISTS format_version integer NOT NULL DEFAULT 1
+"""
+
+
+# The role the event trigger's function runs as. NOLOGIN, and NOINHERIT so that a grant
+# made to it by mistake later does not widen what the function may do.
+WRITER_SQL = """
+DO $ace_role$ BEGIN
+  CREATE ROLE ace_mtree_writer NOLOGIN NOINHERIT;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $ace_role$;
+ALTER ROLE ace_mtree_writer NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE
+  NOREPLICATION NOBYPASSRLS;
+GRANT USAGE ON SCHEMA ace_mtree TO ace_mtree_writer;
+GRANT SELECT (tree_key, table_oid, format_version) ON ace_mtree.trees TO ace_mtree_writer;
 """
 
 
 # Any ALTER TABLE of a tracked table (DISABLE TRIGGER and ENABLE again, a new column, a
 # changed type) marks its tree stale, even if the table looks as built afterwards. Errors
-# are only warned about: this runs inside every ALTER TABLE of the database.
+# are only warned about: this runs inside every ALTER TABLE of the database. It runs as
+# ace_mtree_writer and appends to logs whose columns are all of built-in types and have no
+# defaults, so nothing the table's owner wrote runs in it, whoever ALTERs the table.
 DDL_WATCH_SQL = """
 CREATE OR REPLACE FUNCTION ace_mtree.on_alter_table() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $ace_ddl$
 DECLARE
-  obj record;
-  tree text;
+  changed pg_catalog.oid;
+  tree pg_catalog.text;
 BEGIN
-  FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' LOOP
-    FOR tree IN SELECT tree_key FROM ace_mtree.trees WHERE table_oid = obj.objid LOOP
-      EXECUTE format('INSERT INTO ace_mtree.%I (sign) VALUES (%s)', 'log_' || tree, {altered});
+  FOR changed IN SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                  WHERE c.object_type OPERATOR(pg_catalog.=) 'table' LOOP
+    FOR tree IN SELECT t.tree_key FROM ace_mtree.trees t
+                 WHERE t.table_oid OPERATOR(pg_catalog.=) changed
+                   AND t.format_version OPERATOR(pg_catalog.=) {format} LOOP
+      EXECUTE pg_catalog.format('INSERT INTO ace_mtree.%I (sign) VALUES (%s)',
+                                pg_catalog.concat('log_', tree), {altered});
     END LOOP;
   END LOOP;
 EXCEPTION WHEN OTHERS THEN
@@ -117,6 +162,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $ace_ddl$;
 REVOKE ALL ON FUNCTION ace_mtree.on_alter_table() FROM PUBLIC;
+ALTER FUNCTION ace_mtree.on_alter_table() OWNER TO ace_mtree_writer;
 DROP EVENT TRIGGER IF EXISTS ace_mtree_alter_table;
 CREATE EVENT TRIGGER ace_mtree_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
   EXECUTE FUNCTION ace_mtree.on_alter_table();
@@ -124,17 +170,63 @@ ALTER EVENT TRIGGER ace_mtree_alter_table ENABLE ALWAYS;
 """
 
 
-def init(cur: cursor) -> bool:
-    """Create ACE's schema and its catalogue of trees (idempotent).
+def _has_format_column(cur: cursor) -> bool:
+    cur.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid "
+                "OPERATOR(pg_catalog.=) 'ace_mtree.trees'::pg_catalog.regclass AND attname "
+                "OPERATOR(pg_catalog.=) 'format_version' AND NOT attisdropped)")
+    return bool(cur.fetchone()[0])
 
-    Where the session may (a superuser), an event trigger also watches ALTER TABLE;
-    returns whether it is in place.
+
+def _is_superuser(cur: cursor) -> bool:
+    cur.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname "
+                "OPERATOR(pg_catalog.=) CURRENT_USER")
+    return bool(cur.fetchone()[0])
+
+
+def writer_role_exists(cur: cursor) -> bool:
+    cur.execute("SELECT pg_catalog.to_regrole(%s) IS NOT NULL", (WRITER_ROLE,))
+    return bool(cur.fetchone()[0])
+
+
+def _drop_earlier_watch(cur: cursor) -> None:
+    """Drop an event trigger function an earlier version left, and its event trigger.
+
+    It ran as the superuser who created it and appended to logs of the key's own
+    (domain) type, running the domain's code as that superuser. The schema's owner
+    may drop it even without being a superuser; a superuser's ``init`` puts the
+    watch back, run as ``ace_mtree_writer``.
+    """
+    cur.execute("SELECT pg_catalog.pg_get_userbyid(p.proowner) FROM pg_catalog.pg_proc p "
+                "WHERE p.oid OPERATOR(pg_catalog.=) "
+                "pg_catalog.to_regprocedure('ace_mtree.on_alter_table()')")
+    row = cur.fetchone()
+    if row is not None and row[0] != WRITER_ROLE:
+        cur.execute("DROP FUNCTION ace_mtree.on_alter_table() CASCADE")
+
+
+def init(cur: cursor) -> bool:
+    """Create ACE's schema and its catalogue of trees (idempotent; upgrades an older one).
+
+    Where the session may (a superuser), the role ``ace_mtree_writer`` and an event
+    trigger that watches ALTER TABLE are created too, and the logs of existing trees
+    are opened to it; returns whether the event trigger is in place.
     """
     cur.execute(INIT_SQL)
-    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    if not cur.fetchone()[0]:
+    if not _has_format_column(cur):
+        cur.execute(UPGRADE_SQL)
+    if not _is_superuser(cur):
+        _drop_earlier_watch(cur)
         return False
-    cur.execute(DDL_WATCH_SQL.replace("{altered}", str(ALTERED)))
+    cur.execute(WRITER_SQL)
+    cur.execute(DDL_WATCH_SQL.replace("{altered}", str(ALTERED))
+                .replace("{format}", str(FORMAT_VERSION)))
+    cur.execute("SELECT tree_key FROM ace_mtree.trees WHERE format_version "
+                "OPERATOR(pg_catalog.=) %s", (FORMAT_VERSION,))
+    for (key,) in cur.fetchall():
+        cur.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.log_{key}",))
+        if cur.fetchone()[0]:
+            cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(
+                obj("log", key), sql.Identifier(WRITER_ROLE)))
     return True
 
 
@@ -153,7 +245,11 @@ def _key_names(shape: TableShape, prefix: str) -> sql.Composable:
 
 
 def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
-    """(Re)create the tree's leaf, inner and log tables, empty."""
+    """(Re)create the tree's leaf, inner and log tables, empty.
+
+    ``shape`` is the table's :func:`~ace_shared.mtree.keytypes.cast_shape`: its key
+    columns have their built-in base types, and so have the bounds and logged keys.
+    """
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
     lows = _key_columns_ddl(shape, "l")
@@ -176,6 +272,9 @@ def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
         obj("log", key), _key_columns_ddl(shape, "k"), quiet))
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(obj(kind, key)))
+    if writer_role_exists(cur):  # the event trigger marks ALTER TABLE in the log
+        cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key),
+                                                               sql.Identifier(WRITER_ROLE)))
 
 
 def _log_values(shape: TableShape, record: str, sign: int) -> sql.Composable:
@@ -287,14 +386,15 @@ def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) 
 
 def tracking_state(cur: cursor, table_oid: int) -> dict[str, str]:
     """Suffix -> ``tgenabled`` of ACE's triggers on the table."""
-    cur.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s AND tgname LIKE %s",
+    cur.execute("SELECT tgname, tgenabled FROM pg_catalog.pg_trigger WHERE tgrelid "
+                "OPERATOR(pg_catalog.=) %s AND tgname OPERATOR(pg_catalog.~~) %s",
                 (table_oid, TRIGGER_PREFIX.replace("_", r"\_") + "%"))
     return {name[len(TRIGGER_PREFIX):]: str(state) for name, state in cur.fetchall()}
 
 
 def drop_tracking(cur: cursor, table: TableName, key: str) -> None:
     """Drop the triggers, if the table still exists (the functions go with the tree)."""
-    cur.execute("SELECT to_regclass(%s)", (f"{_q(table.schema)}.{_q(table.table)}",))
+    cur.execute("SELECT pg_catalog.to_regclass(%s)", (f"{_q(table.schema)}.{_q(table.table)}",))
     if cur.fetchone()[0] is not None:
         ref = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.table))
         for suffix in (*EXPECTED_TRIGGERS, *_EARLIER_TRIGGERS):
@@ -311,12 +411,20 @@ def drop_tree(cur: cursor, table: TableName, key: str) -> None:
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
     if schema_exists(cur):
-        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key = %s", (key,))
+        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
+                    (key,))
 
 
 def schema_exists(cur: cursor) -> bool:
-    cur.execute("SELECT to_regclass('ace_mtree.trees') IS NOT NULL")
+    cur.execute("SELECT pg_catalog.to_regclass('ace_mtree.trees') IS NOT NULL")
     return bool(cur.fetchone()[0])
+
+
+def schema_state(cur: cursor) -> str:
+    """``missing``, ``older`` (a catalogue without the layout column) or ``current``."""
+    if not schema_exists(cur):
+        return "missing"
+    return "current" if _has_format_column(cur) else "older"
 
 
 def _q(name: str) -> str:

@@ -41,6 +41,7 @@ class TreeRow:
     shape_sig: str
     block_rows: int
     bounds_sig: str
+    format_version: int = objects.FORMAT_VERSION
 
 
 @dataclass
@@ -97,7 +98,7 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
     def take(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
             try:  # waits as long as the session's lock_timeout allows
-                cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, key))
+                cur.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (LOCK_SPACE, key))
             except psycopg2.errors.LockNotAvailable:
                 cur.connection.rollback()
                 raise TableError(
@@ -162,33 +163,42 @@ def table_shape(job: Job) -> TableShape:
 
 
 def _relkind(cur: cursor, shape: TableShape) -> str:
-    cur.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relname = %s", (shape.table.schema, shape.table.table))
+    cur.execute("SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE n.nspname "
+                "OPERATOR(pg_catalog.=) %s AND c.relname OPERATOR(pg_catalog.=) %s",
+                (shape.table.schema, shape.table.table))
     return str(cur.fetchone()[0])
 
 
 def table_identity(cur: cursor, shape: TableShape) -> tuple[int, str]:
     """The table's oid and its owner's name on one node."""
-    cur.execute("SELECT c.oid, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+    cur.execute("SELECT c.oid, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+                "WHERE n.nspname OPERATOR(pg_catalog.=) %s AND c.relname OPERATOR(pg_catalog.=) %s",
                 (shape.table.schema, shape.table.table))
     oid, owner = cur.fetchone()
     return int(oid), str(owner)
 
 
 def require_schema(job: Job) -> None:
-    present = job.sessions.on_all(objects.schema_exists)
-    missing = [n for n, ok in present.items() if not ok]
+    present = job.sessions.on_all(objects.schema_state)
+    missing = [n for n, state in present.items() if state == "missing"]
     if missing:
         raise TableError(f"ACE's mtree schema is not set up on node {', '.join(missing)}; run "
                          f"'ace mtree init {job.request.cluster_name}' first.")
+    older = [n for n, state in present.items() if state == "older"]
+    if older:
+        raise TableError(f"ACE's mtree schema on node {', '.join(older)} was set up by an "
+                         f"older version of ACE; run 'ace mtree init {job.request.cluster_name}' "
+                         "again, then 'ace mtree build' for each tree.")
 
 
 def read_tree_row(cur: cursor, key: str) -> TreeRow | None:
-    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig FROM ace_mtree.trees "
-                "WHERE tree_key = %s", (key,))
+    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version "
+                "FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
     row = cur.fetchone()
-    return None if row is None else TreeRow(int(row[0]), row[1], int(row[2]), row[3])
+    return None if row is None else TreeRow(int(row[0]), row[1], int(row[2]), row[3],
+                                            int(row[4]))
 
 
 def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
@@ -199,6 +209,10 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
     if row is None:
         raise TableError(f"Table {name} has no Merkle tree on node {node} (never built, being "
                          f"built, torn down, or lost in a crash); {rebuild}.")
+    if row.format_version != objects.FORMAT_VERSION:
+        raise TableError(f"The Merkle tree of table {name} on node {node} was built by an older "
+                         f"version of ACE, whose change log held the key in its own type; "
+                         f"{rebuild}.")
     oid, _ = table_identity(cur, shape)
     if oid != row.table_oid:
         raise TableError(f"Table {name} on node {node} is not the table its Merkle tree was "

@@ -27,7 +27,7 @@ from ace_shared.diff import queries
 from ace_shared.diff.plan import agreed_boundaries
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
-from ace_shared.mtree import leaves, objects
+from ace_shared.mtree import keytypes, leaves, objects
 from ace_shared.mtree.tree import (
     Job,
     TreeRow,
@@ -73,7 +73,8 @@ def _fold(shape: TableShape, key: str, node: str) -> Any:
         drained = leaves.drain(cur, shape, key)
         refuse_if_marked(drained, shape, node)
         leaves.rebuild_inner(cur, key, set(drained.touched))
-        cur.execute("UPDATE ace_mtree.trees SET updated_at = now() WHERE tree_key = %s", (key,))
+        cur.execute("UPDATE ace_mtree.trees SET updated_at = pg_catalog.now() "
+                    "WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
         return row, drained
     return in_transaction(run, repeatable=True)
 
@@ -85,10 +86,12 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any]]:
     folded = each_node(job, lambda node: _fold(shape, key, node))
     tree = check_same_blocks({n: r for n, (r, _) in folded.items()}, shape)
     touched = sorted({b for _, d in folded.values() for b in d.touched})
-    plan = plan_rebalance(job, shape, key, touched, tree.block_rows)
+    # splitting casts key bounds: to the key's built-in base types, never to a domain
+    cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+    plan = plan_rebalance(job, cast, key, touched, tree.block_rows)
     if plan:
         sigs = each_node(job, lambda node: in_transaction(
-            lambda cur: _apply(cur, shape, key, plan), repeatable=True))
+            lambda cur: _apply(cur, cast, key, plan), repeatable=True))
         if len(set(sigs.values())) > 1:
             raise TableError(f"Rebalancing the Merkle trees of table {shape.table.display} left "
                              "different blocks on the nodes; run 'ace mtree build' for it again.")
@@ -132,8 +135,8 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
                   pieces: int) -> list[Key]:
     def cuts(cur: cursor) -> list[Key]:
         lower, upper = _bounds(cur, shape, key, b)
-        cur.execute(sql.SQL("SELECT row_count FROM {} WHERE block_no = %s").format(
-            objects.obj("blocks", key)), (b,))
+        cur.execute(sql.SQL("SELECT row_count FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s"
+                            ).format(objects.obj("blocks", key)), (b,))
         count = int(cur.fetchone()[0])
         query, params = queries.inner_boundaries(
             shape, KeyRange(b, lower, upper), max(1, math.ceil(count / pieces)), None)
@@ -154,18 +157,22 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance) -> str:
     leaves.rebuild_inner(cur, key, {b for b in drained.touched if b < first})
     for b in plan.merges:
         cur.execute(sql.SQL(
-            "UPDATE {t} k SET row_count = k.row_count + r.row_count, hash = k.hash # r.hash "
-            "FROM {t} r WHERE k.block_no = %s AND r.block_no = %s").format(t=blocks), (b, b + 1))
-        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no = %s").format(blocks), (b + 1,))
+            "UPDATE {t} k SET row_count = k.row_count OPERATOR(pg_catalog.+) r.row_count, "
+            "hash = k.hash OPERATOR(pg_catalog.#) r.hash FROM {t} r "
+            "WHERE k.block_no OPERATOR(pg_catalog.=) %s AND r.block_no OPERATOR(pg_catalog.=) %s"
+        ).format(t=blocks), (b, b + 1))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s").format(
+            blocks), (b + 1,))
     next_no = TEMP_BLOCK_BASE
     for b, cuts in plan.splits.items():
         lower, upper = _bounds(cur, shape, key, b)
         counts, hashes = leaves.hash_ranges(cur, shape, [KeyRange(b, lower, upper, tuple(cuts))])
-        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no = %s").format(blocks), (b,))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s").format(
+            blocks), (b,))
         leaves.insert_blocks(cur, shape, key, next_no, [lower, *cuts], counts, hashes)
         next_no += len(counts)
     leaves.rebuild_inner_from(cur, key, first, leaves.renumber(cur, shape, key, first))
     sig = leaves.bounds_signature(cur, shape, key)
-    cur.execute("UPDATE ace_mtree.trees SET bounds_sig = %s, updated_at = now() "
-                "WHERE tree_key = %s", (sig, key))
+    cur.execute("UPDATE ace_mtree.trees SET bounds_sig = %s, updated_at = pg_catalog.now() "
+                "WHERE tree_key OPERATOR(pg_catalog.=) %s", (sig, key))
     return sig
