@@ -211,3 +211,27 @@ def test_a_reader_of_the_table_needs_the_documented_grants_for_its_tree(
     assert _as_caller("update", "op_tree_reader")["action"] == "update"
     summary = _as_caller("table-diff", "op_tree_reader")
     assert summary["diff_rows"] == 2, summary
+
+
+def test_the_owner_of_a_table_builds_and_tears_down_its_tree_with_the_documented_grants(
+        pg_cluster: Any) -> None:
+    table = "public.op_mine"
+    pg_cluster.serve_role("op_tree_owner")
+    as_admin_on_every_node(pg_cluster, [
+        f"DROP TABLE IF EXISTS {table}",
+        f"CREATE TABLE {table} (id int PRIMARY KEY, v text)",
+        f"INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, 500) g",
+        f"ALTER TABLE {table} OWNER TO op_tree_owner"])
+    assert mtree_init().code == 0
+    try:
+        as_admin_on_every_node(pg_cluster, [
+            "GRANT USAGE, CREATE ON SCHEMA ace_mtree TO op_tree_owner",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ace_mtree.trees TO op_tree_owner"])
+        assert _as_caller("build", "op_tree_owner", table)["action"] == "build"
+        assert _as_caller("table-diff", "op_tree_owner", table)["diff_rows"] == 0
+        assert _as_caller("teardown", "op_tree_owner", table)["trees_removed"]
+    finally:
+        as_admin_on_every_node(pg_cluster, [
+            f"DROP TABLE IF EXISTS {table}",
+            "REVOKE ALL ON SCHEMA ace_mtree FROM op_tree_owner",
+            "REVOKE ALL ON ace_mtree.trees FROM op_tree_owner"])
