@@ -45,15 +45,27 @@ def operator_grants(user: str, dbname: str) -> list[sql.Composable]:
     - ``pg_write_all_data``: repair and auto-repair write every table;
     - ``ace_repair``: a repair's writes must not replicate back out;
     - ``CONNECT``, ``TEMPORARY`` (a repair stages rows in a temporary table) and
-      ``CREATE`` on the database (``ace mtree init`` creates the schema ``ace_mtree``).
+      ``CREATE`` on the database (``ace mtree init`` creates the schema ``ace_mtree``);
+    - ``subconninfo`` of ``pg_subscription`` (see :func:`conninfo_grant`).
     """
     ident = sql.Identifier(user)
-    return [
+    return [conninfo_grant(user),
         sql.SQL("GRANT pg_read_all_data, pg_write_all_data TO {}").format(ident),
         sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident),
         sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(
             sql.Identifier(dbname), ident),
     ]
+
+
+def conninfo_grant(user: str) -> sql.Composable:
+    """Let ``user`` read native subscriptions' connection strings, in the current database.
+
+    spock-diff names a native subscription's provider by its host, port and
+    database; only superusers may read the column otherwise. It may hold the
+    subscription's password, so the grant is per database and explicit.
+    """
+    return sql.SQL("GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {}").format(
+        sql.Identifier(user))
 
 
 def create_group(name: str) -> sql.Composable:

@@ -100,6 +100,9 @@ def pglogical_mesh(cluster: Any) -> None:
 def native_mesh(cluster: Any) -> None:
     for i in range(len(NODES)):
         autocommit(cluster.admin_dsn(i), f"CREATE DATABASE natdb OWNER {cluster.user}")
+        # ACE's login reads the subscriptions' providers (docs/security.md)
+        autocommit(cluster.admin_dsn(i, "natdb"),
+                   f"GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {cluster.user}")
         autocommit(libpq(cluster, i, "natdb"),
                    "CREATE TABLE nt_a (id int PRIMARY KEY, v text)",
                    "CREATE TABLE nt_b (id int PRIMARY KEY, v text)",
