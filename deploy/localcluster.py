@@ -14,7 +14,8 @@ They are set up the way docs/security.md asks of a real cluster: TLS with a
 certificate authority of their own (deploy/localtls.py), ACE's client
 certificate allowed to log in as each role it serves (``pg_hba.conf`` line for
 the members of ``ace_callers``, one ``pg_ident.conf`` line per served role),
-and the group role ``ace_repair`` holding the narrow grants a repair needs.
+the group role ``ace_repair`` holding the narrow grants a repair needs, and
+ACE's own login (the cluster file's) without any superuser-like attribute.
 :meth:`LocalCluster.serve_role` (command ``serve-role``) adds a caller.
 
 PostgreSQL refuses to run as root, so when this runs as root every server command
@@ -26,13 +27,15 @@ Module use::
     cluster.start()
     cluster.write_cluster_json(Path("cluster"))
 
-Command use::
+Command use (with ``.venv/bin/python``, or any python3: the script re-runs itself
+with the venv's)::
 
-    python deploy/localcluster.py start --dir .ace-local --name demo --ports 6432,6433,6434 \\
-        --cluster-dir cluster --timezones UTC,America/New_York,Asia/Kolkata
-    python deploy/localcluster.py status --dir .ace-local --name demo
-    python deploy/localcluster.py stop --dir .ace-local --name demo
-    python deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
+    python3 deploy/localcluster.py start --dir .ace-local --name demo --ports 6432,6433,6434 \\
+        --cluster-dir cluster --admin-cluster-dir .ace-local/cluster-admin \\
+        --timezones UTC,America/New_York,Asia/Kolkata
+    python3 deploy/localcluster.py status --dir .ace-local --name demo
+    python3 deploy/localcluster.py stop --dir .ace-local --name demo
+    python3 deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
 """
 
 from __future__ import annotations
