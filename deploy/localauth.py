@@ -49,11 +49,12 @@ def operator_grants(user: str, dbname: str) -> list[sql.Composable]:
     - ``subconninfo`` of ``pg_subscription`` (see :func:`conninfo_grant`).
     """
     ident = sql.Identifier(user)
-    return [conninfo_grant(user),
+    return [
         sql.SQL("GRANT pg_read_all_data, pg_write_all_data TO {}").format(ident),
         sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident),
         sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(
             sql.Identifier(dbname), ident),
+        conninfo_grant(user),
     ]
 
 

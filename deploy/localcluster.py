@@ -67,9 +67,9 @@ from pathlib import Path
 def _use_the_venv() -> None:
     """Re-run this script with the checkout's ``.venv/bin/python`` when started by another.
 
-    psycopg2 and ACE are installed in ``.venv`` only, so ``python3
-    deploy/localcluster.py serve-role ...`` from a shell without the venv would stop
-    at the first import; it now runs as written.
+    psycopg2 and ACE are installed in ``.venv`` only; without this, ``python3
+    deploy/localcluster.py serve-role ...`` run from a shell without the venv (as
+    docs/security.md writes it) would stop at the first import.
     """
     try:
         import psycopg2  # noqa: F401
