@@ -3,8 +3,9 @@
 This is the database side of docs/security.md, for the nodes deploy/localcluster.py
 runs: the group ``ace_callers`` (the roles ACE's certificate may log in as, named
 by a ``pg_hba.conf`` line), one ``pg_ident.conf`` line per served role (PostgreSQL
-15 has no ``+group`` there), and the group ``ace_repair`` holding the narrow
-grants that keep a repair's writes from replicating back out.
+15 has no ``+group`` there), the group ``ace_repair`` holding the narrow
+grants that keep a repair's writes from replicating back out, and the rights of
+ACE's own login (the cluster file's ``db_user``), which is not a superuser.
 """
 
 from __future__ import annotations
@@ -23,6 +24,49 @@ REPAIR_GRANTS = (
     "pg_catalog.pg_replication_origin_session_setup(text), "
     "pg_catalog.pg_replication_origin_session_reset() TO ace_repair",
 )
+
+
+# Spock's repair mode, granted only where Spock is installed (the function is what is called).
+SPOCK_REPAIR_GRANT = """DO $$ BEGIN
+  IF to_regprocedure('spock.repair_mode(boolean)') IS NOT NULL THEN
+    GRANT USAGE ON SCHEMA spock TO ace_repair;
+    GRANT EXECUTE ON FUNCTION spock.repair_mode(boolean) TO ace_repair;
+  END IF;
+END $$"""
+# The attributes of ACE's own login: everything a superuser-like attribute grants is off.
+OPERATOR_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS"
+
+
+def operator_grants(user: str, dbname: str) -> list[sql.Composable]:
+    """What the operator path (CLI, scheduled jobs, auto-repair) needs, and no more.
+
+    - ``pg_read_all_data``: diff, rerun and the checks read every table (and the
+      ``spock`` schema) whoever owns it;
+    - ``pg_write_all_data``: repair and auto-repair write every table;
+    - ``ace_repair``: a repair's writes must not replicate back out;
+    - ``CONNECT``, ``TEMPORARY`` (a repair stages rows in a temporary table) and
+      ``CREATE`` on the database (``ace mtree init`` creates the schema ``ace_mtree``);
+    - ``subconninfo`` of ``pg_subscription`` (see :func:`conninfo_grant`).
+    """
+    ident = sql.Identifier(user)
+    return [
+        sql.SQL("GRANT pg_read_all_data, pg_write_all_data TO {}").format(ident),
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident),
+        sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(
+            sql.Identifier(dbname), ident),
+        conninfo_grant(user),
+    ]
+
+
+def conninfo_grant(user: str) -> sql.Composable:
+    """Let ``user`` read native subscriptions' connection strings, in the current database.
+
+    spock-diff names a native subscription's provider by its host, port and
+    database; only superusers may read the column otherwise. It may hold the
+    subscription's password, so the grant is per database and explicit.
+    """
+    return sql.SQL("GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {}").format(
+        sql.Identifier(user))
 
 
 def create_group(name: str) -> sql.Composable:

@@ -14,7 +14,8 @@ They are set up the way docs/security.md asks of a real cluster: TLS with a
 certificate authority of their own (deploy/localtls.py), ACE's client
 certificate allowed to log in as each role it serves (``pg_hba.conf`` line for
 the members of ``ace_callers``, one ``pg_ident.conf`` line per served role),
-and the group role ``ace_repair`` holding the narrow grants a repair needs.
+the group role ``ace_repair`` holding the narrow grants a repair needs, and
+ACE's own login (the cluster file's) without any superuser-like attribute.
 :meth:`LocalCluster.serve_role` (command ``serve-role``) adds a caller.
 
 PostgreSQL refuses to run as root, so when this runs as root every server command
@@ -26,13 +27,15 @@ Module use::
     cluster.start()
     cluster.write_cluster_json(Path("cluster"))
 
-Command use::
+Command use (with ``.venv/bin/python``, or any python3: the script re-runs itself
+with the venv's)::
 
-    python deploy/localcluster.py start --dir .ace-local --name demo --ports 6432,6433,6434 \\
-        --cluster-dir cluster --timezones UTC,America/New_York,Asia/Kolkata
-    python deploy/localcluster.py status --dir .ace-local --name demo
-    python deploy/localcluster.py stop --dir .ace-local --name demo
-    python deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
+    python3 deploy/localcluster.py start --dir .ace-local --name demo --ports 6432,6433,6434 \\
+        --cluster-dir cluster --admin-cluster-dir .ace-local/cluster-admin \\
+        --timezones UTC,America/New_York,Asia/Kolkata
+    python3 deploy/localcluster.py status --dir .ace-local --name demo
+    python3 deploy/localcluster.py stop --dir .ace-local --name demo
+    python3 deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
 """
 
 from __future__ import annotations
@@ -60,19 +63,48 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-from localauth import (
+
+def _use_the_venv() -> None:
+    """Re-run this script with the checkout's ``.venv/bin/python`` when started by another.
+
+    psycopg2 and ACE are installed in ``.venv`` only; without this, ``python3
+    deploy/localcluster.py serve-role ...`` run from a shell without the venv (as
+    docs/security.md writes it) would stop at the first import.
+    """
+    try:
+        import psycopg2  # noqa: F401
+
+        import ace_shared  # noqa: F401
+        return
+    except ImportError:
+        pass
+    venv_python = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
+    if venv_python.is_file() and Path(sys.prefix).resolve() != venv_python.parent.parent.resolve():
+        os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()),
+                                    *sys.argv[1:]])
+    sys.exit("localcluster: psycopg2 and ACE are not installed for this python; run "
+             "'bash deploy/setup.sh --no-demo', then '.venv/bin/python deploy/localcluster.py'.")
+
+
+if __name__ == "__main__":
+    _use_the_venv()
+
+import psycopg2  # noqa: E402
+from localauth import (  # noqa: E402
     CALLERS_GROUP,
+    OPERATOR_ATTRIBUTES,
     REPAIR_GRANTS,
     REPAIR_GROUP,
+    SPOCK_REPAIR_GRANT,
     create_group,
+    operator_grants,
     pg_ident,
     serve_statements,
 )
-from localtls import LocalTls, TlsError
-from psycopg2 import sql
+from localtls import LocalTls, TlsError  # noqa: E402
+from psycopg2 import sql  # noqa: E402
 
-from ace_shared.errors import LocalClusterError
+from ace_shared.errors import LocalClusterError  # noqa: E402
 
 log = logging.getLogger("localcluster")
 
@@ -339,8 +371,14 @@ class LocalCluster:
         match = re.search(r"\(PostgreSQL\) (\d+)", out)
         return match.group(1) if match else ""
 
-    def write_cluster_json(self, cluster_dir: Path) -> Path:
-        """Write ``<cluster_dir>/<name>/<name>.json`` in the pgEdge cluster format."""
+    def write_cluster_json(self, cluster_dir: Path, *, admin: bool = False) -> Path:
+        """Write ``<cluster_dir>/<name>/<name>.json`` in the pgEdge cluster format.
+
+        Its login is ACE's own (not a superuser); with ``admin``, the ``postgres``
+        superuser's instead: the admin cluster file, for the few commands that need
+        one (docs/security.md), kept in a folder of its own.
+        """
+        user, password = ("postgres", "") if admin else (self.user, self.password)
         doc = {
             "json_version": "1.0",
             "cluster_name": self.name,
@@ -350,8 +388,8 @@ class LocalCluster:
                 "pg_version": self.pg_version,
                 "auto_start": "off",
                 "spock": {"spock_version": "", "auto_ddl": "off"},
-                "databases": [{"db_name": self.dbname, "db_user": self.user,
-                               "db_password": self.password}],
+                "databases": [{"db_name": self.dbname, "db_user": user,
+                               "db_password": password}],
             },
             "node_groups": [
                 {"ssh": {"os_user": "postgres", "private_key": ""}, "name": n.name,
@@ -361,13 +399,16 @@ class LocalCluster:
             ],
         }
         target = Path(cluster_dir) / self.name / f"{self.name}.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # The file holds ACE's password: readable by the user who runs ACE only.
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(target.parent, 0o700)
         # Replace atomically: a worker may be reading the file at this moment.
+        # NamedTemporaryFile creates it 0600, before a byte is written.
         with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False,
                                          suffix=".tmp") as tmp:
             json.dump(doc, tmp, indent=2)
             tmp.write("\n")
-        os.chmod(tmp.name, 0o644)
+        os.chmod(tmp.name, 0o600)
         os.replace(tmp.name, target)
         return target
 
@@ -503,7 +544,11 @@ class LocalCluster:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,))
                 verb = "ALTER" if cur.fetchone() else "CREATE"
-                cur.execute(sql.SQL(verb + " ROLE {} WITH LOGIN SUPERUSER PASSWORD {}").format(
+                # Not a superuser: a mistake elsewhere must not reach the operating system
+                # (docs/security.md, "Deploying without a superuser"). ALTER demotes the
+                # superuser that clusters made by earlier versions had.
+                cur.execute(sql.SQL(verb + " ROLE {} WITH " + OPERATOR_ATTRIBUTES
+                                    + " PASSWORD {}").format(
                     sql.Identifier(self.user), sql.Literal(self.password)))
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
                 if not cur.fetchone():
@@ -513,7 +558,7 @@ class LocalCluster:
             conn.close()
         index = self.nodes.index(node)
         self._admin(index, self.dbname, *(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)),
-                    *REPAIR_GRANTS)
+                    *REPAIR_GRANTS, SPOCK_REPAIR_GRANT, *operator_grants(self.user, self.dbname))
         for role in self.served_roles:
             self._admin(index, self.dbname, *serve_statements(role, False))
 
@@ -703,9 +748,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timezones", help="server time zone per node, comma separated")
     parser.add_argument("--nodes", help="node names, comma separated (n1,n2,...)")
     parser.add_argument("--db", help="database for ACE (acedb)")
-    parser.add_argument("--user", help="ACE's login role, a superuser (ace)")
+    parser.add_argument("--user", help="ACE's login role, not a superuser (ace)")
     parser.add_argument("--password", help="its password (ace_pw)")
     parser.add_argument("--cluster-dir", help="also write <dir>/<name>/<name>.json here")
+    parser.add_argument("--admin-cluster-dir", help="also write the admin cluster file (the "
+                        "postgres superuser's login, for 'ace mtree init') here")
     parser.add_argument("--role", help="serve-role: the role ACE's certificate may log in as")
     parser.add_argument("--repair", action="store_true",
                         help="serve-role: also let the role repair (joins ace_repair)")
@@ -719,6 +766,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.start()
             if args.cluster_dir:
                 log.info("wrote %s", cluster.write_cluster_json(Path(args.cluster_dir)))
+            if args.admin_cluster_dir:
+                log.info("wrote %s", cluster.write_cluster_json(Path(args.admin_cluster_dir),
+                                                                admin=True))
         elif args.command == "stop":
             cluster.stop()
         elif args.command == "serve-role":

@@ -116,7 +116,8 @@ fi
 # --- demo cluster, data and first diffs -----------------------------------------------
 say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434)"
 .venv/bin/python deploy/localcluster.py start --dir .ace-local --name demo \
-  --ports 6432,6433,6434 --timezones UTC,America/New_York,Asia/Kolkata --cluster-dir cluster
+  --ports 6432,6433,6434 --timezones UTC,America/New_York,Asia/Kolkata --cluster-dir cluster \
+  --admin-cluster-dir .ace-local/cluster-admin  # the superuser's, for 'ace mtree init' only
 # API callers act as their own role: ACE's certificate may log in as demo_caller (docs/security.md)
 .venv/bin/python deploy/localcluster.py serve-role --dir .ace-local --name demo \
   --role demo_caller --repair >/dev/null

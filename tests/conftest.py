@@ -22,6 +22,8 @@ from fleet_helpers import Fleet, RedisServer, fleet_env  # noqa: E402
 from localcluster import LocalCluster, free_ports  # noqa: E402
 
 TEST_TIMEZONES = ("UTC", "America/New_York", "Asia/Kolkata")
+# where the session's admin cluster file is (the postgres superuser's login), see mtree_init
+ADMIN_CLUSTER_DIR_ENV = "ACE_TEST_ADMIN_CLUSTER_DIR"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,18 +57,25 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
     """A running 3-node cluster ``testclus`` (n1, n2, n3) for the whole session.
 
     Its cluster JSON is in ``$ACE_CLUSTER_DIR`` and ``$ACE_OUTPUT_DIR`` points to an
-    empty directory, both set for the session and restored afterwards.
+    empty directory, both set for the session and restored afterwards. The cluster
+    file's login, ``ace``, is not a superuser (docs/security.md); an admin cluster
+    file with the ``postgres`` superuser is in ``$ACE_TEST_ADMIN_CLUSTER_DIR``.
     """
     cluster = LocalCluster(tmp_path_factory.mktemp("pg"), name="testclus",
                            ports=free_ports(3, 16432, 16999), timezones=TEST_TIMEZONES,
                            node_names=("n1", "n2", "n3"))
     cluster_dir = tmp_path_factory.mktemp("cluster")
+    admin_cluster_dir = tmp_path_factory.mktemp("cluster-admin")
     output_dir = tmp_path_factory.mktemp("output")
     saved = {key: os.environ.get(key) for key in ("ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR",
+                                                  ADMIN_CLUSTER_DIR_ENV,
                                                   *cluster.client_settings())}
     try:
         cluster.start()
+        # ACE's own login, not a superuser; the admin file is for `ace mtree init` only
         cluster.write_cluster_json(cluster_dir)
+        cluster.write_cluster_json(admin_cluster_dir, admin=True)
+        os.environ[ADMIN_CLUSTER_DIR_ENV] = str(admin_cluster_dir)
         os.environ["ACE_CLUSTER_DIR"] = str(cluster_dir)
         os.environ["ACE_OUTPUT_DIR"] = str(output_dir)
         # ACE logs in with its client certificate, as the nodes expect (docs/security.md)

@@ -68,6 +68,17 @@ def run_ace(*args: str, env: dict[str, str] | None = None, fresh_process: bool =
     return AceRun(result.exit_code, result.stdout, result.stderr)
 
 
+def mtree_init(cluster: str = CLUSTER) -> AceRun:
+    """``ace mtree init`` as docs/security.md says: first with the cluster file's login (the
+    schema ``ace_mtree`` is then ACE's), then with the admin cluster file, whose superuser
+    adds the event trigger that marks trees stale on ``ALTER TABLE``."""
+    first = run_ace("mtree", "init", cluster)
+    if first.code != 0:
+        return first
+    return run_ace("mtree", "init", cluster,
+                   env={"ACE_CLUSTER_DIR": os.environ["ACE_TEST_ADMIN_CLUSTER_DIR"]})
+
+
 def table_diff(table: str, *options: str, env: dict[str, str] | None = None,
                fresh_process: bool = False) -> AceRun:
     return run_ace("table-diff", CLUSTER, table, *options, env=env, fresh_process=fresh_process)
@@ -120,6 +131,18 @@ def on_every_node(cluster: Any, statements: Iterable[str | tuple[str, Sequence[A
     todo = list(statements)
     for i in range(len(NODES)):
         execute(cluster.node_dsn(i), todo)
+
+
+def as_admin_on_every_node(cluster: Any,
+                           statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+    """Run statements as the postgres superuser in ACE's database on every node.
+
+    For fixture set-up the cluster file's login may not do, since it is not a
+    superuser: creating and dropping roles, granting predefined roles.
+    """
+    todo = list(statements)
+    for i in range(len(NODES)):
+        execute(cluster.admin_dsn(i, cluster.dbname), todo)
 
 
 def labelled_items(cluster: Any, table: str, rows: int, changed_on_n2: str) -> str:

@@ -56,6 +56,19 @@ class Nodes:
         finally:
             conn.close()
 
+    def execute_as_admin(self, node: str,
+                         statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+        """Like :meth:`execute`, as the postgres superuser: roles, which ACE's login may not
+        create or drop."""
+        with psycopg2.connect(self.cluster.admin_dsn(NODES.index(node), self.cluster.dbname)) \
+                as conn, conn.cursor() as cur:
+            for st in statements:
+                if isinstance(st, tuple):
+                    cur.execute(st[0], st[1])
+                else:
+                    cur.execute(st)
+        conn.close()
+
     def on_all(self, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
         todo = list(statements)
         for node in NODES:

@@ -53,8 +53,9 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> Non
 
 
 def libpq(cluster: Any, i: int, dbname: str) -> str:
-    return (f"host=127.0.0.1 port={cluster.ports[i]} dbname={dbname} user={cluster.user} "
-            f"password={cluster.password}")
+    """The postgres superuser over TCP (trusted on the scratch nodes' loopback): building a
+    mesh (extensions, nodes, subscriptions) needs one; ACE's own login is not one."""
+    return f"host=127.0.0.1 port={cluster.ports[i]} dbname={dbname} user=postgres"
 
 
 def add_database(cluster_json: Path, dbname: str, user: str, password: str) -> None:
@@ -99,6 +100,9 @@ def pglogical_mesh(cluster: Any) -> None:
 def native_mesh(cluster: Any) -> None:
     for i in range(len(NODES)):
         autocommit(cluster.admin_dsn(i), f"CREATE DATABASE natdb OWNER {cluster.user}")
+        # ACE's login reads the subscriptions' providers (docs/security.md)
+        autocommit(cluster.admin_dsn(i, "natdb"),
+                   f"GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {cluster.user}")
         autocommit(libpq(cluster, i, "natdb"),
                    "CREATE TABLE nt_a (id int PRIMARY KEY, v text)",
                    "CREATE TABLE nt_b (id int PRIMARY KEY, v text)",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from api_helpers import ApiCerts, ApiServer, make_certs, run_sql, wait_for_final
-from diff_helpers import NODES, on_every_node
+from diff_helpers import NODES, as_admin_on_every_node, on_every_node
 from fleet_helpers import Fleet, free_port, own_fleet
 from spock_fixtures import drop_spock, install_spock_mesh
 
@@ -46,10 +46,11 @@ def api(checks_fleet: Fleet, certs: ApiCerts) -> Iterator[ApiServer]:
 @pytest.fixture(scope="module")
 def repset(pg_cluster: Any) -> Iterator[Any]:
     """Set ``default``: one identical table, one differing, one missing on n3, one failing."""
-    on_every_node(pg_cluster, [f"DROP TABLE IF EXISTS {t}" for t in TABLES] + [
+    as_admin_on_every_node(pg_cluster, [
         f"DO $$ BEGIN CREATE ROLE {ROLE} NOLOGIN; "
         "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        f"GRANT {ROLE} TO ace", f"GRANT pg_read_all_data TO {ROLE}",
+        f"GRANT {ROLE} TO ace", f"GRANT pg_read_all_data TO {ROLE}"])
+    on_every_node(pg_cluster, [f"DROP TABLE IF EXISTS {t}" for t in TABLES] + [
         "CREATE TABLE ck_same (id int PRIMARY KEY, v text)",
         "INSERT INTO ck_same SELECT i, 'v' || i FROM generate_series(1, 5000) i",
         "CREATE TABLE ck_diff (id int PRIMARY KEY, v text)",
@@ -234,7 +235,7 @@ def test_a_scheduled_repset_diff_is_rechecked_after_rerun_after(
 def test_a_role_without_catalog_rights_gets_a_failed_task_saying_so(
         api: ApiServer, repset: Any) -> None:
     """The caller's role is the session's: without USAGE on spock it may not read the set."""
-    on_every_node(repset, [
+    as_admin_on_every_node(repset, [
         "DO $$ BEGIN CREATE ROLE ck_norights NOLOGIN; "
         "EXCEPTION WHEN duplicate_object THEN NULL; END $$", "GRANT ck_norights TO ace"])
     repset.serve_role("ck_norights")

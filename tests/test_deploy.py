@@ -246,7 +246,8 @@ def test_demo_data_injects_exactly_the_divergence_it_reports(
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(dbname), sql.Identifier(pg_cluster.user)))
     dsns = [pg_cluster.node_dsn(i).replace("dbname=acedb", f"dbname={dbname}")
             for i in range(3)]
 

@@ -17,7 +17,17 @@ from typing import Any
 
 import psycopg2
 import pytest
-from diff_helpers import CLUSTER, NODES, AceRun, execute, on_every_node, query, run_ace
+from diff_helpers import (
+    CLUSTER,
+    NODES,
+    AceRun,
+    as_admin_on_every_node,
+    execute,
+    mtree_init,
+    on_every_node,
+    query,
+    run_ace,
+)
 
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.mtree.leaves import levels_for
@@ -60,7 +70,7 @@ def lowers(cluster: Any, table: str) -> list[int]:
 @pytest.fixture(autouse=True)
 def mtree_schema(pg_cluster: Any) -> None:
     """ACE's schema on every node (idempotent): each test may run alone, in any order."""
-    assert mtree("init", CLUSTER).code == 0
+    assert mtree_init().code == 0
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +83,7 @@ def work_table(pg_cluster: Any) -> str:
         f"FROM generate_series(1, {ROWS}) g",
         "ANALYZE mt_work",
     ])
-    assert mtree("init", CLUSTER).code == 0  # module fixtures come before the autouse one
+    assert mtree_init().code == 0  # module fixtures come before the autouse one
     built = mtree("build", CLUSTER, TABLE)
     assert built.code == 0, built.stderr
     return TABLE
@@ -282,9 +292,10 @@ def test_a_command_waits_for_the_tree_lock_and_says_when_it_gave_up(pg_cluster: 
 def test_writers_need_no_rights_in_aces_schema(pg_cluster: Any) -> None:
     """An application role that owns nothing in ace_mtree still writes to a tracked table."""
     dsn = pg_cluster.node_dsn(0)
+    on_every_node(pg_cluster, ["DROP TABLE IF EXISTS mt_app"])
+    as_admin_on_every_node(pg_cluster, ["DROP ROLE IF EXISTS mt_writer",
+                                        "CREATE ROLE mt_writer LOGIN PASSWORD 'pw'"])
     on_every_node(pg_cluster, [
-        "DROP TABLE IF EXISTS mt_app", "DROP ROLE IF EXISTS mt_writer",
-        "CREATE ROLE mt_writer LOGIN PASSWORD 'pw'",
         "CREATE TABLE mt_app (id int PRIMARY KEY, v text)",
         "GRANT SELECT, INSERT, UPDATE, DELETE ON mt_app TO mt_writer",
     ])

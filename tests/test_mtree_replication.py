@@ -43,9 +43,11 @@ def replicating(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Any,
                 f"ALTER TABLE public.r OWNER TO {cluster.user}"])
         execute(cluster.admin_dsn(0, cluster.dbname),
                 ["CREATE PUBLICATION ace_all FOR ALL TABLES"])
+        # the walsender needs a replication login; ACE's own is none (docs/security.md)
+        publisher = (f"host=127.0.0.1 port={cluster.nodes[0].port} dbname={cluster.dbname} "
+                     "user=postgres")
         _autocommit(cluster.admin_dsn(1, cluster.dbname),
-                    f"CREATE SUBSCRIPTION ace_sub CONNECTION '{cluster.node_dsn(0)}' "
-                    "PUBLICATION ace_all")
+                    f"CREATE SUBSCRIPTION ace_sub CONNECTION '{publisher}' PUBLICATION ace_all")
         yield cluster
     finally:
         cluster.stop()

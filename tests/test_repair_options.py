@@ -291,14 +291,14 @@ def roles_on_n2(nodes: Nodes) -> Any:
     existing = nodes.query("n2", "SELECT count(*) FROM pg_roles "
                                  "WHERE rolname IN ('rp_writer', 'rp_reader')")[0][0]
     if existing == 2:
-        nodes.execute("n2", drop)
-    nodes.execute("n2", ["CREATE ROLE rp_writer", "CREATE ROLE rp_reader",
+        nodes.execute_as_admin("n2", drop)
+    nodes.execute_as_admin("n2", ["CREATE ROLE rp_writer", "CREATE ROLE rp_reader",
                          "GRANT ALL ON rp_opts TO rp_writer",
                          "GRANT SELECT ON rp_opts TO rp_reader"])
     for role in ("rp_writer", "rp_reader"):  # ACE logs in as them (docs/security.md)
         nodes.cluster.serve_role(role, repair=True)
     yield
-    nodes.execute("n2", drop)
+    nodes.execute_as_admin("n2", drop)
 
 
 @pytest.mark.usefixtures("roles_on_n2")

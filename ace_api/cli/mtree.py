@@ -31,8 +31,30 @@ def _runner(action: str) -> Any:
             return report_diff(result, request.quiet)
         if not request.quiet:
             click.echo(json.dumps(result, indent=2, default=str))
+        note = _unwatched_note(result) if action == "init" else None
+        if note:
+            click.echo(note, err=True)
         return EXIT_SAME
     return run
+
+
+def _unwatched_note(result: dict[str, Any]) -> str | None:
+    """One sentence when ``init`` could not (re)create the event trigger on some node.
+
+    Only a superuser may create event triggers, and ACE's own login is not one
+    (docs/security.md): init still succeeds, but the operator must know the rest
+    is an administrator's step.
+    """
+    watched = result.get("alter_table_watched")
+    if not isinstance(watched, dict):
+        return None
+    missing = sorted(node for node, ok in watched.items() if not ok)
+    if not missing:
+        return None
+    return (f"ace: note: this login may not create event triggers, so on {', '.join(missing)} "
+            "init did not (re)create the one that marks trees stale after ALTER TABLE; unless "
+            "an administrator has, run 'ace mtree init' once with the admin cluster file "
+            "(docs/security.md).")
 
 
 def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:

@@ -62,8 +62,11 @@ def provider_from_conninfo(conninfo: str) -> str:
     return f"{host}:{parts.get('port', '5432')}/{parts.get('dbname', '?')}"
 
 
-def _superuser(cur: cursor) -> bool:
-    cur.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
+def _may_read_conninfo(cur: cursor) -> bool:
+    """Whether the session may read ``subconninfo``: a superuser, or a login granted the
+    column (docs/security.md: ACE's login is not a superuser)."""
+    cur.execute("SELECT pg_catalog.has_column_privilege("
+                "'pg_catalog.pg_subscription', 'subconninfo', 'SELECT')")
     row = cur.fetchone()
     return bool(row and row[0])
 
@@ -77,8 +80,8 @@ def read_native(cur: cursor, node: str) -> NodeReplication:
                        tables=tuple(f"{display_ident(a)}.{display_ident(b)}" for a, b in r[6]))
         for r in cur.fetchall()
     )
-    # subconninfo is readable by superusers only (it may hold a password)
-    cur.execute(_SUBS if _superuser(cur) else _SUBS_UNPRIVILEGED)
+    # subconninfo is readable by superusers and those granted it only (it may hold a password)
+    cur.execute(_SUBS if _may_read_conninfo(cur) else _SUBS_UNPRIVILEGED)
     subs = tuple(
         Subscription(name=r[0], provider=provider_from_conninfo(r[1]), enabled=bool(r[2]),
                      sets=tuple(r[3] or ()), forward_origins=(), apply_delay="0",
