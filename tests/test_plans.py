@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import KeyRange
+from ace_shared.mtree import compare
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape, read_shape
 from ace_shared.rerun import hostdb
@@ -126,12 +127,14 @@ def _stage(cur: Any, shape: TableShape, keys: list[tuple[Any, ...]]) -> None:
 
 
 def _queries(shape: TableShape, keys: list[tuple[Any, ...]]) -> dict[str, queries.Query]:
-    """Every range and key query a diff and a rerun send, over small and large spans."""
+    """Every range and key query a diff, a rerun and an mtree re-check send, over small
+    and large spans (the keys are every 50th, so a leaf holds 50 rows)."""
     few, many = keys[10:12], keys[5:len(keys) - 5]
     narrow = KeyRange(0, keys[10], keys[11])
     wide = KeyRange(0, keys[5], keys[-5])
     lower_only, upper_only = KeyRange(0, keys[-3], None), KeyRange(0, None, keys[3])
     inner = tuple(keys[12:14])
+    leaves = [KeyRange(i, keys[i], keys[i + 1]) for i in range(len(keys) - 1)]
     return {
         "hash_range narrow": queries.hash_range(shape, narrow, None),
         "hash_range wide": queries.hash_range(shape, wide, None),
@@ -144,6 +147,11 @@ def _queries(shape: TableShape, keys: list[tuple[Any, ...]]) -> dict[str, querie
         "stream_hashes": queries.stream_hashes(shape, narrow, None),
         "fetch few keys": queries.fetch_rows_in_order(shape, [tuple(k) for k in few], None),
         "fetch many keys": queries.fetch_rows_in_order(shape, [tuple(k) for k in many], None),
+        # an mtree re-check: bucket sums of differing leaves, then their rows
+        "mtree leaf_buckets, 1 leaf": compare.leaf_buckets(shape, leaves[5:6]),
+        "mtree leaf_buckets, 100 leaves": compare.leaf_buckets(shape, leaves[100:200]),
+        "mtree leaf_buckets, every leaf": compare.leaf_buckets(shape, leaves),
+        "mtree leaf_rows, 100 leaves": compare.leaf_rows(shape, leaves[100:200], [3] * 100),
     }
 
 
@@ -153,7 +161,7 @@ def test_range_and_key_queries_never_read_the_whole_table(pg_cluster: Any,
                                                           table: str) -> None:
     dsn = pg_cluster.node_dsn(0)
     shape = planned[table]
-    keys = _keys(dsn, shape, every=200)
+    keys = _keys(dsn, shape, every=50)
     flipped = []
     for name, (query, params) in _queries(shape, keys).items():
         assert not _seq_scans(_explain(dsn, query, params, pinned=True), table), (

@@ -163,9 +163,11 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
     query, params = q
 
     def run(cur: Any) -> list[tuple[Any, ...]]:
-        # many short index scans look like one huge one to the planner: compiling them
-        # (JIT) took most of a second where running them takes a tenth of that
-        cur.execute("SET LOCAL jit = off")
+        # one index range scan per leaf, whatever the planner estimates for a join
+        # against a list of bounds (queries.PINNED_PLAN, which also turns JIT off:
+        # compiling many short scans took most of a second where running them took
+        # a tenth of that)
+        cur.execute(queries.PINNED_PLAN)
         cur.execute(query, params)
         return cur.fetchall()
     return run

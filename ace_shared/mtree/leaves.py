@@ -113,6 +113,7 @@ def hash_ranges(cur: cursor, shape: TableShape,
     """Count and hash of every block, where each range's sub-ranges are blocks in order."""
     counts: list[int] = []
     hashes: list[int] = []
+    cur.execute(queries.PINNED_PLAN)  # each range by its index, whatever the estimates
     for rng in ranges:
         query, params = queries.hash_range(shape, rng, None)
         cur.execute(query, params)

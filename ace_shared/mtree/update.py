@@ -140,6 +140,7 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
         count = int(cur.fetchone()[0])
         query, params = queries.inner_boundaries(
             shape, KeyRange(b, lower, upper), max(1, math.ceil(count / pieces)), None)
+        cur.execute(queries.PINNED_PLAN)  # the leaf's rows by its index, not the table
         cur.execute(query, params)
         return [tuple(r) for r in cur.fetchall()]
     found = job.sessions.on_one(node, cuts)
