@@ -117,3 +117,25 @@ def test_steps_run_as_separate_calls_like_fleet_subtasks(nodes: Nodes, behavior:
     assert summary["behavior"] == behavior
     assert not Path(plan["work_dir"]).exists()
     assert load_diff_file(new_path).table == load_diff_file(path).table
+
+
+@pytest.mark.parametrize("behavior", ["multiprocessing", "hostdb"])
+def test_a_failed_rerun_names_the_sqlstate_not_the_value(pg_cluster: Any, behavior: str,
+                                                         tmp_path: Path) -> None:
+    """A key the node cannot read back fails the rerun in one sentence that quotes no
+    value: the server's own message would (``invalid input syntax ... "9x9secret"``)."""
+    n = Nodes(pg_cluster)
+    n.on_all(["DROP TABLE IF EXISTS rr_ints",
+              "CREATE TABLE rr_ints (id int PRIMARY KEY, v text)",
+              "INSERT INTO rr_ints SELECT i, 'v' FROM generate_series(1, 20) i"])
+    n.execute("n2", ["UPDATE rr_ints SET v = 'w' WHERE id = 7"])
+    path, diff = diff_table("public.rr_ints")
+    text = path.read_text().replace('"id": "7"', '"id": "9x9secret"')
+    assert "9x9secret" in text
+    forged = tmp_path / "forged.json"
+    forged.write_text(text)
+    run = ace("table-rerun", CLUSTER, "public.rr_ints", f"--diff-file={forged}",
+              f"--behavior={behavior}")
+    assert run.code == 2, (run.stdout, run.stderr)
+    assert "9x9secret" not in run.stderr + run.stdout
+    assert "SQLSTATE 22P02" in run.stderr, run.stderr

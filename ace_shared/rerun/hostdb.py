@@ -24,8 +24,7 @@ from psycopg2 import sql
 from ace_shared.diff.queries import PINNED_PLAN
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, DiffRecord, Row, WorkDir
-from ace_shared.errors import AceError
-from ace_shared.nodes.connection import NodeTarget, connect, node_errors
+from ace_shared.nodes.connection import NodeTarget, connect, node_errors, query_error
 from ace_shared.nodes.shape import TableShape
 from ace_shared.repair.queries import COPY_CHUNK, LineStream, copy_field
 from ace_shared.rerun.batch import write_partial
@@ -99,8 +98,8 @@ class NodeStream:
                     with suppress(psycopg2.Error):
                         conn.close()
         except psycopg2.Error as exc:
-            detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-            self._put(AceError(f"A query failed on node {self.target.node}: {detail}."))
+            # by SQLSTATE, never the server's text: it may quote the rows' values
+            self._put(query_error(self.target.node, exc))
             return
         except BaseException as exc:  # handed to the merging thread, which raises it
             self._put(exc)

@@ -30,9 +30,8 @@ from ace_shared.diff.workdir import WorkDir
 from ace_shared.difffile.file import DiffFile, check_diff_shape
 from ace_shared.difffile.format import Key
 from ace_shared.difffile.spool import RowSpool
-from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import Cluster
-from ace_shared.nodes.connection import NodeTarget, connect, node_errors
+from ace_shared.nodes.connection import NodeTarget, connect, node_errors, query_error
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 from ace_shared.repair.queries import COPY_CHUNK, LineStream, copy_field
@@ -139,8 +138,8 @@ def write_sorted_keys(target: NodeTarget, shape: TableShape, keys: Iterator[Key]
                     conn.rollback()
                     conn.close()
     except psycopg2.Error as exc:
-        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise AceError(f"A query failed on node {target.node}: {detail}.") from exc
+        # by SQLSTATE, never the server's text: it may quote the rows' values
+        raise query_error(target.node, exc) from exc
     return parts, total
 
 
