@@ -13,13 +13,14 @@ import time
 from typing import Any
 
 import redis
-from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from ace_shared.errors import AceError, TaskFailedError
-from ace_shared.tasks.store import TaskStore, record_submission
+from ace_shared.tasks.status import FINISHED
+from ace_shared.tasks.store import TaskStore, record_submission, submission_digest
 from ace_workers import published, runtime
 from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
+from ace_workers.signing import SignedTask
 
 DELIVERIES_KEY = "ace:deliveries"
 # a copy of a running task comes back this much later (well inside the visibility timeout)
@@ -48,7 +49,11 @@ def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
     return TaskFailedError(message)
 
 
-class AceTask(Task):
+NOT_SUBMITTED = ("This task's message does not match what was submitted for its id, so the "
+                 "worker refused it; submit the task again and check who can reach Redis.")
+
+
+class AceTask(SignedTask):
     """Base class: leases, counted runs, the job's store row, progress events."""
 
     abstract = True
@@ -122,10 +127,30 @@ class AceTask(Task):
         published.create(runtime.redis(), job_id)
         if submission:
             record_submission(store, job_id, options, submission)
-        if not store.mark_running(job_id) and store.get(job_id) is not None:
+        record = store.get(job_id, with_options=False)
+        if record is not None and record.status in FINISHED:
             # finished already: a redelivery after the worker died before acknowledging
             raise Ignore()
+        self._check_submitted(job_id, record, options, submission)
+        if not store.mark_running(job_id):
+            raise Ignore()  # finished meanwhile, by another copy of this message
         return job_id, store
+
+    def _check_submitted(self, job_id: str, record: Any, options: dict[str, Any],
+                         submission: dict[str, Any] | None) -> None:
+        """Run only what was submitted under this id: the arguments the task store
+        recorded (their digest) must be the message's. A signed message cannot be
+        altered, but this also holds if a signed one is sent again under another's id."""
+        recorded = record.submission_digest if record is not None else None
+        if (record is not None and submission is not None and recorded is not None
+                and recorded == submission_digest(job_id, options, submission)):
+            return
+        logging.getLogger(__name__).error(
+            "Refused task %s: its message does not match the submission recorded for it.",
+            job_id)
+        if record is not None:  # else nothing to mark: nothing was recorded for this id
+            runtime.store().fail(job_id, NOT_SUBMITTED)
+        raise Ignore()
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:

@@ -11,7 +11,9 @@ tests that run the CLI in-process mode are not switched to the fleet.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -165,10 +167,20 @@ class Fleet:
                               capture_output=True, text=True, timeout=timeout)
 
 
+def signing_key_file(workdir: Path) -> Path:
+    """A task signing key of this fleet's own (mode 0600), as deploy/fleet.sh makes one."""
+    path = workdir / "task-signing.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
 def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a fleet: the session's cluster and output dirs, this Redis."""
+    """The environment of a fleet: the session's cluster and output dirs, this Redis, a key."""
     env = dict(os.environ)
     env.update({
+        "ACE_TASK_SIGNING_KEY_FILE": str(signing_key_file(workdir)),
         "ACE_BROKER_URL": redis.url(0),
         "ACE_RESULT_BACKEND": redis.url(1),
         "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
@@ -176,6 +188,19 @@ def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]
     })
     env.update(extra)
     return env
+
+
+def send_as_beat(env: dict[str, str], name: str, args: list[Any]) -> None:
+    """Send a task as beat does: through ACE's app, signed with the fleet's key.
+
+    In a process of its own, with the fleet's environment, so that the key is the
+    fleet's whatever other fleets this test process has talked to.
+    """
+    code = ("import json, sys; from ace_workers.app import app; "
+            "app.send_task(sys.argv[1], args=json.loads(sys.argv[2]), queue='ace')")
+    sent = subprocess.run([sys.executable, "-c", code, name, json.dumps(args)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
 
 
 @contextlib.contextmanager

@@ -1,0 +1,240 @@
+"""The broker is not a trust boundary (issue 21, escape 5).
+
+Someone who can write to Redis must not be able to make a worker act as ACE:
+a queued message altered in Redis, a message forged there, or a message whose
+arguments differ from what the task store recorded for its id is refused,
+said so in one line of the worker's log, and the task it names shows FAILED.
+Everything runs on a real Redis and a real Celery worker: the messages are
+queued while no worker runs, then one worker starts and meets them all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import redis
+from celery import Celery
+from fleet_helpers import Fleet, RedisServer, fleet_env, wait_for
+
+from ace_shared.tasks.store import COMPLETED, FAILED, TaskStore, record_submission
+
+QUEUE = "ace"
+OPEN, SECRET = "public.sb_open", "public.sb_secret"
+
+
+def _exec_all(pg_cluster: Any, statements: list[str]) -> None:
+    for i in range(3):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+        conn.close()
+
+
+def _submit(env: dict[str, str], task_id: str, options: dict[str, Any],
+            requested_by: str | None) -> subprocess.CompletedProcess[str]:
+    """Submit as the API and the CLI do (``ace_workers.client.submit``), in a process of its own."""
+    code = ("import json, sys\n"
+            "from ace_shared.config import load_settings\n"
+            "from ace_workers.client import submit\n"
+            "opts = json.loads(sys.argv[2])\n"
+            "submit('table-diff', opts, sys.argv[1], load_settings(),"
+            " cluster_name=opts['cluster_name'], table_name=opts['table_name'],"
+            " requested_by=sys.argv[3] or None)\n")
+    return subprocess.run([sys.executable, "-c", code, task_id, json.dumps(options),
+                           requested_by or ""], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _send_signed(env: dict[str, str], task_id: str, options: dict[str, Any],
+                 submission: dict[str, Any]) -> None:
+    """Send a message through ACE's own app (signed when ACE signs), recording nothing."""
+    code = ("import json, sys; from ace_workers.app import app; "
+            "app.send_task('ace.table_diff', args=[json.loads(sys.argv[2])], task_id=sys.argv[1], "
+            "kwargs={'submission': json.loads(sys.argv[3])})")
+    sent = subprocess.run([sys.executable, "-c", code, task_id, json.dumps(options),
+                           json.dumps(submission)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert sent.returncode == 0, sent.stderr
+
+
+def _tamper(client: redis.Redis, task_id: str, change: Any) -> None:
+    """Rewrite the queued message of ``task_id`` in place, as an attacker with Redis access can."""
+    for index, raw in enumerate(client.lrange(QUEUE, 0, -1)):
+        envelope = json.loads(raw)
+        if envelope["headers"].get("id") != task_id:
+            continue
+        body = json.loads(base64.b64decode(envelope["body"]))
+        change(body)
+        envelope["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+        client.lset(QUEUE, index, json.dumps(envelope))
+        return
+    raise AssertionError(f"no queued message for {task_id}")
+
+
+def _submission(table: str, by: str | None) -> dict[str, Any]:
+    return {"task_type": "table-diff", "cluster_name": "testclus", "table_name": table,
+            "requested_by": by, "submitted_at": "2030-01-01T00:00:00+00:00"}
+
+
+@dataclass
+class Held:
+    """One worker that met every queued message below when it started."""
+
+    fleet: Fleet
+    store: TaskStore
+    legit: str  # an ordinary submission: still runs
+    tampered: str  # a caller's diff whose queued message was rewritten
+    forged_new: str  # a message forged in Redis under an id nobody submitted
+    forged_known: str  # a forged message naming a task the store recorded
+    mismatch: str  # a message from ACE whose arguments are not what was recorded
+
+
+def _finished_or_refused(held_fleet: Fleet, store: TaskStore, task_id: str) -> bool:
+    rec = store.get(task_id)
+    if rec is not None and rec.status in (COMPLETED, FAILED):
+        return True
+    return any(task_id in line and "ejected" in line
+               for line in held_fleet.log("b1").splitlines())
+
+
+@pytest.fixture(scope="module")
+def held(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Held]:
+    _exec_all(pg_cluster, [
+        "DROP TABLE IF EXISTS sb_open, sb_secret",
+        "CREATE TABLE sb_open (id int PRIMARY KEY, v text)",
+        "INSERT INTO sb_open SELECT g, 'open ' || g FROM generate_series(1, 200) g",
+        "CREATE TABLE sb_secret (id int PRIMARY KEY, salary int)",
+        "INSERT INTO sb_secret SELECT g, g * 1000 FROM generate_series(1, 300) g",
+    ])
+    workdir = tmp_path_factory.mktemp("broker")
+    server = RedisServer(workdir)
+    server.start()
+    fl = Fleet(workdir, fleet_env(server, workdir), names=("b1",), concurrency=1)
+    store = TaskStore(fl.env["ACE_DATABASE_URL"])
+    client = redis.Redis.from_url(fl.env["ACE_BROKER_URL"])
+    ids = Held(fl, store, "td_20300101_000000_legit1", "td_20300101_000000_tamper",
+               "td_20300101_000000_forged", "td_20300101_000000_known1",
+               "td_20300101_000000_mismat")
+    try:
+        res = _submit(fl.env, ids.legit, {"cluster_name": "testclus", "table_name": OPEN}, None)
+        assert res.returncode == 0, res.stderr
+        # a caller's diff, as the API queues it: her role, her table
+        res = _submit(fl.env, ids.tampered, {"cluster_name": "testclus", "table_name": OPEN,
+                                             "role": "sb_caller"}, "sb_caller")
+        assert res.returncode == 0, res.stderr
+
+        def to_secret(body: Any) -> None:
+            body[0][0].pop("role", None)
+            body[0][0]["table_name"] = SECRET
+        _tamper(client, ids.tampered, to_secret)
+
+        # forged from scratch by anyone who can reach Redis, with Celery's own client
+        forger = Celery(broker=fl.env["ACE_BROKER_URL"])
+        forger.send_task("ace.table_diff", task_id=ids.forged_new, queue=QUEUE,
+                         args=[{"cluster_name": "testclus", "table_name": SECRET}],
+                         kwargs={"submission": _submission(SECRET, "sb_caller")})
+        known = {"cluster_name": "testclus", "table_name": OPEN, "role": "sb_caller"}
+        record_submission(store, ids.forged_known, known, _submission(OPEN, "sb_caller"))
+        forger.send_task("ace.table_diff", task_id=ids.forged_known, queue=QUEUE,
+                         args=[{"cluster_name": "testclus", "table_name": SECRET}],
+                         kwargs={"submission": _submission(OPEN, "sb_caller")})
+
+        # recorded for one table as a caller, sent by ACE's own app for another as ACE
+        record_submission(store, ids.mismatch, known, _submission(OPEN, "sb_caller"))
+        _send_signed(fl.env, ids.mismatch, {"cluster_name": "testclus", "table_name": SECRET},
+                     _submission(OPEN, "sb_caller"))
+
+        fl.start()
+        for task_id in (ids.legit, ids.tampered, ids.forged_new, ids.forged_known, ids.mismatch):
+            wait_for(lambda t=task_id: _finished_or_refused(fl, store, t), 90,
+                     f"the worker to run or refuse {task_id}", interval=0.2)
+        yield ids
+    finally:
+        fl.stop()
+        server.stop()
+
+
+def _rejections(held: Held, task_id: str) -> list[str]:
+    return [line for line in held.fleet.log("b1").splitlines()
+            if task_id in line and "ejected" in line]
+
+
+def test_an_ordinary_submission_still_runs(held: Held) -> None:
+    rec = held.store.get(held.legit)
+    assert rec is not None and rec.status == COMPLETED, rec and rec.error
+
+
+def test_a_message_altered_in_redis_is_rejected_and_its_task_fails(held: Held) -> None:
+    rec = held.store.get(held.tampered)
+    assert rec is not None
+    assert rec.status == FAILED, f"the altered message ran: {rec.status} {rec.result}"
+    assert rec.result is None
+    assert "rejected" in (rec.error or "") and "sb_secret" not in (rec.error or "")
+    lines = _rejections(held, held.tampered)
+    assert len(lines) == 1, held.fleet.log("b1")
+    # one line, not a traceback or a dump of the message
+    assert "Traceback" not in held.fleet.log("b1")
+    assert "salary" not in held.fleet.log("b1")
+
+
+def test_a_message_forged_in_redis_runs_nothing(held: Held) -> None:
+    rec = held.store.get(held.forged_new)
+    assert rec is None, f"the forged message ran: {rec and (rec.status, rec.result)}"
+    assert len(_rejections(held, held.forged_new)) == 1
+    assert not list((Path(held.fleet.env["ACE_OUTPUT_DIR"])).rglob(f"*{held.forged_new}*"))
+
+
+def test_a_forged_message_naming_a_recorded_task_fails_that_task(held: Held) -> None:
+    rec = held.store.get(held.forged_known)
+    assert rec is not None and rec.status == FAILED, rec and (rec.status, rec.result)
+    assert rec.result is None and "rejected" in (rec.error or "")
+    assert len(_rejections(held, held.forged_known)) == 1
+
+
+def test_a_message_that_differs_from_the_recorded_submission_is_refused(held: Held) -> None:
+    rec = held.store.get(held.mismatch)
+    assert rec is not None and rec.status == FAILED, rec and (rec.status, rec.result)
+    assert rec.result is None
+    assert "does not match what was submitted" in (rec.error or "")
+
+
+def test_a_worker_without_a_signing_key_refuses_to_start(held: Held) -> None:
+    env = {k: v for k, v in held.fleet.env.items()
+           if k not in ("ACE_TASK_SIGNING_KEY", "ACE_TASK_SIGNING_KEY_FILE")}
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "ace_workers", "worker",
+                             "-n", "nokey@%h", "-c", "1", "--without-mingle", "--without-gossip"],
+                            cwd=held.fleet.workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("a worker without a signing key started")
+    assert proc.returncode != 0
+    said = [line for line in (err + out).splitlines() if line.strip()]
+    # (as root Celery warns first, of that)
+    assert said and said[-1].startswith("ace: error: No task signing key"), err + out
+    assert "ACE_TASK_SIGNING_KEY_FILE" in said[-1] and "Traceback" not in err + out
+
+
+def test_a_submission_without_a_signing_key_is_refused_and_queues_nothing(held: Held) -> None:
+    client = redis.Redis.from_url(held.fleet.env["ACE_BROKER_URL"])
+    before = client.llen(QUEUE)
+    res = held.fleet.ace("table-diff", "testclus", OPEN, "--no-wait",
+                         extra_env={"ACE_TASK_SIGNING_KEY_FILE": "", "ACE_TASK_SIGNING_KEY": ""})
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "signing key" in lines[0], res.stderr
+    assert client.llen(QUEUE) == before
