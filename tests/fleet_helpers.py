@@ -46,32 +46,42 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Non
 
 
 class RedisServer:
-    """One ``redis-server`` on a free port that keeps nothing on disk."""
+    """One ``redis-server`` on a free port that keeps nothing on disk and wants a password,
+    as deploy/fleet.sh and docker-compose.yml run it."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.password = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         self._log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (lives as long as the server)
         if binary is None:
             pytest.fail("redis-server is not installed; run deploy/setup.sh")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=self._log, stderr=subprocess.STDOUT)
+        config = self.workdir / "redis.conf"  # the password in a private file, not argv
+        config.touch(mode=0o600)
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n"
+                          f"dir {self.workdir}\nrequirepass {self.password}\n")
+        self.proc = subprocess.Popen([binary, str(config)], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         wait_for(self._answers, 10, "redis to answer")
 
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                reply = b""
+                while b"PONG" not in reply and b"ERR" not in reply:
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
         except OSError:
             return False
 

@@ -238,3 +238,10 @@ def test_a_submission_without_a_signing_key_is_refused_and_queues_nothing(held: 
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "signing key" in lines[0], res.stderr
     assert client.llen(QUEUE) == before
+
+
+def test_the_tests_redis_wants_a_password(held: Held) -> None:
+    port = int(held.fleet.env["ACE_BROKER_URL"].rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port).ping()
+
