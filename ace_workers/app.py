@@ -54,7 +54,8 @@ def make_app() -> Celery:
     before_task_publish.connect(signing.sign_message, weak=False,
                                 dispatch_uid="ace-sign-task-messages")
     app = Celery("ace_workers", broker=broker, backend=backend,
-                 task_cls=signing.SignedTask,
+                 # signed messages, and failures recorded without server text (base.py)
+                 task_cls="ace_workers.base:VisibleTask",
                  include=["ace_workers.diff", "ace_workers.repair",
                           "ace_workers.schedule", "ace_workers.autorepair",
                           "ace_workers.checks", "ace_workers.recheck",

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import redis
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry, TaskPredicate
 
 from ace_shared.errors import AceError, TaskFailedError
 from ace_shared.tasks.status import FINISHED
@@ -49,11 +49,44 @@ def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
     return TaskFailedError(message)
 
 
+def celery_visible(task_id: str | None, exc: Exception) -> Exception:
+    """What Celery may record of a task's failure: one sentence, no server text, no values.
+
+    Celery keeps a failed task's exception and traceback in the result backend
+    and sends both in its ``task-failed`` event, which Flower shows. A query
+    error's sentence (an :class:`AceError`) is safe, but it is raised *from* the
+    driver's exception, whose text may quote row values, and a traceback shows
+    that cause. So Celery gets a fresh :class:`TaskFailedError` with the sentence
+    and no cause; the worker's own log, for the operator only, keeps the rest.
+    """
+    if isinstance(exc, TaskFailedError) and exc.__cause__ is None and exc.__context__ is None:
+        return exc
+    if not isinstance(exc, TaskFailedError):
+        logging.getLogger(__name__).error("task %s failed", task_id, exc_info=exc)
+    if isinstance(exc, AceError):
+        return TaskFailedError(exc.message)
+    return TaskFailedError(f"Unexpected error ({type(exc).__name__}); the worker's log has "
+                           "the details.")
+
+
+class VisibleTask(SignedTask):
+    """The base of every task of ACE's app (``task_cls``): signed messages (SignedTask),
+    and failures Celery records only as :func:`celery_visible` renders them."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (TaskPredicate, redis.RedisError):
+            raise  # Celery's own control flow; a lost Redis, said so by on_failure
+        except Exception as exc:
+            raise celery_visible(self.request.id, exc) from None
+
+
 NOT_SUBMITTED = ("This task's message does not match what was submitted for its id, so the "
                  "worker refused it; submit the task again and check who can reach Redis.")
 
 
-class AceTask(SignedTask):
+class AceTask(VisibleTask):
     """Base class: leases, counted runs, the job's store row, progress events."""
 
     abstract = True
@@ -80,6 +113,10 @@ class AceTask(SignedTask):
         except (Retry, Reject):
             self._end_run(client, task_id, done=False)
             raise
+        except (TaskPredicate, redis.RedisError):
+            raise
+        except Exception as exc:
+            raise celery_visible(task_id, exc) from None
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
                      einfo: Any) -> None:

@@ -66,6 +66,7 @@ fi
 API_HOST=${ACE_API_HOST:-127.0.0.1}
 API_PORT=${ACE_API_PORT:-5000}
 FLOWER_PORT=${ACE_FLOWER_PORT:-5555}
+FLOWER_USER=${ACE_FLOWER_USER:-ace}
 
 say() { echo "fleet: $*"; }
 die() { echo "fleet: $*" >&2; exit 1; }
@@ -144,6 +145,25 @@ start_redis() {
   die "redis did not answer on 127.0.0.1:$REDIS_PORT; see ${FLEET#"$ROOT"/}/redis.log"
 }
 
+# Flower shows every task and could send some: it asks for a password (basic auth, given in
+# its environment, not on a command line) and gets no signing key, so workers would refuse
+# whatever it sent. The password is made once, printed once, and kept (0600) in its file.
+start_flower() {
+  local file=$ROOT/.ace-local/flower.password new=0
+  [[ -s $file ]] || new=1
+  secret_file "$file" 16
+  (
+    export FLOWER_BASIC_AUTH="$FLOWER_USER:$(<"$file")"
+    launch flower env -u ACE_TASK_SIGNING_KEY_FILE -u ACE_TASK_SIGNING_KEY \
+      "$BIN/celery" -A ace_workers flower --address=127.0.0.1 --port="$FLOWER_PORT"
+  )
+  if ((new)); then
+    say "flower asks for user $FLOWER_USER, password $(<"$file") (shown once; kept in ${file#"$ROOT"/})"
+  else
+    say "flower asks for user $FLOWER_USER and the password in ${file#"$ROOT"/}"
+  fi
+}
+
 redis_answers() {
   local reply
   (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" && printf 'AUTH %s\r\nPING\r\n' "$REDIS_PASSWORD" >&3 \
@@ -165,9 +185,7 @@ start() {
   done
   launch beat "$BIN/celery" -A ace_workers beat --loglevel=INFO \
     --schedule "$FLEET/celerybeat-schedule" --pidfile=
-  # Flower could send tasks: it gets no signing key, so workers would refuse them
-  launch flower env -u ACE_TASK_SIGNING_KEY_FILE -u ACE_TASK_SIGNING_KEY \
-    "$BIN/celery" -A ace_workers flower --address=127.0.0.1 --port="$FLOWER_PORT"
+  start_flower
   local api_note="api on $API_HOST:$API_PORT" ca=${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}}
   if [[ -n $ca ]]; then
     launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"

@@ -89,6 +89,9 @@ def test_compose_fleet_shares_output_volume_and_broker(compose: dict[str, Any]) 
     for name in OUTPUT_USERS:
         assert envs[name]["ACE_TASK_SIGNING_KEY"].startswith("${ACE_TASK_SIGNING_KEY:?")
     assert not {"ACE_TASK_SIGNING_KEY", "ACE_TASK_SIGNING_KEY_FILE"} & set(envs["flower"])
+    # Flower asks for a password and is not published beyond this host
+    assert envs["flower"]["FLOWER_BASIC_AUTH"].startswith("ace:${ACE_FLOWER_PASSWORD:?")
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
     assert "./certs:/certs:ro" in services["api"]["volumes"]
     assert _command(services["api"]) == ["ace", "api", "--host", "0.0.0.0", "--port", "5000"]
 
