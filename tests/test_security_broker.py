@@ -371,3 +371,62 @@ def test_fleet_sh_runs_redis_with_a_password_and_flower_behind_one(
         assert "Submitted td_" in diff.stderr
     finally:
         subprocess.run([*fleet_sh, "stop"], env=env, capture_output=True, timeout=60)
+
+
+def _look(cur: Any) -> tuple[Any, ...]:
+    """What one step could notice of the steps before it on the same connection."""
+    cur.execute(
+        "SELECT pg_backend_pid(), session_user, current_user, current_setting('work_mem'), "
+        "coalesce(current_setting('ace.probe', true), ''), "
+        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        " AND pid = pg_backend_pid()), to_regclass('pg_temp.sb_pool_tmp') IS NOT NULL, "
+        "current_setting('transaction_read_only'), current_setting('statement_timeout'), "
+        "current_setting('search_path'), current_setting('row_security'), "
+        "current_setting('TimeZone'), current_setting('DateStyle')")
+    return tuple(cur.fetchone())
+
+
+def _leave_traces(cur: Any) -> int:
+    """A step that takes a session lock, sets settings and a role, makes a temp table."""
+    cur.execute("SELECT pg_backend_pid()")
+    pid = int(cur.fetchone()[0])
+    cur.execute("SELECT pg_advisory_lock(424242)")
+    cur.execute("SELECT set_config('ace.probe', 'left behind', false)")
+    cur.execute("SET work_mem = '7MB'")
+    if not cur.connection.readonly:
+        cur.execute("CREATE TEMP TABLE sb_pool_tmp (x int)")
+    cur.execute("SET ROLE sb_pool_role")
+    cur.connection.commit()  # as a repair commits: SET and SET ROLE outlive the transaction
+    return pid
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["writing", "reading"])
+def test_a_pooled_connection_keeps_nothing_of_the_step_before(pg_cluster: Any,
+                                                              readonly: bool) -> None:
+    from ace_shared.config import load_settings
+    from ace_shared.nodes.cluster import load_cluster
+    from ace_shared.nodes.connection import node_targets
+    from ace_shared.nodes.sessions import NodeSessions
+
+    settings = load_settings()
+    cluster = load_cluster(settings.cluster_dir, "testclus")
+    targets = node_targets(cluster, cluster.nodes[:1], None, settings)
+    with psycopg2.connect(pg_cluster.admin_dsn(0, targets[0].dbname)) as c, \
+            c.cursor() as cur:
+        cur.execute("DO $$ BEGIN CREATE ROLE sb_pool_role; EXCEPTION WHEN duplicate_object "
+                    "THEN NULL; END $$")
+        cur.execute(f'GRANT sb_pool_role TO "{targets[0].user}"')
+    c.close()
+    fresh = NodeSessions(targets, readonly=readonly)
+    try:
+        expected = fresh.on_one(targets[0].node, _look)[1:]
+    finally:
+        fresh.close()
+    pooled = NodeSessions(targets, readonly=readonly)
+    try:
+        pid = pooled.on_one(targets[0].node, _leave_traces)
+        seen = pooled.on_one(targets[0].node, _look)
+    finally:
+        pooled.close()
+    assert seen[0] == pid  # the same pooled connection
+    assert seen[1:] == expected
