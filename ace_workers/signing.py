@@ -17,7 +17,7 @@ also needs an X.509 key and certificate in every process and rejects a message
 while decoding it, where the task's id is not at hand to fail the task.
 
 What is signed is a canonical form of the headers (all but the signature
-itself) and of the body after a JSON round trip, so both ends sign the same
+itself and what the transport adds on redelivery) and of the body after a JSON round trip, so both ends sign the same
 bytes whatever the transport does with tuples or key order.
 """
 
@@ -39,6 +39,9 @@ from ace_shared.errors import ConfigError
 log = logging.getLogger(__name__)
 
 HEADER = "ace_signature"
+# headers the transport itself sets on a message it hands out again (kombu's Redis
+# transport marks a restored message ``redelivered``): not ACE's to sign
+TRANSPORT_HEADERS = frozenset({HEADER, "redelivered"})
 MIN_KEY_LENGTH = 32
 REJECTED = ("A message for this task was rejected because it was not signed by ACE (it was "
             "forged or altered in Redis); submit the task again and check who can reach Redis.")
@@ -86,7 +89,7 @@ def require(settings: Settings) -> bytes:
 
 
 def _canonical(headers: dict[str, Any], body: Any) -> bytes:
-    unsigned = {k: v for k, v in headers.items() if k != HEADER}
+    unsigned = {k: v for k, v in headers.items() if k not in TRANSPORT_HEADERS}
     plain = kombu_json.loads(kombu_json.dumps({"headers": unsigned, "body": body}))
     return kombu_json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
 

@@ -430,3 +430,17 @@ def test_a_pooled_connection_keeps_nothing_of_the_step_before(pg_cluster: Any,
         pooled.close()
     assert seen[0] == pid  # the same pooled connection
     assert seen[1:] == expected
+
+
+def test_every_task_of_aces_app_checks_signatures_and_hides_server_text() -> None:
+    """Celery's own tasks (chords, cleanup) included: a forged message finds no way in."""
+    from ace_workers.app import make_app
+    from ace_workers.base import VisibleTask
+
+    app = make_app()
+    app.loader.import_default_modules()
+    app.finalize()
+    assert len(app.tasks) > 20
+    assert {name for name, task in app.tasks.items()
+            if task.Strategy != "ace_workers.signing:verified_strategy"
+            or not isinstance(task, VisibleTask)} == set()
