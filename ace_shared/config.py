@@ -56,6 +56,10 @@ class Settings:
     RESULT_EXPIRES: int = 24 * 3600
     MAX_REDELIVERIES: int = 3
     TASKS_PER_WORKER_PROCESS: int = TASKS_PER_SLOT  # a diff without --batch-size, on a fleet
+    # The secret every task message is signed with (docs/security.md): a file holding it
+    # (preferred), or the key itself. Only ACE's own processes may hold it.
+    TASK_SIGNING_KEY_FILE: str = ""
+    TASK_SIGNING_KEY: str = ""
     # connections
     CONNECT_TIMEOUT: int = 10
     # No statement may run for hours: per-range hashes take seconds, the longest single

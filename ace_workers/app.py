@@ -27,10 +27,12 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import beat_init, before_task_publish, worker_init
 
 from ace_shared.config import load_settings
+from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
+from ace_workers import signing
 from ace_workers.counters import DEFAULT_BROKER
 from ace_workers.slots import SlotHeartbeat
 from ace_workers.sweep import LostTaskSweep
@@ -47,7 +49,13 @@ def make_app() -> Celery:
     broker = settings.BROKER_URL or DEFAULT_BROKER
     backend = settings.RESULT_BACKEND or broker
     visibility = int(os.environ.get("ACE_VISIBILITY_TIMEOUT", VISIBILITY_SECONDS))
+    # every task's messages are signed when sent and checked before they run (signing.py)
+    signing.install(settings)
+    before_task_publish.connect(signing.sign_message, weak=False,
+                                dispatch_uid="ace-sign-task-messages")
     app = Celery("ace_workers", broker=broker, backend=backend,
+                 # signed messages, and failures recorded without server text (base.py)
+                 task_cls="ace_workers.base:VisibleTask",
                  include=["ace_workers.diff", "ace_workers.repair",
                           "ace_workers.schedule", "ace_workers.autorepair",
                           "ace_workers.checks", "ace_workers.recheck",
@@ -109,3 +117,17 @@ def __getattr__(name: str) -> Any:
 def _private_outputs(**_: object) -> None:
     """Diff files, reports and work folders a worker writes are its user's alone."""
     keep_outputs_private()
+
+
+@worker_init.connect
+@beat_init.connect
+def _need_signing_key(**_: object) -> None:
+    """A worker checks, and beat signs, every message: neither runs without the key.
+
+    ``SystemExit`` (not an error, which Celery would log and carry on after) ends
+    the process with the one sentence saying what to set.
+    """
+    try:
+        signing.require(load_settings())
+    except ConfigError as exc:
+        raise SystemExit(f"ace: error: {exc}") from None

@@ -13,13 +13,14 @@ import time
 from typing import Any
 
 import redis
-from celery import Task
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry, TaskPredicate
 
 from ace_shared.errors import AceError, TaskFailedError
-from ace_shared.tasks.store import TaskStore, record_submission
+from ace_shared.tasks.status import FINISHED
+from ace_shared.tasks.store import TaskStore, record_submission, submission_digest
 from ace_workers import published, runtime
 from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
+from ace_workers.signing import SignedTask
 
 DELIVERIES_KEY = "ace:deliveries"
 # a copy of a running task comes back this much later (well inside the visibility timeout)
@@ -48,7 +49,44 @@ def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
     return TaskFailedError(message)
 
 
-class AceTask(Task):
+def celery_visible(task_id: str | None, exc: Exception) -> Exception:
+    """What Celery may record of a task's failure: one sentence, no server text, no values.
+
+    Celery keeps a failed task's exception and traceback in the result backend
+    and sends both in its ``task-failed`` event, which Flower shows. A query
+    error's sentence (an :class:`AceError`) is safe, but it is raised *from* the
+    driver's exception, whose text may quote row values, and a traceback shows
+    that cause. So Celery gets a fresh :class:`TaskFailedError` with the sentence
+    and no cause; the worker's own log, for the operator only, keeps the rest.
+    """
+    if isinstance(exc, TaskFailedError) and exc.__cause__ is None and exc.__context__ is None:
+        return exc
+    if not isinstance(exc, TaskFailedError):
+        logging.getLogger(__name__).error("task %s failed", task_id, exc_info=exc)
+    if isinstance(exc, AceError):
+        return TaskFailedError(exc.message)
+    return TaskFailedError(f"Unexpected error ({type(exc).__name__}); the worker's log has "
+                           "the details.")
+
+
+class VisibleTask(SignedTask):
+    """The base of every task of ACE's app (``task_cls``): signed messages (SignedTask),
+    and failures Celery records only as :func:`celery_visible` renders them."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (TaskPredicate, redis.RedisError):
+            raise  # Celery's own control flow; a lost Redis, said so by on_failure
+        except Exception as exc:
+            raise celery_visible(self.request.id, exc) from None
+
+
+NOT_SUBMITTED = ("This task's message does not match what was submitted for its id, so the "
+                 "worker refused it; submit the task again and check who can reach Redis.")
+
+
+class AceTask(VisibleTask):
     """Base class: leases, counted runs, the job's store row, progress events."""
 
     abstract = True
@@ -75,6 +113,10 @@ class AceTask(Task):
         except (Retry, Reject):
             self._end_run(client, task_id, done=False)
             raise
+        except (TaskPredicate, redis.RedisError):
+            raise
+        except Exception as exc:
+            raise celery_visible(task_id, exc) from None
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
                      einfo: Any) -> None:
@@ -122,10 +164,30 @@ class AceTask(Task):
         published.create(runtime.redis(), job_id)
         if submission:
             record_submission(store, job_id, options, submission)
-        if not store.mark_running(job_id) and store.get(job_id) is not None:
+        record = store.get(job_id, with_options=False)
+        if record is not None and record.status in FINISHED:
             # finished already: a redelivery after the worker died before acknowledging
             raise Ignore()
+        self._check_submitted(job_id, record, options, submission)
+        if not store.mark_running(job_id):
+            raise Ignore()  # finished meanwhile, by another copy of this message
         return job_id, store
+
+    def _check_submitted(self, job_id: str, record: Any, options: dict[str, Any],
+                         submission: dict[str, Any] | None) -> None:
+        """Run only what was submitted under this id: the arguments the task store
+        recorded (their digest) must be the message's. A signed message cannot be
+        altered, but this also holds if a signed one is sent again under another's id."""
+        recorded = record.submission_digest if record is not None else None
+        if (record is not None and submission is not None and recorded is not None
+                and recorded == submission_digest(job_id, options, submission)):
+            return
+        logging.getLogger(__name__).error(
+            "Refused task %s: its message does not match the submission recorded for it.",
+            job_id)
+        if record is not None:  # else nothing to mark: nothing was recorded for this id
+            runtime.store().fail(job_id, NOT_SUBMITTED)
+        raise Ignore()
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:

@@ -29,7 +29,7 @@ import redis
 from ace_shared.config import Settings
 from ace_shared.errors import BrokerUnreachableError, TaskError, TaskNotRecordedError
 from ace_shared.tasks.status import FAILED, FINISHED, PENDING
-from ace_workers import published
+from ace_workers import published, signing
 from ace_workers.app import get_app
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 from ace_workers.slots import live_slots
@@ -123,9 +123,11 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
            requested_by: str | None) -> dict[str, Any]:
     """Publish, enqueue and record one task; return the row's fields (see :func:`submission`).
 
-    When this returns the task's row exists. If the broker cannot be reached
-    nothing is sent and nothing is recorded.
+    When this returns the task's row exists. If the broker cannot be reached, or no
+    signing key is configured, nothing is sent and nothing is recorded.
     """
+    # workers run only messages signed with ACE's key (signing.py): without it, send nothing
+    signing.require(settings)
     row = submission(task_type, cluster_name=cluster_name, table_name=table_name,
                      requested_by=requested_by)
     client = redis_client(_broker(settings), PATIENCE_SECONDS) if _publishes(settings) else None

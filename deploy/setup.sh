@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything ACE needs on one Debian 12 machine, then run a first diff.
 #
-#   bash deploy/setup.sh            packages, Redis, .venv, a 3-node demo cluster, demo diffs
-#   bash deploy/setup.sh --no-demo  packages, Redis and .venv only (what the tests need)
+#   bash deploy/setup.sh            packages (redis-server too), .venv, a 3-node demo cluster, demo diffs
+#   bash deploy/setup.sh --no-demo  packages and .venv only (what the tests need)
 #
 # Safe to run again: every step checks first and skips what is already done.
 set -euo pipefail
@@ -63,24 +63,8 @@ if ! command -v chromium >/dev/null; then
 fi
 
 # --- Redis (broker and result backend) ------------------------------------------------
-redis_up() {
-  if command -v redis-cli >/dev/null; then
-    [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]]
-  else
-    (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && read -r -t 2 reply <&3 \
-      && [[ $reply == +PONG* ]]) 2>/dev/null
-  fi
-}
-if redis_up; then
-  say "redis answers on 127.0.0.1:6379"
-else
-  mkdir -p .ace-local
-  say "starting redis on 127.0.0.1:6379 (log .ace-local/redis.log)"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --logfile "$ROOT/.ace-local/redis.log" >/dev/null
-  for _ in $(seq 50); do redis_up && break; sleep 0.1; done
-  redis_up || die "redis did not come up; see .ace-local/redis.log"
-fi
+# Only the server is installed here: deploy/fleet.sh runs the fleet's own Redis, with a
+# password, and the tests start their own. Setup no longer starts one without a password.
 
 # --- Python environment ---------------------------------------------------------------
 if [[ ! -x .venv/bin/python ]]; then

@@ -11,7 +11,9 @@ tests that run the CLI in-process mode are not switched to the fleet.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -44,32 +46,42 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Non
 
 
 class RedisServer:
-    """One ``redis-server`` on a free port that keeps nothing on disk."""
+    """One ``redis-server`` on a free port that keeps nothing on disk and wants a password,
+    as deploy/fleet.sh and docker-compose.yml run it."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.password = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         self._log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (lives as long as the server)
         if binary is None:
             pytest.fail("redis-server is not installed; run deploy/setup.sh")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=self._log, stderr=subprocess.STDOUT)
+        config = self.workdir / "redis.conf"  # the password in a private file, not argv
+        config.touch(mode=0o600)
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n"
+                          f"dir {self.workdir}\nrequirepass {self.password}\n")
+        self.proc = subprocess.Popen([binary, str(config)], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         wait_for(self._answers, 10, "redis to answer")
 
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                reply = b""
+                while b"PONG" not in reply and b"ERR" not in reply:
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
         except OSError:
             return False
 
@@ -165,10 +177,20 @@ class Fleet:
                               capture_output=True, text=True, timeout=timeout)
 
 
+def signing_key_file(workdir: Path) -> Path:
+    """A task signing key of this fleet's own (mode 0600), as deploy/fleet.sh makes one."""
+    path = workdir / "task-signing.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
 def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a fleet: the session's cluster and output dirs, this Redis."""
+    """The environment of a fleet: the session's cluster and output dirs, this Redis, a key."""
     env = dict(os.environ)
     env.update({
+        "ACE_TASK_SIGNING_KEY_FILE": str(signing_key_file(workdir)),
         "ACE_BROKER_URL": redis.url(0),
         "ACE_RESULT_BACKEND": redis.url(1),
         "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
@@ -176,6 +198,19 @@ def fleet_env(redis: RedisServer, workdir: Path, **extra: str) -> dict[str, str]
     })
     env.update(extra)
     return env
+
+
+def send_as_beat(env: dict[str, str], name: str, args: list[Any]) -> None:
+    """Send a task as beat does: through ACE's app, signed with the fleet's key.
+
+    In a process of its own, with the fleet's environment, so that the key is the
+    fleet's whatever other fleets this test process has talked to.
+    """
+    code = ("import json, sys; from ace_workers.app import app; "
+            "app.send_task(sys.argv[1], args=json.loads(sys.argv[2]), queue='ace')")
+    sent = subprocess.run([sys.executable, "-c", code, name, json.dumps(args)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
 
 
 @contextlib.contextmanager

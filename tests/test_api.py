@@ -403,6 +403,7 @@ def test_an_unreachable_broker_is_503_and_records_nothing(settings: Settings,
         "             environ_base={'gunicorn.socket': Peer()})\n"
         "print(r.status_code, json.dumps(r.get_json()))\n")
     fields = {k: getattr(settings, k) for k in ("CLUSTER_DIR", "OUTPUT_DIR", "DATABASE_URL")}
+    fields["TASK_SIGNING_KEY"] = "k" * 64  # the API signs what it queues
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
            "ACE_BROKER_URL": "redis://:secret@127.0.0.1:1/0"}
     result = subprocess.run([sys.executable, "-c", script, json.dumps(fields)], env=env,

@@ -253,14 +253,12 @@ def test_a_role_without_catalog_rights_gets_a_failed_task_saying_so(
 def test_a_scheduled_table_diff_is_rechecked_by_table_rerun(checks_fleet: Fleet,
                                                             repset: Any) -> None:
     """What beat sends for a table-diff schedule with rerun_after: the recheck reruns its rows."""
-    from celery import Celery
-    from fleet_helpers import wait_for
+    from fleet_helpers import send_as_beat, wait_for
 
     from ace_shared.tasks.store import COMPLETED, TaskStore
-    app = Celery(broker=checks_fleet.env["ACE_BROKER_URL"])
-    app.send_task("ace.scheduled_diff", args=[
+    send_as_beat(checks_fleet.env, "ace.scheduled_diff", [
         "td_job", {"cluster_name": "testclus", "table_name": "public.ck_diff"},
-        "table-diff", 2], queue="ace")
+        "table-diff", 2])
     store = TaskStore(checks_fleet.env["ACE_DATABASE_URL"])
 
     def verdict() -> Any:

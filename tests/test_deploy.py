@@ -70,14 +70,28 @@ def test_compose_fleet_shares_output_volume_and_broker(compose: dict[str, Any]) 
               for name in OUTPUT_USERS}
     assert {tuple(m) for m in mounts.values()} == {("ace-output:/data/output",)}, mounts
     envs = {name: _env(services[name]) for name in FLEET_SERVICES}
-    assert {e["ACE_BROKER_URL"] for e in envs.values()} == {"redis://redis:6379/0"}
-    assert {e["ACE_RESULT_BACKEND"] for e in envs.values()} == {"redis://redis:6379/1"}
+    # Redis wants the password from .env, and every URL gives it
+    password = "${ACE_REDIS_PASSWORD:?put ACE_REDIS_PASSWORD in .env (openssl rand -hex 24)}"
+    assert {e["ACE_BROKER_URL"] for e in envs.values()} == {f"redis://:{password}@redis:6379/0"}
+    assert {e["ACE_RESULT_BACKEND"] for e in envs.values()} == {
+        "redis://:${ACE_REDIS_PASSWORD}@redis:6379/1"}
+    redis = services["redis"]
+    assert _env(redis)["REDIS_PASSWORD"] == password
+    assert "requirepass" in " ".join(_command(redis)) and "$$REDIS_PASSWORD" in _command(redis)[-1]
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
     for name in OUTPUT_USERS:
         assert envs[name]["ACE_OUTPUT_DIR"] == "/data/output"
         assert envs[name]["ACE_CLUSTER_DIR"] == "/cluster"
         assert "./cluster:/cluster:ro" in services[name]["volumes"]
         assert envs[name]["ACE_DATABASE_URL"].startswith("postgresql://")
         assert "@taskstore:5432/" in envs[name]["ACE_DATABASE_URL"]
+    # the signing key reaches what sends or runs tasks, and not Flower
+    for name in OUTPUT_USERS:
+        assert envs[name]["ACE_TASK_SIGNING_KEY"].startswith("${ACE_TASK_SIGNING_KEY:?")
+    assert not {"ACE_TASK_SIGNING_KEY", "ACE_TASK_SIGNING_KEY_FILE"} & set(envs["flower"])
+    # Flower asks for a password and is not published beyond this host
+    assert envs["flower"]["FLOWER_BASIC_AUTH"].startswith("ace:${ACE_FLOWER_PASSWORD:?")
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
     assert "./certs:/certs:ro" in services["api"]["volumes"]
     assert _command(services["api"]) == ["ace", "api", "--host", "0.0.0.0", "--port", "5000"]
 

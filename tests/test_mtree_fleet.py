@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from api_helpers import ApiServer, make_certs, wait_for_final
 from diff_helpers import execute, on_every_node, run_ace
-from fleet_helpers import Fleet, free_port, wait_for
+from fleet_helpers import Fleet, free_port, send_as_beat, wait_for
 
 from ace_shared.tasks.schedule import scheduled_diffs
 from ace_shared.tasks.store import COMPLETED, TaskStore
@@ -116,11 +116,9 @@ def test_a_scheduled_tree_diff_runs_on_the_fleet_and_is_rechecked(fleet: Fleet,
                                                                   tracked: str) -> None:
     """What beat sends for an mtree-table-diff schedule with rerun_after: the tree's diff,
     then table-rerun of its diff file (the same format as a table-diff's)."""
-    from celery import Celery
-    app = Celery(broker=fleet.env["ACE_BROKER_URL"])
-    app.send_task("ace.scheduled_diff", args=[
+    send_as_beat(fleet.env, "ace.scheduled_diff", [
         "tree_job", {"cluster_name": "testclus", "table_name": tracked},
-        "mtree-table-diff", 2], queue="ace")
+        "mtree-table-diff", 2])
     store = TaskStore(fleet.env["ACE_DATABASE_URL"])
 
     def first() -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from diff_helpers import labelled_items
-from fleet_helpers import Fleet, own_fleet
+from fleet_helpers import Fleet, own_fleet, send_as_beat
 
 from ace_shared.tasks.store import COMPLETED, TaskRecord, TaskStore
 from ace_workers.base import MAX_COUNTDOWN_SECONDS
@@ -52,11 +52,11 @@ def _held(app: Celery) -> list[tuple[str, float]]:
 
 def test_a_recheck_due_after_the_visibility_timeout_is_one_message_at_a_time(
         fleet: Fleet, items: str) -> None:
-    app = Celery(broker=fleet.env["ACE_BROKER_URL"])
+    app = Celery(broker=fleet.env["ACE_BROKER_URL"])  # only asks the workers what they hold
     store = TaskStore(fleet.env["ACE_DATABASE_URL"])
-    app.send_task("ace.scheduled_diff", args=[
+    send_as_beat(fleet.env, "ace.scheduled_diff", [
         "sw_job", {"cluster_name": "testclus", "table_name": items}, "table-diff",
-        RERUN_AFTER], queue="ace")
+        RERUN_AFTER])
     sent = time.time()
 
     def verdict() -> TaskRecord | None:

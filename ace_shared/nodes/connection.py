@@ -232,13 +232,40 @@ def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extension
 MAX_CONNECTION_AGE_S = 600
 
 
+def reset_session(conn: psycopg2.extensions.connection) -> bool:
+    """Hand a pooled connection on as a new one would be; False if it is lost (closed then).
+
+    A step may leave things in its session that outlive its transaction: a
+    session advisory lock, ``SET ROLE``/``SET SESSION AUTHORIZATION``, settings
+    (a repair commits), temporary tables, prepared statements, LISTENs. The next
+    step, perhaps another caller's, must meet none of them: ``DISCARD ALL``
+    drops them all. ACE's pinned settings survive it: they came in the startup
+    packet, so they are what ``RESET ALL`` returns to.
+    """
+    try:
+        if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            conn.rollback()
+        conn.autocommit = True  # DISCARD ALL cannot run inside a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DISCARD ALL")
+        finally:
+            conn.autocommit = False
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        with suppress(psycopg2.Error):
+            conn.close()
+        return False
+    return True
+
+
 class ConnectionCache:
     """Reuses one open connection per (thread, node target).
 
     Celery workers and the in-process pool call the same per-range functions many
     times; reconnecting each time would cost more than hashing a small range.
-    A connection handed out again is first rolled back (so it holds no
-    transaction and no lock), and one older than :data:`MAX_CONNECTION_AGE_S`
+    A connection handed out again is first rolled back and reset
+    (:func:`reset_session`: no transaction, lock, role or setting of the step
+    before survives), and one older than :data:`MAX_CONNECTION_AGE_S`
     is closed and replaced, so nothing a session accumulated lives long.
     """
 
@@ -262,9 +289,7 @@ class ConnectionCache:
             if time.monotonic() - self._opened.get(id(conn), 0.0) > MAX_CONNECTION_AGE_S:
                 with suppress(psycopg2.Error):
                     conn.close()
-            else:
-                if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-                    conn.rollback()
+            elif reset_session(conn):
                 return conn, True
         conn = connect(target, readonly=readonly)
         conns[(target, readonly)] = conn

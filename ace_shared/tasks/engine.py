@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import MetaData, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from ace_shared.outputs import create_private_file
 
@@ -76,6 +76,17 @@ def _first_opener(url: str) -> Iterator[None]:
         os.close(folder)  # releases the lock
 
 
+def _add_new_columns(conn: Connection, metadata: MetaData) -> None:
+    """Give a store made by an older ACE the (nullable) columns added since."""
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+
+
 def open_engine(url: str, metadata: MetaData) -> Engine:
     """An engine with the task table in place (created by the first process to open it)."""
     if not url.startswith("sqlite"):
@@ -86,10 +97,13 @@ def open_engine(url: str, metadata: MetaData) -> Engine:
                 # one creator at a time; the others then find the table
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
             metadata.create_all(conn)
+            _add_new_columns(conn, metadata)
         return engine
     engine = create_engine(url, connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
     with _first_opener(url):
         _private_sqlite_file(engine)
-        metadata.create_all(engine)
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+            _add_new_columns(conn, metadata)
     return engine

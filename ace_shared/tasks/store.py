@@ -8,6 +8,7 @@ SQLAlchemy URL (PostgreSQL for a fleet) via ``ACE_DATABASE_URL``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from ace_shared.tasks.engine import engine_url, open_engine
 from ace_shared.tasks.status import COMPLETED, FAILED, FINISHED, PENDING, RUNNING, STATUSES
 
 __all__ = ["COMPLETED", "FAILED", "FINISHED", "PENDING", "RUNNING", "STATUSES", "TaskRecord",
-           "TaskStore", "default_database_url", "engine_url", "record_submission"]
+           "TaskStore", "default_database_url", "engine_url", "record_submission",
+           "submission_digest"]
 
 metadata = MetaData()
 tasks = Table(
@@ -58,6 +60,8 @@ tasks = Table(
     Column("options", Text),
     Column("result", Text),
     Column("error", Text),
+    # what was submitted under this id (submission_digest): workers run nothing else
+    Column("submission_digest", String(64)),
 )
 
 
@@ -96,6 +100,7 @@ class TaskRecord:
     options: dict[str, Any]
     result: dict[str, Any] | None
     error: str | None
+    submission_digest: str | None = None
 
     def status_document(self) -> dict[str, Any]:
         """The task-status answer, under both documented field names."""
@@ -171,7 +176,7 @@ class TaskStore:
     def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
                table_name: str | None, requested_by: str | None,
                options: dict[str, Any] | None = None, submitted_at: datetime | None = None,
-               if_absent: bool = False) -> bool:
+               if_absent: bool = False, digest: str | None = None) -> bool:
         """Insert the task's PENDING row; False if ``if_absent`` and the row is there already.
 
         With ``if_absent`` two writers holding the same submission (the submitter
@@ -181,7 +186,8 @@ class TaskStore:
         row = {"task_id": task_id, "task_type": task_type, "status": PENDING,
                "cluster_name": cluster_name, "table_name": table_name,
                "requested_by": requested_by, "submitted_at": submitted_at or _now(),
-               "progress_done": 0, "options": json.dumps(options or {}, default=str)}
+               "progress_done": 0, "options": json.dumps(options or {}, default=str),
+               "submission_digest": digest}
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(tasks).values(**row))
@@ -276,7 +282,7 @@ class TaskStore:
             progress_total=row["progress_total"],
             options=json.loads(row.get("options") or "{}"),
             result=json.loads(row["result"]) if row["result"] else None,
-            error=row["error"],
+            error=row["error"], submission_digest=row["submission_digest"],
         )
 
     def unfinished(self, limit: int = 1000) -> list[str]:
@@ -341,4 +347,15 @@ def record_submission(store: TaskStore, task_id: str, options: dict[str, Any],
         task_id, submission["task_type"], cluster_name=submission.get("cluster_name"),
         table_name=submission.get("table_name"), requested_by=submission.get("requested_by"),
         options=options, submitted_at=datetime.fromisoformat(submission["submitted_at"]),
-        if_absent=True)
+        if_absent=True, digest=submission_digest(task_id, options, submission))
+
+
+def submission_digest(task_id: str, options: dict[str, Any],
+                      submission: dict[str, Any]) -> str:
+    """A digest of everything submitted under ``task_id``, the same on both ends.
+
+    The submitter digests the objects it sends and the worker what it received, so
+    both go through one JSON round trip first (tuples become lists, keys strings)."""
+    plain = json.loads(json.dumps([task_id, options, submission], default=str))
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
