@@ -415,3 +415,21 @@ def test_an_unreachable_broker_is_503_and_records_nothing(settings: Settings,
                                          "started; check that the ACE broker (Redis) is running, "
                                          "then try again."}
     assert TaskStore(settings.DATABASE_URL).recent(10) == []
+
+
+def test_ace_api_refuses_to_start_without_a_signing_key(tmp_path: Path) -> None:
+    """Every submission is signed for the workers: an API without the key would take
+    requests it can only answer with an error, so it does not start."""
+    from certs import Authority
+
+    ca = Authority(tmp_path / "pki")
+    server_cert, server_key = ca.issue_server(("127.0.0.1",))
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("ACE_API_", "ACE_USER_", "ACE_CA_", "ACE_TASK_SIGNING"))}
+    env = {**clean, "ACE_API_CERT_FILE": str(server_cert), "ACE_API_KEY_FILE": str(server_key),
+           "ACE_CA_CERT_FILE": str(ca.ca_file), "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "ace_api", "api", "--port", "1"], env=env,
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "signing key" in lines[0], result.stderr

@@ -39,6 +39,7 @@ from ace_api.rest.status import STATUS_PATH
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
+from ace_workers import signing
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -219,4 +220,6 @@ def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
           workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> None:
     """Run the API until interrupted; raises ConfigError before serving when TLS is not set up."""
     keep_outputs_private()  # the task store it may create holds every caller's tasks
-    ApiServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()
+    options = gunicorn_options(settings, host, port, workers, threads)
+    signing.require(settings)  # every submission is signed: refuse to serve without a key
+    ApiServer(settings, options).run()
