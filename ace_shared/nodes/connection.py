@@ -187,11 +187,6 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
     )
 
 
-def _clean_detail(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else exc.__class__.__name__
-
-
 _LOGIN_REFUSED = re.compile(
     r"authentication failed|no password supplied|password is required|no pg_hba\.conf entry|"
     r"pg_hba\.conf rejects|role \"[^\"]*\" does not exist|not permitted to log in",
@@ -205,7 +200,7 @@ def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnr
     or its message when the server's code does not reach the client) must not
     send the user to check the host and port.
     """
-    detail = _clean_detail(exc)
+    detail = connect_detail(exc)
     code = getattr(exc, "pgcode", None) or ""
     if code.startswith("28") or _LOGIN_REFUSED.search(str(exc)):
         return NodeLoginRefusedError(target.node, target.user, target.dbname, detail)

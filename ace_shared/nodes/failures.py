@@ -84,10 +84,17 @@ def what_failed(exc: psycopg2.Error) -> str:
 
 
 _LIBPQ_KEEP = re.compile(r"^(FATAL|ERROR):\s*")
+# Where libpq says it tried to connect: a task's error reaches remote callers, who need
+# not learn the nodes' addresses (the node's name says which; the cluster file, where)
+_WHERE = re.compile(r'connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|'
+                    r'on socket "[^"]*")(?: failed)?:\s*')
+_HOST_NAME = re.compile(r'(could not translate host name) "[^"]*"')
 
 
 def connect_detail(exc: BaseException) -> str:
-    """The first line of a connection error (libpq's or the server's authentication step)."""
+    """The first line of a connection error (libpq's or the server's authentication step),
+    without the address it was trying."""
     lines = str(exc).strip().splitlines()
     text = lines[0].rstrip(".") if lines else exc.__class__.__name__
-    return _LIBPQ_KEEP.sub("", text).strip()
+    text = _WHERE.sub("", _LIBPQ_KEEP.sub("", text).strip())
+    return _LIBPQ_KEEP.sub("", _HOST_NAME.sub(r"\1", text)).strip() or "the connection failed"
