@@ -10,9 +10,9 @@ ACE's own login (the cluster file's ``db_user``), which is not a superuser.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
-
-from psycopg2 import sql
 
 CALLERS_GROUP = "ace_callers"
 REPAIR_GROUP = "ace_repair"
@@ -37,7 +37,20 @@ END $$"""
 OPERATOR_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS"
 
 
-def operator_grants(user: str, dbname: str) -> list[sql.Composable]:
+def ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (PostgreSQL's rule: double every ``"``).
+
+    Plain text, not a psycopg2 ``sql.Identifier``, so that the same statements
+    can be run here and written into a script (:func:`init_script`)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """``text`` as a SQL string constant (``standard_conforming_strings`` is on)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def operator_grants(user: str, dbname: str) -> list[str]:
     """What the operator path (CLI, scheduled jobs, auto-repair) needs, and no more.
 
     - ``pg_read_all_data``: diff, rerun and the checks read every table (and the
@@ -48,44 +61,67 @@ def operator_grants(user: str, dbname: str) -> list[sql.Composable]:
       ``CREATE`` on the database (``ace mtree init`` creates the schema ``ace_mtree``);
     - ``subconninfo`` of ``pg_subscription`` (see :func:`conninfo_grant`).
     """
-    ident = sql.Identifier(user)
     return [
-        sql.SQL("GRANT pg_read_all_data, pg_write_all_data TO {}").format(ident),
-        sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident),
-        sql.SQL("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {} TO {}").format(
-            sql.Identifier(dbname), ident),
+        f"GRANT pg_read_all_data, pg_write_all_data TO {ident(user)}",
+        f"GRANT {ident(REPAIR_GROUP)} TO {ident(user)}",
+        f"GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {ident(dbname)} TO {ident(user)}",
         conninfo_grant(user),
     ]
 
 
-def conninfo_grant(user: str) -> sql.Composable:
+def conninfo_grant(user: str) -> str:
     """Let ``user`` read native subscriptions' connection strings, in the current database.
 
     spock-diff names a native subscription's provider by its host, port and
     database; only superusers may read the column otherwise. It may hold the
     subscription's password, so the grant is per database and explicit.
     """
-    return sql.SQL("GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {}").format(
-        sql.Identifier(user))
+    return f"GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {ident(user)}"
 
 
-def create_group(name: str) -> sql.Composable:
+def create_group(name: str) -> str:
     """Create a NOLOGIN group role unless it exists."""
-    return sql.SQL("DO $$ BEGIN CREATE ROLE {} NOLOGIN; "
-                   "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(sql.Identifier(name))
+    return (f"DO $$ BEGIN CREATE ROLE {ident(name)} NOLOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
 
 
-def serve_statements(role: str, repair: bool) -> list[sql.Composable]:
+def operator_login(user: str, password: str, exists: bool = False) -> str:
+    """Create ACE's login, or (``exists``) demote an earlier superuser of that name."""
+    verb = "ALTER" if exists else "CREATE"
+    return f"{verb} ROLE {ident(user)} WITH {OPERATOR_ATTRIBUTES} PASSWORD {literal(password)}"
+
+
+def node_setup(user: str, dbname: str) -> list[str]:
+    """The groups and grants of a node, once ACE's login and the database exist."""
+    return [*(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)), *REPAIR_GRANTS,
+            SPOCK_REPAIR_GRANT, *operator_grants(user, dbname)]
+
+
+def init_script(user: str, password: str, dbname: str) -> str:
+    """The same set-up as one SQL script, for nodes another tool starts.
+
+    The postgres images of ``docker-compose.yml`` run it once, as their
+    superuser, from ``/docker-entrypoint-initdb.d``. ACE's login owns the demo
+    database there, as on scratch clusters, so it can load the demo data.
+    """
+    lines = ["-- Written by: python deploy/localauth.py init-script (edits are lost).",
+             "-- ACE's login, no superuser (docs/security.md), and the grants it uses.",
+             operator_login(user, password) + ";",
+             f"ALTER DATABASE {ident(dbname)} OWNER TO {ident(user)};",
+             *(f"{s};" for s in node_setup(user, dbname))]
+    return "\n".join(lines) + "\n"
+
+
+def serve_statements(role: str, repair: bool) -> list[str]:
     """Make ``role`` a LOGIN member of ``ace_callers`` (and of ``ace_repair`` if asked)."""
-    ident = sql.Identifier(role)
     out = [
-        sql.SQL("DO $$ BEGIN CREATE ROLE {} LOGIN; "
-                "EXCEPTION WHEN duplicate_object THEN NULL; END $$").format(ident),
-        sql.SQL("ALTER ROLE {} LOGIN").format(ident),
-        sql.SQL("GRANT {} TO {}").format(sql.Identifier(CALLERS_GROUP), ident),
+        f"DO $$ BEGIN CREATE ROLE {ident(role)} LOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        f"ALTER ROLE {ident(role)} LOGIN",
+        f"GRANT {ident(CALLERS_GROUP)} TO {ident(role)}",
     ]
     if repair:
-        out.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(REPAIR_GROUP), ident))
+        out.append(f"GRANT {ident(REPAIR_GROUP)} TO {ident(role)}")
     return out
 
 
@@ -95,3 +131,19 @@ def pg_ident(ace_cn: str, roles: Sequence[str]) -> str:
     return ("# Written by deploy/localcluster.py; edits are lost.\n"
             "# MAPNAME  SYSTEM-USERNAME (ACE's certificate)  PG-USERNAME (a served role)\n"
             + lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Print the SQL that sets a node up for ACE.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    script = sub.add_parser("init-script", help=init_script.__doc__.split("\n")[0])
+    script.add_argument("--user", default="ace")
+    script.add_argument("--password", default="ace_pw")
+    script.add_argument("--dbname", default="acedb")
+    args = parser.parse_args(argv)
+    sys.stdout.write(init_script(args.user, args.password, args.dbname))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

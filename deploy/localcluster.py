@@ -91,13 +91,8 @@ if __name__ == "__main__":
 
 import psycopg2  # noqa: E402
 from localauth import (  # noqa: E402
-    CALLERS_GROUP,
-    OPERATOR_ATTRIBUTES,
-    REPAIR_GRANTS,
-    REPAIR_GROUP,
-    SPOCK_REPAIR_GRANT,
-    create_group,
-    operator_grants,
+    node_setup,
+    operator_login,
     pg_ident,
     serve_statements,
 )
@@ -547,9 +542,7 @@ class LocalCluster:
                 # Not a superuser: a mistake elsewhere must not reach the operating system
                 # (docs/security.md, "Deploying without a superuser"). ALTER demotes the
                 # superuser that clusters made by earlier versions had.
-                cur.execute(sql.SQL(verb + " ROLE {} WITH " + OPERATOR_ATTRIBUTES
-                                    + " PASSWORD {}").format(
-                    sql.Identifier(self.user), sql.Literal(self.password)))
+                cur.execute(operator_login(self.user, self.password, exists=verb == "ALTER"))
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
                 if not cur.fetchone():
                     cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -557,8 +550,7 @@ class LocalCluster:
         finally:
             conn.close()
         index = self.nodes.index(node)
-        self._admin(index, self.dbname, *(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)),
-                    *REPAIR_GRANTS, SPOCK_REPAIR_GRANT, *operator_grants(self.user, self.dbname))
+        self._admin(index, self.dbname, *node_setup(self.user, self.dbname))
         for role in self.served_roles:
             self._admin(index, self.dbname, *serve_statements(role, False))
 

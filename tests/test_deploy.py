@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import demo_data
+import localauth
 import psycopg2
 import pytest
 import yaml
+from api_helpers import run_sql
 from localcluster import LocalCluster, free_ports
 from psycopg2 import sql
 
@@ -115,10 +117,43 @@ def test_compose_nodes_match_the_compose_cluster_json(compose: dict[str, Any],
     assert doc["cluster_name"] == "compose"
     db = doc["pgedge"]["databases"][0]
     env = _env(services["pg1"])
-    assert (db["db_name"], db["db_user"], db["db_password"]) == (
-        env["POSTGRES_DB"], env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
+    assert db["db_name"] == env["POSTGRES_DB"]
+    # ACE's login is not the image's superuser: the init script makes it, no superuser
+    assert env["POSTGRES_USER"] != db["db_user"]
+    script = (repo_root / "deploy/cluster-compose/initdb/10-ace-login.sql").read_text()
+    assert script == localauth.init_script(db["db_user"], db["db_password"], db["db_name"]), (
+        "run: python deploy/localauth.py init-script > deploy/cluster-compose/initdb/"
+        "10-ace-login.sql")
+    for name in PG_NODES:
+        assert "./deploy/cluster-compose/initdb:/docker-entrypoint-initdb.d:ro" in (
+            services[name]["volumes"])
     assert [(n["public_ip"], n["port"]) for n in doc["node_groups"]] == [
         (name, "5432") for name in PG_NODES]
+
+
+def test_the_compose_init_script_makes_a_login_that_is_no_superuser(pg_cluster: Any) -> None:
+    """The script the compose nodes run, run for real (under other names, beside the
+    test cluster's own login): it makes a login with none of a superuser's powers that
+    may read and write every table of its database."""
+    admin = psycopg2.connect(pg_cluster.admin_dsn(0))
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS compose_probe_db")
+            cur.execute("DROP ROLE IF EXISTS compose_probe")
+            cur.execute("CREATE DATABASE compose_probe_db")
+    finally:
+        admin.close()
+    run_sql(pg_cluster.admin_dsn(0, "compose_probe_db"),
+            localauth.init_script("compose_probe", "probe pw", "compose_probe_db"))
+    ((flags,),) = run_sql(pg_cluster.admin_dsn(0), "SELECT ARRAY[rolsuper, rolcreaterole, "
+                          "rolbypassrls, rolreplication, rolcanlogin] FROM pg_roles "
+                          "WHERE rolname = 'compose_probe'")
+    assert flags == [False, False, False, False, True]
+    granted = run_sql(pg_cluster.admin_dsn(0), "SELECT pg_has_role('compose_probe', r, "
+                      "'MEMBER') FROM unnest(ARRAY['pg_read_all_data', 'pg_write_all_data', "
+                      "'ace_repair']) r")
+    assert granted == [(True,), (True,), (True,)]
 
 
 def _docker_engine_answers() -> bool:
