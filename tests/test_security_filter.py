@@ -130,21 +130,44 @@ def test_the_rewritten_filter_selects_the_same_rows(pg_cluster: Any, filter_tabl
     assert got == wanted
 
 
-def test_columns_must_exist_and_have_built_in_types(pg_cluster: Any,
-                                                    filter_table: str) -> None:
+def test_columns_must_exist_and_have_built_in_types_or_plain_enums(pg_cluster: Any,
+                                                                    filter_table: str) -> None:
     dsn = pg_cluster.node_dsn(0)
-    run_sql(dsn, "DROP TABLE IF EXISTS sec_filter_typed", "DROP TYPE IF EXISTS sec_mood",
-            "CREATE TYPE sec_mood AS ENUM ('sad', 'ok')",
-            "CREATE TABLE sec_filter_typed (id int PRIMARY KEY, mood sec_mood)")
+    run_sql(dsn, "DROP TABLE IF EXISTS sec_filter_typed", "DROP TYPE IF EXISTS sec_mood CASCADE",
+            "DROP TYPE IF EXISTS sec_pair CASCADE",
+            "CREATE TYPE sec_mood AS ENUM ('sad', 'ok')", "CREATE TYPE sec_pair AS (a int)",
+            "CREATE TABLE sec_filter_typed (id int PRIMARY KEY, mood sec_mood, pair sec_pair)",
+            "INSERT INTO sec_filter_typed VALUES (1, 'sad', ROW(1)), (2, 'ok', ROW(2)), "
+            "(3, NULL, NULL)")
+    table = TableName("public", "sec_filter_typed")
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            table = TableName("public", "sec_filter_typed")
             check_filter_columns(cur, table, "id > 1", "n1")
             with pytest.raises(FilterError, match="column nope"):
                 check_filter_columns(cur, table, "nope = 1", "n1")
-            with pytest.raises(FilterError, match="column mood: its type is not built in"):
-                check_filter_columns(cur, table, "mood::text = 'ok'", "n1")
+            # an enum compares and prints with PostgreSQL's own code only
+            for text in ("mood = 'ok'", "mood::text = 'ok'", "mood IN ('ok', 'sad')"):
+                check_filter_columns(cur, table, text, "n1")
+                emitted = check_filter(text)
+                assert emitted is not None
+                assert run_sql(dsn, f"SELECT id FROM sec_filter_typed WHERE {emitted} "
+                               "ORDER BY id") == run_sql(
+                    dsn, f"SELECT id FROM sec_filter_typed WHERE {text} ORDER BY id")
+            with pytest.raises(FilterError, match="column pair: its type sec_pair is neither "
+                               "built in nor an enum.*filter on columns of built-in types"):
+                check_filter_columns(cur, table, "pair IS NULL", "n1")
+    finally:
+        conn.close()
+    # a cast of the enum's own, whose function anyone who owns the type may write
+    run_sql(pg_cluster.admin_dsn(0, pg_cluster.dbname),
+            "CREATE FUNCTION public.sec_mood_text(sec_mood) RETURNS text LANGUAGE sql "
+            "AS 'SELECT ''x''::text'",
+            "CREATE CAST (sec_mood AS text) WITH FUNCTION public.sec_mood_text(sec_mood)")
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur, pytest.raises(FilterError, match="column mood: its type"):
+            check_filter_columns(cur, table, "mood = 'ok'", "n1")
     finally:
         conn.close()
 

@@ -102,31 +102,42 @@ def display_filter(text: str) -> str:
 
 
 _COLUMN_TYPES_SQL = """
-SELECT a.attname,
-       COALESCE(bt.typnamespace, t.typnamespace)
-           OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+SELECT a.attname, pg_catalog.format_type(a.atttypid, NULL),
+       bt.typnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+       OR (bt.typtype OPERATOR(pg_catalog.=) 'e' AND NOT EXISTS (
+           SELECT 1 FROM pg_catalog.pg_cast c
+             JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) c.castfunc
+            WHERE bt.oid IN (c.castsource, c.casttarget)
+              AND p.pronamespace OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace))
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
-  LEFT JOIN pg_catalog.pg_type bt ON t.typtype OPERATOR(pg_catalog.=) 'd'
-        AND bt.oid OPERATOR(pg_catalog.=) t.typbasetype
+  JOIN pg_catalog.pg_type bt ON bt.oid OPERATOR(pg_catalog.=) CASE
+       WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE t.oid END
  WHERE a.attrelid OPERATOR(pg_catalog.=) %s::pg_catalog.regclass
    AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
 """
 
 
 def check_filter_columns(cur: cursor, table: TableName, text: str, node: str) -> None:
-    """On one node: every column the filter names exists and has a built-in type.
+    """On one node: every column the filter names exists and has a type whose code is
+    built in.
 
     A user-defined type brings user-defined casts and operators with it, which
     the filter could reach implicitly; built-in types bring only built-in ones.
+    So does an enum, as long as no cast of its own is defined: its input, output
+    and comparison functions are PostgreSQL's, and the filter names every
+    operator in ``pg_catalog``.
     """
     _, names = parse_filter(text)
     cur.execute(_COLUMN_TYPES_SQL, (str(table),))
-    builtin = dict(cur.fetchall())
+    columns = {name: (type_name, safe) for name, type_name, safe in cur.fetchall()}
     for name in sorted(names):
-        if name not in builtin:
+        if name not in columns:
             raise FilterError(f"The table filter names column {name}, which table "
                               f"{table.display} does not have on node {node}.")
-        if not builtin[name]:
-            raise FilterError(f"The table filter may not use column {name}: its type is not "
-                              "built in, so comparing it could run user-defined code.")
+        type_name, safe = columns[name]
+        if not safe:
+            raise FilterError(
+                f"The table filter may not use column {name}: its type {type_name} is "
+                "neither built in nor an enum without casts of its own, so comparing it "
+                "could run user-defined code; filter on columns of built-in types or enums.")
