@@ -63,9 +63,15 @@ def load_targets(cluster_dir: Path, cluster: str) -> tuple[NodeTarget, ...]:
 
 
 def open_connection(target: NodeTarget) -> psycopg2.extensions.connection:
-    """A pinned, autocommit connection (VACUUM needs autocommit)."""
+    """A pinned, autocommit connection (VACUUM needs autocommit).
+
+    ACE's sessions search ``pg_catalog, pg_temp`` only; the benches' own tables and
+    types are made and read in ``public``, as a user's would be.
+    """
     conn = connect(target)
     conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET search_path = public")
     return conn
 
 
