@@ -22,6 +22,15 @@ class AceError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def with_note(self, note: str) -> AceError:
+        """The same error (same class, so the same exit code and status) with ``note``
+        after its sentence: what the caller needs to know next, such as what was changed."""
+        noted = self.__class__.__new__(self.__class__)  # not __init__: its arguments vary
+        noted.__dict__.update(self.__dict__)
+        noted.message = f"{self.message.rstrip()} {note}"
+        Exception.__init__(noted, noted.message)
+        return noted
+
 
 class ConfigError(AceError):
     """The ACE configuration or a command-line option is invalid."""

@@ -167,3 +167,29 @@ def test_source_given_with_bidirectional_or_fix_nulls_is_ignored() -> None:
     assert both.source_of_truth is None and not both.deletes_allowed
     with pytest.raises(BadOptionError, match="insert_only"):
         check_repair_options({**base, "bidirectional": True})
+
+
+def test_a_repair_stopped_by_a_node_that_is_down_says_nothing_was_changed(
+        pg_cluster: Any) -> None:
+    """n2's repair was ready when n3 turned out to be down: both are rolled back, and the
+    sentence says so, so the operator knows running it again is safe."""
+    nodes = Nodes(pg_cluster)
+    nodes.on_all(["DROP TABLE IF EXISTS rp_down",
+                  "CREATE TABLE rp_down (id int PRIMARY KEY, v text)",
+                  "INSERT INTO rp_down SELECT i, 'v' || i FROM generate_series(1, 20) i"])
+    nodes.execute("n2", ["UPDATE rp_down SET v = 'n2 changed' WHERE id = 2"])
+    nodes.execute("n3", ["UPDATE rp_down SET v = 'n3 changed' WHERE id = 3"])
+    path, _ = diff_table("public.rp_down")
+    before = nodes.snapshot("n2", "public.rp_down")
+    pg_cluster.stop_node(2)
+    try:
+        run = ace("table-repair", CLUSTER, "public.rp_down", f"--diff-file={path}",
+                  "--source-of-truth=n1")
+    finally:
+        pg_cluster.start_node(2)
+    assert_error(run, "n3", "cannot be reached", "No node was changed",
+                 "can safely be run again")
+    assert nodes.snapshot("n2", "public.rp_down") == before
+    again = ace("table-repair", CLUSTER, "public.rp_down", f"--diff-file={path}",
+                "--source-of-truth=n1")
+    assert again.code == 0, again.stderr

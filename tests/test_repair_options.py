@@ -161,7 +161,7 @@ def test_failure_on_one_node_changes_no_node(nodes: Nodes, failing: str) -> None
     run = ace("table-repair", "testclus", TABLE, f"--diff-file={path}", "--source-of-truth=n1")
     assert run.code == 2
     assert f"node {bad}" in run.stderr
-    assert "no node was changed" in run.stderr
+    assert "No node was changed" in run.stderr
     assert nodes.snapshots(TABLE) == before
 
 

@@ -182,8 +182,7 @@ class NodeRepair:
         except AceError:
             raise
         except psycopg2.Error as exc:
-            raise RepairError(f"The repair failed on node {self.node}: {_detail(exc)}; "
-                              "no node was changed.") from exc
+            raise RepairError(f"The repair failed on node {self.node}: {_detail(exc)}.") from exc
 
     def _columns(self, cur: cursor, shape: TableShape) -> list[Any]:
         generated = generated_columns(cur, self.table)
@@ -268,13 +267,19 @@ class NodeRepair:
             self.conn.close()
 
 
+UNCHANGED = "No node was changed, so the same command can safely be run again."
+
+
 def _first_error(errors: dict[str, BaseException], order: list[str]) -> BaseException:
+    """The first node's failure, saying which others failed too and that every node was
+    rolled back (a failure before any commit changes nothing anywhere)."""
     failed = [n for n in order if n in errors]
     first = errors[failed[0]]
-    if len(failed) > 1 and isinstance(first, AceError):
-        return type(first)(f"{first.message.rstrip('.')} (node {', '.join(failed[1:])} "
-                           "failed too).")
-    return first
+    if not isinstance(first, AceError):
+        return first
+    if len(failed) > 1:
+        first = first.with_note(f"(Node {', '.join(failed[1:])} failed too.)")
+    return first.with_note(UNCHANGED)
 
 
 RECANCEL_EVERY_S = 0.2

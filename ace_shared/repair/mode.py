@@ -62,8 +62,8 @@ def has_spock_repair_mode(cur: cursor) -> bool:
 
 def _refused(node: str, what: str) -> PermissionDeniedError:
     return PermissionDeniedError(
-        f"The repair on node {node} may not {what}, so its changes would replicate back out; "
-        f"nothing was changed ({GRANTS_HINT}).")
+        f"The repair on node {node} may not {what}, so its changes would replicate back out "
+        f"({GRANTS_HINT}).")
 
 
 def ensure_origin(conn: connection, node: str = "this node") -> None:
