@@ -140,6 +140,18 @@ def test_a_bad_node_name_is_a_sentence_over_the_api(client: FlaskClient,
     assert "has a node named 'a/b'" in response.json["error"]
 
 
+@pytest.mark.parametrize(("path", "named"), [("/ace/table-diff", "table_name"),
+                                             ("/ace/mtree/build", "table_name"),
+                                             ("/ace/schema-diff", "schema_name")])
+def test_a_cluster_name_too_long_for_a_file_name_is_a_sentence(client: FlaskClient, path: str,
+                                                              named: str) -> None:
+    """300 characters made the file system refuse the path (an OSError, a 500)."""
+    body = {"cluster_name": "c" * 300, named: "public.t" if named == "table_name" else "public"}
+    response = _post(client, path, json.dumps(body).encode())
+    assert response.status_code == 400, response.json
+    assert "at most 63" in response.json["error"] and "c" * 100 not in response.json["error"]
+
+
 # --- files ACE writes --------------------------------------------------------------------------
 
 

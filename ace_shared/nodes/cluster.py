@@ -16,7 +16,8 @@ from typing import Any
 
 from ace_shared.errors import BadOptionError, ClusterError, NotFoundError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # no leading dot: no "..", no hidden files
+# no leading dot: no "..", no hidden files; and short enough to be a file's name
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,9 @@ def cluster_path(cluster_dir: Path, name: str) -> Path:
 def load_cluster(cluster_dir: Path, name: str) -> Cluster:
     """Read ``<cluster_dir>/<name>/<name>.json``."""
     if not name or not _NAME_RE.match(name):
-        raise BadOptionError(f"The cluster name {name!r} is not valid.")
+        shown = name if len(name) <= 70 else name[:60] + "..."
+        raise BadOptionError(f"The cluster name {shown!r} is not valid: use at most 63 letters, "
+                             "digits, '_', '-' or '.' (not first).")
     path = cluster_path(cluster_dir, name)
     if not path.is_file():
         raise ClusterError(
