@@ -17,6 +17,7 @@ on a fleet, as the batches of table-diff's chord. Either way the file is the sam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -25,10 +26,10 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
-from ace_shared.diff.differ import RangeDiffer
+from ace_shared.diff.differ import RangeDiffer, diff_batch
 from ace_shared.diff.job import DiffJob, cut_batches, merge_job
 from ace_shared.diff.local import pool_size, run_batches
-from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import keytypes, objects
@@ -47,6 +48,38 @@ from ace_shared.nodes.sessions import NodeSessions
 Progress = Callable[[int, int], None]
 OnRangeDone = Callable[[str, int], None]
 FETCH_KEYS = 5_000  # differing keys whose full rows one query fetches
+DENSE_RUN_LEAVES = 8  # consecutive differing leaves from which a run is diffed as ranges
+RUN_ROWS = 10_000  # rows of one range when runs of leaves are diffed as table-diff ranges
+
+
+def leaf_runs(ranges: list[KeyRange]) -> list[list[KeyRange]]:
+    """The leaves cut into runs of neighbours (each leaf's upper bound is the next's lower).
+
+    Invariant: the runs, concatenated, are ``ranges`` in order.
+    """
+    runs: list[list[KeyRange]] = []
+    for rng in ranges:
+        if runs and runs[-1][-1].upper is not None and runs[-1][-1].upper == rng.lower:
+            runs[-1].append(rng)
+        else:
+            runs.append([rng])
+    return runs
+
+
+def run_ranges(run: list[KeyRange], leaves_per_range: int) -> list[KeyRange]:
+    """A run of neighbouring leaves as table-diff ranges of ``leaves_per_range`` leaves,
+    each cut at up to ``SUBRANGES`` of its leaves' boundaries (its first hash's buckets).
+
+    Each range is numbered by its first leaf, spans exactly its leaves, and the
+    ranges together span exactly the run.
+    """
+    out = []
+    for start in range(0, len(run), leaves_per_range):
+        part = run[start:start + leaves_per_range]
+        step = max(1, math.ceil(len(part) / SUBRANGES))
+        inner = tuple(leaf.lower for leaf in part[step::step] if leaf.lower is not None)
+        out.append(KeyRange(part[0].index, part[0].lower, part[-1].upper, inner))
+    return out
 
 
 def leaves_per_query(block_rows: int) -> int:
@@ -106,6 +139,20 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
         return result
     # bounds and keys are cast to the key's built-in base types, never to a domain
     cast = keytypes.cast_shape(spec.shape, keytypes.key_bases(sessions, spec.shape))
+    runs = leaf_runs(ranges)
+    if len(ranges) >= DENSE_RUN_LEAVES * len(runs):
+        # most leaves differ next to each other (many scattered changes, or one area
+        # rewritten): reading them leaf by leaf would cost more than table-diff's own
+        # hash-and-narrow over ranges of the same rows, so that is what runs
+        per_range = max(1, RUN_ROWS // max(1, spec.block_rows))
+        dense = replace(spec, shape=cast, block_rows=per_range * spec.block_rows)
+        result = diff_batch(dense, [r for run in runs for r in run_ranges(run, per_range)],
+                            sessions, budget)
+        result = replace(result, ranges_done=len(ranges), ranges_total=len(ranges))
+        work.write_batch_result(result)
+        if on_range_done is not None:
+            on_range_done(part, len(ranges))
+        return result
     leaf = LeafDiffer(sessions, cast, spec.block_rows)
 
     def progress(done: int, total: int) -> None:
