@@ -58,8 +58,11 @@ def settings(tmp_path: Path) -> Settings:
     _write_cluster(tmp_path / "clusters", _cluster_doc(
         "lab", [{"name": f"n{i}", "public_ip": "127.0.0.1", "port": 1} for i in (1, 2)]))
     (tmp_path / "out").mkdir()
+    # rate limits counted in this app alone: the default, the broker's Redis, is shared by
+    # every test (and every run on this machine) within the limit's minute
     return Settings(CLUSTER_DIR=str(tmp_path / "clusters"), OUTPUT_DIR=str(tmp_path / "out"),
-                    DATABASE_URL=f"sqlite:///{tmp_path / 'tasks.db'}")
+                    DATABASE_URL=f"sqlite:///{tmp_path / 'tasks.db'}",
+                    API_RATE_LIMIT_STORAGE="memory://")
 
 
 @pytest.fixture()

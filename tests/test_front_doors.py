@@ -50,7 +50,9 @@ def serve_any_role(_cluster: str, _role: str) -> None:
 
 
 def api_get(settings: Settings, path: str, **kwargs: Any) -> Any:
-    client: FlaskClient = create_app(settings, serve_any_role).test_client()
+    # rate limits counted in this app alone (the broker's Redis is shared by every test)
+    own = settings.with_overrides(API_RATE_LIMIT_STORAGE="memory://")
+    client: FlaskClient = create_app(own, serve_any_role).test_client()
     return client.get(path, environ_base={"gunicorn.socket": PeerSocket()}, **kwargs)
 
 
