@@ -25,6 +25,7 @@ from diff_helpers import (
 )
 
 from ace_shared.config import load_settings
+from ace_shared.errors import TableError
 from ace_shared.mtree.objects import tree_key
 from ace_shared.nodes.ident import parse_table_name
 
@@ -75,9 +76,15 @@ def test_the_event_trigger_runs_no_code_of_a_tree_builder(victim_tree: tuple[Any
         f"  INSERT INTO ace_mtree.\"log_{key}\" VALUES (424242, 1, 777); RETURN NEW; END $$",
         "CREATE TRIGGER forge BEFORE INSERT ON ace_mtree.log_rtfake "
         f"FOR EACH ROW EXECUTE FUNCTION {BUILDER}.forge()",
+        # every column the catalogue has (ACE's earlier one filled some by defaults)
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+        "'ace_mtree.trees'::regclass AND attname = 'altered_seq') THEN "
         "INSERT INTO ace_mtree.trees (tree_key, schema_name, table_name, table_oid, shape_sig, "
-        f"block_rows, bounds_sig, format_version) VALUES ('rtfake', '{BUILDER}', 't', "
-        f"'{BUILDER}.t'::regclass, 'x', 1, 'x', 2)",
+        "block_rows, bounds_sig, built_at, updated_at, format_version, altered_seq) VALUES "
+        f"('rtfake', '{BUILDER}', 't', '{BUILDER}.t'::regclass, 'x', 1, 'x', now(), now(), 2, 0); "
+        "ELSE INSERT INTO ace_mtree.trees (tree_key, schema_name, table_name, table_oid, "
+        f"shape_sig, block_rows, bounds_sig, format_version) VALUES ('rtfake', '{BUILDER}', 't', "
+        f"'{BUILDER}.t'::regclass, 'x', 1, 'x', 2); END IF; END $$",
     ])
     execute(dsn, [f"SET ROLE {BUILDER}", f"ALTER TABLE {BUILDER}.t ADD COLUMN x int"])
     assert query(dsn, f'SELECT count(*) FROM ace_mtree."log_{key}" WHERE h = 777') == [(0,)]
@@ -146,12 +153,28 @@ def test_an_operators_mtree_diff_runs_no_trigger_of_the_trees_owner(
     """A table owner who built her tree through the API owns its tables; her triggers on
     them run as ace (pg_write_all_data) when the operator updates or diffs her tree."""
     cluster, table = owned_tree
+    key = tree_key(parse_table_name(table))
     diff = run_ace("mtree", "table-diff", CLUSTER, table)
-    assert diff.code in (0, 1), diff.stdout + diff.stderr
     ran = set()
     for i in range(len(NODES)):
         ran |= set(query(cluster.admin_dsn(i, cluster.dbname), f"SELECT who FROM {WATCH}"))
     assert ran <= {(OWNER_T,)}, ran
+    # refused in one sentence that names the tree, the table and what was found on it
+    assert diff.code == 2, diff.stdout + diff.stderr
+    assert diff.stderr == (
+        f"ace: error: ACE will not use the Merkle tree of table {table} on node n1: its table "
+        f"ace_mtree.blocks_{key} (owned by {OWNER_T}) has triggers, which could run its "
+        "owner's code in this session; drop what was added, or have the tree's owner run "
+        "'ace mtree build' for it again (which makes its tables afresh), and run this "
+        "again.\n")
+    # without her triggers, her tree is the operator's to diff, as before
+    statements = [f"SET ROLE {OWNER_T}"]
+    for kind in ("blocks", "inner", "log"):
+        statements.append(f'DROP TRIGGER note ON ace_mtree."{kind}_{key}"')
+    as_admin_on_every_node(cluster, [*statements, "RESET ROLE"])
+    diff = run_ace("mtree", "table-diff", CLUSTER, table)
+    assert diff.code == 1, diff.stdout + diff.stderr
+    assert sorted(int(r["id"]) for r in diff.diff()["diffs"]["n1/n2"]["n2"]) == [5, 250]
 
 
 def test_another_callers_mtree_update_runs_no_trigger_of_the_trees_owner(
@@ -169,11 +192,18 @@ def test_another_callers_mtree_update_runs_no_trigger_of_the_trees_owner(
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON ace_mtree."blocks_{key}", '
         f'ace_mtree."inner_{key}", ace_mtree."log_{key}" TO {reader}'])
     try:
-        _mtree_as("update", reader, table)
+        refusal = ""
+        try:
+            _mtree_as("update", reader, table)
+        except TableError as exc:
+            refusal = str(exc)
         ran = set()
         for i in range(len(NODES)):
             ran |= set(query(cluster.admin_dsn(i, cluster.dbname), f"SELECT who FROM {WATCH}"))
         assert ran <= {(OWNER_T,)}, ran
+        assert refusal.startswith(f"ACE will not use the Merkle tree of table {table} on node "
+                                  f"n1: its table ace_mtree.blocks_{key} (owned by {OWNER_T}) "
+                                  "has triggers"), refusal
     finally:
         as_admin_on_every_node(cluster, [f"REVOKE ALL ON SCHEMA ace_mtree FROM {reader}",
                                          f"REVOKE ALL ON ace_mtree.trees FROM {reader}"])
@@ -220,10 +250,34 @@ def test_mtree_init_refuses_a_schema_ace_mtree_someone_else_made(squatted: Any) 
     `mtree init` (the documented superuser step) run her function as the superuser."""
     # ACE's own init fails here ("Permission denied ... grant it and run again"); the admin
     # cluster file's init, the documented superuser step, succeeds and reads her view
-    run_ace("mtree", "init", CLUSTER)
-    run_ace("mtree", "init", CLUSTER, env={"ACE_CLUSTER_DIR": os.environ["ACE_TEST_ADMIN_CLUSTER_DIR"]})
+    as_login = run_ace("mtree", "init", CLUSTER)
+    as_admin = run_ace("mtree", "init", CLUSTER,
+                       env={"ACE_CLUSTER_DIR": os.environ["ACE_TEST_ADMIN_CLUSTER_DIR"]})
     ran = set()
     for i in range(len(NODES)):
         ran |= set(query(squatted.admin_dsn(i, squatted.dbname),
                          f"SELECT who, super FROM {SQUATTER}.loot"))
     assert ran == set(), ran
+    # ACE's login refuses her schema in one sentence; the administrator's step touches
+    # nothing in it (the watch lives in a superuser's schema), and every command refuses it
+    assert as_login.code == 2, as_login.stdout + as_login.stderr
+    assert as_login.stderr == (
+        f"ace: error: The schema ace_mtree on node n1 belongs to {SQUATTER}, not to ace, the "
+        "login running 'ace mtree init', so ACE will not use it (its owner could run code in "
+        "ACE's sessions); drop the schema (DROP SCHEMA ace_mtree CASCADE) and run 'ace mtree "
+        f"init {CLUSTER}' again.\n")
+    assert as_admin.code == 0, as_admin.stdout + as_admin.stderr
+    refused = run_ace("mtree", "update", CLUSTER, "public.anything")
+    assert refused.code == 2 and "run 'ace mtree init" in refused.stderr, refused.stderr
+    as_admin_on_every_node(squatted, [  # her view, with every column ACE's catalogue has
+        f"SET ROLE {SQUATTER}",
+        "CREATE OR REPLACE VIEW ace_mtree.trees AS SELECT 'k'::text AS tree_key, "
+        "'s'::text AS schema_name, 't'::text AS table_name, 0::oid AS table_oid, "
+        "''::text AS shape_sig, 1 AS block_rows, ''::text AS bounds_sig, now() AS built_at, "
+        "now() AS updated_at, 2 AS format_version, 0::bigint AS altered_seq "
+        f"WHERE {SQUATTER}.pwn()", "RESET ROLE"])
+    refused = run_ace("mtree", "table-diff", CLUSTER, "public.anything")
+    assert refused.code == 2
+    assert "ace_mtree.trees (owned by rt_squatter) is not an ordinary table" in refused.stderr
+    assert ran == set() and query(squatted.admin_dsn(0, squatted.dbname),
+                                  f"SELECT who FROM {SQUATTER}.loot") == []
