@@ -209,6 +209,34 @@ def test_another_callers_mtree_update_runs_no_trigger_of_the_trees_owner(
                                          f"REVOKE ALL ON ace_mtree.trees FROM {reader}"])
 
 
+def test_a_view_in_place_of_a_trees_table_is_refused_unread(owned_tree: tuple[Any, str]) -> None:
+    """Functions in a view run as whoever reads it: the tree's owner swaps her inner table for
+    a view calling her function, and the operator's diff must refuse it without reading it."""
+    cluster, table = owned_tree
+    key = tree_key(parse_table_name(table))
+    statements = [f"SET ROLE {OWNER_T}"]
+    for kind in ("blocks", "inner", "log"):
+        statements.append(f'DROP TRIGGER note ON ace_mtree."{kind}_{key}"')
+    statements += [
+        f"CREATE FUNCTION {OWNER_T}.peek() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        f"  INSERT INTO {WATCH} VALUES (current_user, 'view', 'SELECT'); RETURN true; END $$",
+        f'ALTER TABLE ace_mtree."inner_{key}" RENAME TO "inner_{key}_real"',
+        f'CREATE VIEW ace_mtree."inner_{key}" AS SELECT * FROM ace_mtree."inner_{key}_real" '
+        f"WHERE {OWNER_T}.peek()",
+        "RESET ROLE"]
+    as_admin_on_every_node(cluster, statements)
+    diff = run_ace("mtree", "table-diff", CLUSTER, table)
+    ran = set()
+    for i in range(len(NODES)):
+        ran |= set(query(cluster.admin_dsn(i, cluster.dbname), f"SELECT who FROM {WATCH}"))
+    assert ran <= {(OWNER_T,)}, ran
+    assert diff.code == 2, diff.stdout + diff.stderr
+    assert (f"its table ace_mtree.inner_{key} (owned by {OWNER_T}) is not an ordinary table"
+            in diff.stderr), diff.stderr
+    as_admin_on_every_node(cluster, [f'DROP VIEW ace_mtree."inner_{key}"',
+                                     f'DROP TABLE ace_mtree."inner_{key}_real"'])
+
+
 SQUATTER = "rt_squatter"  # owns a table and has CREATE on the database, as an application's owner
 
 

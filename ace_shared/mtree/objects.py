@@ -40,11 +40,15 @@ Why these choices:
 - No table here has a column of a type the table's owner controls: keys are
   stored in their built-in base types (:mod:`ace_shared.mtree.keytypes`), so
   inserting into a log or the leaves, and reading them, runs no domain check or
-  default. ACE's sessions fold, walk and rebuild without running her code, and so
-  does the event trigger, which runs on every ``ALTER TABLE`` of the database,
-  whoever runs it. The event trigger's function is ``SECURITY DEFINER`` owned by
-  ``ace_mtree_writer``, a ``NOLOGIN``, ``NOINHERIT`` role made for it that may
-  only read the catalogue of trees and append to the logs.
+  default. ACE's sessions fold, walk and rebuild without running her code.
+- A tree's tables belong to its builder, and ``ace_mtree`` to whoever made it:
+  every transaction that touches them first locks them and checks in
+  ``pg_catalog`` that nothing on them can run code (:mod:`ace_shared.mtree.trust`);
+  ``init`` refuses an ``ace_mtree`` that another role made. The catalogue has
+  no column defaults, so writing it evaluates nothing.
+- The event trigger that notices ``ALTER TABLE`` is a superuser's and lives in
+  ``ace_mtree_admin`` (:mod:`ace_shared.mtree.watch`): it reads only
+  ``pg_catalog`` and writes only its own table, never anything in ``ace_mtree``.
 - Every function here names everything it uses by schema (``pg_catalog.``,
   ``OPERATOR(pg_catalog.=)``, ``ace_mtree.``), so no search path can redirect
   it; the event trigger's function also pins ``search_path``. The row triggers
@@ -80,7 +84,7 @@ _FUNCTION_SETTINGS = ("DateStyle", "TimeZone", "extra_float_digits", "bytea_outp
                       "IntervalStyle", "lc_monetary")
 # log rows with these signs mark events after which the tree cannot be trusted
 TRUNCATED = 0
-ALTERED = 2
+ALTERED = 2  # written by the watch of earlier versions; still refused when found
 
 
 def tree_key(table: TableName) -> str:
