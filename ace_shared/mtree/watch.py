@@ -10,9 +10,10 @@ a superuser may own, and the function reads only ``pg_catalog``.
 - The function is ``SECURITY DEFINER`` owned by ``ace_mtree_writer`` (``NOLOGIN``,
   ``NOINHERIT``), which may only write ``ace_mtree_admin.altered``.
 - For every table an ``ALTER TABLE`` touched that carries ACE's tracking
-  triggers (a catalogue fact), it stores a new number from a sequence in
-  ``altered``: one row per table, owned by the superuser, with no trigger,
-  default or type anyone else controls.
+  triggers (a catalogue fact), it stores the ``ALTER``'s transaction id (64
+  bits: never reused, and unlike a sequence never replicated) in ``altered``:
+  one row per table, owned by the superuser, with no trigger, default or type
+  anyone else controls.
 - A tree's catalogue row keeps the number its table had when the tree was
   built; a tree whose table has another number now is refused as altered.
 """
@@ -44,16 +45,14 @@ SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS ace_mtree_admin;
 REVOKE ALL ON SCHEMA ace_mtree_admin FROM PUBLIC;
 GRANT USAGE ON SCHEMA ace_mtree_admin TO PUBLIC;
-CREATE SEQUENCE IF NOT EXISTS ace_mtree_admin.altered_seq;
 CREATE UNLOGGED TABLE IF NOT EXISTS ace_mtree_admin.altered (
     table_oid pg_catalog.oid PRIMARY KEY,
     seq       pg_catalog.int8 NOT NULL
 );
-REVOKE ALL ON ace_mtree_admin.altered, ace_mtree_admin.altered_seq FROM PUBLIC;
+REVOKE ALL ON ace_mtree_admin.altered FROM PUBLIC;
 GRANT SELECT ON ace_mtree_admin.altered TO PUBLIC;
 GRANT USAGE ON SCHEMA ace_mtree_admin TO ace_mtree_writer;
 GRANT SELECT, INSERT, UPDATE ON ace_mtree_admin.altered TO ace_mtree_writer;
-GRANT USAGE ON SEQUENCE ace_mtree_admin.altered_seq TO ace_mtree_writer;
 """
 
 # Errors are only warned about: this runs inside every ALTER TABLE of the database.
@@ -71,7 +70,7 @@ BEGIN
                                  WHERE t.tgrelid OPERATOR(pg_catalog.=) c.objid
                                    AND t.tgname OPERATOR(pg_catalog.~~) 'ace\\_mtree\\_%') LOOP
     INSERT INTO ace_mtree_admin.altered AS a (table_oid, seq)
-      VALUES (changed, pg_catalog.nextval('ace_mtree_admin.altered_seq'::pg_catalog.regclass))
+      VALUES (changed, pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8)
       ON CONFLICT (table_oid) DO UPDATE SET seq = EXCLUDED.seq;
   END LOOP;
 EXCEPTION WHEN OTHERS THEN
@@ -114,14 +113,12 @@ def _refuse_foreign(cur: cursor, node: str) -> None:
             f"The schema {ADMIN_SCHEMA} on node {node} belongs to {owner[0]}, who is not a "
             "superuser, so the event trigger would run that role's code in every session; "
             f"drop it (DROP SCHEMA {ADMIN_SCHEMA} CASCADE) and run this again.")
-    for name in ("altered", "altered_seq"):
-        cur.execute(_SUPERUSERS_OWN_SQL, (f"{ADMIN_SCHEMA}.{name}",))
-        row = cur.fetchone()
-        if row is not None and (not row[1] or str(row[0]) != ("S" if "seq" in name else "r")):
-            raise TableError(
-                f"{ADMIN_SCHEMA}.{name} on node {node} is not what ACE makes there (a "
-                "superuser's table and sequence), so ACE will not use it; drop it and run "
-                "this again.")
+    cur.execute(_SUPERUSERS_OWN_SQL, (f"{ADMIN_SCHEMA}.altered",))
+    row = cur.fetchone()
+    if row is not None and (not row[1] or str(row[0]) != "r"):
+        raise TableError(
+            f"{ADMIN_SCHEMA}.altered on node {node} is not what ACE makes there (a superuser's "
+            "table), so ACE will not use it; drop it and run this again.")
 
 
 def install(cur: cursor, node: str) -> None:
