@@ -309,3 +309,47 @@ def test_mtree_init_refuses_a_schema_ace_mtree_someone_else_made(squatted: Any) 
     assert "ace_mtree.trees (owned by rt_squatter) is not an ordinary table" in refused.stderr
     assert ran == set() and query(squatted.admin_dsn(0, squatted.dbname),
                                   f"SELECT who FROM {SQUATTER}.loot") == []
+
+
+@pytest.fixture
+def squatted_admin(squatted: Any) -> Iterator[Any]:
+    """ACE's own ace_mtree and a tree; SQUATTER then makes ace_mtree_admin before the
+    administrator's step, with a view ``altered`` whose rows come from her function."""
+    as_admin_on_every_node(squatted, [
+        "DROP SCHEMA IF EXISTS ace_mtree CASCADE", "DROP EVENT TRIGGER IF EXISTS "
+        "ace_mtree_alter_table", "DROP SCHEMA IF EXISTS ace_mtree_admin CASCADE"])
+    on_every_node(squatted, [f"DROP TABLE IF EXISTS {VICTIM}",
+                             f"CREATE TABLE {VICTIM} (id int PRIMARY KEY, v text)",
+                             f"INSERT INTO {VICTIM} SELECT g, 'v' FROM generate_series(1, 50) g"])
+    assert run_ace("mtree", "init", CLUSTER).code == 0
+    assert run_ace("mtree", "build", CLUSTER, VICTIM).code == 0
+    as_admin_on_every_node(squatted, [
+        f"SET ROLE {SQUATTER}",
+        "CREATE SCHEMA ace_mtree_admin",
+        "GRANT USAGE ON SCHEMA ace_mtree_admin TO PUBLIC",
+        "CREATE VIEW ace_mtree_admin.altered AS SELECT 0::oid AS table_oid, 1::bigint AS seq "
+        f"WHERE {SQUATTER}.pwn()",
+        "GRANT SELECT ON ace_mtree_admin.altered TO PUBLIC",
+        "RESET ROLE"])
+    yield squatted
+    run_ace("mtree", "teardown", CLUSTER, VICTIM)
+    as_admin_on_every_node(squatted, ["DROP SCHEMA IF EXISTS ace_mtree_admin CASCADE",
+                                      f"DROP TABLE IF EXISTS {VICTIM}"])
+
+
+def test_the_administrators_init_refuses_an_ace_mtree_admin_someone_else_made(
+        squatted_admin: Any) -> None:
+    """The watch's schema is a superuser's or nobody's: the administrator's init refuses hers
+    in one sentence, and ACE's sessions never read her ``altered``."""
+    as_admin = run_ace("mtree", "init", CLUSTER,
+                       env={"ACE_CLUSTER_DIR": os.environ["ACE_TEST_ADMIN_CLUSTER_DIR"]})
+    assert as_admin.code == 2, as_admin.stdout + as_admin.stderr
+    assert as_admin.stderr == (
+        f"ace: error: The schema ace_mtree_admin on node n1 belongs to {SQUATTER}, who is not "
+        "a superuser, so the event trigger would run that role's code in every session; drop "
+        "it (DROP SCHEMA ace_mtree_admin CASCADE) and run this again.\n")
+    diff = run_ace("mtree", "table-diff", CLUSTER, VICTIM)
+    assert diff.code == 0, diff.stdout + diff.stderr
+    for i in range(len(NODES)):
+        assert query(squatted_admin.admin_dsn(i, squatted_admin.dbname),
+                     f"SELECT who FROM {SQUATTER}.loot") == []
