@@ -227,6 +227,10 @@ def _init_schema(cur: cursor, node: str, cluster: str) -> None:
         cur.execute(UPGRADE_SQL)
     cur.execute(DROP_DEFAULTS_SQL)
     _drop_earlier_watch(cur)
+    cur.execute("SELECT pg_catalog.to_regrole(%s) IS NOT NULL", (WRITER_ROLE,))
+    if cur.fetchone()[0]:  # what the earlier watch was granted here; the new one needs none
+        cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {s} FROM {r}; REVOKE ALL ON {s}.trees FROM {r}"
+                            ).format(s=sql.Identifier(SCHEMA), r=sql.Identifier(WRITER_ROLE)))
 
 
 def _key_columns_ddl(shape: TableShape, prefix: str) -> sql.Composable:
