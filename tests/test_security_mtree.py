@@ -238,7 +238,11 @@ def test_a_tree_of_the_older_layout_is_refused_until_built_again(pg_cluster: Any
     admin = [pg_cluster.admin_dsn(i, pg_cluster.dbname) for i in range(len(NODES))]
     for dsn in admin:  # as an earlier version left them: no layout, a superuser's watch
         execute(dsn, ["ALTER TABLE ace_mtree.trees DROP COLUMN format_version",
-                      "ALTER FUNCTION ace_mtree.on_alter_table() OWNER TO postgres"])
+                      "CREATE FUNCTION ace_mtree.on_alter_table() RETURNS event_trigger "
+                      "LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN END $$",
+                      "DROP EVENT TRIGGER ace_mtree_alter_table",
+                      "CREATE EVENT TRIGGER ace_mtree_alter_table ON ddl_command_end "
+                      "WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION ace_mtree.on_alter_table()"])
     refused = as_admin("table-diff", CLUSTER, her_table)
     assert refused.code == 2
     assert "older version" in refused.stderr and "mtree init" in refused.stderr

@@ -13,10 +13,11 @@ from typing import Any
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
-from ace_shared.mtree import objects
+from ace_shared.mtree import objects, trust
 from ace_shared.mtree.buildjob import build_tree
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
+    each_node,
     in_transaction,
     open_job,
     require_schema,
@@ -31,7 +32,8 @@ Progress = Callable[[int, int], None]
 def run_init(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     """Create ACE's mtree schema on every chosen node."""
     with open_job(request, settings) as job:
-        watching = job.sessions.on_all(in_transaction(objects.init))
+        watching = each_node(job, lambda node: in_transaction(
+            lambda cur: objects.init(cur, node, request.cluster_name)))
         return {"action": "init", "cluster_name": request.cluster_name, "nodes": job.nodes,
                 "schema": objects.SCHEMA, "alter_table_watched": watching}
 
@@ -49,8 +51,11 @@ def run_teardown(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     with open_job(request, settings) as job:
         table = request.table
 
-        def teardown(cur: cursor) -> int:
+        def teardown(cur: cursor, node: str) -> int:
             if not objects.schema_exists(cur):
+                return 0
+            # reads and deletes catalogue rows: only while nothing on it can run code
+            if not trust.guard_catalogue(cur, node, trust.ROW_EXCLUSIVE, request.cluster_name):
                 return 0
             if table is not None:
                 objects.drop_tree(cur, table, objects.tree_key(table))
@@ -65,6 +70,7 @@ def run_teardown(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
             return len(trees)
         # one tree waits for a command working on it; the whole schema waits on its tables
         with tree_lock(job, table) if table is not None else nullcontext():
-            removed = job.sessions.on_all(in_transaction(teardown))
+            removed = each_node(job, lambda node: in_transaction(
+                lambda cur: teardown(cur, node)))
         return {"action": "teardown", "nodes": job.nodes, "trees_removed": removed,
                 "table": table.display if table else None}

@@ -38,7 +38,7 @@ from ace_shared.diff.job import cut_batches
 from ace_shared.diff.plan import agreed_boundaries, read_common_shape
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
-from ace_shared.mtree import keytypes, leaves, objects
+from ace_shared.mtree import keytypes, leaves, objects, trust, watch
 from ace_shared.mtree.tree import Job, each_session, in_transaction, table_identity, tree_lock
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
@@ -177,9 +177,13 @@ def _trigger_versions(cur: cursor, table_oid: int) -> str:
     return str(cur.fetchone()[0])
 
 
-def _start_tree(shape: TableShape, cast: TableShape,
-                key: str) -> Callable[[cursor], tuple[int, int, str]]:
-    def start(cur: cursor) -> tuple[int, int, str]:
+def _start_tree(shape: TableShape, cast: TableShape, key: str, node: str,
+                cluster: str) -> Callable[[cursor], tuple[int, int, str]]:
+    def start(cur: cursor, node: str) -> tuple[int, int, str]:
+        # the catalogue row is deleted, then the tree's tables made afresh, by the builder
+        if not trust.guard_catalogue(cur, node, trust.ROW_EXCLUSIVE, cluster):
+            raise TableError(f"ACE's mtree schema is not set up on node {node}; run "
+                             f"'ace mtree init {cluster}' first.")
         oid, owner = table_identity(cur, shape)
         cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
                     (key,))
@@ -188,7 +192,7 @@ def _start_tree(shape: TableShape, cast: TableShape,
         storage = _leaf_table_oid(cur, key)
         assert storage is not None
         return oid, storage, _trigger_versions(cur, oid)
-    return in_transaction(start)
+    return in_transaction(lambda cur: start(cur, node))
 
 
 def plan_build(job: Job, shape: TableShape, task_id: str, work_dir: str,
@@ -204,7 +208,8 @@ def plan_build(job: Job, shape: TableShape, task_id: str, work_dir: str,
     ranges = group_leaves(exact_cuts(job, cast, block_rows))
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # an update or re-check running now finishes first
-        started = job.sessions.on_all(_start_tree(shape, cast, key))
+        started = each_session(job.sessions, lambda node: _start_tree(
+            shape, cast, key, node, job.request.cluster_name))
     spec = BuildSpec(task_id, job.request.cluster_name, job.dbname, tuple(job.nodes),
                      job.request.role, shape, block_rows, len(leaf_lowers(ranges)),
                      {n: t for n, (t, _, _) in started.items()},
@@ -250,6 +255,11 @@ def _hold_storage(cur: cursor, spec: BuildSpec, node: str, mode: str) -> None:
             objects.obj("blocks", spec.key), sql.SQL(mode)))
     except psycopg2.errors.UndefinedTable:
         raise _superseded(spec, node) from None
+    # the catalogue and the other tables, checked as every writer does (trust.py)
+    if not trust.lock(cur, [trust.CATALOGUE, f"inner_{spec.key}", f"log_{spec.key}"],
+                      trust.ROW_EXCLUSIVE):
+        raise _superseded(spec, node)
+    trust.check_tree_tables(cur, spec.key, spec.shape.table.display, node)
     if _leaf_table_oid(cur, spec.key) != spec.storage[node]:
         raise _superseded(spec, node)
 
@@ -334,13 +344,17 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
                              f"its {spec.leaves} leaves hashed; the build did not finish. Run "
                              "'ace mtree build' for it again.")
         leaves.rebuild_inner(cur, key, None)
+        # the watch's number for the table now: any ALTER TABLE before it that mattered
+        # changed the triggers' versions or the shape, both checked above
         cur.execute(
             "INSERT INTO ace_mtree.trees (tree_key, schema_name, table_name, table_oid, "
-            "shape_sig, block_rows, bounds_sig, format_version) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            "shape_sig, block_rows, bounds_sig, built_at, updated_at, format_version, "
+            "altered_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, pg_catalog.now(), "
+            "pg_catalog.now(), %s, %s)",
             (key, spec.shape.table.schema, spec.shape.table.table, oid,
              objects.shape_signature(spec.shape), spec.block_rows,
-             leaves.bounds_signature(cur, spec.shape, key), objects.FORMAT_VERSION))
+             leaves.bounds_signature(cur, spec.shape, key), objects.FORMAT_VERSION,
+             watch.altered_seq(cur, oid)))
         return int(rows)
     return in_transaction(finish)
 

@@ -19,7 +19,7 @@ from psycopg2 import sql
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.mtree import leaves
-from ace_shared.mtree.tree import Job
+from ace_shared.mtree.tree import Job, each_node, reading
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
@@ -37,10 +37,11 @@ def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
     return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
 
 
-def walk(job: Job, key: str) -> tuple[list[int], int]:
+def walk(job: Job, shape: TableShape, key: str) -> tuple[list[int], int]:
     """The leaves whose count or hash differ between nodes, and how many rows the first node
     holds outside them."""
-    tops = job.sessions.on_all(lambda cur: leaves.top_level(cur, key))
+    tops = each_node(job, lambda node: reading(
+        shape, key, node, lambda cur: leaves.top_level(cur, key)))
     levels = max(level for level, _ in tops.values())
     # a node whose tree is shorter holds nothing at this level: every root differs
     roots = {n: (nodes if level == levels else {}) for n, (level, nodes) in tops.items()}
@@ -51,8 +52,8 @@ def walk(job: Job, key: str) -> tuple[list[int], int]:
     for level in range(levels - 1, -1, -1):
         if not suspects:
             return [], held
-        found = job.sessions.on_all(
-            lambda cur, lv=level, ps=suspects: leaves.read_children(cur, key, lv, ps))
+        found = each_node(job, lambda node, lv=level, ps=suspects: reading(
+            shape, key, node, lambda cur: leaves.read_children(cur, key, lv, ps)))
         suspects = _differing(found)
     return suspects, held - sum(found[first].get(b, (0, ""))[0] for b in suspects)
 
@@ -62,8 +63,9 @@ def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> lis
     if not blocks:
         return []
     wanted = sorted({b + d for b in blocks for d in (0, 1)})
-    lowers = job.sessions.on_one(job.nodes[0],
-                                 lambda cur: leaves.read_lowers(cur, shape, key, wanted))
+    first = job.nodes[0]
+    lowers = job.sessions.on_one(first, reading(
+        shape, key, first, lambda cur: leaves.read_lowers(cur, shape, key, wanted)))
     return [KeyRange(i, lowers.get(b), lowers.get(b + 1)) for i, b in enumerate(blocks)]
 
 

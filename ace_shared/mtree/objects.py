@@ -40,11 +40,15 @@ Why these choices:
 - No table here has a column of a type the table's owner controls: keys are
   stored in their built-in base types (:mod:`ace_shared.mtree.keytypes`), so
   inserting into a log or the leaves, and reading them, runs no domain check or
-  default. ACE's sessions fold, walk and rebuild without running her code, and so
-  does the event trigger, which runs on every ``ALTER TABLE`` of the database,
-  whoever runs it. The event trigger's function is ``SECURITY DEFINER`` owned by
-  ``ace_mtree_writer``, a ``NOLOGIN``, ``NOINHERIT`` role made for it that may
-  only read the catalogue of trees and append to the logs.
+  default. ACE's sessions fold, walk and rebuild without running her code.
+- A tree's tables belong to its builder, and ``ace_mtree`` to whoever made it:
+  every transaction that touches them first locks them and checks in
+  ``pg_catalog`` that nothing on them can run code (:mod:`ace_shared.mtree.trust`);
+  ``init`` refuses an ``ace_mtree`` that another role made. The catalogue has
+  no column defaults, so writing it evaluates nothing.
+- The event trigger that notices ``ALTER TABLE`` is a superuser's and lives in
+  ``ace_mtree_admin`` (:mod:`ace_shared.mtree.watch`): it reads only
+  ``pg_catalog`` and writes only its own table, never anything in ``ace_mtree``.
 - Every function here names everything it uses by schema (``pg_catalog.``,
   ``OPERATOR(pg_catalog.=)``, ``ace_mtree.``), so no search path can redirect
   it; the event trigger's function also pins ``search_path``. The row triggers
@@ -64,13 +68,15 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
+from ace_shared.errors import TableError
+from ace_shared.mtree import watch
 from ace_shared.nodes.connection import PINNED_SETTINGS
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape
 
 SCHEMA = "ace_mtree"
 TRIGGER_PREFIX = "ace_mtree_"
-WRITER_ROLE = "ace_mtree_writer"  # owns the event trigger's function; appends to the logs
+WRITER_ROLE = watch.WRITER_ROLE  # owns the event trigger's function (in ace_mtree_admin)
 # the layout of a tree's tables: 2 stores keys in their built-in base types (1 did not)
 FORMAT_VERSION = 2
 # the settings that change how a value prints, pinned inside the trigger function too
@@ -78,7 +84,7 @@ _FUNCTION_SETTINGS = ("DateStyle", "TimeZone", "extra_float_digits", "bytea_outp
                       "IntervalStyle", "lc_monetary")
 # log rows with these signs mark events after which the tree cannot be trusted
 TRUNCATED = 0
-ALTERED = 2
+ALTERED = 2  # written by the watch of earlier versions; still refused when found
 
 
 def tree_key(table: TableName) -> str:
@@ -109,72 +115,35 @@ CREATE UNLOGGED TABLE IF NOT EXISTS ace_mtree.trees (
     shape_sig    text NOT NULL,
     block_rows   integer NOT NULL,
     bounds_sig   text NOT NULL,
-    built_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    format_version integer NOT NULL DEFAULT 1,
+    built_at     timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    format_version integer NOT NULL,
+    altered_seq  bigint NOT NULL,
     UNIQUE (schema_name, table_name)
 );
 REVOKE ALL ON ace_mtree.trees FROM PUBLIC;
 """
-# A catalogue made by an earlier version lacks the layout column: its trees are layout 1.
+# A catalogue made by an earlier version lacks the layout column (its trees are layout 1)
+# and the ALTER TABLE number (its trees predate the watch that stores it), and has column
+# defaults: the catalogue has none, so that writing it runs no expression (trust.py).
 UPGRADE_SQL = """
-ALTER TABLE ace_mtree.trees ADD COLUMN IF NOT EXISTS format_version integer NOT NULL DEFAULT 1
+ALTER TABLE ace_mtree.trees ADD COLUMN IF NOT EXISTS format_version integer NOT NULL DEFAULT 1;
+ALTER TABLE ace_mtree.trees ADD COLUMN IF NOT EXISTS altered_seq bigint NOT NULL DEFAULT 0;
 """
-
-
-# The role the event trigger's function runs as. NOLOGIN, and NOINHERIT so that a grant
-# made to it by mistake later does not widen what the function may do.
-WRITER_SQL = """
-DO $ace_role$ BEGIN
-  CREATE ROLE ace_mtree_writer NOLOGIN NOINHERIT;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $ace_role$;
-ALTER ROLE ace_mtree_writer NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE
-  NOREPLICATION NOBYPASSRLS;
-GRANT USAGE ON SCHEMA ace_mtree TO ace_mtree_writer;
-GRANT SELECT (tree_key, table_oid, format_version) ON ace_mtree.trees TO ace_mtree_writer;
+DROP_DEFAULTS_SQL = """
+ALTER TABLE ace_mtree.trees ALTER COLUMN format_version DROP DEFAULT,
+  ALTER COLUMN altered_seq DROP DEFAULT, ALTER COLUMN built_at DROP DEFAULT,
+  ALTER COLUMN updated_at DROP DEFAULT;
 """
+_CURRENT_COLUMNS = ("format_version", "altered_seq")
 
 
-# Any ALTER TABLE of a tracked table (DISABLE TRIGGER and ENABLE again, a new column, a
-# changed type) marks its tree stale, even if the table looks as built afterwards. Errors
-# are only warned about: this runs inside every ALTER TABLE of the database. It runs as
-# ace_mtree_writer and appends to logs whose columns are all of built-in types and have no
-# defaults, so nothing the table's owner wrote runs in it, whoever ALTERs the table.
-DDL_WATCH_SQL = """
-CREATE OR REPLACE FUNCTION ace_mtree.on_alter_table() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $ace_ddl$
-DECLARE
-  changed pg_catalog.oid;
-  tree pg_catalog.text;
-BEGIN
-  FOR changed IN SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
-                  WHERE c.object_type OPERATOR(pg_catalog.=) 'table' LOOP
-    FOR tree IN SELECT t.tree_key FROM ace_mtree.trees t
-                 WHERE t.table_oid OPERATOR(pg_catalog.=) changed
-                   AND t.format_version OPERATOR(pg_catalog.=) {format} LOOP
-      EXECUTE pg_catalog.format('INSERT INTO ace_mtree.%I (sign) VALUES (%s)',
-                                pg_catalog.concat('log_', tree), {altered});
-    END LOOP;
-  END LOOP;
-EXCEPTION WHEN OTHERS THEN
-  RAISE WARNING 'ACE could not mark a Merkle tree stale: %', SQLERRM;
-END
-$ace_ddl$;
-REVOKE ALL ON FUNCTION ace_mtree.on_alter_table() FROM PUBLIC;
-ALTER FUNCTION ace_mtree.on_alter_table() OWNER TO ace_mtree_writer;
-DROP EVENT TRIGGER IF EXISTS ace_mtree_alter_table;
-CREATE EVENT TRIGGER ace_mtree_alter_table ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-  EXECUTE FUNCTION ace_mtree.on_alter_table();
-ALTER EVENT TRIGGER ace_mtree_alter_table ENABLE ALWAYS;
-"""
-
-
-def _has_format_column(cur: cursor) -> bool:
-    cur.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid "
+def _has_current_columns(cur: cursor) -> bool:
+    cur.execute("SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid "
                 "OPERATOR(pg_catalog.=) 'ace_mtree.trees'::pg_catalog.regclass AND attname "
-                "OPERATOR(pg_catalog.=) 'format_version' AND NOT attisdropped)")
-    return bool(cur.fetchone()[0])
+                "OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.name[]) AND NOT attisdropped",
+                (list(_CURRENT_COLUMNS),))
+    return int(cur.fetchone()[0]) == len(_CURRENT_COLUMNS)
 
 
 def _is_superuser(cur: cursor) -> bool:
@@ -183,51 +152,85 @@ def _is_superuser(cur: cursor) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def writer_role_exists(cur: cursor) -> bool:
-    cur.execute("SELECT pg_catalog.to_regrole(%s) IS NOT NULL", (WRITER_ROLE,))
-    return bool(cur.fetchone()[0])
-
-
 def _drop_earlier_watch(cur: cursor) -> None:
-    """Drop an event trigger function an earlier version left, and its event trigger.
+    """Drop the event trigger function an earlier version left in ``ace_mtree``, and its
+    event trigger.
 
-    It ran as the superuser who created it and appended to logs of the key's own
-    (domain) type, running the domain's code as that superuser. The schema's owner
-    may drop it even without being a superuser; a superuser's ``init`` puts the
-    watch back, run as ``ace_mtree_writer``.
+    It read the catalogue and appended to the log a catalogue row named, both of
+    which roles other than ACE's login may write (a tree builder's own "log" with
+    her trigger on it), and, older still, ran as the superuser who made it. The
+    watch now lives in ``ace_mtree_admin`` (:mod:`ace_shared.mtree.watch`).
+    Dropping reads nothing in the schema.
     """
-    cur.execute("SELECT pg_catalog.pg_get_userbyid(p.proowner) FROM pg_catalog.pg_proc p "
-                "WHERE p.oid OPERATOR(pg_catalog.=) "
-                "pg_catalog.to_regprocedure('ace_mtree.on_alter_table()')")
-    row = cur.fetchone()
-    if row is not None and row[0] != WRITER_ROLE:
-        cur.execute("DROP FUNCTION ace_mtree.on_alter_table() CASCADE")
+    cur.execute("DROP FUNCTION IF EXISTS ace_mtree.on_alter_table() CASCADE")
 
 
-def init(cur: cursor) -> bool:
+def _owners(cur: cursor) -> tuple[str | None, str | None]:
+    """The owners of the schema ``ace_mtree`` and of its catalogue, if they exist."""
+    cur.execute("SELECT (SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace "
+                "WHERE nspname OPERATOR(pg_catalog.=) 'ace_mtree'), "
+                "(SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class "
+                "WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('ace_mtree.trees'))")
+    schema, catalogue = cur.fetchone()
+    return schema, catalogue
+
+
+def _current_user(cur: cursor) -> str:
+    cur.execute("SELECT CURRENT_USER")
+    return str(cur.fetchone()[0])
+
+
+def _refuse_foreign_schema(cur: cursor, node: str, cluster: str) -> None:
+    """``init`` uses only an ``ace_mtree`` (and catalogue) that the login running it owns.
+
+    A role with ``CREATE`` on the database could have made the schema first, with
+    a view or triggers of her own for the catalogue, to have them run in the
+    sessions of ACE's login, of callers and of the administrator.
+    """
+    me = _current_user(cur)
+    schema, catalogue = _owners(cur)
+    for what, owner in (("schema ace_mtree", schema), ("catalogue ace_mtree.trees", catalogue)):
+        if owner is not None and owner != me:
+            raise TableError(
+                f"The {what} on node {node} belongs to {owner}, not to {me}, the login "
+                f"running 'ace mtree init', so ACE will not use it (its owner could run code "
+                f"in ACE's sessions); drop the schema (DROP SCHEMA ace_mtree CASCADE) and run "
+                f"'ace mtree init {cluster}' again.")
+
+
+def init(cur: cursor, node: str, cluster: str) -> bool:
     """Create ACE's schema and its catalogue of trees (idempotent; upgrades an older one).
 
-    Where the session may (a superuser), the role ``ace_mtree_writer`` and an event
-    trigger that watches ALTER TABLE are created too, and the logs of existing trees
-    are opened to it; returns whether the event trigger is in place.
+    Run by a superuser (the admin cluster file), it installs the watch of ALTER
+    TABLE in ``ace_mtree_admin`` instead (:mod:`ace_shared.mtree.watch`) and
+    returns True; it then touches ``ace_mtree`` only if the schema is missing or
+    its own (a deployment whose ACE login is a superuser), never one another
+    role made. Run by ACE's login, the schema must be missing or its own.
     """
+    if _is_superuser(cur):
+        watch.install(cur, node)
+        schema, _ = _owners(cur)
+        if schema is not None and schema != _current_user(cur):
+            # catalogue facts only: dropping the earlier watch's function reads nothing
+            cur.execute("DROP FUNCTION IF EXISTS ace_mtree.on_alter_table()")
+            return True
+        _init_schema(cur, node, cluster)
+        return True
+    _init_schema(cur, node, cluster)
+    return False
+
+
+def _init_schema(cur: cursor, node: str, cluster: str) -> None:
+    _refuse_foreign_schema(cur, node, cluster)
     cur.execute(INIT_SQL)
-    if not _has_format_column(cur):
+    if not _has_current_columns(cur):
         cur.execute(UPGRADE_SQL)
-    if not _is_superuser(cur):
-        _drop_earlier_watch(cur)
-        return False
-    cur.execute(WRITER_SQL)
-    cur.execute(DDL_WATCH_SQL.replace("{altered}", str(ALTERED))
-                .replace("{format}", str(FORMAT_VERSION)))
-    cur.execute("SELECT tree_key FROM ace_mtree.trees WHERE format_version "
-                "OPERATOR(pg_catalog.=) %s", (FORMAT_VERSION,))
-    for (key,) in cur.fetchall():
-        cur.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.log_{key}",))
-        if cur.fetchone()[0]:
-            cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(
-                obj("log", key), sql.Identifier(WRITER_ROLE)))
-    return True
+    cur.execute(DROP_DEFAULTS_SQL)
+    _drop_earlier_watch(cur)
+    cur.execute("SELECT pg_catalog.to_regrole(%s) IS NOT NULL", (WRITER_ROLE,))
+    if cur.fetchone()[0]:  # what the earlier watch was granted here; the new one needs none
+        cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {s} FROM {r}; REVOKE ALL ON {s}.trees FROM {r}"
+                            ).format(s=sql.Identifier(SCHEMA), r=sql.Identifier(WRITER_ROLE)))
 
 
 def _key_columns_ddl(shape: TableShape, prefix: str) -> sql.Composable:
@@ -272,9 +275,6 @@ def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
         obj("log", key), _key_columns_ddl(shape, "k"), quiet))
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(obj(kind, key)))
-    if writer_role_exists(cur):  # the event trigger marks ALTER TABLE in the log
-        cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key),
-                                                               sql.Identifier(WRITER_ROLE)))
 
 
 def _log_values(shape: TableShape, record: str, sign: int) -> sql.Composable:
@@ -362,6 +362,11 @@ def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) 
     owner = sql.Identifier(table_owner)
     cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), owner))
     cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key), owner))
+    table = queries.table_ref(shape)
+    # the functions are made afresh, never replaced: a function of that name someone else
+    # made (and owns, with her grants) is dropped, not reused (one transaction: no gap)
+    drop_tracking(cur, shape.table, key)
+    _drop_functions(cur, key)
     for event in _EVENTS:
         fn = _function(key, event)
         body = _function_body(shape, key, event).as_string(cur)
@@ -369,12 +374,10 @@ def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) 
         while tag in body:
             tag = f"$ace_{secrets.token_hex(6)}$"
         cur.execute(sql.SQL(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {} "
+            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {} "
             "AS {}").format(fn, _function_settings(shape), sql.SQL(tag + body + tag)), ())
         cur.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(fn))
         cur.execute(sql.SQL("ALTER FUNCTION {}() OWNER TO {}").format(fn, owner))
-    table = queries.table_ref(shape)
-    drop_tracking(cur, shape.table, key)
     for event, (when, how) in _EVENTS.items():
         trigger = sql.Identifier(TRIGGER_PREFIX + event)
         cur.execute(sql.SQL("CREATE TRIGGER {} {} ON {} {} EXECUTE FUNCTION {}()").format(
@@ -402,12 +405,16 @@ def drop_tracking(cur: cursor, table: TableName, key: str) -> None:
                 sql.Identifier(TRIGGER_PREFIX + suffix), ref))
 
 
-def drop_tree(cur: cursor, table: TableName, key: str) -> None:
-    """Remove every object of one tree: triggers, functions, tables, catalogue row."""
-    drop_tracking(cur, table, key)
+def _drop_functions(cur: cursor, key: str) -> None:
     functions = [_function(key, e) for e in _EVENTS] + [obj(k, key) for k in _EARLIER_FUNCTIONS]
     for fn in functions:
         cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(fn))
+
+
+def drop_tree(cur: cursor, table: TableName, key: str) -> None:
+    """Remove every object of one tree: triggers, functions, tables, catalogue row."""
+    drop_tracking(cur, table, key)
+    _drop_functions(cur, key)
     for kind in ("blocks", "inner", "log"):
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
     if schema_exists(cur):
@@ -421,10 +428,10 @@ def schema_exists(cur: cursor) -> bool:
 
 
 def schema_state(cur: cursor) -> str:
-    """``missing``, ``older`` (a catalogue without the layout column) or ``current``."""
+    """``missing``, ``older`` (a catalogue without today's columns) or ``current``."""
     if not schema_exists(cur):
         return "missing"
-    return "current" if _has_format_column(cur) else "older"
+    return "current" if _has_current_columns(cur) else "older"
 
 
 def _q(name: str) -> str:

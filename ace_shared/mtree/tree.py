@@ -22,7 +22,7 @@ from psycopg2.extensions import cursor
 from ace_shared.config import Settings
 from ace_shared.diff.plan import read_common_shape, resolve_targets
 from ace_shared.errors import TableError
-from ace_shared.mtree import objects
+from ace_shared.mtree import objects, trust, watch
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.ident import TableName
@@ -42,6 +42,7 @@ class TreeRow:
     block_rows: int
     bounds_sig: str
     format_version: int = objects.FORMAT_VERSION
+    altered_seq: int = 0  # the watch's number for the table when the tree was built
 
 
 @dataclass
@@ -187,18 +188,22 @@ def require_schema(job: Job) -> None:
         raise TableError(f"ACE's mtree schema is not set up on node {', '.join(missing)}; run "
                          f"'ace mtree init {job.request.cluster_name}' first.")
     older = [n for n, state in present.items() if state == "older"]
-    if older:
+    if older:  # told from pg_catalog alone: a catalogue made before it had no defaults
         raise TableError(f"ACE's mtree schema on node {', '.join(older)} was set up by an "
                          f"older version of ACE; run 'ace mtree init {job.request.cluster_name}' "
                          "again, then 'ace mtree build' for each tree.")
+    cluster = job.request.cluster_name
+    each_node(job, lambda node: lambda cur: trust.guard_catalogue(
+        cur, node, trust.ACCESS_SHARE, cluster))
 
 
 def read_tree_row(cur: cursor, key: str) -> TreeRow | None:
-    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version "
-                "FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
+    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version, "
+                "altered_seq FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
+                (key,))
     row = cur.fetchone()
     return None if row is None else TreeRow(int(row[0]), row[1], int(row[2]), row[3],
-                                            int(row[4]))
+                                            int(row[4]), int(row[5]))
 
 
 def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
@@ -207,8 +212,7 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
     row = read_tree_row(cur, key)
     name = shape.table.display
     if row is None:
-        raise TableError(f"Table {name} has no Merkle tree on node {node} (never built, being "
-                         f"built, torn down, or lost in a crash); {rebuild}.")
+        raise missing_tree(shape, node)
     if row.format_version != objects.FORMAT_VERSION:
         raise TableError(f"The Merkle tree of table {name} on node {node} was built by an older "
                          f"version of ACE, whose change log held the key in its own type; "
@@ -224,7 +228,33 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
     if state != objects.EXPECTED_TRIGGERS:
         raise TableError(f"Change tracking of table {name} on node {node} was dropped or "
                          f"disabled, so changes may have been missed; {rebuild}.")
+    if watch.altered_seq(cur, oid) != row.altered_seq:
+        raise TableError(f"Table {name} was altered (ALTER TABLE) on node {node} since its "
+                         f"Merkle tree was built; {rebuild}.")
     return row
+
+
+def missing_tree(shape: TableShape, node: str) -> TableError:
+    """The sentence for a tree whose tables are not there."""
+    return TableError(f"Table {shape.table.display} has no Merkle tree on node {node} (never "
+                      "built, being built, torn down, or lost in a crash); run 'ace mtree "
+                      "build' for it again.")
+
+
+def reading(shape: TableShape, key: str, node: str,
+            fn: Callable[[cursor], T]) -> Callable[[cursor], T]:
+    """``fn`` in a transaction that first locks and checks the tree for reading."""
+    def run(cur: cursor) -> T:
+        guard(cur, shape, key, node, trust.ACCESS_SHARE)
+        return fn(cur)
+    return run
+
+
+def guard(cur: cursor, shape: TableShape, key: str, node: str, mode: str) -> None:
+    """Lock and check the catalogue and the tree's tables (:mod:`~ace_shared.mtree.trust`):
+    the first statement of every transaction that reads or writes them."""
+    if not trust.guard_tree(cur, key, shape.table.display, node, mode):
+        raise missing_tree(shape, node)
 
 
 def check_same_blocks(rows: dict[str, TreeRow], shape: TableShape) -> TreeRow:

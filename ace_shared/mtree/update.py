@@ -27,14 +27,16 @@ from ace_shared.diff import queries
 from ace_shared.diff.plan import agreed_boundaries
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
-from ace_shared.mtree import keytypes, leaves, objects
+from ace_shared.mtree import keytypes, leaves, objects, trust
 from ace_shared.mtree.tree import (
     Job,
     TreeRow,
     check_same_blocks,
     check_tree,
     each_node,
+    guard,
     in_transaction,
+    reading,
 )
 from ace_shared.nodes.shape import TableShape
 
@@ -69,6 +71,7 @@ def refuse_if_marked(drained: leaves.Drained, shape: TableShape, node: str) -> N
 
 def _fold(shape: TableShape, key: str, node: str) -> Any:
     def run(cur: cursor) -> tuple[TreeRow, leaves.Drained]:
+        guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)  # before the snapshot
         row = check_tree(cur, shape, key, node)
         drained = leaves.drain(cur, shape, key)
         refuse_if_marked(drained, shape, node)
@@ -91,7 +94,7 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any]]:
     plan = plan_rebalance(job, cast, key, touched, tree.block_rows)
     if plan:
         sigs = each_node(job, lambda node: in_transaction(
-            lambda cur: _apply(cur, cast, key, plan), repeatable=True))
+            lambda cur: _apply(cur, cast, key, plan, node), repeatable=True))
         if len(set(sigs.values())) > 1:
             raise TableError(f"Rebalancing the Merkle trees of table {shape.table.display} left "
                              "different blocks on the nodes; run 'ace mtree build' for it again.")
@@ -106,7 +109,8 @@ def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
     if not touched:
         return plan
     wanted = sorted({b + d for b in touched for d in (0, 1)})
-    per_node = job.sessions.on_all(lambda cur: leaves.read_blocks(cur, key, wanted))
+    per_node = each_node(job, lambda node: reading(
+        shape, key, node, lambda cur: leaves.read_blocks(cur, key, wanted)))
     most = {b: max(per_node[n].get(b, (0, ""))[0] for n in job.nodes) for b in wanted}
     exists = set().union(*(set(m) for m in per_node.values()))
     for b in touched:
@@ -143,15 +147,16 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
         cur.execute(queries.PINNED_PLAN)  # the leaf's rows by its index, not the table
         cur.execute(query, params)
         return [tuple(r) for r in cur.fetchall()]
-    found = job.sessions.on_one(node, cuts)
+    found = job.sessions.on_one(node, reading(shape, key, node, cuts))
     return agreed_boundaries(job.sessions, shape, found)
 
 
-def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance) -> str:
+def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance, node: str) -> str:
     """Fold the log, merge and split as planned, renumber; return the new boundary digest."""
+    guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)  # before the snapshot
     blocks = objects.obj("blocks", key)
     drained = leaves.drain(cur, shape, key)
-    refuse_if_marked(drained, shape, "every node")
+    refuse_if_marked(drained, shape, node)
     # leaves before the first one restructured keep their numbers and their parents: changes
     # folded into them now go up the tree here; the rest is computed again below
     first = min([*plan.merges, *plan.splits])
