@@ -7,7 +7,9 @@ checks run in this session): switch replication of the changes off
 (:mod:`ace_shared.repair.mode`), check the live table against the diff file,
 COPY the rows into a temp table, classify them against the node's rows (what
 would be inserted, updated, deleted, kept), then, unless it is a dry run,
-change the table with one statement per kind of change.
+refuse a table whose writes would run code a role other than the session user
+controls (:mod:`ace_shared.repair.ownercode`) and change the table with one
+statement per kind of change.
 
 Only when every node has done all of that are the transactions committed,
 one after the other; if any node fails, every node is rolled back, so a
@@ -47,6 +49,7 @@ from ace_shared.repair.mode import (
     enter_quiet_mode,
     leave_quiet_mode,
 )
+from ace_shared.repair.ownercode import lock_for_writes, refuse_owner_code
 from ace_shared.repair.plan import OP_DELETE, OP_FILL, OP_UPSERT, NodeWork
 from ace_shared.repair.queries import (
     COPY_CHUNK,
@@ -72,6 +75,8 @@ class ApplyOptions:
     deletes_allowed: bool
     fire_triggers: bool
     keep_rows: bool
+    # the cluster file's user: code it owns is the operator's, trusted like a superuser's
+    ace_login: str | None = None
 
 
 class NodeOutcome:
@@ -213,7 +218,16 @@ class NodeRepair:
             spool.close()
         if self.opts.dry_run:
             return outcome
-        if self.work.counts[OP_DELETE] and self.opts.deletes_allowed:
+        deletes = bool(self.work.counts[OP_DELETE] and self.opts.deletes_allowed)
+        if not (deletes or self.work.counts[OP_UPSERT] or self.work.counts[OP_FILL]):
+            return outcome
+        # the columns whose values are cast to their types: every one for an upsert
+        written = (names if self.work.counts[OP_UPSERT] else
+                   [c.name for c in statements.value_cols] if self.work.counts[OP_FILL] else [])
+        trusted = (self.opts.ace_login,) if self.opts.ace_login else ()
+        lock_for_writes(cur, self.table)
+        refuse_owner_code(cur, self.table, self.node, written, trusted)
+        if deletes:
             cur.execute(statements.delete())
             outcome.counts["deleted"] = cur.rowcount
         if self.work.counts[OP_UPSERT]:
@@ -223,6 +237,8 @@ class NodeRepair:
         if self.work.counts[OP_FILL]:
             cur.execute(statements.fill_nulls())
             outcome.counts["filled"] = max(cur.rowcount, 0)
+        # again: code added meanwhile (to a partition, a domain) rolls every node back
+        refuse_owner_code(cur, self.table, self.node, written, trusted)
         return outcome
 
     def cancel(self) -> None:
