@@ -180,6 +180,10 @@ def _func(arg: str, ret: str, value: str, volatility: str = "VOLATILE") -> list[
 
 # Other places her code hides: (the words naming it, MAL's statements putting it there)
 OTHER_CODE = {
+    "ENABLE REPLICA trigger": (("trigger spy2", f"function {MAL}.spy"), _as_mal(
+        f"CREATE TRIGGER spy2 AFTER INSERT OR UPDATE OR DELETE ON {MAL}.t "
+        f"FOR EACH ROW EXECUTE FUNCTION {MAL}.spy()",
+        f"ALTER TABLE {MAL}.t ENABLE REPLICA TRIGGER spy2")),
     "domain check": ((f"domain {MAL}.d", f"function {MAL}.f"), _as_mal(
         *_func("text", "boolean", "true"),
         f"CREATE DOMAIN {MAL}.d AS text CHECK ({MAL}.f(VALUE))",
@@ -215,8 +219,9 @@ OTHER_CODE = {
 @pytest.mark.parametrize("kind", OTHER_CODE)
 def test_an_operators_repair_runs_no_other_code_of_the_tables_owner(
         trapped: Any, kind: str) -> None:
-    """Domains (also over domains), index expressions and predicates, generated columns,
-    rules and casts to her types all run her function when a repair writes her table."""
+    """ENABLE REPLICA triggers, domains (also over domains), index expressions and
+    predicates, generated columns, rules and casts to her types all run her function when
+    a repair writes her table."""
     words, statements = OTHER_CODE[kind]
     as_admin_on_every_node(trapped, [f"DROP TRIGGER spy ON {MAL}.t"])
     # a row n1 lacks, for the repair to delete (made before her code is there to run)
