@@ -105,6 +105,7 @@ def _operators_repair_is_refused(cluster: Any, *words: str) -> None:
                          "--source-of-truth=n1")
     assert_one_error_line(repair_run, "node n2", f"{MAL}.t", *words, f"role {MAL}",
                           "as its owner", "administrator")
+    assert repair_run.stderr.rstrip().endswith("review that code."), repair_run.stderr
     assert _label(cluster, 1, 7) == [("drift",)]  # nothing was changed
     assert _label(cluster, 1, 60) == []
     _nothing_ran(cluster)

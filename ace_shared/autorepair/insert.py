@@ -107,7 +107,7 @@ def _overwrite(cur: cursor, node: str, shape: TableShape, values: dict[str, str 
                spock: bool) -> None:
     """Give the local row the remote values, without the change replicating back out.
 
-    Refused (:class:`RepairError`) when the update would run code a role other than
+    Refused (:class:`OwnerCodeRefusedError`) when the update would run code a role other than
     ACE's login controls (:mod:`ace_shared.repair.ownercode`).
     """
     skip = set(shape.key) | _generated_columns(cur, shape)

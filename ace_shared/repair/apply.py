@@ -37,7 +37,13 @@ from ace_shared.difffile.file import DiffFile, check_diff_shape, row_key
 from ace_shared.difffile.format import Row
 from ace_shared.difffile.spool import connect as connect_spool
 from ace_shared.difffile.spool import decode_row
-from ace_shared.errors import AceError, DiffFileError, JobCancelledError, RepairError
+from ace_shared.errors import (
+    AceError,
+    DiffFileError,
+    JobCancelledError,
+    OwnerCodeRefusedError,
+    RepairError,
+)
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
 from ace_shared.nodes.failures import what_failed
 from ace_shared.nodes.ident import TableName
@@ -295,6 +301,8 @@ def _first_error(errors: dict[str, BaseException], order: list[str]) -> BaseExce
         return first
     if len(failed) > 1:
         first = first.with_note(f"(Node {', '.join(failed[1:])} failed too.)")
+    if isinstance(first, OwnerCodeRefusedError):  # says so itself; running it again won't help
+        return first
     return first.with_note(UNCHANGED)
 
 

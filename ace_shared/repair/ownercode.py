@@ -41,7 +41,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
-from ace_shared.errors import RepairError
+from ace_shared.errors import OwnerCodeRefusedError
 from ace_shared.nodes.ident import TableName, display_ident
 
 _EQ = sql.SQL("OPERATOR(pg_catalog.=)")
@@ -223,8 +223,9 @@ def _object(row: tuple[str | None, ...]) -> str:
 
 def refuse_owner_code(cur: cursor, table: TableName, node: str, written: Iterable[str],
                       trusted: Iterable[str] = (), action: str = "The repair") -> None:
-    """Raise :class:`RepairError` if writing ``written`` columns of ``table`` would run a
-    function that a role other than the session user (and not a superuser) controls.
+    """Raise :class:`OwnerCodeRefusedError` if writing ``written`` columns of ``table``
+    would run a function that a role other than the session user (and not a superuser)
+    controls.
 
     ``trusted`` names roles whose functions are as good as the session user's: ACE's
     own login, in a caller's session (the operator who runs ACE controls it anyway).
@@ -251,7 +252,7 @@ def refuse_owner_code(cur: cursor, table: TableName, node: str, written: Iterabl
         what += (f" would run function {_name(first[8], first[9])}, which role {who} "
                  f"controls, as role {session}")
     more = f" (and {len(found) - 1} more like it)" if len(found) > 1 else ""
-    raise RepairError(
+    raise OwnerCodeRefusedError(
         f"{action} of {table.display} on node {node} was refused: {what}{more}; repair the "
         "table as its owner through the API, or have an administrator review that code.")
 
