@@ -100,6 +100,11 @@ class RepairError(AceError):
     """A repair could not be applied; the node it names was left unchanged."""
 
 
+class OwnerCodeRefusedError(RepairError):
+    """Writing the table would run code a role other than the writing session's controls
+    (docs/security.md); nothing was written, and running it again changes nothing."""
+
+
 class TaskError(AceError):
     """A task could not be submitted or has failed."""
 

@@ -7,9 +7,10 @@ caller's own schema), and a domain whose CHECK calls her function as the type
 of a key. Her function writes who ran it into a table anyone may insert into,
 and fails when it runs in a read-only session (a diff), so a run of it is
 seen either way. ACE's diffs (an operator's, as the superuser the test
-cluster logs in as, and a caller's), a caller's repair, a rerun and
-auto-repair must give their usual results and run none of it; only the
-caller's own writes of domain values check them, in the caller's own session.
+cluster logs in as, and a caller's), a repair, a rerun and auto-repair must
+give their usual results and run none of it; only the owner's own writes of
+domain values check them, in her own session (another caller's repair of
+them is refused).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from spock_fixtures import drop_spock, install_spock, log_exception
 
 from ace_shared.autorepair.run import poll_exceptions, repair_exceptions
 from ace_shared.config import load_settings
+from ace_shared.errors import RepairError
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import node_targets
 from ace_shared.nodes.sessions import NodeSessions
@@ -313,10 +315,19 @@ def test_repair_and_rerun_run_no_look_alike(lookalikes: Any, table: str) -> None
     path, _ = diff_in_process(f"public.{table}", block_rows=1000)
     assert _rerun(table, path) == _expected(table)
     assert _ran(planted) == []
-    repair(f"public.{table}", path, source_of_truth="n1", role=CALLER)
-    # the only checks that ran are those of the caller's own writes, in its own session
+    repairer = CALLER
+    if table != "own_plain":
+        # writing her domain's values would run her checks in the caller's session, so the
+        # caller's repair is refused (test_security_repair_owner_code.py); she repairs it
+        with pytest.raises(RepairError, match="domain public.own_key of column id"):
+            repair(f"public.{table}", path, source_of_truth="n1", role=CALLER)
+        assert _ran(planted) == []
+        planted.serve_role(OWNER, repair=True)
+        repairer = OWNER
+    repair(f"public.{table}", path, source_of_truth="n1", role=repairer)
+    # the only checks that ran are those of the repairer's own writes, in its own session
     assert {(node, who, as_user) for node, who, as_user, _ in _ran(planted)} <= {
-        ("n2", CALLER, CALLER)}
+        ("n2", repairer, repairer)}
     assert {what for *_, what in _ran(planted)} <= {"domain check on a key",
                                                    "domain check on a value"}
     _admin_all(planted, ["TRUNCATE public.own_ran"])

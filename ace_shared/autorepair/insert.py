@@ -13,7 +13,10 @@ Each conflict is settled in its own transaction. One that cannot be settled
 (the table is gone, a value no longer fits) becomes UNRESOLVED with the
 reason; one whose rows are locked by someone else stays PENDING for the next
 run. Remote values arrive as JSON; each is sent as text and cast to the
-local column's catalog type, so it round-trips whatever the type.
+local column's catalog type, so it round-trips whatever the type. A table whose
+update would run code a role other than ACE's login controls (an ``ENABLE
+ALWAYS`` trigger of its owner's, a CHECK calling her function) is not written:
+the conflict becomes UNRESOLVED, saying which code and what to do.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ace_shared.errors import AceError, RepairError
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape, read_shape
 from ace_shared.repair.mode import enter_quiet_mode, leave_quiet_mode
+from ace_shared.repair.ownercode import lock_for_writes, refuse_owner_code
 
 LOCK_TIMEOUT = "10s"
 # rows given remote values in this run: (table, key texts)
@@ -99,9 +103,13 @@ def _local_commit(cur: cursor, shape: TableShape,
     return (False, None) if row is None else (True, row[0])
 
 
-def _overwrite(cur: cursor, shape: TableShape, values: dict[str, str | None],
+def _overwrite(cur: cursor, node: str, shape: TableShape, values: dict[str, str | None],
                spock: bool) -> None:
-    """Give the local row the remote values, without the change replicating back out."""
+    """Give the local row the remote values, without the change replicating back out.
+
+    Refused (:class:`OwnerCodeRefusedError`) when the update would run code a role other than
+    ACE's login controls (:mod:`ace_shared.repair.ownercode`).
+    """
     skip = set(shape.key) | _generated_columns(cur, shape)
     columns = [c for c in shape.columns if c.name in values and c.name not in skip]
     if not columns:
@@ -112,11 +120,15 @@ def _overwrite(cur: cursor, shape: TableShape, values: dict[str, str | None],
         quiet = enter_quiet_mode(cur, spock=True, fire_triggers=False)
     else:
         cur.execute("SET LOCAL session_replication_role = replica")
+    written = [c.name for c in columns]
+    lock_for_writes(cur, shape.table)
+    refuse_owner_code(cur, shape.table, node, written, action="Auto-repair")
     cur.execute(sql.SQL("UPDATE {} SET {} WHERE {}").format(
         table_ref(shape),
         sql.SQL(", ").join(sql.SQL("{} = %s::{}").format(Name(c.name), catalog_text(c.type_sql))
                            for c in columns), cond),
         [values[c.name] for c in columns] + key_params)
+    refuse_owner_code(cur, shape.table, node, written, action="Auto-repair")
     if quiet is not None:
         leave_quiet_mode(cur, quiet)
 
@@ -147,7 +159,7 @@ def _settle(cur: cursor, node: str, item: PendingInsert, spock: bool,
     if local_ts is not None and local_ts >= item.remote_commit_ts:
         return KEPT, "RESOLVED", {"action": "kept local row", **times,
                                   "reason": "local commit is newer"}
-    _overwrite(cur, shape, values, spock)
+    _overwrite(cur, node, shape, values, spock)
     applied.add(row_id)
     reason = ("remote commit is newer" if local_ts is not None
               else "remote commit is newer (the local row's commit time is no longer recorded)")

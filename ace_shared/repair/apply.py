@@ -7,7 +7,9 @@ checks run in this session): switch replication of the changes off
 (:mod:`ace_shared.repair.mode`), check the live table against the diff file,
 COPY the rows into a temp table, classify them against the node's rows (what
 would be inserted, updated, deleted, kept), then, unless it is a dry run,
-change the table with one statement per kind of change.
+refuse a table whose writes would run code a role other than the session user
+controls (:mod:`ace_shared.repair.ownercode`) and change the table with one
+statement per kind of change.
 
 Only when every node has done all of that are the transactions committed,
 one after the other; if any node fails, every node is rolled back, so a
@@ -35,7 +37,13 @@ from ace_shared.difffile.file import DiffFile, check_diff_shape, row_key
 from ace_shared.difffile.format import Row
 from ace_shared.difffile.spool import connect as connect_spool
 from ace_shared.difffile.spool import decode_row
-from ace_shared.errors import AceError, DiffFileError, JobCancelledError, RepairError
+from ace_shared.errors import (
+    AceError,
+    DiffFileError,
+    JobCancelledError,
+    OwnerCodeRefusedError,
+    RepairError,
+)
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
 from ace_shared.nodes.failures import what_failed
 from ace_shared.nodes.ident import TableName
@@ -47,6 +55,7 @@ from ace_shared.repair.mode import (
     enter_quiet_mode,
     leave_quiet_mode,
 )
+from ace_shared.repair.ownercode import lock_for_writes, refuse_owner_code
 from ace_shared.repair.plan import OP_DELETE, OP_FILL, OP_UPSERT, NodeWork
 from ace_shared.repair.queries import (
     COPY_CHUNK,
@@ -72,6 +81,8 @@ class ApplyOptions:
     deletes_allowed: bool
     fire_triggers: bool
     keep_rows: bool
+    # the cluster file's user: code it owns is the operator's, trusted like a superuser's
+    ace_login: str | None = None
 
 
 class NodeOutcome:
@@ -213,7 +224,16 @@ class NodeRepair:
             spool.close()
         if self.opts.dry_run:
             return outcome
-        if self.work.counts[OP_DELETE] and self.opts.deletes_allowed:
+        deletes = bool(self.work.counts[OP_DELETE] and self.opts.deletes_allowed)
+        if not (deletes or self.work.counts[OP_UPSERT] or self.work.counts[OP_FILL]):
+            return outcome
+        # the columns whose values are cast to their types: every one for an upsert
+        written = (names if self.work.counts[OP_UPSERT] else
+                   [c.name for c in statements.value_cols] if self.work.counts[OP_FILL] else [])
+        trusted = (self.opts.ace_login,) if self.opts.ace_login else ()
+        lock_for_writes(cur, self.table)
+        refuse_owner_code(cur, self.table, self.node, written, trusted)
+        if deletes:
             cur.execute(statements.delete())
             outcome.counts["deleted"] = cur.rowcount
         if self.work.counts[OP_UPSERT]:
@@ -223,6 +243,8 @@ class NodeRepair:
         if self.work.counts[OP_FILL]:
             cur.execute(statements.fill_nulls())
             outcome.counts["filled"] = max(cur.rowcount, 0)
+        # again: code added meanwhile (to a partition, a domain) rolls every node back
+        refuse_owner_code(cur, self.table, self.node, written, trusted)
         return outcome
 
     def cancel(self) -> None:
@@ -279,6 +301,8 @@ def _first_error(errors: dict[str, BaseException], order: list[str]) -> BaseExce
         return first
     if len(failed) > 1:
         first = first.with_note(f"(Node {', '.join(failed[1:])} failed too.)")
+    if isinstance(first, OwnerCodeRefusedError):  # says so itself; running it again won't help
+        return first
     return first.with_note(UNCHANGED)
 
 

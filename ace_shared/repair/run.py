@@ -98,7 +98,8 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
         opts = ApplyOptions(dry_run=request.dry_run, insert_only=request.insert_only,
                             deletes_allowed=request.deletes_allowed,
                             fire_triggers=request.fire_triggers,
-                            keep_rows=request.generate_report)
+                            keep_rows=request.generate_report,
+                            ace_login=cluster.database(dbname).user)
         if progress:
             progress(0, len(works))
         outcomes = apply_repairs(targets, request.table, works, diff, opts, progress)
