@@ -30,8 +30,8 @@ GROUP BY p.pubname, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.puba
 ORDER BY p.pubname
 """
 
-_SUBS = """
-SELECT s.subname, s.subconninfo, s.subenabled, s.subpublications,
+_SUBS_OF = """
+SELECT s.subname, {conninfo}, s.subenabled, s.subpublications,
        EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription st
                WHERE st.subid OPERATOR(pg_catalog.=) s.oid AND st.pid IS NOT NULL
                    AND st.relid IS NULL)
@@ -40,17 +40,9 @@ WHERE s.subdbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database
     WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
 ORDER BY s.subname
 """
-
-_SUBS_UNPRIVILEGED = """
-SELECT s.subname, '', s.subenabled, s.subpublications,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription st
-               WHERE st.subid OPERATOR(pg_catalog.=) s.oid AND st.pid IS NOT NULL
-                   AND st.relid IS NULL)
-FROM pg_catalog.pg_subscription s
-WHERE s.subdbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database
-    WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
-ORDER BY s.subname
-"""
+# the connection strings, where the login may read them; otherwise empty (no provider named)
+_SUBS = _SUBS_OF.format(conninfo="s.subconninfo")
+_SUBS_UNPRIVILEGED = _SUBS_OF.format(conninfo="''")
 
 _CONNINFO_PART = re.compile(r"(host|hostaddr|port|dbname)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 
