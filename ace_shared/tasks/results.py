@@ -1,0 +1,120 @@
+"""A finished task's files as a caller fetches them: which file, its type, its name, its bytes.
+
+A task records the files it wrote in its result (``diff_file``, ``report_file``,
+a table-diff's ``summary.report_file``): a diff file, a rerun's new diff file, a
+repair's report, a check's result and its HTML page. The REST download and
+``ace diff-file`` both ask here which of them answers a format, so they agree
+on what a task offers; the bytes are streamed in chunks, never read whole.
+
+The file is read where the worker wrote it, inside the output directory (the
+same folder on every host of a fleet that shares one); a recorded path outside
+this host's output directory is answered as a file this host cannot reach.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ace_shared.errors import NotFoundError, ResultNotReadyError, UnknownFormatError
+from ace_shared.tasks.status import COMPLETED, FAILED
+from ace_shared.tasks.store import TaskRecord
+
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8",
+               "html": "text/html; charset=utf-8"}
+FORMATS = tuple(MEDIA_TYPES)
+CHUNK_BYTES = 1 << 16
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One file of a finished task, ready to stream."""
+
+    task_id: str
+    fmt: str
+    path: Path
+    table_name: str | None
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES[self.fmt]
+
+    @property
+    def download_name(self) -> str:
+        """``<table>_<task_id>.<fmt>`` (or ``<task_id>.<fmt>``), safe in any header or folder."""
+        stem = f"{self.table_name}_{self.task_id}" if self.table_name else self.task_id
+        return _UNSAFE.sub("_", stem).strip("._") + f".{self.fmt}"
+
+    def chunks(self) -> Iterator[bytes]:
+        """The file's bytes, a chunk at a time."""
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(CHUNK_BYTES):
+                yield chunk
+
+
+def _candidates(record: TaskRecord) -> list[str]:
+    """Every file path the task recorded, the main one first."""
+    result: dict[str, Any] = record.result or {}
+    summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+    found: list[str] = []
+    # a repair's diff_file is its input, named by its caller: only its report is its own
+    keys = ("report_file",) if record.task_type == "table-repair" else ("diff_file",
+                                                                         "report_file")
+    for source in (result, summary):
+        for key in keys:
+            value = source.get(key)
+            if isinstance(value, str) and value and value not in found:
+                found.append(value)
+    return found
+
+
+def recorded_files(record: TaskRecord) -> list[tuple[str, str]]:
+    """``(format, path)`` of each file the task recorded that can be fetched by format."""
+    out: list[tuple[str, str]] = []
+    for path in _candidates(record):
+        fmt = Path(path).suffix.lstrip(".").lower()
+        if fmt in MEDIA_TYPES and fmt not in (f for f, _ in out):
+            out.append((fmt, path))
+    return out
+
+
+def check_format(fmt: str | None) -> str:
+    fmt = (fmt or "json").strip().lower()
+    if fmt not in MEDIA_TYPES:
+        raise UnknownFormatError(f"format {fmt!r} is not one of {', '.join(FORMATS)}; "
+                                 "ask for one of those.")
+    return fmt
+
+
+def result_file(record: TaskRecord, fmt: str | None, output_dir: Path) -> ResultFile:
+    """The file of ``record`` in format ``fmt`` (json, csv or html), checked to exist here."""
+    fmt = check_format(fmt)
+    task_id = record.task_id
+    if record.status == FAILED:
+        raise NotFoundError(f"Task {task_id} failed ({record.error or 'no reason recorded'}); "
+                            "it left no result file.")
+    if record.status != COMPLETED:
+        raise ResultNotReadyError(f"Task {task_id} is {record.status}; its files can be "
+                                  "fetched once it is COMPLETED (follow it with task-status).")
+    paths = [p for p in _candidates(record) if Path(p).suffix.lower() == f".{fmt}"]
+    if not paths:
+        offered = sorted({Path(p).suffix.lstrip(".").lower() for p in _candidates(record)})
+        hint = (f"it offers {', '.join(offered)}" if offered else "it wrote no file")
+        raise NotFoundError(f"Task {task_id} has no {fmt} file ({hint}); ask for another "
+                            "format, or run the command again with --output " + fmt + ".")
+    path = Path(paths[0])
+    root = Path(output_dir).resolve()
+    try:
+        real = path.resolve()
+        here = real.is_relative_to(root) and real.is_file()
+    except OSError:
+        here = False
+    if not here:
+        raise NotFoundError(f"The {fmt} file of task {task_id} ({path.name}) is not in this "
+                            f"host's output directory {root}; fetch it on a host that shares "
+                            "the workers' output directory, or before it was removed.")
+    return ResultFile(task_id, fmt, real, record.table_name)
