@@ -120,6 +120,17 @@ def _private_outputs(**_: object) -> None:
 
 
 @worker_init.connect
+def _shared_store(**_: object) -> None:
+    """Work folders and results go through the fleet's shared store, when there is one
+    (``SHARED_STORE``; ``ace_shared/tasks/filestore.py``)."""
+    from ace_shared.tasks.filestore import use_shared_store
+    try:
+        use_shared_store(load_settings())
+    except ConfigError as exc:
+        raise SystemExit(f"ace: error: {exc}") from None
+
+
+@worker_init.connect
 @beat_init.connect
 def _need_signing_key(**_: object) -> None:
     """A worker checks, and beat signs, every message: neither runs without the key.

@@ -12,7 +12,6 @@ outcome; a table whose diff failed is recorded with its reason, never dropped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +129,7 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     """Wait for every table's diff, then write the job's result and complete it."""
     from ace_shared.repsetdiff.run import finish_repset
     from ace_shared.schemadiff.run import finish_schema
-    state = json.loads(Path(state_path).read_text())
+    state = WorkDir(Path(state_path).parent).read_checks_state()
     job_id = state["partial"]["task_id"]
     store = runtime.store()
     outcomes, running = _outcomes(state)
@@ -148,6 +147,6 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
     store.complete(job_id, _summary(result))
-    Path(state_path).unlink(missing_ok=True)
+    WorkDir(Path(state_path).parent).remove()
     failures = sum(1 for o in outcomes if o["outcome"] == TABLE_FAILED)
     return {"result_file": result["result_file"], "failed_tables": failures}

@@ -14,6 +14,7 @@ from typing import Any
 from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.sources import local_diff_file
 from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
@@ -31,6 +32,14 @@ def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
             "mismatched_rows": summary.get("diff_rows"), "summary": summary}
 
 
+def _diff_file_here(options: dict[str, Any], store: Any) -> dict[str, Any]:
+    """The options with this host's copy of their diff file (a task id's file, or one the
+    submitter uploaded, is fetched from the fleet's shared store)."""
+    local = local_diff_file(str(options.get("diff_file") or ""), store,
+                            runtime.settings().output_dir)
+    return {**options, "diff_file": local}
+
+
 @app.task(name="ace.table_repair", bind=True, base=AceTask)
 def table_repair(self: AceTask, options: dict[str, Any],
                  submission: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,7 +50,8 @@ def table_repair(self: AceTask, options: dict[str, Any],
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
     try:
-        result = run_table_repair(options, runtime.settings(), job_id, progress)
+        result = run_table_repair(_diff_file_here(options, store), runtime.settings(), job_id,
+                                  progress)
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
     # the samples are a few keys per node (rows stay in the report file): the CLI prints
@@ -57,6 +67,7 @@ def table_rerun(self: AceTask, options: dict[str, Any],
     job_id, store = self.start_job(options, submission)
     settings = runtime.settings()
     try:
+        options = _diff_file_here(options, store)
         if str(options.get("behavior") or "multiprocessing") == "hostdb":
             path, summary = run_table_rerun(options, settings, job_id)
             store.complete(job_id, _rerun_result(path, summary))

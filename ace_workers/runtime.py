@@ -17,6 +17,8 @@ from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.filestore import active_store
+from ace_shared.tasks.results import share_results
 from ace_shared.tasks.store import TaskStore
 from ace_workers import published
 from ace_workers.counters import DEFAULT_BROKER, redis_client
@@ -36,8 +38,17 @@ def settings() -> Settings:
 
 
 def store() -> TaskStore:
-    """The task store; what it records is also published in Redis for followers."""
-    return TaskStore.from_settings(settings(), listener=_publisher)
+    """The task store; what it records is also published in Redis for followers, and the
+    files a finished task names are put in the shared store first (when there is one)."""
+    return TaskStore.from_settings(settings(), listener=_publisher, keep_files=_keep_files)
+
+
+def _keep_files(task_id: str, result: dict[str, Any]) -> None:
+    shared = active_store()
+    if shared is None:
+        return
+    record = TaskStore.from_settings(settings()).get(task_id, with_options=False)
+    share_results(shared, task_id, record.task_type if record else "", result)
 
 
 class _Publisher:

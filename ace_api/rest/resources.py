@@ -167,10 +167,12 @@ def _add_diff_files(ns: Namespace, models: ApiModels, settings: Settings) -> Non
             found = result_answer(TaskStore.from_settings(settings), policy, caller(), task_id,
                                   current_app.extensions["ace_caller_gate"],
                                   request.args.get("format"), settings)
-            return Response(found.chunks(), mimetype=found.media_type, headers={
-                "Content-Disposition": f'attachment; filename="{found.download_name}"',
-                "Content-Length": str(found.path.stat().st_size),
-                "X-Content-Type-Options": "nosniff"})
+            headers = {"Content-Disposition": f'attachment; filename="{found.download_name}"',
+                       "X-Content-Type-Options": "nosniff"}
+            size = found.size
+            if size is not None:
+                headers["Content-Length"] = str(size)
+            return Response(found.chunks(), mimetype=found.media_type, headers=headers)
 
 
 def _add_task_cancel(ns: Namespace, models: ApiModels, settings: Settings) -> None:
