@@ -59,7 +59,7 @@ def make_app() -> Celery:
                  include=["ace_workers.diff", "ace_workers.repair",
                           "ace_workers.schedule", "ace_workers.autorepair",
                           "ace_workers.checks", "ace_workers.recheck",
-                          "ace_workers.mtree"])
+                          "ace_workers.mtree", "ace_workers.retention"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",
