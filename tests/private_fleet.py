@@ -7,12 +7,17 @@ different machines would; the shared store (``SHARED_STORE``) carries the files.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg2
-from fleet_helpers import Fleet, RedisServer, fleet_env
+from fleet_helpers import Fleet, RedisServer, fleet_env, free_port, wait_for
 
 
 def task_store_url(pg_cluster: Any, dbname: str) -> str:
@@ -56,11 +61,12 @@ class PrivateFleet(Fleet):
 
 @contextlib.contextmanager
 def private_fleet(workdir: Path, pg_cluster: Any, dbname: str, shared_store: str = "",
-                  names: tuple[str, ...] = ("w1", "w2")) -> Iterator[PrivateFleet]:
+                  names: tuple[str, ...] = ("w1", "w2"),
+                  extra_env: dict[str, str] | None = None) -> Iterator[PrivateFleet]:
     redis = RedisServer(workdir)
     redis.start()
     env = fleet_env(redis, workdir, ACE_DATABASE_URL=task_store_url(pg_cluster, dbname),
-                    ACE_SHARED_STORE=shared_store)
+                    ACE_SHARED_STORE=shared_store, **(extra_env or {}))
     fleet = PrivateFleet(workdir, env, names=names)
     try:
         fleet.start()
@@ -68,3 +74,60 @@ def private_fleet(workdir: Path, pg_cluster: Any, dbname: str, shared_store: str
     finally:
         fleet.stop()
         redis.stop()
+
+
+class S3Server:
+    """moto's S3-compatible server in a child process, on a free port, with one bucket."""
+
+    def __init__(self, workdir: Path, bucket: str = "ace-shared") -> None:
+        self.workdir = workdir
+        self.bucket = bucket
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "ace-test", "AWS_SECRET_ACCESS_KEY": "ace-test-secret",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}"}
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/ace"
+
+    def start(self) -> None:
+        log = open(self.workdir / "moto.log", "ab")  # noqa: SIM115 (the server's whole life)
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._answers, 30, "the S3 server to answer")
+        with self._env():
+            import fsspec
+            fsspec.filesystem("s3", skip_instance_cache=True,
+                              endpoint_url=self.env["AWS_ENDPOINT_URL"]).mkdir(self.bucket)
+
+    @contextlib.contextmanager
+    def _env(self) -> Iterator[None]:
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(20)
+            self.proc = None

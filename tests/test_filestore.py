@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from private_fleet import task_store_url
+from private_fleet import S3Server, task_store_url
 
 from ace_shared.config import Settings
 from ace_shared.diff.retention import cutoff_for, remove_old_local, remove_old_shared
 from ace_shared.errors import ConfigError
 from ace_shared.tasks import filestore
 from ace_shared.tasks.dbfiles import DatabaseFileStore
-from ace_shared.tasks.filestore import CHUNK_BYTES, store_kind
+from ace_shared.tasks.filestore import CHUNK_BYTES, ObjectFileStore, store_kind
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,38 @@ def test_retention_removes_old_files_from_the_shared_store(store: DatabaseFileSt
     assert remove_old_shared(store, datetime.now(timezone.utc) - timedelta(days=1)) == 0
     assert remove_old_shared(store, datetime.now(timezone.utc) + timedelta(seconds=5)) == 3
     assert store.size("results/td_r/json") is None and store.size("other/keep") == 1
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+def test_an_s3_bucket_keeps_files_the_same_way(s3: Any, tmp_path: Path) -> None:
+    store = ObjectFileStore(s3.url)
+    source = tmp_path / "big.jsonl"
+    source.write_bytes(os.urandom(CHUNK_BYTES * 2 + 7))
+    store.put("work/td_s/part_000000001.jsonl", source)
+    assert store.size("work/td_s/part_000000001.jsonl") == source.stat().st_size
+    assert b"".join(store.read("work/td_s/part_000000001.jsonl") or []) == source.read_bytes()
+    target = tmp_path / "copy"
+    assert store.get("work/td_s/part_000000001.jsonl", target)
+    assert target.read_bytes() == source.read_bytes()
+    assert store.read("work/td_s/none") is None and store.size("work/td_s/none") is None
+    assert store.modified("work/td_s/part_000000001.jsonl") is not None
+    store.put("results/td_s/json", source)
+    assert remove_old_shared(store, datetime.now(timezone.utc) - timedelta(days=1)) == 0
+    assert store.remove("work/td_s/") == 1
+    assert store.size("results/td_s/json") is not None
+    assert remove_old_shared(store, datetime.now(timezone.utc) + timedelta(seconds=5)) == 1
+    assert store.size("results/td_s/json") is None

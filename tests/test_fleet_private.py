@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from private_fleet import PrivateFleet, private_fleet
+from private_fleet import PrivateFleet, S3Server, private_fleet
 from test_api import call, serve_any_role
 
 from ace_api.rest import create_app
@@ -27,10 +27,23 @@ def _exec(pg_cluster: Any, node: int, *statements: str) -> None:
     conn.close()
 
 
-@pytest.fixture(scope="module")
-def fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with private_fleet(tmp_path_factory.mktemp("private"), pg_cluster, "ace_private") as fl:
-        yield fl
+@pytest.fixture(scope="module", params=["database", "s3"])
+def fleet(request: pytest.FixtureRequest, pg_cluster: Any,
+          tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The fleet on the task store's database (the default), or on an S3-compatible bucket."""
+    workdir = tmp_path_factory.mktemp(f"private-{request.param}")
+    if request.param == "database":
+        with private_fleet(workdir, pg_cluster, "ace_private") as fl:
+            yield fl
+        return
+    s3 = S3Server(workdir)
+    s3.start()
+    try:
+        with private_fleet(workdir, pg_cluster, "ace_private_s3", shared_store=s3.url,
+                           extra_env=s3.env) as fl:
+            yield fl
+    finally:
+        s3.stop()
 
 
 @pytest.fixture()
@@ -96,13 +109,18 @@ def test_a_rerun_of_a_local_file_is_uploaded_for_the_fleet(fleet: PrivateFleet,
 
 
 def test_a_rest_caller_downloads_its_own_diff_file_and_not_anothers(
-        fleet: PrivateFleet, table: str) -> None:
+        fleet: PrivateFleet, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL"):
+        if key in fleet.env:
+            monkeypatch.setenv(key, fleet.env[key])
     diff = fleet.ace("table-diff", "testclus", table, "--output", "csv")
     task_id = _task_id(diff.stderr)
     local = Path(re.search(r"Diffs written to (\S+)", diff.stdout).group(1))  # type: ignore[union-attr]
     settings = Settings(CLUSTER_DIR=fleet.env["ACE_CLUSTER_DIR"],
                         OUTPUT_DIR=str(fleet.folder("api")),
                         DATABASE_URL=fleet.env["ACE_DATABASE_URL"],
+                        SHARED_STORE=fleet.env["ACE_SHARED_STORE"],
                         API_RATE_LIMIT_STORAGE="memory://")
     client = create_app(settings, serve_any_role).test_client()
     mine = call(client, "GET", f"/ace/diff-files/{task_id}", cn=getpass.getuser())

@@ -96,12 +96,23 @@ class ObjectFileStore:
         except ImportError as exc:  # pragma: no cover - a packaging fault
             raise ConfigError("SHARED_STORE names an S3 bucket, but fsspec and s3fs are not "
                               "installed; install ACE's dependencies again.") from exc
-        options: dict[str, Any] = {}
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("ACE_S3_ENDPOINT_URL")
-        if endpoint:
-            options["endpoint_url"] = endpoint
-        self.fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+        self._fsspec = fsspec
+        self._fs: Any = None
+        self._pid = 0
         self.root = url.removeprefix("s3://").rstrip("/")
+
+    @property
+    def fs(self) -> Any:
+        """This process's client (one made before Celery forked its pool is not used)."""
+        if self._fs is None or self._pid != os.getpid():
+            options: dict[str, Any] = {}
+            endpoint = os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint:
+                options["endpoint_url"] = endpoint
+            self._fs = self._fsspec.filesystem("s3", skip_instance_cache=True,
+                                               use_listings_cache=False, **options)
+            self._pid = os.getpid()
+        return self._fs
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}"
