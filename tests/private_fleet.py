@@ -40,14 +40,13 @@ class PrivateFleet(Fleet):
         path.mkdir(exist_ok=True)
         return path
 
-    def start(self) -> None:
-        offsets = {name: self._spawn(name, extra_env={"ACE_OUTPUT_DIR": str(self.folder(name))})
-                   for name in self.names}
-        for name, offset in offsets.items():
-            self._await_ready(name, offset)
-
-    def restart_worker(self, name: str) -> None:
-        self.start_worker(name, extra_env={"ACE_OUTPUT_DIR": str(self.folder(name))})
+    def _spawn(self, name: str, celery: list[str] | None = None,
+               extra_env: dict[str, str] | None = None) -> int:
+        """Every worker, started or restarted, on its own folder."""
+        env = {**(extra_env or {}), "ACE_OUTPUT_DIR": str(self.folder(name))}
+        if celery is None:
+            return super()._spawn(name, extra_env=env)
+        return super()._spawn(name, celery, env)
 
     def front_env(self, name: str = "cli") -> dict[str, str]:
         return {"ACE_OUTPUT_DIR": str(self.folder(name))}

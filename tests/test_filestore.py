@@ -82,15 +82,18 @@ def test_retention_removes_old_work_and_results_and_keeps_new(tmp_path: Path) ->
     (old_work / "plan.json").write_text("{}")
     (new_work / "plan.json").write_text("{}")
     old_diff, new_diff = day / "diffs_000000001.json", day / "diffs_000000002.json"
-    old_diff.write_text("{}")
-    new_diff.write_text("{}")
+    fetched = out / "work" / "fetched"
+    fetched.mkdir()
+    old_copy, new_copy = fetched / "td_old.json", fetched / "td_new.json"
+    for path in (old_diff, new_diff, old_copy, new_copy):
+        path.write_text("{}")
     long_ago = time.time() - 40 * 86400
-    for path in (old_work / "plan.json", old_work, old_diff):
+    for path in (old_work / "plan.json", old_work, old_diff, old_copy):
         os.utime(path, (long_ago, long_ago))
     removed = remove_old_local(out, cutoff_for(30))  # type: ignore[arg-type]
-    assert (removed.folders, removed.files) == (1, 1)
-    assert not old_work.exists() and not old_diff.exists()
-    assert new_work.exists() and new_diff.exists()
+    assert (removed.folders, removed.files) == (1, 2)
+    assert not old_work.exists() and not old_diff.exists() and not old_copy.exists()
+    assert new_work.exists() and new_diff.exists() and new_copy.exists()
     assert cutoff_for(0) is None  # 0 days: kept forever
 
 
@@ -139,3 +142,13 @@ def test_an_s3_bucket_keeps_files_the_same_way(s3: Any, tmp_path: Path) -> None:
     assert store.size("results/td_s/json") is not None
     assert remove_old_shared(store, datetime.now(timezone.utc) + timedelta(seconds=5)) == 1
     assert store.size("results/td_s/json") is None
+
+
+def test_beat_removes_old_results_hourly_unless_kept_forever(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ace_workers.schedule import build_beat_schedule
+    monkeypatch.delenv("ACE_RESULT_RETENTION_DAYS", raising=False)
+    entry = build_beat_schedule()["retention"]
+    assert entry["task"] == "ace.retention" and entry["schedule"] == timedelta(hours=1)
+    monkeypatch.setenv("ACE_RESULT_RETENTION_DAYS", "0")
+    assert "retention" not in build_beat_schedule()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ace_shared.diff.workdir import WORK
+from ace_shared.diff.workdir import FETCHED, WORK
 from ace_shared.tasks.filestore import FileStore
 
 SHARED_PREFIXES = (f"{WORK}/", "results/", "uploads/")
@@ -51,6 +51,18 @@ def _newest(folder: Path) -> float:
     return newest
 
 
+def _remove_old_files(folder: Path, stamp: float) -> int:
+    count = 0
+    for path in folder.iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < stamp:
+                path.unlink()
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
 def remove_old_local(output_dir: Path, cutoff: datetime) -> Removed:
     """Remove work folders untouched since ``cutoff`` and result files written before it."""
     removed = Removed()
@@ -58,6 +70,9 @@ def remove_old_local(output_dir: Path, cutoff: datetime) -> Removed:
     work = Path(output_dir) / WORK
     if work.is_dir():
         for folder in work.iterdir():
+            if folder.name == FETCHED:  # copies of other hosts' files: one by one
+                removed.files += _remove_old_files(folder, stamp)
+                continue
             try:
                 old = folder.is_dir() and _newest(folder) < stamp
             except OSError:
@@ -71,13 +86,7 @@ def remove_old_local(output_dir: Path, cutoff: datetime) -> Removed:
         for day in kind.iterdir():
             if not (day.is_dir() and _DATE.match(day.name)):
                 continue
-            for path in day.iterdir():
-                try:
-                    if path.is_file() and path.stat().st_mtime < stamp:
-                        path.unlink()
-                        removed.files += 1
-                except OSError:
-                    continue
+            removed.files += _remove_old_files(day, stamp)
             with contextlib.suppress(OSError):
                 day.rmdir()  # only once empty
     return removed

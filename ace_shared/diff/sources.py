@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ace_shared.diff.workdir import WorkDir
+from ace_shared.diff.workdir import FETCHED, WorkDir
 from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
 from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import is_task_id
@@ -26,7 +26,7 @@ DIFF_TASKS = ("table-diff", "table-rerun", "mtree")
 
 
 def _fetched_path(output_dir: Path, name: str) -> Path:
-    return WorkDir.root(output_dir) / "fetched" / f"{name}.json"
+    return WorkDir.root(output_dir) / FETCHED / f"{name}.json"
 
 
 def upload_diff_file(path: str | Path, task_id: str) -> str:

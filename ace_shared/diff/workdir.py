@@ -48,6 +48,7 @@ from ace_shared.errors import ConfigError
 from ace_shared.tasks.filestore import active_store, local_root
 
 WORK = "work"
+FETCHED = "fetched"  # work/fetched/: this host's copies of diff files other hosts wrote
 DIFF_PLAN = "plan.json"
 RERUN_PLAN = "rerun_plan.json"
 CHECKS_STATE = "checks.json"
