@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
+
 from ace_shared.config import Settings
 
 
@@ -32,23 +34,36 @@ def local_summary(summary: dict[str, Any], result: dict[str, Any], task_id: str,
     from ace_shared.tasks.filestore import active_store, use_shared_store
     from ace_shared.tasks.results import fetch_result
 
-    if active_store() is None:
-        use_shared_store(settings)
-    if active_store() is None:
-        return summary  # nothing shared: the worker's path is all there is to say
-    if file_key == "diff_file":
-        target = new_diff_path(settings.output_dir)
-    else:
-        target = new_output_path(settings.output_dir, task_type, task_type.replace("-", "_"))
-    local = dict(summary)
-    if fetch_result(task_id, task_type, result, "json", target, settings.output_dir) is None:
-        target.unlink(missing_ok=True)
+    target: Path | None = None
+    try:
+        if active_store() is None:
+            use_shared_store(settings)
+        if active_store() is None:
+            return summary  # nothing shared: the worker's path is all there is to say
+        if file_key == "diff_file":
+            target = new_diff_path(settings.output_dir)
+        else:
+            target = new_output_path(settings.output_dir, task_type,
+                                     task_type.replace("-", "_"))
+        local = dict(summary)
+        if fetch_result(task_id, task_type, result, "json", target,
+                        settings.output_dir) is None:
+            target.unlink(missing_ok=True)
+            return summary
+        local[file_key] = str(target)
+        report = summary.get("report_file")
+        if report:
+            fmt = Path(report).suffix.lstrip(".")
+            copy = fetch_result(task_id, task_type, result, fmt, target.with_suffix(f".{fmt}"),
+                                settings.output_dir)
+            local["report_file"] = str(copy) if copy else report
+        return local
+    except Exception as exc:  # the task is done: say where its file is, and why not here
+        if target is not None:
+            target.unlink(missing_ok=True)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        click.echo(f"Warning: could not copy the files of {task_id} from the fleet's shared "
+                   f"store ({detail}); the paths below are on the worker's host, and "
+                   f"'ace diff-file {task_id}' fetches them once the store can be reached.",
+                   err=True)
         return summary
-    local[file_key] = str(target)
-    report = summary.get("report_file")
-    if report:
-        fmt = Path(report).suffix.lstrip(".")
-        copy = fetch_result(task_id, task_type, result, fmt, target.with_suffix(f".{fmt}"),
-                            settings.output_dir)
-        local["report_file"] = str(copy) if copy else report
-    return local

@@ -131,8 +131,10 @@ def task_status(task_id: str, follow: bool, as_json: bool, quiet: bool) -> None:
                    "the report the task wrote.")
 def diff_file(task_id: str, output_file: str | None, fmt: str) -> None:
     """Fetch a finished task's diff file or report by its task id."""
+    from ace_shared.tasks.filestore import use_shared_store
     from ace_shared.tasks.results import result_file
     settings = settings_or_fail()
+    use_shared_store(settings)  # a file written on another host is read from the fleet's store
     found = result_file(_record(_store(settings), task_id), fmt, settings.output_dir)
     if output_file == "-":
         out = click.get_binary_stream("stdout")
