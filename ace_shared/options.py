@@ -266,6 +266,9 @@ TABLE_NAME = Option("table_name", TEXT, "Fully qualified table name (schema.tabl
 QUIET = Option("quiet", BOOL, "Print only the result.")
 NO_WAIT = Option("no_wait", BOOL, "With a fleet: print the task id and return at once.",
                  api=False)
+# every command of the CLI has it (added by ace_api/cli/options.py); the API answers JSON anyway
+JSON = Option("json", BOOL, "Print the result as one JSON document (for machines) instead of "
+              "sentences.", api=False)
 DIFF_FILE = Option(
     "diff_file", TEXT,
     "The diff file written by table-diff. Through the API: a path inside the ACE output "

@@ -14,8 +14,10 @@ TABLES = ("public.sp_a", "public.sp_b")
 
 
 def _result(run: Any) -> dict[str, Any]:
-    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("Spock diff written to "))
-    return json.loads(Path(line.split(" written to ", 1)[1]).read_text())
+    # sentences name the file; --quiet prints its path alone
+    line = next(ln for ln in run.stdout.splitlines()
+                if ln.startswith("Spock diff written to ") or ln.endswith(".json"))
+    return json.loads(Path(line.rsplit(" written to ", 1)[-1]).read_text())
 
 
 @pytest.fixture
