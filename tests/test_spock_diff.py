@@ -47,7 +47,7 @@ def test_a_healthy_mesh_matches_with_hints(mesh: list[str]) -> None:
         assert (node, "table in no replication set", "public.sp_loose") in hints
         assert (node, "table in a set without a primary key or replica identity",
                 "public.sp_nokey") in hints
-    assert "REPLICATION MATCHES on n1, n2, n3." in run.stdout
+    assert "REPLICATION MATCHES on n1, n2 and n3." in run.stdout
 
 
 def test_a_broken_mesh_reports_each_fault_on_its_pair(mesh: list[str]) -> None:

@@ -197,14 +197,15 @@ def _tables(fh: TextIO, result: dict[str, Any]) -> None:
     for t in tables:
         details = []
         if t.get("diff_rows_by_pair"):
-            details.append(", ".join(f"{p}: {n:,} rows" for p, n in t["diff_rows_by_pair"].items()))
+            details.append(", ".join(f"{p}: {plural(n, 'row')}"
+                                     for p, n in t["diff_rows_by_pair"].items()))
         for key, label in (("reason", ""), ("diff_file", "diff file ")):
             if t.get(key):
                 details.append(f"{label}{t[key]}")
         if t.get("missing_on"):
-            details.append(f"missing on {', '.join(t['missing_on'])}")
+            details.append(f"missing on {and_list(t['missing_on'])}")
         if t.get("membership"):
-            details.append(f"not in the set on {', '.join(t['membership']['not_in_set_on'])}")
+            details.append(f"not in the set on {and_list(t['membership']['not_in_set_on'])}")
         css = t["outcome"].split()[0]
         fh.write(f'<tr class="{esc(css)}"><td><code>{esc(t["table"])}</code></td>'
                  f'<td class="o">{esc(t["outcome"])}</td><td>{esc("; ".join(details))}</td></tr>\n')
