@@ -265,3 +265,18 @@ def test_a_diff_file_outside_the_output_dir_is_refused_without_the_dir(
     error = answer.json["error"]
     assert "outside the ACE output directory" in error and "task id" in error
     assert str(api_settings.output_dir) not in error
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"cluster_name": "broken", "node_groups": 7}'])
+def test_a_broken_cluster_file_is_reported_without_its_path(
+        api_settings: Settings, tmp_path: Path, text: str) -> None:
+    (tmp_path / "clusters" / "broken").mkdir(parents=True)
+    (tmp_path / "clusters" / "broken" / "broken.json").write_text(text)
+    settings = api_settings.with_overrides(CLUSTER_DIR=str(tmp_path / "clusters"))
+    answer = _post(_client(settings), "/ace/table-diff",
+                   {"cluster_name": "broken", "table_name": "public.t"})
+    assert answer.status_code == 404
+    assert answer.json["error"] == ("The definition of cluster broken on this server is not "
+                                    "valid; ask its operator to fix it.") or \
+        "is not readable" in answer.json["error"]
+    assert "/" not in answer.json["error"]

@@ -170,7 +170,13 @@ def load_cluster(cluster_dir: Path, name: str) -> Cluster:
         raise ClusterError(f"The cluster file {path} is not readable JSON: {exc}.",
                            remote=f"The definition of cluster {name} on this server is not "
                                   "readable; ask its operator to fix it.") from exc
-    cluster = parse_cluster(data, str(path))
+    broken = (f"The definition of cluster {name} on this server is not valid; ask its "
+              "operator to fix it.")
+    try:
+        cluster = parse_cluster(data, str(path))
+    except ClusterError as exc:
+        raise ClusterError(exc.message, remote=broken) from exc
     if cluster.name != name:
-        raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.")
+        raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.",
+                           remote=broken)
     return cluster
