@@ -1,4 +1,5 @@
-"""Every example of README.md's "Using it" section, run as written on the demo cluster.
+"""Every example of README.md's "Using it" section, run as written on the demo cluster,
+and the ``ace`` commands of "The worker fleet" on a fleet.
 
 The demo is built by the project's own scripts, with the commands
 ``deploy/setup.sh`` runs (``localcluster.py start --replication``,
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from fleet_helpers import Fleet, RedisServer, fleet_env
 from localcluster import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,18 +47,22 @@ class Demo:
     workdir: Path
     local_dir: Path
 
-    def bash(self, prelude: list[str], line: str) -> subprocess.CompletedProcess[str]:
+    def bash(self, prelude: list[str], line: str, env_extra: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
         script = "set -e\n" + "\n".join(prelude) + "\nset +e\n" + line + "\n"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ACE_", "PG"))}
+        env = {**clean_env(), **(env_extra or {})}
         return subprocess.run(["bash", "-c", script], cwd=self.workdir, env=env,
                               capture_output=True, text=True, timeout=300, check=False)
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without ACE's settings (other tests' clusters set some)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ACE_", "PG"))}
+
+
 def _deploy(*args: str) -> None:
     done = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300, check=False,
-                          env={k: v for k, v in os.environ.items()
-                               if not k.startswith(("ACE_", "PG"))})
+                          text=True, timeout=300, check=False, env=clean_env())
     assert done.returncode == 0, (args, done.stdout, done.stderr)
 
 
@@ -90,13 +96,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 # ----- the README's examples ------------------------------------------------------------
 
 def section_blocks(readme: str, heading: str) -> list[list[str]]:
-    """The ```bash blocks between ``heading`` and the next heading of its level or above."""
-    start = readme.index(f"\n{heading}\n")
-    rest = readme[start + len(heading) + 2:]
-    level = heading.split(" ", 1)[0]
-    stop = re.search(rf"^#{{1,{len(level)}}} ", rest, re.M)
-    body = rest[:stop.start()] if stop else rest
-    return [block.splitlines() for block in re.findall(r"```bash\n(.*?)```", body, re.S)]
+    """The ```bash blocks between ``heading`` and the next heading of its level or above
+    (a ``#`` line inside a block is a shell comment, not a heading)."""
+    level = len(heading.split(" ", 1)[0])
+    blocks: list[list[str]] = []
+    inside = fenced = False
+    for line in readme.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            if inside and fenced and line.strip() == "```bash":
+                blocks.append([])
+            continue
+        if fenced:
+            if inside and blocks:
+                blocks[-1].append(line)
+            continue
+        heading_of = re.match(r"^(#+) ", line)
+        if heading_of and len(heading_of.group(1)) <= level:
+            inside = line.strip() == heading
+    return blocks
 
 
 def command_lines(block: list[str]) -> list[str]:
@@ -236,3 +254,60 @@ def test_the_demo_replicates_what_is_written_after_set_up(demo: Demo) -> None:
                      "ace table-diff demo '\"Sales\".\"Order Items\"' --json")
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["diff_rows_by_pair"] == {"n1/n2": 4, "n1/n3": 5, "n2/n3": 9}
+
+
+# ----- the worker fleet -----------------------------------------------------------------
+
+FLEET_SECTION = "## The worker fleet"
+USING = [". .venv/bin/activate", "export ACE_CLUSTER_DIR=$PWD/cluster ACE_OUTPUT_DIR=$PWD/out"]
+
+
+@pytest.fixture(scope="module")
+def demo_fleet(demo: Demo) -> Iterator[dict[str, str]]:
+    """What the section's ``export`` and ``celery`` lines stand for: a Redis with a password,
+    a task store, a signing key and two workers, all on this machine, for the demo's folders.
+
+    The lines themselves name another machine's Redis and shared folder
+    (``redis-host``, ``PASSWORD``, ``/shared/...``), so they are not run as written.
+    """
+    workdir = demo.workdir / "fleet"
+    workdir.mkdir()
+    redis = RedisServer(workdir)
+    redis.start()
+    env = fleet_env(redis, workdir, ACE_CLUSTER_DIR=str(demo.workdir / "cluster"),
+                    ACE_OUTPUT_DIR=str(demo.workdir / "out"))
+    env = {k: v for k, v in env.items()
+           if not k.startswith("PG") and (not k.startswith("ACE_") or k in FLEET_KEYS)}
+    fleet = Fleet(workdir, env, names=("walk1", "walk2"))
+    try:
+        fleet.start()
+        yield {k: v for k, v in env.items() if k in FLEET_KEYS}
+    finally:
+        fleet.stop()
+        redis.stop()
+
+
+FLEET_KEYS = ("ACE_BROKER_URL", "ACE_RESULT_BACKEND", "ACE_TASK_SIGNING_KEY_FILE",
+              "ACE_DATABASE_URL", "ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR")
+
+
+def test_the_fleet_sections_commands_work_on_a_fleet(demo: Demo,
+                                                     demo_fleet: dict[str, str]) -> None:
+    """Its ``ace`` lines, on a fleet: the same exit code and sentences as in-process, and
+    ``--no-wait`` prints the task id alone."""
+    lines = [ln for block in section_blocks((REPO_ROOT / "README.md").read_text(), FLEET_SECTION)
+             for ln in command_lines(block) if is_ace_command(ln)]
+    assert "ace table-diff demo public.customers" in lines and \
+        "ace table-diff demo public.customers --no-wait" in lines
+    for line in lines:
+        on_fleet = demo.bash(USING, line, demo_fleet)
+        said = f"{line}\nexit {on_fleet.returncode}\n{on_fleet.stdout}\n{on_fleet.stderr}"
+        if "--no-wait" in line:
+            assert on_fleet.returncode == 0, said
+            assert re.fullmatch(r"td_\d{8}_\d{6}_[a-z0-9]+\n", on_fleet.stdout), said
+            continue
+        here = demo.bash(USING, line)
+        assert on_fleet.returncode == here.returncode and on_fleet.returncode in (0, 1), said
+        sentences = [ln for ln in here.stdout.splitlines() if " written to " not in ln]
+        assert sentences and sentences == [ln for ln in on_fleet.stdout.splitlines()
+                                           if " written to " not in ln], (said, here.stdout)
