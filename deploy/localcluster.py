@@ -36,6 +36,9 @@ with the venv's)::
     python3 deploy/localcluster.py status --dir .ace-local --name demo
     python3 deploy/localcluster.py stop --dir .ace-local --name demo
     python3 deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
+    python3 deploy/localcluster.py start ... --replication     # with pglogical's settings
+    python3 deploy/localcluster.py replicate --dir .ace-local --name demo \\
+        --tables 'public.customers,"Sales"."Order Items"'      # a pglogical mesh (localrepl.py)
 """
 
 from __future__ import annotations
