@@ -1,5 +1,6 @@
-"""Every example of README.md's "Using it" section, run as written on the demo cluster,
-and the ``ace`` commands of "The worker fleet" on a fleet.
+"""Every example of README.md's "Using it" section, run as written on the demo cluster;
+the ``ace`` commands of "The worker fleet" on a fleet, and "The API from
+certificates to curl" against an ``ace api`` of that fleet.
 
 The demo is built by the project's own scripts, with the commands
 ``deploy/setup.sh`` runs (``localcluster.py start --replication``,
@@ -20,9 +21,12 @@ expectation here must still succeed (exit 0 or 1, nothing on stderr but notes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +77,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     local = work / ".ace-local"
     ports = ",".join(str(p) for p in free_ports(3, 18500, 18999))
     (work / ".venv").symlink_to(Path(sys.prefix))  # the venv these tests run in
+    (work / "deploy").symlink_to(REPO_ROOT / "deploy")  # the README runs deploy/certs.py
     start = ["deploy/localcluster.py", "start", "--dir", str(local), "--name", "demo",
              "--replication", "--ports", ports,
              "--timezones", "UTC,America/New_York,Asia/Kolkata",
@@ -274,8 +279,12 @@ def demo_fleet(demo: Demo) -> Iterator[dict[str, str]]:
     workdir.mkdir()
     redis = RedisServer(workdir)
     redis.start()
+    tls = demo.local_dir / "demo" / "tls"  # as deploy/fleet.sh finds the demo's
     env = fleet_env(redis, workdir, ACE_CLUSTER_DIR=str(demo.workdir / "cluster"),
-                    ACE_OUTPUT_DIR=str(demo.workdir / "out"))
+                    ACE_OUTPUT_DIR=str(demo.workdir / "out"), ACE_USE_CERT_AUTH="1",
+                    ACE_USER_CERT_FILE=str(tls / "ace-client.crt"),
+                    ACE_USER_KEY_FILE=str(tls / "ace-client.key"),
+                    ACE_DB_CA_CERT_FILE=str(tls / "ca.crt"))
     env = {k: v for k, v in env.items()
            if not k.startswith("PG") and (not k.startswith("ACE_") or k in FLEET_KEYS)}
     fleet = Fleet(workdir, env, names=("walk1", "walk2"))
@@ -288,7 +297,8 @@ def demo_fleet(demo: Demo) -> Iterator[dict[str, str]]:
 
 
 FLEET_KEYS = ("ACE_BROKER_URL", "ACE_RESULT_BACKEND", "ACE_TASK_SIGNING_KEY_FILE",
-              "ACE_DATABASE_URL", "ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR")
+              "ACE_DATABASE_URL", "ACE_CLUSTER_DIR", "ACE_OUTPUT_DIR", "ACE_USE_CERT_AUTH",
+              "ACE_USER_CERT_FILE", "ACE_USER_KEY_FILE", "ACE_DB_CA_CERT_FILE")
 
 
 def test_the_fleet_sections_commands_work_on_a_fleet(demo: Demo,
@@ -311,3 +321,66 @@ def test_the_fleet_sections_commands_work_on_a_fleet(demo: Demo,
         sentences = [ln for ln in here.stdout.splitlines() if " written to " not in ln]
         assert sentences and sentences == [ln for ln in on_fleet.stdout.splitlines()
                                            if " written to " not in ln], (said, here.stdout)
+
+
+# ----- the API, from certificates to curl ------------------------------------------------
+
+API_SECTION = "### The API from certificates to curl"
+
+
+def _wait_for_api(port: int, api: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert api.poll() is None, log.read_text(errors="replace")[-3000:]
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise AssertionError("ace api did not listen in time:\n" + log.read_text()[-3000:])
+
+
+def test_the_api_section_from_certificates_to_curl(demo: Demo,
+                                                   demo_fleet: dict[str, str]) -> None:
+    """Its lines in order, with the fleet's settings the section says ``ace api`` needs.
+
+    Two words differ from the README: the port (a free one instead of 5000, where
+    another API may listen; ``ace api --port`` and the URLs alike) and the task id
+    the first ``curl`` answered, where the README writes ``td_...``.
+    """
+    lines = [ln for block in section_blocks((REPO_ROOT / "README.md").read_text(), API_SECTION)
+             for ln in command_lines(block)]
+    assert lines[-1].startswith("curl ") and "ace api" in lines
+    port = free_ports(1, 19000, 19499)[0]
+    setup = USING + [ln for ln in lines if not ln.startswith(("curl ", "ace api"))]
+    made = demo.bash(setup, "true", demo_fleet)
+    assert made.returncode == 0, made.stderr
+    log = demo.workdir / "api.log"
+    exports = [ln for ln in setup if not ln.startswith(".venv/bin/python deploy/certs.py")]
+    script = "\n".join([*exports, f"exec ace api --port {port}"])
+    with open(log, "w") as out:
+        api = subprocess.Popen(["bash", "-c", script], cwd=demo.workdir, stdout=out,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env={**clean_env(), **demo_fleet})
+    try:
+        _wait_for_api(port, api, log)
+        curls = [ln.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+                 for ln in lines if ln.startswith("curl ")]
+        submitted = demo.bash([], curls[0])
+        assert submitted.returncode == 0, submitted.stderr
+        answer = json.loads(submitted.stdout)
+        assert re.fullmatch(r"td_\d{8}_\d{6}_[a-z0-9]+", answer["task_id"]), answer
+        status_line = curls[1].replace("td_...", answer["task_id"])
+        deadline = time.monotonic() + 120
+        while True:
+            asked = demo.bash([], status_line)
+            assert asked.returncode == 0, asked.stderr
+            status = json.loads(asked.stdout)
+            assert status["task_id"] == answer["task_id"], status
+            if status["status"] in ("COMPLETED", "FAILED"):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert status["status"] == "COMPLETED", status
+        assert Path(status["result"]["diff_file"]).is_file()
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(30)
