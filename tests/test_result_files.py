@@ -120,6 +120,7 @@ def test_a_file_outside_this_hosts_output_dir_is_not_served(
     store.complete(DIFF_ID, {"diff_file": str(secret)})
     got = call(client, "GET", f"/ace/diff-files/{DIFF_ID}", cn="alice")
     assert got.status_code == 404 and "not in this host's output directory" in got.json["error"]
+    assert str(settings.output_dir) not in got.json["error"]  # no server path
 
 
 def test_the_download_is_in_the_openapi_document(client: FlaskClient) -> None:

@@ -146,8 +146,9 @@ def result_file(record: TaskRecord, fmt: str | None, output_dir: Path) -> Result
         return ResultFile(task_id, fmt, None, record.table_name, shared)
     if not here:
         raise NotFoundError(f"The {fmt} file of task {task_id} ({path.name}) is not in this "
-                            f"host's output directory {root}; fetch it on a host that shares "
-                            "the workers' output directory, or before it was removed.")
+                            "host's output directory, nor in a shared store; fetch it on a host "
+                            "that shares the workers' output directory, or set SHARED_STORE "
+                            "(docs: README, the worker fleet) so that every host reaches it.")
     return ResultFile(task_id, fmt, path.resolve(), record.table_name)
 
 
