@@ -130,3 +130,18 @@ class S3Server:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(20)
             self.proc = None
+
+
+@contextlib.contextmanager
+def fleet_files(env: dict[str, str]) -> Iterator[None]:
+    """Let this test process read a fleet's work folders as a worker would: through the
+    fleet's shared store when it has one (its own folder otherwise), then forget it."""
+    from ace_shared.config import load_settings
+    from ace_shared.tasks import filestore
+
+    saved = (filestore._active, filestore._local_root)
+    filestore.use_shared_store(load_settings(environ=env))
+    try:
+        yield
+    finally:
+        filestore._active, filestore._local_root = saved
