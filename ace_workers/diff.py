@@ -143,19 +143,22 @@ def run_part(task: AceTask, spec_dict: dict[str, Any], ranges: list[Any],
     except JobFinished:
         raise
     except Exception as exc:
-        raise part_failed(job_id, exc, lambda: runtime.drop_sessions(spec)) from exc
+        part_failed(job_id, exc, lambda: runtime.drop_sessions(spec))
+        raise
     stop_if_finished(job_id)  # finished meanwhile: its folder is gone, and no mark is due
     return result.to_dict()
 
 
-def part_failed(job_id: str, exc: Exception, drop_sessions: Callable[[], None]) -> Exception:
-    """What a batch that failed raises: :class:`JobFinished` if its job finished meanwhile
-    (its work folder was removed under it), else an error that fails its job."""
+def part_failed(job_id: str, exc: Exception, drop_sessions: Callable[[], None]) -> None:
+    """A batch failed with ``exc``: raise :class:`JobFinished` if its job finished meanwhile
+    (its work folder was removed under it), or fail the job with an :class:`AceError`'s
+    sentence; any other error is the caller's to raise as it is."""
     if job_finished(job_id):
-        return JobFinished(job_id)
+        raise JobFinished(job_id) from exc
     if isinstance(exc, NodeUnreachableError):
         drop_sessions()
-    return fail_job(job_id, exc)
+    if isinstance(exc, AceError):
+        raise fail_job(job_id, exc) from exc
 
 
 @app.task(name="ace.merge_diff", bind=True, base=AceTask, max_retries=MERGE_WAIT_SECONDS)

@@ -150,8 +150,9 @@ def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> d
     except JobFinished:
         raise
     except Exception as exc:
-        raise part_failed(job_id, exc, lambda: runtime.drop_sessions_for(
-            spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)) from exc
+        part_failed(job_id, exc, lambda: runtime.drop_sessions_for(
+            spec.cluster_name, spec.dbname, list(spec.nodes), spec.role))
+        raise
     stop_if_finished(job_id)
     hashed = sum(rows.values())
     # seen by the merge watch, should the worker that counts the last batch die

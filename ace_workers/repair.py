@@ -84,7 +84,8 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
     try:
         result = rerun_batch(spec, index, runtime.sessions_for(spec))
     except Exception as exc:
-        raise part_failed(spec.task_id, exc, lambda: runtime.drop_sessions(spec)) from exc
+        part_failed(spec.task_id, exc, lambda: runtime.drop_sessions(spec))
+        raise
     stop_if_finished(spec.task_id)  # finished meanwhile: no progress to publish
     runtime.store().add_progress(spec.task_id, 1)
     return result

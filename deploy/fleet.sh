@@ -267,7 +267,9 @@ start() {
   echo "$WORKERS" >"$FLEET/workers"
   local n
   for n in $(seq "$WORKERS"); do
-    launch "w$n" "$BIN/celery" -A ace_workers worker -n "w$n@%h" --loglevel=INFO -E -c "$CONCURRENCY"
+    # Workers yield the CPU to the API (nice): a submission or a status poll must not wait
+    # behind the work it queued, on a host that runs both (ACE_WORKER_NICE, 0 to turn off).
+    launch "w$n" nice -n "${ACE_WORKER_NICE:-10}" "$BIN/celery" -A ace_workers worker -n "w$n@%h" --loglevel=INFO -E -c "$CONCURRENCY"
   done
   launch beat "$BIN/celery" -A ace_workers beat --loglevel=INFO \
     --schedule "$FLEET/celerybeat-schedule" --pidfile=

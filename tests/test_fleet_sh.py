@@ -133,6 +133,9 @@ def test_status_after_a_start_without_the_api_and_the_exports(env) -> None:  # t
                             + ' && echo "$ACE_RESULT_BACKEND"'],
                            capture_output=True, text=True, env=env)
     assert redis.Redis.from_url(shown.stdout.strip()).ping()
+    # the workers yield the CPU to the API on a host both share
+    worker = int((Path(env["ACE_FLEET_DIR"]) / "w1.pid").read_text())
+    assert int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 10
     # Redis keeps an append-only file, written every second
     client = redis.Redis.from_url(shown.stdout.strip())
     assert client.config_get("appendonly")["appendonly"] == "yes"
