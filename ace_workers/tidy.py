@@ -3,8 +3,8 @@
 A job's work folder (:mod:`ace_shared.diff.workdir`) and its counters in
 Redis are only of use while it runs. Whatever ends it (its merge, a failed
 batch, the sweep finding it lost with Redis's state, too many redeliveries),
-the task store records the outcome, and the worker that recorded it removes
-them here: a diff lost to a Redis restart no longer leaves hundreds of
+the task store records the outcome, and the worker that recorded it (or the
+front door that cancelled the job) removes them here: a diff lost to a Redis restart no longer leaves hundreds of
 megabytes behind. Batches of the job still running find their job finished
 and stop (:class:`~ace_workers.counters.JobFinished`), writing nothing more.
 """

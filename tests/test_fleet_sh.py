@@ -77,10 +77,15 @@ def test_the_api_answers_within_5_s_of_a_kill_9_and_a_start(env, tmp_path) -> No
         master = int((tmp_path / "fleet" / "api.pid").read_text())
         os.kill(master, signal.SIGKILL)
         killed = time.monotonic()
-        restarted = fleet(env, "start", "--workers", "1", "--concurrency", "1")
-        while not answers() and time.monotonic() - killed < 10:
+        # the operator starts the fleet again; the API is back when it answers a request
+        start = subprocess.Popen([*FLEET_SH, "start", "--workers", "1", "--concurrency", "1"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        while not answers() and time.monotonic() - killed < 20:
             time.sleep(0.1)
         back_after = time.monotonic() - killed
+        out, err = start.communicate(timeout=120)
+        restarted = subprocess.CompletedProcess(start.args, start.returncode, out, err)
     finally:
         for sock in held:
             sock.close()
