@@ -19,13 +19,23 @@ import click
 from ace_api.cli.exits import settings_or_fail
 from ace_shared.config import Settings, load_settings
 from ace_shared.errors import AceError
-from ace_shared.options import BOOL, CHOICE, INT, NUMBER, Command, Option, read_options, show
+from ace_shared.options import (
+    BOOL,
+    CHOICE,
+    INT,
+    NUMBER,
+    OBJECT,
+    Command,
+    Option,
+    read_options,
+    show,
+)
 
 RunFn = Callable[[dict[str, Any], Settings], int]
 # (the words on the command line, the options as given) -> the options with the words placed
 WordsFn = Callable[[tuple[str, ...], dict[str, Any]], dict[str, Any]]
 
-_METAVARS = {INT: "INTEGER", NUMBER: "FLOAT", BOOL: "[=BOOL]"}
+_METAVARS = {INT: "INTEGER", NUMBER: "FLOAT", BOOL: "[=BOOL]", OBJECT: "FILE"}
 _HELP_SETTINGS = "ace.help_settings"
 
 

@@ -1,0 +1,236 @@
+"""Applying a resolved plan through the repair machinery, after checking nothing moved since.
+
+First, on every node, the ``seen`` rows of every key the plan changes are
+compared with the node's rows now (a temporary table and one query per node,
+in a transaction that is rolled back). A key whose row changed on any node
+since the diff is left out everywhere and listed, unless ``allow_stale``.
+
+Then the rows to write go into a work spool in the layout the repair's own
+planner makes (:class:`~ace_shared.repair.plan.NodeWork`), and
+:func:`~ace_shared.repair.apply.apply_repairs` writes them: one transaction
+per node, replication silenced, as the caller's own role, owner code refused,
+all nodes committed or none. A row the table refuses (a constraint) fails the
+repair before anything is committed; the error names the rule whose row it was
+when one rule wrote every row of that node, and all the rules that wrote there
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from ace_shared.difffile.file import DiffFile
+from ace_shared.difffile.spool import CACHE_KB, key_text
+from ace_shared.errors import RepairError, RepairPlanError
+from ace_shared.nodes.connection import NodeTarget, connect, node_errors
+from ace_shared.nodes.ident import TableName
+from ace_shared.nodes.shape import read_shape
+from ace_shared.repair.apply import ApplyOptions, NodeOutcome, apply_repairs, generated_columns
+from ace_shared.repair.plan import OP_DELETE, OP_UPSERT, NodeWork
+from ace_shared.repair.plans.decide import key_words
+from ace_shared.repair.plans.resolved import read_lines
+from ace_shared.repair.queries import (
+    COPY_CHUNK,
+    STATE_ABSENT,
+    STATE_SAME,
+    LineStream,
+    RepairSql,
+    copy_stage,
+    create_stage,
+    stage_lines,
+)
+
+SAMPLE_STALE = 20
+
+
+class WorkSpool:
+    """A SQLite file with a ``work`` table as :class:`NodeWork` reads it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="ace-plan-", dir=folder))
+        self.path = self.folder / "work.sqlite"
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
+        self.db.executescript(
+            "CREATE TABLE work (node TEXT NOT NULL, op TEXT NOT NULL, key TEXT NOT NULL, "
+            "seq INTEGER NOT NULL, row TEXT NOT NULL, rule TEXT);"
+            "CREATE UNIQUE INDEX work_key ON work (node, op, key);"
+            "CREATE TABLE seen (node TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, "
+            "op TEXT NOT NULL, row TEXT NOT NULL);"
+            "CREATE TABLE stale (key TEXT PRIMARY KEY);")
+
+    def close(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class PlanApply:
+    """What applying found: the outcomes, the keys left out as stale, rules per node."""
+
+    outcomes: list[NodeOutcome]
+    stale: int = 0
+    stale_keys: list[list[str]] = field(default_factory=list)
+    applied_keys: int = 0
+
+
+def _key_row(key: list[str], names: list[str]) -> dict[str, str]:
+    return dict(zip(names, key, strict=True))
+
+
+def load_seen(spool: WorkSpool, resolved: Path, key_names: list[str]) -> int:
+    """Stage every changing key's ``seen`` rows per node; return how many keys change."""
+    db = spool.db
+    db.execute("BEGIN")
+    n = 0
+    for seq, item in enumerate(read_lines(resolved)):
+        if not item.get("write"):
+            continue
+        n += 1
+        key = [str(k) for k in item["key"]]
+        for node, row in (item.get("seen") or {}).items():
+            if row is None:
+                db.execute("INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
+                           (node, seq, key_text(tuple(key)), OP_DELETE,
+                            json.dumps(_key_row(key, key_names))))
+            else:
+                db.execute("INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
+                           (node, seq, key_text(tuple(key)), OP_UPSERT, json.dumps(row)))
+    db.execute("COMMIT")
+    return n
+
+
+def _seen_rows(db: sqlite3.Connection, node: str) -> Iterator[tuple[str, str]]:
+    yield from db.execute("SELECT op, row FROM seen WHERE node = ? ORDER BY seq", (node,))
+
+
+def check_stale(target: NodeTarget, table: TableName, spool: WorkSpool) -> list[str]:
+    """Keys (as key text) whose row on this node is no longer the one the plan saw."""
+    db = sqlite3.connect(spool.path, isolation_level=None)
+    stale: list[str] = []
+    with node_errors(target.node):
+        conn = connect(target)
+        try:
+            with conn.cursor() as cur:
+                shape = read_shape(cur, table, target.node)
+                generated = generated_columns(cur, table)
+                columns = [c for c in shape.columns if c.name not in generated]
+                names = [c.name for c in columns]
+                statements = RepairSql(shape, columns)
+                cur.execute(create_stage(len(columns)))
+                cur.copy_expert(copy_stage(len(columns)),
+                                LineStream(stage_lines(_seen_rows(db, target.node), names)),
+                                size=COPY_CHUNK)
+            with conn.cursor(name="ace_plan_stale") as states:
+                states.itersize = 10_000
+                states.execute(statements.classify())
+                keys = db.execute("SELECT op, key FROM seen WHERE node = ? ORDER BY seq",
+                                  (target.node,))
+                for (op, key), (_ord, state) in zip(keys, states, strict=True):
+                    want = STATE_SAME if op == OP_UPSERT else STATE_ABSENT
+                    if int(state) != want:
+                        stale.append(key)
+        except psycopg2.Error as exc:
+            raise RepairError(f"Checking the plan's rows on node {target.node} failed: "
+                              f"{exc.diag.message_primary or exc}.") from exc
+        finally:
+            conn.rollback()
+            conn.close()
+            db.close()
+    return stale
+
+
+def build_work(spool: WorkSpool, resolved: Path, key_names: list[str], nodes: list[str],
+               allow_stale: bool) -> tuple[list[NodeWork], int]:
+    """The nodes' work from the plan's ``write`` rows, stale keys left out unless allowed."""
+    db = spool.db
+    db.execute("BEGIN")
+    applied = 0
+    for seq, item in enumerate(read_lines(resolved)):
+        writes = item.get("write") or {}
+        if not writes:
+            continue
+        key = [str(k) for k in item["key"]]
+        kt = key_text(tuple(key))
+        if not allow_stale and db.execute("SELECT 1 FROM stale WHERE key = ?",
+                                          (kt,)).fetchone():
+            continue
+        applied += 1
+        for node, row in writes.items():
+            if row is None:
+                db.execute("INSERT INTO work VALUES (?, ?, ?, ?, ?, ?)",
+                           (node, OP_DELETE, kt, seq, json.dumps(_key_row(key, key_names)),
+                            item.get("rule")))
+            else:
+                db.execute("INSERT INTO work VALUES (?, ?, ?, ?, ?, ?)",
+                           (node, OP_UPSERT, kt, seq, json.dumps(row), item.get("rule")))
+    db.execute("COMMIT")
+    present = {n for (n,) in db.execute("SELECT DISTINCT node FROM work")}
+    return [NodeWork(n, spool) for n in nodes if n in present], applied  # type: ignore[arg-type]
+
+
+def _rules_on(spool: WorkSpool, node: str) -> list[str]:
+    return [r for (r,) in spool.db.execute(
+        "SELECT DISTINCT rule FROM work WHERE node = ? ORDER BY rule", (node,))]
+
+
+def apply_plan_work(targets: dict[str, NodeTarget], table: TableName, nodes: list[str],
+                    key_names: list[str], columns: list[dict[str, str]], resolved: Path,
+                    opts: ApplyOptions, allow_stale: bool, folder: Path,
+                    progress: Any = None) -> PlanApply:
+    """Check, then write a resolved plan; all nodes committed or none."""
+    spool = WorkSpool(folder)
+    try:
+        changing = load_seen(spool, resolved, key_names)
+        stale: set[str] = set()
+        if changing:
+            for node in nodes:
+                if node in targets:
+                    stale.update(check_stale(targets[node], table, spool))
+        spool.db.executemany("INSERT OR IGNORE INTO stale VALUES (?)", [(k,) for k in stale])
+        works, applied = build_work(spool, resolved, key_names, nodes, allow_stale)
+        diff = DiffFile(resolved, {"primary_key": key_names, "columns": columns}, [],
+                        column_sets={tuple(c["name"] for c in columns)})
+        try:
+            outcomes = apply_repairs(targets, table, works, diff, opts, progress)
+        except RepairError as exc:
+            raise _name_rules(exc, spool) from exc
+        samples = [json.loads(k) for k in sorted(stale)[:SAMPLE_STALE]]
+        return PlanApply(outcomes, len(stale), samples, applied)
+    finally:
+        spool.close()
+
+
+_REFUSED = re.compile(r"^The repair failed on node (?P<node>\S+): (?P<why>.*?SQLSTATE 2[23]\d{3}\))")
+
+
+def _name_rules(exc: RepairError, spool: WorkSpool) -> RepairError:
+    """A row the table refused (a constraint, a bad value), said with the rule whose row it was
+    (or the rules, when several wrote on that node)."""
+    m = _REFUSED.match(str(exc))
+    if m is None:
+        return exc
+    node = m.group("node")
+    rules = _rules_on(spool, node)
+    if not rules:
+        return exc
+    said = (rules[0] if len(rules) == 1 else "one of " + ", ".join(rules))
+    return RepairPlanError(f"The plan's {said} writes a row that node {node} refuses "
+                           f"({m.group('why')}), so nothing was changed on any node; fix that "
+                           "rule and run the plan again.")
+
+
+def stale_words(keys: list[list[str]], total: int) -> str:
+    shown = ", ".join(key_words(tuple(k)) for k in keys)
+    more = f" and {total - len(keys)} more" if total > len(keys) else ""
+    return shown + more

@@ -1,0 +1,144 @@
+"""A table-repair by plan, start to finish: resolve (or read a resolved plan), report, apply.
+
+``--repair-plan`` resolves the plan over the diff file into a resolved plan
+(kept where ``--plan-out`` says, else beside the work and removed), then,
+unless it is a dry run, applies it. ``--apply-plan`` applies a resolved plan
+saved earlier. Either way the same code writes the rows
+(:func:`~ace_shared.repair.plans.apply.apply_plan_work`), so what a dry run
+showed is what a run does, less the rows that changed since (listed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ace_shared.config import Settings
+from ace_shared.diff.workdir import WorkDir
+from ace_shared.difffile.file import DiffFile
+from ace_shared.difffile.spool import RowSpool
+from ace_shared.errors import RepairPlanError
+from ace_shared.nodes.cluster import Cluster
+from ace_shared.nodes.connection import node_targets
+from ace_shared.repair.apply import ApplyOptions
+from ace_shared.repair.plans.apply import apply_plan_work, stale_words
+from ace_shared.repair.plans.loader import plan_from_object
+from ace_shared.repair.plans.resolve import require_table, resolve
+from ace_shared.repair.plans.resolved import read_header
+from ace_shared.repair.report import build_result, report_head, write_report
+from ace_shared.repair.request import RepairRequest
+
+
+def check_resolved_plan(request: RepairRequest) -> RepairRequest:
+    """The resolved plan exists, is one, and is for this cluster and table; its diff file
+    stands in for one not given."""
+    assert request.apply_plan is not None
+    path = Path(request.apply_plan).expanduser().resolve()
+    header = read_header(path)
+    if header.get("table") != request.table.display:
+        raise RepairPlanError(f"The resolved plan {path} is for table {header.get('table')}, "
+                              f"not {request.table.display}; pass the matching plan.")
+    if header.get("cluster_name") != request.cluster_name:
+        raise RepairPlanError(f"The resolved plan {path} is for cluster "
+                              f"{header.get('cluster_name')}, not {request.cluster_name}; "
+                              "pass the matching plan.")
+    return replace(request, apply_plan=str(path),
+                   diff_file=request.diff_file or str(header.get("diff_file") or ""),
+                   dbname=request.dbname or header.get("database"))
+
+
+def _columns(diff: DiffFile, spool: RowSpool) -> list[dict[str, str]]:
+    if diff.columns:
+        return diff.columns
+    raise RepairPlanError(f"The diff file {diff.path} does not record its columns' types, "
+                          "which a plan compares by; run table-diff again.")
+
+
+def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
+                    settings: Settings, task_id: str, progress: Any = None) -> dict[str, Any]:
+    """Resolve and apply a plan (or apply a resolved one); a small JSON-safe result."""
+    started = datetime.now(timezone.utc)
+    dbname = request.dbname or diff.database
+    folder = WorkDir.root(settings.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if request.apply_plan:
+        resolved = Path(request.apply_plan)
+        header = read_header(resolved)
+        cleanup: Path | None = None
+    else:
+        assert request.repair_plan is not None
+        plan = plan_from_object(request.repair_plan)
+        require_table(plan, request.table.display)
+        key = diff.primary_key
+        if not key:
+            raise RepairPlanError(f"The diff file {diff.path} does not record the table's key, "
+                                  "which a plan decides by; run table-diff again.")
+        spool = RowSpool(diff, key, folder=folder)
+        try:
+            columns = _columns(diff, spool)
+            out = (Path(request.plan_out).expanduser() if request.plan_out
+                   else spool.folder / "resolved.jsonl")
+            context = {"cluster_name": request.cluster_name, "database": dbname,
+                       "diff_file": str(diff.path)}
+            resolution = resolve(plan, diff, spool, request.table.display, columns, out,
+                                 context)
+            header = resolution.header
+            if request.plan_out:
+                resolved, cleanup = out, None
+            else:  # outlive the spool until applied
+                keep = Path(shutil.copy(out, folder / f"resolved-{task_id}.jsonl"))
+                resolved, cleanup = keep, keep
+        finally:
+            spool.close()
+    try:
+        nodes = [n for n in header["nodes"] if any(n in r.get("writes", {})
+                                                   for r in header["rules"])]
+        chosen = tuple(cluster.node(n) for n in nodes)
+        targets = {t.node: t for t in node_targets(cluster, chosen, dbname, settings,
+                                                   request.role)}
+        opts = ApplyOptions(dry_run=request.dry_run, insert_only=False, deletes_allowed=True,
+                            fire_triggers=request.fire_triggers,
+                            keep_rows=request.generate_report,
+                            ace_login=cluster.database(dbname).user)
+        if progress:
+            progress(0, len(nodes))
+        applied = apply_plan_work(targets, request.table, nodes, list(header["key"]),
+                                  list(header["columns"]), resolved, opts,
+                                  request.allow_stale, folder, progress)
+    finally:
+        if cleanup is not None:
+            cleanup.unlink(missing_ok=True)
+    finished = datetime.now(timezone.utc)
+    notes = _notes(request, diff, applied, header)
+    report_file = None
+    if request.generate_report:
+        head = report_head(request, task_id, started, finished, notes)
+        head["plan_rules"] = header["rules"]
+        report_file = write_report(settings.output_dir, head, applied.outcomes)
+    result = build_result(request, task_id, str(diff.path), applied.outcomes, report_file,
+                          started, finished, notes)
+    result["plan"] = {"rules": header["rules"], "stale": applied.stale,
+                      "stale_keys": applied.stale_keys, "applied_keys": applied.applied_keys,
+                      "resolved_plan": request.plan_out or request.apply_plan}
+    return result
+
+
+def _notes(request: RepairRequest, diff: DiffFile, applied: Any,
+           header: dict[str, Any]) -> list[str]:
+    notes = []
+    if applied.stale:
+        verb = "were written anyway" if request.allow_stale else "were skipped"
+        then = "" if request.allow_stale else "; run table-diff again to decide them anew"
+        notes.append(f"{applied.stale} keys changed on a node since the plan saw them and "
+                     f"{verb}: {stale_words(applied.stale_keys, applied.stale)}{then}.")
+    if diff.is_partial:
+        notes.append("The diff file is partial (it stopped at MAX_ALLOWED_DIFFS); only the rows "
+                     "it lists were decided. Run table-diff again afterwards.")
+    if request.plan_out:
+        notes.append(f"Resolved plan written to {request.plan_out}")
+    if not any(r.get("writes") for r in header["rules"]):
+        notes.append("Nothing to repair: the plan leaves every listed key as it is.")
+    return notes

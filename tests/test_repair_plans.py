@@ -1,0 +1,352 @@
+"""Repair plans: rules deciding row by row which version each node ends with.
+
+The first tests check the plan's logic without a database (the grammar of
+conditions, precedence, ties, the loader's line-numbered errors, the published
+schema). The rest build ``rp_plan`` on the three test nodes, make them
+diverge, diff, repair with a plan, and look at what each node holds, and at
+what a new diff still finds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, repair
+
+from ace_shared.errors import RepairPlanError
+from ace_shared.repair.plans.condition import Condition, Version
+from ace_shared.repair.plans.decide import Decider, Table
+from ace_shared.repair.plans.loader import plan_from_object, plan_from_text
+from ace_shared.repair.plans.schema import schema_text
+
+REPO = Path(__file__).resolve().parent.parent
+TABLE = "public.rp_plan"
+DDL = ("CREATE TABLE rp_plan (id int PRIMARY KEY, status text, qty int, "
+       "updated_at timestamptz, note text)")
+BASE = ("INSERT INTO rp_plan SELECT i, 'new', i, '2024-01-01 00:00:00+00', 'n' || i "
+        "FROM generate_series(1, 10) i")
+KINDS = {"id": "integer", "status": "text", "qty": "integer", "updated_at": "timestamptz",
+         "note": "text"}
+
+
+def _row(i: int = 1, **cols: str | None) -> dict[str, str | None]:
+    return {"id": str(i), "status": "new", "qty": "1", "updated_at": "2024-01-01 00:00:00+00",
+            "note": "x", **cols}
+
+
+def _decider(text: str, nodes: tuple[str, ...] = ("n1", "n2"), meta: bool = False) -> Decider:
+    plan = plan_from_text(text, "The repair plan p.yaml")
+    return Decider(plan.default, plan.for_table(TABLE),
+                   Table(TABLE, list(nodes), ["id"], KINDS, meta))
+
+
+# ----- without a database -------------------------------------------------------------------
+
+def test_conditions_compare_as_the_columns_types_with_sql_logic() -> None:
+    c = Condition("nodes.n1.qty > 9 AND nodes.n2.status IN ('shipped', 'done') "
+                  "AND NOT nodes.n2.note IS NULL")
+    c.bind(["n1", "n2"], KINDS)
+    assert c.test({"n1": Version(_row(qty="10")), "n2": Version(_row(status="done"))})
+    # as text '10' < '9'; as integers it is not
+    assert not c.test({"n1": Version(_row(qty="8")), "n2": Version(_row(status="done"))})
+    # a node lacking the row: unknown, so no match, and NOT unknown is unknown too
+    assert not c.test({"n1": Version(None), "n2": Version(_row(status="done"))})
+    assert not Condition("NOT nodes.n1.qty > 1").test({"n1": Version(None)})
+    gone = Condition("nodes.n2 IS MISSING OR nodes.n1.updated_at >= '2024-01-01T01:00:00+01'")
+    gone.bind(["n1", "n2"], KINDS)
+    assert gone.test({"n1": Version(_row()), "n2": Version(_row())})  # same instant
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("nodes.n1.qty >", "expects"),
+    ("nodes.n1.qty = 'x", "never closed"),
+    ("nodes.n1 = 1", "IS PRESENT or IS MISSING"),
+    ("qty = 1", "nodes.<node>.<column>"),
+])
+def test_a_bad_condition_says_where(text: str, words: str) -> None:
+    plan = f'version: 1\ntables:\n  {TABLE}:\n    rules:\n      - when:\n' \
+           f'          condition: "{text}"\n        do: skip\n'
+    with pytest.raises(RepairPlanError, match="line 6") as err:
+        plan_from_text(plan, "The repair plan p.yaml")
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize(("plan", "line", "words"), [
+    ("version: 1\ntables:\n  public.rp_plan:\n    rules:\n      - do: {action: keep}\n",
+     5, "'node' is required"),
+    ("version: 1\ntables:\n  public.rp_plan:\n    rulez: []\n", 4, "'rulez' is not allowed"),
+    ("version: 1\ntables:\n  public.rp_plan:\n    rules:\n"
+     "      - do: {action: freshest, by: commit_ts}\n", 5, "'tie' is required"),
+    ("version: 1\nversion: 1\n", 2, "given twice"),
+    ("version: 1\ntables: [\n", 3, "neither valid YAML nor JSON"),
+])
+def test_a_bad_plan_fails_with_its_line(plan: str, line: int, words: str) -> None:
+    with pytest.raises(RepairPlanError) as err:
+        plan_from_text(plan, "The repair plan p.yaml")
+    assert f"p.yaml, line {line}" in str(err.value) and words in str(err.value)
+
+
+def test_the_published_schema_is_the_one_plans_are_checked_against() -> None:
+    assert (REPO / "docs" / "repair-plan.schema.json").read_text() == schema_text()
+
+
+def test_precedence_override_then_first_rule_then_defaults() -> None:
+    decider = _decider(f"""
+version: 1
+default: delete
+tables:
+  {TABLE}:
+    default: {{action: keep, node: n2}}
+    overrides:
+      - keys: [3]
+        do: skip
+    rules:
+      - name: big
+        when: {{key_range: {{from: 5}}}}
+        do: {{action: keep, node: n1}}
+      - name: bigger
+        when: {{key_range: {{from: 7}}}}
+        do: delete
+""")
+    v = {"n1": Version(_row(qty="1")), "n2": Version(_row(qty="2"))}
+    assert decider.decide(("3",), v).rule == "override 1"
+    assert decider.decide(("8",), v).rule == 'rule 1 "big"'
+    assert decider.decide(("2",), v).rule == "the table's default"
+    other = Decider(plan_from_text("version: 1\ndefault: delete\ntables: {public.x: {}}",
+                                   "p").default, None, Table(TABLE, ["n1", "n2"], ["id"], KINDS))
+    assert other.decide(("2",), v).rule == "the plan's default"
+    bare = _decider(f"version: 1\ntables:\n  {TABLE}:\n    rules: []\n")
+    with pytest.raises(RepairPlanError, match="no default"):
+        bare.decide(("2",), v)
+
+
+def test_a_tie_is_never_settled_silently() -> None:
+    v = {"n1": Version(_row(qty="1")), "n2": Version(_row(qty="2"))}  # same updated_at
+    plan = (f"version: 1\ntables:\n  {TABLE}:\n    default: {{action: freshest, "
+            "by: {column: updated_at}, tie: TIE}\n")
+    with pytest.raises(RepairPlanError, match="tie for key 1: nodes n1, n2"):
+        _decider(plan.replace("TIE", "fail")).decide(("1",), v)
+    skipped = _decider(plan.replace("TIE", "skip")).decide(("1",), v)
+    assert skipped.writes == {} and skipped.tie == "skipped"
+    preferred = _decider(plan.replace("TIE", "{prefer: [n2]}")).decide(("1",), v)
+    assert preferred.writes == {"n1": _row(qty="2")} and preferred.tie == "prefer n2"
+    # equal freshness and equal rows is no tie
+    same = {"n1": Version(_row()), "n2": Version(_row()), "n3": Version(None)}
+    d = _decider(plan.replace("TIE", "fail"), ("n1", "n2", "n3")).decide(("1",), same)
+    assert d.writes == {"n3": _row()} and d.tie is None
+
+
+def test_merge_takes_each_column_as_told_and_writes_one_row_everywhere() -> None:
+    d = _decider(f"""
+version: 1
+tables:
+  {TABLE}:
+    default:
+      action: merge
+      columns: {{status: {{from: n3}}, qty: greatest, updated_at: least}}
+      others: {{from: [n2, n1]}}
+""", ("n1", "n2", "n3")).decide(("1",), {
+        "n1": Version(_row(qty="9", note="a")),
+        "n2": Version(None),
+        "n3": Version(_row(status="done", qty="10", updated_at="2023-06-01 00:00:00+00"))})
+    want = _row(status="done", qty="10", updated_at="2023-06-01 00:00:00+00", note="a")
+    assert d.writes == {"n1": want, "n2": want, "n3": want}
+
+
+def test_commit_times_are_needed_only_by_rules_that_use_them() -> None:
+    plan = (f"version: 1\ntables:\n  {TABLE}:\n    default: {{action: freshest, "
+            "by: commit_ts, tie: fail}\n")
+    with pytest.raises(RepairPlanError, match="diff was made without commit times"):
+        _decider(plan)
+    d = _decider(plan, meta=True).decide(("1",), {
+        "n1": Version(_row(qty="1"), "2024-05-01 10:00:00+00", "n1"),
+        "n2": Version(_row(qty="2"), "2024-05-01 09:00:00+00", "n2")})
+    assert d.writes == {"n2": _row(qty="1")}
+
+
+def test_a_request_body_plan_names_the_path_of_its_mistake() -> None:
+    with pytest.raises(RepairPlanError, match=r"at tables\.public\.rp_plan\.rules\[0\]"):
+        plan_from_object({"version": 1, "tables": {TABLE: {"rules": [{"do": {"action": "x"}}]}}})
+
+
+# ----- on the nodes -------------------------------------------------------------------------
+
+@pytest.fixture
+def nodes(pg_cluster: Any) -> Nodes:
+    n = Nodes(pg_cluster)
+    n.on_all(["DROP TABLE IF EXISTS rp_plan CASCADE", DDL, BASE])
+    return n
+
+
+def _write_plan(tmp_path: Path, text: str, name: str = "plan.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _rows(nodes: Nodes, node: str) -> dict[int, tuple[Any, ...]]:
+    return {r[0]: r[1:] for r in nodes.query(
+        node, "SELECT id, status, qty, updated_at::text, note FROM rp_plan ORDER BY id")}
+
+
+def _split_brain(nodes: Nodes) -> None:
+    """n2 and n3 went their own ways from n1 for a while."""
+    nodes.execute("n1", ["INSERT INTO rp_plan VALUES (101, 'new', 1, '2024-02-01', 'n1 order')",
+                         "UPDATE rp_plan SET status = 'shipped' WHERE id = 2",
+                         "UPDATE rp_plan SET qty = 50, updated_at = '2024-03-01' WHERE id = 3"])
+    nodes.execute("n2", ["INSERT INTO rp_plan VALUES (201, 'new', 2, '2024-02-02', 'n2 order')",
+                         "UPDATE rp_plan SET status = 'paid' WHERE id = 2",
+                         "UPDATE rp_plan SET qty = 70, updated_at = '2024-04-01' WHERE id = 3",
+                         "UPDATE rp_plan SET note = 'hand' WHERE id = 4",
+                         "DELETE FROM rp_plan WHERE id = 5"])
+    nodes.execute("n3", ["UPDATE rp_plan SET note = 'odd' WHERE id = 6",
+                         "UPDATE rp_plan SET note = 'left alone' WHERE id = 7"])
+
+
+PLAN = f"""
+version: 1
+default: skip
+tables:
+  {TABLE}:
+    overrides:
+      - name: hand-picked
+        keys: [4]
+        do: {{action: keep, node: n2}}
+    rules:
+      - name: orders on one side
+        when: {{diff: only_on}}
+        do: keep_both
+      - name: status machine
+        when:
+          columns_differ: status
+          condition: "nodes.n1.status = 'shipped' OR nodes.n2.status = 'shipped'"
+        do: {{action: merge, columns: {{status: {{from: n1}}}}, others: {{from: n1}}}}
+      - name: newest wins
+        when: {{columns_differ: [qty, updated_at]}}
+        do: {{action: freshest, by: {{column: updated_at}}, tie: fail}}
+      - name: deleted on n2
+        when: {{missing_on: n2}}
+        do: delete
+      - name: only n3's odd one
+        when: {{keys: [6], diff: values_differ}}
+        do: {{action: take, node: n1, mode: upsert}}
+"""
+
+
+def test_a_plan_on_three_nodes_leaves_exactly_what_it_skipped(nodes: Nodes,
+                                                              tmp_path: Path) -> None:
+    _split_brain(nodes)
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, PLAN)
+    out = tmp_path / "resolved.jsonl"
+    before = {n: _rows(nodes, n) for n in NODES}
+    dry = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan), "--dry-run", "--plan-out", str(out))
+    assert dry.code == 0, dry.stderr
+    assert {n: _rows(nodes, n) for n in NODES} == before  # a dry run writes nothing
+    assert 'rule 1 "orders on one side": keep both, matched 2 keys' in dry.stdout
+    assert 'override 1 "hand-picked"' in dry.stdout and "the plan's default" in dry.stdout
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines[0]["table"] == TABLE
+    decided = {tuple(x["key"]): x["rule"] for x in lines[1:]}
+    assert decided[("7",)] == "the plan's default"  # skipped: n3's note stays
+    run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
+    assert run.code == 0, run.stderr
+    after = {n: _rows(nodes, n) for n in NODES}
+    for n in NODES:
+        assert after[n][101][3] == "n1 order" and after[n][201][3] == "n2 order"
+        assert after[n][2][0] == "shipped"  # n1's status won
+        assert after[n][3][1] == 70  # n2's later update_at won
+        assert after[n][4][3] == "hand"  # the override
+        assert 5 not in after[n]  # deleted where n2 had deleted it
+    assert after["n3"][6][3] == "n6"  # take n1's version, upsert
+    again, content = diff_table(TABLE)
+    left = {(pair, r["id"]) for pair, sides in content["diffs"].items()
+            for rows in sides.values() for r in rows}
+    assert left == {("n1/n3", "7"), ("n2/n3", "7")}
+
+
+def test_a_row_changed_after_the_dry_run_is_skipped_and_listed(nodes: Nodes,
+                                                                tmp_path: Path) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id IN (1, 2)"])
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, f"version: 1\ndefault: {{action: keep, node: n1}}\n"
+                                 f"tables: {{{TABLE}: {{}}}}\n")
+    out = tmp_path / "r.jsonl"
+    assert ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+               str(plan), "--dry-run", "--plan-out", str(out)).code == 0
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 77 WHERE id = 2"])
+    run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
+    assert run.code == 0, run.stderr
+    assert "1 keys changed on a node since the plan saw them and were skipped: 2" in run.stdout
+    assert _rows(nodes, "n2")[1][1] == 1 and _rows(nodes, "n2")[2][1] == 77
+    forced = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out), "--allow-stale")
+    assert forced.code == 0, forced.stderr
+    assert _rows(nodes, "n2")[2][1] == 2
+
+
+def test_a_row_the_table_refuses_fails_before_any_change_naming_the_rule(
+        nodes: Nodes, tmp_path: Path) -> None:
+    nodes.execute("n2", ["ALTER TABLE rp_plan ADD CONSTRAINT small CHECK (qty < 100)"])
+    try:
+        nodes.execute("n1", ["UPDATE rp_plan SET qty = 500 WHERE id = 1"])
+        nodes.execute("n3", ["UPDATE rp_plan SET note = 'z' WHERE id = 1"])
+        path, _ = diff_table(TABLE)
+        plan = _write_plan(tmp_path, f"""
+version: 1
+tables:
+  {TABLE}:
+    rules:
+      - name: most
+        do: {{action: merge, columns: {{qty: greatest}}, others: {{from: n3}}}}
+""")
+        before = {n: _rows(nodes, n) for n in NODES}
+        run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path),
+                  "--repair-plan", str(plan))
+        assert_error(run, 'rule 1 "most"', "node n2", "check constraint")
+        assert {n: _rows(nodes, n) for n in NODES} == before
+    finally:
+        nodes.execute("n2", ["ALTER TABLE rp_plan DROP CONSTRAINT small"])
+
+
+def test_freshest_by_commit_time_reads_the_diffs_commit_times(nodes: Nodes,
+                                                               tmp_path: Path) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 42 WHERE id = 1",
+                         "UPDATE rp_plan SET qty = 43 WHERE id = 2"])
+    path, content = diff_table(TABLE)
+    plan = _write_plan(tmp_path, f"version: 1\ntables:\n  {TABLE}:\n    default: "
+                                 "{action: freshest, by: commit_ts, tie: fail}\n")
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan))
+    assert_error(run, "diff was made without commit times")
+    stamps = {("n1", "1"): "2024-05-01 10:00:00+00", ("n2", "1"): "2024-05-01 09:00:00+00",
+              ("n1", "2"): "2024-05-01 08:00:00+00", ("n2", "2"): "2024-05-01 09:00:00+00",
+              ("n3", "1"): "2024-05-01 10:00:00+00", ("n3", "2"): "2024-05-01 08:00:00+00"}
+    for sides in content["diffs"].values():
+        for node, rows in sides.items():
+            for r in rows:
+                r["_ace_commit_ts"], r["_ace_origin"] = stamps[(node, r["id"])], node
+    path.write_text(json.dumps(content))
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan))
+    assert run.code == 0, run.stderr
+    assert [_rows(nodes, n)[1][1] for n in NODES] == [1, 1, 1]
+    assert [_rows(nodes, n)[2][1] for n in NODES] == [43, 43, 43]
+
+
+def test_a_plan_excludes_the_other_repair_modes(nodes: Nodes, tmp_path: Path) -> None:
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, "version: 1\ndefault: skip\ntables: {public.rp_plan: {}}\n")
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan), "--source-of-truth", "n1")
+    assert_error(run, "--source-of-truth", "repair plan")
+    bad = _write_plan(tmp_path, "version: 1\ntables:\n  public.rp_plan:\n    rules:\n"
+                                "      - do: {action: keep, node: n9}\n", "bad.yaml")
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 5 WHERE id = 1"])
+    path, _ = diff_table(TABLE)
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(bad))
+    assert_error(run, "rule 1", "node n9")
