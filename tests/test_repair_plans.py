@@ -10,11 +10,13 @@ what a new diff still finds.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
-from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, repair
+from repair_helpers import NODES, Nodes, ace, assert_error, diff_table
 
 from ace_shared.errors import RepairPlanError
 from ace_shared.repair.plans.condition import Condition, Version
@@ -350,3 +352,50 @@ def test_a_plan_excludes_the_other_repair_modes(nodes: Nodes, tmp_path: Path) ->
     run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
               str(bad))
     assert_error(run, "rule 1", "node n9")
+
+
+def test_a_row_changed_while_the_plan_is_applied_rolls_every_node_back(
+        nodes: Nodes, tmp_path: Path) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id IN (1, 2)"])
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, f"version: 1\ndefault: {{action: keep, node: n1}}\n"
+                                 f"tables: {{{TABLE}: {{}}}}\n")
+    # another session holds row 2 on n2, changed but not yet committed: the check before
+    # the repair still reads the row the plan saw, the repair's own check waits for it
+    other = psycopg2.connect(nodes.dsn("n2"))
+    try:
+        with other.cursor() as cur:
+            cur.execute("UPDATE rp_plan SET qty = 55 WHERE id = 2")
+        timer = threading.Timer(1.5, other.commit)
+        timer.start()
+        run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path),
+                  "--repair-plan", str(plan))
+        timer.join()
+    finally:
+        other.close()
+    assert_error(run, "key 2 changed on node n2 while the plan was being applied")
+    assert _rows(nodes, "n2")[1][1] == 99 and _rows(nodes, "n2")[2][1] == 55
+
+
+def test_the_report_says_which_rule_decided_each_row(nodes: Nodes, tmp_path: Path) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id IN (1, 2)",
+                         "DELETE FROM rp_plan WHERE id = 3"])
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, f"""
+version: 1
+default: {{action: keep, node: n1}}
+tables:
+  {TABLE}:
+    overrides:
+      - {{name: mine, keys: [2], do: {{action: keep, node: n2}}}}
+""")
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan), "--generate-report")
+    assert run.code == 0, run.stderr
+    report = json.loads(run.path_after("Report").read_text())
+    decided = {(node, r["id"]): r["_ace_rule"] for node, c in report["changes"].items()
+               for cat in ("inserted", "updated", "deleted") for r in c.get(cat, [])}
+    assert decided == {("n2", "1"): "the plan's default", ("n2", "3"): "the plan's default",
+                       ("n1", "2"): 'override 1 "mine"', ("n3", "2"): 'override 1 "mine"'}
+    assert [r["rule"] for r in report["plan_rules"]][:2] == ['override 1 "mine"',
+                                                              "the plan's default"]

@@ -9,7 +9,9 @@ Then the rows to write go into a work spool in the layout the repair's own
 planner makes (:class:`~ace_shared.repair.plan.NodeWork`), and
 :func:`~ace_shared.repair.apply.apply_repairs` writes them: one transaction
 per node, replication silenced, as the caller's own role, owner code refused,
-all nodes committed or none. A row the table refuses (a constraint) fails the
+all nodes committed or none. Each node's transaction first checks its
+rows again, locked, so none can change between that check and the writes. A
+row the table refuses (a constraint) fails the
 repair before anything is committed; the error names the rule whose row it was
 when one rule wrote every row of that node, and all the rules that wrote there
 otherwise.
@@ -28,19 +30,29 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import connection, cursor
 
 from ace_shared.difffile.file import DiffFile
 from ace_shared.difffile.spool import CACHE_KB, key_text
 from ace_shared.errors import RepairError, RepairPlanError
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors
+from ace_shared.nodes.failures import what_failed
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import read_shape
-from ace_shared.repair.apply import ApplyOptions, NodeOutcome, apply_repairs, generated_columns
+from ace_shared.repair.apply import (
+    ApplyOptions,
+    NodeOutcome,
+    NodeRepair,
+    apply_repairs,
+    generated_columns,
+)
 from ace_shared.repair.plan import OP_DELETE, OP_UPSERT, NodeWork
 from ace_shared.repair.plans.decide import key_words
 from ace_shared.repair.plans.resolved import read_lines
 from ace_shared.repair.queries import (
     COPY_CHUNK,
+    STAGE,
     STATE_ABSENT,
     STATE_SAME,
     LineStream,
@@ -51,6 +63,9 @@ from ace_shared.repair.queries import (
 )
 
 SAMPLE_STALE = 20
+# beside each row the report lists: the rule that decided it (never a column: staging
+# and the writes read the table's columns by name only)
+RULE_FIELD = "_ace_rule"
 
 
 class WorkSpool:
@@ -110,44 +125,82 @@ def load_seen(spool: WorkSpool, resolved: Path, key_names: list[str]) -> int:
     return n
 
 
-def _seen_rows(db: sqlite3.Connection, node: str) -> Iterator[tuple[str, str]]:
-    yield from db.execute("SELECT op, row FROM seen WHERE node = ? ORDER BY seq", (node,))
+def _seen_rows(db: sqlite3.Connection, node: str,
+               fresh_only: bool) -> Iterator[tuple[str, str, str]]:
+    """The ``(op, row, key)`` the plan saw on ``node``; ``fresh_only``: not the stale keys."""
+    unless = " AND key NOT IN (SELECT key FROM stale)" if fresh_only else ""
+    yield from db.execute(f"SELECT op, row, key FROM seen WHERE node = ?{unless} "  # noqa: S608
+                          "ORDER BY seq", (node,))
+
+
+def stale_on(conn: connection, node: str, table: TableName, db: sqlite3.Connection,
+             fresh_only: bool = False, lock: bool = False) -> list[str]:
+    """Keys (as key text) whose row on ``node`` is not the one the plan saw, read in the
+    connection's transaction; ``lock`` holds the rows that are there until it ends."""
+    with conn.cursor() as cur:
+        shape = read_shape(cur, table, node)
+        generated = generated_columns(cur, table)
+        columns = [c for c in shape.columns if c.name not in generated]
+        names = [c.name for c in columns]
+        statements = RepairSql(shape, columns)
+        cur.execute(create_stage(len(columns)))
+        staged = ((op, row) for op, row, _ in _seen_rows(db, node, fresh_only))
+        cur.copy_expert(copy_stage(len(columns)), LineStream(stage_lines(staged, names)),
+                        size=COPY_CHUNK)
+        if lock:
+            cur.execute(statements.lock_staged())
+    stale: list[str] = []
+    with conn.cursor(name="ace_plan_stale") as states:
+        states.itersize = 10_000
+        states.execute(statements.classify())
+        for (op, _row, key), (_ord, state) in zip(_seen_rows(db, node, fresh_only), states,
+                                                  strict=True):
+            want = STATE_SAME if op == OP_UPSERT else STATE_ABSENT
+            if int(state) != want:
+                stale.append(key)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(STAGE)))
+    return stale
 
 
 def check_stale(target: NodeTarget, table: TableName, spool: WorkSpool) -> list[str]:
-    """Keys (as key text) whose row on this node is no longer the one the plan saw."""
+    """Before the repair: the keys whose row on this node changed since the plan saw it."""
     db = sqlite3.connect(spool.path, isolation_level=None)
-    stale: list[str] = []
     with node_errors(target.node):
         conn = connect(target)
         try:
-            with conn.cursor() as cur:
-                shape = read_shape(cur, table, target.node)
-                generated = generated_columns(cur, table)
-                columns = [c for c in shape.columns if c.name not in generated]
-                names = [c.name for c in columns]
-                statements = RepairSql(shape, columns)
-                cur.execute(create_stage(len(columns)))
-                cur.copy_expert(copy_stage(len(columns)),
-                                LineStream(stage_lines(_seen_rows(db, target.node), names)),
-                                size=COPY_CHUNK)
-            with conn.cursor(name="ace_plan_stale") as states:
-                states.itersize = 10_000
-                states.execute(statements.classify())
-                keys = db.execute("SELECT op, key FROM seen WHERE node = ? ORDER BY seq",
-                                  (target.node,))
-                for (op, key), (_ord, state) in zip(keys, states, strict=True):
-                    want = STATE_SAME if op == OP_UPSERT else STATE_ABSENT
-                    if int(state) != want:
-                        stale.append(key)
+            return stale_on(conn, target.node, table, db)
         except psycopg2.Error as exc:
             raise RepairError(f"Checking the plan's rows on node {target.node} failed: "
-                              f"{exc.diag.message_primary or exc}.") from exc
+                              f"{what_failed(exc)}.") from exc
         finally:
             conn.rollback()
             conn.close()
             db.close()
-    return stale
+
+
+class PlanNodeRepair(NodeRepair):
+    """A node's repair that first checks, in its own transaction and with the rows locked,
+    that they are still the ones the plan saw (they may have changed since the check
+    before the repair)."""
+
+    allow_stale = False
+
+    def _work(self, cur: cursor) -> NodeOutcome:
+        if not self.allow_stale:
+            assert self.conn is not None
+            db = sqlite3.connect(self.work.path, isolation_level=None)
+            try:
+                moved = stale_on(self.conn, self.node, self.table, db, fresh_only=True,
+                                 lock=not self.opts.dry_run)
+            finally:
+                db.close()
+            if moved:
+                raise RepairPlanError(
+                    f"Key {key_words(tuple(json.loads(moved[0])))} changed on node "
+                    f"{self.node} while the plan was being applied, so nothing was changed on "
+                    "any node; run the same command again.")
+        return super()._work(cur)
 
 
 def build_work(spool: WorkSpool, resolved: Path, key_names: list[str], nodes: list[str],
@@ -166,14 +219,16 @@ def build_work(spool: WorkSpool, resolved: Path, key_names: list[str], nodes: li
                                           (kt,)).fetchone():
             continue
         applied += 1
+        rule = item.get("rule")
         for node, row in writes.items():
             if row is None:
                 db.execute("INSERT INTO work VALUES (?, ?, ?, ?, ?, ?)",
-                           (node, OP_DELETE, kt, seq, json.dumps(_key_row(key, key_names)),
-                            item.get("rule")))
+                           (node, OP_DELETE, kt, seq,
+                            json.dumps({**_key_row(key, key_names), RULE_FIELD: rule}), rule))
             else:
                 db.execute("INSERT INTO work VALUES (?, ?, ?, ?, ?, ?)",
-                           (node, OP_UPSERT, kt, seq, json.dumps(row), item.get("rule")))
+                           (node, OP_UPSERT, kt, seq, json.dumps({**row, RULE_FIELD: rule}),
+                            rule))
     db.execute("COMMIT")
     present = {n for (n,) in db.execute("SELECT DISTINCT node FROM work")}
     return [NodeWork(n, spool) for n in nodes if n in present], applied  # type: ignore[arg-type]
@@ -186,29 +241,29 @@ def _rules_on(spool: WorkSpool, node: str) -> list[str]:
 
 def apply_plan_work(targets: dict[str, NodeTarget], table: TableName, nodes: list[str],
                     key_names: list[str], columns: list[dict[str, str]], resolved: Path,
-                    opts: ApplyOptions, allow_stale: bool, folder: Path,
+                    opts: ApplyOptions, allow_stale: bool, spool: WorkSpool,
                     progress: Any = None) -> PlanApply:
-    """Check, then write a resolved plan; all nodes committed or none."""
-    spool = WorkSpool(folder)
+    """Check, then write a resolved plan; all nodes committed or none.
+
+    The outcomes' row files (for a report) live in ``spool``'s folder: close it after.
+    """
+    changing = load_seen(spool, resolved, key_names)
+    stale: set[str] = set()
+    if changing:
+        for node in nodes:
+            if node in targets:
+                stale.update(check_stale(targets[node], table, spool))
+    spool.db.executemany("INSERT OR IGNORE INTO stale VALUES (?)", [(k,) for k in stale])
+    works, applied = build_work(spool, resolved, key_names, nodes, allow_stale)
+    diff = DiffFile(resolved, {"primary_key": key_names, "columns": columns}, [],
+                    column_sets={tuple(c["name"] for c in columns)})
+    repair_class = type("PlanRepair", (PlanNodeRepair,), {"allow_stale": allow_stale})
     try:
-        changing = load_seen(spool, resolved, key_names)
-        stale: set[str] = set()
-        if changing:
-            for node in nodes:
-                if node in targets:
-                    stale.update(check_stale(targets[node], table, spool))
-        spool.db.executemany("INSERT OR IGNORE INTO stale VALUES (?)", [(k,) for k in stale])
-        works, applied = build_work(spool, resolved, key_names, nodes, allow_stale)
-        diff = DiffFile(resolved, {"primary_key": key_names, "columns": columns}, [],
-                        column_sets={tuple(c["name"] for c in columns)})
-        try:
-            outcomes = apply_repairs(targets, table, works, diff, opts, progress)
-        except RepairError as exc:
-            raise _name_rules(exc, spool) from exc
-        samples = [json.loads(k) for k in sorted(stale)[:SAMPLE_STALE]]
-        return PlanApply(outcomes, len(stale), samples, applied)
-    finally:
-        spool.close()
+        outcomes = apply_repairs(targets, table, works, diff, opts, progress, repair_class)
+    except RepairError as exc:
+        raise _name_rules(exc, spool) from exc
+    samples = [json.loads(k) for k in sorted(stale)[:SAMPLE_STALE]]
+    return PlanApply(outcomes, len(stale), samples, applied)
 
 
 _REFUSED = re.compile(r"^The repair failed on node (?P<node>\S+): (?P<why>.*?SQLSTATE 2[23]\d{3}\))")

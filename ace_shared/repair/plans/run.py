@@ -24,7 +24,7 @@ from ace_shared.errors import RepairPlanError
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.connection import node_targets
 from ace_shared.repair.apply import ApplyOptions
-from ace_shared.repair.plans.apply import apply_plan_work, stale_words
+from ace_shared.repair.plans.apply import WorkSpool, apply_plan_work, stale_words
 from ace_shared.repair.plans.loader import plan_from_object
 from ace_shared.repair.plans.resolve import require_table, resolve
 from ace_shared.repair.plans.resolved import read_header
@@ -105,19 +105,23 @@ def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
                             ace_login=cluster.database(dbname).user)
         if progress:
             progress(0, len(nodes))
-        applied = apply_plan_work(targets, request.table, nodes, list(header["key"]),
-                                  list(header["columns"]), resolved, opts,
-                                  request.allow_stale, folder, progress)
+        work = WorkSpool(folder)
+        try:
+            applied = apply_plan_work(targets, request.table, nodes, list(header["key"]),
+                                      list(header["columns"]), resolved, opts,
+                                      request.allow_stale, work, progress)
+            finished = datetime.now(timezone.utc)
+            notes = _notes(request, diff, applied, header)
+            report_file = None
+            if request.generate_report:
+                head = report_head(request, task_id, started, finished, notes)
+                head["plan_rules"] = header["rules"]
+                report_file = write_report(settings.output_dir, head, applied.outcomes)
+        finally:
+            work.close()
     finally:
         if cleanup is not None:
             cleanup.unlink(missing_ok=True)
-    finished = datetime.now(timezone.utc)
-    notes = _notes(request, diff, applied, header)
-    report_file = None
-    if request.generate_report:
-        head = report_head(request, task_id, started, finished, notes)
-        head["plan_rules"] = header["rules"]
-        report_file = write_report(settings.output_dir, head, applied.outcomes)
     result = build_result(request, task_id, str(diff.path), applied.outcomes, report_file,
                           started, finished, notes)
     result["plan"] = {"rules": header["rules"], "stale": applied.stale,
