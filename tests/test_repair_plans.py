@@ -18,6 +18,8 @@ import psycopg2
 import pytest
 from repair_helpers import NODES, Nodes, ace, assert_error, diff_table
 
+from ace_api.rest import create_app
+from ace_shared.config import load_settings
 from ace_shared.errors import RepairPlanError
 from ace_shared.repair.plans.condition import Condition, Version
 from ace_shared.repair.plans.decide import Decider, Table
@@ -399,3 +401,55 @@ tables:
                        ("n1", "2"): 'override 1 "mine"', ("n3", "2"): 'override 1 "mine"'}
     assert [r["rule"] for r in report["plan_rules"]][:2] == ['override 1 "mine"',
                                                               "the plan's default"]
+
+
+class _PeerSocket:
+    """Where gunicorn puts the TLS connection: a verified client certificate for ``ace``."""
+
+    def getpeercert(self) -> dict[str, Any]:
+        return {"subject": ((("commonName", "ace"),),)}
+
+
+def _serve_any_role(_cluster: str, _role: str) -> None:
+    """The role gate is tested in test_security_api_identity.py."""
+
+
+def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: Nodes) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET status = 'paid' WHERE id = 1",
+                         "INSERT INTO rp_plan VALUES (300, 'new', 1, '2024-01-01', 'n2 only')"])
+    path, _ = diff_table(TABLE)
+    # an admin sees every diff file (a caller sees only those its own table-diffs wrote)
+    settings = load_settings().with_overrides(API_RATE_LIMIT_STORAGE="memory://",
+                                              API_ADMIN_CNS="ace")
+    client = create_app(settings, _serve_any_role).test_client()
+    plan = {"version": 1, "default": "skip", "tables": {TABLE: {"rules": [
+        {"name": "paid", "when": {"condition": "nodes.n2.status = 'paid'"},
+         "do": {"action": "keep", "node": "n2"}},
+        {"when": {"only_on": "n2"}, "do": "keep_both"}]}}}
+    body = {"cluster_name": "testclus", "table_name": TABLE, "diff_file": str(path),
+            "repair_plan": plan}
+    before = {n: _rows(nodes, n) for n in NODES}
+    answer = client.post("/ace/table-repair/plan", json=body,
+                         environ_base={"gunicorn.socket": _PeerSocket()})
+    assert answer.status_code == 200, answer.json
+    got = answer.json
+    rules = {r["rule"]: r for r in got["rules"]}
+    assert rules['rule 1 "paid"']["writes"] == {"n1": {"insert": 0, "update": 1, "delete": 0},
+                                                 "n3": {"insert": 0, "update": 1, "delete": 0}}
+    assert rules["rule 2"]["matched"] == 1 and got["key_count"] == 2
+    by_key = {tuple(k["key"]): k for k in got["keys"]}
+    assert by_key[("300",)]["write"]["n1"]["note"] == "n2 only"
+    assert by_key[("1",)]["seen"]["n2"]["status"] == "paid"
+    assert Path(got["resolved_plan"]).is_file()
+    assert {n: _rows(nodes, n) for n in NODES} == before
+    bad = client.post("/ace/table-repair/plan", json={**body, "repair_plan": {
+        "version": 1, "tables": {TABLE: {"rules": [{"do": {"action": "keep", "node": "n7"}}]}}}},
+        environ_base={"gunicorn.socket": _PeerSocket()})
+    assert bad.status_code == 400
+    assert bad.json == {"error": "rule 1 of table public.rp_plan names node n7, which the diff "
+                                 "did not compare (n1, n2, n3); fix the plan."}
+    doc = client.get("/ace/swagger.json", environ_base={"gunicorn.socket": _PeerSocket()}).json
+    assert doc["paths"]["/table-repair/plan"]["post"]["summary"].startswith("Resolve a repair")
+    assert doc["definitions"]["TableRepairPlanRequest"]["properties"]["repair_plan"][
+        "type"] == "object"
+    assert "ResolvedPlan" in doc["definitions"]

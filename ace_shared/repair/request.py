@@ -73,6 +73,14 @@ TABLE_REPAIR = Command(
                "resolved, too."),
         NO_WAIT,
     ))
+# The API's dry run of a plan (POST /ace/table-repair/plan): the same options, declared above.
+TABLE_REPAIR_PLAN = Command(
+    "table-repair-plan", "Resolve a repair plan over a diff file and return it; writes nothing.",
+    (CLUSTER_NAME, TABLE_NAME, DIFF_FILE, TABLE_REPAIR.option("dbname"),
+     replace(TABLE_REPAIR.option("repair_plan"), required=True,
+             help="The repair plan, as a JSON object (docs/repair-plans.md).",
+             required_hint=": the plan, as a JSON object")),
+    route="/table-repair/plan")
 BOOL_OPTIONS = tuple(o.name for o in TABLE_REPAIR.api_options if o.kind == BOOL)
 
 MODE_SOURCE = "source_of_truth"

@@ -23,13 +23,14 @@ from ace_shared.difffile.spool import RowSpool
 from ace_shared.errors import RepairPlanError
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.connection import node_targets
+from ace_shared.outputs import new_output_path
 from ace_shared.repair.apply import ApplyOptions
 from ace_shared.repair.plans.apply import WorkSpool, apply_plan_work, stale_words
 from ace_shared.repair.plans.loader import plan_from_object
 from ace_shared.repair.plans.resolve import require_table, resolve
-from ace_shared.repair.plans.resolved import read_header
+from ace_shared.repair.plans.resolved import read_header, read_lines
 from ace_shared.repair.report import build_result, report_head, write_report
-from ace_shared.repair.request import RepairRequest
+from ace_shared.repair.request import RepairRequest, load_repair_inputs
 
 
 def check_resolved_plan(request: RepairRequest) -> RepairRequest:
@@ -50,11 +51,60 @@ def check_resolved_plan(request: RepairRequest) -> RepairRequest:
                    dbname=request.dbname or header.get("database"))
 
 
-def _columns(diff: DiffFile, spool: RowSpool) -> list[dict[str, str]]:
+def _columns(diff: DiffFile) -> list[dict[str, str]]:
     if diff.columns:
         return diff.columns
     raise RepairPlanError(f"The diff file {diff.path} does not record its columns' types, "
                           "which a plan compares by; run table-diff again.")
+
+
+def _resolve(request: RepairRequest, diff: DiffFile, folder: Path, out: Path | None
+             ) -> tuple[Path, dict[str, Any]]:
+    """Resolve the request's plan over the diff file into ``out`` (or a file in ``folder``)."""
+    assert request.repair_plan is not None
+    plan = plan_from_object(request.repair_plan)
+    require_table(plan, request.table.display)
+    key = diff.primary_key
+    if not key:
+        raise RepairPlanError(f"The diff file {diff.path} does not record the table's key, "
+                              "which a plan decides by; run table-diff again.")
+    spool = RowSpool(diff, key, folder=folder)
+    try:
+        target = out or spool.folder / "resolved.jsonl"
+        context = {"cluster_name": request.cluster_name,
+                   "database": request.dbname or diff.database, "diff_file": str(diff.path)}
+        resolution = resolve(plan, diff, spool, request.table.display, _columns(diff), target,
+                             context)
+        if out is None:  # outlive the spool
+            target = Path(shutil.copy(target, folder / f"resolved-{id(spool):x}.jsonl"))
+        return target, resolution.header
+    finally:
+        spool.close()
+
+
+PREVIEW_KEYS = 1000
+
+
+def preview_plan(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A dry run of a plan that reads only the diff file: the resolved plan, saved under
+    ``$ACE_OUTPUT_DIR/plans/`` and returned (its first :data:`PREVIEW_KEYS` keys)."""
+    request, _cluster, diff = load_repair_inputs(raw, settings)
+    if request.repair_plan is None:
+        raise RepairPlanError("repair_plan is required: the plan to resolve, as a JSON object.")
+    out = new_output_path(settings.output_dir, "plans", "resolved")
+    folder = WorkDir.root(settings.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, header = _resolve(request, diff, folder, out)
+    keys = []
+    total = 0
+    for item in read_lines(path):
+        total += 1
+        if len(keys) < PREVIEW_KEYS:
+            keys.append(item)
+    return {"table": header["table"], "cluster_name": header["cluster_name"],
+            "diff_file": header["diff_file"], "nodes": header["nodes"], "key": header["key"],
+            "rules": header["rules"], "keys": keys, "key_count": total,
+            "truncated": total > len(keys), "resolved_plan": str(path)}
 
 
 def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
@@ -64,35 +114,14 @@ def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
     dbname = request.dbname or diff.database
     folder = WorkDir.root(settings.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    cleanup: Path | None = None
     if request.apply_plan:
         resolved = Path(request.apply_plan)
         header = read_header(resolved)
-        cleanup: Path | None = None
     else:
-        assert request.repair_plan is not None
-        plan = plan_from_object(request.repair_plan)
-        require_table(plan, request.table.display)
-        key = diff.primary_key
-        if not key:
-            raise RepairPlanError(f"The diff file {diff.path} does not record the table's key, "
-                                  "which a plan decides by; run table-diff again.")
-        spool = RowSpool(diff, key, folder=folder)
-        try:
-            columns = _columns(diff, spool)
-            out = (Path(request.plan_out).expanduser() if request.plan_out
-                   else spool.folder / "resolved.jsonl")
-            context = {"cluster_name": request.cluster_name, "database": dbname,
-                       "diff_file": str(diff.path)}
-            resolution = resolve(plan, diff, spool, request.table.display, columns, out,
-                                 context)
-            header = resolution.header
-            if request.plan_out:
-                resolved, cleanup = out, None
-            else:  # outlive the spool until applied
-                keep = Path(shutil.copy(out, folder / f"resolved-{task_id}.jsonl"))
-                resolved, cleanup = keep, keep
-        finally:
-            spool.close()
+        out = Path(request.plan_out).expanduser() if request.plan_out else None
+        resolved, header = _resolve(request, diff, folder, out)
+        cleanup = None if out else resolved
     try:
         nodes = [n for n in header["nodes"] if any(n in r.get("writes", {})
                                                    for r in header["rules"])]
