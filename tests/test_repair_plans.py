@@ -453,3 +453,35 @@ def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: N
     assert doc["definitions"]["TableRepairPlanRequest"]["properties"]["repair_plan"][
         "type"] == "object"
     assert "ResolvedPlan" in doc["definitions"]
+
+
+def test_key_ranges_kinds_of_difference_and_the_take_modes(nodes: Nodes, tmp_path: Path) -> None:
+    nodes.execute("n1", ["DELETE FROM rp_plan WHERE id IN (1, 5)",
+                         "UPDATE rp_plan SET note = 'n1 says' WHERE id IN (2, 6, 9)"])
+    nodes.execute("n3", ["DELETE FROM rp_plan WHERE id = 9"])
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, f"""
+version: 1
+tables:
+  {TABLE}:
+    rules:
+      - name: low keys follow n1
+        when: {{key_range: {{to: 2}}}}
+        do: {{action: take, node: n1, mode: replace}}
+      - name: missing ones come back
+        when: {{key_range: {{from: 3, to: 8}}, diff: missing}}
+        do: {{action: take, node: n2, mode: insert_only}}
+      - name: others only fill gaps
+        when: {{diff: [missing]}}
+        do: {{action: take, node: n1, mode: insert_only}}
+    default: skip
+""")
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan))
+    assert run.code == 0, run.stderr
+    rows = {n: _rows(nodes, n) for n in NODES}
+    assert all(1 not in rows[n] for n in NODES)  # replace: n1 lacks it, so it goes
+    assert all(rows[n][2][3] == "n1 says" for n in NODES)
+    assert all(rows[n][5][3] == "n5" for n in NODES)  # insert-only from n2, where missing
+    assert rows["n2"][6][3] == "n6" and rows["n1"][6][3] == "n1 says"  # skipped
+    assert rows["n3"][9][3] == "n1 says" and rows["n2"][9][3] == "n9"  # only the gap filled
