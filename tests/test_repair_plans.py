@@ -20,11 +20,12 @@ from repair_helpers import NODES, Nodes, ace, assert_error, diff_table
 
 from ace_api.rest import create_app
 from ace_shared.config import load_settings
-from ace_shared.errors import RepairPlanError
+from ace_shared.errors import ConfigError, RepairPlanError
 from ace_shared.repair.plans.condition import Condition, Version
 from ace_shared.repair.plans.decide import Decider, Table
 from ace_shared.repair.plans.loader import plan_from_object, plan_from_text
 from ace_shared.repair.plans.schema import schema_text
+from ace_shared.tasks.schedule import scheduled_diffs
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE = "public.rp_plan"
@@ -485,3 +486,19 @@ tables:
     assert all(rows[n][5][3] == "n5" for n in NODES)  # insert-only from n2, where missing
     assert rows["n2"][6][3] == "n6" and rows["n1"][6][3] == "n1 says"  # skipped
     assert rows["n3"][9][3] == "n1 says" and rows["n2"][9][3] == "n9"  # only the gap filled
+
+
+def test_a_scheduled_job_cannot_carry_a_plan() -> None:
+    job = {"name": "nightly", "cluster_name": "c", "table_name": "public.t",
+           "args": {"repair_plan": "/etc/plan.yaml"}}
+    with pytest.raises(ConfigError, match="Scheduled job nightly names repair_plan"):
+        scheduled_diffs((job,), ({"job_name": "nightly", "enabled": True,
+                                  "run_frequency": "1h"},), "5m")
+
+
+def test_every_plan_in_the_documentation_is_a_valid_plan() -> None:
+    text = (REPO / "docs" / "repair-plans.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    assert len(blocks) >= 5
+    for block in blocks:
+        plan_from_text(block, "a plan in docs/repair-plans.md")
