@@ -284,6 +284,7 @@ def test_a_row_changed_after_the_dry_run_is_skipped_and_listed(nodes: Nodes,
     assert ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
                str(plan), "--dry-run", "--plan-out", str(out)).code == 0
     nodes.execute("n2", ["UPDATE rp_plan SET qty = 77 WHERE id = 2"])
+    nodes.execute("n1", ["UPDATE rp_plan SET note = 'late' WHERE id = 3"])  # not a key to fix
     run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
     assert run.code == 0, run.stderr
     assert "1 keys changed on a node since the plan saw them and were skipped: 2" in run.stdout
@@ -291,6 +292,22 @@ def test_a_row_changed_after_the_dry_run_is_skipped_and_listed(nodes: Nodes,
     forced = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out), "--allow-stale")
     assert forced.code == 0, forced.stderr
     assert _rows(nodes, "n2")[2][1] == 2
+
+
+def test_a_row_changed_on_the_node_whose_version_wins_is_stale_too(nodes: Nodes,
+                                                                    tmp_path: Path) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id = 1"])
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, f"version: 1\ndefault: {{action: keep, node: n1}}\n"
+                                 f"tables: {{{TABLE}: {{}}}}\n")
+    out = tmp_path / "r.jsonl"
+    assert ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+               str(plan), "--dry-run", "--plan-out", str(out)).code == 0
+    nodes.execute("n1", ["UPDATE rp_plan SET note = 'late' WHERE id = 1"])
+    run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
+    assert run.code == 0, run.stderr
+    assert "1 keys changed on a node since the plan saw them and were skipped: 1" in run.stdout
+    assert _rows(nodes, "n2")[1][1] == 99
 
 
 def test_a_row_the_table_refuses_fails_before_any_change_naming_the_rule(
@@ -449,6 +466,11 @@ def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: N
     assert bad.status_code == 400
     assert bad.json == {"error": "rule 1 of table public.rp_plan names node n7, which the diff "
                                  "did not compare (n1, n2, n3); fix the plan."}
+    refused = client.post("/ace/table-repair", json={**body, "repair_plan": {"version": 1}},
+                          environ_base={"gunicorn.socket": _PeerSocket()})
+    assert refused.status_code == 400
+    assert refused.json == {"error": "The repair plan: 'tables' is required here; "
+                                     "see docs/repair-plans.md."}
     doc = client.get("/ace/swagger.json", environ_base={"gunicorn.socket": _PeerSocket()}).json
     assert doc["paths"]["/table-repair/plan"]["post"]["summary"].startswith("Resolve a repair")
     assert doc["definitions"]["TableRepairPlanRequest"]["properties"]["repair_plan"][

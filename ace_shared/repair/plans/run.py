@@ -123,8 +123,9 @@ def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
         resolved, header = _resolve(request, diff, folder, out)
         cleanup = None if out else resolved
     try:
-        nodes = [n for n in header["nodes"] if any(n in r.get("writes", {})
-                                                   for r in header["rules"])]
+        # every node: a key's rows are checked on the nodes it is read from too
+        writes = any(r.get("writes") for r in header["rules"])
+        nodes = list(header["nodes"]) if writes else []
         chosen = tuple(cluster.node(n) for n in nodes)
         targets = {t.node: t for t in node_targets(cluster, chosen, dbname, settings,
                                                    request.role)}
