@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from ace_shared.difffile.file import DiffFile
-from ace_shared.difffile.format import Row
-from ace_shared.difffile.spool import RowSpool, decode_row
+from ace_shared.difffile.file import DiffFile, row_key
+from ace_shared.difffile.format import Row, read_rows
+from ace_shared.difffile.spool import RowSpool, decode_row, key_text
 from ace_shared.errors import RepairPlanError
 from ace_shared.repair.plans.condition import Version
 from ace_shared.repair.plans.decide import Decider, Decision, Table, key_words
@@ -45,49 +45,96 @@ UNDETERMINED = "no rule (the diff file does not show every node's version)"
 
 
 def split_meta(row: Row) -> tuple[Row, str | None, str | None]:
-    """A diff-file row without its metadata, and its commit time and origin."""
-    if COMMIT_TS_FIELD not in row and ORIGIN_FIELD not in row:
-        return row, None, None
-    clean = {k: v for k, v in row.items() if k not in META_FIELDS}
-    return clean, row.get(COMMIT_TS_FIELD), row.get(ORIGIN_FIELD)
+    """A diff-file row without the reserved fields, and its commit time and origin.
+
+    Readers that keep the fields among the row's values, and readers that hand them
+    on beside it (as ``row.meta``), are both read.
+    """
+    if COMMIT_TS_FIELD in row or ORIGIN_FIELD in row:
+        clean = {k: v for k, v in row.items() if k not in META_FIELDS}
+        return clean, row.get(COMMIT_TS_FIELD), row.get(ORIGIN_FIELD)
+    meta = getattr(row, "meta", None)
+    if meta is not None:
+        return row, getattr(meta, "commit_ts", None), getattr(meta, "origin", None)
+    return row, None, None
 
 
-def diff_has_meta(diff: DiffFile) -> bool:
-    """Whether the diff was made with commit times (its rows carry the reserved fields)."""
-    return any(COMMIT_TS_FIELD in names for names in diff.column_sets)
+def _has_meta_fields(row: Row) -> bool:
+    return COMMIT_TS_FIELD in row or ORIGIN_FIELD in row or hasattr(row, "meta")
 
 
-def table_of(diff: DiffFile, display: str, key: list[str], columns: list[dict[str, str]]
-             ) -> Table:
+def plan_needs_meta(plan: Plan, display: str) -> bool:
+    """Whether the plan reads commit times or origins for this table."""
+    tp = plan.for_table(display)
+    actions = [plan.default] + ([tp.default] if tp else [])
+    if tp:
+        actions += [r.action for r in tp.rules] + [o.action for o in tp.overrides]
+        if any(r.selector.condition is not None and r.selector.condition.uses_meta
+               for r in tp.rules):
+            return True
+    return any(a is not None and a.needs_meta for a in actions)
+
+
+def load_meta(spool: RowSpool) -> bool:
+    """Each row's commit time and origin into the spool's ``meta`` table (one more pass over
+    the file); whether the diff was made with them at all."""
+    db = spool.db
+    found = False
+    where = f"the diff file {spool.diff.path}"
+
+    def records() -> Iterator[tuple[int, str, str, str | None, str | None]]:
+        nonlocal found
+        for index, node, row, _ in read_rows(spool.diff.path):
+            if not _has_meta_fields(row):
+                continue
+            found = True
+            clean, ts, origin = split_meta(row)
+            if ts is not None or origin is not None:
+                yield index, node, key_text(row_key(clean, spool.key, where)), ts, origin
+
+    db.execute("BEGIN")
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?, ?)", records())
+    db.execute("COMMIT")
+    return found
+
+
+def table_of(diff: DiffFile, display: str, key: list[str], columns: list[dict[str, str]],
+             has_meta: bool) -> Table:
     return Table(display, list(diff.nodes), list(key),
-                 {c["name"]: value_kind(c["type"]) for c in columns}, diff_has_meta(diff))
+                 {c["name"]: value_kind(c["type"]) for c in columns}, has_meta)
 
 
-def _keys(spool: RowSpool) -> Iterator[tuple[str, list[tuple[int, str, str]]]]:
-    """Each key's rows as ``(pair, node, row text)``, key by key."""
-    cur = spool.db.execute("SELECT key, pair, node, row FROM rows ORDER BY key, seq")
+_META = ("CREATE TABLE IF NOT EXISTS meta (pair INTEGER NOT NULL, node TEXT NOT NULL, "
+         "key TEXT NOT NULL, ts TEXT, origin TEXT, PRIMARY KEY (pair, node, key))")
+Group = list[tuple[int, str, str, str | None, str | None]]
+
+
+def _keys(spool: RowSpool) -> Iterator[tuple[str, Group]]:
+    """Each key's rows as ``(pair, node, row text, commit time, origin)``, key by key."""
+    cur = spool.db.execute(
+        "SELECT r.key, r.pair, r.node, r.row, m.ts, m.origin FROM rows r LEFT JOIN meta m "
+        "ON m.pair = r.pair AND m.node = r.node AND m.key = r.key ORDER BY r.key, r.seq")
     current: str | None = None
-    group: list[tuple[int, str, str]] = []
-    for key, pair, node, row in cur:
+    group: Group = []
+    for key, pair, node, row, ts, origin in cur:
         if key != current and current is not None:
             yield current, group
             group = []
         current = key
-        group.append((pair, node, row))
+        group.append((pair, node, row, ts, origin))
     if current is not None:
         yield current, group
 
 
-def versions_of(diff: DiffFile, nodes: list[str],
-                group: list[tuple[int, str, str]]) -> dict[str, Version] | None:
+def versions_of(diff: DiffFile, nodes: list[str], group: Group) -> dict[str, Version] | None:
     """Every node's version of one key, or None when the file does not show them all."""
-    listed_in = {pair for pair, _, _ in group}
+    listed_in = {g[0] for g in group}
     rows: dict[tuple[int, str], Row] = {}
     meta: dict[str, tuple[str | None, str | None]] = {}
-    for pair, node, text in group:
-        row, ts, origin = split_meta(decode_row(text))
+    for pair, node, text, ts, origin in group:
+        row, own_ts, own_origin = split_meta(decode_row(text))
         rows[(pair, node)] = row
-        meta[node] = (ts, origin)
+        meta[node] = (ts or own_ts, origin or own_origin)
     seen: dict[str, Row | None] = {}
     for pair in listed_in:
         p = diff.pairs[pair]
@@ -132,7 +179,9 @@ def resolve(plan: Plan, diff: DiffFile, spool: RowSpool, table_display: str,
 
     ``context`` goes into the header (cluster, database, diff file).
     """
-    table = table_of(diff, table_display, spool.key, columns)
+    spool.db.execute(_META)
+    has_meta = load_meta(spool) if plan_needs_meta(plan, table_display) else False
+    table = table_of(diff, table_display, spool.key, columns, has_meta)
     decider = Decider(plan.default, plan.for_table(table_display), table)
     counts = {label: RuleCount(label, action) for label, action in decider.labels()}
     counts[UNDETERMINED] = RuleCount(UNDETERMINED, "left as it is")
