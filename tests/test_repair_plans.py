@@ -524,3 +524,21 @@ def test_every_plan_in_the_documentation_is_a_valid_plan() -> None:
     assert len(blocks) >= 5
     for block in blocks:
         plan_from_text(block, "a plan in docs/repair-plans.md")
+
+
+def test_a_node_whose_version_the_diff_does_not_show_leaves_the_key_undecided() -> None:
+    from ace_shared.difffile.file import DiffFile, DiffPair
+    from ace_shared.repair.plans.resolve import versions_of
+
+    diff = DiffFile(Path("d.json"), {"nodes": ["n1", "n2", "n3"]},
+                    [DiffPair("n1", "n2", 0), DiffPair("n1", "n3", 1), DiffPair("n2", "n3", 2)])
+    row = json.dumps(_row())
+    other = json.dumps(_row(qty="2"))
+    # listed by n1/n2 only: n3 agreed with n1 (else n1/n3 would list it) and with n2
+    # (else n2/n3 would) - impossible, so the file is cut short and n3 is unknown
+    assert versions_of(diff, ["n1", "n2", "n3"], [(0, "n1", row, None, None),
+                                                   (0, "n2", other, None, None)]) is None
+    both = versions_of(diff, ["n1", "n2", "n3"], [(0, "n1", row, None, None),
+                                                  (0, "n2", other, None, None),
+                                                  (2, "n2", other, "2024-01-01", "n2")])
+    assert both is not None and both["n3"].row is None and both["n2"].commit_ts == "2024-01-01"

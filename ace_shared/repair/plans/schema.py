@@ -83,7 +83,7 @@ SELECTOR = {
 
 SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
-    "$id": "https://github.com/pgEdge/ace/docs/repair-plan.schema.json",
+    "$id": "repair-plan.schema.json",
     "title": "ACE repair plan",
     "description": "Rules that decide, key by key, which version of a row each node ends with "
                    "(docs/repair-plans.md).",
