@@ -25,6 +25,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,26 +104,50 @@ def _key_row(key: list[str], names: list[str]) -> dict[str, str]:
     return dict(zip(names, key, strict=True))
 
 
-def load_seen(spool: WorkSpool, resolved: Path, key_names: list[str]) -> int:
-    """Stage every changing key's ``seen`` rows per node; return how many keys change."""
+def load_plan(spool: WorkSpool, resolved: Path, key_names: list[str]) -> int:
+    """One pass over the resolved plan: every changing key's ``seen`` rows per node (to
+    check) and its ``write`` rows (the work); return how many keys change."""
+    changing = 0
+
+    def rows() -> Iterator[tuple[str, tuple[Any, ...]]]:
+        nonlocal changing
+        for seq, item in enumerate(read_lines(resolved)):
+            writes = item.get("write") or {}
+            if not writes:
+                continue
+            changing += 1
+            key = [str(k) for k in item["key"]]
+            kt = key_text(tuple(key))
+            bare = _key_row(key, key_names)
+            rule = item.get("rule")
+            for node, row in (item.get("seen") or {}).items():
+                op, seen = (OP_DELETE, bare) if row is None else (OP_UPSERT, row)
+                yield "seen", (node, seq, kt, op, json.dumps(seen))
+            for node, row in writes.items():
+                op, new = (OP_DELETE, bare) if row is None else (OP_UPSERT, row)
+                yield "work", (node, op, kt, seq, json.dumps({**new, RULE_FIELD: rule}), rule)
+
     db = spool.db
     db.execute("BEGIN")
-    n = 0
-    for seq, item in enumerate(read_lines(resolved)):
-        if not item.get("write"):
-            continue
-        n += 1
-        key = [str(k) for k in item["key"]]
-        for node, row in (item.get("seen") or {}).items():
-            if row is None:
-                db.execute("INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
-                           (node, seq, key_text(tuple(key)), OP_DELETE,
-                            json.dumps(_key_row(key, key_names))))
-            else:
-                db.execute("INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
-                           (node, seq, key_text(tuple(key)), OP_UPSERT, json.dumps(row)))
+    for table, chunk in _chunks(rows()):
+        marks = ", ".join("?" * len(chunk[0]))
+        db.executemany(f"INSERT INTO {table} VALUES ({marks})", chunk)  # noqa: S608
     db.execute("COMMIT")
-    return n
+    return changing
+
+
+def _chunks(items: Iterator[tuple[str, tuple[Any, ...]]], size: int = 5000
+            ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Runs of rows bound for the same table, at most ``size`` at a time."""
+    table, chunk = "", []
+    for name, row in items:
+        if (name != table or len(chunk) >= size) and chunk:
+            yield table, chunk
+            chunk = []
+        table = name
+        chunk.append(row)
+    if chunk:
+        yield table, chunk
 
 
 def _seen_rows(db: sqlite3.Connection, node: str,
@@ -203,35 +228,12 @@ class PlanNodeRepair(NodeRepair):
         return super()._work(cur)
 
 
-def build_work(spool: WorkSpool, resolved: Path, key_names: list[str], nodes: list[str],
-               allow_stale: bool) -> tuple[list[NodeWork], int]:
-    """The nodes' work from the plan's ``write`` rows, stale keys left out unless allowed."""
-    db = spool.db
-    db.execute("BEGIN")
-    applied = 0
-    for seq, item in enumerate(read_lines(resolved)):
-        writes = item.get("write") or {}
-        if not writes:
-            continue
-        key = [str(k) for k in item["key"]]
-        kt = key_text(tuple(key))
-        if not allow_stale and db.execute("SELECT 1 FROM stale WHERE key = ?",
-                                          (kt,)).fetchone():
-            continue
-        applied += 1
-        rule = item.get("rule")
-        for node, row in writes.items():
-            if row is None:
-                db.execute("INSERT INTO work VALUES (?, ?, ?, ?, ?, ?)",
-                           (node, OP_DELETE, kt, seq,
-                            json.dumps({**_key_row(key, key_names), RULE_FIELD: rule}), rule))
-            else:
-                db.execute("INSERT INTO work VALUES (?, ?, ?, ?, ?, ?)",
-                           (node, OP_UPSERT, kt, seq, json.dumps({**row, RULE_FIELD: rule}),
-                            rule))
-    db.execute("COMMIT")
-    present = {n for (n,) in db.execute("SELECT DISTINCT node FROM work")}
-    return [NodeWork(n, spool) for n in nodes if n in present], applied  # type: ignore[arg-type]
+def node_works(spool: WorkSpool, nodes: list[str], allow_stale: bool) -> list[NodeWork]:
+    """The nodes' work, the stale keys taken out on every node unless allowed."""
+    if not allow_stale:
+        spool.db.execute("DELETE FROM work WHERE key IN (SELECT key FROM stale)")
+    present = {n for (n,) in spool.db.execute("SELECT DISTINCT node FROM work")}
+    return [NodeWork(n, spool) for n in nodes if n in present]  # type: ignore[arg-type]
 
 
 def _rules_on(spool: WorkSpool, node: str) -> list[str]:
@@ -247,14 +249,17 @@ def apply_plan_work(targets: dict[str, NodeTarget], table: TableName, nodes: lis
 
     The outcomes' row files (for a report) live in ``spool``'s folder: close it after.
     """
-    changing = load_seen(spool, resolved, key_names)
+    changing = load_plan(spool, resolved, key_names)
     stale: set[str] = set()
-    if changing:
-        for node in nodes:
-            if node in targets:
-                stale.update(check_stale(targets[node], table, spool))
+    checked = [n for n in nodes if n in targets] if changing else []
+    if checked:  # every node at once, each on its own connection
+        with ThreadPoolExecutor(max_workers=len(checked),
+                                thread_name_prefix="ace-plan-check") as pool:
+            for found in pool.map(lambda n: check_stale(targets[n], table, spool), checked):
+                stale.update(found)
     spool.db.executemany("INSERT OR IGNORE INTO stale VALUES (?)", [(k,) for k in stale])
-    works, applied = build_work(spool, resolved, key_names, nodes, allow_stale)
+    works = node_works(spool, nodes, allow_stale)
+    applied = changing if allow_stale else changing - len(stale)
     diff = DiffFile(resolved, {"primary_key": key_names, "columns": columns}, [],
                     column_sets={tuple(c["name"] for c in columns)})
     repair_class = type("PlanRepair", (PlanNodeRepair,), {"allow_stale": allow_stale})

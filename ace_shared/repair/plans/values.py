@@ -60,6 +60,10 @@ _FALSE = {"f", "false", "no", "off", "0", "n"}
 
 def _timestamp(text: str) -> datetime:
     """PostgreSQL's output (``2024-01-02 03:04:05.6+00``) or ISO 8601 (``...T...Z``)."""
+    try:
+        return datetime.fromisoformat(text)  # most texts, on Python 3.11 and later
+    except ValueError:
+        pass
     t = text.strip().replace("T", " ", 1)
     if t.endswith("Z"):
         t = t[:-1] + "+00:00"
