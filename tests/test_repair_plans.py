@@ -542,3 +542,22 @@ def test_a_node_whose_version_the_diff_does_not_show_leaves_the_key_undecided() 
                                                   (0, "n2", other, None, None),
                                                   (2, "n2", other, "2024-01-01", "n2")])
     assert both is not None and both["n3"].row is None and both["n2"].commit_ts == "2024-01-01"
+
+
+def test_ties_on_the_nodes_are_counted_skipped_or_refused(nodes: Nodes, tmp_path: Path) -> None:
+    # same updated_at, different contents: a tie; key 2 is fresher on n2: no tie
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 7 WHERE id = 1",
+                         "UPDATE rp_plan SET qty = 8, updated_at = '2024-06-01 00:00+00' "
+                         "WHERE id = 2"])
+    path, _ = diff_table(TABLE)
+    text = (f"version: 1\ntables:\n  {TABLE}:\n    default: {{action: freshest, "
+            "by: {column: updated_at}, tie: TIE}\n")
+    refused = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+                  str(_write_plan(tmp_path, text.replace("TIE", "fail"), "fail.yaml")))
+    assert_error(refused, "the table's default", "tie for key 1: nodes n1, n2, n3")
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(_write_plan(tmp_path, text.replace("TIE", "skip"), "skip.yaml")))
+    assert run.code == 0, run.stderr
+    assert "matched 2 keys (1 ties, 1 skipped)" in run.stdout
+    assert [_rows(nodes, n)[1][1] for n in NODES] == [1, 7, 1]  # left for a person
+    assert [_rows(nodes, n)[2][1] for n in NODES] == [8, 8, 8]
