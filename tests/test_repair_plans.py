@@ -16,11 +16,11 @@ from typing import Any
 
 import psycopg2
 import pytest
-from repair_helpers import NODES, Nodes, ace, assert_error, diff_table
+from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, repair
 
 from ace_api.rest import create_app
 from ace_shared.config import load_settings
-from ace_shared.errors import ConfigError, RepairPlanError
+from ace_shared.errors import ConfigError, PermissionDeniedError, RepairPlanError
 from ace_shared.repair.plans.condition import Condition, Version
 from ace_shared.repair.plans.decide import Decider, Table
 from ace_shared.repair.plans.loader import plan_from_object, plan_from_text
@@ -561,3 +561,48 @@ def test_ties_on_the_nodes_are_counted_skipped_or_refused(nodes: Nodes, tmp_path
     assert "matched 2 keys (1 ties, 1 skipped)" in run.stdout
     assert [_rows(nodes, n)[1][1] for n in NODES] == [1, 7, 1]  # left for a person
     assert [_rows(nodes, n)[2][1] for n in NODES] == [8, 8, 8]
+
+
+@pytest.fixture
+def plan_roles(nodes: Nodes) -> Any:
+    drop = ["DROP OWNED BY rpp_writer, rpp_reader", "DROP ROLE rpp_writer",
+            "DROP ROLE rpp_reader"]
+    for node in NODES:
+        if nodes.query(node, "SELECT count(*) FROM pg_roles "
+                             "WHERE rolname IN ('rpp_writer', 'rpp_reader')")[0][0] == 2:
+            nodes.execute_as_admin(node, drop)
+        nodes.execute_as_admin(node, ["CREATE ROLE rpp_writer", "CREATE ROLE rpp_reader",
+                                      "GRANT ALL ON rp_plan TO rpp_writer",
+                                      "GRANT SELECT ON rp_plan TO rpp_reader"])
+    for role in ("rpp_writer", "rpp_reader"):
+        nodes.cluster.serve_role(role, repair=True)
+    yield
+    for node in NODES:
+        nodes.execute_as_admin(node, drop)
+
+
+@pytest.mark.usefixtures("plan_roles")
+def test_a_plan_repairs_as_the_requesting_role_with_replication_silenced(nodes: Nodes) -> None:
+    nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id = 1",
+                         "CREATE TABLE IF NOT EXISTS rp_who (who text, srr text)",
+                         "GRANT ALL ON rp_who TO rpp_writer",
+                         "CREATE OR REPLACE FUNCTION rp_who() RETURNS trigger LANGUAGE plpgsql "
+                         "AS $$ BEGIN INSERT INTO public.rp_who VALUES (current_user, "
+                         "current_setting('session_replication_role')); RETURN NULL; END $$",
+                         "CREATE TRIGGER rp_who AFTER UPDATE ON rp_plan FOR EACH ROW "
+                         "EXECUTE FUNCTION rp_who()",
+                         "ALTER TABLE rp_plan ENABLE ALWAYS TRIGGER rp_who"])
+    try:
+        path, _ = diff_table(TABLE)
+        plan = {"version": 1, "default": {"action": "keep", "node": "n1"},
+                "tables": {TABLE: {}}}
+        before = {n: _rows(nodes, n) for n in NODES}
+        with pytest.raises(PermissionDeniedError, match="node n2"):
+            repair(TABLE, path, repair_plan=plan, role="rpp_reader")
+        assert {n: _rows(nodes, n) for n in NODES} == before
+        repair(TABLE, path, repair_plan=plan, role="rpp_writer")
+        assert _rows(nodes, "n2")[1][1] == 1
+        assert nodes.query("n2", "SELECT who, srr FROM rp_who") == [("rpp_writer", "replica")]
+    finally:
+        nodes.execute("n2", ["DROP TABLE IF EXISTS rp_who", "DROP FUNCTION IF EXISTS rp_who() "
+                             "CASCADE"])
