@@ -235,9 +235,9 @@ def load_repair_inputs(raw: dict[str, Any], settings: Settings,
                        style: Style = "api") -> tuple[RepairRequest, Cluster, DiffFile]:
     """Validate a request against its cluster and its diff file's summary."""
     request = check_repair_options(raw, style)
-    if request.apply_plan:
-        from ace_shared.repair.plans.run import check_resolved_plan
-        request = check_resolved_plan(request)
+    if request.apply_plan:  # the resolved plan holds all it needs: its diff file may be gone
+        from ace_shared.repair.plans.run import open_resolved_plan
+        return open_resolved_plan(request, settings)
     cluster, diff = open_for_table(settings, request.cluster_name, request.table,
                                    request.dbname, request.diff_file)
     if request.source_of_truth:

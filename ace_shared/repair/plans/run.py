@@ -18,10 +18,10 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.workdir import WorkDir
-from ace_shared.difffile.file import DiffFile
+from ace_shared.difffile.file import DiffFile, check_diff_nodes
 from ace_shared.difffile.spool import RowSpool
 from ace_shared.errors import RepairPlanError
-from ace_shared.nodes.cluster import Cluster
+from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.connection import node_targets
 from ace_shared.outputs import new_output_path
 from ace_shared.repair.apply import ApplyOptions
@@ -33,9 +33,10 @@ from ace_shared.repair.report import build_result, report_head, write_report
 from ace_shared.repair.request import RepairRequest, load_repair_inputs
 
 
-def check_resolved_plan(request: RepairRequest) -> RepairRequest:
-    """The resolved plan exists, is one, and is for this cluster and table; its diff file
-    stands in for one not given."""
+def open_resolved_plan(request: RepairRequest, settings: Settings
+                       ) -> tuple[RepairRequest, Cluster, DiffFile]:
+    """A resolved plan for this cluster and table, its nodes still the cluster's; its header
+    stands in for the diff file it was resolved from (which may be gone by now)."""
     assert request.apply_plan is not None
     path = Path(request.apply_plan).expanduser().resolve()
     header = read_header(path)
@@ -46,9 +47,15 @@ def check_resolved_plan(request: RepairRequest) -> RepairRequest:
         raise RepairPlanError(f"The resolved plan {path} is for cluster "
                               f"{header.get('cluster_name')}, not {request.cluster_name}; "
                               "pass the matching plan.")
-    return replace(request, apply_plan=str(path),
-                   diff_file=request.diff_file or str(header.get("diff_file") or ""),
-                   dbname=request.dbname or header.get("database"))
+    cluster = load_cluster(settings.cluster_dir, request.cluster_name)
+    dbname = request.dbname or header.get("database")
+    cluster.database(dbname)
+    stand_in = DiffFile(Path(str(header.get("diff_file") or path)),
+                        {"nodes": header["nodes"], "database": dbname,
+                         "primary_key": header["key"], "columns": header["columns"]}, [])
+    check_diff_nodes(stand_in, [n.name for n in cluster.nodes], cluster.name)
+    return (replace(request, apply_plan=str(path), dbname=dbname,
+                    diff_file=str(stand_in.path)), cluster, stand_in)
 
 
 def _columns(diff: DiffFile) -> list[dict[str, str]]:
