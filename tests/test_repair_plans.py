@@ -607,3 +607,25 @@ def test_a_plan_repairs_as_the_requesting_role_with_replication_silenced(nodes: 
     finally:
         nodes.execute("n2", ["DROP TABLE IF EXISTS rp_who", "DROP FUNCTION IF EXISTS rp_who() "
                              "CASCADE"])
+
+
+def test_conditions_read_each_versions_commit_time_and_origin() -> None:
+    plan = f"""
+version: 1
+tables:
+  {TABLE}:
+    rules:
+      - name: came from n3
+        when: {{condition: "origin(n2) = 'n3' AND commit_ts(n2) > commit_ts(n1)"}}
+        do: {{action: keep, node: n2}}
+    default: skip
+"""
+    with pytest.raises(RepairPlanError, match='rule 1 "came from n3" .* without commit times'):
+        _decider(plan)
+    decider = _decider(plan, meta=True)
+    late = {"n1": Version(_row(), "2024-05-01 10:00:00+00", "n1"),
+            "n2": Version(_row(qty="5"), "2024-05-01 11:00:00+00", "n3")}
+    assert decider.decide(("1",), late).writes == {"n1": _row(qty="5")}
+    early = {"n1": Version(_row(), "2024-05-01 12:00:00+00", "n1"),
+             "n2": Version(_row(qty="5"), "2024-05-01 11:00:00+00", "n3")}
+    assert decider.decide(("1",), early).rule == "the table's default"
