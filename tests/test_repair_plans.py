@@ -132,7 +132,7 @@ def test_a_tie_is_never_settled_silently() -> None:
     v = {"n1": Version(_row(qty="1")), "n2": Version(_row(qty="2"))}  # same updated_at
     plan = (f"version: 1\ntables:\n  {TABLE}:\n    default: {{action: freshest, "
             "by: {column: updated_at}, tie: TIE}\n")
-    with pytest.raises(RepairPlanError, match="tie for key 1: nodes n1, n2"):
+    with pytest.raises(RepairPlanError, match="tie for key 1: nodes n1 and n2"):
         _decider(plan.replace("TIE", "fail")).decide(("1",), v)
     skipped = _decider(plan.replace("TIE", "skip")).decide(("1",), v)
     assert skipped.writes == {} and skipped.tie == "skipped"
@@ -288,7 +288,7 @@ def test_a_row_changed_after_the_dry_run_is_skipped_and_listed(nodes: Nodes,
     path.unlink()  # the resolved plan holds all it needs
     run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
     assert run.code == 0, run.stderr
-    assert "1 keys changed on a node since the plan saw them and were skipped: 2" in run.stdout
+    assert "1 key changed on a node since the plan saw it and was skipped: 2" in run.stdout
     assert _rows(nodes, "n2")[1][1] == 1 and _rows(nodes, "n2")[2][1] == 77
     forced = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out), "--allow-stale")
     assert forced.code == 0, forced.stderr
@@ -307,7 +307,7 @@ def test_a_row_changed_on_the_node_whose_version_wins_is_stale_too(nodes: Nodes,
     nodes.execute("n1", ["UPDATE rp_plan SET note = 'late' WHERE id = 1"])
     run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
     assert run.code == 0, run.stderr
-    assert "1 keys changed on a node since the plan saw them and were skipped: 1" in run.stdout
+    assert "1 key changed on a node since the plan saw it and was skipped: 1" in run.stdout
     assert _rows(nodes, "n2")[1][1] == 99
 
 
@@ -459,14 +459,15 @@ def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: N
     by_key = {tuple(k["key"]): k for k in got["keys"]}
     assert by_key[("300",)]["write"]["n1"]["note"] == "n2 only"
     assert by_key[("1",)]["seen"]["n2"]["status"] == "paid"
-    assert Path(got["resolved_plan"]).is_file()
+    assert got["resolved_plan"].startswith("plans/")  # inside the output directory
+    assert (settings.output_dir / got["resolved_plan"]).is_file()
     assert {n: _rows(nodes, n) for n in NODES} == before
     bad = client.post("/ace/table-repair/plan", json={**body, "repair_plan": {
         "version": 1, "tables": {TABLE: {"rules": [{"do": {"action": "keep", "node": "n7"}}]}}}},
         environ_base={"gunicorn.socket": _PeerSocket()})
     assert bad.status_code == 400
     assert bad.json == {"error": "rule 1 of table public.rp_plan names node n7, which the diff "
-                                 "did not compare (n1, n2, n3); fix the plan."}
+                                 "did not compare (n1, n2 and n3); fix the plan."}
     refused = client.post("/ace/table-repair", json={**body, "repair_plan": {"version": 1}},
                           environ_base={"gunicorn.socket": _PeerSocket()})
     assert refused.status_code == 400
@@ -555,11 +556,11 @@ def test_ties_on_the_nodes_are_counted_skipped_or_refused(nodes: Nodes, tmp_path
             "by: {column: updated_at}, tie: TIE}\n")
     refused = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
                   str(_write_plan(tmp_path, text.replace("TIE", "fail"), "fail.yaml")))
-    assert_error(refused, "the table's default", "tie for key 1: nodes n1, n2, n3")
+    assert_error(refused, "the table's default", "tie for key 1: nodes n1, n2 and n3")
     run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
               str(_write_plan(tmp_path, text.replace("TIE", "skip"), "skip.yaml")))
     assert run.code == 0, run.stderr
-    assert "matched 2 keys (1 ties, 1 skipped)" in run.stdout
+    assert "matched 2 keys (1 tie, 1 skipped)" in run.stdout
     assert [_rows(nodes, n)[1][1] for n in NODES] == [1, 7, 1]  # left for a person
     assert [_rows(nodes, n)[2][1] for n in NODES] == [8, 8, 8]
 

@@ -76,5 +76,5 @@ def test_a_plan_does_on_the_fleet_what_it_does_in_process(fleet: Fleet, pg_clust
     in_process = _run(fleet, pg_cluster, plan, False)
     assert on_fleet == in_process
     text, rows = on_fleet
-    assert 'rule 1 "extra rows stay": keep both, matched 1 keys' in text
+    assert 'rule 1 "extra rows stay": keep both, matched 1 key' in text
     assert rows[0] == rows[1] == rows[2] and (900, "extra") in rows[0] and (3, "v3") in rows[0]

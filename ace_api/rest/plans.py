@@ -42,7 +42,8 @@ def _answer(ns: Namespace) -> Model:
                                        "node's row as seen, and the rows to write (null: "
                                        "delete)."),
         "key_count": fields.Integer(), "truncated": fields.Boolean(),
-        "resolved_plan": fields.String(description="The whole resolved plan, saved."),
+        "resolved_plan": fields.String(description="The whole resolved plan, saved (its path "
+                                                   "inside the ACE output directory)."),
     })
 
 

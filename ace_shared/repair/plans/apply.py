@@ -62,6 +62,7 @@ from ace_shared.repair.queries import (
     create_stage,
     stage_lines,
 )
+from ace_shared.words import and_list
 
 SAMPLE_STALE = 20
 # beside each row the report lists: the rule that decided it (never a column: staging
@@ -284,13 +285,14 @@ def _name_rules(exc: RepairError, spool: WorkSpool) -> RepairError:
     rules = _rules_on(spool, node)
     if not rules:
         return exc
-    said = (rules[0] if len(rules) == 1 else "one of " + ", ".join(rules))
+    said = (rules[0] if len(rules) == 1 else "rules " + and_list(rules))
     return RepairPlanError(f"The plan's {said} writes a row that node {node} refuses "
                            f"({m.group('why')}), so nothing was changed on any node; fix that "
                            "rule and run the plan again.")
 
 
 def stale_words(keys: list[list[str]], total: int) -> str:
-    shown = ", ".join(key_words(tuple(k)) for k in keys)
-    more = f" and {total - len(keys)} more" if total > len(keys) else ""
-    return shown + more
+    words = [key_words(tuple(k)) for k in keys]
+    if total > len(words):
+        return ", ".join(words) + f" and {total - len(words):,} more"
+    return and_list(words)

@@ -39,6 +39,7 @@ from ace_shared.repair.plans.values import (
     parse_literal,
     parse_value,
 )
+from ace_shared.words import and_list
 
 COMMIT_TS = "commit_ts"
 ORIGIN = "origin"
@@ -340,7 +341,7 @@ class Condition:
             node = x.node if isinstance(x, (Ref, Present)) else None
             if node is not None and node not in nodes:
                 raise ConditionError(f"names node {node}, which the diff did not compare "
-                                     f"(it compared {', '.join(nodes)})")
+                                     f"(it compared {and_list(nodes)})")
             if isinstance(x, Ref) and not x.meta:
                 if x.column not in kinds:
                     raise ConditionError(f"names column {x.column}, which the table does not "

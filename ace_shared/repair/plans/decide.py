@@ -47,6 +47,7 @@ from ace_shared.repair.plans.values import (
     parse_literal,
     parse_value,
 )
+from ace_shared.words import and_list, nodes_phrase
 
 GLOBAL_DEFAULT = "the plan's default"
 TABLE_DEFAULT = "the table's default"
@@ -148,7 +149,7 @@ def no_meta(label: str, table: Table) -> str:
 def _known_node(node: str, table: Table, label: str) -> None:
     if node not in table.nodes:
         raise RepairPlanError(f"{label} of table {table.name} names node {node}, which the "
-                              f"diff did not compare ({', '.join(table.nodes)}); fix the plan.")
+                              f"diff did not compare ({and_list(table.nodes)}); fix the plan.")
 
 
 def _tuple_lt(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
@@ -219,9 +220,9 @@ def _break_tie(tied: list[str], rows: Mapping[str, Row], tie: Tie | None, label:
             if node in tied:
                 return node, f"prefer {node}"
     raise RepairPlanError(
-        f"{label} of table {table.name} finds a tie for key {key_words(key)}: nodes "
-        f"{', '.join(tied)} hold different versions equally fresh by {what}"
-        + (f" and none of them is among prefer ({', '.join(tie.prefer)})" if how == "prefer"
+        f"{label} of table {table.name} finds a tie for key {key_words(key)}: "
+        f"{nodes_phrase(tied)} hold different versions equally fresh by {what}"
+        + (f" and none of them is among prefer ({and_list(tie.prefer)})" if how == "prefer"
            and tie else "") + "; add tie: skip, or tie: {prefer: [nodes]}, to the rule.")
 
 
@@ -258,7 +259,7 @@ def _freshest(action: Action, key: tuple[str, ...], versions: Mapping[str, Versi
     if len(tied) > 1 and how:
         d.tie = how
     if winner is None:
-        d.note = f"tie between {', '.join(tied)} skipped"
+        d.note = f"tie between {and_list(tied)} skipped"
         return
     d.writes = _everywhere(rows[winner], versions)
     d.note = f"{winner}'s version is the freshest"
@@ -274,7 +275,8 @@ def _merge_column(rule: ColumnRule, col: str, rows: dict[str, Row],
                 return rows[node].get(col)
         raise RepairPlanError(
             f"{label} of table {table.name} takes column {col} from "
-            f"{', '.join(rule.nodes)}, which all lack key {key_words(key)}; add a node that "
+            f"{and_list(rule.nodes)}, which {'all lack' if len(rule.nodes) > 1 else 'lacks'} "
+            f"key {key_words(key)}; add a node that "
             "has it, or a rule before this one for such keys.")
     set_ = {n: r.get(col) for n, r in rows.items() if r.get(col) is not None}
     if not set_:
@@ -377,7 +379,7 @@ def apply_action(action: Action, key: tuple[str, ...], versions: Mapping[str, Ve
                 if not giver:
                     raise RepairPlanError(
                         f"{label} of table {table.name} keeps key {key_words(key)} on every "
-                        f"node, but nodes {', '.join(rows)} hold different versions of it; add "
+                        f"node, but {nodes_phrase(rows)} hold different versions of it; add "
                         "prefer: [nodes] to say whose version the others get.")
             d.writes = {n: rows[giver] for n in lacking}
     elif action.kind == FRESHEST:

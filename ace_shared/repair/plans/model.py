@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ace_shared.repair.plans.condition import Condition
+from ace_shared.words import and_list
 
 SKIP, DELETE, KEEP_BOTH, KEEP, TAKE, FRESHEST, MERGE = (
     "skip", "delete", "keep_both", "keep", "take", "freshest", "merge")
@@ -27,7 +28,7 @@ class Tie:
     prefer: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        return f"prefer {', '.join(self.prefer)}" if self.how == "prefer" else self.how
+        return f"prefer {and_list(self.prefer)}" if self.how == "prefer" else self.how
 
 
 @dataclass(frozen=True)

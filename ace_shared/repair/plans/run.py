@@ -31,6 +31,7 @@ from ace_shared.repair.plans.resolve import require_table, resolve
 from ace_shared.repair.plans.resolved import read_header, read_lines
 from ace_shared.repair.report import build_result, report_head, write_report
 from ace_shared.repair.request import RepairRequest, load_repair_inputs
+from ace_shared.words import plural
 
 
 def open_resolved_plan(request: RepairRequest, settings: Settings
@@ -171,10 +172,13 @@ def _notes(request: RepairRequest, diff: DiffFile, applied: Any,
            header: dict[str, Any]) -> list[str]:
     notes = []
     if applied.stale:
-        verb = "were written anyway" if request.allow_stale else "were skipped"
+        verb = ("was" if applied.stale == 1 else "were") + (
+            " written anyway" if request.allow_stale else " skipped")
         then = "" if request.allow_stale else "; run table-diff again to decide them anew"
-        notes.append(f"{applied.stale} keys changed on a node since the plan saw them and "
-                     f"{verb}: {stale_words(applied.stale_keys, applied.stale)}{then}.")
+        them = "it" if applied.stale == 1 else "them"
+        notes.append(f"{plural(applied.stale, 'key')} changed on a node since the plan saw "
+                     f"{them} and {verb}: {stale_words(applied.stale_keys, applied.stale)}"
+                     f"{then}.")
     if diff.is_partial:
         notes.append("The diff file is partial (it stopped at MAX_ALLOWED_DIFFS); only the rows "
                      "it lists were decided. Run table-diff again afterwards.")
