@@ -50,8 +50,8 @@ TABLE_REPAIR = Command(
         TABLE_NAME,
         replace(DIFF_FILE, positional_too=True, required=False),
         Option("source_of_truth", TEXT,
-               "Node whose rows are right; required unless {fix_nulls} or {bidirectional} "
-               "is set.",
+               "Node whose rows are right; required unless {fix_nulls}, {bidirectional} or a "
+               "repair plan ({repair_plan}, {apply_plan}) is given.",
                positional_too=True),
         dbname_option("the diff file's"),
         Option("dry_run", BOOL, "Show what would change; write nothing."),
@@ -215,10 +215,11 @@ def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairReq
     if flags["fix_nulls"] or flags["bidirectional"]:
         ignored, source = source, None
     elif not source:
-        fix, both = (TABLE_REPAIR.label(n, style) for n in ("fix_nulls", "bidirectional"))
+        fix, both, plan = (TABLE_REPAIR.label(n, style)
+                           for n in ("fix_nulls", "bidirectional", "repair_plan"))
         raise BadOptionError(f"{TABLE_REPAIR.label('source_of_truth', style)} is required: "
                              f"name the node whose rows are right (only {fix} and {both} "
-                             "repairs need none).")
+                             f"repairs, and a {plan}, need none).")
     return RepairRequest(
         cluster_name=values["cluster_name"], table=parse_table_name(values["table_name"]),
         diff_file=values["diff_file"], source_of_truth=source, dbname=values["dbname"],
