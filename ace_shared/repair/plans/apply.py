@@ -213,12 +213,12 @@ class PlanNodeRepair(NodeRepair):
     allow_stale = False
 
     def _work(self, cur: cursor) -> NodeOutcome:
-        if not self.allow_stale:
+        if not (self.allow_stale or self.opts.dry_run):  # (a dry run was just checked)
             assert self.conn is not None
             db = sqlite3.connect(self.work.path, isolation_level=None)
             try:
                 moved = stale_on(self.conn, self.node, self.table, db, fresh_only=True,
-                                 lock=not self.opts.dry_run)
+                                 lock=True)
             finally:
                 db.close()
             if moved:
