@@ -630,3 +630,44 @@ tables:
     early = {"n1": Version(_row(), "2024-05-01 12:00:00+00", "n1"),
              "n2": Version(_row(qty="5"), "2024-05-01 11:00:00+00", "n3")}
     assert decider.decide(("1",), early).rule == "the table's default"
+
+
+def test_composite_keys_and_quoted_names() -> None:
+    kinds = {"region": "text", "n": "integer", "Unit Price": "number"}  # as values.py reads them
+    plan = plan_from_text("""
+version: 1
+default: skip
+tables:
+  public.rp_plan:
+    overrides:
+      - {keys: [["EU", 7]], do: delete}
+    rules:
+      - name: cheap
+        when: {key_range: {from: ["EU", 2], to: ["EU", 9]},
+               condition: 'nodes.n1."Unit Price" < 10.5'}
+        do: {action: keep, node: n2}
+""", "p")
+    decider = Decider(plan.default, plan.for_table(TABLE),
+                      Table(TABLE, ["n1", "n2"], ["region", "n"], kinds))
+    row = {"region": "EU", "n": "10", "Unit Price": "9.99"}
+    other = {**row, "Unit Price": "11"}
+    v = {"n1": Version(row), "n2": Version(other)}
+    assert decider.decide(("EU", "7"), v).rule == "override 1"
+    assert decider.decide(("EU", "3"), v).rule == 'rule 1 "cheap"'
+    assert decider.decide(("EU", "10"), v).rule == "the plan's default"  # 10 > 9, not '10' < '9'
+    assert decider.decide(("US", "3"), v).rule == "the plan's default"
+    with pytest.raises(RepairPlanError, match="key has 2 columns"):
+        Decider(None, plan_from_text("version: 1\ntables:\n  public.rp_plan:\n    overrides:\n"
+                                     "      - {keys: [7], do: delete}\n", "p").for_table(TABLE),
+                Table(TABLE, ["n1", "n2"], ["region", "n"], kinds))
+
+
+@pytest.mark.parametrize(("type_name", "kind"), [
+    ("integer", "integer"), ("bigint", "integer"), ("numeric(10,2)", "number"),
+    ("double precision", "number"), ("boolean", "boolean"), ("date", "date"),
+    ("timestamp(3) with time zone", "timestamptz"), ("timestamp without time zone", "timestamp"),
+    ("character varying(20)", "text"), ("integer[]", "text"), ("public.mood", "text"),
+])
+def test_values_compare_as_their_columns_types(type_name: str, kind: str) -> None:
+    from ace_shared.repair.plans.values import value_kind
+    assert value_kind(type_name) == kind

@@ -36,7 +36,7 @@ _NUMBER_TYPES = {"numeric", "decimal", "real", "double precision", "float4", "fl
 def value_kind(type_name: str | None) -> str:
     """How values of a column of ``type_name`` (as the diff's summary records it) compare."""
     t = (type_name or "").strip().lower()
-    base = re.sub(r"\(.*?\)", "", t).strip()
+    base = " ".join(re.sub(r"\(.*?\)", " ", t).split())  # timestamp(3) with time zone
     if base in _INT_TYPES:
         return INTEGER
     if base in _NUMBER_TYPES:
