@@ -28,7 +28,7 @@ from ace_shared.difffile.format import Row, read_rows
 from ace_shared.difffile.spool import RowSpool, decode_row, key_text
 from ace_shared.errors import RepairPlanError
 from ace_shared.repair.plans.condition import Version
-from ace_shared.repair.plans.decide import Decider, Decision, Table, key_words
+from ace_shared.repair.plans.decide import Decider, Decision, Table
 from ace_shared.repair.plans.model import Plan
 from ace_shared.repair.plans.resolved import (
     FORMAT,
@@ -155,10 +155,6 @@ class Resolution:
         self.path = path
         self.header = header
 
-    @property
-    def rules(self) -> list[dict[str, Any]]:
-        return list(self.header["rules"])
-
 
 def _count(counts: dict[str, RuleCount], d: Decision, versions: dict[str, Version]) -> None:
     c = counts[d.rule]
@@ -226,5 +222,3 @@ def require_table(plan: Plan, display: str) -> None:
         raise RepairPlanError(f"{plan.origin} has no rules for table {display} and no default; "
                               f"add the table under tables, or a default action.")
 
-
-__all__ = ["resolve", "Resolution", "split_meta", "key_words", "require_table"]
