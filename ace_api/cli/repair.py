@@ -111,6 +111,8 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
                     if counts.get(cat):
                         click.echo(f"  {words[cat].format('').strip()}: "
                                    f"{_keys_line(samples.get(cat, []), counts[cat])}")
+        if result.get("plan"):
+            report_plan(result["plan"], dry)
         for note in result.get("notes", []):
             click.echo(note)
         if result["nodes"] and not dry:
@@ -119,6 +121,22 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
     if result.get("report_file"):
         click.echo(result["report_file"] if quiet else f"Report written to {result['report_file']}")
     return EXIT_SAME
+
+
+def report_plan(plan: dict[str, Any], dry: bool) -> None:
+    """Per rule: how many keys it decided and what it writes (or wrote) on each node."""
+    click.echo("Plan rules (in precedence order):")
+    for rule in plan["rules"]:
+        line = f"  {rule['rule']}: {rule['action']}, matched {plural(rule['matched'], 'key')}"
+        if rule.get("ties"):
+            line += f" ({plural(rule['ties'], 'tie')}, {rule['ties_skipped']} skipped)"
+        click.echo(line)
+        for node, w in rule.get("writes", {}).items():
+            verb = "would " if dry else ""
+            click.echo(f"    {node}: {verb}insert {w['insert']}, {verb}update {w['update']}, "
+                       f"{verb}delete {w['delete']}")
+        if rule.get("sample_keys") and rule.get("writes"):
+            click.echo(f"    keys: {_keys_line(rule['sample_keys'], rule['matched'])}")
 
 
 def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
@@ -130,12 +148,16 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
         task_id = new_task_id("table-repair")
         given, values = _diff_file_here(values, settings, fleet=True)
         request = validate_repair_request(values, settings, "cli")
+        # the plan travels as checked JSON, the diff file as a task id or an upload when
+        # the fleet has a shared store (else as an absolute path)
         result = _on_fleet("table-repair", {**values, "diff_file": _hand_on(
-            given, request.diff_file, task_id)}, settings, values["table_name"], "Repairing",
+            given, request.diff_file, task_id), "repair_plan": request.repair_plan,
+            "apply_plan": request.apply_plan}, settings, values["table_name"], "Repairing",
             "nodes", no_wait, task_id)
         return EXIT_SAME if result is None else report_repair(result, quiet)
     _, values = _diff_file_here(values, settings, fleet=False)
-    check_repair_options(values, "cli")  # the rules between options, in this command's words
+    # the rules between options, in this command's words; a plan file is read here, once
+    values = {**values, "repair_plan": check_repair_options(values, "cli").repair_plan}
     bar = ProgressBar("Repairing", unit="nodes",
                       enabled=not quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:
@@ -223,7 +245,7 @@ def _hand_on(given: str, checked: str, task_id: str) -> str:
     """What the fleet is told of the diff file: with a shared store, the task id it came
     from, or this host's file uploaded for ``task_id``; else the checked path."""
     from ace_shared.tasks.filestore import active_store
-    if active_store() is None:
+    if active_store() is None or not checked:
         return checked
     if is_task_id(given.strip()):
         return given.strip()
