@@ -21,6 +21,8 @@ def _uses_fleet(settings: Settings) -> bool:
 def report_diff(summary: dict[str, Any], quiet: bool) -> int:
     """Print the outcome of a diff and return the exit code."""
     path = summary["diff_file"]
+    if summary.get("commit_ts_note") and not quiet:
+        click.echo(summary["commit_ts_note"], err=True)
     if summary.get("mismatch"):
         if not quiet:
             for pair, count in summary.get("diff_rows_by_pair", {}).items():

@@ -6,6 +6,20 @@
 * the original tool's bare ``{"n1/n2": {...}}``, whose values may be JSON numbers or
   booleans, and whose rows may carry ``_Spock_CommitTS_``-style metadata columns.
 
+Each row this project writes ends with two reserved fields, its provenance on
+that node (see :mod:`ace_shared.diff.provenance`):
+
+* ``_ace_commit_ts``: the commit time of the transaction that last wrote the
+  row, as UTC text (``2026-12-07 14:51:10.123456+00``), or null where unknown
+  (``track_commit_timestamp`` off, a frozen or older row);
+* ``_ace_origin``: the node that transaction came from (the node itself for a
+  local change), or null where unknown.
+
+They are not values of the row: the reader strips them (as it strips the
+original tool's ``_Spock_`` columns) and hands them on as the row's
+:class:`RowMeta`, read with :func:`row_meta`; comparisons and repairs see only
+the table's columns.
+
 A diff file can be far larger than the memory a repair may use, so it is never
 parsed whole: :func:`read_rows` walks its structure by hand and decodes one row
 at a time with the C JSON scanner, over a window of about a megabyte of text.
@@ -38,6 +52,11 @@ RowItem = tuple[int, str, Row, "str | None"]
 
 # The original tool added these commit-metadata columns to every row it wrote.
 METADATA_PREFIX = "_Spock_"
+# This project's two reserved fields, last in every row it writes (see the module's docstring).
+COMMIT_TS_FIELD = "_ace_commit_ts"
+ORIGIN_FIELD = "_ace_origin"
+META_FIELDS = (COMMIT_TS_FIELD, ORIGIN_FIELD)
+_META_MARK = f', "{COMMIT_TS_FIELD}": '
 READ_CHARS = 1 << 20
 ROW_LIMIT = 64 << 20
 USE_TABLE_DIFF = "use a file written by table-diff."
@@ -104,6 +123,47 @@ def row_json(row: Row) -> str:
     return _ENCODE(row)
 
 
+# ----- the reserved provenance fields -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowMeta:
+    """A row's provenance on its node: commit time (UTC text) and origin node, each or None."""
+
+    commit_ts: str | None = None
+    origin: str | None = None
+
+
+NO_META = RowMeta()
+
+
+class MetaRow(dict):  # type: ignore[type-arg]
+    """A row's values (a plain :data:`Row`) that also carries its :class:`RowMeta`."""
+
+    meta: RowMeta = NO_META
+
+
+def row_meta(row: Row | None) -> RowMeta:
+    """The provenance a row was read with (all None for files without it)."""
+    return getattr(row, "meta", NO_META) if row is not None else NO_META
+
+
+def with_meta(text: str, commit_ts: str | None, origin: str | None) -> str:
+    """A row's JSON text (an object of at least one column) with the reserved fields last."""
+    return (text[:-1] + _META_MARK + _ENCODE(commit_ts) + f', "{ORIGIN_FIELD}": '
+            + _ENCODE(origin) + "}")
+
+
+def values_text(text: str) -> str:
+    """A row's JSON text without the reserved fields: what two nodes' rows are compared by.
+
+    The fields are always last; a quote inside a value is escaped, so the mark
+    cannot occur inside one.
+    """
+    at = text.rfind(_META_MARK)
+    return text if at < 0 else text[:at] + "}"
+
+
 # ----- values -------------------------------------------------------------------------------
 
 
@@ -143,6 +203,10 @@ def text_value(value: Any) -> str | None:
 _PLAIN_TYPES = {str, type(None)}
 
 
+def _is_metadata(name: str) -> bool:
+    return name.startswith(METADATA_PREFIX) or name in META_FIELDS
+
+
 def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], bool]) -> Row:
     if not isinstance(raw, dict):
         raise DiffFileError(f"The diff file {path} has a row that is not an object in {where}; "
@@ -150,12 +214,16 @@ def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...
     names = tuple(raw)
     plain = plain_keys.get(names)
     if plain is None:
-        plain = plain_keys[names] = not any(str(k).startswith(METADATA_PREFIX) for k in names)
+        plain = plain_keys[names] = not any(_is_metadata(str(k)) for k in names)
     # this project's files hold only text and nulls: keep such rows as they are (fast)
     if plain and set(map(type, raw.values())) <= _PLAIN_TYPES:
         return raw
-    return {str(k): text_value(v) for k, v in raw.items()
-            if not str(k).startswith(METADATA_PREFIX)}
+    row = MetaRow((str(k), text_value(v)) for k, v in raw.items() if not _is_metadata(str(k)))
+    commit_ts, origin = raw.get(COMMIT_TS_FIELD), raw.get(ORIGIN_FIELD)
+    if commit_ts is not None or origin is not None:
+        row.meta = RowMeta(None if commit_ts is None else str(commit_ts),
+                           None if origin is None else str(origin))
+    return row
 
 
 # ----- reading, streamed --------------------------------------------------------------------
@@ -306,7 +374,8 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
                                 f"{name}; " + USE_TABLE_DIFF)
         if not win.more("}"):
             break
-    layout.column_sets.update(plain)
+    layout.column_sets.update(tuple(n for n in names if not _is_metadata(str(n)))
+                              for names in plain)
 
 
 def _diffs_rows(win: _Window, layout: Layout) -> Iterator[RowItem]:

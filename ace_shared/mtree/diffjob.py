@@ -29,6 +29,7 @@ from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import RangeDiffer, diff_batch
 from ace_shared.diff.job import DiffJob, cut_batches, merge_job
 from ace_shared.diff.local import pool_size, run_batches
+from ace_shared.diff.plan import read_provenance
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, WorkDir
@@ -111,7 +112,9 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
                     block_rows=tree.block_rows, batch_size=max((len(g) for g in groups),
                                                                default=1),
                     max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
-                    work_dir=str(work))
+                    work_dir=str(work),
+                    **read_provenance(job.sessions, settings, request.cluster_name,
+                                      request.origin_filter))
     # rows in the leaves that agree, from the tree; the differing leaves count their own
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
             "output": request.output, "started_at": started, "ranges_total": len(ranges),

@@ -11,7 +11,10 @@ connects to a database. Option rules (each rejection says why):
   that differ, the other never does);
 * ``bidirectional`` needs ``insert_only``: it only ever copies missing rows;
 * ``fix_nulls`` fills NULL columns only, so it excludes ``upsert_only``,
-  ``insert_only`` and ``bidirectional``.
+  ``insert_only`` and ``bidirectional``;
+* ``recovery_mode`` needs no source (it picks one, see
+  :mod:`ace_shared.repair.recovery`), and like ``preserve_origin`` it copies one
+  node's rows to the others, so both exclude ``fix_nulls`` and ``bidirectional``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ TABLE_REPAIR = Command(
         Option("fix_nulls", BOOL, "Fill columns NULL on one node and set on the other."),
         Option("fire_triggers", BOOL, "Let ordinary triggers fire on the repaired nodes "
                "(ENABLE ALWAYS triggers fire either way)."),
+        Option("recovery_mode", BOOL, "After a node failed, from a diff made with "
+               "--against-origin: without {source_of_truth}, take the survivor that received "
+               "most of the failed node's changes; touch only rows that came from it."),
+        Option("preserve_origin", BOOL, "Give each repaired row its source's origin and "
+               "commit time (one transaction per origin and commit time, not one per node)."),
         NO_WAIT,
     ))
 BOOL_OPTIONS = tuple(o.name for o in TABLE_REPAIR.api_options if o.kind == BOOL)
@@ -84,6 +92,8 @@ class RepairRequest:
     bidirectional: bool = False
     fix_nulls: bool = False
     fire_triggers: bool = False
+    recovery_mode: bool = False
+    preserve_origin: bool = False
     role: str | None = None
     ignored_source: str | None = None
 
@@ -127,6 +137,11 @@ def _check_modes(flags: dict[str, bool], style: Style) -> None:
             if flags[other]:
                 raise BadOptionError(f"{fix} cannot be combined with {name(other)}: it only "
                                      "fills NULL columns of rows present on both nodes.")
+    for flag in ("recovery_mode", "preserve_origin"):
+        for other in ("fix_nulls", "bidirectional"):
+            if flags[flag] and flags[other]:
+                raise BadOptionError(f"{name(flag)} cannot be combined with {name(other)}: it "
+                                     "copies one node's rows to the others; choose one.")
     if flags["bidirectional"] and not flags["insert_only"]:
         raise BadOptionError(f"{both} works only with {insert}: it copies rows missing "
                              "on either node to the other and never updates or deletes; add "
@@ -142,7 +157,7 @@ def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairReq
     ignored = None
     if flags["fix_nulls"] or flags["bidirectional"]:
         ignored, source = source, None
-    elif not source:
+    elif not source and not flags["recovery_mode"]:
         fix, both = (TABLE_REPAIR.label(n, style) for n in ("fix_nulls", "bidirectional"))
         raise BadOptionError(f"{TABLE_REPAIR.label('source_of_truth', style)} is required: "
                              f"name the node whose rows are right (only {fix} and {both} "
@@ -162,6 +177,11 @@ def load_repair_inputs(raw: dict[str, Any], settings: Settings,
     request = check_repair_options(raw, style)
     cluster, diff = open_for_table(settings, request.cluster_name, request.table,
                                    request.dbname, request.diff_file)
+    if request.recovery_mode and not diff.summary.get("against_origin"):
+        raise BadOptionError(
+            f"{TABLE_REPAIR.label('recovery_mode', style)} needs a diff file made with "
+            f"{'--against-origin' if style == 'cli' else 'against_origin'} (it names the "
+            "failed node); run table-diff with it first.")
     if request.source_of_truth:
         cluster.node(request.source_of_truth)
         if request.source_of_truth not in diff.nodes:
