@@ -78,6 +78,9 @@ def operator_grants(user: str, dbname: str) -> list[str]:
         f"GRANT {ident(REPAIR_GROUP)} TO {ident(user)}",
         f"GRANT {ident(PRESERVE_GROUP)} TO {ident(user)}",
         f"GRANT SELECT ON pg_catalog.pg_replication_origin_status TO {ident(user)}",
+        # (the view calls this function, whose EXECUTE is checked as the reader)
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() "
+        f"TO {ident(user)}",
         f"GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {ident(dbname)} TO {ident(user)}",
         conninfo_grant(user),
     ]

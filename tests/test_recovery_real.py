@@ -203,10 +203,12 @@ def _repair_cmd(kind: str, diff_file: Path) -> list[str]:
             "--recovery-mode", "--preserve-origin"]
 
 
-def _wait_for_lock_wait(cluster: Any, db: str) -> None:
-    wait_for("the repair to wait on the held row", lambda: _sql(
-        cluster, 1, db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND datname = current_database()")[0][0] >= 1, timeout=60)
+def _wait_for_lock_wait(cluster: Any, db: str, proc: subprocess.Popen[str]) -> None:
+    def waiting() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        return _sql(cluster, 1, db, "SELECT count(*) FROM pg_stat_activity WHERE "
+                    "wait_event_type = 'Lock' AND datname = current_database()")[0][0] >= 1
+    wait_for("the repair to wait on the held row", waiting, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +227,7 @@ def repaired(failed: Any, found: dict[str, Any]) -> dict[str, Any]:
             [sys.executable, "-m", "ace_api", *_repair_cmd(kind, found[kind].diff_path)],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "ACE_NO_PROGRESS": "1"})
-        _wait_for_lock_wait(cluster, db)
+        _wait_for_lock_wait(cluster, db, proc)
         cluster.stop_node(1)
         first = proc.communicate(timeout=120)
         holder.close()

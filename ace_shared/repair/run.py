@@ -25,6 +25,7 @@ from ace_shared.difffile.spool import RowSpool
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.connection import connect, node_errors, node_targets
 from ace_shared.nodes.shape import read_shape
+from ace_shared.options import Style
 from ace_shared.repair.apply import ApplyOptions, apply_repairs
 from ace_shared.repair.origins import OriginRepair, apply_by_origin
 from ace_shared.repair.plan import NodeWork, plan_bidirectional, plan_fix_nulls, plan_from_source
@@ -78,11 +79,14 @@ def _notes(request: RepairRequest, diff: DiffFile, works: list[NodeWork]) -> lis
 
 
 def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: str,
-                     progress: Progress | None = None) -> dict[str, Any]:
-    """Repair a table from a diff file; return a small JSON-safe result."""
+                     progress: Progress | None = None, style: Style = "api") -> dict[str, Any]:
+    """Repair a table from a diff file; return a small JSON-safe result.
+
+    ``style`` names options in errors as the request wrote them (the CLI's ``--dry-run``).
+    """
     started = datetime.now(timezone.utc)
     # the summary is enough to start; the one pass over the rows is the spool's
-    request, cluster, diff = load_repair_inputs(raw_options, settings)
+    request, cluster, diff = load_repair_inputs(raw_options, settings, style)
     dbname = request.dbname or diff.database
     failed = str(diff.summary["against_origin"]) if request.recovery_mode else None
     chose: list[str] = []
