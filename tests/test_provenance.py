@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from diff_helpers import execute, run_ace
 
 from ace_shared.diff.provenance import OriginFilter, parse_until
 from ace_shared.difffile.file import load_diff_header
@@ -59,3 +63,35 @@ def test_a_key_is_kept_when_one_version_matches_both_filters() -> None:
     assert not f.keeps({"n2": (TS, "n2"), "n3": None})
     assert not f.keeps({"n2": ("2026-12-07 14:51:10.123457+00", "n1"), "n3": None})
     assert OriginFilter().keeps({"n2": None, "n3": (None, None)})
+
+
+@pytest.fixture(scope="module")
+def untracked(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two nodes with ``track_commit_timestamp = off``, a table differing in one row."""
+    from localcluster import LocalCluster, free_ports
+    cluster = LocalCluster(tmp_path_factory.mktemp("untracked"), name="untracked",
+                           ports=free_ports(2, 18000, 18499), node_names=("u1", "u2"),
+                           server_settings={"track_commit_timestamp": "off"})
+    cluster.start()
+    try:
+        cluster.write_cluster_json(Path(os.environ["ACE_CLUSTER_DIR"]))
+        for i, v in enumerate(("same", "differs")):
+            execute(cluster.node_dsn(i), ["CREATE TABLE public.pv (id int PRIMARY KEY, v text)",
+                                          f"INSERT INTO public.pv VALUES (1, 'x'), (2, '{v}')"])
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_without_commit_timestamps_the_fields_are_null_and_the_summary_says_so_once(
+        untracked: Any) -> None:
+    run = run_ace("table-diff", "untracked", "public.pv")
+    assert run.code == 1, (run.stdout, run.stderr)
+    doc = run.diff()
+    rows = [r for rs in doc["diffs"]["u1/u2"].values() for r in rs]
+    assert [(r["id"], r["_ace_commit_ts"], r["_ace_origin"]) for r in rows] == [
+        ("2", None, None), ("2", None, None)]
+    note = doc["summary"]["commit_ts_note"]
+    assert note.startswith("track_commit_timestamp is off on u1, u2")
+    assert run.stderr.count("track_commit_timestamp") == 1
+    assert run_ace("table-diff", "untracked", "public.pv", "--against-origin=u1").code == 0

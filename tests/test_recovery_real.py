@@ -10,6 +10,9 @@ most, reconcile what they did on their own, and check with a full diff.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +23,9 @@ from typing import Any
 
 import psycopg2
 import pytest
-from diff_helpers import REPO_ROOT, run_ace
+from api_helpers import ApiServer, make_certs, wait_for_final
+from diff_helpers import REPO_ROOT, AceRun, run_ace
+from fleet_helpers import Fleet, free_port, own_fleet
 from replication_setup import autocommit, cluster_dir, libpq, server_settings, wait_for
 
 CLUSTER = "recovclus"
@@ -29,6 +34,7 @@ KINDS = ("pglogical", "native")
 DB = {"pglogical": "acedb", "native": "natdb"}
 TABLE = "public.rc_t"
 N1_KEYS = {"3", "5", "11", "12"}  # what n1 changed while n2 was cut off
+API_ROLE = "rec_api"
 
 
 def _sql(cluster: Any, i: int, db: str, *statements: str) -> list[tuple[Any, ...]]:
@@ -120,10 +126,35 @@ def failed(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             _sql(cluster, 1, db, "INSERT INTO rc_t VALUES (100, 'local on n2')")
             _sql(cluster, 2, db, "INSERT INTO rc_t VALUES (200, 'local on n3')")
         until = _sql(cluster, 1, "acedb", "SELECT now()::text")[0][0]
+        _serve_api_role(cluster)
         cluster.stop_node(0)
+        _mark_inactive(cluster_dir() / CLUSTER / f"{CLUSTER}.json", "n1")
         yield cluster, until
     finally:
         cluster.stop()
+
+
+def _serve_api_role(cluster: Any) -> None:
+    """A caller of the API that may recover: docs/security.md's grants, in both databases."""
+    cluster.serve_role(API_ROLE, repair=True)
+    for i in range(len(NODES)):
+        _sql(cluster, i, "postgres", f"GRANT pg_read_all_data, pg_write_all_data, "
+             f"ace_preserve_origin TO {API_ROLE}")
+        for db in DB.values():
+            _sql(cluster, i, db,
+                 f"GRANT SELECT ON pg_catalog.pg_replication_origin_status TO {API_ROLE}",
+                 "GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() "
+                 f"TO {API_ROLE}",
+                 f"GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO {API_ROLE}")
+
+
+def _mark_inactive(path: Path, node: str) -> None:
+    """docs/recovery.md: the failed node stays in the cluster file, marked inactive."""
+    doc = json.loads(path.read_text())
+    for group in doc["node_groups"]:
+        if group.get("name") == node:
+            group["is_active"] = False
+    path.write_text(json.dumps(doc, indent=2))
 
 
 def _origin_of(cluster: Any, i: int, db: str, ids: list[int]) -> dict[int, tuple[str, str]]:
@@ -153,11 +184,61 @@ def _keys(doc: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def found(failed: Any) -> dict[str, Any]:
-    """Step 1 of docs/recovery.md on both kinds: what n1 left behind."""
+def rec_fleet(failed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with own_fleet(tmp_path_factory.mktemp("recov-fleet"), ("rw1",), concurrency=2) as fleet:
+        yield fleet
+
+
+@pytest.fixture(scope="module")
+def rec_api(rec_fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    certs = make_certs(tmp_path_factory.mktemp("recov-certs"))
+    server = ApiServer(rec_fleet.env, certs, free_port(), rec_fleet.workdir / "api.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _api(api: ApiServer, endpoint: str, **params: Any) -> dict[str, Any]:
+    session = api.session(API_ROLE)
+    response = session.post(api.url(endpoint), json={"cluster_name": CLUSTER,
+                                                     "table_name": TABLE, **params}, timeout=10)
+    assert response.status_code == 200, response.text
+    doc, _ = wait_for_final(session, api.url(f"/ace/task-status/{response.json()['task_id']}"),
+                            timeout=120)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def found(failed: Any, rec_fleet: Fleet, rec_api: ApiServer) -> dict[str, Any]:
+    """Step 1 of docs/recovery.md: what n1 left behind; in this process, on the fleet (the
+    CLI with a broker) and through the API."""
     _cluster, until = failed
-    return {kind: _diff(kind, "--nodes=n2,n3", "--against-origin=n1", f"--until={until}")
-            for kind in KINDS}
+    args = ("--nodes=n2,n3", "--against-origin=n1", f"--until={until}")
+    out: dict[str, Any] = {kind: _diff(kind, *args) for kind in KINDS}
+    for kind in KINDS:
+        run = rec_fleet.ace("table-diff", CLUSTER, TABLE, f"--dbname={DB[kind]}", *args)
+        out[f"{kind} fleet"] = AceRun(run.returncode, run.stdout, run.stderr)
+        out[f"{kind} api"] = _api(rec_api, "/ace/table-diff", dbname=DB[kind], nodes="n2,n3",
+                                  against_origin="n1", until=until)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("way", ["fleet", "api"])
+def test_the_fleet_and_the_api_find_the_same_rows(found: dict[str, Any], kind: str,
+                                                  way: str) -> None:
+    if way == "fleet":
+        run = found[f"{kind} fleet"]
+        assert run.code == 1, (run.stdout, run.stderr)
+        path = run.diff_path
+    else:
+        doc = found[f"{kind} api"]
+        assert doc["status"] == "COMPLETED", doc.get("error")
+        path = Path(doc["result"]["diff_file"])
+    got = json.loads(Path(path).read_text())
+    assert got["diffs"] == found[kind].diff()["diffs"]  # provenance included
+    assert (got["summary"]["against_origin"], got["summary"]["until"]) == (
+        "n1", found[kind].diff()["summary"]["until"])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -198,6 +279,25 @@ def test_until_before_the_changes_reports_none_of_them(failed: Any, kind: str) -
     assert run.code == 0, (run.stdout, run.stderr)
 
 
+def test_the_csv_and_html_reports_show_commit_time_and_origin(failed: Any) -> None:
+    _cluster, until = failed
+    args = ("--nodes=n2,n3", "--against-origin=n1", f"--until={until}")
+    csv_run, html_run = (_diff("native", *args, f"--output={fmt}") for fmt in ("csv", "html"))
+    reports = []
+    for run in (csv_run, html_run):
+        assert run.code == 1, (run.stdout, run.stderr)
+        line = next(ln for ln in run.stdout.splitlines() if ln.startswith("Report written to "))
+        reports.append(Path(line.removeprefix("Report written to ")).read_text())
+    lines = list(csv.reader(io.StringIO(reports[0])))
+    assert lines[0][-2:] == ["commit_ts", "origin"]
+    on_n3 = {ln[3]: ln for ln in lines[1:] if ln[1] == "n3" and ln[2] != "missing"}
+    assert set(on_n3) == {"3", "11", "12"}
+    assert {ln[-1] for ln in on_n3.values()} == {"n1"}
+    assert all(ln[-2].endswith("+00") for ln in on_n3.values())
+    assert reports[1].count('data-meta="_ace_origin"') == 4  # one line per key, n1 on a side
+    assert "commit time" in reports[1]
+
+
 def _repair_cmd(kind: str, diff_file: Path) -> list[str]:
     return ["table-repair", CLUSTER, TABLE, f"--diff-file={diff_file}", f"--dbname={DB[kind]}",
             "--recovery-mode", "--preserve-origin"]
@@ -212,8 +312,10 @@ def _wait_for_lock_wait(cluster: Any, db: str, proc: subprocess.Popen[str]) -> N
 
 
 @pytest.fixture(scope="module")
-def repaired(failed: Any, found: dict[str, Any]) -> dict[str, Any]:
-    """Step 2 on both kinds: a first repair cut short by n2 stopping, then the same again."""
+def repaired(failed: Any, found: dict[str, Any], rec_fleet: Fleet,
+             rec_api: ApiServer) -> dict[str, Any]:
+    """Step 2 on both kinds: a first repair cut short by n2 stopping, then the same again,
+    on the fleet (pglogical) or through the API (native)."""
     cluster, _ = failed
     out: dict[str, Any] = {}
     for kind in KINDS:
@@ -234,7 +336,16 @@ def repaired(failed: Any, found: dict[str, Any]) -> dict[str, Any]:
         cluster.start_node(1)
         time.sleep(0.5)
         middle = _rows(cluster, 1, db)
-        again = run_ace(*_repair_cmd(kind, found[kind].diff_path))
+        # run again to finish: pglogical's on the fleet, native's through the API
+        if kind == "pglogical":
+            run = rec_fleet.ace(*_repair_cmd(kind, found[kind].diff_path))
+            again = (run.returncode == 0, run.stdout + run.stderr)
+        else:
+            # (the API's own diff of step 1, named by its task id)
+            doc = _api(rec_api, "/ace/table-repair", dbname=db,
+                       diff_file=found[f"{kind} api"]["task_id"], recovery_mode=True,
+                       preserve_origin=True)
+            again = (doc["status"] == "COMPLETED", json.dumps(doc))
         out[kind] = {"first": (proc.returncode, *first), "middle": middle, "again": again,
                      "before": before}
     return out
@@ -249,8 +360,8 @@ def test_an_interrupted_repair_says_what_was_done_and_a_rerun_finishes(
     middle = repaired[kind]["middle"]
     assert 5 not in middle and middle.get(11) == "new 11"  # done before n2 stopped
     assert 12 not in middle  # the held insert died with n2, and the repair's never came
-    again = repaired[kind]["again"]
-    assert again.code == 0, (again.stdout, again.stderr)
+    ok, text = repaired[kind]["again"]
+    assert ok, text
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -258,8 +369,8 @@ def test_recovery_repair_picks_n3_and_keeps_n1_as_origin(
         failed: Any, repaired: dict[str, Any], kind: str) -> None:
     cluster, _ = failed
     db = DB[kind]
-    again = repaired[kind]["again"]
-    assert "repaired from n3" in again.stdout + again.stderr, again.stdout
+    _ok, text = repaired[kind]["again"]
+    assert "repaired from n3" in text, text
     n2, n3 = _rows(cluster, 1, db), _rows(cluster, 2, db)
     assert {k: v for k, v in n2.items() if k != 100} == {k: v for k, v in n3.items() if k != 200}
     assert (n2[100], 200 in n2, n3[200], 100 in n3) == ("local on n2", False, "local on n3",
