@@ -95,3 +95,16 @@ def test_without_commit_timestamps_the_fields_are_null_and_the_summary_says_so_o
     assert note.startswith("track_commit_timestamp is off on u1, u2")
     assert run.stderr.count("track_commit_timestamp") == 1
     assert run_ace("table-diff", "untracked", "public.pv", "--against-origin=u1").code == 0
+
+
+def test_a_rows_text_comes_without_the_fields_however_the_file_is_spaced(
+        tmp_path: Path) -> None:
+    from ace_shared.difffile.format import Layout
+    row = {"id": "1", "v": 'a", "_ace_commit_ts": "x'}
+    stamped = {**row, "_ace_commit_ts": TS, "_ace_origin": "n1"}
+    for spacing in ({}, {"separators": (",", ":")}, {"indent": 1}):
+        path = tmp_path / "d.json"
+        path.write_text(json.dumps({"diffs": {"n1/n2": {"n1": [stamped], "n2": []}}}, **spacing))
+        [(_, _, got, text)] = list(read_rows(path, Layout(texts=True)))
+        assert (dict(got), json.loads(text or "")) == (row, row), spacing
+        assert row_meta(got) == RowMeta(TS, "n1")

@@ -207,23 +207,52 @@ def _is_metadata(name: str) -> bool:
     return name.startswith(METADATA_PREFIX) or name in META_FIELDS
 
 
-def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], bool]) -> Row:
+_UNSTAMPED, _STAMPED, _OTHER = 0, 1, 2  # how a row's names look (see _clean_row)
+
+
+def _kind_of(names: tuple[str, ...]) -> int:
+    rest = names[:-2] if names[-2:] == META_FIELDS else names
+    if any(_is_metadata(str(k)) for k in rest):
+        return _OTHER
+    return _STAMPED if rest is not names else _UNSTAMPED
+
+
+def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], int]) -> Row:
     if not isinstance(raw, dict):
         raise DiffFileError(f"The diff file {path} has a row that is not an object in {where}; "
                             + USE_TABLE_DIFF)
     names = tuple(raw)
-    plain = plain_keys.get(names)
-    if plain is None:
-        plain = plain_keys[names] = not any(_is_metadata(str(k)) for k in names)
+    kind = plain_keys.get(names)
+    if kind is None:
+        kind = plain_keys[names] = _kind_of(names)
     # this project's files hold only text and nulls: keep such rows as they are (fast)
-    if plain and set(map(type, raw.values())) <= _PLAIN_TYPES:
-        return raw
+    if kind != _OTHER and set(map(type, raw.values())) <= _PLAIN_TYPES:
+        if kind == _UNSTAMPED:
+            return raw
+        stamped = MetaRow(raw)  # its two reserved fields last: off the values, as metadata
+        commit_ts, origin = stamped.pop(COMMIT_TS_FIELD), stamped.pop(ORIGIN_FIELD)
+        if commit_ts is not None or origin is not None:
+            stamped.meta = RowMeta(commit_ts, origin)
+        return stamped
     row = MetaRow((str(k), text_value(v)) for k, v in raw.items() if not _is_metadata(str(k)))
     commit_ts, origin = raw.get(COMMIT_TS_FIELD), raw.get(ORIGIN_FIELD)
     if commit_ts is not None or origin is not None:
         row.meta = RowMeta(None if commit_ts is None else str(commit_ts),
                            None if origin is None else str(origin))
     return row
+
+
+def _stamped_text(raw: dict[str, Any], row: Row, written: str) -> str | None:
+    """A row's JSON text without its reserved fields, cut from the file's own text when the
+    row was written as this project writes it (fields last, in order, ``", "`` and
+    ``": "`` between); None otherwise (the caller encodes the row again)."""
+    if len(raw) != len(row) + 2:
+        return None
+    last = reversed(raw)
+    if next(last) != ORIGIN_FIELD or next(last) != COMMIT_TS_FIELD:
+        return None
+    at = written.rfind(_META_MARK)
+    return written[:at] + "}" if at > 0 else None
 
 
 # ----- reading, streamed --------------------------------------------------------------------
@@ -342,7 +371,7 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
     win.pos += 1
     if win.empty("}"):
         return
-    plain: dict[tuple[str, ...], bool] = {}
+    plain: dict[tuple[str, ...], int] = {}
     where = f"pair {name}"
     while True:
         node = win.name("a node name")
@@ -363,6 +392,8 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
                         yield index, node, row, None
                     elif row is raw:  # kept as written: its own text is its JSON
                         yield index, node, row, win.buf[win.start:win.pos]
+                    elif (text := _stamped_text(raw, row, win.buf[win.start:win.pos])):
+                        yield index, node, row, text
                     else:
                         yield index, node, row, row_json(row)
                     if not win.more("]"):
