@@ -61,9 +61,9 @@ TABLE_REPAIR = Command(
         Option("fix_nulls", BOOL, "Fill columns NULL on one node and set on the other."),
         Option("fire_triggers", BOOL, "Let ordinary triggers fire on the repaired nodes "
                "(ENABLE ALWAYS triggers fire either way)."),
-        Option("recovery_mode", BOOL, "After a node failed, from a diff made with "
-               "--against-origin: without {source_of_truth}, take the survivor that received "
-               "most of the failed node's changes; touch only rows that came from it."),
+        Option("recovery_mode", BOOL, "After a node failed (a diff against its origin): "
+               "repair only rows that came from it, from the survivor that received most of "
+               "its changes unless a source of truth is named."),
         Option("preserve_origin", BOOL, "Give each repaired row its source's origin and "
                "commit time (one transaction per origin and commit time, not one per node)."),
         NO_WAIT,
