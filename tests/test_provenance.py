@@ -108,3 +108,18 @@ def test_a_rows_text_comes_without_the_fields_however_the_file_is_spaced(
         [(_, _, got, text)] = list(read_rows(path, Layout(texts=True)))
         assert (dict(got), json.loads(text or "")) == (row, row), spacing
         assert row_meta(got) == RowMeta(TS, "n1")
+
+
+def test_recovery_mode_picks_the_furthest_survivor_and_refuses_a_tie_or_an_unknown() -> None:
+    from ace_shared.errors import RepairError
+    from ace_shared.repair.recovery import choose_survivor
+    best, why = choose_survivor({"n2": "0/1A2A000", "n3": "0/1A2B3C8", "n4": "0/FFFFFF"}, "n1")
+    assert best == "n3"
+    assert why == ("Recovery mode repaired from n3: it applied n1's changes up to 0/1A2B3C8, "
+                   "further than n2 at 0/1A2A000, n4 at 0/FFFFFF.")
+    assert choose_survivor({"n2": "1/0", "n3": "0/FFFFFFFF"}, "n1")[0] == "n2"  # by value
+    for positions, words in (({"n2": "0/10", "n3": "0/10"}, "level at"),
+                             ({"n2": "0/10", "n3": None}, "cannot tell")):
+        with pytest.raises(RepairError, match=words) as raised:
+            choose_survivor(positions, "n1")
+        assert "--source-of-truth" in str(raised.value) and str(raised.value).count(". ") == 0
