@@ -236,11 +236,13 @@ def apply_by_origin(job: OriginRepair, works: list[NodeWork], spool: RowSpool, d
                     raise  # nothing was committed anywhere: the error says so itself
                 # (its "no node was changed" was of this one transaction)
                 exc.message = exc.message.replace(UNCHANGED, "").rstrip()
+                before = works[:done_nodes]
+                repaired = (f" (and node {', '.join(w.node for w in before)} was repaired)"
+                            if before else "")
                 raise exc.with_note(
                     f"Before this, {committed} of {len(groups)} transactions on {work.node} "
-                    f"were committed ({sum(sum(o.counts.values()) for o in per_group)} rows) "
-                    f"and nodes {', '.join(w.node for w in works[:done_nodes]) or 'none'} "
-                    "were repaired; run the same command again to finish (rows already "
+                    f"were committed ({sum(sum(o.counts.values()) for o in per_group)} rows)"
+                    f"{repaired}; run the same command again to finish (rows already "
                     "repaired are left as they are).") from exc
             if not opts.dry_run:
                 committed += 1
