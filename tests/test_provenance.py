@@ -123,3 +123,19 @@ def test_recovery_mode_picks_the_furthest_survivor_and_refuses_a_tie_or_an_unkno
         with pytest.raises(RepairError, match=words) as raised:
             choose_survivor(positions, "n1")
         assert "--source-of-truth" in str(raised.value) and str(raised.value).count(". ") == 0
+
+
+def test_the_filters_are_options_of_table_diff_mtree_and_schedules_alike() -> None:
+    from ace_shared.config import Settings
+    from ace_shared.diff.request import validate_diff_request
+    from ace_shared.mtree.request import validate_mtree_request
+    base = {"cluster_name": "c", "table_name": "public.t", "against_origin": " n1 ",
+            "until": "2026-12-07T14:51:10Z"}
+    want = OriginFilter("n1", "2026-12-07 14:51:10.000000+00")
+    # a scheduled job's options are a table-diff request's, nodes as a list
+    assert validate_diff_request({**base, "nodes": ["n2", "n3"]}, Settings()).origin_filter \
+        == want
+    assert validate_mtree_request({**base, "action": "table-diff"}, Settings()).origin_filter \
+        == want
+    with pytest.raises(BadOptionError, match="^--until 'soon' is not a time"):
+        validate_diff_request({**base, "until": "soon"}, Settings(), "cli")
