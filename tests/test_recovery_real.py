@@ -405,3 +405,18 @@ def test_recovery_mode_needs_an_against_origin_diff(failed: Any) -> None:
 def test_against_origin_must_name_a_node(failed: Any) -> None:
     run = _diff("native", "--nodes=n2,n3", "--against-origin=n9")
     assert run.code == 2 and "n9 is not a node" in run.stderr, run.stderr
+
+
+def test_recovery_mode_leaves_alone_a_row_the_source_changed_itself(
+        failed: Any, repaired: dict[str, Any]) -> None:
+    """A row n1 wrote that n3 then changed locally: reported (n2's version came from n1),
+    but its source version did not, so recovery mode does not copy it."""
+    cluster, _ = failed
+    _sql(cluster, 2, "natdb", "UPDATE rc_t SET v = 'n3 changed it' WHERE id = 7")
+    found = _diff("native", "--nodes=n2,n3", "--against-origin=n1")
+    assert found.code == 1 and _keys(found.diff()) == {"7"}
+    run = run_ace(*_repair_cmd("native", found.diff_path))
+    assert run.code == 0, (run.stdout, run.stderr)
+    assert "left 1 row on n2 alone" in run.stdout, run.stdout
+    assert _rows(cluster, 1, "natdb")[7] == "v7"
+    _sql(cluster, 2, "natdb", "UPDATE rc_t SET v = 'v7' WHERE id = 7")

@@ -219,8 +219,9 @@ def apply_by_origin(job: OriginRepair, works: list[NodeWork], spool: RowSpool, d
     for done_nodes, work in enumerate(works):
         groups, skipped = _assign(job, work, spool, diff, target_of)
         if skipped["recovery_skipped"]:
-            notes.append(f"Recovery mode left {skipped['recovery_skipped']} rows on {work.node} "
-                         f"alone: neither their version there nor {job.source}'s came from "
+            n = skipped["recovery_skipped"]
+            notes.append(f"Recovery mode left {n} {'row' if n == 1 else 'rows'} on {work.node} "
+                         f"alone: neither the version there nor {job.source}'s came from "
                          f"{job.failed}.")
         per_group: list[NodeOutcome] = []
         committed = 0
