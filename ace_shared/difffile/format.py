@@ -229,16 +229,21 @@ def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...
     if kind != _OTHER and set(map(type, raw.values())) <= _PLAIN_TYPES:
         if kind == _UNSTAMPED:
             return raw
-        stamped = MetaRow(raw)  # its two reserved fields last: off the values, as metadata
-        commit_ts, origin = stamped.pop(COMMIT_TS_FIELD), stamped.pop(ORIGIN_FIELD)
-        if commit_ts is not None or origin is not None:
+        # its two reserved fields last: off the values, as metadata (a row whose
+        # provenance is unknown is a plain row, like one from a file without it)
+        commit_ts, origin = raw[COMMIT_TS_FIELD], raw[ORIGIN_FIELD]
+        stamped = MetaRow(raw) if commit_ts is not None or origin is not None else dict(raw)
+        del stamped[COMMIT_TS_FIELD], stamped[ORIGIN_FIELD]
+        if isinstance(stamped, MetaRow):
             stamped.meta = RowMeta(commit_ts, origin)
         return stamped
-    row = MetaRow((str(k), text_value(v)) for k, v in raw.items() if not _is_metadata(str(k)))
+    values = ((str(k), text_value(v)) for k, v in raw.items() if not _is_metadata(str(k)))
     commit_ts, origin = raw.get(COMMIT_TS_FIELD), raw.get(ORIGIN_FIELD)
-    if commit_ts is not None or origin is not None:
-        row.meta = RowMeta(None if commit_ts is None else str(commit_ts),
-                           None if origin is None else str(origin))
+    if commit_ts is None and origin is None:
+        return dict(values)
+    row = MetaRow(values)
+    row.meta = RowMeta(None if commit_ts is None else str(commit_ts),
+                       None if origin is None else str(origin))
     return row
 
 
