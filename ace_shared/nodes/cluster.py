@@ -175,7 +175,11 @@ def load_cluster(cluster_dir: Path, name: str) -> Cluster:
     try:
         cluster = parse_cluster(data, str(path))
     except ClusterError as exc:
-        raise ClusterError(exc.message, remote=broken) from exc
+        # The same sentence for a remote caller, naming the cluster instead of the server's path.
+        remote = exc.message.replace(f"The cluster file {path}",
+                                     f"The definition of cluster {name} on this server")
+        raise ClusterError(exc.message, remote=remote if str(path) not in remote else broken
+                           ) from exc
     if cluster.name != name:
         raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.",
                            remote=broken)
