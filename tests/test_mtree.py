@@ -9,6 +9,7 @@ A tree that may be stale is refused in one sentence, never trusted.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -170,6 +171,37 @@ def test_leaves_before_a_split_keep_their_place_in_the_tree(pg_cluster: Any) -> 
     assert diff["summary"]["diff_rows"] == 4
 
 
+def test_splitting_an_early_leaf_moves_no_other_leaf(pg_cluster: Any) -> None:
+    """A split takes free numbers after its leaf, moving a few neighbours at most: every
+    other leaf keeps its number, and the boundary signature kept from the leaves removed and added equals
+    one computed from every leaf, on every node."""
+    from types import SimpleNamespace
+
+    from ace_shared.mtree.leaves import bounds_signature
+    table = tracked_table(pg_cluster, "mt_early", "g * 10", 5000)
+    blocks = _blocks(table)
+    before = query(pg_cluster.node_dsn(0), f"SELECT block_no, l0 FROM {blocks} ORDER BY 1")
+    on_every_node(pg_cluster, ["INSERT INTO mt_early SELECT 300 + g, 'new' "
+                               "FROM generate_series(1, 400) g WHERE g % 10 <> 0"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_early SET v = 'n2' WHERE id IN (10, 305, 49990)"])
+    diff = assert_same_diff(table)
+    assert diff["summary"]["mtree"]["leaves_split"] == 1 and diff["summary"]["diff_rows"] == 3
+    after = query(pg_cluster.node_dsn(0), f"SELECT block_no, l0 FROM {blocks} ORDER BY 1")
+    was, now = {low: no for no, low in before}, {low: no for no, low in after}
+    moved = [low for low, no in was.items() if now.get(low) != no]
+    # a few neighbours move to make room (as many as the pieces, at most): no others
+    assert len(now) == len(was) + 4 and len(moved) <= 5, moved
+    assert all(was[low] < 40 for low in moved), moved
+    one_key = SimpleNamespace(key=("id",))
+    for i in range(len(NODES)):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT bounds_sig FROM ace_mtree.trees WHERE table_name = 'mt_early'")
+            kept = cur.fetchone()[0]
+            assert kept == bounds_signature(cur, one_key, tree_key(  # type: ignore[arg-type]
+                TableName("public", "mt_early")))
+        conn.close()
+
+
 def test_writes_in_other_session_settings_hash_as_ace_prints_them(pg_cluster: Any) -> None:
     """The trigger hashes under ACE's pinned settings, whatever the writer's session says."""
     on_every_node(pg_cluster, [
@@ -206,7 +238,6 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
         # switched off and on again: the table looks as built, but writes may have been missed
         ("ALTER TABLE mt_stale DISABLE TRIGGER ace_mtree_ins; INSERT INTO mt_stale VALUES "
          "(100000, 'unseen'); ALTER TABLE mt_stale ENABLE ALWAYS TRIGGER ace_mtree_ins", "altered"),
-        ("TRUNCATE mt_stale", "truncated"),
         ("ALTER TABLE mt_stale ADD COLUMN extra int", "columns"),
     ]
     for statement, word in cases:
@@ -229,6 +260,68 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
                                    "FROM generate_series(1, 500) g"])
         assert mtree("build", CLUSTER, "public.mt_stale").code == 0
         assert mtree("table-diff", CLUSTER, "public.mt_stale").code == 0
+
+
+def _blocks(table: str) -> str:
+    schema, name = table.split(".")
+    return f'ace_mtree."blocks_{tree_key(TableName(schema, name))}"'
+
+
+def test_a_truncate_on_one_node_is_healed_by_the_next_update(pg_cluster: Any) -> None:
+    """A TRUNCATE on one node (and rows written after it) no longer needs a rebuild: the
+    next update hashes that node's leaves again from the table, says so in one sentence,
+    and the tree's diff is a full diff's."""
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_trunc",
+        "CREATE TABLE mt_trunc (id int PRIMARY KEY, v text)",
+        "INSERT INTO mt_trunc SELECT g, 'v' FROM generate_series(1, 3000) g",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_trunc").code == 0
+    execute(pg_cluster.node_dsn(2), [
+        "TRUNCATE mt_trunc",
+        "INSERT INTO mt_trunc SELECT g, CASE WHEN g % 100 = 0 THEN 'n3' ELSE 'v' END "
+        "FROM generate_series(1, 2500) g"])
+    execute(pg_cluster.node_dsn(2), ["INSERT INTO mt_trunc VALUES (5000, 'after')"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_trunc SET v = 'n2' WHERE id = 7"])
+    updated = mtree("update", CLUSTER, "public.mt_trunc")
+    assert updated.code == 0, updated.stderr
+    healed = json.loads(updated.stdout)["healed"]
+    assert len(healed) == 1 and "truncated on node n3" in healed[0], healed
+    assert "hashed again from the table" in healed[0]
+    assert healed[0] in updated.stderr  # said once, as a note
+    diff = assert_same_diff("public.mt_trunc")
+    assert diff["summary"]["diff_rows"] == 527  # 500 gone, 25 changed, 1 new on n3; 1 on n2
+    # emptied on another node, and straight into a re-check: healed there too
+    execute(pg_cluster.node_dsn(1), ["TRUNCATE mt_trunc"])
+    diff = assert_same_diff("public.mt_trunc")
+    assert "truncated on node n2" in diff["summary"]["mtree"]["healed"][0]
+    # and a later change on the healed nodes is folded as usual
+    on_every_node(pg_cluster, ["TRUNCATE mt_trunc", "INSERT INTO mt_trunc VALUES (1, 'v')"])
+    assert mtree("update", CLUSTER, "public.mt_trunc").code == 0
+    execute(pg_cluster.node_dsn(0), ["INSERT INTO mt_trunc VALUES (2, 'n1')"])
+    diff = assert_same_diff("public.mt_trunc")
+    assert diff["summary"]["diff_rows"] == 1 and "healed" not in diff["summary"]["mtree"]
+
+
+def test_a_stale_leaf_is_hashed_again_from_the_table(pg_cluster: Any) -> None:
+    """A leaf its log cannot bring up to date (fewer rows than its logged deletes) is
+    hashed again from the table on the next update, not trusted and not refused."""
+    table = tracked_table(pg_cluster, "mt_staleleaf", "g", 2000)
+    blocks = _blocks(table)
+    leaf = query(pg_cluster.node_dsn(1), f"SELECT block_no FROM {blocks} WHERE block_no > 0 "
+                 "ORDER BY block_no LIMIT 1 OFFSET 5")[0][0]
+    low = query(pg_cluster.node_dsn(1), f"SELECT l0 FROM {blocks} WHERE block_no = {leaf}")[0][0]
+    # the leaf on n2 no longer describes its rows (as if changes had been lost)
+    execute(pg_cluster.node_dsn(1), [f"UPDATE {blocks} SET row_count = 0, hash = 42 "
+                                     f"WHERE block_no = {leaf}"])
+    on_every_node(pg_cluster, [f"DELETE FROM mt_staleleaf WHERE id = {low}"])
+    updated = mtree("update", CLUSTER, table)
+    assert updated.code == 0, updated.stderr
+    healed = json.loads(updated.stdout)["healed"]
+    assert len(healed) == 1 and "1 leaves" in healed[0] and "node n2" in healed[0], healed
+    assert "stale" in healed[0]
+    diff = assert_same_diff(table)
+    assert diff["summary"]["mtree"]["leaves_differing"] == 0
 
 
 def tracked_table(cluster: Any, name: str, key: str, rows: int) -> str:

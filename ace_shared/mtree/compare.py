@@ -62,11 +62,10 @@ def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> lis
     """Key ranges of the given leaves, numbered in order."""
     if not blocks:
         return []
-    wanted = sorted({b + d for b in blocks for d in (0, 1)})
     first = job.nodes[0]
-    lowers = job.sessions.on_one(first, reading(
-        shape, key, first, lambda cur: leaves.read_lowers(cur, shape, key, wanted)))
-    return [KeyRange(i, lowers.get(b), lowers.get(b + 1)) for i, b in enumerate(blocks)]
+    spans = job.sessions.on_one(first, reading(
+        shape, key, first, lambda cur: leaves.read_spans(cur, shape, key, blocks)))
+    return [KeyRange(i, *spans[b]) for i, b in enumerate(blocks)]
 
 
 def _key_tuple(shape: TableShape) -> sql.Composable:
