@@ -25,6 +25,7 @@ from ace_shared.nodes.shape import TableShape
 
 Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
+TWO_LEVELS_UNDER = 16  # suspects up to which the walk reads two levels at once (4,096 nodes)
 BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
 Level = leaves.Level
 
@@ -37,11 +38,14 @@ def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
     return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
 
 
-def walk(job: Job, shape: TableShape, key: str) -> tuple[list[int], int]:
+def walk(job: Job, shape: TableShape, key: str,
+         tops: dict[str, tuple[int, Level]] | None = None) -> tuple[list[int], int]:
     """The leaves whose count or hash differ between nodes, and how many rows the first node
-    holds outside them."""
-    tops = each_node(job, lambda node: reading(
-        shape, key, node, lambda cur: leaves.top_level(cur, key)))
+    holds outside them; from ``tops``, every node's top level as the update left it (read
+    in the update's own transaction), or read here."""
+    if tops is None:
+        tops = each_node(job, lambda node: reading(
+            shape, key, node, lambda cur: leaves.top_level(cur, key)))
     levels = max(level for level, _ in tops.values())
     # a node whose tree is shorter holds nothing at this level: every root differs
     roots = {n: (nodes if level == levels else {}) for n, (level, nodes) in tops.items()}
@@ -49,12 +53,22 @@ def walk(job: Job, shape: TableShape, key: str) -> tuple[list[int], int]:
     held = sum(c for c, _ in roots[first].values())
     suspects = _differing(roots)
     found: dict[str, Level] = roots
-    for level in range(levels - 1, -1, -1):
+    level = levels - 1
+    while level >= 0:
         if not suspects:
             return [], held
-        found = each_node(job, lambda node, lv=level, ps=suspects: reading(
-            shape, key, node, lambda cur: leaves.read_children(cur, key, lv, ps)))
+        # few suspects: their grandchildren too, in the same query (a round trip less)
+        depth = 2 if level >= 1 and len(suspects) <= TWO_LEVELS_UNDER else 1
+        read = each_node(job, lambda node, lv=level, ps=suspects, d=depth: reading(
+            shape, key, node, lambda cur: leaves.read_children(cur, key, lv, ps, d)))
+        found = {n: levels_read[0] for n, levels_read in read.items()}
         suspects = _differing(found)
+        if depth == 2:
+            under = set(suspects)
+            found = {n: {i: v for i, v in levels_read[1].items() if i // leaves.FANOUT in under}
+                     for n, levels_read in read.items()}
+            suspects = _differing(found)
+        level -= depth
     return suspects, held - sum(found[first].get(b, (0, ""))[0] for b in suspects)
 
 
@@ -168,8 +182,8 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
         # against a list of bounds (queries.PINNED_PLAN, which also turns JIT off:
         # compiling many short scans took most of a second where running them took
         # a tenth of that)
-        cur.execute(queries.PINNED_PLAN)
-        cur.execute(query, params)
+        # sent with the query: one round trip
+        cur.execute(sql.Composed([sql.SQL(queries.PINNED_PLAN + "; "), query]), params)
         return cur.fetchall()
     return run
 

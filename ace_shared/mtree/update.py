@@ -110,7 +110,7 @@ def fold(cur: cursor, shape: TableShape, key: str, node: str) -> Folded:
 
 
 def _fold(shape: TableShape, cast: TableShape, key: str, node: str) -> Any:
-    def run(cur: cursor) -> tuple[TreeRow, Folded]:
+    def run(cur: cursor) -> tuple[TreeRow, Folded, tuple[int, leaves.Level]]:
         guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)  # before the snapshot
         row = check_tree(cur, shape, key, node)  # the table's own types: its signature
         folded = fold(cur, cast, key, node)
@@ -118,7 +118,7 @@ def _fold(shape: TableShape, cast: TableShape, key: str, node: str) -> Any:
                              else set(folded.drained.touched))
         cur.execute("UPDATE ace_mtree.trees SET updated_at = pg_catalog.now() "
                     "WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
-        return row, folded
+        return row, folded, leaves.top_level(cur, key)  # where a walk starts
     return in_transaction(run, repeatable=True)
 
 
@@ -127,35 +127,40 @@ def _all_leaves(job: Job, shape: TableShape, key: str, node: str) -> list[int]:
         b for b, _ in leaves.read_lowers(cur, shape, key)]))
 
 
-def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any]]:
-    """Bring every node's tree up to date; return the trees' (checked, common) row and
-    what was done."""
+Tops = dict[str, tuple[int, leaves.Level]]
+
+
+def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], Tops]:
+    """Bring every node's tree up to date; return the trees' (checked, common) row, what
+    was done, and every node's top level as it was left (for a walk to start from)."""
     key = objects.tree_key(shape.table)
     # bounds are cast to the key's built-in base types, never to a domain
     cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
     folded = each_node(job, lambda node: _fold(shape, cast, key, node))
-    tree = check_same_blocks({n: r for n, (r, _) in folded.items()}, shape)
-    touched_set = {b for _, f in folded.values() for b in f.drained.touched}
-    everywhere = [n for n, (_, f) in folded.items() if f.all_touched]
+    tree = check_same_blocks({n: r for n, (r, _, _) in folded.items()}, shape)
+    tops = {n: top for n, (_, _, top) in folded.items()}
+    touched_set = {b for _, f, _ in folded.values() for b in f.drained.touched}
+    everywhere = [n for n, (_, f, _) in folded.items() if f.all_touched]
     if everywhere:  # a truncated node's leaves all changed
         touched_set |= set(_all_leaves(job, cast, key, everywhere[0]))
     touched = sorted(touched_set)
     plan = plan_rebalance(job, cast, key, touched, tree.block_rows)
-    healed = [f.healed for _, f in folded.values() if f.healed]
+    healed = [f.healed for _, f, _ in folded.values() if f.healed]
     if plan:
         applied = each_node(job, lambda node: in_transaction(
             lambda cur: _apply(cur, cast, key, plan, node), repeatable=True))
-        if len({sig for sig, _ in applied.values()}) > 1:
+        if len({sig for sig, _, _ in applied.values()}) > 1:
             raise TableError(f"Rebalancing the Merkle trees of table {shape.table.display} left "
                              "different blocks on the nodes; run 'ace mtree build' for it again.")
-        healed += [h for _, h in applied.values() if h]
+        healed += [h for _, h, _ in applied.values() if h]
+        tops = {n: top for n, (_, _, top) in applied.items()}
     summary: dict[str, Any] = {
-        "changes_folded": {n: f.drained.rows for n, (_, f) in folded.items()},
+        "changes_folded": {n: f.drained.rows for n, (_, f, _) in folded.items()},
         "leaves_touched": len(touched), "leaves_split": len(plan.splits),
         "leaves_merged": len(plan.merges)}
     if healed:
         summary["healed"] = healed
-    return tree, summary
+    return tree, summary, tops
 
 
 def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
@@ -202,9 +207,9 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
 
 
 def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
-           node: str) -> tuple[str, str | None]:
-    """Fold the log, merge and split as planned; return the new boundary signature and
-    what was healed.
+           node: str) -> tuple[str, str | None, tuple[int, leaves.Level]]:
+    """Fold the log, merge and split as planned; return the new boundary signature, what
+    was healed, and the top level.
 
     No leaf outside the plan is read or renumbered: a merge leaves its number
     free, a split's pieces take free numbers after the leaf (moving the few leaves
@@ -252,4 +257,4 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
     text = leaves.signature_text(sig)
     cur.execute("UPDATE ace_mtree.trees SET bounds_sig = %s, updated_at = pg_catalog.now() "
                 "WHERE tree_key OPERATOR(pg_catalog.=) %s", (text, key))
-    return text, folded.healed
+    return text, folded.healed, leaves.top_level(cur, key)
