@@ -1,6 +1,6 @@
 """What an ``ace mtree update`` costs when it splits an early leaf, against one that splits none.
 
-    .venv/bin/python bench/bench_mtree_split.py [--rows 2000000] [--rounds 3]
+    .venv/bin/python bench/bench_mtree_split.py [--rows 2000000] [--rounds 3] [--no-load]
 
 Loads the matrix bench's narrow table (``bench_matrix``, ``--rows`` rows) on every
 node of a running cluster and builds its tree, then alternates two updates,
@@ -45,6 +45,8 @@ def main() -> int:
     p.add_argument("--cluster-dir", default=os.environ.get("ACE_CLUSTER_DIR", "cluster"))
     p.add_argument("--rows", type=int, default=2_000_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-load", action="store_true",
+                   help="use the table as the matrix bench left it (--rows must be its rows)")
     args = p.parse_args()
     cluster_dir = Path(args.cluster_dir).resolve()
     targets = load_targets(cluster_dir, args.cluster)
@@ -53,9 +55,11 @@ def main() -> int:
     env = {**os.environ, "ACE_CLUSTER_DIR": str(cluster_dir), "ACE_OUTPUT_DIR": str(out),
            "ACE_NO_PROGRESS": "1"}
     env.pop("ACE_BROKER_URL", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed ace is
     table = f"public.{TABLE}"
     ace(env, "mtree", "init", args.cluster, "--quiet")
-    load(list(targets), "narrow", args.rows)
+    if not args.no_load:
+        load(list(targets), "narrow", args.rows)
     ace(env, "mtree", "teardown", args.cluster, table, "--quiet")
     built_s, _ = ace(env, "mtree", "build", args.cluster, table, "--quiet")
     print(f"{args.rows:,} rows, {len(targets)} nodes; build {built_s:.2f} s", flush=True)

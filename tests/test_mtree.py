@@ -202,6 +202,43 @@ def test_splitting_an_early_leaf_moves_no_other_leaf(pg_cluster: Any) -> None:
         conn.close()
 
 
+def test_a_tree_numbered_without_room_splits_and_keeps_agreeing(pg_cluster: Any) -> None:
+    """A tree an earlier version built (leaves numbered 0, 1, 2, ... and a digest of every
+    boundary in order) splits an early leaf by moving the leaves after it once, and its
+    digest becomes one kept incrementally: both diffs still agree."""
+    from types import SimpleNamespace
+
+    from ace_shared.mtree.leaves import bounds_signature, rebuild_inner
+    table = tracked_table(pg_cluster, "mt_dense_nos", "g * 10", 4000)
+    blocks = _blocks(table)
+    key = tree_key(TableName("public", "mt_dense_nos"))
+    one_key = SimpleNamespace(key=("id",))
+    for i in range(len(NODES)):  # as the earlier version left it
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE {blocks} SET block_no = block_no / 4")
+            rebuild_inner(cur, key, None)
+            cur.execute(f"UPDATE ace_mtree.trees SET bounds_sig = (SELECT md5(string_agg("
+                        f"ROW(l0)::text, ',' ORDER BY block_no)) FROM {blocks}) "
+                        "WHERE table_name = 'mt_dense_nos'")
+        conn.close()
+    assert query(pg_cluster.node_dsn(0), f"SELECT max(block_no) + 1 = count(*) FROM {blocks}"
+                 ) == [(True,)]
+    on_every_node(pg_cluster, ["INSERT INTO mt_dense_nos SELECT 1000 + g, 'new' "
+                               "FROM generate_series(1, 300) g WHERE g % 10 <> 0"])
+    execute(pg_cluster.node_dsn(2), ["UPDATE mt_dense_nos SET v = 'n3' WHERE id IN (1001, 39990)"])
+    diff = assert_same_diff(table)
+    assert diff["summary"]["mtree"]["leaves_split"] == 1 and diff["summary"]["diff_rows"] == 2
+    for i in range(len(NODES)):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT bounds_sig FROM ace_mtree.trees WHERE table_name = "
+                        "'mt_dense_nos'")
+            assert cur.fetchone()[0] == bounds_signature(cur, one_key, key)  # type: ignore[arg-type]
+        conn.close()
+    execute(pg_cluster.node_dsn(1), ["DELETE FROM mt_dense_nos WHERE id BETWEEN 20000 AND 20990"])
+    diff = assert_same_diff(table)
+    assert diff["summary"]["diff_rows"] == 102  # and the two of n3
+
+
 def test_writes_in_other_session_settings_hash_as_ace_prints_them(pg_cluster: Any) -> None:
     """The trigger hashes under ACE's pinned settings, whatever the writer's session says."""
     on_every_node(pg_cluster, [
