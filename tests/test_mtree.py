@@ -563,3 +563,23 @@ def test_a_change_in_every_leaf_is_diffed_as_ranges_and_agrees(pg_cluster: Any) 
     diff = assert_same_diff("public.mt_dense")
     assert diff["summary"]["mtree"]["leaves_differing"] >= 55  # of 60 leaves
     assert diff["summary"]["diff_rows"] > 200
+
+
+def test_agreeing_leaves_between_differing_ones_are_read_with_them() -> None:
+    from ace_shared.mtree.compare import fill_gaps
+    known = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 300, 304]
+    # gaps of one and two leaves are filled; of three, or across far parents, not
+    assert fill_gaps([0, 8, 20, 36, 300], known) == [0, 4, 8, 12, 16, 20, 36, 300]
+    assert fill_gaps([64, 300], known) == [64, 300]
+    assert fill_gaps([], known) == []
+
+
+def test_changes_in_most_leaves_read_the_leaves_between_and_agree(pg_cluster: Any) -> None:
+    """A change every leaf and a half: the agreeing leaves between are read too (as one
+    run of ranges), and the rows checked are still a full diff's."""
+    table = tracked_table(pg_cluster, "mt_most", "g", 6000)
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_most SET v = 'n2' WHERE id % 150 = 7"])
+    diff = assert_same_diff(table)
+    mtree_summary = diff["summary"]["mtree"]
+    assert diff["summary"]["diff_rows"] == 40
+    assert mtree_summary["leaves_read"] > mtree_summary["leaves_differing"] >= 30
