@@ -68,7 +68,7 @@ def main() -> int:
         step = args.rows // 100
         run_sql(targets[1], f"UPDATE {TABLE} SET b = 'r{r}' "  # noqa: S608
                 f"WHERE id % {step} = 3 AND id <= {step * 100}")
-        wall, outp = ace(env, "mtree", "update", args.cluster, table)
+        wall, outp = ace(env, "mtree", "update", args.cluster, table, "--json")
         summary = json.loads(outp)
         times["no split"].append(wall)
         print(f"no split:    {wall:.2f} s  (split {summary['leaves_split']})", flush=True)
@@ -76,7 +76,7 @@ def main() -> int:
         on_each_node(list(targets), lambda t, low=low: run_sql(  # type: ignore[misc]
             t, f"INSERT INTO {TABLE} SELECT g, 0, 'new' "  # noqa: S608
             f"FROM generate_series({low}, {low + 299}) g"))
-        wall, outp = ace(env, "mtree", "update", args.cluster, table)
+        wall, outp = ace(env, "mtree", "update", args.cluster, table, "--json")
         summary = json.loads(outp)
         times["early split"].append(wall)
         print(f"early split: {wall:.2f} s  (split {summary['leaves_split']})", flush=True)

@@ -320,7 +320,7 @@ def test_a_truncate_on_one_node_is_healed_by_the_next_update(pg_cluster: Any) ->
         "FROM generate_series(1, 2500) g"])
     execute(pg_cluster.node_dsn(2), ["INSERT INTO mt_trunc VALUES (5000, 'after')"])
     execute(pg_cluster.node_dsn(1), ["UPDATE mt_trunc SET v = 'n2' WHERE id = 7"])
-    updated = mtree("update", CLUSTER, "public.mt_trunc")
+    updated = mtree("update", CLUSTER, "public.mt_trunc", "--json")
     assert updated.code == 0, updated.stderr
     healed = json.loads(updated.stdout)["healed"]
     assert len(healed) == 1 and "truncated on node n3" in healed[0], healed
@@ -352,7 +352,7 @@ def test_a_stale_leaf_is_hashed_again_from_the_table(pg_cluster: Any) -> None:
     execute(pg_cluster.node_dsn(1), [f"UPDATE {blocks} SET row_count = 0, hash = 42 "
                                      f"WHERE block_no = {leaf}"])
     on_every_node(pg_cluster, [f"DELETE FROM mt_staleleaf WHERE id = {low}"])
-    updated = mtree("update", CLUSTER, table)
+    updated = mtree("update", CLUSTER, table, "--json")
     assert updated.code == 0, updated.stderr
     healed = json.loads(updated.stdout)["healed"]
     assert len(healed) == 1 and "1 leaves" in healed[0] and "node n2" in healed[0], healed
