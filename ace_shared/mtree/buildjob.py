@@ -19,8 +19,8 @@
    tree's catalogue row. Until then a tree has no row and every command refuses
    it as missing, so a half-built tree is never trusted.
 
-Markers of a ``TRUNCATE`` are never removed by a batch: one during the build
-leaves the tree refused until it is built again.
+Markers of a ``TRUNCATE`` are never removed by a batch: after one during the
+build, the first update hashes that node's leaves again from the table.
 """
 
 from __future__ import annotations

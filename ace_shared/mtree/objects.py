@@ -25,7 +25,7 @@ Why these choices:
   way too. Measured per single-row statement, it costs about half what
   statement-level triggers with transition tables do (those pay for the
   transition tables on every statement, even an empty one). A ``TRUNCATE``
-  trigger logs a marker that makes the tree stale.
+  trigger logs a marker, after which the update hashes the node's leaves again.
 - Row hashes are computed inside the trigger function under the pinned
   settings of ACE's sessions that the table's column types depend on (the
   function's own ``SET`` clauses), so the text of a float or an interval is

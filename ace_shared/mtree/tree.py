@@ -2,10 +2,10 @@
 
 A tree is trusted only if, on every node, its catalogue row matches the
 table as it is now (same table object, same columns and key), ACE's triggers
-are all there and enabled as built, its change log holds no ``TRUNCATE``
-marker, and its block boundaries are the same as on every other node.
-Anything else is refused in one sentence that says to rebuild: a stale tree
-would silently hide differences.
+are all there and enabled as built, and its block boundaries are the same
+as on every other node. Anything else is refused in one sentence that says to
+rebuild: a stale tree would silently hide differences. (A ``TRUNCATE`` and a
+stale leaf are healed by the update instead: :mod:`~ace_shared.mtree.update`.)
 """
 
 from __future__ import annotations
