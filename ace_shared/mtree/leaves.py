@@ -45,7 +45,7 @@ class Drained:
     truncated: bool
     altered: bool  # an ALTER TABLE since the build (where ACE watches for them)
     touched: tuple[int, ...]  # blocks whose count or hash changed
-    stale: tuple[int, ...] = ()  # blocks left with fewer rows than none: the log and they disagree
+    stale: tuple[int, ...] = ()  # blocks left with a negative row count: the log and they disagree
 
 
 def _digests(shape: TableShape, key: str) -> sql.Composable:

@@ -84,7 +84,7 @@ def fold(cur: cursor, shape: TableShape, key: str, node: str) -> Folded:
     """Drain the log into the leaves; heal leaves the log cannot bring up to date.
 
     After a ``TRUNCATE`` (its marker in the log) every leaf on this node is hashed
-    again from the table; a leaf left with fewer rows than none (the log and the
+    again from the table; a leaf left with a negative row count (the log and the
     leaf disagreed: it was stale) is hashed again alone. Both at the snapshot the
     log was drained at, so they are current and later changes stay logged.
     (``TRUNCATE`` is not MVCC-safe: one committed after the snapshot makes the
