@@ -583,3 +583,23 @@ def test_changes_in_most_leaves_read_the_leaves_between_and_agree(pg_cluster: An
     mtree_summary = diff["summary"]["mtree"]
     assert diff["summary"]["diff_rows"] == 40
     assert mtree_summary["leaves_read"] > mtree_summary["leaves_differing"] >= 30
+
+
+def test_a_build_while_another_session_grants_on_the_schema_succeeds(pg_cluster: Any) -> None:
+    """Two builds at once (of different tables) once failed: each granted the table's owner
+    USAGE on ace_mtree, rewriting the schema's catalogue row the other was rewriting
+    ("tuple concurrently updated"). A grant the owner already has is not made again."""
+    on_every_node(pg_cluster, ["DROP TABLE IF EXISTS mt_grant",
+                               "CREATE TABLE mt_grant (id int PRIMARY KEY, v text)",
+                               "INSERT INTO mt_grant SELECT g, 'v' FROM generate_series(1, 300) g"])
+    holder = psycopg2.connect(pg_cluster.node_dsn(0))  # the other build, mid-transaction
+    holder.cursor().execute("GRANT USAGE ON SCHEMA ace_mtree TO CURRENT_USER")
+    timer = threading.Timer(3.0, holder.commit)
+    timer.start()
+    try:
+        built = mtree("build", CLUSTER, "public.mt_grant")
+    finally:
+        timer.join()
+        holder.close()
+    assert built.code == 0, built.stderr
+    assert assert_same_diff("public.mt_grant")["summary"]["mismatch"] is False

@@ -360,7 +360,12 @@ def _function(key: str, event: str) -> sql.Composable:
 def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) -> None:
     """Create the trigger functions and the triggers that fill the log."""
     owner = sql.Identifier(table_owner)
-    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), owner))
+    # granted once per owner: every GRANT rewrites the schema's catalogue row, and two builds
+    # at once (of different tables) failed on it with "tuple concurrently updated"
+    cur.execute("SELECT pg_catalog.has_schema_privilege(%s, %s, 'USAGE')", (table_owner, SCHEMA))
+    if not cur.fetchone()[0]:
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA),
+                                                                     owner))
     cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key), owner))
     table = queries.table_ref(shape)
     # the functions are made afresh, never replaced: a function of that name someone else
