@@ -97,12 +97,13 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     """
     started = datetime.now(timezone.utc).isoformat()
     request: MtreeRequest = job.request
+    job.connect_lock_holders()
     require_schema(job)
     shape = table_shape(job)
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
-        tree, updated = update_trees(job, shape)  # checked every tree, as it folded
-        blocks, held = walk(job, shape, key)
+        tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
+        blocks, held, differing = walk(job, shape, key, tops)
         ranges = leaf_ranges(job, shape, key, blocks)
     batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
     groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
@@ -119,7 +120,8 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
             "output": request.output, "started_at": started, "ranges_total": len(ranges),
             "batch_firsts": [g[0].index for g in groups], "rows_outside_ranges": held,
-            "mtree": {"leaves_differing": len(blocks), **updated}}
+            "mtree": {"leaves_differing": differing, "leaves_read": len(blocks),
+                      **updated}}
     return DiffJob(spec, groups, meta)
 
 
