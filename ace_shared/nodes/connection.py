@@ -45,6 +45,7 @@ from ace_shared.errors import (
     NodeUnreachableError,
     PermissionDeniedError,
 )
+from ace_shared.nodes import permits
 from ace_shared.nodes.cluster import Cluster, Node
 from ace_shared.nodes.failures import connect_detail, what_failed
 
@@ -207,10 +208,57 @@ def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnr
     return NodeUnreachableError(target.node, detail)
 
 
-def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extensions.connection:
-    """Open a pinned connection logged in as ``target.user`` (the caller's role, if any)."""
+class PermittedConnection(psycopg2.extensions.connection):
+    """A connection that gives its permit back (:mod:`ace_shared.nodes.permits`) when it
+    closes, or when it is dropped unclosed (libpq closes it then too)."""
+
+    ace_permit: tuple[permits.ConnectionPermits, str, str] | None = None
+
+    def _give_back(self) -> None:
+        held, self.ace_permit = self.ace_permit, None
+        if held is not None:
+            counter, address, token = held
+            with suppress(Exception):  # the counter's own expiry takes it back otherwise
+                counter.release(address, token)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._give_back()
+
+    def __del__(self) -> None:
+        self._give_back()
+
+
+def connect(target: NodeTarget, *, readonly: bool = False,
+            permit: str | None = None) -> psycopg2.extensions.connection:
+    """Open a pinned connection logged in as ``target.user`` (the caller's role, if any).
+
+    Where a permit counter is installed, the connection holds a permit for its
+    node: ``permit`` (one taken already, in order, by the caller) or one taken
+    here, waiting for it if the node's cap is reached.
+    """
+    counter = permits.installed()
+    address = permits.address_of(target)
+    if counter is not None and permit is None:
+        permit = counter.acquire(target.node, address)
     try:
-        conn = psycopg2.connect(**target.dsn_kwargs())
+        conn = _open(target)
+    except BaseException:
+        if counter is not None and permit is not None:
+            counter.release(address, permit)
+        raise
+    if counter is not None and permit is not None:
+        conn.ace_permit = (counter, address, permit)
+    if readonly:
+        conn.set_session(readonly=True)
+    return conn
+
+
+def _open(target: NodeTarget) -> PermittedConnection:
+    try:
+        conn = psycopg2.connect(**target.dsn_kwargs(), connection_factory=PermittedConnection)
     except psycopg2.OperationalError as exc:
         error = connect_error(target, exc)
         if target.role and isinstance(error, NodeLoginRefusedError):
@@ -219,9 +267,7 @@ def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extension
                 f"{connect_detail(exc)}. Let ACE's certificate log in as that role "
                 "(pg_hba.conf and pg_ident.conf, see docs/security.md).") from exc
         raise error from exc
-    if readonly:
-        conn.set_session(readonly=True)
-    return conn
+    return conn  # type: ignore[no-any-return]
 
 
 MAX_CONNECTION_AGE_S = 600
@@ -269,6 +315,47 @@ class ConnectionCache:
         self._lock = threading.Lock()
         self._all: list[psycopg2.extensions.connection] = []
         self._opened: dict[int, float] = {}
+        self._reserved: dict[str, list[str]] = {}  # node -> permits taken, not yet used
+        self._reserving = threading.Lock()
+
+    def reserve(self, targets: list[NodeTarget] | tuple[NodeTarget, ...]) -> None:
+        """Take, in :func:`~ace_shared.nodes.permits.permit_order`, a permit for each of
+        ``targets`` this cache has no connection (or permit) for yet.
+
+        Taking them all before connecting, in the order every process follows,
+        is what keeps two jobs from each holding what the other waits for.
+        Without an installed counter this does nothing.
+        """
+        counter = permits.installed()
+        if counter is None:
+            return
+        with self._reserving:
+            for target in permits.permit_order(targets):
+                with self._lock:
+                    have = self._reserved.get(target.node) or any(
+                        not c.closed and getattr(c, "ace_node", None) == target.node
+                        for c in self._all)
+                if have:
+                    continue
+                token = counter.acquire(target.node, permits.address_of(target))
+                with self._lock:
+                    self._reserved.setdefault(target.node, []).append(token)
+
+    def _reserved_permit(self, node: str) -> str | None:
+        with self._lock:
+            held = self._reserved.get(node)
+            return held.pop() if held else None
+
+    def _release_reserved(self, targets: dict[str, NodeTarget] | None = None) -> None:
+        counter = permits.installed()
+        with self._lock:
+            reserved, self._reserved = self._reserved, {}
+        if counter is None or targets is None:
+            return
+        for node, tokens in reserved.items():
+            for token in tokens:
+                with suppress(Exception):
+                    counter.release(permits.address_of(targets[node]), token)
 
     def get(self, target: NodeTarget, *, readonly: bool = True) -> psycopg2.extensions.connection:
         return self.get_reused(target, readonly=readonly)[0]
@@ -286,7 +373,8 @@ class ConnectionCache:
                     conn.close()
             elif reset_session(conn):
                 return conn, True
-        conn = connect(target, readonly=readonly)
+        conn = connect(target, readonly=readonly, permit=self._reserved_permit(target.node))
+        conn.ace_node = target.node
         conns[(target, readonly)] = conn
         with self._lock:
             self._all = [c for c in self._all if not c.closed]
@@ -310,8 +398,10 @@ class ConnectionCache:
                 with suppress(psycopg2.Error):
                     conn.cancel()
 
-    def close_all(self) -> None:
-        """Close every connection this cache opened, from whichever thread."""
+    def close_all(self, targets: dict[str, NodeTarget] | None = None) -> None:
+        """Close every connection this cache opened, from whichever thread, and give back
+        the permits it took for ``targets`` (by node) and has not used."""
+        self._release_reserved(targets)
         with self._lock:
             opened, self._all = self._all, []
         for conn in opened:

@@ -103,9 +103,17 @@ class NodeSessions:
                         raise _query_error(node, exc) from exc
         raise AssertionError("unreachable")
 
+    def reserve(self, nodes: list[str] | None = None) -> None:
+        """Take the permits to connect to every node (or ``nodes``) this job has no
+        connection to yet, all before any connects (:mod:`ace_shared.nodes.permits`)."""
+        if self._cancelled.is_set():
+            raise JobCancelledError()
+        self._cache.reserve([self.targets[n] for n in (nodes or self.order)])
+
     def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
         """Run ``fn`` on every node (or ``nodes``) concurrently; results by node name."""
         names = nodes or self.order
+        self.reserve(names)
         futures = {n: self._pools[n].submit(self._run, n, fn) for n in names}
         results: dict[str, T] = {}
         first_error: BaseException | None = None
@@ -119,6 +127,7 @@ class NodeSessions:
         return results
 
     def on_one(self, node: str, fn: Callable[[cursor], T]) -> T:
+        self.reserve([node])
         return self._pools[node].submit(self._run, node, fn).result()
 
     def cancel(self) -> None:
@@ -147,7 +156,7 @@ class NodeSessions:
             self.cancel()
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
-        self._cache.close_all()
+        self._cache.close_all(self.targets)
 
 
 _FILTER_ERRORS = (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,
