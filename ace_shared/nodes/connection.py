@@ -98,6 +98,7 @@ class NodeTarget:
     sslrootcert: str | None = None
     passfile: str | None = None
     sslcertmode: str | None = None
+    service: str | None = None  # libpq's service section (ACE's own login only)
     connect_timeout: int = 10
     statement_timeout_ms: int = 0
     lock_timeout_ms: int = 0
@@ -123,6 +124,8 @@ class NodeTarget:
         }
         if self.password or self.role:  # a caller's empty password stops PGPASSWORD and services
             kw["password"] = self.password
+        if self.service and not self.role:  # libpq applies the section (TLS, passfile) itself
+            kw["service"] = self.service
         for name in ("sslmode", "sslcert", "sslkey", "sslrootcert", "passfile", "sslcertmode"):
             if getattr(self, name):
                 kw[name] = getattr(self, name)
@@ -179,6 +182,7 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
         if role else settings.STATEMENT_TIMEOUT_MS
     return tuple(
         NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, role=role,
+                   service=None if role else n.service,
                    connect_timeout=settings.CONNECT_TIMEOUT,
                    statement_timeout_ms=statement_ms,
                    lock_timeout_ms=settings.LOCK_TIMEOUT_MS,
