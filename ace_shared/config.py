@@ -93,6 +93,7 @@ class Settings:
     CA_CRL_FILE: str = ""  # revoked client certificates (PEM CRL from the CA); "" for none
     # API access: common names, separated by commas or spaces
     API_ADMIN_CNS: str = ""  # see every task, scheduled ones included
+    API_METRICS_CNS: str = ""  # besides the admins, may read /metrics (a Prometheus scraper)
     API_ALLOWED_CNS: str = ""  # "" serves every certificate the CA issued
     # how long the API remembers whether a certificate's role may be served (checked on
     # every node: a member of ace_callers without SUPERUSER, BYPASSRLS, CREATEROLE, REPLICATION)

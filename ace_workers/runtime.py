@@ -21,8 +21,9 @@ from ace_shared.diff.request import DiffSpec
 from ace_shared.nodes import permits
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.metrics import finished as job_metrics
 from ace_shared.tasks.store import TaskStore
-from ace_workers import published
+from ace_workers import metrics, published
 from ace_workers.connpermits import FleetPermits
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 
@@ -67,6 +68,13 @@ class _Publisher:
     def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
                  error: str | None) -> None:
         self._quietly(published.outcome, task_id, status, result, error)
+        try:  # the fleet's metrics (ace_workers.metrics): type and time from the store's row
+            record = TaskStore.from_settings(settings()).get(task_id, with_options=False)
+            metrics.record(redis(), job_metrics(
+                record.task_type if record else "unknown", status,
+                record.time_taken if record else None, result))
+        except Exception as exc:
+            log.warning("could not count %s in the fleet's metrics: %s", task_id, exc)
 
     @staticmethod
     def _quietly(publish: Any, task_id: str, *args: Any, **kwargs: Any) -> None:
