@@ -82,3 +82,17 @@ def test_other_certificates_may_not_read_the_metrics(api: ApiServer) -> None:
     assert response.status_code == 403
     assert response.json() == {"error": f"The certificate {CALLER} may not read the metrics; "
                                         "ask the operator to add it to API_METRICS_CNS."}
+
+
+def test_the_grafana_dashboard_charts_metrics_the_api_serves(
+        api: ApiServer, repo_root: Any) -> None:
+    import json
+    dashboard = json.loads((repo_root / "deploy" / "grafana" / "ace-dashboard.json").read_text())
+    charted = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bace_[a-z_]+", target["expr"])}
+    response = api.session(SCRAPER).get(api.url("/metrics"), timeout=10)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    served = {family.name + suffix for family in text_string_to_metric_families(response.text)
+              for suffix in suffixes.get(family.type, ("",))}  # with samples or not (yet)
+    assert charted and charted <= served, charted - served
