@@ -30,6 +30,7 @@ import psycopg2
 from psycopg2.extensions import cursor
 
 from ace_shared.errors import AceError, FilterError, JobCancelledError
+from ace_shared.nodes import permits
 from ace_shared.nodes.connection import (
     ConnectionCache,
     NodeTarget,
@@ -49,6 +50,11 @@ class NodeSessions:
 
     def __init__(self, targets: tuple[NodeTarget, ...], threads_per_node: int = 1,
                  readonly: bool = True) -> None:
+        if permits.installed() is not None:
+            # Counted connections (a fleet's worker): one per node per job. A second thread
+            # would wait for a permit its siblings hold until the job ends; the fleet gets
+            # its parallelism from its processes instead.
+            threads_per_node = 1
         self.targets = {t.node: t for t in targets}
         self.order = [t.node for t in targets]
         self._readonly = readonly
