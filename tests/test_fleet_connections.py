@@ -9,7 +9,6 @@ than fail, and the result is the same as ever.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from localcluster import LocalCluster, free_ports
 from ace_shared.errors import ConnectionsBusyError
 from ace_shared.tasks.store import COMPLETED, TaskStore
 from ace_workers import published
-from ace_workers.connpermits import FleetPermits, in_use, permits_key
+from ace_workers.connpermits import FleetPermits, in_use, permits_key, waiters_key
 from ace_workers.counters import redis_client
 
 CAP = 3
@@ -114,6 +113,28 @@ class Watch:
         self.thread.join(10)
 
 
+def _taken_by_another_host(client: Any, cluster: LocalCluster) -> dict[str, int]:
+    """Make n2 look held to the cap by another host, with nothing of the fleet's held.
+
+    The workers keep their sessions between tasks, so a task could otherwise find
+    its connections open already and never wait: someone waiting (a waiter
+    entered for both nodes) makes them give theirs back first.
+    """
+    far = int(time.time() * 1000) + 600_000
+    addresses = [f"127.0.0.1:{port}" for port in cluster.ports]
+    for address in addresses:
+        client.zadd(waiters_key(address), {"test-waiter": far})
+    try:
+        wait_for(lambda: all(in_use(client, a) == 0 for a in addresses), 30,
+                 "the workers to give back the sessions they kept")
+    finally:
+        for address in addresses:
+            client.zrem(waiters_key(address), "test-waiter")
+    blockers = {f"other-host:{i}": far for i in range(CAP)}
+    client.zadd(permits_key(addresses[1]), blockers)
+    return blockers
+
+
 def test_a_100_table_repset_diff_keeps_within_the_cap_and_finishes_right(
         capped: tuple[LocalCluster, Path], fleet: Fleet) -> None:
     cluster, _ = capped
@@ -137,9 +158,7 @@ def test_waiting_for_a_connection_is_progress_then_the_job_finishes(
     cluster, _ = capped
     client = redis_client(fleet.env["ACE_BROKER_URL"])
     address = f"127.0.0.1:{cluster.ports[1]}"
-    far = int(time.time() * 1000) + 600_000
-    blockers = {f"other-host:{i}": far for i in range(CAP)}  # n2 taken by someone else
-    client.zadd(permits_key(address), blockers)
+    blockers = _taken_by_another_host(client, cluster)
     try:
         run = fleet.ace("table-diff", "capclus", "public.cap_042", "--no-wait")
         task_id = run.stdout.strip()
@@ -148,11 +167,8 @@ def test_waiting_for_a_connection_is_progress_then_the_job_finishes(
         def note() -> str | None:
             state = published.read(client, task_id)
             return state.note if state else None
-        # n1 first, perhaps, while the workers give back the sessions they kept; then n2,
-        # held by the blockers (and perhaps a kept session on its way back)
-        wait_for(lambda: re.fullmatch(rf"waiting for a connection to n2: [34] of {CAP} in use",
-                                      note() or "") is not None, 60,
-                 "the task to say it waits for n2")
+        wait_for(lambda: note() is not None, 60, "the task to say what it waits for")
+        assert note() == f"waiting for a connection to n2: {CAP} of {CAP} in use"
         state = published.read(client, task_id)
         assert state is not None and not state.finished  # waiting is no failure
     finally:
@@ -200,8 +216,7 @@ def test_a_scheduled_job_still_running_when_due_again_is_skipped_and_logged(
 
     def runs() -> list[Any]:
         return [r for r in store.recent(200) if r.requested_by == "scheduler:cap_job"]
-    blockers = {f"other-host:{i}": int(time.time() * 1000) + 600_000 for i in range(CAP)}
-    client.zadd(permits_key(address), blockers)  # the first run waits for n2 ...
+    blockers = _taken_by_another_host(client, cluster)  # the first run waits for n2 ...
     try:
         send_as_beat(fleet.env, "ace.scheduled_diff", job)
         wait_for(lambda: len(runs()) == 1 and runs()[0].status == "RUNNING", 60,

@@ -319,7 +319,8 @@ class ConnectionCache:
         self._lock = threading.Lock()
         self._all: list[psycopg2.extensions.connection] = []
         self._opened: dict[int, float] = {}
-        self._reserved: dict[str, list[str]] = {}  # node -> permits taken, not yet used
+        # node -> permits taken (address, token), not yet used by a connection
+        self._reserved: dict[str, list[tuple[str, str]]] = {}
         self._reserving = threading.Lock()
 
     def reserve(self, targets: list[NodeTarget] | tuple[NodeTarget, ...]) -> None:
@@ -341,25 +342,31 @@ class ConnectionCache:
                         for c in self._all)
                 if have:
                     continue
-                token = counter.acquire(target.node, permits.address_of(target))
+                address = permits.address_of(target)
+                token = counter.acquire(target.node, address)
                 with self._lock:
-                    self._reserved.setdefault(target.node, []).append(token)
+                    self._reserved.setdefault(target.node, []).append((address, token))
+
+    def __del__(self) -> None:
+        # a cache dropped unclosed: its connections give theirs back as they go; these too
+        with suppress(Exception):
+            self._release_reserved()
 
     def _reserved_permit(self, node: str) -> str | None:
         with self._lock:
             held = self._reserved.get(node)
-            return held.pop() if held else None
+            return held.pop()[1] if held else None
 
-    def _release_reserved(self, targets: dict[str, NodeTarget] | None = None) -> None:
+    def _release_reserved(self) -> None:
         counter = permits.installed()
         with self._lock:
             reserved, self._reserved = self._reserved, {}
-        if counter is None or targets is None:
+        if counter is None:
             return
-        for node, tokens in reserved.items():
-            for token in tokens:
-                with suppress(Exception):
-                    counter.release(permits.address_of(targets[node]), token)
+        for held in reserved.values():
+            for address, token in held:
+                with suppress(Exception):  # else its lease lapses
+                    counter.release(address, token)
 
     def get(self, target: NodeTarget, *, readonly: bool = True) -> psycopg2.extensions.connection:
         return self.get_reused(target, readonly=readonly)[0]
@@ -402,10 +409,10 @@ class ConnectionCache:
                 with suppress(psycopg2.Error):
                     conn.cancel()
 
-    def close_all(self, targets: dict[str, NodeTarget] | None = None) -> None:
+    def close_all(self) -> None:
         """Close every connection this cache opened, from whichever thread, and give back
-        the permits it took for ``targets`` (by node) and has not used."""
-        self._release_reserved(targets)
+        the permits it took and has not used."""
+        self._release_reserved()
         with self._lock:
             opened, self._all = self._all, []
         for conn in opened:

@@ -162,7 +162,7 @@ class NodeSessions:
             self.cancel()
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
-        self._cache.close_all(self.targets)
+        self._cache.close_all()
 
 
 _FILTER_ERRORS = (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,
