@@ -8,11 +8,13 @@ hashing a small range) and dropped when a node fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from typing import Any
 
+from celery import current_task
 from celery.signals import task_postrun, task_prerun
 
 from ace_shared.config import Settings, load_settings
@@ -185,6 +187,8 @@ def install_permits() -> None:
 
 
 def _say_waiting(note: str | None) -> None:
+    """Publish what the running task waits for: on its job (the CLI prints it) and, from
+    the task's own thread, as a ``task-progress`` event (Flower shows it)."""
     job = _current_job
     if job is None:
         return
@@ -192,6 +196,10 @@ def _say_waiting(note: str | None) -> None:
         published.note(redis(), job, note)
     except Exception as exc:
         log.warning("could not publish the state of %s in Redis: %s", job, exc)
+    task = current_task
+    if task is not None and task.request.id:
+        with contextlib.suppress(Exception):  # events are a courtesy to Flower
+            task.send_event("task-progress", waiting=note or "")
 
 
 def close_idle_sessions() -> None:

@@ -88,3 +88,12 @@ def test_the_users_file_hides_the_systems_and_json_files_come_first(
         load_cluster(tmp_path / "none", "bad")
     with pytest.raises(ClusterError, match="Cluster nowhere is not defined"):
         load_cluster(tmp_path / "none", "nowhere")
+
+
+def test_a_node_that_is_not_name_host_port_is_one_sentence(tmp_path: Path) -> None:
+    run = run_ace("cluster", "init", "svc2", "--node=n1:db1:5432",
+                  f"--service-file={tmp_path / 'pg_service.conf'}")
+    assert run.code == 2
+    assert run.stderr.strip() == ("ace: error: The node 'n1:db1:5432' is not NAME=HOST:PORT; "
+                                  "write it like n1=db1.example.com:5432.")
+    assert not (tmp_path / "pg_service.conf").exists()
