@@ -233,3 +233,49 @@ def test_a_scheduled_job_still_running_when_due_again_is_skipped_and_logged(
     send_as_beat(fleet.env, "ace.scheduled_diff", job)  # due once more, nothing running
     wait_for(lambda: len(runs()) == 2, 60, "the next run to start")
     assert len(runs()) == 2
+
+
+def test_jobs_take_their_nodes_in_one_order_so_none_waits_on_another(
+        capped: tuple[LocalCluster, Path], tmp_path: Path) -> None:
+    """Cap 1: two jobs on both nodes at once would each hold one node the other waits for,
+    were their permits not all taken before connecting, in one order."""
+    from ace_shared.config import load_settings
+    from ace_shared.diff.plan import resolve_targets
+    from ace_shared.nodes import permits
+    from ace_shared.nodes.sessions import NodeSessions
+
+    cluster, cluster_dir = capped
+    settings = load_settings(environ={"ACE_CLUSTER_DIR": str(cluster_dir),
+                                      **cluster.client_settings()})
+    _, targets = resolve_targets("capclus", None, "all", settings, None)
+    server = RedisServer(tmp_path)
+    server.start()
+    client = redis_client(server.url())
+    permits.install(FleetPermits(lambda: client, 1, 5))
+    try:
+        def job() -> None:
+            for _ in range(12):
+                sessions = NodeSessions(targets)
+                try:
+                    sessions.on_all(lambda cur: cur.execute("SELECT pg_catalog.pg_sleep(0.02)"))
+                finally:
+                    sessions.close()
+        jobs = [threading.Thread(target=job) for _ in range(2)]
+        errors: list[BaseException] = []
+        for t in jobs:
+            t.run = (lambda f: lambda: _catching(f, errors))(t.run)  # type: ignore[method-assign]
+            t.start()
+        for t in jobs:
+            t.join(60)
+        assert errors == []
+        assert all(in_use(client, f"127.0.0.1:{p}") == 0 for p in cluster.ports)
+    finally:
+        permits.install(None)
+        server.stop()
+
+
+def _catching(run: Any, errors: list[BaseException]) -> None:
+    try:
+        run()
+    except BaseException as exc:  # noqa: BLE001 (reported by the test)
+        errors.append(exc)
