@@ -212,7 +212,7 @@ def test_a_scheduled_job_still_running_when_due_again_is_skipped_and_logged(
     client = redis_client(fleet.env["ACE_BROKER_URL"])
     store = TaskStore(fleet.env["ACE_DATABASE_URL"])
     address = f"127.0.0.1:{cluster.ports[1]}"
-    job = ["cap_job", {"cluster_name": "capclus", "table_name": "public.cap_042"}, "table-diff"]
+    job = ["cap_job", {"cluster_name": "capclus", "repset_name": "pub"}, "repset-diff"]
 
     def runs() -> list[Any]:
         return [r for r in store.recent(200) if r.requested_by == "scheduler:cap_job"]
@@ -229,7 +229,8 @@ def test_a_scheduled_job_still_running_when_due_again_is_skipped_and_logged(
         assert len(runs()) == 1
     finally:
         client.zrem(permits_key(address), *blockers)
-    wait_for(lambda: store.get(first).status == COMPLETED, 120, "the first run to finish")
+    wait_for(lambda: store.get(first).status == COMPLETED, 600, "the first run to finish")
+    assert store.get(first).result["summary"]["counts"] == {"differs": 1, "identical": 99}
     send_as_beat(fleet.env, "ace.scheduled_diff", job)  # due once more, nothing running
     wait_for(lambda: len(runs()) == 2, 60, "the next run to start")
     assert len(runs()) == 2
