@@ -29,7 +29,7 @@ from ace_shared.config import Settings
 from ace_shared.diff.job import merge_job, save_job, saved_job
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.workdir import WorkDir
-from ace_shared.errors import AceError, NodeUnreachableError
+from ace_shared.errors import AceError
 from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
 from ace_shared.mtree.diffjob import diff_leaf_group, plan_mtree_diff
 from ace_shared.mtree.request import MtreeRequest, validate_mtree_request
@@ -39,9 +39,9 @@ from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job
-from ace_workers.counters import RedisPartCounter
-from ace_workers.diff import diff_failed, merge_diff_task, part_progress, run_part
+from ace_workers.base import AceTask, fail_job, stop_if_finished
+from ace_workers.counters import JobFinished, RedisPartCounter
+from ace_workers.diff import diff_failed, merge_diff_task, part_failed, part_progress, run_part
 from ace_workers.slots import live_slots
 
 
@@ -140,18 +140,20 @@ def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> d
     spec = BuildSpec.from_dict(spec_dict)
     job_id = spec.task_id
     record = runtime.store().get(job_id)
-    if record is not None and record.status == FAILED:
-        return {"skipped": True}
+    if record is not None and record.status in (COMPLETED, FAILED):
+        raise JobFinished(job_id)  # a late copy, or a batch of a failed build
     total = record.progress_total if record and record.progress_total else 0
     batch = [KeyRange.from_json(r) for r in ranges]
     try:
         rows = hash_batch(spec, batch, _sessions(spec),
                           part_progress(self, job_id, total))
-    except NodeUnreachableError as exc:
-        runtime.drop_sessions_for(spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)
-        raise fail_job(job_id, exc) from exc
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
+    except JobFinished:
+        raise
+    except Exception as exc:
+        part_failed(job_id, exc, lambda: runtime.drop_sessions_for(
+            spec.cluster_name, spec.dbname, list(spec.nodes), spec.role))
+        raise
+    stop_if_finished(job_id)
     hashed = sum(rows.values())
     # seen by the merge watch, should the worker that counts the last batch die
     WorkDir(spec.work_dir).mark_batch_done(batch[0].index, hashed)

@@ -14,7 +14,7 @@ from typing import Any
 from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
-from ace_shared.errors import AceError, NodeUnreachableError
+from ace_shared.errors import AceError
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.plan import RerunPlan
@@ -22,8 +22,9 @@ from ace_shared.rerun.run import collect_results, finish_rerun, plan_rerun, run_
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job
-from ace_workers.diff import diff_failed
+from ace_workers.base import AceTask, fail_job, stop_if_finished
+from ace_workers.counters import JobFinished
+from ace_workers.diff import diff_failed, part_failed
 
 
 def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
@@ -78,15 +79,14 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
     """Re-check one batch of keys on every node."""
     spec = DiffSpec.from_dict(spec_dict)
     record = runtime.store().get(spec.task_id)
-    if record is not None and record.status == FAILED:
-        return {"skipped": True}
+    if record is not None and record.status in (COMPLETED, FAILED):
+        raise JobFinished(spec.task_id)  # a late copy, or a batch of a failed rerun
     try:
         result = rerun_batch(spec, index, runtime.sessions_for(spec))
-    except NodeUnreachableError as exc:
-        runtime.drop_sessions(spec)
-        raise fail_job(spec.task_id, exc) from exc
-    except AceError as exc:
-        raise fail_job(spec.task_id, exc) from exc
+    except Exception as exc:
+        part_failed(spec.task_id, exc, lambda: runtime.drop_sessions(spec))
+        raise
+    stop_if_finished(spec.task_id)  # finished meanwhile: no progress to publish
     runtime.store().add_progress(spec.task_id, 1)
     return result
 

@@ -25,7 +25,7 @@ from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.metrics import finished as job_metrics
 from ace_shared.tasks.store import TaskStore
-from ace_workers import metrics, published
+from ace_workers import metrics, published, tidy
 from ace_workers.connpermits import FleetPermits
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 
@@ -55,7 +55,8 @@ def store() -> TaskStore:
 
 
 class _Publisher:
-    """Passes each change the store records on to :mod:`ace_workers.published`.
+    """Passes each change the store records on to :mod:`ace_workers.published`; a job's
+    outcome also has what it leaves behind removed (:mod:`ace_workers.tidy`).
 
     A Redis outage must not fail a task whose work is done: the store has it.
     """
@@ -77,6 +78,10 @@ class _Publisher:
                 record.time_taken if record else None, result))
         except Exception as exc:
             log.warning("could not count %s in the fleet's metrics: %s", task_id, exc)
+        try:
+            tidy.after_job(redis(), task_id, settings().output_dir)
+        except Exception as exc:
+            log.warning("could not remove what task %s left behind: %s", task_id, exc)
 
     @staticmethod
     def _quietly(publish: Any, task_id: str, *args: Any, **kwargs: Any) -> None:

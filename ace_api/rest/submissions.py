@@ -3,7 +3,9 @@
 The API never touches a cluster's data for these: the same core validators as
 the CLI check the options (and read the cluster definition file, so an unknown
 cluster is a 404 before anything is queued), then the task is recorded and
-sent to the fleet. The caller's certificate name travels with the task as
+sent to the fleet. A table-diff's filter is also checked on the nodes' catalogs,
+as the caller's role (the diff's own check, so a bad filter is a 400 now rather
+than a failed task later). The caller's certificate name travels with the task as
 ``role``, so each database session it opens runs as that role.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -21,6 +24,7 @@ from ace_api.rest.difffiles import resolve_diff_file
 from ace_api.rest.errors import ApiError
 from ace_api.rest.limits import check_open_tasks
 from ace_shared.config import Settings
+from ace_shared.diff.filtercheck import check_filter_before_queueing
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import BrokerUnreachableError, TaskError
 from ace_shared.nodes.cluster import load_cluster
@@ -77,6 +81,9 @@ def submit_diff(params: dict[str, Any], identity: str, settings: Settings) -> di
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
     cluster.database(request.dbname)
     cluster.select_nodes(request.nodes)
+    if request.table_filter:  # refused now (400) rather than by the task once queued
+        require_served_role(request.cluster_name, identity)  # before any session as the caller
+        check_filter_before_queueing(request, settings)
     return _enqueue("table-diff", _options(request), identity, settings,
                     cluster_name=request.cluster_name, table_name=request.table.display)
 
@@ -86,6 +93,9 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
     """Queue a repair or rerun of a diff file confined to the output directory."""
     load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
     require_served_role(str(params["cluster_name"]), identity)  # before any file is looked at
+    if not params.get("diff_file"):  # (a repair by resolved plan is the CLI's alone)
+        raise ApiError("diff_file is required: the path of a diff file from table-diff, or "
+                       "the task id of a completed table-diff.", 400)
     policy = AccessPolicy.from_settings(settings)
     diff_file = resolve_diff_file(params["diff_file"], settings,
                                   TaskStore.from_settings(settings),
@@ -93,6 +103,29 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
     request = validate({**params, "diff_file": diff_file, "role": identity}, settings)
     return _enqueue(task_type, _options(request), identity, settings,
                     cluster_name=request.cluster_name, table_name=request.table.display)
+
+
+def preview_repair_plan(params: dict[str, Any], identity: str,
+                        settings: Settings) -> dict[str, Any]:
+    """A repair plan resolved over a diff file of the output directory, returned at once.
+
+    It reads the diff file only (no node), as the caller may: the same checks as a
+    repair's (the caller's role is served on the cluster, the file is the caller's to see).
+    """
+    from ace_shared.repair.plans.run import preview_plan
+
+    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    require_served_role(str(params["cluster_name"]), identity)
+    policy = AccessPolicy.from_settings(settings)
+    diff_file = resolve_diff_file(params["diff_file"], settings,
+                                  TaskStore.from_settings(settings),
+                                  lambda requested_by: policy.may_see(identity, requested_by))
+    answer = preview_plan({**params, "diff_file": diff_file, "role": identity}, settings)
+    for name in ("diff_file", "resolved_plan"):  # a remote caller sees no server paths
+        path = Path(answer[name])
+        if path.is_relative_to(settings.output_dir):
+            answer[name] = str(path.relative_to(settings.output_dir))
+    return answer
 
 
 def submit_repair(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
