@@ -217,8 +217,9 @@ def send_as_beat(env: dict[str, str], name: str, args: list[Any]) -> None:
 
 @contextlib.contextmanager
 def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
-              pg_cluster: Any = None) -> Iterator[Fleet]:
-    """A Redis and workers of a test module's own, so its tasks meet no other module's.
+              pg_cluster: Any = None, **extra: str) -> Iterator[Fleet]:
+    """A Redis and workers of a test module's own, so its tasks meet no other module's;
+    ``extra`` adds to (or overrides) their environment.
 
     With ``ACE_TEST_FLEET=private`` (and ``pg_cluster`` for its task store) the workers
     share no disk, as in ``tests/private_fleet.py``.
@@ -228,11 +229,12 @@ def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
     if pg_cluster is not None and os.environ.get("ACE_TEST_FLEET") == "private":
         from private_fleet import PrivateFleet, task_store_url
         url = task_store_url(pg_cluster, "ace_" + re.sub(r"\W", "_", workdir.name))
-        fleet: Fleet = PrivateFleet(workdir, fleet_env(redis, workdir, ACE_DATABASE_URL=url,
-                                                       ACE_SHARED_STORE="database"),
-                                    names=names, concurrency=concurrency)
+        fleet: Fleet = PrivateFleet(workdir, fleet_env(
+            redis, workdir, **{"ACE_DATABASE_URL": url, "ACE_SHARED_STORE": "database",
+                               **extra}), names=names, concurrency=concurrency)
     else:
-        fleet = Fleet(workdir, fleet_env(redis, workdir), names=names, concurrency=concurrency)
+        fleet = Fleet(workdir, fleet_env(redis, workdir, **extra), names=names,
+                      concurrency=concurrency)
     fleet.redis = redis
     try:
         fleet.start()

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ace_shared.errors import (
     AceError,
     CallerUnverifiedError,
+    ConnectionsBusyError,
     ExceptionBusyError,
     NodeUnreachableError,
     NotFoundError,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: dict[type[AceError], int] = {
     PermissionDeniedError: 403,
     ExceptionBusyError: 409,
     ResultNotReadyError: 409,
+    ConnectionsBusyError: 503,
     NodeUnreachableError: 502,
     CallerUnverifiedError: 503,
 }
