@@ -38,13 +38,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
 
-TEXT, INT, NUMBER, BOOL, CHOICE = "text", "int", "number", "bool", "choice"
 Kind = Literal["text", "int", "number", "bool", "choice"]
+TEXT: Final = "text"
+INT: Final = "int"
+NUMBER: Final = "number"
+BOOL: Final = "bool"
+CHOICE: Final = "choice"
 Style = Literal["api", "cli"]
 Bound = int | float | str | None  # a number, or the name of the Settings field that holds it
 

@@ -20,6 +20,7 @@ from ace_shared.tasks.status import FINISHED
 from ace_shared.tasks.store import TaskStore, record_submission, submission_digest
 from ace_workers import published, runtime
 from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
+from ace_workers.redisclient import RedisClient
 from ace_workers.signing import SignedTask
 
 DELIVERIES_KEY = "ace:deliveries"
@@ -124,11 +125,11 @@ class AceTask(VisibleTask):
         if task_id and not self.request.called_directly:
             self._end_run(runtime.redis(), task_id, done=True)
 
-    def _end_run(self, client: Any, task_id: str, *, done: bool) -> None:
+    def _end_run(self, client: RedisClient, task_id: str, *, done: bool) -> None:
         client.hdel(DELIVERIES_KEY, task_id)
         leases.release(client, task_id, done_group=(self.request.group or "") if done else None)
 
-    def _count_run(self, client: Any, task_id: str) -> None:
+    def _count_run(self, client: RedisClient, task_id: str) -> None:
         """Fail the job once this task's runs have ended in its worker's death too often.
 
         A run that ends in any way clears its count; only runs cut short by the

@@ -9,11 +9,12 @@ total does not change, so neither the budget nor progress counts work twice.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 import redis
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
+
+from ace_workers.redisclient import RedisClient
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
@@ -47,7 +48,7 @@ def redis_client(url: str, patience_seconds: float = 10.0) -> redis.Redis:
 class RedisPartCounter:
     """A :class:`~ace_shared.diff.budget.PartCounter` shared through Redis."""
 
-    def __init__(self, client: Any, name: str, ttl_seconds: int = 86400) -> None:
+    def __init__(self, client: RedisClient, name: str, ttl_seconds: int = 86400) -> None:
         self._redis = client
         self._parts_key = f"ace:{name}:parts"
         self._total_key = f"ace:{name}:total"

@@ -20,7 +20,8 @@ import logging
 import os
 import threading
 import uuid
-from typing import Any
+
+from ace_workers.redisclient import RedisClient
 
 LEASE_SECONDS = 20
 RENEW_SECONDS = 5.0
@@ -52,7 +53,7 @@ def done_key(task_id: str) -> str:
     return f"ace:done:{task_id}"
 
 
-def done_in(client: Any, task_id: str) -> str | None:
+def done_in(client: RedisClient, task_id: str) -> str | None:
     """The group a task finished in ("" outside any group), or None if it has not finished."""
     value = client.get(done_key(task_id))
     return None if value is None else value.decode()
@@ -66,9 +67,9 @@ class Leases:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._client: Any = None
+        self._client: RedisClient | None = None
 
-    def take(self, client: Any, task_id: str) -> bool:
+    def take(self, client: RedisClient, task_id: str) -> bool:
         """Take the lease on ``task_id``; False if another live worker holds it."""
         token = f"{os.getpid()}:{uuid.uuid4().hex}"
         if not client.set(lease_key(task_id), token, nx=True, px=LEASE_SECONDS * 1000):
@@ -79,7 +80,7 @@ class Leases:
             self._ensure_thread()
         return True
 
-    def release(self, client: Any, task_id: str, *, done_group: str | None = None) -> None:
+    def release(self, client: RedisClient, task_id: str, *, done_group: str | None = None) -> None:
         """Give up the lease (if held); with ``done_group``, mark the task finished in it."""
         with self._lock:
             token = self._held.pop(task_id, "")
@@ -102,7 +103,7 @@ class Leases:
         while not stop.wait(RENEW_SECONDS):
             with self._lock:
                 held, client = dict(self._held), self._client
-            if not held:
+            if not held or client is None:  # the client comes with the first lease
                 continue
             try:
                 pipe = client.pipeline()
@@ -120,7 +121,7 @@ leases = Leases()
 RUN, HELD, IGNORE, SKIP = "run", "held", "ignore", "skip"
 
 
-def admit(client: Any, task_id: str, group: str, holder: Leases = leases) -> str:
+def admit(client: RedisClient, task_id: str, group: str, holder: Leases = leases) -> str:
     """Whether this copy of a task may run: :data:`RUN` with its lease taken; :data:`HELD`
     while another live worker holds it; :data:`IGNORE` if it finished in this ``group``
     (a late copy of counted work); :data:`SKIP` if it finished in another (its chord was

@@ -48,17 +48,19 @@ def _differing_tables(record: TaskRecord) -> list[str]:
     return [t["table"] for t in tables if t["outcome"] == "differs"]
 
 
-def _rerun_options(command: str, first: TaskRecord, differing: list[str]) -> tuple[str, dict]:
+def _rerun_options(command: str, first: TaskRecord,
+                   differing: list[str]) -> tuple[str, dict[str, Any]]:
     """The task that checks the first diff's differences again, and its options."""
     opts = dict(first.options)
+    result = first.result or {}  # something differed, so the first diff has its result
     if command == "repset-diff":
-        others = [t["table"] for t in first.result["summary"]["tables"]  # type: ignore[index]
+        others = [t["table"] for t in result["summary"]["tables"]
                   if t["table"] not in differing]
         skip = set(split_names(opts.get("skip_tables"))) | set(others)
         return "repset-diff", {**opts, "skip_tables": ",".join(sorted(skip))}
     return "table-rerun", {"cluster_name": opts["cluster_name"], "table_name": opts["table_name"],
                            "dbname": opts.get("dbname"), "role": opts.get("role"),
-                           "diff_file": first.result["diff_file"]}  # type: ignore[index]
+                           "diff_file": result["diff_file"]}
 
 
 @app.task(name="ace.scheduled_recheck", bind=True, base=AceTask, max_retries=MAX_WAITS)

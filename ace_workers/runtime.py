@@ -20,6 +20,7 @@ from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.store import TaskStore
 from ace_workers import published
 from ace_workers.counters import DEFAULT_BROKER, redis_client
+from ace_workers.redisclient import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class _Publisher:
 _publisher = _Publisher()
 
 
-def redis() -> Any:
+def redis() -> RedisClient:
+    """This process's Redis client (the broker's server), made on each call."""
     return redis_client(settings().BROKER_URL or DEFAULT_BROKER)
 
 

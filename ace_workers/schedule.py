@@ -79,7 +79,8 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
             from ace_shared.mtree.request import validate_mtree_request
             tree = validate_mtree_request({**options, "action": "table-diff"}, settings)
             submit("mtree", tree.to_dict(), task_id, settings,
-                   cluster_name=tree.cluster_name, table_name=tree.table.display,  # type: ignore[union-attr]
+                   cluster_name=tree.cluster_name,
+                   table_name=tree.table.display if tree.table else None,
                    requested_by=f"scheduler:{job_name}")
         else:
             request = validate_diff_request(options, settings)

@@ -38,7 +38,8 @@ def _fetch(q: queries.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
     def run(cur: cursor) -> list[tuple[Any, ...]]:
         cur.execute(queries.PINNED_PLAN)
         cur.execute(query, params)
-        return cur.fetchall()
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
     return run
 
 

@@ -9,9 +9,11 @@ the work; correctness comes from the ranges covering the whole key space.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
@@ -54,10 +56,11 @@ def resolve_targets(cluster_name: str, dbname: str | None, nodes: str | list[str
 
 
 def read_common_shape(sessions: NodeSessions, request_table: Any) -> TableShape:
-    shapes = {}
+    shapes: dict[str, TableShape] = {}
     # read in node order so that error messages name the first offending node
     for node in sessions.order:
-        shapes[node] = sessions.on_one(node, lambda cur, n=node: read_shape(cur, request_table, n))
+        shapes[node] = sessions.on_one(node, functools.partial(
+            read_shape, table=request_table, node=node))
     return reconcile_shapes(shapes)
 
 
@@ -66,11 +69,11 @@ def check_filter_on_nodes(sessions: NodeSessions, shape: TableShape, table_filte
     query, params = queries.sample_keys(shape, None, table_filter)
 
     def explain(cur: cursor) -> None:
-        cur.execute(queries.sql.SQL("EXPLAIN {}").format(query), params)
+        cur.execute(sql.SQL("EXPLAIN {}").format(query), params)
         cur.fetchall()
     for node in sessions.order:  # the columns it names exist and have built-in types
-        sessions.on_one(node, lambda cur, n=node: check_filter_columns(
-            cur, shape.table, table_filter, n))
+        sessions.on_one(node, functools.partial(
+            check_filter_columns, table=shape.table, text=table_filter, node=node))
     sessions.on_all(explain)
 
 

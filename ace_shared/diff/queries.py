@@ -39,11 +39,11 @@ because the price of a path that had no alternative would also switch JIT on.
 """
 
 
-class Name(sql.Identifier):
+class Name(sql.Identifier):  # type: ignore[misc]  # psycopg2 ships no types
     """``sql.Identifier`` with ``%`` doubled: a name such as ``"100%"`` next to bound parameters."""
 
     def as_string(self, context: object) -> str:
-        return super().as_string(context).replace("%", "%%")
+        return str(super().as_string(context)).replace("%", "%%")
 
 
 def catalog_text(text: str) -> sql.Composable:
@@ -110,11 +110,11 @@ def columns_as_text(shape: TableShape) -> sql.Composable:
                               for i, c in enumerate(shape.columns))
 
 
-class Text(sql.Literal):
+class Text(sql.Literal):  # type: ignore[misc]  # psycopg2 ships no types
     """A string literal with ``%`` doubled, for queries run with bound parameters."""
 
     def as_string(self, context: object) -> str:
-        return super().as_string(context).replace("%", "%%")
+        return str(super().as_string(context)).replace("%", "%%")
 
 
 def row_json_text(shape: TableShape, alias: str) -> sql.Composable:

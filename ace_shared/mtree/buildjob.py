@@ -73,7 +73,7 @@ def exact_cuts(job: Job, shape: TableShape, block_rows: int) -> list[Key]:
     """Every ``block_rows``-th key of the node that holds the most rows, kept where every
     node sorts it alike: leaves start even, so few need splitting soon after a build."""
     counts = job.sessions.on_all(
-        lambda cur: (cur.execute(queries.sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
+        lambda cur: (cur.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
             queries.table_ref(shape))), cur.fetchone()[0])[1])
     biggest = max(job.nodes, key=lambda n: counts[n])
     query, params = queries.every_nth_key(shape, block_rows, None)

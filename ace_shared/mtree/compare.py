@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from psycopg2 import sql
+from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import Key, KeyRange
@@ -27,6 +28,13 @@ Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
 BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
 Level = leaves.Level
+
+
+def _children_of(shape: TableShape, key: str, level: int,
+                 parents: list[int]) -> Callable[[str], Callable[[cursor], Level]]:
+    """For each node: read the children of ``parents`` at ``level`` under the read lock."""
+    return lambda node: reading(shape, key, node,
+                                lambda cur: leaves.read_children(cur, key, level, parents))
 
 
 def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
@@ -52,8 +60,7 @@ def walk(job: Job, shape: TableShape, key: str) -> tuple[list[int], int]:
     for level in range(levels - 1, -1, -1):
         if not suspects:
             return [], held
-        found = each_node(job, lambda node, lv=level, ps=suspects: reading(
-            shape, key, node, lambda cur: leaves.read_children(cur, key, lv, ps)))
+        found = each_node(job, _children_of(shape, key, level, suspects))
         suspects = _differing(found)
     return suspects, held - sum(found[first].get(b, (0, ""))[0] for b in suspects)
 
@@ -171,7 +178,8 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
         # a tenth of that)
         cur.execute(queries.PINNED_PLAN)
         cur.execute(query, params)
-        return cur.fetchall()
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
     return run
 
 

@@ -19,6 +19,7 @@ base type's name, not its full SQL with modifiers, hence this module.)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from psycopg2.extensions import cursor
@@ -71,7 +72,8 @@ def read_key_bases(cur: cursor, shape: TableShape, node: str) -> tuple[str, ...]
 
 def key_bases(sessions: NodeSessions, shape: TableShape) -> tuple[str, ...]:
     """The key's base types, the same on every node (or one sentence saying where not)."""
-    per_node = {node: sessions.on_one(node, lambda cur, n=node: read_key_bases(cur, shape, n))
+    per_node = {node: sessions.on_one(node, functools.partial(read_key_bases, shape=shape,
+                                                              node=node))
                 for node in sessions.order}
     first_node, first = next(iter(per_node.items()))
     for node, bases in per_node.items():

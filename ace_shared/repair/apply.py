@@ -67,6 +67,7 @@ from ace_shared.repair.queries import (
     create_stage,
     stage_lines,
 )
+from ace_shared.tasks.progress import Progress
 
 COUNTS = ("inserted", "updated", "deleted", "kept", "skipped_updates", "filled", "unchanged")
 SAMPLE_KEYS = 20
@@ -326,7 +327,7 @@ def _cancel_until_done(repairs: list[NodeRepair], futures: list[Future[NodeOutco
 
 def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[NodeWork],
                   diff: DiffFile, opts: ApplyOptions,
-                  progress: Any = None) -> list[NodeOutcome]:
+                  progress: Progress | None = None) -> list[NodeOutcome]:
     """Run every node's repair; commit all of them, or none."""
     repairs = [NodeRepair(targets[w.node], table, w, diff, opts) for w in works]
     if not repairs:

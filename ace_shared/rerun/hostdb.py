@@ -23,7 +23,8 @@ from psycopg2 import sql
 
 from ace_shared.diff.queries import PINNED_PLAN
 from ace_shared.diff.request import DiffSpec
-from ace_shared.diff.workdir import BatchResult, DiffRecord, Row, WorkDir
+from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
+from ace_shared.difffile.format import Row
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors, query_error
 from ace_shared.nodes.shape import TableShape
 from ace_shared.repair.queries import COPY_CHUNK, LineStream, copy_field
