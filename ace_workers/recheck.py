@@ -21,7 +21,7 @@ from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.status import FAILED, FINISHED
 from ace_shared.tasks.store import TaskRecord
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
 from ace_workers.base import AceTask
 
@@ -63,7 +63,7 @@ def _rerun_options(command: str, first: TaskRecord,
                            "diff_file": result["diff_file"]}
 
 
-@app.task(name="ace.scheduled_recheck", bind=True, base=AceTask, max_retries=MAX_WAITS)
+@app.task(name=names.SCHEDULED_RECHECK, bind=True, base=AceTask, max_retries=MAX_WAITS)
 def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
                       rerun_after: int, due: float | None = None) -> dict[str, Any]:
     """At ``due`` (``rerun_after`` seconds after the first diff was queued): if the
@@ -99,7 +99,7 @@ def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
     return {"rerun_of": first_id, "rerun_task": rerun_id, "verdict": verdict_id}
 
 
-@app.task(name="ace.scheduled_verdict", bind=True, base=AceTask, max_retries=MAX_WAITS)
+@app.task(name=names.SCHEDULED_VERDICT, bind=True, base=AceTask, max_retries=MAX_WAITS)
 def scheduled_verdict(self: AceTask, verdict_id: str, command: str, first_id: str,
                       rerun_id: str, differing: list[str], since: float | None = None
                       ) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
 from ace_workers.base import countdown_until
 
@@ -33,16 +33,16 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
         when: Any = (crontab(*job.crontab) if job.crontab
                      else timedelta(seconds=job.every_seconds or 0))
         entries[f"{job.command}:{job.name}"] = {
-            "task": "ace.scheduled_diff", "schedule": when,
+            "task": names.SCHEDULED_DIFF, "schedule": when,
             "args": [job.name, job.options, job.command, job.rerun_after],
         }
     timing = auto_repair_timing(settings.auto_repair_config, settings.MIN_RUN_FREQUENCY)
     if timing is not None:
         args = [timing.cluster_name, timing.dbname]
-        entries["auto-repair:poll"] = {"task": "ace.auto_repair_poll",
+        entries["auto-repair:poll"] = {"task": names.AUTO_REPAIR_POLL,
                                        "schedule": timedelta(seconds=timing.poll_seconds),
                                        "args": args}
-        entries["auto-repair:repair"] = {"task": "ace.auto_repair_repair",
+        entries["auto-repair:repair"] = {"task": names.AUTO_REPAIR_REPAIR,
                                          "schedule": timedelta(seconds=timing.repair_seconds),
                                          "args": args}
     return entries
@@ -60,7 +60,7 @@ class AceScheduler(PersistentScheduler):
         super().setup_schedule()
 
 
-@app.task(name="ace.scheduled_diff")
+@app.task(name=names.SCHEDULED_DIFF)
 def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table-diff",
                    rerun_after: int | None = None) -> dict[str, Any]:
     """Submit the scheduled job's diff as an ordinary task (and its recheck, if asked)."""
