@@ -17,8 +17,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from psycopg2.extensions import cursor
-
 from ace_shared.diff import queries
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange, split_range
@@ -30,17 +28,6 @@ from ace_shared.nodes.shape import TableShape
 
 LEAF_ROWS = 4000  # a sub-range this small is streamed whole rather than cut again
 FANOUT = SUBRANGES
-
-
-def _fetch(q: queries.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
-    query, params = q
-
-    def run(cur: cursor) -> list[tuple[Any, ...]]:
-        cur.execute(queries.PINNED_PLAN)
-        cur.execute(query, params)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-        return rows
-    return run
 
 
 STRATEGY = "auto"
@@ -118,7 +105,8 @@ class RangeDiffer:
             held = sum(c for c, _ in per_node[first].values())
             keys = self._narrow_buckets(rng, list(rng.inner), per_node)
         else:
-            res = self.sessions.on_all(_fetch(queries.hash_range(self.shape, rng, self.filter)))
+            res = self.sessions.fetch_all(*queries.hash_range(self.shape, rng, self.filter),
+                                          setup=queries.PINNED_PLAN)
             hashes = {n: (int(rows[0][0]), rows[0][1]) for n, rows in res.items()}
             counts = {n: c for n, (c, _) in hashes.items()}
             held = counts[first]
@@ -138,8 +126,8 @@ class RangeDiffer:
     def _bucket_hashes(self, rng: KeyRange, inner: list[Key],
                        ) -> dict[str, dict[int, tuple[int, Any]]]:
         """Count and hash of every sub-range of ``rng`` cut at ``inner``, per node, in one scan."""
-        buckets = self.sessions.on_all(
-            _fetch(queries.hash_buckets(self.shape, rng, inner, self.filter)))
+        buckets = self.sessions.fetch_all(
+            *queries.hash_buckets(self.shape, rng, inner, self.filter), setup=queries.PINNED_PLAN)
         return {n: {int(b): (int(c), h) for b, c, h in rows} for n, rows in buckets.items()}
 
     def _narrow_buckets(self, rng: KeyRange, inner: list[Key],
@@ -166,8 +154,9 @@ class RangeDiffer:
         if counts[biggest] <= LEAF_ROWS:
             return self._stream_keys([rng])[0]
         step = max(1, math.ceil(counts[biggest] / FANOUT))
-        inner_rows = self.sessions.on_one(
-            biggest, _fetch(queries.inner_boundaries(self.shape, rng, step, self.filter)))
+        inner_rows = self.sessions.fetch_from(
+            biggest, *queries.inner_boundaries(self.shape, rng, step, self.filter),
+            setup=queries.PINNED_PLAN)
         inner = [tuple(r) for r in inner_rows]
         if not inner:
             return self._stream_keys([rng])[0]
@@ -208,7 +197,8 @@ class RangeDiffer:
         return out
 
     def _key_batches(self, keys: list[Key]) -> Iterator[list[Key]]:
-        runs = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_key_runs(self.shape, keys)))
+        runs = self.sessions.fetch_from(self.nodes[0], *queries.sort_key_runs(self.shape, keys),
+                                        setup=queries.PINNED_PLAN)
         batch: list[Key] = []
         for position, same_as_before in runs:
             if len(batch) >= FETCH_KEYS and not same_as_before:
@@ -226,8 +216,8 @@ class RangeDiffer:
         """
         if not batch:
             return []
-        fetched = self.sessions.on_all(
-            _fetch(queries.fetch_rows_in_order(self.shape, batch, self.filter)))
+        fetched = self.sessions.fetch_all(
+            *queries.fetch_rows_in_order(self.shape, batch, self.filter), setup=queries.PINNED_PLAN)
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
         by_node = {n: {r[0]: r[1] for r in rows if r[1] is not None} for n, rows in fetched.items()}
         nodes = self.nodes
@@ -244,7 +234,8 @@ class RangeDiffer:
         """Keys in the table's own order, as the database sorts them (collations included)."""
         if len(keys) <= 1:
             return keys
-        positions = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_keys(self.shape, keys)))
+        positions = self.sessions.fetch_from(self.nodes[0], *queries.sort_keys(self.shape, keys),
+                                             setup=queries.PINNED_PLAN)
         return [keys[int(p[0]) - 1] for p in positions]
 
 

@@ -93,7 +93,7 @@ def agreed_boundaries(sessions: NodeSessions, shape: TableShape,
     if len(boundaries) < 2:
         return boundaries
     query, params = queries.sort_keys(shape, boundaries)
-    orders = sessions.on_all(lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    orders = sessions.fetch_all(query, params)
     ranks = []
     for rows in orders.values():
         rank = [0] * len(boundaries)
@@ -117,7 +117,7 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
     if estimate < 0 or estimate <= EXACT_PLAN_MAX_ROWS:
         step = max(1, block_rows // SUBRANGES)
         query, params = queries.every_nth_key(shape, step, table_filter)
-        rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+        rows = sessions.fetch_from(node, query, params)
         cuts = agreed_boundaries(sessions, shape, [tuple(r) for r in rows])
         estimate = max(estimate, (len(rows) + 1) * step)
         parts = range_count_for((len(cuts) + 1) * step, block_rows)
@@ -126,7 +126,7 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
     wanted = parts * SAMPLES_PER_RANGE
     percent = min(100.0, max(0.0001, 100.0 * wanted / max(estimate, 1)))
     query, params = queries.sample_keys(shape, percent, table_filter)
-    rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    rows = sessions.fetch_from(node, query, params)
     cuts = agreed_boundaries(sessions, shape, dedupe_sorted(tuple(r) for r in rows))
     return plan_ranges(cuts, parts, SUBRANGES), estimate
 

@@ -76,31 +76,25 @@ def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> lis
     return [KeyRange(i, lowers.get(b), lowers.get(b + 1)) for i, b in enumerate(blocks)]
 
 
-def _key_tuple(shape: TableShape) -> sql.Composable:
-    cols = sql.SQL(", ").join(queries.Name(c.name) for c in shape.key_columns)
-    return sql.SQL("({})").format(cols) if len(shape.key) > 1 else cols
-
-
 def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str, str, list[int]]],
-               ) -> tuple[sql.Composable, list[object]]:
+               ) -> queries.Query:
     """``unnest(<bounds>, <extra>) AS b(...) JOIN <table> ON <key in [lower, upper)>``.
 
     The bounds arrive as one array per key column and side, and each ``extra``
     as ``(name, type, values)``, one value per range; each range is then an
     index range scan of the table, in the key's own order and collation.
     """
-    params: list[object] = []
+    params: queries.Params = {}
     n = len(shape.key)
-    for side in ("lower", "upper"):
-        for i in range(n):
-            params.append([getattr(r, side)[i] for r in ranges])
+    arrays = [sql.SQL("pg_catalog.unnest({}::pg_catalog.text[])").format(
+                  queries.param(params, [getattr(r, side)[i] for r in ranges]))
+              for side in ("lower", "upper") for i in range(n)]
     # ACE's own prefix: the table's columns are named bare in the same query
     names = [sql.Identifier(f"ace_{s}{i}") for s in ("l", "u") for i in range(n)]
-    arrays = [sql.SQL("pg_catalog.unnest(%s::pg_catalog.text[])") for _ in names]
     for name, type_, values in extra:
         names.append(sql.Identifier(name))
-        arrays.append(sql.SQL("pg_catalog.unnest(%s::pg_catalog.{}[])").format(sql.SQL(type_)))
-        params.append(values)
+        arrays.append(sql.SQL("pg_catalog.unnest({}::pg_catalog.{}[])").format(
+            queries.param(params, values), sql.SQL(type_)))
 
     def bound(prefix: str) -> sql.Composable:
         casts = sql.SQL(", ").join(
@@ -112,7 +106,7 @@ def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str,
     join = sql.SQL("ROWS FROM ({arrays}) AS b({names}) JOIN {t} AS {alias} ON "
                    "{k} OPERATOR(pg_catalog.>=) {lo} AND {k} OPERATOR(pg_catalog.<) {hi}").format(
         arrays=sql.SQL(", ").join(arrays), names=sql.SQL(", ").join(names),
-        t=queries.table_ref(shape), alias=sql.Identifier(_ROW), k=_key_tuple(shape),
+        t=queries.table_ref(shape), alias=sql.Identifier(_ROW), k=queries.key_tuple(shape),
         lo=bound("l"), hi=bound("u"))
     return join, params
 
@@ -168,19 +162,12 @@ def leaf_rows(shape: TableShape, ranges: list[KeyRange], masks: list[int]) -> qu
     return q, params
 
 
-def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
-    query, params = q
-
-    def run(cur: Any) -> list[tuple[Any, ...]]:
-        # one index range scan per leaf, whatever the planner estimates for a join
-        # against a list of bounds (queries.PINNED_PLAN, which also turns JIT off:
-        # compiling many short scans took most of a second where running them took
-        # a tenth of that)
-        cur.execute(queries.PINNED_PLAN)
-        cur.execute(query, params)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-        return rows
-    return run
+def _fetch_all(sessions: NodeSessions, q: queries.Query) -> dict[str, list[tuple[Any, ...]]]:
+    # one index range scan per leaf, whatever the planner estimates for a join
+    # against a list of bounds (queries.PINNED_PLAN, which also turns JIT off:
+    # compiling many short scans took most of a second where running them took
+    # a tenth of that)
+    return sessions.fetch_all(*q, setup=queries.PINNED_PLAN)
 
 
 class LeafDiffer:
@@ -210,14 +197,14 @@ class LeafDiffer:
             if progress:
                 progress(done, steps)
         for done, rng in enumerate(open_ended, start=len(batches) + 1):
-            found |= self._compare(self.sessions.on_all(
-                _fetch(queries.leaf_hashes(self.shape, rng, None))))
+            found |= self._compare(_fetch_all(self.sessions,
+                                              queries.leaf_hashes(self.shape, rng, None)))
             if progress:
                 progress(done, steps)
         return found
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:
-        sums = self.sessions.on_all(_fetch(leaf_buckets(self.shape, batch)))
+        sums = _fetch_all(self.sessions, leaf_buckets(self.shape, batch))
         per_node = {n: {(i, b): (c, h) for i, b, c, h in rows} for n, rows in sums.items()}
         self.first_held += sum(c for c, _ in per_node[self.sessions.order[0]].values())
         masks = [0] * len(batch)
@@ -227,7 +214,7 @@ class LeafDiffer:
         if not wanted:
             return set()
         q = leaf_rows(self.shape, [batch[i] for i in wanted], [masks[i] for i in wanted])
-        return self._compare(self.sessions.on_all(_fetch(q)), count=False)
+        return self._compare(_fetch_all(self.sessions, q), count=False)
 
     def _compare(self, res: dict[str, list[tuple[Any, ...]]], count: bool = True) -> set[Key]:
         """Keys whose (key, hash) is not on every node: set operations, not a loop per key."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
@@ -198,9 +199,9 @@ def require_schema(job: Job) -> None:
 
 
 def read_tree_row(cur: cursor, key: str) -> TreeRow | None:
-    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version, "
-                "altered_seq FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
-                (key,))
+    cur.execute(sql.SQL("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version, "
+                        "altered_seq FROM {} WHERE tree_key OPERATOR(pg_catalog.=) %s")
+                .format(objects.TREES), (key,))
     row = cur.fetchone()
     return None if row is None else TreeRow(int(row[0]), row[1], int(row[2]), row[3],
                                             int(row[4]), int(row[5]))

@@ -76,8 +76,9 @@ def _fold(shape: TableShape, key: str, node: str) -> Any:
         drained = leaves.drain(cur, shape, key)
         refuse_if_marked(drained, shape, node)
         leaves.rebuild_inner(cur, key, set(drained.touched))
-        cur.execute("UPDATE ace_mtree.trees SET updated_at = pg_catalog.now() "
-                    "WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
+        cur.execute(sql.SQL("UPDATE {} SET updated_at = pg_catalog.now() "
+                            "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
+                    (key,))
         return row, drained
     return in_transaction(run, repeatable=True)
 
@@ -179,6 +180,7 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance, node: str)
         next_no += len(counts)
     leaves.rebuild_inner_from(cur, key, first, leaves.renumber(cur, shape, key, first))
     sig = leaves.bounds_signature(cur, shape, key)
-    cur.execute("UPDATE ace_mtree.trees SET bounds_sig = %s, updated_at = pg_catalog.now() "
-                "WHERE tree_key OPERATOR(pg_catalog.=) %s", (sig, key))
+    cur.execute(sql.SQL("UPDATE {} SET bounds_sig = %s, updated_at = pg_catalog.now() "
+                        "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
+                (sig, key))
     return sig
