@@ -13,6 +13,7 @@ after a worker died counts once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,8 @@ def _ranges_repr(batch: list[Any]) -> str:
 @app.task(name=names.DIFF_RANGES, bind=True, base=AceTask)
 def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Hash, narrow and compare one batch of key ranges on every node."""
-    return run_part(self, spec_dict, ranges, run_batch)
+    return run_part(self, spec_dict, ranges,
+                    functools.partial(run_batch, hints=runtime.density_hints))
 
 
 def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int], None]:

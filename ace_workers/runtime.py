@@ -15,6 +15,7 @@ from typing import Any
 from ace_shared.config import Settings, load_settings
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.tuning import DensityHints
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.store import TaskStore
@@ -67,6 +68,9 @@ class _Publisher:
 
 
 _publisher = _Publisher()
+
+# what the ranges of a job taught this process, for the next ranges of that job it runs
+density_hints = DensityHints()
 
 
 def redis() -> RedisClient:

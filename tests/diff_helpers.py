@@ -23,6 +23,7 @@ import psycopg2
 from ace_shared.config import load_settings
 from ace_shared.diff.local import run_table_diff
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.tuning import DiffTuning
 from ace_shared.tasks.ids import new_task_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,12 +85,13 @@ def table_diff(table: str, *options: str, env: dict[str, str] | None = None,
     return run_ace("table-diff", CLUSTER, table, *options, env=env, fresh_process=fresh_process)
 
 
-def diff_in_process(table: str, **options: Any) -> tuple[Path, dict[str, Any]]:
+def diff_in_process(table: str, tuning: DiffTuning | None = None,
+                    **options: Any) -> tuple[Path, dict[str, Any]]:
     """Run a table diff through the in-process runner; returns the diff file and its data."""
     settings = load_settings()
     raw = {"cluster_name": CLUSTER, "table_name": table, **options}
     request = validate_diff_request(raw, settings)
-    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"))
+    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"), tuning=tuning)
     return path, json.loads(path.read_text())
 
 

@@ -8,10 +8,11 @@ definition themselves).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ace_shared.config import Settings
+from ace_shared.diff.tuning import DiffTuning
 from ace_shared.nodes.filter import check_filter
 from ace_shared.nodes.ident import TableName, parse_table_name
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
@@ -122,6 +123,7 @@ class DiffSpec:
     max_diffs: int
     role: str | None
     work_dir: str
+    tuning: DiffTuning = field(default_factory=DiffTuning)  # how, never what, it compares
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,11 +131,12 @@ class DiffSpec:
             "nodes": list(self.nodes), "shape": shape_to_dict(self.shape),
             "table_filter": self.table_filter, "block_rows": self.block_rows,
             "batch_size": self.batch_size, "max_diffs": self.max_diffs, "role": self.role,
-            "work_dir": self.work_dir,
+            "work_dir": self.work_dir, "tuning": self.tuning.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiffSpec:
         return cls(d["task_id"], d["cluster_name"], d["dbname"], tuple(d["nodes"]),
                    shape_from_dict(d["shape"]), d["table_filter"], int(d["block_rows"]),
-                   int(d["batch_size"]), int(d["max_diffs"]), d["role"], d["work_dir"])
+                   int(d["batch_size"]), int(d["max_diffs"]), d["role"], d["work_dir"],
+                   DiffTuning.from_dict(d.get("tuning")))
