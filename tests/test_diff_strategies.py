@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from diff_helpers import NODES, diff_in_process, execute, on_every_node, pair_rows
-from test_diff_keyorder import LABELS, enum_keyed_table
-from test_diff_types import CASES, ENUM_DDL, TABLE_DDL
+from diff_helpers import (
+    LABELS,
+    NODES,
+    diff_in_process,
+    enum_keyed_table,
+    execute,
+    on_every_node,
+    pair_rows,
+)
+from type_cases import CASES, ENUM_DDL, TABLE_DDL
 
 from ace_shared.diff import differ
 from ace_shared.diff.tuning import DiffTuning, Strategy
