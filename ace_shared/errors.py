@@ -15,9 +15,12 @@ from __future__ import annotations
 class AceError(Exception):
     """Root of every error ACE reports to a user."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, remote: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # what a remote caller (the API) is told: the same sentence without what is the
+        # server's own business, such as its file paths
+        self.remote_message = remote or message
 
     def __str__(self) -> str:
         return self.message
@@ -28,6 +31,7 @@ class AceError(Exception):
         noted = self.__class__.__new__(self.__class__)  # not __init__: its arguments vary
         noted.__dict__.update(self.__dict__)
         noted.message = f"{self.message.rstrip()} {note}"
+        noted.remote_message = f"{getattr(self, 'remote_message', self.message).rstrip()} {note}"
         Exception.__init__(noted, noted.message)
         return noted
 

@@ -15,17 +15,19 @@ it), its bounds (numbers or settings names), its choices and its help. From the 
 
 So the CLI and the API cannot drift apart: neither writes an option out itself.
 
-Adding a command (say ``schema-diff``):
+Adding a command (say ``sequence-diff``, which does not exist yet; ``schema-diff`` is a
+finished example):
 
-1. Declare it next to its request module, ``SCHEMA_DIFF = Command("schema-diff", "Compare ...",
-   (CLUSTER_NAME, Option("schema_name", TEXT, "...", required=True, positional=True), ...))``,
-   and let its validator begin with ``values = read_options(SCHEMA_DIFF, raw, settings, style)``
-   before any rule that spans options (name options in its messages with
-   ``SCHEMA_DIFF.label(name, style)``).
+1. Declare it next to its request module, ``SEQUENCE_DIFF = Command("sequence-diff",
+   "Compare ...", (CLUSTER_NAME, Option("schema_name", TEXT, "...", required=True,
+   positional=True), ...))``, and let its validator begin with
+   ``values = read_options(SEQUENCE_DIFF, raw, settings, style)`` before any rule that spans
+   options (name options in its messages with ``SEQUENCE_DIFF.label(name, style)``).
 2. CLI: one small run function ``run(values, settings) -> exit code`` (``values``: every
    declared option, checked, defaults filled in), registered in ``ace_api/cli/main.py`` with
-   ``main.add_command(build_command(SCHEMA_DIFF, run))``.
-3. API: one line ``(SCHEMA_DIFF, submit_fn)`` in ``SUBMISSIONS`` in ``ace_api/rest/resources.py``,
+   ``main.add_command(build_command(SEQUENCE_DIFF, run))``; it prints sentences, or the
+   result with ``print_json`` when ``json_wanted()`` (``--json``, which every command gets).
+3. API: one line ``(SEQUENCE_DIFF, submit_fn)`` in ``SUBMISSIONS`` in ``ace_api/rest/resources.py``,
    where ``submit_fn`` validates and queues (see ``ace_api/rest/submissions.py``); the task
    itself lives in ``ace_workers``.
 
@@ -270,6 +272,9 @@ TABLE_NAME = Option("table_name", TEXT, "Fully qualified table name (schema.tabl
 QUIET = Option("quiet", BOOL, "Print only the result.")
 NO_WAIT = Option("no_wait", BOOL, "With a fleet: print the task id and return at once.",
                  api=False)
+# every command of the CLI has it (added by ace_api/cli/options.py); the API answers JSON anyway
+JSON = Option("json", BOOL, "Print the result as one JSON document (for machines) instead of "
+              "sentences.", api=False)
 DIFF_FILE = Option(
     "diff_file", TEXT,
     "The diff file written by table-diff. Through the API: a path inside the ACE output "

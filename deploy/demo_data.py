@@ -38,10 +38,12 @@ CUSTOMERS = "public.customers"
 ORDER_ITEMS = '"Sales"."Order Items"'
 ORDER_BASE = 500_000_000_000  # "Order ID" values exceed int4 on purpose
 
+# CASCADE: on a replicating demo the tables are members of a replication set (and may
+# carry ACE's Merkle tree triggers); those go with them, and come back after the load.
 SCHEMA_SQL = """
-DROP TABLE IF EXISTS public.customers;
+DROP TABLE IF EXISTS public.customers CASCADE;
 DROP TYPE IF EXISTS public.customer_status;
-DROP TABLE IF EXISTS "Sales"."Order Items";
+DROP TABLE IF EXISTS "Sales"."Order Items" CASCADE;
 CREATE SCHEMA IF NOT EXISTS "Sales";
 CREATE TYPE public.customer_status AS ENUM ('active', 'suspended', 'closed');
 CREATE TABLE public.customers (

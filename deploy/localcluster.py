@@ -36,6 +36,9 @@ with the venv's)::
     python3 deploy/localcluster.py status --dir .ace-local --name demo
     python3 deploy/localcluster.py stop --dir .ace-local --name demo
     python3 deploy/localcluster.py serve-role --dir .ace-local --name demo --role alice --repair
+    python3 deploy/localcluster.py start ... --replication     # with pglogical's settings
+    python3 deploy/localcluster.py replicate --dir .ace-local --name demo \\
+        --tables 'public.customers,"Sales"."Order Items"'      # a pglogical mesh (localrepl.py)
 """
 
 from __future__ import annotations
@@ -275,7 +278,8 @@ class LocalCluster:
         return cls(Path(base_dir), name=name, ports=state["ports"],
                    timezones=state["timezones"] if any(state["timezones"]) else None,
                    dbname=state["dbname"], user=state["user"], password=state["password"],
-                   node_names=state["node_names"], served_roles=state.get("served_roles", ()))
+                   node_names=state["node_names"], served_roles=state.get("served_roles", ()),
+                   server_settings=state.get("server_settings"))
 
     # ----- public API ---------------------------------------------------------------
 
@@ -315,6 +319,26 @@ class LocalCluster:
                 self._admin(i, "postgres", "SELECT pg_reload_conf()")
             for i in range(len(self.nodes)):
                 self._wait_role_login(i, role)
+
+    def tcp_admin_dsn(self, i: int) -> str:
+        """The postgres superuser over TCP to ACE's database: how the nodes reach one another."""
+        return _dsn(host="127.0.0.1", port=self.nodes[i].port, dbname=self.dbname,
+                    user="postgres")
+
+    def replicate(self, tables: Sequence[str]) -> None:
+        """Make the nodes a pglogical mesh replicating ``tables`` (see deploy/localrepl.py)."""
+        from localrepl import replicate
+        if "pglogical" not in self.server_settings.get("shared_preload_libraries", ""):
+            raise LocalClusterError("The nodes were not started for replication; run "
+                                    "'localcluster.py start --replication' first.")
+        try:
+            with self._locked():
+                replicate([n.name for n in self.nodes],
+                          [self.tcp_admin_dsn(i) for i in range(len(self.nodes))],
+                          tables)
+        except (psycopg2.Error, RuntimeError) as exc:
+            raise LocalClusterError(f"pglogical replication could not be set up: "
+                                    f"{str(exc).strip()}") from exc
 
     def stop(self) -> None:
         """Stop every node (fast mode: open sessions are cut off)."""
@@ -628,7 +652,8 @@ class LocalCluster:
         state = {"ports": list(self.ports), "node_names": list(self.node_names),
                  "timezones": list(self.timezones), "dbname": self.dbname,
                  "user": self.user, "password": self.password,
-                 "served_roles": list(self.served_roles)}
+                 "served_roles": list(self.served_roles),
+                 "server_settings": self.server_settings}
         path = self.root_dir / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n")
         os.chmod(path, 0o600)
@@ -716,11 +741,16 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
         settings.update(ports=recorded.ports, node_names=recorded.node_names,
                         timezones=recorded.timezones if any(recorded.timezones) else None,
                         dbname=recorded.dbname, user=recorded.user, password=recorded.password,
-                        served_roles=recorded.served_roles)
+                        served_roles=recorded.served_roles,
+                        server_settings=recorded.server_settings)
     given = {"ports": _parse_ports(args.ports) if args.ports else None,
              "timezones": _split(args.timezones), "node_names": _split(args.nodes),
              "dbname": args.db, "user": args.user, "password": args.password}
     settings.update({key: value for key, value in given.items() if value is not None})
+    if getattr(args, "replication", False):
+        from localrepl import replication_settings
+        settings["server_settings"] = {**(settings.get("server_settings") or {}),  # type: ignore[dict-item]
+                                       **replication_settings(find_pg_bin())}
     count = len(settings["ports"])  # type: ignore[arg-type]
     for key in ("timezones", "node_names"):
         # Recorded per-node lists do not fit a new number of ports: fall back to defaults.
@@ -732,7 +762,8 @@ def _cluster_from_args(args: argparse.Namespace) -> LocalCluster:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a scratch multi-node PostgreSQL "
                                      "cluster on 127.0.0.1 for ACE.")
-    parser.add_argument("command", choices=["start", "stop", "status", "serve-role"])
+    parser.add_argument("command", choices=["start", "stop", "status", "serve-role",
+                                            "replicate"])
     parser.add_argument("--dir", default=".ace-local", help="base directory (.ace-local)")
     parser.add_argument("--name", default="demo", help="cluster name (demo)")
     parser.add_argument("--ports", help="6432,6433,6434 or 6432-6434 (default: as last "
@@ -748,6 +779,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--role", help="serve-role: the role ACE's certificate may log in as")
     parser.add_argument("--repair", action="store_true",
                         help="serve-role: also let the role repair (joins ace_repair)")
+    parser.add_argument("--replication", action="store_true",
+                        help="start: with the settings pglogical needs (kept for later starts)")
+    parser.add_argument("--tables", help="replicate: tables for the set 'default', comma "
+                        "separated as in SQL (a name with a comma cannot be given)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="localcluster: %(message)s",
                         stream=sys.stdout)
@@ -769,6 +804,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.serve_role(args.role, repair=args.repair)
             log.info("ACE's certificate may now log in as %s%s", args.role,
                      " (and repair)" if args.repair else "")
+        elif args.command == "replicate":
+            cluster.replicate([t.strip() for t in (args.tables or "").split(",") if t.strip()])
+            log.info("every node replicates with pglogical (set 'default': %s)", args.tables)
     except (LocalClusterError, ValueError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 2

@@ -51,10 +51,14 @@ command -v runuser >/dev/null || missing+=(util-linux)
 command -v openssl >/dev/null || missing+=(openssl)  # the demo cluster's certificates
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
-# pglogical, for the server version installed: the checks' tests build a real replicating mesh
-if ! compgen -G '/usr/lib/postgresql/*/lib/pglogical.so' >/dev/null; then
-  pg_major=$(basename "$(ls -d /usr/lib/postgresql/*/ | sort -V | tail -1)")
-  apt_install "postgresql-${pg_major}-pglogical" || say "WARNING: pglogical did not install; the replication tests will fail"
+# pglogical, for the newest server version installed (the one the demo and the tests run):
+# the demo cluster replicates with it, and the checks' tests build a real replicating mesh
+pg_major=$(basename "$(ls -d /usr/lib/postgresql/*/ | sort -V | tail -1)")
+if [[ ! -e /usr/lib/postgresql/$pg_major/lib/pglogical.so ]]; then
+  if ! apt_install "postgresql-${pg_major}-pglogical"; then
+    [[ $DEMO == 0 ]] || die "postgresql-${pg_major}-pglogical did not install; the demo cluster replicates with it (run with --no-demo to skip the demo)"
+    say "WARNING: pglogical did not install; the replication tests will fail"
+  fi
 fi
 
 # Chromium renders the HTML diff report in the tests; setup itself can do without.
@@ -98,8 +102,8 @@ if [[ $DEMO == 0 ]]; then
 fi
 
 # --- demo cluster, data and first diffs -----------------------------------------------
-say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434)"
-.venv/bin/python deploy/localcluster.py start --dir .ace-local --name demo \
+say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434, replicating with pglogical)"
+.venv/bin/python deploy/localcluster.py start --dir .ace-local --name demo --replication \
   --ports 6432,6433,6434 --timezones UTC,America/New_York,Asia/Kolkata --cluster-dir cluster \
   --admin-cluster-dir .ace-local/cluster-admin  # the superuser's, for 'ace mtree init' only
 # API callers act as their own role: ACE's certificate may log in as demo_caller (docs/security.md)
@@ -107,6 +111,11 @@ say "starting the demo cluster (3 nodes on 127.0.0.1:6432-6434)"
   --role demo_caller --repair >/dev/null
 say "loading demo data (demo_caller may read and repair it)"
 .venv/bin/python deploy/demo_data.py --cluster-json cluster/demo/demo.json --grant-to demo_caller
+# Each node was loaded on its own, its divergence included; only now do the tables join the
+# replication set 'default' (without copying data), so the divergence stays for ACE to find.
+say "replicating the demo tables (pglogical, set 'default', every node to every other)"
+.venv/bin/python deploy/localcluster.py replicate --dir .ace-local --name demo \
+  --tables 'public.customers,"Sales"."Order Items"' >/dev/null
 
 export ACE_CLUSTER_DIR=$ROOT/cluster  # where the demo cluster's JSON was just written
 export ACE_OUTPUT_DIR=${ACE_OUTPUT_DIR:-$ROOT/out}

@@ -42,7 +42,9 @@ class AceRun:
 
     @property
     def diff_path(self) -> Path | None:
-        found = re.search(r"(?:Diffs|Diff summary) written to (\S+\.json)", self.stdout)
+        # sentences name it; --quiet prints the path alone
+        found = re.search(r"^(?:(?:Diffs|Diff summary) written to )?(\S+\.json)$", self.stdout,
+                          re.M)
         return Path(found.group(1)) if found else None
 
     def diff(self) -> dict[str, Any]:

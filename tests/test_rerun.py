@@ -64,7 +64,7 @@ def test_cli_exit_codes_and_summary(nodes: Nodes) -> None:
     total = diff["summary"]["diff_rows"]
     run = ace("table-rerun", CLUSTER, TABLE, f"--diff-file={path}")
     assert run.code == 1, run.stderr
-    assert f"Of {total} rows that differed: 0 resolved, {total} still differ." in run.stdout
+    assert f"Of {total:,} rows that differed: 0 resolved, {total:,} still differ." in run.stdout
     new_file = run.path_after("Diffs")
     assert new_file is not None and new_file != path
     assert json.loads(new_file.read_text())["summary"]["rerun_of"] == str(path)
@@ -73,7 +73,7 @@ def test_cli_exit_codes_and_summary(nodes: Nodes) -> None:
     for behavior in ("multiprocessing", "hostdb"):
         run = ace("table-rerun", CLUSTER, TABLE, f"--diff-file={path}", f"--behavior={behavior}")
         assert run.code == 0, (behavior, run.stderr)
-        assert f"Of {total} rows that differed: {total} resolved, 0 still differ." in run.stdout
+        assert f"Of {total:,} rows that differed: {total:,} resolved, 0 still differ." in run.stdout
 
 
 def test_rerun_reads_an_original_format_file(nodes: Nodes, tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ from schema_fixtures import BASE, EXPECTED_N2, EXPECTED_N3, ON_N2, ON_N3, SCHEMA
 
 
 def _result(run: Any) -> dict[str, Any]:
-    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("Schema diff written to "))
-    return json.loads(Path(line.split(" written to ", 1)[1]).read_text())
+    # sentences name the file; --quiet prints its path alone
+    line = next(ln for ln in run.stdout.splitlines()
+                if ln.startswith("Schema diff written to ") or ln.endswith(".json"))
+    return json.loads(Path(line.rsplit(" written to ", 1)[-1]).read_text())
 
 
 def _entries(result: dict[str, Any], pair: str) -> set[tuple[str, str, str]]:

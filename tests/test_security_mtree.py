@@ -74,7 +74,7 @@ def init_as_superuser(cluster: Any) -> None:
     """``ace mtree init`` as ACE's login, then as a superuser (which adds the event
     trigger): what an administrator runs once."""
     assert run_ace("mtree", "init", CLUSTER).code == 0
-    watched = as_admin("init", CLUSTER)
+    watched = as_admin("init", CLUSTER, "--json")
     assert watched.code == 0, watched.stderr
     assert set(json.loads(watched.stdout)["alter_table_watched"].values()) == {True}
 

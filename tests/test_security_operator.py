@@ -239,11 +239,12 @@ def test_the_owner_of_a_table_builds_and_tears_down_its_tree_with_the_documented
 
 def test_mtree_init_says_in_one_sentence_that_the_event_trigger_is_an_administrators_step(
         pg_cluster: Any) -> None:
-    as_login = run_ace("mtree", "init", CLUSTER)
+    as_login = run_ace("mtree", "init", CLUSTER, "--json")
     assert as_login.code == 0, as_login.stderr
     assert as_login.stderr.count("\n") == 1, as_login.stderr
-    assert "admin cluster file" in as_login.stderr and "n1, n2, n3" in as_login.stderr
+    assert "admin cluster file" in as_login.stderr and "n1, n2 and n3" in as_login.stderr
     assert json.loads(as_login.stdout)["alter_table_watched"] == {n: False for n in NODES}
-    as_admin = mtree_init()
+    as_admin = run_ace("mtree", "init", CLUSTER, "--json",
+                       env={"ACE_CLUSTER_DIR": os.environ["ACE_TEST_ADMIN_CLUSTER_DIR"]})
     assert as_admin.code == 0 and as_admin.stderr == "", as_admin.stderr
     assert json.loads(as_admin.stdout)["alter_table_watched"] == {n: True for n in NODES}

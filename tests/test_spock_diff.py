@@ -14,8 +14,10 @@ TABLES = ("public.sp_a", "public.sp_b")
 
 
 def _result(run: Any) -> dict[str, Any]:
-    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("Spock diff written to "))
-    return json.loads(Path(line.split(" written to ", 1)[1]).read_text())
+    # sentences name the file; --quiet prints its path alone
+    line = next(ln for ln in run.stdout.splitlines()
+                if ln.startswith("Spock diff written to ") or ln.endswith(".json"))
+    return json.loads(Path(line.rsplit(" written to ", 1)[-1]).read_text())
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def test_a_healthy_mesh_matches_with_hints(mesh: list[str]) -> None:
         assert (node, "table in no replication set", "public.sp_loose") in hints
         assert (node, "table in a set without a primary key or replica identity",
                 "public.sp_nokey") in hints
-    assert "REPLICATION MATCHES on n1, n2, n3." in run.stdout
+    assert "REPLICATION MATCHES on n1, n2 and n3." in run.stdout
 
 
 def test_a_broken_mesh_reports_each_fault_on_its_pair(mesh: list[str]) -> None:

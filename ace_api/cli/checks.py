@@ -15,11 +15,13 @@ from typing import Any
 
 import click
 
+from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.repsetdiff.request import REPSET_DIFF, validate_repset_diff
 from ace_shared.schemadiff.request import SCHEMA_DIFF, validate_schema_diff
 from ace_shared.spockdiff.request import SPOCK_DIFF, validate_spock_diff
+from ace_shared.words import and_list, plural
 
 
 def run_check(task_type: str, request: Any, settings: Settings, local: Any, label: str,
@@ -62,12 +64,13 @@ def print_tables(tables: list[dict[str, Any]]) -> None:
     for t in tables:
         line = f"{t['table']}: {t['outcome']}"
         if t.get("diff_rows_by_pair") and t["outcome"] == "differs":
-            line += " (" + ", ".join(f"{p}: {n} rows" for p, n in t["diff_rows_by_pair"].items()
+            line += " (" + ", ".join(f"{p}: {plural(n, 'row')}"
+                                     for p, n in t["diff_rows_by_pair"].items()
                                      ) + f"; {t['diff_file']})"
         if t.get("reason"):
             line += f": {t['reason']}"
         if t.get("missing_on"):
-            line += f" (missing on {', '.join(t['missing_on'])})"
+            line += f" (missing on {and_list(t['missing_on'])})"
         click.echo(line)
 
 
@@ -77,20 +80,32 @@ def print_files(result: dict[str, Any], label: str) -> None:
         click.echo(f"Report written to {result['report_file']}")
 
 
+def finish(result: dict[str, Any], quiet: bool, label: str, sentences: Any) -> int:
+    """Print a check's outcome: ``--json``, ``--quiet``'s path, or ``sentences()`` and the files."""
+    if json_wanted():
+        print_json(result)
+    elif quiet:
+        click.echo(result["result_file"])
+    else:
+        sentences()
+        print_files(result, label)
+    return int(result["exit_code"])
+
+
 def run_schema_diff_command(values: dict[str, Any], settings: Settings) -> int:
     from ace_shared.schemadiff.run import run_schema_diff
     request = validate_schema_diff(values, settings, "cli")
     result = run_check("schema-diff", request, settings, run_schema_diff,
                        f"Diffing tables of {request.schema}", request.schema)
-    if not request.quiet:
+
+    def sentences() -> None:
         print_differences(result)
         if "tables" in result:
             print_tables(result["tables"])
         if not result["differences"]:
             click.echo(f"SCHEMAS MATCH: {request.schema} is the same on "
-                       f"{', '.join(result['nodes'])}.")
-    print_files(result, "Schema diff")
-    return int(result["exit_code"])
+                       f"{and_list(result['nodes'])}.")
+    return finish(result, request.quiet, "Schema diff", sentences)
 
 
 def run_repset_diff_command(values: dict[str, Any], settings: Settings) -> int:
@@ -98,15 +113,18 @@ def run_repset_diff_command(values: dict[str, Any], settings: Settings) -> int:
     request = validate_repset_diff(values, settings, "cli")
     result = run_check("repset-diff", request, settings, run_repset_diff,
                        f"Diffing set {request.repset}", request.repset)
-    if not request.quiet:
+
+    def sentences() -> None:
         for node in result["nodes_without_set"]:
             click.echo(f"{node}: has no replication set {request.repset}")
         for note in result["membership_differences"]:
-            click.echo(f"{note['table']}: in the set on {', '.join(note['in_set_on'])}, "
-                       f"not on {', '.join(note['not_in_set_on'])}")
-    print_tables(result["tables"])
-    print_files(result, "Repset diff")
-    return int(result["exit_code"])
+            click.echo(f"{note['table']}: in the set on {and_list(note['in_set_on'])}, "
+                       f"not on {and_list(note['not_in_set_on'])}")
+        print_tables(result["tables"])
+        if result["exit_code"] == 0:
+            click.echo(f"SETS MATCH: every table of {request.repset} is the same on "
+                       f"{and_list(result['nodes'])}.")
+    return finish(result, request.quiet, "Repset diff", sentences)
 
 
 def run_spock_diff_command(values: dict[str, Any], settings: Settings) -> int:
@@ -114,18 +132,19 @@ def run_spock_diff_command(values: dict[str, Any], settings: Settings) -> int:
     request = validate_spock_diff(values, settings, "cli")
     result = run_check("spock-diff", request, settings,
                        lambda r, s, t, progress: run_spock_diff(r, s, t), "Checking", None)
-    if not request.quiet:
+
+    def sentences() -> None:
         for node, cfg in result["node_config"].items():
             click.echo(f"{node}: {cfg['system']} node {cfg['identity']}, "
-                       f"{len(cfg['sets'])} sets, {len(cfg['subscriptions'])} subscriptions")
+                       f"{plural(len(cfg['sets']), 'set')}, "
+                       f"{plural(len(cfg['subscriptions']), 'subscription')}")
         print_differences(result)
         for hint in result["hints"]:
             click.echo(f"hint: {hint['node']}: {hint['hint']}"
                        + (f": {hint['table']}" if hint.get("table") else ""))
         if not result["differences"]:
-            click.echo(f"REPLICATION MATCHES on {', '.join(result['nodes'])}.")
-    print_files(result, "Spock diff")
-    return int(result["exit_code"])
+            click.echo(f"REPLICATION MATCHES on {and_list(result['nodes'])}.")
+    return finish(result, request.quiet, "Spock diff", sentences)
 
 
 # each check's declaration and what runs it, for ``ace_api/cli/main.py``

@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
+from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.tasks.ids import new_task_id
+from ace_shared.words import and_list, plural
 
 
 def _uses_fleet(settings: Settings) -> bool:
@@ -19,23 +21,34 @@ def _uses_fleet(settings: Settings) -> bool:
 
 
 def report_diff(summary: dict[str, Any], quiet: bool) -> int:
-    """Print the outcome of a diff and return the exit code."""
+    """Print the outcome of a diff (sentences, ``--json``, or ``--quiet``'s path); the exit code.
+
+    The report asked for with ``--output`` is written and named whether or not the
+    nodes differ: a scheduled run needs the page that says they match.
+    """
     path = summary["diff_file"]
+    code = EXIT_DIFF if summary.get("mismatch") else EXIT_SAME
+    if json_wanted():
+        print_json(summary)
+        return code
+    if quiet:
+        click.echo(path)
+        return code
     if summary.get("mismatch"):
-        if not quiet:
-            for pair, count in summary.get("diff_rows_by_pair", {}).items():
-                click.echo(f"{pair}: {count} rows differ")
-            if summary.get("diff_partial"):
-                click.echo(f"PARTIAL DIFF: {summary.get('partial_reason')}")
+        for pair, count in summary.get("diff_rows_by_pair", {}).items():
+            if count:
+                click.echo(f"{pair}: {plural(count, 'row')} {'differs' if count == 1 else 'differ'}")
+        if summary.get("diff_partial"):
+            click.echo(f"PARTIAL DIFF: {summary.get('partial_reason')}")
         click.echo(f"Diffs written to {path}")
-        if summary.get("report_file"):
-            click.echo(f"Report written to {summary['report_file']}")
-        return EXIT_DIFF
-    if not quiet:
+    else:
         click.echo(f"TABLES MATCH: {summary['table']} is the same on "
-                   f"{', '.join(summary['nodes'])} ({summary['total_rows_checked']} rows checked).")
-    click.echo(f"Diff summary written to {path}")
-    return EXIT_SAME
+                   f"{and_list(summary['nodes'])} "
+                   f"({plural(summary['total_rows_checked'], 'row')} checked).")
+        click.echo(f"Diff summary written to {path}")
+    if summary.get("report_file"):
+        click.echo(f"Report written to {summary['report_file']}")
+    return code
 
 
 def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:

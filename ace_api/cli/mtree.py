@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -11,10 +10,12 @@ import click
 from ace_api.cli.diff import report_diff
 from ace_api.cli.exits import EXIT_SAME
 from ace_api.cli.options import AceCommand, build_command
+from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.mtree.request import MTREE_COMMANDS, MtreeRequest, validate_mtree_request
 from ace_shared.tasks.ids import new_task_id
+from ace_shared.words import and_list, nodes_phrase, plural
 
 
 def _runner(action: str) -> Any:
@@ -29,13 +30,56 @@ def _runner(action: str) -> Any:
             result = _here(request, settings, label)
         if action == "table-diff":
             return report_diff(result, request.quiet)
-        if not request.quiet:
-            click.echo(json.dumps(result, indent=2, default=str))
+        if json_wanted():
+            print_json(result)
+        elif not request.quiet:
+            for line in mtree_sentences(result):
+                click.echo(line)
         note = _unwatched_note(result) if action == "init" else None
         if note:
             click.echo(note, err=True)
         return EXIT_SAME
     return run
+
+
+def _by_node(counts: Any, word: str) -> str:
+    """``n1: 20,000 rows, n2: 19,997 rows`` from ``{node: count}``."""
+    if not isinstance(counts, dict):
+        return ""
+    return ", ".join(f"{node}: {plural(int(n), word)}" for node, n in counts.items())
+
+
+def mtree_sentences(result: dict[str, Any]) -> list[str]:
+    """What an ``ace mtree`` action did, in sentences (``--json`` prints ``result`` itself)."""
+    action = result.get("action")
+    nodes = nodes_phrase(result.get("nodes", []))
+    table = result.get("table")
+    if action == "init":
+        return [f"Merkle tree schema {result.get('schema', 'ace_mtree')} is ready on {nodes}."]
+    if action == "build":
+        lines = [f"Built the Merkle tree of {table} on {nodes}: "
+                 f"{plural(int(result.get('blocks', 0)), 'block')} of up to "
+                 f"{plural(int(result.get('block_rows', 0)), 'row')}."]
+        rows = _by_node(result.get("rows_by_node"), "row")
+        return lines + ([f"Rows hashed: {rows}."] if rows else [])
+    if action == "update":
+        folded = _by_node(result.get("changes_folded"), "change")
+        line = f"Updated the Merkle tree of {table} on {nodes}"
+        line += f" (changes folded in: {folded})." if folded else "."
+        touched = result.get("leaves_touched")
+        if touched is not None:
+            line += (f" {plural(int(touched), 'block')} rehashed, "
+                     f"{int(result.get('leaves_split', 0))} split, "
+                     f"{int(result.get('leaves_merged', 0))} merged.")
+        return [line]
+    if action == "teardown":
+        removed = result.get("trees_removed")
+        if table:
+            return [f"Removed the Merkle tree of {table} from {nodes}."]
+        count = max(removed.values(), default=0) if isinstance(removed, dict) else 0
+        return [f"Removed ACE's Merkle tree schema and {plural(int(count), 'tree')} "
+                f"from {nodes}."]
+    return [f"mtree {action}: done on {nodes}."]
 
 
 def _unwatched_note(result: dict[str, Any]) -> str | None:
@@ -51,7 +95,7 @@ def _unwatched_note(result: dict[str, Any]) -> str | None:
     missing = sorted(node for node, ok in watched.items() if not ok)
     if not missing:
         return None
-    return (f"ace: note: this login may not create event triggers, so on {', '.join(missing)} "
+    return (f"ace: note: this login may not create event triggers, so on {and_list(missing)} "
             "init did not (re)create the one that marks trees stale after ALTER TABLE; unless "
             "an administrator has, run 'ace mtree init' once with the admin cluster file "
             "(docs/security.md).")

@@ -17,9 +17,21 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import settings_or_fail
+from ace_api.cli.output import set_json
 from ace_shared.config import Settings, load_settings
 from ace_shared.errors import AceError
-from ace_shared.options import BOOL, CHOICE, INT, NUMBER, Command, Option, read_options, show
+from ace_shared.options import (
+    BOOL,
+    CHOICE,
+    INT,
+    JSON,
+    NUMBER,
+    Command,
+    Option,
+    read_option,
+    read_options,
+    show,
+)
 
 RunFn = Callable[[dict[str, Any], Settings], int]
 # (the words on the command line, the options as given) -> the options with the words placed
@@ -116,7 +128,7 @@ def _params(command: Command, words: WordsFn | None) -> list[click.Parameter]:
         metavar = " ".join(o.label("cli") for o in positional)
         params = [click.Argument(["words"], nargs=-1, required=True, metavar=metavar)]
     return params + [DeclaredOption(o, command.describe(o, "cli"))
-                     for o in command.options if not o.positional]
+                     for o in (*command.options, JSON) if not o.positional]
 
 
 def build_command(command: Command, run: RunFn, words: WordsFn | None = None,
@@ -130,6 +142,7 @@ def build_command(command: Command, run: RunFn, words: WordsFn | None = None,
     """
     def callback(**given: Any) -> None:
         settings = settings_or_fail()
+        set_json(read_option(JSON, given.get(JSON.name), settings, "cli"))
         raw = {o.name: given.get(o.name) for o in command.options}
         if words is not None:
             raw = words(given["words"], raw)

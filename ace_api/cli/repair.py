@@ -21,12 +21,14 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
+from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
 from ace_shared.repair.request import check_repair_options, validate_repair_request
 from ace_shared.rerun.request import check_rerun_options, validate_rerun_request
 from ace_shared.tasks.ids import new_task_id
+from ace_shared.words import and_list, plural
 
 REPAIR_HELP = """Repair a table's rows on the nodes a diff file shows to differ.
 
@@ -85,6 +87,9 @@ _DRY = {"inserted": "would insert {}", "updated": "would update {}", "deleted": 
 
 def report_repair(result: dict[str, Any], quiet: bool) -> int:
     """Print a repair's outcome; always exit code 0 (trouble raises instead)."""
+    if json_wanted():
+        print_json(result)
+        return EXIT_SAME
     dry = result["dry_run"]
     words = _DRY if dry else _LIVE
     if not quiet:
@@ -108,10 +113,10 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
         for note in result.get("notes", []):
             click.echo(note)
         if result["nodes"] and not dry:
-            click.echo(f"Repaired {result['table']} on {', '.join(result['nodes'])} in "
+            click.echo(f"Repaired {result['table']} on {and_list(result['nodes'])} in "
                        f"{result['run_time']:.2f} s.")
     if result.get("report_file"):
-        click.echo(f"Report written to {result['report_file']}")
+        click.echo(result["report_file"] if quiet else f"Report written to {result['report_file']}")
     return EXIT_SAME
 
 
@@ -138,13 +143,22 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
 def report_rerun(summary: dict[str, Any], quiet: bool) -> int:
     """Print a rerun's outcome and return its exit code."""
     remaining, resolved = summary["remaining"], summary["resolved"]
-    if not quiet:
-        for pair, count in summary.get("diff_rows_by_pair", {}).items():
-            click.echo(f"{pair}: {count} rows still differ")
-        click.echo(f"Of {summary['previous_diff_rows']} rows that differed: {resolved} resolved, "
-                   f"{remaining} still differ.")
+    code = EXIT_DIFF if remaining else EXIT_SAME
+    if json_wanted():
+        print_json(summary)
+        return code
+    if quiet:
+        click.echo(summary["diff_file"])
+        return code
+    for pair, count in summary.get("diff_rows_by_pair", {}).items():
+        if count:
+            click.echo(f"{pair}: {plural(count, 'row')} still "
+                       f"{'differs' if count == 1 else 'differ'}")
+    click.echo(f"Of {plural(summary['previous_diff_rows'], 'row')} that differed: "
+               f"{resolved:,} resolved, {remaining:,} still "
+               f"{'differs' if remaining == 1 else 'differ'}.")
     click.echo(f"Diffs written to {summary['diff_file']}")
-    return EXIT_DIFF if remaining else EXIT_SAME
+    return code
 
 
 def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:

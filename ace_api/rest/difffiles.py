@@ -63,8 +63,10 @@ def confine_to_output_dir(value: str, settings: Settings) -> Path:
         raise BadOptionError(f"diff_file {value[:200]} is not a usable path: "
                              f"{exc.strerror or exc}.") from None
     if not inside:
-        raise BadOptionError(f"diff_file {value} is outside the ACE output directory "
-                             f"{root}; the API only reads diff files from there.")
+        raise BadOptionError(f"diff_file {value} is outside the ACE output directory; the "
+                             "API only reads diff files from there: give the path a table-diff "
+                             "wrote (or one relative to that directory), or the table-diff's "
+                             "task id.")
     if not exists:
         raise _missing(value)
     return path

@@ -82,8 +82,8 @@ def status_for(exc: AceError) -> int:
 
 def describe_error(exc: BaseException) -> tuple[int, str, dict[str, str]]:
     """The status code, message and extra headers to answer ``exc`` with."""
-    if isinstance(exc, AceError):
-        return status_for(exc), exc.message, {}
+    if isinstance(exc, AceError):  # a remote caller is told nothing of the server's paths
+        return status_for(exc), getattr(exc, "remote_message", exc.message), {}
     if isinstance(exc, HTTPException) and exc.code is not None:
         headers: dict[str, str] = {}
         if exc.code == 405:

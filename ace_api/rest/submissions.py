@@ -3,7 +3,9 @@
 The API never touches a cluster's data for these: the same core validators as
 the CLI check the options (and read the cluster definition file, so an unknown
 cluster is a 404 before anything is queued), then the task is recorded and
-sent to the fleet. The caller's certificate name travels with the task as
+sent to the fleet. A table-diff's filter is also checked on the nodes' catalogs,
+as the caller's role (the diff's own check, so a bad filter is a 400 now rather
+than a failed task later). The caller's certificate name travels with the task as
 ``role``, so each database session it opens runs as that role.
 """
 
@@ -21,6 +23,7 @@ from ace_api.rest.difffiles import resolve_diff_file
 from ace_api.rest.errors import ApiError
 from ace_api.rest.limits import check_open_tasks
 from ace_shared.config import Settings
+from ace_shared.diff.filtercheck import check_filter_before_queueing
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import BrokerUnreachableError, TaskError
 from ace_shared.nodes.cluster import load_cluster
@@ -77,6 +80,9 @@ def submit_diff(params: dict[str, Any], identity: str, settings: Settings) -> di
     cluster = load_cluster(settings.cluster_dir, request.cluster_name)
     cluster.database(request.dbname)
     cluster.select_nodes(request.nodes)
+    if request.table_filter:  # refused now (400) rather than by the task once queued
+        require_served_role(request.cluster_name, identity)  # before any session as the caller
+        check_filter_before_queueing(request, settings)
     return _enqueue("table-diff", _options(request), identity, settings,
                     cluster_name=request.cluster_name, table_name=request.table.display)
 

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from ace_shared.atomicfile import atomic_text_file
 from ace_shared.difffile.htmlassets import CSS
 from ace_shared.difffile.htmlreport import esc
+from ace_shared.words import and_list, plural, utc_time
 
 EXTRA_CSS = """
 table.entries{border-collapse:collapse;width:100%;table-layout:fixed;margin-top:8px}
@@ -75,14 +76,17 @@ def _head(fh: TextIO, result: dict[str, Any]) -> None:
              f"on cluster {esc(cluster)}</h1>\n")
     nodes = ", ".join(result["nodes"])
     if _differs(result):
-        n = len(result.get("differences", [])) + len(result.get("membership_differences", []))
+        total, _ = difference_counts(result)
+        failed = sum(1 for t in result.get("tables") or () if t["outcome"] == "failed")
+        trouble = f" {plural(failed, 'table')} could not be compared." if failed else ""
         fh.write('<div class="banner mismatch" role="status"><strong>The nodes differ.</strong> '
-                 f"{n:,} difference{'' if n == 1 else 's'} between {esc(nodes)}.</div>\n")
+                 f"{esc(plural(total, 'difference'))} between {esc(and_list(result['nodes']))}."
+                 f"{esc(trouble)}</div>\n")
     else:
         fh.write('<div class="banner match" role="status"><strong>All nodes match.</strong> '
                  f"Nothing differs between {esc(nodes)}.</div>\n")
     facts = [("Cluster", cluster), ("Database", result.get("database")), ("Nodes", nodes),
-             ("Started", result.get("start_time")), ("Time taken", f"{result.get('time_taken')} s"),
+             ("Started", utc_time(result.get("start_time"))), ("Time taken", f"{result.get('time_taken')} s"),
              ("Result file", result.get("result_file")), ("Task", result.get("task_id"))]
     fh.write('<dl class="facts">\n')
     for label, value in facts:
@@ -94,17 +98,64 @@ def _head(fh: TextIO, result: dict[str, Any]) -> None:
              "</header>\n<main>\n")
 
 
-def _pair_table(fh: TextIO, result: dict[str, Any]) -> None:
-    counts: dict[tuple[str, str], int] = {}
+def _split_on(pairs: list[tuple[str, str]], counts: dict[tuple[str, str], int],
+              has: set[str], lacks: set[str]) -> bool:
+    """Count one difference for every pair with one node in ``has`` and the other in ``lacks``."""
+    hit = False
+    for a, b in pairs:
+        if (a in has and b in lacks) or (a in lacks and b in has):
+            counts[(a, b)] += 1
+            hit = True
+    return hit
+
+
+def difference_counts(result: dict[str, Any]) -> tuple[int, dict[tuple[str, str], int]]:
+    """How many things differ in all, and between each pair of nodes.
+
+    Everything that makes the check say "differ" counts, once in the total and once for
+    every pair it sets apart: an object or setting that differs (schema-diff,
+    spock-diff), a table whose rows differ or that some nodes lack, a table in the set
+    on some nodes only, and a node without the set (repset-diff).
+    """
+    nodes = list(result["nodes"])
+    pairs = list(itertools.combinations(nodes, 2))
+    counts = {pair: 0 for pair in pairs}
+    total = 0
     for e in result.get("differences", []):
         key = (e["nodes"][0], e["nodes"][1])
         counts[key] = counts.get(key, 0) + 1
+        total += 1
+    for t in result.get("tables") or ():
+        hit = False
+        if t["outcome"] == "differs":
+            for pair_text, rows in (t.get("diff_rows_by_pair") or {}).items():
+                a, _, b = pair_text.partition("/")
+                key = (a, b) if (a, b) in counts else (b, a)
+                if rows and key in counts:
+                    counts[key] += 1
+                    hit = True
+        if t.get("missing_on"):
+            lacking = set(t["missing_on"])
+            hit = _split_on(pairs, counts, set(nodes) - lacking, lacking) or hit
+        total += hit
+    for note in result.get("membership_differences", []):
+        total += _split_on(pairs, counts, set(note["in_set_on"]), set(note["not_in_set_on"]))
+    without = set(result.get("nodes_without_set", []))
+    for node in without:
+        total += _split_on(pairs, counts, set(nodes) - without, {node})
+    return total, counts
+
+
+def _pair_table(fh: TextIO, result: dict[str, Any]) -> None:
+    _, counts = difference_counts(result)
+    listed = {(e["nodes"][0], e["nodes"][1]) for e in result.get("differences", [])}
     fh.write('<table class="pairs"><thead><tr><th>Node pair</th><th>Differences</th></tr>'
              "</thead><tbody>\n")
     for i, (a, b) in enumerate(itertools.combinations(result["nodes"], 2)):
         c = counts.get((a, b), 0)
         if c:
-            fh.write(f'<tr><td><a href="#pair-{i}">{esc(a)} / {esc(b)}</a></td>'
+            target = f"pair-{i}" if (a, b) in listed else "tables"
+            fh.write(f'<tr><td><a href="#{target}">{esc(a)} / {esc(b)}</a></td>'
                      f'<td class="n">{c:,}</td></tr>\n')
         else:
             fh.write(f'<tr class="same"><td>{esc(a)} / {esc(b)}</td>'
@@ -119,7 +170,7 @@ def _pairs(fh: TextIO, result: dict[str, Any]) -> None:
             continue
         fh.write(f'<section class="pair" id="pair-{i}"><h2><span class="tag l">{esc(a)}</span>'
                  f'<span class="vs">compared with</span><span class="tag r">{esc(b)}</span>'
-                 f'<span class="count">{len(entries):,} differences</span></h2>\n'
+                 f'<span class="count">{esc(plural(len(entries), "difference"))}</span></h2>\n'
                  '<table class="entries"><thead><tr><th style="width:11%">Kind</th>'
                  '<th style="width:22%">Object</th><th style="width:15%">What differs</th>'
                  f"<th>{esc(a)}</th><th>{esc(b)}</th></tr></thead><tbody>\n")
@@ -141,20 +192,21 @@ def _tables(fh: TextIO, result: dict[str, Any]) -> None:
     tables = result.get("tables")
     if tables is None:
         return
-    fh.write('<section class="pair"><h2>Tables</h2><table class="entries"><thead><tr>'
+    fh.write('<section class="pair" id="tables"><h2>Tables</h2><table class="entries"><thead><tr>'
              '<th style="width:25%">Table</th><th style="width:14%">Outcome</th><th>Details</th>'
              "</tr></thead><tbody>\n")
     for t in tables:
         details = []
         if t.get("diff_rows_by_pair"):
-            details.append(", ".join(f"{p}: {n:,} rows" for p, n in t["diff_rows_by_pair"].items()))
+            details.append(", ".join(f"{p}: {plural(n, 'row')}"
+                                     for p, n in t["diff_rows_by_pair"].items()))
         for key, label in (("reason", ""), ("diff_file", "diff file ")):
             if t.get(key):
                 details.append(f"{label}{t[key]}")
         if t.get("missing_on"):
-            details.append(f"missing on {', '.join(t['missing_on'])}")
+            details.append(f"missing on {and_list(t['missing_on'])}")
         if t.get("membership"):
-            details.append(f"not in the set on {', '.join(t['membership']['not_in_set_on'])}")
+            details.append(f"not in the set on {and_list(t['membership']['not_in_set_on'])}")
         css = t["outcome"].split()[0]
         fh.write(f'<tr class="{esc(css)}"><td><code>{esc(t["table"])}</code></td>'
                  f'<td class="o">{esc(t["outcome"])}</td><td>{esc("; ".join(details))}</td></tr>\n')

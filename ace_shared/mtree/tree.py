@@ -29,6 +29,7 @@ from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
+from ace_shared.words import nodes_phrase
 
 T = TypeVar("T")
 MIN_SERVER_VERSION = 140000  # bit_xor, the aggregate the leaves are folded with
@@ -186,11 +187,11 @@ def require_schema(job: Job) -> None:
     present = job.sessions.on_all(objects.schema_state)
     missing = [n for n, state in present.items() if state == "missing"]
     if missing:
-        raise TableError(f"ACE's mtree schema is not set up on node {', '.join(missing)}; run "
+        raise TableError(f"ACE's mtree schema is not set up on {nodes_phrase(missing)}; run "
                          f"'ace mtree init {job.request.cluster_name}' first.")
     older = [n for n, state in present.items() if state == "older"]
     if older:  # told from pg_catalog alone: a catalogue made before it had no defaults
-        raise TableError(f"ACE's mtree schema on node {', '.join(older)} was set up by an "
+        raise TableError(f"ACE's mtree schema on {nodes_phrase(older)} was set up by an "
                          f"older version of ACE; run 'ace mtree init {job.request.cluster_name}' "
                          "again, then 'ace mtree build' for each tree.")
     cluster = job.request.cluster_name
@@ -238,8 +239,8 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
 def missing_tree(shape: TableShape, node: str) -> TableError:
     """The sentence for a tree whose tables are not there."""
     return TableError(f"Table {shape.table.display} has no Merkle tree on node {node} (never "
-                      "built, being built, torn down, or lost in a crash); run 'ace mtree "
-                      "build' for it again.")
+                      "built, being built, torn down, or lost in a crash); build it with "
+                      "'ace mtree build'.")
 
 
 def reading(shape: TableShape, key: str, node: str,

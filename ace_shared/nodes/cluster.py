@@ -161,13 +161,22 @@ def load_cluster(cluster_dir: Path, name: str) -> Cluster:
     if not path.is_file():
         raise ClusterError(
             f"Cluster {name} is not defined: {path} does not exist (set ACE_CLUSTER_DIR "
-            "to the folder holding your cluster definitions)."
-        )
+            "to the folder holding your cluster definitions).",
+            remote=f"Cluster {name} is not defined on this server; check the name, or ask its "
+                   "operator to add the cluster's definition.")
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ClusterError(f"The cluster file {path} is not readable JSON: {exc}.") from exc
-    cluster = parse_cluster(data, str(path))
+        raise ClusterError(f"The cluster file {path} is not readable JSON: {exc}.",
+                           remote=f"The definition of cluster {name} on this server is not "
+                                  "readable; ask its operator to fix it.") from exc
+    broken = (f"The definition of cluster {name} on this server is not valid; ask its "
+              "operator to fix it.")
+    try:
+        cluster = parse_cluster(data, str(path))
+    except ClusterError as exc:
+        raise ClusterError(exc.message, remote=broken) from exc
     if cluster.name != name:
-        raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.")
+        raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.",
+                           remote=broken)
     return cluster

@@ -133,8 +133,11 @@ def check_filter_columns(cur: cursor, table: TableName, text: str, node: str) ->
     columns = {name: (type_name, safe) for name, type_name, safe in cur.fetchall()}
     for name in sorted(names):
         if name not in columns:
+            known = sorted(columns)
+            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
             raise FilterError(f"The table filter names column {name}, which table "
-                              f"{table.display} does not have on node {node}.")
+                              f"{table.display} does not have on node {node}; its columns "
+                              f"are {shown} (a mixed-case name is written in double quotes).")
         type_name, safe = columns[name]
         if not safe:
             raise FilterError(

@@ -94,8 +94,9 @@ def _parse(text: str) -> ast.Node:
     try:
         statements = parse_sql(f"SELECT WHERE {text}")
     except ParseError as exc:
-        raise FilterError(f"The table filter is not a valid SQL condition ({exc.args[0]}).") \
-            from exc
+        raise FilterError(f"The table filter is not a valid SQL condition ({exc.args[0]}); "
+                          "write one condition as it would follow WHERE, such as "
+                          "status = 'active' AND id > 100.") from exc
     if len(statements) != 1:
         raise FilterError("The table filter must be a single condition, without ';'.")
     stmt = statements[0].stmt

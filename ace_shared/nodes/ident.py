@@ -85,8 +85,18 @@ def split_identifiers(text: str) -> list[str]:
         if i >= n:
             return parts
         if text[i] != ".":
-            raise BadOptionError(f"The name {text!r} is not a valid schema.table name.")
+            raise BadOptionError(f"The name {text!r} is not a valid schema.table name"
+                                 f"{_quoting_hint(text)}.")
         i += 1
+
+
+def _quoting_hint(text: str) -> str:
+    """``; a name with spaces ... "Sales"."Order Items"`` for a name typed without its quotes."""
+    if '"' in text or not any(c.isspace() for c in text.strip()):
+        return ""
+    quoted = ".".join(quote_ident(part.strip()) for part in text.split("."))
+    return (f"; a name with spaces or capitals is written in double quotes, such as {quoted} "
+            f"(in a shell: '{quoted}')")
 
 
 def parse_table_name(text: str) -> TableName:

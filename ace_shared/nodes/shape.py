@@ -190,6 +190,28 @@ SELECT a.attname
 """
 
 
+def case_hint(cur: cursor, table: TableName) -> str:
+    """``; did you mean "Sales"."Orders"? ...`` when only the letters' case keeps a name from
+    matching: PostgreSQL folds unquoted names to lower case, so ``Sales.Orders`` means
+    ``sales.orders``, and the mixed-case table must be written in double quotes."""
+    cur.execute(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+        "WHERE pg_catalog.lower(n.nspname) OPERATOR(pg_catalog.=) pg_catalog.lower(%s) "
+        "AND pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) pg_catalog.lower(%s) "
+        "AND c.relkind IN ('r', 'p') ORDER BY 1, 2 LIMIT 1",
+        (table.schema, table.table))
+    row = cur.fetchone()
+    return "" if row is None else mixed_case_hint(TableName(row[0], row[1]).display)
+
+
+def mixed_case_hint(quoted: str) -> str:
+    """The hint for a name that exists only in another case, written as it must be typed."""
+    shell = "'" + quoted.replace("'", "'\\''") + "'"
+    return (f"; did you mean {quoted}? Unquoted names are read in lower case, so write a "
+            f"mixed-case name in double quotes (in a shell: {shell})")
+
+
 def read_shape(cur: cursor, table: TableName, node: str) -> TableShape:
     """Read the shape of ``table`` on one node."""
     cur.execute(
@@ -200,7 +222,8 @@ def read_shape(cur: cursor, table: TableName, node: str) -> TableShape:
     )
     found = cur.fetchone()
     if found is None or found[1] not in ("r", "p"):
-        raise TableError(f"Table {table.display} does not exist on node {node}.")
+        raise TableError(f"Table {table.display} does not exist on node {node}"
+                         f"{case_hint(cur, table) if found is None else ''}.")
     oid = found[0]
     refuse_row_security(cur, oid, table, node)
     cur.execute(_COLUMNS_SQL, {"rel": oid, "first": FIRST_USER_OID})

@@ -18,10 +18,12 @@ from ace_shared.errors import NotFoundError
 from ace_shared.nodes.each import on_each
 from ace_shared.nodes.ident import TableName, display_ident
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.shape import mixed_case_hint
 from ace_shared.repsetdiff.tables import diff_tables, exit_code
 from ace_shared.schemadiff.catalog import read_schema, schema_exists
 from ace_shared.schemadiff.compare import Catalog, compare_all, object_counts
 from ace_shared.schemadiff.request import SchemaDiffRequest
+from ace_shared.words import and_list
 
 CHILD_KINDS = ("column", "constraint", "index", "trigger")
 
@@ -39,14 +41,23 @@ def _drop_skipped(catalog: Catalog, skipped: set[str]) -> Catalog:
     return out
 
 
+def _schema_case_hint(cur: cursor, schema: str) -> str:
+    """The quoted form of a schema that exists only with other letter cases (see case_hint)."""
+    cur.execute("SELECT nspname FROM pg_catalog.pg_namespace WHERE pg_catalog.lower(nspname) "
+                "OPERATOR(pg_catalog.=) pg_catalog.lower(%s) ORDER BY 1 LIMIT 1", (schema,))
+    row = cur.fetchone()
+    return "" if row is None else mixed_case_hint(display_ident(row[0]))
+
+
 def read_catalogs(sessions: NodeSessions, schema: str) -> dict[str, Catalog | None]:
     """Each node's objects of ``schema`` (``None`` where the schema does not exist)."""
     def read(cur: cursor, node: str) -> Catalog | None:
         return read_schema(cur, schema) if schema_exists(cur, schema) else None
     catalogs = on_each(sessions, read)
     if all(c is None for c in catalogs.values()):
+        hint = sessions.on_one(sessions.order[0], lambda cur: _schema_case_hint(cur, schema))
         raise NotFoundError(f"Schema {display_ident(schema)} exists on none of the nodes "
-                            f"{', '.join(catalogs)}; check the name and --dbname.")
+                            f"{and_list(catalogs)}{hint or '; check the name and --dbname'}.")
     return catalogs
 
 

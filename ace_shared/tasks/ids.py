@@ -1,8 +1,10 @@
 """Readable, unique task ids such as ``td_20240315_123456_x7k2``.
 
-The prefix names the kind of task as in the API reference (``td`` table-diff,
-``tr`` table-repair and table-rerun); the same id is the Celery task id, so an
-operator can find a task in Flower from what the API or CLI printed.
+The prefix names the kind of task (``td`` table-diff, ``tr`` table-repair,
+``rr`` table-rerun, ...), so a repair and a rerun of one diff can be told apart
+at a glance; the same id is the Celery task id, so an operator can find a task
+in Flower from what the API or CLI printed. Ids written by earlier versions
+(a rerun's ``tr_``) keep the same shape and stay readable.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import datetime, timezone
 PREFIXES = {
     "table-diff": "td",
     "table-repair": "tr",
-    "table-rerun": "tr",
+    "table-rerun": "rr",
     "auto-repair": "ar",
     "spock-exception": "se",
     "mtree": "mt",
