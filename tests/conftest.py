@@ -54,7 +54,8 @@ SERVER_FIXTURES = frozenset({"pg_cluster", "redis_server", "fleet"})
 # Modules whose tests start servers of their own (a cluster, a Redis, a deploy script).
 SERVER_MODULES = frozenset({"test_deploy", "test_fleet_registry", "test_mtree_replication",
                             "test_security_broker", "test_security_deploy",
-                            "test_security_operator", "test_replication_real"})
+                            "test_security_operator", "test_replication_real",
+                            "test_readme_walk"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
