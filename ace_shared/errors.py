@@ -104,6 +104,10 @@ class RepairError(AceError):
     """A repair could not be applied; the node it names was left unchanged."""
 
 
+class RepairPlanError(RepairError):
+    """A repair plan is malformed, leaves a key undecided, or cannot be applied as written."""
+
+
 class OwnerCodeRefusedError(RepairError):
     """Writing the table would run code a role other than the writing session's controls
     (docs/security.md); nothing was written, and running it again changes nothing."""

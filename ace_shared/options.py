@@ -45,12 +45,14 @@ from typing import Any, Final, Literal
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
 
-Kind = Literal["text", "int", "number", "bool", "choice"]
+Kind = Literal["text", "int", "number", "bool", "choice", "object"]
 TEXT: Final = "text"
 INT: Final = "int"
 NUMBER: Final = "number"
 BOOL: Final = "bool"
 CHOICE: Final = "choice"
+# a JSON object through the API; on the command line, the path of a file that holds it
+OBJECT: Final = "object"
 Style = Literal["api", "cli"]
 Bound = int | float | str | None  # a number, or the name of the Settings field that holds it
 
@@ -235,6 +237,12 @@ def read_option(opt: Option, value: Any, settings: Settings, style: Style = "api
         return parse_bool(name, value) if value is not None else opt.default_in(settings)
     if value is not None and opt.kind == TEXT:
         value = _parse_text(name, value)
+    if value is not None and opt.kind == OBJECT:
+        if style == "cli" and isinstance(value, str):
+            return _parse_text(name, value)  # a file's path, read by the command's core
+        if not isinstance(value, dict):
+            raise BadOptionError(f"{name} must be a JSON object, not {type(value).__name__}.")
+        return value
     if value is None:
         if opt.required:
             raise BadOptionError(f"{name} is required{opt.required_hint}.")

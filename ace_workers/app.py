@@ -13,11 +13,14 @@ backend (diffs go by file reference).
 The app is built on first use (:func:`get_app`), not on import: the front
 doors import the fleet client, and only sending a task needs the app.
 
-The result backend carries only what chords need, the small part results of
-their subtasks: users follow a task in the task store and operators in
-Flower, which is fed by task events. So a task's STARTED state and its
-arguments are not written there too; each would cost a backend read and write
-per subtask, on the same CPUs the nodes hash with when they share a host.
+The result backend carries only what chords need, the count of their parts:
+users follow a task in the task store and operators in Flower, which is fed
+by task events, and a merge reads its batches' records from the work folder.
+So no task's result, STARTED state or arguments are written there
+(``task_ignore_result``): each would cost a backend write per subtask, on the
+same CPUs the nodes hash with when they share a host, and a key per subtask
+kept for a day. A chord still counts its parts (Celery counts a part whether
+or not its result is kept) in one key per chord.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, before_task_publish, worker_init
+from celery.signals import after_task_publish, beat_init, before_task_publish, worker_init
 
 from ace_shared.config import load_settings
 from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
 from ace_workers import signing
 from ace_workers.counters import DEFAULT_BROKER
+from ace_workers.mergewatch import note_sent
 from ace_workers.slots import SlotHeartbeat
 from ace_workers.sweep import LostTaskSweep
 
@@ -53,6 +57,8 @@ def make_app() -> Celery:
     signing.install(settings)
     before_task_publish.connect(signing.sign_message, weak=False,
                                 dispatch_uid="ace-sign-task-messages")
+    # the merge watch tells a queued merge from a lost one by this note
+    after_task_publish.connect(note_sent, weak=False, dispatch_uid="ace-note-merges-sent")
     app = Celery("ace_workers", broker=broker, backend=backend,
                  # signed messages, and failures recorded without server text (base.py)
                  task_cls="ace_workers.base:VisibleTask",
@@ -69,6 +75,7 @@ def make_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_track_started=False,
+        task_ignore_result=True,
         task_send_sent_event=True,
         worker_send_task_events=True,
         task_time_limit=settings.TASK_TIME_LIMIT,

@@ -22,6 +22,7 @@ from ace_shared.tasks.ids import job_of
 from ace_shared.tasks.status import FINISHED
 from ace_shared.tasks.store import TaskStore, record_submission, submission_digest
 from ace_workers import published, runtime
+from ace_workers.counters import JobFinished
 from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
 from ace_workers.redisclient import RedisClient
 from ace_workers.signing import SignedTask
@@ -70,6 +71,19 @@ def failing_job(job_id: str, drop_sessions: Callable[[], None] | None = None) ->
         raise fail_job(job_id, exc) from exc
     except AceError as exc:
         raise fail_job(job_id, exc) from exc
+
+
+def job_finished(job_id: str) -> bool:
+    """Whether the task store holds ``job_id`` as COMPLETED or FAILED."""
+    record = runtime.store().get(job_id, with_options=False)
+    return record is not None and record.status in FINISHED
+
+
+def stop_if_finished(job_id: str) -> None:
+    """Raise :class:`JobFinished` if the job has finished: a batch of a job that failed
+    (or was lost with Redis's state), or of one a late copy comes to, has nothing to do."""
+    if job_finished(job_id):
+        raise JobFinished(job_id)
 
 
 def celery_visible(task_id: str | None, exc: Exception) -> Exception:
@@ -133,6 +147,10 @@ class AceTask(VisibleTask):
         except Ignore:
             self._end_run(client, task_id, done=True)
             raise
+        except JobFinished:
+            # its job is over: no result, no done mark, no chord count; the message is acked
+            self._end_run(client, task_id, done=False)
+            raise Ignore() from None
         except (Retry, Reject):
             self._end_run(client, task_id, done=False)
             raise

@@ -125,7 +125,10 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     """Wait for every table's diff, then write the job's result and complete it."""
     from ace_shared.repsetdiff.run import finish_repset
     from ace_shared.schemadiff.run import finish_schema
-    state = json.loads(Path(state_path).read_text())
+    try:
+        state = json.loads(Path(state_path).read_text())
+    except FileNotFoundError:  # its job finished (cancelled, say): its work folder is gone
+        return {"skipped": True}
     job_id = state["partial"]["task_id"]
     store = runtime.store()
     outcomes, running = _outcomes(state)

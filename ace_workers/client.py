@@ -29,7 +29,7 @@ import redis
 from ace_shared.config import Settings
 from ace_shared.errors import BrokerUnreachableError, TaskError, TaskNotRecordedError
 from ace_shared.tasks.status import FAILED, FINISHED, PENDING
-from ace_workers import names, published, signing
+from ace_workers import names, published, signing, tidy
 from ace_workers.app import get_app
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 from ace_workers.slots import live_slots
@@ -303,8 +303,11 @@ def cancel(task_id: str, store: TaskStore, settings: Settings, message: str) -> 
         return False
     if _publishes(settings):
         with contextlib.suppress(redis.RedisError):
-            published.outcome(redis_client(_broker(settings), PATIENCE_SECONDS), task_id,
-                              FAILED, None, message)
+            client = redis_client(_broker(settings), PATIENCE_SECONDS)
+            published.outcome(client, task_id, FAILED, None, message)
+            # its batches yet to run find it FAILED and end without a trace: what it left
+            # behind goes now, as a worker's record of an outcome has it go
+            tidy.after_job(client, task_id, settings.output_dir)
     app = get_app()
     ids = {task_id}
     try:

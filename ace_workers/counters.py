@@ -4,6 +4,12 @@ Each batch reports its own running figure; one Lua script raises that part's
 value (never lowers it) and moves the total by the difference, atomically. A
 batch redelivered after its worker died re-reports the same figures and the
 total does not change, so neither the budget nor progress counts work twice.
+
+A counter of a job's may be guarded by the job's published state
+(:mod:`ace_workers.published`): once the job has finished, or Redis no longer
+knows it (restarted without persistence, so the job is failed as lost), a
+report writes nothing and raises :class:`JobFinished`, which ends the batch
+that made it. Nothing of a finished job is written back into Redis.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ import redis
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
+from ace_workers.published import LUA_OVER
 from ace_workers.redisclient import RedisClient
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 _RECORD = """
+if #KEYS > 2 then
+  local status = redis.call('HGET', KEYS[3], 'status')
+  if """ + LUA_OVER + """ then return -1 end
+end
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local new = tonumber(ARGV[2])
 if new > old then
@@ -29,6 +40,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return tonumber(redis.call('GET', KEYS[2]) or '0')
 """
+
+
+class JobFinished(Exception):  # noqa: N818 (not an error: the work is no longer wanted)
+    """The job this work belongs to has finished (or is lost): stop, and write nothing."""
 
 
 @lru_cache(maxsize=8)
@@ -48,16 +63,22 @@ def redis_client(url: str, patience_seconds: float = 10.0) -> redis.Redis:
 class RedisPartCounter:
     """A :class:`~ace_shared.diff.budget.PartCounter` shared through Redis."""
 
-    def __init__(self, client: RedisClient, name: str, ttl_seconds: int = 86400) -> None:
+    def __init__(self, client: RedisClient, name: str, ttl_seconds: int = 86400,
+                 guard: str | None = None) -> None:
+        """``guard``: the published state's key of the job this counter belongs to."""
         self._redis = client
         self._parts_key = f"ace:{name}:parts"
         self._total_key = f"ace:{name}:total"
         self._ttl = ttl_seconds
+        self._guard = guard
         self._script = client.register_script(_RECORD)
 
     def record(self, part: str, value: int) -> int:
-        return int(self._script(keys=[self._parts_key, self._total_key],
-                                args=[part, value, self._ttl]))
+        keys = [self._parts_key, self._total_key] + ([self._guard] if self._guard else [])
+        total = int(self._script(keys=keys, args=[part, value, self._ttl]))
+        if total < 0:
+            raise JobFinished(self._guard)
+        return total
 
     def total(self) -> int:
         return int(self._redis.get(self._total_key) or 0)

@@ -36,13 +36,15 @@ from ace_shared.diff.local import RunBatch
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec, validate_diff_request
 from ace_shared.diff.workdir import WorkDir
+from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, failing_job
-from ace_workers.counters import RedisPartCounter
+from ace_workers.base import AceTask, fail_job, failing_job, job_finished, stop_if_finished
+from ace_workers.counters import JobFinished, RedisPartCounter
+from ace_workers.published import task_key
 from ace_workers.slots import live_slots
 
 MERGE_WAIT_SECONDS = 120
@@ -102,8 +104,11 @@ def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> 
 
 
 def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int], None]:
-    """Report a part's ranges done: idempotent per part (Redis), throttled per process."""
-    progress = RedisPartCounter(runtime.redis(), f"progress:{job_id}")
+    """Report a part's ranges done: idempotent per part (Redis), throttled per process.
+
+    A report once the job has finished writes nothing and ends the batch
+    (:class:`~ace_workers.counters.JobFinished`)."""
+    progress = RedisPartCounter(runtime.redis(), f"progress:{job_id}", guard=task_key(job_id))
 
     def on_range_done(part: str, done_in_part: int) -> None:
         done = progress.record(part, done_in_part)
@@ -123,15 +128,34 @@ def run_part(task: AceTask, spec_dict: dict[str, Any], ranges: list[Any],
     spec = DiffSpec.from_dict(spec_dict)
     job_id = spec.task_id
     record = runtime.store().get(job_id)
-    if record is not None and record.status == FAILED:
-        return {"skipped": True}
-    budget = DiffBudget(RedisPartCounter(runtime.redis(), f"budget:{job_id}"), spec.max_diffs)
+    if record is not None and record.status in (COMPLETED, FAILED):
+        raise JobFinished(job_id)  # a late copy, or a batch of a failed job: nothing to do
+    budget = DiffBudget(RedisPartCounter(runtime.redis(), f"budget:{job_id}",
+                                         guard=task_key(job_id)), spec.max_diffs)
     total_ranges = record.progress_total if record and record.progress_total else 0
     key_ranges = [KeyRange.from_json(r) for r in ranges]
-    with failing_job(job_id, lambda: runtime.drop_sessions(spec)):
+    try:
         result = run(spec, key_ranges, runtime.sessions_for(spec), budget,
                      part_progress(task, job_id, total_ranges))
+    except JobFinished:
+        raise
+    except Exception as exc:
+        part_failed(job_id, exc, lambda: runtime.drop_sessions(spec))
+        raise
+    stop_if_finished(job_id)  # finished meanwhile: its folder is gone, and no mark is due
     return result.to_dict()
+
+
+def part_failed(job_id: str, exc: Exception, drop_sessions: Callable[[], None]) -> None:
+    """A batch failed with ``exc``: raise :class:`JobFinished` if its job finished meanwhile
+    (its work folder was removed under it), or fail the job with an :class:`AceError`'s
+    sentence; any other error is the caller's to raise as it is."""
+    if job_finished(job_id):
+        raise JobFinished(job_id) from exc
+    if isinstance(exc, NodeUnreachableError):
+        drop_sessions()
+    if isinstance(exc, AceError):
+        raise fail_job(job_id, exc) from exc
 
 
 @app.task(name=names.MERGE_DIFF, bind=True, base=AceTask, max_retries=MERGE_WAIT_SECONDS)

@@ -9,9 +9,15 @@ renews every lease it holds. A worker handed a task whose lease is held puts
 the message back for later instead of running it; once the holder has died
 its lease lapses and the next delivery runs the task.
 
-A task that finished leaves a mark (``ace:done:<task id>``) naming the group
-it finished in, so a late copy of it changes nothing; a copy belonging to a
-chord launched again after its planner died still answers that chord.
+A task that finished leaves a mark naming the group it finished in, so a late
+copy of it changes nothing; a copy belonging to a chord launched again after
+its planner died still answers that chord. The marks of one job share one
+hash (``ace:done:<job id>``, a field per task, kept a day): a job of a
+thousand batches keeps one key, not a thousand. A subtask of a job that has
+finished (or that Redis no longer knows: restarted without persistence)
+leaves no mark: no copy of it will run again (see
+:class:`~ace_workers.counters.JobFinished`), and a mark would only outlive
+its job in Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import os
 import threading
 import uuid
 
+from ace_shared.tasks.ids import job_of
+from ace_workers.published import LUA_OVER, task_key
 from ace_workers.redisclient import RedisClient
 
 LEASE_SECONDS = 20
@@ -37,10 +45,17 @@ if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
 return 0
 """
 
-# Drop a lease only if it is ours; mark the task done if asked.
+# Drop a lease only if it is ours; mark the task done if asked: a field of its job's
+# hash, unless it is a subtask (ARGV[6]) whose job has finished or is unknown (KEYS[3]).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
+if ARGV[2] ~= '1' then return 1 end
+if ARGV[6] == '1' then
+  local status = redis.call('HGET', KEYS[3], 'status')
+  if """ + LUA_OVER + """ then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -50,13 +65,38 @@ def lease_key(task_id: str) -> str:
 
 
 def done_key(task_id: str) -> str:
-    return f"ace:done:{task_id}"
+    """The hash holding the done marks of ``task_id``'s job."""
+    return f"ace:done:{job_of(task_id)}"
 
 
 def done_in(client: RedisClient, task_id: str) -> str | None:
     """The group a task finished in ("" outside any group), or None if it has not finished."""
-    value = client.get(done_key(task_id))
+    value = client.hget(done_key(task_id), task_id)
     return None if value is None else value.decode()
+
+
+def mark_done(client: RedisClient, task_id: str, group: str = "") -> None:
+    """Mark ``task_id`` finished in ``group`` (as a run's release does)."""
+    pipe = client.pipeline()
+    pipe.hset(done_key(task_id), task_id, group)
+    pipe.expire(done_key(task_id), DONE_KEEP_SECONDS)
+    pipe.execute()
+
+
+SENT_PREFIX = "sent:"
+
+
+def mark_sent(client: RedisClient, task_id: str) -> None:
+    """Note in its job's hash that ``task_id``'s message reached the broker: from then on
+    the broker holds it (queued, or taken by a worker and given back should it die)."""
+    pipe = client.pipeline()
+    pipe.hset(done_key(task_id), SENT_PREFIX + task_id, "1")
+    pipe.expire(done_key(task_id), DONE_KEEP_SECONDS)
+    pipe.execute()
+
+
+def was_sent(client: RedisClient, task_id: str) -> bool:
+    return bool(client.hexists(done_key(task_id), SENT_PREFIX + task_id))
 
 
 class Leases:
@@ -86,9 +126,10 @@ class Leases:
             token = self._held.pop(task_id, "")
         if not token and done_group is None:
             return
-        client.eval(_RELEASE, 2, lease_key(task_id), done_key(task_id), token,
+        client.eval(_RELEASE, 3, lease_key(task_id), done_key(task_id),
+                    task_key(job_of(task_id)), token,
                     "1" if done_group is not None else "0", done_group or "",
-                    DONE_KEEP_SECONDS)
+                    DONE_KEEP_SECONDS, task_id, "1" if "." in task_id else "0")
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():

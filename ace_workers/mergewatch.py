@@ -12,14 +12,22 @@ again; older versions allowed by ACE's requirements never do.) So ACE does not
 rely on it. Every worker's sweep (:mod:`ace_workers.sweep`) also looks at the
 unfinished diff, rerun and build jobs: one whose every batch has recorded its
 result in the work folder at least :data:`MERGE_GRACE_SECONDS` ago, and whose
-merge task neither runs (no lease) nor has finished, gets its merge sent again
-under the merge's own task id.
+merge task was never handed to the broker, gets its merge sent again under the
+merge's own task id.
+
+A merge handed to the broker is not lost, however long it waits: it is queued
+behind other work (40 diffs on two workers keep a merge waiting for minutes),
+or taken by a worker, which Redis gives back to the fleet should that worker
+die (the visibility timeout). So every merge's message, once the broker has
+it, is noted in its job's hash of marks (:func:`note_sent`, on Celery's
+``after_task_publish``, whoever sends it: the chord, a retry, this watch). Only
+a job whose merge was never noted there, and that neither runs (no lease) nor
+has finished, lost its merge with the worker that was to send it.
 
 Sending it twice is harmless: a copy of a merge that is running waits for its
 lease, one that finished changes nothing (its done mark), and a merge of a
 finished job only tidies its folder. One worker of the fleet sends it per
-grace period (a Redis key taken with NX), so a merge merely queued behind a
-long backlog gets at most one extra copy a period.
+grace period (a Redis key taken with NX).
 """
 
 from __future__ import annotations
@@ -37,8 +45,9 @@ from ace_shared.mtree.buildjob import BuildJob
 from ace_shared.rerun.plan import RerunPlan
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import subtask_id
-from ace_workers import names
-from ace_workers.leases import done_in, lease_key
+from ace_workers import names, runtime
+from ace_workers.leases import done_in, lease_key, mark_sent, was_sent
+from ace_workers.redisclient import RedisClient
 
 # How long after its last batch's record a job's merge must have begun. A merge is
 # sent the moment the last batch is counted, so this only needs to outlast a merge
@@ -47,6 +56,21 @@ from ace_workers.leases import done_in, lease_key
 MERGE_GRACE_SECONDS = 30
 
 log = logging.getLogger(__name__)
+
+# The tasks a chord sends once its batches are done (its body).
+MERGE_TASKS = frozenset({names.MERGE_DIFF, names.MERGE_RERUN, names.MTREE_FINISH})
+
+
+def note_sent(sender: str | None = None, headers: dict[str, Any] | None = None,
+              **_: Any) -> None:
+    """Celery's ``after_task_publish``: a merge's message is with the broker now."""
+    task_id = (headers or {}).get("id")
+    if sender not in MERGE_TASKS or not task_id:
+        return
+    try:
+        mark_sent(runtime.redis(), task_id)
+    except Exception as exc:  # the watch may then send it once more: harmless
+        log.warning("could not note that merge %s was queued: %s", task_id, exc)
 
 
 @dataclass(frozen=True)
@@ -104,7 +128,7 @@ class MergeWatch:
         self.lookup = lookup
         self._jobs: dict[str, ChordJob | None] = {}
 
-    def check(self, client: Any, output_dir: str | Path, unfinished: Iterable[str],
+    def check(self, client: RedisClient, output_dir: str | Path, unfinished: Iterable[str],
               send: SendMerge, now: float | None = None) -> list[str]:
         """Send the merge of every unfinished job that waits for one; their ids."""
         now = time.time() if now is None else now
@@ -123,6 +147,8 @@ class MergeWatch:
             merge_id = job.merge_id
             if client.exists(lease_key(merge_id)) or done_in(client, merge_id) is not None:
                 continue  # running now, or finished (the job's row is about to say so)
+            if was_sent(client, merge_id):
+                continue  # with the broker: queued behind other work, or being run
             if not client.set(f"ace:merge-resent:{task_id}", "1", nx=True,
                               ex=int(self.grace)):
                 continue  # another worker sent it in this period

@@ -21,7 +21,6 @@ a new one; subtasks that ran twice leave the same leaves or the same files.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from celery import chord, group
@@ -41,9 +40,9 @@ from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, failing_job
-from ace_workers.counters import RedisPartCounter
-from ace_workers.diff import diff_failed, merge_diff_task, part_progress, run_part
+from ace_workers.base import AceTask, failing_job, stop_if_finished
+from ace_workers.counters import JobFinished, RedisPartCounter
+from ace_workers.diff import diff_failed, merge_diff_task, part_failed, part_progress, run_part
 from ace_workers.slots import live_slots
 
 
@@ -140,15 +139,20 @@ def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> d
     spec = BuildSpec.from_dict(spec_dict)
     job_id = spec.task_id
     record = runtime.store().get(job_id)
-    if record is not None and record.status == FAILED:
-        return {"skipped": True}
+    if record is not None and record.status in (COMPLETED, FAILED):
+        raise JobFinished(job_id)  # a late copy, or a batch of a failed build
     total = record.progress_total if record and record.progress_total else 0
     batch = [KeyRange.from_json(r) for r in ranges]
-    drop = functools.partial(runtime.drop_sessions_for, spec.cluster_name, spec.dbname,
-                             list(spec.nodes), spec.role)
-    with failing_job(job_id, drop):
+    try:
         rows = hash_batch(spec, batch, _sessions(spec),
                           part_progress(self, job_id, total))
+    except JobFinished:
+        raise
+    except Exception as exc:
+        part_failed(job_id, exc, lambda: runtime.drop_sessions_for(
+            spec.cluster_name, spec.dbname, list(spec.nodes), spec.role))
+        raise
+    stop_if_finished(job_id)
     hashed = sum(rows.values())
     # seen by the merge watch, should the worker that counts the last batch die
     WorkDir(spec.work_dir).mark_batch_done(batch[0].index, hashed)

@@ -53,6 +53,11 @@ return 1
 """
 
 
+# A Lua condition on ``status``, a task's published status (false if Redis does not know
+# the task): true once nothing more should be written for it.
+LUA_OVER = "not status or " + " or ".join(f"status == '{s}'" for s in FINISHED)
+
+
 def task_key(task_id: str) -> str:
     return f"ace:task:{task_id}"
 

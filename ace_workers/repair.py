@@ -23,8 +23,9 @@ from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, failing_job
-from ace_workers.diff import diff_failed
+from ace_workers.base import AceTask, failing_job, stop_if_finished
+from ace_workers.counters import JobFinished
+from ace_workers.diff import diff_failed, part_failed
 
 
 def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +76,14 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
     """Re-check one batch of keys on every node."""
     spec = DiffSpec.from_dict(spec_dict)
     record = runtime.store().get(spec.task_id)
-    if record is not None and record.status == FAILED:
-        return {"skipped": True}
-    with failing_job(spec.task_id, lambda: runtime.drop_sessions(spec)):
+    if record is not None and record.status in (COMPLETED, FAILED):
+        raise JobFinished(spec.task_id)  # a late copy, or a batch of a failed rerun
+    try:
         result = rerun_batch(spec, index, runtime.sessions_for(spec))
+    except Exception as exc:
+        part_failed(spec.task_id, exc, lambda: runtime.drop_sessions(spec))
+        raise
+    stop_if_finished(spec.task_id)  # finished meanwhile: no progress to publish
     runtime.store().add_progress(spec.task_id, 1)
     return result
 

@@ -19,7 +19,7 @@ from ace_shared.diff.tuning import DensityHints
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks.store import TaskStore
-from ace_workers import published
+from ace_workers import published, tidy
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 from ace_workers.redisclient import RedisClient
 
@@ -43,7 +43,8 @@ def store() -> TaskStore:
 
 
 class _Publisher:
-    """Passes each change the store records on to :mod:`ace_workers.published`.
+    """Passes each change the store records on to :mod:`ace_workers.published`; a job's
+    outcome also has what it leaves behind removed (:mod:`ace_workers.tidy`).
 
     A Redis outage must not fail a task whose work is done: the store has it.
     """
@@ -58,6 +59,10 @@ class _Publisher:
     def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
                  error: str | None) -> None:
         self._quietly(published.outcome, task_id, status, result, error)
+        try:
+            tidy.after_job(redis(), task_id, settings().output_dir)
+        except Exception as exc:
+            log.warning("could not remove what task %s left behind: %s", task_id, exc)
 
     @staticmethod
     def _quietly(publish: Any, task_id: str, *args: Any, **kwargs: Any) -> None:

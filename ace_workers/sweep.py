@@ -1,14 +1,16 @@
 """Fail the tasks whose queued work Redis lost, so none stays RUNNING or PENDING forever.
 
-ACE's Redis keeps nothing on disk: restarted, it has forgotten every queued
-message, every chord's count and every published task state. A task caught
-in that can never finish. Every published task state is written before its
+A Redis without persistence (or one whose host crashed between two writes of
+its append-only file) has, once restarted, forgotten every queued message,
+every chord's count and every published task state. A task caught in that
+can never finish. Every published task state is written before its
 task is recorded in the task store (:mod:`ace_workers.published`), so a task
 the store holds as unfinished and Redis no longer knows, though it knew it
 before, is such a task. Every worker looks every few seconds and fails them
 with a sentence saying what happened; the waiting CLI and task-status then say
-FAILED. (A store may be shared by fleets on other Redis databases: a task this
-worker never saw its Redis know is not its to judge.)
+FAILED, and what it left behind is removed (:mod:`ace_workers.tidy`). (A
+store may be shared by fleets on other Redis databases: a task this worker
+never saw its Redis know is not its to judge.)
 
 The same look also finds the diff and rerun jobs whose batches are all done
 but whose merge never came, and sends it again (:mod:`ace_workers.mergewatch`).

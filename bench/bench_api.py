@@ -231,7 +231,10 @@ def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Service
     if redis_bin is None:
         raise BenchError("redis-server is not installed; run deploy/setup.sh first.")
     redis_port, api_port = free_port(), free_port()
-    env = {**os.environ,
+    key = workdir / "task-signing.key"  # a throwaway key, unless one is set
+    key.write_text(os.urandom(32).hex() + "\n")
+    key.chmod(0o600)
+    env = {"ACE_TASK_SIGNING_KEY_FILE": str(key), **os.environ,
            "ACE_CLUSTER_DIR": str(Path(args.cluster_dir).resolve()),
            "ACE_OUTPUT_DIR": str(workdir / "out"),
            "ACE_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
@@ -246,8 +249,10 @@ def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Service
                              "--save", "", "--appendonly", "no", "--dir", str(workdir)])
     for i in range(args.celery_workers):
         name = f"bench{i + 1}"
-        services.spawn(name, [PYTHON, "-m", "celery", "-A", "ace_workers", "worker", "-n",
-                              f"{name}@%h", "-c", str(args.celery_concurrency),
+        # as deploy/fleet.sh runs them: yielding the CPU to the API
+        services.spawn(name, ["nice", "-n", str(args.worker_nice), PYTHON, "-m", "celery",
+                              "-A", "ace_workers", "worker", "-n", f"{name}@%h",
+                              "-c", str(args.celery_concurrency),
                               "--without-mingle", "--without-gossip", "-l", "WARNING"])
     services.api_pgid = services.spawn("api", [
         PYTHON, "-m", "ace_api", "api", "--port", str(api_port),
@@ -567,6 +572,9 @@ def main() -> int:
     parser.add_argument("--api-threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--celery-workers", type=int, default=1)
     parser.add_argument("--celery-concurrency", type=int, default=4)
+    parser.add_argument("--worker-nice", type=int, default=10,
+                        help="niceness of the celery workers (deploy/fleet.sh's and the "
+                             "systemd unit's: 10; 0 runs them beside the API as equals)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     args = parser.parse_args()
 

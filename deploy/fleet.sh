@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ACE's services on this machine without Docker: Celery workers, beat, Flower and the API.
 #
-#   bash deploy/fleet.sh start [--workers 2] [--concurrency 2]
+#   bash deploy/fleet.sh start [--workers 2] [--concurrency 2] [--purge]
 #   bash deploy/fleet.sh status
 #   bash deploy/fleet.sh stop
 #
@@ -9,7 +9,11 @@
 # are in .ace-local/fleet/. Run deploy/setup.sh first (redis-server, .venv). Settings
 # come from the ACE_* variables below; set any of them beforehand to override.
 # Unless ACE_BROKER_URL names a Redis of yours, the fleet runs its own on
-# 127.0.0.1:${ACE_REDIS_PORT:-6380}, with the password in .ace-local/redis.password.
+# 127.0.0.1:${ACE_REDIS_PORT:-6380}, with the password in .ace-local/redis.password,
+# keeping its state in an append-only file (appendfsync everysec) in .ace-local/fleet/.
+# The API listens on ACE_API_HOST:ACE_API_PORT (127.0.0.1:5000), Flower on
+# 127.0.0.1:ACE_FLOWER_PORT (5555). Messages still queued in Redis from an earlier
+# run are run by this one; 'start --purge' drops them first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -76,10 +80,12 @@ usage() { sed -n '2,6p' "$0"; }
 command=${1:-}
 [[ -n $command ]] || { usage; exit 2; }
 shift
-WORKERS=2
+WORKERS=
 CONCURRENCY=2
+PURGE=0
 while (($#)); do
   case "$1" in
+    --purge) PURGE=1; shift ;;
     --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
     --workers=*) WORKERS=${1#*=}; shift ;;
     --concurrency) CONCURRENCY=${2:?--concurrency needs a number}; shift 2 ;;
@@ -88,10 +94,14 @@ while (($#)); do
     *) die "unknown option $1" ;;
   esac
 done
+# status and stop look after as many workers as the last start ran
+if [[ -z $WORKERS && $command != start && -f $FLEET/workers ]]; then WORKERS=$(<"$FLEET/workers"); fi
+WORKERS=${WORKERS:-2}
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive number"
 [[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "--concurrency must be a positive number"
 
-# Prints the pid of service $1 if it is running, else nothing (and drops a stale pid file).
+# Prints the pid of service $1 if it is running, else nothing. A stale pid file is
+# dropped, unless processes of that service's group outlived it (see left_over).
 live_pid() {
   local file=$FLEET/$1.pid pid
   [[ -f $file ]] || return 0
@@ -99,9 +109,49 @@ live_pid() {
   if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
       && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'celery|ace|redis'; then
     echo "$pid"
-  else
+  elif [[ -z $(left_over "$1") ]]; then
     rm -f "$file"
   fi
+}
+
+# Prints the pids of processes left in service $1's process group after its first
+# process died (setsid made that process the group's leader: group id = its pid),
+# e.g. the API's gunicorn workers after their master was killed: they keep its port.
+left_over() {
+  local file=$FLEET/$1.pid pid
+  [[ -f $file ]] || return 0
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  kill -0 "$pid" 2>/dev/null && return 0
+  pgrep -g "$pid" 2>/dev/null | tr '\n' ' ' || true
+}
+
+# End what is left of service $1's earlier run (see left_over): TERM, then KILL after 3 s.
+reap() {
+  local name=$1 left pgid
+  left=$(left_over "$name")
+  [[ -n $left ]] || return 0
+  pgid=$(<"$FLEET/$name.pid")
+  say "$name: processes of its earlier run are still there (pids ${left% }); ending them"
+  kill -TERM -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 30); do
+    [[ -z $(left_over "$name") ]] && break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    [[ -z $(left_over "$name") ]] && { rm -f "$FLEET/$name.pid"; return 0; }
+    sleep 0.1
+  done
+  die "$name: processes of its earlier run (pids ${left% }) do not end; end them, then start again"
+}
+
+# port_answers HOST PORT: something accepts connections there. A wildcard address is
+# asked on loopback.
+port_answers() {
+  local host=$1
+  case "$host" in 0.0.0.0|"") host=127.0.0.1 ;; ::|"[::]") host=::1 ;; esac
+  (exec 3<>"/dev/tcp/$host/$2") 2>/dev/null
 }
 
 # launch NAME COMMAND...: start a service unless it already runs.
@@ -113,10 +163,42 @@ launch() {
     say "$name already running (pid $pid)"
     return 0
   fi
+  reap "$name"
   # setsid gives each service its own process group, so stop can end its children too.
   setsid "$@" >>"$FLEET/$name.log" 2>&1 </dev/null &
   echo $! >"$FLEET/$name.pid"
-  say "$name started (pid $!, log ${FLEET#"$ROOT"/}/$name.log)"
+  [[ $name == api ]] || say "$name started (pid $!, log ${FLEET#"$ROOT"/}/$name.log)"
+}
+
+# The API counts as started once its port answers and its master still runs; a port
+# held by something else is refused before starting, not found out from its log.
+start_api() {
+  rm -f "$FLEET/api.skipped"
+  local pid=$(live_pid api) log=${FLEET#"$ROOT"/}/api.log
+  if [[ -n $pid ]]; then
+    say "api already running (pid $pid)"
+    return 0
+  fi
+  reap api
+  if port_answers "$API_HOST" "$API_PORT"; then
+    die "something else listens on $API_HOST:$API_PORT; stop it, or set ACE_API_PORT to a free port"
+  fi
+  launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"
+  pid=$(<"$FLEET/api.pid")
+  for _ in $(seq 150); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      API_FAILED=1
+      say "WARNING: api exited at once; see $log"
+      return 0
+    fi
+    if port_answers "$API_HOST" "$API_PORT"; then
+      say "api started (pid $pid, answering on $API_HOST:$API_PORT, log $log)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  API_FAILED=1
+  say "WARNING: api (pid $pid) does not answer on $API_HOST:$API_PORT after 15 s; see $log"
 }
 
 # Services in start order; workers are w1..wN.
@@ -134,8 +216,10 @@ services() {
 start_redis() {
   ((OWN_REDIS)) || return 0
   local conf=$FLEET/redis.conf
-  (umask 077 && printf '%s\n' "bind 127.0.0.1" "port $REDIS_PORT" 'save ""' "appendonly no" \
-    "dir $FLEET" "requirepass $REDIS_PASSWORD" >"$conf")
+  # An append-only file, written to disk every second: a restart of Redis keeps the
+  # queued work (a crash of the host loses at most its last second; docs/operations.md).
+  (umask 077 && printf '%s\n' "bind 127.0.0.1" "port $REDIS_PORT" 'save ""' "appendonly yes" \
+    "appendfsync everysec" "dir $FLEET" "requirepass $REDIS_PASSWORD" >"$conf")
   if [[ -z $(live_pid redis) ]] && (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
     die "something else listens on 127.0.0.1:$REDIS_PORT; stop it, or set ACE_REDIS_PORT to a free port"
   fi
@@ -179,34 +263,65 @@ start() {
   if ((!OWN_REDIS)) && [[ $ACE_BROKER_URL != *://*:*@* && $ACE_BROKER_URL != unix://* ]]; then
     say "WARNING: ACE_BROKER_URL has no password; anyone who reaches that Redis can queue work"
   fi
+  ((PURGE)) && purge
+  echo "$WORKERS" >"$FLEET/workers"
   local n
   for n in $(seq "$WORKERS"); do
-    launch "w$n" "$BIN/celery" -A ace_workers worker -n "w$n@%h" --loglevel=INFO -E -c "$CONCURRENCY"
+    # Workers yield the CPU to the API (nice): a submission or a status poll must not wait
+    # behind the work it queued, on a host that runs both (ACE_WORKER_NICE, 0 to turn off).
+    launch "w$n" nice -n "${ACE_WORKER_NICE:-10}" "$BIN/celery" -A ace_workers worker -n "w$n@%h" --loglevel=INFO -E -c "$CONCURRENCY"
   done
   launch beat "$BIN/celery" -A ace_workers beat --loglevel=INFO \
     --schedule "$FLEET/celerybeat-schedule" --pidfile=
   start_flower
   local api_note="api on $API_HOST:$API_PORT" ca=${ACE_CA_CERT_FILE:-${CA_CERT_FILE:-}}
+  API_FAILED=0
   if [[ -n $ca ]]; then
-    launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"
+    start_api
   else
     # the API serves mutual TLS only: without a CA it could only exit with an error
     api_note="api not started (no certificates: run '.venv/bin/python deploy/certs.py ace demo_caller', then start again)"
+    [[ -n $(live_pid api) ]] || echo "$api_note" >"$FLEET/api.skipped"
   fi
 
   sleep 3
   local name
   for name in $(services | sort -u); do
-    [[ $name == api && -z $ca ]] && continue
+    [[ $name == api ]] && continue  # start_api has waited for it already
     [[ -n $(live_pid "$name") ]] || say "WARNING: $name exited at once; see ${FLEET#"$ROOT"/}/$name.log"
   done
   say "flower http://127.0.0.1:$FLOWER_PORT, $api_note, outputs in $ACE_OUTPUT_DIR"
   say "task store $ACE_DATABASE_URL"
-  local broker=$ACE_BROKER_URL
+  local broker=$ACE_BROKER_URL backend=$ACE_RESULT_BACKEND
   # the password stays in its file: the export reads it from there
-  ((OWN_REDIS)) && broker="redis://:\$(cat $ROOT/.ace-local/redis.password)@127.0.0.1:$REDIS_PORT/0"
-  say "for the ace CLI: export ACE_BROKER_URL=$broker ACE_CLUSTER_DIR=$ACE_CLUSTER_DIR ACE_OUTPUT_DIR=$ACE_OUTPUT_DIR ACE_TASK_SIGNING_KEY_FILE=${ACE_TASK_SIGNING_KEY_FILE:-}"
+  if ((OWN_REDIS)); then
+    broker="redis://:\$(cat $ROOT/.ace-local/redis.password)@127.0.0.1:$REDIS_PORT/0"
+    [[ $backend == "redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/1" ]] \
+      && backend="redis://:\$(cat $ROOT/.ace-local/redis.password)@127.0.0.1:$REDIS_PORT/1"
+  fi
+  say "for the ace CLI: export ACE_BROKER_URL=$broker ACE_RESULT_BACKEND=$backend ACE_CLUSTER_DIR=$ACE_CLUSTER_DIR ACE_OUTPUT_DIR=$ACE_OUTPUT_DIR ACE_TASK_SIGNING_KEY_FILE=${ACE_TASK_SIGNING_KEY_FILE:-}"
   say "check later with: bash deploy/fleet.sh status"
+  ((!API_FAILED)) || exit 1
+}
+
+# --purge: drop the task messages an earlier run left in Redis (queued, or taken by a
+# worker that never finished them), before any worker of this run can take one.
+purge() {
+  local name
+  for name in $(services | grep '^w'); do
+    [[ -z $(live_pid "$name") ]] || die "--purge drops queued work only while no worker runs: run 'bash deploy/fleet.sh stop' first"
+  done
+  "$BIN/python" - <<'PY' || die "could not purge the queued messages; is Redis running?"
+from ace_workers.app import QUEUE, get_app
+app = get_app()
+with app.connection_for_write() as conn:
+    dropped = conn.default_channel.queue_purge(QUEUE) or 0
+    client = conn.default_channel.client
+    dropped += client.hlen("unacked")
+    client.delete("unacked", "unacked_index")
+print(f"fleet: dropped {dropped} task messages left by an earlier run; "
+      "their tasks stay unfinished in the task store")
+PY
 }
 
 stop() {
@@ -220,7 +335,7 @@ stop_these() {
   local -A pids=()
   for name in "$@"; do
     pid=$(live_pid "$name")
-    [[ -n $pid ]] || continue
+    [[ -n $pid ]] || { reap "$name"; continue; }
     pids[$name]=$pid
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
@@ -242,8 +357,16 @@ status() {
   local name pid down=0
   for name in $(services | sort -u); do
     pid=$(live_pid "$name")
-    if [[ -n $pid ]]; then
+    if [[ $name == api && -z $pid && -f $FLEET/api.skipped ]]; then
+      say "$(<"$FLEET/api.skipped")"  # left out on purpose: not a service that is down
+    elif [[ $name == api && -n $pid ]] && ! port_answers "$API_HOST" "$API_PORT"; then
+      say "api running (pid $pid) but not answering on $API_HOST:$API_PORT; see ${FLEET#"$ROOT"/}/api.log"
+      down=1
+    elif [[ -n $pid ]]; then
       say "$name running (pid $pid)"
+    elif [[ -n $(left_over "$name") ]]; then
+      say "$name stopped, but processes of it are left (pids $(left_over "$name")); 'start' ends them"
+      down=1
     else
       say "$name stopped"
       down=1

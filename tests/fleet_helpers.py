@@ -46,8 +46,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Non
 
 
 class RedisServer:
-    """One ``redis-server`` on a free port that keeps nothing on disk and wants a password,
-    as deploy/fleet.sh and docker-compose.yml run it."""
+    """One ``redis-server`` on a free port that keeps nothing on disk and wants a password:
+    the Redis whose restart loses the fleet's state, which ACE must say clearly."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -106,6 +106,7 @@ class Fleet:
         self.names = names
         self.concurrency = concurrency
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: RedisServer | None = None  # the fleet's own, when it has one
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -220,6 +221,7 @@ def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
     redis = RedisServer(workdir)
     redis.start()
     fleet = Fleet(workdir, fleet_env(redis, workdir), names=names, concurrency=concurrency)
+    fleet.redis = redis
     try:
         fleet.start()
         yield fleet

@@ -35,8 +35,9 @@ from ace_workers.leases import (
     Leases,
     admit,
     done_in,
-    done_key,
     lease_key,
+    mark_done,
+    mark_sent,
 )
 from ace_workers.mergewatch import MERGE_GRACE_SECONDS, ChordJob, MergeWatch
 from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
@@ -243,6 +244,7 @@ def test_importing_the_client_builds_no_celery_app_and_draws_nothing() -> None:
 def test_a_lease_is_held_by_one_process_and_leaves_a_done_mark(redis_server) -> None:  # type: ignore[no-untyped-def]
     client = redis.Redis.from_url(redis_server.url(11))
     client.flushdb()
+    published.create(client, "td_l")  # its job, running
     mine, theirs = Leases(), Leases()
     assert mine.take(client, "td_l.b000000")
     assert not theirs.take(client, "td_l.b000000")  # a copy elsewhere waits
@@ -266,8 +268,8 @@ class _HolderFinishesAfterFirstLook:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def get(self, key: str) -> Any:
-        value = self._client.get(key)
+    def hget(self, key: str, field: str) -> Any:
+        value = self._client.hget(key, field)
         if self._finish is not None:
             self._finish()
             self._finish = None
@@ -281,6 +283,7 @@ def test_a_copy_that_arrives_as_its_holder_finishes_does_not_run_again(
     client.flushdb()
     holder, copy = Leases(), Leases()
     task = "td_r.b000004"
+    published.create(client, "td_r")
     assert admit(client, task, "g1", holder) == RUN
     assert admit(client, task, "g1", copy) == HELD  # while it runs, a copy waits
     racing = _HolderFinishesAfterFirstLook(
@@ -319,6 +322,23 @@ def test_a_merge_is_sent_again_only_when_every_batch_is_long_done_and_no_merge_i
     assert sent == [(job, "td_w")]
     assert check(two, MERGE_GRACE_SECONDS + 5) == []  # another worker: sent already this period
     client.delete("ace:merge-resent:td_w")
-    client.set(done_key("td_w.merge"), "")
+    mark_done(client, "td_w.merge")
     assert check(two, MERGE_GRACE_SECONDS + 5) == []  # the merge finished
     assert len(sent) == 1
+
+
+def test_a_merge_the_broker_has_is_not_sent_again_however_long_it_waits(
+        redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A merge queued behind other work: every batch long done, no lease, no done mark,
+    but its message reached the broker (as the chord's own send notes it)."""
+    client = redis.Redis.from_url(redis_server.url(9))
+    client.flushdb()
+    work = WorkDir.for_task(tmp_path, "td_q").create()
+    job = ChordJob(str(work.path), (0,), "ace.merge_diff", "td_q.merge", "ace.diff_failed")
+    work.batch_result_path(0).write_text("{}")
+    mark_sent(client, "td_q.merge")
+    sent: list[Any] = []
+    watch = MergeWatch(lookup=lambda _out, task_id: job)
+    assert watch.check(client, tmp_path, ["td_q"], lambda *a: sent.append(a),
+                       now=time.time() + 10 * MERGE_GRACE_SECONDS) == []
+    assert sent == []

@@ -26,7 +26,7 @@ from ace_api.rest import create_app
 from ace_api.rest.resources import SUBMISSIONS
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
-from ace_shared.options import BOOL, CHOICE, INT, NUMBER, Command, Option
+from ace_shared.options import BOOL, CHOICE, INT, NUMBER, OBJECT, Command, Option
 from ace_shared.repair.request import check_repair_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,9 @@ COMMANDS = [command for command, _ in SUBMISSIONS]
 ENV = {"ACE_BLOCK_ROWS_DEFAULT": "5000", "ACE_BLOCK_ROWS_MAX": "50000",
        "ACE_MAX_CPU_RATIO_DEFAULT": "0.25"}
 SETTINGS = Settings(BLOCK_ROWS_DEFAULT=5000, BLOCK_ROWS_MAX=50000, MAX_CPU_RATIO_DEFAULT=0.25)
-JSON_TYPES = {BOOL: "boolean", INT: "integer", NUMBER: "number", CHOICE: "string"}
-CLI_TYPES = {BOOL: "[=BOOL]", INT: "INTEGER", NUMBER: "FLOAT"}
+JSON_TYPES = {BOOL: "boolean", INT: "integer", NUMBER: "number", CHOICE: "string",
+              OBJECT: "object"}
+CLI_TYPES = {BOOL: "[=BOOL]", INT: "INTEGER", NUMBER: "FLOAT", OBJECT: "FILE"}
 
 
 class PeerSocket:

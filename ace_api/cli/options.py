@@ -26,6 +26,7 @@ from ace_shared.options import (
     INT,
     JSON,
     NUMBER,
+    OBJECT,
     Command,
     Option,
     read_option,
@@ -37,7 +38,7 @@ RunFn = Callable[[dict[str, Any], Settings], int]
 # (the words on the command line, the options as given) -> the options with the words placed
 WordsFn = Callable[[tuple[str, ...], dict[str, Any]], dict[str, Any]]
 
-_METAVARS = {INT: "INTEGER", NUMBER: "FLOAT", BOOL: "[=BOOL]"}
+_METAVARS = {INT: "INTEGER", NUMBER: "FLOAT", BOOL: "[=BOOL]", OBJECT: "FILE"}
 _HELP_SETTINGS = "ace.help_settings"
 
 

@@ -110,6 +110,8 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
                     if counts.get(cat):
                         click.echo(f"  {words[cat].format('').strip()}: "
                                    f"{_keys_line(samples.get(cat, []), counts[cat])}")
+        if result.get("plan"):
+            report_plan(result["plan"], dry)
         for note in result.get("notes", []):
             click.echo(note)
         if result["nodes"] and not dry:
@@ -120,6 +122,22 @@ def report_repair(result: dict[str, Any], quiet: bool) -> int:
     return EXIT_SAME
 
 
+def report_plan(plan: dict[str, Any], dry: bool) -> None:
+    """Per rule: how many keys it decided and what it writes (or wrote) on each node."""
+    click.echo("Plan rules (in precedence order):")
+    for rule in plan["rules"]:
+        line = f"  {rule['rule']}: {rule['action']}, matched {plural(rule['matched'], 'key')}"
+        if rule.get("ties"):
+            line += f" ({plural(rule['ties'], 'tie')}, {rule['ties_skipped']} skipped)"
+        click.echo(line)
+        for node, w in rule.get("writes", {}).items():
+            verb = "would " if dry else ""
+            click.echo(f"    {node}: {verb}insert {w['insert']}, {verb}update {w['update']}, "
+                       f"{verb}delete {w['delete']}")
+        if rule.get("sample_keys") and rule.get("writes"):
+            click.echo(f"    keys: {_keys_line(rule['sample_keys'], rule['matched'])}")
+
+
 def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
     """``ace table-repair``: in this process, or on the fleet with ``ACE_BROKER_URL`` set."""
     from ace_shared.repair.run import run_table_repair
@@ -127,10 +145,14 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
     quiet, no_wait = values["quiet"], values.pop("no_wait")
     if settings.BROKER_URL:
         request = validate_repair_request(values, settings, "cli")
-        result = _on_fleet("table-repair", {**values, "diff_file": request.diff_file}, settings,
+        # the plan travels as checked JSON, the files as absolute paths
+        result = _on_fleet("table-repair", {**values, "diff_file": request.diff_file,
+                                            "repair_plan": request.repair_plan,
+                                            "apply_plan": request.apply_plan}, settings,
                            values["table_name"], "Repairing", "nodes", no_wait)
         return EXIT_SAME if result is None else report_repair(result, quiet)
-    check_repair_options(values, "cli")  # the rules between options, in this command's words
+    # the rules between options, in this command's words; a plan file is read here, once
+    values = {**values, "repair_plan": check_repair_options(values, "cli").repair_plan}
     bar = ProgressBar("Repairing", unit="nodes",
                       enabled=not quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:

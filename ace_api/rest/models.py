@@ -20,7 +20,7 @@ from flask_restx import Model, Namespace, fields
 from ace_api.rest.params import AnyValue, RequestSchema
 from ace_shared.autorepair.exception_status import EXCEPTION_STATUSES
 from ace_shared.config import Settings
-from ace_shared.options import BOOL, CHOICE, INT, NUMBER, Command, Option
+from ace_shared.options import BOOL, CHOICE, INT, NUMBER, OBJECT, Command, Option
 from ace_shared.tasks.store import STATUSES
 
 
@@ -59,6 +59,8 @@ def option_field(command: Command, opt: Option, settings: Settings) -> fields.Ra
         return fields.Float(min=low, max=high, exclusiveMin=opt.low_exclusive or None, **kwargs)
     if opt.kind == CHOICE:
         return fields.String(enum=list(opt.choices), **kwargs)
+    if opt.kind == OBJECT:
+        return fields.Raw(**kwargs)  # a JSON object; the core checks what is inside
     return fields.String(**kwargs)
 
 

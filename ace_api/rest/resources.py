@@ -23,6 +23,7 @@ from ace_api.rest.checks import CHECK_SUBMISSIONS
 from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
+from ace_api.rest.plans import add_plan_preview
 from ace_api.rest.status import cancel_answer, status_answer
 from ace_api.rest.submissions import (
     require_served_role,
@@ -189,6 +190,10 @@ def build_namespace(settings: Settings, limiter: Limiter | None = None) -> Names
     models = build_models(ns, settings, (command for command, _ in SUBMISSIONS))
     for command, submit in SUBMISSIONS:
         _add_submission(ns, models, settings, command, submit, limiter)
+    add_plan_preview(ns, settings, submission_limits(settings, limiter),
+                     _document_errors(ns, models, {**_COMMON_ERRORS,
+                                                   429: "Over the caller's rate limit."}),
+                     models.error)
     _add_task_status(ns, models, settings)
     _add_task_cancel(ns, models, settings)
     _add_spock_exception(ns, models, settings, limiter)

@@ -24,7 +24,11 @@ heartbeat file lives in memory (``/dev/shm``) where there is one.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +57,7 @@ KEEPALIVE_SECONDS = 75
 # gunicorn workers touch a heartbeat file on every turn of their loop; in memory
 # where possible (a file on an overlay or network file system can stall them).
 HEARTBEAT_DIR = "/dev/shm"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,25 @@ class QuietPollsLogger(Logger):
         super().access(resp, req, environ, request_time)
 
 
+def die_with_master(server: Any, worker: Any) -> None:
+    """gunicorn's ``post_fork`` hook: a worker is killed the moment its master dies.
+
+    A worker whose master was killed (``kill -9``, the OOM killer) would serve
+    its open connections for up to gunicorn's graceful timeout while still
+    holding the listening socket, so an API started again meanwhile (by
+    ``deploy/fleet.sh`` or a supervisor) could not bind its port and gave up.
+    Its master is gone, so nothing it would finish could be answered properly
+    anyway. Linux only (``prctl``); elsewhere workers notice within a second
+    that their master changed, as gunicorn has them do.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server.pid:  # the master died before the line above
+        os._exit(1)
+
+
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
                      threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """gunicorn's settings for the API: mutual TLS always on."""
@@ -195,6 +219,10 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
         "proc_name": "ace-api",
         "control_socket_disable": True,
         "preload_app": False,
+        # the port is never shared with a dead master's workers (SO_REUSEPORT would let a
+        # new API bind beside them, and the kernel hand them connections they drop)
+        "reuse_port": False,
+        "post_fork": die_with_master,
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -92,6 +93,9 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
     """Queue a repair or rerun of a diff file confined to the output directory."""
     load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
     require_served_role(str(params["cluster_name"]), identity)  # before any file is looked at
+    if not params.get("diff_file"):  # (a repair by resolved plan is the CLI's alone)
+        raise ApiError("diff_file is required: the path of a diff file from table-diff, or "
+                       "the task id of a completed table-diff.", 400)
     policy = AccessPolicy.from_settings(settings)
     diff_file = resolve_diff_file(params["diff_file"], settings,
                                   TaskStore.from_settings(settings),
@@ -99,6 +103,29 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
     request = validate({**params, "diff_file": diff_file, "role": identity}, settings)
     return _enqueue(task_type, _options(request), identity, settings,
                     cluster_name=request.cluster_name, table_name=request.table.display)
+
+
+def preview_repair_plan(params: dict[str, Any], identity: str,
+                        settings: Settings) -> dict[str, Any]:
+    """A repair plan resolved over a diff file of the output directory, returned at once.
+
+    It reads the diff file only (no node), as the caller may: the same checks as a
+    repair's (the caller's role is served on the cluster, the file is the caller's to see).
+    """
+    from ace_shared.repair.plans.run import preview_plan
+
+    load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
+    require_served_role(str(params["cluster_name"]), identity)
+    policy = AccessPolicy.from_settings(settings)
+    diff_file = resolve_diff_file(params["diff_file"], settings,
+                                  TaskStore.from_settings(settings),
+                                  lambda requested_by: policy.may_see(identity, requested_by))
+    answer = preview_plan({**params, "diff_file": diff_file, "role": identity}, settings)
+    for name in ("diff_file", "resolved_plan"):  # a remote caller sees no server paths
+        path = Path(answer[name])
+        if path.is_relative_to(settings.output_dir):
+            answer[name] = str(path.relative_to(settings.output_dir))
+    return answer
 
 
 def submit_repair(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:

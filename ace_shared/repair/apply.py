@@ -327,9 +327,15 @@ def _cancel_until_done(repairs: list[NodeRepair], futures: list[Future[NodeOutco
 
 def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[NodeWork],
                   diff: DiffFile, opts: ApplyOptions,
-                  progress: Progress | None = None) -> list[NodeOutcome]:
-    """Run every node's repair; commit all of them, or none."""
-    repairs = [NodeRepair(targets[w.node], table, w, diff, opts) for w in works]
+                  progress: Progress | None = None,
+                  repair_class: type[NodeRepair] | None = None) -> list[NodeOutcome]:
+    """Run every node's repair; commit all of them, or none.
+
+    ``repair_class``: a :class:`NodeRepair` that does more in the same transaction
+    (a repair plan checks its rows are still the ones it saw).
+    """
+    make = repair_class or NodeRepair
+    repairs = [make(targets[w.node], table, w, diff, opts) for w in works]
     if not repairs:
         return []
     outcomes: dict[str, NodeOutcome] = {}

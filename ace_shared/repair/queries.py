@@ -152,6 +152,11 @@ class RepairSql:
                  staged=staged_text, fill=self._fill_wanted(), stage=sql.Identifier(STAGE),
                  table=self.table, match=self._key_match())
 
+    def lock_staged(self) -> sql.Composable:
+        """Lock the node's rows whose keys are staged, until the transaction ends."""
+        return sql.SQL("SELECT 1 FROM {} t JOIN {} s ON {} FOR UPDATE OF t").format(
+            self.table, sql.Identifier(STAGE), self._key_match())
+
     def delete(self) -> sql.Composable:
         """Delete the staged ``d`` keys; ``rowcount`` is how many rows went."""
         return sql.SQL("DELETE FROM {} t USING {} s WHERE s.op OPERATOR(pg_catalog.=) 'd' "

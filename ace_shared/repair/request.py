@@ -11,7 +11,11 @@ connects to a database. Option rules (each rejection says why):
   that differ, the other never does);
 * ``bidirectional`` needs ``insert_only``: it only ever copies missing rows;
 * ``fix_nulls`` fills NULL columns only, so it excludes ``upsert_only``,
-  ``insert_only`` and ``bidirectional``.
+  ``insert_only`` and ``bidirectional``;
+* a repair plan (``repair_plan``, or a resolved one with ``apply_plan``) decides
+  every row itself (docs/repair-plans.md), so it takes no source and none of
+  the modes above; ``apply_plan`` needs no diff file (the resolved plan names
+  it); ``allow_stale`` and ``plan_out`` go with a plan only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ace_shared.options import (
     CLUSTER_NAME,
     DIFF_FILE,
     NO_WAIT,
+    OBJECT,
     QUIET,
     TABLE_NAME,
     TEXT,
@@ -43,10 +48,10 @@ TABLE_REPAIR = Command(
     "table-repair", "Repair a table's rows on the nodes a diff file shows to differ.", (
         CLUSTER_NAME,
         TABLE_NAME,
-        replace(DIFF_FILE, positional_too=True),
+        replace(DIFF_FILE, positional_too=True, required=False),
         Option("source_of_truth", TEXT,
-               "Node whose rows are right; required unless {fix_nulls} or {bidirectional} "
-               "is set.",
+               "Node whose rows are right; required unless {fix_nulls}, {bidirectional} or a "
+               "repair plan ({repair_plan}, {apply_plan}) is given.",
                positional_too=True),
         dbname_option("the diff file's"),
         Option("dry_run", BOOL, "Show what would change; write nothing."),
@@ -58,13 +63,30 @@ TABLE_REPAIR = Command(
         Option("fix_nulls", BOOL, "Fill columns NULL on one node and set on the other."),
         Option("fire_triggers", BOOL, "Let ordinary triggers fire on the repaired nodes "
                "(ENABLE ALWAYS triggers fire either way)."),
+        Option("repair_plan", OBJECT, "A repair plan deciding row by row which version wins "
+               "(YAML or JSON; docs/repair-plans.md); takes the place of {source_of_truth}."),
+        Option("plan_out", TEXT, "Save the resolved plan (each key's final row per node) to "
+               "this file, to review and then run with {apply_plan}.", api=False),
+        Option("apply_plan", TEXT, "Apply a resolved plan saved by {plan_out}, exactly as it "
+               "is; rows changed since are skipped and listed.", api=False),
+        Option("allow_stale", BOOL, "With {apply_plan}: write rows changed since the plan was "
+               "resolved, too."),
         NO_WAIT,
     ))
+# The API's dry run of a plan (POST /ace/table-repair/plan): the same options, declared above.
+TABLE_REPAIR_PLAN = Command(
+    "table-repair-plan", "Resolve a repair plan over a diff file and return it; writes nothing.",
+    (CLUSTER_NAME, TABLE_NAME, DIFF_FILE, TABLE_REPAIR.option("dbname"),
+     replace(TABLE_REPAIR.option("repair_plan"), required=True,
+             help="The repair plan, as a JSON object (docs/repair-plans.md).",
+             required_hint=": the plan, as a JSON object")),
+    route="/table-repair/plan")
 BOOL_OPTIONS = tuple(o.name for o in TABLE_REPAIR.api_options if o.kind == BOOL)
 
 MODE_SOURCE = "source_of_truth"
 MODE_BIDIRECTIONAL = "bidirectional"
 MODE_FIX_NULLS = "fix_nulls"
+MODE_PLAN = "plan"
 
 
 @dataclass(frozen=True)
@@ -84,11 +106,17 @@ class RepairRequest:
     bidirectional: bool = False
     fix_nulls: bool = False
     fire_triggers: bool = False
+    allow_stale: bool = False
+    repair_plan: dict[str, Any] | None = None  # the plan as checked, JSON-safe
+    plan_out: str | None = None
+    apply_plan: str | None = None
     role: str | None = None
     ignored_source: str | None = None
 
     @property
     def mode(self) -> str:
+        if self.repair_plan is not None or self.apply_plan:
+            return MODE_PLAN
         if self.fix_nulls:
             return MODE_FIX_NULLS
         if self.bidirectional:
@@ -106,6 +134,8 @@ class RepairRequest:
             "diff_file": self.diff_file,
             "source_of_truth": self.source_of_truth or self.ignored_source,
             "dbname": self.dbname, "role": self.role,
+            "repair_plan": self.repair_plan, "plan_out": self.plan_out,
+            "apply_plan": self.apply_plan,
         }
         for name in BOOL_OPTIONS:
             out[name] = getattr(self, name)
@@ -133,33 +163,82 @@ def _check_modes(flags: dict[str, bool], style: Style) -> None:
                              f"{insert}.")
 
 
+def _check_plan(values: dict[str, Any], flags: dict[str, bool], style: Style) -> None:
+    """The rules of a plan repair (see the module's docstring)."""
+    def name(option: str) -> str:
+        return TABLE_REPAIR.label(option, style)
+
+    plan, applied = values["repair_plan"] is not None, bool(values["apply_plan"])
+    if plan and applied:
+        raise BadOptionError(f"{name('repair_plan')} and {name('apply_plan')} exclude each "
+                             f"other: {name('apply_plan')} writes a plan already resolved; "
+                             "give one.")
+    if not (plan or applied):
+        for option in ("allow_stale", "plan_out"):
+            if values[option]:
+                raise BadOptionError(f"{name(option)} goes with {name('repair_plan')} or "
+                                     f"{name('apply_plan')} only.")
+        return
+    for option in ("upsert_only", "insert_only", "bidirectional", "fix_nulls"):
+        if flags[option]:
+            raise BadOptionError(f"{name(option)} cannot be combined with a repair plan: the "
+                                 "plan's rules say what each row gets; write it there.")
+    if values["source_of_truth"]:
+        raise BadOptionError(f"{name('source_of_truth')} cannot be combined with a repair "
+                             "plan: write it as the plan's default, {action: keep, node: ...}.")
+    if applied and values["plan_out"]:
+        raise BadOptionError(f"{name('plan_out')} cannot be combined with "
+                             f"{name('apply_plan')}: that plan is resolved already.")
+
+
 def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairRequest:
     """Check the options alone (no file, no cluster); raise for the first bad one."""
     values = read_options(TABLE_REPAIR, raw, Settings(), style)  # none read the settings
     flags = {name: values[name] for name in BOOL_OPTIONS}
+    _check_plan(values, flags, style)
+    plan = values["repair_plan"]
+    if plan is not None:
+        from ace_shared.repair.plans.loader import load_plan_file, plan_from_object
+        plan = (load_plan_file(plan) if isinstance(plan, str) else plan_from_object(plan)).source
+    if plan is not None or values["apply_plan"]:
+        return RepairRequest(
+            cluster_name=values["cluster_name"], table=parse_table_name(values["table_name"]),
+            diff_file=values["diff_file"] or "", dbname=values["dbname"],
+            role=_role(raw), repair_plan=plan, plan_out=values["plan_out"],
+            apply_plan=values["apply_plan"], **flags)
+    if not values["diff_file"]:
+        raise BadOptionError(f"{TABLE_REPAIR.label('diff_file', style)} is required: the path "
+                             "of a diff file from table-diff.")
     _check_modes(flags, style)
     source = values["source_of_truth"]
     ignored = None
     if flags["fix_nulls"] or flags["bidirectional"]:
         ignored, source = source, None
     elif not source:
-        fix, both = (TABLE_REPAIR.label(n, style) for n in ("fix_nulls", "bidirectional"))
+        fix, both, plan = (TABLE_REPAIR.label(n, style)
+                           for n in ("fix_nulls", "bidirectional", "repair_plan"))
         raise BadOptionError(f"{TABLE_REPAIR.label('source_of_truth', style)} is required: "
                              f"name the node whose rows are right (only {fix} and {both} "
-                             "repairs need none).")
-    role = raw.get("role")
+                             f"repairs, and a {plan}, need none).")
     return RepairRequest(
         cluster_name=values["cluster_name"], table=parse_table_name(values["table_name"]),
         diff_file=values["diff_file"], source_of_truth=source, dbname=values["dbname"],
-        role=(role.strip() or None) if isinstance(role, str) else None,
-        ignored_source=ignored, **flags,
+        role=_role(raw), ignored_source=ignored, **flags,
     )
+
+
+def _role(raw: dict[str, Any]) -> str | None:
+    role = raw.get("role")
+    return (role.strip() or None) if isinstance(role, str) else None
 
 
 def load_repair_inputs(raw: dict[str, Any], settings: Settings,
                        style: Style = "api") -> tuple[RepairRequest, Cluster, DiffFile]:
     """Validate a request against its cluster and its diff file's summary."""
     request = check_repair_options(raw, style)
+    if request.apply_plan:  # the resolved plan holds all it needs: its diff file may be gone
+        from ace_shared.repair.plans.run import open_resolved_plan
+        return open_resolved_plan(request, settings)
     cluster, diff = open_for_table(settings, request.cluster_name, request.table,
                                    request.dbname, request.diff_file)
     if request.source_of_truth:

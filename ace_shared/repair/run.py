@@ -29,6 +29,7 @@ from ace_shared.repair.report import build_result, report_head, write_report
 from ace_shared.repair.request import (
     MODE_BIDIRECTIONAL,
     MODE_FIX_NULLS,
+    MODE_PLAN,
     RepairRequest,
     load_repair_inputs,
 )
@@ -78,6 +79,9 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
     started = datetime.now(timezone.utc)
     # the summary is enough to start; the one pass over the rows is the spool's
     request, cluster, diff = load_repair_inputs(raw_options, settings)
+    if request.mode == MODE_PLAN:
+        from ace_shared.repair.plans.run import run_plan_repair
+        return run_plan_repair(request, cluster, diff, settings, task_id, progress)
     dbname = request.dbname or diff.database
     key = diff.primary_key
     columns = [c["name"] for c in diff.columns] if diff.columns else None

@@ -58,6 +58,10 @@ SCHEDULED_COMMANDS = {"table-diff": "table_name", "repset-diff": "repset_name",
                       "mtree-table-diff": "table_name"}
 
 
+# a repair plan's options: never taken from a schedule's args
+PLAN_ARGS = frozenset({"repair_plan", "apply_plan", "plan_out", "allow_stale"})
+
+
 def _job_target(name: str, job: dict[str, Any]) -> tuple[str, str]:
     command = job.get("command") or "table-diff"
     if command not in SCHEDULED_COMMANDS:
@@ -80,6 +84,12 @@ def scheduled_diffs(jobs: tuple[dict[str, Any], ...], schedules: tuple[dict[str,
         for required in ("cluster_name", _job_target(name, job)[1]):
             if not job.get(required):
                 raise ConfigError(f"Scheduled job {name} needs {required}.")
+        planned = sorted(set(job.get("args") or {}) & PLAN_ARGS)
+        if planned:
+            # a diff would ignore it, and no scheduled command repairs: refused, not dropped
+            raise ConfigError(f"Scheduled job {name} names {planned[0]} in its args, but "
+                              "scheduled jobs run diffs, which take no repair plan; remove it "
+                              "and repair with ace table-repair --repair-plan.")
         by_name[name] = job
     out = []
     for entry in schedules:
