@@ -130,6 +130,7 @@ def main() -> int:
     env = {**os.environ, "ACE_CLUSTER_DIR": str(cluster_dir), "ACE_OUTPUT_DIR": str(out),
            "ACE_NO_PROGRESS": "1", "ACE_MAX_ALLOWED_DIFFS": "10000000"}
     env.pop("ACE_BROKER_URL", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed ace is
     ace(env, "mtree", "init", args.cluster, "--quiet")
     print("| rows | shape | changed | nodes | full table-diff | mtree table-diff | ratio | "
           "target |\n|---|---|---|---|---|---|---|---|", flush=True)

@@ -25,6 +25,15 @@ REPAIR_GRANTS = (
     "pg_catalog.pg_replication_origin_session_reset() TO ace_repair",
 )
 
+PRESERVE_GROUP = "ace_preserve_origin"
+# --preserve-origin: stamp a repair's transaction with another node's origin and commit time.
+# A separate group: its members can give their own writes any commit time (docs/security.md).
+PRESERVE_GRANTS = (
+    "GRANT EXECUTE ON FUNCTION "
+    "pg_catalog.pg_replication_origin_xact_setup(pg_catalog.pg_lsn, pg_catalog.timestamptz), "
+    "pg_catalog.pg_replication_origin_xact_reset() TO ace_preserve_origin",
+)
+
 
 # Spock's repair mode, granted only where Spock is installed (the function is what is called).
 SPOCK_REPAIR_GRANT = """DO $$ BEGIN
@@ -59,11 +68,19 @@ def operator_grants(user: str, dbname: str) -> list[str]:
     - ``ace_repair``: a repair's writes must not replicate back out;
     - ``CONNECT``, ``TEMPORARY`` (a repair stages rows in a temporary table) and
       ``CREATE`` on the database (``ace mtree init`` creates the schema ``ace_mtree``);
-    - ``subconninfo`` of ``pg_subscription`` (see :func:`conninfo_grant`).
+    - ``subconninfo`` of ``pg_subscription`` (see :func:`conninfo_grant`);
+    - ``ace_preserve_origin`` (``table-repair --preserve-origin``) and ``SELECT`` on
+      ``pg_replication_origin_status`` (``--recovery-mode`` compares how far each
+      survivor applied the failed node's stream).
     """
     return [
         f"GRANT pg_read_all_data, pg_write_all_data TO {ident(user)}",
         f"GRANT {ident(REPAIR_GROUP)} TO {ident(user)}",
+        f"GRANT {ident(PRESERVE_GROUP)} TO {ident(user)}",
+        f"GRANT SELECT ON pg_catalog.pg_replication_origin_status TO {ident(user)}",
+        # (the view calls this function, whose EXECUTE is checked as the reader)
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() "
+        f"TO {ident(user)}",
         f"GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {ident(dbname)} TO {ident(user)}",
         conninfo_grant(user),
     ]
@@ -93,8 +110,9 @@ def operator_login(user: str, password: str, exists: bool = False) -> str:
 
 def node_setup(user: str, dbname: str) -> list[str]:
     """The groups and grants of a node, once ACE's login and the database exist."""
-    return [*(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP)), *REPAIR_GRANTS,
-            SPOCK_REPAIR_GRANT, *operator_grants(user, dbname)]
+    return [*(create_group(g) for g in (CALLERS_GROUP, REPAIR_GROUP, PRESERVE_GROUP)),
+            *REPAIR_GRANTS, *PRESERVE_GRANTS, SPOCK_REPAIR_GRANT,
+            *operator_grants(user, dbname)]
 
 
 def init_script(user: str, password: str, dbname: str) -> str:

@@ -146,8 +146,16 @@ def labelled_items(cluster: Any, table: str, rows: int, changed_on_n2: str) -> s
     return f"public.{table}"
 
 
-def pair_rows(diff: dict[str, Any], pair: str, node: str) -> list[dict[str, Any]]:
-    return diff["diffs"].get(pair, {}).get(node, [])
+META_FIELDS = ("_ace_commit_ts", "_ace_origin")
+
+
+def pair_rows(diff: dict[str, Any], pair: str, node: str,
+              meta: bool = False) -> list[dict[str, Any]]:
+    """One side's rows of a pair, without their provenance fields unless ``meta``."""
+    rows = diff["diffs"].get(pair, {}).get(node, [])
+    if meta:
+        return rows
+    return [{k: v for k, v in r.items() if k not in META_FIELDS} for r in rows]
 
 
 def reported_keys(diff: dict[str, Any], column: str = "id") -> dict[str, set[str]]:

@@ -41,9 +41,14 @@ def test_every_row_line_is_the_rows_json_dumps(pg_cluster: Any) -> None:
     for pair in ("n1/n2", "n2/n3"):
         for node in pair.split("/"):
             got = query(pg_cluster.node_dsn(NODES.index(node)),
-                        f"SELECT {select} FROM rowtext ORDER BY id", pinned=True)  # noqa: S608
-            for values in got:
-                row = dict(zip(COLUMNS, values, strict=True))
+                        f"SELECT {select}, pg_catalog.to_char(pg_catalog.timezone('UTC', "
+                        "pg_catalog.pg_xact_commit_timestamp(xmin)), "
+                        "'YYYY-MM-DD HH24:MI:SS.US') || '+00' FROM rowtext ORDER BY id",
+                        pinned=True)  # noqa: S608
+            for *values, commit_ts in got:
+                # then the two provenance fields: a local change, so the node itself
+                row = {**dict(zip(COLUMNS, values, strict=True)), "_ace_commit_ts": commit_ts,
+                       "_ace_origin": node}
                 if row["id"] in {"1", "2", "3"} and (node != "n2" or row["id"] != "3"):
                     expected.append(json.dumps(row, ensure_ascii=False))
     # every row but key 3 (missing on n2) differs on n1/n2 and n2/n3; n1/n3 agree

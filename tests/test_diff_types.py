@@ -77,7 +77,8 @@ def test_rows_carry_every_column_as_lossless_text(pg_cluster: Any,
     for pair, sides in types_diff["diffs"].items():
         for node, rows in sides.items():
             for row in rows:
-                assert row == truth[node][row["id"]], (pair, node, row["id"])
+                values = {k: v for k, v in row.items() if not k.startswith("_ace_")}
+                assert values == truth[node][row["id"]], (pair, node, row["id"])
                 checked += 1
     assert checked > 20
 

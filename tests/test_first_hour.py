@@ -276,7 +276,5 @@ def test_a_broken_cluster_file_is_reported_without_its_path(
     answer = _post(_client(settings), "/ace/table-diff",
                    {"cluster_name": "broken", "table_name": "public.t"})
     assert answer.status_code == 404
-    assert answer.json["error"] == ("The definition of cluster broken on this server is not "
-                                    "valid; ask its operator to fix it.") or \
-        "is not readable" in answer.json["error"]
+    assert answer.json["error"].startswith("The definition of cluster broken on this server is ")
     assert "/" not in answer.json["error"]

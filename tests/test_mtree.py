@@ -9,6 +9,7 @@ A tree that may be stale is refused in one sentence, never trusted.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -170,6 +171,74 @@ def test_leaves_before_a_split_keep_their_place_in_the_tree(pg_cluster: Any) -> 
     assert diff["summary"]["diff_rows"] == 4
 
 
+def test_splitting_an_early_leaf_moves_no_other_leaf(pg_cluster: Any) -> None:
+    """A split takes free numbers after its leaf, moving a few neighbours at most: every
+    other leaf keeps its number, and the boundary signature kept from the leaves removed and added equals
+    one computed from every leaf, on every node."""
+    from types import SimpleNamespace
+
+    from ace_shared.mtree.leaves import bounds_signature
+    table = tracked_table(pg_cluster, "mt_early", "g * 10", 5000)
+    blocks = _blocks(table)
+    before = query(pg_cluster.node_dsn(0), f"SELECT block_no, l0 FROM {blocks} ORDER BY 1")
+    on_every_node(pg_cluster, ["INSERT INTO mt_early SELECT 300 + g, 'new' "
+                               "FROM generate_series(1, 400) g WHERE g % 10 <> 0"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_early SET v = 'n2' WHERE id IN (10, 305, 49990)"])
+    diff = assert_same_diff(table)
+    assert diff["summary"]["mtree"]["leaves_split"] == 1 and diff["summary"]["diff_rows"] == 3
+    after = query(pg_cluster.node_dsn(0), f"SELECT block_no, l0 FROM {blocks} ORDER BY 1")
+    was, now = {low: no for no, low in before}, {low: no for no, low in after}
+    moved = [low for low, no in was.items() if now.get(low) != no]
+    # a few neighbours move to make room (as many as the pieces, at most): no others
+    assert len(now) == len(was) + 4 and len(moved) <= 5, moved
+    assert all(was[low] < 40 for low in moved), moved
+    one_key = SimpleNamespace(key=("id",))
+    for i in range(len(NODES)):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT bounds_sig FROM ace_mtree.trees WHERE table_name = 'mt_early'")
+            kept = cur.fetchone()[0]
+            assert kept == bounds_signature(cur, one_key, tree_key(  # type: ignore[arg-type]
+                TableName("public", "mt_early")))
+        conn.close()
+
+
+def test_a_tree_numbered_without_room_splits_and_keeps_agreeing(pg_cluster: Any) -> None:
+    """A tree an earlier version built (leaves numbered 0, 1, 2, ... and a digest of every
+    boundary in order) splits an early leaf by moving the leaves after it once, and its
+    digest becomes one kept incrementally: both diffs still agree."""
+    from types import SimpleNamespace
+
+    from ace_shared.mtree.leaves import bounds_signature, rebuild_inner
+    table = tracked_table(pg_cluster, "mt_dense_nos", "g * 10", 4000)
+    blocks = _blocks(table)
+    key = tree_key(TableName("public", "mt_dense_nos"))
+    one_key = SimpleNamespace(key=("id",))
+    for i in range(len(NODES)):  # as the earlier version left it
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE {blocks} SET block_no = block_no / 4")
+            rebuild_inner(cur, key, None)
+            cur.execute(f"UPDATE ace_mtree.trees SET bounds_sig = (SELECT md5(string_agg("
+                        f"ROW(l0)::text, ',' ORDER BY block_no)) FROM {blocks}) "
+                        "WHERE table_name = 'mt_dense_nos'")
+        conn.close()
+    assert query(pg_cluster.node_dsn(0), f"SELECT max(block_no) + 1 = count(*) FROM {blocks}"
+                 ) == [(True,)]
+    on_every_node(pg_cluster, ["INSERT INTO mt_dense_nos SELECT 1000 + g, 'new' "
+                               "FROM generate_series(1, 300) g WHERE g % 10 <> 0"])
+    execute(pg_cluster.node_dsn(2), ["UPDATE mt_dense_nos SET v = 'n3' WHERE id IN (1001, 39990)"])
+    diff = assert_same_diff(table)
+    assert diff["summary"]["mtree"]["leaves_split"] == 1 and diff["summary"]["diff_rows"] == 2
+    for i in range(len(NODES)):
+        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT bounds_sig FROM ace_mtree.trees WHERE table_name = "
+                        "'mt_dense_nos'")
+            assert cur.fetchone()[0] == bounds_signature(cur, one_key, key)  # type: ignore[arg-type]
+        conn.close()
+    execute(pg_cluster.node_dsn(1), ["DELETE FROM mt_dense_nos WHERE id BETWEEN 20000 AND 20990"])
+    diff = assert_same_diff(table)
+    assert diff["summary"]["diff_rows"] == 102  # and the two of n3
+
+
 def test_writes_in_other_session_settings_hash_as_ace_prints_them(pg_cluster: Any) -> None:
     """The trigger hashes under ACE's pinned settings, whatever the writer's session says."""
     on_every_node(pg_cluster, [
@@ -206,7 +275,6 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
         # switched off and on again: the table looks as built, but writes may have been missed
         ("ALTER TABLE mt_stale DISABLE TRIGGER ace_mtree_ins; INSERT INTO mt_stale VALUES "
          "(100000, 'unseen'); ALTER TABLE mt_stale ENABLE ALWAYS TRIGGER ace_mtree_ins", "altered"),
-        ("TRUNCATE mt_stale", "truncated"),
         ("ALTER TABLE mt_stale ADD COLUMN extra int", "columns"),
     ]
     for statement, word in cases:
@@ -229,6 +297,68 @@ def test_a_stale_tree_is_refused_in_one_sentence(pg_cluster: Any) -> None:
                                    "FROM generate_series(1, 500) g"])
         assert mtree("build", CLUSTER, "public.mt_stale").code == 0
         assert mtree("table-diff", CLUSTER, "public.mt_stale").code == 0
+
+
+def _blocks(table: str) -> str:
+    schema, name = table.split(".")
+    return f'ace_mtree."blocks_{tree_key(TableName(schema, name))}"'
+
+
+def test_a_truncate_on_one_node_is_healed_by_the_next_update(pg_cluster: Any) -> None:
+    """A TRUNCATE on one node (and rows written after it) no longer needs a rebuild: the
+    next update hashes that node's leaves again from the table, says so in one sentence,
+    and the tree's diff is a full diff's."""
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_trunc",
+        "CREATE TABLE mt_trunc (id int PRIMARY KEY, v text)",
+        "INSERT INTO mt_trunc SELECT g, 'v' FROM generate_series(1, 3000) g",
+    ])
+    assert mtree("build", CLUSTER, "public.mt_trunc").code == 0
+    execute(pg_cluster.node_dsn(2), [
+        "TRUNCATE mt_trunc",
+        "INSERT INTO mt_trunc SELECT g, CASE WHEN g % 100 = 0 THEN 'n3' ELSE 'v' END "
+        "FROM generate_series(1, 2500) g"])
+    execute(pg_cluster.node_dsn(2), ["INSERT INTO mt_trunc VALUES (5000, 'after')"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_trunc SET v = 'n2' WHERE id = 7"])
+    updated = mtree("update", CLUSTER, "public.mt_trunc", "--json")
+    assert updated.code == 0, updated.stderr
+    healed = json.loads(updated.stdout)["healed"]
+    assert len(healed) == 1 and "truncated on node n3" in healed[0], healed
+    assert "hashed again from the table" in healed[0]
+    assert healed[0] in updated.stderr  # said once, as a note
+    diff = assert_same_diff("public.mt_trunc")
+    assert diff["summary"]["diff_rows"] == 527  # 500 gone, 25 changed, 1 new on n3; 1 on n2
+    # emptied on another node, and straight into a re-check: healed there too
+    execute(pg_cluster.node_dsn(1), ["TRUNCATE mt_trunc"])
+    diff = assert_same_diff("public.mt_trunc")
+    assert "truncated on node n2" in diff["summary"]["mtree"]["healed"][0]
+    # and a later change on the healed nodes is folded as usual
+    on_every_node(pg_cluster, ["TRUNCATE mt_trunc", "INSERT INTO mt_trunc VALUES (1, 'v')"])
+    assert mtree("update", CLUSTER, "public.mt_trunc").code == 0
+    execute(pg_cluster.node_dsn(0), ["INSERT INTO mt_trunc VALUES (2, 'n1')"])
+    diff = assert_same_diff("public.mt_trunc")
+    assert diff["summary"]["diff_rows"] == 1 and "healed" not in diff["summary"]["mtree"]
+
+
+def test_a_stale_leaf_is_hashed_again_from_the_table(pg_cluster: Any) -> None:
+    """A leaf its log cannot bring up to date (fewer rows than its logged deletes) is
+    hashed again from the table on the next update, not trusted and not refused."""
+    table = tracked_table(pg_cluster, "mt_staleleaf", "g", 2000)
+    blocks = _blocks(table)
+    leaf = query(pg_cluster.node_dsn(1), f"SELECT block_no FROM {blocks} WHERE block_no > 0 "
+                 "ORDER BY block_no LIMIT 1 OFFSET 5")[0][0]
+    low = query(pg_cluster.node_dsn(1), f"SELECT l0 FROM {blocks} WHERE block_no = {leaf}")[0][0]
+    # the leaf on n2 no longer describes its rows (as if changes had been lost)
+    execute(pg_cluster.node_dsn(1), [f"UPDATE {blocks} SET row_count = 0, hash = 42 "
+                                     f"WHERE block_no = {leaf}"])
+    on_every_node(pg_cluster, [f"DELETE FROM mt_staleleaf WHERE id = {low}"])
+    updated = mtree("update", CLUSTER, table, "--json")
+    assert updated.code == 0, updated.stderr
+    healed = json.loads(updated.stdout)["healed"]
+    assert len(healed) == 1 and "1 leaves" in healed[0] and "node n2" in healed[0], healed
+    assert "stale" in healed[0]
+    diff = assert_same_diff(table)
+    assert diff["summary"]["mtree"]["leaves_differing"] == 0
 
 
 def tracked_table(cluster: Any, name: str, key: str, rows: int) -> str:
@@ -433,3 +563,43 @@ def test_a_change_in_every_leaf_is_diffed_as_ranges_and_agrees(pg_cluster: Any) 
     diff = assert_same_diff("public.mt_dense")
     assert diff["summary"]["mtree"]["leaves_differing"] >= 55  # of 60 leaves
     assert diff["summary"]["diff_rows"] > 200
+
+
+def test_agreeing_leaves_between_differing_ones_are_read_with_them() -> None:
+    from ace_shared.mtree.compare import fill_gaps
+    known = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 300, 304]
+    # gaps of one and two leaves are filled; of three, or across far parents, not
+    assert fill_gaps([0, 8, 20, 36, 300], known) == [0, 4, 8, 12, 16, 20, 36, 300]
+    assert fill_gaps([64, 300], known) == [64, 300]
+    assert fill_gaps([], known) == []
+
+
+def test_changes_in_most_leaves_read_the_leaves_between_and_agree(pg_cluster: Any) -> None:
+    """A change every leaf and a half: the agreeing leaves between are read too (as one
+    run of ranges), and the rows checked are still a full diff's."""
+    table = tracked_table(pg_cluster, "mt_most", "g", 6000)
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_most SET v = 'n2' WHERE id % 150 = 7"])
+    diff = assert_same_diff(table)
+    mtree_summary = diff["summary"]["mtree"]
+    assert diff["summary"]["diff_rows"] == 40
+    assert mtree_summary["leaves_read"] > mtree_summary["leaves_differing"] >= 30
+
+
+def test_a_build_while_another_session_grants_on_the_schema_succeeds(pg_cluster: Any) -> None:
+    """Two builds at once (of different tables) once failed: each granted the table's owner
+    USAGE on ace_mtree, rewriting the schema's catalogue row the other was rewriting
+    ("tuple concurrently updated"). A grant the owner already has is not made again."""
+    on_every_node(pg_cluster, ["DROP TABLE IF EXISTS mt_grant",
+                               "CREATE TABLE mt_grant (id int PRIMARY KEY, v text)",
+                               "INSERT INTO mt_grant SELECT g, 'v' FROM generate_series(1, 300) g"])
+    holder = psycopg2.connect(pg_cluster.node_dsn(0))  # the other build, mid-transaction
+    holder.cursor().execute("GRANT USAGE ON SCHEMA ace_mtree TO CURRENT_USER")
+    timer = threading.Timer(3.0, holder.commit)
+    timer.start()
+    try:
+        built = mtree("build", CLUSTER, "public.mt_grant")
+    finally:
+        timer.join()
+        holder.close()
+    assert built.code == 0, built.stderr
+    assert assert_same_diff("public.mt_grant")["summary"]["mismatch"] is False

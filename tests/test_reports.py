@@ -86,7 +86,8 @@ def test_csv_has_two_lines_per_differing_key_with_statuses(tmp_path: Path,
     path = tmp_path / "d.csv"
     write_report(path, view, summary(), "csv")
     lines = read_csv(path)
-    assert lines[0] == ["pair", "node", "status", "id", "name", "note", "amount"]
+    assert lines[0] == ["pair", "node", "status", "id", "name", "note", "amount", "commit_ts",
+                        "origin"]
     n1n2 = [ln for ln in lines[1:] if ln[0] == "n1/n2"]
     assert [ln[1:4] for ln in n1n2] == [
         ["n1", "different", "1"], ["n2", "different", "1"],
@@ -94,12 +95,13 @@ def test_csv_has_two_lines_per_differing_key_with_statuses(tmp_path: Path,
         ["n1", "different", "4"], ["n2", "different", "4"],
     ]
     missing = n1n2[3]
-    assert missing[4:] == ["", "", ""], "a missing row carries only its key"
+    assert missing[4:] == ["", "", "", "", ""], "a missing row carries only its key"
     only_here = n1n2[2]
-    assert only_here[3:] == ["2", "bob", "x", "1.00"]
+    assert only_here[3:] == ["2", "bob", "x", "1.00", "\\N", "\\N"]  # (no provenance here)
     n1n3 = [ln for ln in lines[1:] if ln[0] == "n1/n3"]
-    assert n1n3 == [["n1/n3", "n1", "different", "3", "<script>alert(1)</script>", "x", "1.00"],
-                    ["n1/n3", "n3", "different", "3", "carol", "x", "2.50"]]
+    assert n1n3 == [["n1/n3", "n1", "different", "3", "<script>alert(1)</script>", "x", "1.00",
+                     "\\N", "\\N"],
+                    ["n1/n3", "n3", "different", "3", "carol", "x", "2.50", "\\N", "\\N"]]
     assert {ln[0] for ln in lines[1:]} == {"n1/n2", "n1/n3", "n2/n3"}
     assert len(lines) == 1 + 2 * (3 + 1 + 4)
     assert path.read_bytes().count(b"\r\n") == len(lines)

@@ -28,10 +28,11 @@ def test_csv_header_names_each_column_once_when_the_table_has_status_pair_node(
     write_report(path, v, SUMMARY, "csv")
     with open(path, encoding="utf-8", newline="") as fh:
         lines = list(csv.reader(fh))
-    assert lines[0] == ["ace_pair", "ace_node", "ace_status", "id", "status", "pair", "node"]
+    assert lines[0] == ["ace_pair", "ace_node", "ace_status", "id", "status", "pair", "node",
+                        "ace_commit_ts", "ace_origin"]
     assert len(set(lines[0])) == len(lines[0])
-    assert lines[1:] == [["n1/n2", "n1", "different", "1", "open", "a", "x"],
-                         ["n1/n2", "n2", "different", "1", "shut", "a", "x"]]
+    assert lines[1:] == [["n1/n2", "n1", "different", "1", "open", "a", "x", "\\N", "\\N"],
+                         ["n1/n2", "n2", "different", "1", "shut", "a", "x", "\\N", "\\N"]]
 
 
 def test_csv_prefix_grows_when_the_table_has_ace_columns_too(tmp_path: Path) -> None:
@@ -41,7 +42,8 @@ def test_csv_prefix_grows_when_the_table_has_ace_columns_too(tmp_path: Path) -> 
     path = tmp_path / "d.csv"
     write_report(path, v, SUMMARY, "csv")
     header = path.read_text(encoding="utf-8").splitlines()[0]
-    assert header == "ace__pair,ace__node,ace__status,id,status,ace_status"
+    assert header == ("ace__pair,ace__node,ace__status,id,status,ace_status,ace__commit_ts,"
+                      "ace__origin")
 
 
 CHROMIUM = shutil.which("chromium")

@@ -34,6 +34,8 @@ def report_diff(summary: dict[str, Any], quiet: bool) -> int:
     if quiet:
         click.echo(path)
         return code
+    if summary.get("commit_ts_note"):
+        click.echo(summary["commit_ts_note"], err=True)
     if summary.get("mismatch"):
         for pair, count in summary.get("diff_rows_by_pair", {}).items():
             if count:

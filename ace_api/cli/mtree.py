@@ -28,6 +28,8 @@ def _runner(action: str) -> Any:
                 return EXIT_SAME
         else:
             result = _here(request, settings, label)
+        for sentence in _healed(result):
+            click.echo(f"ace: note: {sentence}", err=True)
         if action == "table-diff":
             return report_diff(result, request.quiet)
         if json_wanted():
@@ -40,6 +42,14 @@ def _runner(action: str) -> Any:
             click.echo(note, err=True)
         return EXIT_SAME
     return run
+
+
+def _healed(result: dict[str, Any]) -> list[str]:
+    """The sentences of an update (or a re-check's update) that hashed leaves again from
+    their table: after a TRUNCATE on a node, or a stale leaf."""
+    mtree = result.get("mtree")
+    found = (mtree if isinstance(mtree, dict) else result).get("healed")
+    return [str(s) for s in found] if isinstance(found, list) else []
 
 
 def _by_node(counts: Any, word: str) -> str:

@@ -156,7 +156,8 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
     bar = ProgressBar("Repairing", unit="nodes",
                       enabled=not quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:
-        result = run_table_repair(values, settings, new_task_id("table-repair"), progress=bar)
+        result = run_table_repair(values, settings, new_task_id("table-repair"), progress=bar,
+                                  style="cli")
     finally:
         bar.close()
     return report_repair(result, quiet)

@@ -16,13 +16,14 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ace_shared.diff import queries
+from ace_shared.diff import provenance, queries
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange, split_range
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.rowlines import copy_lines, differing_lines, line_key
 from ace_shared.diff.tuning import DensityHints, DiffTuning, Strategy
 from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
+from ace_shared.difffile.format import with_meta
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
@@ -187,15 +188,26 @@ class RangeDiffer:
         fetched = self.sessions.fetch_all(
             *queries.fetch_rows_in_order(self.shape, batch, self.filter), setup=queries.PINNED_PLAN)
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
-        by_node = {n: {r[0]: r[1] for r in rows if r[1] is not None} for n, rows in fetched.items()}
+        by_node = {n: {r[0]: r for r in rows if r[1] is not None} for n, rows in fetched.items()}
         nodes = self.nodes
+        names = self.spec.origin_names
+        keep = self.spec.origin_filter.keeps
         out = []
         for r in fetched[nodes[0]]:  # the first node's key order
             i = r[0]
-            texts = {n: by_node[n].get(i) for n in nodes}
+            found = {n: by_node[n].get(i) for n in nodes}
+            texts = {n: None if f is None else f[1] for n, f in found.items()}
             first = texts[nodes[0]]
-            if any(texts[n] != first for n in nodes[1:]):
-                out.append(DiffRecord(batch[int(i) - 1], texts))
+            if not any(texts[n] != first for n in nodes[1:]):
+                continue
+            # the provenance travels with the row's text; it is compared by its values only
+            metas = {n: None if f is None else (f[2], provenance.origin_node(
+                n, f[3], f[4], names.get(n, {}))) for n, f in found.items()}
+            if not keep(metas):
+                continue
+            out.append(DiffRecord(batch[int(i) - 1], {
+                n: None if t is None else with_meta(t, *metas[n])  # type: ignore[misc]
+                for n, t in texts.items()}))
         return out
 
     def order_keys(self, keys: list[Key]) -> list[Key]:

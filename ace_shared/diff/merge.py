@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ace_shared.diff.partials import PartialsView
+from ace_shared.diff.provenance import TRACKING_OFF_NOTE
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.difffile.format import new_diff_path, write_diff_json
@@ -64,6 +65,9 @@ def build_summary(spec: DiffSpec, meta: dict[str, Any], results: Sequence[BatchR
         "max_allowed_diffs": spec.max_diffs,
         "diff_partial": partial,
     }
+    summary.update(spec.origin_filter.to_summary())
+    if spec.untracked:
+        summary["commit_ts_note"] = TRACKING_OFF_NOTE.format(nodes=", ".join(spec.untracked))
     if "mtree" in meta:
         summary["mtree"] = meta["mtree"]
     if partial:

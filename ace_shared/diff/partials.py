@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from ace_shared.diff.workdir import DiffRecord, read_partial, read_partial_texts, spool_folder
+from ace_shared.difffile.format import values_text
 from ace_shared.difffile.view import PairRow
 
 SPOOL_BLOCK = 1000  # records compared and spooled at a time
@@ -105,7 +106,8 @@ class PartialsView:
         # a block of records at a time, each pair in one sweep over the block
         while block := list(itertools.islice(records, SPOOL_BLOCK)):
             for n, (i, j) in enumerate(self._pairs):
-                differ = [(t[i], t[j]) for t in block if t[i] != t[j]]
+                differ = [(t[i], t[j]) for t in block
+                          if t[i] != t[j] and values_text(t[i]) != values_text(t[j])]
                 self._tally[n] += len(differ)
                 self._write(i, j, i, [left for left, _ in differ if left != "null"])
                 self._write(i, j, j, [right for _, right in differ if right != "null"])
@@ -124,6 +126,7 @@ class PartialsView:
 
     def pair_rows(self, left: str, right: str) -> Iterator[PairRow]:
         for rec in self.records():
-            if rec.texts.get(left) != rec.texts.get(right):
+            lt, rt = rec.texts.get(left), rec.texts.get(right)
+            if lt != rt and (lt is None or rt is None or values_text(lt) != values_text(rt)):
                 rows = rec.rows
                 yield PairRow(rec.key, rows.get(left), rows.get(right))

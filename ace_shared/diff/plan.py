@@ -18,6 +18,7 @@ from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
 from ace_shared.diff import queries
+from ace_shared.diff.provenance import OriginFilter, check_origin_node
 from ace_shared.diff.ranges import (
     SUBRANGES,
     Key,
@@ -34,6 +35,7 @@ from ace_shared.nodes.connection import NodeTarget, node_targets
 from ace_shared.nodes.filter import check_filter_columns
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, read_shape, reconcile_shapes
+from ace_shared.replication.origins import commit_ts_tracked, read_origin_names
 
 EXACT_PLAN_MAX_ROWS = 200_000
 SAMPLES_PER_RANGE = 48  # enough for a range's 15 inner cuts, evenly spread
@@ -53,6 +55,29 @@ def resolve_targets(cluster_name: str, dbname: str | None, nodes: str | list[str
     chosen = cluster.select_nodes(nodes)
     db = cluster.database(dbname)
     return db.name, node_targets(cluster, chosen, db.name, settings, role)
+
+
+def read_provenance(sessions: NodeSessions, settings: Settings, cluster_name: str,
+                    origin_filter: OriginFilter | None = None) -> dict[str, Any]:
+    """The spec's provenance fields: each node's origin names, the nodes that do not track
+    commit times, and the checked ``--against-origin``/``--until`` filter.
+
+    Origins are matched against every node of the cluster file, not only the
+    compared ones: a recovery compares the survivors against a node that is down.
+    """
+    cluster = load_cluster(settings.cluster_dir, cluster_name)
+    origin_filter = origin_filter or OriginFilter()
+    label = "against-origin"
+    check_origin_node(origin_filter.against_origin, [n.name for n in cluster.nodes], label)
+    dbname = sessions.targets[sessions.order[0]].dbname
+    peers = {n.name: (n.host, n.port, dbname) for n in cluster.nodes}
+
+    def read(cur: cursor) -> tuple[dict[str, str], bool]:
+        return read_origin_names(cur, peers), commit_ts_tracked(cur)
+    found = sessions.on_all(read)
+    return {"origin_filter": origin_filter,
+            "origin_names": {n: names for n, (names, _) in found.items()},
+            "untracked": tuple(n for n in sessions.order if not found[n][1])}
 
 
 def read_common_shape(sessions: NodeSessions, request_table: Any) -> TableShape:
@@ -151,5 +176,6 @@ def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
         shape=shape, table_filter=request.table_filter, block_rows=request.block_rows,
         batch_size=request.batch_size or 1, max_diffs=settings.MAX_ALLOWED_DIFFS,
         role=request.role, work_dir=str(work),
+        **read_provenance(sessions, settings, request.cluster_name, request.origin_filter),
     )
     return DiffPlan(spec, ranges, estimate)

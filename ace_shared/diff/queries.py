@@ -342,7 +342,8 @@ def _fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None,
     r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
                                 for i in range(len(shape.columns)))
     return sql.SQL(
-        "SELECT DISTINCT ON ({rk}) u.ord, {rc} FROM (SELECT {ik}, {ct} FROM {t}{w}) r "
+        "SELECT DISTINCT ON ({rk}) u.ord, {rc}, r.ace_xmin "
+        "FROM (SELECT {ik}, {ct}, xmin AS ace_xmin FROM {t}{w}) r "
         "JOIN {rel} ON ({rk}) {eq} ({uk}) ORDER BY {rk}, u.ord"
     ).format(rk=r_keys, rc=r_cols, ik=inner_keys, ct=columns_as_text(shape), t=table_ref(shape),
              w=where, rel=rel, uk=u_keys, eq=op("="))
@@ -366,19 +367,41 @@ def _typed_order(shape: TableShape) -> sql.Composable:
 
 def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
     """:func:`fetch_rows` for every one of ``keys``, in the table's key order: position,
-    then the row as the diff file's JSON text (:func:`row_json_text`), NULL where
-    this node holds none.
+    the row as the diff file's JSON text (:func:`row_json_text`), NULL where this
+    node holds none, then the row's commit time, origin id and origin name
+    (:data:`COMMIT_META`; NULL where unknown), read with the row in the same query.
 
     One round trip both fetches and orders a batch of differing keys.
     """
     params: Params = {}
     rel = _keys_relation(shape, keys, params)
     inner = _fetch_rows(shape, keys, table_filter, params)
-    q = sql.SQL("SELECT u.ord, CASE WHEN m.ord IS NOT NULL THEN {} END "
-                "FROM {} LEFT JOIN ({}) m ON m.ord {} u.ord "
-                "ORDER BY {}").format(row_json_text(shape, "m"), rel, inner, op("="),
-                                      _typed_order(shape))
+    q = sql.SQL("SELECT u.ord, CASE WHEN m.ord IS NOT NULL THEN {} END, {} "
+                "FROM {} LEFT JOIN ({}) m ON m.ord {} u.ord {} "
+                "ORDER BY {}").format(row_json_text(shape, "m"), COMMIT_META, rel, inner,
+                                      op("="), COMMIT_META_JOIN, _typed_order(shape))
     return q, params
+
+
+# Each fetched row's commit time (as UTC text) and origin (its id, and its name where it
+# has one), from the row's xmin. Read only where the node tracks commit timestamps: the
+# function raises otherwise, and is strict, so a NULL xmin asks nothing.
+COMMIT_META = sql.SQL(
+    "pg_catalog.to_char(pg_catalog.timezone('UTC', ace_cts.\"timestamp\"), "
+    "'YYYY-MM-DD HH24:MI:SS.US') OPERATOR(pg_catalog.||) '+00', ace_cts.roident, "
+    "ace_ro.roname::pg_catalog.text")
+
+
+def commit_meta_join(xmin: sql.Composable) -> sql.Composable:
+    """The joins :data:`COMMIT_META` reads, for the row whose xmin is ``xmin``."""
+    return sql.SQL(
+        "LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(CASE WHEN "
+        "pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool THEN {} "
+        "END) ace_cts ON true LEFT JOIN pg_catalog.pg_replication_origin ace_ro "
+        "ON ace_ro.roident OPERATOR(pg_catalog.=) ace_cts.roident").format(xmin)
+
+
+COMMIT_META_JOIN = commit_meta_join(sql.SQL("m.ace_xmin"))
 
 
 def sort_keys(shape: TableShape, keys: list[Key]) -> Query:

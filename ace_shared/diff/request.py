@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ace_shared.config import Settings
+from ace_shared.diff.provenance import ORIGIN_OPTIONS, OriginFilter, parse_until
 from ace_shared.diff.tuning import DiffTuning
 from ace_shared.nodes.filter import check_filter
 from ace_shared.nodes.ident import TableName, parse_table_name
@@ -53,6 +54,7 @@ TABLE_DIFF = Command("table-diff", "Compare a table across the nodes of a cluste
     QUIET,
     Option("table_filter", TEXT,
            "SQL WHERE condition restricting the rows compared (runs read-only)."),
+    *ORIGIN_OPTIONS,
     NO_WAIT,
 ))
 
@@ -72,6 +74,12 @@ class DiffRequest:
     quiet: bool
     table_filter: str | None
     role: str | None = None
+    against_origin: str | None = None
+    until: str | None = None  # UTC text, as the diff file writes commit times
+
+    @property
+    def origin_filter(self) -> OriginFilter:
+        return OriginFilter(self.against_origin, self.until)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -105,6 +113,8 @@ def validate_diff_request(raw: dict[str, Any], settings: Settings,
         quiet=values["quiet"],
         table_filter=check_filter(values["table_filter"]),
         role=raw.get("role") or None,
+        against_origin=(values["against_origin"] or "").strip() or None,
+        until=parse_until(values["until"], TABLE_DIFF.label("until", style)),
     )
 
 
@@ -123,6 +133,10 @@ class DiffSpec:
     max_diffs: int
     role: str | None
     work_dir: str
+    origin_filter: OriginFilter = field(default_factory=OriginFilter)
+    # per node: origin name -> cluster node (see ace_shared.replication.origins)
+    origin_names: dict[str, dict[str, str]] = field(default_factory=dict)
+    untracked: tuple[str, ...] = ()  # nodes with track_commit_timestamp off
     tuning: DiffTuning = field(default_factory=DiffTuning)  # how, never what, it compares
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,7 +145,10 @@ class DiffSpec:
             "nodes": list(self.nodes), "shape": shape_to_dict(self.shape),
             "table_filter": self.table_filter, "block_rows": self.block_rows,
             "batch_size": self.batch_size, "max_diffs": self.max_diffs, "role": self.role,
-            "work_dir": self.work_dir, "tuning": self.tuning.to_dict(),
+            "work_dir": self.work_dir,
+            "origin_filter": self.origin_filter.to_summary(),
+            "origin_names": self.origin_names, "untracked": list(self.untracked),
+            "tuning": self.tuning.to_dict(),
         }
 
     @classmethod
@@ -139,4 +156,6 @@ class DiffSpec:
         return cls(d["task_id"], d["cluster_name"], d["dbname"], tuple(d["nodes"]),
                    shape_from_dict(d["shape"]), d["table_filter"], int(d["block_rows"]),
                    int(d["batch_size"]), int(d["max_diffs"]), d["role"], d["work_dir"],
+                   OriginFilter(**d.get("origin_filter") or {}),
+                   dict(d.get("origin_names") or {}), tuple(d.get("untracked") or ()),
                    DiffTuning.from_dict(d.get("tuning")))

@@ -18,6 +18,12 @@ two lines, the left node's first; ``status`` says what that node has:
     the key columns are filled in, with the key the row has on the other
     node; every other column is an empty field that carries no value.
 
+The last two columns, ``commit_ts`` and ``origin``, are the line's node's
+provenance for that row (the diff file's ``_ace_commit_ts`` and
+``_ace_origin``: commit time in UTC and the node its last change came from),
+``\N`` where unknown and empty on a ``missing`` line; on a clash with the
+table's columns they take the same prefix as the first three.
+
 Values are the text PostgreSQL prints for them (the same text as in the JSON
 diff file). CSV itself cannot tell NULL from an empty string, so this file
 writes NULL as the marker ``\N`` (as PostgreSQL's ``COPY`` does) and an empty
@@ -65,6 +71,8 @@ def decode_field(field: str) -> str | None:
 
 
 OWN_COLUMNS = ("pair", "node", "status")
+META_COLUMNS = ("commit_ts", "origin")
+_META_FIELDS = ("_ace_commit_ts", "_ace_origin")  # the diff file's reserved fields
 
 
 def own_columns(table_columns: Collection[str]) -> list[str]:
@@ -75,14 +83,16 @@ def own_columns(table_columns: Collection[str]) -> list[str]:
     """
     taken = set(table_columns)
     prefix = ""
-    while any(prefix + name in taken for name in OWN_COLUMNS):
+    while any(prefix + name in taken for name in OWN_COLUMNS + META_COLUMNS):
         prefix = "ace_" if not prefix else prefix[:-1] + "__"
     return [prefix + name for name in OWN_COLUMNS]
 
 
 def header(view: DiffView) -> list[str]:
     names = [c["name"] for c in view.columns]
-    return [*own_columns(names), *names]
+    own = own_columns(names)
+    prefix = own[0][:-len(OWN_COLUMNS[0])]
+    return [*own, *names, *(prefix + m for m in META_COLUMNS)]
 
 
 def _side_line(pair: str, node: str, status: str, row: dict[str, Any] | None,
@@ -90,10 +100,12 @@ def _side_line(pair: str, node: str, status: str, row: dict[str, Any] | None,
                key: Collection[str]) -> list[str]:
     if row is not None:
         values = [encode_field(row.get(c)) for c in columns]
+        meta = [encode_field(row.get(f)) for f in _META_FIELDS]
     else:
         source = other or {}
         values = [encode_field(source.get(c)) if c in key else "" for c in columns]
-    return [pair, node, status, *values]
+        meta = ["", ""]
+    return [pair, node, status, *values, *meta]
 
 
 def pair_lines(view: DiffView, left: str, right: str) -> Iterator[list[str]]:

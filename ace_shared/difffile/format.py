@@ -6,6 +6,20 @@
 * the original tool's bare ``{"n1/n2": {...}}``, whose values may be JSON numbers or
   booleans, and whose rows may carry ``_Spock_CommitTS_``-style metadata columns.
 
+Each row this project writes ends with two reserved fields, its provenance on
+that node (see :mod:`ace_shared.diff.provenance`):
+
+* ``_ace_commit_ts``: the commit time of the transaction that last wrote the
+  row, as UTC text (``2026-12-07 14:51:10.123456+00``), or null where unknown
+  (``track_commit_timestamp`` off, a frozen or older row);
+* ``_ace_origin``: the node that transaction came from (the node itself for a
+  local change), or null where unknown.
+
+They are not values of the row: the reader strips them (as it strips the
+original tool's ``_Spock_`` columns) and hands them on as the row's
+:class:`RowMeta`, read with :func:`row_meta`; comparisons and repairs see only
+the table's columns.
+
 A diff file can be far larger than the memory a repair may use, so it is never
 parsed whole: :func:`read_rows` walks its structure by hand and decodes one row
 at a time with the C JSON scanner, over a window of about a megabyte of text.
@@ -38,6 +52,11 @@ RowItem = tuple[int, str, Row, "str | None"]
 
 # The original tool added these commit-metadata columns to every row it wrote.
 METADATA_PREFIX = "_Spock_"
+# This project's two reserved fields, last in every row it writes (see the module's docstring).
+COMMIT_TS_FIELD = "_ace_commit_ts"
+ORIGIN_FIELD = "_ace_origin"
+META_FIELDS = (COMMIT_TS_FIELD, ORIGIN_FIELD)
+_META_MARK = f', "{COMMIT_TS_FIELD}": '
 READ_CHARS = 1 << 20
 ROW_LIMIT = 64 << 20
 USE_TABLE_DIFF = "use a file written by table-diff."
@@ -110,6 +129,47 @@ def row_json(row: Row) -> str:
     return _ENCODE(row)
 
 
+# ----- the reserved provenance fields -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowMeta:
+    """A row's provenance on its node: commit time (UTC text) and origin node, each or None."""
+
+    commit_ts: str | None = None
+    origin: str | None = None
+
+
+NO_META = RowMeta()
+
+
+class MetaRow(dict):  # type: ignore[type-arg]
+    """A row's values (a plain :data:`Row`) that also carries its :class:`RowMeta`."""
+
+    meta: RowMeta = NO_META
+
+
+def row_meta(row: Row | None) -> RowMeta:
+    """The provenance a row was read with (all None for files without it)."""
+    return getattr(row, "meta", NO_META) if row is not None else NO_META
+
+
+def with_meta(text: str, commit_ts: str | None, origin: str | None) -> str:
+    """A row's JSON text (an object of at least one column) with the reserved fields last."""
+    return (text[:-1] + _META_MARK + _ENCODE(commit_ts) + f', "{ORIGIN_FIELD}": '
+            + _ENCODE(origin) + "}")
+
+
+def values_text(text: str) -> str:
+    """A row's JSON text without the reserved fields: what two nodes' rows are compared by.
+
+    The fields are always last; a quote inside a value is escaped, so the mark
+    cannot occur inside one.
+    """
+    at = text.rfind(_META_MARK)
+    return text if at < 0 else text[:at] + "}"
+
+
 # ----- values -------------------------------------------------------------------------------
 
 
@@ -149,19 +209,61 @@ def text_value(value: Any) -> str | None:
 _PLAIN_TYPES = {str, type(None)}
 
 
-def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], bool]) -> Row:
+def _is_metadata(name: str) -> bool:
+    return name.startswith(METADATA_PREFIX) or name in META_FIELDS
+
+
+_UNSTAMPED, _STAMPED, _OTHER = 0, 1, 2  # how a row's names look (see _clean_row)
+
+
+def _kind_of(names: tuple[str, ...]) -> int:
+    rest = names[:-2] if names[-2:] == META_FIELDS else names
+    if any(_is_metadata(str(k)) for k in rest):
+        return _OTHER
+    return _STAMPED if rest is not names else _UNSTAMPED
+
+
+def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], int]) -> Row:
     if not isinstance(raw, dict):
         raise DiffFileError(f"The diff file {path} has a row that is not an object in {where}; "
                             + USE_TABLE_DIFF)
     names = tuple(raw)
-    plain = plain_keys.get(names)
-    if plain is None:
-        plain = plain_keys[names] = not any(str(k).startswith(METADATA_PREFIX) for k in names)
+    kind = plain_keys.get(names)
+    if kind is None:
+        kind = plain_keys[names] = _kind_of(names)
     # this project's files hold only text and nulls: keep such rows as they are (fast)
-    if plain and set(map(type, raw.values())) <= _PLAIN_TYPES:
-        return raw
-    return {str(k): text_value(v) for k, v in raw.items()
-            if not str(k).startswith(METADATA_PREFIX)}
+    if kind != _OTHER and set(map(type, raw.values())) <= _PLAIN_TYPES:
+        if kind == _UNSTAMPED:
+            return raw
+        # its two reserved fields last: off the values, as metadata (a row whose
+        # provenance is unknown is a plain row, like one from a file without it)
+        commit_ts, origin = raw[COMMIT_TS_FIELD], raw[ORIGIN_FIELD]
+        stamped = MetaRow(raw) if commit_ts is not None or origin is not None else dict(raw)
+        del stamped[COMMIT_TS_FIELD], stamped[ORIGIN_FIELD]
+        if isinstance(stamped, MetaRow):
+            stamped.meta = RowMeta(commit_ts, origin)
+        return stamped
+    values = ((str(k), text_value(v)) for k, v in raw.items() if not _is_metadata(str(k)))
+    commit_ts, origin = raw.get(COMMIT_TS_FIELD), raw.get(ORIGIN_FIELD)
+    if commit_ts is None and origin is None:
+        return dict(values)
+    row = MetaRow(values)
+    row.meta = RowMeta(None if commit_ts is None else str(commit_ts),
+                       None if origin is None else str(origin))
+    return row
+
+
+def _stamped_text(raw: dict[str, Any], row: Row, written: str) -> str | None:
+    """A row's JSON text without its reserved fields, cut from the file's own text when the
+    row was written as this project writes it (fields last, in order, ``", "`` and
+    ``": "`` between); None otherwise (the caller encodes the row again)."""
+    if len(raw) != len(row) + 2:
+        return None
+    last = reversed(raw)
+    if next(last) != ORIGIN_FIELD or next(last) != COMMIT_TS_FIELD:
+        return None
+    at = written.rfind(_META_MARK)
+    return written[:at] + "}" if at > 0 else None
 
 
 # ----- reading, streamed --------------------------------------------------------------------
@@ -280,7 +382,7 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
     win.pos += 1
     if win.empty("}"):
         return
-    plain: dict[tuple[str, ...], bool] = {}
+    plain: dict[tuple[str, ...], int] = {}
     where = f"pair {name}"
     while True:
         node = win.name("a node name")
@@ -301,6 +403,8 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
                         yield index, node, row, None
                     elif row is raw:  # kept as written: its own text is its JSON
                         yield index, node, row, win.buf[win.start:win.pos]
+                    elif (text := _stamped_text(raw, row, win.buf[win.start:win.pos])):
+                        yield index, node, row, text
                     else:
                         yield index, node, row, row_json(row)
                     if not win.more("]"):
@@ -312,7 +416,8 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
                                 f"{name}; " + USE_TABLE_DIFF)
         if not win.more("}"):
             break
-    layout.column_sets.update(plain)
+    layout.column_sets.update(tuple(n for n in names if not _is_metadata(str(n)))
+                              for names in plain)
 
 
 def _diffs_rows(win: _Window, layout: Layout) -> Iterator[RowItem]:

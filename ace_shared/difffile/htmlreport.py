@@ -13,7 +13,8 @@ names the differing columns and shows both values of each, so they can be
 read without scrolling sideways however many columns the table has. A row
 one node lacks is marked ``missing on <node>``. NULL is shown as a ``NULL``
 badge, the empty string as an ``empty`` badge, so the two are never confused.
-Opening a line shows both full rows side by side; the grid cuts long values.
+Opening a line shows both full rows side by side, with each side's commit
+time and origin under them where known; the grid cuts long values.
 
 The file is streamed pair by pair and row by row, never holding more than one
 row in memory, and appears at its path only once complete. Every value, name
@@ -32,10 +33,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ace_shared.atomicfile import atomic_text_file
+from ace_shared.difffile.format import COMMIT_TS_FIELD, ORIGIN_FIELD
 from ace_shared.difffile.htmlassets import CSS, SCRIPT
 from ace_shared.difffile.view import DiffView, PairRow
 from ace_shared.nodes.filter import display_filter
 
+# each side's provenance (the diff file's reserved fields), under the row's columns
+PROVENANCE = (("commit time", COMMIT_TS_FIELD), ("origin", ORIGIN_FIELD))
 GRID_VALUE_CHARS = 60
 STATUS_WIDTH = "min(26rem, 45vw)"
 MAX_ROWS_PER_PAIR = 10_000
@@ -271,6 +275,14 @@ def _full_rows(fh: TextIO, lrow: Row | None, rrow: Row | None, left: str, right:
                 fh.write(f'<td class="absent">no row on {esc(node)}</td>')
             else:
                 fh.write(f"<td><code>{render_value(row.get(name))}</code></td>")
+        fh.write("</tr>")
+    for label, field in PROVENANCE:
+        if not any(row is not None and row.get(field) is not None for row in (lrow, rrow)):
+            continue
+        fh.write(f'<tr class="meta" data-meta="{esc(field)}"><th class="col">{esc(label)}</th>')
+        for row in (lrow, rrow):
+            fh.write("<td></td>" if row is None else
+                     f"<td><code>{render_value(row.get(field))}</code></td>")
         fh.write("</tr>")
     fh.write("</tbody></table></div>\n")
 

@@ -19,8 +19,8 @@
    tree's catalogue row. Until then a tree has no row and every command refuses
    it as missing, so a half-built tree is never trusted.
 
-Markers of a ``TRUNCATE`` are never removed by a batch: one during the build
-leaves the tree refused until it is built again.
+Markers of a ``TRUNCATE`` are never removed by a batch: after one during the
+build, the first update hashes that node's leaves again from the table.
 """
 
 from __future__ import annotations
@@ -284,15 +284,16 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
         if _is_ready(cur, key):
             return 0  # a late copy: the build finished without it, and update owns the leaves
         blocks = objects.obj("blocks", key)
+        numbers = [(first + i) * leaves.STRIDE for i in range(len(lowers))]
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.>=) %s AND "
                             "block_no OPERATOR(pg_catalog.<) %s").format(blocks),
-                    (first, first + len(lowers)))
+                    (numbers[0], numbers[-1] + leaves.STRIDE))
         params: queries.Params = {}
         span = _key_span(cast, ranges[0].lower, ranges[-1].upper, params)
         cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(objects.obj("log", key), span),
                     params)
         counts, hashes = leaves.hash_ranges(cur, cast, ranges)
-        leaves.insert_blocks(cur, cast, key, first, lowers, counts, hashes)
+        leaves.insert_blocks(cur, cast, key, numbers, lowers, counts, hashes)
         return sum(counts)
 
     def run(cur: cursor) -> int:

@@ -26,15 +26,18 @@ from ace_shared.nodes.shape import TableShape
 
 Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
+GAP_LEAVES = 2  # agreeing leaves between two differing ones read with them (fill_gaps)
+TWO_LEVELS_UNDER = 16  # suspects up to which the walk reads two levels at once (4,096 nodes)
 BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
 Level = leaves.Level
 
 
-def _children_of(shape: TableShape, key: str, level: int,
-                 parents: list[int]) -> Callable[[str], Callable[[cursor], Level]]:
-    """For each node: read the children of ``parents`` at ``level`` under the read lock."""
-    return lambda node: reading(shape, key, node,
-                                lambda cur: leaves.read_children(cur, key, level, parents))
+def _children_of(shape: TableShape, key: str, level: int, parents: list[int],
+                 depth: int) -> Callable[[str], Callable[[cursor], list[Level]]]:
+    """For each node: read the children of ``parents`` at ``level`` (``depth`` levels of
+    them) under the read lock."""
+    return lambda node: reading(shape, key, node, lambda cur: leaves.read_children(
+        cur, key, level, parents, depth))
 
 
 def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
@@ -45,11 +48,15 @@ def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
     return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
 
 
-def walk(job: Job, shape: TableShape, key: str) -> tuple[list[int], int]:
-    """The leaves whose count or hash differ between nodes, and how many rows the first node
-    holds outside them."""
-    tops = each_node(job, lambda node: reading(
-        shape, key, node, lambda cur: leaves.top_level(cur, key)))
+def walk(job: Job, shape: TableShape, key: str,
+         tops: dict[str, tuple[int, Level]] | None = None) -> tuple[list[int], int, int]:
+    """The leaves to read (those whose count or hash differ between nodes, and the few
+    agreeing ones between them, :func:`fill_gaps`), how many rows the first node holds
+    outside them, and how many differ; from ``tops``, every node's top level as the update left it (read
+    in the update's own transaction), or read here."""
+    if tops is None:
+        tops = each_node(job, lambda node: reading(
+            shape, key, node, lambda cur: leaves.top_level(cur, key)))
     levels = max(level for level, _ in tops.values())
     # a node whose tree is shorter holds nothing at this level: every root differs
     roots = {n: (nodes if level == levels else {}) for n, (level, nodes) in tops.items()}
@@ -57,23 +64,56 @@ def walk(job: Job, shape: TableShape, key: str) -> tuple[list[int], int]:
     held = sum(c for c, _ in roots[first].values())
     suspects = _differing(roots)
     found: dict[str, Level] = roots
-    for level in range(levels - 1, -1, -1):
+    level = levels - 1
+    while level >= 0:
         if not suspects:
-            return [], held
-        found = each_node(job, _children_of(shape, key, level, suspects))
+            return [], held, 0
+        # few suspects: their grandchildren too, in the same query (a round trip less)
+        depth = 2 if level >= 1 and len(suspects) <= TWO_LEVELS_UNDER else 1
+        read = each_node(job, _children_of(shape, key, level, suspects, depth))
+        found = {n: levels_read[0] for n, levels_read in read.items()}
         suspects = _differing(found)
-    return suspects, held - sum(found[first].get(b, (0, ""))[0] for b in suspects)
+        if depth == 2:
+            under = set(suspects)
+            found = {n: {i: v for i, v in levels_read[1].items() if i // leaves.FANOUT in under}
+                     for n, levels_read in read.items()}
+            suspects = _differing(found)
+        level -= depth
+    chosen = fill_gaps(suspects, sorted(set().union(*found.values())))
+    return chosen, held - sum(found[first].get(b, (0, ""))[0] for b in chosen), len(suspects)
+
+
+def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
+    """``differing`` leaves, with the few agreeing leaves between two of them added.
+
+    Where changes touch most leaves (many scattered changes), the differing
+    leaves come in short runs broken by a leaf or two that agree: read leaf by
+    leaf, they cost more than a full diff. With those few leaves added, they are
+    long runs that are diffed as table-diff's ranges (:mod:`~ace_shared.mtree.diffjob`);
+    an agreeing leaf read costs a leaf's rows and yields no difference. ``known``
+    are the leaves the walk read (the children of differing parents): a gap is
+    filled only between leaves of the same or neighbouring parents, so every leaf
+    in it is known.
+    """
+    wanted = set(differing)
+    position = {b: i for i, b in enumerate(known)}
+    chosen = set(wanted)
+    ordered = [b for b in known if b in wanted]
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        gap = position[b] - position[a] - 1
+        if 0 < gap <= GAP_LEAVES and b // leaves.FANOUT - a // leaves.FANOUT <= 1:
+            chosen.update(known[position[a] + 1:position[b]])
+    return sorted(chosen)
 
 
 def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> list[KeyRange]:
     """Key ranges of the given leaves, numbered in order."""
     if not blocks:
         return []
-    wanted = sorted({b + d for b in blocks for d in (0, 1)})
     first = job.nodes[0]
-    lowers = job.sessions.on_one(first, reading(
-        shape, key, first, lambda cur: leaves.read_lowers(cur, shape, key, wanted)))
-    return [KeyRange(i, lowers.get(b), lowers.get(b + 1)) for i, b in enumerate(blocks)]
+    spans = job.sessions.on_one(first, reading(
+        shape, key, first, lambda cur: leaves.read_spans(cur, shape, key, blocks)))
+    return [KeyRange(i, *spans[b]) for i, b in enumerate(blocks)]
 
 
 def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str, str, list[int]]],
@@ -162,12 +202,23 @@ def leaf_rows(shape: TableShape, ranges: list[KeyRange], masks: list[int]) -> qu
     return q, params
 
 
+def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
+    query, params = q
+
+    def run(cur: Any) -> list[tuple[Any, ...]]:
+        # one index range scan per leaf, whatever the planner estimates for a join
+        # against a list of bounds (queries.PINNED_PLAN, which also turns JIT off:
+        # compiling many short scans took most of a second where running them took
+        # a tenth of that)
+        # sent with the query: one round trip
+        cur.execute(sql.Composed([sql.SQL(queries.PINNED_PLAN + "; "), query]), params)
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
+    return run
+
+
 def _fetch_all(sessions: NodeSessions, q: queries.Query) -> dict[str, list[tuple[Any, ...]]]:
-    # one index range scan per leaf, whatever the planner estimates for a join
-    # against a list of bounds (queries.PINNED_PLAN, which also turns JIT off:
-    # compiling many short scans took most of a second where running them took
-    # a tenth of that)
-    return sessions.fetch_all(*q, setup=queries.PINNED_PLAN)
+    return sessions.on_all(_fetch(q))
 
 
 class LeafDiffer:

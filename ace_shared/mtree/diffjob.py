@@ -29,6 +29,7 @@ from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import RangeDiffer, diff_batch
 from ace_shared.diff.job import DiffJob, cut_batches, merge_job
 from ace_shared.diff.local import pool_size, run_batches
+from ace_shared.diff.plan import read_provenance
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, WorkDir
@@ -96,12 +97,13 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     """
     started = datetime.now(timezone.utc).isoformat()
     request: MtreeRequest = job.request
+    job.connect_lock_holders()
     require_schema(job)
     shape = table_shape(job)
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
-        tree, updated = update_trees(job, shape)  # checked every tree, as it folded
-        blocks, held = walk(job, shape, key)
+        tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
+        blocks, held, differing = walk(job, shape, key, tops)
         ranges = leaf_ranges(job, shape, key, blocks)
     batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
     groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
@@ -111,12 +113,15 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
                     block_rows=tree.block_rows, batch_size=max((len(g) for g in groups),
                                                                default=1),
                     max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
-                    work_dir=str(work))
+                    work_dir=str(work),
+                    **read_provenance(job.sessions, settings, request.cluster_name,
+                                      request.origin_filter))
     # rows in the leaves that agree, from the tree; the differing leaves count their own
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
             "output": request.output, "started_at": started, "ranges_total": len(ranges),
             "batch_firsts": [g[0].index for g in groups], "rows_outside_ranges": held,
-            "mtree": {"leaves_differing": len(blocks), **updated}}
+            "mtree": {"leaves_differing": differing, "leaves_read": len(blocks),
+                      **updated}}
     return DiffJob(spec, groups, meta)
 
 

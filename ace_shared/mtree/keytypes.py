@@ -19,12 +19,12 @@ base type's name, not its full SQL with modifiers, hence this module.)
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 
 from psycopg2.extensions import cursor
 
 from ace_shared.errors import TableError
+from ace_shared.mtree.tree import each_session
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
@@ -72,9 +72,7 @@ def read_key_bases(cur: cursor, shape: TableShape, node: str) -> tuple[str, ...]
 
 def key_bases(sessions: NodeSessions, shape: TableShape) -> tuple[str, ...]:
     """The key's base types, the same on every node (or one sentence saying where not)."""
-    per_node = {node: sessions.on_one(node, functools.partial(read_key_bases, shape=shape,
-                                                              node=node))
-                for node in sessions.order}
+    per_node = each_session(sessions, lambda n: lambda cur: read_key_bases(cur, shape, n))
     first_node, first = next(iter(per_node.items()))
     for node, bases in per_node.items():
         if bases != first:

@@ -20,6 +20,10 @@ from ace_shared.mtree.objects import ALTERED, TRUNCATED, obj
 from ace_shared.nodes.shape import TableShape
 
 FANOUT = 16  # children per inner node
+# A build numbers leaf i as i * STRIDE: the numbers in between are room for the pieces of
+# a split, so splitting a leaf moves no other leaf (see make_room)
+STRIDE = 4
+SIG_PREFIX = "x1:"  # a boundary signature kept as the XOR of one digest per leaf
 Level = dict[int, tuple[int, str]]  # node number -> (row count, hash)
 
 
@@ -41,39 +45,106 @@ class Drained:
     truncated: bool
     altered: bool  # an ALTER TABLE since the build (where ACE watches for them)
     touched: tuple[int, ...]  # blocks whose count or hash changed
+    stale: tuple[int, ...] = ()  # blocks left with a negative row count: the log and they disagree
+
+
+def _digests(shape: TableShape, key: str) -> sql.Composable:
+    """The XOR of one md5 per leaf (of its number and lower bound), as two int8 halves:
+    leaves all, or those numbered in the ``%s`` array (given twice)."""
+    half = ("pg_catalog.bit_xor((pg_catalog.textcat('x', pg_catalog.substr(d, {}, 16)))"
+            "::pg_catalog.\"bit\"(64)::pg_catalog.int8)")
+    return sql.SQL(
+        "SELECT coalesce({a}, 0), coalesce({b}, 0) FROM (SELECT pg_catalog.md5(pg_catalog.concat("
+        "block_no, ':', ROW({l})::pg_catalog.text)) AS d FROM {t} WHERE %s::pg_catalog.int4[] "
+        "IS NULL OR block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])) s").format(
+        a=sql.SQL(half.format(1)), b=sql.SQL(half.format(17)), l=_lower_names(shape),
+        t=obj("blocks", key))
+
+
+def digest_xor(cur: cursor, shape: TableShape, key: str, nos: list[int] | None) -> int:
+    """The XOR of the digests of the leaves ``nos`` (all when None), as one 128-bit number."""
+    if nos is not None and not nos:
+        return 0
+    cur.execute(_digests(shape, key), (nos, nos))
+    high, low = cur.fetchone()
+    return ((int(high) & _MASK) << 64) | (int(low) & _MASK)
+
+
+_MASK = (1 << 64) - 1
+
+
+def signature_text(value: int) -> str:
+    return f"{SIG_PREFIX}{value:032x}"
+
+
+def signature_value(sig: str) -> int | None:
+    """The number of a signature kept incrementally; None for a digest of an earlier
+    version (of every boundary in order), which must be computed afresh once."""
+    return int(sig[len(SIG_PREFIX):], 16) if sig.startswith(SIG_PREFIX) else None
 
 
 def bounds_signature(cur: cursor, shape: TableShape, key: str) -> str:
-    """A digest of the block boundaries, equal on every node that has the same blocks."""
-    cur.execute(sql.SQL("SELECT pg_catalog.md5(pg_catalog.string_agg(ROW({})::pg_catalog.text, "
-                        "',' ORDER BY block_no)) FROM {}").format(_lower_names(shape),
-                                                                  obj("blocks", key)))
-    return str(cur.fetchone()[0])
+    """A digest of the leaves' numbers and boundaries, equal on every node that has the
+    same leaves: the XOR of one digest per leaf, so a rebalance keeps it up to date from
+    the leaves it removes and adds (:func:`digest_xor`) without reading the others."""
+    return signature_text(digest_xor(cur, shape, key, None))
 
 
-def renumber(cur: cursor, shape: TableShape, key: str, first: int = 0) -> int:
-    """Number the blocks from ``first`` on ``first, first + 1, ...`` in key order again after
-    some of them were split or merged; return how many blocks there are.
-
-    Blocks before ``first`` keep their numbers: every change is at or after it.
-    Keys that only grow (a serial id) split the last leaf, so almost nothing moves.
-    """
-    order = sql.SQL(", ").join(sql.SQL("{} NULLS FIRST").format(sql.Identifier(f"l{i}"))
-                               for i in range(len(shape.key)))
-    blocks = obj("blocks", key)
-    # through negative numbers, so no two blocks ever share one on the way
-    cur.execute(sql.SQL(
-        "WITH r AS (SELECT block_no, pg_catalog.row_number() OVER (ORDER BY {}) AS n FROM {} "
-        "WHERE block_no OPERATOR(pg_catalog.>=) %s) "
-        "UPDATE {} b SET block_no = OPERATOR(pg_catalog.-) r.n::pg_catalog.int4 FROM r "
-        "WHERE b.block_no OPERATOR(pg_catalog.=) r.block_no").format(
-        order, blocks, blocks), (first,))
-    cur.execute(sql.SQL("UPDATE {} SET block_no = (OPERATOR(pg_catalog.-) block_no) "
-                        "OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.+) %s "
-                        "WHERE block_no OPERATOR(pg_catalog.<) 0").format(blocks), (first,))
-    cur.execute(sql.SQL("SELECT coalesce(pg_catalog.max(block_no) OPERATOR(pg_catalog.+) 1, 0) "
-                        "FROM {}").format(blocks))
+def max_block(cur: cursor, key: str) -> int:
+    """The highest leaf number (one probe of the primary key's index)."""
+    cur.execute(sql.SQL("SELECT coalesce(pg_catalog.max(block_no), 0) FROM {}").format(
+        obj("blocks", key)))
     return int(cur.fetchone()[0])
+
+
+def make_room(cur: cursor, key: str, b: int, pieces: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Numbers for the ``pieces`` leaves leaf ``b`` is split into (the first is ``b``), and
+    the moves ``(old, new)`` of the leaves after it that make room for them.
+
+    The pieces and the ``m`` leaves that follow ``b`` are spread evenly over the
+    numbers from ``b`` up to the next leaf, for the smallest ``m`` that leaves as
+    much room again (so the next split nearby moves little), or over ``STRIDE``
+    apart past the last leaf. A tree built with gaps (``STRIDE``) moves no leaf
+    or one; a tree numbered densely by an earlier version moves the leaves after
+    ``b`` once, and has gaps from then on. The cost is the leaves moved, never
+    the leaves of the whole tree.
+    """
+    limit = 16
+    while True:
+        cur.execute(sql.SQL("SELECT block_no FROM {} WHERE block_no OPERATOR(pg_catalog.>) %s "
+                            "ORDER BY block_no LIMIT %s").format(obj("blocks", key)), (b, limit))
+        after = [int(r[0]) for r in cur.fetchall()]
+        for m in range(len(after) + 1):
+            total = pieces + m
+            if m < len(after):
+                span = after[m] - b
+                if span < 2 * total:
+                    continue
+                numbers = [b + (i * span) // total for i in range(total)]
+            elif len(after) < limit:  # the last leaf: room without end
+                numbers = [b + i * STRIDE for i in range(total)]
+            else:
+                break
+            moves = [(old, new) for old, new in zip(after[:m], numbers[pieces:], strict=True)
+                     if old != new]
+            return numbers[:pieces], moves
+        limit *= 4
+
+
+def move_blocks(cur: cursor, key: str, moves: list[tuple[int, int]]) -> None:
+    """Give leaves new numbers, through negative ones so no two share one on the way."""
+    if not moves:
+        return
+    blocks = obj("blocks", key)
+    cur.execute(sql.SQL(
+        "UPDATE {} b SET block_no = OPERATOR(pg_catalog.-) (m.n OPERATOR(pg_catalog.+) 1) "
+        "FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.int4[]), "
+        "pg_catalog.unnest(%s::pg_catalog.int4[])) AS m(o, n) "
+        "WHERE b.block_no OPERATOR(pg_catalog.=) m.o").format(blocks),
+        ([o for o, _ in moves], [n for _, n in moves]))
+    cur.execute(sql.SQL("UPDATE {} SET block_no = (OPERATOR(pg_catalog.-) block_no) "
+                        "OPERATOR(pg_catalog.-) 1 WHERE block_no OPERATOR(pg_catalog.<) 0"
+                        ).format(blocks))
 
 
 def _lower_casts(shape: TableShape) -> sql.Composable:
@@ -88,22 +159,23 @@ def _lower_names(shape: TableShape, alias: str = "") -> sql.Composable:
                               for i in range(len(shape.key)))
 
 
-def insert_blocks(cur: cursor, shape: TableShape, key: str, first_no: int,
+def insert_blocks(cur: cursor, shape: TableShape, key: str, numbers: list[int],
                   lowers: list[Key | None], counts: list[int], hashes: list[int]) -> None:
-    """Insert blocks ``first_no, first_no + 1, ...`` with their lower bounds and hashes."""
-    params: list[object] = [first_no]
+    """Insert blocks numbered ``numbers`` with their lower bounds and hashes."""
+    params: list[object] = []
     for i in range(len(shape.key)):
         params.append([None if low is None else low[i] for low in lowers])
-    params += [counts, hashes]
+    params += [counts, hashes, numbers]
     # ROWS FROM: the many-argument unnest() is grammar for the unqualified name only
     arrays = sql.SQL(", ").join(sql.SQL("pg_catalog.unnest(%s::pg_catalog.text[])")
                                 for _ in shape.key)
     names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
     cur.execute(sql.SQL(
         "INSERT INTO {b} (block_no, {l}, row_count, hash) "
-        "SELECT u.ord OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.+) %s, {casts}, u.n, u.h "
+        "SELECT u.no, {casts}, u.n, u.h "
         "FROM ROWS FROM ({arrays}, pg_catalog.unnest(%s::pg_catalog.int8[]), "
-        "pg_catalog.unnest(%s::pg_catalog.int8[])) WITH ORDINALITY AS u({names}, n, h, ord)"
+        "pg_catalog.unnest(%s::pg_catalog.int8[]), pg_catalog.unnest(%s::pg_catalog.int4[])) "
+        "AS u({names}, n, h, no)"
     ).format(b=obj("blocks", key), l=_lower_names(shape), casts=_lower_casts(shape),
              arrays=arrays, names=names), params)
 
@@ -151,26 +223,23 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
         "      FROM m GROUP BY blk), "
         "u AS (UPDATE {blocks} b SET row_count = b.row_count OPERATOR(pg_catalog.+) a.n, "
         "      hash = b.hash OPERATOR(pg_catalog.#) a.x "
-        "      FROM a WHERE b.block_no OPERATOR(pg_catalog.=) a.blk RETURNING b.block_no) "
+        "      FROM a WHERE b.block_no OPERATOR(pg_catalog.=) a.blk "
+        "      RETURNING b.block_no, b.row_count) "
         "SELECT (SELECT pg_catalog.count(*) FROM d), "
         "       coalesce((SELECT pg_catalog.bool_or(sign OPERATOR(pg_catalog.=) {trunc}) FROM d), "
         "                false), "
         "       coalesce((SELECT pg_catalog.bool_or(sign OPERATOR(pg_catalog.=) {altered}) "
         "                 FROM d), false), "
-        "       ARRAY(SELECT block_no FROM u ORDER BY 1)"
+        "       ARRAY(SELECT block_no FROM u ORDER BY 1), "
+        "       ARRAY(SELECT block_no FROM u WHERE row_count OPERATOR(pg_catalog.<) 0 ORDER BY 1)"
     ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key),
              bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
              altered=sql.Literal(ALTERED))
     no_jit(cur)  # one index lookup per change, not one big scan
     cur.execute(q)
-    rows, truncated, altered, touched = cur.fetchone()
+    rows, truncated, altered, touched, stale = cur.fetchone()
     return Drained(int(rows), bool(truncated), bool(altered),
-                   tuple(int(b) for b in touched or ()))
-
-
-def block_count(cur: cursor, key: str) -> int:
-    cur.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(obj("blocks", key)))
-    return int(cur.fetchone()[0])
+                   tuple(int(b) for b in touched or ()), tuple(int(b) for b in stale or ()))
 
 
 def levels_for(blocks: int) -> int:
@@ -188,27 +257,34 @@ _DIGEST = sql.SQL(
     "ORDER BY c.idx))")
 
 
-def _children() -> sql.Composable:
-    """``c`` is a child of parent ``p``: ``16p <= c.idx < 16(p+1)``, an index range scan."""
+def _children(fanout: int = FANOUT) -> sql.Composable:
+    """``c`` is a child of parent ``p``: ``16p <= c.idx < 16(p+1)``, an index range scan
+    (``fanout`` 256: a grandchild)."""
     # every OPERATOR(...) has the same precedence, left to right: hence the parentheses
     return sql.SQL(
         "c.idx OPERATOR(pg_catalog.>=) (p.idx OPERATOR(pg_catalog.*) {f}) AND c.idx "
         "OPERATOR(pg_catalog.<) ((p.idx OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.*) {f})"
-    ).format(f=sql.Literal(FANOUT))
+    ).format(f=sql.Literal(fanout))
 
 
 def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
     """Recompute the inner levels: every node when ``touched`` is None, else the ancestors
-    of the ``touched`` leaves only."""
+    of the ``touched`` leaves only (leaves changed, added, removed or moved).
+
+    Parents are positional (leaf ``b``'s is ``b // 16``), so numbers left free
+    between leaves are simply absent children. The height follows the highest
+    leaf number: levels above it are dropped, a new top level is computed from
+    the level below, whose nodes outside the touched paths are unchanged.
+    """
     inner = obj("inner", key)
+    levels = levels_for(max_block(cur, key) + 1)
     if touched is None:
         cur.execute(sql.SQL("TRUNCATE {}").format(inner))
-        levels = levels_for(block_count(cur, key))
     elif not touched:
         return
-    else:  # the leaves are as many as before: the tree keeps its height
-        cur.execute(sql.SQL("SELECT pg_catalog.max(level) FROM {}").format(inner))
-        levels = int(cur.fetchone()[0] or levels_for(block_count(cur, key)))
+    else:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.>) %s").format(
+            inner), (levels,))
     parents = None if touched is None else sorted({b // FANOUT for b in touched})
     if parents is not None:
         no_jit(cur)
@@ -224,17 +300,18 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
         if parents is None:
             rows = sql.SQL("FROM ({}) c").format(source)
             params: tuple[object, ...] = (level,)
-        else:
+        else:  # a parent left without children goes
+            cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.=) %s AND idx "
+                                "OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])").format(inner),
+                        (level, parents))
             rows = sql.SQL("FROM pg_catalog.unnest(%s::pg_catalog.int4[]) AS p(idx) "
                            "JOIN ({}) c ON {children}").format(source, children=_children())
             params = (level, parents)
         cur.execute(sql.SQL(
             "INSERT INTO {inner} (level, idx, row_count, hash) "
             "SELECT %s, c.idx OPERATOR(pg_catalog./) {f}, pg_catalog.sum(c.row_count), {digest} "
-            "{rows} GROUP BY c.idx OPERATOR(pg_catalog./) {f} "
-            "ON CONFLICT (level, idx) DO UPDATE SET row_count = EXCLUDED.row_count, "
-            "hash = EXCLUDED.hash").format(inner=inner, f=sql.Literal(FANOUT), rows=rows,
-                                           digest=_DIGEST), params)
+            "{rows} GROUP BY c.idx OPERATOR(pg_catalog./) {f}").format(
+            inner=inner, f=sql.Literal(FANOUT), rows=rows, digest=_DIGEST), params)
         if parents is not None:
             parents = sorted({p // FANOUT for p in parents})
     if touched is None:
@@ -251,39 +328,6 @@ def analyze(cur: cursor, key: str) -> None:
     cur.execute(sql.SQL("ANALYZE {}, {}").format(obj("blocks", key), obj("inner", key)))
 
 
-def rebuild_inner_from(cur: cursor, key: str, first: int, blocks: int) -> None:
-    """Recompute the inner nodes above leaves ``first`` onward, after the ``blocks`` leaves
-    were renumbered from ``first`` on; the nodes before keep their hashes.
-
-    At each level the first parent whose children may have changed is
-    ``first // 16**level``; it and every parent after it are computed again
-    (and parents past the new end removed), levels above the new root dropped.
-    """
-    inner = obj("inner", key)
-    levels = levels_for(blocks)
-    cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.>) %s").format(inner),
-                (levels,))
-    start = first
-    for level in range(1, levels + 1):
-        start //= FANOUT
-        if level == 1:
-            source = sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
-                             "FROM {} WHERE block_no OPERATOR(pg_catalog.>=) %s").format(
-                obj("blocks", key))
-        else:
-            source = sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level "
-                             "OPERATOR(pg_catalog.=) {} AND idx OPERATOR(pg_catalog.>=) %s"
-                             ).format(inner, sql.Literal(level - 1))
-        cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.=) %s "
-                            "AND idx OPERATOR(pg_catalog.>=) %s").format(inner), (level, start))
-        cur.execute(sql.SQL(
-            "INSERT INTO {inner} (level, idx, row_count, hash) "
-            "SELECT %s, c.idx OPERATOR(pg_catalog./) {f}, pg_catalog.sum(c.row_count), {digest} "
-            "FROM ({source}) c GROUP BY c.idx OPERATOR(pg_catalog./) {f}").format(
-            inner=inner, f=sql.Literal(FANOUT), source=source, digest=_DIGEST),
-            (level, start * FANOUT))
-
-
 def top_level(cur: cursor, key: str) -> tuple[int, Level]:
     """The tree's top inner level and its nodes (the root), in one query."""
     cur.execute(sql.SQL(
@@ -295,43 +339,117 @@ def top_level(cur: cursor, key: str) -> tuple[int, Level]:
     return level, {int(i): (int(c), str(h)) for _, i, c, h in rows}
 
 
-def read_children(cur: cursor, key: str, level: int, parents: list[int]) -> Level:
-    """Count and hash of every child of the ``parents`` of level ``level + 1``: the leaves
-    when ``level`` is 0, else nodes of inner level ``level``.
+def _level_source(key: str, level: int) -> sql.Composable:
+    if level == 0:
+        return sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
+                       "FROM {}").format(obj("blocks", key))
+    return sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level OPERATOR(pg_catalog.=) {}"
+                   ).format(obj("inner", key), sql.Literal(level))
+
+
+def read_children(cur: cursor, key: str, level: int, parents: list[int],
+                  depth: int = 1) -> list[Level]:
+    """Count and hash of every child of the ``parents`` of level ``level + 1`` (the leaves
+    when ``level`` is 0, else nodes of inner level ``level``), and with ``depth`` 2 of
+    every grandchild too (level ``level - 1``): one query, one round trip for two levels.
 
     One index range scan per parent (its children are ``16p .. 16p+15``): an
     ``= ANY`` list of every child's number was scanned linearly, a third of a
     second for the 6,000 nodes under a thousand scattered changes.
     """
-    if level == 0:
-        source = sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
-                         "FROM {}").format(obj("blocks", key))
-    else:
-        source = sql.SQL("SELECT idx, row_count, hash FROM {} "
-                         "WHERE level OPERATOR(pg_catalog.=) {}").format(
-            obj("inner", key), sql.Literal(level))
+    parts = []
+    for d in range(depth):
+        parts.append(sql.SQL(
+            "SELECT {d}, c.idx, c.row_count, c.hash FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
+            "AS p(idx) JOIN ({source}) c ON {children}").format(
+            d=sql.Literal(d), source=_level_source(key, level - d),
+            children=_children(FANOUT ** (d + 1))))
+    no_jit(cur)
+    cur.execute(sql.SQL(" UNION ALL ").join(parts), [parents] * depth)
+    found: list[Level] = [{} for _ in range(depth)]
+    for d, i, c, h in cur.fetchall():
+        found[d][int(i)] = (int(c), str(h))
+    return found
+
+
+def read_blocks(cur: cursor, key: str, nos: list[int],
+                ) -> dict[int, tuple[int, str, int | None, int]]:
+    """Count and hash of leaves ``nos``, with the number and count of the leaf after each
+    (None and 0 for the last): one probe of the primary key per leaf and neighbour."""
+    no_jit(cur)
+    blocks = obj("blocks", key)
+    cur.execute(sql.SQL(
+        "SELECT b.block_no, b.row_count, b.hash::pg_catalog.text, n.block_no, n.row_count "
+        "FROM {t} b LEFT JOIN LATERAL (SELECT x.block_no, x.row_count FROM {t} x "
+        "WHERE x.block_no OPERATOR(pg_catalog.>) b.block_no ORDER BY x.block_no LIMIT 1) n "
+        "ON true WHERE b.block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])").format(
+        t=blocks), (nos,))
+    return {int(b): (int(c), str(h), None if nb is None else int(nb), int(nc or 0))
+            for b, c, h, nb, nc in cur.fetchall()}
+
+
+def _texts(shape: TableShape, alias: str) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{}.{}::pg_catalog.text").format(
+        sql.Identifier(alias), sql.Identifier(f"l{i}")) for i in range(len(shape.key)))
+
+
+def read_spans(cur: cursor, shape: TableShape, key: str,
+               nos: list[int]) -> dict[int, tuple[Key | None, Key | None]]:
+    """Lower and upper bound of leaves ``nos`` (the upper is the next leaf's lower; None
+    for the first leaf's lower and the last's upper), as the text PostgreSQL prints."""
+    n = len(shape.key)
+    blocks = obj("blocks", key)
     no_jit(cur)
     cur.execute(sql.SQL(
-        "SELECT c.idx, c.row_count, c.hash FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
-        "AS p(idx) JOIN ({}) c ON {}").format(source, _children()), (parents,))
-    return {int(i): (int(c), str(h)) for i, c, h in cur.fetchall()}
+        "SELECT b.block_no, {bl}, u.* FROM {t} b LEFT JOIN LATERAL (SELECT {xl} FROM {t} x "
+        "WHERE x.block_no OPERATOR(pg_catalog.>) b.block_no ORDER BY x.block_no LIMIT 1) u "
+        "ON true WHERE b.block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])").format(
+        bl=_texts(shape, "b"), xl=_texts(shape, "x"), t=blocks), (nos,))
+    out: dict[int, tuple[Key | None, Key | None]] = {}
+    for row in cur.fetchall():
+        b = int(row[0])
+        lower = None if b == 0 else tuple(row[1:1 + n])
+        upper = tuple(row[1 + n:]) if any(v is not None for v in row[1 + n:]) else None
+        out[b] = (lower, upper)
+    return out
 
 
-def read_blocks(cur: cursor, key: str, nos: list[int]) -> dict[int, tuple[int, str]]:
-    no_jit(cur)
-    cur.execute(sql.SQL("SELECT block_no, row_count, hash::pg_catalog.text FROM {} "
-                        "WHERE block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])").format(
-        obj("blocks", key)), (nos,))
-    return {int(b): (int(c), str(h)) for b, c, h in cur.fetchall()}
+def read_lowers(cur: cursor, shape: TableShape, key: str) -> list[tuple[int, Key | None]]:
+    """Every leaf's number and lower bound (as text), in order."""
+    cur.execute(sql.SQL("SELECT block_no, {} FROM {} ORDER BY block_no").format(
+        _texts(shape, "b"), sql.SQL("{} b").format(obj("blocks", key))))
+    return [(int(r[0]), None if r[0] == 0 else tuple(r[1:])) for r in cur.fetchall()]
 
 
-def read_lowers(cur: cursor, shape: TableShape, key: str,
-                nos: list[int] | None = None) -> dict[int, Key | None]:
-    """Lower bounds of blocks (all, or ``nos``) as the text PostgreSQL prints for them."""
-    cols = sql.SQL(", ").join(sql.SQL("{}::pg_catalog.text").format(sql.Identifier(f"l{i}"))
-                              for i in range(len(shape.key)))
-    cur.execute(sql.SQL("SELECT block_no, {} FROM {} WHERE %s::pg_catalog.int4[] IS NULL "
-                        "OR block_no OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[]) "
-                        "ORDER BY block_no").format(
-        cols, obj("blocks", key)), (nos, nos))
-    return {int(r[0]): (None if r[0] == 0 else tuple(r[1:])) for r in cur.fetchall()}
+def rehash_leaves(cur: cursor, shape: TableShape, key: str, nos: list[int] | None) -> int:
+    """Hash leaves ``nos`` (every leaf when None) again from the table, at this
+    transaction's snapshot; return how many.
+
+    A leaf hashed from the table at the snapshot the log was drained at is up to
+    date whatever its stored hash was: the changes the snapshot sees are in the
+    table, and the later ones are still logged. Every leaf is an index range scan;
+    all of them, ``FANOUT`` neighbours at a time.
+    """
+    if nos is None:
+        listed = read_lowers(cur, shape, key)
+        order = [b for b, _ in listed]
+        lows = [low for _, low in listed]
+        ranges = []
+        for i in range(0, len(order), FANOUT):
+            upper = lows[i + FANOUT] if i + FANOUT < len(lows) else None
+            ranges.append(KeyRange(i, lows[i], upper,
+                                   tuple(low for low in lows[i + 1:i + FANOUT] if low)))
+    else:
+        spans = read_spans(cur, shape, key, nos)
+        order = sorted(spans)
+        ranges = [KeyRange(i, *spans[b]) for i, b in enumerate(order)]
+    if not order:
+        return 0
+    counts, hashes = hash_ranges(cur, shape, ranges)
+    cur.execute(sql.SQL(
+        "UPDATE {} b SET row_count = u.n, hash = u.h FROM ROWS FROM ("
+        "pg_catalog.unnest(%s::pg_catalog.int4[]), pg_catalog.unnest(%s::pg_catalog.int8[]), "
+        "pg_catalog.unnest(%s::pg_catalog.int8[])) AS u(no, n, h) "
+        "WHERE b.block_no OPERATOR(pg_catalog.=) u.no").format(obj("blocks", key)),
+        (order, counts, hashes))
+    return len(order)

@@ -25,7 +25,7 @@ Why these choices:
   way too. Measured per single-row statement, it costs about half what
   statement-level triggers with transition tables do (those pay for the
   transition tables on every statement, even an empty one). A ``TRUNCATE``
-  trigger logs a marker that makes the tree stale.
+  trigger logs a marker, after which the update hashes the node's leaves again.
 - Row hashes are computed inside the trigger function under the pinned
   settings of ACE's sessions that the table's column types depend on (the
   function's own ``SET`` clauses), so the text of a float or an interval is
@@ -363,7 +363,12 @@ def _function(key: str, event: str) -> sql.Composable:
 def create_tracking(cur: cursor, shape: TableShape, key: str, table_owner: str) -> None:
     """Create the trigger functions and the triggers that fill the log."""
     owner = sql.Identifier(table_owner)
-    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), owner))
+    # granted once per owner: every GRANT rewrites the schema's catalogue row, and two builds
+    # at once (of different tables) failed on it with "tuple concurrently updated"
+    cur.execute("SELECT pg_catalog.has_schema_privilege(%s, %s, 'USAGE')", (table_owner, SCHEMA))
+    if not cur.fetchone()[0]:
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA),
+                                                                     owner))
     cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(obj("log", key), owner))
     table = queries.table_ref(shape)
     # the functions are made afresh, never replaced: a function of that name someone else

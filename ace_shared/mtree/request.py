@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ace_shared.config import Settings
+from ace_shared.diff.provenance import ORIGIN_OPTIONS, OriginFilter, parse_until
 from ace_shared.diff.request import OUTPUT_FORMATS
 from ace_shared.errors import BadOptionError
 from ace_shared.nodes.ident import TableName, parse_table_name
@@ -54,7 +55,7 @@ MTREE_COMMANDS: dict[str, Command] = _route({
     "table-diff": Command("mtree-table-diff", "Update the trees, then diff only the blocks "
                           "whose hashes differ.",
                           (CLUSTER_NAME, TABLE_NAME, _DBNAME, _NODES, _MAX_CPU, _OUTPUT,
-                           QUIET, NO_WAIT)),
+                           *ORIGIN_OPTIONS, QUIET, NO_WAIT)),
     "teardown": Command("mtree-teardown", "Remove one table's tree, or every object ACE "
                         "created for trees.", (CLUSTER_NAME, _SOME_TABLE, _DBNAME, _NODES, QUIET)),
 })
@@ -72,6 +73,12 @@ class MtreeRequest:
     output: str = "json"
     quiet: bool = False
     role: str | None = None
+    against_origin: str | None = None
+    until: str | None = None
+
+    @property
+    def origin_filter(self) -> OriginFilter:
+        return OriginFilter(self.against_origin, self.until)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,4 +108,6 @@ def validate_mtree_request(raw: dict[str, Any], settings: Settings,
         output=values.get("output") or defaults.output,
         quiet=bool(values.get("quiet")),
         role=raw.get("role") or None,
+        against_origin=(values.get("against_origin") or "").strip() or None,
+        until=parse_until(values.get("until"), "until" if style == "api" else "--until"),
     )

@@ -18,10 +18,11 @@ Progress = Callable[[int, int], None]
 def run_update(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     """Fold every node's change log into its tree, and rebalance."""
     with open_job(request, settings) as job:
+        job.connect_lock_holders()
         require_schema(job)
         shape = table_shape(job)
         with tree_lock(job, shape.table):
-            _, updated = update_trees(job, shape)
+            _, updated, _ = update_trees(job, shape)
         return {"action": "update", "table": shape.table.display, "nodes": job.nodes,
                 **updated}
 

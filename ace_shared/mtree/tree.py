@@ -2,16 +2,16 @@
 
 A tree is trusted only if, on every node, its catalogue row matches the
 table as it is now (same table object, same columns and key), ACE's triggers
-are all there and enabled as built, its change log holds no ``TRUNCATE``
-marker, and its block boundaries are the same as on every other node.
-Anything else is refused in one sentence that says to rebuild: a stale tree
-would silently hide differences.
+are all there and enabled as built, and its block boundaries are the same
+as on every other node. Anything else is refused in one sentence that says to
+rebuild: a stale tree would silently hide differences. (A ``TRUNCATE`` and a
+stale leaf are healed by the update instead: :mod:`~ace_shared.mtree.update`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -56,9 +56,22 @@ class Job:
     targets: tuple[NodeTarget, ...]
     sessions: NodeSessions
 
+    holders: NodeSessions | None = None  # connections for the tree lock, opened early
+    holders_connected: Future[None] | None = None
+
     @property
     def nodes(self) -> list[str]:
         return list(self.sessions.order)
+
+    def connect_lock_holders(self) -> None:
+        """Open the tree lock's connections now, while the command's first checks run:
+        connecting is most of what taking the lock costs when nobody holds it."""
+        if self.holders is None:
+            self.holders = NodeSessions(self.targets, threads_per_node=1, readonly=False)
+            holders = self.holders
+            pool = ThreadPoolExecutor(max_workers=1)
+            self.holders_connected = pool.submit(_connect_all, holders)
+            pool.shutdown(wait=False)
 
 
 @contextmanager
@@ -66,10 +79,15 @@ def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Ite
     dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
                                       settings, request.role)
     sessions = NodeSessions(targets, threads_per_node=threads, readonly=False)
+    job = Job(request, dbname, targets, sessions)
     try:
-        yield Job(request, dbname, targets, sessions)
+        yield job
     finally:
         sessions.close()
+        if job.holders is not None:  # opened early, never used: the command stopped before
+            if job.holders_connected is not None:
+                job.holders_connected.exception()  # wait for the connecting to end
+            job.holders.close()
 
 
 # PostgreSQL's advisory locks take two int4 keys: ACE's mtree locks use this first one
@@ -96,7 +114,10 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
     vanished host within about a minute).
     """
     key = lock_key(table)
-    holders = NodeSessions(job.targets, threads_per_node=1, readonly=False)
+    job.connect_lock_holders()  # every node at once (if not already); locked one by one
+    holders, connected = job.holders, job.holders_connected
+    assert holders is not None and connected is not None
+    job.holders = job.holders_connected = None  # a later lock opens its own
 
     def take(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
@@ -110,11 +131,17 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
                     "finished.") from None
         return run
     try:
+        connected.result()
         for node in sorted(job.nodes):
             holders.on_one(node, take(node))
         yield
     finally:
         holders.close()  # closing the connections releases the locks
+
+
+def _connect_all(sessions: NodeSessions) -> None:
+    """Open the sessions' connection to every node (by running nothing on each)."""
+    sessions.on_all(lambda cur: None)
 
 
 def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
@@ -184,7 +211,16 @@ def table_identity(cur: cursor, shape: TableShape) -> tuple[int, str]:
 
 
 def require_schema(job: Job) -> None:
-    present = job.sessions.on_all(objects.schema_state)
+    cluster = job.request.cluster_name
+
+    def check(node: str) -> Callable[[cursor], str]:
+        def run(cur: cursor) -> str:
+            state = objects.schema_state(cur)
+            if state == "current":  # with ACE's rights only while nothing on it runs code
+                trust.guard_catalogue(cur, node, trust.ACCESS_SHARE, cluster)
+            return state
+        return run
+    present = each_node(job, check)
     missing = [n for n, state in present.items() if state == "missing"]
     if missing:
         raise TableError(f"ACE's mtree schema is not set up on {nodes_phrase(missing)}; run "
@@ -194,9 +230,6 @@ def require_schema(job: Job) -> None:
         raise TableError(f"ACE's mtree schema on {nodes_phrase(older)} was set up by an "
                          f"older version of ACE; run 'ace mtree init {job.request.cluster_name}' "
                          "again, then 'ace mtree build' for each tree.")
-    cluster = job.request.cluster_name
-    each_node(job, lambda node: lambda cur: trust.guard_catalogue(
-        cur, node, trust.ACCESS_SHARE, cluster))
 
 
 def read_tree_row(cur: cursor, key: str) -> TreeRow | None:

@@ -71,16 +71,32 @@ def _ref(name: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(name))
 
 
+def _lock_sql(names: list[str], mode: str) -> sql.Composable:
+    return sql.SQL("LOCK TABLE {} IN {} MODE").format(
+        sql.SQL(", ").join(_ref(n) for n in names), sql.SQL(mode))
+
+
 def lock(cur: cursor, names: list[str], mode: str) -> bool:
     """Lock ACE's tables ``names`` in ``mode``; False (the transaction rolled back) if one
     is missing. The first statement of a transaction, so its snapshot comes after."""
     try:
-        cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(
-            sql.SQL(", ").join(_ref(n) for n in names), sql.SQL(mode)))
+        cur.execute(_lock_sql(names, mode))
     except psycopg2.errors.UndefinedTable:
         cur.connection.rollback()
         return False
     return True
+
+
+def lock_and_check(cur: cursor, names: list[str], mode: str) -> list[tuple[str, str, str]] | None:
+    """:func:`lock`, then :func:`findings`, sent together (one round trip: every command
+    of ACE's runs this before each transaction); None if a table is missing."""
+    try:
+        cur.execute(sql.SQL("{}; {}").format(_lock_sql(names, mode), sql.SQL(_FINDINGS_SQL)),
+                    (names, SCHEMA))
+    except psycopg2.errors.UndefinedTable:
+        cur.connection.rollback()
+        return None
+    return [(name, owner, found) for name, owner, found in cur.fetchall() if found]
 
 
 def findings(cur: cursor, names: list[str]) -> list[tuple[str, str, str]]:
@@ -89,9 +105,11 @@ def findings(cur: cursor, names: list[str]) -> list[tuple[str, str, str]]:
     return [(name, owner, found) for name, owner, found in cur.fetchall() if found]
 
 
-def refuse_unsafe(cur: cursor, names: list[str], what: str, node: str, fix: str) -> None:
+def refuse_unsafe(cur: cursor, names: list[str], what: str, node: str, fix: str,
+                  found_already: list[tuple[str, str, str]] | None = None) -> None:
     """One sentence for the first unsafe table, naming it, its owner and what it has."""
-    for name, owner, found in findings(cur, names):
+    listed = findings(cur, names) if found_already is None else found_already
+    for name, owner, found in listed:
         if found == "missing":
             continue  # the callers say what a missing table means for them
         cur.connection.rollback()  # and with it the locks
@@ -110,25 +128,31 @@ def guard_tree(cur: cursor, key: str, table_display: str, node: str, mode: str) 
     The first statement of a transaction that reads (``ACCESS_SHARE``) or writes
     (``ROW_EXCLUSIVE``) the tree.
     """
-    if not lock(cur, [CATALOGUE, *tree_tables(key)], mode):
+    names = [CATALOGUE, *tree_tables(key)]
+    found = lock_and_check(cur, names, mode)
+    if found is None:
         return False
-    check_tree_tables(cur, key, table_display, node)
+    refuse_unsafe(cur, names, f"the Merkle tree of table {table_display}", node, _TREE_FIX,
+                  found)
     return True
+
+
+_TREE_FIX = ("drop what was added, or have the tree's owner run 'ace mtree build' for it "
+             "again (which makes its tables afresh), and run this again")
 
 
 def check_tree_tables(cur: cursor, key: str, table_display: str, node: str) -> None:
     """The check of :func:`guard_tree`, for a transaction that locked the tables itself."""
     refuse_unsafe(cur, [CATALOGUE, *tree_tables(key)],
-                  f"the Merkle tree of table {table_display}", node,
-                  "drop what was added, or have the tree's owner run 'ace mtree build' for it "
-                  "again (which makes its tables afresh), and run this again")
+                  f"the Merkle tree of table {table_display}", node, _TREE_FIX)
 
 
 def guard_catalogue(cur: cursor, node: str, mode: str, cluster: str) -> bool:
     """:func:`guard_tree` for the catalogue alone; False if it is missing."""
-    if not lock(cur, [CATALOGUE], mode):
+    found = lock_and_check(cur, [CATALOGUE], mode)
+    if found is None:
         return False
     refuse_unsafe(cur, [CATALOGUE], "ACE's catalogue of Merkle trees", node,
                   f"drop the schema {SCHEMA} (whoever made it) and run 'ace mtree init "
-                  f"{cluster}' again")
+                  f"{cluster}' again", found)
     return True

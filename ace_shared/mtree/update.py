@@ -12,6 +12,11 @@ The decision is made once, from every node's counts, and applied on every node,
 so the boundaries stay equal everywhere. Applying it runs in one
 ``REPEATABLE READ`` transaction per node that folds the log again first: the
 new leaves are hashed from the table at that same snapshot.
+
+Healing: a ``TRUNCATE`` on a node, or a stale leaf, is no reason to rebuild.
+Folding hashes the affected leaves again from the table (:func:`fold`) and
+says so in one sentence; a changed table (columns, key, dropped and created)
+is still refused (:func:`~ace_shared.mtree.tree.check_tree`).
 """
 
 from __future__ import annotations
@@ -42,66 +47,121 @@ from ace_shared.nodes.shape import TableShape
 
 SPLIT_FACTOR = 2  # a leaf over block_rows * this is split
 MERGE_FRACTION = 4  # a leaf under block_rows / this is merged, when its neighbour has room
-TEMP_BLOCK_BASE = 1_000_000_000  # numbers of new leaves until renumbering
 
 
 @dataclass
 class Rebalance:
     """One structural change, the same for every node."""
 
-    merges: list[int] = field(default_factory=list)  # leaf b absorbs leaf b + 1
+    merges: list[tuple[int, int]] = field(default_factory=list)  # leaf b absorbs the next one
     splits: dict[int, list[Key]] = field(default_factory=dict)  # leaf -> its new inner cuts
 
     def __bool__(self) -> bool:
         return bool(self.merges or self.splits)
 
 
-def refuse_if_marked(drained: leaves.Drained, shape: TableShape, node: str) -> None:
-    """Refuse a tree whose log says the table was truncated or altered since the build.
+def refuse_if_altered(drained: leaves.Drained, shape: TableShape, node: str) -> None:
+    """Refuse a tree whose log holds an earlier version's marker of an ALTER TABLE.
 
     Raising rolls the drain back, so the marker stays logged: the tree is refused
     until it is built again.
     """
-    event = "truncated" if drained.truncated else "altered (ALTER TABLE)" if drained.altered \
-        else None
-    if event:
-        raise TableError(f"Table {shape.table.display} was {event} on node {node} since its "
-                         "Merkle tree was built; run 'ace mtree build' for it again.")
+    if drained.altered:
+        raise TableError(f"Table {shape.table.display} was altered (ALTER TABLE) on node {node} "
+                         "since its Merkle tree was built; run 'ace mtree build' for it again.")
 
 
-def _fold(shape: TableShape, key: str, node: str) -> Any:
-    def run(cur: cursor) -> tuple[TreeRow, leaves.Drained]:
+@dataclass(frozen=True)
+class Folded:
+    """What folding the log did on one node, and the leaves it hashed again from the table."""
+
+    drained: leaves.Drained
+    healed: str | None = None  # one sentence, when leaves were hashed again
+    all_touched: bool = False  # every leaf was hashed again (after a TRUNCATE)
+
+
+def fold(cur: cursor, shape: TableShape, key: str, node: str) -> Folded:
+    """Drain the log into the leaves; heal leaves the log cannot bring up to date.
+
+    After a ``TRUNCATE`` (its marker in the log) every leaf on this node is hashed
+    again from the table; a leaf left with a negative row count (the log and the
+    leaf disagreed: it was stale) is hashed again alone. Both at the snapshot the
+    log was drained at, so they are current and later changes stay logged.
+    (``TRUNCATE`` is not MVCC-safe: one committed after the snapshot makes the
+    table look empty to leaves hashed now, while its marker stays logged; the
+    next fold sees the marker and hashes every leaf again. The table is not
+    locked for this: the walk and the fold read only ACE's tables.)
+    ``shape`` is the :func:`~ace_shared.mtree.keytypes.cast_shape`.
+    """
+    drained = leaves.drain(cur, shape, key)
+    refuse_if_altered(drained, shape, node)
+    name = shape.table.display
+    if drained.truncated:
+        n = leaves.rehash_leaves(cur, shape, key, None)
+        return Folded(drained, f"Table {name} was truncated on node {node} since its Merkle "
+                      f"tree was last updated, so its {n} leaves there were hashed again from "
+                      "the table.", all_touched=True)
+    if drained.stale:
+        n = leaves.rehash_leaves(cur, shape, key, list(drained.stale))
+        return Folded(drained, f"{n} leaves of the Merkle tree of table {name} on node {node} "
+                      "held fewer rows than their logged deletes (stale), so they were hashed "
+                      "again from the table.")
+    return Folded(drained)
+
+
+def _fold(shape: TableShape, cast: TableShape, key: str, node: str) -> Any:
+    def run(cur: cursor) -> tuple[TreeRow, Folded, tuple[int, leaves.Level]]:
         guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)  # before the snapshot
-        row = check_tree(cur, shape, key, node)
-        drained = leaves.drain(cur, shape, key)
-        refuse_if_marked(drained, shape, node)
-        leaves.rebuild_inner(cur, key, set(drained.touched))
+        row = check_tree(cur, shape, key, node)  # the table's own types: its signature
+        folded = fold(cur, cast, key, node)
+        leaves.rebuild_inner(cur, key, None if folded.all_touched
+                             else set(folded.drained.touched))
         cur.execute(sql.SQL("UPDATE {} SET updated_at = pg_catalog.now() "
                             "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
                     (key,))
-        return row, drained
+        return row, folded, leaves.top_level(cur, key)  # where a walk starts
     return in_transaction(run, repeatable=True)
 
 
-def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any]]:
-    """Bring every node's tree up to date; return the trees' (checked, common) row and
-    what was done."""
+def _all_leaves(job: Job, shape: TableShape, key: str, node: str) -> list[int]:
+    return job.sessions.on_one(node, reading(shape, key, node, lambda cur: [
+        b for b, _ in leaves.read_lowers(cur, shape, key)]))
+
+
+Tops = dict[str, tuple[int, leaves.Level]]
+
+
+def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], Tops]:
+    """Bring every node's tree up to date; return the trees' (checked, common) row, what
+    was done, and every node's top level as it was left (for a walk to start from)."""
     key = objects.tree_key(shape.table)
-    folded = each_node(job, lambda node: _fold(shape, key, node))
-    tree = check_same_blocks({n: r for n, (r, _) in folded.items()}, shape)
-    touched = sorted({b for _, d in folded.values() for b in d.touched})
-    # splitting casts key bounds: to the key's built-in base types, never to a domain
+    # bounds are cast to the key's built-in base types, never to a domain
     cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+    folded = each_node(job, lambda node: _fold(shape, cast, key, node))
+    tree = check_same_blocks({n: r for n, (r, _, _) in folded.items()}, shape)
+    tops = {n: top for n, (_, _, top) in folded.items()}
+    touched_set = {b for _, f, _ in folded.values() for b in f.drained.touched}
+    everywhere = [n for n, (_, f, _) in folded.items() if f.all_touched]
+    if everywhere:  # a truncated node's leaves all changed
+        touched_set |= set(_all_leaves(job, cast, key, everywhere[0]))
+    touched = sorted(touched_set)
     plan = plan_rebalance(job, cast, key, touched, tree.block_rows)
+    healed = [f.healed for _, f, _ in folded.values() if f.healed]
     if plan:
-        sigs = each_node(job, lambda node: in_transaction(
+        applied = each_node(job, lambda node: in_transaction(
             lambda cur: _apply(cur, cast, key, plan, node), repeatable=True))
-        if len(set(sigs.values())) > 1:
+        if len({sig for sig, _, _ in applied.values()}) > 1:
             raise TableError(f"Rebalancing the Merkle trees of table {shape.table.display} left "
                              "different blocks on the nodes; run 'ace mtree build' for it again.")
-    return tree, {"changes_folded": {n: d.rows for n, (_, d) in folded.items()},
-                  "leaves_touched": len(touched), "leaves_split": len(plan.splits),
-                  "leaves_merged": len(plan.merges)}
+        healed += [h for _, h, _ in applied.values() if h]
+        tops = {n: top for n, (_, _, top) in applied.items()}
+    summary: dict[str, Any] = {
+        "changes_folded": {n: f.drained.rows for n, (_, f, _) in folded.items()},
+        "leaves_touched": len(touched), "leaves_split": len(plan.splits),
+        "leaves_merged": len(plan.merges)}
+    if healed:
+        summary["healed"] = healed
+    return tree, summary, tops
 
 
 def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
@@ -109,40 +169,35 @@ def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
     plan = Rebalance()
     if not touched:
         return plan
-    wanted = sorted({b + d for b in touched for d in (0, 1)})
     per_node = each_node(job, lambda node: reading(
-        shape, key, node, lambda cur: leaves.read_blocks(cur, key, wanted)))
-    most = {b: max(per_node[n].get(b, (0, ""))[0] for n in job.nodes) for b in wanted}
-    exists = set().union(*(set(m) for m in per_node.values()))
+        shape, key, node, lambda cur: leaves.read_blocks(cur, key, touched)))
+    first = per_node[job.nodes[0]]
+
+    def most(b: int, at: int) -> int:  # the most rows the leaf (at 0) or its next (at 3) holds
+        return max(int(per_node[n][b][at] or 0) if b in per_node[n] else 0 for n in job.nodes)
     for b in touched:
-        if most[b] > block_rows * SPLIT_FACTOR:
-            biggest = max(job.nodes, key=lambda n: per_node[n].get(b, (0, ""))[0])
-            cuts = _split_points(job, shape, key, b, biggest, math.ceil(most[b] / block_rows))
+        if b in first and most(b, 0) > block_rows * SPLIT_FACTOR:
+            biggest = max(job.nodes, key=lambda n: per_node[n].get(b, (0,))[0])
+            cuts = _split_points(job, shape, key, b, biggest, math.ceil(most(b, 0) / block_rows))
             if cuts:
                 plan.splits[b] = cuts
     taken: set[int] = set(plan.splits)
     for b in touched:
-        right = b + 1
-        if (right in exists and most[b] < block_rows / MERGE_FRACTION
-                and most[b] + most.get(right, block_rows) <= block_rows
-                and not taken & {b, right}):
-            plan.merges.append(b)
+        if b not in first:
+            continue
+        right = first[b][2]
+        if (right is not None and most(b, 0) < block_rows / MERGE_FRACTION
+                and most(b, 0) + most(b, 3) <= block_rows and not taken & {b, right}):
+            plan.merges.append((b, right))
             taken |= {b, right}
     return plan
-
-
-def _bounds(cur: cursor, shape: TableShape, key: str, b: int) -> tuple[Key | None, Key | None]:
-    lows = leaves.read_lowers(cur, shape, key, [b, b + 1])
-    return lows.get(b), lows.get(b + 1)
 
 
 def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
                   pieces: int) -> list[Key]:
     def cuts(cur: cursor) -> list[Key]:
-        lower, upper = _bounds(cur, shape, key, b)
-        cur.execute(sql.SQL("SELECT row_count FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s"
-                            ).format(objects.obj("blocks", key)), (b,))
-        count = int(cur.fetchone()[0])
+        lower, upper = leaves.read_spans(cur, shape, key, [b])[b]
+        count = leaves.read_blocks(cur, key, [b])[b][0]
         query, params = queries.inner_boundaries(
             shape, KeyRange(b, lower, upper), max(1, math.ceil(count / pieces)), None)
         cur.execute(queries.PINNED_PLAN)  # the leaf's rows by its index, not the table
@@ -152,35 +207,56 @@ def _split_points(job: Job, shape: TableShape, key: str, b: int, node: str,
     return agreed_boundaries(job.sessions, shape, found)
 
 
-def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance, node: str) -> str:
-    """Fold the log, merge and split as planned, renumber; return the new boundary digest."""
+def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
+           node: str) -> tuple[str, str | None, tuple[int, leaves.Level]]:
+    """Fold the log, merge and split as planned; return the new boundary signature, what
+    was healed, and the top level.
+
+    No leaf outside the plan is read or renumbered: a merge leaves its number
+    free, a split's pieces take free numbers after the leaf (moving the few leaves
+    :func:`~ace_shared.mtree.leaves.make_room` says), and the signature changes by
+    the digests of the leaves removed and added.
+    """
     guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)  # before the snapshot
     blocks = objects.obj("blocks", key)
-    drained = leaves.drain(cur, shape, key)
-    refuse_if_marked(drained, shape, node)
-    # leaves before the first one restructured keep their numbers and their parents: changes
-    # folded into them now go up the tree here; the rest is computed again below
-    first = min([*plan.merges, *plan.splits])
-    leaves.rebuild_inner(cur, key, {b for b in drained.touched if b < first})
-    for b in plan.merges:
+    folded = fold(cur, shape, key, node)
+    touched: set[int] = set(folded.drained.touched)
+    cur.execute(sql.SQL("SELECT bounds_sig FROM {} WHERE tree_key OPERATOR(pg_catalog.=) %s")
+                .format(objects.TREES), (key,))
+    sig = leaves.signature_value(str(cur.fetchone()[0]))
+    if sig is None:  # an earlier version's digest of every boundary: the XOR of the leaves'
+        sig = leaves.digest_xor(cur, shape, key, None)
+    rights = [r for _, r in plan.merges]
+    sig ^= leaves.digest_xor(cur, shape, key, rights)
+    for b, right in plan.merges:
         cur.execute(sql.SQL(
             "UPDATE {t} k SET row_count = k.row_count OPERATOR(pg_catalog.+) r.row_count, "
             "hash = k.hash OPERATOR(pg_catalog.#) r.hash FROM {t} r "
             "WHERE k.block_no OPERATOR(pg_catalog.=) %s AND r.block_no OPERATOR(pg_catalog.=) %s"
-        ).format(t=blocks), (b, b + 1))
+        ).format(t=blocks), (b, right))
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s").format(
-            blocks), (b + 1,))
-    next_no = TEMP_BLOCK_BASE
-    for b, cuts in plan.splits.items():
-        lower, upper = _bounds(cur, shape, key, b)
+            blocks), (right,))
+        touched |= {b, right}
+    # from the last leaf to the first: a split moves only leaves after it, whose splits
+    # are done, so every leaf still to split keeps the number the plan has for it
+    for b in sorted(plan.splits, reverse=True):
+        cuts = plan.splits[b]
+        lower, upper = leaves.read_spans(cur, shape, key, [b])[b]
         counts, hashes = leaves.hash_ranges(cur, shape, [KeyRange(b, lower, upper, tuple(cuts))])
+        numbers, moves = leaves.make_room(cur, key, b, len(counts))
+        if moves:
+            sig ^= leaves.digest_xor(cur, shape, key, [o for o, _ in moves])
+            leaves.move_blocks(cur, key, moves)
+            sig ^= leaves.digest_xor(cur, shape, key, [n for _, n in moves])
+            touched |= {o for o, _ in moves} | {n for _, n in moves}
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s").format(
             blocks), (b,))
-        leaves.insert_blocks(cur, shape, key, next_no, [lower, *cuts], counts, hashes)
-        next_no += len(counts)
-    leaves.rebuild_inner_from(cur, key, first, leaves.renumber(cur, shape, key, first))
-    sig = leaves.bounds_signature(cur, shape, key)
+        leaves.insert_blocks(cur, shape, key, numbers, [lower, *cuts], counts, hashes)
+        sig ^= leaves.digest_xor(cur, shape, key, numbers[1:])  # the first keeps b's digest
+        touched |= set(numbers)
+    leaves.rebuild_inner(cur, key, None if folded.all_touched else touched)
+    text = leaves.signature_text(sig)
     cur.execute(sql.SQL("UPDATE {} SET bounds_sig = %s, updated_at = pg_catalog.now() "
                         "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
-                (sig, key))
-    return sig
+                (text, key))
+    return text, folded.healed, leaves.top_level(cur, key)

@@ -84,6 +84,8 @@ class ApplyOptions:
     keep_rows: bool
     # the cluster file's user: code it owns is the operator's, trusted like a superuser's
     ace_login: str | None = None
+    # --preserve-origin: (origin name on the node, commit time) stamped on the transaction
+    preserved: tuple[str, str] | None = None
 
 
 class NodeOutcome:
@@ -186,7 +188,7 @@ class NodeRepair:
                 with self.conn.cursor() as cur:
                     if not self.opts.dry_run:
                         self.quiet = enter_quiet_mode(cur, spock, self.opts.fire_triggers,
-                                                      self.node)
+                                                      self.node, self.opts.preserved)
                     outcome = self._work(cur)
                     if self.quiet is not None:
                         leave_quiet_mode(cur, self.quiet)

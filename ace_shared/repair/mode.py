@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2.extensions import connection, cursor
 
-from ace_shared.errors import PermissionDeniedError
+from ace_shared.errors import PermissionDeniedError, RepairError
 
 ORIGIN_NAME = "ace_repair"
 GRANTS_HINT = "see docs/security.md for the grants a repairing role needs"
@@ -107,9 +107,38 @@ def detect_spock(conn: connection, node: str = "this node") -> bool:
     return spock
 
 
+def _stamp_origin(cur: cursor, node: str, preserved: tuple[str, str]) -> None:
+    """Give the transaction another node's origin and commit time (``--preserve-origin``).
+
+    The origin is one of this node's own subscriptions' (chosen by ACE from the
+    replication catalog, never from the diff file), and the time is the source
+    row's own commit time. The LSN given is 0/0, so the origin's replication
+    progress on this node does not move (docs/recovery.md).
+    """
+    origin, commit_ts = preserved
+    cur.execute("SAVEPOINT ace_stamp")
+    try:
+        cur.execute("SELECT pg_catalog.pg_replication_origin_session_setup(%s)", (origin,))
+    except psycopg2.errors.ObjectInUse as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT ace_stamp")
+        raise RepairError(
+            f"The replication origin {origin} on node {node} is in use by a subscription's "
+            "apply worker; disable that subscription (its provider has failed) and run the "
+            "repair again.") from exc
+    cur.execute("RELEASE SAVEPOINT ace_stamp")
+    cur.execute("SELECT pg_catalog.pg_replication_origin_xact_setup("
+                "'0/0'::pg_catalog.pg_lsn, %s::pg_catalog.timestamptz)", (commit_ts,))
+
+
 def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool,
-                     node: str = "this node") -> QuietState:
-    """First thing in the repair's transaction: keep its changes from replicating."""
+                     node: str = "this node",
+                     preserved: tuple[str, str] | None = None) -> QuietState:
+    """First thing in the repair's transaction: keep its changes from replicating.
+
+    ``preserved`` (origin name, commit time) stamps the transaction with another
+    node's origin instead of ``ace_repair``: subscribers that forward only local
+    changes skip it just the same.
+    """
     step = "set session_replication_role"
     try:
         if not fire_triggers:
@@ -117,8 +146,13 @@ def enter_quiet_mode(cur: cursor, spock: bool, fire_triggers: bool,
         if spock:
             step = "call spock.repair_mode"
             cur.execute("SELECT spock.repair_mode(true)")
-            return QuietState(spock=True)
+            if preserved is None:
+                return QuietState(spock=True)
         step = "use replication origins"
+        if preserved is not None:
+            step = "stamp its changes with a replication origin and commit time"
+            _stamp_origin(cur, node, preserved)
+            return QuietState(spock=spock, origin=preserved[0], drop_origin=False)
         origin, drop = _setup_origin(cur)
     except psycopg2.errors.InsufficientPrivilege as exc:
         raise _refused(node, step) from exc

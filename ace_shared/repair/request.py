@@ -16,6 +16,9 @@ connects to a database. Option rules (each rejection says why):
   every row itself (docs/repair-plans.md), so it takes no source and none of
   the modes above; ``apply_plan`` needs no diff file (the resolved plan names
   it); ``allow_stale`` and ``plan_out`` go with a plan only.
+* ``recovery_mode`` needs no source (it picks one, see
+  :mod:`ace_shared.repair.recovery`), and like ``preserve_origin`` it copies one
+  node's rows to the others, so both exclude ``fix_nulls`` and ``bidirectional``.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ TABLE_REPAIR = Command(
         Option("fix_nulls", BOOL, "Fill columns NULL on one node and set on the other."),
         Option("fire_triggers", BOOL, "Let ordinary triggers fire on the repaired nodes "
                "(ENABLE ALWAYS triggers fire either way)."),
+        Option("recovery_mode", BOOL, "After a node failed (a diff against its origin): "
+               "repair only rows that came from it, from the survivor that received most of "
+               "its changes unless a source of truth is named."),
+        Option("preserve_origin", BOOL, "Give each repaired row its source's origin and "
+               "commit time (one transaction per origin and commit time, not one per node)."),
         Option("repair_plan", OBJECT, "A repair plan deciding row by row which version wins "
                "(YAML or JSON; docs/repair-plans.md); takes the place of {source_of_truth}."),
         Option("plan_out", TEXT, "Save the resolved plan (each key's final row per node) to "
@@ -106,6 +114,8 @@ class RepairRequest:
     bidirectional: bool = False
     fix_nulls: bool = False
     fire_triggers: bool = False
+    recovery_mode: bool = False
+    preserve_origin: bool = False
     allow_stale: bool = False
     repair_plan: dict[str, Any] | None = None  # the plan as checked, JSON-safe
     plan_out: str | None = None
@@ -157,6 +167,11 @@ def _check_modes(flags: dict[str, bool], style: Style) -> None:
             if flags[other]:
                 raise BadOptionError(f"{fix} cannot be combined with {name(other)}: it only "
                                      "fills NULL columns of rows present on both nodes.")
+    for flag in ("recovery_mode", "preserve_origin"):
+        for other in ("fix_nulls", "bidirectional"):
+            if flags[flag] and flags[other]:
+                raise BadOptionError(f"{name(flag)} cannot be combined with {name(other)}: it "
+                                     "copies one node's rows to the others; choose one.")
     if flags["bidirectional"] and not flags["insert_only"]:
         raise BadOptionError(f"{both} works only with {insert}: it copies rows missing "
                              "on either node to the other and never updates or deletes; add "
@@ -179,7 +194,8 @@ def _check_plan(values: dict[str, Any], flags: dict[str, bool], style: Style) ->
                 raise BadOptionError(f"{name(option)} goes with {name('repair_plan')} or "
                                      f"{name('apply_plan')} only.")
         return
-    for option in ("upsert_only", "insert_only", "bidirectional", "fix_nulls"):
+    for option in ("upsert_only", "insert_only", "bidirectional", "fix_nulls",
+                   "recovery_mode", "preserve_origin"):
         if flags[option]:
             raise BadOptionError(f"{name(option)} cannot be combined with a repair plan: the "
                                  "plan's rules say what each row gets; write it there.")
@@ -214,7 +230,7 @@ def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairReq
     ignored = None
     if flags["fix_nulls"] or flags["bidirectional"]:
         ignored, source = source, None
-    elif not source:
+    elif not source and not flags["recovery_mode"]:
         fix, both, plan = (TABLE_REPAIR.label(n, style)
                            for n in ("fix_nulls", "bidirectional", "repair_plan"))
         raise BadOptionError(f"{TABLE_REPAIR.label('source_of_truth', style)} is required: "
@@ -241,6 +257,11 @@ def load_repair_inputs(raw: dict[str, Any], settings: Settings,
         return open_resolved_plan(request, settings)
     cluster, diff = open_for_table(settings, request.cluster_name, request.table,
                                    request.dbname, request.diff_file)
+    if request.recovery_mode and not diff.summary.get("against_origin"):
+        raise BadOptionError(
+            f"{TABLE_REPAIR.label('recovery_mode', style)} needs a diff file made with "
+            f"{'--against-origin' if style == 'cli' else 'against_origin'} (it names the "
+            "failed node); run table-diff with it first.")
     if request.source_of_truth:
         cluster.node(request.source_of_truth)
         if request.source_of_truth not in diff.nodes:

@@ -13,6 +13,7 @@ call it directly; large things (the report) go to files under the output dir.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,8 +24,11 @@ from ace_shared.difffile.spool import RowSpool
 from ace_shared.nodes.cluster import Cluster
 from ace_shared.nodes.connection import connect, node_errors, node_targets
 from ace_shared.nodes.shape import read_shape
+from ace_shared.options import Style
 from ace_shared.repair.apply import ApplyOptions, apply_repairs
+from ace_shared.repair.origins import OriginRepair, apply_by_origin
 from ace_shared.repair.plan import NodeWork, plan_bidirectional, plan_fix_nulls, plan_from_source
+from ace_shared.repair.recovery import applied_positions, choose_survivor
 from ace_shared.repair.report import build_result, report_head, write_report
 from ace_shared.repair.request import (
     MODE_BIDIRECTIONAL,
@@ -74,15 +78,27 @@ def _notes(request: RepairRequest, diff: DiffFile, works: list[NodeWork]) -> lis
 
 
 def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: str,
-                     progress: Progress | None = None) -> dict[str, Any]:
-    """Repair a table from a diff file; return a small JSON-safe result."""
+                     progress: Progress | None = None, style: Style = "api") -> dict[str, Any]:
+    """Repair a table from a diff file; return a small JSON-safe result.
+
+    ``style`` names options in errors as the request wrote them (the CLI's ``--dry-run``).
+    """
     started = datetime.now(timezone.utc)
     # the summary is enough to start; the one pass over the rows is the spool's
-    request, cluster, diff = load_repair_inputs(raw_options, settings)
+    request, cluster, diff = load_repair_inputs(raw_options, settings, style)
     if request.mode == MODE_PLAN:
         from ace_shared.repair.plans.run import run_plan_repair
         return run_plan_repair(request, cluster, diff, settings, task_id, progress)
     dbname = request.dbname or diff.database
+    failed = str(diff.summary["against_origin"]) if request.recovery_mode else None
+    chose: list[str] = []
+    if failed and not request.source_of_truth:
+        db = cluster.database(dbname).name
+        positions = applied_positions(cluster, db, settings, request.role,
+                                      [n for n in diff.nodes if n != failed], failed)
+        source, why = choose_survivor(positions, failed)
+        request = replace(request, source_of_truth=source)
+        chose.append(why)
     key = diff.primary_key
     columns = [c["name"] for c in diff.columns] if diff.columns else None
     if (key is None or columns is None) and diff.pairs:
@@ -104,9 +120,17 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
                             ace_login=cluster.database(dbname).user)
         if progress:
             progress(0, len(works))
-        outcomes = apply_repairs(targets, request.table, works, diff, opts, progress)
+        notes = chose + _notes(request, diff, works)
+        if (request.recovery_mode or request.preserve_origin) and works:
+            assert spool is not None and request.source_of_truth is not None
+            job = OriginRepair(cluster, cluster.database(dbname).name, settings, request.role,
+                               request.table, request.source_of_truth, failed,
+                               request.preserve_origin)
+            outcomes, more = apply_by_origin(job, works, spool, diff, opts, progress)
+            notes += more
+        else:
+            outcomes = apply_repairs(targets, request.table, works, diff, opts, progress)
         finished = datetime.now(timezone.utc)
-        notes = _notes(request, diff, works)
         report_file = None
         if request.generate_report:
             head = report_head(request, task_id, started, finished, notes)

@@ -47,6 +47,14 @@ _SUBS_UNPRIVILEGED = _SUBS_OF.format(conninfo="''")
 _CONNINFO_PART = re.compile(r"(host|hostaddr|port|dbname)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 
 
+def provider_address(conninfo: str) -> tuple[str, int, str]:
+    """``(host, port, dbname)`` of a connection string (empty host and dbname where unset)."""
+    parts = {k: v.strip("'") for k, v in _CONNINFO_PART.findall(conninfo or "")}
+    port = parts.get("port", "5432")
+    return (parts.get("host") or parts.get("hostaddr") or "",
+            int(port) if port.isdigit() else 0, parts.get("dbname", ""))
+
+
 def provider_from_conninfo(conninfo: str) -> str:
     """``host:port/dbname`` from a connection string; the password is never read out."""
     parts = {k: v.strip("'") for k, v in _CONNINFO_PART.findall(conninfo or "")}

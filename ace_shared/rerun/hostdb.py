@@ -21,10 +21,12 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from ace_shared.diff import queries
+from ace_shared.diff.provenance import origin_node
 from ace_shared.diff.queries import PINNED_PLAN
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
-from ace_shared.difffile.format import Row
+from ace_shared.difffile.format import row_json, with_meta
 from ace_shared.nodes.connection import NodeTarget, connect, node_errors, query_error
 from ace_shared.nodes.shape import TableShape
 from ace_shared.repair.queries import COPY_CHUNK, LineStream, copy_field
@@ -63,8 +65,11 @@ def _fetch_rows(shape: TableShape) -> sql.Composable:
     live = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in shape.key)
     staged = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(f"k{i}"))
                                 for i in range(len(shape.key)))
-    return sql.SQL("SELECT s.ord, {} FROM {} s JOIN {} t ON ({}) OPERATOR(pg_catalog.=) ({}) "
-                   "ORDER BY s.ord").format(cols, sql.Identifier(KEYS_TABLE), table, live, staged)
+    # then each row's commit time and origin, as a diff fetches them
+    return sql.SQL("SELECT s.ord, {}, {} FROM {} s JOIN {} t ON ({}) OPERATOR(pg_catalog.=) ({}) "
+                   "{} ORDER BY s.ord").format(
+        cols, queries.COMMIT_META, sql.Identifier(KEYS_TABLE), table, live, staged,
+        queries.commit_meta_join(sql.SQL("t.xmin")))
 
 
 class NodeStream:
@@ -162,14 +167,21 @@ def merged_records(spec: DiffSpec, streams: dict[str, NodeStream]) -> Iterator[D
                 heads[n] = next(iters[n], None)
             else:
                 values.append(None)
+        width = len(names)  # the row's columns; its provenance follows
         first = values[0]
-        if first is not None and all(v == first for v in values[1:]):
+        if first is not None and all(v is not None and v[:width] == first[:width]
+                                     for v in values[1:]):
             continue  # the same text on every node: most keys after a repair
-        rows: dict[str, Row | None] = {
-            n: None if v is None else dict(zip(names, v, strict=True))
-            for n, v in zip(nodes, values, strict=True)}
         present = next(v for v in values if v is not None)
-        yield DiffRecord.from_rows(tuple(present[i] for i in key_idx), rows)
+        texts: dict[str, str | None] = {}
+        for n, v in zip(nodes, values, strict=True):
+            if v is None:
+                texts[n] = None
+                continue
+            origin = origin_node(n, v[width + 1], v[width + 2], spec.origin_names.get(n, {}))
+            texts[n] = with_meta(row_json(dict(zip(names, v[:width], strict=True))),
+                                 v[width], origin)
+        yield DiffRecord(tuple(present[i] for i in key_idx), texts)
 
 
 def rerun_hostdb(spec: DiffSpec, key_batches: int, keys_total: int,

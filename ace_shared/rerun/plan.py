@@ -24,7 +24,7 @@ import psycopg2
 from psycopg2 import sql
 
 from ace_shared.config import Settings
-from ace_shared.diff.plan import read_common_shape
+from ace_shared.diff.plan import read_common_shape, read_provenance
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.difffile.file import DiffFile, check_diff_shape
@@ -162,6 +162,7 @@ def prepare_rerun(request: RerunRequest, cluster: Cluster, diff: DiffFile, setti
         dbname=sessions.targets[sessions.order[0]].dbname, nodes=tuple(sessions.order),
         shape=shape, table_filter=None, block_rows=RERUN_BATCH_KEYS, batch_size=1,
         max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role, work_dir=str(work),
+        **read_provenance(sessions, settings, request.cluster_name),
     )
     meta = {
         "operation": "table-rerun", "behavior": request.behavior, "rerun_of": str(diff.path),
