@@ -16,15 +16,16 @@ from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.sources import UPLOAD_PREFIX, local_diff_file, remove_upload
-from ace_shared.errors import AceError
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.plan import RerunPlan
 from ace_shared.rerun.run import collect_results, finish_rerun, plan_rerun, run_table_rerun
+from ace_shared.tasks import ids
+from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job, stop_if_finished
+from ace_workers.base import AceTask, failing_job, stop_if_finished
 from ace_workers.counters import JobFinished
 from ace_workers.diff import diff_failed, part_failed
 
@@ -50,7 +51,7 @@ def _done_with_upload(given: dict[str, Any], here: dict[str, Any], job_id: str) 
         Path(here["diff_file"]).unlink(missing_ok=True)
 
 
-@app.task(name="ace.table_repair", bind=True, base=AceTask)
+@app.task(name=names.TABLE_REPAIR, bind=True, base=AceTask)
 def table_repair(self: AceTask, options: dict[str, Any],
                  submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Repair one table from a diff file, each node in one transaction."""
@@ -59,11 +60,9 @@ def table_repair(self: AceTask, options: dict[str, Any],
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
-    try:
+    with failing_job(job_id):
         here = _diff_file_here(options, store)
         result = run_table_repair(here, runtime.settings(), job_id, progress)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     _done_with_upload(options, here, job_id)
     # the samples are a few keys per node (rows stay in the report file): the CLI prints
     # them as it does in-process
@@ -71,13 +70,13 @@ def table_repair(self: AceTask, options: dict[str, Any],
     return {"task_id": job_id, "report_file": result.get("report_file")}
 
 
-@app.task(name="ace.table_rerun", bind=True, base=AceTask)
+@app.task(name=names.TABLE_RERUN, bind=True, base=AceTask)
 def table_rerun(self: AceTask, options: dict[str, Any],
                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-check the keys of a diff file: a chord of key batches, or one hostdb pass."""
     job_id, store = self.start_job(options, submission)
     settings = runtime.settings()
-    try:
+    with failing_job(job_id):
         here = _diff_file_here(options, store)
         if str(options.get("behavior") or "multiprocessing") == "hostdb":
             path, summary = run_table_rerun(here, settings, job_id)
@@ -85,19 +84,17 @@ def table_rerun(self: AceTask, options: dict[str, Any],
             store.complete(job_id, _rerun_result(path, summary))
             return {"task_id": job_id, "diff_file": str(path)}
         plan = plan_rerun(here, settings, job_id)  # the keys are in the work folder now
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     _done_with_upload(options, here, job_id)
     store.set_total(job_id, len(plan["parts"]))
-    header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=f"{job_id}.k{i:06d}")
+    header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=subtask_id(job_id, ids.RERUN_KEYS, i))
                    for i in plan["parts"])
-    body = merge_rerun.si(plan["work_dir"]).set(task_id=f"{job_id}.merge")
+    body = merge_rerun.si(plan["work_dir"]).set(task_id=subtask_id(job_id, ids.MERGE))
     body.link_error(diff_failed.si(plan["work_dir"], job_id))
     chord(header)(body)
     return {"task_id": job_id, "batches": len(plan["parts"])}
 
 
-@app.task(name="ace.rerun_batch", bind=True, base=AceTask)
+@app.task(name=names.RERUN_BATCH, bind=True, base=AceTask)
 def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> dict[str, Any]:
     """Re-check one batch of keys on every node."""
     spec = DiffSpec.from_dict(spec_dict)
@@ -114,7 +111,7 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
     return result
 
 
-@app.task(name="ace.merge_rerun", bind=True, base=AceTask, max_retries=120)
+@app.task(name=names.MERGE_RERUN, bind=True, base=AceTask, max_retries=120)
 def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
     """Write the rerun's new diff file from its batches' partial files."""
     plan = RerunPlan.load(work_dir)
@@ -127,9 +124,7 @@ def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
     results = collect_results(plan)
     if results is None:
         raise self.retry(countdown=1)  # a redelivered batch is still running
-    try:
+    with failing_job(job_id):
         path, summary = finish_rerun(work_dir, runtime.settings().output_dir, results)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.complete(job_id, _rerun_result(path, summary))
     return {"diff_file": str(path), "remaining": summary.get("remaining")}

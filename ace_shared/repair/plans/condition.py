@@ -318,7 +318,7 @@ class Version:
 
     __slots__ = ("row", "commit_ts", "origin")
 
-    def __init__(self, row: Mapping[str, str | None] | None, commit_ts: str | None = None,
+    def __init__(self, row: dict[str, str | None] | None, commit_ts: str | None = None,
                  origin: str | None = None) -> None:
         self.row = row
         self.commit_ts = commit_ts

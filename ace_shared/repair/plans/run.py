@@ -108,7 +108,7 @@ def preview_plan(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     folder = WorkDir.root(settings.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path, header = _resolve(request, diff, folder, out)
-    keys = []
+    keys: list[Any] = []
     total = size = 0
     full = False
     for item in read_lines(path):
