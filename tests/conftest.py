@@ -137,3 +137,13 @@ def fleet(pg_cluster: LocalCluster, redis_server: RedisServer,
     fl.start()
     yield fl
     fl.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_store_left_behind() -> Iterator[None]:
+    """A test that builds the API (or runs a front door) in this process sets its shared
+    store for the process; the next test starts without it, as a new process would."""
+    from ace_shared.tasks import filestore
+    saved = (filestore._active, filestore._local_root)
+    yield
+    filestore._active, filestore._local_root = saved
