@@ -11,7 +11,7 @@ from typing import Any
 from ace_shared.diff.retention import cutoff_for, remove_old_local, remove_old_shared
 from ace_shared.tasks.filestore import active_store
 from ace_workers import runtime
-from ace_workers.app import app
+from ace_workers.app import get_app
 
 RETENTION_EVERY_SECONDS = 3600
 
@@ -27,7 +27,9 @@ def prune_here() -> dict[str, int]:
     return {"folders": removed.folders, "files": removed.files}
 
 
-@app.task(name="ace.retention")
+# get_app() rather than the lazy ``app``, which has no type where this module and the
+# app (through sweep) import each other
+@get_app().task(name="ace.retention")
 def retention() -> dict[str, Any]:
     """Remove old work and results from the shared store and this worker's folder."""
     cutoff = cutoff_for(runtime.settings().RESULT_RETENTION_DAYS)

@@ -24,7 +24,7 @@ def local_summary(summary: dict[str, Any], result: dict[str, Any], task_id: str,
     file, ``file_key``) and report."""
     path = summary.get(file_key)
     try:
-        ours = bool(path) and Path(path).resolve().is_relative_to(settings.output_dir)
+        ours = bool(path) and Path(str(path)).resolve().is_relative_to(settings.output_dir)
     except OSError:
         ours = False
     if not path or ours:

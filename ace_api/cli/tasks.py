@@ -46,7 +46,8 @@ def exit_code_of(task_type: str, status: str, result: dict[str, Any] | None) -> 
     if status != COMPLETED:
         return EXIT_SAME
     result = result or {}
-    summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+    raw = result.get("summary")
+    summary: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if "exit_code" in summary:  # schema-, repset- and spock-diff
         return int(summary["exit_code"])
     if task_type == "table-rerun":
@@ -137,7 +138,7 @@ def diff_file(task_id: str, output_file: str | None, fmt: str) -> None:
     use_shared_store(settings)  # a file written on another host is read from the fleet's store
     found = result_file(_record(_store(settings), task_id), fmt, settings.output_dir)
     if output_file == "-":
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         for chunk in found.chunks():
             out.write(chunk)
         out.flush()

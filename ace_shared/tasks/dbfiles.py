@@ -121,7 +121,7 @@ class DatabaseFileStore:
         created = header.created_at
         if created.tzinfo is None:
             created = created.replace(tzinfo=timezone.utc)
-        return created.timestamp()
+        return float(created.timestamp())
 
     def remove(self, prefix: str) -> int:
         with self.engine.begin() as conn:

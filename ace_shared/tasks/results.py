@@ -88,7 +88,8 @@ def _candidates(record: TaskRecord) -> list[str]:
 
 def _recorded(task_type: str, result: dict[str, Any] | None) -> list[str]:
     result = result or {}
-    summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+    raw = result.get("summary")
+    summary: dict[str, Any] = raw if isinstance(raw, dict) else {}
     found: list[str] = []
     # a repair's diff_file is its input, named by its caller: only its report is its own
     keys = ("report_file",) if task_type == "table-repair" else ("diff_file", "report_file")
