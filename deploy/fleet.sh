@@ -210,9 +210,14 @@ start_api() {
     return 0
   fi
   reap api
-  if port_answers "$API_HOST" "$API_PORT"; then
-    die "something else listens on $API_HOST:$API_PORT; stop it, or set ACE_API_PORT to a free port"
-  fi
+  # A process killed a moment ago can still hold the port: Linux frees its memory (and
+  # with it what tells it is ours) before its sockets. So the port gets 5 s to come free.
+  local waited=0
+  while port_answers "$API_HOST" "$API_PORT"; do
+    (( waited++ < 50 )) ||
+      die "something else listens on $API_HOST:$API_PORT; stop it, or set ACE_API_PORT to a free port"
+    sleep 0.1
+  done
   launch api "$BIN/ace" api --host "$API_HOST" --port "$API_PORT"
   pid=$(<"$FLEET/api.pid")
   for _ in $(seq 150); do
