@@ -62,6 +62,11 @@ class Settings:
     TASK_SIGNING_KEY: str = ""
     # connections
     CONNECT_TIMEOUT: int = 10
+    # The most connections the whole fleet opens to one node (host and port) at once, counted
+    # across hosts in Redis; a job waits for one to come free, up to CONNECTION_WAIT_SECONDS.
+    # 0: no cap. The CLI in-process and the API are not counted (docs/fleet.md).
+    MAX_CONNECTIONS_PER_NODE: int = 16
+    CONNECTION_WAIT_SECONDS: int = 900
     # No statement may run for hours: per-range hashes take seconds, the longest single
     # statements (a repair's upsert, a planning scan) minutes; 15 minutes bounds a runaway
     # filter or function without cutting legitimate work. 0 turns a limit off.
@@ -88,6 +93,7 @@ class Settings:
     CA_CRL_FILE: str = ""  # revoked client certificates (PEM CRL from the CA); "" for none
     # API access: common names, separated by commas or spaces
     API_ADMIN_CNS: str = ""  # see every task, scheduled ones included
+    API_METRICS_CNS: str = ""  # besides the admins, may read /metrics (a Prometheus scraper)
     API_ALLOWED_CNS: str = ""  # "" serves every certificate the CA issued
     # how long the API remembers whether a certificate's role may be served (checked on
     # every node: a member of ace_callers without SUPERUSER, BYPASSRLS, CREATEROLE, REPLICATION)

@@ -136,6 +136,18 @@ class ExceptionBusyError(AceError):
     """The Spock exception's rows are locked by another session."""
 
 
+class ConnectionsBusyError(AceError):
+    """Every connection the fleet may open to a node (``MAX_CONNECTIONS_PER_NODE``) stayed
+    in use for as long as a job may wait for one (``CONNECTION_WAIT_SECONDS``)."""
+
+    def __init__(self, node: str, in_use: int, cap: int, waited: int) -> None:
+        super().__init__(
+            f"No connection to node {node} came free in {waited} s ({in_use} of {cap} in use "
+            "by ACE): raise MAX_CONNECTIONS_PER_NODE or CONNECTION_WAIT_SECONDS, or run "
+            "fewer jobs at once.")
+        self.node = node
+
+
 class NodeSkippedError(NotFoundError):
     """A node auto-repair cannot work on as it is set up (no Spock tables, say); it is skipped."""
 

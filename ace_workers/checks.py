@@ -13,8 +13,11 @@ outcome; a table whose diff failed is recorded with its reason, never dropped.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.diff.workdir import WorkDir
@@ -24,11 +27,13 @@ from ace_shared.repsetdiff.tables import FAILED as TABLE_FAILED
 from ace_shared.repsetdiff.tables import failed, outcome_of
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.status import FAILED, FINISHED
-from ace_workers import runtime
+from ace_workers import published, runtime
 from ace_workers.app import app
 from ace_workers.base import AceTask, fail_job
 
 COLLECT_WAIT_SECONDS = 6 * 3600
+
+log = logging.getLogger(__name__)
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +130,19 @@ def _outcomes(state: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     return out, running
 
 
+def _pass_on_notes(job_id: str, children: list[str]) -> None:
+    """Show on the job what one of its tables' diffs waits for (a connection), if any."""
+    client = runtime.redis()
+    try:
+        pipe = client.pipeline()
+        for child in children:
+            pipe.hget(published.task_key(child), "note")
+        notes = [n.decode() for n in pipe.execute() if n]
+        published.note(client, job_id, notes[0] if notes else None)
+    except redis.RedisError as exc:
+        log.warning("could not pass on what the tables of %s wait for: %s", job_id, exc)
+
+
 @app.task(name="ace.checks_collect", bind=True, base=AceTask, max_retries=COLLECT_WAIT_SECONDS)
 def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     """Wait for every table's diff, then write the job's result and complete it."""
@@ -139,6 +157,7 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     outcomes, running = _outcomes(state)
     store.set_progress(job_id, len(outcomes))
     if running:
+        _pass_on_notes(job_id, list(state["children"].values()))
         if self.request.retries >= COLLECT_WAIT_SECONDS:
             raise fail_job(job_id, AceError(
                 f"{running} table diffs of {job_id} did not finish in "

@@ -66,6 +66,13 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """The task waits for something that is not a failure (a connection to a node)."""
+
+    note: str
+
+
+@dataclass(frozen=True)
 class NoWorker:
     """No worker has been seen consuming the queue: the task waits until one starts."""
 
@@ -83,7 +90,7 @@ class Finished:
         return self.status == FAILED
 
 
-Event = Progress | NoWorker | Finished
+Event = Progress | Waiting | NoWorker | Finished
 
 
 def _safe_url(url: str) -> str:
@@ -182,6 +189,7 @@ class _Follower:
 
     def events(self) -> Iterator[Event]:
         shown: tuple[int, int] | None = None
+        noted: str | None = None
         try:
             while True:
                 state = self._look()
@@ -193,6 +201,9 @@ class _Follower:
                 if state.total and (state.done, state.total) != shown:
                     shown = (state.done, state.total)
                     yield Progress(*shown)
+                if state.note and state.note != noted and not state.finished:
+                    yield Waiting(state.note)
+                noted = state.note
                 if state.finished:
                     yield Finished(state.status, state.result, state.error)
                     return

@@ -74,6 +74,7 @@ class PublishedState:
     total: int | None
     result: dict[str, Any] | None
     error: str | None
+    note: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -102,6 +103,12 @@ def progress(client: Any, task_id: str, *, done: int | None = None, added: int |
         client.eval(_PROGRESS, 2, task_key(task_id), channel(task_id), "add", added)
 
 
+def note(client: Any, task_id: str, text: str | None) -> None:
+    """Publish what a running task waits for ("waiting for a connection to n2: ..."), or
+    that it waits no more (None)."""
+    client.eval(_UPDATE, 2, task_key(task_id), channel(task_id), "note", text or "", "progress")
+
+
 def outcome(client: Any, task_id: str, status: str, result: dict[str, Any] | None,
             error: str | None) -> None:
     """Publish how a task ended (whether or not Redis still knew it), kept for a day."""
@@ -124,7 +131,7 @@ def read(client: Any, task_id: str) -> PublishedState | None:
         status=raw["status"], done=int(raw.get("done") or 0),
         total=int(raw["total"]) if raw.get("total") else None,
         result=json.loads(raw["result"]) if raw.get("result") else None,
-        error=raw.get("error") or None)
+        error=raw.get("error") or None, note=raw.get("note") or None)
 
 
 def known(client: Any, task_ids: list[str]) -> list[bool]:

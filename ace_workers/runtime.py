@@ -8,17 +8,25 @@ hashing a small range) and dropped when a node fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from typing import Any
+
+from celery import current_task
+from celery.signals import task_postrun, task_prerun
 
 from ace_shared.config import Settings, load_settings
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
+from ace_shared.nodes import permits
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.metrics import finished as job_metrics
 from ace_shared.tasks.store import TaskStore
-from ace_workers import published, tidy
+from ace_workers import metrics, published, tidy
+from ace_workers.connpermits import FleetPermits
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 
 log = logging.getLogger(__name__)
@@ -26,6 +34,12 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _settings: Settings | None = None
 _sessions: dict[tuple[Any, ...], NodeSessions] = {}
+# what this process works on now: the job (for its progress notes), whether a task runs,
+# and the sessions that task has used (the others are idle, and can be given back)
+_current_job: str | None = None
+_in_task = False
+_used: set[tuple[Any, ...]] = set()
+_permits_pid = 0
 
 
 def settings() -> Settings:
@@ -57,6 +71,13 @@ class _Publisher:
     def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
                  error: str | None) -> None:
         self._quietly(published.outcome, task_id, status, result, error)
+        try:  # the fleet's metrics (ace_workers.metrics): type and time from the store's row
+            record = TaskStore.from_settings(settings()).get(task_id, with_options=False)
+            metrics.record(redis(), job_metrics(
+                record.task_type if record else "unknown", status,
+                record.time_taken if record else None, result))
+        except Exception as exc:
+            log.warning("could not count %s in the fleet's metrics: %s", task_id, exc)
         try:
             tidy.after_job(redis(), task_id, settings().output_dir)
         except Exception as exc:
@@ -96,6 +117,7 @@ def sessions_for_nodes(cluster_name: str, dbname: str | None, nodes: str | list[
     key = (*key, readonly)
     stale = None
     with _lock:
+        _used.add(key)
         found = _sessions.get(key)
         if found is not None and tuple(found.targets.values()) != targets:
             stale, found = found, None
@@ -127,3 +149,78 @@ def drop_sessions_for(cluster_name: str, dbname: str | None, nodes: str | list[s
 
 def drop_sessions(spec: DiffSpec) -> None:
     drop_sessions_for(spec.cluster_name, spec.dbname, list(spec.nodes), spec.role)
+
+
+def task_started(task_id: str | None) -> None:
+    """A task begins in this process: count its connections (:mod:`ace_workers.connpermits`)
+    and say its waits as the progress of its job."""
+    global _current_job, _in_task
+    install_permits()
+    with _lock:
+        _current_job = task_id.split(".", 1)[0] if task_id else None
+        _in_task = True
+        _used.clear()
+
+
+def task_ended() -> None:
+    """The task is over; its sessions stay open for the next, unless another job waits."""
+    global _current_job, _in_task
+    with _lock:
+        _current_job, _in_task = None, False
+        _used.clear()
+    counter = permits.installed()
+    if isinstance(counter, FleetPermits):
+        try:
+            counter.renew_once()
+        except Exception as exc:
+            log.warning("could not look for jobs waiting for connections: %s", exc)
+
+
+def install_permits() -> None:
+    """Count this process's connections against the fleet's cap (once per process)."""
+    global _permits_pid
+    if _permits_pid == os.getpid():
+        return
+    _permits_pid = os.getpid()
+    cap = settings().MAX_CONNECTIONS_PER_NODE
+    if cap <= 0:
+        permits.install(None)
+        return
+    permits.install(FleetPermits(redis, cap, settings().CONNECTION_WAIT_SECONDS,
+                                 on_wait=_say_waiting, release_idle=close_idle_sessions,
+                                 idle=lambda: not _in_task))
+
+
+def _say_waiting(note: str | None) -> None:
+    """Publish what the running task waits for: on its job (the CLI prints it) and, from
+    the task's own thread, as a ``task-progress`` event (Flower shows it)."""
+    job = _current_job
+    if job is None:
+        return
+    try:
+        published.note(redis(), job, note)
+    except Exception as exc:
+        log.warning("could not publish the state of %s in Redis: %s", job, exc)
+    task = current_task
+    if task is not None and task.request.id:
+        with contextlib.suppress(Exception):  # events are a courtesy to Flower
+            task.send_event("task-progress", waiting=note or "")
+
+
+def close_idle_sessions() -> None:
+    """Close the sessions this process keeps that the running task (if any) has not used."""
+    with _lock:
+        idle = [k for k in _sessions if not (_in_task and k in _used)]
+        found = [_sessions.pop(k) for k in idle]
+    for sessions in found:
+        sessions.close()
+
+
+@task_prerun.connect(weak=False, dispatch_uid="ace-task-started")
+def _on_task_prerun(task_id: str | None = None, **_: Any) -> None:
+    task_started(task_id)
+
+
+@task_postrun.connect(weak=False, dispatch_uid="ace-task-ended")
+def _on_task_postrun(**_: Any) -> None:
+    task_ended()

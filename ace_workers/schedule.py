@@ -8,6 +8,7 @@ ordinary table-diff task with its own id in the task store, submitted by
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -20,9 +21,12 @@ from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
-from ace_workers import runtime
+from ace_shared.tasks.status import FINISHED
+from ace_workers import published, runtime
 from ace_workers.app import app
 from ace_workers.base import countdown_until
+
+log = logging.getLogger(__name__)
 
 
 def build_beat_schedule() -> dict[str, dict[str, Any]]:
@@ -60,6 +64,44 @@ class AceScheduler(PersistentScheduler):
         super().setup_schedule()
 
 
+RUN_KEY = "ace:schedule-run:{command}:{job}"
+
+# Record the job's new run unless the run recorded last is still going (published and not
+# finished): then answer that run's id. KEYS: the job's run key, the last run's task hash.
+_CLAIM = """
+local last = redis.call('GET', KEYS[1])
+if last and last ~= ARGV[2] then return redis.call('GET', KEYS[1]) end
+if last then
+  local status = redis.call('HGET', KEYS[2], 'status')
+  if status and status ~= ARGV[3] and status ~= ARGV[4] then return last end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+"""
+
+
+def claim_run(client: Any, command: str, job_name: str, task_id: str) -> str | None:
+    """Make ``task_id`` the job's current run, or answer the id of its run still going.
+
+    A scheduled job is a singleton: beat sends it when due whether or not the
+    last run finished, and a second run of the same job would only compete with
+    the first for the same nodes. A run Redis no longer knows (lost with its
+    state) counts as finished.
+    """
+    key = RUN_KEY.format(command=command, job=job_name)
+    for _ in range(5):  # another copy may claim between the look and the script: look again
+        last = client.get(key)
+        last_id = last.decode() if last else ""
+        answer = client.eval(_CLAIM, 2, key, published.task_key(last_id), task_id, last_id,
+                             *FINISHED)
+        if not answer:
+            return None
+        going = answer.decode() if isinstance(answer, bytes) else str(answer)
+        if going == last_id:
+            return going
+    return last_id or None
+
+
 @app.task(name="ace.scheduled_diff")
 def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table-diff",
                    rerun_after: int | None = None) -> dict[str, Any]:
@@ -68,6 +110,10 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
 
     settings = runtime.settings()
     task_id = new_task_id(command)
+    going = claim_run(runtime.redis(), command, job_name, task_id)
+    if going is not None:
+        log.warning("scheduled job %s skipped: its run %s is still going", job_name, going)
+        return {"job": job_name, "skipped": True, "still_running": going}
     try:
         if command == "repset-diff":
             from ace_shared.repsetdiff.request import validate_repset_diff

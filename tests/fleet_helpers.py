@@ -216,11 +216,13 @@ def send_as_beat(env: dict[str, str], name: str, args: list[Any]) -> None:
 
 @contextlib.contextmanager
 def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
-              ) -> Iterator[Fleet]:
-    """A Redis and workers of a test module's own, so its tasks meet no other module's."""
+              **extra: str) -> Iterator[Fleet]:
+    """A Redis and workers of a test module's own, so its tasks meet no other module's;
+    ``extra`` adds to (or overrides) their environment."""
     redis = RedisServer(workdir)
     redis.start()
-    fleet = Fleet(workdir, fleet_env(redis, workdir), names=names, concurrency=concurrency)
+    fleet = Fleet(workdir, fleet_env(redis, workdir, **extra), names=names,
+                  concurrency=concurrency)
     fleet.redis = redis
     try:
         fleet.start()

@@ -11,7 +11,7 @@ import click
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.errors import TaskError, TaskNotRecordedError
-from ace_workers.client import Finished, NoWorker, Progress, follow, submit
+from ace_workers.client import Finished, NoWorker, Progress, Waiting, follow, submit
 
 
 def run_on_fleet(task_type: str, options: dict[str, Any], settings: Settings, task_id: str, *,
@@ -38,6 +38,10 @@ def run_on_fleet(task_type: str, options: dict[str, Any], settings: Settings, ta
         for event in follow(task_id, settings):
             if isinstance(event, Progress):
                 bar(event.done, event.total)
+            elif isinstance(event, Waiting):
+                if not quiet:
+                    bar.close()
+                    click.echo(f"{task_id}: {event.note}", err=True)
             elif isinstance(event, NoWorker):
                 bar.close()
                 click.echo(f"No worker is taking tasks from the queue: {task_id} stays queued "

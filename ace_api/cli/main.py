@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from ace_api.cli.checks import CHECKS
+from ace_api.cli.cluster import cluster
 from ace_api.cli.diff import run_table_diff_command
 from ace_api.cli.exits import EXIT_SAME, EXIT_TROUBLE, fail, settings_or_fail
 from ace_api.cli.mtree import mtree
@@ -156,3 +157,4 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
 
 
 main.add_command(mtree)
+main.add_command(cluster)

@@ -17,6 +17,7 @@ from ace_api.rest.auth import PeerCertIdentity, require_identity
 from ace_api.rest.callers import CallerGate, RoleCheck
 from ace_api.rest.errors import AceApi, register_error_handlers
 from ace_api.rest.limits import build_limiter
+from ace_api.rest.metrics import serve_metrics
 from ace_api.rest.resources import build_namespace
 from ace_api.rest.revocation import RevocationList
 from ace_api.rest.status import TaskStatusFastPath
@@ -49,6 +50,7 @@ def create_app(settings: Settings, role_check: RoleCheck | None = None) -> Flask
                              "status. Every request needs a client certificate.")
     api.add_namespace(build_namespace(settings, limiter))
     app.register_blueprint(blueprint)
+    serve_metrics(app, settings, policy)
     register_error_handlers(app)
     gate = CallerGate(settings, role_check)
     app.extensions["ace_settings"] = settings

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ace_shared.errors import (
     AceError,
     CallerUnverifiedError,
+    ConnectionsBusyError,
     ExceptionBusyError,
     NodeUnreachableError,
     NotFoundError,
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: dict[type[AceError], int] = {
     NotFoundError: 404,
     PermissionDeniedError: 403,
     ExceptionBusyError: 409,
+    ConnectionsBusyError: 503,
     NodeUnreachableError: 502,
     CallerUnverifiedError: 503,
 }

@@ -1,4 +1,5 @@
-"""Cluster definitions in the pgEdge JSON format (``cluster/<name>/<name>.json``).
+"""Cluster definitions in the pgEdge JSON format (``cluster/<name>/<name>.json``), or
+else in libpq's service files (sections ``[<name>.<node>]``, see :mod:`servicefile`).
 
 Only what ACE needs is read: the databases with their credentials and the nodes
 with their address, port and whether they are active. Older files list node
@@ -8,6 +9,7 @@ all of those shapes flatten to the same list of :class:`Node`.
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ace_shared.errors import BadOptionError, ClusterError, NotFoundError
+from ace_shared.nodes.servicefile import cluster_sections
 
 # no leading dot: no "..", no hidden files; and short enough to be a file's name
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,62}$")
@@ -33,6 +36,7 @@ class Node:
     host: str
     port: int
     is_active: bool = True
+    service: str | None = None  # the libpq service section it was read from, if any
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,11 @@ def _node_dicts(groups: Any) -> list[dict[str, Any]]:
     return []
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name a cluster or a node."""
+    return bool(name) and _NAME_RE.match(name) is not None
+
+
 def check_node_name(name: str, source: str) -> None:
     """Node names follow the rule for cluster names.
 
@@ -151,14 +160,22 @@ def cluster_path(cluster_dir: Path, name: str) -> Path:
     return cluster_dir / name / f"{name}.json"
 
 
-def load_cluster(cluster_dir: Path, name: str) -> Cluster:
-    """Read ``<cluster_dir>/<name>/<name>.json``."""
+def check_cluster_name(name: str) -> None:
+    """Cluster names become folder and file names: letters, digits, '_', '-', '.'."""
     if not name or not _NAME_RE.match(name):
         shown = name if len(name) <= 70 else name[:60] + "..."
         raise BadOptionError(f"The cluster name {shown!r} is not valid: use at most 63 letters, "
                              "digits, '_', '-' or '.' (not first).")
+
+
+def load_cluster(cluster_dir: Path, name: str) -> Cluster:
+    """Read ``<cluster_dir>/<name>/<name>.json``, else the service files' ``[<name>.<node>]``."""
+    check_cluster_name(name)
     path = cluster_path(cluster_dir, name)
     if not path.is_file():
+        from_services = service_cluster(name)
+        if from_services is not None:
+            return from_services
         raise ClusterError(
             f"Cluster {name} is not defined: {path} does not exist (set ACE_CLUSTER_DIR "
             "to the folder holding your cluster definitions).",
@@ -184,3 +201,33 @@ def load_cluster(cluster_dir: Path, name: str) -> Cluster:
         raise ClusterError(f"The cluster file {path} is for cluster {cluster.name}, not {name}.",
                            remote=broken)
     return cluster
+
+
+def service_cluster(name: str) -> Cluster | None:
+    """Cluster ``name`` from libpq's service files (:mod:`ace_shared.nodes.servicefile`):
+    a node per section ``[<name>.<node>]``; None if no section names it."""
+    found = cluster_sections(name)
+    if found is None:
+        return None
+    path, sections = found
+    source = f"{path} (sections [{name}.<node>])"
+    nodes, logins = [], set()
+    for node, keys in sections.items():
+        check_node_name(node, source)
+        if not keys.get("host") or not keys.get("dbname"):
+            raise ClusterError(f"The service file section [{name}.{node}] in {path} needs "
+                               "host= and dbname= for ACE to know the node; add them.")
+        try:
+            port = int(keys.get("port") or 5432)
+        except ValueError:
+            raise ClusterError(f"The service file section [{name}.{node}] in {path} has the "
+                               f"port {keys['port']!r}; give a number.") from None
+        nodes.append(Node(name=node, host=keys["host"], port=port, service=f"{name}.{node}"))
+        logins.add((keys["dbname"], keys.get("user") or getpass.getuser()))
+    if len(logins) != 1:
+        raise ClusterError(f"The service file sections [{name}.<node>] in {path} name "
+                           "different databases or users; give every node of a cluster the "
+                           "same dbname= and user=.")
+    dbname, user = logins.pop()
+    # no password here: libpq takes it from the section or the password file itself
+    return Cluster(name=name, databases=(Database(dbname, user, ""),), nodes=tuple(nodes))

@@ -45,6 +45,7 @@ from ace_shared.errors import (
     NodeUnreachableError,
     PermissionDeniedError,
 )
+from ace_shared.nodes import permits
 from ace_shared.nodes.cluster import Cluster, Node
 from ace_shared.nodes.failures import connect_detail, what_failed
 
@@ -97,6 +98,7 @@ class NodeTarget:
     sslrootcert: str | None = None
     passfile: str | None = None
     sslcertmode: str | None = None
+    service: str | None = None  # libpq's service section (ACE's own login only)
     connect_timeout: int = 10
     statement_timeout_ms: int = 0
     lock_timeout_ms: int = 0
@@ -122,6 +124,8 @@ class NodeTarget:
         }
         if self.password or self.role:  # a caller's empty password stops PGPASSWORD and services
             kw["password"] = self.password
+        if self.service and not self.role:  # libpq applies the section (TLS, passfile) itself
+            kw["service"] = self.service
         for name in ("sslmode", "sslcert", "sslkey", "sslrootcert", "passfile", "sslcertmode"):
             if getattr(self, name):
                 kw[name] = getattr(self, name)
@@ -178,6 +182,7 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
         if role else settings.STATEMENT_TIMEOUT_MS
     return tuple(
         NodeTarget(node=n.name, host=n.host, port=n.port, dbname=db.name, role=role,
+                   service=None if role else n.service,
                    connect_timeout=settings.CONNECT_TIMEOUT,
                    statement_timeout_ms=statement_ms,
                    lock_timeout_ms=settings.LOCK_TIMEOUT_MS,
@@ -207,10 +212,57 @@ def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnr
     return NodeUnreachableError(target.node, detail)
 
 
-def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extensions.connection:
-    """Open a pinned connection logged in as ``target.user`` (the caller's role, if any)."""
+class PermittedConnection(psycopg2.extensions.connection):
+    """A connection that gives its permit back (:mod:`ace_shared.nodes.permits`) when it
+    closes, or when it is dropped unclosed (libpq closes it then too)."""
+
+    ace_permit: tuple[permits.ConnectionPermits, str, str] | None = None
+
+    def _give_back(self) -> None:
+        held, self.ace_permit = self.ace_permit, None
+        if held is not None:
+            counter, address, token = held
+            with suppress(Exception):  # the counter's own expiry takes it back otherwise
+                counter.release(address, token)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._give_back()
+
+    def __del__(self) -> None:
+        self._give_back()
+
+
+def connect(target: NodeTarget, *, readonly: bool = False,
+            permit: str | None = None) -> psycopg2.extensions.connection:
+    """Open a pinned connection logged in as ``target.user`` (the caller's role, if any).
+
+    Where a permit counter is installed, the connection holds a permit for its
+    node: ``permit`` (one taken already, in order, by the caller) or one taken
+    here, waiting for it if the node's cap is reached.
+    """
+    counter = permits.installed()
+    address = permits.address_of(target)
+    if counter is not None and permit is None:
+        permit = counter.acquire(target.node, address)
     try:
-        conn = psycopg2.connect(**target.dsn_kwargs())
+        conn = _open(target)
+    except BaseException:
+        if counter is not None and permit is not None:
+            counter.release(address, permit)
+        raise
+    if counter is not None and permit is not None:
+        conn.ace_permit = (counter, address, permit)
+    if readonly:
+        conn.set_session(readonly=True)
+    return conn
+
+
+def _open(target: NodeTarget) -> PermittedConnection:
+    try:
+        conn = psycopg2.connect(**target.dsn_kwargs(), connection_factory=PermittedConnection)
     except psycopg2.OperationalError as exc:
         error = connect_error(target, exc)
         if target.role and isinstance(error, NodeLoginRefusedError):
@@ -219,9 +271,7 @@ def connect(target: NodeTarget, *, readonly: bool = False) -> psycopg2.extension
                 f"{connect_detail(exc)}. Let ACE's certificate log in as that role "
                 "(pg_hba.conf and pg_ident.conf, see docs/security.md).") from exc
         raise error from exc
-    if readonly:
-        conn.set_session(readonly=True)
-    return conn
+    return conn  # type: ignore[no-any-return]
 
 
 MAX_CONNECTION_AGE_S = 600
@@ -269,6 +319,54 @@ class ConnectionCache:
         self._lock = threading.Lock()
         self._all: list[psycopg2.extensions.connection] = []
         self._opened: dict[int, float] = {}
+        # node -> permits taken (address, token), not yet used by a connection
+        self._reserved: dict[str, list[tuple[str, str]]] = {}
+        self._reserving = threading.Lock()
+
+    def reserve(self, targets: list[NodeTarget] | tuple[NodeTarget, ...]) -> None:
+        """Take, in :func:`~ace_shared.nodes.permits.permit_order`, a permit for each of
+        ``targets`` this cache has no connection (or permit) for yet.
+
+        Taking them all before connecting, in the order every process follows,
+        is what keeps two jobs from each holding what the other waits for.
+        Without an installed counter this does nothing.
+        """
+        counter = permits.installed()
+        if counter is None:
+            return
+        with self._reserving:
+            for target in permits.permit_order(targets):
+                with self._lock:
+                    have = self._reserved.get(target.node) or any(
+                        not c.closed and getattr(c, "ace_node", None) == target.node
+                        for c in self._all)
+                if have:
+                    continue
+                address = permits.address_of(target)
+                token = counter.acquire(target.node, address)
+                with self._lock:
+                    self._reserved.setdefault(target.node, []).append((address, token))
+
+    def __del__(self) -> None:
+        # a cache dropped unclosed: its connections give theirs back as they go; these too
+        with suppress(Exception):
+            self._release_reserved()
+
+    def _reserved_permit(self, node: str) -> str | None:
+        with self._lock:
+            held = self._reserved.get(node)
+            return held.pop()[1] if held else None
+
+    def _release_reserved(self) -> None:
+        counter = permits.installed()
+        with self._lock:
+            reserved, self._reserved = self._reserved, {}
+        if counter is None:
+            return
+        for held in reserved.values():
+            for address, token in held:
+                with suppress(Exception):  # else its lease lapses
+                    counter.release(address, token)
 
     def get(self, target: NodeTarget, *, readonly: bool = True) -> psycopg2.extensions.connection:
         return self.get_reused(target, readonly=readonly)[0]
@@ -286,7 +384,8 @@ class ConnectionCache:
                     conn.close()
             elif reset_session(conn):
                 return conn, True
-        conn = connect(target, readonly=readonly)
+        conn = connect(target, readonly=readonly, permit=self._reserved_permit(target.node))
+        conn.ace_node = target.node
         conns[(target, readonly)] = conn
         with self._lock:
             self._all = [c for c in self._all if not c.closed]
@@ -311,7 +410,9 @@ class ConnectionCache:
                     conn.cancel()
 
     def close_all(self) -> None:
-        """Close every connection this cache opened, from whichever thread."""
+        """Close every connection this cache opened, from whichever thread, and give back
+        the permits it took and has not used."""
+        self._release_reserved()
         with self._lock:
             opened, self._all = self._all, []
         for conn in opened:

@@ -21,6 +21,7 @@ def on_each(sessions: NodeSessions, fn: Callable[[cursor, str], T]) -> dict[str,
     running behind it. A node that cannot be reached is named first: what the
     other nodes said means little until it is back.
     """
+    sessions.reserve()  # every node's permit first, in order, before any connects
     with ThreadPoolExecutor(max_workers=max(1, len(sessions.order))) as pool:
         futures = {n: pool.submit(sessions.on_one, n, lambda cur, n=n: fn(cur, n))
                    for n in sessions.order}

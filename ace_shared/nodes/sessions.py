@@ -30,6 +30,7 @@ import psycopg2
 from psycopg2.extensions import cursor
 
 from ace_shared.errors import AceError, FilterError, JobCancelledError
+from ace_shared.nodes import permits
 from ace_shared.nodes.connection import (
     ConnectionCache,
     NodeTarget,
@@ -49,6 +50,11 @@ class NodeSessions:
 
     def __init__(self, targets: tuple[NodeTarget, ...], threads_per_node: int = 1,
                  readonly: bool = True) -> None:
+        if permits.installed() is not None:
+            # Counted connections (a fleet's worker): one per node per job. A second thread
+            # would wait for a permit its siblings hold until the job ends; the fleet gets
+            # its parallelism from its processes instead.
+            threads_per_node = 1
         self.targets = {t.node: t for t in targets}
         self.order = [t.node for t in targets]
         self._readonly = readonly
@@ -103,9 +109,17 @@ class NodeSessions:
                         raise _query_error(node, exc) from exc
         raise AssertionError("unreachable")
 
+    def reserve(self, nodes: list[str] | None = None) -> None:
+        """Take the permits to connect to every node (or ``nodes``) this job has no
+        connection to yet, all before any connects (:mod:`ace_shared.nodes.permits`)."""
+        if self._cancelled.is_set():
+            raise JobCancelledError()
+        self._cache.reserve([self.targets[n] for n in (nodes or self.order)])
+
     def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
         """Run ``fn`` on every node (or ``nodes``) concurrently; results by node name."""
         names = nodes or self.order
+        self.reserve(names)
         futures = {n: self._pools[n].submit(self._run, n, fn) for n in names}
         results: dict[str, T] = {}
         first_error: BaseException | None = None
@@ -119,6 +133,7 @@ class NodeSessions:
         return results
 
     def on_one(self, node: str, fn: Callable[[cursor], T]) -> T:
+        self.reserve([node])
         return self._pools[node].submit(self._run, node, fn).result()
 
     def cancel(self) -> None:

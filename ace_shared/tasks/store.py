@@ -318,6 +318,13 @@ class TaskStore:
         return [row.requested_by for row in rows
                 if (json.loads(row.result) or {}).get("diff_file") == diff_file]
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many tasks of each (type, status) the store holds, for the metrics."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(tasks.c.task_type, tasks.c.status, func.count())
+                                .group_by(tasks.c.task_type, tasks.c.status)).all()
+        return {(str(t), str(s)): int(n) for t, s, n in rows}
+
     def recent(self, limit: int = 50) -> list[TaskRecord]:
         with self.engine.connect() as conn:
             ids = [r[0] for r in conn.execute(
