@@ -40,15 +40,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
 
-TEXT, INT, NUMBER, BOOL, CHOICE = "text", "int", "number", "bool", "choice"
-# a JSON object through the API; on the command line, the path of a file that holds it
-OBJECT = "object"
 Kind = Literal["text", "int", "number", "bool", "choice", "object"]
+TEXT: Final = "text"
+INT: Final = "int"
+NUMBER: Final = "number"
+BOOL: Final = "bool"
+CHOICE: Final = "choice"
+# a JSON object through the API; on the command line, the path of a file that holds it
+OBJECT: Final = "object"
 Style = Literal["api", "cli"]
 Bound = int | float | str | None  # a number, or the name of the Settings field that holds it
 

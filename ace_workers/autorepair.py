@@ -13,11 +13,11 @@ from typing import Any
 
 from ace_shared.autorepair.run import poll_exceptions, repair_exceptions
 from ace_shared.errors import AceError
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
 
 
-@app.task(name="ace.auto_repair_poll")
+@app.task(name=names.AUTO_REPAIR_POLL)
 def auto_repair_poll(cluster_name: str, dbname: str | None = None) -> dict[str, Any]:
     """Copy new Spock exceptions into the status tables as PENDING, on every node."""
     try:
@@ -26,7 +26,7 @@ def auto_repair_poll(cluster_name: str, dbname: str | None = None) -> dict[str, 
         return {"cluster_name": cluster_name, "error": str(exc)}
 
 
-@app.task(name="ace.auto_repair_repair")
+@app.task(name=names.AUTO_REPAIR_REPAIR)
 def auto_repair_repair(cluster_name: str, dbname: str | None = None) -> dict[str, Any]:
     """Settle the PENDING insert-insert conflicts by last commit wins, on every node."""
     try:

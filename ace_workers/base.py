@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
 from celery.exceptions import Ignore, Reject, Retry, TaskPredicate
 
-from ace_shared.errors import AceError, TaskFailedError
+from ace_shared.errors import AceError, NodeUnreachableError, TaskFailedError
+from ace_shared.tasks.ids import job_of
 from ace_shared.tasks.status import FINISHED
 from ace_shared.tasks.store import TaskStore, record_submission, submission_digest
 from ace_workers import published, runtime
 from ace_workers.counters import JobFinished
 from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
+from ace_workers.redisclient import RedisClient
 from ace_workers.signing import SignedTask
 
 DELIVERIES_KEY = "ace:deliveries"
@@ -48,6 +52,25 @@ def fail_job(job_id: str, exc: BaseException) -> TaskFailedError:
         f"Unexpected error ({type(exc).__name__}); the worker's log has the details.")
     runtime.store().fail(job_id, message)
     return TaskFailedError(message)
+
+
+@contextmanager
+def failing_job(job_id: str, drop_sessions: Callable[[], None] | None = None) -> Iterator[None]:
+    """Inside, an :class:`AceError` fails the job: recorded FAILED, raised as the sentence.
+
+    A node that could not be reached also drops this process's sessions to those nodes
+    (``drop_sessions``), so that the next task connects afresh rather than reusing a
+    dead connection. Other exceptions (a retry, a bug) pass through as they are: a bug
+    fails the job through :meth:`AceTask.on_failure`.
+    """
+    try:
+        yield
+    except NodeUnreachableError as exc:
+        if drop_sessions is not None:
+            drop_sessions()
+        raise fail_job(job_id, exc) from exc
+    except AceError as exc:
+        raise fail_job(job_id, exc) from exc
 
 
 def job_finished(job_id: str) -> bool:
@@ -142,11 +165,11 @@ class AceTask(VisibleTask):
         if task_id and not self.request.called_directly:
             self._end_run(runtime.redis(), task_id, done=True)
 
-    def _end_run(self, client: Any, task_id: str, *, done: bool) -> None:
+    def _end_run(self, client: RedisClient, task_id: str, *, done: bool) -> None:
         client.hdel(DELIVERIES_KEY, task_id)
         leases.release(client, task_id, done_group=(self.request.group or "") if done else None)
 
-    def _count_run(self, client: Any, task_id: str) -> None:
+    def _count_run(self, client: RedisClient, task_id: str) -> None:
         """Fail the job once this task's runs have ended in its worker's death too often.
 
         A run that ends in any way clears its count; only runs cut short by the
@@ -157,7 +180,7 @@ class AceTask(VisibleTask):
         limit = runtime.settings().MAX_REDELIVERIES
         if count > limit + 1:
             client.hdel(DELIVERIES_KEY, task_id)
-            raise fail_job(task_id.split(".", 1)[0], AceError(
+            raise fail_job(job_of(task_id), AceError(
                 f"Task {task_id} was started {count} times and its worker died each "
                 "time; giving up. Check the workers' logs and memory limits."))
 
@@ -221,7 +244,7 @@ class AceTask(VisibleTask):
                        "submit the task again.")
         else:
             message = f"Task {task_id} failed: {exc!r}. See the workers' logs."
-        runtime.store().fail(task_id.split(".", 1)[0], message)
+        runtime.store().fail(job_of(task_id), message)
 
     def progress(self, done: int, total: int, **extra: Any) -> None:
         """Send a ``task-progress`` event: Flower shows the task as PROGRESS with these fields.

@@ -25,11 +25,12 @@ from ace_shared.errors import AceError
 from ace_shared.nodes.ident import TableName
 from ace_shared.repsetdiff.tables import FAILED as TABLE_FAILED
 from ace_shared.repsetdiff.tables import failed, outcome_of
-from ace_shared.tasks.ids import new_task_id
+from ace_shared.tasks import ids
+from ace_shared.tasks.ids import new_task_id, subtask_id
 from ace_shared.tasks.status import FAILED, FINISHED
-from ace_workers import published, runtime
+from ace_workers import names, published, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job
+from ace_workers.base import AceTask, fail_job, failing_job
 
 COLLECT_WAIT_SECONDS = 6 * 3600
 
@@ -41,17 +42,15 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"diff_file": result["result_file"], "summary": result}
 
 
-@app.task(name="ace.spock_diff", bind=True, base=AceTask)
+@app.task(name=names.SPOCK_DIFF, bind=True, base=AceTask)
 def spock_diff(self: AceTask, request: dict[str, Any],
                submission: dict[str, Any] | None = None) -> dict[str, Any]:
     from ace_shared.spockdiff.request import validate_spock_diff
     from ace_shared.spockdiff.run import run_spock_diff
     job_id, store = self.start_job(request, submission)
-    try:
+    with failing_job(job_id):
         result = run_spock_diff(validate_spock_diff(request, runtime.settings()), runtime.settings(),
                                 job_id)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.complete(job_id, _summary(result))
     return {"result_file": result["result_file"], "exit_code": result["exit_code"]}
 
@@ -77,41 +76,37 @@ def _fan_out(job_id: str, kind: str, partial: dict[str, Any], tables: list[Table
     state = WorkDir.for_task(settings.output_dir, job_id).write_checks_state(
         {"kind": kind, "partial": partial, "children": children, "early": early,
          "output": output})
-    checks_collect.apply_async(args=[str(state)], task_id=f"{job_id}.collect", countdown=1)
+    checks_collect.apply_async(args=[str(state)], task_id=subtask_id(job_id, ids.COLLECT), countdown=1)
     return {"task_id": job_id, "tables": len(tables)}
 
 
-@app.task(name="ace.repset_diff", bind=True, base=AceTask)
+@app.task(name=names.REPSET_DIFF, bind=True, base=AceTask)
 def repset_diff(self: AceTask, request: dict[str, Any],
                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
     from ace_shared.repsetdiff.request import validate_repset_diff
     from ace_shared.repsetdiff.run import plan_repset, table_name, table_options
     job_id, _ = self.start_job(request, submission)
-    try:
+    with failing_job(job_id):
         req = validate_repset_diff(request, runtime.settings())
         partial, todo = plan_repset(req, runtime.settings(), job_id)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     return _fan_out(job_id, "repset-diff", partial, [table_name(t) for t in todo],
                     table_options(req), req.output)
 
 
-@app.task(name="ace.schema_diff", bind=True, base=AceTask)
+@app.task(name=names.SCHEMA_DIFF, bind=True, base=AceTask)
 def schema_diff(self: AceTask, request: dict[str, Any],
                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
     from ace_shared.schemadiff.request import validate_schema_diff
     from ace_shared.schemadiff.run import compare_schema, finish_schema, table_options
     job_id, store = self.start_job(request, submission)
     settings = runtime.settings()
-    try:
+    with failing_job(job_id):
         req = validate_schema_diff(request, settings)
         partial, tables = compare_schema(req, settings, job_id)
         if req.ddl_only:
             result = finish_schema(partial, None, settings, req.output)
             store.complete(job_id, _summary(result))
             return {"result_file": result["result_file"], "exit_code": result["exit_code"]}
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     return _fan_out(job_id, "schema-diff", partial, tables, table_options(req), req.output)
 
 
@@ -143,7 +138,7 @@ def _pass_on_notes(job_id: str, children: list[str]) -> None:
         log.warning("could not pass on what the tables of %s wait for: %s", job_id, exc)
 
 
-@app.task(name="ace.checks_collect", bind=True, base=AceTask, max_retries=COLLECT_WAIT_SECONDS)
+@app.task(name=names.CHECKS_COLLECT, bind=True, base=AceTask, max_retries=COLLECT_WAIT_SECONDS)
 def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     """Wait for every table's diff, then write the job's result and complete it."""
     from ace_shared.repsetdiff.run import finish_repset
@@ -165,10 +160,8 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
         raise self.retry(countdown=1)
     settings = runtime.settings()
     finish = finish_repset if state["kind"] == "repset-diff" else finish_schema
-    try:
+    with failing_job(job_id):
         result = finish(state["partial"], outcomes, settings, state["output"])
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.complete(job_id, _summary(result))
     Path(state_path).unlink(missing_ok=True)
     failures = sum(1 for o in outcomes if o["outcome"] == TABLE_FAILED)

@@ -29,7 +29,7 @@ import redis
 from ace_shared.config import Settings
 from ace_shared.errors import BrokerUnreachableError, TaskError, TaskNotRecordedError
 from ace_shared.tasks.status import FAILED, FINISHED, PENDING
-from ace_workers import published, signing, tidy
+from ace_workers import names, published, signing, tidy
 from ace_workers.app import get_app
 from ace_workers.counters import DEFAULT_BROKER, redis_client
 from ace_workers.slots import live_slots
@@ -37,15 +37,7 @@ from ace_workers.slots import live_slots
 if TYPE_CHECKING:  # loading the store costs the CLI a quarter of a second
     from ace_shared.tasks.store import TaskStore
 
-TASK_NAMES = {
-    "table-diff": "ace.table_diff",
-    "table-repair": "ace.table_repair",
-    "table-rerun": "ace.table_rerun",
-    "schema-diff": "ace.schema_diff",
-    "repset-diff": "ace.repset_diff",
-    "spock-diff": "ace.spock_diff",
-    "mtree": "ace.mtree",
-}
+TASK_NAMES = names.BY_COMMAND
 
 # A submission waits a few seconds for the broker, not Celery's default of much longer.
 SEND_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}

@@ -15,13 +15,13 @@ that made it. Nothing of a finished job is written back into Redis.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 import redis
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 from ace_workers.published import LUA_OVER
+from ace_workers.redisclient import RedisClient
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
@@ -63,7 +63,7 @@ def redis_client(url: str, patience_seconds: float = 10.0) -> redis.Redis:
 class RedisPartCounter:
     """A :class:`~ace_shared.diff.budget.PartCounter` shared through Redis."""
 
-    def __init__(self, client: Any, name: str, ttl_seconds: int = 86400,
+    def __init__(self, client: RedisClient, name: str, ttl_seconds: int = 86400,
                  guard: str | None = None) -> None:
         """``guard``: the published state's key of the job this counter belongs to."""
         self._redis = client

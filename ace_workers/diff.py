@@ -13,6 +13,7 @@ after a worker died counts once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,10 +37,12 @@ from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec, validate_diff_request
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError, NodeUnreachableError
+from ace_shared.tasks import ids
+from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job, job_finished, stop_if_finished
+from ace_workers.base import AceTask, fail_job, failing_job, job_finished, stop_if_finished
 from ace_workers.counters import JobFinished, RedisPartCounter
 from ace_workers.published import task_key
 from ace_workers.slots import live_slots
@@ -49,7 +52,7 @@ PROGRESS_EVERY_SECONDS = 0.5
 _last_report = [0.0]  # when this worker process last reported progress
 
 
-@app.task(name="ace.table_diff", bind=True, base=AceTask)
+@app.task(name=names.TABLE_DIFF, bind=True, base=AceTask)
 def table_diff(self: AceTask, request: dict[str, Any],
                submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check and plan one diff, then hand its batches to the fleet as a chord."""
@@ -64,10 +67,10 @@ def table_diff(self: AceTask, request: dict[str, Any],
     spec = job.spec.to_dict()
     work = job.to_dict()["batches"]
     header = group(
-        diff_ranges.si(spec, g).set(task_id=f"{job_id}.b{g[0][0]:06d}", argsrepr=_ranges_repr(g))
+        diff_ranges.si(spec, g).set(task_id=subtask_id(job_id, ids.DIFF_BATCH, g[0][0]), argsrepr=_ranges_repr(g))
         for g in work
     )
-    body = merge_diff_task.si(job.spec.work_dir).set(task_id=f"{job_id}.merge")
+    body = merge_diff_task.si(job.spec.work_dir).set(task_id=subtask_id(job_id, ids.MERGE))
     body.link_error(diff_failed.si(job.spec.work_dir, job_id))
     chord(header)(body)
     return {"task_id": job_id, "ranges": job.ranges_total, "batches": len(work)}
@@ -75,19 +78,12 @@ def table_diff(self: AceTask, request: dict[str, Any],
 
 def _plan(job_id: str, request: dict[str, Any], settings: Settings) -> DiffJob:
     """Validate and plan on this worker's sessions; a failure fails the job in plain words."""
-    try:
+    with failing_job(job_id):
         req = validate_diff_request(request, settings)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     nodes = (req.cluster_name, req.dbname, req.nodes, req.role)
-    try:
+    with failing_job(job_id, lambda: runtime.drop_sessions_for(*nodes)):
         return plan_job(req, settings, job_id, runtime.sessions_for_nodes(*nodes),
                         executor="fleet", fleet_slots=lambda: live_slots(runtime.redis()))
-    except NodeUnreachableError as exc:
-        runtime.drop_sessions_for(*nodes)
-        raise fail_job(job_id, exc) from exc
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
 
 
 def _ranges_repr(batch: list[Any]) -> str:
@@ -100,10 +96,11 @@ def _ranges_repr(batch: list[Any]) -> str:
     return f"(ranges {first}-{last})" if last != first else f"(range {first})"
 
 
-@app.task(name="ace.diff_ranges", bind=True, base=AceTask)
+@app.task(name=names.DIFF_RANGES, bind=True, base=AceTask)
 def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Hash, narrow and compare one batch of key ranges on every node."""
-    return run_part(self, spec_dict, ranges, run_batch)
+    return run_part(self, spec_dict, ranges,
+                    functools.partial(run_batch, hints=runtime.density_hints))
 
 
 def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int], None]:
@@ -161,7 +158,7 @@ def part_failed(job_id: str, exc: Exception, drop_sessions: Callable[[], None]) 
         raise fail_job(job_id, exc) from exc
 
 
-@app.task(name="ace.merge_diff", bind=True, base=AceTask, max_retries=MERGE_WAIT_SECONDS)
+@app.task(name=names.MERGE_DIFF, bind=True, base=AceTask, max_retries=MERGE_WAIT_SECONDS)
 def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     """Reduce every batch's partial file, in range order, into the diff file."""
     job = load_job(work_dir)
@@ -175,10 +172,8 @@ def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     if results is None:
         # a batch's record is not there yet (its redelivered copy is still running)
         raise self.retry(countdown=1)
-    try:
+    with failing_job(job_id):
         path, summary = merge_job(job, results, runtime.settings().output_dir)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.set_progress(job_id, job.ranges_total)
     store.complete(job_id, {
         "diff_file": str(path),
@@ -192,7 +187,7 @@ def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     return {"diff_file": str(path), "mismatched_rows": summary["diff_rows"]}
 
 
-@app.task(name="ace.diff_failed", base=AceTask)
+@app.task(name=names.DIFF_FAILED, base=AceTask)
 def diff_failed(work_dir: str, job_id: str) -> None:
     """Errback of the chord: no file is presented as complete; the job is FAILED."""
     WorkDir(work_dir).remove()

@@ -26,9 +26,10 @@ import logging
 import os
 import threading
 import uuid
-from typing import Any
 
+from ace_shared.tasks.ids import job_of
 from ace_workers.published import LUA_OVER, task_key
+from ace_workers.redisclient import RedisClient
 
 LEASE_SECONDS = 20
 RENEW_SECONDS = 5.0
@@ -59,11 +60,6 @@ return 1
 """
 
 
-def job_of(task_id: str) -> str:
-    """The job a task belongs to: every ACE task id starts with its job's (``td_....b000042``)."""
-    return task_id.split(".", 1)[0]
-
-
 def lease_key(task_id: str) -> str:
     return f"ace:lease:{task_id}"
 
@@ -73,13 +69,13 @@ def done_key(task_id: str) -> str:
     return f"ace:done:{job_of(task_id)}"
 
 
-def done_in(client: Any, task_id: str) -> str | None:
+def done_in(client: RedisClient, task_id: str) -> str | None:
     """The group a task finished in ("" outside any group), or None if it has not finished."""
     value = client.hget(done_key(task_id), task_id)
     return None if value is None else value.decode()
 
 
-def mark_done(client: Any, task_id: str, group: str = "") -> None:
+def mark_done(client: RedisClient, task_id: str, group: str = "") -> None:
     """Mark ``task_id`` finished in ``group`` (as a run's release does)."""
     pipe = client.pipeline()
     pipe.hset(done_key(task_id), task_id, group)
@@ -90,7 +86,7 @@ def mark_done(client: Any, task_id: str, group: str = "") -> None:
 SENT_PREFIX = "sent:"
 
 
-def mark_sent(client: Any, task_id: str) -> None:
+def mark_sent(client: RedisClient, task_id: str) -> None:
     """Note in its job's hash that ``task_id``'s message reached the broker: from then on
     the broker holds it (queued, or taken by a worker and given back should it die)."""
     pipe = client.pipeline()
@@ -99,7 +95,7 @@ def mark_sent(client: Any, task_id: str) -> None:
     pipe.execute()
 
 
-def was_sent(client: Any, task_id: str) -> bool:
+def was_sent(client: RedisClient, task_id: str) -> bool:
     return bool(client.hexists(done_key(task_id), SENT_PREFIX + task_id))
 
 
@@ -111,9 +107,9 @@ class Leases:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._client: Any = None
+        self._client: RedisClient | None = None
 
-    def take(self, client: Any, task_id: str) -> bool:
+    def take(self, client: RedisClient, task_id: str) -> bool:
         """Take the lease on ``task_id``; False if another live worker holds it."""
         token = f"{os.getpid()}:{uuid.uuid4().hex}"
         if not client.set(lease_key(task_id), token, nx=True, px=LEASE_SECONDS * 1000):
@@ -124,7 +120,7 @@ class Leases:
             self._ensure_thread()
         return True
 
-    def release(self, client: Any, task_id: str, *, done_group: str | None = None) -> None:
+    def release(self, client: RedisClient, task_id: str, *, done_group: str | None = None) -> None:
         """Give up the lease (if held); with ``done_group``, mark the task finished in it."""
         with self._lock:
             token = self._held.pop(task_id, "")
@@ -148,7 +144,7 @@ class Leases:
         while not stop.wait(RENEW_SECONDS):
             with self._lock:
                 held, client = dict(self._held), self._client
-            if not held:
+            if not held or client is None:  # the client comes with the first lease
                 continue
             try:
                 pipe = client.pipeline()
@@ -166,7 +162,7 @@ leases = Leases()
 RUN, HELD, IGNORE, SKIP = "run", "held", "ignore", "skip"
 
 
-def admit(client: Any, task_id: str, group: str, holder: Leases = leases) -> str:
+def admit(client: RedisClient, task_id: str, group: str, holder: Leases = leases) -> str:
     """Whether this copy of a task may run: :data:`RUN` with its lease taken; :data:`HELD`
     while another live worker holds it; :data:`IGNORE` if it finished in this ``group``
     (a late copy of counted work); :data:`SKIP` if it finished in another (its chord was

@@ -43,8 +43,11 @@ from ace_shared.diff.job import load_job
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.mtree.buildjob import BuildJob
 from ace_shared.rerun.plan import RerunPlan
-from ace_workers import runtime
+from ace_shared.tasks import ids
+from ace_shared.tasks.ids import subtask_id
+from ace_workers import names, runtime
 from ace_workers.leases import done_in, lease_key, mark_sent, was_sent
+from ace_workers.redisclient import RedisClient
 
 # How long after its last batch's record a job's merge must have begun. A merge is
 # sent the moment the last batch is counted, so this only needs to outlast a merge
@@ -55,7 +58,7 @@ MERGE_GRACE_SECONDS = 30
 log = logging.getLogger(__name__)
 
 # The tasks a chord sends once its batches are done (its body).
-MERGE_TASKS = frozenset({"ace.merge_diff", "ace.merge_rerun", "ace.mtree_finish"})
+MERGE_TASKS = frozenset({names.MERGE_DIFF, names.MERGE_RERUN, names.MTREE_FINISH})
 
 
 def note_sent(sender: str | None = None, headers: dict[str, Any] | None = None,
@@ -92,18 +95,18 @@ def chord_job(output_dir: str | Path, task_id: str) -> ChordJob | None:
     try:
         if work.has_diff_plan():
             job = load_job(work.path)
-            return ChordJob(str(work.path), tuple(job.meta["batch_firsts"]), "ace.merge_diff",
-                            f"{task_id}.merge", "ace.diff_failed")
+            return ChordJob(str(work.path), tuple(job.meta["batch_firsts"]), names.MERGE_DIFF,
+                            subtask_id(task_id, ids.MERGE), names.DIFF_FAILED)
         if work.has_rerun_plan():
             plan = RerunPlan.load(work.path)
             if plan.meta.get("behavior") == "hostdb":  # one task, no chord
                 return None
-            return ChordJob(str(work.path), tuple(plan.parts), "ace.merge_rerun",
-                            f"{task_id}.merge", "ace.diff_failed")
+            return ChordJob(str(work.path), tuple(plan.parts), names.MERGE_RERUN,
+                            subtask_id(task_id, ids.MERGE), names.DIFF_FAILED)
         if work.has_build_plan():
             build = BuildJob.from_dict(work.read_build_plan())
             return ChordJob(str(work.path), tuple(b[0].index for b in build.batches),
-                            "ace.mtree_finish", f"{task_id}.finish", "ace.mtree_failed")
+                            names.MTREE_FINISH, subtask_id(task_id, ids.FINISH), names.MTREE_FAILED)
     except (OSError, ValueError, KeyError):  # being written or removed right now
         return None
     return None
@@ -125,7 +128,7 @@ class MergeWatch:
         self.lookup = lookup
         self._jobs: dict[str, ChordJob | None] = {}
 
-    def check(self, client: Any, output_dir: str | Path, unfinished: Iterable[str],
+    def check(self, client: RedisClient, output_dir: str | Path, unfinished: Iterable[str],
               send: SendMerge, now: float | None = None) -> list[str]:
         """Send the merge of every unfinished job that waits for one; their ids."""
         now = time.time() if now is None else now

@@ -29,17 +29,18 @@ from ace_shared.config import Settings
 from ace_shared.diff.job import merge_job, save_job, saved_job
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.workdir import WorkDir
-from ace_shared.errors import AceError
 from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
 from ace_shared.mtree.diffjob import diff_leaf_group, plan_mtree_diff
 from ace_shared.mtree.request import MtreeRequest, validate_mtree_request
 from ace_shared.mtree.run import run_mtree
 from ace_shared.mtree.tree import open_job, require_schema, table_shape
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks import ids
+from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job, stop_if_finished
+from ace_workers.base import AceTask, failing_job, stop_if_finished
 from ace_workers.counters import JobFinished, RedisPartCounter
 from ace_workers.diff import diff_failed, merge_diff_task, part_failed, part_progress, run_part
 from ace_workers.slots import live_slots
@@ -51,7 +52,7 @@ def diff_result(summary: dict[str, Any]) -> dict[str, Any]:
             "mismatched_rows": summary["diff_rows"], "summary": summary}
 
 
-@app.task(name="ace.mtree", bind=True, base=AceTask)
+@app.task(name=names.MTREE, bind=True, base=AceTask)
 def mtree(self: AceTask, request: dict[str, Any],
           submission: dict[str, Any] | None = None) -> dict[str, Any]:
     job_id, store = self.start_job(request, submission)
@@ -60,15 +61,13 @@ def mtree(self: AceTask, request: dict[str, Any],
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
-    try:
+    with failing_job(job_id):
         checked = validate_mtree_request(request, settings)
         if checked.action == "build":
             return _launch_build(job_id, checked, settings)
         if checked.action == "table-diff":
             return _launch_diff(job_id, checked, settings)
         result = run_mtree(checked, settings, job_id, progress)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.complete(job_id, result)
     return {"action": checked.action}
 
@@ -91,9 +90,9 @@ def _launch_build(job_id: str, request: MtreeRequest, settings: Settings) -> dic
     spec = planned.spec.to_dict()
     header = group(
         mtree_hash.si(spec, [r.to_json() for r in batch]).set(
-            task_id=f"{job_id}.h{batch[0].index:06d}", argsrepr=_repr(batch))
+            task_id=subtask_id(job_id, ids.MTREE_HASH, batch[0].index), argsrepr=_repr(batch))
         for batch in planned.batches)
-    body = mtree_finish.si(str(work)).set(task_id=f"{job_id}.finish")
+    body = mtree_finish.si(str(work)).set(task_id=subtask_id(job_id, ids.FINISH))
     body.link_error(mtree_failed.si(str(work), job_id))
     chord(header)(body)
     return {"task_id": job_id, "batches": len(planned.batches)}
@@ -115,9 +114,9 @@ def _launch_diff(job_id: str, request: MtreeRequest, settings: Settings) -> dict
     spec = planned.spec.to_dict()
     header = group(
         mtree_leaves.si(spec, [r.to_json() for r in batch]).set(
-            task_id=f"{job_id}.g{batch[0].index:06d}", argsrepr=_repr(batch))
+            task_id=subtask_id(job_id, ids.MTREE_LEAVES, batch[0].index), argsrepr=_repr(batch))
         for batch in planned.batches)
-    body = merge_diff_task.si(planned.spec.work_dir).set(task_id=f"{job_id}.merge")
+    body = merge_diff_task.si(planned.spec.work_dir).set(task_id=subtask_id(job_id, ids.MERGE))
     body.link_error(diff_failed.si(planned.spec.work_dir, job_id))
     chord(header)(body)
     return {"task_id": job_id, "groups": len(planned.batches)}
@@ -134,7 +133,7 @@ def _sessions(spec: BuildSpec) -> NodeSessions:
                                       spec.role, readonly=False)
 
 
-@app.task(name="ace.mtree_hash", bind=True, base=AceTask)
+@app.task(name=names.MTREE_HASH, bind=True, base=AceTask)
 def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Hash one batch of leaves on every node (again, if a copy ran before)."""
     spec = BuildSpec.from_dict(spec_dict)
@@ -160,7 +159,7 @@ def mtree_hash(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> d
     return {"rows": hashed}
 
 
-@app.task(name="ace.mtree_finish", bind=True, base=AceTask)
+@app.task(name=names.MTREE_FINISH, bind=True, base=AceTask)
 def mtree_finish(self: AceTask, work_dir: str) -> dict[str, Any]:
     """Build the inner levels and mark the tree ready, once every leaf is hashed."""
     work = WorkDir(work_dir)
@@ -171,10 +170,8 @@ def mtree_finish(self: AceTask, work_dir: str) -> dict[str, Any]:
     if record is not None and record.status in (COMPLETED, FAILED):
         work.remove()
         return {"skipped": True}
-    try:
+    with failing_job(job_id):
         summary = finish_build(planned.spec, _sessions(planned.spec))
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.set_progress(job_id, planned.ranges_total)
     store.complete(job_id, summary)
     RedisPartCounter(runtime.redis(), f"progress:{job_id}").clear()
@@ -182,7 +179,7 @@ def mtree_finish(self: AceTask, work_dir: str) -> dict[str, Any]:
     return {"blocks": summary["blocks"]}
 
 
-@app.task(name="ace.mtree_failed", base=AceTask)
+@app.task(name=names.MTREE_FAILED, base=AceTask)
 def mtree_failed(work_dir: str, job_id: str) -> None:
     """Errback of a build's chord: the tree stays unmarked (refused); the job is FAILED."""
     WorkDir(work_dir).remove()
@@ -190,7 +187,7 @@ def mtree_failed(work_dir: str, job_id: str) -> None:
                                  "logs. The tree is not used until it is built again.")
 
 
-@app.task(name="ace.mtree_leaves", bind=True, base=AceTask)
+@app.task(name=names.MTREE_LEAVES, bind=True, base=AceTask)
 def mtree_leaves(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Diff one group of differing leaves into its partial file."""
     return run_part(self, spec_dict, ranges, diff_leaf_group)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ace_shared.tasks.status import FINISHED, PENDING, RUNNING
+from ace_workers.redisclient import RedisClient
 
 KEEP_SECONDS = 86400
 
@@ -81,18 +82,18 @@ class PublishedState:
         return self.status in FINISHED
 
 
-def create(client: Any, task_id: str) -> None:
+def create(client: RedisClient, task_id: str) -> None:
     """Publish a task about to be queued, or taken by a worker (unless published already)."""
     client.hsetnx(task_key(task_id), "status", PENDING)
 
 
-def running(client: Any, task_id: str) -> bool:
+def running(client: RedisClient, task_id: str) -> bool:
     """Mark a published task RUNNING; False if Redis no longer knows it."""
     return bool(client.eval(_UPDATE, 2, task_key(task_id), channel(task_id),
                             "status", RUNNING, "status"))
 
 
-def progress(client: Any, task_id: str, *, done: int | None = None, added: int | None = None,
+def progress(client: RedisClient, task_id: str, *, done: int | None = None, added: int | None = None,
              total: int | None = None) -> None:
     """Publish progress: a new figure (kept only if higher), an increment, or a new total."""
     if total is not None:
@@ -103,13 +104,13 @@ def progress(client: Any, task_id: str, *, done: int | None = None, added: int |
         client.eval(_PROGRESS, 2, task_key(task_id), channel(task_id), "add", added)
 
 
-def note(client: Any, task_id: str, text: str | None) -> None:
+def note(client: RedisClient, task_id: str, text: str | None) -> None:
     """Publish what a running task waits for ("waiting for a connection to n2: ..."), or
     that it waits no more (None)."""
     client.eval(_UPDATE, 2, task_key(task_id), channel(task_id), "note", text or "", "progress")
 
 
-def outcome(client: Any, task_id: str, status: str, result: dict[str, Any] | None,
+def outcome(client: RedisClient, task_id: str, status: str, result: dict[str, Any] | None,
             error: str | None) -> None:
     """Publish how a task ended (whether or not Redis still knew it), kept for a day."""
     key = task_key(task_id)
@@ -122,7 +123,7 @@ def outcome(client: Any, task_id: str, status: str, result: dict[str, Any] | Non
     pipe.execute()
 
 
-def read(client: Any, task_id: str) -> PublishedState | None:
+def read(client: RedisClient, task_id: str) -> PublishedState | None:
     """The task's published state, or None if Redis does not know the task."""
     raw = {k.decode(): v.decode() for k, v in client.hgetall(task_key(task_id)).items()}
     if "status" not in raw:
@@ -134,7 +135,7 @@ def read(client: Any, task_id: str) -> PublishedState | None:
         error=raw.get("error") or None, note=raw.get("note") or None)
 
 
-def known(client: Any, task_ids: list[str]) -> list[bool]:
+def known(client: RedisClient, task_ids: list[str]) -> list[bool]:
     """Whether Redis still knows each task."""
     pipe = client.pipeline()
     for task_id in task_ids:

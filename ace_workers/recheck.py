@@ -21,7 +21,7 @@ from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.status import FAILED, FINISHED
 from ace_shared.tasks.store import TaskRecord
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
 from ace_workers.base import AceTask
 
@@ -48,20 +48,22 @@ def _differing_tables(record: TaskRecord) -> list[str]:
     return [t["table"] for t in tables if t["outcome"] == "differs"]
 
 
-def _rerun_options(command: str, first: TaskRecord, differing: list[str]) -> tuple[str, dict]:
+def _rerun_options(command: str, first: TaskRecord,
+                   differing: list[str]) -> tuple[str, dict[str, Any]]:
     """The task that checks the first diff's differences again, and its options."""
     opts = dict(first.options)
+    result = first.result or {}  # something differed, so the first diff has its result
     if command == "repset-diff":
-        others = [t["table"] for t in first.result["summary"]["tables"]  # type: ignore[index]
+        others = [t["table"] for t in result["summary"]["tables"]
                   if t["table"] not in differing]
         skip = set(split_names(opts.get("skip_tables"))) | set(others)
         return "repset-diff", {**opts, "skip_tables": ",".join(sorted(skip))}
     return "table-rerun", {"cluster_name": opts["cluster_name"], "table_name": opts["table_name"],
                            "dbname": opts.get("dbname"), "role": opts.get("role"),
-                           "diff_file": first.result["diff_file"]}  # type: ignore[index]
+                           "diff_file": result["diff_file"]}
 
 
-@app.task(name="ace.scheduled_recheck", bind=True, base=AceTask, max_retries=MAX_WAITS)
+@app.task(name=names.SCHEDULED_RECHECK, bind=True, base=AceTask, max_retries=MAX_WAITS)
 def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
                       rerun_after: int, due: float | None = None) -> dict[str, Any]:
     """At ``due`` (``rerun_after`` seconds after the first diff was queued): if the
@@ -97,7 +99,7 @@ def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
     return {"rerun_of": first_id, "rerun_task": rerun_id, "verdict": verdict_id}
 
 
-@app.task(name="ace.scheduled_verdict", bind=True, base=AceTask, max_retries=MAX_WAITS)
+@app.task(name=names.SCHEDULED_VERDICT, bind=True, base=AceTask, max_retries=MAX_WAITS)
 def scheduled_verdict(self: AceTask, verdict_id: str, command: str, first_id: str,
                       rerun_id: str, differing: list[str], since: float | None = None
                       ) -> dict[str, Any]:

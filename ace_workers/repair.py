@@ -14,15 +14,16 @@ from typing import Any
 from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
-from ace_shared.errors import AceError
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.plan import RerunPlan
 from ace_shared.rerun.run import collect_results, finish_rerun, plan_rerun, run_table_rerun
+from ace_shared.tasks import ids
+from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import runtime
+from ace_workers import names, runtime
 from ace_workers.app import app
-from ace_workers.base import AceTask, fail_job, stop_if_finished
+from ace_workers.base import AceTask, failing_job, stop_if_finished
 from ace_workers.counters import JobFinished
 from ace_workers.diff import diff_failed, part_failed
 
@@ -32,7 +33,7 @@ def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
             "mismatched_rows": summary.get("diff_rows"), "summary": summary}
 
 
-@app.task(name="ace.table_repair", bind=True, base=AceTask)
+@app.task(name=names.TABLE_REPAIR, bind=True, base=AceTask)
 def table_repair(self: AceTask, options: dict[str, Any],
                  submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Repair one table from a diff file, each node in one transaction."""
@@ -41,40 +42,36 @@ def table_repair(self: AceTask, options: dict[str, Any],
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
-    try:
+    with failing_job(job_id):
         result = run_table_repair(options, runtime.settings(), job_id, progress)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     # the samples are a few keys per node (rows stay in the report file): the CLI prints
     # them as it does in-process
     store.complete(job_id, result)
     return {"task_id": job_id, "report_file": result.get("report_file")}
 
 
-@app.task(name="ace.table_rerun", bind=True, base=AceTask)
+@app.task(name=names.TABLE_RERUN, bind=True, base=AceTask)
 def table_rerun(self: AceTask, options: dict[str, Any],
                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-check the keys of a diff file: a chord of key batches, or one hostdb pass."""
     job_id, store = self.start_job(options, submission)
     settings = runtime.settings()
-    try:
+    with failing_job(job_id):
         if str(options.get("behavior") or "multiprocessing") == "hostdb":
             path, summary = run_table_rerun(options, settings, job_id)
             store.complete(job_id, _rerun_result(path, summary))
             return {"task_id": job_id, "diff_file": str(path)}
         plan = plan_rerun(options, settings, job_id)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.set_total(job_id, len(plan["parts"]))
-    header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=f"{job_id}.k{i:06d}")
+    header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=subtask_id(job_id, ids.RERUN_KEYS, i))
                    for i in plan["parts"])
-    body = merge_rerun.si(plan["work_dir"]).set(task_id=f"{job_id}.merge")
+    body = merge_rerun.si(plan["work_dir"]).set(task_id=subtask_id(job_id, ids.MERGE))
     body.link_error(diff_failed.si(plan["work_dir"], job_id))
     chord(header)(body)
     return {"task_id": job_id, "batches": len(plan["parts"])}
 
 
-@app.task(name="ace.rerun_batch", bind=True, base=AceTask)
+@app.task(name=names.RERUN_BATCH, bind=True, base=AceTask)
 def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> dict[str, Any]:
     """Re-check one batch of keys on every node."""
     spec = DiffSpec.from_dict(spec_dict)
@@ -91,7 +88,7 @@ def rerun_batch_task(self: AceTask, spec_dict: dict[str, Any], index: int) -> di
     return result
 
 
-@app.task(name="ace.merge_rerun", bind=True, base=AceTask, max_retries=120)
+@app.task(name=names.MERGE_RERUN, bind=True, base=AceTask, max_retries=120)
 def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
     """Write the rerun's new diff file from its batches' partial files."""
     plan = RerunPlan.load(work_dir)
@@ -104,9 +101,7 @@ def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
     results = collect_results(plan)
     if results is None:
         raise self.retry(countdown=1)  # a redelivered batch is still running
-    try:
+    with failing_job(job_id):
         path, summary = finish_rerun(work_dir, runtime.settings().output_dir, results)
-    except AceError as exc:
-        raise fail_job(job_id, exc) from exc
     store.complete(job_id, _rerun_result(path, summary))
     return {"diff_file": str(path), "remaining": summary.get("remaining")}

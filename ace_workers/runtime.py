@@ -20,14 +20,17 @@ from celery.signals import task_postrun, task_prerun
 from ace_shared.config import Settings, load_settings
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.tuning import DensityHints
 from ace_shared.nodes import permits
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.ids import job_of
 from ace_shared.tasks.metrics import finished as job_metrics
 from ace_shared.tasks.store import TaskStore
 from ace_workers import metrics, published, tidy
 from ace_workers.connpermits import FleetPermits
 from ace_workers.counters import DEFAULT_BROKER, redis_client
+from ace_workers.redisclient import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,12 @@ class _Publisher:
 
 _publisher = _Publisher()
 
+# what the ranges of a job taught this process, for the next ranges of that job it runs
+density_hints = DensityHints()
 
-def redis() -> Any:
+
+def redis() -> RedisClient:
+    """This process's Redis client (the broker's server), made on each call."""
     return redis_client(settings().BROKER_URL or DEFAULT_BROKER)
 
 
@@ -157,7 +164,7 @@ def task_started(task_id: str | None) -> None:
     global _current_job, _in_task
     install_permits()
     with _lock:
-        _current_job = task_id.split(".", 1)[0] if task_id else None
+        _current_job = job_of(task_id) if task_id else None
         _in_task = True
         _used.clear()
 

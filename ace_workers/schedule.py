@@ -22,9 +22,10 @@ from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
 from ace_shared.tasks.status import FINISHED
-from ace_workers import published, runtime
+from ace_workers import names, published, runtime
 from ace_workers.app import app
 from ace_workers.base import countdown_until
+from ace_workers.redisclient import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,16 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
         when: Any = (crontab(*job.crontab) if job.crontab
                      else timedelta(seconds=job.every_seconds or 0))
         entries[f"{job.command}:{job.name}"] = {
-            "task": "ace.scheduled_diff", "schedule": when,
+            "task": names.SCHEDULED_DIFF, "schedule": when,
             "args": [job.name, job.options, job.command, job.rerun_after],
         }
     timing = auto_repair_timing(settings.auto_repair_config, settings.MIN_RUN_FREQUENCY)
     if timing is not None:
         args = [timing.cluster_name, timing.dbname]
-        entries["auto-repair:poll"] = {"task": "ace.auto_repair_poll",
+        entries["auto-repair:poll"] = {"task": names.AUTO_REPAIR_POLL,
                                        "schedule": timedelta(seconds=timing.poll_seconds),
                                        "args": args}
-        entries["auto-repair:repair"] = {"task": "ace.auto_repair_repair",
+        entries["auto-repair:repair"] = {"task": names.AUTO_REPAIR_REPAIR,
                                          "schedule": timedelta(seconds=timing.repair_seconds),
                                          "args": args}
     return entries
@@ -80,7 +81,7 @@ return false
 """
 
 
-def claim_run(client: Any, command: str, job_name: str, task_id: str) -> str | None:
+def claim_run(client: RedisClient, command: str, job_name: str, task_id: str) -> str | None:
     """Make ``task_id`` the job's current run, or answer the id of its run still going.
 
     A scheduled job is a singleton: beat sends it when due whether or not the
@@ -102,7 +103,7 @@ def claim_run(client: Any, command: str, job_name: str, task_id: str) -> str | N
     return last_id or None
 
 
-@app.task(name="ace.scheduled_diff")
+@app.task(name=names.SCHEDULED_DIFF)
 def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table-diff",
                    rerun_after: int | None = None) -> dict[str, Any]:
     """Submit the scheduled job's diff as an ordinary task (and its recheck, if asked)."""
@@ -125,7 +126,8 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
             from ace_shared.mtree.request import validate_mtree_request
             tree = validate_mtree_request({**options, "action": "table-diff"}, settings)
             submit("mtree", tree.to_dict(), task_id, settings,
-                   cluster_name=tree.cluster_name, table_name=tree.table.display,  # type: ignore[union-attr]
+                   cluster_name=tree.cluster_name,
+                   table_name=tree.table.display if tree.table else None,
                    requested_by=f"scheduler:{job_name}")
         else:
             request = validate_diff_request(options, settings)

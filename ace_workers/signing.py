@@ -35,6 +35,7 @@ from kombu.utils import json as kombu_json
 
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
+from ace_shared.tasks.ids import job_of
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def refuse(message: Any, problem: str, connection_errors: Any = ()) -> None:
               _short(name), _short(task_id), problem)
     message.reject_log_error(log, connection_errors, requeue=False)
     if isinstance(task_id, str) and task_id:
-        _fail_named(task_id.split(".", 1)[0])
+        _fail_named(job_of(task_id))
 
 
 def _fail_named(job_id: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from celery import bootsteps
 
 from ace_workers.counters import redis_client
+from ace_workers.redisclient import RedisClient
 
 SLOTS_KEY = "ace:worker_slots"
 HEARTBEAT_SECONDS = 5.0
@@ -27,17 +28,17 @@ STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 log = logging.getLogger(__name__)
 
 
-def announce(client: Any, hostname: str, slots: int, now: float | None = None) -> None:
+def announce(client: RedisClient, hostname: str, slots: int, now: float | None = None) -> None:
     """Record that worker ``hostname`` runs ``slots`` processes, as of ``now``."""
     seen = time.time() if now is None else now
     client.hset(SLOTS_KEY, hostname, json.dumps({"slots": slots, "seen": seen}))
 
 
-def withdraw(client: Any, hostname: str) -> None:
+def withdraw(client: RedisClient, hostname: str) -> None:
     client.hdel(SLOTS_KEY, hostname)
 
 
-def live_slots(client: Any, now: float | None = None) -> int:
+def live_slots(client: RedisClient, now: float | None = None) -> int:
     """Worker processes of every worker seen lately; stale entries are removed."""
     current = time.time() if now is None else now
     total = 0

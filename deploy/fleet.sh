@@ -100,14 +100,37 @@ WORKERS=${WORKERS:-2}
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive number"
 [[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "--concurrency must be a positive number"
 
+# Every service is started with ACE_FLEET_SERVICE=<fleet dir>/<name> in its environment,
+# which its children inherit. A pid (or process group) is taken for the service's only
+# while a process there carries that mark: after a reboot, or long enough, a pid file's
+# number belongs to some other program, which must never be signalled.
+mark() { echo "ACE_FLEET_SERVICE=$FLEET/$1"; }
+
+# ours PID NAME: process PID carries service NAME's mark. (A process started by an
+# earlier fleet.sh, before the mark, passes when it carries no mark and runs this
+# checkout's programs or this fleet's Redis config.) Redis writes its title over its
+# environment, so the fleet's Redis is known by its title: redis-server on its port.
+ours() {
+  local env
+  if [[ $2 == redis ]]; then
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null \
+      | grep -qE "^redis-server 127\.0\.0\.1:$REDIS_PORT( |\$)"
+    return
+  fi
+  env=$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null) || return 1
+  [[ -n $env ]] || return 1
+  grep -qxF "$(mark "$2")" <<<"$env" && return 0
+  grep -q '^ACE_FLEET_SERVICE=' <<<"$env" && return 1
+  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -e "$BIN/" -e "$FLEET/"
+}
+
 # Prints the pid of service $1 if it is running, else nothing. A stale pid file is
 # dropped, unless processes of that service's group outlived it (see left_over).
 live_pid() {
   local file=$FLEET/$1.pid pid
   [[ -f $file ]] || return 0
   pid=$(<"$file")
-  if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
-      && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'celery|ace|redis'; then
+  if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && ours "$pid" "$1"; then
     echo "$pid"
   elif [[ -z $(left_over "$1") ]]; then
     rm -f "$file"
@@ -122,23 +145,30 @@ left_over() {
   [[ -f $file ]] || return 0
   pid=$(<"$file")
   [[ $pid =~ ^[0-9]+$ ]] || return 0
-  kill -0 "$pid" 2>/dev/null && return 0
-  pgrep -g "$pid" 2>/dev/null | tr '\n' ' ' || true
+  kill -0 "$pid" 2>/dev/null && ours "$pid" "$1" && return 0
+  local p
+  for p in $(pgrep -g "$pid" 2>/dev/null); do
+    ours "$p" "$1" && printf '%s ' "$p"
+  done
+  return 0
 }
 
-# End what is left of service $1's earlier run (see left_over): TERM, then KILL after 3 s.
+# End what is left of service $1's earlier run (see left_over): TERM, then KILL after 3 s,
+# each process by its own pid, once it is found to carry the service's mark.
 reap() {
-  local name=$1 left pgid
+  local name=$1 left
   left=$(left_over "$name")
   [[ -n $left ]] || return 0
-  pgid=$(<"$FLEET/$name.pid")
   say "$name: processes of its earlier run are still there (pids ${left% }); ending them"
-  kill -TERM -- "-$pgid" 2>/dev/null || true
+  # shellcheck disable=SC2086  # a list of pids
+  kill -TERM $left 2>/dev/null || true
   for _ in $(seq 30); do
     [[ -z $(left_over "$name") ]] && break
     sleep 0.1
   done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
+  left=$(left_over "$name")
+  # shellcheck disable=SC2086
+  [[ -z $left ]] || kill -KILL $left 2>/dev/null || true
   for _ in $(seq 50); do
     [[ -z $(left_over "$name") ]] && { rm -f "$FLEET/$name.pid"; return 0; }
     sleep 0.1
@@ -165,7 +195,7 @@ launch() {
   fi
   reap "$name"
   # setsid gives each service its own process group, so stop can end its children too.
-  setsid "$@" >>"$FLEET/$name.log" 2>&1 </dev/null &
+  setsid env "$(mark "$name")" "$@" >>"$FLEET/$name.log" 2>&1 </dev/null &
   echo $! >"$FLEET/$name.pid"
   [[ $name == api ]] || say "$name started (pid $!, log ${FLEET#"$ROOT"/}/$name.log)"
 }

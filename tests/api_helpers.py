@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import requests
 from certs import Authority  # deploy/certs.py (conftest puts deploy/ on sys.path)
+from node_sql import run_sql as run_sql  # the tests' one SQL-on-a-node helper
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,20 +140,6 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
-
-
-def run_sql(dsn: str, *statements: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Run statements in one transaction; return the rows of the last one (if any)."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            rows: list[tuple[Any, ...]] = []
-            for stmt in statements:
-                cur.execute(stmt, params)
-                rows = cur.fetchall() if cur.description else []
-            return rows
-    finally:
-        conn.close()
 
 
 def wait_for_final(session: requests.Session, url: str, timeout: float = 60

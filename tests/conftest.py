@@ -47,6 +47,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.basetemp = str(root / f"run-{os.getpid()}")
 
 
+# Fixtures that start real servers (PostgreSQL nodes, Redis, workers), directly or through
+# another fixture; a test that uses one is marked ``db``, so that ``pytest -m "not db"``
+# runs the tests of pure logic alone, in seconds.
+SERVER_FIXTURES = frozenset({"pg_cluster", "redis_server", "fleet"})
+# Modules whose tests start servers of their own (a cluster, a Redis, a deploy script).
+SERVER_MODULES = frozenset({"test_deploy", "test_fleet_registry", "test_mtree_replication",
+                            "test_security_broker", "test_security_deploy",
+                            "test_security_operator", "test_replication_real",
+                            "test_readme_walk"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs servers ``db`` (see :data:`SERVER_FIXTURES`)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES or item.module.__name__ in SERVER_MODULES:
+            item.add_marker(pytest.mark.db)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

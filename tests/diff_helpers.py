@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
+from node_sql import Statement, run_sql
 
 from ace_shared.config import load_settings
 from ace_shared.diff.local import run_table_diff
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.tuning import DiffTuning
+from ace_shared.nodes.connection import startup_options
 from ace_shared.tasks.ids import new_task_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,12 +88,13 @@ def table_diff(table: str, *options: str, env: dict[str, str] | None = None,
     return run_ace("table-diff", CLUSTER, table, *options, env=env, fresh_process=fresh_process)
 
 
-def diff_in_process(table: str, **options: Any) -> tuple[Path, dict[str, Any]]:
+def diff_in_process(table: str, tuning: DiffTuning | None = None,
+                    **options: Any) -> tuple[Path, dict[str, Any]]:
     """Run a table diff through the in-process runner; returns the diff file and its data."""
     settings = load_settings()
     raw = {"cluster_name": CLUSTER, "table_name": table, **options}
     request = validate_diff_request(raw, settings)
-    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"))
+    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"), tuning=tuning)
     return path, json.loads(path.read_text())
 
 
@@ -101,35 +104,20 @@ def output_files() -> set[Path]:
     return set(root.rglob("*")) if root.exists() else set()
 
 
-def execute(dsn: str, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+def execute(dsn: str, statements: Iterable[Statement]) -> None:
     """Run statements on one node, in one transaction."""
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        for st in statements:
-            if isinstance(st, tuple):
-                cur.execute(st[0], st[1])
-            else:
-                cur.execute(st)
-    conn.close()
+    run_sql(dsn, *statements)
 
 
 def query(dsn: str, text: str, params: Sequence[Any] = (), *, pinned: bool = False,
           ) -> list[tuple[Any, ...]]:
     """Rows of a query on one node; ``pinned`` uses ACE's output settings (UTC, ISO, ...)."""
-    options = {}
-    if pinned:
-        from ace_shared.nodes.connection import startup_options
-        # the output settings; the tests' own queries name tables in public unqualified
-        options["options"] = startup_options({"search_path": "public"})
-    conn = psycopg2.connect(dsn, **options)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(text, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    # the output settings; the tests' own queries name tables in public unqualified
+    options = startup_options({"search_path": "public"}) if pinned else None
+    return run_sql(dsn, (text, params), options=options)
 
 
-def on_every_node(cluster: Any, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+def on_every_node(cluster: Any, statements: Iterable[Statement]) -> None:
     todo = list(statements)
     for i in range(len(NODES)):
         execute(cluster.node_dsn(i), todo)
@@ -188,3 +176,23 @@ def assert_one_error_line(run: AceRun, *words: str) -> None:
     for w in words:
         assert w.lower() in lines[0].lower(), (w, lines[0])
     assert run.diff_path is None
+
+
+LABELS = ["a", "b", "c", "d", "e", "f"]
+ENUM_TABLE_ROWS = 6000
+
+
+def enum_keyed_table(cluster: Any, name: str, orders: list[list[str]]) -> None:
+    """``name`` keyed by (enum, int); the enum's labels are in ``orders[i]`` order on node i."""
+    for i, order in enumerate(orders):
+        labels = ", ".join(f"'{x}'" for x in order)
+        execute(cluster.node_dsn(i), [
+            f"DROP TABLE IF EXISTS {name}",
+            f"DROP TYPE IF EXISTS {name}_k",
+            f"CREATE TYPE {name}_k AS ENUM ({labels})",
+            f"CREATE TABLE {name} (k {name}_k, i int, v text, PRIMARY KEY (k, i))",
+            # the same rows everywhere: row g has label LABELS[g % 6]
+            (f"INSERT INTO {name} SELECT (%s::text[])[1 + mod(g, 6)]::{name}_k, g, 'x' "  # noqa: S608
+             f"FROM generate_series(1, {ENUM_TABLE_ROWS}) g", (LABELS,)),
+        ])
+    execute(cluster.node_dsn(1), [f"UPDATE {name} SET v = 'y' WHERE i IN (5, 3001, 5999)"])

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from click.testing import CliRunner
+from node_sql import Statement, run_sql
 
 from ace_api.cli.main import main
 from ace_shared.config import load_settings
@@ -43,33 +43,16 @@ class Nodes:
     def dsn(self, node: str) -> str:
         return self.cluster.node_dsn(NODES.index(node))
 
-    def execute(self, node: str, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+    def execute(self, node: str, statements: Iterable[Statement]) -> None:
         """Run statements on one node in one transaction (the node's own time zone applies)."""
-        conn = psycopg2.connect(self.dsn(node))
-        try:
-            with conn, conn.cursor() as cur:
-                for st in statements:
-                    if isinstance(st, tuple):
-                        cur.execute(st[0], st[1])
-                    else:
-                        cur.execute(st)
-        finally:
-            conn.close()
+        run_sql(self.dsn(node), *statements)
 
-    def execute_as_admin(self, node: str,
-                         statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+    def execute_as_admin(self, node: str, statements: Iterable[Statement]) -> None:
         """Like :meth:`execute`, as the postgres superuser: roles, which ACE's login may not
         create or drop."""
-        with psycopg2.connect(self.cluster.admin_dsn(NODES.index(node), self.cluster.dbname)) \
-                as conn, conn.cursor() as cur:
-            for st in statements:
-                if isinstance(st, tuple):
-                    cur.execute(st[0], st[1])
-                else:
-                    cur.execute(st)
-        conn.close()
+        run_sql(self.cluster.admin_dsn(NODES.index(node), self.cluster.dbname), *statements)
 
-    def on_all(self, statements: Iterable[str | tuple[str, Sequence[Any]]]) -> None:
+    def on_all(self, statements: Iterable[Statement]) -> None:
         todo = list(statements)
         for node in NODES:
             self.execute(node, todo)
@@ -77,13 +60,8 @@ class Nodes:
     def query(self, node: str, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query under ACE's pinned output settings."""
         # ACE's output settings; these queries name tables in public unqualified
-        conn = psycopg2.connect(self.dsn(node), options=startup_options({"search_path": "public"}))
-        try:
-            with conn.cursor() as cur:
-                cur.execute(text, params)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return run_sql(self.dsn(node), (text, params),
+                       options=startup_options({"search_path": "public"}))
 
     def snapshot(self, node: str, table: str) -> list[str]:
         """Every row of ``table`` as text, sorted: equal on two nodes iff the rows are."""

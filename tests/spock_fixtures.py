@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg2
+import node_sql
 
 LAYOUTS = ("5.x", "4.0", "4.0.1")
 
@@ -93,15 +93,8 @@ CREATE TABLE spock.exception_status_detail (
 
 
 def run_sql(dsn: str, *statements: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Run statements in one transaction on a node; the last one's rows, if any."""
-    conn = psycopg2.connect(dsn, options="-c TimeZone=UTC")
-    try:
-        with conn, conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+    """Run statements in one transaction on a node, in UTC; the last one's rows, if any."""
+    return node_sql.run_sql(dsn, *statements, params=params, options="-c TimeZone=UTC")
 
 
 def install_spock(dsn: str, layout: str = "5.x", repair_mode: bool = True) -> None:

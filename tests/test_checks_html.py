@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 from diff_helpers import CLUSTER, NODES, execute, on_every_node, run_ace
-from reports_helpers import parse_html
+from reports_helpers import chromium, parse_html
 from schema_fixtures import BASE, ON_N2, ON_N3, SCHEMA
 from spock_fixtures import drop_spock, install_spock_mesh, run_sql
-from test_reports import chromium
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

@@ -460,7 +460,9 @@ def test_bad_requests_exit_2_with_one_sentence_and_no_file(
     (["tabel-diff", "testclus", "public.td_same"], ["tabel-diff", "ace --help"]),
     (["--verbose", "table-diff"], ["--verbose", "ace --help"]),
 ])
-def test_a_mistyped_command_line_gets_one_sentence_too(args: list[str], words: list[str]) -> None:
+def test_a_mistyped_command_line_gets_one_sentence_too(pg_cluster: Any, args: list[str],
+                                                       words: list[str]) -> None:
+    # pg_cluster: the cluster folder and the output folder (ACE_OUTPUT_DIR) it sets
     before = output_files()
     assert_one_error_line(run_ace(*args), *words)
     assert_one_error_line(run_ace(*args, fresh_process=True), *words)

@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from diff_helpers import ENUM_TABLE_ROWS as ROWS
 from diff_helpers import (
+    LABELS,
     assert_one_error_line,
+    enum_keyed_table,
     execute,
     on_every_node,
     output_files,
@@ -20,25 +23,6 @@ from diff_helpers import (
     reported_keys,
     table_diff,
 )
-
-LABELS = ["a", "b", "c", "d", "e", "f"]
-ROWS = 6000
-
-
-def enum_keyed_table(cluster: Any, name: str, orders: list[list[str]]) -> None:
-    """``name`` keyed by (enum, int); the enum's labels are in ``orders[i]`` order on node i."""
-    for i, order in enumerate(orders):
-        labels = ", ".join(f"'{x}'" for x in order)
-        execute(cluster.node_dsn(i), [
-            f"DROP TABLE IF EXISTS {name}",
-            f"DROP TYPE IF EXISTS {name}_k",
-            f"CREATE TYPE {name}_k AS ENUM ({labels})",
-            f"CREATE TABLE {name} (k {name}_k, i int, v text, PRIMARY KEY (k, i))",
-            # the same rows everywhere: row g has label LABELS[g % 6]
-            (f"INSERT INTO {name} SELECT (%s::text[])[1 + mod(g, 6)]::{name}_k, g, 'x' "  # noqa: S608
-             f"FROM generate_series(1, {ROWS}) g", (LABELS,)),
-        ])
-    execute(cluster.node_dsn(1), [f"UPDATE {name} SET v = 'y' WHERE i IN (5, 3001, 5999)"])
 
 
 @pytest.mark.parametrize(("name", "orders"), [

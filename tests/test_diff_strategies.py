@@ -3,7 +3,7 @@
 A range that differs in most of its sub-ranges is compared in one pass (every
 node streams each row's key and hash); one that differs in a few is narrowed.
 Which one ran must not show in the file: each table here is diffed with each
-strategy forced (``differ.STRATEGY``) and with the default choice, and the
+strategy forced (the job's ``DiffTuning.strategy``) and with the default choice, and the
 files are compared byte for byte once the job's own id and times are removed.
 """
 
@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from diff_helpers import NODES, diff_in_process, execute, on_every_node, pair_rows
-from test_diff_keyorder import LABELS, enum_keyed_table
-from test_diff_types import CASES, ENUM_DDL, TABLE_DDL
+from diff_helpers import (
+    LABELS,
+    NODES,
+    diff_in_process,
+    enum_keyed_table,
+    execute,
+    on_every_node,
+    pair_rows,
+)
+from type_cases import CASES, ENUM_DDL, TABLE_DDL
 
 from ace_shared.diff import differ
+from ace_shared.diff.tuning import DiffTuning, Strategy
 
 STRATEGIES = ("narrow", "stream", "auto")
 # what differs from one run to the next of the same diff
@@ -37,20 +46,23 @@ def stable_text(path: Path) -> str:
     return head + sep + json.dumps(summary, ensure_ascii=False, sort_keys=True)
 
 
-def diff_with(monkeypatch: pytest.MonkeyPatch, strategy: str, table: str,
+DEFAULTS = DiffTuning()  # what users get
+
+
+def diff_with(strategy: str, table: str, tuning: DiffTuning = DEFAULTS,
               **options: Any) -> tuple[str, dict[str, Any]]:
-    monkeypatch.setattr(differ, "STRATEGY", strategy)
-    path, diff = diff_in_process(table, **options)
+    path, diff = diff_in_process(table, tuning=replace(tuning, strategy=Strategy(strategy)),
+                                 **options)
     return stable_text(path), diff
 
 
-def same_file_every_way(monkeypatch: pytest.MonkeyPatch, table: str,
+def same_file_every_way(table: str, tuning: DiffTuning = DEFAULTS,
                         **options: Any) -> dict[str, Any]:
     """Diff ``table`` with every strategy; assert one file; return its data."""
     texts = {}
     diff: dict[str, Any] = {}
     for strategy in STRATEGIES:
-        texts[strategy], diff = diff_with(monkeypatch, strategy, table, **options)
+        texts[strategy], diff = diff_with(strategy, table, tuning, **options)
     assert texts["stream"] == texts["narrow"], "one pass and narrowing wrote different files"
     assert texts["auto"] == texts["narrow"], "the default choice wrote a different file"
     return diff
@@ -99,11 +111,9 @@ def mixed_table(pg_cluster: Any) -> Any:
     (100_000, 40),  # one range, narrowed level after level down to small leaves
 ])
 def test_escaped_composite_keys_give_one_file_every_way(
-        mixed_table: Any, monkeypatch: pytest.MonkeyPatch, block_rows: int,
-        leaf_rows: int | None) -> None:
-    if leaf_rows:
-        monkeypatch.setattr(differ, "LEAF_ROWS", leaf_rows)
-    diff = same_file_every_way(monkeypatch, 'public."Td Mixed"', block_rows=block_rows)
+        mixed_table: Any, block_rows: int, leaf_rows: int | None) -> None:
+    tuning = DiffTuning(leaf_rows=leaf_rows) if leaf_rows else DiffTuning()
+    diff = same_file_every_way('public."Td Mixed"', tuning, block_rows=block_rows)
     keys = {(r["Region"], r["Id"]) for r in pair_rows(diff, "n2/n3", "n3")}
     assert (SPECIAL[0], "-10") in keys  # n3's extra row -10: mod 10 = 0, the first label
     assert {region for region, _ in keys} == set(SPECIAL), "every escaped key came back"
@@ -111,8 +121,8 @@ def test_escaped_composite_keys_give_one_file_every_way(
 
 
 def test_one_pass_reports_exactly_the_changed_keys(
-        mixed_table: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, diff = diff_with(monkeypatch, "stream", 'public."Td Mixed"', block_rows=1000)
+        mixed_table: Any) -> None:
+    _, diff = diff_with("stream", 'public."Td Mixed"', block_rows=1000)
     ids = range(1, MIXED_ROWS + 1)
     n2 = {i for i in ids if i % 97 == 3 or i % 131 == 5 or i % 211 == 7}
     n3 = {i for i in ids if i % 89 == 11 or i % 173 == 13} | {-g for g in range(1, 41)}
@@ -140,8 +150,8 @@ def types_table(pg_cluster: Any) -> str:
     return "public.td_types_s"
 
 
-def test_type_matrix_through_one_pass(types_table: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    diff = same_file_every_way(monkeypatch, types_table, block_rows=1000)
+def test_type_matrix_through_one_pass(types_table: str) -> None:
+    diff = same_file_every_way(types_table, block_rows=1000)
     for n, case in enumerate(CASES, start=1):
         for a, b in itertools.combinations(NODES, 2):
             sides = diff["diffs"].get(f"{a}/{b}", {})
@@ -151,16 +161,14 @@ def test_type_matrix_through_one_pass(types_table: str, monkeypatch: pytest.Monk
 
 # ----- keys that sort differently, or are spelt differently, on some node -------------------
 
-def test_enum_keys_sorting_differently_give_one_file(
-        pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enum_keys_sorting_differently_give_one_file(pg_cluster: Any) -> None:
     enum_keyed_table(pg_cluster, "td_enumkey_s", [LABELS, LABELS[::-1], LABELS[::-1]])
-    diff = same_file_every_way(monkeypatch, "public.td_enumkey_s", block_rows=1000)
+    diff = same_file_every_way("public.td_enumkey_s", block_rows=1000)
     assert [(r["k"], r["i"]) for r in pair_rows(diff, "n1/n2", "n1")] == [
         ("b", "3001"), ("f", "5"), ("f", "5999")]
 
 
-def test_bytea_and_equal_but_differently_spelt_keys(
-        pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bytea_and_equal_but_differently_spelt_keys(pg_cluster: Any) -> None:
     on_every_node(pg_cluster, [
         "DROP TABLE IF EXISTS td_bkey",
         "CREATE TABLE td_bkey (k bytea PRIMARY KEY, n numeric UNIQUE, v text)",
@@ -174,13 +182,13 @@ def test_bytea_and_equal_but_differently_spelt_keys(
         "UPDATE td_bkey SET v = 'w' WHERE mod(n, 50) = 0",
         "UPDATE td_nkey SET k = k::numeric(10, 2) WHERE mod(k, 40) = 0",
     ])
-    bdiff = same_file_every_way(monkeypatch, "public.td_bkey", block_rows=1000)
+    bdiff = same_file_every_way("public.td_bkey", block_rows=1000)
     assert bdiff["summary"]["diff_rows"] == 100
-    whole, _ = diff_with(monkeypatch, "narrow", "public.td_nkey", block_rows=1000)
+    whole, _ = diff_with("narrow", "public.td_nkey", block_rows=1000)
     # rows fetched a few keys at a time: 40 and 40.00 must still land in one batch
-    monkeypatch.setattr(differ, "FETCH_KEYS", 3)
-    ndiff = same_file_every_way(monkeypatch, "public.td_nkey", block_rows=1000)
-    assert diff_with(monkeypatch, "narrow", "public.td_nkey", block_rows=1000)[0] == whole
+    few = DiffTuning(fetch_keys=3)
+    ndiff = same_file_every_way("public.td_nkey", few, block_rows=1000)
+    assert diff_with("narrow", "public.td_nkey", few, block_rows=1000)[0] == whole
     # 40.00 on n2 is the same key as 40 elsewhere: one differing row, not two
     assert ndiff["summary"]["diff_rows"] == 125
     assert pair_rows(ndiff, "n1/n2", "n2")[0] == {"k": "40.00", "v": "v"}
@@ -225,10 +233,13 @@ def test_default_streams_a_range_that_differs_almost_everywhere(
         calls["whole"] += 1
         return whole(self, *args)
 
-    narrowed, _ = diff_with(monkeypatch, "narrow", "public.td_dense")
     monkeypatch.setattr(differ.RangeDiffer, "_narrow", counted_narrow)
     monkeypatch.setattr(differ.RangeDiffer, "_stream_whole", counted_whole)
-    auto, diff = diff_with(monkeypatch, "auto", "public.td_dense")
+    narrowed, _ = diff_with("narrow", "public.td_dense")
+    # the strategy the job carries is the one its differs follow
+    assert calls["narrow"] > 0 and calls["whole"] == 0, "a forced narrowing streamed"
+    calls.update(narrow=0, whole=0)
+    auto, diff = diff_with("auto", "public.td_dense")
     assert auto == narrowed
     assert calls["narrow"] == 0, "a range that differs everywhere was narrowed"
     assert calls["whole"] > 0, "no range was streamed without its first hash pass"
@@ -250,8 +261,8 @@ def test_one_pass_stops_early_like_narrowing(
     execute(pg_cluster.node_dsn(1), ["UPDATE td_budget_s SET v = 1 WHERE id % 15 = 0"])
     monkeypatch.setenv("ACE_MAX_ALLOWED_DIFFS", "100")
     options = {"block_rows": 1000, "max_cpu_ratio": 0.1, "nodes": "n1,n2"}
-    narrowed, _ = diff_with(monkeypatch, "narrow", "public.td_budget_s", **options)
-    text, diff = diff_with(monkeypatch, strategy, "public.td_budget_s", **options)
+    narrowed, _ = diff_with("narrow", "public.td_budget_s", **options)
+    text, diff = diff_with(strategy, "public.td_budget_s", **options)
     assert text == narrowed
     summary = diff["summary"]
     assert summary["diff_partial"] is True

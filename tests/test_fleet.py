@@ -11,12 +11,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psycopg2
 import pytest
 import redis
 from celery import Celery
 from celery.events.state import State
+from diff_helpers import on_every_node
 from fleet_helpers import Fleet, free_port, wait_for
+from node_sql import run_sql
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore, record_submission
 
@@ -24,24 +25,10 @@ TABLE = "fl_items"
 ROWS = 30000
 
 
-def _exec_all(pg_cluster, statements: list[str]) -> None:  # type: ignore[no-untyped-def]
-    for i in range(3):
-        with psycopg2.connect(pg_cluster.node_dsn(i)) as conn, conn.cursor() as cur:
-            for stmt in statements:
-                cur.execute(stmt)
-        conn.close()
-
-
-def _exec(pg_cluster, node: int, stmt: str) -> None:  # type: ignore[no-untyped-def]
-    with psycopg2.connect(pg_cluster.node_dsn(node)) as conn, conn.cursor() as cur:
-        cur.execute(stmt)
-    conn.close()
-
-
 @pytest.fixture(scope="module")
 def items(pg_cluster):  # type: ignore[no-untyped-def]
     """``public.fl_items`` with scattered differences on n2 and n3."""
-    _exec_all(pg_cluster, [
+    on_every_node(pg_cluster, [
         f"DROP TABLE IF EXISTS {TABLE}",
         f"CREATE TABLE {TABLE} (id int PRIMARY KEY, label text, amount numeric(10,2), "
         "at timestamptz, tags text[])",
@@ -50,11 +37,11 @@ def items(pg_cluster):  # type: ignore[no-untyped-def]
         f"FROM generate_series(1, {ROWS}) g",
         f"ANALYZE {TABLE}",
     ])
-    _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = 'changed' WHERE id % 5003 = 0")
-    _exec(pg_cluster, 1, f"DELETE FROM {TABLE} WHERE id IN (17, 29999)")
-    _exec(pg_cluster, 2, f"INSERT INTO {TABLE} VALUES (0, 'below', 1, now(), NULL), "
+    run_sql(pg_cluster.node_dsn(1), f"UPDATE {TABLE} SET label = 'changed' WHERE id % 5003 = 0")
+    run_sql(pg_cluster.node_dsn(1), f"DELETE FROM {TABLE} WHERE id IN (17, 29999)")
+    run_sql(pg_cluster.node_dsn(2), f"INSERT INTO {TABLE} VALUES (0, 'below', 1, now(), NULL), "
                          f"({ROWS + 50}, 'above', 1, '2030-01-01', '{{}}')")
-    _exec(pg_cluster, 2, f"UPDATE {TABLE} SET tags = NULL WHERE id = 12345")
+    run_sql(pg_cluster.node_dsn(2), f"UPDATE {TABLE} SET tags = NULL WHERE id = 12345")
     return f"public.{TABLE}"
 
 
@@ -228,7 +215,7 @@ def test_a_stopped_node_fails_the_task_naming_it(fleet, items, pg_cluster):
 
 
 def test_max_allowed_diffs_stops_the_fleet_early(fleet, items, tmp_path, pg_cluster):
-    _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = label || '!' WHERE id % 100 = 1")
+    run_sql(pg_cluster.node_dsn(1), f"UPDATE {TABLE} SET label = label || '!' WHERE id % 100 = 1")
     try:
         # a second, separate fleet (own Redis databases) whose workers allow only 20 diffs
         broker = fleet.env["ACE_BROKER_URL"].rsplit("/", 1)[0]
@@ -247,7 +234,7 @@ def test_max_allowed_diffs_stops_the_fleet_early(fleet, items, tmp_path, pg_clus
         assert 20 <= summary["diff_rows"] < 300
         assert summary["ranges_checked"] < summary["ranges_total"]
     finally:
-        _exec(pg_cluster, 1, f"UPDATE {TABLE} SET label = rtrim(label, '!') WHERE id % 100 = 1")
+        run_sql(pg_cluster.node_dsn(1), f"UPDATE {TABLE} SET label = rtrim(label, '!') WHERE id % 100 = 1")
 
 
 def test_redis_restart_between_tasks_needs_no_worker_restart(fleet, items, redis_server):
@@ -296,14 +283,14 @@ def test_bad_schedule_stops_beat_with_one_sentence(fleet, tmp_path):
 
 
 def test_repair_and_rerun_run_on_the_fleet_from_the_cli(fleet, pg_cluster):
-    _exec_all(pg_cluster, [
+    on_every_node(pg_cluster, [
         "DROP TABLE IF EXISTS fl_rep",
         "CREATE TABLE fl_rep (id int PRIMARY KEY, v text, n numeric)",
         "INSERT INTO fl_rep SELECT g, 'v' || g, g / 8.0 FROM generate_series(1, 3000) g",
     ])
-    _exec(pg_cluster, 1, "DELETE FROM fl_rep WHERE id IN (10, 2000)")
-    _exec(pg_cluster, 2, "UPDATE fl_rep SET v = NULL WHERE id = 77")
-    _exec(pg_cluster, 2, "INSERT INTO fl_rep VALUES (5000, 'extra', 1.10)")
+    run_sql(pg_cluster.node_dsn(1), "DELETE FROM fl_rep WHERE id IN (10, 2000)")
+    run_sql(pg_cluster.node_dsn(2), "UPDATE fl_rep SET v = NULL WHERE id = 77")
+    run_sql(pg_cluster.node_dsn(2), "INSERT INTO fl_rep VALUES (5000, 'extra', 1.10)")
     diff = fleet.ace("table-diff", "testclus", "public.fl_rep")
     assert diff.returncode == 1, diff.stderr
     diff_file = str(_diff_file(diff.stdout))

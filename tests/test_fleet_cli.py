@@ -8,27 +8,20 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 from fleet_helpers import Fleet, wait_for
+from node_sql import run_sql
 
 from ace_shared.tasks.store import PENDING, TaskStore
-
-
-def _exec(pg_cluster, node: int, *statements: str) -> None:  # type: ignore[no-untyped-def]
-    with psycopg2.connect(pg_cluster.node_dsn(node)) as conn, conn.cursor() as cur:
-        for stmt in statements:
-            cur.execute(stmt)
-    conn.close()
 
 
 @pytest.fixture(scope="module")
 def small(pg_cluster):  # type: ignore[no-untyped-def]
     for i in range(3):
-        _exec(pg_cluster, i, "DROP TABLE IF EXISTS fc_small",
+        run_sql(pg_cluster.node_dsn(i), "DROP TABLE IF EXISTS fc_small",
               "CREATE TABLE fc_small (id int PRIMARY KEY, v text)",
               "INSERT INTO fc_small SELECT g, 'v' || g FROM generate_series(1, 500) g")
-    _exec(pg_cluster, 1, "UPDATE fc_small SET v = 'other' WHERE id = 7")
+    run_sql(pg_cluster.node_dsn(1), "UPDATE fc_small SET v = 'other' WHERE id = 7")
     return "public.fc_small"
 
 
@@ -84,14 +77,14 @@ def test_the_cli_learns_the_outcome_whatever_its_own_task_store(fleet, small, tm
 
 def _make_repair_table(pg_cluster) -> None:  # type: ignore[no-untyped-def]
     for i in range(3):
-        _exec(pg_cluster, i, "DROP TABLE IF EXISTS fc_rep",
+        run_sql(pg_cluster.node_dsn(i), "DROP TABLE IF EXISTS fc_rep",
               "CREATE TABLE fc_rep (id int PRIMARY KEY, v text, n int)",
               "INSERT INTO fc_rep SELECT g, 'v' || g, g FROM generate_series(1, 400) g")
-    _exec(pg_cluster, 1, "DELETE FROM fc_rep WHERE id IN (10, 20)",
+    run_sql(pg_cluster.node_dsn(1), "DELETE FROM fc_rep WHERE id IN (10, 20)",
           "UPDATE fc_rep SET v = 'changed' WHERE id = 30",
           "UPDATE fc_rep SET n = NULL WHERE id = 40",
           "INSERT INTO fc_rep VALUES (900, 'extra', 1)")
-    _exec(pg_cluster, 0, "UPDATE fc_rep SET v = NULL WHERE id = 50")
+    run_sql(pg_cluster.node_dsn(0), "UPDATE fc_rep SET v = NULL WHERE id = 50")
 
 
 def _local(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:

@@ -30,6 +30,7 @@ import psycopg2
 import pytest
 import redis
 from fleet_helpers import Fleet, scenario_of, started_on_own_fleets, wait_for
+from node_sql import run_sql
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
 
@@ -37,22 +38,15 @@ TABLE = "hl_items"
 ROWS = 20000
 
 
-def _exec(pg_cluster, node: int, *statements: str) -> None:  # type: ignore[no-untyped-def]
-    with psycopg2.connect(pg_cluster.node_dsn(node)) as conn, conn.cursor() as cur:
-        for stmt in statements:
-            cur.execute(stmt)
-    conn.close()
-
-
 def _make_items(pg_cluster, table: str) -> str:  # type: ignore[no-untyped-def]
     for i in range(3):
-        _exec(pg_cluster, i, f"DROP TABLE IF EXISTS {table}",
+        run_sql(pg_cluster.node_dsn(i), f"DROP TABLE IF EXISTS {table}",
               f"CREATE TABLE {table} (id int PRIMARY KEY, label text, amount numeric(10,2))",
               f"INSERT INTO {table} SELECT g, 'item ' || g, g * 0.25 "
               f"FROM generate_series(1, {ROWS}) g", f"ANALYZE {table}")
-    _exec(pg_cluster, 1, f"UPDATE {table} SET label = 'changed' WHERE id % 3001 = 0",
+    run_sql(pg_cluster.node_dsn(1), f"UPDATE {table} SET label = 'changed' WHERE id % 3001 = 0",
           f"DELETE FROM {table} WHERE id IN (5, 19999)")
-    _exec(pg_cluster, 2, f"INSERT INTO {table} VALUES (0, 'below', 1), ({ROWS + 9}, 'above', 2)")
+    run_sql(pg_cluster.node_dsn(2), f"INSERT INTO {table} VALUES (0, 'below', 1), ({ROWS + 9}, 'above', 2)")
     return f"public.{table}"
 
 
@@ -212,11 +206,11 @@ def _lose_a_rerun_batch(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyp
 
 def _lose_a_repair(pg_cluster, fl: Fleet) -> Lost:  # type: ignore[no-untyped-def]
     for i in range(3):
-        _exec(pg_cluster, i, "DROP TABLE IF EXISTS hl_rep",
+        run_sql(pg_cluster.node_dsn(i), "DROP TABLE IF EXISTS hl_rep",
               "CREATE TABLE hl_rep (id int PRIMARY KEY, v text)",
               "INSERT INTO hl_rep SELECT g, 'v' || g FROM generate_series(1, 2000) g")
-    _exec(pg_cluster, 1, "DELETE FROM hl_rep WHERE id % 100 = 0")
-    _exec(pg_cluster, 2, "UPDATE hl_rep SET v = 'x' WHERE id % 250 = 0")
+    run_sql(pg_cluster.node_dsn(1), "DELETE FROM hl_rep WHERE id % 100 = 0")
+    run_sql(pg_cluster.node_dsn(2), "UPDATE hl_rep SET v = 'x' WHERE id % 250 = 0")
     diff = fl.ace("table-diff", "testclus", "public.hl_rep")
     assert diff.returncode == 1, diff.stderr
     diff_file = str(_diff_file(diff.stdout))

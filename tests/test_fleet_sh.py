@@ -174,3 +174,31 @@ def test_start_purge_drops_what_an_earlier_run_left_queued(env, tmp_path) -> Non
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="fleet.sh runs services with setsid and /proc (Linux)")
+
+
+def test_a_pid_file_whose_pid_is_now_another_program_is_never_signalled(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After a reboot a pid file's number belongs to whatever got it: stop and start leave
+    that program alone (its name may well contain 'ace', as 'workspace' does), and start
+    still starts the service."""
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    (folder / "workers").write_text("1\n")
+    decoys = [subprocess.Popen(["bash", "-c", "exec -a workspace-indexer sleep 300"],
+                               start_new_session=True) for _ in range(2)]
+    try:
+        (folder / "w1.pid").write_text(f"{decoys[0].pid}\n")  # a live program, a group leader
+        (folder / "beat.pid").write_text(f"{decoys[1].pid}\n")
+        stopped = fleet(env, "stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        time.sleep(0.5)
+        assert [d.poll() for d in decoys] == [None, None], stopped.stdout
+        (folder / "w1.pid").write_text(f"{decoys[0].pid}\n")
+        started = fleet(env, "start", "--workers", "1", "--concurrency", "1")
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "w1 started" in started.stdout, started.stdout
+        assert [d.poll() for d in decoys] == [None, None]
+        assert int((folder / "w1.pid").read_text()) != decoys[0].pid
+    finally:
+        for d in decoys:
+            d.kill()
+            d.wait()

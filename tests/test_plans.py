@@ -21,8 +21,9 @@ import pytest
 from api_helpers import run_sql
 from psycopg2 import sql
 
-from ace_shared.diff import differ, queries
+from ace_shared.diff import queries
 from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.tuning import DiffTuning
 from ace_shared.mtree import compare
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.shape import TableShape, read_shape
@@ -197,8 +198,8 @@ def test_a_batch_of_keys_is_fetched_without_comparing_every_key_with_every_row(
     most of a second per batch of two thousand, the bulk of diffing 10,000 rows."""
     dsn = pg_cluster.node_dsn(0)
     shape = planned[table]
-    keys = _keys(dsn, shape, every=20)[:differ.FETCH_KEYS]
-    assert len(keys) == differ.FETCH_KEYS
+    keys = _keys(dsn, shape, every=20)[:DiffTuning().fetch_keys]
+    assert len(keys) == DiffTuning().fetch_keys
     query, params = queries.fetch_rows_in_order(shape, [tuple(k) for k in keys], None)
     conn = psycopg2.connect(dsn)
     try:

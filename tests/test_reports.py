@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from reports_helpers import Element, parse_html, partials_view
+from reports_helpers import CHROMIUM, Element, chromium, parse_html, partials_view
 
 from ace_shared.diff.partials import PartialsView
 from ace_shared.difffile.csvreport import decode_field, encode_field
@@ -313,16 +313,7 @@ def test_html_caps_rows_per_pair_and_says_where_the_rest_are(tmp_path: Path,
 
 # ----- end to end: a real diff, opened in a real browser ------------------------------------
 
-CHROMIUM = shutil.which("chromium")
 TABLE = "reports_e2e"
-
-
-def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120, check=True)
 
 
 def make_divergent_table(pg_cluster: Any) -> None:

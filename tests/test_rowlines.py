@@ -5,6 +5,7 @@ from __future__ import annotations
 from ace_shared.diff import differ
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.rowlines import differing_lines, line_key
+from ace_shared.diff.tuning import DiffTuning
 
 
 def test_a_line_gives_back_the_key_text_copy_escaped() -> None:
@@ -25,7 +26,7 @@ def test_lines_not_sent_by_every_node_are_the_differing_ones() -> None:
 
 def test_neighbouring_sub_ranges_are_streamed_together_up_to_the_row_bound() -> None:
     subs = [KeyRange(i, (str(i),), (str(i + 1),)) for i in range(6)]
-    rows = differ.STREAM_ROWS // 2
+    rows = DiffTuning().stream_rows // 2
     chunks = differ.stream_chunks([(subs[0], rows), (subs[1], rows), (subs[2], rows),
                                    (subs[4], 1), (subs[5], 1)])
     assert [(c.lower, c.upper) for c in chunks] == [

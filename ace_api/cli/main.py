@@ -37,7 +37,7 @@ from ace_shared.repair.request import TABLE_REPAIR
 from ace_shared.rerun.request import TABLE_RERUN
 
 # click 8.2+ raises this for a bare group name; older versions print the help themselves
-_NO_ARGS: tuple[type[Exception], ...] = tuple(
+_NO_ARGS: tuple[type[click.ClickException], ...] = tuple(
     e for e in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if e is not None)
 
 

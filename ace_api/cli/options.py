@@ -84,7 +84,8 @@ class DeclaredOption(click.Option):
         metavar = _METAVARS.get(declared.kind, "TEXT")
         if declared.kind == CHOICE:
             metavar = "[" + "|".join(declared.choices) + "]"
-        flag = {"is_flag": False, "flag_value": "true"} if declared.kind == BOOL else {}
+        flag: dict[str, Any] = ({"is_flag": False, "flag_value": "true"}
+                                if declared.kind == BOOL else {})
         super().__init__([declared.label("cli"), declared.name], default=None,
                          help=help_text, metavar=metavar, **flag)
 

@@ -46,7 +46,7 @@ def peer_certificate(sock: Any) -> dict[str, Any] | None:
     if getpeercert is None:
         return None
     try:
-        return getpeercert() or None  # type: ignore[no-any-return]
+        return getpeercert() or None
     except (ValueError, OSError):  # the connection is not (or no longer) TLS
         return None
 

@@ -104,8 +104,10 @@ def error_response(exc: BaseException) -> Response:
                                  status, message)
     elif status >= 500:  # a fault: keep the traceback
         exc_info = sys.exc_info()
-        current_app.log_exception(exc_info if exc_info[1] is not None else
-                                  (type(exc), exc, exc.__traceback__))
+        current_app.log_exception(
+            exc_info if exc_info[1] is not None else
+            # Flask's annotation wants a traceback; logging, which it passes this to, takes None
+            (type(exc), exc, exc.__traceback__))  # type: ignore[arg-type]
     response = jsonify({"error": message})
     response.status_code = status
     for name, value in headers.items():

@@ -39,7 +39,7 @@ MAX_JSON_DEPTH = 32  # parameters nest two levels; resolution_details may add a 
 class AnyValue(fields.Raw):
     """A field whose JSON type the schema leaves open (the core checks the value)."""
 
-    __schema_type__ = None  # type: ignore[assignment]
+    __schema_type__ = None
 
 
 def read_json_object() -> dict[str, Any]:
@@ -207,7 +207,7 @@ class RequestSchema:
                     f"{where}; the accepted parameters are {', '.join(allowed)}.")
         if kind == "type":
             expected = error.validator_value
-            words = (" or ".join(_TYPE_WORDS.get(t, t) for t in expected)
+            words = (" or ".join(str(_TYPE_WORDS.get(t, t)) for t in expected)
                      if isinstance(expected, list) else _TYPE_WORDS.get(expected, expected))
             return f"{name} must be {words}, not {_show(value)}."
         if kind == "minLength":

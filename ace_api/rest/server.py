@@ -145,17 +145,17 @@ def reused_context(files: TlsFiles) -> Any:
         now = stamp()
         with lock:
             if now and cached.get("stamp") == now:
-                return cached["context"]  # type: ignore[no-any-return]
+                return cached["context"]
             context = default_factory()
             if files.crl is not None:
                 context.load_verify_locations(cafile=str(files.crl))
                 context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
             cached.update(stamp=now, context=context)
-            return context  # type: ignore[no-any-return]
+            return context
     return ssl_context
 
 
-class QuietPollsLogger(Logger):  # type: ignore[misc]
+class QuietPollsLogger(Logger):
     """gunicorn's logger, without an access-log line for each answered task-status poll.
 
     Hundreds of clients polling twice a second would write hundreds of lines a
@@ -226,7 +226,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int,
     }
 
 
-class ApiServer(BaseApplication):  # type: ignore[misc]
+class ApiServer(BaseApplication):
     """gunicorn run from Python, each worker building its own app after the fork."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:

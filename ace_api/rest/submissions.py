@@ -54,7 +54,7 @@ def require_served_role(cluster_name: str, identity: str) -> None:
 
 
 def _enqueue(task_type: str, options: dict[str, Any], identity: str, settings: Settings,
-             *, cluster_name: str, table_name: str) -> dict[str, str]:
+             *, cluster_name: str, table_name: str | None) -> dict[str, str]:
     from ace_workers.client import submit  # the Celery app is built on first use
 
     require_served_role(cluster_name, identity)

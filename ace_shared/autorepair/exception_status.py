@@ -130,6 +130,7 @@ def apply_exception_update(conn: psycopg2.extensions.connection, update: Excepti
         try:
             with conn, conn.cursor() as cur:
                 cur.execute("SET LOCAL lock_timeout = %s", (LOCK_TIMEOUT,))
+                changed: int
                 if update.command_counter is None:
                     cur.execute(UPDATE_TRANSACTION, params)
                     changed = cur.rowcount

@@ -133,7 +133,8 @@ class PendingInsert:
 
     @property
     def remote_commit_ts(self) -> datetime:
-        return self.key["remote_commit_ts"]
+        stamp: datetime = self.key["remote_commit_ts"]
+        return stamp
 
 
 def pending_inserts(cur: cursor, layout: ExceptionLayout) -> list[PendingInsert]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ace_shared.atomicfile import atomic_text_file
-from ace_shared.difffile.htmlreport import CSS, esc
+from ace_shared.difffile.htmlassets import CSS
+from ace_shared.difffile.htmlreport import esc
 from ace_shared.words import and_list, plural, utc_time
 
 EXTRA_CSS = """
@@ -61,7 +62,7 @@ def _subject(result: dict[str, Any]) -> str:
 
 
 def _differs(result: dict[str, Any]) -> bool:
-    return result.get("exit_code", 0) != 0
+    return bool(result.get("exit_code", 0) != 0)
 
 
 def _head(fh: TextIO, result: dict[str, Any]) -> None:

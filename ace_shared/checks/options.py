@@ -30,7 +30,9 @@ TABLE_OPTIONS = tuple(TABLE_DIFF.option(n) for n in ("block_rows", "max_cpu_rati
 
 def split_names(text: str | None) -> list[str]:
     """Split a comma-separated list of names at commas outside double quotes."""
-    parts, buf, quoted = [], [], False
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in text or "":
         if ch == '"':
             quoted = not quoted

@@ -3,7 +3,7 @@
 For each key range every node hashes its rows in SQL at once, and only hashes
 come back. Where the nodes disagree in a few sub-ranges, those are cut again
 and hashed in one scan each (:func:`queries.hash_buckets`), down to leaves of
-at most ``LEAF_ROWS`` rows; where they disagree in most, the differing
+at most ``DiffTuning.leaf_rows`` rows; where they disagree in most, the differing
 sub-ranges are compared in one pass instead. Leaves and passes alike compare
 each row's key and hash as ``COPY`` lines (:mod:`rowlines`); only the rows
 whose lines differ are fetched in full, in batches. This module is what both
@@ -13,72 +13,21 @@ the in-process pool and the Celery subtasks call; it knows nothing of either.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-
-from psycopg2.extensions import cursor
 
 from ace_shared.diff import provenance, queries
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange, split_range
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.rowlines import copy_lines, differing_lines, line_key
+from ace_shared.diff.tuning import DensityHints, DiffTuning, Strategy
 from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
 from ace_shared.difffile.format import with_meta
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
-LEAF_ROWS = 4000  # a sub-range this small is streamed whole rather than cut again
 FANOUT = SUBRANGES
-
-
-def _fetch(q: queries.Query) -> Callable[[cursor], list[tuple[Any, ...]]]:
-    query, params = q
-
-    def run(cur: cursor) -> list[tuple[Any, ...]]:
-        cur.execute(queries.PINNED_PLAN)
-        cur.execute(query, params)
-        return cur.fetchall()
-    return run
-
-
-STRATEGY = "auto"
-"""How a range that differs is compared: ``auto`` chooses per range (see
-:class:`RangeDiffer`); ``narrow`` always narrows and ``stream`` always streams
-whole ranges, so tests can prove that every strategy writes the same file."""
-DENSE_SHARE = 0.5  # stream a range once more than this share of its sub-ranges differ
-STREAM_ROWS = 20_000  # most rows a node sends in one stream query (about 3 MB held per node)
-FETCH_KEYS = 2_000  # about the most differing keys whose rows one query fetches
-
-
-class DensityHints:
-    """Per job, whether the range this process finished last differed almost everywhere.
-
-    Ranges of one job run in many batches (one per range in-process), each with
-    its own :class:`RangeDiffer`; the hint lets the next one skip a first hash
-    pass that would only say "everything differs" again. It is only a guess:
-    a wrong one costs one pass, never a different result.
-    """
-
-    KEEP = 64  # jobs remembered; the oldest is forgotten first
-
-    def __init__(self) -> None:
-        self._dense: dict[str, bool] = {}
-        self._lock = threading.Lock()
-
-    def get(self, job: str) -> bool:
-        return self._dense.get(job, False)
-
-    def set(self, job: str, dense: bool) -> None:
-        with self._lock:
-            self._dense.pop(job, None)
-            self._dense[job] = dense
-            while len(self._dense) > self.KEEP:
-                del self._dense[next(iter(self._dense))]
-
-
-DENSITY = DensityHints()
 
 
 class RangeDiffer:
@@ -91,18 +40,23 @@ class RangeDiffer:
     and the lines are compared as sets (:mod:`rowlines`). Once a range has
     turned out dense, the next one of the job is streamed without its first
     hash pass, and a range that turns out sparse brings the first pass back (see
-    :class:`DensityHints`).
-    Either way the differing keys are the same, and so is the file.
+    :class:`~ace_shared.diff.tuning.DensityHints`; without any, each differ starts
+    afresh). Either way the differing keys are the same, and so is the file.
+    The job's :class:`~ace_shared.diff.tuning.DiffTuning` (``spec.tuning``) says
+    which way, and how large the steps are.
     """
 
-    def __init__(self, spec: DiffSpec, sessions: NodeSessions) -> None:
+    def __init__(self, spec: DiffSpec, sessions: NodeSessions,
+                 hints: DensityHints | None = None) -> None:
         self.spec = spec
         self.shape: TableShape = spec.shape
         self.sessions = sessions
         self.nodes = list(spec.nodes)
         self.filter = spec.table_filter
-        self.strategy = STRATEGY
-        self._dense = DENSITY.get(spec.task_id)  # the last range differed almost everywhere
+        self.tuning = spec.tuning
+        self.strategy = spec.tuning.strategy
+        self._hints = hints if hints is not None else DensityHints()
+        self._dense = self._hints.get(spec.task_id)  # the last range differed almost everywhere
 
     def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
         """Differing rows of one range in key order, and how many keys the nodes hold in it.
@@ -111,14 +65,15 @@ class RangeDiffer:
         plus the differing keys that node lacks (every such key is in the records).
         """
         first = self.nodes[0]
-        if self.strategy == "stream" or (self.strategy == "auto" and self._dense):
+        if self.strategy == Strategy.STREAM or (self.strategy == Strategy.AUTO and self._dense):
             keys, held = self._stream_whole(rng)
         elif rng.inner:
             per_node = self._bucket_hashes(rng, list(rng.inner))
             held = sum(c for c, _ in per_node[first].values())
             keys = self._narrow_buckets(rng, list(rng.inner), per_node)
         else:
-            res = self.sessions.on_all(_fetch(queries.hash_range(self.shape, rng, self.filter)))
+            res = self.sessions.fetch_all(*queries.hash_range(self.shape, rng, self.filter),
+                                          setup=queries.PINNED_PLAN)
             hashes = {n: (int(rows[0][0]), rows[0][1]) for n, rows in res.items()}
             counts = {n: c for n, (c, _) in hashes.items()}
             held = counts[first]
@@ -127,19 +82,19 @@ class RangeDiffer:
                 return [], held
             keys = self._narrow(rng, counts)
         # as many differing keys as would touch most sub-ranges, were they scattered
-        self._set_dense(len(keys) > DENSE_SHARE * max(FANOUT, len(rng.inner) + 1))
+        self._set_dense(len(keys) > self.tuning.dense_share * max(FANOUT, len(rng.inner) + 1))
         records = self.records_for_keys(keys)
         return records, held + sum(1 for r in records if r.texts.get(first) is None)
 
     def _set_dense(self, dense: bool) -> None:
         self._dense = dense
-        DENSITY.set(self.spec.task_id, dense)
+        self._hints.set(self.spec.task_id, dense)
 
     def _bucket_hashes(self, rng: KeyRange, inner: list[Key],
                        ) -> dict[str, dict[int, tuple[int, Any]]]:
         """Count and hash of every sub-range of ``rng`` cut at ``inner``, per node, in one scan."""
-        buckets = self.sessions.on_all(
-            _fetch(queries.hash_buckets(self.shape, rng, inner, self.filter)))
+        buckets = self.sessions.fetch_all(
+            *queries.hash_buckets(self.shape, rng, inner, self.filter), setup=queries.PINNED_PLAN)
         return {n: {int(b): (int(c), h) for b, c, h in rows} for n, rows in buckets.items()}
 
     def _narrow_buckets(self, rng: KeyRange, inner: list[Key],
@@ -151,11 +106,12 @@ class RangeDiffer:
             sub_hashes = {n: per_node[n].get(sub.index, (0, 0)) for n in self.nodes}
             if len(set(sub_hashes.values())) > 1:
                 differing.append((sub, {n: c for n, (c, _) in sub_hashes.items()}))
-        streams = {"stream": True, "narrow": False}.get(
-            self.strategy, len(differing) > DENSE_SHARE * (len(inner) + 1))
+        streams = {Strategy.STREAM: True, Strategy.NARROW: False}.get(
+            self.strategy, len(differing) > self.tuning.dense_share * (len(inner) + 1))
         if streams:
             return self._stream_keys(stream_chunks(
-                [(sub, max(counts.values())) for sub, counts in differing]))[0]
+                [(sub, max(counts.values())) for sub, counts in differing],
+                self.tuning.stream_rows))[0]
         found: set[Key] = set()
         for sub, counts in differing:
             found |= self._narrow(sub, counts)
@@ -163,11 +119,12 @@ class RangeDiffer:
 
     def _narrow(self, rng: KeyRange, counts: dict[str, int]) -> set[Key]:
         biggest = max(counts, key=lambda n: counts[n])
-        if counts[biggest] <= LEAF_ROWS:
+        if counts[biggest] <= self.tuning.leaf_rows:
             return self._stream_keys([rng])[0]
         step = max(1, math.ceil(counts[biggest] / FANOUT))
-        inner_rows = self.sessions.on_one(
-            biggest, _fetch(queries.inner_boundaries(self.shape, rng, step, self.filter)))
+        inner_rows = self.sessions.fetch_from(
+            biggest, *queries.inner_boundaries(self.shape, rng, step, self.filter),
+            setup=queries.PINNED_PLAN)
         inner = [tuple(r) for r in inner_rows]
         if not inner:
             return self._stream_keys([rng])[0]
@@ -178,7 +135,8 @@ class RangeDiffer:
         row count; sub-ranges are assumed to hold their share of ``block_rows``."""
         subs = split_range(rng, list(rng.inner))
         share = max(1, self.spec.block_rows // len(subs))
-        return self._stream_keys(stream_chunks([(sub, share) for sub in subs]))
+        return self._stream_keys(stream_chunks([(sub, share) for sub in subs],
+                                               self.tuning.stream_rows))
 
     def _stream_keys(self, chunks: list[KeyRange]) -> tuple[set[Key], int]:
         """Keys whose ``key, hash`` line not every node sends, over ``chunks``; and the
@@ -196,11 +154,11 @@ class RangeDiffer:
         """Fetch the full rows of ``keys`` on every node; keep those not equal everywhere.
 
         Records come in the table's own key order (as the first node sorts, collations
-        included). Rows are fetched ``FETCH_KEYS`` keys at a time, never parting keys
-        that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows`).
+        included). Rows are fetched ``tuning.fetch_keys`` keys at a time, never parting keys
+        that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows_in_order`).
         """
         key_list = sorted(set(keys))  # a fixed order, whichever way the keys were found
-        if len(key_list) <= FETCH_KEYS:
+        if len(key_list) <= self.tuning.fetch_keys:
             return self._batch_records(key_list)
         out: list[DiffRecord] = []
         for batch in self._key_batches(key_list):
@@ -208,10 +166,11 @@ class RangeDiffer:
         return out
 
     def _key_batches(self, keys: list[Key]) -> Iterator[list[Key]]:
-        runs = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_key_runs(self.shape, keys)))
+        runs = self.sessions.fetch_from(self.nodes[0], *queries.sort_key_runs(self.shape, keys),
+                                        setup=queries.PINNED_PLAN)
         batch: list[Key] = []
         for position, same_as_before in runs:
-            if len(batch) >= FETCH_KEYS and not same_as_before:
+            if len(batch) >= self.tuning.fetch_keys and not same_as_before:
                 yield batch
                 batch = []
             batch.append(keys[int(position) - 1])
@@ -226,8 +185,8 @@ class RangeDiffer:
         """
         if not batch:
             return []
-        fetched = self.sessions.on_all(
-            _fetch(queries.fetch_rows_in_order(self.shape, batch, self.filter)))
+        fetched = self.sessions.fetch_all(
+            *queries.fetch_rows_in_order(self.shape, batch, self.filter), setup=queries.PINNED_PLAN)
         # rows are matched by the key they equal in PostgreSQL, not by their key's text
         by_node = {n: {r[0]: r for r in rows if r[1] is not None} for n, rows in fetched.items()}
         nodes = self.nodes
@@ -255,18 +214,20 @@ class RangeDiffer:
         """Keys in the table's own order, as the database sorts them (collations included)."""
         if len(keys) <= 1:
             return keys
-        positions = self.sessions.on_one(self.nodes[0], _fetch(queries.sort_keys(self.shape, keys)))
+        positions = self.sessions.fetch_from(self.nodes[0], *queries.sort_keys(self.shape, keys),
+                                             setup=queries.PINNED_PLAN)
         return [keys[int(p[0]) - 1] for p in positions]
 
 
-def stream_chunks(subs: list[tuple[KeyRange, int]]) -> list[KeyRange]:
+def stream_chunks(subs: list[tuple[KeyRange, int]],
+                  max_rows: int = DiffTuning.stream_rows) -> list[KeyRange]:
     """Neighbouring sub-ranges (``index`` one apart) joined into ranges of about
-    ``STREAM_ROWS`` rows at most, from each sub-range's row count."""
+    ``max_rows`` rows at most, from each sub-range's row count."""
     chunks: list[KeyRange] = []
     rows = 0
     last = -2
     for sub, count in subs:
-        if chunks and sub.index == last + 1 and rows + count <= STREAM_ROWS:
+        if chunks and sub.index == last + 1 and rows + count <= max_rows:
             chunks[-1] = KeyRange(chunks[-1].index, chunks[-1].lower, sub.upper)
             rows += count
         else:
@@ -278,7 +239,7 @@ def stream_chunks(subs: list[tuple[KeyRange, int]]) -> list[KeyRange]:
 
 def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
                budget: DiffBudget, on_range_done: Callable[[str, int], None] | None = None,
-               ) -> BatchResult:
+               hints: DensityHints | None = None) -> BatchResult:
     """Diff consecutive ranges, writing differing rows to one partial file by reference.
 
     ``on_range_done(part, ranges_done_in_part)`` reports progress idempotently
@@ -286,7 +247,7 @@ def diff_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
     partial file and the batch's record go to the job's work folder
     (:mod:`~ace_shared.diff.workdir`), so a redelivered batch simply rewrites them.
     """
-    differ = RangeDiffer(spec, sessions)
+    differ = RangeDiffer(spec, sessions, hints)
     work = WorkDir(spec.work_dir)
     first = ranges[0].index
     part = str(first)

@@ -27,6 +27,7 @@ from ace_shared.diff.partials import PartialsView
 from ace_shared.diff.plan import prepare_diff
 from ace_shared.diff.ranges import KeyRange, batches, split_by_sizes, tapered_sizes
 from ace_shared.diff.request import DiffRequest, DiffSpec
+from ace_shared.diff.tuning import DensityHints, DiffTuning
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.nodes.sessions import NodeSessions
 
@@ -75,8 +76,11 @@ def cut_batches(ranges: list[KeyRange], batch_size: int | None, slots: int | Non
 
 
 def plan_job(request: DiffRequest, settings: Settings, task_id: str, sessions: NodeSessions,
-             executor: str, fleet_slots: Callable[[], int] | None = None) -> DiffJob:
+             executor: str, fleet_slots: Callable[[], int] | None = None,
+             tuning: DiffTuning | None = None) -> DiffJob:
     """Check the table and plan its ranges on the sessions' nodes, then cut the batches.
+
+    ``tuning`` says how the job's differs compare (the defaults when None).
 
     ``fleet_slots`` counts the fleet's worker processes (asked only when the
     request leaves the batch size to ACE); None runs the batches in this process.
@@ -89,7 +93,7 @@ def plan_job(request: DiffRequest, settings: Settings, task_id: str, sessions: N
         slots = fleet_slots()
     groups = cut_batches(plan.ranges, request.batch_size, slots,
                          settings.TASKS_PER_WORKER_PROCESS)
-    spec = plan.spec
+    spec = replace(plan.spec, tuning=tuning or DiffTuning())
     if fleet_slots is not None:
         spec = replace(spec, batch_size=max(len(g) for g in groups))
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
@@ -99,9 +103,10 @@ def plan_job(request: DiffRequest, settings: Settings, task_id: str, sessions: N
 
 
 def run_batch(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
-              budget: DiffBudget, on_range_done: OnRangeDone | None = None) -> BatchResult:
+              budget: DiffBudget, on_range_done: OnRangeDone | None = None,
+              hints: DensityHints | None = None) -> BatchResult:
     """Diff one batch of ranges into its partial file (see :func:`differ.diff_batch`)."""
-    return diff_batch(spec, ranges, sessions, budget, on_range_done)
+    return diff_batch(spec, ranges, sessions, budget, on_range_done, hints)
 
 
 def save_job(job: DiffJob) -> None:

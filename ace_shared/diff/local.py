@@ -8,6 +8,7 @@ data. The pool's size follows ``--max-cpu-ratio`` of this machine's CPUs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from ace_shared.diff.job import DiffJob, job_view, merge_job, plan_job, run_batc
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffRequest, DiffSpec
+from ace_shared.diff.tuning import DensityHints, DiffTuning
 from ace_shared.diff.workdir import BatchResult
 from ace_shared.nodes.sessions import NodeSessions
 
@@ -34,17 +36,24 @@ def pool_size(max_cpu_ratio: float) -> int:
 
 
 def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
-    """Diff a table across nodes in this process; return the diff file and its summary."""
+                   progress: Progress | None = None,
+                   tuning: DiffTuning | None = None) -> tuple[Path, dict[str, Any]]:
+    """Diff a table across nodes in this process; return the diff file and its summary.
+
+    ``tuning`` changes how the ranges are compared, never what is found (the defaults
+    when None); the job's ranges share one :class:`DensityHints`.
+    """
     size = pool_size(request.max_cpu_ratio)
     _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
                                  settings, request.role)
     sessions = NodeSessions(targets, threads_per_node=size)
     try:
-        job = plan_job(request, settings, task_id, sessions, executor="local")
+        job = plan_job(request, settings, task_id, sessions, executor="local", tuning=tuning)
         view = job_view(job)
+        run = functools.partial(run_batch, hints=DensityHints())
         try:
-            results = run_batches(job, sessions, size, progress, on_first_done=view.spool_ready)
+            results = run_batches(job, sessions, size, progress, run,
+                                  on_first_done=view.spool_ready)
             return merge_job(job, results, settings.output_dir, view)
         finally:
             view.close()

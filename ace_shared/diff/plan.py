@@ -9,9 +9,11 @@ the work; correctness comes from the ranges covering the whole key space.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
@@ -79,10 +81,11 @@ def read_provenance(sessions: NodeSessions, settings: Settings, cluster_name: st
 
 
 def read_common_shape(sessions: NodeSessions, request_table: Any) -> TableShape:
-    shapes = {}
+    shapes: dict[str, TableShape] = {}
     # read in node order so that error messages name the first offending node
     for node in sessions.order:
-        shapes[node] = sessions.on_one(node, lambda cur, n=node: read_shape(cur, request_table, n))
+        shapes[node] = sessions.on_one(node, functools.partial(
+            read_shape, table=request_table, node=node))
     return reconcile_shapes(shapes)
 
 
@@ -91,11 +94,11 @@ def check_filter_on_nodes(sessions: NodeSessions, shape: TableShape, table_filte
     query, params = queries.sample_keys(shape, None, table_filter)
 
     def explain(cur: cursor) -> None:
-        cur.execute(queries.sql.SQL("EXPLAIN {}").format(query), params)
+        cur.execute(sql.SQL("EXPLAIN {}").format(query), params)
         cur.fetchall()
     for node in sessions.order:  # the columns it names exist and have built-in types
-        sessions.on_one(node, lambda cur, n=node: check_filter_columns(
-            cur, shape.table, table_filter, n))
+        sessions.on_one(node, functools.partial(
+            check_filter_columns, table=shape.table, text=table_filter, node=node))
     sessions.on_all(explain)
 
 
@@ -115,7 +118,7 @@ def agreed_boundaries(sessions: NodeSessions, shape: TableShape,
     if len(boundaries) < 2:
         return boundaries
     query, params = queries.sort_keys(shape, boundaries)
-    orders = sessions.on_all(lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    orders = sessions.fetch_all(query, params)
     ranks = []
     for rows in orders.values():
         rank = [0] * len(boundaries)
@@ -139,7 +142,7 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
     if estimate < 0 or estimate <= EXACT_PLAN_MAX_ROWS:
         step = max(1, block_rows // SUBRANGES)
         query, params = queries.every_nth_key(shape, step, table_filter)
-        rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+        rows = sessions.fetch_from(node, query, params)
         cuts = agreed_boundaries(sessions, shape, [tuple(r) for r in rows])
         estimate = max(estimate, (len(rows) + 1) * step)
         parts = range_count_for((len(cuts) + 1) * step, block_rows)
@@ -148,7 +151,7 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
     wanted = parts * SAMPLES_PER_RANGE
     percent = min(100.0, max(0.0001, 100.0 * wanted / max(estimate, 1)))
     query, params = queries.sample_keys(shape, percent, table_filter)
-    rows = sessions.on_one(node, lambda cur: (cur.execute(query, params), cur.fetchall())[1])
+    rows = sessions.fetch_from(node, query, params)
     cuts = agreed_boundaries(sessions, shape, dedupe_sorted(tuple(r) for r in rows))
     return plan_ranges(cuts, parts, SUBRANGES), estimate
 

@@ -8,7 +8,9 @@ checked table filter. Every function and operator is named in ``pg_catalog``
 sessions with more rights than the table's owner, who may create look-alikes
 (docs/security.md, "Code a table owner controls"). Every query here is run
 with bound parameters (a ``COPY`` has them merged in by psycopg2's own quoting),
-so a ``%`` in any name or type is doubled. Key values
+so a ``%`` in any name or type is doubled. Parameters are named (:func:`param`):
+each is placed where its value is used, whatever order the parts of a query are
+built in. Key values
 travel as the text PostgreSQL prints for them and are cast back on the server,
 so a key round-trips exactly whatever its type.
 """
@@ -23,7 +25,15 @@ from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.nodes.filter import FILTER_MARK
 from ace_shared.nodes.shape import Column, TableShape
 
-Query = tuple[sql.Composable, list[object]]
+Params = dict[str, object]
+Query = tuple[sql.Composable, Params]
+
+
+def param(params: Params, value: object) -> sql.Composable:
+    """A named placeholder for ``value``, which is added to ``params`` under a new name."""
+    name = f"p{len(params)}"
+    params[name] = value
+    return sql.Placeholder(name)
 
 PINNED_PLAN = ("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
                "SET LOCAL enable_mergejoin = off; SET LOCAL jit = off")
@@ -39,11 +49,11 @@ because the price of a path that had no alternative would also switch JIT on.
 """
 
 
-class Name(sql.Identifier):
+class Name(sql.Identifier):  # type: ignore[misc]  # psycopg2 ships no types
     """``sql.Identifier`` with ``%`` doubled: a name such as ``"100%"`` next to bound parameters."""
 
     def as_string(self, context: object) -> str:
-        return super().as_string(context).replace("%", "%%")
+        return str(super().as_string(context)).replace("%", "%%")
 
 
 def catalog_text(text: str) -> sql.Composable:
@@ -110,11 +120,11 @@ def columns_as_text(shape: TableShape) -> sql.Composable:
                               for i, c in enumerate(shape.columns))
 
 
-class Text(sql.Literal):
+class Text(sql.Literal):  # type: ignore[misc]  # psycopg2 ships no types
     """A string literal with ``%`` doubled, for queries run with bound parameters."""
 
     def as_string(self, context: object) -> str:
-        return super().as_string(context).replace("%", "%%")
+        return str(super().as_string(context)).replace("%", "%%")
 
 
 def row_json_text(shape: TableShape, alias: str) -> sql.Composable:
@@ -163,29 +173,31 @@ def _aggregate(shape: TableShape) -> sql.Composable:
     return sql.SQL("COALESCE(pg_catalog.sum({}), 0)::pg_catalog.text").format(row_hash(shape))
 
 
-def _key_tuple(shape: TableShape) -> sql.Composable:
+def key_tuple(shape: TableShape) -> sql.Composable:
+    """The key's columns, as a row value when there are several (to compare with a bound)."""
     cols = sql.SQL(", ").join(_col(c) for c in shape.key_columns)
     return sql.SQL("({})").format(cols) if len(shape.key) > 1 else cols
 
 
-def _bound(shape: TableShape, key: Key, params: list[object]) -> sql.Composable:
-    params.extend(key)
+def bound(shape: TableShape, key: Key, params: Params) -> sql.Composable:
+    """``key`` as parameters cast to the key columns' base types, a row value when several."""
     casts = sql.SQL(", ").join(
-        sql.SQL("%s::{}").format(base_type(c)) for c in shape.key_columns
+        sql.SQL("{}::{}").format(param(params, value), base_type(c))
+        for value, c in zip(key, shape.key_columns, strict=True)
     )
     return sql.SQL("({})").format(casts) if len(shape.key) > 1 else casts
 
 
 def range_where(shape: TableShape, rng: KeyRange, table_filter: str | None,
-                params: list[object]) -> sql.Composable:
+                params: Params) -> sql.Composable:
     """``WHERE`` conditions selecting the rows of ``rng`` that pass the filter."""
     conds: list[sql.Composable] = []
     if rng.lower is not None:
-        conds.append(sql.SQL("{} {} {}").format(_key_tuple(shape), op(">="),
-                                                _bound(shape, rng.lower, params)))
+        conds.append(sql.SQL("{} {} {}").format(key_tuple(shape), op(">="),
+                                                bound(shape, rng.lower, params)))
     if rng.upper is not None:
-        conds.append(sql.SQL("{} {} {}").format(_key_tuple(shape), op("<"),
-                                                _bound(shape, rng.upper, params)))
+        conds.append(sql.SQL("{} {} {}").format(key_tuple(shape), op("<"),
+                                                bound(shape, rng.upper, params)))
     if table_filter:
         conds.append(filter_sql(table_filter))
     if not conds:
@@ -197,7 +209,7 @@ def hash_range(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Qu
     """Row count and combined hash of one range (per sub-range when it has inner cuts)."""
     if rng.inner:
         return hash_buckets(shape, rng, list(rng.inner), table_filter)
-    params: list[object] = []
+    params: Params = {}
     where = range_where(shape, rng, table_filter, params)
     q = sql.SQL("SELECT pg_catalog.count(*), {} FROM {} WHERE {}").format(
         _aggregate(shape), table_ref(shape), where)
@@ -212,7 +224,7 @@ def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
     single-column key is placed by ``width_bucket`` (a binary search over the
     cuts, in the column's own collation); a composite key by comparing row values.
     """
-    params: list[object] = []
+    params: Params = {}
     # width_bucket takes an element and an array of them: not for a key that is itself an array
     if len(shape.key) == 1 and not _is_array(shape.key_columns[0]):
         col = shape.key_columns[0]
@@ -220,13 +232,14 @@ def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
         if col.collation_sql:
             operand = sql.SQL("{} COLLATE {}").format(operand, catalog_text(col.collation_sql))
         # one array literal, read by the element type's input function (no text cast)
-        params.append(array_literal([k[0] for k in inner]))
-        bucket = sql.SQL("pg_catalog.width_bucket({}, %s::{}[])").format(operand, base_type(col))
+        cuts = param(params, array_literal([k[0] for k in inner]))
+        bucket = sql.SQL("pg_catalog.width_bucket({}, {}::{}[])").format(operand, cuts,
+                                                                          base_type(col))
     else:
         whens = []
-        for i, bound in enumerate(inner):
+        for i, cut in enumerate(inner):
             whens.append(sql.SQL("WHEN {} {} {} THEN {}").format(
-                _key_tuple(shape), op("<"), _bound(shape, bound, params), sql.Literal(i)))
+                key_tuple(shape), op("<"), bound(shape, cut, params), sql.Literal(i)))
         bucket = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(whens),
                                                        sql.Literal(len(inner)))
     where = range_where(shape, rng, table_filter, params)
@@ -238,21 +251,19 @@ def hash_buckets(shape: TableShape, rng: KeyRange, inner: list[Key],
 def inner_boundaries(shape: TableShape, rng: KeyRange, step: int,
                      table_filter: str | None) -> Query:
     """Every ``step``-th key inside ``rng``, to cut it into sub-ranges."""
-    params: list[object] = [step]
-    where = range_where(shape, rng, table_filter, params)
+    params: Params = {}
     q = sql.SQL(
         "SELECT {kt} FROM (SELECT {kc}, pg_catalog.row_number() OVER (ORDER BY {ko}) AS ace_rn "
-        "FROM {t} WHERE {w}) s WHERE ace_rn {mod} %s::pg_catalog.int8 {eq} 0 ORDER BY {ko}"
+        "FROM {t} WHERE {w}) s WHERE ace_rn {mod} {step}::pg_catalog.int8 {eq} 0 ORDER BY {ko}"
     ).format(kt=key_as_text(shape), kc=key_order(shape), ko=key_order(shape),
-             t=table_ref(shape), w=where, mod=op("%"), eq=op("="))
-    # the step parameter belongs after the WHERE parameters
-    params.append(params.pop(0))
+             t=table_ref(shape), w=range_where(shape, rng, table_filter, params), mod=op("%"),
+             step=param(params, step), eq=op("="))
     return q, params
 
 
 def leaf_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) -> Query:
     """Each row's key and hash in ``rng``, in key order."""
-    params: list[object] = []
+    params: Params = {}
     where = range_where(shape, rng, table_filter, params)
     q = sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {}").format(
         key_as_text(shape), row_hash(shape), table_ref(shape), where, key_order(shape))
@@ -265,14 +276,14 @@ def stream_hashes(shape: TableShape, rng: KeyRange, table_filter: str | None) ->
     The rows are compared as sets of lines, so no node sorts them, and ``COPY``
     hands each line over as it is, without building a Python row.
     """
-    params: list[object] = []
+    params: Params = {}
     where = range_where(shape, rng, table_filter, params)
     q = sql.SQL("COPY (SELECT {}, {} FROM {} WHERE {}) TO STDOUT").format(
         key_as_text(shape), row_hash(shape), table_ref(shape), where)
     return q, params
 
 
-def _keys_relation(shape: TableShape, keys: list[Key], params: list[object]) -> sql.Composable:
+def _keys_relation(shape: TableShape, keys: list[Key], params: Params) -> sql.Composable:
     """The keys, one row per key (``u.k0, u.k1, ..., u.ord``), to be read as their
     columns' base types (:func:`_typed_key`).
 
@@ -288,11 +299,12 @@ def _keys_relation(shape: TableShape, keys: list[Key], params: list[object]) -> 
     for i, c in enumerate(cols):
         values = [k[i] for k in keys]
         if c.builtin_cast:
-            params.append(json.dumps(values, ensure_ascii=False))
-            arrays.append(sql.SQL("pg_catalog.json_array_elements_text(%s::pg_catalog.json)"))
+            texts = param(params, json.dumps(values, ensure_ascii=False))
+            arrays.append(sql.SQL("pg_catalog.json_array_elements_text({}::pg_catalog.json)")
+                          .format(texts))
         else:
-            params.append(array_literal(values))
-            arrays.append(sql.SQL("pg_catalog.unnest(%s::{}[])").format(base_type(c)))
+            literal = param(params, array_literal(values))
+            arrays.append(sql.SQL("pg_catalog.unnest({}::{}[])").format(literal, base_type(c)))
     names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(cols)))
     return sql.SQL("ROWS FROM ({}) WITH ORDINALITY AS u({}, ord)").format(
         sql.SQL(", ").join(arrays), names)
@@ -360,7 +372,7 @@ def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | 
     subquery of their own, so the filter sees only the table's columns. One round
     trip both fetches and orders a batch of differing keys.
     """
-    params: list[object] = []
+    params: Params = {}
     rel = _keys_relation(shape, keys, params)
     typed = [sql.Identifier(f"ace_t{i}") for i in range(len(shape.key))]
     inner_keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(c), t)
@@ -389,7 +401,7 @@ def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | 
 
 def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
     """Positions of ``keys`` in the table's own key order (for merging nodes' keys)."""
-    params: list[object] = []
+    params: Params = {}
     rel = _keys_relation(shape, keys, params)
     q = sql.SQL("SELECT ord FROM {} ORDER BY {}").format(
         rel, sql.SQL(", ").join(_typed_keys(shape)))
@@ -402,7 +414,7 @@ def sort_key_runs(shape: TableShape, keys: list[Key]) -> Query:
 
     Ties are broken by position, so the window and the result agree on the order.
     """
-    params: list[object] = []
+    params: Params = {}
     rel = _keys_relation(shape, keys, params)
     typed = [sql.SQL("{} AS {}").format(expr, sql.Identifier(f"s{i}"))
              for i, expr in enumerate(_typed_keys(shape))]
@@ -426,11 +438,10 @@ def sample_keys(shape: TableShape, percent: float | None, table_filter: str | No
     BERNOULLI picks rows, not pages: a page sample of a table loaded in key order
     returns runs of neighbouring keys and makes very uneven ranges.
     """
-    params: list[object] = []
+    params: Params = {}
     sample = sql.SQL("")
     if percent is not None:
-        sample = sql.SQL(" TABLESAMPLE BERNOULLI (%s)")
-        params.append(percent)
+        sample = sql.SQL(" TABLESAMPLE BERNOULLI ({})").format(param(params, percent))
     where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
     q = sql.SQL("SELECT {} FROM {}{}{} ORDER BY {}").format(
         key_as_text(shape), table_ref(shape), sample, where, key_order(shape))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ace_shared.config import TASKS_PER_SLOT
 
@@ -42,13 +43,13 @@ class KeyRange:
                 list(self.upper) if self.upper else None, [list(k) for k in self.inner]]
 
     @classmethod
-    def from_json(cls, data: Sequence[object]) -> KeyRange:
+    def from_json(cls, data: Sequence[Any]) -> KeyRange:
         index, lower, upper = data[:3]
         inner = data[3] if len(data) > 3 else []
-        return cls(int(index),  # type: ignore[call-overload]
-                   tuple(lower) if lower else None,  # type: ignore[arg-type]
-                   tuple(upper) if upper else None,  # type: ignore[arg-type]
-                   tuple(tuple(k) for k in inner))  # type: ignore[attr-defined]
+        return cls(int(index),
+                   tuple(lower) if lower else None,
+                   tuple(upper) if upper else None,
+                   tuple(tuple(k) for k in inner))
 
 
 def dedupe_sorted(keys: Iterable[Key]) -> list[Key]:
@@ -85,7 +86,7 @@ def sorted_everywhere(ranks: Sequence[Sequence[int]]) -> list[int]:
     """
     kept = list(range(len(ranks[0]))) if ranks else []
     while True:
-        bad = set()
+        bad: set[int] = set()
         for a, b in zip(kept, kept[1:], strict=False):
             if any(r[a] >= r[b] for r in ranks):
                 bad.update((a, b))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.provenance import ORIGIN_OPTIONS, OriginFilter, parse_until
+from ace_shared.diff.tuning import DiffTuning
 from ace_shared.nodes.filter import check_filter
 from ace_shared.nodes.ident import TableName, parse_table_name
 from ace_shared.nodes.shape import TableShape, shape_from_dict, shape_to_dict
@@ -136,6 +137,7 @@ class DiffSpec:
     # per node: origin name -> cluster node (see ace_shared.replication.origins)
     origin_names: dict[str, dict[str, str]] = field(default_factory=dict)
     untracked: tuple[str, ...] = ()  # nodes with track_commit_timestamp off
+    tuning: DiffTuning = field(default_factory=DiffTuning)  # how, never what, it compares
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class DiffSpec:
             "work_dir": self.work_dir,
             "origin_filter": self.origin_filter.to_summary(),
             "origin_names": self.origin_names, "untracked": list(self.untracked),
+            "tuning": self.tuning.to_dict(),
         }
 
     @classmethod
@@ -154,4 +157,5 @@ class DiffSpec:
                    shape_from_dict(d["shape"]), d["table_filter"], int(d["block_rows"]),
                    int(d["batch_size"]), int(d["max_diffs"]), d["role"], d["work_dir"],
                    OriginFilter(**d.get("origin_filter") or {}),
-                   dict(d.get("origin_names") or {}), tuple(d.get("untracked") or ()))
+                   dict(d.get("origin_names") or {}), tuple(d.get("untracked") or ()),
+                   DiffTuning.from_dict(d.get("tuning")))

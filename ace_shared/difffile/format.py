@@ -73,6 +73,12 @@ _DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber,
 _PLAIN = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
+
+def _skip_space(text: str, pos: int) -> int:
+    """Where the white space from ``pos`` on ends (``_SPACE`` matches anywhere, if only '')."""
+    match = _SPACE.match(text, pos)
+    return match.end() if match else pos
+
 # ----- writing ------------------------------------------------------------------------------
 
 
@@ -285,7 +291,7 @@ class _Window:
     def peek(self) -> str:
         """The next character that is not white space ('' at the end of the file)."""
         while True:
-            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _skip_space(self.buf, self.pos)
             if self.pos < len(self.buf):
                 return self.buf[self.pos]
             if not self._fill():

@@ -32,7 +32,7 @@ from ace_shared.difffile.format import Layout, Row, read_rows
 from ace_shared.errors import DiffFileError
 
 CHUNK_ROWS = 5000
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring
 CACHE_KB = 16 * 1024
 _SETUP = f"""
 PRAGMA journal_mode = MEMORY;
@@ -124,4 +124,5 @@ class RowSpool:
 
 
 def decode_row(text: str) -> Row:
-    return json.loads(text)  # type: ignore[no-any-return]
+    row: Row = json.loads(text)
+    return row

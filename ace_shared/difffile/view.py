@@ -26,9 +26,13 @@ class PairRow:
 
 
 class DiffView(Protocol):
-    nodes: Sequence[str]
-    columns: Sequence[dict[str, str]]
-    key: Sequence[str]
+    # read-only, so that a view may hold them in lists, tuples or anything else in order
+    @property
+    def nodes(self) -> Sequence[str]: ...
+    @property
+    def columns(self) -> Sequence[dict[str, str]]: ...
+    @property
+    def key(self) -> Sequence[str]: ...
 
     def pairs(self) -> list[tuple[str, str, int]]:
         """``(left, right, differing keys)`` for every pair that differs, in node order."""

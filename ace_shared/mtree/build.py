@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
+from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
@@ -60,7 +61,8 @@ def run_teardown(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
             if table is not None:
                 objects.drop_tree(cur, table, objects.tree_key(table))
                 return 1
-            cur.execute("SELECT tree_key, schema_name, table_name FROM ace_mtree.trees")
+            cur.execute(sql.SQL("SELECT tree_key, schema_name, table_name FROM {}")
+                        .format(objects.TREES))
             trees = cur.fetchall()
             for key, schema, name in trees:
                 objects.drop_tree(cur, TableName(schema, name), key)

@@ -26,7 +26,7 @@ build, the first update hashes that node's leaves again from the table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg2
@@ -72,13 +72,11 @@ def group_leaves(cuts: list[Key], fanout: int = leaves.FANOUT) -> list[KeyRange]
 def exact_cuts(job: Job, shape: TableShape, block_rows: int) -> list[Key]:
     """Every ``block_rows``-th key of the node that holds the most rows, kept where every
     node sorts it alike: leaves start even, so few need splitting soon after a build."""
-    counts = job.sessions.on_all(
-        lambda cur: (cur.execute(queries.sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
-            queries.table_ref(shape))), cur.fetchone()[0])[1])
+    counted = job.sessions.fetch_all(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
+        queries.table_ref(shape)))
+    counts = {node: rows[0][0] for node, rows in counted.items()}
     biggest = max(job.nodes, key=lambda n: counts[n])
-    query, params = queries.every_nth_key(shape, block_rows, None)
-    rows = job.sessions.on_one(biggest, lambda cur: (cur.execute(query, params),
-                                                     cur.fetchall())[1])
+    rows = job.sessions.fetch_from(biggest, *queries.every_nth_key(shape, block_rows, None))
     return agreed_boundaries(job.sessions, shape, [tuple(r) for r in rows])
 
 
@@ -185,8 +183,8 @@ def _start_tree(shape: TableShape, cast: TableShape, key: str, node: str,
             raise TableError(f"ACE's mtree schema is not set up on node {node}; run "
                              f"'ace mtree init {cluster}' first.")
         oid, owner = table_identity(cur, shape)
-        cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
-                    (key,))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE tree_key OPERATOR(pg_catalog.=) %s")
+                    .format(objects.TREES), (key,))
         objects.create_storage(cur, cast, key)
         objects.create_tracking(cur, cast, key, owner)
         storage = _leaf_table_oid(cur, key)
@@ -225,20 +223,24 @@ def _superseded(spec: BuildSpec, node: str) -> TableError:
                       "run 'ace mtree build' for it again.")
 
 
+def _log_keys(shape: TableShape) -> TableShape:
+    """``shape`` (a cast shape) as the log table holds its key: columns ``k0``, ``k1``, ...
+    of the key's base types, so the key helpers of :mod:`~ace_shared.diff.queries` apply."""
+    key = tuple(f"k{i}" for i in range(len(shape.key)))
+    columns = tuple(replace(c, name=name, cast_sql=c.type_sql)
+                    for c, name in zip(shape.key_columns, key, strict=True))
+    return replace(shape, columns=columns, key=key)
+
+
 def _key_span(shape: TableShape, lower: Key | None, upper: Key | None,
-              params: list[object]) -> sql.Composable:
+              params: queries.Params) -> sql.Composable:
     """Log rows (changes, not markers) whose key is in ``[lower, upper)``."""
-    names = [sql.Identifier(f"k{i}") for i in range(len(shape.key))]
-    keys = sql.SQL("({})").format(sql.SQL(", ").join(names)) if len(names) > 1 else names[0]
+    log = _log_keys(shape)
     conds: list[sql.Composable] = [sql.SQL("sign OPERATOR(pg_catalog.=) ANY ('{-1,1}')")]
-    for bound, op in ((lower, ">="), (upper, "<")):
-        if bound is None:
-            continue
-        params.extend(bound)
-        casts = sql.SQL(", ").join(sql.SQL("%s::{}").format(queries.catalog_text(c.type_sql))
-                                   for c in shape.key_columns)
-        typed = sql.SQL("({})").format(casts) if len(names) > 1 else casts
-        conds.append(sql.SQL("{} OPERATOR(pg_catalog.{}) {}").format(keys, sql.SQL(op), typed))
+    for bound, symbol in ((lower, ">="), (upper, "<")):
+        if bound is not None:
+            conds.append(sql.SQL("{} {} {}").format(
+                queries.key_tuple(log), queries.op(symbol), queries.bound(log, bound, params)))
     return sql.SQL(" AND ").join(conds)
 
 
@@ -265,7 +267,8 @@ def _hold_storage(cur: cursor, spec: BuildSpec, node: str, mode: str) -> None:
 
 
 def _is_ready(cur: cursor, key: str) -> bool:
-    cur.execute("SELECT 1 FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
+    cur.execute(sql.SQL("SELECT 1 FROM {} WHERE tree_key OPERATOR(pg_catalog.=) %s")
+                .format(objects.TREES), (key,))
     return cur.fetchone() is not None
 
 
@@ -285,7 +288,7 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.>=) %s AND "
                             "block_no OPERATOR(pg_catalog.<) %s").format(blocks),
                     (numbers[0], numbers[-1] + leaves.STRIDE))
-        params: list[object] = []
+        params: queries.Params = {}
         span = _key_span(cast, ranges[0].lower, ranges[-1].upper, params)
         cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(objects.obj("log", key), span),
                     params)
@@ -347,11 +350,11 @@ def _finish_on_node(spec: BuildSpec, shape_sig: str, node: str) -> Callable[[cur
         leaves.rebuild_inner(cur, key, None)
         # the watch's number for the table now: any ALTER TABLE before it that mattered
         # changed the triggers' versions or the shape, both checked above
-        cur.execute(
-            "INSERT INTO ace_mtree.trees (tree_key, schema_name, table_name, table_oid, "
+        cur.execute(sql.SQL(
+            "INSERT INTO {} (tree_key, schema_name, table_name, table_oid, "
             "shape_sig, block_rows, bounds_sig, built_at, updated_at, format_version, "
             "altered_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, pg_catalog.now(), "
-            "pg_catalog.now(), %s, %s)",
+            "pg_catalog.now(), %s, %s)").format(objects.TREES),
             (key, spec.shape.table.schema, spec.shape.table.table, oid,
              objects.shape_signature(spec.shape), spec.block_rows,
              leaves.bounds_signature(cur, spec.shape, key), objects.FORMAT_VERSION,

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from psycopg2 import sql
+from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import Key, KeyRange
@@ -29,6 +30,14 @@ GAP_LEAVES = 2  # agreeing leaves between two differing ones read with them (fil
 TWO_LEVELS_UNDER = 16  # suspects up to which the walk reads two levels at once (4,096 nodes)
 BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
 Level = leaves.Level
+
+
+def _children_of(shape: TableShape, key: str, level: int, parents: list[int],
+                 depth: int) -> Callable[[str], Callable[[cursor], list[Level]]]:
+    """For each node: read the children of ``parents`` at ``level`` (``depth`` levels of
+    them) under the read lock."""
+    return lambda node: reading(shape, key, node, lambda cur: leaves.read_children(
+        cur, key, level, parents, depth))
 
 
 def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
@@ -61,8 +70,7 @@ def walk(job: Job, shape: TableShape, key: str,
             return [], held, 0
         # few suspects: their grandchildren too, in the same query (a round trip less)
         depth = 2 if level >= 1 and len(suspects) <= TWO_LEVELS_UNDER else 1
-        read = each_node(job, lambda node, lv=level, ps=suspects, d=depth: reading(
-            shape, key, node, lambda cur: leaves.read_children(cur, key, lv, ps, d)))
+        read = each_node(job, _children_of(shape, key, level, suspects, depth))
         found = {n: levels_read[0] for n, levels_read in read.items()}
         suspects = _differing(found)
         if depth == 2:
@@ -108,31 +116,25 @@ def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> lis
     return [KeyRange(i, *spans[b]) for i, b in enumerate(blocks)]
 
 
-def _key_tuple(shape: TableShape) -> sql.Composable:
-    cols = sql.SQL(", ").join(queries.Name(c.name) for c in shape.key_columns)
-    return sql.SQL("({})").format(cols) if len(shape.key) > 1 else cols
-
-
 def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str, str, list[int]]],
-               ) -> tuple[sql.Composable, list[object]]:
+               ) -> queries.Query:
     """``unnest(<bounds>, <extra>) AS b(...) JOIN <table> ON <key in [lower, upper)>``.
 
     The bounds arrive as one array per key column and side, and each ``extra``
     as ``(name, type, values)``, one value per range; each range is then an
     index range scan of the table, in the key's own order and collation.
     """
-    params: list[object] = []
+    params: queries.Params = {}
     n = len(shape.key)
-    for side in ("lower", "upper"):
-        for i in range(n):
-            params.append([getattr(r, side)[i] for r in ranges])
+    arrays = [sql.SQL("pg_catalog.unnest({}::pg_catalog.text[])").format(
+                  queries.param(params, [getattr(r, side)[i] for r in ranges]))
+              for side in ("lower", "upper") for i in range(n)]
     # ACE's own prefix: the table's columns are named bare in the same query
     names = [sql.Identifier(f"ace_{s}{i}") for s in ("l", "u") for i in range(n)]
-    arrays = [sql.SQL("pg_catalog.unnest(%s::pg_catalog.text[])") for _ in names]
     for name, type_, values in extra:
         names.append(sql.Identifier(name))
-        arrays.append(sql.SQL("pg_catalog.unnest(%s::pg_catalog.{}[])").format(sql.SQL(type_)))
-        params.append(values)
+        arrays.append(sql.SQL("pg_catalog.unnest({}::pg_catalog.{}[])").format(
+            queries.param(params, values), sql.SQL(type_)))
 
     def bound(prefix: str) -> sql.Composable:
         casts = sql.SQL(", ").join(
@@ -144,7 +146,7 @@ def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str,
     join = sql.SQL("ROWS FROM ({arrays}) AS b({names}) JOIN {t} AS {alias} ON "
                    "{k} OPERATOR(pg_catalog.>=) {lo} AND {k} OPERATOR(pg_catalog.<) {hi}").format(
         arrays=sql.SQL(", ").join(arrays), names=sql.SQL(", ").join(names),
-        t=queries.table_ref(shape), alias=sql.Identifier(_ROW), k=_key_tuple(shape),
+        t=queries.table_ref(shape), alias=sql.Identifier(_ROW), k=queries.key_tuple(shape),
         lo=bound("l"), hi=bound("u"))
     return join, params
 
@@ -210,8 +212,13 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
         # a tenth of that)
         # sent with the query: one round trip
         cur.execute(sql.Composed([sql.SQL(queries.PINNED_PLAN + "; "), query]), params)
-        return cur.fetchall()
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
     return run
+
+
+def _fetch_all(sessions: NodeSessions, q: queries.Query) -> dict[str, list[tuple[Any, ...]]]:
+    return sessions.on_all(_fetch(q))
 
 
 class LeafDiffer:
@@ -241,14 +248,14 @@ class LeafDiffer:
             if progress:
                 progress(done, steps)
         for done, rng in enumerate(open_ended, start=len(batches) + 1):
-            found |= self._compare(self.sessions.on_all(
-                _fetch(queries.leaf_hashes(self.shape, rng, None))))
+            found |= self._compare(_fetch_all(self.sessions,
+                                              queries.leaf_hashes(self.shape, rng, None)))
             if progress:
                 progress(done, steps)
         return found
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:
-        sums = self.sessions.on_all(_fetch(leaf_buckets(self.shape, batch)))
+        sums = _fetch_all(self.sessions, leaf_buckets(self.shape, batch))
         per_node = {n: {(i, b): (c, h) for i, b, c, h in rows} for n, rows in sums.items()}
         self.first_held += sum(c for c, _ in per_node[self.sessions.order[0]].values())
         masks = [0] * len(batch)
@@ -258,7 +265,7 @@ class LeafDiffer:
         if not wanted:
             return set()
         q = leaf_rows(self.shape, [batch[i] for i in wanted], [masks[i] for i in wanted])
-        return self._compare(self.sessions.on_all(_fetch(q)), count=False)
+        return self._compare(_fetch_all(self.sessions, q), count=False)
 
     def _compare(self, res: dict[str, list[tuple[Any, ...]]], count: bool = True) -> set[Key]:
         """Keys whose (key, hash) is not on every node: set operations, not a loop per key."""

@@ -93,6 +93,9 @@ def tree_key(table: TableName) -> str:
     return digest[:16]
 
 
+TREES = sql.SQL("{}.trees").format(sql.Identifier(SCHEMA))  # the catalogue: a row per tree
+
+
 def obj(kind: str, key: str) -> sql.Composable:
     """``ace_mtree.<kind>_<key>``, quoted."""
     return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(f"{kind}_{key}"))

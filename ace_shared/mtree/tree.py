@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
@@ -69,7 +70,7 @@ class Job:
             self.holders = NodeSessions(self.targets, threads_per_node=1, readonly=False)
             holders = self.holders
             pool = ThreadPoolExecutor(max_workers=1)
-            self.holders_connected = pool.submit(holders.on_all, lambda cur: None)
+            self.holders_connected = pool.submit(_connect_all, holders)
             pool.shutdown(wait=False)
 
 
@@ -136,6 +137,11 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
         yield
     finally:
         holders.close()  # closing the connections releases the locks
+
+
+def _connect_all(sessions: NodeSessions) -> None:
+    """Open the sessions' connection to every node (by running nothing on each)."""
+    sessions.on_all(lambda cur: None)
 
 
 def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
@@ -227,9 +233,9 @@ def require_schema(job: Job) -> None:
 
 
 def read_tree_row(cur: cursor, key: str) -> TreeRow | None:
-    cur.execute("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version, "
-                "altered_seq FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
-                (key,))
+    cur.execute(sql.SQL("SELECT table_oid, shape_sig, block_rows, bounds_sig, format_version, "
+                        "altered_seq FROM {} WHERE tree_key OPERATOR(pg_catalog.=) %s")
+                .format(objects.TREES), (key,))
     row = cur.fetchone()
     return None if row is None else TreeRow(int(row[0]), row[1], int(row[2]), row[3],
                                             int(row[4]), int(row[5]))

@@ -116,8 +116,9 @@ def _fold(shape: TableShape, cast: TableShape, key: str, node: str) -> Any:
         folded = fold(cur, cast, key, node)
         leaves.rebuild_inner(cur, key, None if folded.all_touched
                              else set(folded.drained.touched))
-        cur.execute("UPDATE ace_mtree.trees SET updated_at = pg_catalog.now() "
-                    "WHERE tree_key OPERATOR(pg_catalog.=) %s", (key,))
+        cur.execute(sql.SQL("UPDATE {} SET updated_at = pg_catalog.now() "
+                            "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
+                    (key,))
         return row, folded, leaves.top_level(cur, key)  # where a walk starts
     return in_transaction(run, repeatable=True)
 
@@ -173,7 +174,7 @@ def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
     first = per_node[job.nodes[0]]
 
     def most(b: int, at: int) -> int:  # the most rows the leaf (at 0) or its next (at 3) holds
-        return max(per_node[n][b][at] if b in per_node[n] else 0 for n in job.nodes)
+        return max(int(per_node[n][b][at] or 0) if b in per_node[n] else 0 for n in job.nodes)
     for b in touched:
         if b in first and most(b, 0) > block_rows * SPLIT_FACTOR:
             biggest = max(job.nodes, key=lambda n: per_node[n].get(b, (0,))[0])
@@ -220,8 +221,8 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
     blocks = objects.obj("blocks", key)
     folded = fold(cur, shape, key, node)
     touched: set[int] = set(folded.drained.touched)
-    cur.execute("SELECT bounds_sig FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",
-                (key,))
+    cur.execute(sql.SQL("SELECT bounds_sig FROM {} WHERE tree_key OPERATOR(pg_catalog.=) %s")
+                .format(objects.TREES), (key,))
     sig = leaves.signature_value(str(cur.fetchone()[0]))
     if sig is None:  # an earlier version's digest of every boundary: the XOR of the leaves'
         sig = leaves.digest_xor(cur, shape, key, None)
@@ -255,6 +256,7 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
         touched |= set(numbers)
     leaves.rebuild_inner(cur, key, None if folded.all_touched else touched)
     text = leaves.signature_text(sig)
-    cur.execute("UPDATE ace_mtree.trees SET bounds_sig = %s, updated_at = pg_catalog.now() "
-                "WHERE tree_key OPERATOR(pg_catalog.=) %s", (text, key))
+    cur.execute(sql.SQL("UPDATE {} SET bounds_sig = %s, updated_at = pg_catalog.now() "
+                        "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
+                (text, key))
     return text, folded.healed, leaves.top_level(cur, key)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import psycopg2
 import psycopg2.extensions
@@ -137,7 +138,25 @@ class NodeTarget:
 NO_PASSFILE = os.path.join(os.devnull, "ace-no-passfile")
 
 
-def _caller_login(role: str, settings: Settings) -> dict[str, str | None]:
+class _Login(TypedDict, total=False):
+    """Who a node target logs in as, and with what."""
+
+    user: str
+    password: str
+    passfile: str | None
+    sslcertmode: str | None
+
+
+class _Cert(TypedDict, total=False):
+    """ACE's client certificate and the server's root, when certificates are used."""
+
+    sslmode: str | None
+    sslcert: str | None
+    sslkey: str | None
+    sslrootcert: str | None
+
+
+def _caller_login(role: str, settings: Settings) -> _Login:
     """A caller's login through the configured routes only, never libpq's defaults.
 
     libpq would otherwise find a password for the caller in the worker's own
@@ -147,8 +166,8 @@ def _caller_login(role: str, settings: Settings) -> dict[str, str | None]:
     or none (a path where no file can be), the password is explicitly empty, and
     without ``USE_CERT_AUTH`` no client certificate is sent.
     """
-    login: dict[str, str | None] = {"user": role, "password": "",
-                                    "passfile": settings.ROLE_PASSFILE or NO_PASSFILE}
+    login: _Login = {"user": role, "password": "",
+                     "passfile": settings.ROLE_PASSFILE or NO_PASSFILE}
     if not settings.USE_CERT_AUTH:
         login["sslcertmode"] = "disable"
     return login
@@ -164,7 +183,7 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
     ``ROLE_PASSFILE``). Without one, the cluster file's user logs in.
     """
     db = cluster.database(dbname)
-    cert: dict[str, str | None] = {}
+    cert: _Cert = {}
     if settings.USE_CERT_AUTH:
         root = settings.DB_CA_CERT_FILE or settings.CA_CERT_FILE
         cert = {
@@ -177,7 +196,8 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
         raise PermissionDeniedError(
             f"Role {role} is ACE's own login on cluster {cluster.name}; a caller may not act "
             "as it. Issue the caller a certificate named after its own role.")
-    login = _caller_login(role, settings) if role else {"user": db.user, "password": db.password}
+    login: _Login = _caller_login(role, settings) if role else {"user": db.user,
+                                                                "password": db.password}
     statement_ms = (settings.CALLER_STATEMENT_TIMEOUT_MS or settings.STATEMENT_TIMEOUT_MS) \
         if role else settings.STATEMENT_TIMEOUT_MS
     return tuple(
@@ -187,7 +207,7 @@ def node_targets(cluster: Cluster, nodes: tuple[Node, ...], dbname: str | None,
                    statement_timeout_ms=statement_ms,
                    lock_timeout_ms=settings.LOCK_TIMEOUT_MS,
                    idle_in_transaction_timeout_ms=settings.IDLE_IN_TRANSACTION_TIMEOUT_MS,
-                   **login, **cert)  # type: ignore[arg-type]
+                   **login, **cert)
         for n in nodes
     )
 
@@ -212,7 +232,7 @@ def connect_error(target: NodeTarget, exc: psycopg2.OperationalError) -> NodeUnr
     return NodeUnreachableError(target.node, detail)
 
 
-class PermittedConnection(psycopg2.extensions.connection):
+class PermittedConnection(psycopg2.extensions.connection):  # type: ignore[misc]  # no types
     """A connection that gives its permit back (:mod:`ace_shared.nodes.permits`) when it
     closes, or when it is dropped unclosed (libpq closes it then too)."""
 

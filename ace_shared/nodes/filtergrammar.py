@@ -127,8 +127,13 @@ def _bool(kind: BoolExprType, args: list[Any]) -> Any:
     return args[0] if len(args) == 1 else ast.BoolExpr(boolop=kind, args=tuple(args))
 
 
+def _names(nodes: Any) -> list[str]:
+    """The words of a qualified name (the parser always fills them; pglast types them optional)."""
+    return [n.sval or "" for n in nodes or ()]
+
+
 def _operator_name(names: Any) -> str:
-    parts = [n.sval for n in names]
+    parts = _names(names)
     if len(parts) == 2 and parts[0] == CATALOG:
         parts = parts[1:]
     if len(parts) != 1 or parts[0] not in OPERATORS:
@@ -168,7 +173,7 @@ class _Checker:
         fields = node.fields or ()
         if len(fields) != 1 or not isinstance(fields[0], ast.String):
             raise _refuse("a qualified name or * (name the table's columns on their own)")
-        self.columns.add(fields[0].sval)
+        self.columns.add(fields[0].sval or "")
         return node
 
     def _BoolExpr(self, node: ast.BoolExpr) -> Any:
@@ -182,7 +187,7 @@ class _Checker:
         return node
 
     def _FuncCall(self, node: ast.FuncCall) -> Any:
-        parts = [n.sval for n in node.funcname]
+        parts = _names(node.funcname)
         if len(parts) == 2 and parts[0] == CATALOG:
             parts = parts[1:]
         if len(parts) != 1 or parts[0] not in FUNCTIONS:
@@ -196,7 +201,8 @@ class _Checker:
 
     def _TypeCast(self, node: ast.TypeCast) -> Any:
         node.arg = self.expr(node.arg)
-        node.typeName = _type_name(node.typeName)
+        if node.typeName is not None:
+            node.typeName = _type_name(node.typeName)
         return node
 
     def _CaseExpr(self, node: ast.CaseExpr) -> Any:
@@ -207,7 +213,7 @@ class _Checker:
         return node
 
     def _A_Indirection(self, node: ast.A_Indirection) -> Any:
-        if not all(isinstance(i, ast.A_Indices) for i in node.indirection):
+        if not all(isinstance(i, ast.A_Indices) for i in node.indirection or ()):
             raise _refuse("field selection")
         node.arg = self.expr(node.arg)
         node.indirection = self.expr(node.indirection)
@@ -238,7 +244,7 @@ class _Checker:
 
 
 def _type_name(type_name: ast.TypeName) -> ast.TypeName:
-    parts = [n.sval for n in type_name.names]
+    parts = _names(type_name.names)
     if len(parts) == 2 and parts[0] == CATALOG:
         parts = parts[1:]
     if len(parts) != 1 or parts[0] not in TYPES or type_name.setof or type_name.pct_type:
@@ -303,7 +309,7 @@ def display_filter(text: str) -> str:
     for node in _walk(tree):
         field = _NAME_FIELDS.get(type(node))
         names = getattr(node, field) if field else None
-        if names and len(names) == 2 and names[0].sval == CATALOG:
+        if field and names and len(names) == 2 and names[0].sval == CATALOG:
             setattr(node, field, names[1:])
             if isinstance(node, ast.A_Expr) and node.kind == A_Expr_Kind.AEXPR_OP:
                 node.kind = _LIKE_KINDS.get(names[1].sval, node.kind)

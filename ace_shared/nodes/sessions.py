@@ -15,18 +15,27 @@ thread may be between two statements or still connecting when it is sent; its
 next statement would then wait out a lock or statement timeout. So a cancelled
 job stays cancelled: no new statement starts, and the cancel is sent again,
 every :data:`RECANCEL_EVERY_S`, for as long as any of the job's statements runs.
+
+A connection kept for reuse may have been closed by its node meanwhile (a
+restart, an idle timeout). Sessions that only read (the default) then run the
+work again once on a new connection: reading twice changes nothing. Sessions
+that may write (``readonly=False``, an mtree job's) never run work twice, since
+a connection lost during a commit leaves unknown whether it was committed; they
+check a reused connection with a ``SELECT 1`` (rolled back) before the work
+instead, and that check is what is retried.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.errors import AceError, FilterError, JobCancelledError
@@ -41,6 +50,8 @@ from ace_shared.nodes.connection import (
 from ace_shared.nodes.filter import FILTER_MARK
 
 T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+Params = Sequence[object] | Mapping[str, object] | None
 
 RECANCEL_EVERY_S = 0.2
 
@@ -88,8 +99,15 @@ class NodeSessions:
                     conn, reused = self._cache.get_reused(target, readonly=self._readonly)
                     if self._cancelled.is_set():
                         raise JobCancelledError()
+                    # whether running ``fn`` again, should this connection turn out lost,
+                    # is safe: always for reads; for writes only before ``fn`` has begun
+                    repeatable = reused and attempt == 1
                     try:
                         with conn.cursor() as cur:
+                            if repeatable and not self._readonly:
+                                cur.execute("SELECT 1")  # alive? (nothing is written yet)
+                                conn.rollback()
+                                repeatable = False
                             result = fn(cur)
                         conn.rollback()
                         return result
@@ -98,8 +116,8 @@ class NodeSessions:
                             conn.rollback()
                             raise _query_error(node, exc) from exc
                         self._cache.discard(target)
-                        if reused and attempt == 1:
-                            continue  # the node restarted since; every query here only reads
+                        if repeatable:
+                            continue  # the node closed the kept connection (see the docstring)
                         raise
                     except psycopg2.errors.InsufficientPrivilege:
                         conn.rollback()
@@ -136,6 +154,20 @@ class NodeSessions:
         self.reserve([node])
         return self._pools[node].submit(self._run, node, fn).result()
 
+    def fetch_all(self, query: sql.Composable | str, params: Params = None, *,
+                  nodes: list[str] | None = None, setup: str | None = None) -> dict[str, Rows]:
+        """Every row ``query`` answers on every node (or ``nodes``), at once; rows by node.
+
+        ``setup`` runs first, in the same transaction: planner settings that end with
+        it, such as :data:`ace_shared.diff.queries.PINNED_PLAN`.
+        """
+        return self.on_all(fetching(query, params, setup), nodes)
+
+    def fetch_from(self, node: str, query: sql.Composable | str, params: Params = None, *,
+                   setup: str | None = None) -> Rows:
+        """:meth:`fetch_all` on one node: the rows ``query`` answers there."""
+        return self.on_one(node, fetching(query, params, setup))
+
     def cancel(self) -> None:
         """Cancel every query this job is running on any node, and whatever is queued;
         keep cancelling until none runs (see the module's docstring)."""
@@ -163,6 +195,18 @@ class NodeSessions:
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
         self._cache.close_all()
+
+
+def fetching(query: sql.Composable | str, params: Params = None,
+             setup: str | None = None) -> Callable[[cursor], Rows]:
+    """A function that runs ``setup`` (if any), then ``query``, and answers every row."""
+    def run(cur: cursor) -> Rows:
+        if setup:
+            cur.execute(setup)
+        cur.execute(query, params)
+        rows: Rows = cur.fetchall()
+        return rows
+    return run
 
 
 _FILTER_ERRORS = (psycopg2.errors.SyntaxError, psycopg2.errors.UndefinedColumn,

@@ -19,7 +19,9 @@ output and comparison are PostgreSQL's own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg2.extensions import cursor
 
@@ -299,15 +301,16 @@ def shape_to_dict(shape: TableShape) -> dict[str, object]:
     }
 
 
-def shape_from_dict(data: dict[str, object]) -> TableShape:
-    columns: list[dict[str, object]] = data["columns"]  # type: ignore[assignment]
+def shape_from_dict(data: Mapping[str, Any]) -> TableShape:
+    """The shape :func:`shape_to_dict` wrote, read back from its JSON."""
+    columns: list[dict[str, Any]] = data["columns"]
     if any("cast" not in c for c in columns):
         # planned by an ACE that did not record base types: its casts could run owner code
         raise TableError("This task was planned by an older version of ACE; run it again.")
     cols = tuple(
-        Column(c["name"], c["type"], c["base_type"], c["binary_hash_exact"],  # type: ignore[arg-type]
-               c["collation"], c["cast"], c["output_fn"], c["key_refusal"])  # type: ignore[arg-type]
+        Column(c["name"], c["type"], c["base_type"], c["binary_hash_exact"],
+               c["collation"], c["cast"], c["output_fn"], c["key_refusal"])
         for c in columns
     )
     return TableShape(TableName(str(data["schema"]), str(data["table"])), cols,
-                      tuple(data["key"]), int(data["server_version_num"]))  # type: ignore[arg-type,call-overload]
+                      tuple(data["key"]), int(data["server_version_num"]))

@@ -67,6 +67,7 @@ from ace_shared.repair.queries import (
     create_stage,
     stage_lines,
 )
+from ace_shared.tasks.progress import Progress
 
 COUNTS = ("inserted", "updated", "deleted", "kept", "skipped_updates", "filled", "unchanged")
 SAMPLE_KEYS = 20
@@ -328,7 +329,7 @@ def _cancel_until_done(repairs: list[NodeRepair], futures: list[Future[NodeOutco
 
 def apply_repairs(targets: dict[str, NodeTarget], table: TableName, works: list[NodeWork],
                   diff: DiffFile, opts: ApplyOptions,
-                  progress: Any = None,
+                  progress: Progress | None = None,
                   repair_class: type[NodeRepair] | None = None) -> list[NodeOutcome]:
     """Run every node's repair; commit all of them, or none.
 

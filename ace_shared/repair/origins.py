@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from psycopg2.extensions import cursor
 
@@ -95,7 +96,8 @@ def _read(target: NodeTarget, table: TableName,
             conn.close()
 
 
-def _source_meta(job: OriginRepair, target: NodeTarget, keyed: list[tuple[str, tuple, str]],
+def _source_meta(job: OriginRepair, target: NodeTarget,
+                 keyed: list[tuple[str, tuple[Any, ...], str]],
                  ) -> dict[str, tuple[str | None, str | None]]:
     """Each upsert key's (commit time, origin node) on the source, checked against the file."""
     peers = cluster_peers(job.cluster, job.dbname)
@@ -129,7 +131,8 @@ def _taker_origins(job: OriginRepair, target: NodeTarget) -> dict[str, str]:
     peers = cluster_peers(job.cluster, job.dbname)
     names = _read(target, job.table, lambda cur, _shape: read_origin_names(cur, peers))
     out: dict[str, str] = {}
-    for name, node in sorted(names.items()):  # type: ignore[union-attr]
+    # _read answers what its function does: read_origin_names' dict here
+    for name, node in sorted(names.items()):  # type: ignore[attr-defined]
         out.setdefault(node, name)
     return out
 

@@ -45,7 +45,7 @@ def applied_positions(cluster: Cluster, dbname: str, settings: Settings, role: s
                     progress = origin_progress(cur)
             finally:
                 conn.close()
-        lsns = [progress[o] for o, n in names.items() if n == failed and progress.get(o)]
+        lsns = [str(progress[o]) for o, n in names.items() if n == failed and progress.get(o)]
         out[target.node] = max(lsns, key=lsn_value) if lsns else None
     return out
 

@@ -13,7 +13,6 @@ call it directly; large things (the report) go to files under the output dir.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -38,8 +37,7 @@ from ace_shared.repair.request import (
     RepairRequest,
     load_repair_inputs,
 )
-
-Progress = Callable[[int, int], None]
+from ace_shared.tasks.progress import Progress
 
 
 def _live_key(cluster: Cluster, dbname: str | None, settings: Settings, request: RepairRequest,

@@ -35,7 +35,8 @@ def plan_tables(request: RepsetDiffRequest, membership: Membership,
                 present: dict[str, set[str]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Outcomes decided without diffing (skipped, missing), and the tables left to diff."""
     nodes = list(present)
-    decided, todo = [], []
+    decided: list[dict[str, Any]] = []
+    todo: list[str] = []
     for table in membership.tables:
         if table_name(table) in request.skip:
             decided.append({"table": table, "outcome": SKIPPED})

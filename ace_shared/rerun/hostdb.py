@@ -173,7 +173,7 @@ def merged_records(spec: DiffSpec, streams: dict[str, NodeStream]) -> Iterator[D
                                      for v in values[1:]):
             continue  # the same text on every node: most keys after a repair
         present = next(v for v in values if v is not None)
-        texts = {}
+        texts: dict[str, str | None] = {}
         for n, v in zip(nodes, values, strict=True):
             if v is None:
                 texts[n] = None

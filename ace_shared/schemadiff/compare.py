@@ -41,7 +41,9 @@ def compare_pair(pair: tuple[str, str], left: Catalog, right: Catalog) -> list[d
             x, y = lo.get(identity), ro.get(identity)
             if x is None or y is None:
                 missing_on = a if x is None else b
-                parent = (y or x).parent  # type: ignore[union-attr]
+                present = y if x is None else x
+                assert present is not None  # the identity came from one side or the other
+                parent = present.parent
                 if parent is not None and parent not in rel[missing_on]:
                     continue  # the relation itself is reported missing
                 entries.append(missing_entry(kind, identity, pair, missing_on))

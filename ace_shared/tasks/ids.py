@@ -40,3 +40,23 @@ def new_task_id(task_type: str, now: datetime | None = None) -> str:
 
 def is_task_id(text: str) -> bool:
     return bool(TASK_ID_RE.match(text or ""))
+
+
+# A job's subtasks have the job's id, a dot and their kind, so that every subtask of a
+# job is found (and failed) from its own id: ``td_..._x7k2.merge``, ``td_..._x7k2.b000012``.
+MERGE = "merge"  # the chord's body: a diff's or a rerun's merge
+FINISH = "finish"  # the body of an mtree build's chord
+COLLECT = "collect"  # schema-diff's and repset-diff's collector of the table diffs
+# a chord's parts: one letter for the kind of part, then the index of its first range
+DIFF_BATCH, MTREE_HASH, MTREE_LEAVES, RERUN_KEYS = "b", "h", "g", "k"
+
+
+def subtask_id(job_id: str, kind: str, index: int | None = None) -> str:
+    """The id of one subtask of ``job_id``: ``<job>.merge``, or ``<job>.b000012`` for the
+    part of kind ``b`` whose first range is 12."""
+    return f"{job_id}.{kind}" if index is None else f"{job_id}.{kind}{index:06d}"
+
+
+def job_of(task_id: str) -> str:
+    """The job a task belongs to: its own id for a job's first task, else the id before the dot."""
+    return task_id.split(".", 1)[0]

@@ -140,7 +140,8 @@ def load_plan(spool: WorkSpool, resolved: Path, key_names: list[str]) -> int:
 def _chunks(items: Iterator[tuple[str, tuple[Any, ...]]], size: int = 5000
             ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """Runs of rows bound for the same table, at most ``size`` at a time."""
-    table, chunk = "", []
+    table = ""
+    chunk: list[tuple[Any, ...]] = []
     for name, row in items:
         if (name != table or len(chunk) >= size) and chunk:
             yield table, chunk
@@ -234,6 +235,7 @@ def node_works(spool: WorkSpool, nodes: list[str], allow_stale: bool) -> list[No
     if not allow_stale:
         spool.db.execute("DELETE FROM work WHERE key IN (SELECT key FROM stale)")
     present = {n for (n,) in spool.db.execute("SELECT DISTINCT node FROM work")}
+    # a WorkSpool holds the rows in the layout of the repair's own RowSpool (duck-typed)
     return [NodeWork(n, spool) for n in nodes if n in present]  # type: ignore[arg-type]
 
 

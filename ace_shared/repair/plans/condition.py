@@ -44,6 +44,10 @@ from ace_shared.words import and_list
 COMMIT_TS = "commit_ts"
 ORIGIN = "origin"
 _OPS = ("<=", ">=", "<>", "!=", "=", "<", ">")
+# Bounds that keep a condition a rule, not a program: the parser and the evaluator recurse
+# once per NOT or parenthesis, and a plan may come from a remote caller.
+MAX_DEPTH = 32
+MAX_CHARS = 16384
 
 
 class ConditionError(ValueError):
@@ -146,8 +150,12 @@ Expr = Compare | IsNull | Present | In | Bool
 
 class _Parser:
     def __init__(self, text: str) -> None:
+        if len(text) > MAX_CHARS:
+            raise ConditionError(f"is {len(text):,} characters long, over {MAX_CHARS:,}; "
+                                 "split it into several rules")
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     @property
     def tok(self) -> Token:
@@ -189,14 +197,19 @@ class _Parser:
         return parts[0] if len(parts) == 1 else Bool("AND", parts)
 
     def unary(self) -> Expr:
-        if self.tok.word("NOT"):
-            self.i += 1
-            return Bool("NOT", [self.unary()])
-        if self.tok.kind == "punct" and self.tok.text == "(":
-            self.i += 1
-            inner = self.or_()
-            self.expect("punct", ")", "')'")
-            return inner
+        if self.tok.word("NOT") or (self.tok.kind == "punct" and self.tok.text == "("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ConditionError(f"nests NOT and parentheses more than {MAX_DEPTH} deep "
+                                     f"at character {self.tok.at + 1}; write it flatter")
+            try:
+                if self.next().text.upper() == "NOT":
+                    return Bool("NOT", [self.unary()])
+                inner = self.or_()
+                self.expect("punct", ")", "')'")
+                return inner
+            finally:
+                self.depth -= 1
         return self.test()
 
     def name(self, what: str) -> str:
@@ -305,7 +318,7 @@ class Version:
 
     __slots__ = ("row", "commit_ts", "origin")
 
-    def __init__(self, row: Mapping[str, str | None] | None, commit_ts: str | None = None,
+    def __init__(self, row: dict[str, str | None] | None, commit_ts: str | None = None,
                  origin: str | None = None) -> None:
         self.row = row
         self.commit_ts = commit_ts

@@ -194,8 +194,8 @@ def matches(bound: BoundSelector, key: tuple[str, ...], typed: tuple[Any, ...],
         if present != [sel.only_on]:
             return False
     if sel.columns_differ:
-        present = [v.row for v in versions.values() if v.row is not None]
-        if not any(len({p.get(c) for p in present}) > 1 for c in sel.columns_differ):
+        rows = [v.row for v in versions.values() if v.row is not None]
+        if not any(len({r.get(c) for r in rows}) > 1 for c in sel.columns_differ):
             return False
     return sel.condition is None or sel.condition.test(versions)
 
@@ -312,7 +312,7 @@ def _merge(action: Action, key: tuple[str, ...], versions: Mapping[str, Version]
         if value is False:
             d.note = f"tie on column {col} skipped"
             return
-        merged[col] = value  # type: ignore[assignment]
+        merged[col] = value  # type: ignore[assignment]  # not False: returned above
     # keep the columns in the order the rows have them
     first = next(iter(rows.values()))
     d.writes = _everywhere({c: merged.get(c) for c in first}, versions)

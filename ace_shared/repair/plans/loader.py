@@ -94,7 +94,7 @@ def _schema_words(err: ValidationError) -> str:
         allowed = ", ".join(err.schema.get("properties", {}))
         return f"{extra[0]!r} is not allowed here (allowed: {allowed})"
     if err.validator == "required":
-        return err.message.replace("is a required property", "is required here")
+        return str(err.message).replace("is a required property", "is required here")
     if err.validator == "propertyNames":
         return f"table {err.instance!r} must be written schema.table"
     if err.validator in ("oneOf", "anyOf"):
@@ -107,7 +107,7 @@ def _schema_words(err: ValidationError) -> str:
         return "version must be 1"
     if err.validator == "enum":
         return f"{err.instance!r} must be one of {', '.join(map(str, err.validator_value))}"
-    return err.message
+    return str(err.message)
 
 
 def _validate(data: Any, lines: _Lines) -> None:

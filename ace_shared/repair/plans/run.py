@@ -10,6 +10,7 @@ showed is what a run does, less the rows that changed since (listed).
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -91,11 +92,15 @@ def _resolve(request: RepairRequest, diff: DiffFile, folder: Path, out: Path | N
 
 
 PREVIEW_KEYS = 1000
+# ... and at most this much of their rows, as JSON: the API builds its answer in memory, and a
+# table of wide rows would otherwise make a thousand keys gigabytes
+PREVIEW_BYTES = 8 << 20
 
 
 def preview_plan(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A dry run of a plan that reads only the diff file: the resolved plan, saved under
-    ``$ACE_OUTPUT_DIR/plans/`` and returned (its first :data:`PREVIEW_KEYS` keys)."""
+    ``$ACE_OUTPUT_DIR/plans/`` and returned (its first :data:`PREVIEW_KEYS` keys, as many
+    as fit in :data:`PREVIEW_BYTES`)."""
     request, _cluster, diff = load_repair_inputs(raw, settings)
     if request.repair_plan is None:
         raise RepairPlanError("repair_plan is required: the plan to resolve, as a JSON object.")
@@ -103,11 +108,15 @@ def preview_plan(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     folder = WorkDir.root(settings.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path, header = _resolve(request, diff, folder, out)
-    keys = []
-    total = 0
+    keys: list[Any] = []
+    total = size = 0
+    full = False
     for item in read_lines(path):
         total += 1
-        if len(keys) < PREVIEW_KEYS:
+        if not full:
+            size += len(json.dumps(item))
+            full = len(keys) >= PREVIEW_KEYS or (size > PREVIEW_BYTES and bool(keys))
+        if not full:
             keys.append(item)
     return {"table": header["table"], "cluster_name": header["cluster_name"],
             "diff_file": header["diff_file"], "nodes": header["nodes"], "key": header["key"],

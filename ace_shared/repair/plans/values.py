@@ -109,6 +109,24 @@ def parse_value(text: str | None, kind: str) -> Any:
     return text
 
 
+# An integer literal with more digits than this stays a Decimal: it compares the same, and
+# turning 1e1000000 into an int would cost the API minutes of CPU for a few bytes of plan.
+_INT_DIGITS = 40
+
+
+def _number(value: int | float | Decimal, kind: str) -> int | Decimal:
+    """A plan's number as the column's kind compares it: never truncated (1.5 is not 1 for an
+    integer column), never expanded digit by digit; NaN and infinities are no values."""
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError(value)
+    if kind == INTEGER and number.adjusted() < _INT_DIGITS:
+        whole = number.to_integral_value()  # 1.000 is 1, with one digit to turn into an int
+        if whole == number:
+            return int(whole)
+    return number
+
+
 def parse_literal(value: Any, kind: str) -> Any:
     """A plan's literal (from YAML/JSON or a condition) as a value of ``kind``."""
     if value is None:
@@ -118,7 +136,7 @@ def parse_literal(value: Any, kind: str) -> Any:
             return value
         value = "true" if value else "false"
     if isinstance(value, (int, float, Decimal)) and kind in (INTEGER, NUMBER):
-        return Decimal(str(value)) if kind == NUMBER else int(value)
+        return _number(value, kind)
     if isinstance(value, (datetime, date)):
         value = value.isoformat()
     return parse_value(str(value), kind)
