@@ -52,6 +52,11 @@ class Settings:
     BROKER_URL: str = ""
     RESULT_BACKEND: str = ""
     DATABASE_URL: str = ""
+    # where the fleet's hosts hand each other files (ace_shared/tasks/filestore.py): "" (the
+    # database when DATABASE_URL is PostgreSQL, else local), local, database, s3://bucket/prefix
+    SHARED_STORE: str = ""
+    # work folders and results older than this are removed by the beat job (0: kept forever)
+    RESULT_RETENTION_DAYS: int = 30
     TASK_TIME_LIMIT: int = 6 * 3600
     RESULT_EXPIRES: int = 24 * 3600
     MAX_REDELIVERIES: int = 3

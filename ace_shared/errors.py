@@ -132,6 +132,10 @@ class TaskFailedError(TaskError):
     """
 
 
+class ResultNotReadyError(AceError):
+    """A task's files were asked for before it finished."""
+
+
 class ExceptionBusyError(AceError):
     """The Spock exception's rows are locked by another session."""
 

@@ -65,7 +65,7 @@ def make_app() -> Celery:
                  include=["ace_workers.diff", "ace_workers.repair",
                           "ace_workers.schedule", "ace_workers.autorepair",
                           "ace_workers.checks", "ace_workers.recheck",
-                          "ace_workers.mtree"])
+                          "ace_workers.mtree", "ace_workers.retention"])
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",
@@ -124,6 +124,17 @@ def __getattr__(name: str) -> Any:
 def _private_outputs(**_: object) -> None:
     """Diff files, reports and work folders a worker writes are its user's alone."""
     keep_outputs_private()
+
+
+@worker_init.connect
+def _shared_store(**_: object) -> None:
+    """Work folders and results go through the fleet's shared store, when there is one
+    (``SHARED_STORE``; ``ace_shared/tasks/filestore.py``)."""
+    from ace_shared.tasks.filestore import use_shared_store
+    try:
+        use_shared_store(load_settings())
+    except ConfigError as exc:
+        raise SystemExit(f"ace: error: {exc}") from None
 
 
 @worker_init.connect

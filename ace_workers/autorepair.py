@@ -17,7 +17,9 @@ from ace_workers import names, runtime
 from ace_workers.app import app
 
 
-@app.task(name=names.AUTO_REPAIR_POLL)
+# These two keep their result (one small key per run, unlike a diff's batches): they have no
+# task-store record, so the backend is where whoever sent one, beat aside, reads its outcome.
+@app.task(name=names.AUTO_REPAIR_POLL, ignore_result=False)
 def auto_repair_poll(cluster_name: str, dbname: str | None = None) -> dict[str, Any]:
     """Copy new Spock exceptions into the status tables as PENDING, on every node."""
     try:
@@ -26,7 +28,7 @@ def auto_repair_poll(cluster_name: str, dbname: str | None = None) -> dict[str, 
         return {"cluster_name": cluster_name, "error": str(exc)}
 
 
-@app.task(name=names.AUTO_REPAIR_REPAIR)
+@app.task(name=names.AUTO_REPAIR_REPAIR, ignore_result=False)
 def auto_repair_repair(cluster_name: str, dbname: str | None = None) -> dict[str, Any]:
     """Settle the PENDING insert-insert conflicts by last commit wins, on every node."""
     try:

@@ -12,7 +12,6 @@ outcome; a table whose diff failed is recorded with its reason, never dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     from ace_shared.repsetdiff.run import finish_repset
     from ace_shared.schemadiff.run import finish_schema
     try:
-        state = json.loads(Path(state_path).read_text())
+        state = WorkDir(Path(state_path).parent).read_checks_state()
     except FileNotFoundError:  # its job finished (cancelled, say): its work folder is gone
         return {"skipped": True}
     job_id = state["partial"]["task_id"]
@@ -163,6 +162,6 @@ def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     with failing_job(job_id):
         result = finish(state["partial"], outcomes, settings, state["output"])
     store.complete(job_id, _summary(result))
-    Path(state_path).unlink(missing_ok=True)
+    WorkDir(Path(state_path).parent).remove()
     failures = sum(1 for o in outcomes if o["outcome"] == TABLE_FAILED)
     return {"result_file": result["result_file"], "failed_tables": failures}

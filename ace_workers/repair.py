@@ -9,11 +9,13 @@ temporary tables, so one task drives it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.sources import UPLOAD_PREFIX, local_diff_file, remove_upload
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.plan import RerunPlan
@@ -33,6 +35,22 @@ def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
             "mismatched_rows": summary.get("diff_rows"), "summary": summary}
 
 
+def _diff_file_here(options: dict[str, Any], store: Any) -> dict[str, Any]:
+    """The options with this host's copy of their diff file (a task id's file, or one the
+    submitter uploaded, is fetched from the fleet's shared store)."""
+    if not options.get("diff_file"):  # a resolved repair plan needs none
+        return options
+    local = local_diff_file(str(options["diff_file"]), store, runtime.settings().output_dir)
+    return {**options, "diff_file": local}
+
+
+def _done_with_upload(given: dict[str, Any], here: dict[str, Any], job_id: str) -> None:
+    """Once read, a diff file the submitter uploaded for this task is no longer needed."""
+    if str(given.get("diff_file") or "").startswith(UPLOAD_PREFIX):
+        remove_upload(job_id)
+        Path(here["diff_file"]).unlink(missing_ok=True)
+
+
 @app.task(name=names.TABLE_REPAIR, bind=True, base=AceTask)
 def table_repair(self: AceTask, options: dict[str, Any],
                  submission: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,7 +61,9 @@ def table_repair(self: AceTask, options: dict[str, Any],
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
     with failing_job(job_id):
-        result = run_table_repair(options, runtime.settings(), job_id, progress)
+        here = _diff_file_here(options, store)
+        result = run_table_repair(here, runtime.settings(), job_id, progress)
+    _done_with_upload(options, here, job_id)
     # the samples are a few keys per node (rows stay in the report file): the CLI prints
     # them as it does in-process
     store.complete(job_id, result)
@@ -57,11 +77,14 @@ def table_rerun(self: AceTask, options: dict[str, Any],
     job_id, store = self.start_job(options, submission)
     settings = runtime.settings()
     with failing_job(job_id):
+        here = _diff_file_here(options, store)
         if str(options.get("behavior") or "multiprocessing") == "hostdb":
-            path, summary = run_table_rerun(options, settings, job_id)
+            path, summary = run_table_rerun(here, settings, job_id)
+            _done_with_upload(options, here, job_id)
             store.complete(job_id, _rerun_result(path, summary))
             return {"task_id": job_id, "diff_file": str(path)}
-        plan = plan_rerun(options, settings, job_id)
+        plan = plan_rerun(here, settings, job_id)  # the keys are in the work folder now
+    _done_with_upload(options, here, job_id)
     store.set_total(job_id, len(plan["parts"]))
     header = group(rerun_batch_task.si(plan["spec"], i).set(task_id=subtask_id(job_id, ids.RERUN_KEYS, i))
                    for i in plan["parts"])

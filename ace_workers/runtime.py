@@ -24,8 +24,10 @@ from ace_shared.diff.tuning import DensityHints
 from ace_shared.nodes import permits
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import job_of
 from ace_shared.tasks.metrics import finished as job_metrics
+from ace_shared.tasks.results import share_results
 from ace_shared.tasks.store import TaskStore
 from ace_workers import metrics, published, tidy
 from ace_workers.connpermits import FleetPermits
@@ -53,8 +55,17 @@ def settings() -> Settings:
 
 
 def store() -> TaskStore:
-    """The task store; what it records is also published in Redis for followers."""
-    return TaskStore.from_settings(settings(), listener=_publisher)
+    """The task store; what it records is also published in Redis for followers, and the
+    files a finished task names are put in the shared store first (when there is one)."""
+    return TaskStore.from_settings(settings(), listener=_publisher, keep_files=_keep_files)
+
+
+def _keep_files(task_id: str, result: dict[str, Any]) -> None:
+    shared = active_store()
+    if shared is None:
+        return
+    record = TaskStore.from_settings(settings()).get(task_id, with_options=False)
+    share_results(shared, task_id, record.task_type if record else "", result)
 
 
 class _Publisher:

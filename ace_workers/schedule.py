@@ -41,6 +41,9 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
             "task": names.SCHEDULED_DIFF, "schedule": when,
             "args": [job.name, job.options, job.command, job.rerun_after],
         }
+    if settings.RESULT_RETENTION_DAYS > 0:  # ace_workers/retention.py
+        entries["retention"] = {"task": "ace.retention",
+                                "schedule": timedelta(hours=1), "args": []}
     timing = auto_repair_timing(settings.auto_repair_config, settings.MIN_RUN_FREQUENCY)
     if timing is not None:
         args = [timing.cluster_name, timing.dbname]

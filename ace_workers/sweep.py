@@ -86,8 +86,11 @@ class LostTaskSweep(bootsteps.StartStopStep):
         self._thread.start()
 
     def _run(self) -> None:
+        from ace_workers.retention import LocalPruning  # the app's module builds this sweep
         sweeper = Sweeper(send_merge)
+        pruning = LocalPruning()
         while not self._stop.wait(SWEEP_SECONDS):
+            pruning.maybe()
             try:
                 sweeper.sweep(runtime.redis(), runtime.store())
             except Exception as exc:  # Redis or the store away: look again next time

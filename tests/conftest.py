@@ -120,9 +120,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def fleet(pg_cluster: LocalCluster, redis_server: RedisServer,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """Two real workers, ``w1`` and ``w2``, on the session's Redis and test cluster."""
+    """Two real workers, ``w1`` and ``w2``, on the session's Redis and test cluster.
+
+    With ``ACE_TEST_FLEET=private`` the workers share no disk: each has an output
+    folder of its own, and the task store and shared store are a PostgreSQL database
+    (``tests/private_fleet.py``), as on hosts of different machines.
+    """
     workdir = tmp_path_factory.mktemp("fleet")
-    fl = Fleet(workdir, fleet_env(redis_server, workdir))
+    if os.environ.get("ACE_TEST_FLEET") == "private":
+        from private_fleet import PrivateFleet, task_store_url
+        fl: Fleet = PrivateFleet(workdir, fleet_env(
+            redis_server, workdir, ACE_DATABASE_URL=task_store_url(pg_cluster, "ace_fleet"),
+            ACE_SHARED_STORE="database"))
+    else:
+        fl = Fleet(workdir, fleet_env(redis_server, workdir))
     fl.start()
     yield fl
     fl.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_store_left_behind() -> Iterator[None]:
+    """A test that builds the API (or runs a front door) in this process sets its shared
+    store for the process; the next test starts without it, as a new process would."""
+    from ace_shared.tasks import filestore
+    saved = (filestore._active, filestore._local_root)
+    yield
+    filestore._active, filestore._local_root = saved

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -216,13 +217,24 @@ def send_as_beat(env: dict[str, str], name: str, args: list[Any]) -> None:
 
 @contextlib.contextmanager
 def own_fleet(workdir: Path, names: tuple[str, ...], concurrency: int = 2,
-              **extra: str) -> Iterator[Fleet]:
+              pg_cluster: Any = None, **extra: str) -> Iterator[Fleet]:
     """A Redis and workers of a test module's own, so its tasks meet no other module's;
-    ``extra`` adds to (or overrides) their environment."""
+    ``extra`` adds to (or overrides) their environment.
+
+    With ``ACE_TEST_FLEET=private`` (and ``pg_cluster`` for its task store) the workers
+    share no disk, as in ``tests/private_fleet.py``.
+    """
     redis = RedisServer(workdir)
     redis.start()
-    fleet = Fleet(workdir, fleet_env(redis, workdir, **extra), names=names,
-                  concurrency=concurrency)
+    if pg_cluster is not None and os.environ.get("ACE_TEST_FLEET") == "private":
+        from private_fleet import PrivateFleet, task_store_url
+        url = task_store_url(pg_cluster, "ace_" + re.sub(r"\W", "_", workdir.name))
+        fleet: Fleet = PrivateFleet(workdir, fleet_env(
+            redis, workdir, **{"ACE_DATABASE_URL": url, "ACE_SHARED_STORE": "database",
+                               **extra}), names=names, concurrency=concurrency)
+    else:
+        fleet = Fleet(workdir, fleet_env(redis, workdir, **extra), names=names,
+                      concurrency=concurrency)
     fleet.redis = redis
     try:
         fleet.start()
@@ -254,7 +266,8 @@ def started_on_own_fleets(request: pytest.FixtureRequest, pg_cluster: Any,
             if name not in selected:
                 continue
             try:
-                fl = fleets.enter_context(own_fleet(tmp_path_factory.mktemp(label), names))
+                fl = fleets.enter_context(own_fleet(tmp_path_factory.mktemp(label), names,
+                                                    pg_cluster=pg_cluster))
                 started[name] = start(pg_cluster, fl)
             except Exception as exc:  # noqa: BLE001 (raised again by its test)
                 started[name] = exc

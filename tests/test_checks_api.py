@@ -26,7 +26,8 @@ ROLE = "ck_reader"
 
 @pytest.fixture(scope="module")
 def checks_fleet(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with own_fleet(tmp_path_factory.mktemp("checks-fleet"), ("ck1", "ck2")) as fleet:
+    with own_fleet(tmp_path_factory.mktemp("checks-fleet"), ("ck1", "ck2"),
+                   pg_cluster=pg_cluster) as fleet:
         yield fleet
 
 

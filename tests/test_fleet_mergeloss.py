@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from diff_helpers import CLUSTER, labelled_items, run_ace
 from fleet_helpers import REPO_ROOT, Fleet, scenario_of, started_on_own_fleets, wait_for
+from private_fleet import fleet_files
 
 from ace_shared.diff.job import collect_results, saved_job
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
@@ -82,9 +83,10 @@ def _lose_a_diff_merge(pg_cluster: Any, fleet: Fleet) -> Lost:
     died = time.monotonic()
     fleet.procs.pop("dier")
     log = fleet.log("dier")
-    job = saved_job(fleet.env["ACE_OUTPUT_DIR"], task_id)
-    assert job is not None and len(job.meta["batch_firsts"]) > 3, log[-3000:]
-    assert collect_results(job) is not None, log[-3000:]  # every batch done: only the merge left
+    with fleet_files(fleet.env):  # the work folder as the workers see it
+        job = saved_job(fleet.env["ACE_OUTPUT_DIR"], task_id)
+        assert job is not None and len(job.meta["batch_firsts"]) > 3, log[-3000:]
+        assert collect_results(job) is not None, log[-3000:]  # every batch done: the merge left
     assert f"ace.merge_diff[{task_id}.merge]" not in log
     lost = Lost(fleet, task_id, died, expected=_diffs(local.stdout))
     assert lost.store.get(task_id).status == RUNNING

@@ -168,7 +168,8 @@ def test_a_tree_whose_build_did_not_finish_is_refused(pg_cluster: Any) -> None:
 @pytest.fixture(scope="module")
 def fleet2(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """Two workers of this module's own, two processes each."""
-    with own_fleet(tmp_path_factory.mktemp("mtree-fanout"), ("m1", "m2")) as fl:
+    with own_fleet(tmp_path_factory.mktemp("mtree-fanout"), ("m1", "m2"),
+                   pg_cluster=pg_cluster) as fl:
         yield fl
 
 

@@ -272,8 +272,8 @@ def demo_fleet(demo: Demo) -> Iterator[dict[str, str]]:
     """What the section's ``export`` and ``celery`` lines stand for: a Redis with a password,
     a task store, a signing key and two workers, all on this machine, for the demo's folders.
 
-    The lines themselves name another machine's Redis and shared folder
-    (``redis-host``, ``PASSWORD``, ``/shared/...``), so they are not run as written.
+    The lines themselves name another machine's Redis and folders
+    (``redis-host``, ``PASSWORD``, ``/var/lib/ace``), so they are not run as written.
     """
     workdir = demo.workdir / "fleet"
     workdir.mkdir()
@@ -381,6 +381,11 @@ def test_the_api_section_from_certificates_to_curl(demo: Demo,
             time.sleep(0.5)
         assert status["status"] == "COMPLETED", status
         assert Path(status["result"]["diff_file"]).is_file()
+        # the download: the caller's own diff file, under the name the server gives it
+        fetched = demo.bash([], curls[2].replace("td_...", answer["task_id"]))
+        assert fetched.returncode == 0, fetched.stderr
+        saved = demo.workdir / f"public.customers_{answer['task_id']}.json"
+        assert saved.read_bytes() == Path(status["result"]["diff_file"]).read_bytes()
     finally:
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(30)

@@ -35,8 +35,8 @@ def items(pg_cluster: Any) -> str:
 
 
 @pytest.fixture()
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    with own_fleet(tmp_path, ("sw1",)) as fleet:
+def fleet(tmp_path: Path, pg_cluster: Any) -> Iterator[Fleet]:
+    with own_fleet(tmp_path, ("sw1",), pg_cluster=pg_cluster) as fleet:
         yield fleet
 
 

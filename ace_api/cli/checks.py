@@ -35,7 +35,9 @@ def run_check(task_type: str, request: Any, settings: Settings, local: Any, labe
                             cluster_name=request.cluster_name, table_name=subject,
                             no_wait=False, quiet=request.quiet, label=label, unit="tables")
         assert done is not None
-        return done["summary"]
+        from ace_api.cli.fetch import local_summary
+        return local_summary(done["summary"], done, task_id, settings, task_type,
+                             file_key="result_file")
     bar = ProgressBar(label, unit="tables", enabled=not request.quiet
                       and not os.environ.get("ACE_NO_PROGRESS"))
     try:

@@ -63,7 +63,11 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
                               cluster_name=request.cluster_name,
                               table_name=request.table.display, no_wait=values["no_wait"],
                               quiet=request.quiet, label=f"Diffing {request.table.display}")
-        return EXIT_SAME if result is None else report_diff(result["summary"], request.quiet)
+        if result is None:
+            return EXIT_SAME
+        from ace_api.cli.fetch import local_summary
+        return report_diff(local_summary(result["summary"], result, task_id, settings,
+                                         "table-diff"), request.quiet)
     from ace_shared.diff.local import run_table_diff
     bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet
                       and not os.environ.get("ACE_NO_PROGRESS"))

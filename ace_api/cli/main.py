@@ -30,6 +30,7 @@ from ace_api.cli.repair import (
     run_table_repair_command,
     run_table_rerun_command,
 )
+from ace_api.cli.tasks import diff_file, task_status
 from ace_shared.diff.request import TABLE_DIFF
 from ace_shared.errors import AceError
 from ace_shared.outputs import keep_outputs_private
@@ -155,6 +156,7 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
     serve(settings_or_fail(), host=host, port=port, workers=workers, threads=threads)
 
 
-
 main.add_command(mtree)
 main.add_command(cluster)
+main.add_command(task_status)
+main.add_command(diff_file)

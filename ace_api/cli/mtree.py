@@ -124,13 +124,17 @@ def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, An
 def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
               no_wait: bool) -> dict[str, Any] | None:
     from ace_api.cli.fleet import run_on_fleet
-    done = run_on_fleet("mtree", request.to_dict(), settings, new_task_id("mtree"),
+    task_id = new_task_id("mtree")
+    done = run_on_fleet("mtree", request.to_dict(), settings, task_id,
                         cluster_name=request.cluster_name,
                         table_name=request.table.display if request.table else None,
                         no_wait=no_wait, quiet=request.quiet, label=label, unit="steps")
     if done is None:
         return None
-    return done["summary"] if request.action == "table-diff" else done
+    if request.action != "table-diff":
+        return done
+    from ace_api.cli.fetch import local_summary
+    return local_summary(done["summary"], done, task_id, settings, "mtree")
 
 
 class _MtreeGroup(click.Group):

@@ -21,13 +21,14 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
+from ace_api.cli.fetch import local_summary
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
 from ace_shared.repair.request import check_repair_options, validate_repair_request
 from ace_shared.rerun.request import check_rerun_options, validate_rerun_request
-from ace_shared.tasks.ids import new_task_id
+from ace_shared.tasks.ids import is_task_id, new_task_id
 from ace_shared.words import and_list, plural
 
 REPAIR_HELP = """Repair a table's rows on the nodes a diff file shows to differ.
@@ -144,13 +145,17 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
 
     quiet, no_wait = values["quiet"], values.pop("no_wait")
     if settings.BROKER_URL:
+        task_id = new_task_id("table-repair")
+        given, values = _diff_file_here(values, settings, fleet=True)
         request = validate_repair_request(values, settings, "cli")
-        # the plan travels as checked JSON, the files as absolute paths
-        result = _on_fleet("table-repair", {**values, "diff_file": request.diff_file,
-                                            "repair_plan": request.repair_plan,
-                                            "apply_plan": request.apply_plan}, settings,
-                           values["table_name"], "Repairing", "nodes", no_wait)
+        # the plan travels as checked JSON, the diff file as a task id or an upload when
+        # the fleet has a shared store (else as an absolute path)
+        result = _on_fleet("table-repair", {**values, "diff_file": _hand_on(
+            given, request.diff_file, task_id), "repair_plan": request.repair_plan,
+            "apply_plan": request.apply_plan}, settings, values["table_name"], "Repairing",
+            "nodes", no_wait, task_id)
         return EXIT_SAME if result is None else report_repair(result, quiet)
+    _, values = _diff_file_here(values, settings, fleet=False)
     # the rules between options, in this command's words; a plan file is read here, once
     values = {**values, "repair_plan": check_repair_options(values, "cli").repair_plan}
     bar = ProgressBar("Repairing", unit="nodes",
@@ -190,10 +195,17 @@ def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:
 
     quiet, no_wait = values["quiet"], values.pop("no_wait")
     if settings.BROKER_URL:
+        task_id = new_task_id("table-rerun")
+        given, values = _diff_file_here(values, settings, fleet=True)
         request = validate_rerun_request(values, settings, "cli")
-        result = _on_fleet("table-rerun", {**values, "diff_file": request.diff_file}, settings,
-                           values["table_name"], "Rechecking", "batches", no_wait)
-        return EXIT_SAME if result is None else report_rerun(result["summary"], quiet)
+        result = _on_fleet("table-rerun", {**values, "diff_file": _hand_on(
+            given, request.diff_file, task_id)}, settings, values["table_name"], "Rechecking",
+            "batches", no_wait, task_id)
+        if result is None:
+            return EXIT_SAME
+        return report_rerun(local_summary(result["summary"], result, task_id, settings,
+                                          "table-rerun"), quiet)
+    _, values = _diff_file_here(values, settings, fleet=False)
     check_rerun_options(values, "cli")
     bar = ProgressBar("Rechecking", unit="batches",
                       enabled=not quiet and not os.environ.get("ACE_NO_PROGRESS"))
@@ -205,12 +217,40 @@ def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:
 
 
 def _on_fleet(task_type: str, raw: dict[str, Any], settings: Any, table: str, label: str,
-              unit: str, no_wait: bool) -> dict[str, Any] | None:
+              unit: str, no_wait: bool, task_id: str) -> dict[str, Any] | None:
     """Submit a checked repair or rerun to the fleet and wait for its result."""
     from ace_api.cli.fleet import run_on_fleet
 
-    return run_on_fleet(task_type, raw, settings, new_task_id(task_type),
+    return run_on_fleet(task_type, raw, settings, task_id,
                         cluster_name=raw["cluster_name"], table_name=table, no_wait=no_wait,
                         quiet=bool(raw.get("quiet")), label=label, unit=unit)
+
+
+def _diff_file_here(values: dict[str, Any], settings: Settings, fleet: bool
+                    ) -> tuple[str, dict[str, Any]]:
+    """``--diff-file`` as given, and the options with this host's copy of the file: a task
+    id's diff file is fetched (from the fleet's shared store when this host lacks it)."""
+    given = str(values.get("diff_file") or "")
+    if fleet:
+        from ace_shared.tasks.filestore import use_shared_store
+        use_shared_store(settings)
+    if not is_task_id(given.strip()):
+        return given, values
+    from ace_shared.diff.sources import local_diff_file
+    from ace_shared.tasks.store import TaskStore
+    local = local_diff_file(given, TaskStore.from_settings(settings), settings.output_dir)
+    return given, {**values, "diff_file": local}
+
+
+def _hand_on(given: str, checked: str, task_id: str) -> str:
+    """What the fleet is told of the diff file: with a shared store, the task id it came
+    from, or this host's file uploaded for ``task_id``; else the checked path."""
+    from ace_shared.tasks.filestore import active_store
+    if active_store() is None or not checked:
+        return checked
+    if is_task_id(given.strip()):
+        return given.strip()
+    from ace_shared.diff.sources import upload_diff_file
+    return upload_diff_file(checked, task_id)
 
 

@@ -23,6 +23,7 @@ from ace_api.rest.resources import build_namespace
 from ace_api.rest.revocation import RevocationList
 from ace_api.rest.status import TaskStatusFastPath
 from ace_shared.config import Settings
+from ace_shared.tasks.filestore import use_shared_store
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings, role_check: RoleCheck | None = None) -> Flask
     ``role_check`` replaces the check of a caller's role on the nodes, for tests
     of the HTTP layer alone that have no nodes; the server never passes one.
     """
+    use_shared_store(settings)  # results written on other hosts are read from there
     app = Flask("ace_api", static_folder=None)
     app.config.update(
         RESTX_ERROR_404_HELP=False,

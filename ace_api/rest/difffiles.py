@@ -18,6 +18,7 @@ from pathlib import Path, PurePath
 
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
+from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import is_task_id
 from ace_shared.tasks.store import COMPLETED, TaskStore
 
@@ -72,6 +73,14 @@ def confine_to_output_dir(value: str, settings: Settings) -> Path:
     return path
 
 
+def _inside(value: str, settings: Settings) -> bool:
+    try:
+        path = Path(value).resolve()
+        return path.is_relative_to(settings.output_dir) and path.is_file()
+    except OSError:
+        return False
+
+
 def _missing(value: str) -> DiffFileError:
     return DiffFileError(f"diff_file {value} does not exist in the ACE output directory; "
                          "run table-diff first or check the path.")
@@ -89,8 +98,12 @@ def resolve_diff_file(value: str, settings: Settings, store: TaskStore,
                       may_see: Visibility = _everyone) -> str:
     """The absolute path of the diff file a repair or rerun request names."""
     if is_task_id(value.strip()):
-        value = diff_file_of_task(value.strip(), store, may_see)
-        return str(confine_to_output_dir(value, settings))
+        recorded = diff_file_of_task(value.strip(), store, may_see)
+        if active_store() is not None and not _inside(recorded, settings):
+            # written on another host: this host's copy, from the fleet's shared store
+            from ace_shared.diff.sources import diff_file_of_task as fetched
+            recorded = fetched(value.strip(), store, settings.output_dir)
+        return str(confine_to_output_dir(recorded, settings))
     path = confine_to_output_dir(value, settings)
     _check_writer(value, path, store, may_see)
     return str(path)

@@ -24,6 +24,7 @@ from ace_shared.errors import (
     NodeUnreachableError,
     NotFoundError,
     PermissionDeniedError,
+    ResultNotReadyError,
 )
 
 STATUS_BY_ERROR: dict[type[AceError], int] = {
@@ -31,6 +32,7 @@ STATUS_BY_ERROR: dict[type[AceError], int] = {
     NotFoundError: 404,
     PermissionDeniedError: 403,
     ExceptionBusyError: 409,
+    ResultNotReadyError: 409,
     ConnectionsBusyError: 503,
     NodeUnreachableError: 502,
     CallerUnverifiedError: 503,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask_limiter import Limiter
 from flask_restx import Namespace, Resource
 from werkzeug.exceptions import MethodNotAllowed
@@ -24,7 +24,7 @@ from ace_api.rest.models import ApiModels, build_models
 from ace_api.rest.mtree import MTREE_SUBMISSIONS
 from ace_api.rest.params import RequestSchema
 from ace_api.rest.plans import add_plan_preview
-from ace_api.rest.status import cancel_answer, status_answer
+from ace_api.rest.status import cancel_answer, result_answer, status_answer
 from ace_api.rest.submissions import (
     require_served_role,
     submit_diff,
@@ -138,6 +138,44 @@ def _add_task_status(ns: Namespace, models: ApiModels, settings: Settings) -> No
             return _task_status(task_id, settings, policy)
 
 
+def _add_diff_files(ns: Namespace, models: ApiModels, settings: Settings) -> None:
+    """``GET /diff-files/<task_id>?format=json|csv|html``: a finished task's file, streamed.
+
+    Any task's file: a table-diff's or rerun's diff file and its CSV or HTML
+    report, a repair's report, a schema-, repset- or spock-diff's result and its
+    HTML page. Found and refused exactly as task-status finds tasks.
+    """
+    policy = AccessPolicy.from_settings(settings)
+    file_errors = _document_errors(ns, models, {
+        **_COMMON_ERRORS,
+        404: "Unknown task (or another caller's), a task that failed, or no file in that "
+             "format.",
+        409: "The task has not finished yet."})
+
+    @ns.route("/diff-files/<string:task_id>")
+    @ns.param("task_id", "The id a submission returned.")
+    class DiffFiles(Resource):
+        @ns.doc(params={"format": {"in": "query", "type": "string", "default": "json",
+                                   "enum": ["json", "csv", "html"],
+                                   "description": "json: the diff file (a repair's report, a "
+                                                  "check's result); csv or html: the report, "
+                                                  "when the task wrote one."}},
+                produces=["application/json", "text/csv", "text/html"])
+        @ns.response(200, "The file, streamed, as an attachment.")
+        @file_errors
+        def get(self, task_id: str) -> Response:
+            """Download a finished task's diff file or report."""
+            found = result_answer(TaskStore.from_settings(settings), policy, caller(), task_id,
+                                  current_app.extensions["ace_caller_gate"],
+                                  request.args.get("format"), settings)
+            headers = {"Content-Disposition": f'attachment; filename="{found.download_name}"',
+                       "X-Content-Type-Options": "nosniff"}
+            size = found.size
+            if size is not None:
+                headers["Content-Length"] = str(size)
+            return Response(found.chunks(), mimetype=found.media_type, headers=headers)
+
+
 def _add_task_cancel(ns: Namespace, models: ApiModels, settings: Settings) -> None:
     """``POST /task-cancel/<task_id>``: a caller stops its own task (an admin, any task)."""
     policy = AccessPolicy.from_settings(settings)
@@ -196,5 +234,6 @@ def build_namespace(settings: Settings, limiter: Limiter | None = None) -> Names
                      models.error)
     _add_task_status(ns, models, settings)
     _add_task_cancel(ns, models, settings)
+    _add_diff_files(ns, models, settings)
     _add_spock_exception(ns, models, settings, limiter)
     return ns

@@ -32,6 +32,7 @@ from ace_api.rest.callers import CallerGate
 from ace_api.rest.errors import ApiError, describe_error
 from ace_shared.config import Settings
 from ace_shared.errors import BrokerUnreachableError, NotFoundError
+from ace_shared.tasks.results import ResultFile, result_file
 from ace_shared.tasks.store import TaskStore
 
 STATUS_PATH = "/ace/task-status"
@@ -56,6 +57,18 @@ def status_answer(store: TaskStore, policy: AccessPolicy, caller: str,
                             "submission returned.")
     gate.require(record.cluster_name or "", caller)
     return record.status_document()
+
+
+def result_answer(store: TaskStore, policy: AccessPolicy, caller: str, task_id: str,
+                  gate: CallerGate, fmt: str | None, settings: Settings) -> ResultFile:
+    """The file of ``task_id`` in ``fmt`` for ``caller``: found and refused as task-status
+    finds tasks (another caller's is "not known")."""
+    status_answer(store, policy, caller, task_id, gate)
+    record = store.get(task_id.strip(), with_options=False)
+    if record is None:  # removed between the two reads
+        raise NotFoundError(f"Task {task_id} is not known; check the task id the "
+                            "submission returned.")
+    return result_file(record, fmt, settings.output_dir)
 
 
 def cancel_answer(store: TaskStore, policy: AccessPolicy, caller: str, task_id: str,

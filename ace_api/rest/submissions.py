@@ -28,7 +28,8 @@ from ace_shared.diff.filtercheck import check_filter_before_queueing
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import BrokerUnreachableError, TaskError
 from ace_shared.nodes.cluster import load_cluster
-from ace_shared.tasks.ids import new_task_id
+from ace_shared.tasks.filestore import active_store
+from ace_shared.tasks.ids import is_task_id, new_task_id
 from ace_shared.tasks.store import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,11 @@ def _submit_from_diff_file(task_type: str, validate: Any, params: dict[str, Any]
                                   TaskStore.from_settings(settings),
                                   lambda requested_by: policy.may_see(identity, requested_by))
     request = validate({**params, "diff_file": diff_file, "role": identity}, settings)
-    return _enqueue(task_type, _options(request), identity, settings,
+    options = _options(request)
+    given = str(params["diff_file"]).strip()
+    if active_store() is not None and is_task_id(given):
+        options["diff_file"] = given  # each worker fetches its own copy from the shared store
+    return _enqueue(task_type, options, identity, settings,
                     cluster_name=request.cluster_name, table_name=request.table.display)
 
 

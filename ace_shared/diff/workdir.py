@@ -23,6 +23,11 @@ work root (:meth:`WorkDir.root`).
 
 Files are written under a temporary name and renamed, so a step redelivered
 after its worker died simply rewrites them, and a reader never sees half a file.
+
+Hosts that share no disk share the folder through the fleet's shared store
+(:mod:`ace_shared.tasks.filestore`): each keeps a local copy, every file written
+is also put in the store, and one another host wrote is fetched on first read.
+Spools stay local: only the process that made them reads them.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from typing import Any, TextIO
 
 from ace_shared.difffile.format import Key, Row, row_json
 from ace_shared.errors import ConfigError
+from ace_shared.tasks.filestore import active_store, local_root
 
 WORK = "work"
+FETCHED = "fetched"  # work/fetched/: this host's copies of diff files other hosts wrote
 DIFF_PLAN = "plan.json"
 RERUN_PLAN = "rerun_plan.json"
 CHECKS_STATE = "checks.json"
@@ -192,10 +199,22 @@ def spool_folder(partials: Sequence[str | Path], owner: int) -> Path | None:
 
 
 class WorkDir:
-    """One task's work folder; every path and file format in it is decided here."""
+    """One task's work folder; every path and file format in it is decided here.
+
+    With a shared store (:mod:`ace_shared.tasks.filestore`, set for the process by
+    :func:`~ace_shared.tasks.filestore.use_shared_store`) the folder is a local copy:
+    every file written here is also put in the store under ``work/<task_id>/<name>``,
+    and a file another host wrote is fetched when first read. A path written by a
+    host whose output folder is elsewhere is taken as the same task's folder here.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        root = local_root()
+        if active_store() is not None and root is not None:
+            here = root / WORK
+            if self.path.parent != here:
+                self.path = here / self.path.name
 
     @staticmethod
     def root(output_dir: str | Path) -> Path:
@@ -222,6 +241,40 @@ class WorkDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        store = active_store()
+        if store is not None:
+            store.remove(f"{WORK}/{self.path.name}/")
+
+    # -- the shared store: put what is written, fetch what another host wrote -------------
+
+    def _shared_name(self, path: Path) -> str:
+        return f"{WORK}/{self.path.name}/{path.name}"
+
+    def _local_folder(self) -> None:
+        """Another host planned the job: this host's copy of its folder starts here."""
+        if active_store() is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def _share(self, path: Path) -> None:
+        store = active_store()
+        if store is not None:
+            store.put(self._shared_name(path), path)
+
+    def _write(self, path: Path, text: str) -> None:
+        self._local_folder()
+        _write_atomically(path, text)
+        self._share(path)
+
+    def _here(self, path: Path) -> bool:
+        """Whether ``path`` is in this host's copy, fetched from the store if need be."""
+        if path.is_file():
+            return True
+        store = active_store()
+        return store is not None and store.get(self._shared_name(path), path)
+
+    def _in_store(self, path: Path) -> bool:
+        store = active_store()
+        return store is not None and store.size(self._shared_name(path)) is not None
 
     # -- batches: partial files and their results ---------------------------------------
 
@@ -234,78 +287,102 @@ class WorkDir:
     @contextmanager
     def partial_writer(self, first: int) -> Iterator[PartialWriter]:
         """Write batch ``first``'s partial file; it gets its name only when the batch ends."""
+        self._local_folder()
         final = self.partial_path(first)
         tmp = _temp_name(final)
         with open(tmp, "w", encoding="utf-8") as fh:
             yield PartialWriter(fh)
         os.replace(tmp, final)
+        self._share(final)
 
     def write_batch_result(self, result: BatchResult) -> None:
         """Record a finished batch beside its partial file, so a reducer can find every part."""
-        _write_atomically(self.batch_result_path(result.first_range), json.dumps(result.to_dict()))
+        self._write(self.batch_result_path(result.first_range), json.dumps(result.to_dict()))
 
     def mark_batch_done(self, first: int, rows: int) -> bool:
         """Record that batch ``first`` of a chord without partial files (a tree build's
         hashing) is done, for the merge watch; False if the folder is gone (the job
         finished while a late copy of the batch ran)."""
+        if active_store() is not None and not (self.has_build_plan() or self.has_diff_plan()):
+            return False
         try:
-            _write_atomically(self.batch_result_path(first), json.dumps({"rows": rows}))
+            self._write(self.batch_result_path(first), json.dumps({"rows": rows}))
         except FileNotFoundError:
             return False
         return True
 
     def read_batch_result(self, first: int) -> BatchResult | None:
         path = self.batch_result_path(first)
-        if not path.is_file():
+        if not self._here(path):
             return None
-        return BatchResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        result = BatchResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        if active_store() is not None:  # the partial file as this host has it
+            partial = self.partial_path(first)
+            self._here(partial)
+            result.partial_path = str(partial)
+        return result
 
     def read_batch_results(self, firsts: Iterable[int]) -> list[BatchResult] | None:
         """Every batch's own record, or None while any is missing (a redelivery still runs)."""
-        found = [self.read_batch_result(first) for first in firsts]
-        if any(r is None for r in found):
-            return None
-        return [r for r in found if r is not None]
+        found = []
+        for first in firsts:
+            result = self.read_batch_result(first)
+            if result is None:
+                return None
+            found.append(result)
+        return found
 
     def batches_recorded_at(self, firsts: Iterable[int]) -> float | None:
         """When the last of these batches recorded its result (the newest record's time),
         or None while any record is missing. Only looks at the files, never reads them."""
+        store = active_store()
         newest = 0.0
         for first in firsts:
+            path = self.batch_result_path(first)
             try:
-                newest = max(newest, self.batch_result_path(first).stat().st_mtime)
+                newest = max(newest, path.stat().st_mtime)
+                continue
             except OSError:
+                stamp = store.modified(self._shared_name(path)) if store is not None else None
+            if stamp is None:
                 return None
+            newest = max(newest, stamp)
         return newest
 
     # -- plans ----------------------------------------------------------------------------
 
     def _read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text(encoding="utf-8"))
+        path = self.path / name
+        self._here(path)
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def _has(self, name: str) -> bool:
+        path = self.path / name
+        return path.is_file() or self._in_store(path)
 
     def has_diff_plan(self) -> bool:
-        return (self.path / DIFF_PLAN).is_file()
+        return self._has(DIFF_PLAN)
 
     def write_diff_plan(self, plan: dict[str, Any]) -> None:
-        _write_atomically(self.path / DIFF_PLAN, json.dumps(plan))
+        self._write(self.path / DIFF_PLAN, json.dumps(plan))
 
     def read_diff_plan(self) -> dict[str, Any]:
         return dict(self._read_json(DIFF_PLAN))
 
     def has_build_plan(self) -> bool:
-        return (self.path / BUILD_PLAN).is_file()
+        return self._has(BUILD_PLAN)
 
     def write_build_plan(self, plan: dict[str, Any]) -> None:
-        _write_atomically(self.path / BUILD_PLAN, json.dumps(plan))
+        self._write(self.path / BUILD_PLAN, json.dumps(plan))
 
     def read_build_plan(self) -> dict[str, Any]:
         return dict(self._read_json(BUILD_PLAN))
 
     def has_rerun_plan(self) -> bool:
-        return (self.path / RERUN_PLAN).is_file()
+        return self._has(RERUN_PLAN)
 
     def write_rerun_plan(self, plan: dict[str, Any]) -> None:
-        _write_atomically(self.path / RERUN_PLAN, json.dumps(plan))
+        self._write(self.path / RERUN_PLAN, json.dumps(plan))
 
     def read_rerun_plan(self) -> dict[str, Any]:
         return dict(self._read_json(RERUN_PLAN))
@@ -313,8 +390,11 @@ class WorkDir:
     def write_checks_state(self, state: dict[str, Any]) -> Path:
         """Save a fan-out's state (its child tasks) for its collector; the file's path."""
         path = self.create().path / CHECKS_STATE
-        _write_atomically(path, json.dumps(state))
+        self._write(path, json.dumps(state))
         return path
+
+    def read_checks_state(self) -> dict[str, Any]:
+        return dict(self._read_json(CHECKS_STATE))
 
     # -- a rerun's key batches ------------------------------------------------------------
 
@@ -322,8 +402,10 @@ class WorkDir:
         return self.path / f"keys_{index:09d}.json"
 
     def write_keys(self, index: int, keys: list[Key]) -> None:
-        self.keys_path(index).write_text(json.dumps([list(k) for k in keys], ensure_ascii=False),
-                                         encoding="utf-8")
+        self._write(self.keys_path(index), json.dumps([list(k) for k in keys],
+                                                      ensure_ascii=False))
 
     def read_keys(self, index: int) -> list[Key]:
-        return [tuple(k) for k in json.loads(self.keys_path(index).read_text(encoding="utf-8"))]
+        path = self.keys_path(index)
+        self._here(path)
+        return [tuple(k) for k in json.loads(path.read_text(encoding="utf-8"))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -150,18 +151,25 @@ class TaskListener(Protocol):
                  error: str | None) -> None: ...
 
 
+KeepFiles = Callable[[str, dict[str, Any]], None]
+
+
 class TaskStore:
     """Reads and writes task rows; every write is one short transaction."""
 
     _engines: dict[str, Engine] = {}
 
-    def __init__(self, url: str, listener: TaskListener | None = None) -> None:
+    def __init__(self, url: str, listener: TaskListener | None = None,
+                 keep_files: KeepFiles | None = None) -> None:
         """``listener`` hears of each change after it is recorded (of the first outcome only).
 
         The store stays the one record of tasks; the listener only lets whoever
-        follows a task from elsewhere hear of it at once.
+        follows a task from elsewhere hear of it at once. ``keep_files`` is called
+        with a task's id and result before it is marked COMPLETED (a fleet puts the
+        files the result names where every host can fetch them).
         """
         self._listener = listener
+        self._keep_files = keep_files
         engine = self._engines.get(url)
         if engine is None:
             engine = open_engine(url, metadata)
@@ -169,9 +177,9 @@ class TaskStore:
         self.engine = engine
 
     @classmethod
-    def from_settings(cls, settings: Settings,
-                      listener: TaskListener | None = None) -> TaskStore:
-        return cls(default_database_url(settings), listener)
+    def from_settings(cls, settings: Settings, listener: TaskListener | None = None,
+                      keep_files: KeepFiles | None = None) -> TaskStore:
+        return cls(default_database_url(settings), listener, keep_files)
 
     def create(self, task_id: str, task_type: str, *, cluster_name: str | None,
                table_name: str | None, requested_by: str | None,
@@ -259,6 +267,8 @@ class TaskStore:
 
     def complete(self, task_id: str, result: dict[str, Any]) -> bool:
         """Mark the task COMPLETED; False if it had already finished (first outcome wins)."""
+        if self._keep_files is not None:
+            self._keep_files(task_id, result)
         return self._finish(task_id, COMPLETED, result, None)
 
     def fail(self, task_id: str, error: str) -> bool:

@@ -1,0 +1,89 @@
+"""Where a repair's or rerun's diff file comes from, on a host that may not have it.
+
+``--diff-file`` names a local path or the id of a finished table-diff (or rerun,
+or mtree table-diff). On a fleet whose hosts share no disk the file may be on
+another host: a task id's file is then fetched from the shared store
+(:mod:`ace_shared.tasks.filestore`, where the task put it), and a local file the
+fleet needs is uploaded there first and handed on as ``upload:<task id>``.
+Either way the file lands in this host's ``work/fetched/`` folder and is read
+from there like any other, streamed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ace_shared.diff.workdir import FETCHED, WorkDir
+from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
+from ace_shared.tasks.filestore import active_store
+from ace_shared.tasks.ids import is_task_id
+from ace_shared.tasks.status import COMPLETED
+
+UPLOAD_PREFIX = "upload:"
+UPLOADS = "uploads"
+DIFF_TASKS = ("table-diff", "table-rerun", "mtree")
+
+
+def _fetched_path(output_dir: Path, name: str) -> Path:
+    return WorkDir.root(output_dir) / FETCHED / f"{name}.json"
+
+
+def upload_diff_file(path: str | Path, task_id: str) -> str:
+    """Put a local diff file in the shared store for task ``task_id``; what to hand on.
+
+    Without a shared store the path itself is handed on (the fleet shares the folder).
+    """
+    shared = active_store()
+    if shared is None:
+        return str(path)
+    shared.put(f"{UPLOADS}/{task_id}.json", Path(path))
+    return UPLOAD_PREFIX + task_id
+
+
+def diff_file_of_task(task_id: str, tasks: Any, output_dir: Path) -> str:
+    """This host's copy of the diff file a finished task wrote (fetched if need be)."""
+    from ace_shared.tasks.results import fetch_result
+
+    record = tasks.get(task_id)
+    if record is None:
+        raise NotFoundError(f"Task {task_id} is not known; give a diff file path or the "
+                            "task id of a completed table-diff.")
+    if record.task_type not in DIFF_TASKS:
+        raise BadOptionError(f"Task {task_id} is a {record.task_type}, not a table-diff; "
+                             "give the task id of a table-diff.")
+    if record.status != COMPLETED:
+        raise BadOptionError(f"Task {task_id} is {record.status}; wait until it is COMPLETED "
+                             "before using its diff file.")
+    found = fetch_result(task_id, record.task_type, record.result, "json",
+                         _fetched_path(output_dir, task_id), output_dir)
+    if found is None:
+        raise DiffFileError(f"The diff file of task {task_id} is neither on this host nor in "
+                            "the fleet's shared store; set SHARED_STORE (or ACE_DATABASE_URL "
+                            "to PostgreSQL) on every host, or run the diff again.")
+    return str(found)
+
+
+def local_diff_file(value: str, tasks: Any, output_dir: Path) -> str:
+    """The local path of the diff file ``value`` names: a path as given, a task id's file,
+    or an upload (``upload:<task id>``), fetched from the shared store when not here."""
+    text = (value or "").strip()
+    if text.startswith(UPLOAD_PREFIX):
+        owner = text[len(UPLOAD_PREFIX):]
+        shared = active_store()
+        target = _fetched_path(output_dir, f"upload-{owner}")
+        if not is_task_id(owner) or shared is None or not (
+                target.is_file() or shared.get(f"{UPLOADS}/{owner}.json", target)):
+            raise DiffFileError(f"The uploaded diff file {text} is not in the fleet's shared "
+                                "store; submit the task again.")
+        return str(target)
+    if is_task_id(text):
+        return diff_file_of_task(text, tasks, output_dir)
+    return value
+
+
+def remove_upload(task_id: str) -> None:
+    """Forget a finished task's uploaded diff file (and this host's copy of it)."""
+    shared = active_store()
+    if shared is not None:
+        shared.remove(f"{UPLOADS}/{task_id}.json")
