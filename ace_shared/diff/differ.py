@@ -155,7 +155,7 @@ class RangeDiffer:
 
         Records come in the table's own key order (as the first node sorts, collations
         included). Rows are fetched ``tuning.fetch_keys`` keys at a time, never parting keys
-        that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows`).
+        that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows_in_order`).
         """
         key_list = sorted(set(keys))  # a fixed order, whichever way the keys were found
         if len(key_list) <= self.tuning.fetch_keys:

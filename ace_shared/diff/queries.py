@@ -316,39 +316,6 @@ def _typed_key(c: Column, i: int) -> sql.Composable:
     return sql.SQL("{}::{}").format(name, base_type(c)) if c.builtin_cast else name
 
 
-def fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
-    """Full rows (every column as text) for ``keys``, each led by the position in ``keys``
-    of the first key it equals.
-
-    Two nodes can hold one key spelt two ways (numeric ``1.0`` and ``1.00``, an
-    interval ``1 day`` and ``24:00:00``, float ``-0`` and ``0``): PostgreSQL's
-    equality, reported as that position, says which rows belong together, not
-    the text. The table and the filter are read in a subquery of their own, so
-    the filter sees only the table's columns.
-    """
-    params: Params = {}
-    return _fetch_rows(shape, keys, table_filter, params), params
-
-
-def _fetch_rows(shape: TableShape, keys: list[Key], table_filter: str | None,
-                params: Params) -> sql.Composable:
-    rel = _keys_relation(shape, keys, params)
-    typed = [sql.Identifier(f"ace_t{i}") for i in range(len(shape.key))]
-    inner_keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(c), t)
-                                    for c, t in zip(shape.key_columns, typed, strict=True))
-    where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
-    r_keys = sql.SQL(", ").join(sql.SQL("r.{}").format(t) for t in typed)
-    u_keys = sql.SQL(", ").join(_typed_key(c, i) for i, c in enumerate(shape.key_columns))
-    r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
-                                for i in range(len(shape.columns)))
-    return sql.SQL(
-        "SELECT DISTINCT ON ({rk}) u.ord, {rc}, r.ace_xmin "
-        "FROM (SELECT {ik}, {ct}, xmin AS ace_xmin FROM {t}{w}) r "
-        "JOIN {rel} ON ({rk}) {eq} ({uk}) ORDER BY {rk}, u.ord"
-    ).format(rk=r_keys, rc=r_cols, ik=inner_keys, ct=columns_as_text(shape), t=table_ref(shape),
-             w=where, rel=rel, uk=u_keys, eq=op("="))
-
-
 def _typed_keys(shape: TableShape) -> list[sql.Composable]:
     """The keys of :func:`_keys_relation` as their base types, in their collations."""
     out = []
@@ -363,24 +330,6 @@ def _typed_keys(shape: TableShape) -> list[sql.Composable]:
 def _typed_order(shape: TableShape) -> sql.Composable:
     """The keys of :func:`_keys_relation` in the table's key order, ties by position."""
     return sql.SQL(", ").join([*_typed_keys(shape), sql.SQL("u.ord")])
-
-
-def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
-    """:func:`fetch_rows` for every one of ``keys``, in the table's key order: position,
-    the row as the diff file's JSON text (:func:`row_json_text`), NULL where this
-    node holds none, then the row's commit time, origin id and origin name
-    (:data:`COMMIT_META`; NULL where unknown), read with the row in the same query.
-
-    One round trip both fetches and orders a batch of differing keys.
-    """
-    params: Params = {}
-    rel = _keys_relation(shape, keys, params)
-    inner = _fetch_rows(shape, keys, table_filter, params)
-    q = sql.SQL("SELECT u.ord, CASE WHEN m.ord IS NOT NULL THEN {} END, {} "
-                "FROM {} LEFT JOIN ({}) m ON m.ord {} u.ord {} "
-                "ORDER BY {}").format(row_json_text(shape, "m"), COMMIT_META, rel, inner,
-                                      op("="), COMMIT_META_JOIN, _typed_order(shape))
-    return q, params
 
 
 # Each fetched row's commit time (as UTC text) and origin (its id, and its name where it
@@ -402,6 +351,52 @@ def commit_meta_join(xmin: sql.Composable) -> sql.Composable:
 
 
 COMMIT_META_JOIN = commit_meta_join(sql.SQL("m.ace_xmin"))
+
+
+def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
+    """Every one of ``keys`` in the table's key order: its position in ``keys``, the
+    row it names as the diff file's JSON text (:func:`row_json_text`), NULL where
+    this node holds none, then the row's commit time, origin id and origin name
+    (:data:`COMMIT_META`; NULL where unknown), read with the row in the same query.
+
+    Two nodes can hold one key spelt two ways (numeric ``1.0`` and ``1.00``, an
+    interval ``1 day`` and ``24:00:00``, float ``-0`` and ``0``): PostgreSQL's
+    equality says which rows belong together, not the text, so a row is reported
+    at the first position of the keys equal to its key, the others get NULL.
+
+    Each key is one index probe (a lateral join, in the pinned plan's nested
+    loop), and the first position of equal keys comes from a window over the keys
+    alone: nothing matches keys against rows already fetched, which under the
+    pinned plan (no hash or merge join) compared every key with every row, two
+    thousand by two thousand per batch. The table and the filter are read in a
+    subquery of their own, so the filter sees only the table's columns. One round
+    trip both fetches and orders a batch of differing keys.
+    """
+    params: Params = {}
+    rel = _keys_relation(shape, keys, params)
+    typed = [sql.Identifier(f"ace_t{i}") for i in range(len(shape.key))]
+    inner_keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(_col(c), t)
+                                    for c, t in zip(shape.key_columns, typed, strict=True))
+    where = sql.SQL(" WHERE {}").format(filter_sql(table_filter)) if table_filter else sql.SQL("")
+    r_keys = sql.SQL(", ").join(sql.SQL("r.{}").format(t) for t in typed)
+    u_keys = sql.SQL(", ").join(_typed_key(c, i) for i, c in enumerate(shape.key_columns))
+    u_cols = sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(f"k{i}"))
+                                for i in range(len(shape.key_columns)))
+    r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
+                                for i in range(len(shape.columns)))
+    q = sql.SQL(
+        "SELECT u.ord, CASE WHEN m.ace_hit THEN {js} END, {meta} "
+        "FROM (SELECT {uc}, u.ord, pg_catalog.min(u.ord) OVER (PARTITION BY {tk}) AS ace_first "
+        "FROM {rel}) u "
+        "LEFT JOIN LATERAL (SELECT true AS ace_hit, {rc}, r.ace_xmin "
+        "FROM (SELECT {ik}, {ct}, xmin AS ace_xmin FROM {t}{w}) r "
+        "WHERE ({rk}) {eq} ({uk})) m ON u.ord {eq} u.ace_first {mj} "
+        "ORDER BY {order}"
+    ).format(js=row_json_text(shape, "m"), meta=COMMIT_META, uc=u_cols,
+             tk=sql.SQL(", ").join(_typed_keys(shape)), rel=rel, rc=r_cols, ik=inner_keys,
+             ct=columns_as_text(shape), t=table_ref(shape), w=where, rk=r_keys, eq=op("="),
+             uk=u_keys, mj=COMMIT_META_JOIN, order=_typed_order(shape))
+    return q, params
 
 
 def sort_keys(shape: TableShape, keys: list[Key]) -> Query:
