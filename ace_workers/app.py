@@ -6,7 +6,7 @@ back (``reject_on_worker_lost``), and each worker process takes one message at
 a time. A worker that dies whole (its host gone) acknowledges nothing, and
 Redis hands its messages to the other workers once the visibility timeout has
 passed: a minute, not the length of the longest task, because each running
-task holds a lease (:mod:`ace_workers.leases`) that keeps a second worker from
+task holds a lease (:mod:`ace_workers.fleet.leases`) that keeps a second worker from
 running it meanwhile. Results expire; large results never travel through the
 backend (diffs go by file reference).
 
@@ -35,11 +35,11 @@ from celery.signals import after_task_publish, beat_init, before_task_publish, w
 from ace_shared.config import load_settings
 from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
-from ace_workers import signing
-from ace_workers.counters import DEFAULT_BROKER
-from ace_workers.mergewatch import note_sent
-from ace_workers.slots import SlotHeartbeat
-from ace_workers.sweep import LostTaskSweep
+from ace_workers.fleet import signing
+from ace_workers.fleet.counters import DEFAULT_BROKER
+from ace_workers.fleet.mergewatch import note_sent
+from ace_workers.fleet.slots import SlotHeartbeat
+from ace_workers.fleet.sweep import LostTaskSweep
 
 QUEUE = "ace"
 # How long Redis waits for a worker to acknowledge a message before giving it to

@@ -13,8 +13,9 @@ from typing import Any
 
 from ace_shared.autorepair.run import poll_exceptions, repair_exceptions
 from ace_shared.errors import AceError
-from ace_workers import names, runtime
+from ace_workers import names
 from ace_workers.app import app
+from ace_workers.fleet import runtime
 
 
 # These two keep their result (one small key per run, unlike a diff's batches): they have no

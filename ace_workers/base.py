@@ -1,6 +1,6 @@
 """What every ACE task shares: one run at a time, bounded redelivery, failure reporting, progress.
 
-Every ACE task runs under a lease (:mod:`ace_workers.leases`): a copy of a
+Every ACE task runs under a lease (:mod:`ace_workers.fleet.leases`): a copy of a
 task that a live worker is running is put back for later, a copy of a task
 that finished changes nothing, and a task whose worker died is run again by
 the next worker that gets it, a bounded number of times.
@@ -21,11 +21,11 @@ from ace_shared.errors import AceError, NodeUnreachableError, TaskFailedError
 from ace_shared.tasks.ids import job_of
 from ace_shared.tasks.status import FINISHED
 from ace_shared.tasks.store import TaskStore, record_submission, submission_digest
-from ace_workers import published, runtime
-from ace_workers.counters import JobFinished
-from ace_workers.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
-from ace_workers.redisclient import RedisClient
-from ace_workers.signing import SignedTask
+from ace_workers.fleet import published, runtime
+from ace_workers.fleet.counters import JobFinished
+from ace_workers.fleet.leases import HELD, IGNORE, LEASE_SECONDS, SKIP, admit, leases
+from ace_workers.fleet.redisclient import RedisClient
+from ace_workers.fleet.signing import SignedTask
 
 DELIVERIES_KEY = "ace:deliveries"
 # a copy of a running task comes back this much later (well inside the visibility timeout)

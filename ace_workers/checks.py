@@ -27,9 +27,10 @@ from ace_shared.repsetdiff.tables import failed, outcome_of
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import new_task_id, subtask_id
 from ace_shared.tasks.status import FAILED, FINISHED
-from ace_workers import names, published, runtime
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask, fail_job, failing_job
+from ace_workers.fleet import published, runtime
 
 COLLECT_WAIT_SECONDS = 6 * 3600
 

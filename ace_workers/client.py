@@ -1,6 +1,6 @@
 """Submitting ACE tasks to the fleet and following them, for the CLI and the API.
 
-A submission publishes the task's state in Redis (:mod:`ace_workers.published`),
+A submission publishes the task's state in Redis (:mod:`ace_workers.fleet.published`),
 sends the task by name, then records it (PENDING) in the task store under the
 same id, so the id a user sees is the one Flower shows. The message carries
 the row's fields too, and the worker that takes it records the same row if it
@@ -29,10 +29,11 @@ import redis
 from ace_shared.config import Settings
 from ace_shared.errors import BrokerUnreachableError, TaskError, TaskNotRecordedError
 from ace_shared.tasks.status import FAILED, FINISHED, PENDING
-from ace_workers import names, published, signing, tidy
+from ace_workers import names
 from ace_workers.app import get_app
-from ace_workers.counters import DEFAULT_BROKER, redis_client
-from ace_workers.slots import live_slots
+from ace_workers.fleet import published, signing, tidy
+from ace_workers.fleet.counters import DEFAULT_BROKER, redis_client
+from ace_workers.fleet.slots import live_slots
 
 if TYPE_CHECKING:  # loading the store costs the CLI a quarter of a second
     from ace_shared.tasks.store import TaskStore

@@ -40,12 +40,13 @@ from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import names, runtime
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask, fail_job, failing_job, job_finished, stop_if_finished
-from ace_workers.counters import JobFinished, RedisPartCounter
-from ace_workers.published import task_key
-from ace_workers.slots import live_slots
+from ace_workers.fleet import runtime
+from ace_workers.fleet.counters import JobFinished, RedisPartCounter
+from ace_workers.fleet.published import task_key
+from ace_workers.fleet.slots import live_slots
 
 MERGE_WAIT_SECONDS = 120
 PROGRESS_EVERY_SECONDS = 0.5
@@ -107,7 +108,7 @@ def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int]
     """Report a part's ranges done: idempotent per part (Redis), throttled per process.
 
     A report once the job has finished writes nothing and ends the batch
-    (:class:`~ace_workers.counters.JobFinished`)."""
+    (:class:`~ace_workers.fleet.counters.JobFinished`)."""
     progress = RedisPartCounter(runtime.redis(), f"progress:{job_id}", guard=task_key(job_id))
 
     def on_range_done(part: str, done_in_part: int) -> None:

@@ -38,12 +38,13 @@ from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import names, runtime
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask, failing_job, stop_if_finished
-from ace_workers.counters import JobFinished, RedisPartCounter
 from ace_workers.diff import diff_failed, merge_diff_task, part_failed, part_progress, run_part
-from ace_workers.slots import live_slots
+from ace_workers.fleet import runtime
+from ace_workers.fleet.counters import JobFinished, RedisPartCounter
+from ace_workers.fleet.slots import live_slots
 
 
 def diff_result(summary: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.status import FAILED, FINISHED
 from ace_shared.tasks.store import TaskRecord
-from ace_workers import names, runtime
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask
+from ace_workers.fleet import runtime
 
 WAIT_SECONDS = 5
 MAX_WAIT_SECONDS = 6 * 3600

@@ -23,11 +23,12 @@ from ace_shared.rerun.run import collect_results, finish_rerun, plan_rerun, run_
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import subtask_id
 from ace_shared.tasks.store import COMPLETED, FAILED
-from ace_workers import names, runtime
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask, failing_job, stop_if_finished
-from ace_workers.counters import JobFinished
 from ace_workers.diff import diff_failed, part_failed
+from ace_workers.fleet import runtime
+from ace_workers.fleet.counters import JobFinished
 
 
 def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:

@@ -22,10 +22,11 @@ from ace_shared.errors import AceError
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
 from ace_shared.tasks.status import FINISHED
-from ace_workers import names, published, runtime
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import countdown_until
-from ace_workers.redisclient import RedisClient
+from ace_workers.fleet import published, runtime
+from ace_workers.fleet.redisclient import RedisClient
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 
 from ace_shared.diff.budget import DiffBudget, LocalPartCounter
-from ace_workers.counters import RedisPartCounter
+from ace_workers.fleet.counters import RedisPartCounter
 
 
 def test_a_part_reported_again_is_not_counted_twice() -> None:

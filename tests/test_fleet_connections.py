@@ -22,9 +22,9 @@ from localcluster import LocalCluster, free_ports
 
 from ace_shared.errors import ConnectionsBusyError
 from ace_shared.tasks.store import COMPLETED, TaskStore
-from ace_workers import published
-from ace_workers.connpermits import FleetPermits, in_use, permits_key, waiters_key
-from ace_workers.counters import redis_client
+from ace_workers.fleet import published
+from ace_workers.fleet.connpermits import FleetPermits, in_use, permits_key, waiters_key
+from ace_workers.fleet.counters import redis_client
 
 CAP = 3
 TABLES = 100

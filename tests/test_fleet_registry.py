@@ -24,9 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from ace_shared.config import Settings
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.tasks.store import RUNNING, TaskStore, record_submission
-from ace_workers import published, slots
 from ace_workers.client import Finished, NoWorker, Progress, follow
-from ace_workers.leases import (
+from ace_workers.fleet import published, slots
+from ace_workers.fleet.leases import (
     HELD,
     IGNORE,
     LEASE_SECONDS,
@@ -39,9 +39,9 @@ from ace_workers.leases import (
     mark_done,
     mark_sent,
 )
-from ace_workers.mergewatch import MERGE_GRACE_SECONDS, ChordJob, MergeWatch
-from ace_workers.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
-from ace_workers.sweep import Sweeper
+from ace_workers.fleet.mergewatch import MERGE_GRACE_SECONDS, ChordJob, MergeWatch
+from ace_workers.fleet.slots import STALE_AFTER_SECONDS, announce, live_slots, withdraw
+from ace_workers.fleet.sweep import Sweeper
 
 
 def test_live_slots_add_up_every_worker_seen_lately() -> None:

@@ -26,8 +26,8 @@ from fleet_helpers import Fleet, own_fleet, wait_for
 
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
-from ace_workers.mergewatch import MERGE_GRACE_SECONDS
-from ace_workers.sweep import SWEEP_SECONDS
+from ace_workers.fleet.mergewatch import MERGE_GRACE_SECONDS
+from ace_workers.fleet.sweep import SWEEP_SECONDS
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,10 @@ def test_the_code_keeps_its_layers() -> None:
      "The core imports no front door, no task and no framework BROKEN"),
     ("ace_workers/menu.py", "from ace_api.cli import main",
      "Tasks import no front door BROKEN"),
+    ("ace_workers/fleet/backdoor.py", "from ace_workers.retention import retention",
+     "The fleet's machinery imports no task and not the app BROKEN"),
+    ("ace_workers/fleet/backdoor.py", "from ace_workers.app import get_app",
+     "The fleet's machinery imports no task and not the app BROKEN"),
 ])
 def test_an_upward_import_breaks_the_check(tmp_path: Path, module: str, line: str,
                                            broken: str) -> None:

@@ -442,5 +442,5 @@ def test_every_task_of_aces_app_checks_signatures_and_hides_server_text() -> Non
     app.finalize()
     assert len(app.tasks) > 20
     assert {name for name, task in app.tasks.items()
-            if task.Strategy != "ace_workers.signing:verified_strategy"
+            if task.Strategy != "ace_workers.fleet.signing:verified_strategy"
             or not isinstance(task, VisibleTask)} == set()

@@ -41,7 +41,7 @@ def _caller_key() -> str:
 def _storage_uri(settings: Settings) -> str:
     if settings.API_RATE_LIMIT_STORAGE:
         return settings.API_RATE_LIMIT_STORAGE
-    from ace_workers.counters import DEFAULT_BROKER  # the broker's Redis, as the workers use
+    from ace_workers.fleet.counters import DEFAULT_BROKER  # the broker's Redis, as the workers use
 
     broker = settings.BROKER_URL or DEFAULT_BROKER
     return broker if broker.startswith(("redis://", "rediss://")) else "memory://"

@@ -5,7 +5,7 @@ for every caller: only the admins (``API_ADMIN_CNS``) and the scrapers listed
 in ``API_METRICS_CNS`` read them; anyone else gets 403. Like every request,
 a scrape needs a client certificate of the ACE authority (and, where
 ``API_ALLOWED_CNS`` is set, one it lists). What is counted and where is
-:mod:`ace_workers.metrics`'s business.
+:mod:`ace_workers.fleet.metrics`'s business.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 from ace_api.rest.access import AccessPolicy, names_setting
 from ace_api.rest.auth import caller
 from ace_shared.config import Settings
-from ace_workers.counters import DEFAULT_BROKER, redis_client
+from ace_workers.fleet.counters import DEFAULT_BROKER, redis_client
 
 # a scrape waits this long for Redis, then says it cannot be reached
 PATIENCE_SECONDS = 2.0
@@ -39,7 +39,7 @@ def serve_metrics(app: Flask, settings: Settings, policy: AccessPolicy) -> None:
     def registry() -> CollectorRegistry:
         if "registry" not in made:
             from ace_shared.tasks.store import TaskStore
-            from ace_workers.metrics import FleetCollector
+            from ace_workers.fleet.metrics import FleetCollector
             found = CollectorRegistry(auto_describe=False)
             found.register(FleetCollector(
                 settings, redis_client(settings.BROKER_URL or DEFAULT_BROKER, PATIENCE_SECONDS),

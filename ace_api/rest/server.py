@@ -43,7 +43,7 @@ from ace_api.rest.status import STATUS_PATH
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
-from ace_workers import signing
+from ace_workers.fleet import signing
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

@@ -9,7 +9,7 @@ with a permit for its node, and its permit is given back when it closes.
 
 The core only asks; who counts is plugged in. Workers install a
 :class:`ConnectionPermits` that counts in Redis across hosts
-(:mod:`ace_workers.connpermits`); a process with none installed (the CLI
+(:mod:`ace_workers.fleet.connpermits`); a process with none installed (the CLI
 in-process, the API) opens connections freely, within its own pool sizes.
 
 A job needs one connection to each of its nodes at once. Two jobs each holding

@@ -3,7 +3,7 @@
 One place decides what the dashboards count, from what the task store keeps
 of every job: its type and outcome, how long it took, the rows a table-diff
 compared and found differing (per table), and the rows a repair changed.
-The workers add these to counters in Redis (:mod:`ace_workers.metrics`) and
+The workers add these to counters in Redis (:mod:`ace_workers.fleet.metrics`) and
 the API serves them to Prometheus; nothing here knows either.
 """
 

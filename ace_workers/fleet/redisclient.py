@@ -1,7 +1,7 @@
 """The Redis commands ACE's workers and front doors use, as a type.
 
 Code that talks to Redis takes a :class:`RedisClient`, not ``redis.Redis``: the
-client from :func:`ace_workers.counters.redis_client` satisfies it, and so does a
+client from :func:`ace_workers.fleet.counters.redis_client` satisfies it, and so does a
 ``fakeredis`` client in the unit tests. Listing the commands here says which ones a
 substitute must have. ACE's clients are synchronous, so the answers, which redis-py
 types as "a value or an awaitable of it", are typed ``Any`` and read as values.

@@ -6,7 +6,7 @@ batch, the sweep finding it lost with Redis's state, too many redeliveries),
 the task store records the outcome, and the worker that recorded it (or the
 front door that cancelled the job) removes them here: a diff lost to a Redis restart no longer leaves hundreds of
 megabytes behind. Batches of the job still running find their job finished
-and stop (:class:`~ace_workers.counters.JobFinished`), writing nothing more.
+and stop (:class:`~ace_workers.fleet.counters.JobFinished`), writing nothing more.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ace_shared.diff.workdir import WorkDir
-from ace_workers.counters import RedisPartCounter
+from ace_workers.fleet.counters import RedisPartCounter
 
 
 def after_job(client: Any, job_id: str, output_dir: str | Path) -> None:

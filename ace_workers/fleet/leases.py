@@ -16,7 +16,7 @@ hash (``ace:done:<job id>``, a field per task, kept a day): a job of a
 thousand batches keeps one key, not a thousand. A subtask of a job that has
 finished (or that Redis no longer knows: restarted without persistence)
 leaves no mark: no copy of it will run again (see
-:class:`~ace_workers.counters.JobFinished`), and a mark would only outlive
+:class:`~ace_workers.fleet.counters.JobFinished`), and a mark would only outlive
 its job in Redis.
 """
 
@@ -28,8 +28,8 @@ import threading
 import uuid
 
 from ace_shared.tasks.ids import job_of
-from ace_workers.published import LUA_OVER, task_key
-from ace_workers.redisclient import RedisClient
+from ace_workers.fleet.published import LUA_OVER, task_key
+from ace_workers.fleet.redisclient import RedisClient
 
 LEASE_SECONDS = 20
 RENEW_SECONDS = 5.0

@@ -18,8 +18,8 @@ from typing import Any
 
 from celery import bootsteps
 
-from ace_workers.counters import redis_client
-from ace_workers.redisclient import RedisClient
+from ace_workers.fleet.counters import redis_client
+from ace_workers.fleet.redisclient import RedisClient
 
 SLOTS_KEY = "ace:worker_slots"
 HEARTBEAT_SECONDS = 5.0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ace_shared.tasks.status import FINISHED, PENDING, RUNNING
-from ace_workers.redisclient import RedisClient
+from ace_workers.fleet.redisclient import RedisClient
 
 KEEP_SECONDS = 86400
 

@@ -139,7 +139,7 @@ def refuse(message: Any, problem: str, connection_errors: Any = ()) -> None:
 
 
 def _fail_named(job_id: str) -> None:
-    from ace_workers import runtime
+    from ace_workers.fleet import runtime
 
     try:
         store = runtime.store()
@@ -168,4 +168,4 @@ def verified_strategy(task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any
 class SignedTask(Task):
     """The base of every task of ACE's app (``task_cls``): its messages are checked."""
 
-    Strategy = "ace_workers.signing:verified_strategy"
+    Strategy = "ace_workers.fleet.signing:verified_strategy"

@@ -4,16 +4,16 @@ A Redis without persistence (or one whose host crashed between two writes of
 its append-only file) has, once restarted, forgotten every queued message,
 every chord's count and every published task state. A task caught in that
 can never finish. Every published task state is written before its
-task is recorded in the task store (:mod:`ace_workers.published`), so a task
+task is recorded in the task store (:mod:`ace_workers.fleet.published`), so a task
 the store holds as unfinished and Redis no longer knows, though it knew it
 before, is such a task. Every worker looks every few seconds and fails them
 with a sentence saying what happened; the waiting CLI and task-status then say
-FAILED, and what it left behind is removed (:mod:`ace_workers.tidy`). (A
+FAILED, and what it left behind is removed (:mod:`ace_workers.fleet.tidy`). (A
 store may be shared by fleets on other Redis databases: a task this worker
 never saw its Redis know is not its to judge.)
 
 The same look also finds the diff and rerun jobs whose batches are all done
-but whose merge never came, and sends it again (:mod:`ace_workers.mergewatch`).
+but whose merge never came, and sends it again (:mod:`ace_workers.fleet.mergewatch`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any
 
 from celery import bootsteps
 
-from ace_workers import published, runtime
-from ace_workers.mergewatch import ChordJob, MergeWatch, SendMerge
+from ace_workers.fleet import published, runtime
+from ace_workers.fleet.mergewatch import ChordJob, MergeWatch, SendMerge
+from ace_workers.fleet.pruning import LocalPruning
 
 SWEEP_SECONDS = 5.0
 
@@ -58,14 +59,17 @@ class Sweeper:
         return lost
 
 
-def send_merge(job: ChordJob, job_id: str) -> None:
-    """Queue a job's merge under its own task id, failing the job if it fails (as the chord's)."""
-    from ace_workers.app import get_app  # the app's module builds this sweep: import late
+def merge_sender(app: Any) -> SendMerge:
+    """What queues a job's merge with ``app`` (the worker's own) under its own task id,
+    failing the job if it fails (as the chord's). The app hands itself to its bootstep,
+    so this module needs no import of the app's."""
 
-    app = get_app()
-    app.send_task(job.merge_task, args=[job.work_dir], task_id=job.merge_id,
-                  link_error=app.signature(job.errback, args=(job.work_dir, job_id),
-                                           immutable=True))
+    def send_merge(job: ChordJob, job_id: str) -> None:
+        app.send_task(job.merge_task, args=[job.work_dir], task_id=job.merge_id,
+                      link_error=app.signature(job.errback, args=(job.work_dir, job_id),
+                                               immutable=True))
+
+    return send_merge
 
 
 class LostTaskSweep(bootsteps.StartStopStep):
@@ -82,12 +86,12 @@ class LostTaskSweep(bootsteps.StartStopStep):
         if not str(worker.app.conf.broker_url).startswith(("redis://", "rediss://", "unix://")):
             return  # tasks are published only with a Redis broker
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ace-sweep", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(worker.app,), name="ace-sweep",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        from ace_workers.retention import LocalPruning  # the app's module builds this sweep
-        sweeper = Sweeper(send_merge)
+    def _run(self, app: Any) -> None:
+        sweeper = Sweeper(merge_sender(app))
         pruning = LocalPruning()
         while not self._stop.wait(SWEEP_SECONDS):
             pruning.maybe()

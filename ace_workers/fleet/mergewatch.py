@@ -9,7 +9,7 @@ Celery's version, the redelivered copy of that batch may send it or may find
 the chord already counted and send nothing. (Celery 5.7 sends it once the
 batch's message comes back, after the visibility timeout and the batch done
 again; older versions allowed by ACE's requirements never do.) So ACE does not
-rely on it. Every worker's sweep (:mod:`ace_workers.sweep`) also looks at the
+rely on it. Every worker's sweep (:mod:`ace_workers.fleet.sweep`) also looks at the
 unfinished diff, rerun and build jobs: one whose every batch has recorded its
 result in the work folder at least :data:`MERGE_GRACE_SECONDS` ago, and whose
 merge task was never handed to the broker, gets its merge sent again under the
@@ -45,9 +45,10 @@ from ace_shared.mtree.buildjob import BuildJob
 from ace_shared.rerun.plan import RerunPlan
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import subtask_id
-from ace_workers import names, runtime
-from ace_workers.leases import done_in, lease_key, mark_sent, was_sent
-from ace_workers.redisclient import RedisClient
+from ace_workers import names
+from ace_workers.fleet import runtime
+from ace_workers.fleet.leases import done_in, lease_key, mark_sent, was_sent
+from ace_workers.fleet.redisclient import RedisClient
 
 # How long after its last batch's record a job's merge must have begun. A merge is
 # sent the moment the last batch is counted, so this only needs to outlast a merge

@@ -6,7 +6,7 @@ batch redelivered after its worker died re-reports the same figures and the
 total does not change, so neither the budget nor progress counts work twice.
 
 A counter of a job's may be guarded by the job's published state
-(:mod:`ace_workers.published`): once the job has finished, or Redis no longer
+(:mod:`ace_workers.fleet.published`): once the job has finished, or Redis no longer
 knows it (restarted without persistence, so the job is failed as lost), a
 report writes nothing and raises :class:`JobFinished`, which ends the batch
 that made it. Nothing of a finished job is written back into Redis.
@@ -20,8 +20,8 @@ import redis
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
-from ace_workers.published import LUA_OVER
-from ace_workers.redisclient import RedisClient
+from ace_workers.fleet.published import LUA_OVER
+from ace_workers.fleet.redisclient import RedisClient
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 

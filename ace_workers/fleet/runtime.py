@@ -29,10 +29,10 @@ from ace_shared.tasks.ids import job_of
 from ace_shared.tasks.metrics import finished as job_metrics
 from ace_shared.tasks.results import share_results
 from ace_shared.tasks.store import TaskStore
-from ace_workers import metrics, published, tidy
-from ace_workers.connpermits import FleetPermits
-from ace_workers.counters import DEFAULT_BROKER, redis_client
-from ace_workers.redisclient import RedisClient
+from ace_workers.fleet import metrics, published, tidy
+from ace_workers.fleet.connpermits import FleetPermits
+from ace_workers.fleet.counters import DEFAULT_BROKER, redis_client
+from ace_workers.fleet.redisclient import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def _keep_files(task_id: str, result: dict[str, Any]) -> None:
 
 
 class _Publisher:
-    """Passes each change the store records on to :mod:`ace_workers.published`; a job's
-    outcome also has what it leaves behind removed (:mod:`ace_workers.tidy`).
+    """Passes each change the store records on to :mod:`ace_workers.fleet.published`; a job's
+    outcome also has what it leaves behind removed (:mod:`ace_workers.fleet.tidy`).
 
     A Redis outage must not fail a task whose work is done: the store has it.
     """
@@ -85,7 +85,7 @@ class _Publisher:
     def finished(self, task_id: str, status: str, result: dict[str, Any] | None,
                  error: str | None) -> None:
         self._quietly(published.outcome, task_id, status, result, error)
-        try:  # the fleet's metrics (ace_workers.metrics): type and time from the store's row
+        try:  # the fleet's metrics (ace_workers.fleet.metrics): type and time from the store's row
             record = TaskStore.from_settings(settings()).get(task_id, with_options=False)
             metrics.record(redis(), job_metrics(
                 record.task_type if record else "unknown", status,
@@ -170,7 +170,7 @@ def drop_sessions(spec: DiffSpec) -> None:
 
 
 def task_started(task_id: str | None) -> None:
-    """A task begins in this process: count its connections (:mod:`ace_workers.connpermits`)
+    """A task begins in this process: count its connections (:mod:`ace_workers.fleet.connpermits`)
     and say its waits as the progress of its job."""
     global _current_job, _in_task
     install_permits()
