@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from fleet_helpers import wait_for
+from fleet_helpers import send_as_beat, wait_for
 from private_fleet import PrivateFleet, S3Server, fleet_files, private_fleet
 from test_api import call, serve_any_role
 
@@ -192,3 +192,26 @@ def test_a_resolved_plan_is_uploaded_for_the_fleet_and_removed_once_applied(
         from ace_shared.tasks.filestore import active_store
         store = active_store()
         assert store is not None and store.size(f"uploads/{task_id}.plan.jsonl") is None
+
+
+def test_a_scheduled_diff_runs_on_private_folders_and_its_file_is_fetched_elsewhere(
+        fleet: PrivateFleet, table: str, tmp_path: Path) -> None:
+    """What beat sends for a table-diff job runs in batches any worker may take, and its
+    diff file reaches the CLI's host (which ran none of it) by its task id."""
+    from ace_shared.tasks.store import COMPLETED, FAILED, TaskStore
+    send_as_beat(fleet.env, "ace.scheduled_diff", [
+        "pf_job", {"cluster_name": "testclus", "table_name": table, "block_rows": 1000,
+                   "batch_size": 1}, "table-diff"])
+    store = TaskStore(fleet.env["ACE_DATABASE_URL"])
+
+    def run() -> Any:
+        return next((r for r in store.recent(50) if r.requested_by == "scheduler:pf_job"
+                     and r.status in (COMPLETED, FAILED)), None)
+    wait_for(lambda: run() is not None, 90, "the scheduled diff to finish")
+    record = run()
+    assert record.status == COMPLETED, record.error
+    got = tmp_path / "got.json"
+    fetched = fleet.ace("diff-file", record.task_id, "--output-file", str(got))
+    assert fetched.returncode == 0, fetched.stderr
+    assert _ids(got) == {"7", "1500", "2999"}
+    assert not any(fleet.folder("cli").rglob(Path(record.result["diff_file"]).name))
