@@ -15,7 +15,13 @@ from typing import Any
 from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
-from ace_shared.diff.sources import UPLOAD_PREFIX, local_diff_file, remove_upload
+from ace_shared.diff.sources import (
+    PLAN_UPLOAD,
+    UPLOAD_PREFIX,
+    local_diff_file,
+    local_upload,
+    remove_upload,
+)
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.plan import RerunPlan
@@ -45,6 +51,23 @@ def _diff_file_here(options: dict[str, Any], store: Any) -> dict[str, Any]:
     return {**options, "diff_file": local}
 
 
+def _plan_here(options: dict[str, Any]) -> dict[str, Any]:
+    """The options with this host's copy of a resolved plan the submitter uploaded."""
+    given = str(options.get("apply_plan") or "")
+    if not given.startswith(UPLOAD_PREFIX):
+        return options
+    return {**options, "apply_plan": local_upload(given, runtime.settings().output_dir,
+                                                  PLAN_UPLOAD)}
+
+
+def _done_with_plan(given: dict[str, Any], here: dict[str, Any], job_id: str) -> None:
+    """An uploaded resolved plan serves this task alone: once it ran (or failed), it goes."""
+    if str(given.get("apply_plan") or "").startswith(UPLOAD_PREFIX):
+        remove_upload(job_id, PLAN_UPLOAD)
+        if here.get("apply_plan") != given.get("apply_plan"):
+            Path(here["apply_plan"]).unlink(missing_ok=True)
+
+
 def _done_with_upload(given: dict[str, Any], here: dict[str, Any], job_id: str) -> None:
     """Once read, a diff file the submitter uploaded for this task is no longer needed."""
     if str(given.get("diff_file") or "").startswith(UPLOAD_PREFIX):
@@ -61,9 +84,13 @@ def table_repair(self: AceTask, options: dict[str, Any],
     def progress(done: int, total: int) -> None:
         store.set_progress(job_id, done, total)
         self.progress(done, total, job_id=job_id)
-    with failing_job(job_id):
-        here = _diff_file_here(options, store)
-        result = run_table_repair(here, runtime.settings(), job_id, progress)
+    here = options
+    try:
+        with failing_job(job_id):
+            here = _plan_here(_diff_file_here(options, store))
+            result = run_table_repair(here, runtime.settings(), job_id, progress)
+    finally:
+        _done_with_plan(options, here, job_id)
     _done_with_upload(options, here, job_id)
     # the samples are a few keys per node (rows stay in the report file): the CLI prints
     # them as it does in-process

@@ -6,12 +6,15 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
-from private_fleet import PrivateFleet, S3Server, private_fleet
+from fleet_helpers import send_as_beat, wait_for
+from private_fleet import PrivateFleet, S3Server, fleet_files, private_fleet
 from test_api import call, serve_any_role
 
 from ace_api.rest import create_app
@@ -133,3 +136,82 @@ def test_a_rest_caller_downloads_its_own_diff_file_and_not_anothers(
     other = call(client, "GET", f"/ace/diff-files/{task_id}", cn="somebody_else")
     assert other.status_code == 404
     assert not any(fleet.folder("api").rglob("*.json"))  # streamed from the store, not copied
+
+
+PLAN = f"""
+version: 1
+default: {{action: keep, node: n1}}
+tables:
+  {TABLE}: {{rules: []}}
+"""
+
+
+def test_a_resolved_plan_is_uploaded_for_the_fleet_and_removed_once_applied(
+        fleet: PrivateFleet, table: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL"):  # to look in the fleet's bucket from here
+        if key in fleet.env:
+            monkeypatch.setenv(key, fleet.env[key])
+    diff = fleet.ace("table-diff", "testclus", table)
+    assert diff.returncode == 1, diff.stderr
+    diff_file = re.search(r"Diffs written to (\S+)", diff.stdout).group(1)  # type: ignore[union-attr]
+    plan, resolved = tmp_path / "plan.yaml", tmp_path / "resolved.jsonl"
+    plan.write_text(PLAN)
+    here = {k: v for k, v in fleet.env.items() if k not in ("ACE_BROKER_URL",
+                                                             "ACE_RESULT_BACKEND")}
+    dry = subprocess.run([sys.executable, "-m", "ace_api", "table-repair", "testclus", table,
+                          "--diff-file", diff_file, "--repair-plan", str(plan), "--plan-out",
+                          str(resolved), "--dry-run"], capture_output=True, text=True,
+                         env={**here, **fleet.front_env(), "ACE_NO_PROGRESS": "1"}, timeout=120)
+    assert dry.returncode == 0 and resolved.is_file(), dry.stderr
+    # the workers are on other hosts: the plan file the CLI names is not there when they run
+    for name in fleet.names:
+        fleet.stop_worker(name)
+    try:
+        sent = fleet.ace("table-repair", "testclus", table, "--apply-plan", str(resolved),
+                         "--no-wait")
+        assert sent.returncode == 0, sent.stderr
+        task_id = sent.stdout.strip()
+        resolved.unlink()
+    finally:
+        for name in fleet.names:
+            fleet.start_worker(name)
+    status: list[str] = []
+
+    def finished() -> bool:
+        status[:] = [fleet.ace("task-status", task_id).stdout]
+        return "COMPLETED" in status[0] or "FAILED" in status[0]
+    wait_for(finished, 60, "the repair to finish")
+    assert "COMPLETED" in status[0], status[0]
+    again = fleet.ace("table-diff", "testclus", table)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for name in fleet.names:  # read once, the worker's copy is gone, and so is the upload
+        assert not list(fleet.folder(name).rglob("upload-*.plan.jsonl"))
+    with fleet_files(fleet.env):
+        from ace_shared.tasks.filestore import active_store
+        store = active_store()
+        assert store is not None and store.size(f"uploads/{task_id}.plan.jsonl") is None
+
+
+def test_a_scheduled_diff_runs_on_private_folders_and_its_file_is_fetched_elsewhere(
+        fleet: PrivateFleet, table: str, tmp_path: Path) -> None:
+    """What beat sends for a table-diff job runs in batches any worker may take, and its
+    diff file reaches the CLI's host (which ran none of it) by its task id."""
+    from ace_shared.tasks.store import COMPLETED, FAILED, TaskStore
+    send_as_beat(fleet.env, "ace.scheduled_diff", [
+        "pf_job", {"cluster_name": "testclus", "table_name": table, "block_rows": 1000,
+                   "batch_size": 1}, "table-diff"])
+    store = TaskStore(fleet.env["ACE_DATABASE_URL"])
+
+    def run() -> Any:
+        return next((r for r in store.recent(50) if r.requested_by == "scheduler:pf_job"
+                     and r.status in (COMPLETED, FAILED)), None)
+    wait_for(lambda: run() is not None, 90, "the scheduled diff to finish")
+    record = run()
+    assert record.status == COMPLETED, record.error
+    got = tmp_path / "got.json"
+    fetched = fleet.ace("diff-file", record.task_id, "--output-file", str(got))
+    assert fetched.returncode == 0, fetched.stderr
+    assert _ids(got) == {"7", "1500", "2999"}
+    assert not any(fleet.folder("cli").rglob(Path(record.result["diff_file"]).name))

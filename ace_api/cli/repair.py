@@ -149,12 +149,16 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
         given, values = _diff_file_here(values, settings, fleet=True)
         request = validate_repair_request(values, settings, "cli")
         # the plan travels as checked JSON, the diff file as a task id or an upload when
-        # the fleet has a shared store (else as an absolute path)
+        # the fleet has a shared store (else as an absolute path), a resolved plan as an upload
         result = _on_fleet("table-repair", {**values, "diff_file": _hand_on(
             given, request.diff_file, task_id), "repair_plan": request.repair_plan,
-            "apply_plan": request.apply_plan}, settings, values["table_name"], "Repairing",
-            "nodes", no_wait, task_id)
-        return EXIT_SAME if result is None else report_repair(result, quiet)
+            "apply_plan": _plan_on(request.apply_plan, task_id)}, settings,
+            values["table_name"], "Repairing", "nodes", no_wait, task_id)
+        if result is None:
+            return EXIT_SAME
+        if request.apply_plan and result.get("plan"):  # the file given, not a worker's copy
+            result["plan"]["resolved_plan"] = request.apply_plan
+        return report_repair(result, quiet)
     _, values = _diff_file_here(values, settings, fleet=False)
     # the rules between options, in this command's words; a plan file is read here, once
     values = {**values, "repair_plan": check_repair_options(values, "cli").repair_plan}
@@ -240,6 +244,16 @@ def _diff_file_here(values: dict[str, Any], settings: Settings, fleet: bool
     from ace_shared.tasks.store import TaskStore
     local = local_diff_file(given, TaskStore.from_settings(settings), settings.output_dir)
     return given, {**values, "diff_file": local}
+
+
+def _plan_on(path: str | None, task_id: str) -> str | None:
+    """What the fleet is told of a resolved plan: uploaded for ``task_id`` when the fleet
+    has a shared store (a worker on another host cannot read this host's file), else the
+    checked absolute path."""
+    if not path:
+        return path
+    from ace_shared.diff.sources import PLAN_UPLOAD, upload_diff_file
+    return upload_diff_file(path, task_id, PLAN_UPLOAD)
 
 
 def _hand_on(given: str, checked: str, task_id: str) -> str:

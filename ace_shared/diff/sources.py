@@ -6,7 +6,8 @@ another host: a task id's file is then fetched from the shared store
 (:mod:`ace_shared.tasks.filestore`, where the task put it), and a local file the
 fleet needs is uploaded there first and handed on as ``upload:<task id>``.
 Either way the file lands in this host's ``work/fetched/`` folder and is read
-from there like any other, streamed.
+from there like any other, streamed. A resolved repair plan (``--apply-plan``)
+travels the same way, under its own name beside the diff file's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ace_shared.tasks.status import COMPLETED
 
 UPLOAD_PREFIX = "upload:"
 UPLOADS = "uploads"
+DIFF_UPLOAD = ".json"
+PLAN_UPLOAD = ".plan.jsonl"
 DIFF_TASKS = ("table-diff", "table-rerun", "mtree")
 
 
@@ -29,15 +32,16 @@ def _fetched_path(output_dir: Path, name: str) -> Path:
     return WorkDir.root(output_dir) / FETCHED / f"{name}.json"
 
 
-def upload_diff_file(path: str | Path, task_id: str) -> str:
-    """Put a local diff file in the shared store for task ``task_id``; what to hand on.
+def upload_diff_file(path: str | Path, task_id: str, kind: str = DIFF_UPLOAD) -> str:
+    """Put a local diff file (or, with ``kind`` :data:`PLAN_UPLOAD`, a resolved plan) in the
+    shared store for task ``task_id``; what to hand on.
 
     Without a shared store the path itself is handed on (the fleet shares the folder).
     """
     shared = active_store()
     if shared is None:
         return str(path)
-    shared.put(f"{UPLOADS}/{task_id}.json", Path(path))
+    shared.put(f"{UPLOADS}/{task_id}{kind}", Path(path))
     return UPLOAD_PREFIX + task_id
 
 
@@ -64,26 +68,34 @@ def diff_file_of_task(task_id: str, tasks: Any, output_dir: Path) -> str:
     return str(found)
 
 
+def local_upload(value: str, output_dir: Path, kind: str = DIFF_UPLOAD) -> str:
+    """This host's copy of a file the submitter uploaded (``upload:<task id>``), fetched
+    from the shared store when not here."""
+    text = (value or "").strip()
+    owner = text[len(UPLOAD_PREFIX):]
+    shared = active_store()
+    target = WorkDir.root(output_dir) / FETCHED / f"upload-{owner}{kind}"
+    if not is_task_id(owner) or shared is None or not (
+            target.is_file() or shared.get(f"{UPLOADS}/{owner}{kind}", target)):
+        what = "resolved plan" if kind == PLAN_UPLOAD else "diff file"
+        raise DiffFileError(f"The uploaded {what} {text} is not in the fleet's shared "
+                            "store; submit the task again.")
+    return str(target)
+
+
 def local_diff_file(value: str, tasks: Any, output_dir: Path) -> str:
     """The local path of the diff file ``value`` names: a path as given, a task id's file,
     or an upload (``upload:<task id>``), fetched from the shared store when not here."""
     text = (value or "").strip()
     if text.startswith(UPLOAD_PREFIX):
-        owner = text[len(UPLOAD_PREFIX):]
-        shared = active_store()
-        target = _fetched_path(output_dir, f"upload-{owner}")
-        if not is_task_id(owner) or shared is None or not (
-                target.is_file() or shared.get(f"{UPLOADS}/{owner}.json", target)):
-            raise DiffFileError(f"The uploaded diff file {text} is not in the fleet's shared "
-                                "store; submit the task again.")
-        return str(target)
+        return local_upload(text, output_dir)
     if is_task_id(text):
         return diff_file_of_task(text, tasks, output_dir)
     return value
 
 
-def remove_upload(task_id: str) -> None:
-    """Forget a finished task's uploaded diff file (and this host's copy of it)."""
+def remove_upload(task_id: str, kind: str = DIFF_UPLOAD) -> None:
+    """Forget a finished task's uploaded diff file (or resolved plan)."""
     shared = active_store()
     if shared is not None:
-        shared.remove(f"{UPLOADS}/{task_id}.json")
+        shared.remove(f"{UPLOADS}/{task_id}{kind}")
