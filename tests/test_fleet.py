@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from celery.events.state import State
 from diff_helpers import on_every_node
-from fleet_helpers import Fleet, free_port, wait_for
+from fleet_helpers import Fleet, free_port, own_fleet, wait_for
 from node_sql import run_sql
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore, record_submission
@@ -237,9 +237,13 @@ def test_max_allowed_diffs_stops_the_fleet_early(fleet, items, tmp_path, pg_clus
         run_sql(pg_cluster.node_dsn(1), f"UPDATE {TABLE} SET label = rtrim(label, '!') WHERE id % 100 = 1")
 
 
-def test_redis_restart_between_tasks_needs_no_worker_restart(fleet, items, redis_server):
-    redis_server.restart()
-    res = fleet.ace("table-diff", "testclus", items, timeout=180)
+def test_redis_restart_between_tasks_needs_no_worker_restart(items, tmp_path, pg_cluster):
+    # a Redis and workers of its own: restarting the session's Redis would disturb the
+    # workers every later test shares
+    with own_fleet(tmp_path, ("w1",), pg_cluster=pg_cluster) as fl:
+        assert fl.redis is not None
+        fl.redis.restart()
+        res = fl.ace("table-diff", "testclus", items, timeout=180)
     assert res.returncode == 1, res.stderr
 
 

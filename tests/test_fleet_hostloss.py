@@ -29,7 +29,7 @@ from typing import Any
 import psycopg2
 import pytest
 import redis
-from fleet_helpers import Fleet, scenario_of, started_on_own_fleets, wait_for
+from fleet_helpers import Fleet, own_fleet, scenario_of, started_on_own_fleets, wait_for
 from node_sql import run_sql
 
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
@@ -285,8 +285,16 @@ def test_a_repair_lost_with_its_worker_ends_on_its_own(lost_jobs, request):
         assert again.returncode == 0, again.stdout
 
 
-def test_lost_broker_state_fails_the_job_and_the_waiting_cli(fleet, items, pg_cluster,
-                                                              redis_server):
+def test_lost_broker_state_fails_the_job_and_the_waiting_cli(items, pg_cluster, tmp_path):
+    # a Redis and workers of its own: restarting the session's Redis would disturb the
+    # workers every later test shares
+    with own_fleet(tmp_path, ("w1", "w2"), pg_cluster=pg_cluster) as fleet:
+        _lose_broker_state(fleet, items, pg_cluster)
+
+
+def _lose_broker_state(fleet: Fleet, items: str, pg_cluster: Any) -> None:
+    redis_server = fleet.redis
+    assert redis_server is not None
     with locked(pg_cluster, (1,)):
         cli = subprocess.Popen(
             [sys.executable, "-m", "ace_api", "table-diff", "testclus", items,
