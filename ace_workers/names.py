@@ -39,6 +39,8 @@ SCHEDULED_RECHECK: Final = "ace.scheduled_recheck"
 SCHEDULED_VERDICT: Final = "ace.scheduled_verdict"
 AUTO_REPAIR_POLL: Final = "ace.auto_repair_poll"
 AUTO_REPAIR_REPAIR: Final = "ace.auto_repair_repair"
+# beat's hourly removal of old work and results (ace_workers/retention.py)
+RETENTION: Final = "ace.retention"
 
 # what the front doors submit: the task of each command
 BY_COMMAND: Final = {

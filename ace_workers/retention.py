@@ -10,6 +10,7 @@ from typing import Any
 
 from ace_shared.diff.retention import cutoff_for, remove_old_shared
 from ace_shared.tasks.filestore import active_store
+from ace_workers import names
 from ace_workers.app import app
 from ace_workers.fleet import runtime
 from ace_workers.fleet.pruning import prune_here
@@ -17,7 +18,7 @@ from ace_workers.fleet.pruning import prune_here
 log = logging.getLogger(__name__)
 
 
-@app.task(name="ace.retention")
+@app.task(name=names.RETENTION)
 def retention() -> dict[str, Any]:
     """Remove old work and results from the shared store and this worker's folder."""
     cutoff = cutoff_for(runtime.settings().RESULT_RETENTION_DAYS)

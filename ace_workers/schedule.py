@@ -43,7 +43,7 @@ def build_beat_schedule() -> dict[str, dict[str, Any]]:
             "args": [job.name, job.options, job.command, job.rerun_after],
         }
     if settings.RESULT_RETENTION_DAYS > 0:  # ace_workers/retention.py
-        entries["retention"] = {"task": "ace.retention",
+        entries["retention"] = {"task": names.RETENTION,
                                 "schedule": timedelta(hours=1), "args": []}
     timing = auto_repair_timing(settings.auto_repair_config, settings.MIN_RUN_FREQUENCY)
     if timing is not None:
