@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from ace_shared.tasks.engine import open_engine
-from ace_shared.tasks.filestore import chunks_of, write_whole
+from ace_shared.tasks.filestore import StreamedStore, chunks_of
 
 
 def _now() -> datetime:
@@ -53,7 +53,7 @@ chunks = Table(
 )
 
 
-class DatabaseFileStore:
+class DatabaseFileStore(StreamedStore):
     """Files in the task store's database, in rows of :data:`CHUNK_BYTES`."""
 
     _engines: dict[str, Engine] = {}
@@ -102,13 +102,6 @@ class DatabaseFileStore:
                 return
             yield bytes(data)
             seq += 1
-
-    def get(self, name: str, target: Path) -> bool:
-        parts = self.read(name)
-        if parts is None:
-            return False
-        write_whole(target, parts)
-        return True
 
     def size(self, name: str) -> int | None:
         header = self._header(name)

@@ -83,7 +83,21 @@ def write_whole(target: Path, parts: Iterator[bytes]) -> None:
         raise
 
 
-class ObjectFileStore:
+class StreamedStore:
+    """What every store that streams its files by :meth:`read` gets from it: :meth:`get`."""
+
+    def read(self, name: str) -> Iterator[bytes] | None:
+        raise NotImplementedError
+
+    def get(self, name: str, target: Path) -> bool:
+        parts = self.read(name)
+        if parts is None:
+            return False
+        write_whole(target, parts)
+        return True
+
+
+class ObjectFileStore(StreamedStore):
     """Files in an S3-compatible bucket (``s3://bucket/prefix``), through fsspec and s3fs.
 
     The endpoint and keys come from the usual variables (``AWS_ACCESS_KEY_ID``,
@@ -134,13 +148,6 @@ class ObjectFileStore:
                 while chunk := fh.read(CHUNK_BYTES):
                     yield chunk
         return parts()
-
-    def get(self, name: str, target: Path) -> bool:
-        parts = self.read(name)
-        if parts is None:
-            return False
-        write_whole(target, parts)
-        return True
 
     def _info(self, name: str) -> dict[str, Any] | None:
         try:
