@@ -18,7 +18,7 @@ from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget, LocalPartCounter, local_budget
-from ace_shared.diff.job import DiffJob, job_view, merge_job, plan_job, run_batch
+from ace_shared.diff.job import DiffJob, job_view, merge_job, plan_job, run_batch, save_job
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffRequest, DiffSpec
@@ -49,6 +49,7 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
     sessions = NodeSessions(targets, threads_per_node=size)
     try:
         job = plan_job(request, settings, task_id, sessions, executor="local", tuning=tuning)
+        save_job(job)  # as a fleet's: while the plan is there, the job's batches may write
         view = job_view(job)
         run = functools.partial(run_batch, hints=DensityHints())
         try:

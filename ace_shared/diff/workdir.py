@@ -32,6 +32,7 @@ Spools stay local: only the process that made them reads them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -46,6 +47,7 @@ from typing import Any, TextIO
 from ace_shared.difffile.format import Key, Row, row_json
 from ace_shared.errors import ConfigError
 from ace_shared.tasks.filestore import active_store, local_root
+from ace_shared.tasks.status import JobFinished
 
 WORK = "work"
 FETCHED = "fetched"  # work/fetched/: this host's copies of diff files other hosts wrote
@@ -53,6 +55,8 @@ DIFF_PLAN = "plan.json"
 RERUN_PLAN = "rerun_plan.json"
 CHECKS_STATE = "checks.json"
 BUILD_PLAN = "mtree_build.json"
+# a job's plans: while the shared store holds one, the job runs (a finished job's is removed)
+PLANS = (DIFF_PLAN, RERUN_PLAN, BUILD_PLAN, CHECKS_STATE)
 
 
 # json.dumps(text, ensure_ascii=False) without the encoder's machinery (the C function)
@@ -255,6 +259,52 @@ class WorkDir:
         if active_store() is not None:
             self.path.mkdir(parents=True, exist_ok=True)
 
+    def _planned(self) -> bool:
+        """Whether the job still runs, as far as the shared store tells: it holds the
+        job's plan. A finished job's files leave the store with its plan, whichever host
+        ends it; this host's copy of the folder may outlive them, so it is not asked."""
+        store = active_store()
+        return store is None or any(store.size(self._shared_name(self.path / name)) is not None
+                                    for name in PLANS)
+
+    def _still_wanted(self) -> None:
+        """Raise :class:`JobFinished` (this host's copy of the folder removed) once the
+        job has finished: a late batch then neither makes the folder again nor puts a
+        file of it in the store."""
+        if self._planned():
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        raise JobFinished(self.path.name)
+
+    def _batch_folder(self) -> None:
+        """Where a batch is about to write: the folder, if its job still runs; without a
+        shared store the folder its job made, which the job's end removes."""
+        if active_store() is None:
+            if not self.path.is_dir():
+                raise JobFinished(self.path.name)
+            return
+        self._still_wanted()
+        self._local_folder()
+
+    def _share_batch_file(self, path: Path) -> None:
+        """Put a batch's file in the store, then take it out again if the job finished
+        meanwhile (its folder was removed from the store before the file arrived)."""
+        store = active_store()
+        if store is None:
+            return
+        store.put(self._shared_name(path), path)
+        if not self._planned():
+            store.remove(self._shared_name(path))
+            self._still_wanted()
+
+    def _write_batch_file(self, path: Path, text: str) -> None:
+        self._batch_folder()
+        try:
+            _write_atomically(path, text)
+        except FileNotFoundError:  # the folder was removed under it: the job finished
+            raise JobFinished(self.path.name) from None
+        self._share_batch_file(path)
+
     def _share(self, path: Path) -> None:
         store = active_store()
         if store is not None:
@@ -286,28 +336,42 @@ class WorkDir:
 
     @contextmanager
     def partial_writer(self, first: int) -> Iterator[PartialWriter]:
-        """Write batch ``first``'s partial file; it gets its name only when the batch ends."""
-        self._local_folder()
+        """Write batch ``first``'s partial file; it gets its name only when the batch ends.
+
+        Raises :class:`JobFinished`, writing nothing, if the job has finished: before the
+        batch starts, or when its file would be named or shared."""
+        self._batch_folder()
         final = self.partial_path(first)
         tmp = _temp_name(final)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            yield PartialWriter(fh)
-        os.replace(tmp, final)
-        self._share(final)
+        try:
+            fh = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:  # the folder was removed: the job finished
+            raise JobFinished(self.path.name) from None
+        try:
+            with fh:
+                yield PartialWriter(fh)
+            os.replace(tmp, final)
+        except FileNotFoundError:  # the folder was removed under it: the job finished
+            raise JobFinished(self.path.name) from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._share_batch_file(final)
 
     def write_batch_result(self, result: BatchResult) -> None:
-        """Record a finished batch beside its partial file, so a reducer can find every part."""
-        self._write(self.batch_result_path(result.first_range), json.dumps(result.to_dict()))
+        """Record a finished batch beside its partial file, so a reducer can find every part
+        (:class:`JobFinished` if the job has finished meanwhile)."""
+        self._write_batch_file(self.batch_result_path(result.first_range),
+                               json.dumps(result.to_dict()))
 
     def mark_batch_done(self, first: int, rows: int) -> bool:
         """Record that batch ``first`` of a chord without partial files (a tree build's
         hashing) is done, for the merge watch; False if the folder is gone (the job
         finished while a late copy of the batch ran)."""
-        if active_store() is not None and not (self.has_build_plan() or self.has_diff_plan()):
-            return False
         try:
-            self._write(self.batch_result_path(first), json.dumps({"rows": rows}))
-        except FileNotFoundError:
+            self._write_batch_file(self.batch_result_path(first), json.dumps({"rows": rows}))
+        except JobFinished:
             return False
         return True
 

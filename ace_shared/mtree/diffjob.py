@@ -27,7 +27,7 @@ from typing import Any
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import RangeDiffer, diff_batch
-from ace_shared.diff.job import DiffJob, cut_batches, merge_job
+from ace_shared.diff.job import DiffJob, cut_batches, merge_job, save_job
 from ace_shared.diff.local import pool_size, run_batches
 from ace_shared.diff.plan import read_provenance
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
@@ -192,5 +192,6 @@ def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
     size = pool_size(request.max_cpu_ratio)
     with open_job(request, settings, threads=size) as job:
         planned = plan_mtree_diff(job, settings, task_id, executor="local")
+        save_job(planned)  # as a fleet's: while the plan is there, the job's batches may write
         results = run_batches(planned, job.sessions, size, progress, run=diff_leaf_group)
         return merge_job(planned, results, settings.output_dir)

@@ -20,8 +20,11 @@ import redis
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
+from ace_shared.tasks.status import JobFinished
 from ace_workers.fleet.published import LUA_OVER
 from ace_workers.fleet.redisclient import RedisClient
+
+__all__ = ["DEFAULT_BROKER", "JobFinished", "RedisPartCounter", "redis_client"]
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
@@ -40,10 +43,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return tonumber(redis.call('GET', KEYS[2]) or '0')
 """
-
-
-class JobFinished(Exception):  # noqa: N818 (not an error: the work is no longer wanted)
-    """The job this work belongs to has finished (or is lost): stop, and write nothing."""
 
 
 @lru_cache(maxsize=8)
