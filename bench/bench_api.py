@@ -22,8 +22,9 @@ each starting a poll every ``--poll-interval`` seconds:
 
 It prints latency percentiles (p50/p95/p99/max) and errors of the first poll
 of each client (its TLS handshake), of the polls during the ramp-up, of the
-steady state (the figure the 100 ms p99 target is about) and of the
-submissions; the CPU time per steady-state poll spent by the API's processes
+steady state (the figure the targets are about: p99 under 100 ms idle, under
+250 ms busy) and of the busy phase's submissions (p99 under 1 s); the one
+caller's per-caller limits are raised out of the way (still checked); the CPU time per steady-state poll spent by the API's processes
 and by the bench's own polling clients (which share the machine's cores, so
 a client heavier than the API would make the API look slower than it is); how many diffs were still running when the busy phase ended;
 the machine's load average; and whether no request failed and every task
@@ -242,7 +243,12 @@ def start_services(args: argparse.Namespace, workdir: Path, pki: Pki) -> Service
            "ACE_DATABASE_URL": f"sqlite:///{workdir / 'ace_tasks.db'}",
            "ACE_API_CERT_FILE": str(pki.server[0]), "ACE_API_KEY_FILE": str(pki.server[1]),
            "ACE_CA_CERT_FILE": str(pki.ca_file),
-           "PYTHONPATH": str(REPO_ROOT), **node_login(args)}
+           "PYTHONPATH": str(REPO_ROOT),
+           # one caller submits every diff: its per-caller limits are set out of the way
+           # (still checked on each submission, as they cost what they cost)
+           "ACE_API_RATE_LIMIT": "100000/minute",
+           "ACE_API_MAX_ACTIVE_TASKS_PER_CALLER": "100000",
+           "ACE_API_MAX_QUEUED_TASKS_PER_CALLER": "100000", **node_login(args)}
     services = Services(workdir, env)
     services.env["ACE_API_PORT"] = str(api_port)
     services.spawn("redis", [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1",
@@ -501,8 +507,8 @@ def unfinished(base: str, pki: Pki, task_ids: list[str]) -> int:
 
 def run(args: argparse.Namespace, base: str, pki: Pki, api_pgid: int) -> bool:
     """Idle phase, then busy phase; print both; True if nothing failed."""
-    submits = Latencies("table-diff submissions")
-    warm = submit_diffs(args, base, pki, args.idle_tasks, submits)
+    warm = submit_diffs(args, base, pki, args.idle_tasks,
+                        Latencies("idle: table-diff submissions"))
     wait_for_tasks(base, pki, warm, timeout=300)
     ids_file = Path(tempfile.mkdtemp(prefix="ace-bench-ids-")) / "ids.json"
     write_ids(ids_file, warm)
@@ -512,6 +518,7 @@ def run(args: argparse.Namespace, base: str, pki: Pki, api_pgid: int) -> bool:
     idle_all, idle = poll_phase(args, "idle", base, pki, ids_file, api_pgid)
 
     busy_ids: list[str] = []
+    submits = Latencies("busy: table-diff submissions")
 
     def submit_and_share() -> None:
         t0 = time.monotonic()
@@ -523,7 +530,7 @@ def run(args: argparse.Namespace, base: str, pki: Pki, api_pgid: int) -> bool:
 
     print(f"busy fleet: the same clients; once all are connected, {args.submissions} "
           "table-diffs are queued and the clients poll those", flush=True)
-    busy_all, _ = poll_phase(args, "busy", base, pki, ids_file, api_pgid, submit_and_share)
+    busy_all, busy = poll_phase(args, "busy", base, pki, ids_file, api_pgid, submit_and_share)
     still = unfinished(base, pki, busy_ids)
     print(f"diffs still queued or running when the busy phase ended: {still} of "
           f"{len(busy_ids)}")
@@ -539,9 +546,11 @@ def run(args: argparse.Namespace, base: str, pki: Pki, api_pgid: int) -> bool:
     print("load average (1/5/15 min) at the end: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg())
           + f" on {os.cpu_count()} CPUs (the figures are only as quiet as the machine)")
-    idle_p99 = idle.percentile(99)
-    print(f"idle p99 {idle_p99 * 1000:.1f} ms: "
-          f"{'within' if idle_p99 < 0.1 else 'OVER'} the 100 ms target")
+    for what, p99, target in (("idle task-status", idle.percentile(99), 0.1),
+                              ("busy task-status", busy.percentile(99), 0.25),
+                              ("busy submission", submits.percentile(99), 1.0)):
+        print(f"{what} p99 {p99 * 1000:.1f} ms: "
+              f"{'within' if p99 < target else 'OVER'} the {target * 1000:.0f} ms target")
     return (all(kind.failed == 0 for kind in (*idle_all, *busy_all, submits))
             and len(busy_ids) == args.submissions and completed == len(busy_ids))
 
