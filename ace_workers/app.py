@@ -127,6 +127,14 @@ def _private_outputs(**_: object) -> None:
 
 
 @worker_init.connect
+def _yield_cpu(**_: object) -> None:
+    """A worker started niced (fleet.sh, the systemd unit) yields the CPU to the API for real
+    (:func:`ace_workers.fleet.priority.nice_session`)."""
+    from ace_workers.fleet.priority import nice_session
+    nice_session()
+
+
+@worker_init.connect
 def _shared_store(**_: object) -> None:
     """Work folders and results go through the fleet's shared store, when there is one
     (``SHARED_STORE``; ``ace_shared/tasks/filestore.py``)."""
