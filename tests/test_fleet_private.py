@@ -13,11 +13,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from client_helpers import api_client, call
 from fleet_helpers import send_as_beat, wait_for
 from private_fleet import PrivateFleet, S3Server, fleet_files, private_fleet
-from test_api import call, serve_any_role
 
-from ace_api.rest import create_app
 from ace_shared.config import Settings
 
 TABLE = "public.pf_rows"
@@ -125,7 +124,7 @@ def test_a_rest_caller_downloads_its_own_diff_file_and_not_anothers(
                         DATABASE_URL=fleet.env["ACE_DATABASE_URL"],
                         SHARED_STORE=fleet.env["ACE_SHARED_STORE"],
                         API_RATE_LIMIT_STORAGE="memory://")
-    client = create_app(settings, serve_any_role).test_client()
+    client = api_client(settings)
     mine = call(client, "GET", f"/ace/diff-files/{task_id}", cn=getpass.getuser())
     assert mine.status_code == 200, mine.data
     assert mine.data == local.read_bytes()
