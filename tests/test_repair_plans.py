@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 import pytest
 from client_helpers import api_client, as_caller
-from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, repair
+from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, output_files, repair
 
 from ace_shared.config import load_settings
 from ace_shared.errors import ConfigError, PermissionDeniedError, RepairPlanError
@@ -239,6 +239,18 @@ tables:
         when: {{keys: [6], diff: values_differ}}
         do: {{action: take, node: n1, mode: upsert}}
 """
+
+
+def test_plan_out_into_a_missing_folder_is_one_sentence_and_writes_nothing(
+        nodes: Nodes, tmp_path: Path) -> None:
+    _split_brain(nodes)
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, PLAN)
+    before = output_files()
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan), "--dry-run", "--plan-out", str(tmp_path / "missing" / "r.jsonl"))
+    assert_error(run, "--plan-out", "does not exist; create it or give another path")
+    assert output_files() == before
 
 
 def test_a_plan_on_three_nodes_leaves_exactly_what_it_skipped(nodes: Nodes,
