@@ -46,10 +46,13 @@ def _runner(action: str) -> Any:
 
 def _healed(result: dict[str, Any]) -> list[str]:
     """The sentences of an update (or a re-check's update) that hashed leaves again from
-    their table: after a TRUNCATE on a node, or a stale leaf."""
+    their table (after a TRUNCATE on a node, or a stale leaf), and of a re-check that
+    compared the whole table because most of it differed."""
     mtree = result.get("mtree")
     found = (mtree if isinstance(mtree, dict) else result).get("healed")
-    return [str(s) for s in found] if isinstance(found, list) else []
+    notes = [str(s) for s in found] if isinstance(found, list) else []
+    note = mtree.get("note") if isinstance(mtree, dict) else None
+    return notes + ([str(note)] if note else [])
 
 
 def _by_node(counts: Any, word: str) -> str:

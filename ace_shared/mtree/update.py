@@ -145,7 +145,11 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     if everywhere:  # a truncated node's leaves all changed
         touched_set |= set(_all_leaves(job, cast, key, everywhere[0]))
     touched = sorted(touched_set)
-    plan = plan_rebalance(job, cast, key, touched, tree.block_rows)
+    # only a leaf some node left too large or too small can be split or merged: the others'
+    # counts need not be read (every node's count of a leaf is checked when one's is off)
+    candidates = touched if everywhere else sorted(
+        {b for _, f, _ in folded.values() for b in _off_size(f, tree.block_rows)})
+    plan = plan_rebalance(job, cast, key, candidates, tree.block_rows)
     healed = [f.healed for _, f, _ in folded.values() if f.healed]
     if plan:
         applied = each_node(job, lambda node: in_transaction(
@@ -162,6 +166,19 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     if healed:
         summary["healed"] = healed
     return tree, summary, tops
+
+
+def _off_size(folded: Folded, block_rows: int) -> set[int]:
+    """The leaves this node's fold left over ``SPLIT_FACTOR`` times ``block_rows`` or under a
+    ``MERGE_FRACTION`` of it, and those it hashed again (their folded counts were wrong).
+
+    A leaf no fold leaves off size keeps a size every node had when it was last touched,
+    and was split or merged then if it needed to be.
+    """
+    drained = folded.drained
+    off = {b for b, c in zip(drained.touched, drained.counts, strict=True)
+           if c > block_rows * SPLIT_FACTOR or c < block_rows / MERGE_FRACTION}
+    return off | set(drained.stale)
 
 
 def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],
