@@ -107,7 +107,7 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     request: MtreeRequest = job.request
     job.connect_lock_holders()
     require_schema(job)
-    shape = table_shape(job)
+    shape = table_shape(job, check_kind=False)  # the tree's check finds its table
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
@@ -134,15 +134,16 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
                     **read_provenance(job.sessions, settings, request.cluster_name,
                                       request.origin_filter))
     # rows in the leaves that agree, from the tree; the differing leaves count their own
+    mtree: dict[str, Any] = {
+        "leaves_differing": walked.differing, "leaves_read": 0 if whole else len(walked.leaves),
+        "share_read": round(walked.share, 4), "compared_as": TABLE_DIFF if whole else LEAVES,
+        **updated}
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
             "output": request.output, "started_at": started, "ranges_total": len(ranges),
             "batch_firsts": [g[0].index for g in groups], "rows_outside_ranges": held,
-            "mtree": {"leaves_differing": walked.differing,
-                      "leaves_read": 0 if whole else len(walked.leaves),
-                      "differing_share": round(walked.share, 4),
-                      "compared_as": TABLE_DIFF if whole else LEAVES, **updated}}
+            "mtree": mtree}
     if whole:
-        meta["mtree"]["note"] = (
+        mtree["note"] = (
             f"{plural(walked.differing, 'leaf', 'leaves')} of the Merkle tree of table "
             f"{shape.table.display} {'differs' if walked.differing == 1 else 'differ'}, and "
             f"reading {'it' if walked.differing == 1 else 'them'} would read "
@@ -159,11 +160,12 @@ def compared_whole(job: DiffJob) -> bool:
 
 def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
                     budget: DiffBudget, on_range_done: OnRangeDone | None = None,
-                    ) -> BatchResult:
+                    key_bases: tuple[str, ...] | None = None) -> BatchResult:
     """Diff one group of leaves into its partial file; the record the merge reads.
 
     Named by its first leaf's index like a table-diff batch, so a copy run again
-    after its worker died rewrites the same files.
+    after its worker died rewrites the same files. ``key_bases`` are the key's base
+    types as the plan read them in this process (read here when None).
     """
     first = ranges[0].index
     part = str(first)
@@ -175,7 +177,7 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
         work.write_batch_result(result)
         return result
     # bounds and keys are cast to the key's built-in base types, never to a domain
-    cast = keytypes.cast_shape(spec.shape, keytypes.key_bases(sessions, spec.shape))
+    cast = keytypes.cast_shape(spec.shape, key_bases or keytypes.key_bases(sessions, spec.shape))
     runs = leaf_runs(ranges)
     if len(ranges) >= DENSE_RUN_LEAVES * len(runs):
         # most leaves differ next to each other (many scattered changes, or one area
@@ -226,7 +228,8 @@ def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
         planned = plan_mtree_diff(job, settings, task_id, executor="local")
         # a whole table's ranges share what each learns of how dense the differences are
         run: RunBatch = (functools.partial(run_batch, hints=DensityHints())
-                         if compared_whole(planned) else diff_leaf_group)
+                         if compared_whole(planned) else
+                         functools.partial(diff_leaf_group, key_bases=job.key_bases))
         view = job_view(planned)
         try:
             results = run_batches(planned, job.sessions, size, progress, run=run,

@@ -20,7 +20,7 @@ def run_update(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     with open_job(request, settings) as job:
         job.connect_lock_holders()
         require_schema(job)
-        shape = table_shape(job)
+        shape = table_shape(job, check_kind=False)  # the tree's check finds its table
         with tree_lock(job, shape.table):
             _, updated, _ = update_trees(job, shape)
         return {"action": "update", "table": shape.table.display, "nodes": job.nodes,

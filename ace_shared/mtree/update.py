@@ -136,7 +136,8 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     was done, and every node's top level as it was left (for a walk to start from)."""
     key = objects.tree_key(shape.table)
     # bounds are cast to the key's built-in base types, never to a domain
-    cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+    job.key_bases = job.key_bases or keytypes.key_bases(job.sessions, shape)
+    cast = keytypes.cast_shape(shape, job.key_bases)
     folded = each_node(job, lambda node: _fold(shape, cast, key, node))
     tree = check_same_blocks({n: r for n, (r, _, _) in folded.items()}, shape)
     tops = {n: top for n, (_, _, top) in folded.items()}
