@@ -42,10 +42,11 @@ def _children_of(shape: TableShape, key: str, level: int, parents: list[int],
 
 def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
     """The entries (tree nodes, or a leaf's buckets) that are not the same on every node; an
-    entry a node lacks differs from any it has."""
-    first, *rest = per_node.values()
-    entries = set(first).union(*rest)
-    return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
+    entry a node lacks differs from any it has. Set operations on ``(entry, value)`` pairs,
+    not a loop per entry: a walk may compare every leaf of the tree."""
+    items = [set(entries.items()) for entries in per_node.values()]
+    common = set.intersection(*items)
+    return sorted({i for pairs in items for i, _ in pairs - common})
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,13 @@ def walk(job: Job, shape: TableShape, key: str,
             suspects = _differing(found)
         level -= depth
     chosen = fill_gaps(suspects, sorted(set().union(*found.values())))
-    rows = sum(max(nodes.get(b, (0, ""))[0] for nodes in found.values()) for b in chosen)
+    most: dict[int, int] = {}  # every leaf's count on the node that holds the most rows in it
+    for nodes in found.values():
+        for b, (c, _) in nodes.items():
+            if c > most.get(b, -1):
+                most[b] = c
     return Walked(chosen, held - sum(found[first].get(b, (0, ""))[0] for b in chosen),
-                  len(suspects), rows, total)
+                  len(suspects), sum(most[b] for b in chosen), total)
 
 
 def fill_gaps(differing: list[int], known: list[int]) -> list[int]:

@@ -226,8 +226,11 @@ def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
     size = pool_size(request.max_cpu_ratio)
     with open_job(request, settings, threads=size) as job:
         planned = plan_mtree_diff(job, settings, task_id, executor="local")
-        # a whole table's ranges share what each learns of how dense the differences are
-        run: RunBatch = (functools.partial(run_batch, hints=DensityHints())
+        # a whole table's ranges share what each learns of how dense the differences are,
+        # starting from what the walk found: most leaves differ
+        hints = DensityHints()
+        hints.set(task_id, True)
+        run: RunBatch = (functools.partial(run_batch, hints=hints)
                          if compared_whole(planned) else
                          functools.partial(diff_leaf_group, key_bases=job.key_bases))
         view = job_view(planned)
