@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError
 from ace_shared.nodes.ident import TableName
@@ -121,7 +122,7 @@ def _outcomes(state: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
         elif record.status == FAILED:
             out.append(failed(table, record.error or "The table's diff failed."))
         else:
-            out.append(outcome_of(table, (record.result or {}).get("summary") or {}))
+            out.append(outcome_of(table, DiffTaskResult.from_dict(record.result or {}).summary))
     return out, running
 
 

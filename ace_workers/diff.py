@@ -35,6 +35,7 @@ from ace_shared.diff.job import (
 from ace_shared.diff.local import RunBatch
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec, validate_diff_request
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.tasks import ids
@@ -176,16 +177,11 @@ def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     with failing_job(job_id):
         path, summary = merge_job(job, results, runtime.settings().output_dir)
     store.set_progress(job_id, job.ranges_total)
-    store.complete(job_id, {
-        "diff_file": str(path),
-        "total_rows": summary["total_rows_checked"],
-        "mismatched_rows": summary["diff_rows"],
-        "summary": summary,
-    })
+    store.complete(job_id, DiffTaskResult(summary))
     client = runtime.redis()
     RedisPartCounter(client, f"budget:{job_id}").clear()
     RedisPartCounter(client, f"progress:{job_id}").clear()
-    return {"diff_file": str(path), "mismatched_rows": summary["diff_rows"]}
+    return {"diff_file": str(path), "mismatched_rows": summary.diff_rows}
 
 
 @app.task(name=names.DIFF_FAILED, base=AceTask)

@@ -13,6 +13,7 @@ from ace_api.cli.options import AceCommand, build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.mtree.request import MTREE_COMMANDS, MtreeRequest, validate_mtree_request
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.words import and_list, nodes_phrase, plural
@@ -31,7 +32,7 @@ def _runner(action: str) -> Any:
         for sentence in _healed(result):
             click.echo(f"ace: note: {sentence}", err=True)
         if action == "table-diff":
-            return report_diff(result, request.quiet)
+            return report_diff(DiffSummary.from_dict(result), request.quiet)
         if json_wanted():
             print_json(result)
         elif not request.quiet:

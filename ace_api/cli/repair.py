@@ -25,6 +25,7 @@ from ace_api.cli.fetch import local_summary
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.errors import BadOptionError
 from ace_shared.repair.request import check_repair_options, validate_repair_request
 from ace_shared.rerun.request import check_rerun_options, validate_rerun_request
@@ -172,24 +173,27 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
     return report_repair(result, quiet)
 
 
-def report_rerun(summary: dict[str, Any], quiet: bool) -> int:
+def report_rerun(summary: DiffSummary, quiet: bool) -> int:
     """Print a rerun's outcome and return its exit code."""
-    remaining, resolved = summary["remaining"], summary["resolved"]
+    account = summary.rerun
+    remaining = account.remaining if account else summary.diff_rows
+    resolved = account.resolved if account else 0
     code = EXIT_DIFF if remaining else EXIT_SAME
     if json_wanted():
-        print_json(summary)
+        print_json(summary.to_dict())
         return code
     if quiet:
-        click.echo(summary["diff_file"])
+        click.echo(summary.diff_file)
         return code
-    for pair, count in summary.get("diff_rows_by_pair", {}).items():
+    for pair, count in summary.diff_rows_by_pair.items():
         if count:
             click.echo(f"{pair}: {plural(count, 'row')} still "
                        f"{'differs' if count == 1 else 'differ'}")
-    click.echo(f"Of {plural(summary['previous_diff_rows'], 'row')} that differed: "
+    previous = account.previous_diff_rows if account else summary.diff_rows
+    click.echo(f"Of {plural(previous, 'row')} that differed: "
                f"{resolved:,} resolved, {remaining:,} still "
                f"{'differs' if remaining == 1 else 'differ'}.")
-    click.echo(f"Diffs written to {summary['diff_file']}")
+    click.echo(f"Diffs written to {summary.diff_file}")
     return code
 
 
@@ -207,8 +211,8 @@ def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:
             "batches", no_wait, task_id)
         if result is None:
             return EXIT_SAME
-        return report_rerun(local_summary(result["summary"], result, task_id, settings,
-                                          "table-rerun"), quiet)
+        return report_rerun(DiffSummary.from_dict(local_summary(
+            result["summary"], result, task_id, settings, "table-rerun")), quiet)
     _, values = _diff_file_here(values, settings, fleet=False)
     check_rerun_options(values, "cli")
     bar = ProgressBar("Rechecking", unit="batches",
