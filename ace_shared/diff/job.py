@@ -88,7 +88,7 @@ def plan_job(request: DiffRequest, settings: Settings, task_id: str, sessions: N
     On a fleet the spec carries the largest batch's size, which the summary reports.
     """
     started = datetime.now(timezone.utc).isoformat()
-    plan = prepare_diff(request, settings, task_id, sessions)
+    plan = prepare_diff(request, settings, task_id, sessions, tuning)
     slots = None
     if fleet_slots is not None and not request.batch_size:
         slots = fleet_slots()

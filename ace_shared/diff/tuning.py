@@ -34,6 +34,8 @@ class DiffTuning:
     dense_share: float = 0.5  # stream a range once more than this share of its sub-ranges differ
     stream_rows: int = 20_000  # most rows a node sends in one stream query (~3 MB per node)
     fetch_keys: int = 2_000  # about the most differing keys whose rows one query fetches
+    # a table estimated at no more rows is planned from every key, a larger one from a sample
+    exact_plan_rows: int = 200_000
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "strategy": self.strategy.value}
@@ -44,7 +46,8 @@ class DiffTuning:
         if not d:
             return cls()
         return cls(Strategy(d["strategy"]), int(d["leaf_rows"]), float(d["dense_share"]),
-                   int(d["stream_rows"]), int(d["fetch_keys"]))
+                   int(d["stream_rows"]), int(d["fetch_keys"]),
+                   int(d.get("exact_plan_rows", cls.exact_plan_rows)))
 
 
 class DensityHints:
