@@ -14,7 +14,6 @@ after a worker died counts once.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,8 +49,6 @@ from ace_workers.fleet.published import task_key
 from ace_workers.fleet.slots import live_slots
 
 MERGE_WAIT_SECONDS = 120
-PROGRESS_EVERY_SECONDS = 0.5
-_last_report = [0.0]  # when this worker process last reported progress
 
 
 @app.task(name=names.TABLE_DIFF, bind=True, base=AceTask)
@@ -102,7 +99,7 @@ def _ranges_repr(batch: list[Any]) -> str:
 def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Hash, narrow and compare one batch of key ranges on every node."""
     return run_part(self, spec_dict, ranges,
-                    functools.partial(run_batch, hints=runtime.density_hints))
+                    functools.partial(run_batch, hints=runtime.density_hints()))
 
 
 def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int], None]:
@@ -111,13 +108,12 @@ def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int]
     A report once the job has finished writes nothing and ends the batch
     (:class:`~ace_workers.fleet.counters.JobFinished`)."""
     progress = RedisPartCounter(runtime.redis(), f"progress:{job_id}", guard=task_key(job_id))
+    reports = runtime.current().progress_reports
 
     def on_range_done(part: str, done_in_part: int) -> None:
         done = progress.record(part, done_in_part)
-        now = time.monotonic()
         # at most one store write and event per process per interval, however small the tasks
-        if now - _last_report[0] >= PROGRESS_EVERY_SECONDS or done == total:
-            _last_report[0] = now
+        if reports.ready(last=done == total):
             runtime.store().set_progress(job_id, done)
             task.progress(done, total, job_id=job_id)
     return on_range_done
