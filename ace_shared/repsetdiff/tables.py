@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ace_shared.config import Settings
+from ace_shared.diff.local import run_table_diff
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.diff.summary import DiffSummary
 from ace_shared.errors import AceError
@@ -48,7 +49,6 @@ def failed(table: str, reason: str) -> dict[str, Any]:
 def diff_tables(tables: Sequence[TableName], options: dict[str, Any], settings: Settings,
                 progress: Progress | None = None) -> list[dict[str, Any]]:
     """table-diff each table in this process, one after another; one outcome per table."""
-    from ace_shared.diff.local import run_table_diff
     base = {k: options.get(k) for k in DIFF_OPTIONS}
     outcomes = []
     for done, table in enumerate(tables):
