@@ -143,7 +143,8 @@ def submit(task_type: str, options: dict[str, Any], task_id: str, settings: Sett
     except Exception as exc:  # the broker is down: say so
         _forget(created, task_id)
         raise _unreachable(settings, exc) from exc
-    from ace_shared.tasks.store import TaskStore, record_submission  # on use: it costs the CLI 0.25 s
+    # the store loads on use: it costs the CLI 0.25 s
+    from ace_shared.tasks.store import TaskStore, record_submission
     try:
         record_submission(TaskStore.from_settings(settings), task_id, options, row)
     except Exception as exc:
