@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
+from ace_api.cli.fetch import local_summary
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
@@ -59,6 +60,7 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
     request = validate_diff_request(values, settings, "cli")
     task_id = new_task_id("table-diff")
     if _uses_fleet(settings):
+        # Celery loads only for a fleet: 1 s of every start
         from ace_api.cli.fleet import run_on_fleet
         result = run_on_fleet("table-diff", request.to_dict(), settings, task_id,
                               cluster_name=request.cluster_name,
@@ -66,10 +68,9 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
                               quiet=request.quiet, label=f"Diffing {request.table.display}")
         if result is None:
             return EXIT_SAME
-        from ace_api.cli.fetch import local_summary
         return report_diff(DiffSummary.from_dict(local_summary(
             result["summary"], result, task_id, settings, "table-diff")), request.quiet)
-    from ace_shared.diff.local import run_table_diff
+    from ace_shared.diff.local import run_table_diff  # loaded only by the command that runs it
     bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet
                       and not os.environ.get("ACE_NO_PROGRESS"))
     try:

@@ -9,6 +9,7 @@ import click
 
 from ace_api.cli.diff import report_diff
 from ace_api.cli.exits import EXIT_SAME
+from ace_api.cli.fetch import local_summary
 from ace_api.cli.options import AceCommand, build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
@@ -113,7 +114,7 @@ def _unwatched_note(result: dict[str, Any]) -> str | None:
 
 
 def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:
-    from ace_shared.mtree.run import run_mtree
+    from ace_shared.mtree.run import run_mtree  # loaded only by the command that runs it
     bar = ProgressBar(label, enabled=request.action in ("build", "table-diff")
                       and not request.quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:
@@ -124,7 +125,7 @@ def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, An
 
 def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
               no_wait: bool) -> dict[str, Any] | None:
-    from ace_api.cli.fleet import run_on_fleet
+    from ace_api.cli.fleet import run_on_fleet  # Celery loads only for a fleet: 1 s of every start
     task_id = new_task_id("mtree")
     done = run_on_fleet("mtree", request.to_dict(), settings, task_id,
                         cluster_name=request.cluster_name,
@@ -134,7 +135,6 @@ def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
         return None
     if request.action != "table-diff":
         return done
-    from ace_api.cli.fetch import local_summary
     return local_summary(done["summary"], done, task_id, settings, "mtree")
 
 
