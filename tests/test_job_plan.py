@@ -6,7 +6,7 @@ import pytest
 
 from ace_shared.diff.job import cut_batches
 from ace_shared.diff.ranges import KeyRange, ranges_from_boundaries
-from ace_shared.diff.tuning import DiffTuning, Strategy
+from ace_shared.diff.tuning import DensityHints, DiffTuning, Strategy
 
 
 def _ranges(n: int) -> list[KeyRange]:
@@ -43,3 +43,14 @@ def test_a_tuning_survives_the_job_file_and_an_older_job_gets_the_defaults() -> 
     del older["exact_plan_rows"]  # a job saved before the field existed
     assert DiffTuning.from_dict(older) == DiffTuning()
     assert DiffTuning.from_dict(None) == DiffTuning()
+
+
+def test_hints_tell_each_jobs_steps_and_forget_the_oldest_jobs() -> None:
+    hints = DensityHints()
+    hints.count("td_a", "narrow")
+    hints.count("td_a", "narrow")
+    hints.count("td_b", "whole")
+    assert hints.steps("td_a") == {"narrow": 2} and hints.steps("td_b") == {"whole": 1}
+    for i in range(DensityHints.KEEP):
+        hints.count(f"td_{i}", "whole")
+    assert hints.steps("td_a") == {} and hints.steps(f"td_{DensityHints.KEEP - 1}") == {"whole": 1}

@@ -37,11 +37,13 @@ def pool_size(max_cpu_ratio: float) -> int:
 
 def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
                    progress: Progress | None = None,
-                   tuning: DiffTuning | None = None) -> tuple[Path, DiffSummary]:
+                   tuning: DiffTuning | None = None,
+                   hints: DensityHints | None = None) -> tuple[Path, DiffSummary]:
     """Diff a table across nodes in this process; return the diff file and its summary.
 
     ``tuning`` changes how the ranges are compared, never what is found (the defaults
-    when None); the job's ranges share one :class:`DensityHints`.
+    when None); the job's ranges share one :class:`DensityHints`, ``hints`` when given
+    (which then also tells the caller what steps the differs took).
     """
     size = pool_size(request.max_cpu_ratio)
     _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
@@ -50,7 +52,7 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
     try:
         job = plan_job(request, settings, task_id, sessions, executor="local", tuning=tuning)
         view = job_view(job)
-        run = functools.partial(run_batch, hints=DensityHints())
+        run = functools.partial(run_batch, hints=hints if hints is not None else DensityHints())
         try:
             results = run_batches(job, sessions, size, progress, run,
                                   on_first_done=view.spool_ready)

@@ -64,6 +64,7 @@ class DensityHints:
 
     def __init__(self) -> None:
         self._dense: dict[str, bool] = {}
+        self._steps: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
 
     def get(self, job: str) -> bool:
@@ -75,3 +76,17 @@ class DensityHints:
             self._dense[job] = dense
             while len(self._dense) > self.KEEP:
                 del self._dense[next(iter(self._dense))]
+
+    def count(self, job: str, step: str) -> None:
+        """Note a step a differ of ``job`` took: ``"narrow"`` (a range hashed again in
+        smaller parts) or ``"whole"`` (a range streamed without its first hash pass)."""
+        with self._lock:
+            steps = self._steps.setdefault(job, {})
+            steps[step] = steps.get(step, 0) + 1
+            while len(self._steps) > self.KEEP:
+                del self._steps[next(iter(self._steps))]
+
+    def steps(self, job: str) -> dict[str, int]:
+        """How often ``job``'s differs took each step so far (see :meth:`count`)."""
+        with self._lock:
+            return dict(self._steps.get(job, {}))
