@@ -33,6 +33,7 @@ from ace_shared.diff.local import RunBatch, pool_size, run_batches
 from ace_shared.diff.plan import read_provenance
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.tuning import DensityHints
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import keytypes, objects
@@ -221,7 +222,7 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
 
 
 def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+                   progress: Progress | None = None) -> tuple[Path, DiffSummary]:
     """Update the trees, find the differing leaves, diff them here; the diff file and summary."""
     size = pool_size(request.max_cpu_ratio)
     with open_job(request, settings, threads=size) as job:
