@@ -249,7 +249,7 @@ def test_script_is_strict_bash(repo_root: Path, script: str) -> None:
 def test_ci_passes_pytest_exit_code_through(repo_root: Path) -> None:
     assert (repo_root / ".ci/run").read_text().rstrip().endswith("exec bash deploy/test.sh")
     last = (repo_root / "deploy/test.sh").read_text().rstrip().splitlines()[-1]
-    assert last == 'exec "$VENV/bin/pytest" -q "$@"'
+    assert last == 'exec "$VENV/bin/pytest" -q "${parallel[@]}" "$@"'
 
 
 # ----- LocalCluster -------------------------------------------------------------------
