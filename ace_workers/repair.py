@@ -16,11 +16,14 @@ from celery import chord, group
 
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.sources import (
+    PLAN_OUT_SHARED,
     PLAN_UPLOAD,
     UPLOAD_PREFIX,
     local_diff_file,
     local_upload,
+    plan_out_here,
     remove_upload,
+    share_plan_out,
 )
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
@@ -51,17 +54,24 @@ def _diff_file_here(options: dict[str, Any], store: Any) -> dict[str, Any]:
     return {**options, "diff_file": local}
 
 
-def _plan_here(options: dict[str, Any]) -> dict[str, Any]:
-    """The options with this host's copy of a resolved plan the submitter uploaded."""
+def _plan_here(options: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """The options with this host's copy of a resolved plan the submitter uploaded, and
+    this host's file for a plan to resolve and hand back through the shared store."""
+    output_dir = runtime.settings().output_dir
+    if options.get("plan_out"):
+        options = {**options, "plan_out": plan_out_here(str(options["plan_out"]), job_id,
+                                                        output_dir)}
     given = str(options.get("apply_plan") or "")
     if not given.startswith(UPLOAD_PREFIX):
         return options
-    return {**options, "apply_plan": local_upload(given, runtime.settings().output_dir,
-                                                  PLAN_UPLOAD)}
+    return {**options, "apply_plan": local_upload(given, output_dir, PLAN_UPLOAD)}
 
 
 def _done_with_plan(given: dict[str, Any], here: dict[str, Any], job_id: str) -> None:
-    """An uploaded resolved plan serves this task alone: once it ran (or failed), it goes."""
+    """An uploaded resolved plan serves this task alone: once it ran (or failed), it goes.
+    A plan resolved for the submitter is in the store now, or, after a failure, nowhere."""
+    if given.get("plan_out") == PLAN_OUT_SHARED and here.get("plan_out") != PLAN_OUT_SHARED:
+        Path(here["plan_out"]).unlink(missing_ok=True)
     if str(given.get("apply_plan") or "").startswith(UPLOAD_PREFIX):
         remove_upload(job_id, PLAN_UPLOAD)
         if here.get("apply_plan") != given.get("apply_plan"):
@@ -87,8 +97,10 @@ def table_repair(self: AceTask, options: dict[str, Any],
     here = options
     try:
         with failing_job(job_id):
-            here = _plan_here(_diff_file_here(options, store))
+            here = _plan_here(_diff_file_here(options, store), job_id)
             result = run_table_repair(here, runtime.settings(), job_id, progress)
+            if options.get("plan_out") == PLAN_OUT_SHARED:
+                share_plan_out(job_id, Path(here["plan_out"]))
     finally:
         _done_with_plan(options, here, job_id)
     _done_with_upload(options, here, job_id)

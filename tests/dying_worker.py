@@ -27,7 +27,7 @@ def _die_before_merge(self: Signature, *args: Any, **kwargs: Any) -> Any:
     return _send(self, *args, **kwargs)
 
 
-Signature.apply_async = _die_before_merge  # type: ignore[method-assign]
+Signature.apply_async = _die_before_merge
 
 if __name__ == "__main__":
     from celery.__main__ import main

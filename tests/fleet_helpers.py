@@ -259,7 +259,7 @@ def started_on_own_fleets(request: pytest.FixtureRequest, pg_cluster: Any,
     and raised by its own test (:func:`scenario_of`).
     """
     selected = {item.originalname for item in request.session.items
-                if item.module is request.module}
+                if isinstance(item, pytest.Function) and item.module is request.module}
     started: dict[str, T | Exception] = {}
     with contextlib.ExitStack() as fleets:
         for name, start in scenarios.items():

@@ -51,7 +51,7 @@ class PrivateFleet(Fleet):
     def front_env(self, name: str = "cli") -> dict[str, str]:
         return {"ACE_OUTPUT_DIR": str(self.folder(name))}
 
-    def ace(self, *args: str, timeout: float = 120,  # type: ignore[override]
+    def ace(self, *args: str, timeout: float = 120,
             extra_env: dict[str, str] | None = None) -> Any:
         """The CLI on a host of its own (its own output folder)."""
         return super().ace(*args, timeout=timeout,

@@ -92,9 +92,11 @@ def pglogical_mesh(cluster: Any) -> None:
             == {"replicating"} for i in range(len(NODES)))
     wait_for("the pglogical mesh to replicate", all_replicating)
     autocommit(libpq(cluster, 0, "acedb"), "INSERT INTO pl_a VALUES (1, 'from n1')")
+    def arrived(i: int) -> Callable[[], bool]:
+        return lambda: bool(autocommit(libpq(cluster, i, "acedb"),
+                                       "SELECT count(*) FROM pl_a")[0][0] == 1)
     for i in (1, 2):
-        wait_for(f"a row to reach {NODES[i]}", lambda i=i: autocommit(
-            libpq(cluster, i, "acedb"), "SELECT count(*) FROM pl_a")[0][0] == 1)
+        wait_for(f"a row to reach {NODES[i]}", arrived(i))
 
 
 def native_mesh(cluster: Any) -> None:

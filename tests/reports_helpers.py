@@ -74,7 +74,7 @@ class Element:
         return out
 
     def one(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> Element:
-        found = self.find_all(tag, cls, **attrs)
+        found = self.find_all(tag, cls, None, **attrs)
         assert len(found) == 1, f"expected one <{tag} class={cls} {attrs}>, found {len(found)}"
         return found[0]
 

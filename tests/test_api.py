@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_helpers import PeerSocket, api_client, call, cert_for
 from flask.testing import FlaskClient
 
-from ace_api.rest import create_app
 from ace_api.rest.auth import common_name
 from ace_api.rest.difffiles import resolve_diff_file
 from ace_shared.autorepair.exception_status import parse_exception_update
@@ -27,25 +27,6 @@ from ace_shared.errors import AceError, BadOptionError, DiffFileError, NotFoundE
 from ace_shared.tasks.store import TaskStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class PeerSocket:
-    """Stands where gunicorn puts the TLS connection; answers like ``SSLSocket.getpeercert``."""
-
-    def __init__(self, cert: dict[str, Any] | None) -> None:
-        self.cert = cert
-
-    def getpeercert(self) -> dict[str, Any] | None:
-        return self.cert
-
-
-def cert_for(*names: str) -> dict[str, Any]:
-    return {"subject": ((("organizationName", "ACE tests"),),
-                        *((("commonName", n),) for n in names))}
-
-
-def serve_any_role(_cluster: str, _role: str) -> None:
-    """These clusters have no nodes to ask; test_security_api_identity.py tests the check."""
 
 
 @pytest.fixture()
@@ -68,13 +49,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> FlaskClient:
-    return create_app(settings, serve_any_role).test_client()
-
-
-def call(client: FlaskClient, method: str, path: str, cn: str | None = "ace",
-         **kwargs: Any) -> Any:
-    sock = PeerSocket(cert_for(cn) if cn else None)
-    return client.open(path, method=method, environ_base={"gunicorn.socket": sock}, **kwargs)
+    return api_client(settings)
 
 
 # --- identity ---------------------------------------------------------------------------------

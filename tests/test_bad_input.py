@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_helpers import api_client, as_caller
 from flask.testing import FlaskClient
 
-from ace_api.rest import create_app
 from ace_shared.config import Settings
 from ace_shared.errors import ClusterError
 from ace_shared.nodes.cluster import load_cluster
@@ -26,13 +26,6 @@ from ace_shared.outputs import new_output_path
 from ace_shared.tasks.store import TaskStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class PeerSocket:
-    """Where gunicorn puts the verified TLS connection."""
-
-    def getpeercert(self) -> dict[str, Any]:
-        return {"subject": ((("commonName", "ace"),),)}
 
 
 def _cluster_doc(name: str, nodes: list[dict[str, Any]], password: str = "x"
@@ -49,10 +42,6 @@ def _write_cluster(cluster_dir: Path, doc: dict[str, Any]) -> None:
     (folder / f"{doc['cluster_name']}.json").write_text(json.dumps(doc))
 
 
-def serve_any_role(_cluster: str, _role: str) -> None:
-    """These clusters have no nodes to ask; test_security_api_identity.py tests the check."""
-
-
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
     _write_cluster(tmp_path / "clusters", _cluster_doc(
@@ -67,12 +56,12 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> FlaskClient:
-    return create_app(settings, serve_any_role).test_client()
+    return api_client(settings)
 
 
 def _post(client: FlaskClient, path: str, body: bytes) -> Any:
     return client.post(path, data=body, content_type="application/json",
-                       environ_base={"gunicorn.socket": PeerSocket()})
+                       environ_base=as_caller())
 
 
 # --- the API ------------------------------------------------------------------------------------
@@ -100,7 +89,7 @@ def test_exception_details_nested_a_little_still_reach_the_checks(client: FlaskC
 
 
 def test_required_strings_are_documented_and_checked_as_non_empty(client: FlaskClient) -> None:
-    doc = client.get("/ace/swagger.json", environ_base={"gunicorn.socket": PeerSocket()}).json
+    doc = client.get("/ace/swagger.json", environ_base=as_caller()).json
     checked = 0
     for model in doc["definitions"].values():
         for name in model.get("required", ()):

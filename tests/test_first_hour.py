@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_helpers import api_client, as_caller
 from diff_helpers import (
     CLUSTER,
     as_admin_on_every_node,
@@ -26,7 +27,6 @@ from diff_helpers import (
 )
 from flask.testing import FlaskClient
 
-from ace_api.rest import create_app
 from ace_shared.checks.html import write_html
 from ace_shared.config import Settings, load_settings
 from ace_shared.tasks.ids import is_task_id, new_task_id
@@ -198,20 +198,12 @@ def test_repset_page_counts_table_and_membership_differences_alike(tmp_path: Pat
 
 # ----- the API --------------------------------------------------------------------------
 
-class PeerSocket:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def getpeercert(self) -> dict[str, Any]:
-        return {"subject": ((("commonName", self.name),),)}
-
-
 def _client(settings: Settings) -> FlaskClient:
-    return create_app(settings, lambda _cluster, _role: None).test_client()
+    return api_client(settings)
 
 
 def _post(client: FlaskClient, path: str, body: dict[str, Any], cn: str = ROLE) -> Any:
-    return client.post(path, json=body, environ_base={"gunicorn.socket": PeerSocket(cn)})
+    return client.post(path, json=body, environ_base=as_caller(cn))
 
 
 @pytest.fixture()

@@ -13,11 +13,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from client_helpers import api_client, call
 from fleet_helpers import send_as_beat, wait_for
 from private_fleet import PrivateFleet, S3Server, fleet_files, private_fleet
-from test_api import call, serve_any_role
 
-from ace_api.rest import create_app
 from ace_shared.config import Settings
 
 TABLE = "public.pf_rows"
@@ -125,7 +124,7 @@ def test_a_rest_caller_downloads_its_own_diff_file_and_not_anothers(
                         DATABASE_URL=fleet.env["ACE_DATABASE_URL"],
                         SHARED_STORE=fleet.env["ACE_SHARED_STORE"],
                         API_RATE_LIMIT_STORAGE="memory://")
-    client = create_app(settings, serve_any_role).test_client()
+    client = api_client(settings)
     mine = call(client, "GET", f"/ace/diff-files/{task_id}", cn=getpass.getuser())
     assert mine.status_code == 200, mine.data
     assert mine.data == local.read_bytes()
@@ -192,6 +191,43 @@ def test_a_resolved_plan_is_uploaded_for_the_fleet_and_removed_once_applied(
         from ace_shared.tasks.filestore import active_store
         store = active_store()
         assert store is not None and store.size(f"uploads/{task_id}.plan.jsonl") is None
+
+
+def test_a_plan_resolved_on_the_fleet_lands_where_the_cli_was_told(
+        fleet: PrivateFleet, table: str, tmp_path: Path) -> None:
+    """--plan-out names a file on the CLI's host; the worker that resolves the plan is on
+    another, so the plan comes back through the shared store, and then applies."""
+    diff = fleet.ace("table-diff", "testclus", table)
+    assert diff.returncode == 1, diff.stderr
+    diff_file = re.search(r"Diffs written to (\S+)", diff.stdout).group(1)  # type: ignore[union-attr]
+    plan, resolved = tmp_path / "plan.yaml", tmp_path / "review" / "resolved.jsonl"
+    plan.write_text(PLAN)
+    resolved.parent.mkdir()
+    dry = fleet.ace("table-repair", "testclus", table, "--diff-file", diff_file,
+                    "--repair-plan", str(plan), "--plan-out", str(resolved), "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert resolved.is_file() and f"Resolved plan written to {resolved}" in dry.stdout, dry.stdout
+    assert '"writes"' in resolved.read_text().splitlines()[0]  # the header, then each key
+    for name in fleet.names:  # the worker kept no copy of its own
+        assert not list(fleet.folder(name).rglob("*.plan.jsonl"))
+    applied = fleet.ace("table-repair", "testclus", table, "--apply-plan", str(resolved))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    again = fleet.ace("table-diff", "testclus", table)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_plan_out_into_a_missing_folder_is_refused_before_anything_is_queued(
+        fleet: PrivateFleet, table: str, tmp_path: Path) -> None:
+    diff = fleet.ace("table-diff", "testclus", table)
+    diff_file = re.search(r"Diffs written to (\S+)", diff.stdout).group(1)  # type: ignore[union-attr]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    sent = fleet.ace("table-repair", "testclus", table, "--diff-file", diff_file,
+                     "--repair-plan", str(plan), "--plan-out", str(tmp_path / "no" / "p.jsonl"),
+                     "--dry-run")
+    assert sent.returncode == 2
+    assert "does not exist; create it or give another path" in sent.stderr, sent.stderr
+    assert "Submitted" not in sent.stderr
 
 
 def test_a_scheduled_diff_runs_on_private_folders_and_its_file_is_fetched_elsewhere(

@@ -41,16 +41,22 @@ def others(pg_cluster: Any) -> str:
 
 
 @contextmanager
-def locked(pg_cluster: Any, table: str, node: int) -> Iterator[None]:
-    """Hold ``table`` locked on one node: every query on it there waits. A diff plans
-    its ranges on n1 (nodes of equal size), so a lock on n2 holds only its batches."""
-    conn = psycopg2.connect(pg_cluster.node_dsn(node))
+def locked(pg_cluster: Any, table: str, *nodes: int) -> Iterator[None]:
+    """Hold ``table`` locked on these nodes: every query on it there waits.
+
+    A diff plans its ranges on the node whose catalog estimates the most rows
+    (n1 on a tie, as after the fixtures' ANALYZE), so a lock on n2 holds only a
+    diff's batches, and a lock on every node holds its planning too, whichever
+    node it plans on."""
+    conns = [psycopg2.connect(pg_cluster.node_dsn(node)) for node in nodes]
     try:
-        conn.cursor().execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        for conn in conns:
+            conn.cursor().execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         yield
     finally:
-        conn.rollback()
-        conn.close()
+        for conn in conns:
+            conn.rollback()
+            conn.close()
 
 
 def _store(fl: Fleet) -> TaskStore:
@@ -134,7 +140,7 @@ def test_a_merge_queued_behind_other_work_is_not_taken_for_lost(
     waits on a lock for longer than the merge watch's grace."""
     with own_fleet(tmp_path, ("w1",), concurrency=1) as fl:
         client = redis.Redis.from_url(fl.env["ACE_BROKER_URL"])
-        with locked(pg_cluster, others, 0):  # the second diff plans, waiting on n1
+        with locked(pg_cluster, others, 0, 1, 2):  # the second diff plans, waiting
             with locked(pg_cluster, items, 1):  # the first diff's batches wait...
                 first = _submit(fl, items, "--block-rows=1000")
                 wait_for(lambda: _keys_of(client, f"{first}.b"), 60, "its first batch to run")

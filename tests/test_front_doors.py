@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from client_helpers import api_client, as_caller
 from diff_helpers import assert_one_error_line, run_ace
-from flask.testing import FlaskClient
 
 from ace_api.cli.main import main
-from ace_api.rest import create_app
 from ace_api.rest.resources import SUBMISSIONS
 from ace_shared.config import Settings
 from ace_shared.errors import BadOptionError
@@ -39,22 +38,8 @@ JSON_TYPES = {BOOL: "boolean", INT: "integer", NUMBER: "number", CHOICE: "string
 CLI_TYPES = {BOOL: "[=BOOL]", INT: "INTEGER", NUMBER: "FLOAT", OBJECT: "FILE"}
 
 
-class PeerSocket:
-    """Where gunicorn puts the TLS connection: a verified client certificate for ``ace``."""
-
-    def getpeercert(self) -> dict[str, Any]:
-        return {"subject": ((("commonName", "ace"),),)}
-
-
-def serve_any_role(_cluster: str, _role: str) -> None:
-    """These clusters have no nodes to ask; test_security_api_identity.py tests the check."""
-
-
 def api_get(settings: Settings, path: str, **kwargs: Any) -> Any:
-    # rate limits counted in this app alone (the broker's Redis is shared by every test)
-    own = settings.with_overrides(API_RATE_LIMIT_STORAGE="memory://")
-    client: FlaskClient = create_app(own, serve_any_role).test_client()
-    return client.get(path, environ_base={"gunicorn.socket": PeerSocket()}, **kwargs)
+    return api_client(settings).get(path, environ_base=as_caller(), **kwargs)
 
 
 def swagger(settings: Settings) -> dict[str, Any]:

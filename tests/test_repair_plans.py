@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg2
 import pytest
-from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, repair
+from client_helpers import api_client, as_caller
+from repair_helpers import NODES, Nodes, ace, assert_error, diff_table, output_files, repair
 
-from ace_api.rest import create_app
 from ace_shared.config import load_settings
 from ace_shared.errors import ConfigError, PermissionDeniedError, RepairPlanError
 from ace_shared.repair.plans.condition import Condition, Version
@@ -241,6 +241,18 @@ tables:
 """
 
 
+def test_plan_out_into_a_missing_folder_is_one_sentence_and_writes_nothing(
+        nodes: Nodes, tmp_path: Path) -> None:
+    _split_brain(nodes)
+    path, _ = diff_table(TABLE)
+    plan = _write_plan(tmp_path, PLAN)
+    before = output_files()
+    run = ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
+              str(plan), "--dry-run", "--plan-out", str(tmp_path / "missing" / "r.jsonl"))
+    assert_error(run, "--plan-out", "does not exist; create it or give another path")
+    assert output_files() == before
+
+
 def test_a_plan_on_three_nodes_leaves_exactly_what_it_skipped(nodes: Nodes,
                                                               tmp_path: Path) -> None:
     _split_brain(nodes)
@@ -428,25 +440,13 @@ tables:
                                                               "the plan's default"]
 
 
-class _PeerSocket:
-    """Where gunicorn puts the TLS connection: a verified client certificate for ``ace``."""
-
-    def getpeercert(self) -> dict[str, Any]:
-        return {"subject": ((("commonName", "ace"),),)}
-
-
-def _serve_any_role(_cluster: str, _role: str) -> None:
-    """The role gate is tested in test_security_api_identity.py."""
-
-
 def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: Nodes) -> None:
     nodes.execute("n2", ["UPDATE rp_plan SET status = 'paid' WHERE id = 1",
                          "INSERT INTO rp_plan VALUES (300, 'new', 1, '2024-01-01', 'n2 only')"])
     path, _ = diff_table(TABLE)
     # an admin sees every diff file (a caller sees only those its own table-diffs wrote)
-    settings = load_settings().with_overrides(API_RATE_LIMIT_STORAGE="memory://",
-                                              API_ADMIN_CNS="ace")
-    client = create_app(settings, _serve_any_role).test_client()
+    settings = load_settings().with_overrides(API_ADMIN_CNS="ace")
+    client = api_client(settings)
     plan = {"version": 1, "default": "skip", "tables": {TABLE: {"rules": [
         {"name": "paid", "when": {"condition": "nodes.n2.status = 'paid'"},
          "do": {"action": "keep", "node": "n2"}},
@@ -455,7 +455,7 @@ def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: N
             "repair_plan": plan}
     before = {n: _rows(nodes, n) for n in NODES}
     answer = client.post("/ace/table-repair/plan", json=body,
-                         environ_base={"gunicorn.socket": _PeerSocket()})
+                         environ_base=as_caller())
     assert answer.status_code == 200, answer.json
     got = answer.json
     rules = {r["rule"]: r for r in got["rules"]}
@@ -470,16 +470,16 @@ def test_the_rest_dry_run_returns_the_resolved_plan_and_changes_nothing(nodes: N
     assert {n: _rows(nodes, n) for n in NODES} == before
     bad = client.post("/ace/table-repair/plan", json={**body, "repair_plan": {
         "version": 1, "tables": {TABLE: {"rules": [{"do": {"action": "keep", "node": "n7"}}]}}}},
-        environ_base={"gunicorn.socket": _PeerSocket()})
+        environ_base=as_caller())
     assert bad.status_code == 400
     assert bad.json == {"error": "rule 1 of table public.rp_plan names node n7, which the diff "
                                  "did not compare (n1, n2 and n3); fix the plan."}
     refused = client.post("/ace/table-repair", json={**body, "repair_plan": {"version": 1}},
-                          environ_base={"gunicorn.socket": _PeerSocket()})
+                          environ_base=as_caller())
     assert refused.status_code == 400
     assert refused.json == {"error": "The repair plan: 'tables' is required here; "
                                      "see docs/repair-plans.md."}
-    doc = client.get("/ace/swagger.json", environ_base={"gunicorn.socket": _PeerSocket()}).json
+    doc = client.get("/ace/swagger.json", environ_base=as_caller()).json
     assert doc["paths"]["/table-repair/plan"]["post"]["summary"].startswith("Resolve a repair")
     assert doc["definitions"]["TableRepairPlanRequest"]["properties"]["repair_plan"][
         "type"] == "object"

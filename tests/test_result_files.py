@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from client_helpers import api_client, call
 from flask.testing import FlaskClient
-from test_api import call, serve_any_role
 
-from ace_api.rest import create_app
 from ace_shared.config import Settings
 from ace_shared.tasks.store import TaskStore
 
@@ -31,7 +30,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> FlaskClient:
-    return create_app(settings, serve_any_role).test_client()
+    return api_client(settings)
 
 
 def finished_diff(settings: Settings, task_id: str = DIFF_ID, owner: str = "alice",

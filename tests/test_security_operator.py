@@ -36,6 +36,7 @@ from spock_fixtures import drop_spock, install_spock_mesh
 
 OWNER = "op_app_owner"  # owns the application's tables; ACE's login is not it
 TABLE = "public.op_owned"
+SYNCED = "public.op_owned_synced"
 SCHEMA = "op_app"
 
 
@@ -113,17 +114,24 @@ def test_the_cluster_checks_work_with_the_login(owned: Any) -> None:
     assert schema.code == 1, schema.stdout + schema.stderr
     assert "extra" in schema.stdout
     # Spock's catalogue belongs to its superuser; the login reads it through pg_read_all_data
+    # a table of the owner's, alike on every node (the fixture's drifts, whatever ran before)
+    as_admin_on_every_node(owned, [
+        f"DROP TABLE IF EXISTS {SYNCED}",
+        f"CREATE TABLE {SYNCED} (id int PRIMARY KEY, label text NOT NULL)",
+        f"INSERT INTO {SYNCED} SELECT g, 'v' || g FROM generate_series(1, 500) g",
+        f"ALTER TABLE {SYNCED} OWNER TO {OWNER}"])
     dsns = [owned.admin_dsn(i, owned.dbname) for i in range(len(NODES))]
-    install_spock_mesh(dsns, NODES, [TABLE])
+    install_spock_mesh(dsns, NODES, [SYNCED])
     try:
         spock = run_ace("spock-diff", CLUSTER)
         assert spock.code == 0, spock.stdout + spock.stderr
-        repset = run_ace("repset-diff", CLUSTER, "default")  # the table, repaired above
+        repset = run_ace("repset-diff", CLUSTER, "default")
         assert repset.code == 0, repset.stdout + repset.stderr
-        assert f"{TABLE}: identical" in repset.stdout
+        assert f"{SYNCED}: identical" in repset.stdout
     finally:
         for dsn in dsns:
             drop_spock(dsn)
+        as_admin_on_every_node(owned, [f"DROP TABLE IF EXISTS {SYNCED}"])
 
 
 def test_cluster_files_holding_a_password_are_private(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The types are checked, not only written: mypy passes on the three packages.
+"""The types are checked, not only written: mypy passes on the three packages and on the
+tests' helper modules.
 
 The settings are mypy's, in pyproject.toml's ``[tool.mypy]``: strict for the core
 (``ace_shared``), checked for the tasks and the front doors. These tests run mypy on
@@ -20,10 +21,14 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("ace_api", "ace_workers", "ace_shared")
 
 
-def mypy(root: Path, *files: str) -> subprocess.CompletedProcess[str]:
+HELPERS = sorted(p.name for p in (REPO / "tests").glob("*.py")
+                 if not p.name.startswith(("test_", "conftest")))
+
+
+def mypy(root: Path, *files: str, path: str = "") -> subprocess.CompletedProcess[str]:
     """Run mypy with the project's settings in ``root`` (its cache beside the checkout's)."""
     cache = REPO / ".ace-local" / "mypy-cache"
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root), "MYPYPATH": path}
     return subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache), *files],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300,
                           check=False)
@@ -31,6 +36,16 @@ def mypy(root: Path, *files: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_code_type_checks() -> None:
     run = mypy(REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_tests_helpers_are_typed() -> None:
+    """Every def of the modules the tests import (fixtures, fleets, SQL on a node) is typed;
+    the packages they reach are read, not reported on again."""
+    assert {"fleet_helpers.py", "diff_helpers.py", "node_sql.py"} <= set(HELPERS)
+    run = mypy(REPO, "--disallow-untyped-defs", "--disallow-incomplete-defs",
+               "--follow-imports=silent", *(f"tests/{name}" for name in HELPERS),
+               path=f"{REPO / 'tests'}:{REPO / 'deploy'}")
     assert run.returncode == 0, run.stdout + run.stderr
 
 

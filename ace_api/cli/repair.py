@@ -25,7 +25,7 @@ from ace_api.cli.fetch import local_summary
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
-from ace_shared.errors import BadOptionError
+from ace_shared.errors import BadOptionError, DiffFileError
 from ace_shared.repair.request import check_repair_options, validate_repair_request
 from ace_shared.rerun.request import check_rerun_options, validate_rerun_request
 from ace_shared.tasks.ids import is_task_id, new_task_id
@@ -149,15 +149,21 @@ def run_table_repair_command(values: dict[str, Any], settings: Settings) -> int:
         given, values = _diff_file_here(values, settings, fleet=True)
         request = validate_repair_request(values, settings, "cli")
         # the plan travels as checked JSON, the diff file as a task id or an upload when
-        # the fleet has a shared store (else as an absolute path), a resolved plan as an upload
-        result = _on_fleet("table-repair", {**values, "diff_file": _hand_on(
-            given, request.diff_file, task_id), "repair_plan": request.repair_plan,
-            "apply_plan": _plan_on(request.apply_plan, task_id)}, settings,
-            values["table_name"], "Repairing", "nodes", no_wait, task_id)
+        # the fleet has a shared store (else as an absolute path), a resolved plan as an
+        # upload and without its diff file (it holds all it needs; the file it names may be
+        # gone, or on the host of the worker that resolved it)
+        diff_file = "" if request.apply_plan else _hand_on(given, request.diff_file, task_id)
+        options = {**values, "diff_file": diff_file, "repair_plan": request.repair_plan,
+                   "apply_plan": _plan_on(request.apply_plan, task_id),
+                   "plan_out": _plan_out_on(request.plan_out, no_wait)}
+        result = _on_fleet("table-repair", options, settings, values["table_name"],
+                           "Repairing", "nodes", no_wait, task_id)
         if result is None:
             return EXIT_SAME
         if request.apply_plan and result.get("plan"):  # the file given, not a worker's copy
             result["plan"]["resolved_plan"] = request.apply_plan
+        if request.plan_out:
+            _plan_out_back(result, request.plan_out, task_id)
         return report_repair(result, quiet)
     _, values = _diff_file_here(values, settings, fleet=False)
     # the rules between options, in this command's words; a plan file is read here, once
@@ -254,6 +260,43 @@ def _plan_on(path: str | None, task_id: str) -> str | None:
         return path
     from ace_shared.diff.sources import PLAN_UPLOAD, upload_diff_file
     return upload_diff_file(path, task_id, PLAN_UPLOAD)
+
+
+def _plan_out_on(path: str | None, no_wait: bool) -> str | None:
+    """What the fleet is told of ``--plan-out``: with a shared store, to keep the resolved
+    plan there for this host to fetch (a worker on another host cannot write here); else
+    the path made absolute, in the folder every host shares."""
+    if not path:
+        return path
+    from ace_shared.repair.plans.run import plan_out_path
+    target = plan_out_path(path)
+    from ace_shared.tasks.filestore import active_store
+    if active_store() is None:
+        return str(target)
+    if no_wait:
+        raise BadOptionError("--plan-out cannot be combined with --no-wait on a fleet with a "
+                             "shared store: the plan is fetched to this host when the task "
+                             "ends; run it without --no-wait.")
+    from ace_shared.diff.sources import PLAN_OUT_SHARED
+    return PLAN_OUT_SHARED
+
+
+def _plan_out_back(result: dict[str, Any], path: str, task_id: str) -> None:
+    """Fetch the plan the fleet resolved to ``path``, and say so in the result's words."""
+    from ace_shared.diff.sources import fetch_plan_out
+    from ace_shared.tasks.filestore import active_store
+    target = Path(path).expanduser().resolve()
+    if active_store() is None:
+        return
+    if not fetch_plan_out(task_id, target):
+        raise DiffFileError(f"The resolved plan of task {task_id} is not in the fleet's shared "
+                            "store; run the dry run again.")
+    plan = result.get("plan") or {}
+    worker_copy = plan.get("resolved_plan")
+    plan["resolved_plan"] = str(target)
+    result["notes"] = [f"Resolved plan written to {target}"
+                       if note == f"Resolved plan written to {worker_copy}" else note
+                       for note in result.get("notes", [])]
 
 
 def _hand_on(given: str, checked: str, task_id: str) -> str:

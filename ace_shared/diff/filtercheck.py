@@ -24,8 +24,9 @@ from ace_shared.errors import AceError, FilterError
 from ace_shared.nodes.sessions import NodeSessions
 
 # The check runs inside an API request: its statements get seconds, not the minutes a
-# diff's own may take (PostgreSQL folds a filter's constant calls while planning, so a
-# filter such as md5(lpad('', 200000000, 'x')) costs seconds of a node's CPU per call).
+# diff's own may take. PostgreSQL folds a filter's constant calls while planning, beyond
+# the statement timeout; the grammar refuses the calls that could make that slow
+# (filtergrammar.GROWING), and this bound is the second line.
 CHECK_TIMEOUT_MS = 5000
 
 
@@ -68,6 +69,6 @@ def _check(sessions: NodeSessions, request: DiffRequest) -> None:
 
 
 def _too_slow(timeout_ms: int) -> FilterError:
-    return FilterError(f"The table filter takes more than {timeout_ms / 1000:g} s to plan on "
-                       "the nodes; simplify it (PostgreSQL computes its constant parts while "
-                       "planning).")
+    return FilterError(f"The nodes did not plan the table filter within {timeout_ms / 1000:g} s "
+                       "(another session may hold a lock on the table, or the filter's constant "
+                       "parts take long to compute); try again later, or simplify the filter.")

@@ -8,6 +8,11 @@ fleet needs is uploaded there first and handed on as ``upload:<task id>``.
 Either way the file lands in this host's ``work/fetched/`` folder and is read
 from there like any other, streamed. A resolved repair plan (``--apply-plan``)
 travels the same way, under its own name beside the diff file's.
+
+A plan resolved on the fleet (``--plan-out``) travels back: the submitter asks
+for it with :data:`PLAN_OUT_SHARED` instead of a path it alone can reach, the
+worker resolves into its own folder and puts the file in the store among the
+task's results, and the submitter fetches it to the path it was given.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ace_shared.diff.workdir import FETCHED, WorkDir
 from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
 from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import is_task_id
+from ace_shared.tasks.results import shared_name
 from ace_shared.tasks.status import COMPLETED
 
 UPLOAD_PREFIX = "upload:"
@@ -26,6 +32,8 @@ UPLOADS = "uploads"
 DIFF_UPLOAD = ".json"
 PLAN_UPLOAD = ".plan.jsonl"
 DIFF_TASKS = ("table-diff", "table-rerun", "mtree")
+PLAN_OUT_SHARED = "shared-store:"  # --plan-out on a fleet with a store: keep it there
+PLAN_RESULT = "plan"  # its name among the task's results (results.shared_name)
 
 
 def _fetched_path(output_dir: Path, name: str) -> Path:
@@ -99,3 +107,29 @@ def remove_upload(task_id: str, kind: str = DIFF_UPLOAD) -> None:
     shared = active_store()
     if shared is not None:
         shared.remove(f"{UPLOADS}/{task_id}{kind}")
+
+
+def plan_out_here(value: str, task_id: str, output_dir: Path) -> str:
+    """Where a worker resolves a plan asked for with :data:`PLAN_OUT_SHARED`: a file of its
+    own output folder, shared by :func:`share_plan_out` once written."""
+    if value != PLAN_OUT_SHARED:
+        return value
+    folder = WorkDir.root(output_dir) / "plans"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{task_id}.plan.jsonl")
+
+
+def share_plan_out(task_id: str, local: Path) -> None:
+    """Put the plan a worker resolved among task ``task_id``'s results, then drop this
+    host's copy: the submitter fetches it (:func:`fetch_plan_out`)."""
+    shared = active_store()
+    if shared is None or not local.is_file():
+        return
+    shared.put(shared_name(task_id, PLAN_RESULT), local)
+    local.unlink(missing_ok=True)
+
+
+def fetch_plan_out(task_id: str, target: Path) -> bool:
+    """Fetch the plan task ``task_id`` resolved to ``target``; whether the store had it."""
+    shared = active_store()
+    return shared is not None and shared.get(shared_name(task_id, PLAN_RESULT), target)

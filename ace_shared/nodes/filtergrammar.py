@@ -17,6 +17,14 @@ schema can never be picked instead. Constructs whose operator PostgreSQL looks
 up implicitly (``IN``, ``BETWEEN``, ``LIKE``) are rewritten into explicit ones.
 Which columns may be named, and that their types are built in, is checked
 against each node by :func:`ace_shared.nodes.filter.check_filter_columns`.
+
+PostgreSQL computes a call whose arguments are all constants while it plans,
+where no statement timeout reaches and the result stays in memory until the
+plan is made. The filter's text is small, but a few functions make a result
+many times their input (``lpad``, ``rpad``, ``replace``, ``regexp_replace``):
+nested, a few hundred bytes of filter would ask a node for gigabytes. So those
+may only be called on a column's value, computed per row under the statement
+timeout, never on constants alone (whose result the caller can write out).
 """
 
 from __future__ import annotations
@@ -71,11 +79,25 @@ TYPES = frozenset({
     "numrange", "daterange", "tsrange", "tstzrange",
 })
 
+# results many times the size of their arguments: never on constants alone (see above)
+GROWING = frozenset({"lpad", "rpad", "replace", "regexp_replace"})
+
 _PLAIN_NODES = (ast.NullTest, ast.BooleanTest, ast.CoalesceExpr, ast.MinMaxExpr,
                 ast.A_ArrayExpr, ast.RowExpr, ast.SQLValueFunction, ast.CaseWhen,
                 ast.A_Indices, ast.CollateClause)
 HELP = ("a filter is one condition on the table's own columns, with constants, operators, "
         "casts to built-in types and common built-in functions")
+
+
+def _mentions_column(node: Any) -> bool:
+    """Whether a column's value is read anywhere in ``node`` (a tree or a list of them)."""
+    if isinstance(node, ast.ColumnRef):
+        return True
+    if isinstance(node, (tuple, list)):
+        return any(_mentions_column(n) for n in node)
+    if isinstance(node, ast.Node):
+        return any(_mentions_column(getattr(node, name)) for name in node)
+    return False
 
 
 def _refuse(what: str) -> FilterError:
@@ -195,6 +217,10 @@ class _Checker:
         if (node.agg_order or node.agg_filter or node.over or node.agg_star
                 or node.agg_distinct or node.agg_within_group or node.func_variadic):
             raise _refuse("aggregate or window syntax")
+        if parts[0] in GROWING and not _mentions_column(node.args):
+            raise FilterError(f"The table filter may not call {parts[0]}() on constants alone: "
+                              "PostgreSQL would compute it while planning, beyond any timeout; "
+                              "write the constant it stands for instead.")
         node.funcname = _op(parts[0])
         node.args = self.expr(node.args)
         return node

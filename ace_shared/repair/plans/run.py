@@ -21,7 +21,7 @@ from ace_shared.config import Settings
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.difffile.file import DiffFile, check_diff_nodes
 from ace_shared.difffile.spool import RowSpool
-from ace_shared.errors import RepairPlanError
+from ace_shared.errors import BadOptionError, RepairPlanError
 from ace_shared.nodes.cluster import Cluster, load_cluster
 from ace_shared.nodes.connection import node_targets
 from ace_shared.outputs import new_output_path
@@ -124,6 +124,16 @@ def preview_plan(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "truncated": total > len(keys), "resolved_plan": str(path)}
 
 
+def plan_out_path(value: str) -> Path:
+    """``--plan-out``'s file, absolute; refused in one sentence when its folder is missing,
+    before anything is read or resolved."""
+    target = Path(value).expanduser().resolve()
+    if not target.parent.is_dir():
+        raise BadOptionError(f"--plan-out {value}: its folder {target.parent} does not exist; "
+                             "create it or give another path.")
+    return target
+
+
 def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
                     settings: Settings, task_id: str, progress: Any = None) -> dict[str, Any]:
     """Resolve and apply a plan (or apply a resolved one); a small JSON-safe result."""
@@ -136,7 +146,7 @@ def run_plan_repair(request: RepairRequest, cluster: Cluster, diff: DiffFile,
         resolved = Path(request.apply_plan)
         header = read_header(resolved)
     else:
-        out = Path(request.plan_out).expanduser() if request.plan_out else None
+        out = plan_out_path(request.plan_out) if request.plan_out else None
         resolved, header = _resolve(request, diff, folder, out)
         cleanup = None if out else resolved
     try:
