@@ -28,6 +28,7 @@ from celery import chord, group
 from ace_shared.config import Settings
 from ace_shared.diff.job import merge_job, save_job, saved_job
 from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
 from ace_shared.mtree.diffjob import diff_leaf_group, plan_mtree_diff
@@ -45,12 +46,6 @@ from ace_workers.diff import diff_failed, merge_diff_task, part_failed, part_pro
 from ace_workers.fleet import runtime
 from ace_workers.fleet.counters import JobFinished, RedisPartCounter
 from ace_workers.fleet.slots import live_slots
-
-
-def diff_result(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the task store keeps for a table-diff, as ``ace.merge_diff`` records it."""
-    return {"diff_file": summary["diff_file"], "total_rows": summary["total_rows_checked"],
-            "mismatched_rows": summary["diff_rows"], "summary": summary}
 
 
 @app.task(name=names.MTREE, bind=True, base=AceTask)
@@ -110,7 +105,7 @@ def _launch_diff(job_id: str, request: MtreeRequest, settings: Settings) -> dict
     store.set_total(job_id, planned.ranges_total)
     if not planned.batches:  # the trees agree everywhere: an empty diff file at once
         path, summary = merge_job(planned, [], settings.output_dir)
-        store.complete(job_id, diff_result(summary))
+        store.complete(job_id, DiffTaskResult(summary))
         return {"task_id": job_id, "diff_file": str(path)}
     spec = planned.spec.to_dict()
     header = group(

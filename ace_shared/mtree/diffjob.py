@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
@@ -32,6 +31,7 @@ from ace_shared.diff.local import pool_size, run_batches
 from ace_shared.diff.plan import read_provenance
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import keytypes, objects
 from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, walk
@@ -187,7 +187,7 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
 
 
 def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+                   progress: Progress | None = None) -> tuple[Path, DiffSummary]:
     """Update the trees, find the differing leaves, diff them here; the diff file and summary."""
     size = pool_size(request.max_cpu_ratio)
     with open_job(request, settings, threads=size) as job:

@@ -39,4 +39,4 @@ def run_mtree(request: MtreeRequest, settings: Settings, task_id: str,
     if request.action == "teardown":
         return run_teardown(request, settings)
     _, summary = run_mtree_diff(request, settings, task_id, progress)
-    return summary
+    return summary.to_dict()
