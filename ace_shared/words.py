@@ -7,6 +7,7 @@ the list keeps them from saying "1 differences" or "node n1, n2, n3".
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -30,7 +31,6 @@ def nodes_phrase(names: Iterable[object]) -> str:
 
 def utc_time(value: object) -> str:
     """An ISO time as ``2024-03-15 12:34:56 UTC``, as every report shows times; other text as is."""
-    from datetime import datetime, timezone
     if not value:
         return "-"
     try:

@@ -35,6 +35,7 @@ from celery.signals import after_task_publish, beat_init, before_task_publish, w
 from ace_shared.config import load_settings
 from ace_shared.errors import ConfigError
 from ace_shared.outputs import keep_outputs_private
+from ace_shared.tasks.filestore import use_shared_store
 from ace_workers.fleet import signing
 from ace_workers.fleet.counters import DEFAULT_BROKER
 from ace_workers.fleet.mergewatch import note_sent
@@ -138,7 +139,6 @@ def _yield_cpu(**_: object) -> None:
 def _shared_store(**_: object) -> None:
     """Work folders and results go through the fleet's shared store, when there is one
     (``SHARED_STORE``; ``ace_shared/tasks/filestore.py``)."""
-    from ace_shared.tasks.filestore import use_shared_store
     try:
         use_shared_store(load_settings())
     except ConfigError as exc:

@@ -19,17 +19,27 @@ from typing import Any
 import redis
 
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError
 from ace_shared.nodes.ident import TableName
+from ace_shared.repsetdiff.request import validate_repset_diff
+from ace_shared.repsetdiff.run import finish_repset, plan_repset, table_name
+from ace_shared.repsetdiff.run import table_options as repset_table_options
 from ace_shared.repsetdiff.tables import FAILED as TABLE_FAILED
 from ace_shared.repsetdiff.tables import failed, outcome_of
+from ace_shared.schemadiff.request import validate_schema_diff
+from ace_shared.schemadiff.run import compare_schema, finish_schema
+from ace_shared.schemadiff.run import table_options as schema_table_options
+from ace_shared.spockdiff.request import validate_spock_diff
+from ace_shared.spockdiff.run import run_spock_diff
 from ace_shared.tasks import ids
 from ace_shared.tasks.ids import new_task_id, subtask_id
 from ace_shared.tasks.status import FAILED, FINISHED
 from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask, fail_job, failing_job
+from ace_workers.client import submit
 from ace_workers.fleet import published, runtime
 
 COLLECT_WAIT_SECONDS = 6 * 3600
@@ -45,8 +55,6 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 @app.task(name=names.SPOCK_DIFF, bind=True, base=AceTask)
 def spock_diff(self: AceTask, request: dict[str, Any],
                submission: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ace_shared.spockdiff.request import validate_spock_diff
-    from ace_shared.spockdiff.run import run_spock_diff
     job_id, store = self.start_job(request, submission)
     with failing_job(job_id):
         result = run_spock_diff(validate_spock_diff(request, runtime.settings()), runtime.settings(),
@@ -58,7 +66,6 @@ def spock_diff(self: AceTask, request: dict[str, Any],
 def _fan_out(job_id: str, kind: str, partial: dict[str, Any], tables: list[TableName],
              options: dict[str, Any], output: str) -> dict[str, Any]:
     """Submit one table-diff per table; then the collector, which finishes the job."""
-    from ace_workers.client import submit
     settings = runtime.settings()
     children: dict[str, str] = {}
     early: list[dict[str, Any]] = []
@@ -83,21 +90,17 @@ def _fan_out(job_id: str, kind: str, partial: dict[str, Any], tables: list[Table
 @app.task(name=names.REPSET_DIFF, bind=True, base=AceTask)
 def repset_diff(self: AceTask, request: dict[str, Any],
                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ace_shared.repsetdiff.request import validate_repset_diff
-    from ace_shared.repsetdiff.run import plan_repset, table_name, table_options
     job_id, _ = self.start_job(request, submission)
     with failing_job(job_id):
         req = validate_repset_diff(request, runtime.settings())
         partial, todo = plan_repset(req, runtime.settings(), job_id)
     return _fan_out(job_id, "repset-diff", partial, [table_name(t) for t in todo],
-                    table_options(req), req.output)
+                    repset_table_options(req), req.output)
 
 
 @app.task(name=names.SCHEMA_DIFF, bind=True, base=AceTask)
 def schema_diff(self: AceTask, request: dict[str, Any],
                 submission: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ace_shared.schemadiff.request import validate_schema_diff
-    from ace_shared.schemadiff.run import compare_schema, finish_schema, table_options
     job_id, store = self.start_job(request, submission)
     settings = runtime.settings()
     with failing_job(job_id):
@@ -107,7 +110,7 @@ def schema_diff(self: AceTask, request: dict[str, Any],
             result = finish_schema(partial, None, settings, req.output)
             store.complete(job_id, _summary(result))
             return {"result_file": result["result_file"], "exit_code": result["exit_code"]}
-    return _fan_out(job_id, "schema-diff", partial, tables, table_options(req), req.output)
+    return _fan_out(job_id, "schema-diff", partial, tables, schema_table_options(req), req.output)
 
 
 def _outcomes(state: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
@@ -121,7 +124,7 @@ def _outcomes(state: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
         elif record.status == FAILED:
             out.append(failed(table, record.error or "The table's diff failed."))
         else:
-            out.append(outcome_of(table, (record.result or {}).get("summary") or {}))
+            out.append(outcome_of(table, DiffTaskResult.from_dict(record.result or {}).summary))
     return out, running
 
 
@@ -141,8 +144,6 @@ def _pass_on_notes(job_id: str, children: list[str]) -> None:
 @app.task(name=names.CHECKS_COLLECT, bind=True, base=AceTask, max_retries=COLLECT_WAIT_SECONDS)
 def checks_collect(self: AceTask, state_path: str) -> dict[str, Any]:
     """Wait for every table's diff, then write the job's result and complete it."""
-    from ace_shared.repsetdiff.run import finish_repset
-    from ace_shared.schemadiff.run import finish_schema
     try:
         state = WorkDir(Path(state_path).parent).read_checks_state()
     except FileNotFoundError:  # its job finished (cancelled, say): its work folder is gone

@@ -14,7 +14,6 @@ after a worker died counts once.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from ace_shared.diff.job import (
 from ace_shared.diff.local import RunBatch
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffSpec, validate_diff_request
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.errors import AceError, NodeUnreachableError
 from ace_shared.tasks import ids
@@ -49,8 +49,6 @@ from ace_workers.fleet.published import task_key
 from ace_workers.fleet.slots import live_slots
 
 MERGE_WAIT_SECONDS = 120
-PROGRESS_EVERY_SECONDS = 0.5
-_last_report = [0.0]  # when this worker process last reported progress
 
 
 @app.task(name=names.TABLE_DIFF, bind=True, base=AceTask)
@@ -101,7 +99,7 @@ def _ranges_repr(batch: list[Any]) -> str:
 def diff_ranges(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
     """Hash, narrow and compare one batch of key ranges on every node."""
     return run_part(self, spec_dict, ranges,
-                    functools.partial(run_batch, hints=runtime.density_hints))
+                    functools.partial(run_batch, hints=runtime.density_hints()))
 
 
 def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int], None]:
@@ -110,13 +108,12 @@ def part_progress(task: AceTask, job_id: str, total: int) -> Callable[[str, int]
     A report once the job has finished writes nothing and ends the batch
     (:class:`~ace_workers.fleet.counters.JobFinished`)."""
     progress = RedisPartCounter(runtime.redis(), f"progress:{job_id}", guard=task_key(job_id))
+    reports = runtime.current().progress_reports
 
     def on_range_done(part: str, done_in_part: int) -> None:
         done = progress.record(part, done_in_part)
-        now = time.monotonic()
         # at most one store write and event per process per interval, however small the tasks
-        if now - _last_report[0] >= PROGRESS_EVERY_SECONDS or done == total:
-            _last_report[0] = now
+        if reports.ready(last=done == total):
             runtime.store().set_progress(job_id, done)
             task.progress(done, total, job_id=job_id)
     return on_range_done
@@ -176,16 +173,11 @@ def merge_diff_task(self: AceTask, work_dir: str) -> dict[str, Any]:
     with failing_job(job_id):
         path, summary = merge_job(job, results, runtime.settings().output_dir)
     store.set_progress(job_id, job.ranges_total)
-    store.complete(job_id, {
-        "diff_file": str(path),
-        "total_rows": summary["total_rows_checked"],
-        "mismatched_rows": summary["diff_rows"],
-        "summary": summary,
-    })
+    store.complete(job_id, DiffTaskResult(summary))
     client = runtime.redis()
     RedisPartCounter(client, f"budget:{job_id}").clear()
     RedisPartCounter(client, f"progress:{job_id}").clear()
-    return {"diff_file": str(path), "mismatched_rows": summary["diff_rows"]}
+    return {"diff_file": str(path), "mismatched_rows": summary.diff_rows}
 
 
 @app.task(name=names.DIFF_FAILED, base=AceTask)

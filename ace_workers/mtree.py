@@ -28,9 +28,10 @@ from celery import chord, group
 from ace_shared.config import Settings
 from ace_shared.diff.job import merge_job, save_job, saved_job
 from ace_shared.diff.ranges import KeyRange
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
-from ace_shared.mtree.diffjob import diff_leaf_group, plan_mtree_diff
+from ace_shared.mtree.diffjob import compared_whole, diff_leaf_group, plan_mtree_diff
 from ace_shared.mtree.request import MtreeRequest, validate_mtree_request
 from ace_shared.mtree.run import run_mtree
 from ace_shared.mtree.tree import open_job, require_schema, table_shape
@@ -41,16 +42,17 @@ from ace_shared.tasks.store import COMPLETED, FAILED
 from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask, failing_job, stop_if_finished
-from ace_workers.diff import diff_failed, merge_diff_task, part_failed, part_progress, run_part
+from ace_workers.diff import (
+    diff_failed,
+    diff_ranges,
+    merge_diff_task,
+    part_failed,
+    part_progress,
+    run_part,
+)
 from ace_workers.fleet import runtime
 from ace_workers.fleet.counters import JobFinished, RedisPartCounter
 from ace_workers.fleet.slots import live_slots
-
-
-def diff_result(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the task store keeps for a table-diff, as ``ace.merge_diff`` records it."""
-    return {"diff_file": summary["diff_file"], "total_rows": summary["total_rows_checked"],
-            "mismatched_rows": summary["diff_rows"], "summary": summary}
 
 
 @app.task(name=names.MTREE, bind=True, base=AceTask)
@@ -110,12 +112,15 @@ def _launch_diff(job_id: str, request: MtreeRequest, settings: Settings) -> dict
     store.set_total(job_id, planned.ranges_total)
     if not planned.batches:  # the trees agree everywhere: an empty diff file at once
         path, summary = merge_job(planned, [], settings.output_dir)
-        store.complete(job_id, diff_result(summary))
+        store.complete(job_id, DiffTaskResult(summary))
         return {"task_id": job_id, "diff_file": str(path)}
     spec = planned.spec.to_dict()
+    # most of the table differs: its ranges are table-diff's, and so are their tasks
+    task, kind = (diff_ranges, ids.DIFF_BATCH) if compared_whole(planned) else (
+        mtree_leaves, ids.MTREE_LEAVES)
     header = group(
-        mtree_leaves.si(spec, [r.to_json() for r in batch]).set(
-            task_id=subtask_id(job_id, ids.MTREE_LEAVES, batch[0].index), argsrepr=_repr(batch))
+        task.si(spec, [r.to_json() for r in batch]).set(
+            task_id=subtask_id(job_id, kind, batch[0].index), argsrepr=_repr(batch))
         for batch in planned.batches)
     body = merge_diff_task.si(planned.spec.work_dir).set(task_id=subtask_id(job_id, ids.MERGE))
     body.link_error(diff_failed.si(planned.spec.work_dir, job_id))

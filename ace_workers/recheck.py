@@ -24,6 +24,7 @@ from ace_shared.tasks.store import TaskRecord
 from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import AceTask
+from ace_workers.client import submit
 from ace_workers.fleet import runtime
 
 WAIT_SECONDS = 5
@@ -69,7 +70,6 @@ def scheduled_recheck(self: AceTask, job_name: str, command: str, first_id: str,
                       rerun_after: int, due: float | None = None) -> dict[str, Any]:
     """At ``due`` (``rerun_after`` seconds after the first diff was queued): if the
     first diff found differences, submit their recheck."""
-    from ace_workers.client import submit
     if due is not None:
         self.wait_until(due)
     first = _finished(self, first_id, due)

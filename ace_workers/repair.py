@@ -25,6 +25,7 @@ from ace_shared.diff.sources import (
     remove_upload,
     share_plan_out,
 )
+from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.repair.run import run_table_repair
 from ace_shared.rerun.batch import rerun_batch
 from ace_shared.rerun.plan import RerunPlan
@@ -38,11 +39,6 @@ from ace_workers.base import AceTask, failing_job, stop_if_finished
 from ace_workers.diff import diff_failed, part_failed
 from ace_workers.fleet import runtime
 from ace_workers.fleet.counters import JobFinished
-
-
-def _rerun_result(path: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    return {"diff_file": str(path), "total_rows": summary.get("total_rows_checked"),
-            "mismatched_rows": summary.get("diff_rows"), "summary": summary}
 
 
 def _diff_file_here(options: dict[str, Any], store: Any) -> dict[str, Any]:
@@ -121,7 +117,7 @@ def table_rerun(self: AceTask, options: dict[str, Any],
         if str(options.get("behavior") or "multiprocessing") == "hostdb":
             path, summary = run_table_rerun(here, settings, job_id)
             _done_with_upload(options, here, job_id)
-            store.complete(job_id, _rerun_result(path, summary))
+            store.complete(job_id, DiffTaskResult(summary))
             return {"task_id": job_id, "diff_file": str(path)}
         plan = plan_rerun(here, settings, job_id)  # the keys are in the work folder now
     _done_with_upload(options, here, job_id)
@@ -166,5 +162,5 @@ def merge_rerun(self: AceTask, work_dir: str) -> dict[str, Any]:
         raise self.retry(countdown=1)  # a redelivered batch is still running
     with failing_job(job_id):
         path, summary = finish_rerun(work_dir, runtime.settings().output_dir, results)
-    store.complete(job_id, _rerun_result(path, summary))
-    return {"diff_file": str(path), "remaining": summary.get("remaining")}
+    store.complete(job_id, DiffTaskResult(summary))
+    return {"diff_file": str(path), "remaining": summary.rerun.remaining if summary.rerun else None}

@@ -19,14 +19,18 @@ from celery.schedules import crontab
 from ace_shared.config import load_settings
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import AceError
+from ace_shared.mtree.request import validate_mtree_request
+from ace_shared.repsetdiff.request import validate_repset_diff
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.tasks.schedule import auto_repair_timing, scheduled_diffs
 from ace_shared.tasks.status import FINISHED
 from ace_workers import names
 from ace_workers.app import app
 from ace_workers.base import countdown_until
+from ace_workers.client import submit
 from ace_workers.fleet import published, runtime
 from ace_workers.fleet.redisclient import RedisClient
+from ace_workers.recheck import scheduled_recheck
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +115,6 @@ def claim_run(client: RedisClient, command: str, job_name: str, task_id: str) ->
 def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table-diff",
                    rerun_after: int | None = None) -> dict[str, Any]:
     """Submit the scheduled job's diff as an ordinary task (and its recheck, if asked)."""
-    from ace_workers.client import submit
 
     settings = runtime.settings()
     task_id = new_task_id(command)
@@ -121,13 +124,11 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
         return {"job": job_name, "skipped": True, "still_running": going}
     try:
         if command == "repset-diff":
-            from ace_shared.repsetdiff.request import validate_repset_diff
             checked = validate_repset_diff(options, settings)
             submit(command, checked.to_dict(), task_id, settings,
                    cluster_name=checked.cluster_name, table_name=checked.repset,
                    requested_by=f"scheduler:{job_name}")
         elif command == "mtree-table-diff":
-            from ace_shared.mtree.request import validate_mtree_request
             tree = validate_mtree_request({**options, "action": "table-diff"}, settings)
             submit("mtree", tree.to_dict(), task_id, settings,
                    cluster_name=tree.cluster_name,
@@ -141,7 +142,6 @@ def scheduled_diff(job_name: str, options: dict[str, Any], command: str = "table
     except AceError as exc:
         return {"job": job_name, "error": str(exc)}
     if rerun_after:
-        from ace_workers.recheck import scheduled_recheck
         due = time.time() + rerun_after  # waited for in short countdowns (wait_until)
         scheduled_recheck.apply_async(args=[job_name, command, task_id, rerun_after, due],
                                       countdown=countdown_until(due))

@@ -44,10 +44,16 @@ if [[ -f $ROOT/certs/server.crt ]]; then
   fi
 fi
 # secret_file PATH HEXBYTES: create PATH (mode 0600) holding a random secret, unless it exists.
+# Written aside and linked into place, so that of two starts in one checkout at the same
+# moment, both keep the secret of whichever linked first.
 secret_file() {
   [[ -s $1 ]] && return 0
   mkdir -p "$(dirname "$1")"
-  (umask 077 && od -An -vtx1 -N"$2" /dev/urandom | tr -d ' \n' >"$1" && echo >>"$1")
+  local new
+  new=$(umask 077 && mktemp "$1.XXXXXX")
+  od -An -vtx1 -N"$2" /dev/urandom | tr -d ' \n' >"$new" && echo >>"$new"
+  ln "$new" "$1" 2>/dev/null || [[ -s $1 ]] || mv -f "$new" "$1"
+  rm -f "$new"
 }
 # Redis wants a password (docs/security.md): the fleet's own Redis, unless ACE_BROKER_URL
 # names another, has one generated into .ace-local/redis.password (mode 0600).

@@ -189,8 +189,11 @@ def free_ports(count: int, low: int, high: int) -> list[int]:
     """Find ``count`` TCP ports in [low, high] that nothing listens on at 127.0.0.1.
 
     The search starts at a random offset so that two test runs on one machine
-    rarely race for the same ports.
+    rarely race for the same ports. The parallel workers of one test run (pytest-xdist's
+    ``gw0``, ``gw1``, ...) each search a slice of the range of their own, so that two of
+    them starting clusters at the same moment never pick the same port.
     """
+    low, high = _worker_slice(low, high)
     span = high - low + 1
     start = int.from_bytes(os.urandom(2), "big") % span
     ports: list[int] = []
@@ -201,6 +204,17 @@ def free_ports(count: int, low: int, high: int) -> list[int]:
             if len(ports) == count:
                 return sorted(ports)
     raise LocalClusterError(f"Only {len(ports)} free ports in {low}-{high}, {count} needed.")
+
+
+def _worker_slice(low: int, high: int) -> tuple[int, int]:
+    """This test worker's share of [low, high], or all of it outside a parallel test run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if count <= 1 or not worker.startswith("gw") or not worker[2:].isdigit():
+        return low, high
+    width = (high - low + 1) // count
+    index = int(worker[2:]) % count
+    return low + index * width, low + (index + 1) * width - 1
 
 
 def _port_is_free(port: int) -> bool:

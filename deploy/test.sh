@@ -9,6 +9,11 @@
 # `bash deploy/lock.sh` and commit requirements.lock. The tests start their own
 # PostgreSQL nodes on free ports, so no demo cluster is needed. pytest's exit code
 # is passed through unchanged.
+#
+# The tests run in two processes (pytest-xdist), a test file's tests all in the same one:
+# most of the suite's time is spent waiting on servers, workers and timeouts, and each
+# process starts clusters and fleets of its own. ACE_TEST_PROCESSES=1 runs them in one;
+# `-n 0` among the arguments does too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,4 +52,7 @@ print("test: versions other than requirements.lock's: " + (", ".join(other) or "
 PY
 fi
 [[ $LATEST == 0 ]] || export ACE_TEST_LATEST=1
-exec "$VENV/bin/pytest" -q "$@"
+processes=${ACE_TEST_PROCESSES:-2}
+parallel=()
+[[ $processes -gt 1 ]] && parallel=(-n "$processes" --dist loadfile)
+exec "$VENV/bin/pytest" -q "${parallel[@]}" "$@"

@@ -47,15 +47,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.basetemp = str(root / f"run-{os.getpid()}")
 
 
-# Fixtures that start real servers (PostgreSQL nodes, Redis, workers), directly or through
-# another fixture; a test that uses one is marked ``db``, so that ``pytest -m "not db"``
-# runs the tests of pure logic alone, in seconds.
-SERVER_FIXTURES = frozenset({"pg_cluster", "redis_server", "fleet"})
+# Fixtures that start real servers (PostgreSQL nodes, Redis, workers, an S3 server), directly
+# or through another fixture; a test that uses one is marked ``db``, so that
+# ``pytest -m "not db"`` runs the tests of pure logic alone, in seconds. A module's own
+# server fixture is named here too; a test that starts a server in its body, or takes a
+# fixture by ``request.getfixturevalue``, carries the mark itself.
+SERVER_FIXTURES = frozenset({"pg_cluster", "redis_server", "fleet",
+                             "pg_url", "pg_store_url", "untracked", "capped", "s3"})
 # Modules whose tests start servers of their own (a cluster, a Redis, a deploy script).
 SERVER_MODULES = frozenset({"test_deploy", "test_fleet_registry", "test_mtree_replication",
                             "test_security_broker", "test_security_deploy",
                             "test_security_operator", "test_replication_real",
-                            "test_readme_walk"})
+                            "test_readme_walk", "test_fleet_sh"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

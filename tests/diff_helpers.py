@@ -23,7 +23,7 @@ from node_sql import Statement, run_sql
 from ace_shared.config import load_settings
 from ace_shared.diff.local import run_table_diff
 from ace_shared.diff.request import validate_diff_request
-from ace_shared.diff.tuning import DiffTuning
+from ace_shared.diff.tuning import DensityHints, DiffTuning
 from ace_shared.nodes.connection import startup_options
 from ace_shared.tasks.ids import new_task_id
 
@@ -89,12 +89,15 @@ def table_diff(table: str, *options: str, env: dict[str, str] | None = None,
 
 
 def diff_in_process(table: str, tuning: DiffTuning | None = None,
+                    hints: DensityHints | None = None,
                     **options: Any) -> tuple[Path, dict[str, Any]]:
-    """Run a table diff through the in-process runner; returns the diff file and its data."""
+    """Run a table diff through the in-process runner; returns the diff file and its data.
+    ``hints``, when given, are the job's, and tell what steps its differs took."""
     settings = load_settings()
     raw = {"cluster_name": CLUSTER, "table_name": table, **options}
     request = validate_diff_request(raw, settings)
-    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"), tuning=tuning)
+    path, _summary = run_table_diff(request, settings, new_task_id("table-diff"), tuning=tuning,
+                                  hints=hints)
     return path, json.loads(path.read_text())
 
 

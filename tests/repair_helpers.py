@@ -90,7 +90,8 @@ def repair(table: str, diff_file: Path | str, **options: Any) -> dict[str, Any]:
 def rerun(table: str, diff_file: Path | str, behavior: str) -> tuple[Path, dict[str, Any]]:
     raw = {"cluster_name": CLUSTER, "table_name": table, "diff_file": str(diff_file),
            "behavior": behavior}
-    return run_table_rerun(raw, load_settings(), new_task_id("table-rerun"))
+    path, summary = run_table_rerun(raw, load_settings(), new_task_id("table-rerun"))
+    return path, summary.to_dict()  # as the new diff file and --json show it
 
 
 @dataclass

@@ -249,7 +249,7 @@ def test_script_is_strict_bash(repo_root: Path, script: str) -> None:
 def test_ci_passes_pytest_exit_code_through(repo_root: Path) -> None:
     assert (repo_root / ".ci/run").read_text().rstrip().endswith("exec bash deploy/test.sh")
     last = (repo_root / "deploy/test.sh").read_text().rstrip().splitlines()[-1]
-    assert last == 'exec "$VENV/bin/pytest" -q "$@"'
+    assert last == 'exec "$VENV/bin/pytest" -q "${parallel[@]}" "$@"'
 
 
 # ----- LocalCluster -------------------------------------------------------------------
@@ -268,6 +268,21 @@ def _show(dsn: str, setting: str) -> str:
           conn.cursor() as cur):
         cur.execute(sql.SQL("SHOW {}").format(sql.Identifier(setting)))
         return cur.fetchone()[0]
+
+
+def test_parallel_test_workers_look_for_free_ports_in_ranges_of_their_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    found = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        found[worker] = {p for _ in range(10) for p in free_ports(3, 27000, 27099)}
+    assert all(27000 <= p <= 27049 for p in found["gw0"]), found
+    assert all(27050 <= p <= 27099 for p in found["gw1"]), found
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    anywhere = {p for _ in range(20) for p in free_ports(1, 27000, 27099)}
+    assert min(anywhere) < 27050 <= max(anywhere)  # one run alone searches all of it
 
 
 def test_local_cluster_lifecycle(tmp_path: Path, repo_root: Path) -> None:

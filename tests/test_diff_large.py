@@ -22,7 +22,7 @@ from diff_helpers import (
     table_diff,
 )
 
-from ace_shared.diff import plan as diffplan
+from ace_shared.diff.tuning import DiffTuning
 
 ROWS = 60_000
 N2_UPDATES = [17, 9_999, 10_000, 10_001, 33_333, 59_999]
@@ -103,12 +103,11 @@ def test_block_and_batch_sizes_do_not_change_the_result(
     assert_complete_and_sorted(diff)
 
 
-def test_sampled_planning_of_an_analysed_table_finds_the_same(
-        big_table: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sampled_planning_of_an_analysed_table_finds_the_same(big_table: Any) -> None:
     """Big tables are planned from a page sample; the ranges must still cover every key."""
     on_every_node(big_table, ["ANALYZE td_big"])
-    monkeypatch.setattr(diffplan, "EXACT_PLAN_MAX_ROWS", 10_000)
-    _, diff = diff_in_process("public.td_big", block_rows=1000)
+    _, diff = diff_in_process("public.td_big", block_rows=1000,
+                              tuning=DiffTuning(exact_plan_rows=10_000))
     assert_complete_and_sorted(diff)
     assert diff["summary"]["ranges_total"] > 10
 

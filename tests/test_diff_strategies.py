@@ -27,8 +27,7 @@ from diff_helpers import (
 )
 from type_cases import CASES, ENUM_DDL, TABLE_DDL
 
-from ace_shared.diff import differ
-from ace_shared.diff.tuning import DiffTuning, Strategy
+from ace_shared.diff.tuning import DensityHints, DiffTuning, Strategy
 
 STRATEGIES = ("narrow", "stream", "auto")
 # what differs from one run to the next of the same diff
@@ -50,9 +49,9 @@ DEFAULTS = DiffTuning()  # what users get
 
 
 def diff_with(strategy: str, table: str, tuning: DiffTuning = DEFAULTS,
-              **options: Any) -> tuple[str, dict[str, Any]]:
+              hints: DensityHints | None = None, **options: Any) -> tuple[str, dict[str, Any]]:
     path, diff = diff_in_process(table, tuning=replace(tuning, strategy=Strategy(strategy)),
-                                 **options)
+                                 hints=hints, **options)
     return stable_text(path), diff
 
 
@@ -218,28 +217,21 @@ def dense_table(pg_cluster: Any) -> Any:
     return pg_cluster
 
 
-def test_default_streams_a_range_that_differs_almost_everywhere(
-        dense_table: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_streams_a_range_that_differs_almost_everywhere(dense_table: Any) -> None:
     """At the default block size, 1% scattered changes touch every sub-range: the default
     must stream (no narrowing below the first pass) and write the narrowing's file."""
-    calls = {"narrow": 0, "whole": 0}
-    narrow, whole = differ.RangeDiffer._narrow, differ.RangeDiffer._stream_whole
+    def steps(hints: DensityHints, diff: dict[str, Any]) -> dict[str, int]:
+        """How often the job's differs narrowed a range, or streamed one whole."""
+        return {"narrow": 0, "whole": 0, **hints.steps(diff["summary"]["task_id"])}
 
-    def counted_narrow(self: Any, *args: Any) -> Any:
-        calls["narrow"] += 1
-        return narrow(self, *args)
-
-    def counted_whole(self: Any, *args: Any) -> Any:
-        calls["whole"] += 1
-        return whole(self, *args)
-
-    monkeypatch.setattr(differ.RangeDiffer, "_narrow", counted_narrow)
-    monkeypatch.setattr(differ.RangeDiffer, "_stream_whole", counted_whole)
-    narrowed, _ = diff_with("narrow", "public.td_dense")
+    hints = DensityHints()
+    narrowed, narrowed_diff = diff_with("narrow", "public.td_dense", hints=hints)
+    calls = steps(hints, narrowed_diff)
     # the strategy the job carries is the one its differs follow
     assert calls["narrow"] > 0 and calls["whole"] == 0, "a forced narrowing streamed"
-    calls.update(narrow=0, whole=0)
-    auto, diff = diff_with("auto", "public.td_dense")
+    hints = DensityHints()
+    auto, diff = diff_with("auto", "public.td_dense", hints=hints)
+    calls = steps(hints, diff)
     assert auto == narrowed
     assert calls["narrow"] == 0, "a range that differs everywhere was narrowed"
     assert calls["whole"] > 0, "no range was streamed without its first hash pass"

@@ -25,7 +25,7 @@ def pg_url(pg_cluster: Any) -> str:
     return task_store_url(pg_cluster, "ace_filestore")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.db)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseFileStore:
     if request.param == "sqlite":
         return DatabaseFileStore(f"sqlite:///{tmp_path / 'files.db'}")

@@ -181,6 +181,7 @@ def test_waiting_for_a_connection_is_progress_then_the_job_finishes(
     assert note() is None
 
 
+@pytest.mark.db
 def test_a_wait_has_an_end(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     server.start()

@@ -202,3 +202,20 @@ def test_a_pid_file_whose_pid_is_now_another_program_is_never_signalled(env, tmp
         for d in decoys:
             d.kill()
             d.wait()
+
+
+def test_two_starts_at_once_in_one_checkout_keep_one_secret(tmp_path: Path) -> None:
+    """The secrets fleet.sh makes (Redis's password, the signing key) are made once: of
+    starts racing to make one, each goes on with the same secret, and it stays 0600."""
+    secret = tmp_path / "local" / "redis.password"
+    script = (f'eval "$(sed -n \'/^secret_file()/,/^}}/p\' {FLEET_SH[1]})"\n'
+              'for i in $(seq 20); do (secret_file "$1" 24; cat "$1" > "$1.seen.$i") & done\n'
+              'wait\n')
+    done = subprocess.run(["bash", "-c", script, "race", str(secret)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = {p.read_text() for p in secret.parent.glob("redis.password.seen.*")}
+    assert seen == {secret.read_text()} and len(secret.read_text().strip()) == 48, seen
+    assert secret.stat().st_mode & 0o077 == 0
+    assert sorted(p.name for p in secret.parent.iterdir() if "seen" not in p.name) == [
+        "redis.password"]  # nothing left aside

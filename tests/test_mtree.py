@@ -575,14 +575,54 @@ def test_agreeing_leaves_between_differing_ones_are_read_with_them() -> None:
 
 
 def test_changes_in_most_leaves_read_the_leaves_between_and_agree(pg_cluster: Any) -> None:
-    """A change every leaf and a half: the agreeing leaves between are read too (as one
-    run of ranges), and the rows checked are still a full diff's."""
+    """A change every leaf and a half, over a third of the table: the agreeing leaves
+    between are read too (as one run of ranges), and the rows checked are still a full
+    diff's."""
     table = tracked_table(pg_cluster, "mt_most", "g", 6000)
-    execute(pg_cluster.node_dsn(1), ["UPDATE mt_most SET v = 'n2' WHERE id % 150 = 7"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_most SET v = 'n2' WHERE id % 150 = 7 "
+                                     "AND id < 2400"])
     diff = assert_same_diff(table)
     mtree_summary = diff["summary"]["mtree"]
-    assert diff["summary"]["diff_rows"] == 40
-    assert mtree_summary["leaves_read"] > mtree_summary["leaves_differing"] >= 30
+    assert diff["summary"]["diff_rows"] == 16
+    assert mtree_summary["compared_as"] == "leaves"
+    assert mtree_summary["leaves_read"] > mtree_summary["leaves_differing"] >= 12
+
+
+def test_a_re_check_where_most_of_the_table_differs_compares_it_as_table_diff_does(
+        pg_cluster: Any) -> None:
+    """Changes in every leaf: reading the leaves would read every row, so the re-check
+    compares the whole table with table-diff's own ranges, says so, and finds the same
+    rows; with changes in a few leaves it reads those leaves alone, and says nothing."""
+    table = tracked_table(pg_cluster, "mt_whole", "g", 6000)
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_whole SET v = 'n2' WHERE id % 60 = 7",
+                                     "DELETE FROM mt_whole WHERE id = 3001",
+                                     "INSERT INTO mt_whole VALUES (-1, 'first'), (9000, 'last')"])
+    execute(pg_cluster.node_dsn(2), ["UPDATE mt_whole SET v = 'n3' WHERE id % 500 = 11"])
+    tree_run = mtree("table-diff", CLUSTER, table)
+    assert tree_run.code == 1, (tree_run.stdout, tree_run.stderr)
+    full_run = run_ace("table-diff", CLUSTER, table)
+    assert full_run.code == 1, (full_run.stdout, full_run.stderr)
+    tree, full = tree_run.diff(), full_run.diff()
+    differing = tree["summary"]["mtree"]["leaves_differing"]
+    assert differing >= 60  # every leaf
+    assert (f"ace: note: {differing} leaves of the Merkle tree of table public.mt_whole "
+            "differ, and reading them would read 100% of its rows, so the whole table was "
+            "compared as table-diff compares it.") in tree_run.stderr
+    assert tree["diffs"] == full["diffs"]
+    for field in ("diff_rows", "total_rows_checked", "diff_rows_by_pair"):
+        assert tree["summary"][field] == full["summary"][field], field
+    assert tree["summary"]["diff_rows"] == 100 + 12 + 3
+    assert tree["summary"]["mtree"]["compared_as"] == "table-diff"
+
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_whole SET v = 'v' WHERE id % 60 = 7",
+                                     "INSERT INTO mt_whole VALUES (3001, 'v')",
+                                     "DELETE FROM mt_whole WHERE id IN (-1, 9000)"])
+    execute(pg_cluster.node_dsn(2), ["UPDATE mt_whole SET v = 'v' WHERE id % 500 = 11",
+                                     "UPDATE mt_whole SET v = 'late' WHERE id = 4321"])
+    few = mtree("table-diff", CLUSTER, table)
+    assert few.code == 1 and "whole table" not in few.stderr, (few.stdout, few.stderr)
+    assert few.diff()["summary"]["mtree"]["compared_as"] == "leaves"
+    assert few.diff()["summary"]["diff_rows"] == 1
 
 
 def test_a_build_while_another_session_grants_on_the_schema_succeeds(pg_cluster: Any) -> None:

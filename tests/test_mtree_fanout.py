@@ -207,12 +207,13 @@ def test_the_fleet_builds_in_batches_and_diffs_in_groups_as_in_process(
     assert same.returncode == 0, same.stdout + same.stderr
     assert _diff_file(same.stdout)["summary"]["total_rows_checked"] == ROWS
     assert [_tree(pg_cluster, table, n) for n in range(3)] == here  # the very same tree
-    # differences spread over many leaves, at both ends, on two nodes
+    # differences spread over many leaves (an eighth of them: more, and the whole table is
+    # compared as table-diff does), at both ends, on two nodes
     execute(pg_cluster.node_dsn(1), [
-        "UPDATE fan_items SET v = 'changed' WHERE id % 1370 = 0",
+        "UPDATE fan_items SET v = 'changed' WHERE id % 13700 = 0",
         "INSERT INTO fan_items VALUES (5, 'first', 0, now()), (300000, 'past', 0, now())",
     ])
-    execute(pg_cluster.node_dsn(2), ["DELETE FROM fan_items WHERE id % 2110 = 0",
+    execute(pg_cluster.node_dsn(2), ["DELETE FROM fan_items WHERE id % 21100 = 0",
                                      "UPDATE fan_items SET at = at + interval '1 s' "
                                      "WHERE id = 1000"])
     on_fleet = fleet2.ace("mtree", "table-diff", CLUSTER, table)
@@ -221,6 +222,7 @@ def test_the_fleet_builds_in_batches_and_diffs_in_groups_as_in_process(
     fleet_doc = _diff_file(on_fleet.stdout)
     assert len(_succeeded(fleet2, "ace.mtree_leaves", diff_id)) > 1
     assert fleet_doc["summary"]["executor"] == "fleet"
+    assert fleet_doc["summary"]["mtree"]["compared_as"] == "leaves"
     record = TaskStore(fleet2.env["ACE_DATABASE_URL"]).get(diff_id)
     assert record is not None and record.status == COMPLETED
     assert record.progress_done == record.progress_total == fleet_doc["summary"]["ranges_total"]
@@ -249,7 +251,7 @@ class Killed:
 def _kill_mid_diff(pg_cluster: Any, fl: Fleet) -> Killed:
     table = _table(pg_cluster, "fan_kill")
     assert run_ace("mtree", "build", CLUSTER, table).code == 0
-    execute(pg_cluster.node_dsn(1), ["UPDATE fan_kill SET v = 'x' WHERE id % 990 = 0"])
+    execute(pg_cluster.node_dsn(1), ["UPDATE fan_kill SET v = 'x' WHERE id % 9900 = 0"])
     reference = run_ace("table-diff", CLUSTER, table)
     assert reference.code == 1
     offsets = {n: len(fl.log(n)) for n in fl.names}

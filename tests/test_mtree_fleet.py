@@ -52,6 +52,30 @@ def test_the_fleet_runs_a_tree_diff_and_finds_what_a_full_diff_finds(
     assert _diff_of(on_fleet.stdout)["diffs"] == full.diff()["diffs"]
 
 
+def test_a_tree_diff_of_a_table_that_mostly_differs_runs_as_table_diff_on_the_fleet(
+        fleet: Fleet, pg_cluster: Any) -> None:
+    """Changes in every leaf: the fleet compares the whole table with table-diff's own
+    ranges and tasks, says so, and finds what a full diff finds."""
+    on_every_node(pg_cluster, [
+        "DROP TABLE IF EXISTS mt_fleet_whole",
+        "CREATE TABLE mt_fleet_whole (id int PRIMARY KEY, v text)",
+        "INSERT INTO mt_fleet_whole SELECT g, 'v' || g FROM generate_series(1, 3000) g",
+    ])
+    table = "public.mt_fleet_whole"
+    assert run_ace("mtree", "build", "testclus", table).code == 0
+    execute(pg_cluster.node_dsn(1), ["UPDATE mt_fleet_whole SET v = 'n2' WHERE id % 50 = 3"])
+    on_fleet = fleet.ace("mtree", "table-diff", "testclus", table)
+    assert on_fleet.returncode == 1, on_fleet.stdout + on_fleet.stderr
+    assert "so the whole table was compared as table-diff compares it." in on_fleet.stderr
+    doc = _diff_of(on_fleet.stdout)
+    assert doc["summary"]["mtree"]["compared_as"] == "table-diff"
+    full = run_ace("table-diff", "testclus", table)
+    assert full.code == 1
+    assert doc["diffs"] == full.diff()["diffs"]
+    assert doc["summary"]["diff_rows"] == 60
+    assert doc["summary"]["total_rows_checked"] == full.diff()["summary"]["total_rows_checked"]
+
+
 def test_no_wait_returns_the_task_id_and_the_fleet_finishes_the_update(
         fleet: Fleet, tracked: str) -> None:
     res = fleet.ace("mtree", "update", "testclus", tracked, "--no-wait")

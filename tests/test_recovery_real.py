@@ -25,7 +25,7 @@ import psycopg2
 import pytest
 from api_helpers import ApiServer, make_certs, wait_for_final
 from diff_helpers import REPO_ROOT, AceRun, run_ace
-from fleet_helpers import Fleet, free_port, own_fleet
+from fleet_helpers import Fleet, free_port, own_fleet, send_as_beat
 from replication_setup import autocommit, cluster_dir, libpq, server_settings, wait_for
 
 CLUSTER = "recovclus"
@@ -261,6 +261,58 @@ def test_against_origin_reports_exactly_the_failed_nodes_last_changes(
         assert row["_ace_commit_ts"] <= summary["until"]
     on_n2 = {r["id"]: r for r in doc["diffs"]["n2/n3"]["n2"]}
     assert on_n2["5"]["_ace_origin"] == "n1"  # the row n1 deleted came from n1 too
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_mtree_diff_against_the_failed_node_finds_what_table_diff_finds(
+        failed: Any, found: dict[str, Any], kind: str, tmp_path: Path) -> None:
+    """docs/recovery.md's step 1 on a table with a tree: the same rows, with the same
+    provenance; the tree is gone afterwards, so the steps below see the table as it was."""
+    from replication_setup import add_database
+    cluster, until = failed
+    admin_dir = tmp_path / "admin"
+    add_database(cluster.write_cluster_json(admin_dir, admin=True), DB["native"], "postgres",
+                 "")
+    admin = {"ACE_CLUSTER_DIR": str(admin_dir)}  # rc_t is the superuser's: it builds the tree
+    on = (f"--dbname={DB[kind]}", "--nodes=n2,n3")
+    for env in (None, admin):  # the schema, then the event trigger
+        init = run_ace("mtree", "init", CLUSTER, *on, env=env)
+        assert init.code == 0, init.stdout + init.stderr
+    try:
+        build = run_ace("mtree", "build", CLUSTER, TABLE, *on, env=admin)
+        assert build.code == 0, build.stdout + build.stderr
+        run = run_ace("mtree", "table-diff", CLUSTER, TABLE, *on, "--against-origin=n1",
+                      f"--until={until}")
+        assert run.code == 1, run.stdout + run.stderr
+        doc, expected = run.diff(), found[kind].diff()
+        assert doc["diffs"] == expected["diffs"]  # provenance included
+        assert (doc["summary"]["against_origin"], doc["summary"]["until"]) == (
+            "n1", expected["summary"]["until"])
+    finally:
+        down = run_ace("mtree", "teardown", CLUSTER, TABLE, *on, env=admin)
+        assert down.code == 0, down.stdout + down.stderr
+
+
+def test_a_scheduled_diff_against_the_failed_node_finds_what_table_diff_finds(
+        failed: Any, found: dict[str, Any], rec_fleet: Fleet) -> None:
+    """A schedule_jobs entry with against_origin and until, as beat sends it to the fleet."""
+    from ace_shared.tasks.store import COMPLETED, FAILED, TaskStore
+    _cluster, until = failed
+    send_as_beat(rec_fleet.env, "ace.scheduled_diff", [
+        "recover_n1", {"cluster_name": CLUSTER, "table_name": TABLE, "dbname": DB["native"],
+                       "nodes": "n2,n3", "against_origin": "n1", "until": until},
+        "table-diff"])
+    store = TaskStore(rec_fleet.env["ACE_DATABASE_URL"])
+
+    def finished() -> Any:
+        return next((r for r in store.recent(50) if r.requested_by == "scheduler:recover_n1"
+                     and r.status in (COMPLETED, FAILED)), None)
+    wait_for("the scheduled diff to finish", lambda: finished() is not None, timeout=90)
+    record = finished()
+    assert record.status == COMPLETED, record.error
+    doc = json.loads(Path(record.result["diff_file"]).read_text())
+    assert doc["diffs"] == found["native"].diff()["diffs"]
+    assert doc["summary"]["against_origin"] == "n1"
 
 
 @pytest.mark.parametrize("kind", KINDS)

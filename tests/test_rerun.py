@@ -111,7 +111,8 @@ def test_steps_run_as_separate_calls_like_fleet_subtasks(nodes: Nodes, behavior:
             sessions.close()
     assert all(set(r) >= {"partial_path", "diff_keys"} for r in results)
     assert len(json.dumps(results)) < 2000  # small enough for any result backend
-    new_path, summary = finish_rerun(plan["work_dir"], settings.output_dir)
+    new_path, merged = finish_rerun(plan["work_dir"], settings.output_dir)
+    summary = merged.to_dict()
     assert diff_sections(new_path) == diff["diffs"]
     assert summary["remaining"] == diff["summary"]["diff_rows"]
     assert summary["behavior"] == behavior

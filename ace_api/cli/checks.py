@@ -15,27 +15,28 @@ from typing import Any
 
 import click
 
+from ace_api.cli.fetch import local_summary
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.repsetdiff.request import REPSET_DIFF, validate_repset_diff
 from ace_shared.schemadiff.request import SCHEMA_DIFF, validate_schema_diff
 from ace_shared.spockdiff.request import SPOCK_DIFF, validate_spock_diff
+from ace_shared.tasks.ids import new_task_id
 from ace_shared.words import and_list, plural
 
 
 def run_check(task_type: str, request: Any, settings: Settings, local: Any, label: str,
               subject: str | None) -> dict[str, Any]:
     """Run a check here, or on the fleet when ``ACE_BROKER_URL`` is set; return its result."""
-    from ace_shared.tasks.ids import new_task_id
     task_id = new_task_id(task_type)
     if settings.BROKER_URL:
+        # Celery loads only for a fleet: 1 s of every start
         from ace_api.cli.fleet import run_on_fleet
         done = run_on_fleet(task_type, request.to_dict(), settings, task_id,
                             cluster_name=request.cluster_name, table_name=subject,
                             no_wait=False, quiet=request.quiet, label=label, unit="tables")
         assert done is not None
-        from ace_api.cli.fetch import local_summary
         return local_summary(done["summary"], done, task_id, settings, task_type,
                              file_key="result_file")
     bar = ProgressBar(label, unit="tables", enabled=not request.quiet
@@ -95,7 +96,7 @@ def finish(result: dict[str, Any], quiet: bool, label: str, sentences: Any) -> i
 
 
 def run_schema_diff_command(values: dict[str, Any], settings: Settings) -> int:
-    from ace_shared.schemadiff.run import run_schema_diff
+    from ace_shared.schemadiff.run import run_schema_diff  # loaded only by the command that runs it
     request = validate_schema_diff(values, settings, "cli")
     result = run_check("schema-diff", request, settings, run_schema_diff,
                        f"Diffing tables of {request.schema}", request.schema)
@@ -111,7 +112,7 @@ def run_schema_diff_command(values: dict[str, Any], settings: Settings) -> int:
 
 
 def run_repset_diff_command(values: dict[str, Any], settings: Settings) -> int:
-    from ace_shared.repsetdiff.run import run_repset_diff
+    from ace_shared.repsetdiff.run import run_repset_diff  # loaded only by the command that runs it
     request = validate_repset_diff(values, settings, "cli")
     result = run_check("repset-diff", request, settings, run_repset_diff,
                        f"Diffing set {request.repset}", request.repset)
@@ -130,7 +131,7 @@ def run_repset_diff_command(values: dict[str, Any], settings: Settings) -> int:
 
 
 def run_spock_diff_command(values: dict[str, Any], settings: Settings) -> int:
-    from ace_shared.spockdiff.run import run_spock_diff
+    from ace_shared.spockdiff.run import run_spock_diff  # loaded only by the command that runs it
     request = validate_spock_diff(values, settings, "cli")
     result = run_check("spock-diff", request, settings,
                        lambda r, s, t, progress: run_spock_diff(r, s, t), "Checking", None)

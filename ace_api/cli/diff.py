@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
+from ace_api.cli.fetch import local_summary
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.words import and_list, plural
 
@@ -20,36 +22,36 @@ def _uses_fleet(settings: Settings) -> bool:
     return bool(settings.BROKER_URL)
 
 
-def report_diff(summary: dict[str, Any], quiet: bool) -> int:
+def report_diff(summary: DiffSummary, quiet: bool) -> int:
     """Print the outcome of a diff (sentences, ``--json``, or ``--quiet``'s path); the exit code.
 
     The report asked for with ``--output`` is written and named whether or not the
     nodes differ: a scheduled run needs the page that says they match.
     """
-    path = summary["diff_file"]
-    code = EXIT_DIFF if summary.get("mismatch") else EXIT_SAME
+    path = summary.diff_file
+    code = EXIT_DIFF if summary.mismatch else EXIT_SAME
     if json_wanted():
-        print_json(summary)
+        print_json(summary.to_dict())
         return code
     if quiet:
         click.echo(path)
         return code
-    if summary.get("commit_ts_note"):
-        click.echo(summary["commit_ts_note"], err=True)
-    if summary.get("mismatch"):
-        for pair, count in summary.get("diff_rows_by_pair", {}).items():
+    if summary.commit_ts_note:
+        click.echo(summary.commit_ts_note, err=True)
+    if summary.mismatch:
+        for pair, count in summary.diff_rows_by_pair.items():
             if count:
                 click.echo(f"{pair}: {plural(count, 'row')} {'differs' if count == 1 else 'differ'}")
-        if summary.get("diff_partial"):
-            click.echo(f"PARTIAL DIFF: {summary.get('partial_reason')}")
+        if summary.diff_partial:
+            click.echo(f"PARTIAL DIFF: {summary.partial_reason}")
         click.echo(f"Diffs written to {path}")
     else:
-        click.echo(f"TABLES MATCH: {summary['table']} is the same on "
-                   f"{and_list(summary['nodes'])} "
-                   f"({plural(summary['total_rows_checked'], 'row')} checked).")
+        click.echo(f"TABLES MATCH: {summary.table} is the same on "
+                   f"{and_list(summary.nodes)} "
+                   f"({plural(summary.total_rows_checked, 'row')} checked).")
         click.echo(f"Diff summary written to {path}")
-    if summary.get("report_file"):
-        click.echo(f"Report written to {summary['report_file']}")
+    if summary.report_file:
+        click.echo(f"Report written to {summary.report_file}")
     return code
 
 
@@ -58,6 +60,7 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
     request = validate_diff_request(values, settings, "cli")
     task_id = new_task_id("table-diff")
     if _uses_fleet(settings):
+        # Celery loads only for a fleet: 1 s of every start
         from ace_api.cli.fleet import run_on_fleet
         result = run_on_fleet("table-diff", request.to_dict(), settings, task_id,
                               cluster_name=request.cluster_name,
@@ -65,10 +68,9 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
                               quiet=request.quiet, label=f"Diffing {request.table.display}")
         if result is None:
             return EXIT_SAME
-        from ace_api.cli.fetch import local_summary
-        return report_diff(local_summary(result["summary"], result, task_id, settings,
-                                         "table-diff"), request.quiet)
-    from ace_shared.diff.local import run_table_diff
+        return report_diff(DiffSummary.from_dict(local_summary(
+            result["summary"], result, task_id, settings, "table-diff")), request.quiet)
+    from ace_shared.diff.local import run_table_diff  # loaded only by the command that runs it
     bar = ProgressBar(f"Diffing {request.table.display}", enabled=not request.quiet
                       and not os.environ.get("ACE_NO_PROGRESS"))
     try:

@@ -15,6 +15,9 @@ from typing import Any
 import click
 
 from ace_shared.config import Settings
+from ace_shared.difffile.format import new_diff_path
+from ace_shared.outputs import new_output_path
+from ace_shared.tasks.filestore import active_store, use_shared_store
 
 
 def local_summary(summary: dict[str, Any], result: dict[str, Any], task_id: str,
@@ -29,10 +32,7 @@ def local_summary(summary: dict[str, Any], result: dict[str, Any], task_id: str,
         ours = False
     if not path or ours:
         return summary
-    from ace_shared.difffile.format import new_diff_path
-    from ace_shared.outputs import new_output_path
-    from ace_shared.tasks.filestore import active_store, use_shared_store
-    from ace_shared.tasks.results import fetch_result
+    from ace_shared.tasks.results import fetch_result  # it loads SQLAlchemy: 0.4 s of every start
 
     target: Path | None = None
     try:

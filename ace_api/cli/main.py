@@ -152,7 +152,7 @@ for _declared, _run in CHECKS:
               help="Threads per worker (gthread workers, keep-alive); 1 uses sync workers.")
 def api(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the REST API over mutual TLS (client certificates required)."""
-    from ace_api.rest.server import serve
+    from ace_api.rest.server import serve  # Flask and gunicorn load only for 'ace api'
     serve(settings_or_fail(), host=host, port=port, workers=workers, threads=threads)
 
 

@@ -9,10 +9,12 @@ import click
 
 from ace_api.cli.diff import report_diff
 from ace_api.cli.exits import EXIT_SAME
+from ace_api.cli.fetch import local_summary
 from ace_api.cli.options import AceCommand, build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.mtree.request import MTREE_COMMANDS, MtreeRequest, validate_mtree_request
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.words import and_list, nodes_phrase, plural
@@ -31,7 +33,7 @@ def _runner(action: str) -> Any:
         for sentence in _healed(result):
             click.echo(f"ace: note: {sentence}", err=True)
         if action == "table-diff":
-            return report_diff(result, request.quiet)
+            return report_diff(DiffSummary.from_dict(result), request.quiet)
         if json_wanted():
             print_json(result)
         elif not request.quiet:
@@ -46,10 +48,13 @@ def _runner(action: str) -> Any:
 
 def _healed(result: dict[str, Any]) -> list[str]:
     """The sentences of an update (or a re-check's update) that hashed leaves again from
-    their table: after a TRUNCATE on a node, or a stale leaf."""
+    their table (after a TRUNCATE on a node, or a stale leaf), and of a re-check that
+    compared the whole table because most of it differed."""
     mtree = result.get("mtree")
     found = (mtree if isinstance(mtree, dict) else result).get("healed")
-    return [str(s) for s in found] if isinstance(found, list) else []
+    notes = [str(s) for s in found] if isinstance(found, list) else []
+    note = mtree.get("note") if isinstance(mtree, dict) else None
+    return notes + ([str(note)] if note else [])
 
 
 def _by_node(counts: Any, word: str) -> str:
@@ -112,7 +117,7 @@ def _unwatched_note(result: dict[str, Any]) -> str | None:
 
 
 def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, Any]:
-    from ace_shared.mtree.run import run_mtree
+    from ace_shared.mtree.run import run_mtree  # loaded only by the command that runs it
     bar = ProgressBar(label, enabled=request.action in ("build", "table-diff")
                       and not request.quiet and not os.environ.get("ACE_NO_PROGRESS"))
     try:
@@ -123,7 +128,7 @@ def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, An
 
 def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
               no_wait: bool) -> dict[str, Any] | None:
-    from ace_api.cli.fleet import run_on_fleet
+    from ace_api.cli.fleet import run_on_fleet  # Celery loads only for a fleet: 1 s of every start
     task_id = new_task_id("mtree")
     done = run_on_fleet("mtree", request.to_dict(), settings, task_id,
                         cluster_name=request.cluster_name,
@@ -133,7 +138,6 @@ def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
         return None
     if request.action != "table-diff":
         return done
-    from ace_api.cli.fetch import local_summary
     return local_summary(done["summary"], done, task_id, settings, "mtree")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from ace_shared.config import Settings
+from ace_shared.diff.sources import diff_file_of_task as fetch_task_diff_file
 from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
 from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import is_task_id
@@ -101,8 +102,7 @@ def resolve_diff_file(value: str, settings: Settings, store: TaskStore,
         recorded = diff_file_of_task(value.strip(), store, may_see)
         if active_store() is not None and not _inside(recorded, settings):
             # written on another host: this host's copy, from the fleet's shared store
-            from ace_shared.diff.sources import diff_file_of_task as fetched
-            recorded = fetched(value.strip(), store, settings.output_dir)
+            recorded = fetch_task_diff_file(value.strip(), store, settings.output_dir)
         return str(confine_to_output_dir(recorded, settings))
     path = confine_to_output_dir(value, settings)
     _check_writer(value, path, store, may_see)

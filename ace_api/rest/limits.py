@@ -23,12 +23,14 @@ from datetime import datetime, timedelta, timezone
 
 from flask import Flask, request
 from flask_limiter import Limiter
+from limits import parse_many
 
 from ace_api.rest.auth import IDENTITY_KEY
 from ace_api.rest.errors import ApiError
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
 from ace_shared.tasks.store import PENDING, RUNNING, TaskStore
+from ace_workers.fleet.counters import DEFAULT_BROKER
 
 LIMITER_KEY = "ace_limiter"
 
@@ -41,9 +43,7 @@ def _caller_key() -> str:
 def _storage_uri(settings: Settings) -> str:
     if settings.API_RATE_LIMIT_STORAGE:
         return settings.API_RATE_LIMIT_STORAGE
-    from ace_workers.fleet.counters import DEFAULT_BROKER  # the broker's Redis, as the workers use
-
-    broker = settings.BROKER_URL or DEFAULT_BROKER
+    broker = settings.BROKER_URL or DEFAULT_BROKER  # the broker's Redis, as the workers use
     return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
 
 
@@ -59,7 +59,6 @@ def build_limiter(app: Flask, settings: Settings) -> Limiter:
 
 def check_rate_limit_setting(settings: Settings) -> None:
     """Refuse a malformed ``API_RATE_LIMIT`` at start-up, not at the first submission."""
-    from limits import parse_many
 
     if settings.API_RATE_LIMIT.strip():
         try:

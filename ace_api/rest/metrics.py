@@ -20,7 +20,9 @@ from prometheus_client.registry import CollectorRegistry
 from ace_api.rest.access import AccessPolicy, names_setting
 from ace_api.rest.auth import caller
 from ace_shared.config import Settings
+from ace_shared.tasks.store import TaskStore
 from ace_workers.fleet.counters import DEFAULT_BROKER, redis_client
+from ace_workers.fleet.metrics import FleetCollector
 
 # a scrape waits this long for Redis, then says it cannot be reached
 PATIENCE_SECONDS = 2.0
@@ -38,8 +40,6 @@ def serve_metrics(app: Flask, settings: Settings, policy: AccessPolicy) -> None:
 
     def registry() -> CollectorRegistry:
         if "registry" not in made:
-            from ace_shared.tasks.store import TaskStore
-            from ace_workers.fleet.metrics import FleetCollector
             found = CollectorRegistry(auto_describe=False)
             found.register(FleetCollector(
                 settings, redis_client(settings.BROKER_URL or DEFAULT_BROKER, PATIENCE_SECONDS),

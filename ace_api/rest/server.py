@@ -38,6 +38,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from ace_api.rest import create_app
 from ace_api.rest.limits import check_rate_limit_setting
 from ace_api.rest.status import STATUS_PATH
 from ace_shared.config import Settings
@@ -239,7 +240,6 @@ class ApiServer(BaseApplication):
             self.cfg.set(name, value)
 
     def load(self) -> Flask:
-        from ace_api.rest import create_app
 
         return create_app(self.settings)
 

@@ -28,6 +28,9 @@ from ace_shared.diff.filtercheck import check_filter_before_queueing
 from ace_shared.diff.request import validate_diff_request
 from ace_shared.errors import BrokerUnreachableError, TaskError
 from ace_shared.nodes.cluster import load_cluster
+from ace_shared.repair.plans.run import preview_plan
+from ace_shared.repair.request import validate_repair_request
+from ace_shared.rerun.request import validate_rerun_request
 from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import is_task_id, new_task_id
 from ace_shared.tasks.store import TaskStore
@@ -117,7 +120,6 @@ def preview_repair_plan(params: dict[str, Any], identity: str,
     It reads the diff file only (no node), as the caller may: the same checks as a
     repair's (the caller's role is served on the cluster, the file is the caller's to see).
     """
-    from ace_shared.repair.plans.run import preview_plan
 
     load_cluster(settings.cluster_dir, str(params.get("cluster_name", "")))
     require_served_role(str(params["cluster_name"]), identity)
@@ -135,7 +137,6 @@ def preview_repair_plan(params: dict[str, Any], identity: str,
 
 def submit_repair(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
     """Queue a table-repair of a diff file from the output directory."""
-    from ace_shared.repair.request import validate_repair_request
 
     return _submit_from_diff_file("table-repair", validate_repair_request, params, identity,
                                   settings)
@@ -143,7 +144,6 @@ def submit_repair(params: dict[str, Any], identity: str, settings: Settings) -> 
 
 def submit_rerun(params: dict[str, Any], identity: str, settings: Settings) -> dict[str, str]:
     """Queue a table-rerun of a diff file from the output directory."""
-    from ace_shared.rerun.request import validate_rerun_request
 
     return _submit_from_diff_file("table-rerun", validate_rerun_request, params, identity,
                                   settings)

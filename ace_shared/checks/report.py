@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ace_shared.atomicfile import atomic_text_file
+from ace_shared.checks.html import write_html
 from ace_shared.outputs import new_output_path
 
 
@@ -21,7 +22,6 @@ def write_result(output_dir: Path, kind: str, prefix: str, result: dict[str, Any
     result["result_file"] = str(path)
     try:
         if output == "html":
-            from ace_shared.checks.html import write_html
             html_path = path.with_suffix(".html")
             result["report_file"] = str(html_path)
             write_html(html_path, result)

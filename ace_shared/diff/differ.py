@@ -118,6 +118,7 @@ class RangeDiffer:
         return found
 
     def _narrow(self, rng: KeyRange, counts: dict[str, int]) -> set[Key]:
+        self._hints.count(self.spec.task_id, "narrow")
         biggest = max(counts, key=lambda n: counts[n])
         if counts[biggest] <= self.tuning.leaf_rows:
             return self._stream_keys([rng])[0]
@@ -133,6 +134,7 @@ class RangeDiffer:
     def _stream_whole(self, rng: KeyRange) -> tuple[set[Key], int]:
         """Differing keys of a whole range without a first hash pass, and the first node's
         row count; sub-ranges are assumed to hold their share of ``block_rows``."""
+        self._hints.count(self.spec.task_id, "whole")
         subs = split_range(rng, list(rng.inner))
         share = max(1, self.spec.block_rows // len(subs))
         return self._stream_keys(stream_chunks([(sub, share) for sub in subs],

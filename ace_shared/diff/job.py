@@ -27,6 +27,7 @@ from ace_shared.diff.partials import PartialsView
 from ace_shared.diff.plan import prepare_diff
 from ace_shared.diff.ranges import KeyRange, batches, split_by_sizes, tapered_sizes
 from ace_shared.diff.request import DiffRequest, DiffSpec
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.tuning import DensityHints, DiffTuning
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.nodes.sessions import NodeSessions
@@ -87,7 +88,7 @@ def plan_job(request: DiffRequest, settings: Settings, task_id: str, sessions: N
     On a fleet the spec carries the largest batch's size, which the summary reports.
     """
     started = datetime.now(timezone.utc).isoformat()
-    plan = prepare_diff(request, settings, task_id, sessions)
+    plan = prepare_diff(request, settings, task_id, sessions, tuning)
     slots = None
     if fleet_slots is not None and not request.batch_size:
         slots = fleet_slots()
@@ -139,7 +140,7 @@ def job_view(job: DiffJob) -> PartialsView:
 
 
 def merge_job(job: DiffJob, results: list[BatchResult], output_dir: Path,
-              view: PartialsView | None = None) -> tuple[Path, dict[str, Any]]:
+              view: PartialsView | None = None) -> tuple[Path, DiffSummary]:
     """Write the diff file (and its report) from the batches; remove the work folder.
 
     ``view`` is the job's :func:`job_view` when its first batches were spooled early.

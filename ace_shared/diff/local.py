@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
 
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget, LocalPartCounter, local_budget
@@ -22,6 +21,7 @@ from ace_shared.diff.job import DiffJob, job_view, merge_job, plan_job, run_batc
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.request import DiffRequest, DiffSpec
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.tuning import DensityHints, DiffTuning
 from ace_shared.diff.workdir import BatchResult
 from ace_shared.nodes.sessions import NodeSessions
@@ -37,11 +37,13 @@ def pool_size(max_cpu_ratio: float) -> int:
 
 def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
                    progress: Progress | None = None,
-                   tuning: DiffTuning | None = None) -> tuple[Path, dict[str, Any]]:
+                   tuning: DiffTuning | None = None,
+                   hints: DensityHints | None = None) -> tuple[Path, DiffSummary]:
     """Diff a table across nodes in this process; return the diff file and its summary.
 
     ``tuning`` changes how the ranges are compared, never what is found (the defaults
-    when None); the job's ranges share one :class:`DensityHints`.
+    when None); the job's ranges share one :class:`DensityHints`, ``hints`` when given
+    (which then also tells the caller what steps the differs took).
     """
     size = pool_size(request.max_cpu_ratio)
     _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
@@ -51,7 +53,7 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
         job = plan_job(request, settings, task_id, sessions, executor="local", tuning=tuning)
         save_job(job)  # as a fleet's: while the plan is there, the job's batches may write
         view = job_view(job)
-        run = functools.partial(run_batch, hints=DensityHints())
+        run = functools.partial(run_batch, hints=hints if hints is not None else DensityHints())
         try:
             results = run_batches(job, sessions, size, progress, run,
                                   on_first_done=view.spool_ready)

@@ -29,6 +29,7 @@ from ace_shared.diff.ranges import (
     sorted_everywhere,
 )
 from ace_shared.diff.request import DiffRequest, DiffSpec
+from ace_shared.diff.tuning import DiffTuning
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import NodeTarget, node_targets
@@ -37,7 +38,6 @@ from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape, read_shape, reconcile_shapes
 from ace_shared.replication.origins import commit_ts_tracked, read_origin_names
 
-EXACT_PLAN_MAX_ROWS = 200_000
 SAMPLES_PER_RANGE = 48  # enough for a range's 15 inner cuts, evenly spread
 
 
@@ -129,17 +129,19 @@ def agreed_boundaries(sessions: NodeSessions, shape: TableShape,
 
 
 def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
-                    table_filter: str | None) -> tuple[list[KeyRange], int]:
+                    table_filter: str | None,
+                    exact_plan_rows: int = DiffTuning.exact_plan_rows
+                    ) -> tuple[list[KeyRange], int]:
     """Cut the key space into ranges of about ``block_rows`` rows, each with inner cuts.
 
     Cut points come from one node (the one with the most rows): every
     ``block_rows / SUBRANGES``-th key of a small table, or a row sample of a
-    large one. Only cuts that every node sorts alike are kept.
+    large one (over ``exact_plan_rows``). Only cuts that every node sorts alike are kept.
     """
     estimates = sessions.on_all(lambda cur: _estimate(cur, shape))
     node = max(sessions.order, key=lambda n: estimates[n])
     estimate = estimates[node]
-    if estimate < 0 or estimate <= EXACT_PLAN_MAX_ROWS:
+    if estimate < 0 or estimate <= exact_plan_rows:
         step = max(1, block_rows // SUBRANGES)
         query, params = queries.every_nth_key(shape, step, table_filter)
         rows = sessions.fetch_from(node, query, params)
@@ -157,7 +159,7 @@ def plan_boundaries(sessions: NodeSessions, shape: TableShape, block_rows: int,
 
 
 def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
-                 sessions: NodeSessions) -> DiffPlan:
+                 sessions: NodeSessions, tuning: DiffTuning | None = None) -> DiffPlan:
     """Check the table on the sessions' nodes, then plan the ranges.
 
     Nothing is written but the (empty) work folder. The nodes and database are
@@ -168,7 +170,8 @@ def prepare_diff(request: DiffRequest, settings: Settings, task_id: str,
     if request.table_filter:
         check_filter_on_nodes(sessions, shape, request.table_filter)
     ranges, estimate = plan_boundaries(sessions, shape, request.block_rows,
-                                       request.table_filter)
+                                       request.table_filter,
+                                       (tuning or DiffTuning()).exact_plan_rows)
     work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(
         task_id=task_id, cluster_name=request.cluster_name,

@@ -24,7 +24,7 @@ from ace_shared.diff.workdir import FETCHED, WorkDir
 from ace_shared.errors import BadOptionError, DiffFileError, NotFoundError
 from ace_shared.tasks.filestore import active_store
 from ace_shared.tasks.ids import is_task_id
-from ace_shared.tasks.results import shared_name
+from ace_shared.tasks.results import fetch_result, shared_name
 from ace_shared.tasks.status import COMPLETED
 
 UPLOAD_PREFIX = "upload:"
@@ -55,7 +55,6 @@ def upload_diff_file(path: str | Path, task_id: str, kind: str = DIFF_UPLOAD) ->
 
 def diff_file_of_task(task_id: str, tasks: Any, output_dir: Path) -> str:
     """This host's copy of the diff file a finished task wrote (fetched if need be)."""
-    from ace_shared.tasks.results import fetch_result
 
     record = tasks.get(task_id)
     if record is None:

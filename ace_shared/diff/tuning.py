@@ -34,6 +34,8 @@ class DiffTuning:
     dense_share: float = 0.5  # stream a range once more than this share of its sub-ranges differ
     stream_rows: int = 20_000  # most rows a node sends in one stream query (~3 MB per node)
     fetch_keys: int = 2_000  # about the most differing keys whose rows one query fetches
+    # a table estimated at no more rows is planned from every key, a larger one from a sample
+    exact_plan_rows: int = 200_000
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "strategy": self.strategy.value}
@@ -44,7 +46,8 @@ class DiffTuning:
         if not d:
             return cls()
         return cls(Strategy(d["strategy"]), int(d["leaf_rows"]), float(d["dense_share"]),
-                   int(d["stream_rows"]), int(d["fetch_keys"]))
+                   int(d["stream_rows"]), int(d["fetch_keys"]),
+                   int(d.get("exact_plan_rows", cls.exact_plan_rows)))
 
 
 class DensityHints:
@@ -61,6 +64,7 @@ class DensityHints:
 
     def __init__(self) -> None:
         self._dense: dict[str, bool] = {}
+        self._steps: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
 
     def get(self, job: str) -> bool:
@@ -72,3 +76,17 @@ class DensityHints:
             self._dense[job] = dense
             while len(self._dense) > self.KEEP:
                 del self._dense[next(iter(self._dense))]
+
+    def count(self, job: str, step: str) -> None:
+        """Note a step a differ of ``job`` took: ``"narrow"`` (a range hashed again in
+        smaller parts) or ``"whole"`` (a range streamed without its first hash pass)."""
+        with self._lock:
+            steps = self._steps.setdefault(job, {})
+            steps[step] = steps.get(step, 0) + 1
+            while len(self._steps) > self.KEEP:
+                del self._steps[next(iter(self._steps))]
+
+    def steps(self, job: str) -> dict[str, int]:
+        """How often ``job``'s differs took each step so far (see :meth:`count`)."""
+        with self._lock:
+            return dict(self._steps.get(job, {}))

@@ -11,14 +11,14 @@ table-repair and table-rerun take it unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
-from ace_shared.diff.ranges import Key, KeyRange
+from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange
 from ace_shared.mtree import leaves
 from ace_shared.mtree.tree import Job, each_node, reading
 from ace_shared.nodes.sessions import NodeSessions
@@ -42,18 +42,36 @@ def _children_of(shape: TableShape, key: str, level: int, parents: list[int],
 
 def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
     """The entries (tree nodes, or a leaf's buckets) that are not the same on every node; an
-    entry a node lacks differs from any it has."""
-    first, *rest = per_node.values()
-    entries = set(first).union(*rest)
-    return sorted(i for i in entries if any(other.get(i) != first.get(i) for other in rest))
+    entry a node lacks differs from any it has. Set operations on ``(entry, value)`` pairs,
+    not a loop per entry: a walk may compare every leaf of the tree."""
+    items = [set(entries.items()) for entries in per_node.values()]
+    common = set.intersection(*items)
+    return sorted({i for pairs in items for i, _ in pairs - common})
+
+
+@dataclass(frozen=True)
+class Walked:
+    """Where a walk ended: the leaves to read, and how much of the table differs."""
+
+    leaves: list[int]  # the differing leaves and the few agreeing ones between (fill_gaps)
+    held: int  # rows the first node holds outside ``leaves``
+    differing: int  # leaves whose count or hash differ
+    rows_read: int  # rows in ``leaves`` (on the node that holds the most of each)
+    total_rows: int  # rows in the table (on the node that holds the most)
+
+    @property
+    def share(self) -> float:
+        """The share of the table's rows that reading ``leaves`` would read."""
+        return min(1.0, self.rows_read / self.total_rows) if self.total_rows else 0.0
 
 
 def walk(job: Job, shape: TableShape, key: str,
-         tops: dict[str, tuple[int, Level]] | None = None) -> tuple[list[int], int, int]:
+         tops: dict[str, tuple[int, Level]] | None = None) -> Walked:
     """The leaves to read (those whose count or hash differ between nodes, and the few
     agreeing ones between them, :func:`fill_gaps`), how many rows the first node holds
-    outside them, and how many differ; from ``tops``, every node's top level as the update left it (read
-    in the update's own transaction), or read here."""
+    outside them, how many differ, and how many rows reading them reads; from ``tops``, every
+    node's top level as the update left it (read in the update's own transaction), or
+    read here."""
     if tops is None:
         tops = each_node(job, lambda node: reading(
             shape, key, node, lambda cur: leaves.top_level(cur, key)))
@@ -62,12 +80,13 @@ def walk(job: Job, shape: TableShape, key: str,
     roots = {n: (nodes if level == levels else {}) for n, (level, nodes) in tops.items()}
     first = job.nodes[0]
     held = sum(c for c, _ in roots[first].values())
+    total = max(sum(c for c, _ in nodes.values()) for nodes in roots.values())
     suspects = _differing(roots)
     found: dict[str, Level] = roots
     level = levels - 1
     while level >= 0:
         if not suspects:
-            return [], held, 0
+            return Walked([], held, 0, 0, total)
         # few suspects: their grandchildren too, in the same query (a round trip less)
         depth = 2 if level >= 1 and len(suspects) <= TWO_LEVELS_UNDER else 1
         read = each_node(job, _children_of(shape, key, level, suspects, depth))
@@ -80,7 +99,13 @@ def walk(job: Job, shape: TableShape, key: str,
             suspects = _differing(found)
         level -= depth
     chosen = fill_gaps(suspects, sorted(set().union(*found.values())))
-    return chosen, held - sum(found[first].get(b, (0, ""))[0] for b in chosen), len(suspects)
+    most: dict[int, int] = {}  # every leaf's count on the node that holds the most rows in it
+    for nodes in found.values():
+        for b, (c, _) in nodes.items():
+            if c > most.get(b, -1):
+                most[b] = c
+    return Walked(chosen, held - sum(found[first].get(b, (0, ""))[0] for b in chosen),
+                  len(suspects), sum(most[b] for b in chosen), total)
 
 
 def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
@@ -114,6 +139,26 @@ def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> lis
     spans = job.sessions.on_one(first, reading(
         shape, key, first, lambda cur: leaves.read_spans(cur, shape, key, blocks)))
     return [KeyRange(i, *spans[b]) for i, b in enumerate(blocks)]
+
+
+def table_ranges(job: Job, shape: TableShape, key: str, every: int) -> list[KeyRange]:
+    """The whole key space as table-diff's ranges, cut at the lower bound of every
+    ``every``-th leaf: each range spans ``SUBRANGES`` such cuts, its first hash taken per
+    cut (:func:`~ace_shared.diff.queries.hash_buckets`), the first and last open-ended.
+
+    The leaves' bounds are cut points every node sorts alike (the build agreed
+    them), so no sample of the table is needed, as a table-diff's plan takes.
+    """
+    first = job.nodes[0]
+    cuts = job.sessions.on_one(first, reading(
+        shape, key, first, lambda cur: leaves.read_every_lower(cur, shape, key, every)))
+    ranges = []
+    for i, start in enumerate(range(0, max(1, len(cuts)), SUBRANGES)):
+        lower = cuts[start] if start < len(cuts) else None
+        upper = cuts[start + SUBRANGES] if start + SUBRANGES < len(cuts) else None
+        inner = tuple(c for c in cuts[start + 1:start + SUBRANGES] if c is not None)
+        ranges.append(KeyRange(i, lower, upper, inner))
+    return ranges
 
 
 def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str, str, list[int]]],

@@ -17,6 +17,7 @@ on a fleet, as the batches of table-diff's chord. Either way the file is the sam
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,14 +28,16 @@ from typing import Any
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import RangeDiffer, diff_batch
-from ace_shared.diff.job import DiffJob, cut_batches, merge_job, save_job
-from ace_shared.diff.local import pool_size, run_batches
+from ace_shared.diff.job import DiffJob, cut_batches, job_view, merge_job, run_batch, save_job
+from ace_shared.diff.local import RunBatch, pool_size, run_batches
 from ace_shared.diff.plan import read_provenance
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.summary import DiffSummary
+from ace_shared.diff.tuning import DensityHints
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import keytypes, objects
-from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, walk
+from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, table_ranges, walk
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
     Job,
@@ -45,10 +48,16 @@ from ace_shared.mtree.tree import (
 )
 from ace_shared.mtree.update import update_trees
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.words import plural
 
 Progress = Callable[[int, int], None]
 OnRangeDone = Callable[[str, int], None]
 FETCH_KEYS = 5_000  # differing keys whose full rows one query fetches
+# From this share of the table's rows in the leaves to read (those that differ and the few
+# between them), a re-check compares the whole table with table-diff's own ranges instead
+# of leaf by leaf, which cost as much as a full diff from about 60% (docs/mtree.md)
+FULL_DIFF_SHARE = 0.5
+TABLE_DIFF, LEAVES = "table-diff", "leaves"  # how a re-check compared: summary["mtree"]
 DENSE_RUN_LEAVES = 8  # consecutive differing leaves from which a run is diffed as ranges
 RUN_ROWS = 10_000  # rows of one range when runs of leaves are diffed as table-diff ranges
 
@@ -99,39 +108,65 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     request: MtreeRequest = job.request
     job.connect_lock_holders()
     require_schema(job)
-    shape = table_shape(job)
+    shape = table_shape(job, check_kind=False)  # the tree's check finds its table
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
-        blocks, held, differing = walk(job, shape, key, tops)
-        ranges = leaf_ranges(job, shape, key, blocks)
-    batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
-    groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
+        walked = walk(job, shape, key, tops)
+        whole = walked.share >= FULL_DIFF_SHARE
+        if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
+            every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
+            ranges = table_ranges(job, shape, key, every)
+            block_rows, held = every * SUBRANGES * tree.block_rows, 0
+        else:
+            ranges = leaf_ranges(job, shape, key, walked.leaves)
+            block_rows, held = tree.block_rows, walked.held
+    if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
+        groups = cut_batches(ranges, None, slots, tasks_per_process)
+    else:
+        batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
+        groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
                     nodes=tuple(job.nodes), shape=shape, table_filter=None,
-                    block_rows=tree.block_rows, batch_size=max((len(g) for g in groups),
-                                                               default=1),
+                    block_rows=block_rows, batch_size=max((len(g) for g in groups), default=1),
                     max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
                     work_dir=str(work),
                     **read_provenance(job.sessions, settings, request.cluster_name,
                                       request.origin_filter))
     # rows in the leaves that agree, from the tree; the differing leaves count their own
+    mtree: dict[str, Any] = {
+        "leaves_differing": walked.differing, "leaves_read": 0 if whole else len(walked.leaves),
+        "share_read": round(walked.share, 4), "compared_as": TABLE_DIFF if whole else LEAVES,
+        **updated}
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
             "output": request.output, "started_at": started, "ranges_total": len(ranges),
             "batch_firsts": [g[0].index for g in groups], "rows_outside_ranges": held,
-            "mtree": {"leaves_differing": differing, "leaves_read": len(blocks),
-                      **updated}}
+            "mtree": mtree}
+    if whole:
+        mtree["note"] = (
+            f"{plural(walked.differing, 'leaf', 'leaves')} of the Merkle tree of table "
+            f"{shape.table.display} {'differs' if walked.differing == 1 else 'differ'}, and "
+            f"reading {'it' if walked.differing == 1 else 'them'} would read "
+            f"{walked.share:.0%} of its rows, so the whole table was compared as table-diff "
+            "compares it.")
     return DiffJob(spec, groups, meta)
+
+
+def compared_whole(job: DiffJob) -> bool:
+    """Whether a planned re-check compares the whole table with table-diff's own ranges
+    (its batches then run as table-diff's, :func:`~ace_shared.diff.job.run_batch`)."""
+    return bool(job.meta.get("mtree", {}).get("compared_as") == TABLE_DIFF)
 
 
 def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
                     budget: DiffBudget, on_range_done: OnRangeDone | None = None,
-                    ) -> BatchResult:
+                    key_bases: tuple[str, ...] | None = None) -> BatchResult:
     """Diff one group of leaves into its partial file; the record the merge reads.
 
     Named by its first leaf's index like a table-diff batch, so a copy run again
-    after its worker died rewrites the same files.
+    after its worker died rewrites the same files. ``key_bases`` are the key's base
+    types as the plan read them in this process (read here when None).
     """
     first = ranges[0].index
     part = str(first)
@@ -143,7 +178,7 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
         work.write_batch_result(result)
         return result
     # bounds and keys are cast to the key's built-in base types, never to a domain
-    cast = keytypes.cast_shape(spec.shape, keytypes.key_bases(sessions, spec.shape))
+    cast = keytypes.cast_shape(spec.shape, key_bases or keytypes.key_bases(sessions, spec.shape))
     runs = leaf_runs(ranges)
     if len(ranges) >= DENSE_RUN_LEAVES * len(runs):
         # most leaves differ next to each other (many scattered changes, or one area
@@ -187,11 +222,23 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
 
 
 def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+                   progress: Progress | None = None) -> tuple[Path, DiffSummary]:
     """Update the trees, find the differing leaves, diff them here; the diff file and summary."""
     size = pool_size(request.max_cpu_ratio)
     with open_job(request, settings, threads=size) as job:
         planned = plan_mtree_diff(job, settings, task_id, executor="local")
         save_job(planned)  # as a fleet's: while the plan is there, the job's batches may write
-        results = run_batches(planned, job.sessions, size, progress, run=diff_leaf_group)
-        return merge_job(planned, results, settings.output_dir)
+        # a whole table's ranges share what each learns of how dense the differences are,
+        # starting from what the walk found: most leaves differ
+        hints = DensityHints()
+        hints.set(task_id, True)
+        run: RunBatch = (functools.partial(run_batch, hints=hints)
+                         if compared_whole(planned) else
+                         functools.partial(diff_leaf_group, key_bases=job.key_bases))
+        view = job_view(planned)
+        try:
+            results = run_batches(planned, job.sessions, size, progress, run=run,
+                                  on_first_done=view.spool_ready)
+            return merge_job(planned, results, settings.output_dir, view)
+        finally:
+            view.close()

@@ -46,6 +46,7 @@ class Drained:
     altered: bool  # an ALTER TABLE since the build (where ACE watches for them)
     touched: tuple[int, ...]  # blocks whose count or hash changed
     stale: tuple[int, ...] = ()  # blocks left with a negative row count: the log and they disagree
+    counts: tuple[int, ...] = ()  # the row count each of ``touched`` was left with
 
 
 def _digests(shape: TableShape, key: str) -> sql.Composable:
@@ -231,15 +232,17 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
         "       coalesce((SELECT pg_catalog.bool_or(sign OPERATOR(pg_catalog.=) {altered}) "
         "                 FROM d), false), "
         "       ARRAY(SELECT block_no FROM u ORDER BY 1), "
-        "       ARRAY(SELECT block_no FROM u WHERE row_count OPERATOR(pg_catalog.<) 0 ORDER BY 1)"
+        "       ARRAY(SELECT block_no FROM u WHERE row_count OPERATOR(pg_catalog.<) 0 ORDER BY 1), "
+        "       ARRAY(SELECT row_count FROM u ORDER BY block_no)"
     ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key),
              bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
              altered=sql.Literal(ALTERED))
     no_jit(cur)  # one index lookup per change, not one big scan
     cur.execute(q)
-    rows, truncated, altered, touched, stale = cur.fetchone()
+    rows, truncated, altered, touched, stale, counts = cur.fetchone()
     return Drained(int(rows), bool(truncated), bool(altered),
-                   tuple(int(b) for b in touched or ()), tuple(int(b) for b in stale or ()))
+                   tuple(int(b) for b in touched or ()), tuple(int(b) for b in stale or ()),
+                   tuple(int(c) for c in counts or ()))
 
 
 def levels_for(blocks: int) -> int:
@@ -419,6 +422,17 @@ def read_lowers(cur: cursor, shape: TableShape, key: str) -> list[tuple[int, Key
     cur.execute(sql.SQL("SELECT block_no, {} FROM {} ORDER BY block_no").format(
         _texts(shape, "b"), sql.SQL("{} b").format(obj("blocks", key))))
     return [(int(r[0]), None if r[0] == 0 else tuple(r[1:])) for r in cur.fetchall()]
+
+
+def read_every_lower(cur: cursor, shape: TableShape, key: str, every: int) -> list[Key | None]:
+    """The lower bound (as text) of the first leaf and of every ``every``-th after it, in
+    order: None for the first leaf's."""
+    cur.execute(sql.SQL(
+        "SELECT block_no, {l} FROM (SELECT b.*, pg_catalog.row_number() OVER (ORDER BY "
+        "b.block_no) AS ace_rn FROM {t} b) b WHERE (b.ace_rn OPERATOR(pg_catalog.-) 1) "
+        "OPERATOR(pg_catalog.%%) %s OPERATOR(pg_catalog.=) 0 ORDER BY block_no").format(
+        l=_texts(shape, "b"), t=obj("blocks", key)), (every,))
+    return [None if r[0] == 0 else tuple(r[1:]) for r in cur.fetchall()]
 
 
 def rehash_leaves(cur: cursor, shape: TableShape, key: str, nos: list[int] | None) -> int:

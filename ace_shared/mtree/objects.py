@@ -436,10 +436,17 @@ def schema_exists(cur: cursor) -> bool:
 
 
 def schema_state(cur: cursor) -> str:
-    """``missing``, ``older`` (a catalogue without today's columns) or ``current``."""
-    if not schema_exists(cur):
+    """``missing``, ``older`` (a catalogue without today's columns) or ``current``: one
+    query, every command asks it first."""
+    cur.execute("SELECT c.oid IS NOT NULL, (SELECT pg_catalog.count(*) FROM "
+                "pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND "
+                "a.attname OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.name[]) AND NOT "
+                "a.attisdropped) FROM (SELECT pg_catalog.to_regclass('ace_mtree.trees') AS oid) c",
+                (list(_CURRENT_COLUMNS),))
+    exists, current = cur.fetchone()
+    if not exists:
         return "missing"
-    return "current" if _has_current_columns(cur) else "older"
+    return "current" if int(current) == len(_CURRENT_COLUMNS) else "older"
 
 
 def _q(name: str) -> str:

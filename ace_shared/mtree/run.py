@@ -20,7 +20,7 @@ def run_update(request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     with open_job(request, settings) as job:
         job.connect_lock_holders()
         require_schema(job)
-        shape = table_shape(job)
+        shape = table_shape(job, check_kind=False)  # the tree's check finds its table
         with tree_lock(job, shape.table):
             _, updated, _ = update_trees(job, shape)
         return {"action": "update", "table": shape.table.display, "nodes": job.nodes,
@@ -39,4 +39,4 @@ def run_mtree(request: MtreeRequest, settings: Settings, task_id: str,
     if request.action == "teardown":
         return run_teardown(request, settings)
     _, summary = run_mtree_diff(request, settings, task_id, progress)
-    return summary
+    return summary.to_dict()

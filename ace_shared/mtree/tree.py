@@ -58,6 +58,7 @@ class Job:
 
     holders: NodeSessions | None = None  # connections for the tree lock, opened early
     holders_connected: Future[None] | None = None
+    key_bases: tuple[str, ...] | None = None  # the key's base types, once read (keytypes)
 
     @property
     def nodes(self) -> list[str]:
@@ -177,13 +178,20 @@ def in_transaction(fn: Callable[[cursor], T], repeatable: bool = False) -> Calla
     return run
 
 
-def table_shape(job: Job) -> TableShape:
-    """The table's common shape, checked to be one an mtree can track."""
+def table_shape(job: Job, check_kind: bool = True) -> TableShape:
+    """The table's common shape, checked to be one an mtree can track.
+
+    ``check_kind=False`` leaves out the check that it is a plain table, for commands on a
+    built tree: its table is the one it was built for (:func:`check_tree` compares
+    the table's oid), which was plain, and a table's kind never changes.
+    """
     table = job.request.table
     assert table is not None
     shape = read_common_shape(job.sessions, table)
     if shape.server_version_num < MIN_SERVER_VERSION:
         raise TableError("mtree needs PostgreSQL 14 or newer on every node.")
+    if not check_kind:
+        return shape
     kinds = job.sessions.on_all(lambda cur: _relkind(cur, shape))
     for node, kind in kinds.items():
         if kind != "r":

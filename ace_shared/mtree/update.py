@@ -136,7 +136,8 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     was done, and every node's top level as it was left (for a walk to start from)."""
     key = objects.tree_key(shape.table)
     # bounds are cast to the key's built-in base types, never to a domain
-    cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+    job.key_bases = job.key_bases or keytypes.key_bases(job.sessions, shape)
+    cast = keytypes.cast_shape(shape, job.key_bases)
     folded = each_node(job, lambda node: _fold(shape, cast, key, node))
     tree = check_same_blocks({n: r for n, (r, _, _) in folded.items()}, shape)
     tops = {n: top for n, (_, _, top) in folded.items()}
@@ -145,7 +146,11 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     if everywhere:  # a truncated node's leaves all changed
         touched_set |= set(_all_leaves(job, cast, key, everywhere[0]))
     touched = sorted(touched_set)
-    plan = plan_rebalance(job, cast, key, touched, tree.block_rows)
+    # only a leaf some node left too large or too small can be split or merged: the others'
+    # counts need not be read (every node's count of a leaf is checked when one's is off)
+    candidates = touched if everywhere else sorted(
+        {b for _, f, _ in folded.values() for b in _off_size(f, tree.block_rows)})
+    plan = plan_rebalance(job, cast, key, candidates, tree.block_rows)
     healed = [f.healed for _, f, _ in folded.values() if f.healed]
     if plan:
         applied = each_node(job, lambda node: in_transaction(
@@ -162,6 +167,19 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     if healed:
         summary["healed"] = healed
     return tree, summary, tops
+
+
+def _off_size(folded: Folded, block_rows: int) -> set[int]:
+    """The leaves this node's fold left over ``SPLIT_FACTOR`` times ``block_rows`` or under a
+    ``MERGE_FRACTION`` of it, and those it hashed again (their folded counts were wrong).
+
+    A leaf no fold leaves off size keeps a size every node had when it was last touched,
+    and was split or merged then if it needed to be.
+    """
+    drained = folded.drained
+    off = {b for b, c in zip(drained.touched, drained.counts, strict=True)
+           if c > block_rows * SPLIT_FACTOR or c < block_rows / MERGE_FRACTION}
+    return off | set(drained.stale)
 
 
 def plan_rebalance(job: Job, shape: TableShape, key: str, touched: list[int],

@@ -73,7 +73,7 @@ def parse_filter(text: str) -> tuple[str, set[str]]:
     when it is already ACE's own written-out form of a filter (a worker checking
     the request the API accepted), which is parsed within the wider limits.
     """
-    from ace_shared.nodes import filtergrammar
+    from ace_shared.nodes import filtergrammar  # pglast loads only when a filter is parsed
     try:
         check_filter_limits(text)
     except FilterError as refusal:
@@ -97,7 +97,7 @@ def check_filter(text: str | None) -> str | None:
 
 def display_filter(text: str) -> str:
     """A filter as a person reads it: the same tree without the ``pg_catalog`` pins."""
-    from ace_shared.nodes import filtergrammar
+    from ace_shared.nodes import filtergrammar  # pglast loads only when a filter is parsed
     return filtergrammar.display_filter(text)
 
 

@@ -20,9 +20,12 @@ A connection kept for reuse may have been closed by its node meanwhile (a
 restart, an idle timeout). Sessions that only read (the default) then run the
 work again once on a new connection: reading twice changes nothing. Sessions
 that may write (``readonly=False``, an mtree job's) never run work twice, since
-a connection lost during a commit leaves unknown whether it was committed; they
-check a reused connection with a ``SELECT 1`` (rolled back) before the work
-instead, and that check is what is retried.
+a connection lost during a commit leaves unknown whether it was committed. For
+them the ``DISCARD ALL`` that resets a reused connection before any work
+(:func:`~ace_shared.nodes.connection.reset_session`) is the check: a connection
+that does not answer it is replaced by a new one before the work begins. (A
+``SELECT 1`` after it, as before, cost two more round trips per step and told
+nothing more.)
 """
 
 from __future__ import annotations
@@ -102,12 +105,13 @@ class NodeSessions:
                     # whether running ``fn`` again, should this connection turn out lost,
                     # is safe: always for reads; for writes only before ``fn`` has begun
                     repeatable = reused and attempt == 1
+                    if not self._readonly:
+                        # a reused connection has just answered the DISCARD ALL that reset
+                        # it (a lost one was replaced then): nothing more to check, and a
+                        # write never runs twice
+                        repeatable = False
                     try:
                         with conn.cursor() as cur:
-                            if repeatable and not self._readonly:
-                                cur.execute("SELECT 1")  # alive? (nothing is written yet)
-                                conn.rollback()
-                                repeatable = False
                             result = fn(cur)
                         conn.rollback()
                         return result

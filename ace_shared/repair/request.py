@@ -46,6 +46,7 @@ from ace_shared.options import (
     dbname_option,
     read_options,
 )
+from ace_shared.repair.plans.loader import load_plan_file, plan_from_object
 
 TABLE_REPAIR = Command(
     "table-repair", "Repair a table's rows on the nodes a diff file shows to differ.", (
@@ -214,7 +215,6 @@ def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairReq
     _check_plan(values, flags, style)
     plan = values["repair_plan"]
     if plan is not None:
-        from ace_shared.repair.plans.loader import load_plan_file, plan_from_object
         plan = (load_plan_file(plan) if isinstance(plan, str) else plan_from_object(plan)).source
     if plan is not None or values["apply_plan"]:
         return RepairRequest(
@@ -253,6 +253,7 @@ def load_repair_inputs(raw: dict[str, Any], settings: Settings,
     """Validate a request against its cluster and its diff file's summary."""
     request = check_repair_options(raw, style)
     if request.apply_plan:  # the resolved plan holds all it needs: its diff file may be gone
+        # here, not at the top: plans/run.py builds on this module (RepairRequest)
         from ace_shared.repair.plans.run import open_resolved_plan
         return open_resolved_plan(request, settings)
     cluster, diff = open_for_table(settings, request.cluster_name, request.table,

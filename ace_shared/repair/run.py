@@ -28,6 +28,7 @@ from ace_shared.options import Style
 from ace_shared.repair.apply import ApplyOptions, apply_repairs
 from ace_shared.repair.origins import OriginRepair, apply_by_origin
 from ace_shared.repair.plan import NodeWork, plan_bidirectional, plan_fix_nulls, plan_from_source
+from ace_shared.repair.plans.run import run_plan_repair
 from ace_shared.repair.recovery import applied_positions, choose_survivor
 from ace_shared.repair.report import build_result, report_head, write_report
 from ace_shared.repair.request import (
@@ -87,7 +88,6 @@ def run_table_repair(raw_options: dict[str, Any], settings: Settings, task_id: s
     # the summary is enough to start; the one pass over the rows is the spool's
     request, cluster, diff = load_repair_inputs(raw_options, settings, style)
     if request.mode == MODE_PLAN:
-        from ace_shared.repair.plans.run import run_plan_repair
         return run_plan_repair(request, cluster, diff, settings, task_id, progress)
     dbname = request.dbname or diff.database
     failed = str(diff.summary["against_origin"]) if request.recovery_mode else None

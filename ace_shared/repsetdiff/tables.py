@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ace_shared.config import Settings
+from ace_shared.diff.local import run_table_diff
 from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.summary import DiffSummary
 from ace_shared.errors import AceError
 from ace_shared.nodes.ident import TableName
 from ace_shared.tasks.ids import new_task_id
@@ -27,16 +29,16 @@ DIFF_OPTIONS = ("cluster_name", "dbname", "nodes", "block_rows", "max_cpu_ratio"
 Progress = Callable[[int, int], None]
 
 
-def outcome_of(table: str, summary: dict[str, Any]) -> dict[str, Any]:
+def outcome_of(table: str, summary: DiffSummary) -> dict[str, Any]:
     """One table's line of the summary, from its table-diff summary."""
     return {
         "table": table,
-        "outcome": DIFFERS if summary.get("mismatch") else IDENTICAL,
-        "rows_checked": summary.get("total_rows_checked"),
-        "diff_rows_by_pair": summary.get("diff_rows_by_pair", {}),
-        "diff_partial": bool(summary.get("diff_partial")),
-        "diff_file": summary.get("diff_file"),
-        "task_id": summary.get("task_id"),
+        "outcome": DIFFERS if summary.mismatch else IDENTICAL,
+        "rows_checked": summary.total_rows_checked,
+        "diff_rows_by_pair": dict(summary.diff_rows_by_pair),
+        "diff_partial": summary.diff_partial,
+        "diff_file": summary.diff_file,
+        "task_id": summary.task_id,
     }
 
 
@@ -47,7 +49,6 @@ def failed(table: str, reason: str) -> dict[str, Any]:
 def diff_tables(tables: Sequence[TableName], options: dict[str, Any], settings: Settings,
                 progress: Progress | None = None) -> list[dict[str, Any]]:
     """table-diff each table in this process, one after another; one outcome per table."""
-    from ace_shared.diff.local import run_table_diff
     base = {k: options.get(k) for k in DIFF_OPTIONS}
     outcomes = []
     for done, table in enumerate(tables):

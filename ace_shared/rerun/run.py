@@ -28,6 +28,7 @@ from ace_shared.config import Settings
 from ace_shared.diff.merge import merge_diff
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.diff.request import DiffSpec
+from ace_shared.diff.summary import DiffSummary, RerunAccount
 from ace_shared.diff.workdir import BatchResult
 from ace_shared.difffile.file import DiffFile
 from ace_shared.errors import AceError
@@ -52,21 +53,20 @@ def collect_results(plan: RerunPlan) -> list[BatchResult] | None:
 
 
 def _merge(plan: RerunPlan, results: list[BatchResult],
-           output_dir: Path) -> tuple[Path, dict[str, Any]]:
+           output_dir: Path) -> tuple[Path, DiffSummary]:
     meta = plan.meta
     remaining = sum(r.diff_keys for r in results)
-    extra = {
-        "operation": "table-rerun", "behavior": meta["behavior"], "rerun_of": meta["rerun_of"],
-        "previous_diff_rows": meta["previous_diff_rows"],
-        "previous_diff_partial": meta["previous_diff_partial"],
-        "resolved": meta["previous_diff_rows"] - remaining, "remaining": remaining,
-    }
+    account = RerunAccount(
+        behavior=meta["behavior"], rerun_of=meta["rerun_of"],
+        previous_diff_rows=meta["previous_diff_rows"],
+        previous_diff_partial=meta["previous_diff_partial"],
+        resolved=meta["previous_diff_rows"] - remaining, remaining=remaining)
     return merge_diff(plan.spec, meta, results, len(plan.parts), output_dir, "json",
-                      meta["started_at"], extra=extra)
+                      meta["started_at"], rerun=account)
 
 
 def finish_rerun(work_dir: str | Path, output_dir: Path,
-                 results: list[BatchResult] | None = None) -> tuple[Path, dict[str, Any]]:
+                 results: list[BatchResult] | None = None) -> tuple[Path, DiffSummary]:
     """Write the new diff file from the work folder's partial files; remove the folder."""
     plan = RerunPlan.load(work_dir)
     if results is None:
@@ -134,7 +134,7 @@ def rerun_hostdb_job(work_dir: str, settings: Settings) -> dict[str, Any]:
 
 
 def run_table_rerun(raw_options: dict[str, Any], settings: Settings, task_id: str,
-                    progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+                    progress: Progress | None = None) -> tuple[Path, DiffSummary]:
     """Re-check the keys of a diff file in this process; return the new diff file and summary."""
     started = datetime.now(timezone.utc).isoformat()
     request, cluster, diff = load_rerun_inputs(raw_options, settings)

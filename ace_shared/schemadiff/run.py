@@ -16,7 +16,7 @@ from ace_shared.config import Settings
 from ace_shared.diff.plan import resolve_targets
 from ace_shared.errors import NotFoundError
 from ace_shared.nodes.each import on_each
-from ace_shared.nodes.ident import TableName, display_ident
+from ace_shared.nodes.ident import TableName, display_ident, split_identifiers
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import mixed_case_hint
 from ace_shared.repsetdiff.tables import diff_tables, exit_code
@@ -127,5 +127,4 @@ def run_schema_diff(request: SchemaDiffRequest, settings: Settings, task_id: str
 
 def _undisplay(name: str) -> str:
     """The stored name of a relation from its display form."""
-    from ace_shared.nodes.ident import split_identifiers
     return split_identifiers(name)[0]

@@ -106,7 +106,7 @@ class ObjectFileStore(StreamedStore):
 
     def __init__(self, url: str) -> None:
         try:
-            import fsspec
+            import fsspec  # slow to import, and only an S3 store needs it
         except ImportError as exc:  # pragma: no cover - a packaging fault
             raise ConfigError("SHARED_STORE names an S3 bucket, but fsspec and s3fs are not "
                               "installed; install ACE's dependencies again.") from exc
@@ -218,6 +218,7 @@ def open_store(settings: Settings) -> FileStore | None:
             if not settings.DATABASE_URL:
                 raise ConfigError("SHARED_STORE is database, but ACE_DATABASE_URL is not set; "
                                   "set it to the fleet's PostgreSQL task store.")
+            # here, not at the top: dbfiles.py builds on this module (StreamedStore)
             from ace_shared.tasks.dbfiles import DatabaseFileStore
             found = DatabaseFileStore(settings.DATABASE_URL)
         else:

@@ -154,6 +154,13 @@ class TaskListener(Protocol):
 KeepFiles = Callable[[str, dict[str, Any]], None]
 
 
+class TaskResult(Protocol):
+    """A task's outcome as a value (a diff's :class:`~ace_shared.diff.summary.DiffTaskResult`);
+    the store keeps what :meth:`to_dict` answers, and :meth:`TaskStore.get` reads that back."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class TaskStore:
     """Reads and writes task rows; every write is one short transaction."""
 
@@ -265,8 +272,12 @@ class TaskStore:
             self._listener.finished(task_id, status, result, error)
         return True
 
-    def complete(self, task_id: str, result: dict[str, Any]) -> bool:
-        """Mark the task COMPLETED; False if it had already finished (first outcome wins)."""
+    def complete(self, task_id: str, result: TaskResult | dict[str, Any]) -> bool:
+        """Mark the task COMPLETED; False if it had already finished (first outcome wins).
+
+        ``result`` is a typed result, or the plain mapping of a task whose result has none."""
+        if not isinstance(result, dict):
+            result = result.to_dict()
         if self._keep_files is not None:
             self._keep_files(task_id, result)
         return self._finish(task_id, COMPLETED, result, None)

@@ -1,9 +1,12 @@
 """Per-process state of a worker: settings, the task store, Redis, node sessions.
 
-Everything here is created lazily, after Celery has forked its pool
-processes, so that no connection is shared between processes. Node sessions
-are reused across the subtasks of a job (reconnecting costs more than
-hashing a small range) and dropped when a node fails.
+What a worker process keeps is one :class:`WorkerRuntime`, made by
+:func:`current` (the one place it is made): on first use in a process, so after
+Celery has forked its pool processes and no connection is shared between
+processes; a forked child gets a new one. Node sessions are reused across the
+subtasks of a job (reconnecting costs more than hashing a small range) and
+dropped when a node fails. The functions below are that object's, for the
+process they run in.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from celery import current_task
@@ -36,22 +40,67 @@ from ace_workers.fleet.redisclient import RedisClient
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_settings: Settings | None = None
-_sessions: dict[tuple[Any, ...], NodeSessions] = {}
-# what this process works on now: the job (for its progress notes), whether a task runs,
-# and the sessions that task has used (the others are idle, and can be given back)
-_current_job: str | None = None
-_in_task = False
-_used: set[tuple[Any, ...]] = set()
-_permits_pid = 0
+PROGRESS_EVERY_SECONDS = 0.5  # at most one progress report per process in this interval
+
+
+class Throttle:
+    """Lets one call through per ``every`` seconds (and any call told it is the last)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last = float("-inf")  # the first call goes through
+        self._lock = threading.Lock()
+
+    def ready(self, last: bool = False) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if last or now - self._last >= self.every:
+                self._last = now
+                return True
+        return False
+
+
+class WorkerRuntime:
+    """What one worker process keeps between tasks; made by :func:`current` alone."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.settings: Settings | None = None
+        self.sessions: dict[tuple[Any, ...], NodeSessions] = {}
+        # what this process works on now: the job (for its progress notes), whether a task
+        # runs, and the sessions that task has used (the others are idle, and can be given back)
+        self.current_job: str | None = None
+        self.in_task = False
+        self.used: set[tuple[Any, ...]] = set()
+        self.permits_installed = False
+        # what the ranges of a job taught this process, for the next ranges of that job it runs
+        self.density_hints = DensityHints()
+        # a diff's batches report their progress at most this often from one process
+        self.progress_reports = Throttle(PROGRESS_EVERY_SECONDS)
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_made = threading.Lock()
+
+
+def current() -> WorkerRuntime:
+    """This process's runtime: made on first use, and again in a forked child."""
+    global _runtime
+    found = _runtime
+    if found is None or found.pid != os.getpid():
+        with _runtime_made:
+            if _runtime is None or _runtime.pid != os.getpid():
+                _runtime = WorkerRuntime()
+            found = _runtime
+    return found
 
 
 def settings() -> Settings:
-    global _settings
-    if _settings is None:
-        _settings = load_settings()
-    return _settings
+    rt = current()
+    if rt.settings is None:
+        rt.settings = load_settings()
+    return rt.settings
 
 
 def store() -> TaskStore:
@@ -107,8 +156,10 @@ class _Publisher:
 
 _publisher = _Publisher()
 
-# what the ranges of a job taught this process, for the next ranges of that job it runs
-density_hints = DensityHints()
+
+def density_hints() -> DensityHints:
+    """What the ranges of a job taught this process, for the next ranges of that job it runs."""
+    return current().density_hints
 
 
 def redis() -> RedisClient:
@@ -134,14 +185,15 @@ def sessions_for_nodes(cluster_name: str, dbname: str | None, nodes: str | list[
     key, targets = _session_key(cluster_name, dbname, nodes, role)
     key = (*key, readonly)
     stale = None
-    with _lock:
-        _used.add(key)
-        found = _sessions.get(key)
+    rt = current()
+    with rt.lock:
+        rt.used.add(key)
+        found = rt.sessions.get(key)
         if found is not None and tuple(found.targets.values()) != targets:
             stale, found = found, None
         if found is None:
             found = NodeSessions(targets, readonly=readonly)
-            _sessions[key] = found
+            rt.sessions[key] = found
     if stale is not None:
         stale.close()
     return found
@@ -158,8 +210,9 @@ def drop_sessions_for(cluster_name: str, dbname: str | None, nodes: str | list[s
         key, _ = _session_key(cluster_name, dbname, nodes, role)
     except Exception:  # the cluster file is gone or broken: nothing to look up
         return
-    with _lock:
-        found = [_sessions.pop((*key, readonly), None) for readonly in (True, False)]
+    rt = current()
+    with rt.lock:
+        found = [rt.sessions.pop((*key, readonly), None) for readonly in (True, False)]
     for sessions in found:
         if sessions is not None:
             sessions.close()
@@ -172,20 +225,20 @@ def drop_sessions(spec: DiffSpec) -> None:
 def task_started(task_id: str | None) -> None:
     """A task begins in this process: count its connections (:mod:`ace_workers.fleet.connpermits`)
     and say its waits as the progress of its job."""
-    global _current_job, _in_task
     install_permits()
-    with _lock:
-        _current_job = job_of(task_id) if task_id else None
-        _in_task = True
-        _used.clear()
+    rt = current()
+    with rt.lock:
+        rt.current_job = job_of(task_id) if task_id else None
+        rt.in_task = True
+        rt.used.clear()
 
 
 def task_ended() -> None:
     """The task is over; its sessions stay open for the next, unless another job waits."""
-    global _current_job, _in_task
-    with _lock:
-        _current_job, _in_task = None, False
-        _used.clear()
+    rt = current()
+    with rt.lock:
+        rt.current_job, rt.in_task = None, False
+        rt.used.clear()
     counter = permits.installed()
     if isinstance(counter, FleetPermits):
         try:
@@ -196,23 +249,23 @@ def task_ended() -> None:
 
 def install_permits() -> None:
     """Count this process's connections against the fleet's cap (once per process)."""
-    global _permits_pid
-    if _permits_pid == os.getpid():
+    rt = current()
+    if rt.permits_installed:
         return
-    _permits_pid = os.getpid()
+    rt.permits_installed = True
     cap = settings().MAX_CONNECTIONS_PER_NODE
     if cap <= 0:
         permits.install(None)
         return
     permits.install(FleetPermits(redis, cap, settings().CONNECTION_WAIT_SECONDS,
                                  on_wait=_say_waiting, release_idle=close_idle_sessions,
-                                 idle=lambda: not _in_task))
+                                 idle=lambda: not rt.in_task))
 
 
 def _say_waiting(note: str | None) -> None:
     """Publish what the running task waits for: on its job (the CLI prints it) and, from
     the task's own thread, as a ``task-progress`` event (Flower shows it)."""
-    job = _current_job
+    job = current().current_job
     if job is None:
         return
     try:
@@ -227,9 +280,10 @@ def _say_waiting(note: str | None) -> None:
 
 def close_idle_sessions() -> None:
     """Close the sessions this process keeps that the running task (if any) has not used."""
-    with _lock:
-        idle = [k for k in _sessions if not (_in_task and k in _used)]
-        found = [_sessions.pop(k) for k in idle]
+    rt = current()
+    with rt.lock:
+        idle = [k for k in rt.sessions if not (rt.in_task and k in rt.used)]
+        found = [rt.sessions.pop(k) for k in idle]
     for sessions in found:
         sessions.close()
 

@@ -36,6 +36,7 @@ from kombu.utils import json as kombu_json
 from ace_shared.config import Settings
 from ace_shared.errors import ConfigError
 from ace_shared.tasks.ids import job_of
+from ace_workers.fleet import runtime
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,6 @@ def refuse(message: Any, problem: str, connection_errors: Any = ()) -> None:
 
 
 def _fail_named(job_id: str) -> None:
-    from ace_workers.fleet import runtime
 
     try:
         store = runtime.store()
