@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg2
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -280,3 +281,22 @@ def scenario_of(started: dict[str, T | Exception], request: pytest.FixtureReques
     if isinstance(found, Exception):
         raise found
     return found
+
+
+@contextlib.contextmanager
+def locked(pg_cluster: Any, table: str, *nodes: int) -> Iterator[None]:
+    """Hold ``table`` locked on these nodes: every query on it there waits.
+
+    A diff plans its ranges on the node whose catalog estimates the most rows
+    (n1 on a tie, as after the fixtures' ANALYZE), so a lock on n2 holds only a
+    diff's batches, and a lock on every node holds its planning too, whichever
+    node it plans on."""
+    conns = [psycopg2.connect(pg_cluster.node_dsn(node)) for node in nodes]
+    try:
+        for conn in conns:
+            conn.cursor().execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        for conn in conns:
+            conn.rollback()
+            conn.close()

@@ -20,9 +20,8 @@ import psycopg2
 import pytest
 import redis
 from diff_helpers import labelled_items
-from fleet_helpers import Fleet, own_fleet, wait_for
+from fleet_helpers import Fleet, locked, own_fleet, wait_for
 from private_fleet import fleet_files, private_fleet
-from test_fleet_tidy import locked
 
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.tasks.store import FAILED, TaskStore

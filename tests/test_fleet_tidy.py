@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import redis
 from diff_helpers import labelled_items
-from fleet_helpers import Fleet, own_fleet, wait_for
+from fleet_helpers import Fleet, locked, own_fleet, wait_for
 
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.tasks.store import COMPLETED, FAILED, RUNNING, TaskStore
@@ -38,25 +35,6 @@ def items(pg_cluster: Any) -> str:
 @pytest.fixture(scope="module")
 def others(pg_cluster: Any) -> str:
     return labelled_items(pg_cluster, "tidy_others", 2000, "id % 97 = 0")
-
-
-@contextmanager
-def locked(pg_cluster: Any, table: str, *nodes: int) -> Iterator[None]:
-    """Hold ``table`` locked on these nodes: every query on it there waits.
-
-    A diff plans its ranges on the node whose catalog estimates the most rows
-    (n1 on a tie, as after the fixtures' ANALYZE), so a lock on n2 holds only a
-    diff's batches, and a lock on every node holds its planning too, whichever
-    node it plans on."""
-    conns = [psycopg2.connect(pg_cluster.node_dsn(node)) for node in nodes]
-    try:
-        for conn in conns:
-            conn.cursor().execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        yield
-    finally:
-        for conn in conns:
-            conn.rollback()
-            conn.close()
 
 
 def _store(fl: Fleet) -> TaskStore:
