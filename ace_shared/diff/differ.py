@@ -207,9 +207,11 @@ class RangeDiffer:
                 n, f[3], f[4], names.get(n, {}))) for n, f in found.items()}
             if not keep(metas):
                 continue
-            out.append(DiffRecord(batch[int(i) - 1], {
-                n: None if t is None else with_meta(t, *metas[n])  # type: ignore[misc]
-                for n, t in texts.items()}))
+            rows: dict[str, str | None] = {}
+            for n, t in texts.items():
+                meta = metas[n]
+                rows[n] = None if t is None or meta is None else with_meta(t, *meta)
+            out.append(DiffRecord(batch[int(i) - 1], rows))
         return out
 
     def order_keys(self, keys: list[Key]) -> list[Key]:

@@ -143,7 +143,7 @@ class RowMeta:
 NO_META = RowMeta()
 
 
-class MetaRow(dict):  # type: ignore[type-arg]
+class MetaRow(dict[str, Any]):
     """A row's values (a plain :data:`Row`) that also carries its :class:`RowMeta`."""
 
     meta: RowMeta = NO_META

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import psycopg2
 import psycopg2.extensions
@@ -291,7 +291,7 @@ def _open(target: NodeTarget) -> PermittedConnection:
                 f"{connect_detail(exc)}. Let ACE's certificate log in as that role "
                 "(pg_hba.conf and pg_ident.conf, see docs/security.md).") from exc
         raise error from exc
-    return conn  # type: ignore[no-any-return]
+    return cast(PermittedConnection, conn)
 
 
 MAX_CONNECTION_AGE_S = 600

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg2.extensions import cursor
 
@@ -85,8 +85,10 @@ class OriginRepair:
     preserve: bool
 
 
-def _read(target: NodeTarget, table: TableName,
-          fn: Callable[[cursor, TableShape], object]) -> object:
+T = TypeVar("T")
+
+
+def _read(target: NodeTarget, table: TableName, fn: Callable[[cursor, TableShape], T]) -> T:
     with node_errors(target.node):
         conn = connect(target, readonly=True)
         try:
@@ -123,7 +125,7 @@ def _source_meta(job: OriginRepair, target: NodeTarget,
                 f"{stale} of the rows to copy from {target.node} changed there since the diff "
                 "was made; run table-diff again and repair from the new file.")
         return out
-    return _read(target, job.table, fetch)  # type: ignore[return-value]
+    return _read(target, job.table, fetch)
 
 
 def _taker_origins(job: OriginRepair, target: NodeTarget) -> dict[str, str]:
@@ -131,8 +133,7 @@ def _taker_origins(job: OriginRepair, target: NodeTarget) -> dict[str, str]:
     peers = cluster_peers(job.cluster, job.dbname)
     names = _read(target, job.table, lambda cur, _shape: read_origin_names(cur, peers))
     out: dict[str, str] = {}
-    # _read answers what its function does: read_origin_names' dict here
-    for name, node in sorted(names.items()):  # type: ignore[attr-defined]
+    for name, node in sorted(names.items()):
         out.setdefault(node, name)
     return out
 
