@@ -46,7 +46,6 @@ from ace_shared.options import (
     dbname_option,
     read_options,
 )
-from ace_shared.repair.plans.loader import load_plan_file, plan_from_object
 
 TABLE_REPAIR = Command(
     "table-repair", "Repair a table's rows on the nodes a diff file shows to differ.", (
@@ -215,6 +214,9 @@ def check_repair_options(raw: dict[str, Any], style: Style = "api") -> RepairReq
     _check_plan(values, flags, style)
     plan = values["repair_plan"]
     if plan is not None:
+        # slow on purpose: YAML, jsonschema and the condition grammar (about 90 ms) are
+        # loaded by the repairs that bring a plan, not by every command's start
+        from ace_shared.repair.plans.loader import load_plan_file, plan_from_object
         plan = (load_plan_file(plan) if isinstance(plan, str) else plan_from_object(plan)).source
     if plan is not None or values["apply_plan"]:
         return RepairRequest(
