@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg2
+from node_sql import run_sql
 
 REPL_SETTINGS = {
     "wal_level": "logical",
@@ -31,17 +31,8 @@ ALL_SETS = "{default,default_insert_only,ddl_sql}"
 
 
 def autocommit(dsn: str, *statements: str) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            rows: list[tuple[Any, ...]] = []
-            for st in statements:
-                cur.execute(st)
-                rows = cur.fetchall() if cur.description else []
-            return rows
-    finally:
-        conn.close()
+    """Each statement on its own (replication's commands refuse a transaction block)."""
+    return run_sql(dsn, *statements, autocommit=True)
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:

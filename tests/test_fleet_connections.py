@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 from fleet_helpers import Fleet, RedisServer, own_fleet, send_as_beat, wait_for
 from localcluster import LocalCluster, free_ports
+from node_sql import run_sql
 
 from ace_shared.errors import ConnectionsBusyError
 from ace_shared.tasks.store import COMPLETED, TaskStore
@@ -32,17 +33,7 @@ SERVER = {"max_connections": "10"}  # 7 for ACE's login, 3 kept for superusers
 
 
 def _admin(cluster: LocalCluster, i: int, *statements: str) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(cluster.admin_dsn(i, cluster.dbname))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            rows: list[tuple[Any, ...]] = []
-            for st in statements:
-                cur.execute(st)
-                rows = cur.fetchall() if cur.description else []
-            return rows
-    finally:
-        conn.close()
+    return run_sql(cluster.admin_dsn(i, cluster.dbname), *statements, autocommit=True)
 
 
 @pytest.fixture(scope="module")

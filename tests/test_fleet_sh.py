@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from api_helpers import make_certs
+from api_helpers import ApiCerts, make_certs
 from fleet_helpers import REPO_ROOT, RedisServer, free_port, send_as_beat, signing_key_file
 
 FLEET_SH = ["bash", str(REPO_ROOT / "deploy" / "fleet.sh")]
@@ -49,14 +49,20 @@ def _group(pgid: int) -> list[int]:
     return [int(p) for p in found.stdout.split()]
 
 
-def test_the_api_answers_within_5_s_of_a_kill_9_and_a_start(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _start_with_api(env: dict[str, str], tmp_path: Path) -> tuple[ApiCerts, int]:
+    """``fleet.sh start`` (one worker) with the API's certificates; the certificates and the
+    API's port, once the start said the API is up."""
     certs = make_certs(tmp_path)
     env.update(ACE_API_CERT_FILE=str(certs.server_cert), ACE_API_KEY_FILE=str(certs.server_key),
                ACE_CA_CERT_FILE=str(certs.ca_file))
-    port = int(env["ACE_API_PORT"])
     started = fleet(env, "start", "--workers", "1", "--concurrency", "1")
     assert started.returncode == 0, started.stdout + started.stderr
     assert "api started" in started.stdout
+    return certs, int(env["ACE_API_PORT"])
+
+
+def test_the_api_answers_within_5_s_of_a_kill_9_and_a_start(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    certs, port = _start_with_api(env, tmp_path)
 
     session = requests.Session()
     session.trust_env = False
@@ -103,12 +109,7 @@ def test_the_api_answers_within_5_s_of_a_kill_9_and_a_start(env, tmp_path) -> No
 
 def test_the_api_workers_end_with_their_master(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A supervisor restarting the API finds its port free: no orphan keeps it."""
-    certs = make_certs(tmp_path)
-    env.update(ACE_API_CERT_FILE=str(certs.server_cert), ACE_API_KEY_FILE=str(certs.server_key),
-               ACE_CA_CERT_FILE=str(certs.ca_file))
-    port = int(env["ACE_API_PORT"])
-    started = fleet(env, "start", "--workers", "1", "--concurrency", "1")
-    assert started.returncode == 0, started.stdout + started.stderr
+    _, port = _start_with_api(env, tmp_path)
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
     try:
         master = int((tmp_path / "fleet" / "api.pid").read_text())
