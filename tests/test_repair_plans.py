@@ -286,15 +286,21 @@ def test_a_plan_on_three_nodes_leaves_exactly_what_it_skipped(nodes: Nodes,
     assert left == {("n1/n3", "7"), ("n2/n3", "7")}
 
 
+def _resolved_keeping_n1(tmp_path: Path, diff_file: Path) -> Path:
+    """A dry run of the plan "keep n1's version" over ``diff_file``; the resolved plan."""
+    plan = _write_plan(tmp_path, f"version: 1\ndefault: {{action: keep, node: n1}}\n"
+                                 f"tables: {{{TABLE}: {{}}}}\n")
+    out = tmp_path / "r.jsonl"
+    assert ace("table-repair", "testclus", TABLE, "--diff-file", str(diff_file),
+               "--repair-plan", str(plan), "--dry-run", "--plan-out", str(out)).code == 0
+    return out
+
+
 def test_a_row_changed_after_the_dry_run_is_skipped_and_listed(nodes: Nodes,
                                                                 tmp_path: Path) -> None:
     nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id IN (1, 2)"])
     path, _ = diff_table(TABLE)
-    plan = _write_plan(tmp_path, f"version: 1\ndefault: {{action: keep, node: n1}}\n"
-                                 f"tables: {{{TABLE}: {{}}}}\n")
-    out = tmp_path / "r.jsonl"
-    assert ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
-               str(plan), "--dry-run", "--plan-out", str(out)).code == 0
+    out = _resolved_keeping_n1(tmp_path, path)
     nodes.execute("n2", ["UPDATE rp_plan SET qty = 77 WHERE id = 2"])
     nodes.execute("n1", ["UPDATE rp_plan SET note = 'late' WHERE id = 3"])  # not a key to fix
     path.unlink()  # the resolved plan holds all it needs
@@ -311,11 +317,7 @@ def test_a_row_changed_on_the_node_whose_version_wins_is_stale_too(nodes: Nodes,
                                                                     tmp_path: Path) -> None:
     nodes.execute("n2", ["UPDATE rp_plan SET qty = 99 WHERE id = 1"])
     path, _ = diff_table(TABLE)
-    plan = _write_plan(tmp_path, f"version: 1\ndefault: {{action: keep, node: n1}}\n"
-                                 f"tables: {{{TABLE}: {{}}}}\n")
-    out = tmp_path / "r.jsonl"
-    assert ace("table-repair", "testclus", TABLE, "--diff-file", str(path), "--repair-plan",
-               str(plan), "--dry-run", "--plan-out", str(out)).code == 0
+    out = _resolved_keeping_n1(tmp_path, path)
     nodes.execute("n1", ["UPDATE rp_plan SET note = 'late' WHERE id = 1"])
     run = ace("table-repair", "testclus", TABLE, "--apply-plan", str(out))
     assert run.code == 0, run.stderr
