@@ -222,3 +222,21 @@ def test_reading_kept_keys_probes_only_the_leaves_asked_for(pg_cluster: Any) -> 
                 conn.rollback()
     finally:
         conn.close()
+
+
+def test_a_tree_built_before_keys_were_kept_is_refused_until_built_again(
+        pg_cluster: Any) -> None:
+    table = _tracked(pg_cluster, "mk_older", rows=500)
+    key = tree_key(TableName("public", "mk_older"))
+    execute(pg_cluster.node_dsn(1), [f'DROP TABLE ace_mtree."keys_{key}"',
+                                     f"ALTER TABLE ace_mtree.\"blocks_{key}\" DROP COLUMN agreed",
+                                     f"UPDATE ace_mtree.trees SET format_version = 2 "
+                                     f"WHERE tree_key = '{key}'"])
+    refused = run_ace("mtree", "table-diff", CLUSTER, table)
+    assert refused.code == 2
+    assert refused.stderr == (
+        "ace: error: Table public.mk_older has no Merkle tree on node n2 (never built, being "
+        "built, torn down, lost in a crash, or built by an older version of ACE); build it "
+        "with 'ace mtree build'.\n")
+    assert run_ace("mtree", "build", CLUSTER, table).code == 0
+    assert _recheck(table)["summary"]["diff_rows"] == 0
