@@ -130,10 +130,12 @@ def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
         "       OR agreed OPERATOR(pg_catalog.>) %(m)s::pg_catalog.int8[]) "
         "AND NOT agreed OPERATOR(pg_catalog.@>) %(m)s::pg_catalog.int8[] "
         "AND block_no OPERATOR(pg_catalog.<>) ALL(%(d)s::pg_catalog.int4[]); "
-        # each kept key's leaf: the last whose lower bound is at or below it (0: none is)
-        "DELETE FROM {kept} p WHERE (SELECT x.block_no OPERATOR(pg_catalog.<>) "
-        "  ALL(%(d)s::pg_catalog.int4[]) AND x.agreed OPERATOR(pg_catalog.=) "
-        "  %(m)s::pg_catalog.int8[] FROM {blocks} x WHERE x.block_no OPERATOR(pg_catalog.=) "
-        "  coalesce((SELECT b.block_no FROM {blocks} b WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
-        "  AND ({bl}) OPERATOR(pg_catalog.<=) ({pk}) ORDER BY {desc} LIMIT 1), 0))").format(
-        kept=kept, blocks=blocks, bl=bl, pk=pk, desc=desc), {"d": differing, "m": mark})
+        # each kept key's leaf: the last whose lower bound is at or below it, else leaf 0
+        # (no lower bound); one probe of the bounds' index gives its number and mark
+        "DELETE FROM {kept} p WHERE coalesce((SELECT {gone} FROM {blocks} b "
+        "  WHERE b.block_no OPERATOR(pg_catalog.>) 0 AND ({bl}) OPERATOR(pg_catalog.<=) ({pk}) "
+        "  ORDER BY {desc} LIMIT 1), (SELECT {gone} FROM {blocks} b "
+        "  WHERE b.block_no OPERATOR(pg_catalog.=) 0))").format(
+        kept=kept, blocks=blocks, bl=bl, pk=pk, desc=desc, gone=sql.SQL(
+            "b.block_no OPERATOR(pg_catalog.<>) ALL(%(d)s::pg_catalog.int4[]) AND b.agreed "
+            "OPERATOR(pg_catalog.=) %(m)s::pg_catalog.int8[]")), {"d": differing, "m": mark})
