@@ -95,6 +95,10 @@ def test_a_leaf_that_keeps_differing_keeps_its_keys_until_it_agrees(pg_cluster: 
     first = _recheck(table)
     assert first["summary"]["diff_rows"] == 1
     assert first["summary"]["mtree"]["leaves_by_keys"] == 1
+    said = run_ace("mtree", "table-diff", CLUSTER, table)  # and the operator is told so
+    assert said.code == 1
+    assert ("1 leaf of the Merkle tree differs: 1 checked by the keys changed since it last "
+            "agreed, 0 leaves read whole.") in said.stdout.splitlines(), said.stdout
     # a second change in the same leaf, on another node: the first key is still kept
     execute(pg_cluster.node_dsn(2), ["UPDATE mk_keeps SET v = 'n3' WHERE id = 160"])
     second = _recheck(table)
