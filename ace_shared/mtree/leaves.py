@@ -219,15 +219,18 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
                               for i in range(len(shape.key)))
     q = sql.SQL(
         "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
-        "m AS (SELECT coalesce((SELECT b.block_no FROM {blocks} b "
-        "      WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
-        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1), 0) AS blk, "
-        "      d.sign, d.h, {dk} FROM d WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
+        # one probe of the bounds' index per change finds its leaf and whether that leaf
+        # has a mark (leaf 0, without a lower bound, when none is at or below the key)
+        "m AS (SELECT coalesce(x.block_no, 0) AS blk, coalesce(x.marked, (SELECT "
+        "      pg_catalog.cardinality(z.agreed) OPERATOR(pg_catalog.>) 0 FROM {blocks} z "
+        "      WHERE z.block_no OPERATOR(pg_catalog.=) 0), false) AS marked, "
+        "      d.sign, d.h, {dk} FROM d LEFT JOIN LATERAL (SELECT b.block_no, "
+        "      pg_catalog.cardinality(b.agreed) OPERATOR(pg_catalog.>) 0 AS marked "
+        "      FROM {blocks} b WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
+        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1) x ON true "
+        "      WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
         "      AND d.sign OPERATOR(pg_catalog.<>) {altered}), "
-        # a probe of the leaf's primary key per change, never a join planned over every leaf
-        "k AS (INSERT INTO {kept} ({keys}) SELECT {mk} FROM m WHERE (SELECT "
-        "      pg_catalog.cardinality(b.agreed) FROM {blocks} b "
-        "      WHERE b.block_no OPERATOR(pg_catalog.=) m.blk) OPERATOR(pg_catalog.>) 0 "
+        "k AS (INSERT INTO {kept} ({keys}) SELECT {mk} FROM m WHERE m.marked "
         "      ON CONFLICT DO NOTHING), "
         "a AS (SELECT blk, pg_catalog.sum(sign)::pg_catalog.int8 AS n, pg_catalog.bit_xor(h) AS x "
         "      FROM m GROUP BY blk), "
