@@ -294,6 +294,35 @@ def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Qu
     return sql.SQL(" UNION ALL ").join(parts), params
 
 
+def bounds_shape(shape: TableShape) -> TableShape:
+    """``shape`` (a cast shape) as the leaves hold their lower bounds: columns ``l0``, ..."""
+    held = logged_shape(shape)
+    key = tuple(f"l{i}" for i in range(len(shape.key)))
+    columns = tuple(replace(c, name=name) for c, name in zip(held.key_columns, key, strict=True))
+    return replace(held, columns=columns, key=key)
+
+
+def kept_marks(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
+    """The marks of the leaves within each of ``ranges``, and whether each starts at its
+    range's lower bound: ``(range's position, starts at the lower bound, mark)``, one index
+    range scan of the bounds per range (:mod:`~ace_shared.mtree.kept`)."""
+    lows = bounds_shape(shape)
+    blocks = obj("blocks", key)
+    params: queries.Params = {}
+    parts: list[sql.Composable] = []
+    for i, rng in enumerate(ranges):
+        at = (sql.SQL("false") if rng.lower is None else sql.SQL("{} {} {}").format(
+            queries.key_tuple(lows), queries.op("="), queries.bound(lows, rng.lower, params)))
+        parts.append(sql.SQL(
+            "SELECT {i}, {at}, agreed FROM {t} WHERE block_no OPERATOR(pg_catalog.>) 0 AND {w}"
+        ).format(i=sql.Literal(i), at=at, t=blocks,
+                 w=queries.range_where(lows, rng, None, params)))
+        if rng.lower is None:  # the first leaf, without a lower bound
+            parts.append(sql.SQL("SELECT {}, true, agreed FROM {} WHERE block_no "
+                                 "OPERATOR(pg_catalog.=) 0").format(sql.Literal(i), blocks))
+    return sql.SQL(" UNION ALL ").join(parts), params
+
+
 def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
     query, params = q
 
@@ -307,6 +336,16 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
         rows: list[tuple[Any, ...]] = cur.fetchall()
         return rows
     return run
+
+
+def _snapshot(make: Callable[[str], Callable[[cursor], T]], node: str) -> Callable[[cursor], T]:
+    """What ``make`` runs on ``node``, in one ``REPEATABLE READ`` transaction: one snapshot."""
+    run = make(node)
+
+    def at_one(cur: cursor) -> T:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return run(cur)
+    return at_one
 
 
 def _fetch_all(sessions: NodeSessions, q: queries.Query) -> dict[str, list[tuple[Any, ...]]]:
@@ -351,19 +390,44 @@ class LeafDiffer:
                 progress(done, steps)
         return found
 
-    def kept_keys(self, key: str, ranges: list[KeyRange]) -> set[Key]:
+    def kept_keys(self, key: str, ranges: list[KeyRange]) -> tuple[set[Key], list[KeyRange]]:
         """The keys kept on any node within ``ranges`` (leaves that agreed on every node
-        before, :mod:`~ace_shared.mtree.kept`): every key that can differ in them. Their rows
-        are not read here; the caller's row fetch keeps those that differ."""
+        before, :mod:`~ace_shared.mtree.kept`): every key that can differ in them; and the
+        ranges to read whole instead. Their rows are not read here; the caller's row fetch
+        keeps those that differ.
+
+        The plan chose these leaves under the tree lock, but the groups run after it: a
+        re-check of other nodes in between may have marked a leaf anew on some node and
+        deleted its keys there. So each node's marks are read with its keys, at one
+        snapshot, and a range is read by its keys only if it is still one leaf or more
+        from its lower bound on, marked alike on every node; otherwise it is read whole.
+        """
         found: set[Key] = set()
+        whole: list[KeyRange] = []
         n = len(self.shape.key)
         for i in range(0, len(ranges), self.per_query):
-            run = _fetch(kept_keys(self.shape, key, ranges[i:i + self.per_query]))
-            per_node = each_session(self.sessions, functools.partial(
-                _guarded, self.shape, key, run))
-            for rows in per_node.values():
+            part = ranges[i:i + self.per_query]
+            keys_run = _fetch(kept_keys(self.shape, key, part))
+            marks_run = _fetch(kept_marks(self.shape, key, part))
+
+            def both(cur: Any, keys_run: Any = keys_run, marks_run: Any = marks_run) -> Any:
+                return keys_run(cur), marks_run(cur)
+
+            per_node = each_session(self.sessions, functools.partial(_snapshot, functools.partial(
+                _guarded, self.shape, key, both)))
+            starts: set[int] = set(range(len(part)))
+            marks: dict[int, set[tuple[int, ...]]] = {}
+            for rows, node_marks in per_node.values():
                 found.update(tuple(r[:n]) for r in rows)
-        return found
+                at_lower = set()
+                for pos, at, mark in node_marks:
+                    marks.setdefault(int(pos), set()).add(tuple(mark))
+                    if at:
+                        at_lower.add(int(pos))
+                starts &= at_lower
+            whole += [rng for pos, rng in enumerate(part) if pos not in starts
+                      or len(marks.get(pos, set())) != 1 or () in marks[pos]]
+        return found, whole
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:
         sums = _fetch_all(self.sessions, leaf_buckets(self.shape, batch))

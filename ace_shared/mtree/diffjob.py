@@ -240,7 +240,12 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
     def progress(done: int, total: int) -> None:
         if on_range_done is not None:
             on_range_done(part, len(ranges) * done // max(1, total))
-    keys = leaf.keys(whole, progress) | leaf.kept_keys(objects.tree_key(spec.shape.table), keyed)
+    keys, unkept = leaf.kept_keys(objects.tree_key(spec.shape.table), keyed)
+    keys |= leaf.keys(whole, progress)
+    if unkept:  # marked anew since the plan: read whole, their rows counted by the plan
+        counted = leaf.first_held
+        keys |= leaf.keys(unkept, None)
+        leaf.first_held = counted
     differ = RangeDiffer(replace(spec, shape=cast), sessions)
     ordered = differ.order_keys(sorted(keys))
     stopped = spec.max_diffs > 0 and len(ordered) > spec.max_diffs
