@@ -103,6 +103,18 @@ def kept_leaves(per_node: dict[str, Marks], differing: Iterable[int]) -> set[int
     return out
 
 
+def distinct_marks(cur: cursor, key: str) -> list[Mark]:
+    """The distinct marks the leaves carry: one probe of the index on ``agreed`` each (a
+    tree's leaves carry a few), however many leaves there are."""
+    blocks = obj("blocks", key)
+    cur.execute(sql.SQL(
+        "WITH RECURSIVE t(a) AS ((SELECT agreed FROM {b} ORDER BY agreed LIMIT 1) UNION ALL "
+        "SELECT (SELECT x.agreed FROM {b} x WHERE x.agreed OPERATOR(pg_catalog.>) t.a "
+        "ORDER BY x.agreed LIMIT 1) FROM t WHERE t.a IS NOT NULL) "
+        "SELECT a FROM t WHERE a IS NOT NULL").format(b=blocks))
+    return [tuple(int(d) for d in a) for (a,) in cur.fetchall()]
+
+
 def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
                 mark: list[int]) -> None:
     """Every leaf but ``differing`` agreed on the nodes of ``mark``: mark it so and delete its
@@ -113,7 +125,9 @@ def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
     fewer nodes says nothing about. The keys are few (changed since the last
     re-check), and each finds its leaf by one probe of the leaves' bounds, as
     the fold does. The leaves whose mark changes are found by the index on
-    ``agreed``: every leaf once after a build, then those that agree again.
+    ``agreed``, by the marks they carry (:func:`distinct_marks`): every leaf once
+    after a build, then those that agree again; none when every leaf is marked for
+    more nodes than these, and then no kept key is visited either.
     """
     blocks, kept = obj("blocks", key), obj("keys", key)
     n = len(shape.key)
@@ -124,12 +138,18 @@ def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
     # the leaves to mark by the index on agreed, whatever the statistics (taken at the build,
     # when no leaf had a mark) estimate; and JIT off
     cur.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = off")
+    carried = distinct_marks(cur, key)
+    wanted = tuple(mark)
+    stale = [m for m in carried if m != wanted and not set(m) >= set(wanted)]
+    for old in stale:
+        cur.execute(sql.SQL(
+            "UPDATE {blocks} SET agreed = %(m)s::pg_catalog.int8[] "
+            "WHERE agreed OPERATOR(pg_catalog.=) %(o)s::pg_catalog.int8[] "
+            "AND block_no OPERATOR(pg_catalog.<>) ALL(%(d)s::pg_catalog.int4[])").format(
+            blocks=blocks), {"m": mark, "o": list(old), "d": differing})
+    if not stale and wanted not in carried:  # no leaf is marked so: no kept key goes
+        return
     cur.execute(sql.SQL(
-        "UPDATE {blocks} SET agreed = %(m)s::pg_catalog.int8[] "
-        "WHERE (agreed OPERATOR(pg_catalog.<) %(m)s::pg_catalog.int8[] "
-        "       OR agreed OPERATOR(pg_catalog.>) %(m)s::pg_catalog.int8[]) "
-        "AND NOT agreed OPERATOR(pg_catalog.@>) %(m)s::pg_catalog.int8[] "
-        "AND block_no OPERATOR(pg_catalog.<>) ALL(%(d)s::pg_catalog.int4[]); "
         # each kept key's leaf: the last whose lower bound is at or below it, else leaf 0
         # (no lower bound); one probe of the bounds' index gives its number and mark
         "DELETE FROM {kept} p WHERE coalesce((SELECT {gone} FROM {blocks} b "
