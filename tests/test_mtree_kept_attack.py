@@ -97,3 +97,46 @@ def test_a_re_check_of_fewer_nodes_than_the_leaves_agreed_on_visits_no_leaf(
     assert visited.get(f"blocks_{key}", (0, 0))[1] == 0
     assert visited.get(f"blocks_{key}", (0, 0))[0] < 100, visited
     assert visited.get(f"keys_{key}", (0, 0)) == (0, 0), visited
+
+
+def test_a_key_moved_to_another_leaf_and_replica_writes_are_found_by_their_keys(
+        pg_cluster: Any) -> None:
+    """A key updated on one node moves its row from one agreed leaf to another: both keys are
+    kept, so both leaves are read by their keys and both rows found; so are writes applied
+    as replication applies them (``session_replication_role = replica``)."""
+    table = _tracked(pg_cluster, "mka_moved", rows=3000)
+    execute(pg_cluster.node_dsn(1), ["UPDATE mka_moved SET id = 2950 + 1000 WHERE id = 150"])
+    execute(pg_cluster.node_dsn(2), ["SET session_replication_role = replica",
+                                     "UPDATE mka_moved SET v = 'applied' WHERE id = 1234",
+                                     "DELETE FROM mka_moved WHERE id = 2345"])
+    diff = _recheck(table)
+    assert diff["summary"]["diff_rows"] == 4
+    assert diff["summary"]["mtree"]["leaves_by_keys"] == diff["summary"]["mtree"][
+        "leaves_differing"] == 4
+
+
+def test_a_re_check_that_marked_one_node_only_reads_the_leaf_whole_after(
+        pg_cluster: Any) -> None:
+    """A re-check of n1 and n3 that settled n1's marks and failed before n3's leaves n1 marked
+    for n1 and n3 (its kept key gone) and n3 unmarked: re-checks of n1 with n2, and of n1
+    with n3, read the leaf whole and find the row n2 lacks."""
+    table = _tracked(pg_cluster, "mka_half", rows=3000, first_nodes=("n1", "n2"))
+    for node in (0, 2):
+        execute(pg_cluster.node_dsn(node), ["INSERT INTO mka_half VALUES (-1, 'new')"])
+    assert run_ace("mtree", "update", CLUSTER, table).code == 0
+    key = tree_key(TableName("public", "mka_half"))
+    with open_job(MtreeRequest("table-diff", CLUSTER, TableName("public", "mka_half"),
+                               nodes="n1,n3"), load_settings()) as job:
+        shape = table_shape(job, check_kind=False)
+        cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+        mark = kept.mark_for(job.sessions.on_all(kept.identity))
+    conn = psycopg2.connect(pg_cluster.node_dsn(0))
+    try:
+        with conn.cursor() as cur:
+            kept.mark_agreed(cur, cast, key, [], mark)
+        conn.commit()
+    finally:
+        conn.close()
+    for nodes in (("n1", "n2"), ("n1", "n3"), ("n1", "n2"), ()):
+        diff = _recheck(table, *nodes)
+        assert diff["summary"]["diff_rows"] == (0 if nodes == ("n1", "n3") else 1), nodes

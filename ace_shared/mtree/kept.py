@@ -33,7 +33,10 @@ is sound under the conditions this module keeps:
   of them kept its changed keys from its own moment on, that one or earlier.
   So every key that can differ is kept on one of them. Marks that differ (a
   re-check over other nodes marked some of them since, or failed on some) or
-  none mean: read the leaf.
+  none mean: read the leaf. The plan decides under the tree lock, but a
+  re-check's groups run after it, when another re-check may have marked the
+  leaf anew on a node and deleted its keys there: so a group reads each node's
+  kept keys and marks at one snapshot and checks the condition again.
 - **What clears a mark.** A build (no log reaches before it), a leaf hashed
   again because the log and the leaf disagreed, every leaf of a node after a
   ``TRUNCATE`` (its marker carries no keys), and a merge of two leaves marked
