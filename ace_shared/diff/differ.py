@@ -230,12 +230,12 @@ class RangeDiffer:
                 continue
             # the provenance travels with the row's text; it is compared by its values only
             metas = [None if f is None else (f[2], origin_node(n, f[3], f[4], names))
-                     for (n, names), f in zip(named, found)]
-            if filtering and not origin_filter.keeps(dict(zip(nodes, metas))):
+                     for (n, names), f in zip(named, found, strict=True)]
+            if filtering and not origin_filter.keeps(dict(zip(nodes, metas, strict=True))):
                 continue
             out.append(DiffRecord(batch[int(i) - 1], {
                 n: None if t is None or m is None else with_meta(t, *m)
-                for n, t, m in zip(nodes, texts, metas)}))
+                for n, t, m in zip(nodes, texts, metas, strict=True)}))
         return out
 
     def order_keys(self, keys: list[Key]) -> list[Key]:
