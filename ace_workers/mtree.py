@@ -21,6 +21,7 @@ a new one; subtasks that ran twice leave the same leaves or the same files.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from celery import chord, group
@@ -31,7 +32,7 @@ from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
 from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
-from ace_shared.mtree.diffjob import compared_whole, diff_leaf_group, plan_mtree_diff
+from ace_shared.mtree.diffjob import by_keys_of, compared_whole, diff_leaf_group, plan_mtree_diff
 from ace_shared.mtree.request import MtreeRequest, validate_mtree_request
 from ace_shared.mtree.run import run_mtree
 from ace_shared.mtree.tree import open_job, require_schema, table_shape
@@ -116,10 +117,17 @@ def _launch_diff(job_id: str, request: MtreeRequest, settings: Settings) -> dict
         return {"task_id": job_id, "diff_file": str(path)}
     spec = planned.spec.to_dict()
     # most of the table differs: its ranges are table-diff's, and so are their tasks
-    task, kind = (diff_ranges, ids.DIFF_BATCH) if compared_whole(planned) else (
-        mtree_leaves, ids.MTREE_LEAVES)
+    whole = compared_whole(planned)
+    task, kind = (diff_ranges, ids.DIFF_BATCH) if whole else (mtree_leaves, ids.MTREE_LEAVES)
+    by_keys = by_keys_of(planned)
+
+    def args(batch: list[KeyRange]) -> tuple[Any, ...]:
+        ranges = [r.to_json() for r in batch]
+        # a group's leaves read by their kept keys, by index
+        return (spec, ranges) if whole else (
+            spec, ranges, [r.index for r in batch if r.index in by_keys])
     header = group(
-        task.si(spec, [r.to_json() for r in batch]).set(
+        task.si(*args(batch)).set(
             task_id=subtask_id(job_id, kind, batch[0].index), argsrepr=_repr(batch))
         for batch in planned.batches)
     body = merge_diff_task.si(planned.spec.work_dir).set(task_id=subtask_id(job_id, ids.MERGE))
@@ -194,9 +202,12 @@ def mtree_failed(work_dir: str, job_id: str) -> None:
 
 
 @app.task(name=names.MTREE_LEAVES, bind=True, base=AceTask)
-def mtree_leaves(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any]) -> dict[str, Any]:
-    """Diff one group of differing leaves into its partial file."""
-    return run_part(self, spec_dict, ranges, diff_leaf_group)
+def mtree_leaves(self: AceTask, spec_dict: dict[str, Any], ranges: list[Any],
+                 by_keys: list[int] | None = None) -> dict[str, Any]:
+    """Diff one group of differing leaves into its partial file (those in ``by_keys`` by
+    their kept keys)."""
+    return run_part(self, spec_dict, ranges, functools.partial(
+        diff_leaf_group, by_keys=frozenset(by_keys or ())))
 
 
 __all__ = ["mtree", "mtree_hash", "mtree_finish", "mtree_failed", "mtree_leaves"]

@@ -223,6 +223,9 @@ def test_the_fleet_builds_in_batches_and_diffs_in_groups_as_in_process(
     assert len(_succeeded(fleet2, "ace.mtree_leaves", diff_id)) > 1
     assert fleet_doc["summary"]["executor"] == "fleet"
     assert fleet_doc["summary"]["mtree"]["compared_as"] == "leaves"
+    # every leaf agreed at the re-check above: the differing ones are read by their keys
+    assert fleet_doc["summary"]["mtree"]["leaves_by_keys"] == fleet_doc["summary"]["mtree"][
+        "leaves_differing"] > 1
     record = TaskStore(fleet2.env["ACE_DATABASE_URL"]).get(diff_id)
     assert record is not None and record.status == COMPLETED
     assert record.progress_done == record.progress_total == fleet_doc["summary"]["ranges_total"]

@@ -26,7 +26,7 @@ from diff_helpers import (
 
 from ace_shared.config import load_settings
 from ace_shared.errors import TableError
-from ace_shared.mtree.objects import tree_key
+from ace_shared.mtree.objects import KINDS, tree_key
 from ace_shared.nodes.ident import parse_table_name
 
 BUILDER = "rt_builder"  # owns a table, has the grants docs/security.md gives a tree builder
@@ -130,7 +130,7 @@ def owned_tree(pg_cluster: Any) -> Iterator[tuple[Any, str]]:
     assert _mtree_as("build", OWNER_T, table)["action"] == "build"
     key = tree_key(parse_table_name(table))
     statements = [f"SET ROLE {OWNER_T}"]
-    for kind in ("blocks", "inner", "log"):
+    for kind in KINDS:
         statements.append(
             f'CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON '
             f'ace_mtree."{kind}_{key}" FOR EACH STATEMENT EXECUTE FUNCTION {OWNER_T}.note()')
@@ -141,8 +141,7 @@ def owned_tree(pg_cluster: Any) -> Iterator[tuple[Any, str]]:
     run_ace("mtree", "teardown", CLUSTER, table)
     as_admin_on_every_node(pg_cluster, [
         f"DROP SCHEMA IF EXISTS {OWNER_T} CASCADE",
-        f'DROP TABLE IF EXISTS ace_mtree."blocks_{key}", ace_mtree."inner_{key}", '
-        f'ace_mtree."log_{key}"',
+        "DROP TABLE IF EXISTS " + ", ".join(f'ace_mtree."{kind}_{key}"' for kind in KINDS),
         f"DELETE FROM ace_mtree.trees WHERE tree_key = '{key}'",
         f"REVOKE ALL ON SCHEMA ace_mtree FROM {OWNER_T}",
         f"REVOKE ALL ON ace_mtree.trees FROM {OWNER_T}"])
@@ -169,7 +168,7 @@ def test_an_operators_mtree_diff_runs_no_trigger_of_the_trees_owner(
         "again.\n")
     # without her triggers, her tree is the operator's to diff, as before
     statements = [f"SET ROLE {OWNER_T}"]
-    for kind in ("blocks", "inner", "log"):
+    for kind in KINDS:
         statements.append(f'DROP TRIGGER note ON ace_mtree."{kind}_{key}"')
     as_admin_on_every_node(cluster, [*statements, "RESET ROLE"])
     diff = run_ace("mtree", "table-diff", CLUSTER, table)
@@ -189,8 +188,8 @@ def test_another_callers_mtree_update_runs_no_trigger_of_the_trees_owner(
         f"GRANT SELECT ON {table} TO {reader}",
         f"GRANT USAGE ON SCHEMA ace_mtree TO {reader}",
         f"GRANT SELECT, UPDATE ON ace_mtree.trees TO {reader}",
-        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ace_mtree."blocks_{key}", '
-        f'ace_mtree."inner_{key}", ace_mtree."log_{key}" TO {reader}'])
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON "  # the four tables docs/security.md names
+        + ", ".join(f'ace_mtree."{kind}_{key}"' for kind in KINDS) + f" TO {reader}"])
     try:
         refusal = ""
         try:
@@ -215,7 +214,7 @@ def test_a_view_in_place_of_a_trees_table_is_refused_unread(owned_tree: tuple[An
     cluster, table = owned_tree
     key = tree_key(parse_table_name(table))
     statements = [f"SET ROLE {OWNER_T}"]
-    for kind in ("blocks", "inner", "log"):
+    for kind in KINDS:
         statements.append(f'DROP TRIGGER note ON ace_mtree."{kind}_{key}"')
     statements += [
         f"CREATE FUNCTION {OWNER_T}.peek() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "

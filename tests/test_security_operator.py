@@ -181,7 +181,7 @@ def _tree_grants(role: str, table: str) -> list[str]:
     from ace_shared.mtree.objects import tree_key
     from ace_shared.nodes.ident import parse_table_name
     key = tree_key(parse_table_name(table))
-    objects = ", ".join(f'ace_mtree."{kind}_{key}"' for kind in ("blocks", "inner", "log"))
+    objects = ", ".join(f'ace_mtree."{kind}_{key}"' for kind in ("blocks", "inner", "log", "keys"))
     return [f"GRANT USAGE ON SCHEMA ace_mtree TO {role}",
             f"GRANT SELECT, UPDATE ON ace_mtree.trees TO {role}",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON {objects} TO {role}"]

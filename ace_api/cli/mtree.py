@@ -33,7 +33,11 @@ def _runner(action: str) -> Any:
         for sentence in _healed(result):
             click.echo(f"ace: note: {sentence}", err=True)
         if action == "table-diff":
-            return report_diff(DiffSummary.from_dict(result), request.quiet)
+            code = report_diff(DiffSummary.from_dict(result), request.quiet)
+            line = tree_sentence(result.get("mtree"))
+            if line and not request.quiet and not json_wanted():
+                click.echo(line)
+            return code
         if json_wanted():
             print_json(result)
         elif not request.quiet:
@@ -55,6 +59,20 @@ def _healed(result: dict[str, Any]) -> list[str]:
     notes = [str(s) for s in found] if isinstance(found, list) else []
     note = mtree.get("note") if isinstance(mtree, dict) else None
     return notes + ([str(note)] if note else [])
+
+
+def tree_sentence(mtree: Any) -> str | None:
+    """How a re-check read the leaves that differ: by their kept keys, or whole."""
+    if not isinstance(mtree, dict) or mtree.get("compared_as") != "leaves":
+        return None  # compared as table-diff: the note said so
+    differing = int(mtree.get("leaves_differing", 0))
+    if not differing:
+        return None
+    by_keys, whole = int(mtree.get("leaves_by_keys", 0)), int(mtree.get("leaves_read", 0))
+    return (f"{plural(differing, 'leaf', 'leaves')} of the Merkle tree "
+            f"{'differs' if differing == 1 else 'differ'}: {by_keys:,} checked by the keys "
+            f"changed since {'it' if differing == 1 else 'they'} last agreed, "
+            f"{plural(whole, 'leaf', 'leaves')} read whole.")
 
 
 def _by_node(counts: Any, word: str) -> str:

@@ -26,7 +26,7 @@ build, the first update hashes that node's leaves again from the table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -223,20 +223,13 @@ def _superseded(spec: BuildSpec, node: str) -> TableError:
                       "run 'ace mtree build' for it again.")
 
 
-def _log_keys(shape: TableShape) -> TableShape:
-    """``shape`` (a cast shape) as the log table holds its key: columns ``k0``, ``k1``, ...
-    of the key's base types, so the key helpers of :mod:`~ace_shared.diff.queries` apply."""
-    key = tuple(f"k{i}" for i in range(len(shape.key)))
-    columns = tuple(replace(c, name=name, cast_sql=c.type_sql)
-                    for c, name in zip(shape.key_columns, key, strict=True))
-    return replace(shape, columns=columns, key=key)
-
-
 def _key_span(shape: TableShape, lower: Key | None, upper: Key | None,
-              params: queries.Params) -> sql.Composable:
-    """Log rows (changes, not markers) whose key is in ``[lower, upper)``."""
-    log = _log_keys(shape)
-    conds: list[sql.Composable] = [sql.SQL("sign OPERATOR(pg_catalog.=) ANY ('{-1,1}')")]
+              params: queries.Params, changes_only: bool = True) -> sql.Composable:
+    """Log rows whose key is in ``[lower, upper)``: changes, not markers, when ``changes_only``
+    (kept keys have no sign)."""
+    log = keytypes.logged_shape(shape)
+    conds: list[sql.Composable] = [sql.SQL("sign OPERATOR(pg_catalog.=) ANY ('{-1,1}')")
+                                   if changes_only else sql.SQL("true")]
     for bound, symbol in ((lower, ">="), (upper, "<")):
         if bound is not None:
             conds.append(sql.SQL("{} {} {}").format(
@@ -258,8 +251,8 @@ def _hold_storage(cur: cursor, spec: BuildSpec, node: str, mode: str) -> None:
     except psycopg2.errors.UndefinedTable:
         raise _superseded(spec, node) from None
     # the catalogue and the other tables, checked as every writer does (trust.py)
-    if not trust.lock(cur, [trust.CATALOGUE, f"inner_{spec.key}", f"log_{spec.key}"],
-                      trust.ROW_EXCLUSIVE):
+    if not trust.lock(cur, [trust.CATALOGUE, *(f"{kind}_{spec.key}" for kind in objects.KINDS
+                                               if kind != "blocks")], trust.ROW_EXCLUSIVE):
         raise _superseded(spec, node)
     trust.check_tree_tables(cur, spec.key, spec.shape.table.display, node)
     if _leaf_table_oid(cur, spec.key) != spec.storage[node]:
@@ -288,10 +281,11 @@ def _hash_on_node(spec: BuildSpec, ranges: list[KeyRange], node: str,
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.>=) %s AND "
                             "block_no OPERATOR(pg_catalog.<) %s").format(blocks),
                     (numbers[0], numbers[-1] + leaves.STRIDE))
-        params: queries.Params = {}
-        span = _key_span(cast, ranges[0].lower, ranges[-1].upper, params)
-        cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(objects.obj("log", key), span),
-                    params)
+        for kind in ("log", "keys"):  # what the batch's leaves, hashed now, make moot
+            params: queries.Params = {}
+            span = _key_span(cast, ranges[0].lower, ranges[-1].upper, params, kind == "log")
+            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(objects.obj(kind, key), span),
+                        params)
         counts, hashes = leaves.hash_ranges(cur, cast, ranges)
         leaves.insert_blocks(cur, cast, key, numbers, lowers, counts, hashes)
         return sum(counts)

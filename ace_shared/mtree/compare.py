@@ -10,9 +10,10 @@ table-repair and table-rerun take it unchanged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor
@@ -20,10 +21,13 @@ from psycopg2.extensions import cursor
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange
 from ace_shared.mtree import leaves
-from ace_shared.mtree.tree import Job, each_node, reading
+from ace_shared.mtree.keytypes import logged_shape
+from ace_shared.mtree.objects import obj
+from ace_shared.mtree.tree import Job, each_node, each_session, reading
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
+T = TypeVar("T")
 Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
 GAP_LEAVES = 2  # agreeing leaves between two differing ones read with them (fill_gaps)
@@ -50,12 +54,12 @@ def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Walked:
-    """Where a walk ended: the leaves to read, and how much of the table differs."""
+class Reading:
+    """What a re-check reads of the table: leaves whole, or by their kept keys."""
 
-    leaves: list[int]  # the differing leaves and the few agreeing ones between (fill_gaps)
+    leaves: list[int]  # read whole: differing leaves not kept, and the few agreeing between
+    by_keys: list[int]  # differing leaves read by their kept keys (kept.py)
     held: int  # rows the first node holds outside ``leaves``
-    differing: int  # leaves whose count or hash differ
     rows_read: int  # rows in ``leaves`` (on the node that holds the most of each)
     total_rows: int  # rows in the table (on the node that holds the most)
 
@@ -65,13 +69,30 @@ class Walked:
         return min(1.0, self.rows_read / self.total_rows) if self.total_rows else 0.0
 
 
+@dataclass(frozen=True)
+class Walked:
+    """Where a walk ended: the leaves that differ, and the counts of those it read."""
+
+    differing: list[int]  # leaves whose count or hash differ
+    known: list[int]  # every leaf the walk read (the children of differing parents), in order
+    first: dict[int, int]  # rows the first node holds in each known leaf
+    most: dict[int, int]  # rows of each known leaf on the node that holds the most
+    held: int  # rows the first node holds in the table
+    total_rows: int  # rows in the table (on the node that holds the most)
+
+    def reading(self, by_keys: set[int]) -> Reading:
+        """Read the differing leaves ``by_keys`` by their kept keys, and the others whole with
+        the few agreeing leaves between them (:func:`fill_gaps`)."""
+        whole = fill_gaps([b for b in self.differing if b not in by_keys], self.known)
+        return Reading(whole, sorted(by_keys), self.held - sum(self.first[b] for b in whole),
+                       sum(self.most[b] for b in whole), self.total_rows)
+
+
 def walk(job: Job, shape: TableShape, key: str,
          tops: dict[str, tuple[int, Level]] | None = None) -> Walked:
-    """The leaves to read (those whose count or hash differ between nodes, and the few
-    agreeing ones between them, :func:`fill_gaps`), how many rows the first node holds
-    outside them, how many differ, and how many rows reading them reads; from ``tops``, every
-    node's top level as the update left it (read in the update's own transaction), or
-    read here."""
+    """The leaves whose count or hash differ between nodes, with what the walk read of
+    their neighbours; from ``tops``, every node's top level as the update left it (read in
+    the update's own transaction), or read here."""
     if tops is None:
         tops = each_node(job, lambda node: reading(
             shape, key, node, lambda cur: leaves.top_level(cur, key)))
@@ -86,7 +107,7 @@ def walk(job: Job, shape: TableShape, key: str,
     level = levels - 1
     while level >= 0:
         if not suspects:
-            return Walked([], held, 0, 0, total)
+            return Walked([], [], {}, {}, held, total)
         # few suspects: their grandchildren too, in the same query (a round trip less)
         depth = 2 if level >= 1 and len(suspects) <= TWO_LEVELS_UNDER else 1
         read = each_node(job, _children_of(shape, key, level, suspects, depth))
@@ -98,14 +119,14 @@ def walk(job: Job, shape: TableShape, key: str,
                      for n, levels_read in read.items()}
             suspects = _differing(found)
         level -= depth
-    chosen = fill_gaps(suspects, sorted(set().union(*found.values())))
     most: dict[int, int] = {}  # every leaf's count on the node that holds the most rows in it
     for nodes in found.values():
         for b, (c, _) in nodes.items():
             if c > most.get(b, -1):
                 most[b] = c
-    return Walked(chosen, held - sum(found[first].get(b, (0, ""))[0] for b in chosen),
-                  len(suspects), sum(most[b] for b in chosen), total)
+    known = sorted(most)
+    return Walked(suspects, known, {b: found[first].get(b, (0, ""))[0] for b in known}, most,
+                  held, total)
 
 
 def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
@@ -162,12 +183,13 @@ def table_ranges(job: Job, shape: TableShape, key: str, every: int) -> list[KeyR
 
 
 def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str, str, list[int]]],
-               ) -> queries.Query:
+               relation: sql.Composable | None = None) -> queries.Query:
     """``unnest(<bounds>, <extra>) AS b(...) JOIN <table> ON <key in [lower, upper)>``.
 
     The bounds arrive as one array per key column and side, and each ``extra``
     as ``(name, type, values)``, one value per range; each range is then an
-    index range scan of the table, in the key's own order and collation.
+    index range scan of the table (or of ``relation``, whose key columns
+    ``shape`` names), in the key's own order and collation.
     """
     params: queries.Params = {}
     n = len(shape.key)
@@ -191,7 +213,8 @@ def _leaf_join(shape: TableShape, ranges: list[KeyRange], extra: list[tuple[str,
     join = sql.SQL("ROWS FROM ({arrays}) AS b({names}) JOIN {t} AS {alias} ON "
                    "{k} OPERATOR(pg_catalog.>=) {lo} AND {k} OPERATOR(pg_catalog.<) {hi}").format(
         arrays=sql.SQL(", ").join(arrays), names=sql.SQL(", ").join(names),
-        t=queries.table_ref(shape), alias=sql.Identifier(_ROW), k=queries.key_tuple(shape),
+        t=relation or queries.table_ref(shape), alias=sql.Identifier(_ROW),
+        k=queries.key_tuple(shape),
         lo=bound("l"), hi=bound("u"))
     return join, params
 
@@ -247,6 +270,30 @@ def leaf_rows(shape: TableShape, ranges: list[KeyRange], masks: list[int]) -> qu
     return q, params
 
 
+def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
+    """The kept keys (:mod:`~ace_shared.mtree.kept`) within the bounds of ``ranges``, as text
+    (as every key a diff compares), one index range scan of their primary key per range.
+
+    ``shape`` is the :func:`~ace_shared.mtree.keytypes.cast_shape`: the bounds are cast
+    to the key's base types, the kept keys' own.
+    """
+    held = logged_shape(shape)
+    texts = sql.SQL(", ").join(sql.SQL("{}.{}::pg_catalog.text").format(
+        sql.Identifier(_ROW), sql.Identifier(f"k{i}")) for i in range(len(shape.key)))
+    bounded = [r for r in ranges if r.lower is not None and r.upper is not None]
+    parts: list[sql.Composable] = []
+    params: queries.Params = {}
+    if bounded:
+        join, params = _leaf_join(held, bounded, [], obj("keys", key))
+        parts.append(sql.SQL("SELECT {} FROM {}").format(texts, join))
+    for rng in ranges:  # the first and the last leaf: open on one side
+        if rng.lower is None or rng.upper is None:
+            where = queries.range_where(held, rng, None, params)
+            parts.append(sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(
+                texts, obj("keys", key), sql.Identifier(_ROW), where))
+    return sql.SQL(" UNION ALL ").join(parts), params
+
+
 def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
     query, params = q
 
@@ -264,6 +311,11 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
 
 def _fetch_all(sessions: NodeSessions, q: queries.Query) -> dict[str, list[tuple[Any, ...]]]:
     return sessions.on_all(_fetch(q))
+
+
+def _guarded(shape: TableShape, key: str, run: Callable[[cursor], T], node: str,
+             ) -> Callable[[cursor], T]:
+    return reading(shape, key, node, run)
 
 
 class LeafDiffer:
@@ -297,6 +349,20 @@ class LeafDiffer:
                                               queries.leaf_hashes(self.shape, rng, None)))
             if progress:
                 progress(done, steps)
+        return found
+
+    def kept_keys(self, key: str, ranges: list[KeyRange]) -> set[Key]:
+        """The keys kept on any node within ``ranges`` (leaves that agreed on every node
+        before, :mod:`~ace_shared.mtree.kept`): every key that can differ in them. Their rows
+        are not read here; the caller's row fetch keeps those that differ."""
+        found: set[Key] = set()
+        n = len(self.shape.key)
+        for i in range(0, len(ranges), self.per_query):
+            run = _fetch(kept_keys(self.shape, key, ranges[i:i + self.per_query]))
+            per_node = each_session(self.sessions, functools.partial(
+                _guarded, self.shape, key, run))
+            for rows in per_node.values():
+                found.update(tuple(r[:n]) for r in rows)
         return found
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from psycopg2.extensions import cursor
+
 from ace_shared.config import Settings
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import RangeDiffer, diff_batch
@@ -36,18 +38,23 @@ from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.tuning import DensityHints
 from ace_shared.diff.workdir import BatchResult, WorkDir
-from ace_shared.mtree import keytypes, objects
+from ace_shared.mtree import kept, keytypes, objects, trust
 from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, table_ranges, walk
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
     Job,
+    each_node,
+    guard,
+    in_transaction,
     open_job,
+    reading,
     require_schema,
     table_shape,
     tree_lock,
 )
 from ace_shared.mtree.update import update_trees
 from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.shape import TableShape
 from ace_shared.words import plural
 
 Progress = Callable[[int, int], None]
@@ -113,14 +120,18 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
         walked = walk(job, shape, key, tops)
-        whole = walked.share >= FULL_DIFF_SHARE
+        read = walked.reading(settle_marks(job, shape, key, walked.differing))
+        whole = read.share >= FULL_DIFF_SHARE
         if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
             every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
             ranges = table_ranges(job, shape, key, every)
-            block_rows, held = every * SUBRANGES * tree.block_rows, 0
+            block_rows, held, by_keys = every * SUBRANGES * tree.block_rows, 0, []
         else:
-            ranges = leaf_ranges(job, shape, key, walked.leaves)
-            block_rows, held = tree.block_rows, walked.held
+            blocks = sorted(read.leaves + read.by_keys)
+            ranges = leaf_ranges(job, shape, key, blocks)
+            block_rows, held = tree.block_rows, read.held
+            keyed = set(read.by_keys)
+            by_keys = [r.index for r, b in zip(ranges, blocks, strict=True) if b in keyed]
     if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
         groups = cut_batches(ranges, None, slots, tasks_per_process)
     else:
@@ -135,22 +146,48 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
                     **read_provenance(job.sessions, settings, request.cluster_name,
                                       request.origin_filter))
     # rows in the leaves that agree, from the tree; the differing leaves count their own
+    differing = len(walked.differing)
     mtree: dict[str, Any] = {
-        "leaves_differing": walked.differing, "leaves_read": 0 if whole else len(walked.leaves),
-        "share_read": round(walked.share, 4), "compared_as": TABLE_DIFF if whole else LEAVES,
-        **updated}
+        "leaves_differing": differing, "leaves_read": 0 if whole else len(read.leaves),
+        "leaves_by_keys": len(by_keys), "share_read": round(read.share, 4),
+        "compared_as": TABLE_DIFF if whole else LEAVES, **updated}
     meta = {"max_cpu_ratio": request.max_cpu_ratio, "executor": executor,
             "output": request.output, "started_at": started, "ranges_total": len(ranges),
             "batch_firsts": [g[0].index for g in groups], "rows_outside_ranges": held,
-            "mtree": mtree}
+            "by_keys": by_keys, "mtree": mtree}
     if whole:
         mtree["note"] = (
-            f"{plural(walked.differing, 'leaf', 'leaves')} of the Merkle tree of table "
-            f"{shape.table.display} {'differs' if walked.differing == 1 else 'differ'}, and "
-            f"reading {'it' if walked.differing == 1 else 'them'} would read "
-            f"{walked.share:.0%} of its rows, so the whole table was compared as table-diff "
+            f"{plural(differing, 'leaf', 'leaves')} of the Merkle tree of table "
+            f"{shape.table.display} {'differs' if differing == 1 else 'differ'}, and "
+            f"reading {'it' if differing == 1 else 'them'} would read "
+            f"{read.share:.0%} of its rows, so the whole table was compared as table-diff "
             "compares it.")
     return DiffJob(spec, groups, meta)
+
+
+def settle_marks(job: Job, shape: TableShape, key: str, differing: list[int]) -> set[int]:
+    """Mark every leaf but ``differing`` as agreed on the compared nodes, and delete its kept
+    keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
+
+    Under the tree lock, after the fold: the kept keys are exactly those folded.
+    """
+    cast = keytypes.cast_shape(shape, job.key_bases or keytypes.key_bases(job.sessions, shape))
+    seen = each_node(job, lambda node: reading(shape, key, node, lambda cur: (
+        kept.identity(cur), kept.read_marks(cur, key, differing))))
+    mark = kept.mark_for({n: ident for n, (ident, _) in seen.items()})
+
+    def settle(node: str) -> Callable[[cursor], None]:
+        def run(cur: cursor) -> None:
+            guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)
+            kept.mark_agreed(cur, cast, key, differing, mark)
+        return in_transaction(run)
+    each_node(job, settle)
+    return kept.kept_leaves({n: marks for n, (_, marks) in seen.items()}, differing)
+
+
+def by_keys_of(job: DiffJob) -> frozenset[int]:
+    """The ranges of a planned re-check read by their kept keys (their indices)."""
+    return frozenset(job.meta.get("by_keys", ()))
 
 
 def compared_whole(job: DiffJob) -> bool:
@@ -161,12 +198,15 @@ def compared_whole(job: DiffJob) -> bool:
 
 def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessions,
                     budget: DiffBudget, on_range_done: OnRangeDone | None = None,
-                    key_bases: tuple[str, ...] | None = None) -> BatchResult:
+                    key_bases: tuple[str, ...] | None = None,
+                    by_keys: frozenset[int] = frozenset()) -> BatchResult:
     """Diff one group of leaves into its partial file; the record the merge reads.
 
     Named by its first leaf's index like a table-diff batch, so a copy run again
     after its worker died rewrites the same files. ``key_bases`` are the key's base
-    types as the plan read them in this process (read here when None).
+    types as the plan read them in this process (read here when None); the leaves
+    whose index is in ``by_keys`` are read by their kept keys (:mod:`~.kept`), the
+    others whole.
     """
     first = ranges[0].index
     part = str(first)
@@ -179,8 +219,10 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
         return result
     # bounds and keys are cast to the key's built-in base types, never to a domain
     cast = keytypes.cast_shape(spec.shape, key_bases or keytypes.key_bases(sessions, spec.shape))
-    runs = leaf_runs(ranges)
-    if len(ranges) >= DENSE_RUN_LEAVES * len(runs):
+    keyed = [r for r in ranges if r.index in by_keys]
+    whole = [r for r in ranges if r.index not in by_keys]
+    runs = leaf_runs(whole)
+    if not keyed and len(ranges) >= DENSE_RUN_LEAVES * len(runs):
         # most leaves differ next to each other (many scattered changes, or one area
         # rewritten): reading them leaf by leaf would cost more than table-diff's own
         # hash-and-narrow over ranges of the same rows, so that is what runs
@@ -198,7 +240,7 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
     def progress(done: int, total: int) -> None:
         if on_range_done is not None:
             on_range_done(part, len(ranges) * done // max(1, total))
-    keys = leaf.keys(ranges, progress)
+    keys = leaf.keys(whole, progress) | leaf.kept_keys(objects.tree_key(spec.shape.table), keyed)
     differ = RangeDiffer(replace(spec, shape=cast), sessions)
     ordered = differ.order_keys(sorted(keys))
     stopped = spec.max_diffs > 0 and len(ordered) > spec.max_diffs
@@ -234,7 +276,8 @@ def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
         hints.set(task_id, True)
         run: RunBatch = (functools.partial(run_batch, hints=hints)
                          if compared_whole(planned) else
-                         functools.partial(diff_leaf_group, key_bases=job.key_bases))
+                         functools.partial(diff_leaf_group, key_bases=job.key_bases,
+                                           by_keys=by_keys_of(planned)))
         view = job_view(planned)
         try:
             results = run_batches(planned, job.sessions, size, progress, run=run,

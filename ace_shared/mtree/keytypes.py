@@ -93,3 +93,12 @@ def cast_shape(shape: TableShape, bases: tuple[str, ...]) -> TableShape:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def logged_shape(shape: TableShape) -> TableShape:
+    """``shape`` (a cast shape) as the log and kept keys hold its key: columns ``k0``, ``k1``,
+    ... of the key's base types, so the key helpers of :mod:`~ace_shared.diff.queries` apply."""
+    key = tuple(f"k{i}" for i in range(len(shape.key)))
+    columns = tuple(replace(c, name=name, cast_sql=c.type_sql)
+                    for c, name in zip(shape.key_columns, key, strict=True))
+    return replace(shape, columns=columns, key=key)

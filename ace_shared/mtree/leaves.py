@@ -161,9 +161,11 @@ def _lower_names(shape: TableShape, alias: str = "") -> sql.Composable:
 
 
 def insert_blocks(cur: cursor, shape: TableShape, key: str, numbers: list[int],
-                  lowers: list[Key | None], counts: list[int], hashes: list[int]) -> None:
-    """Insert blocks numbered ``numbers`` with their lower bounds and hashes."""
-    params: list[object] = []
+                  lowers: list[Key | None], counts: list[int], hashes: list[int],
+                  agreed: list[int] | None = None) -> None:
+    """Insert blocks numbered ``numbers`` with their lower bounds and hashes, each marked as
+    having last agreed on the nodes ``agreed`` (none when None, :mod:`~.kept`)."""
+    params: list[object] = [agreed or []]  # its placeholder comes first
     for i in range(len(shape.key)):
         params.append([None if low is None else low[i] for low in lowers])
     params += [counts, hashes, numbers]
@@ -172,8 +174,8 @@ def insert_blocks(cur: cursor, shape: TableShape, key: str, numbers: list[int],
                                 for _ in shape.key)
     names = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
     cur.execute(sql.SQL(
-        "INSERT INTO {b} (block_no, {l}, row_count, hash) "
-        "SELECT u.no, {casts}, u.n, u.h "
+        "INSERT INTO {b} (block_no, {l}, row_count, hash, agreed) "
+        "SELECT u.no, {casts}, u.n, u.h, %s::pg_catalog.int8[] "
         "FROM ROWS FROM ({arrays}, pg_catalog.unnest(%s::pg_catalog.int8[]), "
         "pg_catalog.unnest(%s::pg_catalog.int8[]), pg_catalog.unnest(%s::pg_catalog.int4[])) "
         "AS u({names}, n, h, no)"
@@ -206,7 +208,9 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
 
     A key's block is the last one whose lower bound is at or below it, found by
     the blocks' index in the key's own order. XOR makes the order of changes
-    irrelevant: ``hash ^= h`` adds a row version and removes it again.
+    irrelevant: ``hash ^= h`` adds a row version and removes it again. The keys
+    of changes in blocks that once agreed are kept (:mod:`~ace_shared.mtree.kept`):
+    the same statement, so a key is kept exactly when its change is folded.
     """
     keys = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
     d_keys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(f"k{i}"))
@@ -215,11 +219,19 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
                               for i in range(len(shape.key)))
     q = sql.SQL(
         "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
-        "m AS (SELECT coalesce((SELECT b.block_no FROM {blocks} b "
-        "      WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
-        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1), 0) AS blk, "
-        "      d.sign, d.h FROM d WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
+        # one probe of the bounds' index per change finds its leaf and whether that leaf
+        # has a mark (leaf 0, without a lower bound, when none is at or below the key)
+        "m AS (SELECT coalesce(x.block_no, 0) AS blk, coalesce(x.marked, (SELECT "
+        "      pg_catalog.cardinality(z.agreed) OPERATOR(pg_catalog.>) 0 FROM {blocks} z "
+        "      WHERE z.block_no OPERATOR(pg_catalog.=) 0), false) AS marked, "
+        "      d.sign, d.h, {dk} FROM d LEFT JOIN LATERAL (SELECT b.block_no, "
+        "      pg_catalog.cardinality(b.agreed) OPERATOR(pg_catalog.>) 0 AS marked "
+        "      FROM {blocks} b WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
+        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1) x ON true "
+        "      WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
         "      AND d.sign OPERATOR(pg_catalog.<>) {altered}), "
+        "k AS (INSERT INTO {kept} ({keys}) SELECT {mk} FROM m WHERE m.marked "
+        "      ON CONFLICT DO NOTHING), "
         "a AS (SELECT blk, pg_catalog.sum(sign)::pg_catalog.int8 AS n, pg_catalog.bit_xor(h) AS x "
         "      FROM m GROUP BY blk), "
         "u AS (UPDATE {blocks} b SET row_count = b.row_count OPERATOR(pg_catalog.+) a.n, "
@@ -234,7 +246,9 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
         "       ARRAY(SELECT block_no FROM u ORDER BY 1), "
         "       ARRAY(SELECT block_no FROM u WHERE row_count OPERATOR(pg_catalog.<) 0 ORDER BY 1), "
         "       ARRAY(SELECT row_count FROM u ORDER BY block_no)"
-    ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key),
+    ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key), kept=obj("keys", key),
+             mk=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(f"k{i}"))
+                                   for i in range(len(shape.key))),
              bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
              altered=sql.Literal(ALTERED))
     no_jit(cur)  # one index lookup per change, not one big scan
@@ -460,8 +474,12 @@ def rehash_leaves(cur: cursor, shape: TableShape, key: str, nos: list[int] | Non
     if not order:
         return 0
     counts, hashes = hash_ranges(cur, shape, ranges)
+    # what the log missed is not in the kept keys either: these leaves agreed on no nodes
+    # since (kept.py), and after a TRUNCATE no key of the node's is worth keeping
+    if nos is None:
+        cur.execute(sql.SQL("DELETE FROM {}").format(obj("keys", key)))  # MVCC-safe
     cur.execute(sql.SQL(
-        "UPDATE {} b SET row_count = u.n, hash = u.h FROM ROWS FROM ("
+        "UPDATE {} b SET row_count = u.n, hash = u.h, agreed = '{{}}' FROM ROWS FROM ("
         "pg_catalog.unnest(%s::pg_catalog.int4[]), pg_catalog.unnest(%s::pg_catalog.int8[]), "
         "pg_catalog.unnest(%s::pg_catalog.int8[])) AS u(no, n, h) "
         "WHERE b.block_no OPERATOR(pg_catalog.=) u.no").format(obj("blocks", key)),

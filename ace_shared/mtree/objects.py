@@ -10,6 +10,9 @@ Per tracked table (named by :func:`tree_key`, the same on every node):
   Each block keeps its row count and the ``bit_xor`` of its rows' hashes
   (:func:`ace_shared.diff.queries.row_hash`, the exact hash table-diff uses).
 - ``inner_<key>``: the inner levels, 16 children per node, up to one root.
+- ``keys_<key>``: the keys folded in since each leaf last agreed on the nodes
+  compared (see :mod:`ace_shared.mtree.kept`), so a re-check of a leaf that
+  differs can probe those keys instead of reading the leaf's rows.
 - ``log_<key>``: changes not yet folded into the tree. A trigger on the table
   appends, for every row a statement removes or adds, its key, ``-1``/``+1`` and
   its row hash. Because XOR undoes itself, a block's hash is brought up to date
@@ -77,8 +80,10 @@ from ace_shared.nodes.shape import TableShape
 SCHEMA = "ace_mtree"
 TRIGGER_PREFIX = "ace_mtree_"
 WRITER_ROLE = watch.WRITER_ROLE  # owns the event trigger's function (in ace_mtree_admin)
-# the layout of a tree's tables: 2 stores keys in their built-in base types (1 did not)
-FORMAT_VERSION = 2
+# the layout of a tree's tables: 2 stores keys in their built-in base types (1 did not),
+# 3 keeps the keys changed since each leaf last agreed (2 did not)
+FORMAT_VERSION = 3
+KINDS = ("blocks", "inner", "log", "keys")  # a tree's tables: obj(kind, key)
 # the settings that change how a value prints, pinned inside the trigger function too
 _FUNCTION_SETTINGS = ("DateStyle", "TimeZone", "extra_float_digits", "bytea_output",
                       "IntervalStyle", "lc_monetary")
@@ -256,14 +261,19 @@ def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
     ``shape`` is the table's :func:`~ace_shared.mtree.keytypes.cast_shape`: its key
     columns have their built-in base types, and so have the bounds and logged keys.
     """
-    for kind in ("blocks", "inner", "log"):
+    for kind in KINDS:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
     lows = _key_columns_ddl(shape, "l")
+    # agreed: the nodes the leaf last agreed on, one digest each, sorted; none yet: {} (kept.py)
     cur.execute(sql.SQL(
         "CREATE UNLOGGED TABLE {} (block_no integer PRIMARY KEY, {}, "
-        "row_count bigint NOT NULL, hash bigint NOT NULL)").format(obj("blocks", key), lows))
+        "row_count bigint NOT NULL, hash bigint NOT NULL, agreed bigint[] NOT NULL)").format(
+        obj("blocks", key), lows))
     cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(obj("blocks", key),
                                                           _key_names(shape, "l")))
+    cur.execute(sql.SQL("CREATE INDEX ON {} (agreed)").format(obj("blocks", key)))
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({}, PRIMARY KEY ({}))").format(
+        obj("keys", key), _key_columns_ddl(shape, "k"), _key_names(shape, "k")))
     cur.execute(sql.SQL(
         "CREATE UNLOGGED TABLE {} (level smallint, idx integer, row_count bigint NOT NULL, "
         "hash text NOT NULL, PRIMARY KEY (level, idx))").format(obj("inner", key)))
@@ -276,7 +286,7 @@ def create_storage(cur: cursor, shape: TableShape, key: str) -> None:
     cur.execute(sql.SQL(
         "CREATE UNLOGGED TABLE {} ({}, sign smallint NOT NULL, h bigint){}").format(
         obj("log", key), _key_columns_ddl(shape, "k"), quiet))
-    for kind in ("blocks", "inner", "log"):
+    for kind in KINDS:
         cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(obj(kind, key)))
 
 
@@ -423,7 +433,7 @@ def drop_tree(cur: cursor, table: TableName, key: str) -> None:
     """Remove every object of one tree: triggers, functions, tables, catalogue row."""
     drop_tracking(cur, table, key)
     _drop_functions(cur, key)
-    for kind in ("blocks", "inner", "log"):
+    for kind in KINDS:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(obj(kind, key)))
     if schema_exists(cur):
         cur.execute("DELETE FROM ace_mtree.trees WHERE tree_key OPERATOR(pg_catalog.=) %s",

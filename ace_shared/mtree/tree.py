@@ -257,9 +257,10 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
     if row is None:
         raise missing_tree(shape, node)
     if row.format_version != objects.FORMAT_VERSION:
+        what = ("whose change log held the key in its own type" if row.format_version < 2
+                else "which kept no changed keys")
         raise TableError(f"The Merkle tree of table {name} on node {node} was built by an older "
-                         f"version of ACE, whose change log held the key in its own type; "
-                         f"{rebuild}.")
+                         f"version of ACE, {what}; {rebuild}.")
     oid, _ = table_identity(cur, shape)
     if oid != row.table_oid:
         raise TableError(f"Table {name} on node {node} is not the table its Merkle tree was "
@@ -280,8 +281,8 @@ def check_tree(cur: cursor, shape: TableShape, key: str, node: str) -> TreeRow:
 def missing_tree(shape: TableShape, node: str) -> TableError:
     """The sentence for a tree whose tables are not there."""
     return TableError(f"Table {shape.table.display} has no Merkle tree on node {node} (never "
-                      "built, being built, torn down, or lost in a crash); build it with "
-                      "'ace mtree build'.")
+                      "built, being built, torn down, lost in a crash, or built by an older "
+                      "version of ACE); build it with 'ace mtree build'.")
 
 
 def reading(shape: TableShape, key: str, node: str,

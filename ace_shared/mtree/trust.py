@@ -22,6 +22,7 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.errors import TableError
+from ace_shared.mtree import objects
 
 SCHEMA = "ace_mtree"
 CATALOGUE = "trees"
@@ -119,7 +120,7 @@ def refuse_unsafe(cur: cursor, names: list[str], what: str, node: str, fix: str,
 
 
 def tree_tables(key: str) -> list[str]:
-    return [f"{kind}_{key}" for kind in ("blocks", "inner", "log")]
+    return [f"{kind}_{key}" for kind in objects.KINDS]
 
 
 def guard_tree(cur: cursor, key: str, table_display: str, node: str, mode: str) -> bool:

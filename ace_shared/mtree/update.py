@@ -32,7 +32,7 @@ from ace_shared.diff import queries
 from ace_shared.diff.plan import agreed_boundaries
 from ace_shared.diff.ranges import Key, KeyRange
 from ace_shared.errors import TableError
-from ace_shared.mtree import keytypes, leaves, objects, trust
+from ace_shared.mtree import kept, keytypes, leaves, objects, trust
 from ace_shared.mtree.tree import (
     Job,
     TreeRow,
@@ -249,7 +249,8 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
     for b, right in plan.merges:
         cur.execute(sql.SQL(
             "UPDATE {t} k SET row_count = k.row_count OPERATOR(pg_catalog.+) r.row_count, "
-            "hash = k.hash OPERATOR(pg_catalog.#) r.hash FROM {t} r "
+            "hash = k.hash OPERATOR(pg_catalog.#) r.hash, agreed = CASE WHEN k.agreed "
+            "OPERATOR(pg_catalog.=) r.agreed THEN k.agreed ELSE '{{}}' END FROM {t} r "
             "WHERE k.block_no OPERATOR(pg_catalog.=) %s AND r.block_no OPERATOR(pg_catalog.=) %s"
         ).format(t=blocks), (b, right))
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s").format(
@@ -260,6 +261,7 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
     for b in sorted(plan.splits, reverse=True):
         cuts = plan.splits[b]
         lower, upper = leaves.read_spans(cur, shape, key, [b])[b]
+        agreed = list(kept.read_marks(cur, key, [b])[b])  # the pieces agreed where it did
         counts, hashes = leaves.hash_ranges(cur, shape, [KeyRange(b, lower, upper, tuple(cuts))])
         numbers, moves = leaves.make_room(cur, key, b, len(counts))
         if moves:
@@ -269,7 +271,7 @@ def _apply(cur: cursor, shape: TableShape, key: str, plan: Rebalance,
             touched |= {o for o, _ in moves} | {n for _, n in moves}
         cur.execute(sql.SQL("DELETE FROM {} WHERE block_no OPERATOR(pg_catalog.=) %s").format(
             blocks), (b,))
-        leaves.insert_blocks(cur, shape, key, numbers, [lower, *cuts], counts, hashes)
+        leaves.insert_blocks(cur, shape, key, numbers, [lower, *cuts], counts, hashes, agreed)
         sig ^= leaves.digest_xor(cur, shape, key, numbers[1:])  # the first keeps b's digest
         touched |= set(numbers)
     leaves.rebuild_inner(cur, key, None if folded.all_touched else touched)
