@@ -169,10 +169,13 @@ class RangeDiffer:
         out: list[DiffRecord] = []
         pending: tuple[list[Key], Callable[[], dict[str, Rows]]] | None = None
         for batch in batches:
-            started = (batch, self._start_fetch(batch))
-            if pending is not None:
-                out.extend(self._records_of(pending[0], pending[1]()))
-            pending = started
+            if pending is None:
+                pending = (batch, self._start_fetch(batch))
+                continue
+            # one fetch at a time on each node: the next starts once the last has answered
+            done, fetched = pending[0], pending[1]()
+            pending = (batch, self._start_fetch(batch))
+            out.extend(self._records_of(done, fetched))
         if pending is not None:
             out.extend(self._records_of(pending[0], pending[1]()))
         return out
