@@ -198,7 +198,7 @@ def test_a_batch_of_keys_is_fetched_without_comparing_every_key_with_every_row(
     most of a second per batch of two thousand, the bulk of diffing 10,000 rows."""
     dsn = pg_cluster.node_dsn(0)
     shape = planned[table]
-    keys = _keys(dsn, shape, every=20)[:DiffTuning().fetch_keys]
+    keys = _keys(dsn, shape, every=10)[:DiffTuning().fetch_keys]
     assert len(keys) == DiffTuning().fetch_keys
     query, params = queries.fetch_rows_in_order(shape, [tuple(k) for k in keys], None)
     conn = psycopg2.connect(dsn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ace_shared.diff import differ
 from ace_shared.diff.ranges import KeyRange
-from ace_shared.diff.rowlines import differing_lines, line_key
+from ace_shared.diff.rowlines import differing_lines, line_key, line_keys
 from ace_shared.diff.tuning import DiffTuning
 
 
@@ -14,6 +14,14 @@ def test_a_line_gives_back_the_key_text_copy_escaped() -> None:
     assert line_key("\u00fc \\r\\b\\f\\v\t-5\n".encode()) == ("\u00fc \r\b\f\v",)
     assert line_key(b"\\\\x00ff\t7\n") == ("\\x00ff",)  # bytea text
     assert line_key(b"\t7\n") == ("",)
+
+
+def test_the_keys_of_many_lines_are_each_key_once_as_each_line_gives_it() -> None:
+    # two nodes' lines of one key differ only in their hash: the key is there once
+    lines = {b"a\\tb\tc\t1\n", b"a\\tb\tc\t2\n", b"\\\\x00ff\t7\n", b"\t7\n"}
+    assert line_keys(lines) == {line_key(line) for line in lines}
+    assert line_keys(lines) == {("a\tb", "c"), ("\\x00ff",), ("",)}
+    assert line_keys([]) == set()
 
 
 def test_lines_not_sent_by_every_node_are_the_differing_ones() -> None:

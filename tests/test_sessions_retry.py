@@ -8,6 +8,7 @@ the work began may have lost it during the commit, which the node may have made.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,10 +17,11 @@ from api_helpers import run_sql
 from psycopg2.extensions import cursor
 
 from ace_shared.config import load_settings
+from ace_shared.diff.queries import PINNED_PLAN
 from ace_shared.errors import AceError
 from ace_shared.nodes.cluster import load_cluster
 from ace_shared.nodes.connection import NodeTarget, node_targets
-from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.sessions import NodeSessions, fetching
 
 PROBE = "public.sessions_retry_probe"
 
@@ -97,5 +99,23 @@ def test_a_write_whose_connection_is_lost_after_it_began_is_not_run_again(
         with pytest.raises(AceError):
             sessions.on_one("n1", insert_then_lose_the_connection)
         assert _rows(pg_cluster) == 1
+    finally:
+        sessions.close()
+
+
+def test_a_fetch_begun_on_every_node_answers_later_with_its_planner_settings(
+        pg_cluster: Any) -> None:
+    sessions = NodeSessions(_targets(), threads_per_node=2)
+    try:
+        slow = sessions.start_all(fetching(
+            "SELECT pg_catalog.pg_sleep(0.5), pg_catalog.current_setting('enable_seqscan')",
+            setup=PINNED_PLAN))
+        started = time.monotonic()
+        assert sessions.fetch_from("n1", "SELECT 1") == [(1,)]  # while the fetch runs
+        assert time.monotonic() - started < 0.4
+        assert {n: rows[0][1] for n, rows in slow().items()} == dict.fromkeys(sessions.order,
+                                                                               "off")
+        # the settings ended with the fetch's transaction
+        assert sessions.fetch_from("n1", "SHOW enable_seqscan") == [("on",)]
     finally:
         sessions.close()

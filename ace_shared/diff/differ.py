@@ -20,11 +20,11 @@ from ace_shared.diff import provenance, queries
 from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange, split_range
 from ace_shared.diff.request import DiffSpec
-from ace_shared.diff.rowlines import copy_lines, differing_lines, line_key
+from ace_shared.diff.rowlines import copy_lines, differing_lines, line_keys
 from ace_shared.diff.tuning import DensityHints, DiffTuning, Strategy
 from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
 from ace_shared.difffile.format import with_meta
-from ace_shared.nodes.sessions import NodeSessions
+from ace_shared.nodes.sessions import NodeSessions, Rows, fetching
 from ace_shared.nodes.shape import TableShape
 
 FANOUT = SUBRANGES
@@ -149,7 +149,7 @@ class RangeDiffer:
             q = queries.stream_hashes(self.shape, chunk, self.filter)
             lines = self.sessions.on_all(copy_lines(q))
             held += len(lines[self.nodes[0]])
-            keys.update(map(line_key, differing_lines(lines.values())))
+            keys.update(line_keys(differing_lines(lines.values())))
         return keys, held
 
     def records_for_keys(self, keys: Iterable[Key]) -> list[DiffRecord]:
@@ -158,13 +158,26 @@ class RangeDiffer:
         Records come in the table's own key order (as the first node sorts, collations
         included). Rows are fetched ``tuning.fetch_keys`` keys at a time, never parting keys
         that are equal in PostgreSQL but spelt two ways (see :func:`queries.fetch_rows_in_order`).
+        While the rows of one batch are compared here, the nodes already fetch the next.
         """
         key_list = sorted(set(keys))  # a fixed order, whichever way the keys were found
-        if len(key_list) <= self.tuning.fetch_keys:
-            return self._batch_records(key_list)
+        if not key_list:
+            return []
+        batches: Iterable[list[Key]] = [key_list]
+        if len(key_list) > self.tuning.fetch_keys:
+            batches = self._key_batches(key_list)
         out: list[DiffRecord] = []
-        for batch in self._key_batches(key_list):
-            out.extend(self._batch_records(batch))
+        pending: tuple[list[Key], Callable[[], dict[str, Rows]]] | None = None
+        for batch in batches:
+            if pending is None:
+                pending = (batch, self._start_fetch(batch))
+                continue
+            # one fetch at a time on each node: the next starts once the last has answered
+            done, fetched = pending[0], pending[1]()
+            pending = (batch, self._start_fetch(batch))
+            out.extend(self._records_of(done, fetched))
+        if pending is not None:
+            out.extend(self._records_of(pending[0], pending[1]()))
         return out
 
     def _key_batches(self, keys: list[Key]) -> Iterator[list[Key]]:
@@ -179,39 +192,53 @@ class RangeDiffer:
         if batch:
             yield batch
 
+    def _start_fetch(self, batch: list[Key]) -> Callable[[], dict[str, Rows]]:
+        """Every node starts fetching the rows of ``batch``; the answer waits for them."""
+        query, params = queries.fetch_rows_in_order(self.shape, batch, self.filter)
+        return self.sessions.start_all(fetching(query, params, queries.PINNED_PLAN))
+
     def _batch_records(self, batch: list[Key]) -> list[DiffRecord]:
-        """Records of ``batch``, in key order, whose rows are not equal everywhere.
+        """Records of ``batch``, in key order, whose rows are not equal everywhere."""
+        if not batch:
+            return []
+        return self._records_of(batch, self._start_fetch(batch)())
+
+    def _records_of(self, batch: list[Key], fetched: dict[str, Rows]) -> list[DiffRecord]:
+        """Records of ``batch`` from the rows every node sent for it, in the first node's order.
 
         Each node sends each row as the diff file's JSON text (see
         :func:`queries.row_json_text`), so rows are compared and kept as one string each.
         """
-        if not batch:
-            return []
-        fetched = self.sessions.fetch_all(
-            *queries.fetch_rows_in_order(self.shape, batch, self.filter), setup=queries.PINNED_PLAN)
-        # rows are matched by the key they equal in PostgreSQL, not by their key's text
-        by_node = {n: {r[0]: r for r in rows if r[1] is not None} for n, rows in fetched.items()}
         nodes = self.nodes
-        names = self.spec.origin_names
-        keep = self.spec.origin_filter.keeps
+        # rows are matched by the key they equal in PostgreSQL, not by their key's text:
+        # by the position of that key in the batch (1-based), the node's row or None
+        held: list[list[tuple[Any, ...] | None]] = []
+        for n in nodes:
+            at: list[tuple[Any, ...] | None] = [None] * (len(batch) + 1)
+            for r in fetched[n]:
+                if r[1] is not None:
+                    at[r[0]] = r
+            held.append(at)
+        named = [(n, self.spec.origin_names.get(n, {})) for n in nodes]
+        origin_filter = self.spec.origin_filter
+        filtering = origin_filter.active
+        origin_node = provenance.origin_node
+        count = len(nodes)
         out = []
         for r in fetched[nodes[0]]:  # the first node's key order
             i = r[0]
-            found = {n: by_node[n].get(i) for n in nodes}
-            texts = {n: None if f is None else f[1] for n, f in found.items()}
-            first = texts[nodes[0]]
-            if not any(texts[n] != first for n in nodes[1:]):
+            found = [at[i] for at in held]
+            texts = [None if f is None else f[1] for f in found]
+            if texts.count(texts[0]) == count:
                 continue
             # the provenance travels with the row's text; it is compared by its values only
-            metas = {n: None if f is None else (f[2], provenance.origin_node(
-                n, f[3], f[4], names.get(n, {}))) for n, f in found.items()}
-            if not keep(metas):
+            metas = [None if f is None else (f[2], origin_node(n, f[3], f[4], names))
+                     for (n, names), f in zip(named, found, strict=True)]
+            if filtering and not origin_filter.keeps(dict(zip(nodes, metas, strict=True))):
                 continue
-            rows: dict[str, str | None] = {}
-            for n, t in texts.items():
-                meta = metas[n]
-                rows[n] = None if t is None or meta is None else with_meta(t, *meta)
-            out.append(DiffRecord(batch[int(i) - 1], rows))
+            out.append(DiffRecord(batch[int(i) - 1], {
+                n: None if t is None or m is None else with_meta(t, *m)
+                for n, t, m in zip(nodes, texts, metas, strict=True)}))
         return out
 
     def order_keys(self, keys: list[Key]) -> list[Key]:

@@ -72,9 +72,19 @@ def _unescape(text: str) -> str:
 
 def line_key(line: bytes) -> Key:
     """The key of a ``key columns<TAB>hash`` line, as the text PostgreSQL printed for it."""
+    return _key_text(line[:line.rindex(b"\t")])
+
+
+def line_keys(lines: Iterable[bytes]) -> set[Key]:
+    """The keys of ``key columns<TAB>hash`` lines (see :func:`line_key`), each decoded once
+    however many nodes' lines name it."""
+    return set(map(_key_text, {line[:line.rindex(b"\t")] for line in lines}))
+
+
+def _key_text(fields_text: bytes) -> Key:
     # every session pins client_encoding to UTF8; a tab in a value is escaped, so
     # the tabs are the fields' own
-    fields = line[:line.rindex(b"\t")].decode("utf-8").split("\t")
-    if b"\\" in line:
+    fields = fields_text.decode("utf-8").split("\t")
+    if b"\\" in fields_text:
         fields = [_unescape(f) if "\\" in f else f for f in fields]
     return tuple(fields)

@@ -33,7 +33,7 @@ class DiffTuning:
     leaf_rows: int = 4000  # a sub-range this small is streamed whole rather than cut again
     dense_share: float = 0.5  # stream a range once more than this share of its sub-ranges differ
     stream_rows: int = 20_000  # most rows a node sends in one stream query (~3 MB per node)
-    fetch_keys: int = 2_000  # about the most differing keys whose rows one query fetches
+    fetch_keys: int = 5_000  # about the most differing keys whose rows one query fetches
     # a table estimated at no more rows is planned from every key, a larger one from a sample
     exact_plan_rows: int = 200_000
 

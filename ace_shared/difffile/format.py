@@ -154,10 +154,14 @@ def row_meta(row: Row | None) -> RowMeta:
     return getattr(row, "meta", NO_META) if row is not None else NO_META
 
 
+_ENCODE_TEXT = json.encoder.encode_basestring  # what _ENCODE does with a str, without its machinery
+_ORIGIN_MARK = f', "{ORIGIN_FIELD}": '
+
+
 def with_meta(text: str, commit_ts: str | None, origin: str | None) -> str:
     """A row's JSON text (an object of at least one column) with the reserved fields last."""
-    return (text[:-1] + _META_MARK + _ENCODE(commit_ts) + f', "{ORIGIN_FIELD}": '
-            + _ENCODE(origin) + "}")
+    return (text[:-1] + _META_MARK + ("null" if commit_ts is None else _ENCODE_TEXT(commit_ts))
+            + _ORIGIN_MARK + ("null" if origin is None else _ENCODE_TEXT(origin)) + "}")
 
 
 def values_text(text: str) -> str:

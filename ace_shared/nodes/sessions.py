@@ -140,18 +140,30 @@ class NodeSessions:
 
     def on_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None) -> dict[str, T]:
         """Run ``fn`` on every node (or ``nodes``) concurrently; results by node name."""
+        return self.start_all(fn, nodes)()
+
+    def start_all(self, fn: Callable[[cursor], T], nodes: list[str] | None = None,
+                  ) -> Callable[[], dict[str, T]]:
+        """:meth:`on_all`, begun now and not waited for: calling the answer waits for the
+        results by node name (or raises the first error, once every node has finished).
+
+        A caller can work on one step's results while the nodes already run the next.
+        """
         names = nodes or self.order
         self.reserve(names)
         futures = {n: self._pools[n].submit(self._run, n, fn) for n in names}
-        results: dict[str, T] = {}
-        first_error: BaseException | None = None
-        for n, fut in futures.items():
-            try:
-                results[n] = fut.result()
-            except BaseException as exc:  # collect, then raise the first, after all finish
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+
+        def results() -> dict[str, T]:
+            found: dict[str, T] = {}
+            first_error: BaseException | None = None
+            for n, fut in futures.items():
+                try:
+                    found[n] = fut.result()
+                except BaseException as exc:  # collect, then raise the first, after all finish
+                    first_error = first_error or exc
+            if first_error is not None:
+                raise first_error
+            return found
         return results
 
     def on_one(self, node: str, fn: Callable[[cursor], T]) -> T:
@@ -203,10 +215,19 @@ class NodeSessions:
 
 def fetching(query: sql.Composable | str, params: Params = None,
              setup: str | None = None) -> Callable[[cursor], Rows]:
-    """A function that runs ``setup`` (if any), then ``query``, and answers every row."""
+    """A function that runs ``setup`` (if any), then ``query``, and answers every row.
+
+    Both go to the node as one string, in one round trip: a thread waiting on a node
+    also waits for the interpreter's lock each time it comes back, and a busy
+    neighbour holds that lock for milliseconds at a time.
+    """
+    if setup:
+        if params is not None and "%" in setup:
+            raise ValueError("a setup statement must not hold %: it runs with bound parameters")
+        query = sql.Composed([sql.SQL(setup + "; "), query if isinstance(
+            query, sql.Composable) else sql.SQL(query)])
+
     def run(cur: cursor) -> Rows:
-        if setup:
-            cur.execute(setup)
         cur.execute(query, params)
         rows: Rows = cur.fetchall()
         return rows
