@@ -224,6 +224,28 @@ def test_reading_kept_keys_probes_only_the_leaves_asked_for(pg_cluster: Any) -> 
                 found = cur.fetchall()
                 assert 0 < len(found) < 30000
                 conn.rollback()
+                # a group's marks: an index range scan of the leaves' bounds per leaf, which
+                # reads the leaves asked for and throws none away
+                cur.execute("SET LOCAL random_page_cost = 40")
+                cur.execute(queries.PINNED_PLAN)
+                q, params = compare.kept_marks(cast, key, group)
+                cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + cur.mogrify(q, params).decode())
+                plan = cur.fetchone()[0]
+                assert '"Seq Scan"' not in json.dumps(plan), plan
+                assert _thrown_away(plan) <= len(group), plan
+                conn.rollback()
+        # one join, whatever the number of leaves: an arm per leaf cost 70 us each to run
+        # and more to plan, most of a re-check of changes in every leaf
+        nodes: dict[str, set[int]] = {"keys": set(), "marks": set()}
+        with conn.cursor() as cur:
+            for group in (leaves[5:7], leaves[100:300]):
+                cur.execute(queries.PINNED_PLAN)
+                for name, (q, params) in (("keys", compare.kept_keys(cast, key, group)),
+                                          ("marks", compare.kept_marks(cast, key, group))):
+                    cur.execute("EXPLAIN (FORMAT JSON) " + cur.mogrify(q, params).decode())
+                    nodes[name].add(json.dumps(cur.fetchone()[0]).count('"Node Type"'))
+                conn.rollback()
+        assert max(max(counts) for counts in nodes.values()) <= 6, nodes  # 200 leaves too
     finally:
         conn.close()
 
@@ -244,3 +266,16 @@ def test_a_tree_built_before_keys_were_kept_is_refused_until_built_again(
         "with 'ace mtree build'.\n")
     assert run_ace("mtree", "build", CLUSTER, table).code == 0
     assert _recheck(table)["summary"]["diff_rows"] == 0
+
+
+def _thrown_away(plan: Any) -> int:
+    """Rows a plan read and then dropped (filters, joins, rechecks), over all loops."""
+    if isinstance(plan, list):
+        return sum(_thrown_away(p) for p in plan)
+    if not isinstance(plan, dict):
+        return 0
+    loops = int(plan.get("Actual Loops", 1))
+    dropped = sum(int(plan.get(k, 0)) for k in (
+        "Rows Removed by Filter", "Rows Removed by Join Filter", "Rows Removed by Index Recheck"))
+    return dropped * loops + sum(_thrown_away(v) for v in plan.values()
+                                 if isinstance(v, (dict, list)))

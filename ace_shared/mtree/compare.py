@@ -305,12 +305,26 @@ def bounds_shape(shape: TableShape) -> TableShape:
 def kept_marks(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
     """The marks of the leaves within each of ``ranges``, and whether each starts at its
     range's lower bound: ``(range's position, starts at the lower bound, mark)``, one index
-    range scan of the bounds per range (:mod:`~ace_shared.mtree.kept`)."""
+    range scan of the leaves' bounds per range (:mod:`~ace_shared.mtree.kept`)."""
     lows = bounds_shape(shape)
     blocks = obj("blocks", key)
-    params: queries.Params = {}
+    bounded = [(i, r) for i, r in enumerate(ranges) if r.lower is not None and r.upper is not None]
     parts: list[sql.Composable] = []
-    for i, rng in enumerate(ranges):
+    params: queries.Params = {}
+    if bounded:
+        join, params = _leaf_join(lows, [r for _, r in bounded],
+                                  [("ace_n", "int4", [i for i, _ in bounded])], blocks)
+        lower = sql.SQL(", ").join(
+            sql.SQL("b.{}::{}").format(sql.Identifier(f"ace_l{i}"),
+                                       queries.catalog_text(c.type_sql))
+            for i, c in enumerate(lows.key_columns))
+        parts.append(sql.SQL("SELECT b.ace_n, {k} OPERATOR(pg_catalog.=) {lo}, {r}.agreed "
+                             "FROM {join}").format(
+            k=queries.key_tuple(lows), lo=sql.SQL("({})").format(lower)
+            if len(lows.key) > 1 else lower, r=sql.Identifier(_ROW), join=join))
+    for i, rng in enumerate(ranges):  # the first and the last leaf: open on one side
+        if rng.lower is not None and rng.upper is not None:
+            continue
         at = (sql.SQL("false") if rng.lower is None else sql.SQL("{} {} {}").format(
             queries.key_tuple(lows), queries.op("="), queries.bound(lows, rng.lower, params)))
         parts.append(sql.SQL(
