@@ -20,10 +20,10 @@ from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
 from ace_shared.diff.ranges import SUBRANGES, Key, KeyRange
-from ace_shared.mtree import leaves
+from ace_shared.mtree import kept, leaves
 from ace_shared.mtree.keytypes import logged_shape
 from ace_shared.mtree.objects import obj
-from ace_shared.mtree.tree import Job, each_node, each_session, reading
+from ace_shared.mtree.tree import Job, each_node, each_session, in_transaction, reading
 from ace_shared.nodes.sessions import NodeSessions
 from ace_shared.nodes.shape import TableShape
 
@@ -294,19 +294,11 @@ def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Qu
     return sql.SQL(" UNION ALL ").join(parts), params
 
 
-def bounds_shape(shape: TableShape) -> TableShape:
-    """``shape`` (a cast shape) as the leaves hold their lower bounds: columns ``l0``, ..."""
-    held = logged_shape(shape)
-    key = tuple(f"l{i}" for i in range(len(shape.key)))
-    columns = tuple(replace(c, name=name) for c, name in zip(held.key_columns, key, strict=True))
-    return replace(held, columns=columns, key=key)
-
-
 def kept_marks(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
     """The marks of the leaves within each of ``ranges``, and whether each starts at its
     range's lower bound: ``(range's position, starts at the lower bound, mark)``, one index
     range scan of the leaves' bounds per range (:mod:`~ace_shared.mtree.kept`)."""
-    lows = bounds_shape(shape)
+    lows = logged_shape(shape, "l")
     blocks = obj("blocks", key)
     bounded = [(i, r) for i, r in enumerate(ranges) if r.lower is not None and r.upper is not None]
     parts: list[sql.Composable] = []
@@ -352,23 +344,15 @@ def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
     return run
 
 
-def _snapshot(make: Callable[[str], Callable[[cursor], T]], node: str) -> Callable[[cursor], T]:
-    """What ``make`` runs on ``node``, in one ``REPEATABLE READ`` transaction: one snapshot."""
-    run = make(node)
-
-    def at_one(cur: cursor) -> T:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return run(cur)
-    return at_one
-
-
 def _fetch_all(sessions: NodeSessions, q: queries.Query) -> dict[str, list[tuple[Any, ...]]]:
     return sessions.on_all(_fetch(q))
 
 
-def _guarded(shape: TableShape, key: str, run: Callable[[cursor], T], node: str,
-             ) -> Callable[[cursor], T]:
-    return reading(shape, key, node, run)
+def _at_one_snapshot(shape: TableShape, key: str, run: Callable[[cursor], T], node: str,
+                     ) -> Callable[[cursor], T]:
+    """``run`` on ``node`` under the tree's read lock, in one ``REPEATABLE READ`` transaction:
+    what it reads of several of ACE's tables is one state of them."""
+    return in_transaction(reading(shape, key, node, run), repeatable=True)
 
 
 class LeafDiffer:
@@ -427,8 +411,8 @@ class LeafDiffer:
             def both(cur: Any, keys_run: Any = keys_run, marks_run: Any = marks_run) -> Any:
                 return keys_run(cur), marks_run(cur)
 
-            per_node = each_session(self.sessions, functools.partial(_snapshot, functools.partial(
-                _guarded, self.shape, key, both)))
+            per_node = each_session(self.sessions, functools.partial(
+                _at_one_snapshot, self.shape, key, both))
             starts: set[int] = set(range(len(part)))
             marks: dict[int, set[tuple[int, ...]]] = {}
             for rows, node_marks in per_node.values():
@@ -439,8 +423,8 @@ class LeafDiffer:
                     if at:
                         at_lower.add(int(pos))
                 starts &= at_lower
-            whole += [rng for pos, rng in enumerate(part) if pos not in starts
-                      or len(marks.get(pos, set())) != 1 or () in marks[pos]]
+            whole += [rng for pos, rng in enumerate(part)
+                      if pos not in starts or not kept.marked_alike(marks.get(pos, set()))]
         return found, whole
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:

@@ -95,15 +95,15 @@ def read_marks(cur: cursor, key: str, nos: list[int]) -> Marks:
     return {int(b): tuple(int(d) for d in a) for b, a in cur.fetchall()}
 
 
+def marked_alike(marks: set[Mark]) -> bool:
+    """Whether the marks every node gave one leaf let it be read by its kept keys: one mark,
+    not none (see the module's docstring for why that is sound)."""
+    return len(marks) == 1 and () not in marks
+
+
 def kept_leaves(per_node: dict[str, Marks], differing: Iterable[int]) -> set[int]:
-    """The ``differing`` leaves to read by their kept keys: those every node marked alike,
-    with a mark (see the module's docstring for why that is sound)."""
-    out = set()
-    for b in differing:
-        marks = {m.get(b, ()) for m in per_node.values()}
-        if len(marks) == 1 and () not in marks:
-            out.add(b)
-    return out
+    """The ``differing`` leaves to read by their kept keys: those every node marked alike."""
+    return {b for b in differing if marked_alike({m.get(b, ()) for m in per_node.values()})}
 
 
 def distinct_marks(cur: cursor, key: str) -> list[Mark]:

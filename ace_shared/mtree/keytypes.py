@@ -95,10 +95,11 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def logged_shape(shape: TableShape) -> TableShape:
+def logged_shape(shape: TableShape, prefix: str = "k") -> TableShape:
     """``shape`` (a cast shape) as the log and kept keys hold its key: columns ``k0``, ``k1``,
-    ... of the key's base types, so the key helpers of :mod:`~ace_shared.diff.queries` apply."""
-    key = tuple(f"k{i}" for i in range(len(shape.key)))
+    ... of the key's base types, so the key helpers of :mod:`~ace_shared.diff.queries` apply
+    (``prefix`` ``l``: the leaves' lower bounds ``l0``, ``l1``, ...)."""
+    key = tuple(f"{prefix}{i}" for i in range(len(shape.key)))
     columns = tuple(replace(c, name=name, cast_sql=c.type_sql)
                     for c, name in zip(shape.key_columns, key, strict=True))
     return replace(shape, columns=columns, key=key)
