@@ -23,11 +23,40 @@ from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.rowlines import copy_lines, differing_lines, line_keys
 from ace_shared.diff.tuning import DensityHints, DiffTuning, Strategy
 from ace_shared.diff.workdir import BatchResult, DiffRecord, WorkDir
-from ace_shared.difffile.format import with_meta
+from ace_shared.difffile.format import meta_tail
 from ace_shared.nodes.sessions import NodeSessions, Rows, fetching
 from ace_shared.nodes.shape import TableShape
 
 FANOUT = SUBRANGES
+STAMPS_KEPT = 4096
+Mark = tuple[provenance.Meta, str]  # (commit time, origin node) and the row's JSON tail
+NO_MARK: Mark = ((None, None), meta_tail(None, None))
+
+
+class Stamps:
+    """One node's rows' provenance, as the fields the diff file ends each row with.
+
+    A node sends each row's commit time, origin id and origin name; the rows a
+    transaction wrote share all three, and most rows fetched together were written
+    by a few transactions. So each distinct triple is turned into its origin node
+    and the text :func:`~ace_shared.difffile.format.with_meta` would append once, and
+    kept (up to :data:`STAMPS_KEPT` of them, then forgotten all at once).
+    """
+
+    def __init__(self, node: str, names: dict[str, str]) -> None:
+        self.node, self.names = node, names
+        self._kept: dict[tuple[Any, Any, Any], Mark] = {}
+
+    def mark(self, commit_ts: str | None, roident: int | None, roname: str | None) -> Mark:
+        """``((commit time, origin node), the row's JSON tail from its reserved fields on)``."""
+        key = (commit_ts, roident, roname)
+        found = self._kept.get(key)
+        if found is None:
+            if len(self._kept) >= STAMPS_KEPT:
+                self._kept.clear()
+            meta = (commit_ts, provenance.origin_node(self.node, roident, roname, self.names))
+            found = self._kept[key] = (meta, meta_tail(*meta))
+        return found
 
 
 class RangeDiffer:
@@ -57,6 +86,7 @@ class RangeDiffer:
         self.strategy = spec.tuning.strategy
         self._hints = hints if hints is not None else DensityHints()
         self._dense = self._hints.get(spec.task_id)  # the last range differed almost everywhere
+        self._node_stamps: dict[str, Stamps] = {}
 
     def diff_range(self, rng: KeyRange) -> tuple[list[DiffRecord], int]:
         """Differing rows of one range in key order, and how many keys the nodes hold in it.
@@ -207,39 +237,53 @@ class RangeDiffer:
         """Records of ``batch`` from the rows every node sent for it, in the first node's order.
 
         Each node sends each row as the diff file's JSON text (see
-        :func:`queries.row_json_text`), so rows are compared and kept as one string each.
+        :func:`queries.row_json_text`), so rows are compared and kept as one string each;
+        a differing row gets its provenance fields from :class:`Stamps` (one per node).
         """
         nodes = self.nodes
         # rows are matched by the key they equal in PostgreSQL, not by their key's text:
-        # by the position of that key in the batch (1-based), the node's row or None
-        held: list[list[tuple[Any, ...] | None]] = []
+        # by the position of that key in the batch (1-based), the node's (text, mark) or None
+        size = len(batch) + 1
+        held: list[list[tuple[str, Mark] | None]] = []
         for n in nodes:
-            at: list[tuple[Any, ...] | None] = [None] * (len(batch) + 1)
-            for r in fetched[n]:
-                if r[1] is not None:
-                    at[r[0]] = r
-            held.append(at)
-        named = [(n, self.spec.origin_names.get(n, {})) for n in nodes]
+            held.append(self._held_rows(n, fetched[n], size))
         origin_filter = self.spec.origin_filter
         filtering = origin_filter.active
-        origin_node = provenance.origin_node
-        count = len(nodes)
         out = []
         for r in fetched[nodes[0]]:  # the first node's key order
             i = r[0]
             found = [at[i] for at in held]
-            texts = [None if f is None else f[1] for f in found]
-            if texts.count(texts[0]) == count:
+            texts = [f and f[0] for f in found]  # a row's text, or None where the node lacks it
+            if texts.count(texts[0]) == len(texts):
                 continue
             # the provenance travels with the row's text; it is compared by its values only
-            metas = [None if f is None else (f[2], origin_node(n, f[3], f[4], names))
-                     for (n, names), f in zip(named, found, strict=True)]
-            if filtering and not origin_filter.keeps(dict(zip(nodes, metas, strict=True))):
+            if filtering and not origin_filter.keeps(
+                    {n: f and f[1][0] for n, f in zip(nodes, found, strict=True)}):
                 continue
-            out.append(DiffRecord(batch[int(i) - 1], {
-                n: None if t is None or m is None else with_meta(t, *m)
-                for n, t, m in zip(nodes, texts, metas, strict=True)}))
+            out.append(DiffRecord(batch[i - 1], {
+                n: None if f is None else f[0][:-1] + f[1][1]
+                for n, f in zip(nodes, found, strict=True)}))
         return out
+
+    def _held_rows(self, node: str, rows: Rows, size: int) -> list[tuple[str, Mark] | None]:
+        """``node``'s rows by their position in the batch: each row's text and its
+        provenance's mark (a row that says it shares its transaction with the row
+        before it shares that row's mark; see :func:`queries.fetch_rows_in_order`)."""
+        stamps = self._stamps(node)
+        at: list[tuple[str, Mark] | None] = [None] * size
+        mark = NO_MARK
+        for r in rows:
+            if not r[5]:
+                mark = stamps.mark(r[2], r[3], r[4])
+            if r[1] is not None:
+                at[r[0]] = (r[1], mark)
+        return at
+
+    def _stamps(self, node: str) -> Stamps:
+        found = self._node_stamps.get(node)
+        if found is None:
+            found = self._node_stamps[node] = Stamps(node, self.spec.origin_names.get(node, {}))
+        return found
 
     def order_keys(self, keys: list[Key]) -> list[Key]:
         """Keys in the table's own order, as the database sorts them (collations included)."""

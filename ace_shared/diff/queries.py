@@ -334,7 +334,9 @@ def _typed_order(shape: TableShape) -> sql.Composable:
 
 # Each fetched row's commit time (as UTC text) and origin (its id, and its name where it
 # has one), from the row's xmin. Read only where the node tracks commit timestamps: the
-# function raises otherwise, and is strict, so a NULL xmin asks nothing.
+# function raises otherwise, and is strict, so a NULL xmin asks nothing. Whether it does
+# is asked once per statement (an uncorrelated subquery, run once as an InitPlan), not
+# once per row.
 COMMIT_META = sql.SQL(
     "pg_catalog.to_char(pg_catalog.timezone('UTC', ace_cts.\"timestamp\"), "
     "'YYYY-MM-DD HH24:MI:SS.US') OPERATOR(pg_catalog.||) '+00', ace_cts.roident, "
@@ -344,20 +346,25 @@ COMMIT_META = sql.SQL(
 def commit_meta_join(xmin: sql.Composable) -> sql.Composable:
     """The joins :data:`COMMIT_META` reads, for the row whose xmin is ``xmin``."""
     return sql.SQL(
-        "LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(CASE WHEN "
-        "pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool THEN {} "
+        "LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(CASE WHEN (SELECT "
+        "pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool) THEN {} "
         "END) ace_cts ON true LEFT JOIN pg_catalog.pg_replication_origin ace_ro "
         "ON ace_ro.roident OPERATOR(pg_catalog.=) ace_cts.roident").format(xmin)
 
 
-COMMIT_META_JOIN = commit_meta_join(sql.SQL("m.ace_xmin"))
+# a fetched row's, unless the row before it has the same xmin (see fetch_rows_in_order)
+FETCHED_META_JOIN = commit_meta_join(sql.SQL("CASE WHEN NOT f.ace_same THEN f.ace_xmin END"))
 
 
 def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | None) -> Query:
     """Every one of ``keys`` in the table's key order: its position in ``keys``, the
     row it names as the diff file's JSON text (:func:`row_json_text`), NULL where
     this node holds none, then the row's commit time, origin id and origin name
-    (:data:`COMMIT_META`; NULL where unknown), read with the row in the same query.
+    (:data:`COMMIT_META`; NULL where unknown), read with the row in the same query,
+    and last whether the row was written by the same transaction as the row before
+    it in this order (its xmin is the same), whose commit time and origin it then
+    shares: those three are read only for a row that is not (they are NULL for one
+    that is), so rows a transaction wrote side by side cost one look-up, not one each.
 
     Two nodes can hold one key spelt two ways (numeric ``1.0`` and ``1.00``, an
     interval ``1 day`` and ``24:00:00``, float ``-0`` and ``0``): PostgreSQL's
@@ -369,8 +376,10 @@ def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | 
     alone: nothing matches keys against rows already fetched, which under the
     pinned plan (no hash or merge join) compared every key with every row, two
     thousand by two thousand per batch. The table and the filter are read in a
-    subquery of their own, so the filter sees only the table's columns. One round
-    trip both fetches and orders a batch of differing keys.
+    subquery of their own, so the filter sees only the table's columns. The
+    rows come out of the window that compares each xmin with the one before already
+    in the answer's order. One round trip both fetches and orders a batch of
+    differing keys.
     """
     params: Params = {}
     rel = _keys_relation(shape, keys, params)
@@ -384,18 +393,28 @@ def fetch_rows_in_order(shape: TableShape, keys: list[Key], table_filter: str | 
                                 for i in range(len(shape.key_columns)))
     r_cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(f"ace_c{i}"))
                                 for i in range(len(shape.columns)))
+    m_cols = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(f"ace_c{i}"))
+                                for i in range(len(shape.columns)))
+    # the keys as their base types (in their collations), to order the answer by
+    sorts = [sql.Identifier(f"ace_s{i}") for i in range(len(shape.key))]
+    sort_cols = sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, s)
+                                   for e, s in zip(_typed_keys(shape), sorts, strict=True))
+    f_order = sql.SQL(", ").join([*(sql.SQL("f.{}").format(s) for s in sorts), sql.SQL("f.ord")])
     q = sql.SQL(
-        "SELECT u.ord, CASE WHEN m.ace_hit THEN {js} END, {meta} "
+        "SELECT f.ord, CASE WHEN f.ace_hit THEN {js} END, {meta}, f.ace_same "
+        "FROM (SELECT u.ord, {sc}, m.ace_hit, {mc}, m.ace_xmin, "
+        "COALESCE(pg_catalog.lag(m.ace_xmin) OVER (ORDER BY {order}) {eq} m.ace_xmin, false) "
+        "AS ace_same "
         "FROM (SELECT {uc}, u.ord, pg_catalog.min(u.ord) OVER (PARTITION BY {tk}) AS ace_first "
         "FROM {rel}) u "
         "LEFT JOIN LATERAL (SELECT true AS ace_hit, {rc}, r.ace_xmin "
         "FROM (SELECT {ik}, {ct}, xmin AS ace_xmin FROM {t}{w}) r "
-        "WHERE ({rk}) {eq} ({uk})) m ON u.ord {eq} u.ace_first {mj} "
-        "ORDER BY {order}"
-    ).format(js=row_json_text(shape, "m"), meta=COMMIT_META, uc=u_cols,
-             tk=sql.SQL(", ").join(_typed_keys(shape)), rel=rel, rc=r_cols, ik=inner_keys,
-             ct=columns_as_text(shape), t=table_ref(shape), w=where, rk=r_keys, eq=op("="),
-             uk=u_keys, mj=COMMIT_META_JOIN, order=_typed_order(shape))
+        "WHERE ({rk}) {eq} ({uk})) m ON u.ord {eq} u.ace_first) f {mj} "
+        "ORDER BY {forder}"
+    ).format(js=row_json_text(shape, "f"), meta=COMMIT_META, sc=sort_cols, mc=m_cols,
+             order=_typed_order(shape), uc=u_cols, tk=sql.SQL(", ").join(_typed_keys(shape)),
+             rel=rel, rc=r_cols, ik=inner_keys, ct=columns_as_text(shape), t=table_ref(shape),
+             w=where, rk=r_keys, eq=op("="), uk=u_keys, mj=FETCHED_META_JOIN, forder=f_order)
     return q, params
 
 

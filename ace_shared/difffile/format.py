@@ -162,7 +162,13 @@ _ORIGIN_MARK = f', "{ORIGIN_FIELD}": '
 
 def with_meta(text: str, commit_ts: str | None, origin: str | None) -> str:
     """A row's JSON text (an object of at least one column) with the reserved fields last."""
-    return (text[:-1] + _META_MARK + ("null" if commit_ts is None else _ENCODE_TEXT(commit_ts))
+    return text[:-1] + meta_tail(commit_ts, origin)
+
+
+def meta_tail(commit_ts: str | None, origin: str | None) -> str:
+    """What :func:`with_meta` puts in place of a row's closing ``}``: the reserved fields
+    and the ``}`` after them."""
+    return (_META_MARK + ("null" if commit_ts is None else _ENCODE_TEXT(commit_ts))
             + _ORIGIN_MARK + ("null" if origin is None else _ENCODE_TEXT(origin)) + "}")
 
 

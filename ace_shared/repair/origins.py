@@ -112,14 +112,17 @@ def _source_meta(job: OriginRepair, target: NodeTarget,
             batch = keyed[start:start + FETCH_KEYS]
             query, params = queries.fetch_rows_in_order(shape, [k for _, k, _ in batch], None)
             cur.execute(query, params)
-            for ord_, text, commit_ts, roident, roname in cur.fetchall():
+            meta: tuple[str | None, str | None] = (None, None)
+            for ord_, text, commit_ts, roident, roname, same_as_before in cur.fetchall():
+                if not same_as_before:  # else the row before's transaction wrote it too
+                    meta = (commit_ts, origin_node(target.node, roident, roname, names))
                 ktext, _key, row_text = batch[int(ord_) - 1]
                 wanted = decode_row(row_text)
                 live = json.loads(text) if text is not None else None
                 if live is None or any(live.get(c) != v for c, v in wanted.items()):
                     stale += 1
                     continue
-                out[ktext] = (commit_ts, origin_node(target.node, roident, roname, names))
+                out[ktext] = meta
         if stale:
             raise RepairError(
                 f"{stale} of the rows to copy from {target.node} changed there since the diff "
