@@ -61,6 +61,7 @@ READ_CHARS = 1 << 20
 ROW_LIMIT = 64 << 20
 USE_TABLE_DIFF = "use a file written by table-diff."
 WRITE_ROWS = 1000  # rows written to the diff file at once
+ROWS_AT_ONCE = 1000  # rows read from it at once (see read_row_lists)
 ROW_BREAK = ",\n        "
 
 
@@ -143,6 +144,7 @@ class RowMeta:
 
 
 NO_META = RowMeta()
+METAS_KEPT = 4096  # RowMeta a pass over a file shares between rows (then forgets)
 
 
 class MetaRow(dict[str, Any]):
@@ -235,7 +237,13 @@ def _kind_of(names: tuple[str, ...]) -> int:
     return _STAMPED if rest is not names else _UNSTAMPED
 
 
-def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], int]) -> Row:
+def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...], int],
+               metas: dict[tuple[Any, Any], RowMeta] | None = None) -> Row:
+    """``raw`` as a :data:`Row` of text values, its provenance as its :class:`RowMeta`.
+
+    ``plain_keys`` keeps how each set of names looked, ``metas`` the metadata
+    already made (rows one transaction wrote share theirs), both for the next rows.
+    """
     if not isinstance(raw, dict):
         raise DiffFileError(f"The diff file {path} has a row that is not an object in {where}; "
                             + USE_TABLE_DIFF)
@@ -250,10 +258,20 @@ def _clean_row(raw: Any, path: Path, where: str, plain_keys: dict[tuple[str, ...
         # its two reserved fields last: off the values, as metadata (a row whose
         # provenance is unknown is a plain row, like one from a file without it)
         commit_ts, origin = raw[COMMIT_TS_FIELD], raw[ORIGIN_FIELD]
-        stamped = MetaRow(raw) if commit_ts is not None or origin is not None else dict(raw)
+        if commit_ts is None and origin is None:
+            plain = dict(raw)
+            del plain[COMMIT_TS_FIELD], plain[ORIGIN_FIELD]
+            return plain
+        stamped = MetaRow(raw)
         del stamped[COMMIT_TS_FIELD], stamped[ORIGIN_FIELD]
-        if isinstance(stamped, MetaRow):
-            stamped.meta = RowMeta(commit_ts, origin)
+        meta = None if metas is None else metas.get((commit_ts, origin))
+        if meta is None:
+            meta = RowMeta(commit_ts, origin)
+            if metas is not None:
+                if len(metas) >= METAS_KEPT:
+                    metas.clear()
+                metas[(commit_ts, origin)] = meta
+        stamped.meta = meta
         return stamped
     values = ((str(k), text_value(v)) for k, v in raw.items() if not _is_metadata(str(k)))
     commit_ts, origin = raw.get(COMMIT_TS_FIELD), raw.get(ORIGIN_FIELD)
@@ -408,7 +426,7 @@ def _pair_name(path: Path, name: str, seen: list[tuple[str, str]]) -> tuple[str,
     return parts[0], parts[1]
 
 
-def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
+def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[list[RowItem]]:
     path = win.path
     left, right = _pair_name(path, name, layout.pairs)
     index = len(layout.pairs)
@@ -421,7 +439,9 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
     if win.empty("}"):
         return
     plain: dict[tuple[str, ...], int] = {}
+    metas: dict[tuple[Any, Any], RowMeta] = {}
     where = f"pair {name}"
+    texts = layout.texts
     while True:
         node = win.name("a node name")
         if node not in (left, right):
@@ -432,21 +452,28 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
         elif win.peek() == "[":
             win.pos += 1
             count = 0
+            rows: list[RowItem] = []
             if not win.empty("]"):
                 while True:
                     raw = win.element()
-                    row = _clean_row(raw, path, where, plain)
-                    count += 1
-                    if not layout.texts:
-                        yield index, node, row, None
+                    row = _clean_row(raw, path, where, plain, metas)
+                    if not texts:
+                        rows.append((index, node, row, None))
                     elif row is raw:  # kept as written: its own text is its JSON
-                        yield index, node, row, win.buf[win.start:win.pos]
+                        rows.append((index, node, row, win.buf[win.start:win.pos]))
                     elif (text := _stamped_text(raw, row, win.buf[win.start:win.pos])):
-                        yield index, node, row, text
+                        rows.append((index, node, row, text))
                     else:
-                        yield index, node, row, row_json(row)
+                        rows.append((index, node, row, row_json(row)))
+                    if len(rows) >= ROWS_AT_ONCE:
+                        count += len(rows)
+                        yield rows
+                        rows = []
                     if not win.more_elements("]"):
                         break
+            if rows:
+                count += len(rows)
+                yield rows
             layout.counts[(index, node)] = layout.counts.get((index, node), 0) + count
         else:
             win.value()
@@ -458,7 +485,7 @@ def _pair_rows(win: _Window, name: str, layout: Layout) -> Iterator[RowItem]:
                               for names in plain)
 
 
-def _diffs_rows(win: _Window, layout: Layout) -> Iterator[RowItem]:
+def _diffs_rows(win: _Window, layout: Layout) -> Iterator[list[RowItem]]:
     win.pos += 1
     if win.empty("}"):
         return
@@ -477,6 +504,13 @@ def read_rows(path: Path, layout: Layout | None = None) -> Iterator[RowItem]:
     ``layout`` is filled in as the pass goes (the summary, whichever the file
     puts it, is there once the pass ends).
     """
+    for rows in read_row_lists(path, layout):
+        yield from rows
+
+
+def read_row_lists(path: Path, layout: Layout | None = None) -> Iterator[list[RowItem]]:
+    """:func:`read_rows` a list of up to :data:`ROWS_AT_ONCE` rows at a time, all of one
+    node of one pair: a pass that handles rows by the list pays for no step per row."""
     layout = layout if layout is not None else Layout()
     try:
         fh = open(path, encoding="utf-8")  # noqa: SIM115
@@ -489,7 +523,7 @@ def read_rows(path: Path, layout: Layout | None = None) -> Iterator[RowItem]:
             raise DiffFileError(f"The diff file {path} cannot be read: {exc}.") from exc
 
 
-def _top_level(win: _Window, layout: Layout) -> Iterator[RowItem]:
+def _top_level(win: _Window, layout: Layout) -> Iterator[list[RowItem]]:
     path = win.path
     if win.peek() != "{":
         win.value()

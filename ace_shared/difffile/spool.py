@@ -18,7 +18,6 @@ the JSON object of their text values, so both come back exactly.
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import sqlite3
@@ -26,12 +25,12 @@ import tempfile
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from ace_shared.difffile.file import DiffFile, row_key
-from ace_shared.difffile.format import Layout, Row, read_rows
+from ace_shared.difffile.format import Layout, Row, read_row_lists
 from ace_shared.errors import DiffFileError
 
-CHUNK_ROWS = 5000
 _quote = json.encoder.encode_basestring
 CACHE_KB = 16 * 1024
 _SETUP = f"""
@@ -47,6 +46,17 @@ CREATE UNIQUE INDEX rows_key ON rows (pair, node, key);
 def key_text(key: tuple[str, ...]) -> str:
     """A key as a JSON array (``json.dumps`` spelling), built by the C string encoder."""
     return "[" + ", ".join(map(_quote, key)) + "]"
+
+
+def key_texts(rows: list[Row], key: list[str], where: str) -> list[str]:
+    """:func:`key_text` of each row's key (:func:`~ace_shared.difffile.file.row_key`,
+    which words what is wrong with one), a one-column key's at a glance."""
+    if len(key) == 1:
+        column = key[0]
+        values = [r.get(column) for r in rows]
+        if None not in values:
+            return ["[" + _quote(v) + "]" for v in cast("list[str]", values)]
+    return [key_text(row_key(r, key, where)) for r in rows]
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -76,20 +86,23 @@ class RowSpool:
             self.close()
             raise
 
-    def _records(self, keep_rows: bool) -> Iterator[tuple[int, int, str, str, str | None]]:
+    def _records(self, keep_rows: bool) -> Iterator[list[tuple[int, int, str, str, str | None]]]:
+        """The rows' records for the table, a list at a time (as the file is read)."""
         key = self.key
         layout = Layout(texts=keep_rows)
-        where: dict[int, str] = {}
-        for seq, (index, node, row, text) in enumerate(read_rows(self.diff.path, layout)):
-            if index not in where:
-                where[index] = "pair {}/{}".format(*layout.pairs[index])
-            yield seq, index, node, key_text(row_key(row, key, where[index])), text
+        seq = 0
+        for rows in read_row_lists(self.diff.path, layout):
+            index, node = rows[0][0], rows[0][1]  # (a list holds one node of one pair)
+            texts = key_texts([r[2] for r in rows], key,
+                              "pair {}/{}".format(*layout.pairs[index]))
+            yield [(seq + i, index, node, k, r[3])
+                   for i, (r, k) in enumerate(zip(rows, texts, strict=True))]
+            seq += len(rows)
         self.diff.adopt(layout)  # the pairs and columns the rows really have
 
     def _load(self, keep_rows: bool) -> None:
-        records = self._records(keep_rows)
         self.db.execute("BEGIN")
-        while chunk := list(itertools.islice(records, CHUNK_ROWS)):
+        for chunk in self._records(keep_rows):
             before = self.db.total_changes
             self.db.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", chunk)
             if self.db.total_changes - before < len(chunk):
