@@ -31,6 +31,7 @@ from ace_shared.difffile.file import DiffFile, row_key
 from ace_shared.difffile.format import Layout, Row, read_row_lists
 from ace_shared.errors import DiffFileError
 
+CHUNK_KEYS = 1000  # distinct keys decoded at once
 _quote = json.encoder.encode_basestring
 CACHE_KB = 16 * 1024
 _SETUP = f"""
@@ -128,8 +129,9 @@ class RowSpool:
     def distinct_keys(self, db: sqlite3.Connection | None = None) -> Iterator[tuple[str, ...]]:
         """Every distinct key of the file, each once (in no particular order)."""
         cur = (db or self.db).execute("SELECT DISTINCT key FROM rows")
-        for (key,) in cur:
-            yield tuple(json.loads(key))
+        # each key is a JSON array: a block of them is one array of arrays, decoded at once
+        while block := cur.fetchmany(CHUNK_KEYS):
+            yield from map(tuple, json.loads("[" + ", ".join(k for (k,) in block) + "]"))
 
     def close(self) -> None:
         self.db.close()
