@@ -26,6 +26,7 @@ import ace_shared.difffile.format as fmt
 from ace_shared.config import load_settings
 from ace_shared.difffile.file import load_diff_file, load_diff_header
 from ace_shared.difffile.format import write_diff_json
+from ace_shared.difffile.spool import RowSpool
 from ace_shared.errors import DiffFileError
 from ace_shared.repair.plan import plan_from_source
 from ace_shared.repair.request import validate_repair_request
@@ -68,6 +69,18 @@ def test_a_key_listed_twice_for_one_node_is_refused(table: Nodes, tmp_path: Path
     assert table.snapshots(TABLE) == before
     with pytest.raises(DiffFileError, match="same key twice"):
         plan_from_source(load_diff_file(dup), "n1", ["id"])
+
+
+@pytest.mark.parametrize("keep_rows", [True, False])
+def test_a_key_listed_twice_is_named_by_its_two_rows(tmp_path: Path, keep_rows: bool) -> None:
+    """Rows spooled for a repair (with their texts) or a rerun (keys alone) alike."""
+    rows = [{"id": str(i), "v": "x"} for i in (1, 2, 3, 1, 4)]
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps({"diffs": {"n1/n2": {"n1": rows[:2], "n2": rows}},
+                                "summary": {"primary_key": ["id"]}}))
+    named = r"twice for node n2 in pair n1/n2 \(its rows 1 and 4\)"
+    with pytest.raises(DiffFileError, match=named):
+        RowSpool(load_diff_header(path), ["id"], keep_rows=keep_rows, folder=tmp_path)
 
 
 def test_the_summary_is_read_from_the_end_and_the_rows_streamed(table: Nodes,

@@ -25,7 +25,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from ace_shared.difffile.file import DiffFile, row_key
 from ace_shared.difffile.format import Layout, Row, read_row_lists
@@ -60,6 +60,20 @@ def key_texts(rows: list[Row], key: list[str], where: str) -> list[str]:
     return [key_text(row_key(r, key, where)) for r in rows]
 
 
+# a list of keys (their rows not kept), in file order: the first of a key stays (see below)
+_INSERT_KEYS = ("INSERT OR IGNORE INTO rows SELECT ? + j.key, ?, ?, j.value, NULL "
+                "FROM json_each(?) j ORDER BY j.key")
+
+
+def json_each_works(db: sqlite3.Connection) -> bool:
+    """Whether this SQLite has ``json_each`` (built in since 3.38, an option before)."""
+    try:
+        db.execute("SELECT count(*) FROM json_each('[1]')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection of its own to a spool (one per thread: SQLite connections stay put)."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -87,32 +101,38 @@ class RowSpool:
             self.close()
             raise
 
-    def _records(self, keep_rows: bool) -> Iterator[list[tuple[int, int, str, str, str | None]]]:
-        """The rows' records for the table, a list at a time (as the file is read)."""
+    def _lists(self, keep_rows: bool) -> Iterator[tuple[int, int, str, list[str], list[Any]]]:
+        """The rows as the file is read, a list of one node of one pair at a time: the
+        first row's place in the file, the pair, the node, the rows' keys and texts."""
         key = self.key
         layout = Layout(texts=keep_rows)
         seq = 0
         for rows in read_row_lists(self.diff.path, layout):
-            index, node = rows[0][0], rows[0][1]  # (a list holds one node of one pair)
-            texts = key_texts([r[2] for r in rows], key,
-                              "pair {}/{}".format(*layout.pairs[index]))
-            yield [(seq + i, index, node, k, r[3])
-                   for i, (r, k) in enumerate(zip(rows, texts, strict=True))]
+            index, node = rows[0][0], rows[0][1]
+            keys = key_texts([r[2] for r in rows], key, "pair {}/{}".format(*layout.pairs[index]))
+            yield seq, index, node, keys, [r[3] for r in rows]
             seq += len(rows)
         self.diff.adopt(layout)  # the pairs and columns the rows really have
 
     def _load(self, keep_rows: bool) -> None:
+        by_array = not keep_rows and json_each_works(self.db)
         self.db.execute("BEGIN")
-        for chunk in self._records(keep_rows):
+        for seq, pair, node, keys, texts in self._lists(keep_rows):
             before = self.db.total_changes
-            self.db.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", chunk)
-            if self.db.total_changes - before < len(chunk):
-                self._refuse_duplicate(chunk)
+            if by_array:
+                # the keys as one JSON array, which SQLite takes apart: no binding per row
+                self.db.execute(_INSERT_KEYS, (seq, pair, node, json.dumps(keys, ensure_ascii=False)))
+            else:
+                self.db.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)",
+                                    [(seq + i, pair, node, k, t)
+                                     for i, (k, t) in enumerate(zip(keys, texts, strict=True))])
+            if self.db.total_changes - before < len(keys):
+                self._refuse_duplicate([(seq + i, pair, node, k) for i, k in enumerate(keys)])
         self.db.execute("COMMIT")
         self.db.execute("ANALYZE")
 
-    def _refuse_duplicate(self, chunk: list[tuple[int, int, str, str, str | None]]) -> None:
-        for seq, pair, node, key, _ in chunk:
+    def _refuse_duplicate(self, chunk: list[tuple[int, int, str, str]]) -> None:
+        for seq, pair, node, key in chunk:
             first = self.db.execute("SELECT seq FROM rows WHERE pair = ? AND node = ? AND key = ?",
                                     (pair, node, key)).fetchone()[0]
             if first != seq:
