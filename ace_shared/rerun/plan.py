@@ -103,7 +103,7 @@ def _stage_keys(cur: Any, shape: TableShape, keys: Iterator[Key]) -> None:
         sql.Identifier(SORT_TABLE),
         sql.SQL(", ").join(sql.SQL("{} {}").format(c, sql.SQL(k.cast_sql))
                            for c, k in zip(cols, shape.key_columns, strict=True))))
-    lines = ("\t".join(copy_field(v) for v in k) + "\n" for k in keys)
+    lines = ("\t".join(map(copy_field, k)) + "\n" for k in keys)
     cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(SORT_TABLE), sql.SQL(", ").join(cols)), LineStream(lines),
         size=COPY_CHUNK)
