@@ -277,10 +277,15 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
 
 
 def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, DiffSummary]:
-    """Update the trees, find the differing leaves, diff them here; the diff file and summary."""
+                   progress: Progress | None = None,
+                   sessions: NodeSessions | None = None) -> tuple[Path, DiffSummary]:
+    """Update the trees, find the differing leaves, diff them here; the diff file and summary.
+
+    ``sessions``: a long-lived process's sessions to the nodes (which may write), reused
+    and left open; when None, the job opens and closes its own.
+    """
     size = pool_size(request.max_cpu_ratio)
-    with open_job(request, settings, threads=size) as job:
+    with open_job(request, settings, threads=size, sessions=sessions) as job:
         planned = plan_mtree_diff(job, settings, task_id, executor="local")
         save_job(planned)  # as a fleet's: while the plan is there, the job's batches may write
         # a whole table's ranges share what each learns of how dense the differences are,

@@ -77,15 +77,24 @@ class Job:
 
 
 @contextmanager
-def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Iterator[Job]:
+def open_job(request: MtreeRequest, settings: Settings, threads: int = 1,
+             sessions: NodeSessions | None = None) -> Iterator[Job]:
+    """The command's job, on ``sessions`` when given (a long-lived process's own, which may
+    write; they stay open), else on sessions of its own, closed when it ends.
+
+    The tree lock's connections are always the job's own (:func:`tree_lock`).
+    """
     dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
                                       settings, request.role)
-    sessions = NodeSessions(targets, threads_per_node=threads, readonly=False)
+    owned = sessions is None
+    if sessions is None:
+        sessions = NodeSessions(targets, threads_per_node=threads, readonly=False)
     job = Job(request, dbname, targets, sessions)
     try:
         yield job
     finally:
-        sessions.close()
+        if owned:
+            sessions.close()
         if job.holders is not None:  # opened early, never used: the command stopped before
             if job.holders_connected is not None:
                 job.holders_connected.exception()  # wait for the connecting to end
@@ -177,18 +186,7 @@ def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[st
 def each_session(sessions: NodeSessions,
                  make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
     """:func:`each_node` for sessions without a job (a worker's, for one step of a job)."""
-    with ThreadPoolExecutor(max_workers=len(sessions.order)) as pool:
-        futures = {n: pool.submit(sessions.on_one, n, make(n)) for n in sessions.order}
-        results: dict[str, T] = {}
-        error: BaseException | None = None
-        for node, fut in futures.items():
-            try:
-                results[node] = fut.result()
-            except BaseException as exc:  # every node finishes before the first error is raised
-                error = error or exc
-    if error is not None:
-        raise error
-    return results
+    return sessions.start_each(make)()
 
 
 def in_transaction(fn: Callable[[cursor], T], repeatable: bool = False) -> Callable[[cursor], T]:
