@@ -215,24 +215,29 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
     keys = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
     d_keys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(f"k{i}"))
                                 for i in range(len(shape.key)))
+    g_keys = sql.SQL(", ").join(sql.SQL("g.{}").format(sql.Identifier(f"k{i}"))
+                                for i in range(len(shape.key)))
     desc = sql.SQL(", ").join(sql.SQL("b.{} DESC").format(sql.Identifier(f"l{i}"))
                               for i in range(len(shape.key)))
     q = sql.SQL(
         "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
-        # one probe of the bounds' index per change finds its leaf and whether that leaf
+        # the versions of one key first (an update logs two): one probe and one kept key
+        # per changed key, not per version; keys equal in the key's order share a leaf
+        "g AS (SELECT {dk}, pg_catalog.sum(d.sign) AS n, pg_catalog.bit_xor(d.h) AS x "
+        "      FROM d WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
+        "      AND d.sign OPERATOR(pg_catalog.<>) {altered} GROUP BY {dk}), "
+        # one probe of the bounds' index per key finds its leaf and whether that leaf
         # has a mark (leaf 0, without a lower bound, when none is at or below the key)
         "m AS (SELECT coalesce(x.block_no, 0) AS blk, coalesce(x.marked, (SELECT "
         "      pg_catalog.cardinality(z.agreed) OPERATOR(pg_catalog.>) 0 FROM {blocks} z "
         "      WHERE z.block_no OPERATOR(pg_catalog.=) 0), false) AS marked, "
-        "      d.sign, d.h, {dk} FROM d LEFT JOIN LATERAL (SELECT b.block_no, "
+        "      g.n, g.x, {gk} FROM g LEFT JOIN LATERAL (SELECT b.block_no, "
         "      pg_catalog.cardinality(b.agreed) OPERATOR(pg_catalog.>) 0 AS marked "
         "      FROM {blocks} b WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
-        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1) x ON true "
-        "      WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
-        "      AND d.sign OPERATOR(pg_catalog.<>) {altered}), "
+        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({gk}) ORDER BY {desc} LIMIT 1) x ON true), "
         "k AS (INSERT INTO {kept} ({keys}) SELECT {mk} FROM m WHERE m.marked "
         "      ON CONFLICT DO NOTHING), "
-        "a AS (SELECT blk, pg_catalog.sum(sign)::pg_catalog.int8 AS n, pg_catalog.bit_xor(h) AS x "
+        "a AS (SELECT blk, pg_catalog.sum(n)::pg_catalog.int8 AS n, pg_catalog.bit_xor(x) AS x "
         "      FROM m GROUP BY blk), "
         "u AS (UPDATE {blocks} b SET row_count = b.row_count OPERATOR(pg_catalog.+) a.n, "
         "      hash = b.hash OPERATOR(pg_catalog.#) a.x "
@@ -249,7 +254,7 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
     ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key), kept=obj("keys", key),
              mk=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(f"k{i}"))
                                    for i in range(len(shape.key))),
-             bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
+             bl=_lower_names(shape, "b"), dk=d_keys, gk=g_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
              altered=sql.Literal(ALTERED))
     no_jit(cur)  # one index lookup per change, not one big scan
     cur.execute(q)
