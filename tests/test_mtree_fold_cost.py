@@ -1,17 +1,20 @@
-"""What folding many changes reads and writes: once per changed key and leaf, not once per
-logged version."""
+"""What folding many changes and planning their re-check read and write: once per changed
+key and per leaf, not once per logged version or per step of the plan."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg2
 import pytest
-from diff_helpers import CLUSTER, execute, mtree_init
+from diff_helpers import CLUSTER, execute, mtree_init, query
 from test_mtree_kept import _recheck, _tracked
 
 from ace_shared.config import load_settings
 from ace_shared.mtree import keytypes, leaves
+from ace_shared.mtree.compare import Walked
+from ace_shared.mtree.diffjob import plan_mtree_diff
 from ace_shared.mtree.objects import tree_key
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import open_job, table_shape
@@ -59,3 +62,52 @@ def test_folding_updates_probes_each_key_once_and_adds_no_index_entries(pg_clust
     # mark may have left its page, full of others, for another one
     assert updated == 200 and in_place >= 150, (updated, in_place)
     assert _recheck(table, "n1", "n2")["summary"]["diff_rows"] == 2000
+
+
+def _blocks_read(dsn: str, key: str) -> int:
+    """Index entries of the leaves' table read so far (by backends that have ended)."""
+    rows = query(dsn, "SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_all_indexes "
+                      f"WHERE schemaname = 'ace_mtree' AND relname = 'blocks_{key}'")
+    return int(rows[0][0])
+
+
+def _settled(dsn: str, key: str) -> int:
+    """:func:`_blocks_read`, once the ended backends' statistics are in."""
+    last, seen = -1, _blocks_read(dsn, key)
+    while seen != last:
+        time.sleep(0.6)
+        last, seen = seen, _blocks_read(dsn, key)
+    return seen
+
+
+def test_planning_a_change_in_every_leaf_reads_each_leaf_once(pg_cluster: Any) -> None:
+    """Changes in every leaf: the plan walks to every leaf, and takes each one's mark and
+    bounds from that read. It read every leaf three times more after the walk: its mark
+    (to choose how to read it), and its bounds and the next leaf's (to cut its range)."""
+    table = _tracked(pg_cluster, "mfc_plan", rows=4000)  # 40 leaves
+    name = TableName("public", "mfc_plan")
+    key = tree_key(name)
+    execute(pg_cluster.node_dsn(1), ["UPDATE mfc_plan SET v = 'changed' WHERE id % 100 = 7"])
+    dsn = pg_cluster.node_dsn(0)
+    before = _settled(dsn, key)
+    settings = load_settings()
+    with open_job(MtreeRequest("table-diff", CLUSTER, name, nodes="n1,n2"), settings) as job:
+        planned = plan_mtree_diff(job, settings, "mfc-plan", executor="local")
+    assert len(planned.meta["by_keys"]) == 40, planned.meta
+    read = _settled(dsn, key) - before
+    # the walk: each leaf once, and the inner nodes above them; not four times each
+    assert 40 <= read < 80, read
+    assert _recheck(table, "n1", "n2")["summary"]["diff_rows"] == 40
+
+
+def test_a_leaf_s_upper_bound_comes_from_the_walk_only_where_no_leaf_can_lie_between() -> None:
+    """The walk reads every child of the parents it reads: the next leaf it knows is the
+    next leaf of the tree under the same or the next parent, and may not be beyond (a
+    wrong upper bound would leave rows of the leaf unread)."""
+    walked = Walked(differing=[], known=[4, 8, 20, 200, 212], first={}, most={}, held=0,
+                    total_rows=0, lowers={4: ("40",), 8: ("80",), 20: ("200",),
+                                          200: ("2000",), 212: ("2120",)})
+    # 4 and 8 share parent 0, 20 is under parent 1; 200 is under parent 12, which the walk
+    # read with parent 13 (212) but not with parent 1: leaves may lie between 20 and 200
+    assert walked.spans() == {4: (("40",), ("80",)), 8: (("80",), ("200",)),
+                              200: (("2000",), ("2120",))}

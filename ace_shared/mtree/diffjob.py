@@ -39,7 +39,14 @@ from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.tuning import DensityHints
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import kept, keytypes, objects, trust
-from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, table_ranges, walk
+from ace_shared.mtree.compare import (
+    ROWS_PER_QUERY,
+    LeafDiffer,
+    Walked,
+    leaf_ranges,
+    table_ranges,
+    walk,
+)
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
     Job,
@@ -47,7 +54,6 @@ from ace_shared.mtree.tree import (
     guard,
     in_transaction,
     open_job,
-    reading,
     require_schema,
     table_shape,
     tree_lock,
@@ -119,8 +125,8 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
-        walked = walk(job, shape, key, tops)
-        read = walked.reading(settle_marks(job, shape, key, walked.differing))
+        walked = walk(job, shape, key, tops, updated["leaves_touched"], tree.block_rows)
+        read = walked.reading(settle_marks(job, shape, key, walked))
         whole = read.share >= FULL_DIFF_SHARE
         if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
             every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
@@ -128,7 +134,7 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
             block_rows, held, by_keys = every * SUBRANGES * tree.block_rows, 0, []
         else:
             blocks = sorted(read.leaves + read.by_keys)
-            ranges = leaf_ranges(job, shape, key, blocks)
+            ranges = leaf_ranges(job, shape, key, blocks, walked)
             block_rows, held = tree.block_rows, read.held
             keyed = set(read.by_keys)
             by_keys = [r.index for r, b in zip(ranges, blocks, strict=True) if b in keyed]
@@ -165,24 +171,25 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     return DiffJob(spec, groups, meta)
 
 
-def settle_marks(job: Job, shape: TableShape, key: str, differing: list[int]) -> set[int]:
-    """Mark every leaf but ``differing`` as agreed on the compared nodes, and delete its kept
-    keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
+def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[int]:
+    """Mark every leaf but the differing ones as agreed on the compared nodes, and delete its
+    kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
 
-    Under the tree lock, after the fold: the kept keys are exactly those folded.
+    Under the tree lock, after the fold: the kept keys are exactly those folded. The
+    differing leaves' marks are those the walk read with them, in this lock too; each
+    node's identity is the one its fold read.
     """
     cast = keytypes.cast_shape(shape, job.key_bases or keytypes.key_bases(job.sessions, shape))
-    seen = each_node(job, lambda node: reading(shape, key, node, lambda cur: (
-        kept.identity(cur), kept.read_marks(cur, key, differing))))
-    mark = kept.mark_for({n: ident for n, (ident, _) in seen.items()})
+    identities = job.identities or job.sessions.on_all(kept.identity)
+    mark = kept.mark_for(identities)
 
     def settle(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
             guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)
-            kept.mark_agreed(cur, cast, key, differing, mark)
+            kept.mark_agreed(cur, cast, key, walked.differing, mark)
         return in_transaction(run)
     each_node(job, settle)
-    return kept.kept_leaves({n: marks for n, (_, marks) in seen.items()}, differing)
+    return kept.kept_leaves(kept.parse_marks(walked.marks), walked.differing)
 
 
 def by_keys_of(job: DiffJob) -> frozenset[int]:

@@ -95,6 +95,19 @@ def read_marks(cur: cursor, key: str, nos: list[int]) -> Marks:
     return {int(b): tuple(int(d) for d in a) for b, a in cur.fetchall()}
 
 
+def parse_marks(texts: dict[str, dict[int, str]]) -> dict[str, Marks]:
+    """Every node's marks as PostgreSQL prints them (``{d1,d2}``), as :data:`Marks`; a tree
+    carries a few distinct marks, each parsed once."""
+    parsed: dict[str, Mark] = {}
+
+    def mark(text: str) -> Mark:
+        if text not in parsed:
+            inner = text.strip("{}")
+            parsed[text] = tuple(int(d) for d in inner.split(",")) if inner else ()
+        return parsed[text]
+    return {node: {b: mark(t) for b, t in marks.items()} for node, marks in texts.items()}
+
+
 def marked_alike(marks: set[Mark]) -> bool:
     """Whether the marks every node gave one leaf let it be read by its kept keys: one mark,
     not none (see the module's docstring for why that is sound)."""

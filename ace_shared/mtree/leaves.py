@@ -9,7 +9,7 @@ snapshot is still in the log (see :mod:`ace_shared.mtree.objects`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor
@@ -361,19 +361,37 @@ def top_level(cur: cursor, key: str) -> tuple[int, Level]:
     return level, {int(i): (int(c), str(h)) for _, i, c, h in rows}
 
 
-def _level_source(key: str, level: int) -> sql.Composable:
+def _level_source(key: str, level: int, columns: int) -> sql.Composable:
+    """A level's nodes as ``(idx, row_count, hash, mark, lower bound...)``: a leaf's mark
+    (:mod:`~ace_shared.mtree.kept`) and lower bound (one text per of its ``columns`` key
+    columns) come with it, nulls for an inner node."""
     if level == 0:
-        return sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
-                       "FROM {}").format(obj("blocks", key))
-    return sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level OPERATOR(pg_catalog.=) {}"
-                   ).format(obj("inner", key), sql.Literal(level))
+        lowers = sql.SQL("").join(sql.SQL(", {}::pg_catalog.text").format(
+            sql.Identifier(f"l{i}")) for i in range(columns))
+        return sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash, "
+                       "agreed::pg_catalog.text AS mark{} FROM {}").format(
+            lowers, obj("blocks", key))
+    nulls = sql.SQL("").join(sql.SQL(", NULL::pg_catalog.text") for _ in range(columns + 1))
+    return sql.SQL("SELECT idx, row_count, hash{} FROM {} WHERE level OPERATOR(pg_catalog.=) {}"
+                   ).format(nulls, obj("inner", key), sql.Literal(level))
 
 
-def read_children(cur: cursor, key: str, level: int, parents: list[int],
-                  depth: int = 1) -> list[Level]:
+@dataclass
+class LeafFacts:
+    """What a walk learns of leaves beside their counts and hashes: the nodes each last
+    agreed on (``agreed`` as PostgreSQL prints it, :mod:`~ace_shared.mtree.kept`), and its
+    lower bound as text (None for the first leaf), so neither is read again leaf by leaf."""
+
+    marks: dict[int, str] = field(default_factory=dict)
+    lowers: dict[int, Key | None] = field(default_factory=dict)
+
+
+def read_children(cur: cursor, key: str, level: int, parents: list[int], depth: int = 1,
+                  columns: int = 1) -> tuple[list[Level], LeafFacts]:
     """Count and hash of every child of the ``parents`` of level ``level + 1`` (the leaves
     when ``level`` is 0, else nodes of inner level ``level``), and with ``depth`` 2 of
     every grandchild too (level ``level - 1``): one query, one round trip for two levels.
+    With the leaves come their :class:`LeafFacts` (``columns``: the key's columns).
 
     One index range scan per parent (its children are ``16p .. 16p+15``): an
     ``= ANY`` list of every child's number was scanned linearly, a third of a
@@ -382,16 +400,21 @@ def read_children(cur: cursor, key: str, level: int, parents: list[int],
     parts = []
     for d in range(depth):
         parts.append(sql.SQL(
-            "SELECT {d}, c.idx, c.row_count, c.hash FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
+            "SELECT {d}, c.* FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
             "AS p(idx) JOIN ({source}) c ON {children}").format(
-            d=sql.Literal(d), source=_level_source(key, level - d),
+            d=sql.Literal(d), source=_level_source(key, level - d, columns),
             children=_children(FANOUT ** (d + 1))))
     no_jit(cur)
     cur.execute(sql.SQL(" UNION ALL ").join(parts), [parents] * depth)
     found: list[Level] = [{} for _ in range(depth)]
-    for d, i, c, h in cur.fetchall():
-        found[d][int(i)] = (int(c), str(h))
-    return found
+    facts = LeafFacts()
+    for row in cur.fetchall():
+        d, i, c, h = row[:4]
+        found[d][i] = (c, h)
+        if d == level:  # the leaves
+            facts.marks[i] = row[4]
+            facts.lowers[i] = tuple(row[5:]) if i else None
+    return found, facts
 
 
 def read_blocks(cur: cursor, key: str, nos: list[int],

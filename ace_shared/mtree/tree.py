@@ -59,6 +59,7 @@ class Job:
     holders: NodeSessions | None = None  # connections for the tree lock, opened early
     holders_connected: Future[None] | None = None
     key_bases: tuple[str, ...] | None = None  # the key's base types, once read (keytypes)
+    identities: dict[str, str] | None = None  # node -> kept.identity, read by the fold
 
     @property
     def nodes(self) -> list[str]:
