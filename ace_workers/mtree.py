@@ -31,6 +31,7 @@ from ace_shared.diff.job import merge_job, save_job, saved_job
 from ace_shared.diff.ranges import KeyRange
 from ace_shared.diff.summary import DiffTaskResult
 from ace_shared.diff.workdir import WorkDir
+from ace_shared.errors import NodeUnreachableError
 from ace_shared.mtree.buildjob import BuildJob, BuildSpec, finish_build, hash_batch, plan_build
 from ace_shared.mtree.diffjob import by_keys_of, compared_whole, diff_leaf_group, plan_mtree_diff
 from ace_shared.mtree.request import MtreeRequest, validate_mtree_request
@@ -105,9 +106,17 @@ def _launch_build(job_id: str, request: MtreeRequest, settings: Settings) -> dic
 def _launch_diff(job_id: str, request: MtreeRequest, settings: Settings) -> dict[str, Any]:
     planned = saved_job(settings.output_dir, job_id)
     if planned is None:
-        with open_job(request, settings) as job:
-            slots, per_process = _slots(settings)
-            planned = plan_mtree_diff(job, settings, job_id, "fleet", slots, per_process)
+        # the process's own sessions, as table-diff's plan and every group use: a
+        # scheduled re-check connects only for its tree lock
+        nodes = (request.cluster_name, request.dbname, request.nodes, request.role)
+        try:
+            with open_job(request, settings,
+                          sessions=runtime.sessions_for_nodes(*nodes, readonly=False)) as job:
+                slots, per_process = _slots(settings)
+                planned = plan_mtree_diff(job, settings, job_id, "fleet", slots, per_process)
+        except NodeUnreachableError:  # the next task connects afresh (the job fails above)
+            runtime.drop_sessions_for(*nodes)
+            raise
         save_job(planned)
     store = runtime.store()
     store.set_total(job_id, planned.ranges_total)

@@ -23,8 +23,10 @@ runs in a warm worker where no interpreter starts: the CLI's own code reads the
 same arguments into the same options and requests, and the core entry points the
 CLI calls run here (``run_mtree_diff`` and ``run_table_diff``; only that call is
 timed). The first call in the process pays imports and caches, so one untimed
-call of each runs before any is timed; no connection outlives a call (each opens
-its own sessions), so neither side inherits the other's. ``--warm-only`` skips the
+call of each runs before any is timed. Each side keeps its sessions to the nodes
+between calls, as a worker keeps its own (a worker plans a re-check and a
+table-diff on them), and neither uses the other's; the tree lock's connections are
+a re-check's own every time, as in a worker. ``--warm-only`` skips the
 commands. ``--repeat N`` times each N times and reports the medians.
 
 Shapes: ``narrow`` is ``id bigint`` plus an int and a text (three columns);
@@ -149,6 +151,21 @@ class Warm:
     def __init__(self, env: dict[str, str]) -> None:
         os.environ.clear()
         os.environ.update(env)  # the settings the commands would read
+        self._sessions: dict[tuple[Any, ...], Any] = {}
+
+    def sessions(self, request: Any, settings: Any, readonly: bool) -> Any:
+        """This process's sessions to the request's nodes, kept between calls as a worker
+        keeps its own (``ace_workers.fleet.runtime``): one set for each side."""
+        from ace_shared.diff.local import pool_size
+        from ace_shared.diff.plan import resolve_targets
+        from ace_shared.nodes.sessions import NodeSessions
+        _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
+                                     settings, request.role)
+        key = (targets, readonly)
+        if key not in self._sessions:
+            self._sessions[key] = NodeSessions(
+                targets, threads_per_node=pool_size(request.max_cpu_ratio), readonly=readonly)
+        return self._sessions[key]
 
     @staticmethod
     def _values(command: Any, words: list[str]) -> tuple[dict[str, Any], Any]:
@@ -171,8 +188,9 @@ class Warm:
         from ace_shared.tasks.ids import new_task_id
         values, settings = self._values(MTREE_COMMANDS["table-diff"], words)
         request = validate_mtree_request({**values, "action": "table-diff"}, settings, "cli")
+        sessions = self.sessions(request, settings, readonly=False)
         started = time.monotonic()
-        _, summary = run_mtree_diff(request, settings, new_task_id("mtree"))
+        _, summary = run_mtree_diff(request, settings, new_task_id("mtree"), sessions=sessions)
         return time.monotonic() - started, summary.diff_rows
 
     def full(self, words: list[str]) -> tuple[float, int]:
@@ -181,8 +199,10 @@ class Warm:
         from ace_shared.tasks.ids import new_task_id
         values, settings = self._values(TABLE_DIFF, words)
         request = validate_diff_request(values, settings, "cli")
+        sessions = self.sessions(request, settings, readonly=True)
         started = time.monotonic()
-        _, summary = run_table_diff(request, settings, new_task_id("table-diff"))
+        _, summary = run_table_diff(request, settings, new_task_id("table-diff"),
+                                    sessions=sessions)
         return time.monotonic() - started, summary.diff_rows
 
 

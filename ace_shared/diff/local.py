@@ -38,17 +38,22 @@ def pool_size(max_cpu_ratio: float) -> int:
 def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
                    progress: Progress | None = None,
                    tuning: DiffTuning | None = None,
-                   hints: DensityHints | None = None) -> tuple[Path, DiffSummary]:
+                   hints: DensityHints | None = None,
+                   sessions: NodeSessions | None = None) -> tuple[Path, DiffSummary]:
     """Diff a table across nodes in this process; return the diff file and its summary.
 
     ``tuning`` changes how the ranges are compared, never what is found (the defaults
     when None); the job's ranges share one :class:`DensityHints`, ``hints`` when given
-    (which then also tells the caller what steps the differs took).
+    (which then also tells the caller what steps the differs took). ``sessions``: a
+    long-lived process's sessions to the nodes, reused and left open; when None, the
+    job opens and closes its own.
     """
     size = pool_size(request.max_cpu_ratio)
-    _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
-                                 settings, request.role)
-    sessions = NodeSessions(targets, threads_per_node=size)
+    owned = sessions is None
+    if sessions is None:
+        _, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
+                                     settings, request.role)
+        sessions = NodeSessions(targets, threads_per_node=size)
     try:
         job = plan_job(request, settings, task_id, sessions, executor="local", tuning=tuning)
         save_job(job)  # as a fleet's: while the plan is there, the job's batches may write
@@ -61,7 +66,8 @@ def run_table_diff(request: DiffRequest, settings: Settings, task_id: str,
         finally:
             view.close()
     finally:
-        sessions.close()
+        if owned:
+            sessions.close()
 
 
 def run_batches(job: DiffJob, sessions: NodeSessions, size: int,

@@ -57,27 +57,42 @@ def resolve_targets(cluster_name: str, dbname: str | None, nodes: str | list[str
     return db.name, node_targets(cluster, chosen, db.name, settings, role)
 
 
-def read_provenance(sessions: NodeSessions, settings: Settings, cluster_name: str,
-                    origin_filter: OriginFilter | None = None) -> dict[str, Any]:
-    """The spec's provenance fields: each node's origin names, the nodes that do not track
-    commit times, and the checked ``--against-origin``/``--until`` filter.
+class ProvenanceReader:
+    """Reads the spec's provenance fields: each node's origin names, the nodes that do not
+    track commit times, and the checked ``--against-origin``/``--until`` filter.
 
     Origins are matched against every node of the cluster file, not only the
     compared ones: a recovery compares the survivors against a node that is down.
+    Split in two (:meth:`read` on each node, :meth:`fields` of what they read) so a
+    command can read them in a round trip it makes anyway.
     """
-    cluster = load_cluster(settings.cluster_dir, cluster_name)
-    origin_filter = origin_filter or OriginFilter()
-    label = "against-origin"
-    check_origin_node(origin_filter.against_origin, [n.name for n in cluster.nodes], label)
-    dbname = sessions.targets[sessions.order[0]].dbname
-    peers = {n.name: (n.host, n.port, dbname) for n in cluster.nodes}
 
-    def read(cur: cursor) -> tuple[dict[str, str], bool]:
-        return read_origin_names(cur, peers), commit_ts_tracked(cur)
-    found = sessions.on_all(read)
-    return {"origin_filter": origin_filter,
-            "origin_names": {n: names for n, (names, _) in found.items()},
-            "untracked": tuple(n for n in sessions.order if not found[n][1])}
+    def __init__(self, settings: Settings, cluster_name: str, dbname: str,
+                 origin_filter: OriginFilter | None = None) -> None:
+        cluster = load_cluster(settings.cluster_dir, cluster_name)
+        self.origin_filter = origin_filter or OriginFilter()
+        check_origin_node(self.origin_filter.against_origin, [n.name for n in cluster.nodes],
+                          "against-origin")
+        self._peers = {n.name: (n.host, n.port, dbname) for n in cluster.nodes}
+
+    def read(self, cur: cursor) -> tuple[dict[str, str], bool]:
+        """One node's origin names and whether it tracks commit times."""
+        return read_origin_names(cur, self._peers), commit_ts_tracked(cur)
+
+    def fields(self, found: dict[str, tuple[dict[str, str], bool]],
+               order: list[str]) -> dict[str, Any]:
+        """The spec's fields from every node's :meth:`read`."""
+        return {"origin_filter": self.origin_filter,
+                "origin_names": {n: found[n][0] for n in order},
+                "untracked": tuple(n for n in order if not found[n][1])}
+
+
+def read_provenance(sessions: NodeSessions, settings: Settings, cluster_name: str,
+                    origin_filter: OriginFilter | None = None) -> dict[str, Any]:
+    """The spec's provenance fields (:class:`ProvenanceReader`), read on every node."""
+    reader = ProvenanceReader(settings, cluster_name, sessions.targets[sessions.order[0]].dbname,
+                              origin_filter)
+    return reader.fields(sessions.on_all(reader.read), sessions.order)
 
 
 def read_common_shape(sessions: NodeSessions, request_table: Any) -> TableShape:

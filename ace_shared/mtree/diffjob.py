@@ -32,7 +32,7 @@ from ace_shared.diff.budget import DiffBudget
 from ace_shared.diff.differ import RangeDiffer, diff_batch
 from ace_shared.diff.job import DiffJob, cut_batches, job_view, merge_job, run_batch, save_job
 from ace_shared.diff.local import RunBatch, pool_size, run_batches
-from ace_shared.diff.plan import read_provenance
+from ace_shared.diff.plan import ProvenanceReader
 from ace_shared.diff.ranges import SUBRANGES, KeyRange
 from ace_shared.diff.request import DiffSpec
 from ace_shared.diff.summary import DiffSummary
@@ -54,8 +54,7 @@ from ace_shared.mtree.tree import (
     guard,
     in_transaction,
     open_job,
-    require_schema,
-    table_shape,
+    open_table,
     tree_lock,
 )
 from ace_shared.mtree.update import update_trees
@@ -120,8 +119,15 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     started = datetime.now(timezone.utc).isoformat()
     request: MtreeRequest = job.request
     job.connect_lock_holders()
-    require_schema(job)
-    shape = table_shape(job, check_kind=False)  # the tree's check finds its table
+    provenance = ProvenanceReader(settings, request.cluster_name, job.dbname,
+                                  request.origin_filter)
+
+    def facts(cur: cursor, shape: TableShape, node: str) -> tuple[Any, ...]:
+        return keytypes.read_key_bases(cur, shape, node), kept.identity(cur), provenance.read(cur)
+    # the tree's check finds its table (so not whether it is a plain one)
+    shape, found = open_table(job, facts)
+    job.key_bases = keytypes.common_bases(shape, {n: f[0] for n, f in found.items()})
+    job.identities = {n: f[1] for n, f in found.items()}
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
@@ -149,8 +155,7 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
                     block_rows=block_rows, batch_size=max((len(g) for g in groups), default=1),
                     max_diffs=settings.MAX_ALLOWED_DIFFS, role=request.role,
                     work_dir=str(work),
-                    **read_provenance(job.sessions, settings, request.cluster_name,
-                                      request.origin_filter))
+                    **provenance.fields({n: f[2] for n, f in found.items()}, job.nodes))
     # rows in the leaves that agree, from the tree; the differing leaves count their own
     differing = len(walked.differing)
     mtree: dict[str, Any] = {
@@ -176,12 +181,13 @@ def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[i
     kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
 
     Under the tree lock, after the fold: the kept keys are exactly those folded. The
-    differing leaves' marks are those the walk read with them, in this lock too; each
-    node's identity is the one its fold read.
+    differing leaves' marks are those the walk read with them, in this lock too (the
+    settling changes only the others').
     """
     cast = keytypes.cast_shape(shape, job.key_bases or keytypes.key_bases(job.sessions, shape))
-    identities = job.identities or job.sessions.on_all(kept.identity)
-    mark = kept.mark_for(identities)
+    if job.identities is None:
+        job.identities = each_node(job, lambda node: kept.identity)
+    mark = kept.mark_for(job.identities)
 
     def settle(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
@@ -276,10 +282,15 @@ def diff_leaf_group(spec: DiffSpec, ranges: list[KeyRange], sessions: NodeSessio
 
 
 def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
-                   progress: Progress | None = None) -> tuple[Path, DiffSummary]:
-    """Update the trees, find the differing leaves, diff them here; the diff file and summary."""
+                   progress: Progress | None = None,
+                   sessions: NodeSessions | None = None) -> tuple[Path, DiffSummary]:
+    """Update the trees, find the differing leaves, diff them here; the diff file and summary.
+
+    ``sessions``: a long-lived process's sessions to the nodes (which may write), reused
+    and left open; when None, the job opens and closes its own.
+    """
     size = pool_size(request.max_cpu_ratio)
-    with open_job(request, settings, threads=size) as job:
+    with open_job(request, settings, threads=size, sessions=sessions) as job:
         planned = plan_mtree_diff(job, settings, task_id, executor="local")
         save_job(planned)  # as a fleet's: while the plan is there, the job's batches may write
         # a whole table's ranges share what each learns of how dense the differences are,

@@ -72,7 +72,12 @@ def read_key_bases(cur: cursor, shape: TableShape, node: str) -> tuple[str, ...]
 
 def key_bases(sessions: NodeSessions, shape: TableShape) -> tuple[str, ...]:
     """The key's base types, the same on every node (or one sentence saying where not)."""
-    per_node = each_session(sessions, lambda n: lambda cur: read_key_bases(cur, shape, n))
+    return common_bases(shape, each_session(
+        sessions, lambda n: lambda cur: read_key_bases(cur, shape, n)))
+
+
+def common_bases(shape: TableShape, per_node: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Every node's :func:`read_key_bases`, checked to be the same (one sentence if not)."""
     first_node, first = next(iter(per_node.items()))
     for node, bases in per_node.items():
         if bases != first:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import sql
@@ -22,13 +22,13 @@ from psycopg2.extensions import cursor
 
 from ace_shared.config import Settings
 from ace_shared.diff.plan import read_common_shape, resolve_targets
-from ace_shared.errors import TableError
+from ace_shared.errors import AceError, TableError
 from ace_shared.mtree import objects, trust, watch
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.nodes.connection import NodeTarget
 from ace_shared.nodes.ident import TableName
 from ace_shared.nodes.sessions import NodeSessions
-from ace_shared.nodes.shape import TableShape
+from ace_shared.nodes.shape import TableShape, read_shape, reconcile_shapes
 from ace_shared.words import nodes_phrase
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ class Job:
     holders: NodeSessions | None = None  # connections for the tree lock, opened early
     holders_connected: Future[None] | None = None
     key_bases: tuple[str, ...] | None = None  # the key's base types, once read (keytypes)
-    identities: dict[str, str] | None = None  # node -> kept.identity, read by the fold
+    identities: dict[str, str] | None = None  # each node's kept.identity, once read
 
     @property
     def nodes(self) -> list[str]:
@@ -77,15 +77,24 @@ class Job:
 
 
 @contextmanager
-def open_job(request: MtreeRequest, settings: Settings, threads: int = 1) -> Iterator[Job]:
+def open_job(request: MtreeRequest, settings: Settings, threads: int = 1,
+             sessions: NodeSessions | None = None) -> Iterator[Job]:
+    """The command's job, on ``sessions`` when given (a long-lived process's own, which may
+    write; they stay open), else on sessions of its own, closed when it ends.
+
+    The tree lock's connections are always the job's own (:func:`tree_lock`).
+    """
     dbname, targets = resolve_targets(request.cluster_name, request.dbname, request.nodes,
                                       settings, request.role)
-    sessions = NodeSessions(targets, threads_per_node=threads, readonly=False)
+    owned = sessions is None
+    if sessions is None:
+        sessions = NodeSessions(targets, threads_per_node=threads, readonly=False)
     job = Job(request, dbname, targets, sessions)
     try:
         yield job
     finally:
-        sessions.close()
+        if owned:
+            sessions.close()
         if job.holders is not None:  # opened early, never used: the command stopped before
             if job.holders_connected is not None:
                 job.holders_connected.exception()  # wait for the connecting to end
@@ -134,11 +143,34 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
         return run
     try:
         connected.result()
-        for node in sorted(job.nodes):
-            holders.on_one(node, take(node))
+        if not _take_at_once(holders, key):
+            for node in sorted(job.nodes):
+                holders.on_one(node, take(node))
         yield
     finally:
         holders.close()  # closing the connections releases the locks
+
+
+def _take_at_once(holders: NodeSessions, key: int) -> bool:
+    """Try the tree lock on every node at once, without waiting; if one node's is held,
+    give back the others' and say so (False).
+
+    Taking them one node after another costs a round trip per node; trying them
+    all at once costs one, and, since a try never waits, cannot deadlock with
+    another command taking them in order.
+    """
+    def attempt(cur: cursor) -> bool:
+        cur.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, key))
+        return bool(cur.fetchone()[0])
+    taken = holders.on_all(attempt)
+    if all(taken.values()):
+        return True
+
+    def give_back(cur: cursor) -> None:  # the holders' connections hold nothing else
+        cur.execute("SELECT pg_catalog.pg_advisory_unlock_all()")
+    for node in [n for n, got in taken.items() if got]:
+        holders.on_one(node, give_back)
+    return False
 
 
 def _connect_all(sessions: NodeSessions) -> None:
@@ -154,18 +186,7 @@ def each_node(job: Job, make: Callable[[str], Callable[[cursor], T]]) -> dict[st
 def each_session(sessions: NodeSessions,
                  make: Callable[[str], Callable[[cursor], T]]) -> dict[str, T]:
     """:func:`each_node` for sessions without a job (a worker's, for one step of a job)."""
-    with ThreadPoolExecutor(max_workers=len(sessions.order)) as pool:
-        futures = {n: pool.submit(sessions.on_one, n, make(n)) for n in sessions.order}
-        results: dict[str, T] = {}
-        error: BaseException | None = None
-        for node, fut in futures.items():
-            try:
-                results[node] = fut.result()
-            except BaseException as exc:  # every node finishes before the first error is raised
-                error = error or exc
-    if error is not None:
-        raise error
-    return results
+    return sessions.start_each(make)()
 
 
 def in_transaction(fn: Callable[[cursor], T], repeatable: bool = False) -> Callable[[cursor], T]:
@@ -201,6 +222,55 @@ def table_shape(job: Job, check_kind: bool = True) -> TableShape:
     return shape
 
 
+def open_table(job: Job, then: Callable[[cursor, TableShape, str], T],
+               ) -> tuple[TableShape, dict[str, T]]:
+    """:func:`require_schema`, then :func:`table_shape` (``check_kind=False``), then
+    ``then(cur, shape, node)``, all in one round trip per node and every node at once.
+
+    A re-check's fixed cost is mostly round trips, one after another; these three
+    need nothing from one another's answers but that each succeeded. Their errors
+    are raised as the separate steps raised them: the schema's first, then the
+    shapes' (the first node's in the job's order), then ``then``'s.
+    """
+    table = job.request.table
+    assert table is not None
+    cluster = job.request.cluster_name
+
+    def first(node: str) -> Callable[[cursor], tuple[str, Any, Any]]:
+        def run(cur: cursor) -> tuple[str, Any, Any]:
+            state = objects.schema_state(cur)
+            if state != "current":
+                return state, None, None
+            # with ACE's rights only while nothing on it runs code
+            trust.guard_catalogue(cur, node, trust.ACCESS_SHARE, cluster)
+            cur.connection.rollback()
+            try:
+                shape = read_shape(cur, table, node)
+            except AceError as exc:  # raised below, once every node's schema is known good
+                return state, exc, None
+            try:
+                return state, shape, then(cur, shape, node)
+            except AceError as exc:
+                return state, shape, exc
+        return run
+    answers = each_node(job, first)
+    _schema_errors(job, {n: state for n, (state, _, _) in answers.items()})
+    shapes: dict[str, TableShape] = {}
+    for node, (_, shape, _) in answers.items():
+        if isinstance(shape, AceError):
+            raise shape
+        shapes[node] = shape
+    common = reconcile_shapes(shapes)
+    if common.server_version_num < MIN_SERVER_VERSION:
+        raise TableError("mtree needs PostgreSQL 14 or newer on every node.")
+    results: dict[str, T] = {}
+    for node, (_, _, result) in answers.items():
+        if isinstance(result, AceError):
+            raise result
+        results[node] = result
+    return common, results
+
+
 def _relkind(cur: cursor, shape: TableShape) -> str:
     cur.execute("SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
                 "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE n.nspname "
@@ -229,7 +299,11 @@ def require_schema(job: Job) -> None:
                 trust.guard_catalogue(cur, node, trust.ACCESS_SHARE, cluster)
             return state
         return run
-    present = each_node(job, check)
+    _schema_errors(job, each_node(job, check))
+
+
+def _schema_errors(job: Job, present: dict[str, str]) -> None:
+    """Raise the sentence for the first of the nodes whose mtree schema is missing or older."""
     missing = [n for n, state in present.items() if state == "missing"]
     if missing:
         raise TableError(f"ACE's mtree schema is not set up on {nodes_phrase(missing)}; run "

@@ -110,7 +110,7 @@ def fold(cur: cursor, shape: TableShape, key: str, node: str) -> Folded:
 
 
 def _fold(shape: TableShape, cast: TableShape, key: str, node: str) -> Any:
-    def run(cur: cursor) -> tuple[TreeRow, Folded, tuple[int, leaves.Level], str]:
+    def run(cur: cursor) -> tuple[TreeRow, Folded, tuple[int, leaves.Level]]:
         guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)  # before the snapshot
         row = check_tree(cur, shape, key, node)  # the table's own types: its signature
         folded = fold(cur, cast, key, node)
@@ -119,8 +119,7 @@ def _fold(shape: TableShape, cast: TableShape, key: str, node: str) -> Any:
         cur.execute(sql.SQL("UPDATE {} SET updated_at = pg_catalog.now() "
                             "WHERE tree_key OPERATOR(pg_catalog.=) %s").format(objects.TREES),
                     (key,))
-        # where a walk starts, and the node's part of the marks a re-check settles
-        return row, folded, leaves.top_level(cur, key), kept.identity(cur)
+        return row, folded, leaves.top_level(cur, key)  # where a walk starts
     return in_transaction(run, repeatable=True)
 
 
@@ -139,9 +138,7 @@ def update_trees(job: Job, shape: TableShape) -> tuple[TreeRow, dict[str, Any], 
     # bounds are cast to the key's built-in base types, never to a domain
     job.key_bases = job.key_bases or keytypes.key_bases(job.sessions, shape)
     cast = keytypes.cast_shape(shape, job.key_bases)
-    folds = each_node(job, lambda node: _fold(shape, cast, key, node))
-    job.identities = {n: ident for n, (_, _, _, ident) in folds.items()}
-    folded = {n: (r, f, top) for n, (r, f, top, _) in folds.items()}
+    folded = each_node(job, lambda node: _fold(shape, cast, key, node))
     tree = check_same_blocks({n: r for n, (r, _, _) in folded.items()}, shape)
     tops = {n: top for n, (_, _, top) in folded.items()}
     touched_set = {b for _, f, _ in folded.values() for b in f.drained.touched}

@@ -149,9 +149,15 @@ class NodeSessions:
 
         A caller can work on one step's results while the nodes already run the next.
         """
+        return self.start_each(lambda _: fn, nodes)
+
+    def start_each(self, make: Callable[[str], Callable[[cursor], T]],
+                   nodes: list[str] | None = None) -> Callable[[], dict[str, T]]:
+        """:meth:`start_all` of ``make(node)`` on each node: a step whose statement differs
+        from node to node, on the nodes' own threads (no thread of its own per node)."""
         names = nodes or self.order
         self.reserve(names)
-        futures = {n: self._pools[n].submit(self._run, n, fn) for n in names}
+        futures = {n: self._pools[n].submit(self._run, n, make(n)) for n in names}
 
         def results() -> dict[str, T]:
             found: dict[str, T] = {}
