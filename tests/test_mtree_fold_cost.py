@@ -12,8 +12,8 @@ from diff_helpers import CLUSTER, execute, mtree_init, query
 from test_mtree_kept import _recheck, _tracked
 
 from ace_shared.config import load_settings
-from ace_shared.mtree import keytypes, leaves
-from ace_shared.mtree.compare import Walked
+from ace_shared.mtree import kept, keytypes, leaves
+from ace_shared.mtree.compare import Walked, delete_kept_outside
 from ace_shared.mtree.diffjob import plan_mtree_diff
 from ace_shared.mtree.objects import tree_key
 from ace_shared.mtree.request import MtreeRequest
@@ -111,3 +111,55 @@ def test_a_leaf_s_upper_bound_comes_from_the_walk_only_where_no_leaf_can_lie_bet
     # read with parent 13 (212) but not with parent 1: leaves may lie between 20 and 200
     assert walked.spans() == {4: (("40",), ("80",)), 8: (("80",), ("200",)),
                               200: (("2000",), ("2120",))}
+
+
+def test_settling_the_marks_of_changes_in_most_leaves_visits_only_the_agreeing_leaves_keys(
+        pg_cluster: Any) -> None:
+    """A re-check of the nodes every leaf last agreed on, where all leaves but one differ:
+    the kept keys of that one leaf go, and no other kept key is visited (each kept key was
+    probed for its leaf: 2,000 probes for the 3 keys that go)."""
+    _tracked(pg_cluster, "mfc_settle", rows=500)
+    name = TableName("public", "mfc_settle")
+    key = tree_key(name)
+    blocks, kept_table = f'ace_mtree."blocks_{key}"', f'ace_mtree."keys_{key}"'
+    dsn = pg_cluster.node_dsn(0)
+    all_three = query(dsn, f"SELECT agreed FROM {blocks} WHERE block_no = 0")[0][0]
+    execute(dsn, [  # 20,000 leaves of 100 keys, all agreed on the three nodes; 2,000 keys kept
+        f"DELETE FROM {blocks}",
+        f"INSERT INTO {blocks} SELECT g * 4, CASE WHEN g > 0 THEN g * 100 END, 100, g, "
+        f"'{{{','.join(str(d) for d in all_three)}}}' FROM generate_series(0, 20000) g",
+        f"INSERT INTO {kept_table} SELECT g * 37 FROM generate_series(1, 2000) g",
+        f"ANALYZE {blocks}, {kept_table}"])
+    with open_job(MtreeRequest("table-diff", CLUSTER, name), load_settings()) as job:
+        shape = table_shape(job, check_kind=False)
+        cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+        three = kept.mark_for(job.sessions.on_all(kept.identity))
+    assert three == list(all_three)
+    differing = [g * 4 for g in range(20001) if g != 2]  # leaf 8 holds keys 200 to 299
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            spans = leaves.read_spans(cur, cast, key, differing)
+            outside = delete_kept_outside(cast, key, [spans[b] for b in differing])
+            before = _visits(cur, key)
+            kept.mark_agreed(cur, cast, key, differing, three, outside)
+            visited = {name: (read - before.get(name, (0, 0))[0], gone)
+                       for name, (read, gone) in _visits(cur, key).items()}
+            cur.execute(f"SELECT count(*) FROM {kept_table} WHERE k0 BETWEEN 200 AND 299")
+            left = cur.fetchone()[0]
+            conn.rollback()
+    finally:
+        conn.close()
+    assert left == 0
+    assert visited[f"keys_{key}"][1] == 3, visited  # 222, 259 and 296
+    assert visited[f"keys_{key}"][0] < 20, visited
+    assert visited.get(f"blocks_{key}", (0, 0))[0] < 100, visited
+
+
+def _visits(cur: Any, key: str) -> dict[str, tuple[int, int]]:
+    """Rows of the tree's leaves and kept keys read and deleted so far in this transaction."""
+    cur.execute("SELECT relname, coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0), "
+                "n_tup_del FROM pg_stat_xact_all_tables "
+                "WHERE schemaname = 'ace_mtree' AND relname IN (%s, %s)",
+                (f"blocks_{key}", f"keys_{key}"))
+    return {name: (int(read), int(gone)) for name, read, gone in cur.fetchall()}

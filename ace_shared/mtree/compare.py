@@ -310,9 +310,15 @@ def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Qu
     ``shape`` is the :func:`~ace_shared.mtree.keytypes.cast_shape`: the bounds are cast
     to the key's base types, the kept keys' own.
     """
-    held = logged_shape(shape)
     texts = sql.SQL(", ").join(sql.SQL("{}.{}::pg_catalog.text").format(
         sql.Identifier(_ROW), sql.Identifier(f"k{i}")) for i in range(len(shape.key)))
+    return _kept_within(shape, key, ranges, texts)
+
+
+def _kept_within(shape: TableShape, key: str, ranges: list[KeyRange],
+                 texts: sql.Composable) -> queries.Query:
+    """``texts`` of the kept keys within ``ranges``: one index range scan per range."""
+    held = logged_shape(shape)
     bounded = [r for r in ranges if r.lower is not None and r.upper is not None]
     parts: list[sql.Composable] = []
     params: queries.Params = {}
@@ -325,6 +331,34 @@ def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Qu
             parts.append(sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(
                 texts, obj("keys", key), sql.Identifier(_ROW), where))
     return sql.SQL(" UNION ALL ").join(parts), params
+
+
+def outside(spans: list[tuple[Key | None, Key | None]]) -> list[KeyRange]:
+    """The key space outside the ranges ``spans`` (in key order, none overlapping): the
+    ranges between them, and before the first and after the last where they have bounds."""
+    gaps: list[KeyRange] = []
+    start: Key | None = None  # where the next gap starts: at the beginning of the key space
+    for lower, upper in spans:
+        if lower != start:  # (only the first leaf has no lower bound: nothing before it)
+            gaps.append(KeyRange(len(gaps), start, lower))
+        if upper is None:
+            return gaps
+        start = upper
+    gaps.append(KeyRange(len(gaps), start, None))
+    return gaps
+
+
+def delete_kept_outside(shape: TableShape, key: str,
+                        spans: list[tuple[Key | None, Key | None]]) -> queries.Query:
+    """Delete the kept keys outside the ranges ``spans`` (the differing leaves', in key
+    order): an index range scan per range between them, not a probe per kept key."""
+    gaps = outside(spans)
+    if not gaps:  # every leaf differs
+        return sql.SQL("DELETE FROM {} WHERE false").format(obj("keys", key)), {}
+    ctids = sql.SQL("{}.ctid").format(sql.Identifier(_ROW))
+    within, params = _kept_within(shape, key, gaps, ctids)
+    return sql.SQL("DELETE FROM {} WHERE ctid OPERATOR(pg_catalog.=) ANY(ARRAY({}))").format(
+        obj("keys", key), within), params
 
 
 def kept_marks(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:

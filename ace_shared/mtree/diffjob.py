@@ -43,6 +43,7 @@ from ace_shared.mtree.compare import (
     ROWS_PER_QUERY,
     LeafDiffer,
     Walked,
+    delete_kept_outside,
     leaf_ranges,
     table_ranges,
     walk,
@@ -188,11 +189,14 @@ def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[i
     if job.identities is None:
         job.identities = each_node(job, lambda node: kept.identity)
     mark = kept.mark_for(job.identities)
+    # the kept keys outside the differing leaves, by the ranges between them
+    spans = [(r.lower, r.upper) for r in leaf_ranges(job, cast, key, walked.differing, walked)]
+    outside = delete_kept_outside(cast, key, spans)
 
     def settle(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
             guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)
-            kept.mark_agreed(cur, cast, key, walked.differing, mark)
+            kept.mark_agreed(cur, cast, key, walked.differing, mark, outside)
         return in_transaction(run)
     each_node(job, settle)
     return kept.kept_leaves(kept.parse_marks(walked.marks), walked.differing)
