@@ -109,7 +109,7 @@ def test_a_leaf_s_upper_bound_comes_from_the_walk_only_where_no_leaf_can_lie_bet
                                           200: ("2000",), 212: ("2120",)})
     # 4 and 8 share parent 0, 20 is under parent 1; 200 is under parent 12, which the walk
     # read with parent 13 (212) but not with parent 1: leaves may lie between 20 and 200
-    assert walked.spans() == {4: (("40",), ("80",)), 8: (("80",), ("200",)),
+    assert walked.spans == {4: (("40",), ("80",)), 8: (("80",), ("200",)),
                               200: (("2000",), ("2120",))}
 
 

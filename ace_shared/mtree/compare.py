@@ -85,6 +85,7 @@ class Walked:
     marks: dict[str, dict[int, str]] = field(default_factory=dict)  # node -> known leaf -> mark
     lowers: dict[int, Key | None] = field(default_factory=dict)  # known leaf -> lower bound
 
+    @functools.cached_property
     def spans(self) -> dict[int, tuple[Key | None, Key | None]]:
         """The bounds of the known leaves whose next leaf is known too (each leaf's upper
         bound is the next leaf's lower). The next known leaf is the next leaf of the tree
@@ -180,18 +181,25 @@ def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
     return sorted(chosen)
 
 
-def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int],
-                walked: Walked | None = None) -> list[KeyRange]:
-    """Key ranges of the given leaves, numbered in order: their bounds as the walk read
-    them (:meth:`Walked.spans`), and those of the others read from the first node."""
-    if not blocks:
-        return []
-    spans = walked.spans() if walked is not None else {}
+def leaf_spans(job: Job, shape: TableShape, key: str, blocks: list[int],
+               walked: Walked | None = None) -> dict[int, tuple[Key | None, Key | None]]:
+    """The bounds of the given leaves: as the walk read them (:attr:`Walked.spans`), and
+    those of the others read from the first node."""
+    spans = dict(walked.spans) if walked is not None else {}
     unknown = [b for b in blocks if b not in spans]
     if unknown:
         first = job.nodes[0]
         spans.update(job.sessions.on_one(first, reading(
             shape, key, first, lambda cur: leaves.read_spans(cur, shape, key, unknown))))
+    return spans
+
+
+def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int],
+                walked: Walked | None = None) -> list[KeyRange]:
+    """Key ranges of the given leaves, numbered in order (:func:`leaf_spans`)."""
+    if not blocks:
+        return []
+    spans = leaf_spans(job, shape, key, blocks, walked)
     return [KeyRange(i, *spans[b]) for i, b in enumerate(blocks)]
 
 

@@ -45,6 +45,7 @@ from ace_shared.mtree.compare import (
     Walked,
     delete_kept_outside,
     leaf_ranges,
+    leaf_spans,
     table_ranges,
     walk,
 )
@@ -190,8 +191,8 @@ def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[i
         job.identities = each_node(job, lambda node: kept.identity)
     mark = kept.mark_for(job.identities)
     # the kept keys outside the differing leaves, by the ranges between them
-    spans = [(r.lower, r.upper) for r in leaf_ranges(job, cast, key, walked.differing, walked)]
-    outside = delete_kept_outside(cast, key, spans)
+    spans = leaf_spans(job, cast, key, walked.differing, walked)
+    outside = delete_kept_outside(cast, key, [spans[b] for b in walked.differing])
 
     def settle(node: str) -> Callable[[cursor], None]:
         def run(cur: cursor) -> None:
@@ -199,7 +200,7 @@ def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[i
             kept.mark_agreed(cur, cast, key, walked.differing, mark, outside)
         return in_transaction(run)
     each_node(job, settle)
-    return kept.kept_leaves(kept.parse_marks(walked.marks), walked.differing)
+    return kept.kept_leaves(walked.marks, walked.differing)
 
 
 def by_keys_of(job: DiffJob) -> frozenset[int]:

@@ -97,28 +97,24 @@ def read_marks(cur: cursor, key: str, nos: list[int]) -> Marks:
     return {int(b): tuple(int(d) for d in a) for b, a in cur.fetchall()}
 
 
-def parse_marks(texts: dict[str, dict[int, str]]) -> dict[str, Marks]:
-    """Every node's marks as PostgreSQL prints them (``{d1,d2}``), as :data:`Marks`; a tree
-    carries a few distinct marks, each parsed once."""
-    parsed: dict[str, Mark] = {}
-
-    def mark(text: str) -> Mark:
-        if text not in parsed:
-            inner = text.strip("{}")
-            parsed[text] = tuple(int(d) for d in inner.split(",")) if inner else ()
-        return parsed[text]
-    return {node: {b: mark(t) for b, t in marks.items()} for node, marks in texts.items()}
-
-
 def marked_alike(marks: set[Mark]) -> bool:
     """Whether the marks every node gave one leaf let it be read by its kept keys: one mark,
     not none (see the module's docstring for why that is sound)."""
     return len(marks) == 1 and () not in marks
 
 
-def kept_leaves(per_node: dict[str, Marks], differing: Iterable[int]) -> set[int]:
-    """The ``differing`` leaves to read by their kept keys: those every node marked alike."""
-    return {b for b in differing if marked_alike({m.get(b, ()) for m in per_node.values()})}
+def kept_leaves(per_node: dict[str, dict[int, str]], differing: Iterable[int]) -> set[int]:
+    """The ``differing`` leaves to read by their kept keys: those every node marked alike
+    (:func:`marked_alike`), each node's marks as PostgreSQL prints them (``{d1,d2}``, the
+    same text for the same mark)."""
+    if not per_node:  # the walk found no leaf differing
+        return set()
+    first, *others = per_node.values()
+    return {b for b in differing if (mark := first.get(b, NO_MARK)) != NO_MARK
+            and all(node.get(b) == mark for node in others)}
+
+
+NO_MARK = "{}"  # a leaf's mark as printed when it agreed on no nodes since the build
 
 
 def distinct_marks(cur: cursor, key: str) -> list[Mark]:
