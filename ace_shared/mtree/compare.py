@@ -184,8 +184,8 @@ def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
 def leaf_spans(job: Job, shape: TableShape, key: str, blocks: list[int],
                walked: Walked | None = None) -> dict[int, tuple[Key | None, Key | None]]:
     """The bounds of the given leaves: as the walk read them (:attr:`Walked.spans`), and
-    those of the others read from the first node."""
-    spans = dict(walked.spans) if walked is not None else {}
+    those of the others read from the first node (then kept with the walk's)."""
+    spans = walked.spans if walked is not None else {}
     unknown = [b for b in blocks if b not in spans]
     if unknown:
         first = job.nodes[0]
