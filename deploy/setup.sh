@@ -95,6 +95,9 @@ if [[ $(cat .venv/.ace-install-stamp 2>/dev/null) != "$stamp" || ! -x .venv/bin/
 else
   say ".venv is up to date"
 fi
+# ACE's modules compiled now, as an installed (not editable) package is: a shell that sets
+# PYTHONDONTWRITEBYTECODE would otherwise have every command compile them from source again
+.venv/bin/python -m compileall -q -j 0 ace_api ace_shared ace_workers > /dev/null || true
 
 if [[ $DEMO == 0 ]]; then
   say "done (no demo)"

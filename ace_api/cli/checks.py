@@ -4,8 +4,8 @@ Each runs in this process, or on the fleet when ``ACE_BROKER_URL`` is set, and
 writes its JSON result (and HTML page with ``--output html``) under
 ``$ACE_OUTPUT_DIR``. Exit codes: 0 when everything compared agrees, 1 when
 anything differs, 2 on trouble (for repset-diff, also when any table failed).
-The commands are built from their declarations (``CHECKS``, registered in
-``ace_api/cli/main.py``).
+The commands are built from their declarations and named in
+``ace_api/cli/main.py``, which imports this module only to run or list them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ace_api.cli.fetch import local_summary
+from ace_api.cli.options import build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
@@ -32,6 +32,7 @@ def run_check(task_type: str, request: Any, settings: Settings, local: Any, labe
     task_id = new_task_id(task_type)
     if settings.BROKER_URL:
         # Celery loads only for a fleet: 1 s of every start
+        from ace_api.cli.fetch import local_summary
         from ace_api.cli.fleet import run_on_fleet
         done = run_on_fleet(task_type, request.to_dict(), settings, task_id,
                             cluster_name=request.cluster_name, table_name=subject,
@@ -150,6 +151,6 @@ def run_spock_diff_command(values: dict[str, Any], settings: Settings) -> int:
     return finish(result, request.quiet, "Spock diff", sentences)
 
 
-# each check's declaration and what runs it, for ``ace_api/cli/main.py``
-CHECKS = ((SCHEMA_DIFF, run_schema_diff_command), (REPSET_DIFF, run_repset_diff_command),
-          (SPOCK_DIFF, run_spock_diff_command))
+schema_diff = build_command(SCHEMA_DIFF, run_schema_diff_command)
+repset_diff = build_command(REPSET_DIFF, run_repset_diff_command)
+spock_diff = build_command(SPOCK_DIFF, run_spock_diff_command)

@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
-from ace_api.cli.fetch import local_summary
+from ace_api.cli.options import build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
-from ace_shared.diff.request import validate_diff_request
+from ace_shared.diff.request import TABLE_DIFF, validate_diff_request
 from ace_shared.diff.summary import DiffSummary
 from ace_shared.tasks.ids import new_task_id
 from ace_shared.words import and_list, plural
@@ -61,6 +61,7 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
     task_id = new_task_id("table-diff")
     if _uses_fleet(settings):
         # Celery loads only for a fleet: 1 s of every start
+        from ace_api.cli.fetch import local_summary
         from ace_api.cli.fleet import run_on_fleet
         result = run_on_fleet("table-diff", request.to_dict(), settings, task_id,
                               cluster_name=request.cluster_name,
@@ -78,3 +79,6 @@ def run_table_diff_command(values: dict[str, Any], settings: Settings) -> int:
     finally:
         bar.close()
     return report_diff(summary, request.quiet)
+
+
+table_diff = build_command(TABLE_DIFF, run_table_diff_command)

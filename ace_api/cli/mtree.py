@@ -9,7 +9,6 @@ import click
 
 from ace_api.cli.diff import report_diff
 from ace_api.cli.exits import EXIT_SAME
-from ace_api.cli.fetch import local_summary
 from ace_api.cli.options import AceCommand, build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
@@ -146,6 +145,7 @@ def _here(request: MtreeRequest, settings: Settings, label: str) -> dict[str, An
 
 def _on_fleet(request: MtreeRequest, settings: Settings, label: str,
               no_wait: bool) -> dict[str, Any] | None:
+    from ace_api.cli.fetch import local_summary
     from ace_api.cli.fleet import run_on_fleet  # Celery loads only for a fleet: 1 s of every start
     task_id = new_task_id("mtree")
     done = run_on_fleet("mtree", request.to_dict(), settings, task_id,

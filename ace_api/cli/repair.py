@@ -21,14 +21,18 @@ from typing import Any
 import click
 
 from ace_api.cli.exits import EXIT_DIFF, EXIT_SAME
-from ace_api.cli.fetch import local_summary
+from ace_api.cli.options import build_command
 from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.diff.summary import DiffSummary
 from ace_shared.errors import BadOptionError, DiffFileError
-from ace_shared.repair.request import check_repair_options, validate_repair_request
-from ace_shared.rerun.request import check_rerun_options, validate_rerun_request
+from ace_shared.repair.request import (
+    TABLE_REPAIR,
+    check_repair_options,
+    validate_repair_request,
+)
+from ace_shared.rerun.request import TABLE_RERUN, check_rerun_options, validate_rerun_request
 from ace_shared.tasks.filestore import active_store, use_shared_store
 from ace_shared.tasks.ids import is_task_id, new_task_id
 from ace_shared.words import and_list, plural
@@ -218,6 +222,7 @@ def run_table_rerun_command(values: dict[str, Any], settings: Settings) -> int:
             "batches", no_wait, task_id)
         if result is None:
             return EXIT_SAME
+        from ace_api.cli.fetch import local_summary  # a fleet's files, for a fleet's run only
         return report_rerun(DiffSummary.from_dict(local_summary(
             result["summary"], result, task_id, settings, "table-rerun")), quiet)
     _, values = _diff_file_here(values, settings, fleet=False)
@@ -314,3 +319,8 @@ def _hand_on(given: str, checked: str, task_id: str) -> str:
     return upload_diff_file(checked, task_id)
 
 
+
+
+table_repair = build_command(TABLE_REPAIR, run_table_repair_command, words=repair_words,
+                             help_text=REPAIR_HELP)
+table_rerun = build_command(TABLE_RERUN, run_table_rerun_command)

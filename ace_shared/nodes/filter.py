@@ -7,10 +7,13 @@ most commands have no filter, so it is loaded only when a filter is given.
 
 from __future__ import annotations
 
-from psycopg2.extensions import cursor
+from typing import TYPE_CHECKING
 
 from ace_shared.errors import FilterError
 from ace_shared.nodes.ident import TableName
+
+if TYPE_CHECKING:  # psycopg2 loads with the first connection, not with a command's options
+    from psycopg2.extensions import cursor
 
 FILTER_MARK = "/* table filter */"
 """Written before the filter in every statement that runs one, so an error of that

@@ -11,10 +11,13 @@ without FORCE, BYPASSRLS, superuser all count as not subject).
 
 from __future__ import annotations
 
-from psycopg2.extensions import cursor
+from typing import TYPE_CHECKING
 
 from ace_shared.errors import PermissionDeniedError
 from ace_shared.nodes.ident import TableName
+
+if TYPE_CHECKING:  # psycopg2 loads with the first connection, not with a command's options
+    from psycopg2.extensions import cursor
 
 _RLS_SQL = """
 SELECT pg_catalog.row_security_active(c.oid),

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,6 +36,9 @@ def user_service_file() -> Path:
 
 @lru_cache(maxsize=1)
 def _compiled_sysconfdir() -> str | None:
+    import shutil  # loaded only when PGSYSCONFDIR is unset and the system file is looked for
+    import subprocess
+
     pg_config = shutil.which("pg_config")
     if pg_config is None:
         return None

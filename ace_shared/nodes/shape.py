@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from psycopg2.extensions import cursor
+from typing import TYPE_CHECKING, Any
 
 from ace_shared.errors import TableError
 from ace_shared.nodes.ident import TableName, quote_ident
 from ace_shared.nodes.rowsecurity import refuse_row_security
+
+if TYPE_CHECKING:  # psycopg2 loads with the first connection, not with a command's options
+    from psycopg2.extensions import cursor
 
 # Types whose binary hash is equal exactly when their pinned text form is equal.
 # Everything else (numeric scale, -0 floats, enum OIDs, interval normalisation,
