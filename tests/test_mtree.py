@@ -30,10 +30,13 @@ from diff_helpers import (
     run_ace,
 )
 
+from ace_shared.config import load_settings
 from ace_shared.diff.ranges import KeyRange
+from ace_shared.errors import NodeUnreachableError
 from ace_shared.mtree.leaves import levels_for
 from ace_shared.mtree.objects import tree_key
-from ace_shared.mtree.tree import LOCK_SPACE, lock_key
+from ace_shared.mtree.request import validate_mtree_request
+from ace_shared.mtree.tree import LOCK_SPACE, lock_key, open_job, tree_lock
 from ace_shared.nodes.ident import TableName
 
 TABLE = "public.mt_work"
@@ -416,6 +419,33 @@ def test_a_command_waits_for_the_tree_lock_and_says_when_it_gave_up(pg_cluster: 
             "public.mt_wait on node n2; run this one again once it has finished."]
     finally:
         holder.close()
+    assert mtree("update", CLUSTER, table).code == 0
+
+
+def test_a_node_lost_as_the_tree_lock_is_taken_leaves_the_others_unlocked(
+        pg_cluster: Any) -> None:
+    """The lock is tried on every node at once: a node gone at that moment fails the
+    command in one sentence naming it, and the nodes whose lock it got are free again
+    while its process lives on (a worker's does), not when that process ends."""
+    table = tracked_table(pg_cluster, "mt_lost", "g", 500)
+    settings = load_settings()
+    request = validate_mtree_request({"action": "update", "cluster_name": CLUSTER,
+                                      "table_name": table}, settings)
+    with open_job(request, settings) as job:
+        job.connect_lock_holders()  # connected to every node, as the command's first checks run
+        assert job.holders_connected is not None
+        job.holders_connected.result()
+        pg_cluster.stop_node(2)
+        try:
+            with pytest.raises(NodeUnreachableError, match="^Node n3 cannot be reached"), \
+                    tree_lock(job, TableName("public", "mt_lost")):
+                pass
+            # the other nodes' locks went with the failure: a command on them need not wait
+            others = run_ace("mtree", "update", CLUSTER, table, "--nodes", "n1,n2",
+                             env={"ACE_LOCK_TIMEOUT_MS": "1000"})
+            assert others.code == 0, others.stderr
+        finally:
+            pg_cluster.start_node(2)
     assert mtree("update", CLUSTER, table).code == 0
 
 

@@ -87,6 +87,27 @@ def test_no_wait_returns_the_task_id_and_the_fleet_finishes_the_update(
              60, f"mtree update {task_id} to complete")
 
 
+def test_a_re_check_with_a_node_down_fails_naming_it_and_the_next_ones_run(
+        fleet: Fleet, tracked: str, pg_cluster: Any) -> None:
+    """A worker plans a tree's diff on the sessions it keeps between tasks: a node down
+    fails the plan in one sentence, and once the node is back the workers plan again,
+    without a restart, on connections made afresh."""
+    assert fleet.ace("mtree", "table-diff", "testclus", tracked).returncode == 1
+    pg_cluster.stop_node(2)
+    try:
+        down = fleet.ace("mtree", "table-diff", "testclus", tracked)
+    finally:
+        pg_cluster.start_node(2)
+    assert down.returncode == 2, down.stdout + down.stderr
+    assert down.stderr.strip().splitlines()[-1].startswith("ace: error: Node n3 cannot be reached")
+    assert "Traceback" not in down.stderr
+    full = run_ace("table-diff", "testclus", tracked).diff()["diffs"]
+    for _ in range(4):  # the fleet's four processes, whichever takes each plan
+        again = fleet.ace("mtree", "table-diff", "testclus", tracked)
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert _diff_of(again.stdout)["diffs"] == full
+
+
 @pytest.fixture(scope="module")
 def api(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     certs = make_certs(tmp_path_factory.mktemp("mtree-certs"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from psycopg2 import sql
@@ -36,12 +36,15 @@ BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing part
 Level = leaves.Level
 
 
+Children = tuple[list[Level], leaves.LeafFacts]
+
+
 def _children_of(shape: TableShape, key: str, level: int, parents: list[int],
-                 depth: int) -> Callable[[str], Callable[[cursor], list[Level]]]:
+                 depth: int) -> Callable[[str], Callable[[cursor], Children]]:
     """For each node: read the children of ``parents`` at ``level`` (``depth`` levels of
     them) under the read lock."""
     return lambda node: reading(shape, key, node, lambda cur: leaves.read_children(
-        cur, key, level, parents, depth))
+        cur, key, level, parents, depth, len(shape.key)))
 
 
 def _differing(per_node: dict[str, dict[Any, Any]]) -> list[Any]:
@@ -79,6 +82,20 @@ class Walked:
     most: dict[int, int]  # rows of each known leaf on the node that holds the most
     held: int  # rows the first node holds in the table
     total_rows: int  # rows in the table (on the node that holds the most)
+    marks: dict[str, dict[int, str]] = field(default_factory=dict)  # node -> known leaf -> mark
+    lowers: dict[int, Key | None] = field(default_factory=dict)  # known leaf -> lower bound
+
+    @functools.cached_property
+    def spans(self) -> dict[int, tuple[Key | None, Key | None]]:
+        """The bounds of the known leaves whose next leaf is known too (each leaf's upper
+        bound is the next leaf's lower). The next known leaf is the next leaf of the tree
+        when both are children of one parent or of two neighbouring ones: the walk read
+        every child of the parents it read."""
+        out: dict[int, tuple[Key | None, Key | None]] = {}
+        for b, c in zip(self.known, self.known[1:], strict=False):
+            if c // leaves.FANOUT - b // leaves.FANOUT <= 1:
+                out[b] = (self.lowers[b], self.lowers[c])
+        return out
 
     def reading(self, by_keys: set[int]) -> Reading:
         """Read the differing leaves ``by_keys`` by their kept keys, and the others whole with
@@ -89,10 +106,12 @@ class Walked:
 
 
 def walk(job: Job, shape: TableShape, key: str,
-         tops: dict[str, tuple[int, Level]] | None = None) -> Walked:
+         tops: dict[str, tuple[int, Level]] | None = None, touched: int = 0,
+         block_rows: int = 0) -> Walked:
     """The leaves whose count or hash differ between nodes, with what the walk read of
-    their neighbours; from ``tops``, every node's top level as the update left it (read in
-    the update's own transaction), or read here."""
+    them and their neighbours; from ``tops``, every node's top level as the update left it
+    (read in the update's own transaction), or read here. ``touched``: the leaves the
+    folds changed, of about ``block_rows`` rows each."""
     if tops is None:
         tops = each_node(job, lambda node: reading(
             shape, key, node, lambda cur: leaves.top_level(cur, key)))
@@ -104,19 +123,26 @@ def walk(job: Job, shape: TableShape, key: str,
     total = max(sum(c for c, _ in nodes.values()) for nodes in roots.values())
     suspects = _differing(roots)
     found: dict[str, Level] = roots
+    facts: dict[str, leaves.LeafFacts] = {}
     level = levels - 1
     while level >= 0:
         if not suspects:
             return Walked([], [], {}, {}, held, total)
-        # few suspects: their grandchildren too, in the same query (a round trip less)
-        depth = 2 if level >= 1 and len(suspects) <= TWO_LEVELS_UNDER else 1
+        # few suspects: their grandchildren too, in the same query (a round trip less); and
+        # the leaves with their parents when the folds touched half the leaves under them
+        # or more (changes in most leaves): most of those leaves are read either way
+        rows_under = max(sum(nodes.get(s, (0, ""))[0] for s in suspects)
+                         for nodes in found.values())
+        dense = level == 1 and 2 * touched * block_rows >= rows_under
+        depth = 2 if level >= 1 and (len(suspects) <= TWO_LEVELS_UNDER or dense) else 1
         read = each_node(job, _children_of(shape, key, level, suspects, depth))
-        found = {n: levels_read[0] for n, levels_read in read.items()}
+        found = {n: levels_read[0] for n, (levels_read, _) in read.items()}
+        facts = {n: leaf_facts for n, (_, leaf_facts) in read.items()}
         suspects = _differing(found)
         if depth == 2:
             under = set(suspects)
             found = {n: {i: v for i, v in levels_read[1].items() if i // leaves.FANOUT in under}
-                     for n, levels_read in read.items()}
+                     for n, (levels_read, _) in read.items()}
             suspects = _differing(found)
         level -= depth
     most: dict[int, int] = {}  # every leaf's count on the node that holds the most rows in it
@@ -125,8 +151,11 @@ def walk(job: Job, shape: TableShape, key: str,
             if c > most.get(b, -1):
                 most[b] = c
     known = sorted(most)
+    lowers: dict[int, Key | None] = {}
+    for node_facts in reversed(facts.values()):  # the boundaries are agreed: any node's
+        lowers.update(node_facts.lowers)
     return Walked(suspects, known, {b: found[first].get(b, (0, ""))[0] for b in known}, most,
-                  held, total)
+                  held, total, {n: f.marks for n, f in facts.items()}, lowers)
 
 
 def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
@@ -152,13 +181,25 @@ def fill_gaps(differing: list[int], known: list[int]) -> list[int]:
     return sorted(chosen)
 
 
-def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int]) -> list[KeyRange]:
-    """Key ranges of the given leaves, numbered in order."""
+def leaf_spans(job: Job, shape: TableShape, key: str, blocks: list[int],
+               walked: Walked | None = None) -> dict[int, tuple[Key | None, Key | None]]:
+    """The bounds of the given leaves: as the walk read them (:attr:`Walked.spans`), and
+    those of the others read from the first node (then kept with the walk's)."""
+    spans = walked.spans if walked is not None else {}
+    unknown = [b for b in blocks if b not in spans]
+    if unknown:
+        first = job.nodes[0]
+        spans.update(job.sessions.on_one(first, reading(
+            shape, key, first, lambda cur: leaves.read_spans(cur, shape, key, unknown))))
+    return spans
+
+
+def leaf_ranges(job: Job, shape: TableShape, key: str, blocks: list[int],
+                walked: Walked | None = None) -> list[KeyRange]:
+    """Key ranges of the given leaves, numbered in order (:func:`leaf_spans`)."""
     if not blocks:
         return []
-    first = job.nodes[0]
-    spans = job.sessions.on_one(first, reading(
-        shape, key, first, lambda cur: leaves.read_spans(cur, shape, key, blocks)))
+    spans = leaf_spans(job, shape, key, blocks, walked)
     return [KeyRange(i, *spans[b]) for i, b in enumerate(blocks)]
 
 
@@ -277,9 +318,15 @@ def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Qu
     ``shape`` is the :func:`~ace_shared.mtree.keytypes.cast_shape`: the bounds are cast
     to the key's base types, the kept keys' own.
     """
-    held = logged_shape(shape)
     texts = sql.SQL(", ").join(sql.SQL("{}.{}::pg_catalog.text").format(
         sql.Identifier(_ROW), sql.Identifier(f"k{i}")) for i in range(len(shape.key)))
+    return _kept_within(shape, key, ranges, texts)
+
+
+def _kept_within(shape: TableShape, key: str, ranges: list[KeyRange],
+                 texts: sql.Composable) -> queries.Query:
+    """``texts`` of the kept keys within ``ranges``: one index range scan per range."""
+    held = logged_shape(shape)
     bounded = [r for r in ranges if r.lower is not None and r.upper is not None]
     parts: list[sql.Composable] = []
     params: queries.Params = {}
@@ -292,6 +339,34 @@ def kept_keys(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Qu
             parts.append(sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(
                 texts, obj("keys", key), sql.Identifier(_ROW), where))
     return sql.SQL(" UNION ALL ").join(parts), params
+
+
+def outside(spans: list[tuple[Key | None, Key | None]]) -> list[KeyRange]:
+    """The key space outside the ranges ``spans`` (in key order, none overlapping): the
+    ranges between them, and before the first and after the last where they have bounds."""
+    gaps: list[KeyRange] = []
+    start: Key | None = None  # where the next gap starts: at the beginning of the key space
+    for lower, upper in spans:
+        if lower != start:  # (only the first leaf has no lower bound: nothing before it)
+            gaps.append(KeyRange(len(gaps), start, lower))
+        if upper is None:
+            return gaps
+        start = upper
+    gaps.append(KeyRange(len(gaps), start, None))
+    return gaps
+
+
+def delete_kept_outside(shape: TableShape, key: str,
+                        spans: list[tuple[Key | None, Key | None]]) -> queries.Query:
+    """Delete the kept keys outside the ranges ``spans`` (the differing leaves', in key
+    order): an index range scan per range between them, not a probe per kept key."""
+    gaps = outside(spans)
+    if not gaps:  # every leaf differs
+        return sql.SQL("DELETE FROM {} WHERE false").format(obj("keys", key)), {}
+    ctids = sql.SQL("{}.ctid").format(sql.Identifier(_ROW))
+    within, params = _kept_within(shape, key, gaps, ctids)
+    return sql.SQL("DELETE FROM {} WHERE ctid OPERATOR(pg_catalog.=) ANY(ARRAY({}))").format(
+        obj("keys", key), within), params
 
 
 def kept_marks(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:

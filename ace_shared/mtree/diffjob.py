@@ -39,7 +39,16 @@ from ace_shared.diff.summary import DiffSummary
 from ace_shared.diff.tuning import DensityHints
 from ace_shared.diff.workdir import BatchResult, WorkDir
 from ace_shared.mtree import kept, keytypes, objects, trust
-from ace_shared.mtree.compare import ROWS_PER_QUERY, LeafDiffer, leaf_ranges, table_ranges, walk
+from ace_shared.mtree.compare import (
+    ROWS_PER_QUERY,
+    LeafDiffer,
+    Walked,
+    delete_kept_outside,
+    leaf_ranges,
+    leaf_spans,
+    table_ranges,
+    walk,
+)
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import (
     Job,
@@ -124,8 +133,8 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
-        walked = walk(job, shape, key, tops)
-        read = walked.reading(settle_marks(job, shape, key, walked.differing))
+        walked = walk(job, shape, key, tops, updated["leaves_touched"], tree.block_rows)
+        read = walked.reading(settle_marks(job, shape, key, walked))
         whole = read.share >= FULL_DIFF_SHARE
         if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
             every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
@@ -133,7 +142,7 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
             block_rows, held, by_keys = every * SUBRANGES * tree.block_rows, 0, []
         else:
             blocks = sorted(read.leaves + read.by_keys)
-            ranges = leaf_ranges(job, shape, key, blocks)
+            ranges = leaf_ranges(job, shape, key, blocks, walked)
             block_rows, held = tree.block_rows, read.held
             keyed = set(read.by_keys)
             by_keys = [r.index for r, b in zip(ranges, blocks, strict=True) if b in keyed]
@@ -169,28 +178,29 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     return DiffJob(spec, groups, meta)
 
 
-def settle_marks(job: Job, shape: TableShape, key: str, differing: list[int]) -> set[int]:
-    """Mark every leaf but ``differing`` as agreed on the compared nodes, and delete its kept
-    keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
+def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[int]:
+    """Mark every leaf but the differing ones as agreed on the compared nodes, and delete its
+    kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
 
-    Under the tree lock, after the fold: the kept keys are exactly those folded.
-    One transaction per node reads the differing leaves' marks and settles the
-    others': the two sets of leaves are disjoint, so the marks read are those the
-    leaves carried before.
+    Under the tree lock, after the fold: the kept keys are exactly those folded. The
+    differing leaves' marks are those the walk read with them, in this lock too (the
+    settling changes only the others').
     """
     cast = keytypes.cast_shape(shape, job.key_bases or keytypes.key_bases(job.sessions, shape))
     if job.identities is None:
         job.identities = each_node(job, lambda node: kept.identity)
     mark = kept.mark_for(job.identities)
+    # the kept keys outside the differing leaves, by the ranges between them
+    spans = leaf_spans(job, cast, key, walked.differing, walked)
+    outside = delete_kept_outside(cast, key, [spans[b] for b in walked.differing])
 
-    def settle(node: str) -> Callable[[cursor], kept.Marks]:
-        def run(cur: cursor) -> kept.Marks:
+    def settle(node: str) -> Callable[[cursor], None]:
+        def run(cur: cursor) -> None:
             guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)
-            marks = kept.read_marks(cur, key, differing)
-            kept.mark_agreed(cur, cast, key, differing, mark)
-            return marks
+            kept.mark_agreed(cur, cast, key, walked.differing, mark, outside)
         return in_transaction(run)
-    return kept.kept_leaves(each_node(job, settle), differing)
+    each_node(job, settle)
+    return kept.kept_leaves(walked.marks, walked.differing)
 
 
 def by_keys_of(job: DiffJob) -> frozenset[int]:

@@ -58,6 +58,8 @@ from collections.abc import Iterable
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
+from ace_shared.diff import queries
+from ace_shared.diff.queries import Query
 from ace_shared.mtree.leaves import no_jit
 from ace_shared.mtree.objects import obj
 from ace_shared.nodes.shape import TableShape
@@ -101,9 +103,18 @@ def marked_alike(marks: set[Mark]) -> bool:
     return len(marks) == 1 and () not in marks
 
 
-def kept_leaves(per_node: dict[str, Marks], differing: Iterable[int]) -> set[int]:
-    """The ``differing`` leaves to read by their kept keys: those every node marked alike."""
-    return {b for b in differing if marked_alike({m.get(b, ()) for m in per_node.values()})}
+def kept_leaves(per_node: dict[str, dict[int, str]], differing: Iterable[int]) -> set[int]:
+    """The ``differing`` leaves to read by their kept keys: those every node marked alike
+    (:func:`marked_alike`), each node's marks as PostgreSQL prints them (``{d1,d2}``, the
+    same text for the same mark)."""
+    if not per_node:  # the walk found no leaf differing
+        return set()
+    first, *others = per_node.values()
+    return {b for b in differing if (mark := first.get(b, NO_MARK)) != NO_MARK
+            and all(node.get(b) == mark for node in others)}
+
+
+NO_MARK = "{}"  # a leaf's mark as printed when it agreed on no nodes since the build
 
 
 def distinct_marks(cur: cursor, key: str) -> list[Mark]:
@@ -119,9 +130,15 @@ def distinct_marks(cur: cursor, key: str) -> list[Mark]:
 
 
 def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
-                mark: list[int]) -> None:
+                mark: list[int], outside: Query | None = None) -> None:
     """Every leaf but ``differing`` agreed on the nodes of ``mark``: mark it so and delete its
     kept keys, unless it is marked for more nodes than these (then it stays as it is).
+
+    ``outside`` deletes the kept keys outside the differing leaves, by the ranges
+    between them (:func:`~ace_shared.mtree.compare.delete_kept_outside`): used when no
+    leaf is marked for more nodes, so that every leaf but the differing ones carries
+    ``mark`` once marked, and its kept keys all go. Changes in most leaves then
+    visit no kept key of theirs, where each kept key was probed for its leaf.
 
     A leaf marked for a larger set of nodes keeps that mark and its keys: they
     still bound its differences on every node of that set, which a re-check of
@@ -151,6 +168,10 @@ def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
             "AND block_no OPERATOR(pg_catalog.<>) ALL(%(d)s::pg_catalog.int4[])").format(
             blocks=blocks), {"m": mark, "o": list(old), "d": differing})
     if not stale and wanted not in carried:  # no leaf is marked so: no kept key goes
+        return
+    if outside is not None and all(m == wanted or m in stale for m in carried):
+        cur.execute(queries.PINNED_PLAN)  # an index range scan per range between them
+        cur.execute(*outside)
         return
     cur.execute(sql.SQL(
         # each kept key's leaf: the last whose lower bound is at or below it, else leaf 0

@@ -9,7 +9,7 @@ snapshot is still in the log (see :mod:`ace_shared.mtree.objects`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor
@@ -215,24 +215,29 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
     keys = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(shape.key)))
     d_keys = sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(f"k{i}"))
                                 for i in range(len(shape.key)))
+    g_keys = sql.SQL(", ").join(sql.SQL("g.{}").format(sql.Identifier(f"k{i}"))
+                                for i in range(len(shape.key)))
     desc = sql.SQL(", ").join(sql.SQL("b.{} DESC").format(sql.Identifier(f"l{i}"))
                               for i in range(len(shape.key)))
     q = sql.SQL(
         "WITH d AS (DELETE FROM {log} RETURNING {keys}, sign, h), "
-        # one probe of the bounds' index per change finds its leaf and whether that leaf
+        # the versions of one key first (an update logs two): one probe and one kept key
+        # per changed key, not per version; keys equal in the key's order share a leaf
+        "g AS (SELECT {dk}, pg_catalog.sum(d.sign) AS n, pg_catalog.bit_xor(d.h) AS x "
+        "      FROM d WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
+        "      AND d.sign OPERATOR(pg_catalog.<>) {altered} GROUP BY {dk}), "
+        # one probe of the bounds' index per key finds its leaf and whether that leaf
         # has a mark (leaf 0, without a lower bound, when none is at or below the key)
         "m AS (SELECT coalesce(x.block_no, 0) AS blk, coalesce(x.marked, (SELECT "
         "      pg_catalog.cardinality(z.agreed) OPERATOR(pg_catalog.>) 0 FROM {blocks} z "
         "      WHERE z.block_no OPERATOR(pg_catalog.=) 0), false) AS marked, "
-        "      d.sign, d.h, {dk} FROM d LEFT JOIN LATERAL (SELECT b.block_no, "
+        "      g.n, g.x, {gk} FROM g LEFT JOIN LATERAL (SELECT b.block_no, "
         "      pg_catalog.cardinality(b.agreed) OPERATOR(pg_catalog.>) 0 AS marked "
         "      FROM {blocks} b WHERE b.block_no OPERATOR(pg_catalog.>) 0 "
-        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({dk}) ORDER BY {desc} LIMIT 1) x ON true "
-        "      WHERE d.sign OPERATOR(pg_catalog.<>) {trunc} "
-        "      AND d.sign OPERATOR(pg_catalog.<>) {altered}), "
+        "      AND ({bl}) OPERATOR(pg_catalog.<=) ({gk}) ORDER BY {desc} LIMIT 1) x ON true), "
         "k AS (INSERT INTO {kept} ({keys}) SELECT {mk} FROM m WHERE m.marked "
         "      ON CONFLICT DO NOTHING), "
-        "a AS (SELECT blk, pg_catalog.sum(sign)::pg_catalog.int8 AS n, pg_catalog.bit_xor(h) AS x "
+        "a AS (SELECT blk, pg_catalog.sum(n)::pg_catalog.int8 AS n, pg_catalog.bit_xor(x) AS x "
         "      FROM m GROUP BY blk), "
         "u AS (UPDATE {blocks} b SET row_count = b.row_count OPERATOR(pg_catalog.+) a.n, "
         "      hash = b.hash OPERATOR(pg_catalog.#) a.x "
@@ -249,7 +254,7 @@ def drain(cur: cursor, shape: TableShape, key: str) -> Drained:
     ).format(log=obj("log", key), keys=keys, blocks=obj("blocks", key), kept=obj("keys", key),
              mk=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(f"k{i}"))
                                    for i in range(len(shape.key))),
-             bl=_lower_names(shape, "b"), dk=d_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
+             bl=_lower_names(shape, "b"), dk=d_keys, gk=g_keys, desc=desc, trunc=sql.Literal(TRUNCATED),
              altered=sql.Literal(ALTERED))
     no_jit(cur)  # one index lookup per change, not one big scan
     cur.execute(q)
@@ -356,19 +361,37 @@ def top_level(cur: cursor, key: str) -> tuple[int, Level]:
     return level, {int(i): (int(c), str(h)) for _, i, c, h in rows}
 
 
-def _level_source(key: str, level: int) -> sql.Composable:
+def _level_source(key: str, level: int, columns: int) -> sql.Composable:
+    """A level's nodes as ``(idx, row_count, hash, mark, lower bound...)``: a leaf's mark
+    (:mod:`~ace_shared.mtree.kept`) and lower bound (one text per of its ``columns`` key
+    columns) come with it, nulls for an inner node."""
     if level == 0:
-        return sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
-                       "FROM {}").format(obj("blocks", key))
-    return sql.SQL("SELECT idx, row_count, hash FROM {} WHERE level OPERATOR(pg_catalog.=) {}"
-                   ).format(obj("inner", key), sql.Literal(level))
+        lowers = sql.SQL("").join(sql.SQL(", {}::pg_catalog.text").format(
+            sql.Identifier(f"l{i}")) for i in range(columns))
+        return sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash, "
+                       "agreed::pg_catalog.text AS mark{} FROM {}").format(
+            lowers, obj("blocks", key))
+    nulls = sql.SQL("").join(sql.SQL(", NULL::pg_catalog.text") for _ in range(columns + 1))
+    return sql.SQL("SELECT idx, row_count, hash{} FROM {} WHERE level OPERATOR(pg_catalog.=) {}"
+                   ).format(nulls, obj("inner", key), sql.Literal(level))
 
 
-def read_children(cur: cursor, key: str, level: int, parents: list[int],
-                  depth: int = 1) -> list[Level]:
+@dataclass
+class LeafFacts:
+    """What a walk learns of leaves beside their counts and hashes: the nodes each last
+    agreed on (``agreed`` as PostgreSQL prints it, :mod:`~ace_shared.mtree.kept`), and its
+    lower bound as text (None for the first leaf), so neither is read again leaf by leaf."""
+
+    marks: dict[int, str] = field(default_factory=dict)
+    lowers: dict[int, Key | None] = field(default_factory=dict)
+
+
+def read_children(cur: cursor, key: str, level: int, parents: list[int], depth: int = 1,
+                  columns: int = 1) -> tuple[list[Level], LeafFacts]:
     """Count and hash of every child of the ``parents`` of level ``level + 1`` (the leaves
     when ``level`` is 0, else nodes of inner level ``level``), and with ``depth`` 2 of
     every grandchild too (level ``level - 1``): one query, one round trip for two levels.
+    With the leaves come their :class:`LeafFacts` (``columns``: the key's columns).
 
     One index range scan per parent (its children are ``16p .. 16p+15``): an
     ``= ANY`` list of every child's number was scanned linearly, a third of a
@@ -377,16 +400,21 @@ def read_children(cur: cursor, key: str, level: int, parents: list[int],
     parts = []
     for d in range(depth):
         parts.append(sql.SQL(
-            "SELECT {d}, c.idx, c.row_count, c.hash FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
+            "SELECT {d}, c.* FROM pg_catalog.unnest(%s::pg_catalog.int4[]) "
             "AS p(idx) JOIN ({source}) c ON {children}").format(
-            d=sql.Literal(d), source=_level_source(key, level - d),
+            d=sql.Literal(d), source=_level_source(key, level - d, columns),
             children=_children(FANOUT ** (d + 1))))
     no_jit(cur)
     cur.execute(sql.SQL(" UNION ALL ").join(parts), [parents] * depth)
     found: list[Level] = [{} for _ in range(depth)]
-    for d, i, c, h in cur.fetchall():
-        found[d][int(i)] = (int(c), str(h))
-    return found
+    facts = LeafFacts()
+    for row in cur.fetchall():
+        d, i, c, h = row[:4]
+        found[d][i] = (c, h)
+        if d == level:  # the leaves
+            facts.marks[i] = row[4]
+            facts.lowers[i] = tuple(row[5:]) if i else None
+    return found, facts
 
 
 def read_blocks(cur: cursor, key: str, nos: list[int],
