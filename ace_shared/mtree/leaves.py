@@ -296,20 +296,22 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
     Parents are positional (leaf ``b``'s is ``b // 16``), so numbers left free
     between leaves are simply absent children. The height follows the highest
     leaf number: levels above it are dropped, a new top level is computed from
-    the level below, whose nodes outside the touched paths are unchanged.
+    the level below, whose nodes outside the touched paths are unchanged. The
+    ancestors of every level are known before any is written, so for touched
+    leaves every level's statements go to the node in one round trip (each
+    statement of it sees what the ones before it wrote).
     """
     inner = obj("inner", key)
     levels = levels_for(max_block(cur, key) + 1)
-    if touched is None:
-        cur.execute(sql.SQL("TRUNCATE {}").format(inner))
-    elif not touched:
+    if touched is not None and not touched:
         return
+    statements: list[sql.Composable] = []
+    if touched is None:
+        statements.append(sql.SQL("TRUNCATE {}").format(inner))
     else:
-        cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.>) %s").format(
-            inner), (levels,))
+        statements.append(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.>) {}").format(
+            inner, sql.Literal(levels)))
     parents = None if touched is None else sorted({b // FANOUT for b in touched})
-    if parents is not None:
-        no_jit(cur)
     for level in range(1, levels + 1):
         if level == 1:
             source = sql.SQL("SELECT block_no AS idx, row_count, hash::pg_catalog.text AS hash "
@@ -321,23 +323,27 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
         # a parent's children are idx 16p .. 16p+15: one index range scan per parent
         if parents is None:
             rows = sql.SQL("FROM ({}) c").format(source)
-            params: tuple[object, ...] = (level,)
         else:  # a parent left without children goes
-            cur.execute(sql.SQL("DELETE FROM {} WHERE level OPERATOR(pg_catalog.=) %s AND idx "
-                                "OPERATOR(pg_catalog.=) ANY(%s::pg_catalog.int4[])").format(inner),
-                        (level, parents))
-            rows = sql.SQL("FROM pg_catalog.unnest(%s::pg_catalog.int4[]) AS p(idx) "
-                           "JOIN ({}) c ON {children}").format(source, children=_children())
-            params = (level, parents)
-        cur.execute(sql.SQL(
+            ids = sql.SQL("{}::pg_catalog.int4[]").format(sql.Literal(parents))
+            statements.append(sql.SQL(
+                "DELETE FROM {} WHERE level OPERATOR(pg_catalog.=) {} AND idx "
+                "OPERATOR(pg_catalog.=) ANY({})").format(inner, sql.Literal(level), ids))
+            rows = sql.SQL("FROM pg_catalog.unnest({}) AS p(idx) "
+                           "JOIN ({}) c ON {children}").format(ids, source, children=_children())
+        statements.append(sql.SQL(
             "INSERT INTO {inner} (level, idx, row_count, hash) "
-            "SELECT %s, c.idx OPERATOR(pg_catalog./) {f}, pg_catalog.sum(c.row_count), {digest} "
-            "{rows} GROUP BY c.idx OPERATOR(pg_catalog./) {f}").format(
-            inner=inner, f=sql.Literal(FANOUT), rows=rows, digest=_DIGEST), params)
+            "SELECT {level}, c.idx OPERATOR(pg_catalog./) {f}, pg_catalog.sum(c.row_count), "
+            "{digest} {rows} GROUP BY c.idx OPERATOR(pg_catalog./) {f}").format(
+            inner=inner, level=sql.Literal(level), f=sql.Literal(FANOUT), rows=rows,
+            digest=_DIGEST))
         if parents is not None:
             parents = sorted({p // FANOUT for p in parents})
-    if touched is None:
+    if touched is None:  # a whole level a statement: nothing to gain from sending them at once
+        for statement in statements:
+            cur.execute(statement)
         analyze(cur, key)
+    else:  # JIT off first (see no_jit)
+        cur.execute(sql.SQL("; ").join([sql.SQL("SET LOCAL jit = off"), *statements]))
 
 
 def analyze(cur: cursor, key: str) -> None:
