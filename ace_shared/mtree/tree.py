@@ -119,13 +119,14 @@ def tree_lock(job: Job, table: TableName) -> Iterator[None]:
     update) would otherwise both fold the same change log, one failing on a
     serialization error, or split a leaf the other just renumbered. With the
     lock, the second waits for the first, up to the sessions' lock timeout, and
-    then says so. It is taken node by node in name order, so two commands can
+    then says so. It is first tried on every node at once (:func:`_take_at_once`);
+    if that fails it is taken node by node in name order, so two commands can
     never each hold a node the other waits for; and on connections of its own,
     so it ends with the command's process (server-side keepalives notice a
     vanished host within about a minute).
     """
     key = lock_key(table)
-    job.connect_lock_holders()  # every node at once (if not already); locked one by one
+    job.connect_lock_holders()  # every node at once (if not already)
     holders, connected = job.holders, job.holders_connected
     assert holders is not None and connected is not None
     job.holders = job.holders_connected = None  # a later lock opens its own
