@@ -129,12 +129,12 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     # the tree's check finds its table (so not whether it is a plain one)
     shape, found = open_table(job, facts)
     job.key_bases = keytypes.common_bases(shape, {n: f[0] for n, f in found.items()})
-    job.identities = {n: f[1] for n, f in found.items()}
+    identities = {n: f[1] for n, f in found.items()}
     key = objects.tree_key(shape.table)
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
         walked = walk(job, shape, key, tops, updated["leaves_touched"], tree.block_rows)
-        read = walked.reading(settle_marks(job, shape, key, walked))
+        read = walked.reading(settle_marks(job, shape, key, walked, identities))
         whole = read.share >= FULL_DIFF_SHARE
         if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
             every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
@@ -178,18 +178,19 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     return DiffJob(spec, groups, meta)
 
 
-def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked) -> set[int]:
+def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked,
+                 identities: dict[str, str]) -> set[int]:
     """Mark every leaf but the differing ones as agreed on the compared nodes, and delete its
     kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
+    ``identities``: each compared node's :func:`~.kept.identity`.
 
     Under the tree lock, after the fold: the kept keys are exactly those folded. The
     differing leaves' marks are those the walk read with them, in this lock too (the
     settling changes only the others').
     """
-    cast = keytypes.cast_shape(shape, job.key_bases or keytypes.key_bases(job.sessions, shape))
-    if job.identities is None:
-        job.identities = each_node(job, lambda node: kept.identity)
-    mark = kept.mark_for(job.identities)
+    assert job.key_bases is not None  # read by the plan's first step
+    cast = keytypes.cast_shape(shape, job.key_bases)
+    mark = kept.mark_for(identities)
     # the kept keys outside the differing leaves, by the ranges between them
     spans = leaf_spans(job, cast, key, walked.differing, walked)
     outside = delete_kept_outside(cast, key, [spans[b] for b in walked.differing])

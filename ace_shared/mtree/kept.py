@@ -59,7 +59,6 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from ace_shared.diff import queries
-from ace_shared.diff.queries import Query
 from ace_shared.mtree.leaves import no_jit
 from ace_shared.mtree.objects import obj
 from ace_shared.nodes.shape import TableShape
@@ -103,6 +102,9 @@ def marked_alike(marks: set[Mark]) -> bool:
     return len(marks) == 1 and () not in marks
 
 
+NO_MARK = "{}"  # a leaf's mark as printed when it agreed on no nodes since the build
+
+
 def kept_leaves(per_node: dict[str, dict[int, str]], differing: Iterable[int]) -> set[int]:
     """The ``differing`` leaves to read by their kept keys: those every node marked alike
     (:func:`marked_alike`), each node's marks as PostgreSQL prints them (``{d1,d2}``, the
@@ -113,8 +115,6 @@ def kept_leaves(per_node: dict[str, dict[int, str]], differing: Iterable[int]) -
     return {b for b in differing if (mark := first.get(b, NO_MARK)) != NO_MARK
             and all(node.get(b) == mark for node in others)}
 
-
-NO_MARK = "{}"  # a leaf's mark as printed when it agreed on no nodes since the build
 
 
 def distinct_marks(cur: cursor, key: str) -> list[Mark]:
@@ -130,7 +130,7 @@ def distinct_marks(cur: cursor, key: str) -> list[Mark]:
 
 
 def mark_agreed(cur: cursor, shape: TableShape, key: str, differing: list[int],
-                mark: list[int], outside: Query | None = None) -> None:
+                mark: list[int], outside: queries.Query | None = None) -> None:
     """Every leaf but ``differing`` agreed on the nodes of ``mark``: mark it so and delete its
     kept keys, unless it is marked for more nodes than these (then it stays as it is).
 

@@ -301,10 +301,10 @@ def rebuild_inner(cur: cursor, key: str, touched: set[int] | None) -> None:
     leaves every level's statements go to the node in one round trip (each
     statement of it sees what the ones before it wrote).
     """
+    if touched is not None and not touched:  # (a node whose fold changed no leaf)
+        return
     inner = obj("inner", key)
     levels = levels_for(max_block(cur, key) + 1)
-    if touched is not None and not touched:
-        return
     statements: list[sql.Composable] = []
     if touched is None:
         statements.append(sql.SQL("TRUNCATE {}").format(inner))

@@ -59,7 +59,6 @@ class Job:
     holders: NodeSessions | None = None  # connections for the tree lock, opened early
     holders_connected: Future[None] | None = None
     key_bases: tuple[str, ...] | None = None  # the key's base types, once read (keytypes)
-    identities: dict[str, str] | None = None  # each node's kept.identity, once read
 
     @property
     def nodes(self) -> list[str]:
@@ -210,9 +209,7 @@ def table_shape(job: Job, check_kind: bool = True) -> TableShape:
     """
     table = job.request.table
     assert table is not None
-    shape = read_common_shape(job.sessions, table)
-    if shape.server_version_num < MIN_SERVER_VERSION:
-        raise TableError("mtree needs PostgreSQL 14 or newer on every node.")
+    shape = _new_enough(read_common_shape(job.sessions, table))
     if not check_kind:
         return shape
     kinds = job.sessions.on_all(lambda cur: _relkind(cur, shape))
@@ -239,11 +236,9 @@ def open_table(job: Job, then: Callable[[cursor, TableShape, str], T],
 
     def first(node: str) -> Callable[[cursor], tuple[str, Any, Any]]:
         def run(cur: cursor) -> tuple[str, Any, Any]:
-            state = objects.schema_state(cur)
+            state = _schema_state(cur, node, cluster)
             if state != "current":
                 return state, None, None
-            # with ACE's rights only while nothing on it runs code
-            trust.guard_catalogue(cur, node, trust.ACCESS_SHARE, cluster)
             cur.connection.rollback()
             try:
                 shape = read_shape(cur, table, node)
@@ -261,15 +256,20 @@ def open_table(job: Job, then: Callable[[cursor, TableShape, str], T],
         if isinstance(shape, AceError):
             raise shape
         shapes[node] = shape
-    common = reconcile_shapes(shapes)
-    if common.server_version_num < MIN_SERVER_VERSION:
-        raise TableError("mtree needs PostgreSQL 14 or newer on every node.")
+    common = _new_enough(reconcile_shapes(shapes))
     results: dict[str, T] = {}
     for node, (_, _, result) in answers.items():
         if isinstance(result, AceError):
             raise result
         results[node] = result
     return common, results
+
+
+def _new_enough(shape: TableShape) -> TableShape:
+    """``shape``, if every node runs a PostgreSQL mtree works on."""
+    if shape.server_version_num < MIN_SERVER_VERSION:
+        raise TableError("mtree needs PostgreSQL 14 or newer on every node.")
+    return shape
 
 
 def _relkind(cur: cursor, shape: TableShape) -> str:
@@ -293,14 +293,16 @@ def table_identity(cur: cursor, shape: TableShape) -> tuple[int, str]:
 def require_schema(job: Job) -> None:
     cluster = job.request.cluster_name
 
-    def check(node: str) -> Callable[[cursor], str]:
-        def run(cur: cursor) -> str:
-            state = objects.schema_state(cur)
-            if state == "current":  # with ACE's rights only while nothing on it runs code
-                trust.guard_catalogue(cur, node, trust.ACCESS_SHARE, cluster)
-            return state
-        return run
-    _schema_errors(job, each_node(job, check))
+    _schema_errors(job, each_node(job, lambda node: lambda cur: _schema_state(
+        cur, node, cluster)))
+
+
+def _schema_state(cur: cursor, node: str, cluster: str) -> str:
+    """The node's :func:`~objects.schema_state`, its catalogue checked when current."""
+    state = objects.schema_state(cur)
+    if state == "current":  # with ACE's rights only while nothing on it runs code
+        trust.guard_catalogue(cur, node, trust.ACCESS_SHARE, cluster)
+    return state
 
 
 def _schema_errors(job: Job, present: dict[str, str]) -> None:
