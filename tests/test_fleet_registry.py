@@ -344,3 +344,28 @@ def test_a_merge_the_broker_has_is_not_sent_again_however_long_it_waits(
     assert watch.check(client, tmp_path, ["td_q"], lambda *a: sent.append(a),
                        now=time.time() + 10 * MERGE_GRACE_SECONDS) == []
     assert sent == []
+
+
+def test_a_wait_said_from_a_jobs_own_thread_is_published(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A job's connections are opened on threads of its own (a repair checks every node at
+    once): a wait for a connection said there reaches the job's followers, and does not
+    fail the job for want of a task in that thread."""
+    from ace_workers.fleet import runtime
+    monkeypatch.setenv("ACE_BROKER_URL", redis_server.url(6))
+    monkeypatch.setattr(runtime, "_runtime", None)  # this process's runtime, made anew
+    client = redis.Redis.from_url(redis_server.url(6))
+    client.flushdb()
+    published.create(client, "tr_wait")
+    runtime.current().current_job = "tr_wait"
+    errors: list[BaseException] = []
+
+    def on_a_pool_thread() -> None:
+        try:
+            runtime._say_waiting("waiting for a connection to n2")
+        except BaseException as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=on_a_pool_thread)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert client.hget(published.task_key("tr_wait"), "note") == b"waiting for a connection to n2"

@@ -272,7 +272,8 @@ def _say_waiting(note: str | None) -> None:
         published.note(redis(), job, note)
     except Exception as exc:
         log.warning("could not publish the state of %s in Redis: %s", job, exc)
-    task = current_task
+    # a proxy: outside a task's own thread (a pool thread of its job) it stands for None
+    task = current_task._get_current_object()
     if task is not None and task.request.id:
         with contextlib.suppress(Exception):  # events are a courtesy to Flower
             task.send_event("task-progress", waiting=note or "")
