@@ -562,7 +562,8 @@ def test_leaves_are_grouped_in_order_with_open_ends() -> None:
 
 
 def test_runs_of_neighbouring_leaves_become_ranges_that_span_them_exactly() -> None:
-    from ace_shared.mtree.diffjob import leaf_runs, run_ranges
+    from ace_shared.mtree.compare import leaf_runs
+    from ace_shared.mtree.diffjob import run_ranges
     leaves = [KeyRange(i, None if i == 0 else (str(i),), (str(i + 1),)) for i in range(40)]
     leaves += [KeyRange(50, ("60",), ("61",)), KeyRange(51, ("61",), None)]
     runs = leaf_runs(leaves)

@@ -11,7 +11,7 @@ table-repair and table-rerun take it unchanged.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
 GAP_LEAVES = 2  # agreeing leaves between two differing ones read with them (fill_gaps)
 TWO_LEVELS_UNDER = 16  # suspects up to which the walk reads two levels at once (4,096 nodes)
+SPAN_LEAVES = 8  # neighbouring differing leaves from which their kept keys are read as one span
 BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
 Level = leaves.Level
 
@@ -404,6 +405,73 @@ def kept_marks(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Q
     return sql.SQL(" UNION ALL ").join(parts), params
 
 
+def leaf_runs(ranges: list[KeyRange]) -> list[list[KeyRange]]:
+    """The leaves cut into runs of neighbours (each leaf's upper bound is the next's lower):
+    a run spans exactly the key space from its first leaf's lower bound to its last's upper.
+
+    Invariant: the runs, concatenated, are ``ranges`` in order.
+    """
+    runs: list[list[KeyRange]] = []
+    for rng in ranges:
+        if runs and runs[-1][-1].upper is not None and runs[-1][-1].upper == rng.lower:
+            runs[-1].append(rng)
+        else:
+            runs.append([rng])
+    return runs
+
+
+def kept_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
+    """The kept keys of a run of neighbouring leaves (:func:`leaf_runs`), as text: one index
+    range scan of the kept keys over the run's span, however many leaves it holds
+    (:func:`kept_keys` scans each leaf's range apart)."""
+    held = logged_shape(shape)
+    params: queries.Params = {}
+    span = KeyRange(0, ranges[0].lower, ranges[-1].upper)
+    texts = sql.SQL(", ").join(sql.SQL("{}::pg_catalog.text").format(sql.Identifier(k))
+                               for k in held.key)
+    return sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        texts, obj("keys", key), queries.range_where(held, span, None, params)), params
+
+
+def leaves_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
+    """Every leaf within the span of a run of neighbouring leaves: its lower bound as text
+    (as :class:`~ace_shared.diff.ranges.KeyRange` holds it; NULL for the first leaf) and its
+    mark. One index range scan of the leaves' bounds, however many leaves."""
+    lows = logged_shape(shape, "l")
+    params: queries.Params = {}
+    span = KeyRange(0, ranges[0].lower, ranges[-1].upper)
+    texts = sql.SQL(", ").join(sql.SQL("{}::pg_catalog.text").format(sql.Identifier(k))
+                               for k in lows.key)
+    q = sql.SQL("SELECT {}, agreed FROM {} WHERE block_no OPERATOR(pg_catalog.>) 0 "
+                "AND {}").format(texts, obj("blocks", key),
+                                 queries.range_where(lows, span, None, params))
+    if span.lower is None:  # the first leaf, without a lower bound
+        nulls = sql.SQL(", ").join(sql.SQL("NULL") for _ in lows.key)
+        q = sql.SQL("{} UNION ALL SELECT {}, agreed FROM {} WHERE block_no "
+                    "OPERATOR(pg_catalog.=) 0").format(q, nulls, obj("blocks", key))
+    return q, params
+
+
+def marks_of_run(ranges: list[KeyRange],
+                 leaves_found: list[tuple[Any, ...]]) -> dict[int, tuple[int, ...]] | None:
+    """Each range's mark, from the leaves :func:`leaves_in_span` found in the run's span;
+    None unless those leaves are exactly the ranges (a split or a merge since the plan
+    moved a bound: the caller then asks range by range).
+
+    A range is matched to the leaf whose lower bound prints as the range's does (the
+    text PostgreSQL printed for both): text that differs only makes the caller ask
+    again, range by range, in PostgreSQL's own comparison.
+    """
+    position = {rng.lower: i for i, rng in enumerate(ranges)}
+    marks: dict[int, tuple[int, ...]] = {}
+    for *lower, mark in leaves_found:
+        at = position.get(None if lower[0] is None else tuple(lower))
+        if at is None or at in marks:
+            return None
+        marks[at] = tuple(int(d) for d in mark)
+    return marks if len(marks) == len(ranges) else None
+
+
 def _fetch(q: queries.Query) -> Callable[[Any], list[tuple[Any, ...]]]:
     query, params = q
 
@@ -478,8 +546,7 @@ class LeafDiffer:
         found: set[Key] = set()
         whole: list[KeyRange] = []
         n = len(self.shape.key)
-        for i in range(0, len(ranges), self.per_query):
-            part = ranges[i:i + self.per_query]
+        for part in self._kept_parts(key, ranges, found):
             keys_run = _fetch(kept_keys(self.shape, key, part))
             marks_run = _fetch(kept_marks(self.shape, key, part))
 
@@ -501,6 +568,42 @@ class LeafDiffer:
             whole += [rng for pos, rng in enumerate(part)
                       if pos not in starts or not kept.marked_alike(marks.get(pos, set()))]
         return found, whole
+
+    def _kept_parts(self, key: str, ranges: list[KeyRange],
+                    found: set[Key]) -> Iterator[list[KeyRange]]:
+        """The parts of ``ranges`` to read range by range, ``per_query`` at a time, after
+        adding to ``found`` the kept keys of every run of ``SPAN_LEAVES`` neighbouring
+        leaves or more that :meth:`_kept_run` could read over its span."""
+        loose: list[KeyRange] = []
+        for run in leaf_runs(ranges):
+            if len(run) >= SPAN_LEAVES and (got := self._kept_run(key, run)) is not None:
+                found |= got
+            else:
+                loose += run
+        for i in range(0, len(loose), self.per_query):
+            yield loose[i:i + self.per_query]
+
+    def _kept_run(self, key: str, run: list[KeyRange]) -> set[Key] | None:
+        """The kept keys of a run of neighbouring leaves, read over its span with the marks
+        of the leaves there, at one snapshot per node; None when some leaf is not marked
+        alike on every node, or the leaves there are no longer exactly the run's (the
+        caller then reads range by range)."""
+        keys_q, leaves_q = _fetch(kept_in_span(self.shape, key, run)), \
+            _fetch(leaves_in_span(self.shape, key, run))
+
+        def both(cur: Any) -> Any:
+            return keys_q(cur), leaves_q(cur)
+        per_node = each_session(self.sessions, functools.partial(
+            _at_one_snapshot, self.shape, key, both))
+        seen: dict[int, tuple[int, ...]] | None = None
+        for _, found_leaves in per_node.values():
+            marks = marks_of_run(run, found_leaves)
+            if marks is None or (seen is not None and marks != seen) \
+                    or not all(kept.marked_alike({m}) for m in marks.values()):
+                return None
+            seen = marks
+        n = len(self.shape.key)
+        return {tuple(r[:n]) for rows, _ in per_node.values() for r in rows}
 
     def _batch(self, batch: list[KeyRange]) -> set[Key]:
         sums = _fetch_all(self.sessions, leaf_buckets(self.shape, batch))

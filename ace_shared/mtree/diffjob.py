@@ -45,6 +45,7 @@ from ace_shared.mtree.compare import (
     Walked,
     delete_kept_outside,
     leaf_ranges,
+    leaf_runs,
     leaf_spans,
     table_ranges,
     walk,
@@ -76,20 +77,6 @@ DENSE_RUN_LEAVES = 8  # consecutive differing leaves from which a run is diffed 
 RUN_ROWS = 10_000  # rows of one range when runs of leaves are diffed as table-diff ranges
 
 
-def leaf_runs(ranges: list[KeyRange]) -> list[list[KeyRange]]:
-    """The leaves cut into runs of neighbours (each leaf's upper bound is the next's lower).
-
-    Invariant: the runs, concatenated, are ``ranges`` in order.
-    """
-    runs: list[list[KeyRange]] = []
-    for rng in ranges:
-        if runs and runs[-1][-1].upper is not None and runs[-1][-1].upper == rng.lower:
-            runs[-1].append(rng)
-        else:
-            runs.append([rng])
-    return runs
-
-
 def run_ranges(run: list[KeyRange], leaves_per_range: int) -> list[KeyRange]:
     """A run of neighbouring leaves as table-diff ranges of ``leaves_per_range`` leaves,
     each cut at up to ``SUBRANGES`` of its leaves' boundaries (its first hash's buckets).
@@ -107,7 +94,8 @@ def run_ranges(run: list[KeyRange], leaves_per_range: int) -> list[KeyRange]:
 
 
 def leaves_per_query(block_rows: int) -> int:
-    """How many leaves one query of :class:`LeafDiffer` reads: a group in this process."""
+    """How many leaves of ``block_rows`` rows each one query of :class:`LeafDiffer` reads: a
+    group in this process."""
     return max(1, ROWS_PER_QUERY // max(1, block_rows))
 
 
@@ -134,7 +122,8 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
         walked = walk(job, shape, key, tops, updated["leaves_touched"], tree.block_rows)
-        read = walked.reading(settle_marks(job, shape, key, walked, identities))
+        by_keys_leaves, kept_counts = settle_marks(job, shape, key, walked, identities)
+        read = walked.reading(by_keys_leaves)
         whole = read.share >= FULL_DIFF_SHARE
         if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
             every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
@@ -149,7 +138,8 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
         groups = cut_batches(ranges, None, slots, tasks_per_process)
     else:
-        batch_size = None if slots is not None else leaves_per_query(tree.block_rows)
+        batch_size = None if slots is not None else leaves_per_query(
+            tree.block_rows if read.leaves else kept_per_leaf(kept_counts, len(by_keys)))
         groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
@@ -178,10 +168,19 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     return DiffJob(spec, groups, meta)
 
 
+def kept_per_leaf(counts: dict[str, int], leaves_by_keys: int) -> int:
+    """About how many keys a leaf read by its kept keys reads: every node's kept keys (after
+    settling, those of the differing leaves) shared among those leaves, one at least. A
+    group of such leaves is sized by it, as a group of whole leaves by their rows: ten
+    thousand leaves with a changed row each are one group, not twenty."""
+    return max(1, math.ceil(sum(counts.values()) / max(1, leaves_by_keys)))
+
+
 def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked,
-                 identities: dict[str, str]) -> set[int]:
+                 identities: dict[str, str]) -> tuple[set[int], dict[str, int]]:
     """Mark every leaf but the differing ones as agreed on the compared nodes, and delete its
-    kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
+    kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`), and
+    how many keys each node keeps after that (:func:`kept_per_leaf`).
     ``identities``: each compared node's :func:`~.kept.identity`.
 
     Under the tree lock, after the fold: the kept keys are exactly those folded. The
@@ -195,13 +194,16 @@ def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked,
     spans = leaf_spans(job, cast, key, walked.differing, walked)
     outside = delete_kept_outside(cast, key, [spans[b] for b in walked.differing])
 
-    def settle(node: str) -> Callable[[cursor], None]:
-        def run(cur: cursor) -> None:
+    most = ROWS_PER_QUERY * max(1, len(walked.differing))
+
+    def settle(node: str) -> Callable[[cursor], int]:
+        def run(cur: cursor) -> int:
             guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)
             kept.mark_agreed(cur, cast, key, walked.differing, mark, outside)
+            return kept.count_kept(cur, key, most)
         return in_transaction(run)
-    each_node(job, settle)
-    return kept.kept_leaves(walked.marks, walked.differing)
+    counts = each_node(job, settle)
+    return kept.kept_leaves(walked.marks, walked.differing), counts
 
 
 def by_keys_of(job: DiffJob) -> frozenset[int]:
