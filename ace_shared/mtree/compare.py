@@ -433,6 +433,22 @@ def kept_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries
         texts, obj("keys", key), queries.range_where(held, span, None, params)), params
 
 
+def kept_counts(job: Job, shape: TableShape, key: str, ranges: list[KeyRange],
+                most: int) -> dict[str, int]:
+    """How many keys each node keeps within ``ranges`` (at most ``most``: beyond it the count
+    changes nothing its caller decides): one index range scan of the kept keys per run of
+    neighbouring ranges (:func:`leaf_runs`), never the keys of other leaves.
+
+    ``shape`` is the :func:`~ace_shared.mtree.keytypes.cast_shape`.
+    """
+    spans = [KeyRange(i, run[0].lower, run[-1].upper) for i, run in enumerate(leaf_runs(ranges))]
+    within, params = _kept_within(shape, key, spans, sql.SQL("1"))
+    count = _fetch((sql.SQL("SELECT pg_catalog.count(*) FROM ({} LIMIT {}) k").format(
+        within, sql.Literal(most)), params))
+    per_node = each_node(job, lambda node: reading(shape, key, node, count))
+    return {node: int(rows[0][0]) for node, rows in per_node.items()}
+
+
 def leaves_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
     """Every leaf within the span of a run of neighbouring leaves: its lower bound as text
     (as :class:`~ace_shared.diff.ranges.KeyRange` holds it; NULL for the first leaf) and its

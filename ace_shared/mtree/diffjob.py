@@ -44,6 +44,7 @@ from ace_shared.mtree.compare import (
     LeafDiffer,
     Walked,
     delete_kept_outside,
+    kept_counts,
     leaf_ranges,
     leaf_runs,
     leaf_spans,
@@ -122,8 +123,7 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     with tree_lock(job, shape.table):  # no other command folds or splits while this walks
         tree, updated, tops = update_trees(job, shape)  # checked every tree, as it folded
         walked = walk(job, shape, key, tops, updated["leaves_touched"], tree.block_rows)
-        by_keys_leaves, kept_counts = settle_marks(job, shape, key, walked, identities)
-        read = walked.reading(by_keys_leaves)
+        read = walked.reading(settle_marks(job, shape, key, walked, identities))
         whole = read.share >= FULL_DIFF_SHARE
         if whole:  # most rows lie in differing leaves: table-diff's own ranges, all of them
             every = max(1, RUN_ROWS // SUBRANGES // max(1, tree.block_rows))
@@ -135,11 +135,16 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
             block_rows, held = tree.block_rows, read.held
             keyed = set(read.by_keys)
             by_keys = [r.index for r, b in zip(ranges, blocks, strict=True) if b in keyed]
+            # groups of leaves all read by their keys, in this process: sized by those keys
+            sized_by_keys = slots is None and not read.leaves and bool(by_keys)
+            assert job.key_bases is not None  # read by the plan's first step
+            counts = kept_counts(job, keytypes.cast_shape(shape, job.key_bases), key, ranges,
+                                 ROWS_PER_QUERY * len(ranges)) if sized_by_keys else {}
     if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
         groups = cut_batches(ranges, None, slots, tasks_per_process)
     else:
         batch_size = None if slots is not None else leaves_per_query(
-            tree.block_rows if read.leaves else kept_per_leaf(kept_counts, len(by_keys)))
+            kept_per_leaf(counts, len(by_keys)) if sized_by_keys else tree.block_rows)
         groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
@@ -169,18 +174,17 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
 
 
 def kept_per_leaf(counts: dict[str, int], leaves_by_keys: int) -> int:
-    """About how many keys a leaf read by its kept keys reads: every node's kept keys (after
-    settling, those of the differing leaves) shared among those leaves, one at least. A
+    """About how many keys a leaf read by its kept keys reads: every node's kept keys within
+    those leaves (:func:`~.compare.kept_counts`) shared among them, one at least. A
     group of such leaves is sized by it, as a group of whole leaves by their rows: ten
     thousand leaves with a changed row each are one group, not twenty."""
     return max(1, math.ceil(sum(counts.values()) / max(1, leaves_by_keys)))
 
 
 def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked,
-                 identities: dict[str, str]) -> tuple[set[int], dict[str, int]]:
+                 identities: dict[str, str]) -> set[int]:
     """Mark every leaf but the differing ones as agreed on the compared nodes, and delete its
-    kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`), and
-    how many keys each node keeps after that (:func:`kept_per_leaf`).
+    kept keys; return the differing leaves to read by their kept keys (:mod:`~.kept`).
     ``identities``: each compared node's :func:`~.kept.identity`.
 
     Under the tree lock, after the fold: the kept keys are exactly those folded. The
@@ -194,16 +198,13 @@ def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked,
     spans = leaf_spans(job, cast, key, walked.differing, walked)
     outside = delete_kept_outside(cast, key, [spans[b] for b in walked.differing])
 
-    most = ROWS_PER_QUERY * max(1, len(walked.differing))
-
-    def settle(node: str) -> Callable[[cursor], int]:
-        def run(cur: cursor) -> int:
+    def settle(node: str) -> Callable[[cursor], None]:
+        def run(cur: cursor) -> None:
             guard(cur, shape, key, node, trust.ROW_EXCLUSIVE)
             kept.mark_agreed(cur, cast, key, walked.differing, mark, outside)
-            return kept.count_kept(cur, key, most)
         return in_transaction(run)
-    counts = each_node(job, settle)
-    return kept.kept_leaves(walked.marks, walked.differing), counts
+    each_node(job, settle)
+    return kept.kept_leaves(walked.marks, walked.differing)
 
 
 def by_keys_of(job: DiffJob) -> frozenset[int]:

@@ -117,14 +117,6 @@ def kept_leaves(per_node: dict[str, dict[int, str]], differing: Iterable[int]) -
 
 
 
-def count_kept(cur: cursor, key: str, most: int) -> int:
-    """How many keys this node keeps (at most ``most``: beyond it the count changes
-    nothing its caller decides)."""
-    cur.execute(sql.SQL("SELECT pg_catalog.count(*) FROM (SELECT FROM {} LIMIT %s) k").format(
-        obj("keys", key)), (most,))
-    return int(cur.fetchone()[0])
-
-
 def distinct_marks(cur: cursor, key: str) -> list[Mark]:
     """The distinct marks the leaves carry: one probe of the index on ``agreed`` each (a
     tree's leaves carry a few), however many leaves there are."""
