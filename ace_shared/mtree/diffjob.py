@@ -174,8 +174,9 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
 def kept_per_leaf(counts: dict[str, int], leaves_by_keys: int) -> int:
     """About how many keys a leaf read by its kept keys reads: every node's kept keys (after
     settling, those of the differing leaves) shared among those leaves, one at least. A
-    group of such leaves is sized by it, as a group of whole leaves by their rows: ten
-    thousand leaves with a changed row each are one group, not twenty."""
+    group of such leaves is sized by it (:func:`keyed_group_leaves`), as a group of whole
+    leaves by their rows: ten thousand leaves with a changed row each are a group for each
+    thread, not twenty groups of 500 keys."""
     return max(1, math.ceil(sum(counts.values()) / max(1, leaves_by_keys)))
 
 
