@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ from ace_shared.mtree.diffjob import (
     by_keys_of,
     diff_leaf_group,
     kept_per_leaf,
+    keyed_group_leaves,
     leaves_per_query,
     plan_mtree_diff,
 )
@@ -118,6 +120,15 @@ def test_groups_of_leaves_read_by_keys_are_sized_by_their_keys() -> None:
     assert kept_per_leaf({"n1": 30000, "n2": 30000}, 600) == 100
     assert leaves_per_query(100) == leaves_per_query(kept_per_leaf({"n1": 60000}, 600))
     assert kept_per_leaf({}, 0) == 1
+
+    def groups(leaves: int, per_leaf: int, threads: int) -> int:
+        return math.ceil(leaves / keyed_group_leaves(leaves, per_leaf, threads))
+    # a group a thread, each a fetch's worth of keys at least
+    assert groups(10_000, 1, 2) == 2
+    assert groups(600, 1, 2) == 1  # two groups of 300 keys would take a fetch each
+    assert groups(100, 100, 2) == 2
+    assert groups(100, 100, 64) == 2  # 5,000 keys a group at least
+    assert groups(10_000, 100, 1) == 10_000 // leaves_per_query(100)  # memory bounds them
 
 
 def test_a_split_in_the_run_between_plan_and_diff_is_read_leaf_by_leaf(
@@ -252,10 +263,10 @@ def test_marks_of_a_run_stand_only_for_exactly_its_leaves() -> None:
     """Each range's mark from the leaves found in the span; None when a leaf is missing, one
     more was found (a split), or two were found at one bound."""
     run = [KeyRange(0, None, ("10",)), KeyRange(1, ("10",), ("20",)), KeyRange(2, ("20",), None)]
-    found = [(None, [5, 7]), ("10", [5, 7]), ("20", [])]
-    assert compare.marks_of_run(run, found) == {0: (5, 7), 1: (5, 7), 2: ()}
+    found = [(None, "{5,7}"), ("10", "{5,7}"), ("20", "{}")]
+    assert compare.marks_of_run(run, found) == {0: "{5,7}", 1: "{5,7}", 2: "{}"}
     assert compare.marks_of_run(run, found[:2]) is None
-    assert compare.marks_of_run(run, [*found, ("15", [5, 7])]) is None
-    assert compare.marks_of_run(run, [*found, ("10", [5, 7])]) is None
-    assert compare.marks_of_run(run, [(None, [1]), ("10.0", [1]), ("20", [1])]) is None
+    assert compare.marks_of_run(run, [*found, ("15", "{5,7}")]) is None
+    assert compare.marks_of_run(run, [*found, ("10", "{5,7}")]) is None
+    assert compare.marks_of_run(run, [(None, "{1}"), ("10.0", "{1}"), ("20", "{1}")]) is None
     assert [len(r) for r in compare.leaf_runs([*run[:2], KeyRange(5, ("30",), ("40",))])] == [2, 1]

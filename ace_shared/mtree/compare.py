@@ -452,39 +452,41 @@ def kept_counts(job: Job, shape: TableShape, key: str, ranges: list[KeyRange],
 def leaves_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:
     """Every leaf within the span of a run of neighbouring leaves: its lower bound as text
     (as :class:`~ace_shared.diff.ranges.KeyRange` holds it; NULL for the first leaf) and its
-    mark. One index range scan of the leaves' bounds, however many leaves."""
+    mark as text (as :func:`~ace_shared.mtree.kept.kept_leaves` compares marks). One index
+    range scan of the leaves' bounds, however many leaves."""
     lows = logged_shape(shape, "l")
     params: queries.Params = {}
     span = KeyRange(0, ranges[0].lower, ranges[-1].upper)
     texts = sql.SQL(", ").join(sql.SQL("{}::pg_catalog.text").format(sql.Identifier(k))
                                for k in lows.key)
-    q = sql.SQL("SELECT {}, agreed FROM {} WHERE block_no OPERATOR(pg_catalog.>) 0 "
+    q = sql.SQL("SELECT {}, agreed::pg_catalog.text FROM {} WHERE block_no OPERATOR(pg_catalog.>) 0 "
                 "AND {}").format(texts, obj("blocks", key),
                                  queries.range_where(lows, span, None, params))
     if span.lower is None:  # the first leaf, without a lower bound
         nulls = sql.SQL(", ").join(sql.SQL("NULL") for _ in lows.key)
-        q = sql.SQL("{} UNION ALL SELECT {}, agreed FROM {} WHERE block_no "
+        q = sql.SQL("{} UNION ALL SELECT {}, agreed::pg_catalog.text FROM {} WHERE block_no "
                     "OPERATOR(pg_catalog.=) 0").format(q, nulls, obj("blocks", key))
     return q, params
 
 
 def marks_of_run(ranges: list[KeyRange],
-                 leaves_found: list[tuple[Any, ...]]) -> dict[int, tuple[int, ...]] | None:
-    """Each range's mark, from the leaves :func:`leaves_in_span` found in the run's span;
-    None unless those leaves are exactly the ranges (a split or a merge since the plan
-    moved a bound: the caller then asks range by range).
+                 leaves_found: list[tuple[Any, ...]]) -> dict[int, str] | None:
+    """Each range's mark as PostgreSQL prints it (the same text for the same mark), from the
+    leaves :func:`leaves_in_span` found in the run's span; None unless those leaves are
+    exactly the ranges (a split or a merge since the plan moved a bound: the caller then
+    asks range by range).
 
     A range is matched to the leaf whose lower bound prints as the range's does (the
     text PostgreSQL printed for both): text that differs only makes the caller ask
     again, range by range, in PostgreSQL's own comparison.
     """
     position = {rng.lower: i for i, rng in enumerate(ranges)}
-    marks: dict[int, tuple[int, ...]] = {}
+    marks: dict[int, str] = {}
     for *lower, mark in leaves_found:
         at = position.get(None if lower[0] is None else tuple(lower))
         if at is None or at in marks:
             return None
-        marks[at] = tuple(int(d) for d in mark)
+        marks[at] = mark
     return marks if len(marks) == len(ranges) else None
 
 
@@ -611,11 +613,11 @@ class LeafDiffer:
             return keys_q(cur), leaves_q(cur)
         per_node = each_session(self.sessions, functools.partial(
             _at_one_snapshot, self.shape, key, both))
-        seen: dict[int, tuple[int, ...]] | None = None
+        seen: dict[int, str] | None = None
         for _, found_leaves in per_node.values():
             marks = marks_of_run(run, found_leaves)
             if marks is None or (seen is not None and marks != seen) \
-                    or not all(kept.marked_alike({m}) for m in marks.values()):
+                    or kept.NO_MARK in marks.values():
                 return None
             seen = marks
         n = len(self.shape.key)

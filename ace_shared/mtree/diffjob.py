@@ -101,11 +101,13 @@ def leaves_per_query(block_rows: int) -> int:
 
 
 def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
-                    slots: int | None = None, tasks_per_process: int = 1) -> DiffJob:
+                    slots: int | None = None, tasks_per_process: int = 1,
+                    threads: int = 1) -> DiffJob:
     """Update the trees, walk them, and group the differing leaves into batches.
 
     ``slots`` counts the fleet's worker processes (None: this process diffs the
-    groups, ``leaves_per_query`` leaves each).
+    groups on ``threads`` threads, ``leaves_per_query`` leaves each, or
+    :func:`keyed_group_leaves` when every leaf is read by its kept keys).
     """
     started = datetime.now(timezone.utc).isoformat()
     request: MtreeRequest = job.request
@@ -143,8 +145,9 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
     if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
         groups = cut_batches(ranges, None, slots, tasks_per_process)
     else:
-        batch_size = None if slots is not None else leaves_per_query(
-            kept_per_leaf(counts, len(by_keys)) if sized_by_keys else tree.block_rows)
+        batch_size = None if slots is not None else keyed_group_leaves(
+            len(ranges), kept_per_leaf(counts, len(by_keys)), threads) if sized_by_keys \
+            else leaves_per_query(tree.block_rows)
         groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
@@ -176,9 +179,20 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
 def kept_per_leaf(counts: dict[str, int], leaves_by_keys: int) -> int:
     """About how many keys a leaf read by its kept keys reads: every node's kept keys within
     those leaves (:func:`~.compare.kept_counts`) shared among them, one at least. A
-    group of such leaves is sized by it, as a group of whole leaves by their rows: ten
-    thousand leaves with a changed row each are one group, not twenty."""
+    group of such leaves is sized by it (:func:`keyed_group_leaves`), as a group of whole
+    leaves by their rows: ten thousand leaves with a changed row each are a group for each
+    thread, not twenty groups of 500 keys."""
     return max(1, math.ceil(sum(counts.values()) / max(1, leaves_by_keys)))
+
+
+def keyed_group_leaves(leaves: int, per_leaf: int, threads: int) -> int:
+    """Leaves per group in this process when all ``leaves`` are read by their kept keys,
+    about ``per_leaf`` each (:func:`kept_per_leaf`): a group for every thread, unless that
+    would leave a group fewer keys than one fetch takes (``FETCH_KEYS``), and never more
+    keys than a group of whole leaves holds rows (:func:`leaves_per_query`)."""
+    fewest = max(1, FETCH_KEYS // per_leaf)
+    return max(1, min(leaves_per_query(per_leaf),
+                      max(fewest, math.ceil(leaves / max(1, threads)))))
 
 
 def settle_marks(job: Job, shape: TableShape, key: str, walked: Walked,
@@ -300,7 +314,7 @@ def run_mtree_diff(request: MtreeRequest, settings: Settings, task_id: str,
     """
     size = pool_size(request.max_cpu_ratio)
     with open_job(request, settings, threads=size, sessions=sessions) as job:
-        planned = plan_mtree_diff(job, settings, task_id, executor="local")
+        planned = plan_mtree_diff(job, settings, task_id, executor="local", threads=size)
         save_job(planned)  # as a fleet's: while the plan is there, the job's batches may write
         # a whole table's ranges share what each learns of how dense the differences are,
         # starting from what the walk found: most leaves differ
