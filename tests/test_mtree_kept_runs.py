@@ -270,3 +270,25 @@ def test_marks_of_a_run_stand_only_for_exactly_its_leaves() -> None:
     assert compare.marks_of_run(run, [*found, ("10", "{5,7}")]) is None
     assert compare.marks_of_run(run, [(None, "{1}"), ("10.0", "{1}"), ("20", "{1}")]) is None
     assert [len(r) for r in compare.leaf_runs([*run[:2], KeyRange(5, ("30",), ("40",))])] == [2, 1]
+
+
+def test_many_scattered_leaves_are_sized_by_a_sample_of_their_kept_keys(
+        pg_cluster: Any) -> None:
+    """One changed row in every other leaf of 1,100: 550 leaves apart from each other are read
+    by their keys. Counting their kept keys to size the groups scans a sample of 275 of them
+    (a scan per leaf for all of them would cost a tenth of reading them), and the count
+    per leaf is right: one group, the rows a full diff finds."""
+    table = _tracked(pg_cluster, "mkr_sample", rows=110_000)
+    execute(pg_cluster.node_dsn(1), ["UPDATE mkr_sample SET v = 'n2' WHERE id % 200 = 7"])
+    planned, summary, _ = _planned_then_diffed(pg_cluster, table)
+    assert len(planned.meta["by_keys"]) == 550 and len(planned.batches) == 1
+    assert summary["diff_rows"] == 550
+    ranges = [r for batch in planned.batches for r in batch]
+    key = tree_key(TableName("public", "mkr_sample"))
+    with open_job(MtreeRequest("table-diff", CLUSTER, TableName("public", "mkr_sample")),
+                  load_settings()) as job:
+        shape = table_shape(job, check_kind=False)
+        cast = keytypes.cast_shape(shape, keytypes.key_bases(job.sessions, shape))
+        counts, counted = compare.kept_counts(job, cast, key, ranges, 10**9)
+    assert counted == 275 and counts["n2"] == 275 and counts["n1"] == counts["n3"] == 0
+    assert kept_per_leaf(counts, counted) == 1

@@ -11,6 +11,7 @@ table-repair and table-rerun take it unchanged.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ Progress = Callable[[int, int], None]
 ROWS_PER_QUERY = 50_000  # rows of leaves one query reads on a node, at most
 GAP_LEAVES = 2  # agreeing leaves between two differing ones read with them (fill_gaps)
 TWO_LEVELS_UNDER = 16  # suspects up to which the walk reads two levels at once (4,096 nodes)
+SAMPLED_RUNS = 500  # runs of leaves whose kept keys are counted to size groups, at most
 SPAN_LEAVES = 8  # neighbouring differing leaves from which their kept keys are read as one span
 BUCKETS = 16  # parts of a leaf summed apart, so only the rows of differing parts come back
 Level = leaves.Level
@@ -434,19 +436,24 @@ def kept_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries
 
 
 def kept_counts(job: Job, shape: TableShape, key: str, ranges: list[KeyRange],
-                most: int) -> dict[str, int]:
-    """How many keys each node keeps within ``ranges`` (at most ``most``: beyond it the count
-    changes nothing its caller decides): one index range scan of the kept keys per run of
-    neighbouring ranges (:func:`leaf_runs`), never the keys of other leaves.
+                most: int) -> tuple[dict[str, int], int]:
+    """How many keys each node keeps within ``ranges``, or within a sample of them, and how
+    many of ``ranges`` were counted: one index range scan of the kept keys per run of
+    neighbouring ranges (:func:`leaf_runs`), at most ``SAMPLED_RUNS`` runs spread evenly
+    over them, never the keys of other leaves. A count stops at ``most`` keys a node:
+    beyond it the count changes nothing its caller decides.
 
     ``shape`` is the :func:`~ace_shared.mtree.keytypes.cast_shape`.
     """
-    spans = [KeyRange(i, run[0].lower, run[-1].upper) for i, run in enumerate(leaf_runs(ranges))]
+    runs = leaf_runs(ranges)
+    if len(runs) > SAMPLED_RUNS:  # ten thousand scattered leaves: sized by 500 of them
+        runs = runs[::math.ceil(len(runs) / SAMPLED_RUNS)]
+    spans = [KeyRange(i, run[0].lower, run[-1].upper) for i, run in enumerate(runs)]
     within, params = _kept_within(shape, key, spans, sql.SQL("1"))
     count = _fetch((sql.SQL("SELECT pg_catalog.count(*) FROM ({} LIMIT {}) k").format(
         within, sql.Literal(most)), params))
     per_node = each_node(job, lambda node: reading(shape, key, node, count))
-    return {node: int(rows[0][0]) for node, rows in per_node.items()}
+    return {node: int(rows[0][0]) for node, rows in per_node.items()}, sum(map(len, runs))
 
 
 def leaves_in_span(shape: TableShape, key: str, ranges: list[KeyRange]) -> queries.Query:

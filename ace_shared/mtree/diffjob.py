@@ -140,13 +140,14 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
             # groups of leaves all read by their keys, in this process: sized by those keys
             sized_by_keys = slots is None and not read.leaves and bool(by_keys)
             assert job.key_bases is not None  # read by the plan's first step
-            counts = kept_counts(job, keytypes.cast_shape(shape, job.key_bases), key, ranges,
-                                 ROWS_PER_QUERY * len(ranges)) if sized_by_keys else {}
+            counts, counted = kept_counts(
+                job, keytypes.cast_shape(shape, job.key_bases), key, ranges,
+                ROWS_PER_QUERY * len(ranges)) if sized_by_keys else ({}, 0)
     if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
         groups = cut_batches(ranges, None, slots, tasks_per_process)
     else:
         batch_size = None if slots is not None else keyed_group_leaves(
-            len(ranges), kept_per_leaf(counts, len(by_keys)), threads) if sized_by_keys \
+            len(ranges), kept_per_leaf(counts, counted), threads) if sized_by_keys \
             else leaves_per_query(tree.block_rows)
         groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()
@@ -178,7 +179,8 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
 
 def kept_per_leaf(counts: dict[str, int], leaves_by_keys: int) -> int:
     """About how many keys a leaf read by its kept keys reads: every node's kept keys within
-    those leaves (:func:`~.compare.kept_counts`) shared among them, one at least. A
+    those leaves, or a sample of them (:func:`~.compare.kept_counts`), shared among the
+    leaves counted, one at least. A
     group of such leaves is sized by it (:func:`keyed_group_leaves`), as a group of whole
     leaves by their rows: ten thousand leaves with a changed row each are a group for each
     thread, not twenty groups of 500 keys."""
