@@ -17,6 +17,8 @@ from ace_shared.difffile.format import values_text
 from ace_shared.difffile.view import PairRow
 
 SPOOL_BLOCK = 1000  # records compared and spooled at a time
+SPOOL_MEMORY = 32 * 1024 * 1024  # bytes, about, of spooled rows held in memory before files
+ROW_OVERHEAD = 64  # bytes, about, that Python adds to each row's text held
 
 
 class PartialsView:
@@ -31,6 +33,10 @@ class PartialsView:
     The first call to :meth:`pairs` (or :meth:`side_rows`) spools whatever is
     not spooled yet. A runner that sees its first batches finish may spool them
     earlier (:meth:`spool_ready`), while the later ones still wait on the nodes.
+
+    Spools are held in memory up to about ``SPOOL_MEMORY`` bytes in all (a diff of
+    some thousands of rows, as a re-check's often is, is then never written and
+    read back); past it, every spool goes to its file, and memory holds no more.
     """
 
     def __init__(self, nodes: Sequence[str], columns: Sequence[dict[str, str]],
@@ -42,6 +48,8 @@ class PartialsView:
         self._pairs = list(itertools.combinations(range(len(self.nodes)), 2))
         self._tally = [0] * len(self._pairs)
         self._files: dict[tuple[str, str, str], IO[str]] = {}
+        self._held: dict[tuple[str, str, str], list[str]] | None = {}  # None: spooled to files
+        self._held_size = 0
         self._spooled: list[str] = []  # the partial files spooled so far, in order
 
     def records(self) -> Iterator[DiffRecord]:
@@ -90,6 +98,17 @@ class PartialsView:
         if not rows:
             return
         where = (self.nodes[i], self.nodes[j], self.nodes[side])
+        if self._held is not None:
+            self._held_size += sum(map(len, rows)) + ROW_OVERHEAD * len(rows)
+            if self._held_size <= SPOOL_MEMORY:
+                self._held.setdefault(where, []).extend(rows)
+                return
+            held, self._held = self._held, None  # too much to hold: every spool to its file
+            for at, lines in held.items():
+                self._to_file(at, lines)
+        self._to_file(where, rows)
+
+    def _to_file(self, where: tuple[str, str, str], rows: list[str]) -> None:
         fh = self._files.get(where)
         if fh is None:
             folder = spool_folder(self._partials, id(self))
@@ -105,9 +124,11 @@ class PartialsView:
             read_partial_texts(path, self.nodes) for path in paths)
         # a block of records at a time, each pair in one sweep over the block
         while block := list(itertools.islice(records, SPOOL_BLOCK)):
+            # each row's values once, not once for every pair it is in
+            values = [[values_text(x) for x in t] for t in block]
             for n, (i, j) in enumerate(self._pairs):
-                differ = [(t[i], t[j]) for t in block
-                          if t[i] != t[j] and values_text(t[i]) != values_text(t[j])]
+                differ = [(t[i], t[j]) for t, v in zip(block, values, strict=True)
+                          if t[i] != t[j] and v[i] != v[j]]
                 self._tally[n] += len(differ)
                 self._write(i, j, i, [left for left, _ in differ if left != "null"])
                 self._write(i, j, j, [right for _, right in differ if right != "null"])
@@ -117,6 +138,9 @@ class PartialsView:
         """``side``'s rows of the pair, each already serialized as JSON, in key order."""
         if self._counts is None:
             self._spool_once()
+        if self._held is not None:
+            yield from self._held.get((left, right, side), ())
+            return
         path = self._spools.get((left, right, side))
         if path is None:
             return
