@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -54,6 +55,12 @@ def test_the_cli_says_once_that_no_worker_takes_the_queue(fleet, small, tmp_path
     # --no-wait returns at once with the id
     res = fleet.ace("table-diff", "testclus", small, "--no-wait", extra_env=_without_workers(fleet))
     assert res.returncode == 0 and res.stdout.strip().startswith("td_"), res.stderr
+    # and with --json, as one JSON document a script can read
+    res = fleet.ace("table-diff", "testclus", small, "--no-wait", "--json",
+                    extra_env=_without_workers(fleet))
+    assert res.returncode == 0, res.stderr
+    queued = json.loads(res.stdout)
+    assert queued["task_id"].startswith("td_") and queued["status"] == "PENDING"
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from ace_api.cli.output import json_wanted, print_json
 from ace_api.cli.progress import ProgressBar
 from ace_shared.config import Settings
 from ace_shared.errors import TaskError, TaskNotRecordedError
+from ace_shared.tasks.status import PENDING
 from ace_workers.client import Finished, NoWorker, Progress, Waiting, follow, submit
 
 
@@ -27,8 +29,11 @@ def run_on_fleet(task_type: str, options: dict[str, Any], settings: Settings, ta
                table_name=table_name, requested_by=getpass.getuser())
     except TaskNotRecordedError as exc:  # queued all the same: following needs only Redis
         click.echo(f"Warning: {exc}", err=True)
-    if no_wait:
-        click.echo(task_id)
+    if no_wait:  # the id alone, or as the one JSON document --json promises scripts
+        if json_wanted():
+            print_json({"task_id": task_id, "status": PENDING})
+        else:
+            click.echo(task_id)
         return None
     if not quiet:
         click.echo(f"Submitted {task_id}", err=True)
