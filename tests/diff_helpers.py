@@ -13,10 +13,11 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from node_sql import Statement, run_sql
 
@@ -118,6 +119,19 @@ def query(dsn: str, text: str, params: Sequence[Any] = (), *, pinned: bool = Fal
     # the output settings; the tests' own queries name tables in public unqualified
     options = startup_options({"search_path": "public"}) if pinned else None
     return run_sql(dsn, (text, params), options=options)
+
+
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T]) -> T:
+    """``read()`` (of statistics such as ``pg_stat_all_indexes``) once two reads 0.6 s apart
+    agree: a backend's counts arrive after it ends, not when its client disconnects."""
+    last, seen = None, read()
+    while seen != last:
+        time.sleep(0.6)
+        last, seen = seen, read()
+    return seen
 
 
 def on_every_node(cluster: Any, statements: Iterable[Statement]) -> None:

@@ -3,12 +3,11 @@ key and per leaf, not once per logged version or per step of the plan."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import psycopg2
 import pytest
-from diff_helpers import CLUSTER, execute, mtree_init, query
+from diff_helpers import CLUSTER, execute, mtree_init, query, settled
 from test_mtree_kept import _recheck, _tracked
 
 from ace_shared.config import load_settings
@@ -73,11 +72,7 @@ def _blocks_read(dsn: str, key: str) -> int:
 
 def _settled(dsn: str, key: str) -> int:
     """:func:`_blocks_read`, once the ended backends' statistics are in."""
-    last, seen = -1, _blocks_read(dsn, key)
-    while seen != last:
-        time.sleep(0.6)
-        last, seen = seen, _blocks_read(dsn, key)
-    return seen
+    return settled(lambda: _blocks_read(dsn, key))
 
 
 def test_planning_a_change_in_every_leaf_reads_each_leaf_once(pg_cluster: Any) -> None:

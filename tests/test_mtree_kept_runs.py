@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 import pytest
-from diff_helpers import CLUSTER, execute, mtree_init, on_every_node, query, run_ace
+from diff_helpers import CLUSTER, execute, mtree_init, on_every_node, query, run_ace, settled
 from test_mtree_kept import _recheck, _thrown_away, _tracked
 
 from ace_shared.config import load_settings
@@ -48,34 +47,34 @@ def mtree_schema(pg_cluster: Any) -> None:
     assert mtree_init().code == 0
 
 
+def _key(table: str) -> str:
+    schema, name = table.split(".")
+    return tree_key(TableName(schema, name.strip('"')))
+
+
 def _kept_scans(cluster: Any, table: str) -> list[int]:
     """Scans of each node's kept keys' index so far, once ended sessions' counts are in."""
-    key = tree_key(TableName(*table.split(".")))
-
-    def scans() -> list[int]:
-        return [int(query(cluster.node_dsn(n), "SELECT coalesce(sum(idx_scan), 0) FROM "
-                          "pg_stat_all_indexes WHERE schemaname = 'ace_mtree' AND relname = "
-                          f"'keys_{key}'")[0][0]) for n in range(3)]
-    last, seen = None, scans()
-    while seen != last:
-        time.sleep(0.6)
-        last, seen = seen, scans()
-    return seen
+    return settled(lambda: [int(query(
+        cluster.node_dsn(n), "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_all_indexes "
+        f"WHERE schemaname = 'ace_mtree' AND relname = 'keys_{_key(table)}'")[0][0])
+        for n in range(3)])
 
 
-def _planned_then_diffed(cluster: Any, table: str, between: Callable[[], None] = lambda: None,
-                         rows_added: bool = False) -> tuple[DiffJob, dict[str, Any], list[int]]:
-    """Plan a re-check of every node, run ``between``, then diff its groups in sessions of
-    their own (as a fleet's workers do); the plan, the summary (checked against a full
-    table-diff) and how many scans of the kept keys' index each node's groups made.
-
-    ``rows_added``: ``between`` added rows on every node, which the rows checked, counted by
-    the plan, do not include."""
+def _planned_then_diffed(cluster: Any, table: str, nodes: str = "all",
+                         between: Callable[[], None] = lambda: None, rows_moved: bool = False,
+                         ) -> tuple[DiffJob, dict[str, Any], list[int]]:
+    """Plan a re-check of ``nodes``, run ``between``, then diff its groups in sessions of
+    their own (as a fleet's workers do); the plan, the summary and how many scans of the
+    kept keys' index each node's groups made. The rows reported and the counts are
+    checked against a full table-diff of the same nodes (``rows_moved``: ``between`` added
+    or deleted rows alike on every node, which the rows checked, counted by the plan, do
+    not follow)."""
     settings = load_settings()
     schema, name = table.split(".")
-    request = MtreeRequest("table-diff", CLUSTER, TableName(schema, name))
+    name = name.strip('"')
+    request = MtreeRequest("table-diff", CLUSTER, TableName(schema, name), nodes=nodes)
     with open_job(request, settings, threads=2) as job:
-        planned = plan_mtree_diff(job, settings, f"mkr-{name}", executor="local")
+        planned = plan_mtree_diff(job, settings, f"mkr-{name.lower()}", executor="local")
         key_bases = job.key_bases
     save_job(planned)
     between()
@@ -86,14 +85,16 @@ def _planned_then_diffed(cluster: Any, table: str, between: Callable[[], None] =
             results = run_batches(planned, job.sessions, 1, None, run=functools.partial(
                 diff_leaf_group, key_bases=key_bases, by_keys=by_keys_of(planned)),
                 on_first_done=view.spool_ready)
-            _, summary = merge_job(planned, results, settings.output_dir, view)
+            path, summary = merge_job(planned, results, settings.output_dir, view)
         finally:
             view.close()
     scans = [after - was for after, was in zip(_kept_scans(cluster, table), before, strict=True)]
-    full = run_ace("table-diff", CLUSTER, table).diff()
+    args = [] if nodes == "all" else [f"--nodes={nodes}"]
+    full = run_ace("table-diff", CLUSTER, table, *args).diff()
     got = summary.to_dict()
-    for field in ("diff_rows", "diff_rows_by_pair", *(() if rows_added else (
-            "total_rows_checked",))):
+    assert json.loads(path.read_text())["diffs"] == full["diffs"]
+    for field in ("diff_rows", "diff_rows_by_pair",
+                  *(() if rows_moved else ("total_rows_checked",))):
         assert got[field] == full["summary"][field], field
     return planned, got, scans
 
@@ -150,8 +151,8 @@ def test_a_split_in_the_run_between_plan_and_diff_is_read_leaf_by_leaf(
             "INSERT INTO mkr_split SELECT 20000 + g, 'new' FROM generate_series(1, 999) g "
             "WHERE g % 10 <> 0"])
         assert run_ace("mtree", "update", CLUSTER, table).code == 0
-    planned, summary, scans = _planned_then_diffed(pg_cluster, table, split,
-                                                   rows_added=True)
+    planned, summary, scans = _planned_then_diffed(pg_cluster, table, between=split,
+                                                   rows_moved=True)
     assert len(planned.meta["by_keys"]) == 40
     assert summary["diff_rows"] == 40
     assert max(scans) > 2, scans  # leaf by leaf
@@ -171,7 +172,7 @@ def test_a_run_marked_anew_on_one_node_between_plan_and_diff_hides_nothing(
     def other() -> None:
         done = run_ace("mtree", "table-diff", CLUSTER, table, "--nodes=n1,n3")
         assert done.code == 0, (done.stdout, done.stderr)
-    planned, summary, _ = _planned_then_diffed(pg_cluster, table, other)
+    planned, summary, _ = _planned_then_diffed(pg_cluster, table, between=other)
     assert len(planned.meta["by_keys"]) == 30
     assert summary["diff_rows"] == 30
     assert _recheck(table)["summary"]["diff_rows"] == 30

@@ -8,23 +8,18 @@ groups report against a full table-diff run afterwards.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from diff_helpers import CLUSTER, execute, mtree_init, on_every_node, query, run_ace
+from diff_helpers import CLUSTER, execute, mtree_init, on_every_node, query, run_ace, settled
 from test_mtree_kept import _recheck, _tracked
+from test_mtree_kept_runs import _key, _planned_then_diffed
 
 from ace_shared.config import load_settings
-from ace_shared.diff.job import DiffJob, job_view, merge_job, save_job
-from ace_shared.diff.local import run_batches
-from ace_shared.mtree.diffjob import by_keys_of, diff_leaf_group, plan_mtree_diff
-from ace_shared.mtree.objects import tree_key
+from ace_shared.mtree.diffjob import plan_mtree_diff
 from ace_shared.mtree.request import MtreeRequest
 from ace_shared.mtree.tree import open_job
 from ace_shared.nodes.ident import TableName
@@ -33,44 +28,6 @@ from ace_shared.nodes.ident import TableName
 @pytest.fixture(autouse=True)
 def mtree_schema(pg_cluster: Any) -> None:
     assert mtree_init().code == 0
-
-
-def _planned(cluster: Any, table: str, nodes: str = "all",
-             between: Callable[[], None] = lambda: None, rows_moved: bool = False,
-             ) -> tuple[DiffJob, dict[str, Any], list[int]]:
-    """Plan a re-check of ``nodes``, run ``between``, then diff its groups in sessions of
-    their own; the plan, the summary and each node's scans of its kept keys' index. The
-    rows reported and the counts are checked against a full table-diff of the same nodes
-    (``rows_moved``: ``between`` added or deleted rows alike on every node, which the
-    rows checked, counted by the plan, do not follow)."""
-    settings = load_settings()
-    schema, name = table.split(".")
-    name = name.strip('"')
-    request = MtreeRequest("table-diff", CLUSTER, TableName(schema, name), nodes=nodes)
-    with open_job(request, settings, threads=2) as job:
-        planned = plan_mtree_diff(job, settings, f"mkra-{name.lower()}", executor="local")
-        key_bases = job.key_bases
-    save_job(planned)
-    between()
-    before = _kept_scans(cluster, table)
-    with open_job(request, settings, threads=2) as job:
-        view = job_view(planned)
-        try:
-            results = run_batches(planned, job.sessions, 1, None, run=functools.partial(
-                diff_leaf_group, key_bases=key_bases, by_keys=by_keys_of(planned)),
-                on_first_done=view.spool_ready)
-            path, summary = merge_job(planned, results, settings.output_dir, view)
-        finally:
-            view.close()
-    scans = [after - was for after, was in zip(_kept_scans(cluster, table), before, strict=True)]
-    args = [] if nodes == "all" else [f"--nodes={nodes}"]
-    full = run_ace("table-diff", CLUSTER, table, *args).diff()
-    got = summary.to_dict()
-    assert json.loads(path.read_text())["diffs"] == full["diffs"]
-    for field in ("diff_rows", "diff_rows_by_pair",
-                  *(() if rows_moved else ("total_rows_checked",))):
-        assert got[field] == full["summary"][field], field
-    return planned, got, scans
 
 
 def test_a_merge_inside_a_run_from_the_first_leaf_to_the_last_hides_nothing(
@@ -90,7 +47,7 @@ def test_a_merge_inside_a_run_from_the_first_leaf_to_the_last_hides_nothing(
         assert run_ace("mtree", "update", CLUSTER, table).code == 0
         merged = int(query(pg_cluster.node_dsn(0), f"SELECT count(*) FROM {blocks}")[0][0])
         assert merged < leaves_before
-    planned, summary, scans = _planned(pg_cluster, table, between=merge, rows_moved=True)
+    planned, summary, scans = _planned_then_diffed(pg_cluster, table, between=merge, rows_moved=True)
     assert len(planned.meta["by_keys"]) == planned.meta["mtree"]["leaves_differing"] >= 30
     assert planned.ranges_total == len(planned.meta["by_keys"])
     assert summary["diff_rows"] == 30
@@ -114,7 +71,7 @@ def test_one_leaf_in_the_middle_of_a_run_marked_anew_on_one_node_is_read_whole(
     def other() -> None:
         done = run_ace("mtree", "table-diff", CLUSTER, table, "--nodes=n1,n2")
         assert done.code == 1, (done.stdout, done.stderr)
-    planned, summary, scans = _planned(pg_cluster, table, "n1,n3", other)
+    planned, summary, scans = _planned_then_diffed(pg_cluster, table, "n1,n3", other)
     assert len(planned.meta["by_keys"]) == 30
     assert summary["diff_rows"] == 30
     assert max(scans) > 2, scans  # the span was refused: leaf by leaf
@@ -135,27 +92,9 @@ def test_a_truncate_healed_on_one_node_between_plan_and_diff_hides_nothing_in_a_
             "CREATE TEMP TABLE saved AS SELECT * FROM mkra_trunc", "TRUNCATE mkra_trunc",
             "INSERT INTO mkra_trunc SELECT * FROM saved"])
         assert run_ace("mtree", "update", CLUSTER, table).code == 0
-    planned, summary, _ = _planned(pg_cluster, table, "n1,n2", reload)
+    planned, summary, _ = _planned_then_diffed(pg_cluster, table, "n1,n2", reload)
     assert len(planned.meta["by_keys"]) == 30
     assert summary["diff_rows"] == 30
-
-
-def _key(table: str) -> str:
-    schema, name = table.split(".")
-    return tree_key(TableName(schema, name.strip('"')))
-
-
-def _kept_scans(cluster: Any, table: str) -> list[int]:
-    """Scans of each node's kept keys' index so far, once ended sessions' counts are in."""
-    def scans() -> list[int]:
-        return [int(query(cluster.node_dsn(n), "SELECT coalesce(sum(idx_scan), 0) FROM "
-                          "pg_stat_all_indexes WHERE schemaname = 'ace_mtree' AND relname = "
-                          f"'keys_{_key(table)}'")[0][0]) for n in range(3)]
-    last, seen = None, scans()
-    while seen != last:
-        time.sleep(0.6)
-        last, seen = seen, scans()
-    return seen
 
 
 def test_a_run_of_an_icu_collated_text_key_is_read_over_its_span(pg_cluster: Any) -> None:
@@ -175,7 +114,7 @@ def test_a_run_of_an_icu_collated_text_key_is_read_over_its_span(pg_cluster: Any
     assert _recheck(table)["summary"]["diff_rows"] == 0
     execute(pg_cluster.node_dsn(1), ["UPDATE mkra_icu SET v = 'n2' WHERE substr(code, 2)::int "
                                      "% 10 = 5"])
-    planned, summary, scans = _planned(pg_cluster, table)
+    planned, summary, scans = _planned_then_diffed(pg_cluster, table)
     assert summary["diff_rows"] == 300
     mtree = summary["mtree"]
     assert mtree["leaves_by_keys"] == mtree["leaves_differing"] >= 8
@@ -200,7 +139,7 @@ def test_a_run_of_a_composite_key_of_awkward_text_and_quoted_names_is_read_over_
                                      "substring(\"Code, Part\" from '[0-9]+')::int % 10 = 5"])
     execute(pg_cluster.node_dsn(2), ['DELETE FROM "MkraOdd" WHERE '
                                      "substring(\"Code, Part\" from '[0-9]+')::int % 89 = 3"])
-    planned, summary, scans = _planned(pg_cluster, table)
+    planned, summary, scans = _planned_then_diffed(pg_cluster, table)
     assert summary["diff_rows"] == 300 + 34 - 3  # 3 deleted on n3 changed on n2
     mtree = summary["mtree"]
     assert mtree["leaves_by_keys"] == mtree["leaves_differing"] >= 8
@@ -221,7 +160,7 @@ def test_keys_equal_in_value_printed_otherwise_on_one_node_are_a_full_diff_s_row
     assert _recheck(table)["summary"]["diff_rows"] == 0
     execute(pg_cluster.node_dsn(1), ["UPDATE mkra_num SET id = id::numeric(20, 3), v = 'n2' "
                                      "WHERE (id * 10)::int % 100 = 7"])
-    _, summary, scans = _planned(pg_cluster, table)
+    _, summary, scans = _planned_then_diffed(pg_cluster, table)
     assert summary["diff_rows"] == 30
     assert summary["mtree"]["leaves_by_keys"] == summary["mtree"]["leaves_differing"] >= 8
     assert all(n <= 3 for n in scans), scans
@@ -247,7 +186,7 @@ def test_a_run_of_a_timestamptz_key_on_nodes_in_other_time_zones_is_read_over_it
         assert _recheck(table)["summary"]["diff_rows"] == 0
         execute(pg_cluster.node_dsn(1), [
             "UPDATE mkra_ts SET v = 'n2' WHERE extract(epoch FROM at)::bigint / 420 % 100 = 7"])
-        _, summary, scans = _planned(pg_cluster, table)
+        _, summary, scans = _planned_then_diffed(pg_cluster, table)
         assert summary["diff_rows"] == 30
         assert summary["mtree"]["leaves_by_keys"] == summary["mtree"]["leaves_differing"] >= 8
         assert all(n <= 3 for n in scans), scans
@@ -295,11 +234,7 @@ def _keys_read(cluster: Any, table: str) -> list[int]:
                           "i.relid = t.relid), 0) FROM pg_stat_all_tables t WHERE t.schemaname "
                           f"= 'ace_mtree' AND t.relname = 'keys_{_key(table)}'")[0][0])
                 for n in range(3)]
-    last, seen = None, read()
-    while seen != last:
-        time.sleep(0.6)
-        last, seen = seen, read()
-    return seen
+    return settled(read)
 
 
 def test_planning_a_re_check_of_fewer_nodes_reads_no_kept_key_of_agreeing_leaves(

@@ -137,18 +137,11 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
             block_rows, held = tree.block_rows, read.held
             keyed = set(read.by_keys)
             by_keys = [r.index for r, b in zip(ranges, blocks, strict=True) if b in keyed]
-            # groups of leaves all read by their keys, in this process: sized by those keys
-            sized_by_keys = slots is None and not read.leaves and bool(by_keys)
-            assert job.key_bases is not None  # read by the plan's first step
-            counts, counted = kept_counts(
-                job, keytypes.cast_shape(shape, job.key_bases), key, ranges,
-                ROWS_PER_QUERY * len(ranges)) if sized_by_keys else ({}, 0)
     if whole:  # as table-diff cuts them: a range a batch here, a few per worker on a fleet
         groups = cut_batches(ranges, None, slots, tasks_per_process)
     else:
-        batch_size = None if slots is not None else keyed_group_leaves(
-            len(ranges), kept_per_leaf(counts, counted), threads) if sized_by_keys \
-            else leaves_per_query(tree.block_rows)
+        batch_size = None if slots is not None else group_leaves(
+            job, shape, key, ranges, tree.block_rows if read.leaves else None, threads)
         groups = cut_batches(ranges, batch_size, slots, tasks_per_process) if ranges else []
     work = WorkDir.for_task(settings.output_dir, task_id).create()
     spec = DiffSpec(task_id=task_id, cluster_name=request.cluster_name, dbname=job.dbname,
@@ -175,6 +168,21 @@ def plan_mtree_diff(job: Job, settings: Settings, task_id: str, executor: str,
             f"{read.share:.0%} of its rows, so the whole table was compared as table-diff "
             "compares it.")
     return DiffJob(spec, groups, meta)
+
+
+def group_leaves(job: Job, shape: TableShape, key: str, ranges: list[KeyRange],
+                 block_rows: int | None, threads: int) -> int:
+    """Leaves per group in this process: :func:`leaves_per_query` of leaves of ``block_rows``
+    rows when some are read whole, else (``block_rows`` None: every leaf is read by its
+    kept keys) :func:`keyed_group_leaves` of the keys kept within them. They are counted
+    after the tree lock is given back: a group's size, not what the diff finds, rests
+    on them."""
+    if block_rows is not None or not ranges:
+        return leaves_per_query(block_rows or 1)
+    assert job.key_bases is not None  # read by the plan's first step
+    counts, counted = kept_counts(job, keytypes.cast_shape(shape, job.key_bases), key, ranges,
+                                  ROWS_PER_QUERY * len(ranges))
+    return keyed_group_leaves(len(ranges), kept_per_leaf(counts, counted), threads)
 
 
 def kept_per_leaf(counts: dict[str, int], leaves_by_keys: int) -> int:

@@ -116,7 +116,6 @@ def kept_leaves(per_node: dict[str, dict[int, str]], differing: Iterable[int]) -
             and all(node.get(b) == mark for node in others)}
 
 
-
 def distinct_marks(cur: cursor, key: str) -> list[Mark]:
     """The distinct marks the leaves carry: one probe of the index on ``agreed`` each (a
     tree's leaves carry a few), however many leaves there are."""
